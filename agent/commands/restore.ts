@@ -1,0 +1,35 @@
+import { resolve } from 'node:path';
+import { PieceReader } from '../core/piece-reader.ts';
+import type { Repository } from '../core/repository.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import { Restorer, prepareTarget, type RestoreResult } from '../files/restorer.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+
+export interface RestoreCommandOptions {
+  snapshot: string;
+  target: string;
+  includes: string[];
+  force: boolean;
+  ignoreErrors: boolean;
+  concurrency: number;
+  progress: ProgressListener;
+  signal?: AbortSignal | undefined;
+}
+
+export async function restore(repo: Repository, options: RestoreCommandOptions): Promise<{ snapshot: Snapshot; result: RestoreResult }> {
+  const snapshot = await repo.findSnapshot(options.snapshot);
+  const target = resolve(options.target);
+  await prepareTarget(target, options.force);
+  const index = await repo.loadIndex(options.concurrency * 2);
+  const reader = new PieceReader(repo, index, { cacheFrames: 64 });
+  const restorer = new Restorer(reader, {
+    target,
+    includes: options.includes,
+    force: options.force,
+    ignoreErrors: options.ignoreErrors,
+    readAheadBytes: Math.max(2, options.concurrency) * (8 << 20),
+    progress: options.progress,
+    signal: options.signal,
+  });
+  return { snapshot, result: await restorer.run(snapshot) };
+}

@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { SALT_BYTES, deriveKey, open, seal } from './crypto.ts';
+import { DamagedError } from './errors.ts';
+
+/**
+ * Small encrypted objects (snapshot manifests, index files): 
+ *   "CRN" | version (1) | kind (1 byte) | salt (16) | nonce (12) | ciphertext | tag (16)
+ * The key is HKDF(master, salt, "cairn/v1/object"); the header and the object's
+ * own name are authenticated, so an object cannot be swapped for another.
+ * Plaintext = codec byte (0 raw, 1 zstd) | payload.
+ */
+export const EnvelopeKind = { snapshot: 1, index: 2, lock: 3, history: 4 } as const;
+export type EnvelopeKindName = keyof typeof EnvelopeKind;
+
+const MAGIC = Buffer.from('CRN\x01', 'latin1');
+const HEADER_BYTES = MAGIC.length + 1 + SALT_BYTES;
+const CODEC_RAW = 0;
+const CODEC_ZSTD = 1;
+
+export function sealObject(master: Buffer, kind: EnvelopeKindName, name: string, payload: Buffer): Buffer {
+  const salt = randomBytes(SALT_BYTES);
+  const header = Buffer.concat([MAGIC, Buffer.from([EnvelopeKind[kind]]), salt]);
+  const compressed = payload.length > 256 ? zstdCompressSync(payload) : undefined;
+  const body = compressed && compressed.length < payload.length ? [Buffer.from([CODEC_ZSTD]), compressed] : [Buffer.from([CODEC_RAW]), payload];
+  const key = deriveKey(master, 'cairn/v1/object', salt);
+  return Buffer.concat([header, seal(key, body, aad(header, name))]);
+}
+
+export function openObject(master: Buffer, kind: EnvelopeKindName, name: string, data: Buffer): Buffer {
+  if (data.length < HEADER_BYTES || !data.subarray(0, MAGIC.length).equals(MAGIC)) {
+    throw new DamagedError(`${name} is not a cairn v1 object (bad header)`);
+  }
+  if (data[MAGIC.length] !== EnvelopeKind[kind]) throw new DamagedError(`${name} is not a ${kind} object`);
+  const header = data.subarray(0, HEADER_BYTES);
+  const key = deriveKey(master, 'cairn/v1/object', header.subarray(MAGIC.length + 1));
+  const plain = open(key, data.subarray(HEADER_BYTES), aad(header, name));
+  if (!plain || plain.length < 1) throw new DamagedError(`${name} failed authentication: it was altered, truncated, or written by another repository`);
+  const body = plain.subarray(1);
+  if (plain[0] === CODEC_RAW) return body;
+  if (plain[0] === CODEC_ZSTD) return zstdDecompressSync(body);
+  throw new DamagedError(`${name} uses unknown codec ${plain[0]}`);
+}
+
+function aad(header: Buffer, name: string): Buffer {
+  return Buffer.concat([header, Buffer.from(name, 'utf8')]);
+}

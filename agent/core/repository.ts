@@ -1,0 +1,201 @@
+import { randomBytes } from 'node:crypto';
+import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
+import { DEFAULT_CHUNKER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, parseRepositoryConfig, type ChunkerParams, type Compression, type RepositoryConfig } from './config.ts';
+import { deriveKey, hmac } from './crypto.ts';
+import { openObject, sealObject } from './envelope.ts';
+import { newMasterKey, parseKeyFile, unwrapMasterKey, wrapMasterKey } from './keyfile.ts';
+import { CONFIG_KEY, FORMAT_VERSION, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, idFromKey, indexKey, keyFileKey, snapshotKey } from './layout.ts';
+import { decodeIndexEntries, encodeIndexEntries, type IndexEntry } from './pack.ts';
+import { PieceIndex } from './piece-index.ts';
+import { decodeSnapshot, type Snapshot } from './snapshot.ts';
+import type { Storage } from './storage.ts';
+import { mapLimit } from './concurrency.ts';
+
+export interface Who {
+  host: string;
+  user: string;
+}
+
+export interface InitOptions {
+  chunker?: ChunkerParams;
+  compression?: Compression;
+  packSize?: number;
+}
+
+/**
+ * An open repository: its config and the unwrapped master key, with the
+ * operations every command shares. It touches storage only through the
+ * Storage interface it was handed.
+ */
+export class Repository {
+  readonly storage: Storage;
+  readonly config: RepositoryConfig;
+  readonly keyId: string;
+  private readonly master: Buffer;
+  private readonly idKey: Buffer;
+
+  private constructor(storage: Storage, config: RepositoryConfig, master: Buffer, keyId: string) {
+    this.storage = storage;
+    this.config = config;
+    this.master = master;
+    this.keyId = keyId;
+    this.idKey = deriveKey(master, 'cairn/v1/piece-id');
+  }
+
+  static async init(storage: Storage, passphrase: string, who: Who, options: InitOptions = {}): Promise<Repository> {
+    if (await storage.stat(CONFIG_KEY)) {
+      throw new CairnError('Cairn.AlreadyExists', `a repository already exists at ${storage.location}`, {
+        hint: 'use it as it is, or choose another location for a new repository',
+      });
+    }
+    const config: RepositoryConfig = {
+      format: 'cairn',
+      version: FORMAT_VERSION,
+      id: randomBytes(32).toString('hex'),
+      created: new Date().toISOString(),
+      chunker: options.chunker ?? DEFAULT_CHUNKER,
+      packSize: options.packSize ?? DEFAULT_PACK_SIZE,
+      compression: options.compression ?? DEFAULT_COMPRESSION,
+    };
+    const master = newMasterKey();
+    const keyFile = await wrapMasterKey(master, passphrase, config.id, who);
+    const keyId = randomBytes(16).toString('hex');
+    await storage.put(keyFileKey(keyId), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
+    // The config is written last and only if absent: it is what makes a repository exist.
+    await storage.put(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)), { ifAbsent: true });
+    return new Repository(storage, config, master, keyId);
+  }
+
+  static async open(storage: Storage, passphrase: string): Promise<Repository> {
+    let raw: Buffer;
+    try {
+      raw = await storage.get(CONFIG_KEY);
+    } catch (error) {
+      if (error instanceof NotFoundError) {
+        throw new CairnError('Cairn.RepositoryNotFound', `there is no cairn repository at ${storage.location}`, {
+          hint: 'check --repo / CAIRN_REPOSITORY, or create one with `cairn init`',
+          cause: error,
+        });
+      }
+      throw error;
+    }
+    const config = parseRepositoryConfig(raw, storage.location);
+    const keyIds: string[] = [];
+    for await (const object of storage.list(KEYS_PREFIX)) {
+      const id = idFromKey(object.key, KEYS_PREFIX);
+      if (id) keyIds.push(id);
+    }
+    if (keyIds.length === 0) throw new CairnError('Cairn.Damaged', `the repository at ${storage.location} has no key files`);
+    for (const keyId of keyIds.sort()) {
+      const name = keyFileKey(keyId);
+      const keyFile = parseKeyFile(await storage.get(name), name);
+      const master = await unwrapMasterKey(keyFile, passphrase, config.id);
+      if (master) return new Repository(storage, config, master, keyId);
+    }
+    throw new CairnError('Cairn.WrongKey', `the passphrase does not open the repository at ${storage.location}`, {
+      hint: 'check CAIRN_PASSWORD / --password-file; nothing was read or written',
+    });
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  /** Piece id: HMAC-SHA256 under a repository key, so ids reveal nothing about content to whoever lacks the key. */
+  pieceId(data: Buffer): Buffer {
+    return hmac(this.idKey, data);
+  }
+
+  /** Key that seeds the content-defined chunker, so cut points do not leak content either. */
+  chunkerSeed(): Buffer {
+    return deriveKey(this.master, 'cairn/v1/chunker');
+  }
+
+  masterKey(): Buffer {
+    return this.master;
+  }
+
+  seal(kind: 'snapshot' | 'index', name: string, payload: Buffer): Buffer {
+    return sealObject(this.master, kind, name, payload);
+  }
+
+  unseal(kind: 'snapshot' | 'index', name: string, data: Buffer): Buffer {
+    return openObject(this.master, kind, name, data);
+  }
+
+  async loadIndex(concurrency = 8): Promise<PieceIndex> {
+    const index = new PieceIndex();
+    const ids: string[] = [];
+    for await (const object of this.storage.list(INDEX_PREFIX)) {
+      const id = idFromKey(object.key, INDEX_PREFIX);
+      if (id) ids.push(id);
+    }
+    await mapLimit(ids, concurrency, async (id) => {
+      const name = indexKey(id);
+      const entries = decodeIndexEntries(this.unseal('index', name, await this.storage.get(name)), name);
+      for (const entry of entries) index.add(entry);
+    });
+    return index;
+  }
+
+  async writeIndex(entries: IndexEntry[]): Promise<string> {
+    const id = randomBytes(32).toString('hex');
+    const name = indexKey(id);
+    await this.storage.put(name, this.seal('index', name, encodeIndexEntries(entries)), { ifAbsent: true });
+    return id;
+  }
+
+  async saveSnapshot(snapshot: Snapshot): Promise<void> {
+    const name = snapshotKey(snapshot.id);
+    await this.storage.put(name, this.seal('snapshot', name, Buffer.from(JSON.stringify(snapshot))), { ifAbsent: true });
+  }
+
+  async readSnapshot(id: string): Promise<Snapshot> {
+    const name = snapshotKey(id);
+    const snapshot = decodeSnapshot(this.unseal('snapshot', name, await this.storage.get(name)), name);
+    if (snapshot.id !== id) throw new DamagedError(`${name} claims to be snapshot ${snapshot.id}`);
+    return snapshot;
+  }
+
+  async listSnapshotIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const object of this.storage.list(SNAPSHOTS_PREFIX)) {
+      const id = idFromKey(object.key, SNAPSHOTS_PREFIX);
+      if (id) ids.push(id);
+    }
+    return ids;
+  }
+
+  /** Every readable snapshot, oldest first, and the ones that could not be read. */
+  async listSnapshots(concurrency = 8): Promise<{ snapshots: Snapshot[]; unreadable: Array<{ id: string; error: string }> }> {
+    const ids = await this.listSnapshotIds();
+    const snapshots: Snapshot[] = [];
+    const unreadable: Array<{ id: string; error: string }> = [];
+    await mapLimit(ids, concurrency, async (id) => {
+      try {
+        snapshots.push(await this.readSnapshot(id));
+      } catch (error) {
+        if (error instanceof NotFoundError) return; // forgotten while we listed
+        unreadable.push({ id, error: errorMessage(error) });
+      }
+    });
+    snapshots.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+    return { snapshots, unreadable };
+  }
+
+  /** Resolves "latest", a full id or a unique prefix of at least 4 hex digits. */
+  async findSnapshot(ref: string, filter: (s: Snapshot) => boolean = () => true): Promise<Snapshot> {
+    if (ref === 'latest') {
+      const { snapshots } = await this.listSnapshots();
+      const matching = snapshots.filter(filter);
+      const latest = matching[matching.length - 1];
+      if (!latest) throw new CairnError('Cairn.NotFound', `the repository at ${this.storage.location} has no snapshot yet`, { hint: 'run `cairn backup` first' });
+      return latest;
+    }
+    if (!/^[0-9a-f]{4,64}$/.test(ref)) throw new CairnError('Cairn.Usage', `invalid snapshot id ${JSON.stringify(ref)}`, { hint: 'give "latest", a full id, or at least 4 hex digits of one (see `cairn snapshots`)' });
+    const matches = (await this.listSnapshotIds()).filter((id) => id.startsWith(ref));
+    if (matches.length === 0) throw new CairnError('Cairn.NotFound', `no snapshot ${ref} in ${this.storage.location}`, { hint: 'list them with `cairn snapshots`' });
+    if (matches.length > 1) throw new CairnError('Cairn.Usage', `snapshot id prefix ${ref} is ambiguous (${matches.length} snapshots)`, { hint: 'give more digits' });
+    return this.readSnapshot(matches[0] as string);
+  }
+}

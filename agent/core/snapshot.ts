@@ -1,0 +1,63 @@
+import { z } from 'zod';
+import { DamagedError } from './errors.ts';
+
+export const snapshotSummarySchema = z.object({
+  filesNew: z.number().int(),
+  filesChanged: z.number().int(),
+  filesUnchanged: z.number().int(),
+  dirs: z.number().int(),
+  bytesNew: z.number(),
+  bytesChanged: z.number(),
+  bytesUnchanged: z.number(),
+  totalFiles: z.number().int(),
+  totalBytes: z.number(),
+  /** Bytes read from the source (unchanged files are not read). */
+  bytesRead: z.number(),
+  piecesAdded: z.number().int(),
+  /** Plaintext bytes of the pieces this backup added to the repository. */
+  rawBytesAdded: z.number(),
+  /** Stored (compressed, encrypted) bytes this backup added to the repository. */
+  bytesAdded: z.number(),
+  durationMs: z.number(),
+  errors: z.number().int(),
+});
+export type SnapshotSummary = z.infer<typeof snapshotSummarySchema>;
+
+/**
+ * snapshots/<id>: the small root of a snapshot, written last. Everything else
+ * (trees, content lists, data) sits in packs and is reached from `tree`.
+ */
+export const snapshotSchema = z.object({
+  version: z.literal(1),
+  id: z.string().regex(/^[0-9a-f]{64}$/),
+  time: z.string(),
+  endTime: z.string(),
+  host: z.string(),
+  user: z.string(),
+  paths: z.array(z.string()),
+  tags: z.array(z.string()),
+  engine: z.string(),
+  engineMetadata: z.record(z.string(), z.unknown()),
+  plan: z.string().optional(),
+  tree: z.string().regex(/^[0-9a-f]{64}$/),
+  parent: z.string().optional(),
+  summary: snapshotSummarySchema,
+  tool: z.string(),
+});
+export type Snapshot = z.infer<typeof snapshotSchema>;
+
+export function decodeSnapshot(data: Buffer, name: string): Snapshot {
+  let json: unknown;
+  try {
+    json = JSON.parse(data.toString('utf8'));
+  } catch (cause) {
+    throw new DamagedError(`${name} is not valid JSON`, { cause });
+  }
+  const parsed = snapshotSchema.safeParse(json);
+  if (!parsed.success) throw new DamagedError(`${name} is invalid: ${z.prettifyError(parsed.error)}`);
+  return parsed.data;
+}
+
+export function shortId(id: string): string {
+  return id.slice(0, 8);
+}

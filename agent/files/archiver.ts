@@ -1,0 +1,323 @@
+import { constants as fsConstants, type BigIntStats } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { mapLimit } from '../core/concurrency.ts';
+import { ID_BYTES } from '../core/crypto.ts';
+import { PieceType } from '../core/pack.ts';
+import type { PieceIndex } from '../core/piece-index.ts';
+import type { PieceReader } from '../core/piece-reader.ts';
+import type { Repository } from '../core/repository.ts';
+import type { SnapshotSummary } from '../core/snapshot.ts';
+import { decodeTree, encodeTree, type Tree, type TreeEntry } from '../core/tree.ts';
+import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
+import type { PackWriter } from '../pipeline/pack-writer.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { PathMatcher } from './glob.ts';
+
+/** Files with more pieces than this keep their piece list in `list` pieces instead of the tree. */
+export const INLINE_PIECES = 1024;
+/** Piece ids per `list` piece (512 KiB of ids). */
+export const LIST_PIECES = 16384;
+
+export interface ArchiveOptions {
+  paths: string[];
+  excludes: string[];
+  chunking: Chunking;
+  concurrency: number;
+  progress: ProgressListener;
+  /** The previous snapshot's root tree, for change detection. */
+  parentTree?: string | undefined;
+  signal?: AbortSignal | undefined;
+  inlinePieces?: number;
+  listPieces?: number;
+}
+
+export type ArchiveCounts = Omit<SnapshotSummary, 'piecesAdded' | 'rawBytesAdded' | 'bytesAdded' | 'durationMs'>;
+
+/**
+ * Walks the paths and stores their trees: unchanged files (same size, mtime,
+ * ctime, inode and device as in the parent snapshot) are not read at all;
+ * other files are cut into pieces and only pieces the repository lacks are
+ * uploaded. Returns the root tree id.
+ */
+export class Archiver {
+  readonly counts: ArchiveCounts = {
+    filesNew: 0,
+    filesChanged: 0,
+    filesUnchanged: 0,
+    dirs: 0,
+    bytesNew: 0,
+    bytesChanged: 0,
+    bytesUnchanged: 0,
+    totalFiles: 0,
+    totalBytes: 0,
+    bytesRead: 0,
+    errors: 0,
+  };
+  private readonly repo: Repository;
+  private readonly writer: PackWriter;
+  private readonly index: PieceIndex;
+  private readonly reader: PieceReader;
+  private readonly options: ArchiveOptions;
+  private readonly excludes: PathMatcher;
+  private readonly hardlinks = new Map<string, Pick<TreeEntry, 'content' | 'contentLists' | 'size'>>();
+  private readonly inlinePieces: number;
+  private readonly listPieces: number;
+
+  constructor(repo: Repository, writer: PackWriter, index: PieceIndex, reader: PieceReader, options: ArchiveOptions) {
+    this.repo = repo;
+    this.writer = writer;
+    this.index = index;
+    this.reader = reader;
+    this.options = options;
+    this.excludes = new PathMatcher(options.excludes);
+    this.inlinePieces = options.inlinePieces ?? INLINE_PIECES;
+    this.listPieces = options.listPieces ?? LIST_PIECES;
+  }
+
+  async run(): Promise<string> {
+    const paths = this.options.paths.map((p) => resolve(p));
+    const parent = this.options.parentTree ? await this.loadTree(this.options.parentTree) : undefined;
+    const first = paths[0];
+    if (paths.length === 1 && first !== undefined) {
+      const stats = await this.statSource(first);
+      // One directory: the snapshot root is its contents, so a restore lands them directly in the target.
+      if (stats.isDirectory()) return this.archiveDir(first, '', parent);
+    }
+    const seen = new Set<string>();
+    const entries: TreeEntry[] = [];
+    for (const path of paths) {
+      const name = basename(path);
+      if (seen.has(name)) throw new CairnError('Cairn.Usage', `two backup paths share the name ${JSON.stringify(name)}`, { hint: 'back them up in separate snapshots, or back up their common parent' });
+      seen.add(name);
+      const stats = await this.statSource(path);
+      const entry = await this.archiveEntry(path, name, name, stats, parent ? byName(parent) : undefined);
+      if (entry) entries.push(entry);
+    }
+    entries.sort((a, b) => compareNames(a.name, b.name));
+    return this.storeTree({ version: 1, entries });
+  }
+
+  private async statSource(path: string): Promise<BigIntStats> {
+    try {
+      return await lstat(path, { bigint: true });
+    } catch (error) {
+      throw new CairnError('Cairn.Usage', `cannot back up ${path}: ${errorMessage(error)}`, { hint: 'check that the path exists and is readable', cause: error });
+    }
+  }
+
+  private async archiveDir(dir: string, rel: string, parent: Tree | undefined): Promise<string> {
+    this.options.signal?.throwIfAborted();
+    this.counts.dirs++;
+    let names: string[];
+    try {
+      names = (await readdir(dir)).sort(compareNames);
+    } catch (error) {
+      this.fail(rel || '.', error);
+      return this.storeTree({ version: 1, entries: [] });
+    }
+    const parentEntries = parent ? byName(parent) : undefined;
+    const slots: Array<TreeEntry | undefined> = new Array(names.length);
+    const stats: Array<BigIntStats | undefined> = new Array(names.length);
+    await mapLimit(names.keys(), 32, async (i) => {
+      const name = names[i] as string;
+      const relPath = rel === '' ? name : `${rel}/${name}`;
+      if (this.excludes.matches(relPath)) return;
+      try {
+        stats[i] = await lstat(join(dir, name), { bigint: true });
+      } catch (error) {
+        this.fail(relPath, error);
+      }
+    });
+    // Files in parallel (they share the pack writer); directories one at a time, depth first.
+    await mapLimit(names.keys(), this.options.concurrency, async (i) => {
+      const st = stats[i];
+      if (!st || st.isDirectory()) return;
+      const name = names[i] as string;
+      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, st, parentEntries);
+    });
+    for (const [i, name] of names.entries()) {
+      const st = stats[i];
+      if (!st?.isDirectory()) continue;
+      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, st, parentEntries);
+    }
+    return this.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
+  }
+
+  private async archiveEntry(path: string, name: string, rel: string, st: BigIntStats, parent: Map<string, TreeEntry> | undefined): Promise<TreeEntry | undefined> {
+    const base = {
+      name,
+      mode: Number(st.mode & 0o7777n),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtimeNs: st.mtimeNs.toString(),
+      ctimeNs: st.ctimeNs.toString(),
+      dev: st.dev.toString(),
+      inode: st.ino.toString(),
+    };
+    try {
+      if (st.isDirectory()) {
+        const previous = parent?.get(name);
+        const parentTree = previous?.type === 'dir' && previous.subtree ? await this.loadTree(previous.subtree).catch(() => undefined) : undefined;
+        return { ...base, type: 'dir', subtree: await this.archiveDir(path, rel, parentTree) };
+      }
+      if (st.isSymbolicLink()) {
+        return { ...base, type: 'symlink', target: await readlink(path) };
+      }
+      if (st.isFile()) return { ...base, type: 'file', ...(await this.archiveFile(path, rel, st, parent?.get(name))) };
+      this.options.progress.warn(`skipped ${rel}: sockets, FIFOs and device files are not backed up`, { path: rel });
+      return undefined;
+    } catch (error) {
+      // A file we cannot read is reported and skipped; anything else (storage, damage, cancel) stops the backup.
+      if (!isFileSystemError(error)) throw error;
+      this.fail(rel, error);
+      return undefined;
+    }
+  }
+
+  private async archiveFile(path: string, rel: string, st: BigIntStats, previous: TreeEntry | undefined): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists' | 'hardlink'>> {
+    const size = Number(st.size);
+    this.counts.totalFiles++;
+    this.counts.totalBytes += size;
+    const hardlink = st.nlink > 1n ? `${st.dev}:${st.ino}` : undefined;
+    const linked = hardlink ? this.hardlinks.get(hardlink) : undefined;
+    if (linked) {
+      this.counts.filesUnchanged++;
+      this.counts.bytesUnchanged += size;
+      this.report(rel);
+      return { ...linked, hardlink };
+    }
+    let result: Pick<TreeEntry, 'size' | 'content' | 'contentLists'>;
+    if (previous && this.unchanged(previous, st)) {
+      this.counts.filesUnchanged++;
+      this.counts.bytesUnchanged += size;
+      result = { size, content: previous.content, contentLists: previous.contentLists };
+    } else {
+      if (previous?.type === 'file') {
+        this.counts.filesChanged++;
+        this.counts.bytesChanged += size;
+      } else {
+        this.counts.filesNew++;
+        this.counts.bytesNew += size;
+      }
+      result = await this.readContent(path, rel, st);
+    }
+    if (hardlink) this.hardlinks.set(hardlink, result);
+    this.report(rel);
+    return hardlink ? { ...result, hardlink } : result;
+  }
+
+  private unchanged(previous: TreeEntry, st: BigIntStats): boolean {
+    if (previous.type !== 'file' || previous.size !== Number(st.size)) return false;
+    if (previous.mtimeNs !== st.mtimeNs.toString() || previous.ctimeNs !== st.ctimeNs.toString()) return false;
+    if (previous.inode !== st.ino.toString() || previous.dev !== st.dev.toString()) return false;
+    // Reuse only what the repository still holds (a damaged or pruned piece is read again).
+    const ids = previous.content ?? previous.contentLists ?? [];
+    return ids.every((id) => this.index.has(Buffer.from(id, 'hex')));
+  }
+
+  private async readContent(path: string, rel: string, st: BigIntStats): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
+    const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (process.getuid?.() === 0 ? fsConstants.O_NOATIME : 0));
+    const lists: string[] = [];
+    let ids = Buffer.alloc(ID_BYTES * this.listPieces);
+    let count = 0;
+    let size = 0;
+    try {
+      const read = async (buffer: Buffer): Promise<number> => (await handle.read(buffer, 0, buffer.length, null)).bytesRead;
+      for await (const piece of chunkStream(read, this.options.chunking)) {
+        this.options.signal?.throwIfAborted();
+        const id = this.repo.pieceId(piece);
+        await this.writer.add(id, PieceType.data, piece);
+        size += piece.length;
+        this.counts.bytesRead += piece.length;
+        if (count === this.listPieces) {
+          lists.push(await this.storeList(ids, count));
+          ids = Buffer.alloc(ID_BYTES * this.listPieces);
+          count = 0;
+        }
+        id.copy(ids, count * ID_BYTES);
+        count++;
+        this.report(rel);
+      }
+      const after = await handle.stat({ bigint: true });
+      if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) {
+        this.options.progress.warn(`${rel} changed while it was read; the snapshot holds the bytes as read`, { path: rel });
+      }
+    } finally {
+      await handle.close();
+    }
+    if (lists.length === 0 && count <= this.inlinePieces) {
+      const content: string[] = [];
+      for (let i = 0; i < count; i++) content.push(ids.toString('hex', i * ID_BYTES, (i + 1) * ID_BYTES));
+      return { size, content };
+    }
+    if (count > 0) lists.push(await this.storeList(ids, count));
+    return { size, contentLists: lists };
+  }
+
+  private async storeList(ids: Buffer, count: number): Promise<string> {
+    const data = Buffer.from(ids.subarray(0, count * ID_BYTES));
+    const id = this.repo.pieceId(data);
+    await this.writer.add(id, PieceType.list, data);
+    return id.toString('hex');
+  }
+
+  private async storeTree(tree: Tree): Promise<string> {
+    const data = encodeTree(tree);
+    const id = this.repo.pieceId(data);
+    await this.writer.add(id, PieceType.tree, data);
+    return id.toString('hex');
+  }
+
+  private async loadTree(id: string): Promise<Tree> {
+    return decodeTree(await this.reader.read(Buffer.from(id, 'hex')), id);
+  }
+
+  private lastReport = 0;
+
+  private report(current: string): void {
+    const now = Date.now();
+    if (now - this.lastReport < 200) return;
+    this.lastReport = now;
+    const c = this.counts;
+    this.options.progress.progress({
+      phase: 'backup',
+      files: c.filesNew + c.filesChanged + c.filesUnchanged,
+      bytes: c.bytesRead + c.bytesUnchanged,
+      bytesAdded: this.writer.stats.bytesAdded,
+      current,
+    });
+  }
+
+  private fail(rel: string, error: unknown): void {
+    this.counts.errors++;
+    this.options.progress.warn(`cannot back up ${rel}: ${errorMessage(error)}`, { path: rel, error: errorMessage(error) });
+  }
+}
+
+function isFileSystemError(error: unknown): boolean {
+  return error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string' && !(error instanceof CairnError);
+}
+
+function byName(tree: Tree): Map<string, TreeEntry> {
+  return new Map(tree.entries.map((e) => [e.name, e]));
+}
+
+/** Byte order of UTF-8 names, the same on every host. */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/** Reads every piece id of a file entry, streaming `list` pieces one at a time. */
+export async function* contentIds(entry: TreeEntry, reader: PieceReader): AsyncGenerator<Buffer> {
+  if (entry.content) {
+    for (const id of entry.content) yield Buffer.from(id, 'hex');
+    return;
+  }
+  for (const listId of entry.contentLists ?? []) {
+    const list = await reader.read(Buffer.from(listId, 'hex'));
+    if (list.length % ID_BYTES !== 0) throw new CairnError('Cairn.Damaged', `content list ${listId} has a bad length`);
+    for (let at = 0; at < list.length; at += ID_BYTES) yield list.subarray(at, at + ID_BYTES);
+  }
+}

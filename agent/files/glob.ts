@@ -1,0 +1,73 @@
+/**
+ * Path patterns for --exclude and --include. `*` and `?` stay within one path
+ * component, `**` crosses them, `[...]` is a class. A pattern without a slash
+ * matches any component's name; with one, it matches the whole relative path
+ * (a leading slash anchors it at the snapshot root).
+ */
+export class PathMatcher {
+  private readonly patterns: Array<{ regex: RegExp; byName: boolean }>;
+
+  constructor(patterns: string[]) {
+    this.patterns = patterns
+      .map((p) => p.trim())
+      .filter((p) => p.length > 0)
+      .map((p) => {
+        const trimmed = p.replace(/\/+$/, '');
+        const byName = !trimmed.includes('/');
+        return { regex: globToRegExp(trimmed.replace(/^\/+/, '')), byName };
+      });
+  }
+
+  get empty(): boolean {
+    return this.patterns.length === 0;
+  }
+
+  /** `relPath` uses '/' separators and no leading slash. */
+  matches(relPath: string): boolean {
+    const name = relPath.slice(relPath.lastIndexOf('/') + 1);
+    return this.patterns.some(({ regex, byName }) => regex.test(byName ? name : relPath));
+  }
+
+  /** True when the path or one of its ancestors matches (a matched directory covers its subtree). */
+  matchesSelfOrAncestor(relPath: string): boolean {
+    const parts = relPath.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      if (this.matches(parts.slice(0, i).join('/'))) return true;
+    }
+    return false;
+  }
+}
+
+export function globToRegExp(glob: string): RegExp {
+  let out = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i] as string;
+    if (c === '*') {
+      if (glob[i + 1] === '*') {
+        i++;
+        if (glob[i + 1] === '/') {
+          i++;
+          out += '(?:.*/)?';
+        } else {
+          out += '.*';
+        }
+      } else {
+        out += '[^/]*';
+      }
+    } else if (c === '?') {
+      out += '[^/]';
+    } else if (c === '[') {
+      const end = glob.indexOf(']', i + 1);
+      if (end < 0) {
+        out += '\\[';
+      } else {
+        const body = glob.slice(i + 1, end).replace(/\\/g, '\\\\');
+        out += `[${body.startsWith('!') ? `^${body.slice(1)}` : body}]`;
+        i = end;
+      }
+    } else {
+      out += c.replace(/[.+^${}()|\\]/g, '\\$&');
+    }
+  }
+  return new RegExp(`^${out}$`);
+}

@@ -1,0 +1,351 @@
+import { constants as fsConstants } from 'node:fs';
+import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, chmod, chown, stat, symlink, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
+import type { PieceReader } from '../core/piece-reader.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import { decodeTree, type TreeEntry } from '../core/tree.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { contentIds } from './archiver.ts';
+import { PathMatcher } from './glob.ts';
+import { isErrno } from '../storage/file.ts';
+
+export interface RestoreOptions {
+  target: string;
+  includes: string[];
+  force: boolean;
+  ignoreErrors: boolean;
+  /** Bytes of pieces fetched ahead of the writer (memory bound of the restore). */
+  readAheadBytes: number;
+  progress: ProgressListener;
+  signal?: AbortSignal | undefined;
+}
+
+export interface RestoreResult {
+  files: number;
+  dirs: number;
+  symlinks: number;
+  bytes: number;
+  errors: Array<{ path: string; error: string }>;
+}
+
+type Item =
+  | { kind: 'dir'; rel: string; entry: TreeEntry; included: boolean }
+  | { kind: 'symlink'; rel: string; entry: TreeEntry }
+  | { kind: 'file'; rel: string; entry: TreeEntry }
+  | { kind: 'piece'; rel: string; id: Buffer; length: number; data: Promise<Buffer> }
+  | { kind: 'end'; rel: string; entry: TreeEntry }
+  | { kind: 'bad'; rel: string; error: Error };
+
+const ZERO = Buffer.alloc(64 << 10);
+const isRoot = process.getuid?.() === 0;
+
+/** Refuses a non-empty target unless forced, before anything is written. */
+export async function prepareTarget(target: string, force: boolean): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(target)).isDirectory();
+  } catch (error) {
+    if (!isErrno(error, 'ENOENT')) throw error;
+    await mkdir(target, { recursive: true });
+    return;
+  }
+  if (!isDir) throw new CairnError('Cairn.Usage', `restore target ${target} exists and is not a directory`, { hint: 'choose a directory' });
+  if (!force && (await readdir(target)).length > 0) {
+    throw new CairnError('Cairn.TargetNotEmpty', `restore target ${target} is not empty; nothing was written`, {
+      hint: 'restore into an empty or new directory, or pass --force to overwrite what is there',
+    });
+  }
+}
+
+/**
+ * Writes a snapshot's tree under `target` and nowhere else: every name is a
+ * checked single path component, directories on the way are created (or, with
+ * --force, checked to be real directories), and files are created with
+ * O_EXCL|O_NOFOLLOW, so no manifest — however crafted — can write through a
+ * symlink or outside the target. Pieces are fetched ahead of the writer.
+ */
+export class Restorer {
+  readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
+  private readonly reader: PieceReader;
+  private readonly options: RestoreOptions;
+  private readonly includes: PathMatcher;
+  private readonly dirEntries = new Map<string, TreeEntry>();
+  private readonly created = new Set<string>(['']);
+  private readonly createdDirs: Array<{ path: string; entry: TreeEntry }> = [];
+  private readonly hardlinks = new Map<string, string>();
+  private lastReport = 0;
+
+  constructor(reader: PieceReader, options: RestoreOptions) {
+    this.reader = reader;
+    this.options = options;
+    this.includes = new PathMatcher(options.includes);
+  }
+
+  async run(snapshot: Snapshot): Promise<RestoreResult> {
+    const items = this.walk(snapshot.tree, '')[Symbol.asyncIterator]();
+    const window: Item[] = [];
+    let windowBytes = 0;
+    let exhausted = false;
+    let file: { handle: import('node:fs/promises').FileHandle; position: number; path: string; failed: boolean } | undefined;
+    for (;;) {
+      while (!exhausted && windowBytes < this.options.readAheadBytes && window.length < 4096) {
+        const next = await items.next();
+        if (next.done) {
+          exhausted = true;
+          break;
+        }
+        if (next.value.kind === 'piece') windowBytes += next.value.length;
+        window.push(next.value);
+      }
+      const item = window.shift();
+      if (!item) break;
+      this.options.signal?.throwIfAborted();
+      if (item.kind === 'piece') windowBytes -= item.length;
+      try {
+        switch (item.kind) {
+          case 'bad':
+            throw item.error;
+          case 'dir':
+            this.dirEntries.set(item.rel, item.entry);
+            if (item.included) await this.ensureDir(item.rel);
+            break;
+          case 'symlink':
+            await this.restoreSymlink(item.rel, item.entry);
+            break;
+          case 'file': {
+            const done = await this.startFile(item.rel, item.entry);
+            if (done === 'linked') break;
+            file = { handle: done, position: 0, path: this.path(item.rel), failed: false };
+            break;
+          }
+          case 'piece': {
+            if (!file || file.failed) {
+              item.data.catch(() => undefined);
+              break;
+            }
+            const data = await item.data;
+            if (data.length >= 4096 && isZero(data)) {
+              file.position += data.length; // a hole: leave it unwritten (sparse)
+            } else {
+              await writeAll(file.handle, data, file.position);
+              file.position += data.length;
+            }
+            this.result.bytes += data.length;
+            this.report(item.rel);
+            break;
+          }
+          case 'end':
+            if (file && !file.failed) {
+              await finishFile(file.handle, file.position, item.entry);
+              await file.handle.close();
+              file = undefined;
+              this.result.files++;
+            }
+            break;
+        }
+      } catch (error) {
+        if (error instanceof Error && error.name === 'AbortError') throw error;
+        if (isStorageFailure(error)) throw error;
+        const path = item.rel;
+        if (file) {
+          await file.handle.close().catch(() => undefined);
+          await unlink(file.path).catch(() => undefined);
+          file.failed = true;
+        }
+        if (!this.options.ignoreErrors) {
+          for (const pending of window) if (pending.kind === 'piece') pending.data.catch(() => undefined);
+          throw new CairnError(error instanceof CairnError ? error.code : 'Cairn.Failure', `cannot restore ${path}: ${errorMessage(error)}`, {
+            hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
+            cause: error,
+          });
+        }
+        this.result.errors.push({ path, error: errorMessage(error) });
+        this.options.progress.warn(`cannot restore ${path}: ${errorMessage(error)}`, { path });
+        if (item.kind === 'end') file = undefined;
+      }
+    }
+    // Directory metadata last, deepest first, so writing their contents did not change it.
+    for (const { path, entry } of this.createdDirs.reverse()) await applyMeta(path, entry, false);
+    return this.result;
+  }
+
+  private async *walk(treeId: string, rel: string): AsyncGenerator<Item> {
+    let entries: TreeEntry[];
+    try {
+      entries = decodeTree(await this.reader.read(Buffer.from(treeId, 'hex')), treeId).entries;
+    } catch (error) {
+      yield { kind: 'bad', rel: rel || '.', error: error as Error };
+      return;
+    }
+    const seen = new Set<string>();
+    for (const entry of entries) {
+      const unsafe = unsafeName(entry.name, seen);
+      seen.add(entry.name);
+      const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      if (unsafe) {
+        yield { kind: 'bad', rel: `${rel || '.'}/${JSON.stringify(entry.name)}`, error: new DamagedError(`the snapshot holds ${unsafe}; refusing to write it`) };
+        continue;
+      }
+      const included = this.includes.empty || this.includes.matchesSelfOrAncestor(childRel);
+      if (entry.type === 'dir') {
+        yield { kind: 'dir', rel: childRel, entry, included };
+        if (entry.subtree) yield* this.walk(entry.subtree, childRel);
+        continue;
+      }
+      if (!included) continue;
+      if (entry.type === 'symlink') {
+        yield { kind: 'symlink', rel: childRel, entry };
+        continue;
+      }
+      yield { kind: 'file', rel: childRel, entry };
+      if (!entry.hardlink || !this.hardlinkQueued(entry.hardlink)) {
+        try {
+          for await (const id of contentIds(entry, this.reader)) {
+            const location = this.reader.location(id);
+            const data = this.reader.read(id);
+            data.catch(() => undefined);
+            yield { kind: 'piece', rel: childRel, id, length: location.length, data };
+          }
+        } catch (error) {
+          yield { kind: 'bad', rel: childRel, error: error as Error };
+        }
+      }
+      yield { kind: 'end', rel: childRel, entry };
+    }
+  }
+
+  private readonly queuedLinks = new Set<string>();
+
+  /** The first file of a hard-link group carries the data; the others become links to it. */
+  private hardlinkQueued(key: string): boolean {
+    if (this.queuedLinks.has(key)) return true;
+    this.queuedLinks.add(key);
+    return false;
+  }
+
+  private path(rel: string): string {
+    return join(this.options.target, ...rel.split('/'));
+  }
+
+  private async ensureDir(rel: string): Promise<void> {
+    if (this.created.has(rel)) return;
+    const slash = rel.lastIndexOf('/');
+    await this.ensureDir(slash < 0 ? '' : rel.slice(0, slash));
+    const path = this.path(rel);
+    try {
+      await mkdir(path, { mode: 0o700 });
+    } catch (error) {
+      if (!isErrno(error, 'EEXIST')) throw error;
+      const existing = await lstat(path);
+      if (!existing.isDirectory()) {
+        // Only reachable with --force: replace what is there, never follow it.
+        await unlink(path);
+        await mkdir(path, { mode: 0o700 });
+      }
+    }
+    this.created.add(rel);
+    this.result.dirs++;
+    const entry = this.dirEntries.get(rel);
+    if (entry) this.createdDirs.push({ path, entry });
+  }
+
+  private async clearForEntry(path: string): Promise<void> {
+    if (!this.options.force) return;
+    try {
+      const existing = await lstat(path);
+      if (existing.isDirectory()) await rm(path, { recursive: true, force: true });
+      else await unlink(path);
+    } catch (error) {
+      if (!isErrno(error, 'ENOENT')) throw error;
+    }
+  }
+
+  private async restoreSymlink(rel: string, entry: TreeEntry): Promise<void> {
+    await this.ensureParent(rel);
+    const path = this.path(rel);
+    await this.clearForEntry(path);
+    await symlink(entry.target ?? '', path);
+    await applyMeta(path, entry, true);
+    this.result.symlinks++;
+  }
+
+  private async startFile(rel: string, entry: TreeEntry): Promise<import('node:fs/promises').FileHandle | 'linked'> {
+    await this.ensureParent(rel);
+    const path = this.path(rel);
+    await this.clearForEntry(path);
+    const first = entry.hardlink ? this.hardlinks.get(entry.hardlink) : undefined;
+    if (first) {
+      await link(first, path);
+      this.result.files++;
+      return 'linked';
+    }
+    if (entry.hardlink && this.queuedLinks.has(entry.hardlink) && !this.hardlinks.has(entry.hardlink)) this.hardlinks.set(entry.hardlink, path);
+    return open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+  }
+
+  private async ensureParent(rel: string): Promise<void> {
+    const slash = rel.lastIndexOf('/');
+    await this.ensureDir(slash < 0 ? '' : rel.slice(0, slash));
+  }
+
+  private report(current: string): void {
+    const now = Date.now();
+    if (now - this.lastReport < 200) return;
+    this.lastReport = now;
+    this.options.progress.progress({ phase: 'restore', files: this.result.files, bytes: this.result.bytes, current });
+  }
+}
+
+function isZero(data: Buffer): boolean {
+  for (let at = 0; at < data.length; at += ZERO.length) {
+    const end = Math.min(data.length, at + ZERO.length);
+    if (data.compare(ZERO, 0, end - at, at, end) !== 0) return false;
+  }
+  return true;
+}
+
+function unsafeName(name: string, seen: Set<string>): string | undefined {
+  if (name === '' || name === '.' || name === '..') return `the path component ${JSON.stringify(name)}`;
+  if (name.includes('/') || name.includes('\\') || name.includes('\0')) return `a name with a separator or NUL: ${JSON.stringify(name)}`;
+  if (seen.has(name)) return `the name ${JSON.stringify(name)} twice in one directory`;
+  return undefined;
+}
+
+async function writeAll(handle: import('node:fs/promises').FileHandle, data: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+async function finishFile(handle: import('node:fs/promises').FileHandle, size: number, entry: TreeEntry): Promise<void> {
+  if (entry.size !== undefined && entry.size !== size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${entry.size}`);
+  await handle.truncate(size);
+  if (isRoot) await handle.chown(entry.uid, entry.gid);
+  await handle.chmod(entry.mode);
+  const mtime = nsToSeconds(entry.mtimeNs);
+  await handle.utimes(mtime, mtime);
+}
+
+async function applyMeta(path: string, entry: TreeEntry, isLink: boolean): Promise<void> {
+  const mtime = nsToSeconds(entry.mtimeNs);
+  if (isLink) {
+    if (isRoot) await lchown(path, entry.uid, entry.gid);
+    await lutimes(path, mtime, mtime);
+    return;
+  }
+  if (isRoot) await chown(path, entry.uid, entry.gid);
+  await chmod(path, entry.mode);
+  await utimes(path, mtime, mtime);
+}
+
+function nsToSeconds(ns: string): number {
+  const value = BigInt(ns);
+  return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+}
+
+function isStorageFailure(error: unknown): boolean {
+  return error instanceof CairnError && (error.code === 'Cairn.Storage' || error.code === 'Cairn.Cancelled');
+}

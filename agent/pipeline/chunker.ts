@@ -1,0 +1,99 @@
+import { hkdfSync } from 'node:crypto';
+import type { ChunkerParams } from '../core/config.ts';
+
+/**
+ * FastCDC-style content-defined chunking with a 32-bit gear hash and
+ * normalized chunking (a stricter mask before `avg`, a looser one after), so
+ * sizes cluster around `avg` while an insertion only moves nearby cut points.
+ * The gear table comes from a repository secret: cut points, like piece ids,
+ * reveal nothing about the content to someone without the key.
+ */
+export class Chunker {
+  readonly min: number;
+  readonly avg: number;
+  readonly max: number;
+  private readonly gear: Int32Array;
+  private readonly maskSmall: number;
+  private readonly maskLarge: number;
+
+  constructor(params: ChunkerParams, seed: Buffer) {
+    this.min = params.min;
+    this.avg = params.avg;
+    this.max = params.max;
+    this.gear = new Int32Array(Buffer.from(hkdfSync('sha256', seed, Buffer.alloc(0), 'cairn/v1/gear', 1024)).buffer);
+    const bits = Math.round(Math.log2(params.avg));
+    // Bit k of the hash depends on the last k+1 bytes: use the top bits so every cut looks at a 32-byte window.
+    this.maskSmall = topBits(Math.min(31, bits + 2));
+    this.maskLarge = topBits(Math.max(1, bits - 2));
+  }
+
+  /**
+   * Length of the chunk that starts at `start`. Call with at least `max` bytes
+   * after `start`, or with the final bytes of the stream.
+   */
+  cut(data: Uint8Array, start: number, end: number): number {
+    const n = end - start;
+    if (n <= this.min) return n;
+    const limit = Math.min(n, this.max);
+    const normal = Math.min(limit, this.avg);
+    const gear = this.gear;
+    const maskSmall = this.maskSmall;
+    const maskLarge = this.maskLarge;
+    let hash = 0;
+    let i = start + this.min;
+    for (const stop = start + normal; i < stop; i++) {
+      hash = ((hash << 1) + (gear[data[i] as number] as number)) | 0;
+      if ((hash & maskSmall) === 0) return i - start + 1;
+    }
+    for (const stop = start + limit; i < stop; i++) {
+      hash = ((hash << 1) + (gear[data[i] as number] as number)) | 0;
+      if ((hash & maskLarge) === 0) return i - start + 1;
+    }
+    return limit;
+  }
+}
+
+function topBits(count: number): number {
+  return (~0 << (32 - count)) | 0;
+}
+
+/** How a file is cut into pieces: content-defined, or fixed blocks for page-structured files. */
+export type Chunking = { kind: 'cdc'; chunker: Chunker } | { kind: 'fixed'; size: number };
+
+/** Reads `read` to its end and yields pieces; memory stays within about two read buffers plus `max`. */
+export async function* chunkStream(
+  read: (buffer: Buffer) => Promise<number>,
+  chunking: Chunking,
+  readSize = 8 << 20,
+): AsyncGenerator<Buffer> {
+  const unit = chunking.kind === 'cdc' ? chunking.chunker.max : chunking.size;
+  const size = Math.max(readSize, unit * 2);
+  let carry: Buffer = Buffer.alloc(0);
+  let eof = false;
+  while (!eof || carry.length > 0) {
+    let data = carry;
+    if (!eof) {
+      const buffer = Buffer.allocUnsafe(size);
+      buffer.set(carry, 0);
+      let filled = carry.length;
+      while (filled < size) {
+        const n = await read(buffer.subarray(filled));
+        if (n === 0) {
+          eof = true;
+          break;
+        }
+        filled += n;
+      }
+      data = buffer.subarray(0, filled);
+    }
+    let at = 0;
+    while (at < data.length && (eof || data.length - at >= unit)) {
+      const length = chunking.kind === 'cdc' ? chunking.chunker.cut(data, at, data.length) : Math.min(unit, data.length - at);
+      yield data.subarray(at, at + length);
+      at += length;
+    }
+    // Copy the tail so the next read buffer does not keep this one alive.
+    carry = Buffer.from(data.subarray(at));
+    if (eof && carry.length === 0) break;
+  }
+}

@@ -1,0 +1,22 @@
+/** What long operations report while they run. Listeners decide how (TTY line, JSON lines, task heartbeats). */
+export interface ProgressEvent {
+  phase: 'scan' | 'backup' | 'restore' | 'verify';
+  files: number;
+  bytes: number;
+  totalFiles?: number;
+  totalBytes?: number;
+  /** Bytes added to the repository so far (backup). */
+  bytesAdded?: number;
+  current?: string;
+}
+
+export interface ProgressListener {
+  progress(event: ProgressEvent): void;
+  /** A problem that does not stop the operation (an unreadable file, a file changed while read). */
+  warn(message: string, details?: Record<string, unknown>): void;
+}
+
+export const silentProgress: ProgressListener = {
+  progress: () => undefined,
+  warn: () => undefined,
+};
