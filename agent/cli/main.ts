@@ -170,7 +170,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return ExitCode.ok;
       return ExitCode.usage;
     }
-    const failure = controller.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled') ? controller.signal.reason : error;
+    const failure = controller.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled') ? (controller.signal.reason as unknown) : error;
     const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
     output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
     if (env.CAIRN_DEBUG && failure instanceof Error) process.stderr.write(`${failure.stack}\n`);

@@ -15,7 +15,7 @@ export class Output implements ProgressListener {
   private rate: { at: number; bytes: number } | undefined;
 
   constructor(options: { json: boolean; quiet: boolean }) {
-    this.tty = Boolean(process.stderr.isTTY) && !options.json;
+    this.tty = process.stderr.isTTY && !options.json;
     this.json = options.json;
     this.quiet = options.quiet;
   }

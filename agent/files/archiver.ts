@@ -118,8 +118,8 @@ export class Archiver {
       return this.storeTree({ version: 1, entries: [] });
     }
     const parentEntries = parent ? byName(parent) : undefined;
-    const slots: Array<TreeEntry | undefined> = new Array(names.length);
-    const stats: Array<BigIntStats | undefined> = new Array(names.length);
+    const slots = new Array<TreeEntry | undefined>(names.length);
+    const stats = new Array<BigIntStats | undefined>(names.length);
     await mapLimit(names.keys(), 32, async (i) => {
       const name = names[i] as string;
       const relPath = rel === '' ? name : `${rel}/${name}`;

@@ -1,0 +1,38 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Repository } from '../../agent/core/repository.ts';
+import type { Storage } from '../../agent/core/storage.ts';
+import { FileStorage } from '../../agent/storage/file.ts';
+import { silentProgress } from '../../agent/progress/progress.ts';
+import { backup } from '../../agent/commands/backup.ts';
+import { restore } from '../../agent/commands/restore.ts';
+
+export const PASSPHRASE = 'correct horse battery staple';
+
+/** Small chunks so that test files of a few hundred KB span many pieces, frames and packs. */
+export const SMALL = {
+  chunker: { algorithm: 'fastcdc-gear32' as const, min: 4096, avg: 16384, max: 65536 },
+  packSize: 1 << 20,
+};
+
+export async function tempDir(prefix: string): Promise<{ path: string; remove: () => Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `cairn-${prefix}-`));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export async function initSmallRepo(storage: Storage): Promise<Repository> {
+  return Repository.init(storage, PASSPHRASE, { host: 'test-host', user: 'tester' }, SMALL);
+}
+
+export function fileRepo(path: string): FileStorage {
+  return new FileStorage(path);
+}
+
+export async function backupDir(repo: Repository, path: string, extra: Partial<Parameters<typeof backup>[1]> = {}) {
+  return backup(repo, { paths: [path], excludes: [], tags: [], who: { host: 'test-host', user: 'tester' }, concurrency: 3, progress: silentProgress, ...extra });
+}
+
+export async function restoreTo(repo: Repository, snapshot: string, target: string, extra: Partial<Parameters<typeof restore>[1]> = {}) {
+  return restore(repo, { snapshot, target, includes: [], force: false, ignoreErrors: false, concurrency: 3, progress: silentProgress, ...extra });
+}
