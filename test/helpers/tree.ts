@@ -114,7 +114,7 @@ export interface Described {
 }
 
 /** A comparable description of a tree: contents and metadata (mtime to the millisecond). */
-export async function describeTree(root: string, options: { ignoreRootMeta?: boolean } = {}): Promise<Described[]> {
+export async function describeTree(root: string): Promise<Described[]> {
   const out: Described[] = [];
   const inodes = new Map<string, string>();
   const walk = async (dir: string, rel: string): Promise<void> => {
@@ -136,6 +136,5 @@ export async function describeTree(root: string, options: { ignoreRootMeta?: boo
     }
   };
   await walk(root, '');
-  void options;
   return out;
 }
