@@ -21,7 +21,7 @@ export async function restore(repo: Repository, options: RestoreCommandOptions):
   const target = resolve(options.target);
   await prepareTarget(target, options.force);
   const index = await repo.loadIndex(options.concurrency * 2);
-  const reader = new PieceReader(repo, index, { cacheFrames: 64 });
+  const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const restorer = new Restorer(reader, {
     target,
     includes: options.includes,
