@@ -60,40 +60,36 @@ function topBits(count: number): number {
 /** How a file is cut into pieces: content-defined, or fixed blocks for page-structured files. */
 export type Chunking = { kind: 'cdc'; chunker: Chunker } | { kind: 'fixed'; size: number };
 
-/** Reads `read` to its end and yields pieces; memory stays within about two read buffers plus `max`. */
+/**
+ * Reads `read` to its end and yields pieces. The pieces are views into one
+ * reused buffer, valid only until the consumer asks for the next piece: copy
+ * what must outlive that (the pack writer copies into its frame). Reusing the
+ * buffer keeps memory flat instead of leaving garbage for the GC at disk speed.
+ */
 export async function* chunkStream(
   read: (buffer: Buffer) => Promise<number>,
   chunking: Chunking,
   readSize = 8 << 20,
 ): AsyncGenerator<Buffer> {
   const unit = chunking.kind === 'cdc' ? chunking.chunker.max : chunking.size;
-  const size = Math.max(readSize, unit * 2);
-  let carry: Buffer = Buffer.alloc(0);
+  const buffer = Buffer.allocUnsafe(Math.max(readSize, unit * 2));
+  let carry = 0;
   let eof = false;
-  while (!eof || carry.length > 0) {
-    let data = carry;
-    if (!eof) {
-      const buffer = Buffer.allocUnsafe(size);
-      buffer.set(carry, 0);
-      let filled = carry.length;
-      while (filled < size) {
-        const n = await read(buffer.subarray(filled));
-        if (n === 0) {
-          eof = true;
-          break;
-        }
-        filled += n;
-      }
-      data = buffer.subarray(0, filled);
+  for (;;) {
+    let filled = carry;
+    while (!eof && filled < buffer.length) {
+      const n = await read(buffer.subarray(filled));
+      if (n === 0) eof = true;
+      filled += n;
     }
     let at = 0;
-    while (at < data.length && (eof || data.length - at >= unit)) {
-      const length = chunking.kind === 'cdc' ? chunking.chunker.cut(data, at, data.length) : Math.min(unit, data.length - at);
-      yield data.subarray(at, at + length);
+    while (at < filled && (eof || filled - at >= unit)) {
+      const length = chunking.kind === 'cdc' ? chunking.chunker.cut(buffer, at, filled) : Math.min(unit, filled - at);
+      yield buffer.subarray(at, at + length);
       at += length;
     }
-    // Copy the tail so the next read buffer does not keep this one alive.
-    carry = Buffer.from(data.subarray(at));
-    if (eof && carry.length === 0) break;
+    carry = filled - at;
+    if (eof && carry === 0) return;
+    buffer.copyWithin(0, at, filled);
   }
 }

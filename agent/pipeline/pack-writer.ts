@@ -3,10 +3,12 @@ import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCb } from 'node:zlib';
 import type { Compression } from '../core/config.ts';
 import { Semaphore } from '../core/concurrency.ts';
-import { Codec, PieceType, encodeFrame, encodeTrailer, newPackHeader, packDataKey, type CodecId, type IndexEntry, type PieceTypeId } from '../core/pack.ts';
+import { ID_BYTES } from '../core/crypto.ts';
+import { Codec, encodeFrame, encodeTrailer, newPackHeader, packDataKey, type CodecId, type IndexEntry, type PieceTypeId } from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { packKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
+import { BufferPool } from './buffer-pool.ts';
 
 const zstdCompress = promisify(zstdCompressCb) as (data: Buffer, options: object) => Promise<Buffer>;
 
@@ -14,9 +16,9 @@ export interface PackWriterOptions {
   compression: Compression;
   /** Frames compressed at once and packs uploaded at once; memory ≈ concurrency × (frame + pack size). */
   concurrency: number;
-  /** Pieces smaller than this are grouped into one frame (compressed together). */
+  /** Pieces are grouped into one frame (compressed together) until it holds this many bytes. */
   frameSize?: number;
-  /** Packs are written every this many index entries even mid-backup, so an interrupted backup's uploads are reused. */
+  /** Index files are written every this many entries even mid-backup, so an interrupted backup's uploads are reused. */
   indexEvery?: number;
 }
 
@@ -28,22 +30,25 @@ export interface PackWriterStats {
 }
 
 interface Frame {
+  buffer: Buffer;
+  size: number;
   ids: Buffer[];
   types: PieceTypeId[];
-  datas: Buffer[];
-  raw: number;
+  lengths: number[];
 }
 
 interface OpenPack {
   id: string;
   key: Buffer;
-  parts: Buffer[];
+  buffer: Buffer;
   size: number;
   entries: IndexEntry[];
 }
 
+const ENTRY_TRAILER_BYTES = ID_BYTES + 20;
+
 /**
- * Turns new pieces into packs: groups small pieces into frames, compresses
+ * Turns new pieces into packs: copies pieces into a frame, compresses full
  * frames on libuv's thread pool (both cores), encrypts them into the open pack,
  * uploads full packs with create-if-absent, and writes index files for what
  * was uploaded. A piece the repository or this run already has is skipped.
@@ -57,9 +62,11 @@ export class PackWriter {
   private readonly indexEvery: number;
   private readonly compressSlots: Semaphore;
   private readonly uploadSlots: Semaphore;
+  private readonly framePool: BufferPool;
+  private readonly packPool: BufferPool;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly pending = new Set<string>();
-  private frame: Frame = { ids: [], types: [], datas: [], raw: 0 };
+  private frame: Frame | undefined;
   private pack: OpenPack | undefined;
   private unindexed: IndexEntry[] = [];
   private failure: { error: unknown } | undefined;
@@ -70,8 +77,12 @@ export class PackWriter {
     this.compression = options.compression;
     this.frameSize = options.frameSize ?? 1 << 20;
     this.indexEvery = options.indexEvery ?? 50_000;
-    this.compressSlots = new Semaphore(Math.max(1, options.concurrency));
-    this.uploadSlots = new Semaphore(Math.max(1, options.concurrency));
+    const concurrency = Math.max(1, options.concurrency);
+    this.compressSlots = new Semaphore(concurrency);
+    this.uploadSlots = new Semaphore(concurrency);
+    // A frame closes once it passes frameSize, so it holds at most frameSize plus one largest piece.
+    this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency + 1);
+    this.packPool = new BufferPool(repo.config.packSize + this.frameSize + repo.config.chunker.max + (1 << 20), concurrency + 1);
   }
 
   /** True when the repository (or this run) already holds the piece. */
@@ -79,29 +90,46 @@ export class PackWriter {
     return this.index.has(id) || this.pending.has(id.toString('hex'));
   }
 
-  /** Stores the piece unless it is already there; returns whether it was new. Waits when the pipeline is full. */
+  /**
+   * Stores the piece unless it is already there; returns whether it was new.
+   * `data` is copied before this returns its first await, so the caller may
+   * reuse its buffer. Waits when the pipeline is full.
+   */
   async add(id: Buffer, type: PieceTypeId, data: Buffer): Promise<boolean> {
     this.throwIfFailed();
     if (this.has(id)) return false;
     this.pending.add(id.toString('hex'));
-    const frame = this.frame;
+    let frame = this.frame;
+    if (frame && frame.size + data.length > frame.buffer.length) {
+      this.frame = undefined;
+      await this.sealFrame(frame);
+      frame = undefined;
+    }
+    if (!frame) {
+      frame = { buffer: this.framePool.acquire(data.length), size: 0, ids: [], types: [], lengths: [] };
+      this.frame = frame;
+    }
+    data.copy(frame.buffer, frame.size);
+    frame.size += data.length;
     frame.ids.push(id);
     frame.types.push(type);
-    frame.datas.push(data);
-    frame.raw += data.length;
-    if (frame.raw >= this.frameSize) await this.sealFrame();
+    frame.lengths.push(data.length);
+    if (frame.size >= this.frameSize) {
+      this.frame = undefined;
+      await this.sealFrame(frame);
+    }
     return true;
   }
 
   /** Makes everything added so far durable: frames, packs and index files. */
   async flush(): Promise<void> {
-    if (this.frame.ids.length > 0) await this.sealFrame();
+    const frame = this.frame;
+    this.frame = undefined;
+    if (frame) await this.sealFrame(frame);
     await this.drain();
-    if (this.pack && this.pack.entries.length > 0) {
-      await this.uploadSlots.acquire();
-      this.track(this.uploadPack(this.pack));
-      this.pack = undefined;
-    }
+    const pack = this.pack;
+    this.pack = undefined;
+    if (pack) await this.startUpload(pack);
     await this.drain();
     if (this.unindexed.length > 0) {
       const entries = this.unindexed;
@@ -115,18 +143,14 @@ export class PackWriter {
     this.throwIfFailed();
   }
 
-  private async sealFrame(): Promise<void> {
-    const frame = this.frame;
-    this.frame = { ids: [], types: [], datas: [], raw: 0 };
+  private async sealFrame(frame: Frame): Promise<void> {
     await this.compressSlots.acquire();
     this.throwIfFailed();
-    this.track(
-      this.compressFrame(frame).finally(() => this.compressSlots.release()),
-    );
+    this.track(this.compressFrame(frame).finally(() => this.compressSlots.release()));
   }
 
   private async compressFrame(frame: Frame): Promise<void> {
-    const raw = frame.datas.length === 1 ? (frame.datas[0] as Buffer) : Buffer.concat(frame.datas, frame.raw);
+    const raw = frame.buffer.subarray(0, frame.size);
     let codec: CodecId = Codec.none;
     let payload = raw;
     if (this.compression.codec === 'zstd' && raw.length > 64) {
@@ -141,49 +165,87 @@ export class PackWriter {
       }
     }
     this.throwIfFailed();
-    const pack = (this.pack ??= this.newPack());
-    const lengths = frame.datas.map((d) => d.length);
-    const bytes = encodeFrame(pack.key, codec, frame.ids, lengths, payload);
+    const bytes = encodeFrame(this.currentPackKey(), codec, frame.ids, frame.lengths, payload);
+    this.framePool.release(frame.buffer);
+    let pack = this.pack as OpenPack;
+    const trailerRoom = (pack.entries.length + frame.ids.length) * ENTRY_TRAILER_BYTES + 64;
+    if (pack.size + bytes.length + trailerRoom > pack.buffer.length && pack.entries.length > 0) {
+      // Rare: a frame larger than the pack's spare room (a huge directory listing). Close this pack first.
+      this.pack = undefined;
+      await this.startUpload(pack);
+      return this.appendToNewPack(frame, codec, payload);
+    }
+    if (pack.size + bytes.length + trailerRoom > pack.buffer.length) {
+      pack = this.growPack(pack, bytes.length + trailerRoom);
+    }
+    this.append(pack, frame, bytes);
+    if (pack.size >= this.repo.config.packSize) {
+      this.pack = undefined;
+      await this.startUpload(pack);
+    }
+  }
+
+  private async appendToNewPack(frame: Frame, codec: CodecId, payload: Buffer): Promise<void> {
+    const bytes = encodeFrame(this.currentPackKey(), codec, frame.ids, frame.lengths, payload);
+    let pack = this.pack as OpenPack;
+    const room = bytes.length + frame.ids.length * ENTRY_TRAILER_BYTES + 64;
+    if (pack.size + room > pack.buffer.length) pack = this.growPack(pack, room);
+    this.append(pack, frame, bytes);
+    if (pack.size >= this.repo.config.packSize) {
+      this.pack = undefined;
+      await this.startUpload(pack);
+    }
+  }
+
+  /** The key of the open pack, opening one if needed (frames are encrypted for the pack they go into). */
+  private currentPackKey(): Buffer {
+    if (!this.pack) {
+      const { header, salt } = newPackHeader();
+      const buffer = this.packPool.acquire();
+      header.copy(buffer, 0);
+      this.pack = { id: randomBytes(32).toString('hex'), key: packDataKey(this.repo.masterKey(), salt), buffer, size: header.length, entries: [] };
+    }
+    return this.pack.key;
+  }
+
+  private growPack(pack: OpenPack, extra: number): OpenPack {
+    const bigger = Buffer.allocUnsafeSlow(pack.size + extra);
+    pack.buffer.copy(bigger, 0, 0, pack.size);
+    this.packPool.release(pack.buffer);
+    pack.buffer = bigger;
+    return pack;
+  }
+
+  private append(pack: OpenPack, frame: Frame, bytes: Buffer): void {
     const frameOffset = pack.size;
+    bytes.copy(pack.buffer, frameOffset);
+    pack.size += bytes.length;
     let offsetInFrame = 0;
     frame.ids.forEach((id, i) => {
-      const entry: IndexEntry = {
-        id,
-        packId: pack.id,
-        type: frame.types[i] as PieceTypeId,
-        frameOffset,
-        frameLength: bytes.length,
-        offsetInFrame,
-        length: lengths[i] as number,
-      };
-      offsetInFrame += entry.length;
+      const length = frame.lengths[i] as number;
+      const entry: IndexEntry = { id, packId: pack.id, type: frame.types[i] as PieceTypeId, frameOffset, frameLength: bytes.length, offsetInFrame, length };
+      offsetInFrame += length;
       pack.entries.push(entry);
       this.index.add(entry);
       this.pending.delete(id.toString('hex'));
     });
-    pack.parts.push(bytes);
-    pack.size += bytes.length;
     this.stats.piecesAdded += frame.ids.length;
-    this.stats.rawBytesAdded += frame.raw;
-    if (pack.size >= this.repo.config.packSize) {
-      this.pack = undefined;
-      await this.uploadSlots.acquire();
-      this.track(this.uploadPack(pack));
-    }
+    this.stats.rawBytesAdded += frame.size;
   }
 
-  private newPack(): OpenPack {
-    const { header, salt } = newPackHeader();
-    return { id: randomBytes(32).toString('hex'), key: packDataKey(this.repo.masterKey(), salt), parts: [header], size: header.length, entries: [] };
+  private async startUpload(pack: OpenPack): Promise<void> {
+    await this.uploadSlots.acquire();
+    this.track(this.uploadPack(pack));
   }
 
   private async uploadPack(pack: OpenPack): Promise<void> {
     try {
-      pack.parts.push(encodeTrailer(pack.key, pack.entries));
-      const data = Buffer.concat(pack.parts);
-      pack.parts = [];
-      await this.repo.storage.put(packKey(pack.id), data, { ifAbsent: true });
-      this.stats.bytesAdded += data.length;
+      const trailer = encodeTrailer(pack.key, pack.entries);
+      if (pack.size + trailer.length > pack.buffer.length) this.growPack(pack, trailer.length);
+      trailer.copy(pack.buffer, pack.size);
+      const size = pack.size + trailer.length;
+      await this.repo.storage.put(packKey(pack.id), pack.buffer.subarray(0, size), { ifAbsent: true });
+      this.stats.bytesAdded += size;
       this.stats.packsWritten++;
       for (const entry of pack.entries) this.unindexed.push(entry);
       if (this.unindexed.length >= this.indexEvery) {
@@ -192,6 +254,7 @@ export class PackWriter {
         await this.repo.writeIndex(entries);
       }
     } finally {
+      this.packPool.release(pack.buffer);
       this.uploadSlots.release();
     }
   }
@@ -208,5 +271,3 @@ export class PackWriter {
     if (this.failure) throw this.failure.error;
   }
 }
-
-export { PieceType };

@@ -27,7 +27,10 @@ function fuzz(valid: Buffer, decode: (data: Buffer) => unknown, options: { authe
   const rnd = new Random(valid.length);
   for (let i = 0; i < rounds; i++) {
     const data = Buffer.from(valid);
-    if (i % 3 === 0) data[rnd.int(data.length)] ^= 1 + rnd.int(255);
+    if (i % 3 === 0) {
+      const at = rnd.int(data.length);
+      data[at] = (data[at] as number) ^ (1 + rnd.int(255));
+    }
     const input = i % 3 === 1 ? data.subarray(0, rnd.int(data.length)) : i % 3 === 2 ? rnd.bytes(rnd.int(200), false) : data;
     try {
       decode(input);
