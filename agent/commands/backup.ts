@@ -5,6 +5,7 @@ import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { Archiver } from '../files/archiver.ts';
+import { scan, type ScanTotals } from '../files/scanner.ts';
 import { Chunker } from '../pipeline/chunker.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
@@ -41,7 +42,10 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
     compression: options.compression ?? repo.config.compression,
     concurrency: options.concurrency,
   });
+  const totals: ScanTotals = { files: 0, bytes: 0, done: false };
+  const scanning = scan(paths, options.excludes, totals, options.signal);
   const archiver = new Archiver(repo, writer, index, reader, {
+    totals,
     paths,
     excludes: options.excludes,
     chunking: { kind: 'cdc', chunker: new Chunker(repo.config.chunker, repo.chunkerSeed()) },
@@ -52,6 +56,7 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
   });
   const tree = await archiver.run();
   await writer.flush();
+  await scanning;
   options.signal?.throwIfAborted();
   const finished = new Date();
   const snapshot: Snapshot = {

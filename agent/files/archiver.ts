@@ -14,6 +14,7 @@ import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { PathMatcher } from './glob.ts';
+import type { ScanTotals } from './scanner.ts';
 
 /** Files with more pieces than this keep their piece list in `list` pieces instead of the tree. */
 export const INLINE_PIECES = 1024;
@@ -29,6 +30,8 @@ export interface ArchiveOptions {
   /** The previous snapshot's root tree, for change detection. */
   parentTree?: string | undefined;
   signal?: AbortSignal | undefined;
+  /** Totals counted beside the backup, for the progress line's ETA. */
+  totals?: ScanTotals | undefined;
   inlinePieces?: number;
   listPieces?: number;
 }
@@ -287,6 +290,7 @@ export class Archiver {
       bytes: c.bytesRead + c.bytesUnchanged,
       bytesAdded: this.writer.stats.bytesAdded,
       current,
+      ...(this.options.totals?.done ? { totalFiles: this.options.totals.files, totalBytes: this.options.totals.bytes } : {}),
     });
   }
 

@@ -75,6 +75,7 @@ export class Restorer {
   private readonly createdDirs: Array<{ path: string; entry: TreeEntry }> = [];
   private readonly hardlinks = new Map<string, string>();
   private lastReport = 0;
+  private totals: { totalFiles: number; totalBytes: number } | undefined;
 
   constructor(reader: PieceReader, options: RestoreOptions) {
     this.reader = reader;
@@ -83,6 +84,7 @@ export class Restorer {
   }
 
   async run(snapshot: Snapshot): Promise<RestoreResult> {
+    if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const items = this.walk(snapshot.tree, '')[Symbol.asyncIterator]();
     const window: Item[] = [];
     let windowBytes = 0;
@@ -293,7 +295,7 @@ export class Restorer {
     const now = Date.now();
     if (now - this.lastReport < 200) return;
     this.lastReport = now;
-    this.options.progress.progress({ phase: 'restore', files: this.result.files, bytes: this.result.bytes, current });
+    this.options.progress.progress({ phase: 'restore', files: this.result.files, bytes: this.result.bytes, current, ...this.totals });
   }
 }
 
