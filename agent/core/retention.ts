@@ -1,0 +1,157 @@
+import { z } from 'zod';
+import { CairnError } from './errors.ts';
+
+/**
+ * A retention policy (restic's rules). Every count rule keeps the newest good
+ * snapshot of each of the N most recent periods that have one; `keepWithin`
+ * keeps every good snapshot younger than the duration, measured from the
+ * newest good snapshot (not from now, so a host that stopped backing up does
+ * not see its history expire).
+ */
+export const retentionPolicySchema = z
+  .object({
+    keepLast: z.number().int().min(0).optional(),
+    keepHourly: z.number().int().min(0).optional(),
+    keepDaily: z.number().int().min(0).optional(),
+    keepWeekly: z.number().int().min(0).optional(),
+    keepMonthly: z.number().int().min(0).optional(),
+    keepYearly: z.number().int().min(0).optional(),
+    keepWithin: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h').optional(),
+    keepTags: z.array(z.string().min(1)).optional(),
+  })
+  .strict();
+export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
+
+export interface RetentionCandidate {
+  id: string;
+  /** ISO-8601 start time of the snapshot. */
+  time: string;
+  tags: readonly string[];
+  pinned?: boolean;
+  /** Marked damaged by a verify: kept for inspection, never counted as good. */
+  damaged?: boolean;
+}
+
+export interface RetentionDecision {
+  id: string;
+  time: string;
+  keep: boolean;
+  reasons: string[];
+}
+
+export interface RetentionResult {
+  keep: RetentionDecision[];
+  remove: RetentionDecision[];
+}
+
+type Bucket = 'hourly' | 'daily' | 'weekly' | 'monthly' | 'yearly';
+
+const bucketRules: Array<[Bucket, keyof RetentionPolicy]> = [
+  ['hourly', 'keepHourly'],
+  ['daily', 'keepDaily'],
+  ['weekly', 'keepWeekly'],
+  ['monthly', 'keepMonthly'],
+  ['yearly', 'keepYearly'],
+];
+
+/**
+ * Decides which snapshots one group (plan/host/paths) keeps. Pure: the same
+ * input gives the same output. Invariants (tested): kept + removed = all, each
+ * with at least one reason; the newest good snapshot is always kept; damaged,
+ * pinned and tagged snapshots are kept; a count rule never keeps more than N.
+ */
+export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: RetentionPolicy): RetentionResult {
+  const reasons = new Map<string, string[]>(snapshots.map((s) => [s.id, []]));
+  const add = (id: string, reason: string): void => {
+    reasons.get(id)?.push(reason);
+  };
+  const newestFirst = [...snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
+  const good = newestFirst.filter((s) => !s.damaged);
+
+  for (const s of newestFirst) {
+    if (s.damaged) add(s.id, 'damaged: kept for inspection, not counted');
+    if (s.pinned) add(s.id, 'pinned');
+    const tag = s.tags.find((t) => policy.keepTags?.includes(t));
+    if (tag !== undefined) add(s.id, `tag ${tag}`);
+  }
+  const newest = good[0];
+  if (newest) add(newest.id, 'newest good snapshot');
+
+  if (policy.keepLast !== undefined) {
+    good.slice(0, policy.keepLast).forEach((s, i) => add(s.id, `last ${i + 1}/${policy.keepLast}`));
+  }
+  for (const [bucket, field] of bucketRules) {
+    const limit = policy[field] as number | undefined;
+    if (!limit) continue;
+    let used = 0;
+    let last: string | undefined;
+    for (const s of good) {
+      if (used >= limit) break;
+      const key = bucketKey(new Date(s.time), bucket);
+      if (key === last) continue;
+      last = key;
+      used++;
+      add(s.id, `${bucket} ${used}/${limit} (${key})`);
+    }
+  }
+  if (policy.keepWithin && newest) {
+    const cutoff = subtractDuration(new Date(newest.time), policy.keepWithin);
+    for (const s of good) if (Date.parse(s.time) >= cutoff.getTime()) add(s.id, `within ${policy.keepWithin} of the newest`);
+  }
+
+  const result: RetentionResult = { keep: [], remove: [] };
+  for (const s of newestFirst) {
+    const why = reasons.get(s.id) ?? [];
+    if (why.length > 0) result.keep.push({ id: s.id, time: s.time, keep: true, reasons: why });
+    else result.remove.push({ id: s.id, time: s.time, keep: false, reasons: ['matched no keep rule'] });
+  }
+  return result;
+}
+
+export function isEmptyPolicy(policy: RetentionPolicy): boolean {
+  return (
+    !policy.keepLast && !policy.keepHourly && !policy.keepDaily && !policy.keepWeekly && !policy.keepMonthly && !policy.keepYearly && !policy.keepWithin && !(policy.keepTags?.length)
+  );
+}
+
+/** Period keys in UTC: 2026-11-23T14, 2026-11-23, 2026-W48, 2026-11, 2026. */
+export function bucketKey(date: Date, bucket: Bucket): string {
+  const iso = date.toISOString();
+  switch (bucket) {
+    case 'hourly':
+      return iso.slice(0, 13);
+    case 'daily':
+      return iso.slice(0, 10);
+    case 'monthly':
+      return iso.slice(0, 7);
+    case 'yearly':
+      return iso.slice(0, 4);
+    case 'weekly': {
+      // ISO week: the Thursday of this week decides the year.
+      const day = new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+      const weekday = day.getUTCDay() || 7;
+      day.setUTCDate(day.getUTCDate() + 4 - weekday);
+      const yearStart = Date.UTC(day.getUTCFullYear(), 0, 1);
+      const week = Math.ceil(((day.getTime() - yearStart) / 86_400_000 + 1) / 7);
+      return `${day.getUTCFullYear()}-W${String(week).padStart(2, '0')}`;
+    }
+  }
+}
+
+export function subtractDuration(from: Date, duration: string): Date {
+  const parts = [...duration.matchAll(/(\d+)([yMwdhm])/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== duration) {
+    throw new CairnError('Cairn.Usage', `invalid duration ${JSON.stringify(duration)}`, { hint: 'use a number and a unit: y, M (months), w, d, h, m (minutes), e.g. 7d or 1y6M' });
+  }
+  const d = new Date(from.getTime());
+  for (const [, amount, unit] of parts) {
+    const n = Number(amount);
+    if (unit === 'y') d.setUTCFullYear(d.getUTCFullYear() - n);
+    else if (unit === 'M') d.setUTCMonth(d.getUTCMonth() - n);
+    else if (unit === 'w') d.setUTCDate(d.getUTCDate() - 7 * n);
+    else if (unit === 'd') d.setUTCDate(d.getUTCDate() - n);
+    else if (unit === 'h') d.setUTCHours(d.getUTCHours() - n);
+    else d.setUTCMinutes(d.getUTCMinutes() - n);
+  }
+  return d;
+}
