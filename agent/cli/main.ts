@@ -1,12 +1,22 @@
 import { hostname, userInfo, availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { parseCompression } from '../core/config.ts';
+import { parseDurationMs } from '../core/duration.ts';
 import { CairnError, ExitCode, errorMessage } from '../core/errors.ts';
 import { Repository, type Who } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { backup } from '../commands/backup.ts';
 import { restore } from '../commands/restore.ts';
 import { verify } from '../commands/verify.ts';
+import { forget, setPin, type ForgetGroup, type GroupField } from '../commands/forget.ts';
+import { prune } from '../commands/prune.ts';
+import { addKey, changePassphrase, listKeys, removeKey } from '../commands/keys.ts';
+import { stats } from '../commands/stats.ts';
+import { record, type OperationContext } from '../commands/operation.ts';
+import { readHistory } from '../core/history.ts';
+import { readLocks } from '../core/locks.ts';
+import { retentionPolicySchema } from '../core/retention.ts';
+import type { DeletableStorage } from '../core/storage.ts';
 import { openStorage } from '../storage/open.ts';
 import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
@@ -18,6 +28,7 @@ interface GlobalOptions {
   json?: boolean;
   quiet?: boolean;
   concurrency: number;
+  lockWait?: string;
 }
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
@@ -47,6 +58,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--password-file <file>', 'read the passphrase from this file (default: CAIRN_PASSWORD, or a prompt)')
     .option('--json', 'print JSON lines (the default when stdout is not a terminal)')
     .option('-q, --quiet', 'no progress line')
+    .option('--lock-wait <duration>', 'when the repository is locked, keep trying this long (e.g. 30s, 10m)')
     .option('--concurrency <n>', 'pieces compressed and objects transferred at once (memory ≈ n × 24 MiB)', positiveInt, Math.min(8, Math.max(2, availableParallelism())))
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
@@ -67,6 +79,11 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     return { g, repo: await Repository.open(storage, passphrase) };
   };
   const who = (host?: string): Who => ({ host: host ?? hostname(), user: currentUser() });
+  /** Lease length (CAIRN_LOCK_LEASE, seconds; shorter in tests) and how long to wait for a lock. */
+  const locking = (g: GlobalOptions): { leaseMs?: number; lockWaitMs?: number } => ({
+    ...(env.CAIRN_LOCK_LEASE ? { leaseMs: parseDurationMs(env.CAIRN_LOCK_LEASE.match(/^\d+$/) ? `${env.CAIRN_LOCK_LEASE}s` : env.CAIRN_LOCK_LEASE) } : {}),
+    ...(g.lockWait ? { lockWaitMs: parseDurationMs(g.lockWait) } : {}),
+  });
 
   program
     .command('init')
@@ -75,6 +92,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { compression: string }, cmd: Command) => {
       const { passphrase, storage } = await context(cmd, true);
       const repo = await Repository.init(storage, passphrase, who(), { compression: parseCompression(opts.compression) });
+      await record({ repo, who: who(), progress: output }, 'init', { repositoryId: repo.id, location: storage.location });
       output.result(
         { type: 'init', repository: storage.location, id: repo.id },
         `created repository ${repo.id.slice(0, 8)} at ${storage.location}\nKeep the passphrase safe: without it the backups cannot be read.`,
@@ -102,6 +120,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         parent: opts.parent,
         progress: output,
         signal: controller.signal,
+        ...locking(g),
       });
       output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, ...snapshot.summary }, backupText(snapshot));
       if (snapshot.summary.errors > 0) {
@@ -139,6 +158,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         concurrency: g.concurrency,
         progress: output,
         signal: controller.signal,
+        who: who(),
+        ...locking(g),
       });
       const ms = Date.now() - started;
       output.result(
@@ -157,9 +178,156 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { readData?: boolean; readDataSubset?: string }, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { readData, concurrency: g.concurrency, progress: output });
+      const report = await verify(repo, { readData, concurrency: g.concurrency, progress: output, who: who(), ...locking(g) });
       output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`, { hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist' });
+    });
+
+
+  const openForDelete = async (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> => {
+    const { g, passphrase, storage } = await context(cmd);
+    return { g, repo: await Repository.open(storage, passphrase), storage };
+  };
+  const opContext = (repo: Repository, g: GlobalOptions): OperationContext => ({ repo, who: who(), progress: output, ...locking(g) });
+
+  program
+    .command('forget')
+    .description('apply a retention policy per group of snapshots and delete the manifests it does not keep (run prune to free the data)')
+    .option('--keep-last <n>', 'keep the n newest snapshots', nonNegativeInt)
+    .option('--keep-hourly <n>', 'keep the newest snapshot of each of the last n hours that have one', nonNegativeInt)
+    .option('--keep-daily <n>', 'same, per day', nonNegativeInt)
+    .option('--keep-weekly <n>', 'same, per ISO week', nonNegativeInt)
+    .option('--keep-monthly <n>', 'same, per month', nonNegativeInt)
+    .option('--keep-yearly <n>', 'same, per year', nonNegativeInt)
+    .option('--keep-within <duration>', 'keep every snapshot within this long of the newest (e.g. 7d, 2w, 1y6M)')
+    .option('--keep-tag <tag>', 'always keep snapshots with this tag (repeatable)', collect, [])
+    .option('--group-by <fields>', 'group snapshots by these fields: host,paths,plan,tags', 'host,paths,plan')
+    .option('--dry-run', 'print the decisions and their reasons; delete nothing')
+    .action(async (opts: Record<string, unknown>, cmd: Command) => {
+      const { g, repo, storage } = await openForDelete(cmd);
+      const policy = retentionPolicySchema.parse({
+        keepLast: opts.keepLast, keepHourly: opts.keepHourly, keepDaily: opts.keepDaily, keepWeekly: opts.keepWeekly,
+        keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin,
+        keepTags: (opts.keepTag as string[]).length > 0 ? opts.keepTag : undefined,
+      });
+      const groupBy = String(opts.groupBy).split(',').map((f) => f.trim()).filter(Boolean);
+      for (const f of groupBy) if (!['host', 'paths', 'plan', 'tags'].includes(f)) throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
+      const groups = await forget(repo, storage, { policy, groupBy: groupBy as GroupField[], dryRun: Boolean(opts.dryRun), ...opContext(repo, g) });
+      output.result({ type: 'forget', dryRun: Boolean(opts.dryRun), groups }, forgetText(groups, Boolean(opts.dryRun)));
+    });
+
+  for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
+    program
+      .command(name)
+      .description(pinned ? 'keep a snapshot whatever the retention policy says' : 'let the retention policy decide about a pinned snapshot again')
+      .argument('<snapshot>', 'snapshot id or unique prefix')
+      .action(async (ref: string, _opts: unknown, cmd: Command) => {
+        const { g, repo, storage } = await openForDelete(cmd);
+        const snapshot = await setPin(repo, storage, ref, pinned, opContext(repo, g));
+        output.result({ type: name, snapshotId: snapshot.id }, `${pinned ? 'pinned' : 'unpinned'} snapshot ${shortId(snapshot.id)}`);
+      });
+  }
+
+  program
+    .command('prune')
+    .description('delete data no snapshot uses and repack sparse packs (takes the exclusive lock)')
+    .option('--dry-run', 'report what would be freed; change nothing')
+    .option('--max-unused <percent>', 'repack a pack when more than this share of it is unused', '5%')
+    .action(async (opts: { dryRun?: boolean; maxUnused: string }, cmd: Command) => {
+      const { g, repo, storage } = await openForDelete(cmd);
+      const report = await prune(repo, storage, { dryRun: Boolean(opts.dryRun), maxUnused: parsePercent(opts.maxUnused, true), concurrency: g.concurrency, ...opContext(repo, g) });
+      output.result(
+        { type: 'prune', ...report },
+        `${report.dryRun ? 'would delete' : 'deleted'} ${report.packsDeleted} pack(s) and repack ${report.packsRepacked}; ${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)})`,
+      );
+    });
+
+  program
+    .command('unlock')
+    .description('remove lock records of operations that ended or died (with --all, every lock record)')
+    .option('--all', 'also remove locks that still look active: only when you know their processes are gone')
+    .action(async (opts: { all?: boolean }, cmd: Command) => {
+      const { g, repo, storage } = await openForDelete(cmd);
+      const states = await readLocks(repo);
+      let removed = 0;
+      for (const s of states) {
+        if (s.state === 'active' && !opts.all) continue;
+        for (const key of s.keys) await storage.delete(key);
+        removed++;
+      }
+      const active = states.filter((s) => s.state === 'active').length;
+      await record(opContext(repo, g), 'unlock', { removed, all: Boolean(opts.all) });
+      output.result({ type: 'unlock', removed, stillActive: opts.all ? 0 : active }, `removed ${removed} lock(s)${!opts.all && active ? `; ${active} active lock(s) left (use --all only if their processes are gone)` : ''}`);
+    });
+
+  program
+    .command('history')
+    .description('show the repository\'s audit trail, oldest first')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { repo } = await openRepo(cmd);
+      const events = await readHistory(repo);
+      output.result({ type: 'history', events }, events.map((e) => `${e.time}  ${e.event.padEnd(17)} ${e.user}@${e.host}  ${historyDetail(e)}`).join('\n') || 'no history');
+    });
+
+  program
+    .command('stats')
+    .description('sizes, deduplication and compression of the repository and each snapshot')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { repo } = await openRepo(cmd);
+      const s = await stats(repo);
+      output.result({ type: 'stats', ...s }, [
+        `${s.snapshots} snapshot(s), ${s.pieces} pieces in ${s.packs} pack(s)`,
+        `logical ${formatBytes(s.logicalBytes)}, unique ${formatBytes(s.uniqueBytes)}, stored ${formatBytes(s.storedBytes)}`,
+        `deduplication ${s.dedupeRatio.toFixed(2)}×, compression ${s.compressionRatio.toFixed(2)}×`,
+        ...s.perSnapshot.map((p) => `  ${shortId(p.id)}  ${p.time}  ${p.host}  ${formatBytes(p.logicalBytes)} logical, ${formatBytes(p.addedBytes)} added`),
+      ].join('\n'));
+    });
+
+  program
+    .command('check')
+    .description('check the repository\'s structure without reading all data (same as verify without --read-data)')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { g, repo } = await openRepo(cmd);
+      const report = await verify(repo, { readData: 0, concurrency: g.concurrency, progress: output, who: who(), ...locking(g) });
+      output.result({ type: 'verify', ...report }, verifyText(report));
+      if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`);
+    });
+
+  const key = program.command('key').description('manage the passphrases that open the repository');
+  key
+    .command('list')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { repo } = await openRepo(cmd);
+      const keys = await listKeys(repo);
+      output.result({ type: 'keys', keys }, keys.map((k) => `${k.current ? '*' : ' '} ${k.id}  ${k.kind}  ${k.created}  ${k.user}@${k.host}`).join('\n'));
+    });
+  key
+    .command('add')
+    .description('add a passphrase (from CAIRN_NEW_PASSWORD, --new-password-file or a prompt)')
+    .option('--new-password-file <file>', 'read the new passphrase from this file')
+    .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
+      const { g, repo } = await openRepo(cmd);
+      const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
+      const id = await addKey(repo, passphrase, opContext(repo, g));
+      output.result({ type: 'key.added', keyId: id }, `added key ${id}`);
+    });
+  key
+    .command('remove')
+    .argument('<id>', 'key id (or a unique prefix) from `cairn key list`')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      const { g, repo, storage } = await openForDelete(cmd);
+      await removeKey(repo, storage, id, opContext(repo, g));
+      output.result({ type: 'key.removed', keyId: id }, `removed key ${id}`);
+    });
+  key
+    .command('passwd')
+    .description('replace the passphrase this command was opened with (no data is rewritten)')
+    .option('--new-password-file <file>', 'read the new passphrase from this file')
+    .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
+      const { g, repo, storage } = await openForDelete(cmd);
+      const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
+      const id = await changePassphrase(repo, storage, passphrase, opContext(repo, g));
+      output.result({ type: 'key.changed', keyId: id }, `changed the passphrase (new key ${id})`);
     });
 
   try {
@@ -189,9 +357,15 @@ function currentUser(): string {
   }
 }
 
-function parsePercent(text: string): number {
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new CairnError('Cairn.Usage', `expected a whole number, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function parsePercent(text: string, allowZero = false): number {
   const n = Number(text.replace(/%$/, ''));
-  if (!Number.isFinite(n) || n <= 0 || n > 100) throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
+  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || n > 100) throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
   return n / 100;
 }
 
@@ -212,6 +386,26 @@ function snapshotTable(snapshots: Snapshot[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
   return [line(header), ...rows.map(line), `${snapshots.length} snapshot(s)`].join('\n');
+}
+
+function forgetText(groups: ForgetGroup[], dryRun: boolean): string {
+  const lines: string[] = [];
+  for (const g of groups) {
+    lines.push(`group ${JSON.stringify(g.group)}: keep ${g.keep.length}, ${dryRun ? 'would remove' : 'removed'} ${g.remove.length}`);
+    for (const d of g.keep) lines.push(`  keep    ${shortId(d.id)}  ${d.time}  ${d.reasons.join('; ')}`);
+    for (const d of g.remove) lines.push(`  ${dryRun ? 'would remove' : 'remove'}  ${shortId(d.id)}  ${d.time}  ${d.reasons.join('; ')}`);
+  }
+  if (!dryRun && groups.some((g) => g.remove.length > 0)) lines.push('run `cairn prune` to free the space their data used');
+  return lines.join('\n') || 'no snapshots';
+}
+
+function historyDetail(e: Record<string, unknown>): string {
+  const skip = new Set(['time', 'event', 'host', 'user', 'tool']);
+  return Object.entries(e)
+    .filter(([k, v]) => !skip.has(k) && v !== undefined && typeof v !== 'object')
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(' ')
+    .slice(0, 200);
 }
 
 function verifyText(r: Awaited<ReturnType<typeof verify>>): string {

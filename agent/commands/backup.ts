@@ -10,6 +10,8 @@ import { Chunker } from '../pipeline/chunker.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { TOOL } from '../version.ts';
+import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
+import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
 
 export interface BackupOptions {
   paths: string[];
@@ -22,6 +24,8 @@ export interface BackupOptions {
   parent?: string | undefined;
   progress: ProgressListener;
   signal?: AbortSignal | undefined;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
 }
 
 /**
@@ -31,8 +35,24 @@ export interface BackupOptions {
  * prune removes, and that the next backup may reuse through their index).
  */
 export async function backup(repo: Repository, options: BackupOptions): Promise<Snapshot> {
+  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  return underLock(ctx, 'backup', false, async (lease) => {
+    const started = Date.now();
+    const paths = options.paths.map((p) => resolve(p));
+    await record(ctx, 'backup.started', { paths, tags: options.tags });
+    try {
+      const snapshot = await backupLocked(repo, options, paths, lease);
+      await record(ctx, 'backup.committed', { snapshotId: snapshot.id, paths, ...snapshot.summary });
+      return snapshot;
+    } catch (error) {
+      await record(ctx, 'backup.failed', { paths, durationMs: Date.now() - started, ...failureDetails(error) });
+      throw error;
+    }
+  });
+}
+
+async function backupLocked(repo: Repository, options: BackupOptions, paths: string[], lease: Lease): Promise<Snapshot> {
   const started = new Date();
-  const paths = options.paths.map((p) => resolve(p));
   const index = await repo.loadIndex(options.concurrency * 2);
   const reader = new PieceReader(repo, index);
   const parent = options.parent
@@ -58,6 +78,8 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
   await writer.flush();
   await scanning;
   options.signal?.throwIfAborted();
+  // Commit only with a live lease: a stalled process whose lock expired may have had its pieces pruned.
+  lease.assertHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
   const finished = new Date();
   const snapshot: Snapshot = {
     version: 1,

@@ -5,7 +5,8 @@ import { PACKS_PREFIX, idFromKey, packKey } from '../core/layout.ts';
 import { packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { PieceReader } from '../core/piece-reader.ts';
-import type { Repository } from '../core/repository.ts';
+import type { Repository, Who } from '../core/repository.ts';
+import { record, underLock, type OperationContext } from './operation.ts';
 import { decodeTree } from '../core/tree.ts';
 import { contentIds } from '../files/archiver.ts';
 import type { ProgressListener } from '../progress/progress.ts';
@@ -15,6 +16,9 @@ export interface VerifyOptions {
   readData: number;
   concurrency: number;
   progress: ProgressListener;
+  who: Who;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
 }
 
 export interface VerifyReport {
@@ -36,6 +40,22 @@ export interface VerifyReport {
  * and files it affects.
  */
 export async function verify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
+  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  return underLock(ctx, 'verify', false, async () => {
+    const report = await verifyLocked(repo, options);
+    await record(ctx, 'verify.finished', {
+      readData: options.readData,
+      ok: report.ok,
+      snapshots: report.snapshots,
+      packsRead: report.packsRead,
+      problems: report.problems.length,
+      affected: report.affected.slice(0, 100),
+    });
+    return report;
+  });
+}
+
+async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
   const report: VerifyReport = { ok: true, snapshots: 0, packs: 0, packsRead: 0, piecesChecked: 0, bytesRead: 0, problems: [], affected: [] };
   const problem = (object: string, text: string): void => {
     report.problems.push({ object, problem: text });

@@ -10,7 +10,7 @@ import { DamagedError } from './errors.ts';
  * own name are authenticated, so an object cannot be swapped for another.
  * Plaintext = codec byte (0 raw, 1 zstd) | payload.
  */
-export const EnvelopeKind = { snapshot: 1, index: 2, lock: 3, history: 4 } as const;
+export const EnvelopeKind = { snapshot: 1, index: 2, lock: 3, history: 4, pin: 5 } as const;
 export type EnvelopeKindName = keyof typeof EnvelopeKind;
 
 const MAGIC = Buffer.from('CRN\x01', 'latin1');

@@ -8,6 +8,7 @@ export const INDEX_PREFIX = 'index/';
 export const SNAPSHOTS_PREFIX = 'snapshots/';
 export const LOCKS_PREFIX = 'locks/';
 export const HISTORY_PREFIX = 'history/';
+export const PINS_PREFIX = 'pins/';
 
 const HEX64 = /^[0-9a-f]{64}$/;
 const HEX32 = /^[0-9a-f]{32}$/;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
 import { DEFAULT_CHUNKER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, parseRepositoryConfig, type ChunkerParams, type Compression, type RepositoryConfig } from './config.ts';
 import { deriveKey, hmac } from './crypto.ts';
-import { openObject, sealObject } from './envelope.ts';
+import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
 import { newMasterKey, parseKeyFile, unwrapMasterKey, wrapMasterKey } from './keyfile.ts';
 import { CONFIG_KEY, FORMAT_VERSION, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, idFromKey, indexKey, keyFileKey, snapshotKey } from './layout.ts';
 import { decodeIndexEntries, encodeIndexEntries, type IndexEntry } from './pack.ts';
@@ -115,11 +115,11 @@ export class Repository {
     return this.master;
   }
 
-  seal(kind: 'snapshot' | 'index', name: string, payload: Buffer): Buffer {
+  seal(kind: EnvelopeKindName, name: string, payload: Buffer): Buffer {
     return sealObject(this.master, kind, name, payload);
   }
 
-  unseal(kind: 'snapshot' | 'index', name: string, data: Buffer): Buffer {
+  unseal(kind: EnvelopeKindName, name: string, data: Buffer): Buffer {
     return openObject(this.master, kind, name, data);
   }
 

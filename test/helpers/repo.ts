@@ -34,5 +34,5 @@ export async function backupDir(repo: Repository, path: string, extra: Partial<P
 }
 
 export async function restoreTo(repo: Repository, snapshot: string, target: string, extra: Partial<Parameters<typeof restore>[1]> = {}) {
-  return restore(repo, { snapshot, target, includes: [], force: false, ignoreErrors: false, concurrency: 3, progress: silentProgress, ...extra });
+  return restore(repo, { snapshot, target, includes: [], force: false, ignoreErrors: false, concurrency: 3, progress: silentProgress, who: { host: 'test-host', user: 'tester' }, ...extra });
 }

@@ -1,0 +1,106 @@
+import { CairnError } from '../core/errors.ts';
+import { PINS_PREFIX, idFromKey, snapshotKey } from '../core/layout.ts';
+import type { Repository, Who } from '../core/repository.ts';
+import { applyPolicy, isEmptyPolicy, type RetentionDecision, type RetentionPolicy } from '../core/retention.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import type { DeletableStorage } from '../core/storage.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { record, underLock, type OperationContext } from './operation.ts';
+
+export type GroupField = 'host' | 'paths' | 'plan' | 'tags';
+
+export interface ForgetOptions {
+  policy: RetentionPolicy;
+  groupBy: GroupField[];
+  dryRun: boolean;
+  who: Who;
+  progress: ProgressListener;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
+}
+
+export interface ForgetGroup {
+  group: Record<string, unknown>;
+  keep: RetentionDecision[];
+  remove: RetentionDecision[];
+}
+
+export function groupKey(snapshot: Snapshot, fields: GroupField[]): Record<string, unknown> {
+  const key: Record<string, unknown> = {};
+  for (const field of fields) {
+    if (field === 'host') key.host = snapshot.host;
+    else if (field === 'paths') key.paths = [...snapshot.paths].sort();
+    else if (field === 'plan') key.plan = snapshot.plan ?? null;
+    else key.tags = [...snapshot.tags].sort();
+  }
+  return key;
+}
+
+export async function pinnedIds(repo: Repository): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for await (const object of repo.storage.list(PINS_PREFIX)) {
+    const id = idFromKey(object.key, PINS_PREFIX);
+    if (id) ids.add(id);
+  }
+  return ids;
+}
+
+/**
+ * Applies the retention policy to each group of snapshots (by default one
+ * group per plan, host and paths) and deletes the manifests it does not keep.
+ * The data goes only with `prune`. Runs under the exclusive lock unless dry.
+ */
+export async function forget(repo: Repository, storage: DeletableStorage, options: ForgetOptions): Promise<ForgetGroup[]> {
+  if (isEmptyPolicy(options.policy)) {
+    throw new CairnError('Cairn.Usage', 'no retention rule given: forget would keep only the newest snapshot of each group', {
+      hint: 'give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag',
+    });
+  }
+  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
+    const { snapshots, unreadable } = await repo.listSnapshots();
+    for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is left alone: ${u.error}`);
+    const pins = await pinnedIds(repo);
+    const groups = new Map<string, Snapshot[]>();
+    for (const s of snapshots) {
+      const key = JSON.stringify(groupKey(s, options.groupBy));
+      groups.set(key, [...(groups.get(key) ?? []), s]);
+    }
+    const result: ForgetGroup[] = [];
+    for (const [key, members] of groups) {
+      const decision = applyPolicy(
+        members.map((s) => ({ id: s.id, time: s.time, tags: s.tags, pinned: pins.has(s.id) })),
+        options.policy,
+      );
+      result.push({ group: JSON.parse(key) as Record<string, unknown>, ...decision });
+    }
+    if (!options.dryRun) {
+      for (const group of result) {
+        for (const d of group.remove) {
+          lease.assertHeld();
+          await storage.delete(snapshotKey(d.id));
+        }
+      }
+      await record(ctx, 'forget', {
+        policy: options.policy,
+        removed: result.flatMap((g) => g.remove.map((d) => ({ id: d.id, time: d.time, reasons: d.reasons }))),
+        kept: result.flatMap((g) => g.keep.map((d) => ({ id: d.id, reasons: d.reasons }))),
+      });
+    }
+    return result;
+  });
+}
+
+export async function setPin(repo: Repository, storage: DeletableStorage, ref: string, pinned: boolean, ctx: OperationContext): Promise<Snapshot> {
+  const snapshot = await repo.findSnapshot(ref);
+  const name = `${PINS_PREFIX}${snapshot.id}`;
+  if (pinned) {
+    if (!(await storage.stat(name))) {
+      await storage.put(name, repo.seal('pin', name, Buffer.from(JSON.stringify({ snapshot: snapshot.id, time: new Date().toISOString(), by: ctx.who }))), { ifAbsent: true });
+    }
+  } else {
+    await storage.delete(name);
+  }
+  await record(ctx, pinned ? 'pin' : 'unpin', { snapshotId: snapshot.id });
+  return snapshot;
+}

@@ -1,0 +1,54 @@
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { recordEvent } from '../core/history.ts';
+import { Lease } from '../core/locks.ts';
+import type { Repository, Who } from '../core/repository.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { TOOL } from '../version.ts';
+
+export interface OperationContext {
+  repo: Repository;
+  who: Who;
+  progress: ProgressListener;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
+}
+
+/**
+ * Runs `fn` under a lease lock (shared for backup/restore/verify, exclusive
+ * for forget/prune), reporting and recording any stale lock it took over, and
+ * releasing the lock whatever happens.
+ */
+export async function underLock<T>(ctx: OperationContext, operation: string, exclusive: boolean, fn: (lease: Lease) => Promise<T>): Promise<T> {
+  const lease = await Lease.acquire(ctx.repo, {
+    operation,
+    exclusive,
+    who: ctx.who,
+    leaseMs: ctx.leaseMs,
+    waitMs: ctx.lockWaitMs,
+    onTakeover: async (stale) => {
+      const expired = new Date(Math.min(Date.parse(stale.expires), Date.parse(stale.time) + 30 * 60_000)).toISOString();
+      ctx.progress.warn(`took over a stale lock: ${stale.operation} by ${stale.user}@${stale.host} pid ${stale.pid}, started ${stale.started}, lease expired ${expired}`, {
+        staleHolder: stale.holder,
+      });
+      await record(ctx, 'lock.takeover', { staleHolder: stale.holder, staleOperation: stale.operation, staleHost: stale.host, stalePid: stale.pid, expired });
+    },
+  });
+  try {
+    return await fn(lease);
+  } finally {
+    await lease.release().catch((error: unknown) => ctx.progress.warn(`could not release the lock: ${errorMessage(error)}`));
+  }
+}
+
+export async function record(ctx: OperationContext, event: string, details: Record<string, unknown> = {}): Promise<void> {
+  try {
+    await recordEvent(ctx.repo, ctx.who, TOOL, event, details);
+  } catch (error) {
+    // The audit trail must not turn a finished backup into a failure; say so loudly instead.
+    ctx.progress.warn(`could not record the ${event} event in the repository history: ${errorMessage(error)}`);
+  }
+}
+
+export function failureDetails(error: unknown): Record<string, unknown> {
+  return error instanceof CairnError ? { code: error.code, message: error.message } : { code: 'Cairn.Failure', message: errorMessage(error) };
+}
