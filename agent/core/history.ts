@@ -19,7 +19,7 @@ export const historyEventSchema = z
     user: z.string(),
     tool: z.string(),
   })
-  .passthrough();
+  .loose();
 export type HistoryEvent = z.infer<typeof historyEventSchema>;
 
 const run = randomBytes(4).toString('hex');
