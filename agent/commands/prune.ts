@@ -101,14 +101,13 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
   }
 
   let packsWritten = 0;
-  if (!options.dryRun) {
-    const kept: IndexEntry[] = [];
-    for (const entry of index.entries()) {
-      if (used.has(entry.id) && !remove.has(entry.packId) && !repack.has(entry.packId)) kept.push(entry);
-    }
-    // Move the live pieces of sparse packs into new packs; the writer indexes them.
+  const nothingToDo = remove.size === 0 && repack.size === 0 && indexFiles.length <= 1;
+  if (!options.dryRun && !nothingToDo) {
+    const stays = (entry: IndexEntry): boolean => used.has(entry.id) && !remove.has(entry.packId) && !repack.has(entry.packId);
+    // Move the live pieces of sparse packs into new packs; the writer indexes them. Its
+    // index starts from the pieces that stay, so a piece kept elsewhere is not copied.
     const fresh = new PieceIndex();
-    for (const e of kept) fresh.add(e);
+    for (const entry of index.entries()) if (stays(entry)) fresh.add(entry);
     const writer = new PackWriter(repo, fresh, { compression: repo.config.compression, concurrency: options.concurrency });
     for (const entry of index.entries()) {
       if (!repack.has(entry.packId) || !used.has(entry.id) || fresh.has(entry.id)) continue;
@@ -116,8 +115,17 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
     }
     await writer.flush();
     packsWritten = writer.stats.packsWritten;
-    // One consolidated index of what stays, written before anything is deleted.
-    for (let at = 0; at < kept.length; at += 50_000) await repo.writeIndex(kept.slice(at, at + 50_000));
+    // One consolidated index of what stays, written (streamed, 50k entries a file) before anything is deleted.
+    let batch: IndexEntry[] = [];
+    for (const entry of index.entries()) {
+      if (!stays(entry)) continue;
+      batch.push(entry);
+      if (batch.length === 50_000) {
+        await repo.writeIndex(batch);
+        batch = [];
+      }
+    }
+    if (batch.length > 0) await repo.writeIndex(batch);
     assertHeld();
     for (const key of indexFiles) await storage.delete(key);
     for (const packId of [...remove, ...repack]) {
@@ -135,7 +143,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
     packsDeleted: remove.size,
     packsRepacked: repack.size,
     packsWritten,
-    indexFilesReplaced: options.dryRun ? 0 : indexFiles.length,
+    indexFilesReplaced: options.dryRun || nothingToDo ? 0 : indexFiles.length,
     bytesBefore,
     bytesFreed: options.dryRun ? freed : Math.max(0, bytesBefore - bytesAfter),
     bytesAfter,
