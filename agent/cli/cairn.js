@@ -8,5 +8,9 @@ if (major < 22 || (major === 22 && minor < 18)) {
   );
   process.exit(2);
 }
+// File creation and small reads are latency-bound system calls on libuv's pool (4 threads by
+// default, shared with compression): a larger pool lets restores create files in parallel.
+// It must be set before the pool starts, i.e. before any asynchronous I/O.
+process.env.UV_THREADPOOL_SIZE ??= '16';
 const { main } = await import('./main.ts');
 process.exitCode = await main(process.argv);

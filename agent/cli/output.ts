@@ -20,6 +20,10 @@ export class Output implements ProgressListener {
     this.quiet = options.quiet;
   }
 
+  get wantsTotals(): boolean {
+    return this.tty && !this.quiet;
+  }
+
   progress(event: ProgressEvent): void {
     const now = Date.now();
     if (this.json) {

@@ -63,7 +63,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     concurrency: options.concurrency,
   });
   const totals: ScanTotals = { files: 0, bytes: 0, done: false };
-  const scanning = scan(paths, options.excludes, totals, options.signal);
+  // Counting costs a metadata pass of its own: only when someone will see the ETA.
+  const scanning = options.progress.wantsTotals ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
   const archiver = new Archiver(repo, writer, index, reader, {
     totals,
     paths,

@@ -1,4 +1,5 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readSync } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { CairnError, errorMessage } from '../core/errors.ts';
@@ -20,6 +21,9 @@ import type { ScanTotals } from './scanner.ts';
 export const INLINE_PIECES = 1024;
 /** Piece ids per `list` piece (512 KiB of ids). */
 export const LIST_PIECES = 16384;
+/** Files below this size are read synchronously into one reused buffer. */
+const SMALL_FILE = 256 << 10;
+const IS_ROOT = process.getuid?.() === 0;
 
 export interface ArchiveOptions {
   paths: string[];
@@ -64,6 +68,7 @@ export class Archiver {
   private readonly reader: PieceReader;
   private readonly options: ArchiveOptions;
   private readonly excludes: PathMatcher;
+  private readonly smallBuffer = Buffer.allocUnsafe(SMALL_FILE + 1);
   private readonly hardlinks = new Map<string, Pick<TreeEntry, 'content' | 'contentLists' | 'size'>>();
   private readonly inlinePieces: number;
   private readonly listPieces: number;
@@ -122,29 +127,31 @@ export class Archiver {
     }
     const parentEntries = parent ? byName(parent) : undefined;
     const slots = new Array<TreeEntry | undefined>(names.length);
-    const stats = new Array<BigIntStats | undefined>(names.length);
-    await mapLimit(names.keys(), 32, async (i) => {
-      const name = names[i] as string;
+    const small: number[] = [];
+    const large: number[] = [];
+    const dirs: number[] = [];
+    const stats = names.map((name, i) => {
       const relPath = rel === '' ? name : `${rel}/${name}`;
-      if (this.excludes.matches(relPath)) return;
+      if (this.excludes.matches(relPath)) return undefined;
       try {
-        stats[i] = await lstat(join(dir, name), { bigint: true });
+        // Synchronous: from the inode cache this is microseconds, a promise round trip costs far more.
+        const st = lstatSync(join(dir, name), { bigint: true });
+        (st.isDirectory() ? dirs : st.isFile() && st.size >= SMALL_FILE ? large : small).push(i);
+        return st;
       } catch (error) {
         this.fail(relPath, error);
+        return undefined;
       }
     });
-    // Files in parallel (they share the pack writer); directories one at a time, depth first.
-    await mapLimit(names.keys(), this.options.concurrency, async (i) => {
-      const st = stats[i];
-      if (!st || st.isDirectory()) return;
+    const entry = async (i: number): Promise<void> => {
       const name = names[i] as string;
-      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, st, parentEntries);
-    });
-    for (const [i, name] of names.entries()) {
-      const st = stats[i];
-      if (!st?.isDirectory()) continue;
-      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, st, parentEntries);
-    }
+      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, stats[i] as BigIntStats, parentEntries);
+    };
+    // Small files one after another with synchronous reads into one buffer; large
+    // files in parallel (they share the pack writer); directories depth first.
+    for (const i of small) await entry(i);
+    await mapLimit(large, this.options.concurrency, entry);
+    for (const i of dirs) await entry(i);
     return this.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
   }
 
@@ -221,34 +228,59 @@ export class Archiver {
   }
 
   private async readContent(path: string, rel: string, st: BigIntStats): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
-    const handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (process.getuid?.() === 0 ? fsConstants.O_NOATIME : 0));
-    const lists: string[] = [];
-    let ids = Buffer.alloc(ID_BYTES * this.listPieces);
-    let count = 0;
-    let size = 0;
+    const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (IS_ROOT ? fsConstants.O_NOATIME : 0);
+    if (st.size < BigInt(SMALL_FILE)) {
+      const fd = openSync(path, flags);
+      try {
+        const read = async (buffer: Buffer): Promise<number> => readSync(fd, buffer, 0, buffer.length, null);
+        const result = await this.storeContent(chunkStream(read, this.options.chunking, undefined, this.smallBuffer), rel);
+        this.checkUnchangedWhileRead(fstatSync(fd, { bigint: true }), st, rel);
+        return result;
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const handle = await open(path, flags);
     try {
       const read = async (buffer: Buffer): Promise<number> => (await handle.read(buffer, 0, buffer.length, null)).bytesRead;
-      for await (const piece of chunkStream(read, this.options.chunking)) {
-        this.options.signal?.throwIfAborted();
-        const id = this.repo.pieceId(piece);
-        await this.writer.add(id, PieceType.data, piece);
-        size += piece.length;
-        this.counts.bytesRead += piece.length;
-        if (count === this.listPieces) {
-          lists.push(await this.storeList(ids, count));
-          ids = Buffer.alloc(ID_BYTES * this.listPieces);
-          count = 0;
-        }
-        id.copy(ids, count * ID_BYTES);
-        count++;
-        this.report(rel);
-      }
-      const after = await handle.stat({ bigint: true });
-      if (after.size !== st.size || after.mtimeNs !== st.mtimeNs) {
-        this.options.progress.warn(`${rel} changed while it was read; the snapshot holds the bytes as read`, { path: rel });
-      }
+      const result = await this.storeContent(chunkStream(read, this.options.chunking), rel);
+      this.checkUnchangedWhileRead(await handle.stat({ bigint: true }), st, rel);
+      return result;
     } finally {
       await handle.close();
+    }
+  }
+
+  private checkUnchangedWhileRead(after: BigIntStats, before: BigIntStats, rel: string): void {
+    if (after.size !== before.size || after.mtimeNs !== before.mtimeNs) {
+      this.options.progress.warn(`${rel} changed while it was read; the snapshot holds the bytes as read`, { path: rel });
+    }
+  }
+
+  /** Stores a file's pieces; the piece list goes inline, or into `list` pieces when it is long. */
+  private async storeContent(pieces: AsyncIterable<Buffer>, rel: string): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
+    const lists: string[] = [];
+    let ids = Buffer.allocUnsafe(ID_BYTES * 4);
+    let count = 0;
+    let size = 0;
+    for await (const piece of pieces) {
+      this.options.signal?.throwIfAborted();
+      const id = this.repo.pieceId(piece);
+      await this.writer.add(id, PieceType.data, piece);
+      size += piece.length;
+      this.counts.bytesRead += piece.length;
+      if (count === this.listPieces) {
+        lists.push(await this.storeList(ids, count));
+        count = 0;
+      }
+      if ((count + 1) * ID_BYTES > ids.length) {
+        const grown = Buffer.allocUnsafe(Math.min(ids.length * 2, ID_BYTES * this.listPieces));
+        ids.copy(grown, 0, 0, count * ID_BYTES);
+        ids = grown;
+      }
+      id.copy(ids, count * ID_BYTES);
+      count++;
+      this.report(rel);
     }
     if (lists.length === 0 && count <= this.inlinePieces) {
       const content: string[] = [];

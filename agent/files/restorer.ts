@@ -1,5 +1,5 @@
 import { constants as fsConstants } from 'node:fs';
-import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, chmod, chown, stat, symlink, unlink, utimes } from 'node:fs/promises';
+import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, chmod, chown, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
@@ -38,6 +38,78 @@ type Item =
   | { kind: 'bad'; rel: string; error: Error };
 
 const ZERO = Buffer.alloc(64 << 10);
+/** Files written at once: small files are bound by per-file system calls, not bandwidth. */
+const FILE_JOBS = 32;
+
+type PieceItem = Extract<Item, { kind: 'piece' }>;
+
+/** The pieces of one file, handed from the tree walk to that file's writer as they are fetched. */
+class FileJob {
+  readonly rel: string;
+  readonly entry: TreeEntry;
+  /** For the first file of a hard-link group: resolved with its path once created. */
+  created: PromiseWithResolvers<string> | undefined;
+  /** For the other files of the group: the first file's path. */
+  linkTo: Promise<string> | undefined;
+  private readonly queue: PieceItem[] = [];
+  private closed = false;
+  private error: Error | undefined;
+  private waiter: (() => void) | undefined;
+  private settled = false;
+
+  constructor(rel: string, entry: TreeEntry) {
+    this.rel = rel;
+    this.entry = entry;
+  }
+
+  push(item: PieceItem): void {
+    if (this.settled) {
+      item.data.catch(() => undefined);
+      return;
+    }
+    this.queue.push(item);
+    this.notify();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.notify();
+  }
+
+  fail(error: Error): void {
+    this.error ??= error;
+    this.close();
+  }
+
+  /** The next piece, or undefined at the end of the file; throws what the walk reported for this file. */
+  async next(): Promise<PieceItem | undefined> {
+    for (;;) {
+      const item = this.queue.shift();
+      if (item) return item;
+      if (this.error) throw this.error;
+      if (this.closed) return undefined;
+      await new Promise<void>((resolve) => (this.waiter = resolve));
+    }
+  }
+
+  /** After a failure: let go of pieces still queued. */
+  drain(release: (bytes: number) => void): void {
+    for (const item of this.queue.splice(0)) {
+      item.data.catch(() => undefined);
+      release(item.length);
+    }
+  }
+
+  settle(): void {
+    this.settled = true;
+  }
+
+  private notify(): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.();
+  }
+}
 const isRoot = process.getuid?.() === 0;
 
 /** Refuses a non-empty target unless forced, before anything is written. */
@@ -73,7 +145,7 @@ export class Restorer {
   private readonly dirEntries = new Map<string, TreeEntry>();
   private readonly created = new Set<string>(['']);
   private readonly createdDirs: Array<{ path: string; entry: TreeEntry }> = [];
-  private readonly hardlinks = new Map<string, string>();
+  private readonly hardlinks = new Map<string, Promise<string>>();
   private lastReport = 0;
   private totals: { totalFiles: number; totalBytes: number } | undefined;
 
@@ -85,91 +157,132 @@ export class Restorer {
 
   async run(snapshot: Snapshot): Promise<RestoreResult> {
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
-    const items = this.walk(snapshot.tree, '')[Symbol.asyncIterator]();
-    const window: Item[] = [];
-    let windowBytes = 0;
-    let exhausted = false;
-    let file: { handle: import('node:fs/promises').FileHandle; position: number; path: string; failed: boolean } | undefined;
-    for (;;) {
-      while (!exhausted && windowBytes < this.options.readAheadBytes && window.length < 4096) {
-        const next = await items.next();
-        if (next.done) {
-          exhausted = true;
-          break;
-        }
-        if (next.value.kind === 'piece') windowBytes += next.value.length;
-        window.push(next.value);
-      }
-      const item = window.shift();
-      if (!item) break;
-      this.options.signal?.throwIfAborted();
-      if (item.kind === 'piece') windowBytes -= item.length;
-      try {
-        switch (item.kind) {
-          case 'bad':
-            throw item.error;
-          case 'dir':
-            this.dirEntries.set(item.rel, item.entry);
-            if (item.included) await this.ensureDir(item.rel);
-            break;
-          case 'symlink':
-            await this.restoreSymlink(item.rel, item.entry);
-            break;
-          case 'file': {
-            const done = await this.startFile(item.rel, item.entry);
-            if (done === 'linked') break;
-            file = { handle: done, position: 0, path: this.path(item.rel), failed: false };
-            break;
-          }
-          case 'piece': {
-            if (!file || file.failed) {
-              item.data.catch(() => undefined);
+    const jobs = new Set<Promise<void>>();
+    let job: FileJob | undefined;
+    try {
+      for await (const item of this.walk(snapshot.tree, '')) {
+        this.options.signal?.throwIfAborted();
+        this.throwIfFailed();
+        // Bound what is fetched but not yet written: the restore's memory.
+        while (this.buffered >= this.options.readAheadBytes) await this.written();
+        try {
+          switch (item.kind) {
+            case 'bad':
+              if (job && item.rel === job.rel) {
+                job.fail(item.error);
+                break;
+              }
+              throw item.error;
+            case 'dir':
+              this.dirEntries.set(item.rel, item.entry);
+              if (item.included) await this.ensureDir(item.rel);
+              break;
+            case 'symlink':
+              await this.restoreSymlink(item.rel, item.entry);
+              break;
+            case 'file': {
+              await this.ensureParent(item.rel);
+              while (jobs.size >= FILE_JOBS) await Promise.race(jobs);
+              job = new FileJob(item.rel, item.entry);
+              this.planHardlink(job);
+              const running = this.writeFile(job).finally(() => jobs.delete(running));
+              jobs.add(running);
               break;
             }
-            const data = await item.data;
-            if (data.length >= 4096 && isZero(data)) {
-              file.position += data.length; // a hole: leave it unwritten (sparse)
-            } else {
-              await writeAll(file.handle, data, file.position);
-              file.position += data.length;
-            }
-            this.result.bytes += data.length;
-            this.report(item.rel);
-            break;
+            case 'piece':
+              this.buffered += item.length;
+              job?.push(item);
+              break;
+            case 'end':
+              job?.close();
+              job = undefined;
+              break;
           }
-          case 'end':
-            if (file && !file.failed) {
-              await finishFile(file.handle, file.position, item.entry);
-              await file.handle.close();
-              file = undefined;
-              this.result.files++;
-            }
-            break;
+        } catch (error) {
+          this.handleError(item.rel, error);
         }
-      } catch (error) {
-        if (error instanceof Error && error.name === 'AbortError') throw error;
-        if (isStorageFailure(error)) throw error;
-        const path = item.rel;
-        if (file) {
-          await file.handle.close().catch(() => undefined);
-          await unlink(file.path).catch(() => undefined);
-          file.failed = true;
-        }
-        if (!this.options.ignoreErrors) {
-          for (const pending of window) if (pending.kind === 'piece') pending.data.catch(() => undefined);
-          throw new CairnError(error instanceof CairnError ? error.code : 'Cairn.Failure', `cannot restore ${path}: ${errorMessage(error)}`, {
-            hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
-            cause: error,
-          });
-        }
-        this.result.errors.push({ path, error: errorMessage(error) });
-        this.options.progress.warn(`cannot restore ${path}: ${errorMessage(error)}`, { path });
-        if (item.kind === 'end') file = undefined;
       }
+      await Promise.all(jobs);
+      this.throwIfFailed();
+    } catch (error) {
+      job?.fail(error as Error);
+      await Promise.allSettled(jobs);
+      throw error;
     }
     // Directory metadata last, deepest first, so writing their contents did not change it.
     for (const { path, entry } of this.createdDirs.reverse()) await applyMeta(path, entry, false);
     return this.result;
+  }
+
+  private buffered = 0;
+  private wake: (() => void) | undefined;
+  private failure: unknown;
+
+  private written(): Promise<void> {
+    return new Promise((resolve) => (this.wake = resolve));
+  }
+
+  private release(bytes: number): void {
+    this.buffered -= bytes;
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  /** One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last. */
+  private async writeFile(job: FileJob): Promise<void> {
+    const path = this.path(job.rel);
+    let handle: FileHandle | undefined;
+    try {
+      const created = await this.startFile(job);
+      if (created !== 'linked') {
+        handle = created;
+        let position = 0;
+        for (let item = await job.next(); item; item = await job.next()) {
+          let data: Buffer;
+          try {
+            data = await item.data;
+          } finally {
+            this.release(item.length);
+          }
+          if (!(data.length >= 4096 && isZero(data))) await writeAll(handle, data, position);
+          position += data.length;
+          this.result.bytes += data.length;
+          this.report(job.rel);
+        }
+        await finishFile(handle, position, job.entry);
+        await handle.close();
+        handle = undefined;
+      }
+      this.result.files++;
+    } catch (error) {
+      job.drain((bytes) => this.release(bytes));
+      await handle?.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      this.handleError(job.rel, error);
+    } finally {
+      job.settle();
+    }
+  }
+
+  private handleError(rel: string, error: unknown): void {
+    if ((error instanceof Error && error.name === 'AbortError') || isStorageFailure(error) || !this.options.ignoreErrors) {
+      this.failure ??=
+        error instanceof Error && error.name === 'AbortError' || isStorageFailure(error)
+          ? error
+          : new CairnError(error instanceof CairnError ? error.code : 'Cairn.Failure', `cannot restore ${rel}: ${errorMessage(error)}`, {
+              hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
+              cause: error,
+            });
+      this.release(0);
+      return;
+    }
+    this.result.errors.push({ path: rel, error: errorMessage(error) });
+    this.options.progress.warn(`cannot restore ${rel}: ${errorMessage(error)}`, { path: rel });
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
   }
 
   private async *walk(treeId: string, rel: string): AsyncGenerator<Item> {
@@ -272,18 +385,37 @@ export class Restorer {
     this.result.symlinks++;
   }
 
-  private async startFile(rel: string, entry: TreeEntry): Promise<import('node:fs/promises').FileHandle | 'linked'> {
-    await this.ensureParent(rel);
-    const path = this.path(rel);
-    await this.clearForEntry(path);
-    const first = entry.hardlink ? this.hardlinks.get(entry.hardlink) : undefined;
+  /** Decided in walk order: the first file of a hard-link group is created, the others link to it. */
+  private planHardlink(job: FileJob): void {
+    const key = job.entry.hardlink;
+    if (!key) return;
+    const first = this.hardlinks.get(key);
     if (first) {
-      await link(first, path);
-      this.result.files++;
-      return 'linked';
+      job.linkTo = first;
+      return;
     }
-    if (entry.hardlink && this.queuedLinks.has(entry.hardlink) && !this.hardlinks.has(entry.hardlink)) this.hardlinks.set(entry.hardlink, path);
-    return open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    const created = Promise.withResolvers<string>();
+    created.promise.catch(() => undefined);
+    job.created = created;
+    this.hardlinks.set(key, created.promise);
+  }
+
+  private async startFile(job: FileJob): Promise<FileHandle | 'linked'> {
+    const path = this.path(job.rel);
+    try {
+      await this.clearForEntry(path);
+      if (job.linkTo) {
+        // Link once the first file exists (its writer may still be running: it is the same inode).
+        await link(await job.linkTo, path);
+        return 'linked';
+      }
+      const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+      job.created?.resolve(path);
+      return handle;
+    } catch (error) {
+      job.created?.reject(error);
+      throw error;
+    }
   }
 
   private async ensureParent(rel: string): Promise<void> {
@@ -314,7 +446,7 @@ function unsafeName(name: string, seen: Set<string>): string | undefined {
   return undefined;
 }
 
-async function writeAll(handle: import('node:fs/promises').FileHandle, data: Buffer, position: number): Promise<void> {
+async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
   let done = 0;
   while (done < data.length) {
     const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
@@ -322,7 +454,7 @@ async function writeAll(handle: import('node:fs/promises').FileHandle, data: Buf
   }
 }
 
-async function finishFile(handle: import('node:fs/promises').FileHandle, size: number, entry: TreeEntry): Promise<void> {
+async function finishFile(handle: FileHandle, size: number, entry: TreeEntry): Promise<void> {
   if (entry.size !== undefined && entry.size !== size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${entry.size}`);
   await handle.truncate(size);
   if (isRoot) await handle.chown(entry.uid, entry.gid);

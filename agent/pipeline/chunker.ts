@@ -70,9 +70,13 @@ export async function* chunkStream(
   read: (buffer: Buffer) => Promise<number>,
   chunking: Chunking,
   readSize = 8 << 20,
+  initial?: Buffer,
 ): AsyncGenerator<Buffer> {
   const unit = chunking.kind === 'cdc' ? chunking.chunker.max : chunking.size;
-  const buffer = Buffer.allocUnsafe(Math.max(readSize, unit * 2));
+  const full = Math.max(readSize, unit * 2);
+  // Small inputs are read into a small buffer (a caller that knows the size passes one);
+  // if more arrives than it holds, switch to a full-size buffer.
+  let buffer = initial ?? Buffer.allocUnsafe(full);
   let carry = 0;
   let eof = false;
   for (;;) {
@@ -81,6 +85,13 @@ export async function* chunkStream(
       const n = await read(buffer.subarray(filled));
       if (n === 0) eof = true;
       filled += n;
+    }
+    if (!eof && buffer.length < unit * 2) {
+      const bigger = Buffer.allocUnsafe(full);
+      buffer.copy(bigger, 0, 0, filled);
+      buffer = bigger;
+      carry = filled;
+      continue;
     }
     let at = 0;
     while (at < filled && (eof || filled - at >= unit)) {

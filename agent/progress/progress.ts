@@ -14,6 +14,8 @@ export interface ProgressListener {
   progress(event: ProgressEvent): void;
   /** A problem that does not stop the operation (an unreadable file, a file changed while read). */
   warn(message: string, details?: Record<string, unknown>): void;
+  /** True when totals would be shown (an ETA on a terminal): only then is the source counted beside the backup. */
+  readonly wantsTotals?: boolean;
 }
 
 export const silentProgress: ProgressListener = {
