@@ -216,7 +216,7 @@ export class Restorer {
 
   private buffered = 0;
   private wake: (() => void) | undefined;
-  private failure: unknown;
+  private failure: Error | undefined;
 
   private written(): Promise<void> {
     return new Promise((resolve) => (this.wake = resolve));
@@ -268,8 +268,8 @@ export class Restorer {
   private handleError(rel: string, error: unknown): void {
     if ((error instanceof Error && error.name === 'AbortError') || isStorageFailure(error) || !this.options.ignoreErrors) {
       this.failure ??=
-        error instanceof Error && error.name === 'AbortError' || isStorageFailure(error)
-          ? error
+        (error instanceof Error && error.name === 'AbortError') || isStorageFailure(error)
+          ? (error as Error)
           : new CairnError(error instanceof CairnError ? error.code : 'Cairn.Failure', `cannot restore ${rel}: ${errorMessage(error)}`, {
               hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
               cause: error,
