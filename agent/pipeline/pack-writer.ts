@@ -3,8 +3,8 @@ import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCb } from 'node:zlib';
 import type { Compression } from '../core/config.ts';
 import { Semaphore } from '../core/concurrency.ts';
-import { ID_BYTES } from '../core/crypto.ts';
-import { Codec, encodeFrame, encodeTrailer, newPackHeader, packDataKey, type CodecId, type IndexEntry, type PieceTypeId } from '../core/pack.ts';
+import { ID_BYTES, NONCE_BYTES, TAG_BYTES } from '../core/crypto.ts';
+import { Codec, FRAME_HEADER_BYTES, encodeFrame, encodeTrailer, newPackHeader, packDataKey, type CodecId, type IndexEntry, type PieceTypeId } from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { packKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
@@ -14,7 +14,7 @@ const zstdCompress = promisify(zstdCompressCb) as (data: Buffer, options: object
 
 export interface PackWriterOptions {
   compression: Compression;
-  /** Frames compressed at once and packs uploaded at once; memory ≈ concurrency × (frame + pack size). */
+  /** Packs uploaded at once (frames compressed at once: twice that); memory ≈ concurrency × (2 frames + 1 pack). */
   concurrency: number;
   /** Pieces are grouped into one frame (compressed together) until it holds this many bytes. */
   frameSize?: number;
@@ -78,11 +78,13 @@ export class PackWriter {
     this.frameSize = options.frameSize ?? 1 << 20;
     this.indexEvery = options.indexEvery ?? 50_000;
     const concurrency = Math.max(1, options.concurrency);
-    this.compressSlots = new Semaphore(concurrency);
+    // Twice as many frames in compression as uploads: the pool always has work queued while the
+    // main thread cuts and hashes, and frames (≤ 5 MiB) cost less memory than packs (16 MiB).
+    this.compressSlots = new Semaphore(concurrency * 2);
     this.uploadSlots = new Semaphore(concurrency);
     // A frame closes once it passes frameSize, so it holds at most frameSize plus one largest piece.
-    this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency + 1);
-    this.packPool = new BufferPool(repo.config.packSize + this.frameSize + repo.config.chunker.max + (1 << 20), concurrency + 1);
+    this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency * 2 + 1);
+    this.packPool = new BufferPool(repo.config.packSize + (256 << 10), concurrency + 1);
   }
 
   /** True when the repository (or this run) already holds the piece. */
@@ -165,19 +167,19 @@ export class PackWriter {
       }
     }
     this.throwIfFailed();
-    const bytes = encodeFrame(this.currentPackKey(), codec, frame.ids, frame.lengths, payload);
+    // The frame's size is known before it is encrypted: close a pack that cannot take it, so
+    // pack buffers need only packSize plus the trailer, and each frame is encrypted once.
+    const frameBytes = FRAME_HEADER_BYTES + NONCE_BYTES + TAG_BYTES + frame.ids.length * (ID_BYTES + 4) + payload.length;
+    const room = (entries: number): number => frameBytes + (entries + frame.ids.length) * ENTRY_TRAILER_BYTES + 64;
+    const open = this.pack;
+    if (open && open.entries.length > 0 && open.size + room(open.entries.length) > open.buffer.length) {
+      this.pack = undefined;
+      await this.startUpload(open);
+    }
+    let pack = this.openPack();
+    if (pack.size + room(pack.entries.length) > pack.buffer.length) pack = this.growPack(pack, room(pack.entries.length));
+    const bytes = encodeFrame(pack.key, codec, frame.ids, frame.lengths, payload);
     this.framePool.release(frame.buffer);
-    let pack = this.pack as OpenPack;
-    const trailerRoom = (pack.entries.length + frame.ids.length) * ENTRY_TRAILER_BYTES + 64;
-    if (pack.size + bytes.length + trailerRoom > pack.buffer.length && pack.entries.length > 0) {
-      // Rare: a frame larger than the pack's spare room (a huge directory listing). Close this pack first.
-      this.pack = undefined;
-      await this.startUpload(pack);
-      return this.appendToNewPack(frame, codec, payload);
-    }
-    if (pack.size + bytes.length + trailerRoom > pack.buffer.length) {
-      pack = this.growPack(pack, bytes.length + trailerRoom);
-    }
     this.append(pack, frame, bytes);
     if (pack.size >= this.repo.config.packSize) {
       this.pack = undefined;
@@ -185,27 +187,15 @@ export class PackWriter {
     }
   }
 
-  private async appendToNewPack(frame: Frame, codec: CodecId, payload: Buffer): Promise<void> {
-    const bytes = encodeFrame(this.currentPackKey(), codec, frame.ids, frame.lengths, payload);
-    let pack = this.pack as OpenPack;
-    const room = bytes.length + frame.ids.length * ENTRY_TRAILER_BYTES + 64;
-    if (pack.size + room > pack.buffer.length) pack = this.growPack(pack, room);
-    this.append(pack, frame, bytes);
-    if (pack.size >= this.repo.config.packSize) {
-      this.pack = undefined;
-      await this.startUpload(pack);
-    }
-  }
-
-  /** The key of the open pack, opening one if needed (frames are encrypted for the pack they go into). */
-  private currentPackKey(): Buffer {
+  /** The open pack, opening one if needed (frames are encrypted with the key of the pack they go into). */
+  private openPack(): OpenPack {
     if (!this.pack) {
       const { header, salt } = newPackHeader();
       const buffer = this.packPool.acquire();
       header.copy(buffer, 0);
       this.pack = { id: randomBytes(32).toString('hex'), key: packDataKey(this.repo.masterKey(), salt), buffer, size: header.length, entries: [] };
     }
-    return this.pack.key;
+    return this.pack;
   }
 
   private growPack(pack: OpenPack, extra: number): OpenPack {
