@@ -12,5 +12,8 @@ if (major < 22 || (major === 22 && minor < 18)) {
 // default, shared with compression): a larger pool lets restores create files in parallel.
 // It must be set before the pool starts, i.e. before any asynchronous I/O.
 process.env.UV_THREADPOOL_SIZE ??= '16';
+// Cache compiled modules on disk (Node's compile cache): every start of a short command counts.
+const { enableCompileCache } = await import('node:module');
+enableCompileCache?.();
 const { main } = await import('./main.ts');
 process.exitCode = await main(process.argv);

@@ -1,6 +1,6 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
-import { closeSync, fstatSync, lstatSync, openSync, readSync } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
+import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { mapLimit } from '../core/concurrency.ts';
@@ -120,7 +120,7 @@ export class Archiver {
     this.counts.dirs++;
     let names: string[];
     try {
-      names = (await readdir(dir)).sort(compareNames);
+      names = readdirSync(dir).sort(compareNames);
     } catch (error) {
       this.fail(rel || '.', error);
       return this.storeTree({ version: 1, entries: [] });

@@ -111,6 +111,8 @@ class FileJob {
   }
 }
 const isRoot = process.getuid?.() === 0;
+const ourUid = process.getuid?.() ?? -1;
+const ourGid = process.getgid?.() ?? -1;
 
 /** Refuses a non-empty target unless forced, before anything is written. */
 export async function prepareTarget(target: string, force: boolean): Promise<void> {
@@ -238,6 +240,7 @@ export class Restorer {
       if (created !== 'linked') {
         handle = created;
         let position = 0;
+        let end = 0;
         for (let item = await job.next(); item; item = await job.next()) {
           let data: Buffer;
           try {
@@ -245,12 +248,15 @@ export class Restorer {
           } finally {
             this.release(item.length);
           }
-          if (!(data.length >= 4096 && isZero(data))) await writeAll(handle, data, position);
+          if (!(data.length >= 4096 && isZero(data))) {
+            await writeAll(handle, data, position);
+            end = position + data.length;
+          }
           position += data.length;
           this.result.bytes += data.length;
           this.report(job.rel);
         }
-        await finishFile(handle, position, job.entry);
+        await finishFile(handle, position, end, job.entry);
         await handle.close();
         handle = undefined;
       }
@@ -454,10 +460,15 @@ async function writeAll(handle: FileHandle, data: Buffer, position: number): Pro
   }
 }
 
-async function finishFile(handle: FileHandle, size: number, entry: TreeEntry): Promise<void> {
+/**
+ * Size, owner, mode, mtime. Each is a system call on a latency-bound pool, so
+ * the ones that would change nothing are skipped: truncate only when the file
+ * ends in a hole, chown only when the owner differs from ours.
+ */
+async function finishFile(handle: FileHandle, size: number, written: number, entry: TreeEntry): Promise<void> {
   if (entry.size !== undefined && entry.size !== size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${entry.size}`);
-  await handle.truncate(size);
-  if (isRoot) await handle.chown(entry.uid, entry.gid);
+  if (written < size) await handle.truncate(size);
+  if (isRoot && (entry.uid !== ourUid || entry.gid !== ourGid)) await handle.chown(entry.uid, entry.gid);
   await handle.chmod(entry.mode);
   const mtime = nsToSeconds(entry.mtimeNs);
   await handle.utimes(mtime, mtime);
