@@ -62,7 +62,12 @@ export class FileStorage implements DeletableStorage {
       await mkdir(dirname(target), { recursive: true });
       if (options.ifAbsent) {
         // link(2) fails with EEXIST instead of replacing: an atomic create-if-absent.
-        await link(tmp, target);
+        try {
+          await link(tmp, target);
+        } catch (error) {
+          if (isErrno(error, 'EEXIST')) throw new AlreadyExistsError(key, { cause: error });
+          throw error;
+        }
         await unlink(tmp);
       } else {
         await rename(tmp, target);
@@ -145,7 +150,12 @@ export class FileStorage implements DeletableStorage {
   private translate(error: unknown, key: string, action: string): Error {
     if (error instanceof CairnError) return error;
     if (isErrno(error, 'ENOENT')) return new NotFoundError(key, { cause: error });
-    if (isErrno(error, 'EEXIST')) return new AlreadyExistsError(key, { cause: error });
+    if (isErrno(error, 'EEXIST') || isErrno(error, 'ENOTDIR')) {
+      return new CairnError('Cairn.Storage', `cannot ${action} ${key} in ${this.location}: a file is in the way of its directory`, {
+        hint: 'something other than cairn wrote into the repository directory; move that file away',
+        cause: error,
+      });
+    }
     if (isErrno(error, 'ENOSPC') || isErrno(error, 'EDQUOT')) {
       return new CairnError('Cairn.Storage', `cannot ${action} ${key} in ${this.location}: no space left on the device`, {
         hint: 'free space on the repository\'s filesystem and run the command again; nothing was committed',
