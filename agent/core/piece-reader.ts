@@ -30,7 +30,7 @@ export class PieceReader {
   constructor(repo: Repository, index: PieceIndex, options: { cacheFrames?: number } = {}) {
     this.repo = repo;
     this.index = index;
-    this.cacheFrames = options.cacheFrames ?? 32;
+    this.cacheFrames = options.cacheFrames ?? 4;
   }
 
   location(id: Buffer): PieceLocation {
