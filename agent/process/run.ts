@@ -14,7 +14,7 @@ export type ProcessFailureKind = 'spawn' | 'exit' | 'signal';
 export class ProcessError extends CairnError {
   readonly kind: ProcessFailureKind;
   readonly command: string;
-  readonly exitCode: number | null;
+  readonly processExitCode: number | null;
   readonly stderr: string;
 
   constructor(kind: ProcessFailureKind, command: string, detail: { code?: number | null; signal?: string | null; stderr?: string; cause?: unknown; hint?: string }) {
@@ -25,7 +25,7 @@ export class ProcessError extends CairnError {
     this.name = 'ProcessError';
     this.kind = kind;
     this.command = command;
-    this.exitCode = detail.code ?? null;
+    this.processExitCode = detail.code ?? null;
     this.stderr = stderr;
   }
 }
