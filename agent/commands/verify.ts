@@ -119,7 +119,8 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
         if (list) list.push(e);
         else frames.set(e.frameOffset, [e]);
       }
-      for (const [offset, pieces] of frames) {
+      // A few frames of the pack at a time: decompression runs on libuv's pool, memory stays bounded.
+      await mapLimit(frames, 4, async ([offset, pieces]) => {
         const first = pieces[0] as IndexEntry;
         try {
           if (!key) throw new Error('pack header is damaged');
@@ -137,7 +138,7 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
           problem(packKey(packId), why);
           for (const e of pieces) bad.set(e.id.toString('hex'), why);
         }
-      }
+      });
       report.packsRead++;
       options.progress.progress({ phase: 'verify', files: ++done, bytes: report.bytesRead, totalFiles: chosen.length });
     });

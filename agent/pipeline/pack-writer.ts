@@ -66,7 +66,8 @@ export class PackWriter {
   private readonly packPool: BufferPool;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly pending = new Set<string>();
-  private frame: Frame | undefined;
+  /** One open frame per piece type: trees and lists stay dense in their own frames, so reading a tree never decodes data. */
+  private readonly frames: Array<Frame | undefined> = [undefined, undefined, undefined];
   private pack: OpenPack | undefined;
   private unindexed: IndexEntry[] = [];
   private failure: { error: unknown } | undefined;
@@ -101,33 +102,33 @@ export class PackWriter {
     this.throwIfFailed();
     if (this.has(id)) return false;
     this.pending.add(id.toString('hex'));
-    let frame = this.frame;
+    const full: Frame[] = [];
+    let frame = this.frames[type];
     if (frame && frame.size + data.length > frame.buffer.length) {
-      this.frame = undefined;
-      await this.sealFrame(frame);
+      full.push(frame);
       frame = undefined;
     }
-    if (!frame) {
-      frame = { buffer: this.framePool.acquire(data.length), size: 0, ids: [], types: [], lengths: [] };
-      this.frame = frame;
-    }
+    frame ??= { buffer: this.framePool.acquire(data.length), size: 0, ids: [], types: [], lengths: [] };
     data.copy(frame.buffer, frame.size);
     frame.size += data.length;
     frame.ids.push(id);
     frame.types.push(type);
     frame.lengths.push(data.length);
     if (frame.size >= this.frameSize) {
-      this.frame = undefined;
-      await this.sealFrame(frame);
+      full.push(frame);
+      frame = undefined;
     }
+    this.frames[type] = frame;
+    for (const f of full) await this.sealFrame(f);
     return true;
   }
 
   /** Makes everything added so far durable: frames, packs and index files. */
   async flush(): Promise<void> {
-    const frame = this.frame;
-    this.frame = undefined;
-    if (frame) await this.sealFrame(frame);
+    for (const [type, frame] of this.frames.entries()) {
+      this.frames[type] = undefined;
+      if (frame) await this.sealFrame(frame);
+    }
     await this.drain();
     const pack = this.pack;
     this.pack = undefined;
