@@ -14,6 +14,7 @@ import { addKey, changePassphrase, listKeys, removeKey } from '../commands/keys.
 import { stats } from '../commands/stats.ts';
 import { record, type OperationContext } from '../commands/operation.ts';
 import { readHistory } from '../core/history.ts';
+import { engineByName, engines } from '../engines/registry.ts';
 import { readLocks } from '../core/locks.ts';
 import { retentionPolicySchema } from '../core/retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
@@ -101,15 +102,27 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   program
     .command('backup')
-    .description('back up files and directories')
-    .argument('<path...>', 'files or directories to back up')
+    .description('back up files and directories, or a database with --engine')
+    .argument('[path...]', 'files or directories to back up (the files engine)')
     .option('-e, --exclude <pattern>', 'skip paths matching the pattern (repeatable)', collect, [])
     .option('-t, --tag <tag>', 'tag the snapshot (repeatable)', collect, [])
     .option('--host <name>', 'host name recorded in the snapshot')
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest of the same host and paths')
     .option('--compression <codec>', 'zstd, zstd:LEVEL or none (default: the repository\'s)')
-    .action(async (paths: string[], opts: { exclude: string[]; tag: string[]; host?: string; parent?: string; compression?: string }, cmd: Command) => {
+    .option('--engine <name>', 'a database engine instead of files (see `cairn engines`)')
+    .option('--stop-cmd <command>', 'files engine, cold copy: run before reading (stops the service)')
+    .option('--start-cmd <command>', 'files engine, cold copy: run afterwards, whatever happened (starts it again)')
+    .option('--pre-hook <command>', 'run before the backup (any engine)')
+    .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
+    .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)')
+    .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
+    .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile()).addOption(dbOptions.name())
+    .action(async (paths: string[], opts: BackupCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
+      const engine = opts.engine && opts.engine !== 'files' ? engineByName(opts.engine) : undefined;
+      if (!engine && paths.length === 0) throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
+      if (engine && paths.length > 0) throw new CairnError('Cairn.Usage', `the ${engine.name} engine takes no paths`, { hint: 'give the connection with --db-host/--db-socket and the databases with --db-name' });
+      const engineOptions = engine ? engine.parseOptions(engineOptionsFrom(opts)) : undefined;
       const snapshot = await backup(repo, {
         paths,
         excludes: opts.exclude,
@@ -120,12 +133,30 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         parent: opts.parent,
         progress: output,
         signal: controller.signal,
+        engine: engine ? { engine, options: engineOptions, source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`}` } : undefined,
+        preHook: opts.preHook,
+        postHook: opts.postHook,
+        stopCmd: opts.stopCmd,
+        startCmd: opts.startCmd,
+        tempDir: opts.tempDir,
+        env,
         ...locking(g),
       });
-      output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, ...snapshot.summary }, backupText(snapshot));
+      output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, engine: snapshot.engine, engineMetadata: snapshot.engineMetadata, ...snapshot.summary }, backupText(snapshot));
       if (snapshot.summary.errors > 0) {
         throw new CairnError('Cairn.PartialFailure', `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`, { hint: 'see the warnings above' });
       }
+    });
+
+  program
+    .command('engines')
+    .description('list the backup engines and what each needs')
+    .action(() => {
+      const list = [
+        { name: 'files', description: 'files and directories; --stop-cmd/--start-cmd for a cold copy', requires: ['read access to the paths'] },
+        ...[...engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
+      ];
+      output.result({ type: 'engines', engines: list }, list.map((e) => `${e.name.padEnd(10)} ${e.description}\n           needs: ${e.requires.join('; ')}`).join('\n'));
     });
 
   program
@@ -140,18 +171,24 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   program
     .command('restore')
-    .description('restore a snapshot into a directory')
+    .description('restore a snapshot into a directory (files, physical engines) or a database server (logical engines)')
     .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
-    .requiredOption('--target <dir>', 'directory to restore into (must be empty unless --force)')
+    .option('--target <dir>', 'directory to restore into (must be empty unless --force)')
+    .option('--target-database <name>', 'logical engines: restore into this database instead of the one backed up')
     .option('-i, --include <pattern>', 'restore only paths matching the pattern (repeatable)', collect, [])
     .option('--force', 'restore into a non-empty directory, replacing what is in the way')
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
-    .action(async (ref: string, opts: { target: string; include: string[]; force?: boolean; ignoreErrors?: boolean }, cmd: Command) => {
+    .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
+    .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
+    .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const started = Date.now();
       const { snapshot, result } = await restore(repo, {
         snapshot: ref,
         target: opts.target,
+        targetDatabase: opts.targetDatabase,
+        engineOptions: engineOptionsFrom({ ...opts, dbName: [] }),
+        env,
         includes: opts.include,
         force: Boolean(opts.force),
         ignoreErrors: Boolean(opts.ignoreErrors),
@@ -162,9 +199,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         ...locking(g),
       });
       const ms = Date.now() - started;
+      const where = opts.target ?? (opts.targetDatabase ? `database ${opts.targetDatabase}` : 'the server');
       output.result(
-        { type: 'summary', operation: 'restore', snapshotId: snapshot.id, target: opts.target, ...result, durationMs: ms },
-        `restored snapshot ${shortId(snapshot.id)} into ${opts.target}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)} in ${formatDuration(ms)}` +
+        { type: 'summary', operation: 'restore', snapshotId: snapshot.id, engine: snapshot.engine, target: where, ...result, durationMs: ms },
+        `restored snapshot ${shortId(snapshot.id)} (${snapshot.engine}) into ${where}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)} in ${formatDuration(ms)}` +
           (result.errors.length ? `\n${result.errors.length} file(s) could not be restored:\n${result.errors.map((e) => `  ${e.path}: ${e.error}`).join('\n')}` : ''),
       );
       if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored`);
@@ -347,6 +385,62 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
   }
+}
+
+interface DbCliOptions {
+  dbHost?: string;
+  dbPort?: string;
+  dbSocket?: string;
+  dbUser?: string;
+  dbPasswordFile?: string;
+  dbDefaultsFile?: string;
+  dbName: string[];
+}
+
+interface BackupCliOptions extends DbCliOptions {
+  exclude: string[];
+  tag: string[];
+  host?: string;
+  parent?: string;
+  compression?: string;
+  engine?: string;
+  stopCmd?: string;
+  startCmd?: string;
+  preHook?: string;
+  postHook?: string;
+  tempDir?: string;
+}
+
+interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
+  target?: string;
+  targetDatabase?: string;
+  include: string[];
+  force?: boolean;
+  ignoreErrors?: boolean;
+}
+
+/** Database connection flags; each also reads an environment variable. The password only from a file or CAIRN_DB_PASSWORD. */
+const dbOptions = {
+  host: () => new Option('--db-host <host>', 'database server host').env('CAIRN_DB_HOST'),
+  port: () => new Option('--db-port <port>', 'database server port').env('CAIRN_DB_PORT'),
+  socket: () => new Option('--db-socket <path>', 'database server Unix socket').env('CAIRN_DB_SOCKET'),
+  user: () => new Option('--db-user <user>', 'database user').env('CAIRN_DB_USER'),
+  passwordFile: () => new Option('--db-password-file <file>', 'read the database password from this file (or set CAIRN_DB_PASSWORD)'),
+  defaultsFile: () => new Option('--db-defaults-file <file>', 'MariaDB/MySQL option file with the client settings'),
+  name: () => new Option('--db-name <name>', 'database to back up (repeatable; default: all)').argParser(collect).default([]),
+};
+
+function engineOptionsFrom(opts: DbCliOptions): Record<string, unknown> {
+  const raw: Record<string, unknown> = {
+    host: opts.dbHost,
+    port: opts.dbPort,
+    socket: opts.dbSocket,
+    user: opts.dbUser,
+    passwordFile: opts.dbPasswordFile,
+    defaultsFile: opts.dbDefaultsFile,
+    databases: opts.dbName,
+  };
+  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
 }
 
 function currentUser(): string {

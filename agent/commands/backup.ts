@@ -11,6 +11,12 @@ import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { TOOL } from '../version.ts';
 import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Engine } from '../engines/engine.ts';
+import { TreeSink } from '../engines/sink.ts';
+import { runHook } from '../process/run.ts';
 import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
 
 export interface BackupOptions {
@@ -26,6 +32,16 @@ export interface BackupOptions {
   signal?: AbortSignal | undefined;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** A database engine instead of plain files; `paths` then stays empty. */
+  engine?: { engine: Engine<unknown>; options: unknown; source: string } | undefined;
+  /** Shell lines run before and after the backup; the post hook runs whatever happened. */
+  preHook?: string | undefined;
+  postHook?: string | undefined;
+  /** Cold copy: stop the service before reading its files, start it again afterwards, always. */
+  stopCmd?: string | undefined;
+  startCmd?: string | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+  tempDir?: string | undefined;
 }
 
 /**
@@ -38,8 +54,8 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
   const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
   return underLock(ctx, 'backup', false, async (lease) => {
     const started = Date.now();
-    const paths = options.paths.map((p) => resolve(p));
-    await record(ctx, 'backup.started', { paths, tags: options.tags });
+    const paths = options.engine ? [options.engine.source] : options.paths.map((p) => resolve(p));
+    await record(ctx, 'backup.started', { paths, tags: options.tags, engine: options.engine?.engine.name ?? 'files' });
     try {
       const snapshot = await backupLocked(repo, options, paths, lease);
       await record(ctx, 'backup.committed', { snapshotId: snapshot.id, paths, ...snapshot.summary });
@@ -64,7 +80,7 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   });
   const totals: ScanTotals = { files: 0, bytes: 0, done: false };
   // Counting costs a metadata pass of its own: only when someone will see the ETA.
-  const scanning = options.progress.wantsTotals ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
+  const scanning = options.progress.wantsTotals && !options.engine ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
   const archiver = new Archiver(repo, writer, index, reader, {
     totals,
     paths,
@@ -75,7 +91,7 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     parentTree: parent?.tree,
     signal: options.signal,
   });
-  const tree = await archiver.run();
+  const { tree, engineMetadata } = await withHooks(options, 'backup', () => produce(archiver, options));
   await writer.flush();
   await scanning;
   options.signal?.throwIfAborted();
@@ -91,8 +107,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     user: options.who.user,
     paths,
     tags: [...new Set(options.tags)].sort(),
-    engine: 'files',
-    engineMetadata: {},
+    engine: options.engine?.engine.name ?? 'files',
+    engineMetadata,
     tree,
     ...(parent ? { parent: parent.id } : {}),
     summary: {
@@ -106,6 +122,55 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   };
   await repo.saveSnapshot(snapshot);
   return snapshot;
+}
+
+/** The engine's output (or the walked paths) as a tree, and what the engine recorded. */
+async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tree: string; engineMetadata: Record<string, unknown> }> {
+  const chosen = options.engine;
+  if (!chosen) {
+    if (options.stopCmd) await runHook('stop', options.stopCmd, { env: options.env, onStderr: (l) => options.progress.warn(`stop command: ${l}`) });
+    try {
+      return { tree: await archiver.run(), engineMetadata: {} };
+    } finally {
+      // The service comes back whatever happened to the copy.
+      if (options.startCmd) await runHook('start', options.startCmd, { env: options.env, onStderr: (l) => options.progress.warn(`start command: ${l}`) });
+    }
+  }
+  const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
+  try {
+    const ctx = { progress: options.progress, signal: options.signal, env: options.env ?? process.env, tempDir };
+    await chosen.engine.check(chosen.options, ctx);
+    const sink = new TreeSink(archiver);
+    const engineMetadata = await chosen.engine.backup(chosen.options, sink, ctx);
+    const c = archiver.counts;
+    c.filesNew += sink.counts.files;
+    c.totalFiles += sink.counts.files;
+    c.bytesNew += sink.counts.bytes;
+    c.totalBytes += sink.counts.bytes;
+    return { tree: await sink.finish(), engineMetadata };
+  } finally {
+    await rm(tempDir, { recursive: true, force: true });
+  }
+}
+
+/** Runs the pre hook, then the work, then the post hook whatever happened; both are logged. */
+export async function withHooks<T>(options: Pick<BackupOptions, 'preHook' | 'postHook' | 'env' | 'progress'>, what: string, work: () => Promise<T>): Promise<T> {
+  const env = { ...(options.env ?? process.env), CAIRN_OPERATION: what };
+  if (options.preHook) await runHook('pre-hook', options.preHook, { env, onStderr: (l) => options.progress.warn(`pre-hook: ${l}`) });
+  let failed = false;
+  try {
+    return await work();
+  } catch (error) {
+    failed = true;
+    throw error;
+  } finally {
+    if (options.postHook) {
+      await runHook('post-hook', options.postHook, { env: { ...env, CAIRN_RESULT: failed ? 'failure' : 'success' }, onStderr: (l) => options.progress.warn(`post-hook: ${l}`) }).catch((error: unknown) => {
+        if (!failed) throw error;
+        options.progress.warn(`the post-hook failed too: ${error instanceof Error ? error.message : String(error)}`);
+      });
+    }
+  }
 }
 
 function sameList(a: string[], b: string[]): boolean {

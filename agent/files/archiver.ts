@@ -69,6 +69,11 @@ export class Archiver {
   private readonly options: ArchiveOptions;
   private readonly excludes: PathMatcher;
   private readonly smallBuffer = Buffer.allocUnsafe(SMALL_FILE + 1);
+
+  get chunking(): Chunking {
+    return this.options.chunking;
+  }
+
   private readonly hardlinks = new Map<string, Pick<TreeEntry, 'content' | 'contentLists' | 'size'>>();
   private readonly inlinePieces: number;
   private readonly listPieces: number;
@@ -258,7 +263,7 @@ export class Archiver {
   }
 
   /** Stores a file's pieces; the piece list goes inline, or into `list` pieces when it is long. */
-  private async storeContent(pieces: AsyncIterable<Buffer>, rel: string): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
+  async storeContent(pieces: AsyncIterable<Buffer>, rel: string): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
     const lists: string[] = [];
     let ids = Buffer.allocUnsafe(ID_BYTES * 4);
     let count = 0;
@@ -298,7 +303,7 @@ export class Archiver {
     return id.toString('hex');
   }
 
-  private async storeTree(tree: Tree): Promise<string> {
+  async storeTree(tree: Tree): Promise<string> {
     const data = encodeTree(tree);
     const id = this.repo.pieceId(data);
     await this.writer.add(id, PieceType.tree, data);

@@ -1,0 +1,142 @@
+import { z } from 'zod';
+import { CairnError } from '../core/errors.ts';
+import { ProcessError, run, stream } from '../process/run.ts';
+import type { Engine, EngineContext, EngineMetadata, SnapshotSink, SnapshotSource } from './engine.ts';
+import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile, type MysqlConnection } from './mysql-connection.ts';
+
+const optionsSchema = mysqlConnectionSchema.extend({
+  /** Databases to dump, one file each; empty = every database (one file, with users and grants). */
+  databases: z.array(z.string().min(1)).default([]),
+});
+type Options = z.infer<typeof optionsSchema>;
+
+
+/**
+ * Finds the dump's recorded consistency point while the dump streams past: the
+ * binlog file and position are in its first lines; MariaDB prints the matching
+ * GTID position at the very end ("deferred"), so the tail is watched too.
+ */
+function watchCoordinates(metadata: EngineMetadata): (chunk: Buffer) => void {
+  let head = '';
+  let tail = '';
+  return (chunk) => {
+    const text = chunk.toString('latin1');
+    if (head.length < 256 * 1024) {
+      head += text;
+      const file = /CHANGE MASTER TO MASTER_LOG_FILE='([^']+)', MASTER_LOG_POS=(\d+)/.exec(head);
+      if (file) {
+        metadata.binlogFile = file[1];
+        metadata.binlogPosition = Number(file[2]);
+      }
+    }
+    tail = (tail + text).slice(-8192);
+    const gtid = /SET GLOBAL gtid_slave_pos='([^']*)'/.exec(tail);
+    if (gtid) metadata.gtid = gtid[1];
+  };
+}
+
+/**
+ * Logical backups with mariadb-dump (or mysqldump): a consistent snapshot of
+ * InnoDB tables with --single-transaction, routines, triggers and events, and
+ * the binlog coordinates and GTID of that point (when binary logging is on).
+ */
+export const mysqldumpEngine: Engine<Options> = {
+  name: 'mysqldump',
+  description: 'MariaDB/MySQL logical dump (mariadb-dump --single-transaction), one file per database, binlog coordinates recorded',
+  requires: ['mariadb-dump or mysqldump', 'mariadb or mysql client', 'SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, REPLICATION CLIENT (BINLOG MONITOR on MariaDB)'],
+
+  parseOptions(raw) {
+    const parsed = optionsSchema.safeParse(raw);
+    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid mysqldump options: ${z.prettifyError(parsed.error)}`);
+    return parsed.data;
+  },
+
+  async check(options, ctx) {
+    await client(options, ctx, 'SELECT 1');
+  },
+
+  async backup(options, sink, ctx) {
+    const dump = await findBinary(['mariadb-dump', 'mysqldump']);
+    const logBin = (await client(options, ctx, 'SELECT @@log_bin')).trim() === '1';
+    const version = (await client(options, ctx, 'SELECT VERSION()')).trim();
+    const metadata: EngineMetadata = { serverVersion: version, binlog: logBin, databases: options.databases };
+    const base = ['--single-transaction', '--routines', '--triggers', '--events', '--hex-blob', ...(logBin ? ['--master-data=2', '--gtid'] : [])];
+    if (options.databases.length === 0) {
+      await dumpTo(sink, 'all-databases.sql', dump, options, ctx, [...base, '--all-databases'], metadata);
+    } else {
+      for (const db of options.databases) await dumpTo(sink, `${db}.sql`, dump, options, ctx, [...base, db], metadata);
+    }
+    return metadata;
+  },
+
+  async restore(options, source, ctx) {
+    const files = await source.list();
+    const target = ctx.target.database;
+    const dumps = files.filter((f) => f.path.endsWith('.sql'));
+    if (target && (dumps.length !== 1 || dumps[0]?.path === 'all-databases.sql')) {
+      throw new CairnError('Cairn.Usage', 'restoring under another database name needs a snapshot of exactly one database', { hint: 'back up with --db-name NAME to rename on restore' });
+    }
+    const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
+    try {
+      for (const file of dumps) {
+        const db = file.path === 'all-databases.sql' ? undefined : (target ?? file.path.replace(/\.sql$/, ''));
+        if (db) await run([await findBinary(['mariadb', 'mysql']), ...opt.args, '-e', `CREATE DATABASE IF NOT EXISTS \`${db.replace(/`/g, '``')}\``], { env: ctx.env, hint: 'check the connection options' });
+        await run([await findBinary(['mariadb', 'mysql']), ...opt.args, ...(db ? [db] : [])], { stdin: source.open(file.path), env: ctx.env, signal: ctx.signal })
+          .catch((error: unknown) => rethrow(error, `restoring ${file.path}`));
+        ctx.progress.warn(`restored ${file.path}${db ? ` into database ${db}` : ''}`);
+      }
+    } finally {
+      await opt.dispose();
+    }
+  },
+};
+
+async function dumpTo(sink: SnapshotSink, path: string, dump: string, options: MysqlConnection, ctx: EngineContext, args: string[], metadata: EngineMetadata): Promise<void> {
+  const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
+  try {
+    const child = stream([dump, ...opt.args, ...args], { env: ctx.env, signal: ctx.signal, onStderr: (line) => ctx.progress.warn(`${dump}: ${line}`) });
+    const stored = sink.addStream(path, observe(child.stdout, watchCoordinates(metadata)));
+    // Whichever fails first: the dump (its stderr says why) or storing it.
+    await Promise.all([stored, child.done.catch((error: unknown) => rethrow(error, `dumping ${path}`))]);
+  } finally {
+    await opt.dispose();
+  }
+}
+
+async function* observe(source: AsyncIterable<Buffer>, see: (chunk: Buffer) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    see(chunk);
+    yield chunk;
+  }
+}
+
+async function client(options: MysqlConnection, ctx: EngineContext, sql: string): Promise<string> {
+  const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
+  try {
+    const binary = await findBinary(['mariadb', 'mysql']);
+    return (await run([binary, ...opt.args, '-N', '-B', '-e', sql], { env: ctx.env }).catch((error: unknown) => rethrow(error, 'connecting'))).stdout;
+  } finally {
+    await opt.dispose();
+  }
+}
+
+function rethrow(error: unknown, doing: string): never {
+  if (error instanceof ProcessError) {
+    throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, { hint: explainMysqlError(error.stderr) ?? error.hint, cause: error });
+  }
+  throw error;
+}
+
+export async function findBinary(names: string[]): Promise<string> {
+  for (const name of names) {
+    try {
+      await run(['sh', '-c', `command -v ${name}`]);
+      return name;
+    } catch {
+      // try the next name
+    }
+  }
+  throw new CairnError('Cairn.Usage', `none of ${names.join(', ')} is installed`, { hint: 'install the database client tools (Debian: apt-get install mariadb-client / postgresql-client)' });
+}
+
+export type { SnapshotSource };

@@ -1,0 +1,128 @@
+import type { Readable } from 'node:stream';
+import { CairnError } from '../core/errors.ts';
+import type { TreeEntry } from '../core/tree.ts';
+import { compareNames, type Archiver } from '../files/archiver.ts';
+import { chunkStream } from '../pipeline/chunker.ts';
+import type { FileMeta, SnapshotSink } from './engine.ts';
+
+interface Dir {
+  entries: Map<string, TreeEntry>;
+  meta: FileMeta;
+}
+
+/**
+ * Builds a snapshot tree from files an engine hands over by path, in any order
+ * (a tar or xbstream stream, a set of dumps). Directories are kept as entry maps
+ * and stored bottom-up at the end; file contents go through the archiver's
+ * pipeline as they arrive.
+ */
+export class TreeSink implements SnapshotSink {
+  private readonly archiver: Archiver;
+  private readonly dirs = new Map<string, Dir>([['', { entries: new Map(), meta: {} }]]);
+  readonly counts = { files: 0, bytes: 0 };
+
+  constructor(archiver: Archiver) {
+    this.archiver = archiver;
+  }
+
+  async addStream(path: string, data: Readable | AsyncIterable<Buffer>, meta: FileMeta = {}): Promise<void> {
+    const { parent, name } = this.place(path);
+    const content = await this.archiver.storeContent(chunkStream(streamReader(data), this.archiver.chunking), path);
+    this.counts.files++;
+    this.counts.bytes += content.size ?? 0;
+    parent.entries.set(name, { ...base(name, meta, 0o640), type: 'file', ...content });
+  }
+
+  async addDirectory(path: string, meta: FileMeta = {}): Promise<void> {
+    const dir = this.dir(normalize(path));
+    dir.meta = meta;
+  }
+
+  async addSymlink(path: string, target: string, meta: FileMeta = {}): Promise<void> {
+    const { parent, name } = this.place(path);
+    parent.entries.set(name, { ...base(name, meta, 0o777), type: 'symlink', target });
+  }
+
+  /** Stores every directory, deepest first; returns the root tree id. */
+  async finish(): Promise<string> {
+    const paths = [...this.dirs.keys()].sort((a, b) => depth(b) - depth(a) || compareNames(a, b));
+    let root = '';
+    for (const path of paths) {
+      const dir = this.dirs.get(path) as Dir;
+      const entries = [...dir.entries.values()].sort((a, b) => compareNames(a.name, b.name));
+      const id = await this.archiver.storeTree({ version: 1, entries });
+      if (path === '') {
+        root = id;
+        continue;
+      }
+      const slash = path.lastIndexOf('/');
+      const parent = this.dirs.get(slash < 0 ? '' : path.slice(0, slash)) as Dir;
+      const name = path.slice(slash + 1);
+      parent.entries.set(name, { ...base(name, dir.meta, 0o750), type: 'dir', subtree: id });
+    }
+    return root;
+  }
+
+  private place(path: string): { parent: Dir; name: string } {
+    const clean = normalize(path);
+    const slash = clean.lastIndexOf('/');
+    const name = clean.slice(slash + 1);
+    return { parent: this.dir(slash < 0 ? '' : clean.slice(0, slash)), name };
+  }
+
+  private dir(path: string): Dir {
+    let dir = this.dirs.get(path);
+    if (!dir) {
+      if (path !== '') {
+        const slash = path.lastIndexOf('/');
+        this.dir(slash < 0 ? '' : path.slice(0, slash));
+      }
+      dir = { entries: new Map(), meta: {} };
+      this.dirs.set(path, dir);
+    }
+    return dir;
+  }
+}
+
+function normalize(path: string): string {
+  const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.some((p) => p === '..' || p.includes('\0'))) throw new CairnError('Cairn.Failure', `the engine produced an unsafe path ${JSON.stringify(path)}`);
+  return parts.join('/');
+}
+
+function depth(path: string): number {
+  return path === '' ? -1 : path.split('/').length;
+}
+
+function base(name: string, meta: FileMeta, mode: number): Omit<TreeEntry, 'type'> {
+  const mtime = BigInt(Math.round(meta.mtimeMs ?? Date.now())) * 1_000_000n;
+  return { name, mode: meta.mode ?? mode, uid: meta.uid ?? process.getuid?.() ?? 0, gid: meta.gid ?? process.getgid?.() ?? 0, mtimeNs: mtime.toString() };
+}
+
+/** Adapts a byte stream to the chunker's read(buffer) → bytes interface. */
+export function streamReader(data: Readable | AsyncIterable<Buffer>): (buffer: Buffer) => Promise<number> {
+  const iterator = (data as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
+  let pending: Buffer = Buffer.alloc(0);
+  let done = false;
+  return async (buffer: Buffer): Promise<number> => {
+    let filled = 0;
+    while (filled < buffer.length) {
+      if (pending.length === 0) {
+        if (done) break;
+        const next = await iterator.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        pending = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
+        continue;
+      }
+      const n = pending.copy(buffer, filled);
+      pending = pending.subarray(n);
+      filled += n;
+      // Return what we have rather than waiting on a slow producer once something is there.
+      if (filled > 0 && pending.length === 0) break;
+    }
+    return filled;
+  };
+}

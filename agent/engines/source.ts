@@ -1,0 +1,57 @@
+import { Readable } from 'node:stream';
+import { CairnError } from '../core/errors.ts';
+import type { PieceReader } from '../core/piece-reader.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import { decodeTree, type TreeEntry } from '../core/tree.ts';
+import { contentIds } from '../files/archiver.ts';
+import type { SnapshotSource } from './engine.ts';
+
+/** A snapshot's files as an engine sees them at restore time. */
+export class RepositorySource implements SnapshotSource {
+  readonly metadata: Record<string, unknown>;
+  private readonly snapshot: Snapshot;
+  private readonly reader: PieceReader;
+  private readonly restoreDirectory: (directory: string) => Promise<void>;
+  private files: Map<string, TreeEntry> | undefined;
+
+  constructor(snapshot: Snapshot, reader: PieceReader, restoreDirectory: (directory: string) => Promise<void>) {
+    this.snapshot = snapshot;
+    this.metadata = snapshot.engineMetadata;
+    this.reader = reader;
+    this.restoreDirectory = restoreDirectory;
+  }
+
+  async list(): Promise<Array<{ path: string; size: number }>> {
+    return [...(await this.index()).entries()].map(([path, entry]) => ({ path, size: entry.size ?? 0 }));
+  }
+
+  open(path: string): Readable {
+    const reader = this.reader;
+    const files = this.index();
+    async function* pieces(): AsyncGenerator<Buffer> {
+      const entry = (await files).get(path);
+      if (!entry) throw new CairnError('Cairn.NotFound', `the snapshot has no file ${path}`);
+      for await (const id of contentIds(entry, reader)) yield await reader.read(id);
+    }
+    return Readable.from(pieces(), { objectMode: false });
+  }
+
+  restoreTo(directory: string): Promise<void> {
+    return this.restoreDirectory(directory);
+  }
+
+  private async index(): Promise<Map<string, TreeEntry>> {
+    if (this.files) return this.files;
+    const files = new Map<string, TreeEntry>();
+    const walk = async (treeId: string, prefix: string): Promise<void> => {
+      for (const entry of decodeTree(await this.reader.read(Buffer.from(treeId, 'hex')), treeId).entries) {
+        const path = prefix ? `${prefix}/${entry.name}` : entry.name;
+        if (entry.type === 'dir' && entry.subtree) await walk(entry.subtree, path);
+        else if (entry.type === 'file') files.set(path, entry);
+      }
+    };
+    await walk(this.snapshot.tree, '');
+    this.files = files;
+    return files;
+  }
+}
