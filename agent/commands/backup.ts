@@ -128,11 +128,11 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
 async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tree: string; engineMetadata: Record<string, unknown> }> {
   const chosen = options.engine;
   if (!chosen) {
-    if (options.stopCmd) await runHook('stop', options.stopCmd, { env: options.env, onStderr: (l) => options.progress.warn(`stop command: ${l}`) });
     try {
+      if (options.stopCmd) await runHook('stop', options.stopCmd, { env: options.env, onStderr: (l) => options.progress.warn(`stop command: ${l}`) });
       return { tree: await archiver.run(), engineMetadata: {} };
     } finally {
-      // The service comes back whatever happened to the copy.
+      // The service comes back whatever happened to the copy (even a stop command that half-failed).
       if (options.startCmd) await runHook('start', options.startCmd, { env: options.env, onStderr: (l) => options.progress.warn(`start command: ${l}`) });
     }
   }
