@@ -1,217 +1,285 @@
 /**
- * `npm run bench [-- --size MiB] [--only cairn] [--keep] [--dir DIR] [--json FILE]`
+ * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]`
  *
- * One run, same data, same machine: Cairn beside `tar | zstd -T2 -3` and restic
- * (Debian package; installed with apt-get when missing and possible). Prints a
- * table and the ratios the targets speak of, writes all figures as JSON. Timing
- * never fails the run; a failing command or a wrong restore does.
+ * Cairn beside its peers (`tar | zstd -T2 -3`, restic) on the same generated data, in
+ * the same run, on the same machine: absolute figures drift between machines, so the
+ * ratios are what PERFORMANCE.md's targets speak of. Phases, each tool in turn, so all
+ * tools see identical data at every phase:
+ *   1. first backup (repositories initialised untimed before)   2. unchanged re-backup
+ *   3. ~5% of the bytes changed in place, then re-backup         4. restore latest (checked
+ *   byte for byte against the data)                              5. verify / check --read-data
+ * Timing never fails the run: the exit code is 1 only when a command fails or a restore
+ * differs from the data.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
-import { generateDataset, mutateDataset } from './dataset.ts';
+import { generateDataset, mutateDataset, type Layout } from './dataset.ts';
+import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeBytes } from './measure.ts';
+import { formatResults, ratios, summarize, type Measurement, type Scenario } from './report.ts';
+import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
 
-const { values: args } = parseArgs({
-  options: {
-    size: { type: 'string', default: '1024' },
-    dir: { type: 'string' },
-    keep: { type: 'boolean', default: false },
-    json: { type: 'string', default: join(tmpdir(), 'cairn-bench-results.json') },
-    only: { type: 'string' },
-  },
-});
-
-const CAIRN = fileURLToPath(new URL('../../agent/cli/cairn.js', import.meta.url));
 const MB = 1e6;
+const CHANGE_FRACTION = 0.05;
+const MARKER = '.cairn-bench'; // marks a work dir as ours, so we never clear someone else's directory
 
-interface Measure {
-  tool: string;
-  phase: string;
-  seconds: number;
-  peakRssMiB: number;
-  storedBytes?: number;
-  addedBytes?: number;
+interface Options {
+  sizeMiB: number;
+  dir: string | undefined;
+  keep: boolean;
+  json: string;
+  onlyCairn: boolean;
+  runs: number;
 }
 
-const results: Measure[] = [];
-
-/** Runs a command under /usr/bin/time; returns wall seconds and the peak RSS of the largest process. */
-function timed(cmd: string, argv: string[], env: Record<string, string> = {}): { seconds: number; peakRssMiB: number; stdout: string } {
-  const timeFile = join(tmpdir(), `cairn-bench-time-${process.pid}`);
-  const run = spawnSync('/usr/bin/time', ['-f', '%e %M', '-o', timeFile, cmd, ...argv], {
-    env: { ...process.env, ...env },
-    encoding: 'utf8',
-    maxBuffer: 256 << 20,
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      size: { type: 'string', default: '1024' },
+      dir: { type: 'string' },
+      keep: { type: 'boolean', default: false },
+      json: { type: 'string', default: '/tmp/cairn-bench-results.json' },
+      only: { type: 'string' },
+      runs: { type: 'string', default: '1' },
+    },
   });
-  if (run.status !== 0) throw new Error(`${cmd} ${argv.join(' ')} failed (${run.status}): ${run.stderr.slice(-2000)}`);
-  const [seconds, rssKiB] = execFileSync('tail', ['-1', timeFile], { encoding: 'utf8' }).trim().split(' ').map(Number);
-  return { seconds: seconds as number, peakRssMiB: (rssKiB as number) / 1024, stdout: run.stdout };
+  const sizeMiB = Number(values.size);
+  const runs = Number(values.runs);
+  if (!(sizeMiB >= 1)) throw new UsageError(`--size must be a number of MiB ≥ 1, not ${values.size}`);
+  if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs must be a whole number ≥ 1, not ${values.runs}`);
+  if (values.only !== undefined && values.only !== 'cairn') throw new UsageError(`--only accepts "cairn" (skip the peers), not ${values.only}`);
+  return { sizeMiB, dir: values.dir && resolve(values.dir), keep: values.keep, json: resolve(values.json), onlyCairn: values.only === 'cairn', runs };
 }
 
-async function duBytes(path: string): Promise<number> {
-  let total = 0;
-  const walk = async (p: string): Promise<void> => {
-    for (const e of await readdir(p, { withFileTypes: true })) {
-      if (e.isDirectory()) await walk(join(p, e.name));
-      else if (e.isFile()) total += (await stat(join(p, e.name))).size;
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Everything one run writes, under the work dir. */
+interface Paths {
+  data: string;
+  cairnRepo: string;
+  resticRepo: string;
+  resticCache: string;
+  tarFile: string;
+  restores: string;
+  logs: string;
+}
+
+function pathsIn(work: string): Paths {
+  return {
+    data: join(work, 'data'),
+    cairnRepo: join(work, 'cairn-repo'),
+    resticRepo: join(work, 'restic-repo'),
+    resticCache: join(work, 'restic-cache'),
+    tarFile: join(work, 'data.tar.zst'),
+    restores: join(work, 'restores'),
+    logs: join(work, 'logs'),
+  };
+}
+
+/** The work dir: a fresh temp dir, or the given one if it is empty or was ours before. */
+function prepareWorkDir(dir: string | undefined): string {
+  if (!dir) return mkdtempSync(join(tmpdir(), 'cairn-bench-'));
+  mkdirSync(dir, { recursive: true });
+  const entries = readdirSync(dir);
+  if (entries.length > 0 && !entries.includes(MARKER)) {
+    throw new UsageError(`${dir} is not empty and not a previous bench work dir (no ${MARKER}): choose another --dir`);
+  }
+  writeFileSync(join(dir, MARKER), 'work dir of test/bench/bench.ts; its contents are replaced on every run\n');
+  return dir;
+}
+
+function clearRun(paths: Paths): void {
+  for (const path of Object.values(paths) as string[]) rmSync(path, { recursive: true, force: true });
+}
+
+interface Tools {
+  cairn: Cairn;
+  restic: Restic | undefined;
+  tar: boolean;
+}
+
+interface RunOutcome {
+  layout: Layout;
+  generationSeconds: number;
+  changedBytes: number;
+}
+
+/** One complete pass over all phases, on freshly generated data and fresh repositories. */
+async function runOnce(run: number, paths: Paths, sizeMiB: number, peers: { tar: boolean; restic: boolean }, failures: string[], measurements: Measurement[]): Promise<RunOutcome> {
+  clearRun(paths);
+  mkdirSync(paths.logs, { recursive: true });
+  const logs: Logs = { dir: paths.logs, seq: 0 };
+  const tools: Tools = {
+    cairn: new Cairn(paths.cairnRepo, logs),
+    restic: peers.restic ? new Restic(paths.resticRepo, paths.resticCache, logs) : undefined,
+    tar: peers.tar,
+  };
+  const repoTools: RepoTool[] = tools.restic ? [tools.cairn, tools.restic] : [tools.cairn];
+
+  const started = performance.now();
+  const layout = generateDataset(paths.data, sizeMiB * 1024 * 1024);
+  const generationSeconds = (performance.now() - started) / 1000;
+  console.log(
+    `run ${run}: dataset ${(layout.bytes / MB).toFixed(0)} MB generated in ${generationSeconds.toFixed(1)} s: ` +
+      `${layout.dbFiles.length} page files, ${layout.randomFiles.length} random files, ${layout.smallFiles} small files in ${layout.dirs} directories`,
+  );
+
+  for (const tool of repoTools) await tool.init(); // not timed
+  const record = (m: Omit<Measurement, 'run'>): void => {
+    measurements.push({ run, ...m });
+    const bytes = m.addedBytes !== undefined ? `+${(m.addedBytes / MB).toFixed(1)} MB` : m.storedBytes !== undefined ? `${(m.storedBytes / MB).toFixed(1)} MB stored` : '';
+    console.log(`  ${m.scenario.padEnd(24)} ${m.tool.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  ${bytes}`);
+  };
+  const backupAll = async (scenario: Scenario): Promise<void> => {
+    for (const tool of repoTools) record(await timedBackup(tool, scenario, paths.data));
+  };
+
+  // 1. first backups, tar|zstd as the throughput limit beside them
+  await backupAll('first backup');
+  if (tools.tar) {
+    settle(paths.data);
+    const t = await tarZstd(paths.data, paths.tarFile, logs);
+    record({ scenario: 'first backup', tool: 'tar|zstd', seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(paths.tarFile), addedBytes: undefined, reportedAddedBytes: undefined });
+    rmSync(paths.tarFile);
+  }
+  // 2. nothing changed
+  await backupAll('unchanged re-backup');
+  // 3. the same changes for every tool: applied once, then each tool's re-backup
+  const changedBytes = mutateDataset(paths.data, layout, CHANGE_FRACTION);
+  console.log(`  changed ${(changedBytes / MB).toFixed(1)} MB in place (${((changedBytes / layout.bytes) * 100).toFixed(1)}% of the bytes: scattered 16 KiB pages and ranges of the random files)`);
+  await backupAll('re-backup after changes');
+  // 4. restores, each compared byte for byte with the data
+  for (const tool of repoTools) record(await timedRestore(tool, paths, failures));
+  // 5. reading everything back
+  for (const tool of repoTools) {
+    settle();
+    const t = await tool.verify();
+    record({ scenario: 'verify --read-data', tool: tool.name, seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
+  }
+  return { layout, generationSeconds, changedBytes };
+}
+
+async function timedBackup(tool: RepoTool, scenario: Scenario, data: string): Promise<Omit<Measurement, 'run'>> {
+  settle(data);
+  const before = treeBytes(tool.repo);
+  const result = await tool.backup(data);
+  const after = treeBytes(tool.repo);
+  return { scenario, tool: tool.name, seconds: result.seconds, peakRssMiB: result.peakRssMiB, storedBytes: after, addedBytes: after - before, reportedAddedBytes: result.reportedAddedBytes };
+}
+
+async function timedRestore(tool: RepoTool, paths: Paths, failures: string[]): Promise<Omit<Measurement, 'run'>> {
+  const target = join(paths.restores, tool.name);
+  rmSync(target, { recursive: true, force: true });
+  mkdirSync(paths.restores, { recursive: true });
+  settle();
+  const t = await tool.restore(target);
+  const differences = compareTrees(paths.data, tool.restoredRoot(target, paths.data));
+  if (differences) {
+    const message = `${tool.name} restore differs from the data:\n${differences.split('\n').slice(0, 20).join('\n')}`;
+    failures.push(message);
+    console.error(`\n!!!!!!!! RESTORE MISMATCH !!!!!!!!\n${message}\n`);
+  } else {
+    console.log(`  ${tool.name} restore is byte-identical to the data`);
+  }
+  rmSync(target, { recursive: true, force: true }); // a GiB less on the disk for the next steps
+  return { scenario: 'restore', tool: tool.name, seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined };
+}
+
+/** Installs what is missing where allowed; a peer that cannot be had is skipped with a message. */
+function checkPrerequisites(onlyCairn: boolean): { tar: boolean; restic: boolean } {
+  if (!ensureCommand('/usr/bin/time', 'time')) console.log('GNU time is missing and cannot be installed: peak RSS comes from polling /proc (VmHWM)');
+  if (!ensureCommand('diff', 'diffutils')) throw new CommandFailed('diff is needed to check restores');
+  if (onlyCairn) return { tar: false, restic: false };
+  const tar = ensureCommand('tar', 'tar') && ensureCommand('zstd', 'zstd');
+  if (!tar) console.log('tar or zstd is missing and cannot be installed: the tar|zstd peer is skipped');
+  const restic = ensureCommand('restic', 'restic');
+  if (!restic) console.log('restic is missing and cannot be installed (Debian package restic): the restic peer is skipped');
+  return { tar, restic };
+}
+
+function machine(peers: { tar: boolean; restic: boolean }): Record<string, unknown> {
+  return {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model,
+    memoryBytes: totalmem(),
+    node: process.version,
+    cairn: firstLine(process.execPath, [CAIRN_CLI, '--version']),
+    restic: peers.restic ? firstLine('restic', ['version']) : undefined,
+    zstd: peers.tar ? firstLine('zstd', ['--version']) : undefined,
+  };
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions();
+  const peers = checkPrerequisites(options.onlyCairn);
+  const work = prepareWorkDir(options.dir);
+  const paths = pathsIn(work);
+  console.log(`work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`);
+
+  const failures: string[] = [];
+  const measurements: Measurement[] = [];
+  const outcomes: RunOutcome[] = [];
+  try {
+    for (let run = 1; run <= options.runs; run++) {
+      const outcome = await runOnce(run, paths, options.sizeMiB, peers, failures, measurements);
+      outcomes.push(outcome);
     }
+  } catch (e) {
+    // A failed command ends the runs; what was measured so far is still reported.
+    failures.push(e instanceof Error ? e.message : String(e));
+    console.error(`\nFAILED: ${e instanceof Error ? e.message : String(e)}\n`);
+  }
+
+  const datasetBytes = outcomes[0]?.layout.bytes ?? options.sizeMiB * 1024 * 1024;
+  const changedBytes = outcomes[0]?.changedBytes ?? 0;
+  const rows = summarize(measurements, datasetBytes);
+  const list = ratios(rows, changedBytes);
+  console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6)\n`);
+  console.log(formatResults(rows, list));
+  printReportedAdded(measurements);
+
+  writeFileSync(
+    options.json,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, failures }, null, 2)}\n`,
+  );
+  console.log(`\nfigures written to ${options.json}`);
+
+  if (failures.length > 0) {
+    console.error(`\n${failures.length} failure(s); work dir kept for inspection: ${work} (command logs in ${paths.logs})`);
+    return 1;
+  }
+  if (options.keep) console.log(`work dir kept: ${work}`);
+  else if (options.dir) clearRun(paths);
+  else rmSync(work, { recursive: true, force: true });
+  return 0;
+}
+
+function describeRun(outcome: RunOutcome): Record<string, unknown> {
+  const { layout } = outcome;
+  return {
+    generationSeconds: outcome.generationSeconds,
+    changedBytes: outcome.changedBytes,
+    bytes: layout.bytes,
+    pageFiles: layout.dbFiles.length,
+    randomFiles: layout.randomFiles.length,
+    smallFiles: layout.smallFiles,
+    smallBytes: layout.smallBytes,
+    directories: layout.dirs,
   };
-  if (existsSync(path)) await walk(path);
-  return total;
 }
 
-function ensureRestic(): boolean {
-  if (spawnSync('restic', ['version']).status === 0) return true;
-  if (process.getuid?.() === 0 && spawnSync('apt-get', ['install', '-y', '-qq', 'restic'], { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0) return true;
-  console.log('restic is not installed (Debian: apt-get install restic); its column is skipped');
-  return false;
+/** Cairn's own summary figure beside the repository growth the table shows (they should agree closely). */
+function printReportedAdded(measurements: Measurement[]): void {
+  const cairn = measurements.filter((m) => m.tool === 'cairn' && m.reportedAddedBytes !== undefined);
+  if (cairn.length === 0) return;
+  const parts = cairn.map((m) => `${m.scenario}${m.run > 1 ? ` (run ${m.run})` : ''}: ${(m.reportedAddedBytes! / MB).toFixed(1)} MB`);
+  console.log(`\ncairn's summary bytesAdded: ${parts.join('; ')}`);
 }
 
-function ensureTime(): void {
-  if (existsSync('/usr/bin/time')) return;
-  if (process.getuid?.() === 0) spawnSync('apt-get', ['install', '-y', '-qq', 'time'], { stdio: 'ignore' });
-  if (!existsSync('/usr/bin/time')) throw new Error('/usr/bin/time is missing: apt-get install time');
-}
-
-function lastJson(stdout: string, type: string): Record<string, unknown> {
-  const line = stdout.split('\n').filter((l) => l.includes(`"type":"${type}"`)).at(-1);
-  if (!line) throw new Error(`no ${type} line in the output`);
-  return JSON.parse(line) as Record<string, unknown>;
-}
-
-async function main(): Promise<void> {
-  ensureTime();
-  const size = Number(args.size) * 1024 * 1024;
-  const work = args.dir ?? (await mkdtemp(join(tmpdir(), 'cairn-bench-')));
-  await mkdir(work, { recursive: true });
-  const data = join(work, 'data');
-  await rm(data, { recursive: true, force: true });
-  let started = Date.now();
-  const layout = await generateDataset(data, size);
-  console.log(`dataset: ${(layout.bytes / MB).toFixed(0)} MB (${layout.dbFiles.length} page files, ${layout.randomFiles.length} random files, ${layout.smallFiles} small files) generated in ${((Date.now() - started) / 1000).toFixed(1)} s in ${data}`);
-  const peers = args.only !== 'cairn';
-  const restic = peers && ensureRestic();
-
-  const cairnEnv = { CAIRN_REPOSITORY: join(work, 'cairn-repo'), CAIRN_PASSWORD: 'bench' };
-  const resticEnv = { RESTIC_REPOSITORY: join(work, 'restic-repo'), RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: join(work, 'restic-cache') };
-  for (const p of [cairnEnv.CAIRN_REPOSITORY, resticEnv.RESTIC_REPOSITORY, resticEnv.RESTIC_CACHE_DIR]) await rm(p, { recursive: true, force: true });
-  const warm = (): void => void spawnSync('bash', ['-c', `find ${JSON.stringify(data)} -type f -exec cat {} + > /dev/null`]);
-  const cairn = (...argv: string[]): ReturnType<typeof timed> => timed(process.execPath, [CAIRN, '--json', ...argv], cairnEnv);
-  const resticRun = (...argv: string[]): ReturnType<typeof timed> => timed('restic', ['--no-lock', '-q', ...argv], resticEnv);
-
-  execFileSync(process.execPath, [CAIRN, 'init'], { env: { ...process.env, ...cairnEnv }, stdio: 'ignore' });
-  if (restic) execFileSync('restic', ['init', '--repository-version', '2'], { env: { ...process.env, ...resticEnv }, stdio: 'ignore' });
-
-  const record = (m: Measure): void => {
-    results.push(m);
-    console.log(`  ${m.tool.padEnd(10)} ${m.phase.padEnd(18)} ${m.seconds.toFixed(2).padStart(7)} s`);
-  };
-
-  warm();
-  let r = cairn('backup', data);
-  record({ tool: 'cairn', phase: 'first backup', seconds: r.seconds, peakRssMiB: r.peakRssMiB, storedBytes: await duBytes(cairnEnv.CAIRN_REPOSITORY), addedBytes: lastJson(r.stdout, 'summary').bytesAdded as number });
-  if (peers) {
-    warm();
-    const out = join(work, 'tar.zst');
-    const t = timed('bash', ['-c', `tar -cf - -C ${JSON.stringify(data)} . | zstd -T2 -3 -q -f -o ${JSON.stringify(out)}`]);
-    record({ tool: 'tar|zstd', phase: 'first backup', seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: (await stat(out)).size });
-    await rm(out);
-  }
-  if (restic) {
-    warm();
-    const t = resticRun('backup', '--compression', 'auto', '--host', 'bench', data);
-    record({ tool: 'restic', phase: 'first backup', seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: await duBytes(resticEnv.RESTIC_REPOSITORY) });
-  }
-
-  r = cairn('backup', data);
-  record({ tool: 'cairn', phase: 'unchanged backup', seconds: r.seconds, peakRssMiB: r.peakRssMiB, addedBytes: lastJson(r.stdout, 'summary').bytesAdded as number });
-  if (restic) {
-    const before = await duBytes(resticEnv.RESTIC_REPOSITORY);
-    const t = resticRun('backup', '--compression', 'auto', '--host', 'bench', data);
-    record({ tool: 'restic', phase: 'unchanged backup', seconds: t.seconds, peakRssMiB: t.peakRssMiB, addedBytes: (await duBytes(resticEnv.RESTIC_REPOSITORY)) - before });
-  }
-
-  started = Date.now();
-  const changed = await mutateDataset(data, layout, 0.05);
-  console.log(`changed ${(changed / MB).toFixed(0)} MB in place (${((changed / layout.bytes) * 100).toFixed(1)}%) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-  warm();
-  r = cairn('backup', data);
-  record({ tool: 'cairn', phase: 'changed backup', seconds: r.seconds, peakRssMiB: r.peakRssMiB, addedBytes: lastJson(r.stdout, 'summary').bytesAdded as number });
-  if (restic) {
-    const before = await duBytes(resticEnv.RESTIC_REPOSITORY);
-    const t = resticRun('backup', '--compression', 'auto', '--host', 'bench', data);
-    record({ tool: 'restic', phase: 'changed backup', seconds: t.seconds, peakRssMiB: t.peakRssMiB, addedBytes: (await duBytes(resticEnv.RESTIC_REPOSITORY)) - before });
-  }
-
-  const cairnTarget = join(work, 'cairn-restore');
-  await rm(cairnTarget, { recursive: true, force: true });
-  r = cairn('restore', 'latest', '--target', cairnTarget);
-  record({ tool: 'cairn', phase: 'restore', seconds: r.seconds, peakRssMiB: r.peakRssMiB });
-  const diff = spawnSync('diff', ['-r', '-q', data, cairnTarget], { encoding: 'utf8' });
-  if (diff.status !== 0) throw new Error(`cairn's restore differs from the data:\n${diff.stdout.slice(0, 2000)}`);
-  await rm(cairnTarget, { recursive: true, force: true });
-  if (restic) {
-    const target = join(work, 'restic-restore');
-    await rm(target, { recursive: true, force: true });
-    const t = resticRun('restore', 'latest', '--target', target);
-    record({ tool: 'restic', phase: 'restore', seconds: t.seconds, peakRssMiB: t.peakRssMiB });
-    await rm(target, { recursive: true, force: true });
-  }
-
-  r = cairn('verify', '--read-data');
-  record({ tool: 'cairn', phase: 'verify --read-data', seconds: r.seconds, peakRssMiB: r.peakRssMiB });
-  if (restic) {
-    const t = resticRun('check', '--read-data');
-    record({ tool: 'restic', phase: 'check --read-data', seconds: t.seconds, peakRssMiB: t.peakRssMiB });
-  }
-
-  report(layout.bytes, changed);
-  await writeFile(args.json, JSON.stringify({ date: new Date().toISOString(), datasetBytes: layout.bytes, changedBytes: changed, results }, null, 2));
-  console.log(`\nfigures written to ${args.json}`);
-  if (!args.keep && !args.dir) await rm(work, { recursive: true, force: true });
-}
-
-function report(datasetBytes: number, changedBytes: number): void {
-  const find = (tool: string, phase: string): Measure | undefined => results.find((m) => m.tool === tool && m.phase.startsWith(phase));
-  console.log(`\n| phase | tool | seconds | MB/s | stored / added MB | peak RSS MiB |\n| --- | --- | ---: | ---: | ---: | ---: |`);
-  for (const m of results) {
-    const rate = m.phase === 'unchanged backup' || m.phase === 'changed backup' ? '' : (datasetBytes / MB / m.seconds).toFixed(0);
-    const bytes = m.storedBytes ?? m.addedBytes;
-    console.log(`| ${m.phase} | ${m.tool} | ${m.seconds.toFixed(2)} | ${rate} | ${bytes === undefined ? '' : (bytes / MB).toFixed(1)} | ${m.peakRssMiB.toFixed(0)} |`);
-  }
-  const rows: Array<[string, number | undefined, string, (v: number) => boolean]> = [];
-  const first = find('cairn', 'first backup');
-  const tar = find('tar|zstd', 'first backup');
-  const resticFirst = find('restic', 'first backup');
-  if (first && tar) rows.push(['first backup throughput vs tar|zstd -T2 -3', tar.seconds / first.seconds, '≥ 0.9×', (v) => v >= 0.9]);
-  if (first && resticFirst) rows.push(['first backup throughput vs restic', resticFirst.seconds / first.seconds, '≥ 1.5×', (v) => v >= 1.5]);
-  if (first && resticFirst?.storedBytes && first.storedBytes) rows.push(['bytes stored vs restic', first.storedBytes / resticFirst.storedBytes, '≤ 1×', (v) => v <= 1]);
-  const unchanged = find('cairn', 'unchanged backup');
-  if (first && unchanged) rows.push(['unchanged re-backup time / first backup', unchanged.seconds / first.seconds, '< 5%', (v) => v < 0.05]);
-  const changedCairn = find('cairn', 'changed backup');
-  const changedRestic = find('restic', 'changed backup');
-  if (changedCairn?.addedBytes !== undefined) rows.push([`bytes added after ${(changedBytes / MB).toFixed(0)} MB changed in place, ÷ changed`, changedCairn.addedBytes / changedBytes, 'report', () => true]);
-  if (changedCairn?.addedBytes !== undefined && changedRestic?.addedBytes) rows.push(['bytes added after changes vs restic', changedCairn.addedBytes / changedRestic.addedBytes, '≤ 1×', (v) => v <= 1]);
-  const restore = find('cairn', 'restore');
-  const resticRestore = find('restic', 'restore');
-  if (restore && resticRestore) rows.push(['restore throughput vs restic', resticRestore.seconds / restore.seconds, '≥ 1.5×', (v) => v >= 1.5]);
-  const peak = Math.max(...results.filter((m) => m.tool === 'cairn').map((m) => m.peakRssMiB));
-  rows.push(['cairn peak RSS, MiB (any phase)', peak, '< 256', (v) => v < 256]);
-  const resticPeak = Math.max(0, ...results.filter((m) => m.tool === 'restic').map((m) => m.peakRssMiB));
-  if (resticPeak > 0) rows.push(['cairn peak RSS vs restic', peak / resticPeak, '≤ 1× (PERFORMANCE.md)', (v) => v <= 1]);
-  console.log(`\n| ratio | value | target | |\n| --- | ---: | --- | --- |`);
-  for (const [label, value, target, met] of rows) {
-    if (value === undefined) continue;
-    console.log(`| ${label} | ${value < 0.1 ? `${(value * 100).toFixed(1)}%` : value.toFixed(2)} | ${target} | ${target === 'report' ? '' : met(value) ? 'met' : 'not met'} |`);
-  }
-}
-
-await main().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exitCode = 1;
+process.exitCode = await main().catch((e: unknown) => {
+  console.error(e instanceof Error ? `${e.name}: ${e.message}` : e);
+  return 1;
 });
-
