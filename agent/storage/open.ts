@@ -14,7 +14,7 @@ export async function openStorage(url: string, env: NodeJS.ProcessEnv = process.
   if (scheme === undefined) return new FileStorage(resolve(url));
   if (scheme === 'file') return new FileStorage(fileURLToPath(url));
   if (scheme === 's3') {
-    const { S3Storage, parseS3Url } = await import('./s3-storage.ts');
+    const { S3Storage, parseS3Url } = await import('./s3.ts');
     return new S3Storage(parseS3Url(url, env));
   }
   throw new CairnError('Cairn.Usage', `unsupported repository URL scheme ${scheme}://`, {

@@ -1,21 +1,22 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { S3Storage, parseS3Url } from '../../agent/storage/s3-storage.ts';
-import { startS3rver, S3RVER_ENV, type S3Server } from '../helpers/s3-server.ts';
-import { startS3Proxy, type S3Proxy } from '../helpers/s3-proxy.ts';
+import { S3Storage, parseS3Url } from '../../agent/storage/s3.ts';
+import { startS3rver, s3rverEnv, type S3rver } from '../helpers/s3rver.ts';
+import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
 import { makeRandomTree, describeTree } from '../helpers/tree.ts';
 import { tempDir, initSmallRepo, backupDir, restoreTo, PASSPHRASE } from '../helpers/repo.ts';
 import { runCli, lastOfType } from '../helpers/cli.ts';
 
-// s3rver is a real S3-compatible server; the proxy is the conditional-write stand-in (see test/helpers/s3-proxy.ts).
+// s3rver is a real S3-compatible server; the proxy is the conditional-write stand-in (see test/helpers/fault-proxy.ts).
 describe('backup and restore on an s3:// repository (s3rver)', () => {
-  let server: S3Server;
-  let proxy: S3Proxy;
+  let server: S3rver;
+  let proxy: FaultProxy;
   let work: Awaited<ReturnType<typeof tempDir>>;
   before(async () => {
+    Object.assign(process.env, s3rverEnv());
     server = await startS3rver();
-    proxy = await startS3Proxy(server.endpoint);
+    proxy = await startFaultProxy(server.endpoint);
     work = await tempDir('s3-roundtrip');
   });
   after(async () => {
@@ -28,7 +29,7 @@ describe('backup and restore on an s3:// repository (s3rver)', () => {
     it(`restores random tree #${seed} byte for byte`, async () => {
       const source = join(work.path, `src-${seed}`);
       await makeRandomTree(source, seed);
-      const storage = new S3Storage(parseS3Url(server.url(`repo-${seed}`, proxy.endpoint), {}));
+      const storage = new S3Storage(parseS3Url(server.url(`repo-${seed}`, proxy.endpoint), process.env));
       const repo = await initSmallRepo(storage);
       const first = await backupDir(repo, source);
       const second = await backupDir(repo, source);
@@ -42,7 +43,7 @@ describe('backup and restore on an s3:// repository (s3rver)', () => {
   it('the CLI works against s3:// with the standard credential chain', async () => {
     const source = join(work.path, 'cli-src');
     await makeRandomTree(source, 7, { files: 20, maxFileSize: 2_000_000 });
-    const env = { ...S3RVER_ENV, CAIRN_REPOSITORY: server.url('cli', proxy.endpoint), CAIRN_PASSWORD: PASSPHRASE };
+    const env = { ...s3rverEnv(), CAIRN_REPOSITORY: server.url('cli', proxy.endpoint), CAIRN_PASSWORD: PASSPHRASE };
     assert.equal((await runCli(['init'], env)).code, 0);
     const backup = await runCli(['backup', source], env);
     assert.equal(backup.code, 0, backup.stderr);

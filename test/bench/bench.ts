@@ -16,12 +16,15 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { generateDataset, mutateDataset, type Layout } from './dataset.ts';
-import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeBytes } from './measure.ts';
+import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeBytes, type Timed } from './measure.ts';
 import { formatResults, ratios, summarize, type Measurement, type Scenario } from './report.ts';
 import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
+// A step is flagged noisy when the rest of the machine used more than this share of one
+// core meanwhile (2 cores: the peers' figures assume the tool has both to itself).
+const NOISE = 0.15;
 const MARKER = '.cairn-bench'; // marks a work dir as ours, so we never clear someone else's directory
 
 interface Options {
@@ -91,14 +94,25 @@ function prepareWorkDir(dir: string | undefined): string {
   return dir;
 }
 
-function clearRun(paths: Paths): void {
-  for (const path of Object.values(paths) as string[]) rmSync(path, { recursive: true, force: true });
+/** Removes what a run leaves behind; the logs of earlier runs stay unless `logs` is set. */
+function clearRun(paths: Paths, logs: boolean): void {
+  for (const [name, path] of Object.entries(paths) as Array<[keyof Paths, string]>) {
+    if (name !== 'logs' || logs) rmSync(path, { recursive: true, force: true });
+  }
 }
 
-interface Tools {
-  cairn: Cairn;
-  restic: Restic | undefined;
+interface Peers {
   tar: boolean;
+  restic: boolean;
+}
+
+/** What every run shares: where it works, what it runs, where results and failures go. */
+interface Context {
+  paths: Paths;
+  sizeMiB: number;
+  peers: Peers;
+  measurements: Measurement[];
+  failures: string[];
 }
 
 interface RunOutcome {
@@ -108,19 +122,16 @@ interface RunOutcome {
 }
 
 /** One complete pass over all phases, on freshly generated data and fresh repositories. */
-async function runOnce(run: number, paths: Paths, sizeMiB: number, peers: { tar: boolean; restic: boolean }, failures: string[], measurements: Measurement[]): Promise<RunOutcome> {
-  clearRun(paths);
-  mkdirSync(paths.logs, { recursive: true });
-  const logs: Logs = { dir: paths.logs, seq: 0 };
-  const tools: Tools = {
-    cairn: new Cairn(paths.cairnRepo, logs),
-    restic: peers.restic ? new Restic(paths.resticRepo, paths.resticCache, logs) : undefined,
-    tar: peers.tar,
-  };
-  const repoTools: RepoTool[] = tools.restic ? [tools.cairn, tools.restic] : [tools.cairn];
+async function runOnce(run: number, ctx: Context): Promise<RunOutcome> {
+  const { paths } = ctx;
+  clearRun(paths, false);
+  const logs: Logs = { dir: join(paths.logs, `run${run}`), seq: 0 };
+  mkdirSync(logs.dir, { recursive: true });
+  const cairn = new Cairn(paths.cairnRepo, logs);
+  const repoTools: RepoTool[] = ctx.peers.restic ? [cairn, new Restic(paths.resticRepo, paths.resticCache, logs)] : [cairn];
 
   const started = performance.now();
-  const layout = generateDataset(paths.data, sizeMiB * 1024 * 1024);
+  const layout = generateDataset(paths.data, ctx.sizeMiB * 1024 * 1024);
   const generationSeconds = (performance.now() - started) / 1000;
   console.log(
     `run ${run}: dataset ${(layout.bytes / MB).toFixed(0)} MB generated in ${generationSeconds.toFixed(1)} s: ` +
@@ -129,9 +140,10 @@ async function runOnce(run: number, paths: Paths, sizeMiB: number, peers: { tar:
 
   for (const tool of repoTools) await tool.init(); // not timed
   const record = (m: Omit<Measurement, 'run'>): void => {
-    measurements.push({ run, ...m });
+    ctx.measurements.push({ run, ...m });
     const bytes = m.addedBytes !== undefined ? `+${(m.addedBytes / MB).toFixed(1)} MB` : m.storedBytes !== undefined ? `${(m.storedBytes / MB).toFixed(1)} MB stored` : '';
-    console.log(`  ${m.scenario.padEnd(24)} ${m.tool.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  ${bytes}`);
+    const noisy = m.otherCpuSeconds !== undefined && m.otherCpuSeconds > NOISE * m.seconds ? `  (noisy: other processes used ${m.otherCpuSeconds.toFixed(1)} CPU-s meanwhile)` : '';
+    console.log(`  ${m.scenario.padEnd(24)} ${m.tool.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  ${bytes}${noisy}`);
   };
   const backupAll = async (scenario: Scenario): Promise<void> => {
     for (const tool of repoTools) record(await timedBackup(tool, scenario, paths.data));
@@ -139,11 +151,10 @@ async function runOnce(run: number, paths: Paths, sizeMiB: number, peers: { tar:
 
   // 1. first backups, tar|zstd as the throughput limit beside them
   await backupAll('first backup');
-  if (tools.tar) {
+  if (ctx.peers.tar) {
     settle(paths.data);
     const t = await tarZstd(paths.data, paths.tarFile, logs);
-    record({ scenario: 'first backup', tool: 'tar|zstd', seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(paths.tarFile), addedBytes: undefined, reportedAddedBytes: undefined });
-    rmSync(paths.tarFile);
+    record({ scenario: 'first backup', tool: 'tar|zstd', ...figures(t), storedBytes: treeBytes(paths.tarFile), addedBytes: undefined, reportedAddedBytes: undefined });
   }
   // 2. nothing changed
   await backupAll('unchanged re-backup');
@@ -152,14 +163,42 @@ async function runOnce(run: number, paths: Paths, sizeMiB: number, peers: { tar:
   console.log(`  changed ${(changedBytes / MB).toFixed(1)} MB in place (${((changedBytes / layout.bytes) * 100).toFixed(1)}% of the bytes: scattered 16 KiB pages and ranges of the random files)`);
   await backupAll('re-backup after changes');
   // 4. restores, each compared byte for byte with the data
-  for (const tool of repoTools) record(await timedRestore(tool, paths, failures));
+  for (const tool of repoTools) {
+    const target = join(paths.restores, tool.name);
+    mkdirSync(paths.restores, { recursive: true });
+    settle();
+    const t = await tool.restore(target);
+    record({ scenario: 'restore', tool: tool.name, ...figures(t), storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
+    checkRestore(tool.name, paths.data, tool.restoredRoot(target, paths.data), ctx.failures);
+  }
   // 5. reading everything back
   for (const tool of repoTools) {
     settle();
     const t = await tool.verify();
-    record({ scenario: 'verify --read-data', tool: tool.name, seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
+    record({ scenario: 'verify --read-data', tool: tool.name, ...figures(t), storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
   }
+  // Large deletions wait until nothing is timed: on this disk (ext4 with `discard`) deleting a
+  // GiB right before a command made the command up to ~2× slower.
+  rmSync(paths.tarFile, { force: true });
+  rmSync(paths.restores, { recursive: true, force: true });
   return { layout, generationSeconds, changedBytes };
+}
+
+/** A restore that differs from the data is a real failure: said loudly, and the exit code will be 1. */
+function checkRestore(tool: string, data: string, restored: string, failures: string[]): void {
+  const differences = compareTrees(data, restored);
+  if (!differences) {
+    console.log(`  ${tool} restore is byte-identical to the data`);
+    return;
+  }
+  const message = `${tool} restore differs from the data:\n${differences.split('\n').slice(0, 20).join('\n')}`;
+  failures.push(message);
+  console.error(`\n!!!!!!!! RESTORE MISMATCH !!!!!!!!\n${message}\n`);
+}
+
+/** The figures every step records from its command. */
+function figures(t: Timed): Pick<Measurement, 'seconds' | 'peakRssMiB' | 'cpuSeconds' | 'otherCpuSeconds'> {
+  return { seconds: t.seconds, peakRssMiB: t.peakRssMiB, cpuSeconds: t.cpuSeconds, otherCpuSeconds: t.otherCpuSeconds };
 }
 
 async function timedBackup(tool: RepoTool, scenario: Scenario, data: string): Promise<Omit<Measurement, 'run'>> {
@@ -167,29 +206,11 @@ async function timedBackup(tool: RepoTool, scenario: Scenario, data: string): Pr
   const before = treeBytes(tool.repo);
   const result = await tool.backup(data);
   const after = treeBytes(tool.repo);
-  return { scenario, tool: tool.name, seconds: result.seconds, peakRssMiB: result.peakRssMiB, storedBytes: after, addedBytes: after - before, reportedAddedBytes: result.reportedAddedBytes };
-}
-
-async function timedRestore(tool: RepoTool, paths: Paths, failures: string[]): Promise<Omit<Measurement, 'run'>> {
-  const target = join(paths.restores, tool.name);
-  rmSync(target, { recursive: true, force: true });
-  mkdirSync(paths.restores, { recursive: true });
-  settle();
-  const t = await tool.restore(target);
-  const differences = compareTrees(paths.data, tool.restoredRoot(target, paths.data));
-  if (differences) {
-    const message = `${tool.name} restore differs from the data:\n${differences.split('\n').slice(0, 20).join('\n')}`;
-    failures.push(message);
-    console.error(`\n!!!!!!!! RESTORE MISMATCH !!!!!!!!\n${message}\n`);
-  } else {
-    console.log(`  ${tool.name} restore is byte-identical to the data`);
-  }
-  rmSync(target, { recursive: true, force: true }); // a GiB less on the disk for the next steps
-  return { scenario: 'restore', tool: tool.name, seconds: t.seconds, peakRssMiB: t.peakRssMiB, storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined };
+  return { scenario, tool: tool.name, ...figures(result), storedBytes: after, addedBytes: after - before, reportedAddedBytes: result.reportedAddedBytes };
 }
 
 /** Installs what is missing where allowed; a peer that cannot be had is skipped with a message. */
-function checkPrerequisites(onlyCairn: boolean): { tar: boolean; restic: boolean } {
+function checkPrerequisites(onlyCairn: boolean): Peers {
   if (!ensureCommand('/usr/bin/time', 'time')) console.log('GNU time is missing and cannot be installed: peak RSS comes from polling /proc (VmHWM)');
   if (!ensureCommand('diff', 'diffutils')) throw new CommandFailed('diff is needed to check restores');
   if (onlyCairn) return { tar: false, restic: false };
@@ -200,7 +221,7 @@ function checkPrerequisites(onlyCairn: boolean): { tar: boolean; restic: boolean
   return { tar, restic };
 }
 
-function machine(peers: { tar: boolean; restic: boolean }): Record<string, unknown> {
+function machine(peers: Peers): Record<string, unknown> {
   return {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
@@ -219,14 +240,12 @@ async function main(): Promise<number> {
   const paths = pathsIn(work);
   console.log(`work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`);
 
-  const failures: string[] = [];
-  const measurements: Measurement[] = [];
+  const ctx: Context = { paths, sizeMiB: options.sizeMiB, peers, measurements: [], failures: [] };
+  const { measurements, failures } = ctx;
   const outcomes: RunOutcome[] = [];
+  clearRun(paths, true);
   try {
-    for (let run = 1; run <= options.runs; run++) {
-      const outcome = await runOnce(run, paths, options.sizeMiB, peers, failures, measurements);
-      outcomes.push(outcome);
-    }
+    for (let run = 1; run <= options.runs; run++) outcomes.push(await runOnce(run, ctx));
   } catch (e) {
     // A failed command ends the runs; what was measured so far is still reported.
     failures.push(e instanceof Error ? e.message : String(e));
@@ -237,9 +256,10 @@ async function main(): Promise<number> {
   const changedBytes = outcomes[0]?.changedBytes ?? 0;
   const rows = summarize(measurements, datasetBytes);
   const list = ratios(rows, changedBytes);
-  console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6)\n`);
+  console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6); peak RSS = the largest single process (of a pipeline too)\n`);
   console.log(formatResults(rows, list));
   printReportedAdded(measurements);
+  printNoise(measurements);
 
   writeFileSync(
     options.json,
@@ -252,7 +272,7 @@ async function main(): Promise<number> {
     return 1;
   }
   if (options.keep) console.log(`work dir kept: ${work}`);
-  else if (options.dir) clearRun(paths);
+  else if (options.dir) clearRun(paths, true);
   else rmSync(work, { recursive: true, force: true });
   return 0;
 }
@@ -269,6 +289,17 @@ function describeRun(outcome: RunOutcome): Record<string, unknown> {
     smallBytes: layout.smallBytes,
     directories: layout.dirs,
   };
+}
+
+/** Says which figures other processes on the machine may have disturbed. */
+function printNoise(measurements: Measurement[]): void {
+  const noisy = measurements.filter((m) => m.otherCpuSeconds !== undefined && m.otherCpuSeconds > NOISE * m.seconds);
+  if (noisy.length === 0) {
+    console.log('no other process used noticeable CPU during the timed commands');
+    return;
+  }
+  const list = noisy.map((m) => `${m.scenario}/${m.tool} (${m.otherCpuSeconds!.toFixed(1)} CPU-s in ${m.seconds.toFixed(1)} s)`);
+  console.log(`noisy figures (other processes, or kernel writeback, used CPU meanwhile): ${list.join('; ')}`);
 }
 
 /** Cairn's own summary figure beside the repository growth the table shows (they should agree closely). */

@@ -54,7 +54,7 @@ export async function startMariadb(): Promise<MariadbServer> {
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const sql = (statement: string, database?: string): string => {
-    const out = spawnSync('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot', '-N', '-B', ...(database ? [database] : []), '-e', statement], { encoding: 'utf8' });
+    const out = spawnSync('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot', '-N', '-B', ...(database ? [database] : []), '-e', statement], { encoding: 'utf8', maxBuffer: 1 << 28 });
     if (out.status !== 0) throw new Error(`SQL failed: ${statement.slice(0, 200)}: ${out.stderr}`);
     return out.stdout;
   };

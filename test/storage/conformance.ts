@@ -1,95 +1,182 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { AlreadyExistsError, NotFoundError } from '../../agent/core/errors.ts';
+import { AlreadyExistsError, CairnError, NotFoundError } from '../../agent/core/errors.ts';
 import { mapLimit } from '../../agent/core/concurrency.ts';
-import type { DeletableStorage } from '../../agent/core/storage.ts';
+import type { DeletableStorage, Storage } from '../../agent/core/storage.ts';
 
 export interface ConformanceSetup {
   storage: DeletableStorage;
   teardown(): Promise<void>;
 }
 
-async function keys(storage: DeletableStorage, prefix: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const o of storage.list(prefix)) out.push(o.key);
-  return out.sort();
+export interface ConformanceOptions {
+  /** Bytes of the large-object test; 20 MiB unless given. Backends with multipart uploads set a small threshold so it spans parts. */
+  largeObjectSize?: number;
 }
 
-/** The Storage contract (agent/core/storage.ts), checked the same way for every backend. */
-export function storageConformance(name: string, setup: () => Promise<ConformanceSetup>, options: { largeObject?: number } = {}): void {
-  describe(`${name} storage keeps the Storage contract`, () => {
-    let ctx: ConformanceSetup;
+async function listed(storage: Storage, prefix: string): Promise<Array<{ key: string; size: number }>> {
+  const out: Array<{ key: string; size: number }> = [];
+  for await (const info of storage.list(prefix)) out.push({ key: info.key, size: info.size });
+  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+async function keys(storage: Storage, prefix: string): Promise<string[]> {
+  return (await listed(storage, prefix)).map((info) => info.key);
+}
+
+function isStorageError(error: unknown): boolean {
+  return error instanceof CairnError && error.code === 'Cairn.Storage';
+}
+
+/**
+ * The Storage contract (agent/core/storage.ts), checked the same way for
+ * every backend. `setup` runs once; every test writes under its own key
+ * prefix, so the tests do not depend on each other.
+ */
+export function storageConformance(name: string, setup: () => Promise<ConformanceSetup>, options: ConformanceOptions = {}): void {
+  describe(`${name} keeps the Storage contract`, () => {
+    let context: ConformanceSetup | undefined;
     let s: DeletableStorage;
     before(async () => {
-      ctx = await setup();
-      s = ctx.storage;
+      context = await setup();
+      s = context.storage;
     });
     after(async () => {
-      await ctx.teardown();
+      await context?.teardown();
     });
 
-    it('reads back what it wrote, whole and by range', async () => {
+    it('reads back exactly what it wrote, and stat reports its size', async () => {
       const data = randomBytes(100_000);
-      await s.put('objects/a', data);
-      assert.deepEqual(await s.get('objects/a'), data);
-      assert.deepEqual(await s.getRange('objects/a', 1000, 5000), data.subarray(1000, 6000));
-      assert.deepEqual(await s.stat('objects/a'), { key: 'objects/a', size: 100_000 });
+      await s.put('roundtrip/a', data);
+      assert.deepEqual(await s.get('roundtrip/a'), data);
+      assert.deepEqual(await s.stat('roundtrip/a'), { key: 'roundtrip/a', size: 100_000 });
+      await s.put('roundtrip/empty', Buffer.alloc(0));
+      assert.equal((await s.get('roundtrip/empty')).length, 0);
+      assert.deepEqual(await s.stat('roundtrip/empty'), { key: 'roundtrip/empty', size: 0 });
     });
 
-    it('a range past the end fails instead of returning fewer bytes', async () => {
-      await s.put('objects/short', Buffer.from('0123456789'));
-      await assert.rejects(s.getRange('objects/short', 5, 10));
+    it('getRange returns exactly the requested bytes', async () => {
+      const data = randomBytes(50_000);
+      await s.put('range/a', data);
+      assert.deepEqual(await s.getRange('range/a', 0, 1), data.subarray(0, 1));
+      assert.deepEqual(await s.getRange('range/a', 1000, 5000), data.subarray(1000, 6000));
+      assert.deepEqual(await s.getRange('range/a', 49_990, 10), data.subarray(49_990));
+      assert.equal((await s.getRange('range/a', 10, 0)).length, 0);
     });
 
-    it('a missing object is NotFound on get and getRange, and undefined on stat', async () => {
-      await assert.rejects(s.get('objects/missing'), NotFoundError);
-      await assert.rejects(s.getRange('objects/missing', 0, 4), NotFoundError);
-      assert.equal(await s.stat('objects/missing'), undefined);
+    it('getRange fails instead of returning fewer bytes when the range runs past the end', async () => {
+      await s.put('range/short', Buffer.from('0123456789'));
+      await assert.rejects(s.getRange('range/short', 5, 10), isStorageError);
+      await assert.rejects(s.getRange('range/short', 10, 1), isStorageError);
+      await assert.rejects(s.getRange('range/short', 100, 4), isStorageError);
     });
 
-    it('a plain put replaces; a create-if-absent put of an existing key fails and keeps the original', async () => {
-      await s.put('objects/b', Buffer.from('one'));
-      await s.put('objects/b', Buffer.from('two'));
-      assert.equal((await s.get('objects/b')).toString(), 'two');
-      await assert.rejects(s.put('objects/b', Buffer.from('three'), { ifAbsent: true }), AlreadyExistsError);
-      assert.equal((await s.get('objects/b')).toString(), 'two');
-      await s.put('objects/c', Buffer.from('new'), { ifAbsent: true });
-      assert.equal((await s.get('objects/c')).toString(), 'new');
+    it('a missing object is NotFoundError on get and getRange, never an empty buffer', async () => {
+      await assert.rejects(s.get('missing/a'), NotFoundError);
+      await assert.rejects(s.getRange('missing/a', 0, 4), NotFoundError);
+      await assert.rejects(s.getRange('missing/a', 0, 0), NotFoundError);
+      await assert.rejects(s.get('missing/a'), (error: NotFoundError) => error.key === 'missing/a');
     });
 
-    it('lists by prefix, nested keys and a prefix ending inside a name', async () => {
-      for (const key of ['list/x/1', 'list/x/2', 'list/y/1', 'list/xa', 'other/1']) await s.put(key, Buffer.from(key));
-      assert.deepEqual(await keys(s, 'list/'), ['list/x/1', 'list/x/2', 'list/xa', 'list/y/1']);
-      assert.deepEqual(await keys(s, 'list/x/'), ['list/x/1', 'list/x/2']);
-      assert.deepEqual(await keys(s, 'list/x'), ['list/x/1', 'list/x/2', 'list/xa']);
+    it('stat of a missing object is undefined', async () => {
+      assert.equal(await s.stat('missing/b'), undefined);
+    });
+
+    it('a put without ifAbsent replaces the object', async () => {
+      await s.put('overwrite/a', Buffer.from('one'));
+      await s.put('overwrite/a', Buffer.from('two, longer'));
+      assert.equal((await s.get('overwrite/a')).toString(), 'two, longer');
+      assert.equal((await s.stat('overwrite/a'))?.size, 'two, longer'.length);
+    });
+
+    it('a create-if-absent put creates a new key, and on an existing key throws AlreadyExistsError and keeps the original', async () => {
+      await s.put('exclusive/new', Buffer.from('first'), { ifAbsent: true });
+      assert.equal((await s.get('exclusive/new')).toString(), 'first');
+      await assert.rejects(s.put('exclusive/new', Buffer.from('second'), { ifAbsent: true }), (error: AlreadyExistsError) => error instanceof AlreadyExistsError && error.key === 'exclusive/new');
+      assert.equal((await s.get('exclusive/new')).toString(), 'first');
+    });
+
+    it('of concurrent create-if-absent puts of one key exactly one wins when atomicCreate is set', async (t) => {
+      if (!s.atomicCreate) {
+        t.skip('this backend checks then writes (atomicCreate is false)');
+        return;
+      }
+      const contenders = Array.from({ length: 8 }, (_, i) => Buffer.from(`contender ${i}`));
+      const results = await Promise.allSettled(contenders.map((data) => s.put('exclusive/raced', data, { ifAbsent: true })));
+      const winners = results.flatMap((result, i) => (result.status === 'fulfilled' ? [i] : []));
+      assert.equal(winners.length, 1, 'exactly one put succeeded');
+      for (const result of results) if (result.status === 'rejected') assert.ok(result.reason instanceof AlreadyExistsError, String(result.reason));
+      assert.deepEqual(await s.get('exclusive/raced'), contenders[winners[0]!]);
+    });
+
+    it('lists every key under a prefix once, with sizes, keys relative to the repository root', async () => {
+      const written = ['list/x/1', 'list/x/2', 'list/x/deep/3', 'list/xa', 'list/y/1', 'listing', 'other/1'];
+      for (const key of written) await s.put(key, Buffer.from(key));
+      assert.deepEqual(await listed(s, 'list/x/'), [
+        { key: 'list/x/1', size: 8 },
+        { key: 'list/x/2', size: 8 },
+        { key: 'list/x/deep/3', size: 13 },
+      ]);
+      assert.deepEqual(await keys(s, 'list/'), ['list/x/1', 'list/x/2', 'list/x/deep/3', 'list/xa', 'list/y/1']);
+      assert.deepEqual(await keys(s, 'list/y/'), ['list/y/1']);
+      assert.deepEqual(await keys(s, 'other/'), ['other/1']);
       assert.deepEqual(await keys(s, 'nothing/'), []);
-      const sizes = new Map<string, number>();
-      for await (const o of s.list('list/')) sizes.set(o.key, o.size);
-      assert.equal(sizes.get('list/xa'), 'list/xa'.length);
     });
 
-    it('lists more than 1000 keys across pages, each once', async () => {
+    it('lists by a prefix that ends in the middle of a name', async () => {
+      for (const key of ['mid/alpha/1', 'mid/alphabet', 'mid/al', 'mid/beta']) await s.put(key, Buffer.from('x'));
+      assert.deepEqual(await keys(s, 'mid/al'), ['mid/al', 'mid/alpha/1', 'mid/alphabet']);
+      assert.deepEqual(await keys(s, 'mid/alpha'), ['mid/alpha/1', 'mid/alphabet']);
+      assert.deepEqual(await keys(s, 'mid/b'), ['mid/beta']);
+      assert.deepEqual(await keys(s, 'mid/c'), []);
+    });
+
+    it('lists the whole repository with an empty prefix', async () => {
+      for (const key of ['whole/a', 'whole/b/c', 'whole-top']) await s.put(key, Buffer.from('x'));
+      const all = await keys(s, '');
+      for (const key of ['whole/a', 'whole/b/c', 'whole-top']) assert.ok(all.includes(key), `${key} in the full listing`);
+      assert.equal(new Set(all).size, all.length, 'no key twice');
+    });
+
+    it('lists more than 1000 keys across pages, each exactly once', async () => {
       const names = Array.from({ length: 1100 }, (_, i) => `many/${String(i).padStart(4, '0')}`);
-      await mapLimit(names, 16, async (key) => s.put(key, Buffer.from('x')));
-      const listed = await keys(s, 'many/');
-      assert.equal(listed.length, 1100);
-      assert.deepEqual(listed, names);
+      await mapLimit(names, 16, async (key) => s.put(key, Buffer.from(key)));
+      const found = await listed(s, 'many/');
+      assert.equal(found.length, 1100);
+      assert.deepEqual(
+        found.map((info) => info.key),
+        names,
+      );
+      assert.ok(found.every((info) => info.size === 9));
     });
 
-    it('round-trips a large object', async () => {
-      const data = randomBytes(options.largeObject ?? 20 << 20);
+    it('round-trips a large object, and a create-if-absent put over it fails and keeps it', async () => {
+      const size = options.largeObjectSize ?? 20 << 20;
+      const data = randomBytes(size);
       await s.put('large/one', data, { ifAbsent: true });
-      assert.deepEqual(await s.get('large/one'), data);
-      assert.deepEqual(await s.getRange('large/one', data.length - 10, 10), data.subarray(data.length - 10));
+      assert.deepEqual(await s.stat('large/one'), { key: 'large/one', size });
+      assert.ok((await s.get('large/one')).equals(data), 'the whole object reads back');
+      const middle = Math.floor(size / 2) - 3;
+      assert.deepEqual(await s.getRange('large/one', middle, 1 << 20), data.subarray(middle, middle + (1 << 20)));
+      assert.deepEqual(await s.getRange('large/one', size - 10, 10), data.subarray(size - 10));
+      const other = Buffer.alloc(size, 1);
+      await assert.rejects(s.put('large/one', other, { ifAbsent: true }), AlreadyExistsError);
+      assert.deepEqual(await s.getRange('large/one', 0, 4096), data.subarray(0, 4096), 'the original is kept');
+      assert.deepEqual(await s.stat('large/one'), { key: 'large/one', size });
     });
 
-    it('deletes, and deleting a missing object is fine', async () => {
-      await s.put('del/a', Buffer.from('a'));
-      await s.delete('del/a');
-      assert.equal(await s.stat('del/a'), undefined);
-      await s.delete('del/a');
-      await s.delete('del/never');
+    it('delete removes the object, and deleting a missing key is fine', async () => {
+      await s.put('delete/a', Buffer.from('a'));
+      await s.put('delete/b', Buffer.from('b'));
+      await s.delete('delete/a');
+      assert.equal(await s.stat('delete/a'), undefined);
+      await assert.rejects(s.get('delete/a'), NotFoundError);
+      assert.deepEqual(await keys(s, 'delete/'), ['delete/b']);
+      await s.delete('delete/a');
+      await s.delete('delete/never-written');
+      await s.put('delete/a', Buffer.from('again'), { ifAbsent: true });
+      assert.equal((await s.get('delete/a')).toString(), 'again');
     });
   });
 }

@@ -1,0 +1,92 @@
+import { z } from 'zod';
+import { CairnError } from '../core/errors.ts';
+import { ProcessError, run, stream } from '../process/run.ts';
+import type { Engine, EngineContext, SnapshotSink } from './engine.ts';
+import { findBinary } from './mysqldump.ts';
+import { explainPgError, pgConnectionSchema, pgEnvironment, type PgConnection } from './pg-connection.ts';
+
+const optionsSchema = pgConnectionSchema.extend({
+  /** Databases to dump (one custom-format file each); empty = every database that accepts connections. */
+  databases: z.array(z.string().min(1)).default([]),
+});
+type Options = z.infer<typeof optionsSchema>;
+
+/**
+ * Logical backups with pg_dump: one custom-format (-Fc) dump per database,
+ * plus roles and tablespaces from `pg_dumpall --globals-only`. Restore creates
+ * the database (optionally under another name) and runs pg_restore into it.
+ */
+export const pgdumpEngine: Engine<Options> = {
+  name: 'pgdump',
+  description: 'PostgreSQL logical dump (pg_dump -Fc per database, plus pg_dumpall --globals-only)',
+  requires: ['pg_dump, pg_dumpall, pg_restore, psql', 'a role that can read every table (pg_read_all_data or superuser); roles listing needs a superuser for passwords'],
+
+  parseOptions(raw) {
+    const parsed = optionsSchema.safeParse(raw);
+    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid pgdump options: ${z.prettifyError(parsed.error)}`);
+    return parsed.data;
+  },
+
+  async check(options, ctx) {
+    await psql(options, ctx, 'postgres', 'SELECT 1');
+  },
+
+  async backup(options, sink, ctx) {
+    const version = (await psql(options, ctx, 'postgres', 'SHOW server_version')).trim();
+    const databases = options.databases.length > 0
+      ? options.databases
+      : (await psql(options, ctx, 'postgres', 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1')).split('\n').filter(Boolean);
+    await dumpTo(sink, 'globals.sql', [await findBinary(['pg_dumpall']), '--globals-only'], options, ctx);
+    for (const db of databases) await dumpTo(sink, `${db}.dump`, [await findBinary(['pg_dump']), '-Fc', '-d', db], options, ctx);
+    return { serverVersion: version, databases };
+  },
+
+  async restore(options, source, ctx) {
+    const dumps = (await source.list()).filter((f) => f.path.endsWith('.dump'));
+    const target = ctx.target.database;
+    if (target && dumps.length !== 1) {
+      throw new CairnError('Cairn.Usage', 'restoring under another database name needs a snapshot of exactly one database', { hint: 'back up with --db-name NAME to rename on restore' });
+    }
+    const pg = await pgEnvironment(options, ctx.env, ctx.tempDir);
+    try {
+      for (const file of dumps) {
+        const db = target ?? file.path.replace(/\.dump$/, '');
+        await run([await findBinary(['createdb']), db], { env: pg.env }).catch((error: unknown) => {
+          if (error instanceof ProcessError && /already exists/.test(error.stderr)) return;
+          rethrow(error, `creating database ${db}`);
+        });
+        // A single-job restore streams the dump from the repository; no local copy.
+        await run([await findBinary(['pg_restore']), '--no-owner', '--exit-on-error', '-d', db], { stdin: source.open(file.path), env: pg.env, signal: ctx.signal }).catch((error: unknown) =>
+          rethrow(error, `restoring ${file.path} into ${db}`),
+        );
+        ctx.progress.warn(`restored ${file.path} into database ${db}`);
+      }
+    } finally {
+      await pg.dispose();
+    }
+  },
+};
+
+async function dumpTo(sink: SnapshotSink, path: string, argv: string[], options: PgConnection, ctx: EngineContext): Promise<void> {
+  const pg = await pgEnvironment(options, ctx.env, ctx.tempDir);
+  try {
+    const child = stream(argv, { env: pg.env, signal: ctx.signal });
+    await Promise.all([sink.addStream(path, child.stdout), child.done.catch((error: unknown) => rethrow(error, `dumping ${path}`))]);
+  } finally {
+    await pg.dispose();
+  }
+}
+
+async function psql(options: PgConnection, ctx: EngineContext, db: string, sql: string): Promise<string> {
+  const pg = await pgEnvironment(options, ctx.env, ctx.tempDir);
+  try {
+    return (await run([await findBinary(['psql']), '-d', db, '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: pg.env }).catch((error: unknown) => rethrow(error, 'connecting'))).stdout;
+  } finally {
+    await pg.dispose();
+  }
+}
+
+function rethrow(error: unknown, doing: string): never {
+  if (error instanceof ProcessError) throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, { hint: explainPgError(error.stderr) ?? error.hint, cause: error });
+  throw error;
+}

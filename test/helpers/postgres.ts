@@ -1,0 +1,83 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './mariadb.ts';
+
+export interface PostgresServer {
+  port: number;
+  user: string;
+  password: string;
+  /** Runs SQL as the superuser over TCP; returns unaligned tuples. */
+  sql(statement: string, database?: string): string;
+  stop(): Promise<void>;
+}
+
+const BIN = '/usr/lib/postgresql/15/bin';
+
+export function missingPostgres(): string | undefined {
+  const missing = ['initdb', 'postgres'].filter((b) => spawnSync('test', ['-x', join(BIN, b)]).status !== 0);
+  for (const b of ['pg_dump', 'pg_restore', 'pg_dumpall', 'psql']) if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
+  return missing.length ? `needs ${missing.join(', ')}: apt-get install postgresql postgresql-client` : undefined;
+}
+
+/**
+ * A private PostgreSQL 15 cluster (Debian's binaries) in a temp dir on a free
+ * port, password authentication over TCP. PostgreSQL refuses to run as root, so
+ * under root the server runs as the `postgres` user the package created.
+ */
+export async function startPostgres(): Promise<PostgresServer> {
+  const base = await mkdtemp(join(tmpdir(), 'cairn-pg-'));
+  const data = join(base, 'data');
+  const port = await freePort();
+  const password = 'cairn-test-pw';
+  const asRoot = process.getuid?.() === 0;
+  const as = (argv: string[]): string[] => (asRoot ? ['runuser', '-u', 'postgres', '--', ...argv] : argv);
+  await writeFile(join(base, 'pw'), password);
+  if (asRoot) {
+    const pg = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+    const uid = Number(pg.stdout.trim());
+    const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim());
+    await chown(base, uid, gid);
+    await chown(join(base, 'pw'), uid, gid);
+  }
+  await chmod(base, 0o700);
+  const initArgv = as([join(BIN, 'initdb'), '-D', data, '-U', 'postgres', `--pwfile=${join(base, 'pw')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
+  const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
+  if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  const serverArgv = as([join(BIN, 'postgres'), '-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'shared_buffers=32MB', '-c', 'fsync=off']);
+  const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const env = { ...process.env, PGPASSWORD: password };
+  const sql = (statement: string, database = 'postgres'): string => {
+    const out = spawnSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1', '-At', '-c', statement], { encoding: 'utf8', env, maxBuffer: 1 << 28 });
+    if (out.status !== 0) throw new Error(`SQL failed: ${statement.slice(0, 200)}: ${out.stderr}`);
+    return out.stdout;
+  };
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`postgres exited: ${log.slice(-2000)}`);
+    if (spawnSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-c', 'SELECT 1'], { env }).status === 0) break;
+    if (i > 300) throw new Error(`postgres did not start: ${log.slice(-2000)}`);
+    await sleep(100);
+  }
+  return {
+    port,
+    user: 'postgres',
+    password,
+    sql,
+    stop: async () => {
+      if (child.exitCode === null) {
+        // runuser does not pass SIGINT on to the server: ask pg_ctl, as the server's own user.
+        const exited = new Promise((r) => child.once('exit', r));
+        const stop = as([join(BIN, 'pg_ctl'), '-D', data, '-m', 'fast', '-w', 'stop']);
+        spawnSync(stop[0] as string, stop.slice(1), { stdio: 'ignore' });
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exited;
+        clearTimeout(timer);
+      }
+      await rm(base, { recursive: true, force: true });
+    },
+  };
+}
