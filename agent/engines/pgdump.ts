@@ -37,7 +37,8 @@ export const pgdumpEngine: Engine<Options> = {
       ? options.databases
       : (await psql(options, ctx, 'postgres', 'SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1')).split('\n').filter(Boolean);
     await dumpTo(sink, 'globals.sql', [await findBinary(['pg_dumpall']), '--globals-only'], options, ctx);
-    for (const db of databases) await dumpTo(sink, `${db}.dump`, [await findBinary(['pg_dump']), '-Fc', '-d', db], options, ctx);
+    // Uncompressed (-Z 0): the pipeline compresses, and an uncompressed dump deduplicates against the last one.
+    for (const db of databases) await dumpTo(sink, `${db}.dump`, [await findBinary(['pg_dump']), '-Fc', '-Z', '0', '-d', db], options, ctx);
     return { serverVersion: version, databases };
   },
 

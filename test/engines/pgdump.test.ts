@@ -45,7 +45,8 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
     server.sql('UPDATE customers SET balance = balance + 1 WHERE id % 100 = 0', 'shop');
     const second = await runCli(['backup', '--engine', 'pgdump', ...conn, '--db-name', 'shop'], env);
     assert.equal(second.code, 0, second.stderr);
-    assert.ok((lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded < summary.bytesAdded, 'the second dump shares pieces with the first');
+    const added = (lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded;
+    assert.ok(added < summary.bytesAdded * 0.6, `the second dump shares pieces with the first (added ${added} of ${summary.bytesAdded})`);
 
     const restored = await runCli(['restore', summary.snapshotId, '--target-database', 'shop_copy', ...conn], env);
     assert.equal(restored.code, 0, restored.stderr);
