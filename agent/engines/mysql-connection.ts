@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { CairnError, errorMessage } from '../core/errors.ts';
+import { databasePassword } from './db-password.ts';
 
 /**
  * How to reach a MariaDB/MySQL server. The password never goes on a command
@@ -27,14 +27,7 @@ export interface OptionFile {
 
 export async function mysqlOptionFile(connection: MysqlConnection, env: NodeJS.ProcessEnv, tempDir: string): Promise<OptionFile> {
   if (connection.defaultsFile) return { args: [`--defaults-extra-file=${connection.defaultsFile}`], dispose: async () => undefined };
-  let password = env.CAIRN_DB_PASSWORD ?? env.MYSQL_PWD;
-  if (connection.passwordFile) {
-    try {
-      password = (await readFile(connection.passwordFile, 'utf8')).replace(/\r?\n$/, '');
-    } catch (error) {
-      throw new CairnError('Cairn.Usage', `cannot read the database password file ${connection.passwordFile}: ${errorMessage(error)}`, { cause: error });
-    }
-  }
+  const password = await databasePassword(connection.passwordFile, env, 'MYSQL_PWD');
   const lines = ['[client]'];
   if (connection.user) lines.push(`user=${quote(connection.user)}`);
   if (password !== undefined) lines.push(`password=${quote(password)}`);

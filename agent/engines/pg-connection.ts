@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { CairnError, errorMessage } from '../core/errors.ts';
+import { databasePassword } from './db-password.ts';
 
 /**
  * How to reach a PostgreSQL server. The password goes into a private
@@ -29,14 +29,7 @@ export async function pgEnvironment(connection: PgConnection, base: NodeJS.Proce
   if (host) env.PGHOST = host;
   if (connection.port) env.PGPORT = String(connection.port);
   if (connection.user) env.PGUSER = connection.user;
-  let password = base.CAIRN_DB_PASSWORD ?? base.PGPASSWORD;
-  if (connection.passwordFile) {
-    try {
-      password = (await readFile(connection.passwordFile, 'utf8')).replace(/\r?\n$/, '');
-    } catch (error) {
-      throw new CairnError('Cairn.Usage', `cannot read the database password file ${connection.passwordFile}: ${errorMessage(error)}`, { cause: error });
-    }
-  }
+  const password = await databasePassword(connection.passwordFile, base, 'PGPASSWORD');
   if (password === undefined) return { env, dispose: async () => undefined };
   const path = join(tempDir, `pgpass-${randomBytes(6).toString('hex')}`);
   const escape = (v: string): string => v.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
