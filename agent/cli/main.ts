@@ -180,6 +180,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
+    .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
+    .option('--etcd-initial-cluster <list>', 'etcd: name=peerURL,... of the new cluster')
+    .option('--etcd-initial-advertise-peer-urls <urls>', 'etcd: the restored member\'s peer URLs (default: http://127.0.0.1:2380)')
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const started = Date.now();
@@ -187,7 +190,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         snapshot: ref,
         target: opts.target,
         targetDatabase: opts.targetDatabase,
-        engineOptions: engineOptionsFrom({ ...opts, dbName: [] }),
+        engineOptions: {
+          ...engineOptionsFrom({ ...opts, dbName: [] }),
+          ...(opts.etcdName ? { name: opts.etcdName } : {}),
+          ...(opts.etcdInitialCluster ? { initialCluster: opts.etcdInitialCluster } : {}),
+          ...(opts.etcdInitialAdvertisePeerUrls ? { initialAdvertisePeerUrls: opts.etcdInitialAdvertisePeerUrls } : {}),
+        },
         env,
         includes: opts.include,
         force: Boolean(opts.force),
@@ -412,6 +420,9 @@ interface BackupCliOptions extends DbCliOptions {
 }
 
 interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
+  etcdName?: string;
+  etcdInitialCluster?: string;
+  etcdInitialAdvertisePeerUrls?: string;
   target?: string;
   targetDatabase?: string;
   include: string[];
