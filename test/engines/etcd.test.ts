@@ -10,7 +10,9 @@ import { freePort } from '../helpers/mariadb.ts';
 const skip = missingEtcd();
 
 function listing(server: EtcdServer): string {
-  return createHash('sha256').update(server.ctl('get', '', '--prefix', '-w', 'json').replace(/"header":\{[^}]*\},?/, '').replace(/"(create_revision|mod_revision|version)":\d+,?/g, '')).digest('hex') + ':' + server.ctl('get', '', '--prefix', '--keys-only').split('\n').filter(Boolean).length;
+  const pairs = server.ctl('get', '', '--prefix');
+  const keys = server.ctl('get', '', '--prefix', '--keys-only').split('\n').filter(Boolean).length;
+  return `${createHash('sha256').update(pairs).digest('hex')}:${keys}`;
 }
 
 describe('etcd engine against a real etcd member', { skip }, () => {
