@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 import { hostname, userInfo, availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { parseCompression } from '../core/config.ts';
@@ -180,14 +181,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
+    .option('--if-empty', 'do nothing when the target directory already holds data (bootstrapping a replica)')
+    .option('--wait-for-snapshot <duration>', 'keep looking this long for a snapshot to appear (e.g. 60s)')
     .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
     .option('--etcd-initial-cluster <list>', 'etcd: name=peerURL,... of the new cluster')
     .option('--etcd-initial-advertise-peer-urls <urls>', 'etcd: the restored member\'s peer URLs (default: http://127.0.0.1:2380)')
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
+      if (opts.ifEmpty && opts.target && (await readdir(opts.target).catch(() => [])).length > 0) {
+        output.result({ type: 'summary', operation: 'restore', skipped: true, target: opts.target }, `${opts.target} already holds data; nothing restored (--if-empty)`);
+        return;
+      }
       const started = Date.now();
       const { snapshot, result } = await restore(repo, {
         snapshot: ref,
+        waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
         target: opts.target,
         targetDatabase: opts.targetDatabase,
         engineOptions: {
@@ -420,6 +428,8 @@ interface BackupCliOptions extends DbCliOptions {
 }
 
 interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
+  ifEmpty?: boolean;
+  waitForSnapshot?: string;
   etcdName?: string;
   etcdInitialCluster?: string;
   etcdInitialAdvertisePeerUrls?: string;

@@ -19,6 +19,8 @@ export interface RestoreCommandOptions {
   targetDatabase?: string | undefined;
   /** Connection and other options for the snapshot's engine. */
   engineOptions?: Record<string, unknown> | undefined;
+  /** Keep looking for a snapshot this long before giving up (bootstrapping a replica while the first backup runs). */
+  waitForSnapshotMs?: number | undefined;
   env?: NodeJS.ProcessEnv | undefined;
   includes: string[];
   force: boolean;
@@ -48,7 +50,7 @@ export async function restore(repo: Repository, options: RestoreCommandOptions):
 }
 
 async function restoreLocked(repo: Repository, options: RestoreCommandOptions): Promise<{ snapshot: Snapshot; result: RestoreResult }> {
-  const snapshot = await repo.findSnapshot(options.snapshot);
+  const snapshot = await findWaiting(repo, options);
   const index = await repo.loadIndex(options.concurrency * 2);
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
@@ -90,4 +92,18 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   }
   if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   return { snapshot, result };
+}
+
+async function findWaiting(repo: Repository, options: RestoreCommandOptions): Promise<Snapshot> {
+  const deadline = Date.now() + (options.waitForSnapshotMs ?? 0);
+  for (;;) {
+    try {
+      return await repo.findSnapshot(options.snapshot);
+    } catch (error) {
+      if (!(error instanceof CairnError && error.code === 'Cairn.NotFound') || Date.now() >= deadline) throw error;
+      options.progress.warn(`no snapshot ${options.snapshot} yet; waiting`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, Math.max(100, deadline - Date.now()))));
+      options.signal?.throwIfAborted();
+    }
+  }
 }
