@@ -181,6 +181,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
+    .option('--owner <user>', 'physical engines: give the restored data directory to this user (the database server\'s)')
     .option('--if-empty', 'do nothing when the target directory already holds data (bootstrapping a replica)')
     .option('--wait-for-snapshot <duration>', 'keep looking this long for a snapshot to appear (e.g. 60s)')
     .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
@@ -200,6 +201,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         targetDatabase: opts.targetDatabase,
         engineOptions: {
           ...engineOptionsFrom({ ...opts, dbName: [] }),
+          ...(opts.owner ? { owner: opts.owner } : {}),
           ...(opts.etcdName ? { name: opts.etcdName } : {}),
           ...(opts.etcdInitialCluster ? { initialCluster: opts.etcdInitialCluster } : {}),
           ...(opts.etcdInitialAdvertisePeerUrls ? { initialAdvertisePeerUrls: opts.etcdInitialAdvertisePeerUrls } : {}),
@@ -428,6 +430,7 @@ interface BackupCliOptions extends DbCliOptions {
 }
 
 interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
+  owner?: string;
   ifEmpty?: boolean;
   waitForSnapshot?: string;
   etcdName?: string;

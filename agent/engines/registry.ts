@@ -3,12 +3,14 @@ import type { Engine } from './engine.ts';
 import { mysqldumpEngine } from './mysqldump.ts';
 import { pgdumpEngine } from './pgdump.ts';
 import { etcdEngine } from './etcd.ts';
+import { postgresEngine } from './postgres.ts';
 
 /** Every engine, listed explicitly: importing an engine has no side effect. */
 export const engines: ReadonlyMap<string, Engine<never>> = new Map<string, Engine<never>>([
   [mysqldumpEngine.name, mysqldumpEngine as Engine<never>],
   [pgdumpEngine.name, pgdumpEngine as Engine<never>],
   [etcdEngine.name, etcdEngine as Engine<never>],
+  [postgresEngine.name, postgresEngine as Engine<never>],
 ]);
 
 export function engineByName(name: string): Engine<unknown> {

@@ -27,9 +27,9 @@ export function missingPostgres(): string | undefined {
  * port, password authentication over TCP. PostgreSQL refuses to run as root, so
  * under root the server runs as the `postgres` user the package created.
  */
-export async function startPostgres(): Promise<PostgresServer> {
+export async function startPostgres(options: { dataDir?: string } = {}): Promise<PostgresServer> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-pg-'));
-  const data = join(base, 'data');
+  const data = options.dataDir ?? join(base, 'data');
   const port = await freePort();
   const password = 'cairn-test-pw';
   const asRoot = process.getuid?.() === 0;
@@ -43,9 +43,11 @@ export async function startPostgres(): Promise<PostgresServer> {
     await chown(join(base, 'pw'), uid, gid);
   }
   await chmod(base, 0o700);
-  const initArgv = as([join(BIN, 'initdb'), '-D', data, '-U', 'postgres', `--pwfile=${join(base, 'pw')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
-  const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
-  if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  if (!options.dataDir) {
+    const initArgv = as([join(BIN, 'initdb'), '-D', data, '-U', 'postgres', `--pwfile=${join(base, 'pw')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
+    const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
+    if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
+  }
   const serverArgv = as([join(BIN, 'postgres'), '-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'shared_buffers=32MB', '-c', 'fsync=off']);
   const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
@@ -80,4 +82,14 @@ export async function startPostgres(): Promise<PostgresServer> {
       await rm(base, { recursive: true, force: true });
     },
   };
+}
+
+/** A directory the server's user can reach, for restored data directories. */
+export async function postgresWorkDir(): Promise<string> {
+  const base = await mkdtemp(join(tmpdir(), 'cairn-pgwork-'));
+  if (process.getuid?.() === 0) {
+    await chown(base, Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim()), Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim()));
+  }
+  await chmod(base, 0o755);
+  return base;
 }
