@@ -4,6 +4,7 @@ import { mysqldumpEngine } from './mysqldump.ts';
 import { pgdumpEngine } from './pgdump.ts';
 import { etcdEngine } from './etcd.ts';
 import { postgresEngine } from './postgres.ts';
+import { mariabackupEngine } from './mariabackup.ts';
 
 /** Every engine, listed explicitly: importing an engine has no side effect. */
 export const engines: ReadonlyMap<string, Engine<never>> = new Map<string, Engine<never>>([
@@ -11,6 +12,7 @@ export const engines: ReadonlyMap<string, Engine<never>> = new Map<string, Engin
   [pgdumpEngine.name, pgdumpEngine as Engine<never>],
   [etcdEngine.name, etcdEngine as Engine<never>],
   [postgresEngine.name, postgresEngine as Engine<never>],
+  [mariabackupEngine.name, mariabackupEngine as Engine<never>],
 ]);
 
 export function engineByName(name: string): Engine<unknown> {

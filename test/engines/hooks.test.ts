@@ -49,6 +49,6 @@ describe('hooks and the files engine cold copy', () => {
   it('lists the engines and what they need', async () => {
     const r = await runCli(['engines'], env);
     const names = (lastOfType(r, 'engines') as { engines: Array<{ name: string }> }).engines.map((e) => e.name);
-    assert.deepEqual(names, ['files', 'mysqldump', 'pgdump', 'etcd', 'postgres']);
+    assert.deepEqual(names, ['files', 'mysqldump', 'pgdump', 'etcd', 'postgres', 'mariadb']);
   });
 });

@@ -38,14 +38,16 @@ export async function freePort(): Promise<number> {
  * free port, with binary logging on, a root login over its socket and a TCP user
  * `cairn` with a password — what a backup host would have.
  */
-export async function startMariadb(): Promise<MariadbServer> {
+export async function startMariadb(options: { datadir?: string } = {}): Promise<MariadbServer> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-mariadb-'));
-  const datadir = join(base, 'data');
+  const datadir = options.datadir ?? join(base, 'data');
   const socket = join(base, 'mysqld.sock');
   const port = await freePort();
   const asRoot = process.getuid?.() === 0 ? ['--user=root'] : [];
-  const install = spawnSync('mariadb-install-db', ['--no-defaults', `--datadir=${datadir}`, '--auth-root-authentication-method=socket', '--skip-test-db', ...asRoot], { encoding: 'utf8' });
-  if (install.status !== 0) throw new Error(`mariadb-install-db failed: ${install.stderr}`);
+  if (!options.datadir) {
+    const install = spawnSync('mariadb-install-db', ['--no-defaults', `--datadir=${datadir}`, '--auth-root-authentication-method=socket', '--skip-test-db', ...asRoot], { encoding: 'utf8' });
+    if (install.status !== 0) throw new Error(`mariadb-install-db failed: ${install.stderr}`);
+  }
   const child: ChildProcess = spawn(
     '/usr/sbin/mariadbd',
     ['--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--log-bin=mariadb-bin', '--server-id=1', '--innodb-buffer-pool-size=64M', '--skip-name-resolve', `--pid-file=${join(base, 'mysqld.pid')}`, ...asRoot],
@@ -65,7 +67,7 @@ export async function startMariadb(): Promise<MariadbServer> {
     await sleep(100);
   }
   const password = 'cairn-test-pw';
-  sql(`CREATE USER 'cairn'@'127.0.0.1' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO 'cairn'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;`);
+  if (!options.datadir) sql(`CREATE USER 'cairn'@'127.0.0.1' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO 'cairn'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;`);
   return {
     port,
     socket,
