@@ -116,6 +116,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--pre-hook <command>', 'run before the backup (any engine)')
     .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
     .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)')
+    .option('--parallel <n>', 'mariadb engine: files copied at once by mariabackup', positiveInt)
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile()).addOption(dbOptions.name())
     .action(async (paths: string[], opts: BackupCliOptions, cmd: Command) => {
@@ -123,7 +124,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const engine = opts.engine && opts.engine !== 'files' ? engineByName(opts.engine) : undefined;
       if (!engine && paths.length === 0) throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
       if (engine && paths.length > 0) throw new CairnError('Cairn.Usage', `the ${engine.name} engine takes no paths`, { hint: 'give the connection with --db-host/--db-socket and the databases with --db-name' });
-      const engineOptions = engine ? engine.parseOptions(engineOptionsFrom(opts)) : undefined;
+      const engineOptions = engine ? engine.parseOptions({ ...engineOptionsFrom(opts), ...(opts.parallel ? { parallel: opts.parallel } : {}) }) : undefined;
       const snapshot = await backup(repo, {
         paths,
         excludes: opts.exclude,
@@ -416,6 +417,7 @@ interface DbCliOptions {
 }
 
 interface BackupCliOptions extends DbCliOptions {
+  parallel?: number;
   exclude: string[];
   tag: string[];
   host?: string;

@@ -46,6 +46,16 @@ describe('hooks and the files engine cold copy', () => {
     assert.equal(await readFile(log, 'utf8'), 'start\n', 'the start command ran after the failed stop');
   });
 
+  it('an engine whose tools are missing says which to install, and commits nothing', async () => {
+    for (const engine of ['pgdump', 'mysqldump', 'mariadb']) {
+      const r = await runCli(['backup', '--engine', engine], { ...env, PATH: '/nonexistent' });
+      assert.notEqual(r.code, 0, engine);
+      assert.match(r.stderr, /is installed[\s\S]*hint: install/, engine);
+    }
+    const snapshots = (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: Array<{ engine: string }> }).snapshots;
+    assert.ok(snapshots.every((s) => s.engine === 'files'));
+  });
+
   it('lists the engines and what they need', async () => {
     const r = await runCli(['engines'], env);
     const names = (lastOfType(r, 'engines') as { engines: Array<{ name: string }> }).engines.map((e) => e.name);
