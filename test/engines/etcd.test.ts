@@ -64,6 +64,17 @@ describe('etcd engine against a real etcd member', { skip }, () => {
     } finally {
       await copy.stop();
     }
+    const secondDir = join(work.path, 'restored-second');
+    const secondPeer = await freePort();
+    const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
+    assert.equal((await runCli(['restore', secondId, '--target', secondDir, '--etcd-name', 'copy2', '--etcd-initial-advertise-peer-urls', `http://127.0.0.1:${secondPeer}`], env)).code, 0);
+    const copy2 = await startEtcd({ dataDir: secondDir, name: 'copy2', peerPort: secondPeer });
+    try {
+      assert.equal(copy2.ctl('get', '/registry/pods/ns-0/late', '--print-value-only').trim(), 'after the snapshot');
+      assert.equal(listing(copy2), listing(source));
+    } finally {
+      await copy2.stop();
+    }
     const again = await runCli(['restore', summary.snapshotId, '--target', dataDir], env);
     assert.equal(again.code, 15, 'a non-empty data directory is refused');
   });

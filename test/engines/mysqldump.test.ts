@@ -41,7 +41,7 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     await work?.remove();
   });
 
-  it('backs up, records binlog coordinates, dedupes the second dump, and restores under another name with equal checksums', async () => {
+  it('backs up, records binlog coordinates, dedupes the second dump, restores the first into a fresh server and the second under another name', async () => {
     load(server, 'shop', 1);
     const before = checksums(server, 'shop');
     const viewBefore = server.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop');
@@ -61,10 +61,22 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     const added = (lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded;
     assert.ok(added < summary.bytesAdded * 0.6, `the second dump adds ${added} bytes, the first added ${summary.bytesAdded}`);
 
-    const restored = await runCli(['restore', summary.snapshotId, '--target-database', 'shop_copy', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user], env);
+    const after = checksums(server, 'shop');
+    const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
+    // The first snapshot into a fresh server, under its own name; the second under another name.
+    const fresh = await startMariadb();
+    try {
+      const intoFresh = await runCli(['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', 'cairn'], { ...env, CAIRN_DB_PASSWORD: fresh.password });
+      assert.equal(intoFresh.code, 0, intoFresh.stderr);
+      assert.equal(checksums(fresh, 'shop'), before);
+      assert.equal(fresh.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop'), viewBefore, 'the view came back too');
+    } finally {
+      await fresh.stop();
+    }
+    const restored = await runCli(['restore', secondId, '--target-database', 'shop_copy', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user], env);
     assert.equal(restored.code, 0, restored.stderr);
-    assert.equal(checksums(server, 'shop_copy'), before);
-    assert.equal(server.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop_copy'), viewBefore, 'the view came back too');
+    assert.equal(checksums(server, 'shop_copy'), after);
+
   });
 
   it('a wrong password or a server that is down fails clearly and commits no snapshot', async () => {

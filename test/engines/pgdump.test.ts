@@ -48,9 +48,20 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
     const added = (lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded;
     assert.ok(added < summary.bytesAdded * 0.6, `the second dump shares pieces with the first (added ${added} of ${summary.bytesAdded})`);
 
-    const restored = await runCli(['restore', summary.snapshotId, '--target-database', 'shop_copy', ...conn], env);
+    const after = { customers: tableHash(server, 'shop', 'customers'), orders: tableHash(server, 'shop', 'orders') };
+    const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
+    // The first snapshot into a fresh server under its own name; the second under another name.
+    const fresh = await startPostgres();
+    try {
+      const intoFresh = await runCli(['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', fresh.user], { ...env, CAIRN_DB_PASSWORD: fresh.password });
+      assert.equal(intoFresh.code, 0, intoFresh.stderr);
+      assert.deepEqual({ customers: tableHash(fresh, 'shop', 'customers'), orders: tableHash(fresh, 'shop', 'orders') }, before);
+    } finally {
+      await fresh.stop();
+    }
+    const restored = await runCli(['restore', secondId, '--target-database', 'shop_copy', ...conn], env);
     assert.equal(restored.code, 0, restored.stderr);
-    assert.deepEqual({ customers: tableHash(server, 'shop_copy', 'customers'), orders: tableHash(server, 'shop_copy', 'orders') }, before);
+    assert.deepEqual({ customers: tableHash(server, 'shop_copy', 'customers'), orders: tableHash(server, 'shop_copy', 'orders') }, after);
     assert.equal(server.sql("SELECT count(*) FROM pg_indexes WHERE tablename = 'customers'", 'shop_copy').trim(), '2');
 
     const all = await runCli(['backup', '--engine', 'pgdump', ...conn], env);

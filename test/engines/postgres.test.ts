@@ -54,6 +54,8 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     const second = await runCli(['backup', ...conn], env);
     assert.equal(second.code, 0, second.stderr);
     const added = (lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded;
+    const afterChange = state(server);
+    const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
     assert.ok(added < summary.bytesAdded * 0.5, `unchanged relation files are not stored again (added ${added} of ${summary.bytesAdded})`);
 
     const dataDir = join(pgWork, 'restored');
@@ -64,6 +66,15 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
       assert.equal(state(copy), expected);
     } finally {
       await copy.stop();
+    }
+    const secondDir = join(pgWork, 'restored-second');
+    const restoredSecond = await runCli(['restore', secondId, '--target', secondDir, ...(process.getuid?.() === 0 ? ['--owner', 'postgres'] : [])], env);
+    assert.equal(restoredSecond.code, 0, restoredSecond.stderr);
+    const copy2 = await startPostgres({ dataDir: secondDir });
+    try {
+      assert.equal(state(copy2), afterChange);
+    } finally {
+      await copy2.stop();
     }
   });
 });
