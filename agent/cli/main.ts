@@ -183,6 +183,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
     .option('--owner <user>', 'physical engines: give the restored data directory to this user (the database server\'s)')
+    .option('--jobs <n>', 'pgdump: parallel pg_restore jobs (above 1 the dump is written to --temp-dir first)', positiveInt)
     .option('--if-empty', 'do nothing when the target directory already holds data (bootstrapping a replica)')
     .option('--wait-for-snapshot <duration>', 'keep looking this long for a snapshot to appear (e.g. 60s)')
     .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
@@ -203,6 +204,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         engineOptions: {
           ...engineOptionsFrom({ ...opts, dbName: [] }),
           ...(opts.owner ? { owner: opts.owner } : {}),
+          ...(opts.jobs ? { jobs: opts.jobs } : {}),
           ...(opts.etcdName ? { name: opts.etcdName } : {}),
           ...(opts.etcdInitialCluster ? { initialCluster: opts.etcdInitialCluster } : {}),
           ...(opts.etcdInitialAdvertisePeerUrls ? { initialAdvertisePeerUrls: opts.etcdInitialAdvertisePeerUrls } : {}),
@@ -433,6 +435,7 @@ interface BackupCliOptions extends DbCliOptions {
 
 interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
   owner?: string;
+  jobs?: number;
   ifEmpty?: boolean;
   waitForSnapshot?: string;
   etcdName?: string;

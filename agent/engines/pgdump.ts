@@ -1,3 +1,7 @@
+import { createWriteStream } from 'node:fs';
+import { rm, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
@@ -8,6 +12,8 @@ import { explainPgError, pgConnectionSchema, pgEnvironment, type PgConnection } 
 const optionsSchema = pgConnectionSchema.extend({
   /** Databases to dump (one custom-format file each); empty = every database that accepts connections. */
   databases: z.array(z.string().min(1)).default([]),
+  /** pg_restore --jobs; above 1 the dump is first written to local temp space (pg_restore needs a file then). */
+  jobs: z.coerce.number().int().min(1).max(64).default(1),
 });
 type Options = z.infer<typeof optionsSchema>;
 
@@ -56,10 +62,26 @@ export const pgdumpEngine: Engine<Options> = {
           if (error instanceof ProcessError && /already exists/.test(error.stderr)) return;
           rethrow(error, `creating database ${db}`);
         });
-        // A single-job restore streams the dump from the repository; no local copy.
-        await run([await findBinary(['pg_restore']), '--no-owner', '--exit-on-error', '-d', db], { stdin: source.open(file.path), env: pg.env, signal: ctx.signal }).catch((error: unknown) =>
-          rethrow(error, `restoring ${file.path} into ${db}`),
-        );
+        const restoreTool = await findBinary(['pg_restore']);
+        if (options.jobs === 1) {
+          // A single-job restore streams the dump from the repository; no local copy.
+          await run([restoreTool, '--no-owner', '--exit-on-error', '-d', db], { stdin: source.open(file.path), env: pg.env, signal: ctx.signal }).catch((error: unknown) =>
+            rethrow(error, `restoring ${file.path} into ${db}`),
+          );
+        } else {
+          // pg_restore --jobs reads the dump's table of contents at random: the named exception that needs a local file.
+          const local = join(ctx.tempDir, 'restore.dump');
+          const space = await statfs(ctx.tempDir);
+          if (space.bavail * space.bsize < file.size * 1.1 + (64 << 20)) {
+            throw new CairnError('Cairn.Failure', `not enough free space in ${ctx.tempDir} for a ${file.size}-byte dump (pg_restore --jobs needs a local file)`, { hint: 'point --temp-dir elsewhere, or restore with one job (it streams)' });
+          }
+          await pipeline(source.open(file.path), createWriteStream(local, { mode: 0o600 }));
+          try {
+            await run([restoreTool, '--no-owner', '--exit-on-error', `--jobs=${options.jobs}`, '-d', db, local], { env: pg.env, signal: ctx.signal }).catch((error: unknown) => rethrow(error, `restoring ${file.path} into ${db}`));
+          } finally {
+            await rm(local, { force: true });
+          }
+        }
         ctx.progress.warn(`restored ${file.path} into database ${db}`);
       }
     } finally {
