@@ -1,10 +1,11 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { readdir, rm, statfs } from 'node:fs/promises';
+import { rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run } from '../process/run.ts';
+import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineContext } from './engine.ts';
 
 const optionsSchema = z.object({
@@ -33,9 +34,7 @@ export const etcdEngine: Engine<Options> = {
   requires: ['etcdctl (v3 API)', 'free temp space about the size of the member database'],
 
   parseOptions(raw) {
-    const parsed = optionsSchema.safeParse(raw);
-    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid etcd options: ${z.prettifyError(parsed.error)}`);
-    return parsed.data;
+    return parseEngineOptions('etcd', optionsSchema, raw);
   },
 
   async check(options, ctx) {
@@ -58,10 +57,7 @@ export const etcdEngine: Engine<Options> = {
   },
 
   async restore(options, source, ctx) {
-    const target = ctx.target.directory;
-    if (!target) throw new CairnError('Cairn.Usage', 'restoring etcd needs --target DIR, the new member\'s data directory');
-    const existing = await readdir(target).catch(() => [] as string[]);
-    if (existing.length > 0) throw new CairnError('Cairn.TargetNotEmpty', `the etcd data directory ${target} is not empty; nothing was written`, { hint: 'give a new, empty directory' });
+    const target = await requireEmptyTarget(ctx.target.directory, "the new etcd member's data directory");
     await rm(target, { recursive: true, force: true }); // etcdctl creates it and refuses an existing one
     const file = join(ctx.tempDir, SNAPSHOT_FILE);
     await pipeline(source.open(SNAPSHOT_FILE), createWriteStream(file, { mode: 0o600 }));

@@ -1,7 +1,7 @@
-import { readdir } from 'node:fs/promises';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
+import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata } from './engine.ts';
 import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile } from './mysql-connection.ts';
 import { findBinary } from './mysqldump.ts';
@@ -27,9 +27,7 @@ export const mariabackupEngine: Engine<Options> = {
   requires: ['mariabackup (or xtrabackup for MySQL)', 'RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR (REPLICATION CLIENT on MySQL)', 'read access to the datadir (run on the database host)'],
 
   parseOptions(raw) {
-    const parsed = optionsSchema.safeParse(raw);
-    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid mariadb options: ${z.prettifyError(parsed.error)}`);
-    return parsed.data;
+    return parseEngineOptions('mariadb', optionsSchema, raw);
   },
 
   async check() {
@@ -75,11 +73,7 @@ export const mariabackupEngine: Engine<Options> = {
   },
 
   async restore(options, source, ctx) {
-    const target = ctx.target.directory;
-    if (!target) throw new CairnError('Cairn.Usage', 'restoring a physical MariaDB backup needs --target DIR, an empty datadir');
-    if ((await readdir(target).catch(() => [] as string[])).length > 0) {
-      throw new CairnError('Cairn.TargetNotEmpty', `the datadir ${target} is not empty; nothing was written`, { hint: 'give a new, empty directory' });
-    }
+    const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir');
     await source.restoreTo(target);
     const tool = await findBinary(['mariabackup', 'xtrabackup']);
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
+import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, EngineMetadata, SnapshotSink, SnapshotSource } from './engine.ts';
 import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile, type MysqlConnection } from './mysql-connection.ts';
 
@@ -46,9 +47,7 @@ export const mysqldumpEngine: Engine<Options> = {
   requires: ['mariadb-dump or mysqldump', 'mariadb or mysql client', 'SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, REPLICATION CLIENT (BINLOG MONITOR on MariaDB)'],
 
   parseOptions(raw) {
-    const parsed = optionsSchema.safeParse(raw);
-    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid mysqldump options: ${z.prettifyError(parsed.error)}`);
-    return parsed.data;
+    return parseEngineOptions('mysqldump', optionsSchema, raw);
   },
 
   async check(options, ctx) {

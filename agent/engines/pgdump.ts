@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
+import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, SnapshotSink } from './engine.ts';
 import { findBinary } from './mysqldump.ts';
 import { explainPgError, pgConnectionSchema, pgEnvironment, type PgConnection } from './pg-connection.ts';
@@ -28,9 +29,7 @@ export const pgdumpEngine: Engine<Options> = {
   requires: ['pg_dump, pg_dumpall, pg_restore, psql', 'a role that can read every table (pg_read_all_data or superuser); roles listing needs a superuser for passwords'],
 
   parseOptions(raw) {
-    const parsed = optionsSchema.safeParse(raw);
-    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid pgdump options: ${z.prettifyError(parsed.error)}`);
-    return parsed.data;
+    return parseEngineOptions('pgdump', optionsSchema, raw);
   },
 
   async check(options, ctx) {

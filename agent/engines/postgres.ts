@@ -3,6 +3,7 @@ import { extract, type Header } from 'tar-stream';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, stream } from '../process/run.ts';
+import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
 import { explainPgError, pgConnectionSchema, pgEnvironment } from './pg-connection.ts';
 
@@ -26,9 +27,7 @@ export const postgresEngine: Engine<Options> = {
   requires: ['pg_basebackup', 'a role with REPLICATION (and a pg_hba.conf replication entry)', 'no extra tablespaces'],
 
   parseOptions(raw) {
-    const parsed = optionsSchema.safeParse(raw);
-    if (!parsed.success) throw new CairnError('Cairn.Usage', `invalid postgres options: ${z.prettifyError(parsed.error)}`);
-    return parsed.data;
+    return parseEngineOptions('postgres', optionsSchema, raw);
   },
 
   async check() {
@@ -73,11 +72,7 @@ export const postgresEngine: Engine<Options> = {
   },
 
   async restore(options, source, ctx) {
-    const target = ctx.target.directory;
-    if (!target) throw new CairnError('Cairn.Usage', 'restoring a physical PostgreSQL backup needs --target DIR, an empty data directory');
-    if ((await readdir(target).catch(() => [] as string[])).length > 0) {
-      throw new CairnError('Cairn.TargetNotEmpty', `the data directory ${target} is not empty; nothing was written`, { hint: 'give a new, empty directory' });
-    }
+    const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory');
     await source.restoreTo(target);
     // PostgreSQL refuses a data directory that others can read.
     await chmod(target, 0o700);
