@@ -1,6 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
+import { run } from '../process/run.ts';
 
 /** Validates an engine's options with its schema; the error names the engine and the field. */
 export function parseEngineOptions<S extends z.ZodType>(engine: string, schema: S, raw: unknown): z.infer<S> {
@@ -16,4 +17,9 @@ export async function requireEmptyTarget(target: string | undefined, what: strin
     throw new CairnError('Cairn.TargetNotEmpty', `${target} is not empty; nothing was written`, { hint: `give a new, empty directory for ${what}` });
   }
   return target;
+}
+
+/** Gives a restored data directory to the user its server runs as (e.g. mysql, postgres). */
+export async function giveTo(target: string, owner: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  if (owner) await run(['chown', '-R', `${owner}:`, target], { env, hint: `check that the user ${owner} exists` });
 }

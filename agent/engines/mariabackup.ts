@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
-import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
+import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata } from './engine.ts';
 import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile } from './mysql-connection.ts';
 import { findBinary } from './mysqldump.ts';
@@ -79,6 +79,6 @@ export const mariabackupEngine: Engine<Options> = {
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {
       throw new CairnError('Cairn.Failure', `${tool} --prepare failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     });
-    if (options.owner) await run(['chown', '-R', `${options.owner}:`, target], { env: ctx.env });
+    await giveTo(target, options.owner, ctx.env);
   },
 };

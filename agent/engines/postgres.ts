@@ -1,9 +1,9 @@
-import { chmod, chown, readdir } from 'node:fs/promises';
+import { chmod } from 'node:fs/promises';
 import { extract, type Header } from 'tar-stream';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import { ProcessError, stream } from '../process/run.ts';
-import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
+import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
 import { explainPgError, pgConnectionSchema, pgEnvironment } from './pg-connection.ts';
 
@@ -76,10 +76,7 @@ export const postgresEngine: Engine<Options> = {
     await source.restoreTo(target);
     // PostgreSQL refuses a data directory that others can read.
     await chmod(target, 0o700);
-    if (options.owner) {
-      const { uid, gid } = await ownerIds(options.owner);
-      await chownTree(target, uid, gid);
-    }
+    await giveTo(target, options.owner, ctx.env);
   },
 };
 
@@ -110,21 +107,5 @@ async function store(header: Header, body: AsyncIterable<Buffer> & { resume(): u
     await sink.addStream(header.name, body, meta);
   } else {
     body.resume();
-  }
-}
-
-async function ownerIds(user: string): Promise<{ uid: number; gid: number }> {
-  const { run } = await import('../process/run.ts');
-  const uid = Number((await run(['id', '-u', user])).stdout.trim());
-  const gid = Number((await run(['id', '-g', user])).stdout.trim());
-  return { uid, gid };
-}
-
-async function chownTree(path: string, uid: number, gid: number): Promise<void> {
-  await chown(path, uid, gid);
-  for (const entry of await readdir(path, { withFileTypes: true })) {
-    const child = `${path}/${entry.name}`;
-    if (entry.isDirectory()) await chownTree(child, uid, gid);
-    else await chown(child, uid, gid);
   }
 }
