@@ -1,5 +1,5 @@
 import { readdir } from 'node:fs/promises';
-import { hostname, userInfo, availableParallelism } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { parseCompression } from '../core/config.ts';
 import { parseDurationMs } from '../core/duration.ts';
@@ -19,32 +19,18 @@ import { engineByName, engines } from '../engines/registry.ts';
 import { readLocks } from '../core/locks.ts';
 import { retentionPolicySchema } from '../core/retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
-import { openStorage } from '../storage/open.ts';
 import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
+import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
 
-interface GlobalOptions {
-  repo?: string;
-  passwordFile?: string;
-  json?: boolean;
-  quiet?: boolean;
-  concurrency: number;
-  lockWait?: string;
-}
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new CairnError('Cairn.Usage', `expected a whole number from 1 to 64, got ${JSON.stringify(value)}`);
-  return n;
-}
+/** Command modules: each adds its commands to the program (see context.ts). */
+const commandModules: ((program: Command, cli: Cli) => void)[] = [];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let output = new Output({ json: !process.stdout.isTTY, quiet: false });
-  const controller = new AbortController();
+  const cli = new Cli(env);
+  const controller = cli.controller;
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (++signals > 1) process.exit(ExitCode.cancelled);
@@ -66,26 +52,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .hook('preAction', (_cmd, action) => {
       const g = action.optsWithGlobals<GlobalOptions>();
-      output = new Output({ json: Boolean(g.json) || !process.stdout.isTTY, quiet: Boolean(g.quiet) });
+      cli.output = new Output({ json: Boolean(g.json) || !process.stdout.isTTY, quiet: Boolean(g.quiet) });
     });
 
-  const context = async (cmd: Command, confirm = false): Promise<{ g: GlobalOptions; passphrase: string; storage: Awaited<ReturnType<typeof openStorage>> }> => {
-    const g = cmd.optsWithGlobals<GlobalOptions>();
-    if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY' });
-    const storage = await openStorage(g.repo, env);
-    const passphrase = await readPassphrase({ env, passwordFile: g.passwordFile, confirm });
-    return { g, passphrase, storage };
+  const context = async (cmd: Command, confirm = false): Promise<{ g: GlobalOptions; passphrase: string; storage: DeletableStorage }> => {
+    const storage = await cli.storage(cmd);
+    return { g: cli.globals(cmd), storage, passphrase: await cli.passphrase(cmd, confirm) };
   };
-  const openRepo = async (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository }> => {
-    const { g, passphrase, storage } = await context(cmd);
-    return { g, repo: await Repository.open(storage, passphrase) };
-  };
-  const who = (host?: string): Who => ({ host: host ?? hostname(), user: currentUser() });
-  /** Lease length (CAIRN_LOCK_LEASE, seconds; shorter in tests) and how long to wait for a lock. */
-  const locking = (g: GlobalOptions): { leaseMs?: number; lockWaitMs?: number } => ({
-    ...(env.CAIRN_LOCK_LEASE ? { leaseMs: parseDurationMs(env.CAIRN_LOCK_LEASE.match(/^\d+$/) ? `${env.CAIRN_LOCK_LEASE}s` : env.CAIRN_LOCK_LEASE) } : {}),
-    ...(g.lockWait ? { lockWaitMs: parseDurationMs(g.lockWait) } : {}),
-  });
+  const openRepo = (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository }> => cli.openRepo(cmd);
+  const who = (host?: string): Who => cli.who(host);
+  const locking = (g: GlobalOptions): { leaseMs?: number; lockWaitMs?: number } => cli.locking(g);
 
   program
     .command('init')
@@ -94,8 +70,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { compression: string }, cmd: Command) => {
       const { passphrase, storage } = await context(cmd, true);
       const repo = await Repository.init(storage, passphrase, who(), { compression: parseCompression(opts.compression) });
-      await record({ repo, who: who(), progress: output }, 'init', { repositoryId: repo.id, location: storage.location });
-      output.result(
+      await record({ repo, who: who(), progress: cli.output }, 'init', { repositoryId: repo.id, location: storage.location });
+      cli.output.result(
         { type: 'init', repository: storage.location, id: repo.id },
         `created repository ${repo.id.slice(0, 8)} at ${storage.location}\nKeep the passphrase safe: without it the backups cannot be read.`,
       );
@@ -133,7 +109,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         compression: opts.compression ? parseCompression(opts.compression) : undefined,
         concurrency: g.concurrency,
         parent: opts.parent,
-        progress: output,
+        progress: cli.output,
         signal: controller.signal,
         engine: engine ? { engine, options: engineOptions, source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`}` } : undefined,
         preHook: opts.preHook,
@@ -144,7 +120,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         env,
         ...locking(g),
       });
-      output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, engine: snapshot.engine, engineMetadata: snapshot.engineMetadata, ...snapshot.summary }, backupText(snapshot));
+      cli.output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, engine: snapshot.engine, engineMetadata: snapshot.engineMetadata, ...snapshot.summary }, backupText(snapshot));
       if (snapshot.summary.errors > 0) {
         throw new CairnError('Cairn.PartialFailure', `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`, { hint: 'see the warnings above' });
       }
@@ -158,7 +134,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         { name: 'files', description: 'files and directories; --stop-cmd/--start-cmd for a cold copy', requires: ['read access to the paths'] },
         ...[...engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
       ];
-      output.result({ type: 'engines', engines: list }, list.map((e) => `${e.name.padEnd(10)} ${e.description}\n           needs: ${e.requires.join('; ')}`).join('\n'));
+      cli.output.result({ type: 'engines', engines: list }, list.map((e) => `${e.name.padEnd(10)} ${e.description}\n           needs: ${e.requires.join('; ')}`).join('\n'));
     });
 
   program
@@ -167,8 +143,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const { snapshots, unreadable } = await repo.listSnapshots();
-      for (const u of unreadable) output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
-      output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
+      for (const u of unreadable) cli.output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
+      cli.output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
     });
 
   program
@@ -192,7 +168,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       if (opts.ifEmpty && opts.target && (await readdir(opts.target).catch(() => [])).length > 0) {
-        output.result({ type: 'summary', operation: 'restore', skipped: true, target: opts.target }, `${opts.target} already holds data; nothing restored (--if-empty)`);
+        cli.output.result({ type: 'summary', operation: 'restore', skipped: true, target: opts.target }, `${opts.target} already holds data; nothing restored (--if-empty)`);
         return;
       }
       const started = Date.now();
@@ -214,14 +190,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         force: Boolean(opts.force),
         ignoreErrors: Boolean(opts.ignoreErrors),
         concurrency: g.concurrency,
-        progress: output,
+        progress: cli.output,
         signal: controller.signal,
         who: who(),
         ...locking(g),
       });
       const ms = Date.now() - started;
       const where = opts.target ?? (opts.targetDatabase ? `database ${opts.targetDatabase}` : 'the server');
-      output.result(
+      cli.output.result(
         { type: 'summary', operation: 'restore', snapshotId: snapshot.id, engine: snapshot.engine, target: where, ...result, durationMs: ms },
         `restored snapshot ${shortId(snapshot.id)} (${snapshot.engine}) into ${where}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)} in ${formatDuration(ms)}` +
           (result.errors.length ? `\n${result.errors.length} file(s) could not be restored:\n${result.errors.map((e) => `  ${e.path}: ${e.error}`).join('\n')}` : ''),
@@ -237,17 +213,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { readData?: boolean; readDataSubset?: string }, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { readData, concurrency: g.concurrency, progress: output, who: who(), ...locking(g) });
-      output.result({ type: 'verify', ...report }, verifyText(report));
+      const report = await verify(repo, { readData, concurrency: g.concurrency, progress: cli.output, who: who(), ...locking(g) });
+      cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`, { hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist' });
     });
 
 
-  const openForDelete = async (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> => {
-    const { g, passphrase, storage } = await context(cmd);
-    return { g, repo: await Repository.open(storage, passphrase), storage };
-  };
-  const opContext = (repo: Repository, g: GlobalOptions): OperationContext => ({ repo, who: who(), progress: output, ...locking(g) });
+  const openForDelete = (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> => cli.openRepo(cmd);
+  const opContext = (repo: Repository, g: GlobalOptions): OperationContext => cli.operation(repo, g);
 
   program
     .command('forget')
@@ -272,7 +245,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const groupBy = String(opts.groupBy).split(',').map((f) => f.trim()).filter(Boolean);
       for (const f of groupBy) if (!['host', 'paths', 'plan', 'tags'].includes(f)) throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
       const groups = await forget(repo, storage, { policy, groupBy: groupBy as GroupField[], dryRun: Boolean(opts.dryRun), ...opContext(repo, g) });
-      output.result({ type: 'forget', dryRun: Boolean(opts.dryRun), groups }, forgetText(groups, Boolean(opts.dryRun)));
+      cli.output.result({ type: 'forget', dryRun: Boolean(opts.dryRun), groups }, forgetText(groups, Boolean(opts.dryRun)));
     });
 
   for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
@@ -283,7 +256,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       .action(async (ref: string, _opts: unknown, cmd: Command) => {
         const { g, repo, storage } = await openForDelete(cmd);
         const snapshot = await setPin(repo, storage, ref, pinned, opContext(repo, g));
-        output.result({ type: name, snapshotId: snapshot.id }, `${pinned ? 'pinned' : 'unpinned'} snapshot ${shortId(snapshot.id)}`);
+        cli.output.result({ type: name, snapshotId: snapshot.id }, `${pinned ? 'pinned' : 'unpinned'} snapshot ${shortId(snapshot.id)}`);
       });
   }
 
@@ -295,7 +268,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { dryRun?: boolean; maxUnused: string }, cmd: Command) => {
       const { g, repo, storage } = await openForDelete(cmd);
       const report = await prune(repo, storage, { dryRun: Boolean(opts.dryRun), maxUnused: parsePercent(opts.maxUnused, true), concurrency: g.concurrency, ...opContext(repo, g) });
-      output.result(
+      cli.output.result(
         { type: 'prune', ...report },
         `${report.dryRun ? 'would delete' : 'deleted'} ${report.packsDeleted} pack(s) and repack ${report.packsRepacked}; ${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)})`,
       );
@@ -316,7 +289,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       }
       const active = states.filter((s) => s.state === 'active').length;
       await record(opContext(repo, g), 'unlock', { removed, all: Boolean(opts.all) });
-      output.result({ type: 'unlock', removed, stillActive: opts.all ? 0 : active }, `removed ${removed} lock(s)${!opts.all && active ? `; ${active} active lock(s) left (use --all only if their processes are gone)` : ''}`);
+      cli.output.result({ type: 'unlock', removed, stillActive: opts.all ? 0 : active }, `removed ${removed} lock(s)${!opts.all && active ? `; ${active} active lock(s) left (use --all only if their processes are gone)` : ''}`);
     });
 
   program
@@ -325,7 +298,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const events = await readHistory(repo);
-      output.result({ type: 'history', events }, events.map((e) => `${e.time}  ${e.event.padEnd(17)} ${e.user}@${e.host}  ${historyDetail(e)}`).join('\n') || 'no history');
+      cli.output.result({ type: 'history', events }, events.map((e) => `${e.time}  ${e.event.padEnd(17)} ${e.user}@${e.host}  ${historyDetail(e)}`).join('\n') || 'no history');
     });
 
   program
@@ -334,7 +307,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const s = await stats(repo);
-      output.result({ type: 'stats', ...s }, [
+      cli.output.result({ type: 'stats', ...s }, [
         `${s.snapshots} snapshot(s), ${s.pieces} pieces in ${s.packs} pack(s)`,
         `logical ${formatBytes(s.logicalBytes)}, unique ${formatBytes(s.uniqueBytes)}, stored ${formatBytes(s.storedBytes)}`,
         `deduplication ${s.dedupeRatio.toFixed(2)}×, compression ${s.compressionRatio.toFixed(2)}×`,
@@ -347,8 +320,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .description('check the repository\'s structure without reading all data (same as verify without --read-data)')
     .action(async (_opts: unknown, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
-      const report = await verify(repo, { readData: 0, concurrency: g.concurrency, progress: output, who: who(), ...locking(g) });
-      output.result({ type: 'verify', ...report }, verifyText(report));
+      const report = await verify(repo, { readData: 0, concurrency: g.concurrency, progress: cli.output, who: who(), ...locking(g) });
+      cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`);
     });
 
@@ -358,7 +331,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const keys = await listKeys(repo);
-      output.result({ type: 'keys', keys }, keys.map((k) => `${k.current ? '*' : ' '} ${k.id}  ${k.kind}  ${k.created}  ${k.user}@${k.host}`).join('\n'));
+      cli.output.result({ type: 'keys', keys }, keys.map((k) => `${k.current ? '*' : ' '} ${k.id}  ${k.kind}  ${k.created}  ${k.user}@${k.host}`).join('\n'));
     });
   key
     .command('add')
@@ -368,7 +341,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const { g, repo } = await openRepo(cmd);
       const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
       const id = await addKey(repo, passphrase, opContext(repo, g));
-      output.result({ type: 'key.added', keyId: id }, `added key ${id}`);
+      cli.output.result({ type: 'key.added', keyId: id }, `added key ${id}`);
     });
   key
     .command('remove')
@@ -376,7 +349,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       const { g, repo, storage } = await openForDelete(cmd);
       await removeKey(repo, storage, id, opContext(repo, g));
-      output.result({ type: 'key.removed', keyId: id }, `removed key ${id}`);
+      cli.output.result({ type: 'key.removed', keyId: id }, `removed key ${id}`);
     });
   key
     .command('passwd')
@@ -386,8 +359,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const { g, repo, storage } = await openForDelete(cmd);
       const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
       const id = await changePassphrase(repo, storage, passphrase, opContext(repo, g));
-      output.result({ type: 'key.changed', keyId: id }, `changed the passphrase (new key ${id})`);
+      cli.output.result({ type: 'key.changed', keyId: id }, `changed the passphrase (new key ${id})`);
     });
+
+  for (const register of commandModules) register(program, cli);
 
   try {
     await program.parseAsync(argv);
@@ -399,7 +374,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     }
     const failure = controller.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled') ? (controller.signal.reason as unknown) : error;
     const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
-    output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
+    cli.output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
     if (env.CAIRN_DEBUG && failure instanceof Error) process.stderr.write(`${failure.stack}\n`);
     return cairn.exitCode;
   } finally {
@@ -470,26 +445,6 @@ function engineOptionsFrom(opts: DbCliOptions): Record<string, unknown> {
     databases: opts.dbName,
   };
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
-}
-
-function currentUser(): string {
-  try {
-    return userInfo().username;
-  } catch {
-    return String(process.getuid?.() ?? 'unknown');
-  }
-}
-
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new CairnError('Cairn.Usage', `expected a whole number, got ${JSON.stringify(value)}`);
-  return n;
-}
-
-function parsePercent(text: string, allowZero = false): number {
-  const n = Number(text.replace(/%$/, ''));
-  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || n > 100) throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
-  return n / 100;
 }
 
 function backupText(s: Snapshot): string {
