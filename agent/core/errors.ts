@@ -23,6 +23,9 @@ export const ExitCode = {
 export type ErrorCode =
   | 'Cairn.Failure'
   | 'Cairn.Usage'
+  | 'Cairn.Config'
+  | 'Cairn.InvalidInput'
+  | 'Cairn.AgentCrashed'
   | 'Cairn.PartialFailure'
   | 'Cairn.RepositoryNotFound'
   | 'Cairn.WrongKey'
@@ -37,6 +40,9 @@ export type ErrorCode =
 const exitCodes: Record<ErrorCode, number> = {
   'Cairn.Failure': ExitCode.failure,
   'Cairn.Usage': ExitCode.usage,
+  'Cairn.Config': ExitCode.usage,
+  'Cairn.InvalidInput': ExitCode.usage,
+  'Cairn.AgentCrashed': ExitCode.failure,
   'Cairn.PartialFailure': ExitCode.partial,
   'Cairn.RepositoryNotFound': ExitCode.repositoryNotFound,
   'Cairn.WrongKey': ExitCode.wrongKey,
