@@ -1,0 +1,160 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CairnError } from '../../agent/core/errors.ts';
+import {
+  parseEnvironmentConfig,
+  parsePlan,
+  planParameterName,
+  referencedParameters,
+  repositoryLocation,
+  rpoSeconds,
+  type EnvironmentConfigInput,
+  type PlanInput,
+} from '../../agent/core/plan.ts';
+
+function plan(overrides: Partial<PlanInput> = {}): PlanInput {
+  return {
+    id: 'orders-db',
+    targets: { instanceIds: ['i-0123456789abcdef0'] },
+    engine: 'pgdump',
+    engineOptions: { connection: { host: '127.0.0.1', port: 5432, user: 'backup' }, passwordParameter: '/cairn/test/orders-db/password' },
+    schedule: { expression: 'cron(0 2 * * ? *)' },
+    retention: { keepDaily: 7 },
+    keySource: { passphraseParameter: '/cairn/test/orders-db/passphrase' },
+    rpo: '26h',
+    ...overrides,
+  };
+}
+
+function env(plans: PlanInput[], extra: Partial<EnvironmentConfigInput> = {}): EnvironmentConfigInput {
+  return { account: '123456789012', region: 'eu-central-1', plans, ...extra };
+}
+
+function configError(fn: () => unknown): CairnError {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof CairnError, `expected a CairnError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail('expected the config to be rejected');
+}
+
+describe('environment config', () => {
+  test('a minimal config resolves defaults: bucket name, repository URL, timeouts, time zone', () => {
+    const config = parseEnvironmentConfig(env([plan()]), 'test');
+    assert.equal(config.repository.bucketName, 'cairn-test-123456789012-eu-central-1');
+    assert.equal(config.repository.noncurrentVersionDays, 30);
+    assert.equal(config.repository.objectLock, undefined);
+    const p = config.plans[0]!;
+    assert.equal(p.repository.url, 's3://cairn-test-123456789012-eu-central-1/plans/orders-db/');
+    assert.deepEqual(p.timeouts, { heartbeatSeconds: 300, timeoutSeconds: 21600 });
+    assert.equal(p.schedule.timeZone, 'UTC');
+    assert.equal(rpoSeconds(p), 26 * 3600);
+    assert.deepEqual(referencedParameters(p), ['/cairn/test/orders-db/password', '/cairn/test/orders-db/passphrase']);
+  });
+
+  test('a resolved plan round-trips through JSON (what Parameter Store holds)', () => {
+    const p = parseEnvironmentConfig(env([plan()]), 'test').plans[0]!;
+    assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(p)), planParameterName('test', p.id)), p);
+    assert.equal(planParameterName('test', 'orders-db'), '/cairn/test/plans/orders-db');
+  });
+
+  test('an invalid schedule is named with env, plan and field', () => {
+    const error = configError(() => parseEnvironmentConfig(env([plan({ schedule: { expression: 'every day' } })]), 'prod'));
+    assert.match(error.message, /^env prod, plan orders-db: schedule\.expression: /);
+    assert.equal(error.code, 'Cairn.Usage');
+  });
+
+  test('a plan without a valid id is named by position', () => {
+    const error = configError(() => parseEnvironmentConfig(env([plan(), plan({ id: 'Orders DB' })]), 'prod'));
+    assert.match(error.message, /env prod, plan Orders DB: id: /);
+    const missing = configError(() => parseEnvironmentConfig(env([{ ...plan(), id: undefined } as unknown as PlanInput]), 'prod'));
+    assert.match(missing.message, /env prod, plan #1: id: /);
+  });
+
+  test('duplicate plan ids are rejected', () => {
+    assert.match(configError(() => parseEnvironmentConfig(env([plan(), plan()]), 'dev')).message, /plan orders-db: id: plan id orders-db is used twice/);
+  });
+
+  test('orchestrated plans need s3:// or gs:// repositories', () => {
+    for (const url of ['/var/backups/repo', 'file:///var/backups', 'http://example.com/x']) {
+      assert.match(configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev')).message, /plan orders-db: repository\.url: .*s3:\/\//);
+    }
+    const gs = parseEnvironmentConfig(env([plan({ repository: { url: 'gs://my-bucket/cairn/orders' } })]), 'dev').plans[0]!;
+    assert.deepEqual(repositoryLocation(gs.repository.url), { scheme: 'gs', bucket: 'my-bucket', prefix: 'cairn/orders/' });
+  });
+
+  test('secrets are parameter names, not values', () => {
+    const error = configError(() => parseEnvironmentConfig(env([plan({ engineOptions: { passwordParameter: 'hunter2 secret' } })]), 'dev'));
+    assert.match(error.message, /plan orders-db: engineOptions\.passwordParameter: .*parameter name/);
+    assert.doesNotMatch(error.message, /hunter2/);
+  });
+
+  test('targets accept EC2 and on-prem managed instance ids, or a tag selector', () => {
+    const config = parseEnvironmentConfig(
+      env([plan({ targets: { instanceIds: ['i-0abc1234', 'mi-0123456789abcdef0'] } }), plan({ id: 'tagged', targets: { tag: { key: 'cairn:plan', value: 'tagged' } } })]),
+      'dev',
+    );
+    assert.equal(config.plans.length, 2);
+    assert.match(configError(() => parseEnvironmentConfig(env([plan({ targets: { instanceIds: ['i-x; rm -rf /'] } })]), 'dev')).message, /plan orders-db: targets/);
+  });
+
+  test('the rpo is a duration and the heartbeat shorter than the timeout', () => {
+    assert.match(configError(() => parseEnvironmentConfig(env([plan({ rpo: 'a day' })]), 'dev')).message, /plan orders-db: rpo: invalid duration/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ timeouts: { heartbeatSeconds: 600, timeoutSeconds: 300 } })]), 'dev')).message,
+      /plan orders-db: timeouts\.heartbeatSeconds: heartbeatSeconds must be less than timeoutSeconds/,
+    );
+  });
+
+  test('the files engine needs paths; other engines take none', () => {
+    assert.match(configError(() => parseEnvironmentConfig(env([plan({ engine: 'files', engineOptions: {} })]), 'dev')).message, /engineOptions\.paths: the files engine needs/);
+    assert.match(configError(() => parseEnvironmentConfig(env([plan({ engineOptions: { paths: ['/x'] } })]), 'dev')).message, /paths is for the files engine/);
+  });
+
+  test('an empty retention policy is refused', () => {
+    assert.match(configError(() => parseEnvironmentConfig(env([plan({ retention: {} })]), 'dev')).message, /plan orders-db: retention: name at least one keep rule/);
+  });
+
+  test('environment-level fields are named without a plan', () => {
+    const lock = configError(() => parseEnvironmentConfig(env([plan()], { repository: { objectLock: { mode: 'FOREVER' as 'COMPLIANCE', days: 30 } } }), 'prod'));
+    assert.match(lock.message, /^env prod: repository\.objectLock\.mode: /);
+    const replica = configError(() => parseEnvironmentConfig(env([plan()], { repository: { replica: { region: 'eu-central-1' } } }), 'prod'));
+    assert.match(replica.message, /^env prod: repository\.replica\.region: the replica must be in another region/);
+    assert.match(configError(() => parseEnvironmentConfig(env([plan()], { account: '12' }), 'prod')).message, /^env prod: account: /);
+  });
+
+  test('the replica bucket name defaults from the primary', () => {
+    const config = parseEnvironmentConfig(env([plan()], { repository: { bucketName: 'acme-backups', replica: { region: 'eu-west-1' } } }), 'prod');
+    assert.deepEqual(config.repository.replica, { region: 'eu-west-1', bucketName: 'acme-backups-replica' });
+  });
+
+  test('invalid environment names and non-object input are rejected', () => {
+    assert.match(configError(() => parseEnvironmentConfig(env([plan()]), 'Prod!')).message, /invalid environment name/);
+    assert.match(configError(() => parseEnvironmentConfig('nope', 'dev')).message, /^env dev: /);
+  });
+
+  test('fuzz: random mutations of a valid config never throw anything but a CairnError', () => {
+    let seed = 42;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const junk = [null, 0, -1, 1e9, '', 'x', '../../etc', [], {}, true, 'cron(* * * * * *)', '$(reboot)'];
+    const mutate = (value: unknown, depth: number): unknown => {
+      if (rand() < 0.15 || depth > 4) return junk[Math.floor(rand() * junk.length)];
+      if (Array.isArray(value)) return value.map((v) => mutate(v, depth + 1));
+      if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, rand() < 0.8 ? v : mutate(v, depth + 1)]));
+      return value;
+    };
+    let rejected = 0;
+    for (let i = 0; i < 300; i++) {
+      try {
+        parseEnvironmentConfig(mutate(env([plan(), plan({ id: 'etcd-main', engine: 'etcd' })]), 0), 'fuzz');
+      } catch (error) {
+        assert.ok(error instanceof CairnError, String(error));
+        assert.match(error.message, /^env fuzz/);
+        rejected++;
+      }
+    }
+    assert.ok(rejected > 0);
+  });
+});
