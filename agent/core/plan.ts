@@ -269,8 +269,7 @@ export function referencedParameters(plan: Plan): string[] {
 }
 
 function configError(message: string): CairnError {
-  // 'Cairn.Usage' (exit 2): a config error is fixed by editing the config; the message names where.
-  return new CairnError('Cairn.Usage', message, { hint: 'fix the named field in the environment config (cdk/config/<env>.ts)' });
+  return new CairnError('Cairn.Config', message, { hint: 'fix the named field in the environment config (cdk/config/<env>.ts)' });
 }
 
 function describeIssues(error: z.ZodError, raw: unknown, envName: string): string {

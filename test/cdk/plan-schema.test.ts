@@ -63,7 +63,7 @@ describe('environment config', () => {
   test('an invalid schedule is named with env, plan and field', () => {
     const error = configError(() => parseEnvironmentConfig(env([plan({ schedule: { expression: 'every day' } })]), 'prod'));
     assert.match(error.message, /^env prod, plan orders-db: schedule\.expression: /);
-    assert.equal(error.code, 'Cairn.Usage');
+    assert.equal(error.code, 'Cairn.Config');
   });
 
   test('a plan without a valid id is named by position', () => {
