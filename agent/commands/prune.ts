@@ -1,9 +1,7 @@
-import { CairnError } from '../core/errors.ts';
-import { INDEX_PREFIX, PACKS_PREFIX, idFromKey, packKey } from '../core/layout.ts';
+import { analyzeGarbage, replaceIndex } from '../core/garbage.ts';
+import { INDEX_PREFIX, PACKS_PREFIX, packKey } from '../core/layout.ts';
 import type { IndexEntry } from '../core/pack.ts';
 import { PieceIndex } from '../core/piece-index.ts';
-import { PieceReader } from '../core/piece-reader.ts';
-import { collectReferences } from '../core/references.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
@@ -57,48 +55,8 @@ export async function prune(repo: Repository, storage: DeletableStorage, options
 }
 
 async function pruneLocked(repo: Repository, storage: DeletableStorage, options: PruneOptions, assertHeld: () => void): Promise<PruneReport> {
-  const indexFiles: string[] = [];
-  let bytesBefore = 0;
-  for await (const object of storage.list(INDEX_PREFIX)) {
-    if (idFromKey(object.key, INDEX_PREFIX)) indexFiles.push(object.key);
-    bytesBefore += object.size;
-  }
-  const index = await repo.loadIndex(options.concurrency * 2);
-  const { snapshots, unreadable } = await repo.listSnapshots();
-  if (unreadable.length > 0) {
-    throw new CairnError('Cairn.Damaged', `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); prune deletes nothing while it cannot see every snapshot`, {
-      hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
-    });
-  }
-  const reader = new PieceReader(repo, index);
-  const used = await collectReferences(snapshots, reader);
-
-  const packSizes = new Map<string, number>();
-  for await (const object of storage.list(PACKS_PREFIX)) {
-    const id = idFromKey(object.key, PACKS_PREFIX);
-    if (id) packSizes.set(id, object.size);
-    bytesBefore += object.size;
-  }
-  // Per pack: how much of what the index places there is still used.
-  const usage = new Map<string, { live: number; dead: number }>();
-  for (const entry of index.entries()) {
-    const u = usage.get(entry.packId) ?? { live: 0, dead: 0 };
-    if (used.has(entry.id)) u.live += entry.length;
-    else u.dead += entry.length;
-    usage.set(entry.packId, u);
-  }
-  const remove = new Set<string>();
-  const repack = new Set<string>();
-  for (const packId of packSizes.keys()) {
-    const u = usage.get(packId);
-    if (!u || u.live === 0) remove.add(packId); // unused, or written by an interrupted backup and never indexed
-    else if (u.dead > (u.live + u.dead) * options.maxUnused) repack.add(packId);
-  }
-  // A used piece whose pack is gone cannot be saved by prune; refuse rather than drop it from the index silently.
-  const missing = [...usage.keys()].filter((packId) => !packSizes.has(packId) && (usage.get(packId)?.live ?? 0) > 0);
-  if (missing.length > 0) {
-    throw new CairnError('Cairn.Damaged', `${missing.length} pack(s) that snapshots use are missing (${missing.slice(0, 3).join(', ')}…); prune stops`, { hint: 'run `cairn verify` to see the snapshots affected' });
-  }
+  const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
+  const { index, reader, used, indexFiles, packSizes, remove, repack, bytesBefore } = analysis;
 
   let packsWritten = 0;
   const nothingToDo = remove.size === 0 && repack.size === 0 && indexFiles.length <= 1;
@@ -115,19 +73,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
     }
     await writer.flush();
     packsWritten = writer.stats.packsWritten;
-    // One consolidated index of what stays, written (streamed, 50k entries a file) before anything is deleted.
-    let batch: IndexEntry[] = [];
-    for (const entry of index.entries()) {
-      if (!stays(entry)) continue;
-      batch.push(entry);
-      if (batch.length === 50_000) {
-        await repo.writeIndex(batch);
-        batch = [];
-      }
-    }
-    if (batch.length > 0) await repo.writeIndex(batch);
-    assertHeld();
-    for (const key of indexFiles) await storage.delete(key);
+    await replaceIndex(repo, storage, analysis, stays, assertHeld);
     for (const packId of [...remove, ...repack]) {
       assertHeld();
       await storage.delete(packKey(packId));
@@ -138,7 +84,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
   const bytesAfter = options.dryRun ? bytesBefore - freed : await repositoryDataBytes(storage);
   return {
     dryRun: options.dryRun,
-    snapshots: snapshots.length,
+    snapshots: analysis.snapshots,
     packsBefore: packSizes.size,
     packsDeleted: remove.size,
     packsRepacked: repack.size,

@@ -1,0 +1,101 @@
+import { z } from 'zod';
+import { CairnError } from './errors.ts';
+
+/**
+ * The orchestration protocol's messages (../../shared/CONTRACTS.md §6,
+ * docs/orchestration.md): the console's Restore input, the request the state
+ * machine hands the agent through the SSM document (base64url JSON, so no
+ * value ever reaches a shell), and the run summary the agent sends back with
+ * SendTaskSuccess. One schema each, shared by functions/ and the agent.
+ */
+
+export const PLAN_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const planId = z.string().regex(PLAN_ID_PATTERN, 'a plan id: lower-case letters, digits and dashes, starting with a letter or digit');
+const snapshotRef = z.union([z.literal('latest'), z.string().regex(/^[0-9a-f]{8,64}$/, '"latest" or a snapshot id (at least 8 hex digits)')]);
+const isoTime = z.iso.datetime({ offset: true, message: 'an ISO-8601 time with a zone, e.g. 2026-11-23T03:00:00Z' });
+const instanceId = z.string().regex(/^(i|mi)-[0-9a-f]{8,17}$/, 'an EC2 instance id (i-…) or a managed instance id (mi-…)');
+const absolutePath = z
+  .string()
+  .regex(/^\/[^\0\n]*$/, 'an absolute path')
+  .refine((p) => !p.split('/').includes('..'), 'a path without ".." components');
+const databaseName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$/, 'a database name (letters, digits, _, $ and -)');
+
+export const restoreInputSchema = z
+  .object({
+    planId,
+    snapshot: snapshotRef.optional(),
+    pointInTime: isoTime.optional(),
+    targetInstanceId: instanceId.optional(),
+    targetPath: absolutePath.optional(),
+    targetDatabase: databaseName.optional(),
+    dryRun: z.boolean().optional(),
+  })
+  .strict()
+  .refine((v) => v.snapshot === undefined || v.pointInTime === undefined, { message: 'give at most one of snapshot and pointInTime', path: ['pointInTime'] });
+export type RestoreInput = z.infer<typeof restoreInputSchema>;
+
+const heartbeatSeconds = z.number().int().min(30).max(86_400);
+
+export const agentRequestSchema = z.discriminatedUnion('operation', [
+  z.object({ operation: z.literal('backup'), planId, runId: z.string().min(1).max(200), scheduledTime: isoTime.optional(), heartbeatSeconds }).strict(),
+  z
+    .object({
+      operation: z.literal('restore'),
+      planId,
+      snapshotId: z.string().regex(/^[0-9a-f]{64}$/),
+      targetPath: absolutePath.optional(),
+      targetDatabase: databaseName.optional(),
+      heartbeatSeconds,
+    })
+    .strict(),
+  z.object({ operation: z.literal('verify'), planId, readDataSubset: z.number().min(0).max(1), heartbeatSeconds }).strict(),
+  z.object({ operation: z.literal('drill'), planId, snapshotId: z.string().regex(/^[0-9a-f]{64}$/).optional(), heartbeatSeconds }).strict(),
+]);
+export type AgentRequest = z.infer<typeof agentRequestSchema>;
+export type AgentOperation = AgentRequest['operation'];
+
+export function encodeRequest(request: AgentRequest): string {
+  return Buffer.from(JSON.stringify(agentRequestSchema.parse(request))).toString('base64url');
+}
+
+/** The SSM document lets only [A-Za-z0-9_-] through; anything else never reaches the agent. */
+export function decodeRequest(encoded: string): AgentRequest {
+  if (!/^[A-Za-z0-9_-]{1,8000}$/.test(encoded)) throw new CairnError('Cairn.Usage', 'the request is not base64url text');
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(encoded, 'base64url').toString('utf8'));
+  } catch (cause) {
+    throw new CairnError('Cairn.Usage', 'the request is not base64url-encoded JSON', { cause });
+  }
+  return parseOrExplain(agentRequestSchema, json, 'request');
+}
+
+/** What the agent sends with SendTaskSuccess (at most 256 KiB; engine metadata is small). */
+export const runSummarySchema = z.object({
+  operation: z.enum(['backup', 'restore', 'verify', 'drill']),
+  planId,
+  host: z.string(),
+  startedAt: z.string(),
+  finishedAt: z.string(),
+  snapshotId: z.string().optional(),
+  engine: z.string().optional(),
+  bytesRead: z.number().optional(),
+  bytesAdded: z.number().optional(),
+  totalBytes: z.number().optional(),
+  files: z.object({ new: z.number(), changed: z.number(), unchanged: z.number() }).optional(),
+  engineMetadata: z.record(z.string(), z.unknown()).optional(),
+  verify: z.object({ ok: z.boolean(), problems: z.number(), packsRead: z.number() }).optional(),
+  target: z.string().optional(),
+});
+export type RunSummary = z.infer<typeof runSummarySchema>;
+
+/**
+ * Parses with a schema and turns the first problems into one readable
+ * sentence naming each field, e.g. `restore input: pointInTime: an ISO-8601 time …`.
+ */
+export function parseOrExplain<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.slice(0, 5).map((issue) => `${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`);
+  throw new CairnError('Cairn.Usage', `invalid ${what}: ${problems.join('; ')}`);
+}

@@ -1,0 +1,144 @@
+import { CairnError } from './errors.ts';
+import type { RestoreInput } from './orchestration.ts';
+import { shortId } from './snapshot.ts';
+
+/** What the planner needs to know of a snapshot (a good one: committed, not marked damaged). */
+export interface PlannableSnapshot {
+  id: string;
+  time: string;
+  host: string;
+  engine: string;
+  totalBytes: number;
+}
+
+/** A past transfer, for the duration estimate: bytes moved in so many milliseconds. */
+export interface Throughput {
+  kind: 'restore' | 'backup';
+  bytes: number;
+  durationMs: number;
+}
+
+export interface RestorePlan {
+  planId: string;
+  dryRun: boolean;
+  snapshot: PlannableSnapshot;
+  /** Why this snapshot: "latest", "requested id", "newest at or before <time>". */
+  selectedBy: string;
+  targetInstanceId: string;
+  targetPath?: string;
+  targetDatabase?: string;
+  /** Log replay range for point-in-time recovery; null while the plan has no log archive. */
+  logRange: null;
+  bytes: number;
+  estimatedSeconds: number;
+  /** Bytes per second the estimate used, and where it came from. */
+  throughput: { bytesPerSecond: number; basis: string };
+  steps: string[];
+  warnings: string[];
+}
+
+/** Assumed when the repository has no history of transfers yet; said so in the plan's warnings. */
+export const DEFAULT_RESTORE_BYTES_PER_SECOND = 50 * 1024 * 1024;
+
+export interface PlanRestoreContext {
+  snapshots: readonly PlannableSnapshot[];
+  throughputs: readonly Throughput[];
+  /** Instances the plan targets (the default restore target is the first). */
+  planInstanceIds: readonly string[];
+  /** Is the target instance online in SSM (checked by the caller). */
+  instanceOnline: (instanceId: string) => boolean;
+  now?: Date;
+}
+
+/**
+ * Resolves the console's restore input to a concrete plan: which snapshot,
+ * where, how many bytes and roughly how long. Pure: the caller fetched the
+ * snapshots, the throughputs and the instance's state. Every refusal names
+ * what was asked and what exists instead.
+ */
+export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): RestorePlan {
+  const warnings: string[] = [];
+  const newestFirst = [...ctx.snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
+  const { snapshot, selectedBy } = selectSnapshot(input, newestFirst, warnings);
+
+  const targetInstanceId = input.targetInstanceId ?? ctx.planInstanceIds[0];
+  if (targetInstanceId === undefined) {
+    throw new CairnError('Cairn.InvalidInput', `plan ${input.planId} targets instances by tag; name the host to restore to`, { hint: 'add "targetInstanceId": "i-…" to the input' });
+  }
+  if (!ctx.instanceOnline(targetInstanceId)) {
+    throw new CairnError('Cairn.InvalidInput', `targetInstanceId ${targetInstanceId} is not online in Systems Manager`, {
+      hint: 'start the instance or its SSM agent, or choose another targetInstanceId',
+    });
+  }
+  if (input.targetInstanceId !== undefined && !ctx.planInstanceIds.includes(input.targetInstanceId)) {
+    warnings.push(`restoring onto ${input.targetInstanceId}, which is not one of the plan's hosts: the target path or database must not be in use there`);
+  }
+
+  const throughput = estimateThroughput(ctx.throughputs);
+  if (throughput.basis === 'default') warnings.push('no past restore or backup to measure throughput from: the estimate assumes 50 MiB/s');
+  const estimatedSeconds = Math.max(1, Math.ceil(snapshot.totalBytes / throughput.bytesPerSecond));
+
+  const where = input.targetPath ?? (input.targetDatabase ? `database ${input.targetDatabase}` : "the plan's own target");
+  const steps = [
+    `check that ${targetInstanceId} is online (done: it is)`,
+    `restore snapshot ${shortId(snapshot.id)} (${snapshot.engine}, taken ${snapshot.time} on ${snapshot.host}) onto ${targetInstanceId}, into ${where}`,
+    'the agent refuses a non-empty target directory and reports progress through heartbeats',
+    'record the result in the repository history',
+  ];
+  return {
+    planId: input.planId,
+    dryRun: Boolean(input.dryRun),
+    snapshot,
+    selectedBy,
+    targetInstanceId,
+    ...(input.targetPath !== undefined ? { targetPath: input.targetPath } : {}),
+    ...(input.targetDatabase !== undefined ? { targetDatabase: input.targetDatabase } : {}),
+    logRange: null,
+    bytes: snapshot.totalBytes,
+    estimatedSeconds,
+    throughput,
+    steps,
+    warnings,
+  };
+}
+
+function selectSnapshot(input: RestoreInput, newestFirst: readonly PlannableSnapshot[], warnings: string[]): { snapshot: PlannableSnapshot; selectedBy: string } {
+  if (newestFirst.length === 0) {
+    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot to restore`, { hint: 'run a backup of the plan first' });
+  }
+  if (input.pointInTime !== undefined) {
+    const at = Date.parse(input.pointInTime);
+    const found = newestFirst.find((s) => Date.parse(s.time) <= at);
+    if (!found) {
+      const oldest = newestFirst[newestFirst.length - 1] as PlannableSnapshot;
+      throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no snapshot at or before ${input.pointInTime}; the oldest is ${shortId(oldest.id)} at ${oldest.time}`, {
+        hint: 'choose a later pointInTime',
+      });
+    }
+    warnings.push(`plan ${input.planId} has no log archive: this restores the snapshot taken at ${found.time}, not the state at ${input.pointInTime}`);
+    return { snapshot: found, selectedBy: `newest snapshot at or before ${input.pointInTime}` };
+  }
+  const ref = input.snapshot ?? 'latest';
+  if (ref === 'latest') return { snapshot: newestFirst[0] as PlannableSnapshot, selectedBy: 'latest' };
+  const matches = newestFirst.filter((s) => s.id.startsWith(ref));
+  if (matches.length === 0) {
+    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot ${ref}`, {
+      hint: `the newest are ${newestFirst.slice(0, 3).map((s) => `${shortId(s.id)} (${s.time})`).join(', ')}`,
+    });
+  }
+  if (matches.length > 1) throw new CairnError('Cairn.InvalidInput', `snapshot ${ref} is ambiguous: ${matches.length} snapshots start with it`, { hint: 'give more digits' });
+  return { snapshot: matches[0] as PlannableSnapshot, selectedBy: 'requested id' };
+}
+
+/** The median of recent restores, else of recent backups (bytes read per second), else the default. */
+export function estimateThroughput(throughputs: readonly Throughput[]): { bytesPerSecond: number; basis: string } {
+  for (const kind of ['restore', 'backup'] as const) {
+    const rates = throughputs
+      .filter((t) => t.kind === kind && t.durationMs > 0 && t.bytes > 0)
+      .slice(-10)
+      .map((t) => (t.bytes * 1000) / t.durationMs)
+      .sort((a, b) => a - b);
+    if (rates.length > 0) return { bytesPerSecond: rates[Math.floor(rates.length / 2)] as number, basis: `median of the last ${rates.length} ${kind}(s)` };
+  }
+  return { bytesPerSecond: DEFAULT_RESTORE_BYTES_PER_SECOND, basis: 'default' };
+}
