@@ -31,6 +31,12 @@ export const repositoryConfigSchema = z.object({
   chunker: chunkerSchema,
   packSize: z.number().int().min(1 << 20).max(1 << 30),
   compression: compressionSchema,
+  /**
+   * Optional: the chunker key, sealed under the master key (base64), for a repository
+   * created by `cairn copy --to-init` with another repository's chunker parameters, so
+   * copied data and later backups are cut alike and dedupe. Absent: derived from the master key.
+   */
+  chunkerKey: z.string().optional(),
 });
 export type RepositoryConfig = z.infer<typeof repositoryConfigSchema>;
 export type ChunkerParams = RepositoryConfig['chunker'];

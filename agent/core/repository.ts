@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
 import { DEFAULT_CHUNKER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, parseRepositoryConfig, type ChunkerParams, type Compression, type RepositoryConfig } from './config.ts';
-import { deriveKey, hmac } from './crypto.ts';
+import { deriveKey, hmac, open as openSealed, seal as sealBytes } from './crypto.ts';
 import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
 import { newMasterKey, parseKeyFile, unwrapMasterKey, wrapMasterKey } from './keyfile.ts';
 import { CONFIG_KEY, FORMAT_VERSION, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, idFromKey, indexKey, keyFileKey, snapshotKey } from './layout.ts';
@@ -20,6 +20,8 @@ export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
   packSize?: number;
+  /** Another repository's chunker key (`copy --to-init`), so data is cut as that repository cuts it. */
+  chunkerSeed?: Buffer;
 }
 
 /**
@@ -33,6 +35,7 @@ export class Repository {
   readonly keyId: string;
   private readonly master: Buffer;
   private readonly idKey: Buffer;
+  private readonly chunkerKey: Buffer;
 
   private constructor(storage: Storage, config: RepositoryConfig, master: Buffer, keyId: string) {
     this.storage = storage;
@@ -40,6 +43,7 @@ export class Repository {
     this.master = master;
     this.keyId = keyId;
     this.idKey = deriveKey(master, 'cairn/v1/piece-id');
+    this.chunkerKey = config.chunkerKey === undefined ? deriveKey(master, 'cairn/v1/chunker') : unwrapChunkerKey(master, config);
   }
 
   static async init(storage: Storage, passphrase: string, who: Who, options: InitOptions = {}): Promise<Repository> {
@@ -58,6 +62,7 @@ export class Repository {
       compression: options.compression ?? DEFAULT_COMPRESSION,
     };
     const master = newMasterKey();
+    if (options.chunkerSeed) config.chunkerKey = sealBytes(chunkerWrapKey(master), options.chunkerSeed, chunkerWrapAad(config.id)).toString('base64');
     const keyFile = await wrapMasterKey(master, passphrase, config.id, who);
     const keyId = randomBytes(16).toString('hex');
     await storage.put(keyFileKey(keyId), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
@@ -108,7 +113,7 @@ export class Repository {
 
   /** Key that seeds the content-defined chunker, so cut points do not leak content either. */
   chunkerSeed(): Buffer {
-    return deriveKey(this.master, 'cairn/v1/chunker');
+    return this.chunkerKey;
   }
 
   masterKey(): Buffer {
@@ -198,4 +203,19 @@ export class Repository {
     if (matches.length > 1) throw new CairnError('Cairn.Usage', `snapshot id prefix ${ref} is ambiguous (${matches.length} snapshots)`, { hint: 'give more digits' });
     return this.readSnapshot(matches[0] as string);
   }
+}
+
+function chunkerWrapKey(master: Buffer): Buffer {
+  return deriveKey(master, 'cairn/v1/chunker-wrap');
+}
+
+function chunkerWrapAad(repositoryId: string): Buffer {
+  return Buffer.from(`cairn/v1/chunker-key|${repositoryId}`, 'utf8');
+}
+
+/** The chunker key a repository adopted from another one (config.chunkerKey), sealed under this one's master key. */
+function unwrapChunkerKey(master: Buffer, config: RepositoryConfig): Buffer {
+  const seed = openSealed(chunkerWrapKey(master), Buffer.from(config.chunkerKey ?? '', 'base64'), chunkerWrapAad(config.id));
+  if (!seed || seed.length !== 32) throw new DamagedError(`the chunker key in the config of repository ${config.id} does not authenticate`);
+  return seed;
 }

@@ -1,6 +1,6 @@
 /** What long operations report while they run. Listeners decide how (TTY line, JSON lines, task heartbeats). */
 export interface ProgressEvent {
-  phase: 'scan' | 'backup' | 'restore' | 'verify';
+  phase: 'scan' | 'backup' | 'restore' | 'verify' | 'copy';
   files: number;
   bytes: number;
   totalFiles?: number;

@@ -1,0 +1,356 @@
+import { Semaphore, mapLimit } from '../core/concurrency.ts';
+import { ID_BYTES } from '../core/crypto.ts';
+import { AlreadyExistsError, CairnError } from '../core/errors.ts';
+import { PieceType, type PieceTypeId } from '../core/pack.ts';
+import type { PieceIndex } from '../core/piece-index.ts';
+import { PieceReader } from '../core/piece-reader.ts';
+import { Repository, type InitOptions, type Who } from '../core/repository.ts';
+import { shortId, type Snapshot } from '../core/snapshot.ts';
+import type { Storage } from '../core/storage.ts';
+import { encodeTree, decodeTree, type TreeEntry } from '../core/tree.ts';
+import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
+import { PackWriter } from '../pipeline/pack-writer.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
+
+export interface CopyOptions {
+  /** Snapshot refs (ids, prefixes, "latest"); empty: every snapshot (after the filters). */
+  snapshots: string[];
+  /** Only snapshots of these hosts (any of them); empty: every host. */
+  hosts: string[];
+  /** Only snapshots carrying at least one of these tags; empty: any. */
+  tags: string[];
+  who: Who;
+  concurrency: number;
+  progress: ProgressListener;
+  signal?: AbortSignal | undefined;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
+  /**
+   * Index files are written every this many uploaded pieces (and after each
+   * snapshot), so a copy killed mid-way reuses what it uploaded. Default 2048.
+   */
+  indexEvery?: number | undefined;
+}
+
+export interface CopyReport {
+  /** Snapshots the selection named. */
+  selected: number;
+  copied: string[];
+  /** Already in the target (same snapshot id): not read, not written. */
+  skipped: string[];
+  /** Pieces read from the source (each at most once per run). */
+  piecesRead: number;
+  /** Plaintext bytes read from the source. */
+  bytesRead: number;
+  /** Pieces the target already had (an earlier copy, an interrupted one, or its own backups). */
+  piecesReused: number;
+  piecesUploaded: number;
+  /** Plaintext bytes of the uploaded pieces. */
+  rawBytesUploaded: number;
+  /** Stored (compressed, encrypted) bytes uploaded in packs. */
+  bytesUploaded: number;
+  packsWritten: number;
+  durationMs: number;
+}
+
+/**
+ * Copies snapshots into another repository (docs/copy.md). Piece ids are
+ * HMACs under each repository's own id key, so every piece is re-identified
+ * with the target's key and re-encrypted under its keys, and the trees and
+ * content lists that name pieces are rewritten with the new ids. Manifests
+ * keep their snapshot id: a snapshot already in the target is skipped, so a
+ * second copy reads and writes nothing. Order per snapshot is the backup's:
+ * packs, then index files, then the manifest last (create-if-absent); a copy
+ * killed at any point leaves no partial snapshot, and the pieces in packs it
+ * had indexed are not uploaded again by the next run.
+ *
+ * Locks: shared on the source (like restore) and shared on the target (like
+ * backup); the target lease is checked before each manifest is committed.
+ */
+export async function copy(source: Repository, target: Repository, options: CopyOptions): Promise<CopyReport> {
+  if (source.id === target.id) {
+    throw new CairnError('Cairn.Usage', `the source and the target are the same repository (${source.id.slice(0, 8)})`, { hint: 'give --to-repo another repository' });
+  }
+  const base = { who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const sourceCtx: OperationContext = { repo: source, ...base };
+  const targetCtx: OperationContext = { repo: target, ...base };
+  return underLock(sourceCtx, 'copy', false, () =>
+    underLock(targetCtx, 'copy', false, async (targetLease) => {
+      const started = Date.now();
+      try {
+        const report = await copyLocked(source, target, options, targetLease, targetCtx);
+        const summary = { ...report, copied: report.copied.length, skipped: report.skipped.length };
+        await record(targetCtx, 'copy.finished', { from: source.storage.location, sourceRepository: source.id, ...summary, snapshotIds: report.copied });
+        await record(sourceCtx, 'copy.finished', { to: target.storage.location, targetRepository: target.id, ...summary, snapshotIds: report.copied });
+        return report;
+      } catch (error) {
+        const details = { from: source.storage.location, to: target.storage.location, durationMs: Date.now() - started, ...failureDetails(error) };
+        await record(targetCtx, 'copy.failed', details);
+        await record(sourceCtx, 'copy.failed', details);
+        throw error;
+      }
+    }),
+  );
+}
+
+async function copyLocked(source: Repository, target: Repository, options: CopyOptions, lease: Lease, targetCtx: OperationContext): Promise<CopyReport> {
+  const started = Date.now();
+  const selected = await selectSnapshots(source, options);
+  const present = new Set(await target.listSnapshotIds());
+  const todo = selected.filter((s) => !present.has(s.id));
+  const skipped = selected.filter((s) => present.has(s.id)).map((s) => s.id);
+  const report: CopyReport = {
+    selected: selected.length,
+    copied: [],
+    skipped,
+    piecesRead: 0,
+    bytesRead: 0,
+    piecesReused: 0,
+    piecesUploaded: 0,
+    rawBytesUploaded: 0,
+    bytesUploaded: 0,
+    packsWritten: 0,
+    durationMs: 0,
+  };
+  for (const id of skipped) options.progress.warn(`snapshot ${shortId(id)} is already in the target; skipped`, { snapshot: id, skipped: true });
+  if (todo.length > 0) {
+    const [sourceIndex, targetIndex] = await Promise.all([source.loadIndex(options.concurrency * 2), target.loadIndex(options.concurrency * 2)]);
+    const translator = new Translator(source, target, sourceIndex, targetIndex, options, report);
+    for (const snapshot of todo) {
+      options.signal?.throwIfAborted();
+      const tree = await translator.tree(Buffer.from(snapshot.tree, 'hex'));
+      await translator.flush();
+      options.signal?.throwIfAborted();
+      // Commit only with a live lease on the target: a copy stalled past its lease may have had pieces pruned there.
+      lease.assertHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
+      const copied: Snapshot = { ...snapshot, tree: tree.toString('hex') };
+      try {
+        await target.saveSnapshot(copied);
+      } catch (error) {
+        if (!(error instanceof AlreadyExistsError)) throw error;
+        report.skipped.push(snapshot.id); // another copy committed it meanwhile
+        continue;
+      }
+      report.copied.push(snapshot.id);
+      await record(targetCtx, 'copy.committed', { snapshotId: snapshot.id, sourceRepository: source.id, time: snapshot.time, host: snapshot.host, paths: snapshot.paths });
+      options.progress.warn(`copied snapshot ${shortId(snapshot.id)} (${snapshot.host} ${snapshot.time})`, { snapshot: snapshot.id, copied: true });
+    }
+  }
+  report.durationMs = Date.now() - started;
+  return report;
+}
+
+/** The snapshots to copy, oldest first: the named ones (or all), narrowed by host and tag. */
+export async function selectSnapshots(source: Repository, options: Pick<CopyOptions, 'snapshots' | 'hosts' | 'tags' | 'progress'>): Promise<Snapshot[]> {
+  let chosen: Snapshot[];
+  if (options.snapshots.length > 0) {
+    const byId = new Map<string, Snapshot>();
+    for (const ref of options.snapshots) {
+      const s = await source.findSnapshot(ref);
+      byId.set(s.id, s);
+    }
+    chosen = [...byId.values()];
+  } else {
+    const { snapshots, unreadable } = await source.listSnapshots();
+    for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is not copied: ${u.error}`, { snapshot: u.id });
+    chosen = snapshots;
+  }
+  return chosen
+    .filter((s) => options.hosts.length === 0 || options.hosts.includes(s.host))
+    .filter((s) => options.tags.length === 0 || s.tags.some((t) => options.tags.includes(t)))
+    .sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+}
+
+/**
+ * Maps source pieces to target pieces: reads a piece from the source, ids it
+ * with the target's key, and hands it to the target's pack writer (which
+ * skips what the target has). Trees and lists are rewritten bottom-up, since
+ * their bytes name other pieces. Each source piece is read at most once a run.
+ */
+class Translator {
+  private readonly source: Repository;
+  private readonly target: Repository;
+  private readonly reader: PieceReader;
+  private readonly writer: PackWriter;
+  private readonly options: CopyOptions;
+  private readonly report: CopyReport;
+  private readonly memo = new IdMap();
+  /** The pack writer takes one piece at a time; reads and hashing run in parallel. */
+  private readonly adding = new Semaphore(1);
+  private files = 0;
+  private lastReport = 0;
+
+  constructor(source: Repository, target: Repository, sourceIndex: PieceIndex, targetIndex: PieceIndex, options: CopyOptions, report: CopyReport) {
+    this.source = source;
+    this.target = target;
+    this.options = options;
+    this.report = report;
+    this.reader = new PieceReader(source, sourceIndex, { cacheFrames: Math.max(8, options.concurrency * 2) });
+    this.writer = new PackWriter(target, targetIndex, {
+      compression: target.config.compression,
+      concurrency: options.concurrency,
+      indexEvery: options.indexEvery ?? 2048,
+    });
+  }
+
+  async flush(): Promise<void> {
+    await this.writer.flush();
+    this.syncStats();
+  }
+
+  /** The target id of a source tree, after every piece below it is in the target. */
+  async tree(sourceId: Buffer): Promise<Buffer> {
+    const known = this.memo.get(sourceId);
+    if (known) return known;
+    this.options.signal?.throwIfAborted();
+    const tree = decodeTree(await this.read(sourceId), sourceId.toString('hex'));
+    const entries: TreeEntry[] = [];
+    for (const entry of tree.entries) {
+      const out: TreeEntry = { ...entry };
+      if (entry.subtree) out.subtree = (await this.tree(Buffer.from(entry.subtree, 'hex'))).toString('hex');
+      if (entry.content) out.content = (await this.pieces(entry.content.map((id) => Buffer.from(id, 'hex')))).map((id) => id.toString('hex'));
+      if (entry.contentLists) {
+        const lists: string[] = [];
+        for (const listId of entry.contentLists) lists.push((await this.list(Buffer.from(listId, 'hex'))).toString('hex'));
+        out.contentLists = lists;
+      }
+      if (entry.type === 'file') this.files++;
+      entries.push(out);
+      this.progress();
+    }
+    return this.store(sourceId, PieceType.tree, encodeTree({ version: 1, entries }));
+  }
+
+  /** A `list` piece: a run of 32-byte data piece ids, rewritten with the target's ids. */
+  private async list(sourceId: Buffer): Promise<Buffer> {
+    const known = this.memo.get(sourceId);
+    if (known) return known;
+    const data = await this.read(sourceId);
+    const ids: Buffer[] = [];
+    for (let at = 0; at + ID_BYTES <= data.length; at += ID_BYTES) ids.push(Buffer.from(data.subarray(at, at + ID_BYTES)));
+    const mapped = await this.pieces(ids);
+    return this.store(sourceId, PieceType.list, Buffer.concat(mapped));
+  }
+
+  /** Data pieces, in order; read (and uploaded) `concurrency` at a time. */
+  private async pieces(ids: Buffer[]): Promise<Buffer[]> {
+    const out = new Array<Buffer>(ids.length);
+    await mapLimit(ids.keys(), Math.max(1, this.options.concurrency), async (i) => {
+      this.options.signal?.throwIfAborted();
+      const id = ids[i] as Buffer;
+      out[i] = this.memo.get(id) ?? (await this.store(id, PieceType.data, await this.read(id)));
+      this.progress();
+    });
+    return out;
+  }
+
+  private async read(sourceId: Buffer): Promise<Buffer> {
+    const data = await this.reader.read(sourceId);
+    this.report.piecesRead++;
+    this.report.bytesRead += data.length;
+    return data;
+  }
+
+  private async store(sourceId: Buffer, type: PieceTypeId, data: Buffer): Promise<Buffer> {
+    const id = this.target.pieceId(data);
+    await this.adding.acquire();
+    try {
+      if (!(await this.writer.add(id, type, data))) this.report.piecesReused++;
+    } finally {
+      this.adding.release();
+    }
+    this.memo.set(sourceId, id);
+    return id;
+  }
+
+  private syncStats(): void {
+    const s = this.writer.stats;
+    this.report.piecesUploaded = s.piecesAdded;
+    this.report.rawBytesUploaded = s.rawBytesAdded;
+    this.report.bytesUploaded = s.bytesAdded;
+    this.report.packsWritten = s.packsWritten;
+  }
+
+  private progress(): void {
+    const now = Date.now();
+    if (now - this.lastReport < 200) return;
+    this.lastReport = now;
+    this.syncStats();
+    this.options.progress.progress({ phase: 'copy', files: this.files, bytes: this.report.bytesRead, bytesAdded: this.report.bytesUploaded });
+  }
+}
+
+/**
+ * Source piece id → target piece id, 64 bytes a pair in one growing buffer
+ * with an open-addressing table (ids are HMACs: uniformly spread), so a run
+ * over millions of pieces stays within tens of MB.
+ */
+export class IdMap {
+  private records = Buffer.alloc(ID_BYTES * 2 * 1024);
+  private slots = new Uint32Array(2048);
+  private count = 0;
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(key: Buffer): Buffer | undefined {
+    const record = this.find(key);
+    if (record < 0) return undefined;
+    const at = record * ID_BYTES * 2 + ID_BYTES;
+    return Buffer.from(this.records.subarray(at, at + ID_BYTES));
+  }
+
+  set(key: Buffer, value: Buffer): void {
+    if (this.find(key) >= 0) return;
+    if ((this.count + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
+    if ((this.count + 1) * ID_BYTES * 2 > this.records.length) {
+      const grown = Buffer.alloc(this.records.length * 2);
+      this.records.copy(grown);
+      this.records = grown;
+    }
+    const at = this.count * ID_BYTES * 2;
+    key.copy(this.records, at, 0, ID_BYTES);
+    value.copy(this.records, at + ID_BYTES, 0, ID_BYTES);
+    this.insert(this.count);
+    this.count++;
+  }
+
+  private find(key: Buffer): number {
+    const mask = this.slots.length - 1;
+    for (let slot = key.readUInt32LE(0) & mask; ; slot = (slot + 1) & mask) {
+      const value = this.slots[slot] as number;
+      if (value === 0) return -1;
+      const at = (value - 1) * ID_BYTES * 2;
+      if (this.records.compare(key, 0, ID_BYTES, at, at + ID_BYTES) === 0) return value - 1;
+    }
+  }
+
+  private insert(record: number): void {
+    const mask = this.slots.length - 1;
+    let slot = this.records.readUInt32LE(record * ID_BYTES * 2) & mask;
+    while (this.slots[slot] !== 0) slot = (slot + 1) & mask;
+    this.slots[slot] = record + 1;
+  }
+
+  private rehash(size: number): void {
+    this.slots = new Uint32Array(size);
+    for (let record = 0; record < this.count; record++) this.insert(record);
+  }
+}
+
+/**
+ * Creates the target of `copy --to-init`: its own id and master key, the
+ * source's chunker parameters and chunker key (sealed under the target's
+ * master key, never the source's master key), so that data the copy brings
+ * and later backups straight into the target are cut alike and dedupe.
+ */
+export async function initCopyTarget(storage: Storage, passphrase: string, source: Repository, who: Who, copyChunker = true): Promise<Repository> {
+  const options: InitOptions = {
+    packSize: source.config.packSize,
+    compression: source.config.compression,
+    ...(copyChunker ? { chunker: source.config.chunker, chunkerSeed: source.chunkerSeed() } : {}),
+  };
+  return Repository.init(storage, passphrase, who, options);
+}
