@@ -94,6 +94,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
     .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)')
     .option('--parallel <n>', 'mariadb engine: files copied at once by mariabackup', positiveInt)
+    .addOption(etcdFlags.prefix('back up only keys under this prefix (repeatable; default: every key)'))
+    .addOption(etcdFlags.endpoints()).addOption(etcdFlags.cacert()).addOption(etcdFlags.cert()).addOption(etcdFlags.key())
     .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
     .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile()).addOption(dbOptions.name())
     .action(async (paths: string[], opts: BackupCliOptions, cmd: Command) => {
@@ -166,6 +168,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
     .option('--etcd-initial-cluster <list>', 'etcd: name=peerURL,... of the new cluster')
     .option('--etcd-initial-advertise-peer-urls <urls>', 'etcd: the restored member\'s peer URLs (default: http://127.0.0.1:2380)')
+    .addOption(etcdFlags.prefix('restore only the snapshot\'s keys under this prefix (repeatable)'))
+    .option('--clear-prefix', 'etcd-keys: delete every key under the target prefix(es) before restoring')
+    .option('--rename-prefix <old:new>', 'etcd-keys: restore keys under OLD as NEW (every restored key must start with OLD)')
+    .addOption(etcdFlags.endpoints()).addOption(etcdFlags.cacert()).addOption(etcdFlags.cert()).addOption(etcdFlags.key())
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       if (opts.ifEmpty && opts.target && (await readdir(opts.target).catch(() => [])).length > 0) {
@@ -185,6 +191,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
           ...(opts.etcdName ? { name: opts.etcdName } : {}),
           ...(opts.etcdInitialCluster ? { initialCluster: opts.etcdInitialCluster } : {}),
           ...(opts.etcdInitialAdvertisePeerUrls ? { initialAdvertisePeerUrls: opts.etcdInitialAdvertisePeerUrls } : {}),
+          ...(opts.clearPrefix ? { clearPrefix: true } : {}),
+          ...(opts.renamePrefix !== undefined ? { renamePrefix: opts.renamePrefix } : {}),
+          ...(opts.force ? { force: true } : {}),
         },
         env,
         includes: opts.include,
@@ -392,6 +401,11 @@ interface DbCliOptions {
   dbPasswordFile?: string;
   dbDefaultsFile?: string;
   dbName: string[];
+  etcdPrefix?: string[];
+  etcdEndpoints?: string;
+  etcdCacert?: string;
+  etcdCert?: string;
+  etcdKey?: string;
 }
 
 interface BackupCliOptions extends DbCliOptions {
@@ -417,6 +431,8 @@ interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
   etcdName?: string;
   etcdInitialCluster?: string;
   etcdInitialAdvertisePeerUrls?: string;
+  clearPrefix?: boolean;
+  renamePrefix?: string;
   target?: string;
   targetDatabase?: string;
   include: string[];
@@ -435,6 +451,15 @@ const dbOptions = {
   name: () => new Option('--db-name <name>', 'database to back up (repeatable; default: all)').argParser(collect).default([]),
 };
 
+/** The etcd-keys engine's connection (etcdctl's own variables are read too) and prefix flags. */
+const etcdFlags = {
+  prefix: (what: string) => new Option('--etcd-prefix <prefix>', `etcd-keys: ${what}`).argParser(collect).default([]),
+  endpoints: () => new Option('--etcd-endpoints <urls>', 'etcd-keys: client URLs, comma-separated (default: http://--db-host:--db-port)').env('ETCDCTL_ENDPOINTS'),
+  cacert: () => new Option('--etcd-cacert <file>', 'etcd-keys: CA bundle to verify the server (TLS)').env('ETCDCTL_CACERT'),
+  cert: () => new Option('--etcd-cert <file>', 'etcd-keys: client certificate (TLS)').env('ETCDCTL_CERT'),
+  key: () => new Option('--etcd-key <file>', 'etcd-keys: client certificate key (TLS)').env('ETCDCTL_KEY'),
+};
+
 function engineOptionsFrom(opts: DbCliOptions): Record<string, unknown> {
   const raw: Record<string, unknown> = {
     host: opts.dbHost,
@@ -444,6 +469,11 @@ function engineOptionsFrom(opts: DbCliOptions): Record<string, unknown> {
     passwordFile: opts.dbPasswordFile,
     defaultsFile: opts.dbDefaultsFile,
     databases: opts.dbName,
+    prefixes: opts.etcdPrefix?.length ? opts.etcdPrefix : undefined,
+    endpoints: opts.etcdEndpoints,
+    cacert: opts.etcdCacert,
+    cert: opts.etcdCert,
+    key: opts.etcdKey,
   };
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
 }

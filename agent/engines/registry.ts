@@ -3,6 +3,7 @@ import type { Engine } from './engine.ts';
 import { mysqldumpEngine } from './mysqldump.ts';
 import { pgdumpEngine } from './pgdump.ts';
 import { etcdEngine } from './etcd.ts';
+import { etcdKeysEngine } from './etcd-keys.ts';
 import { postgresEngine } from './postgres.ts';
 import { mariabackupEngine } from './mariabackup.ts';
 
@@ -11,6 +12,7 @@ export const engines: ReadonlyMap<string, Engine<never>> = new Map<string, Engin
   [mysqldumpEngine.name, mysqldumpEngine as Engine<never>],
   [pgdumpEngine.name, pgdumpEngine as Engine<never>],
   [etcdEngine.name, etcdEngine as Engine<never>],
+  [etcdKeysEngine.name, etcdKeysEngine as Engine<never>],
   [postgresEngine.name, postgresEngine as Engine<never>],
   [mariabackupEngine.name, mariabackupEngine as Engine<never>],
 ]);
