@@ -8,6 +8,7 @@ import type { OperationContext } from '../commands/operation.ts';
 import { openStorage } from '../storage/open.ts';
 import { Output } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
+import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 
 /** Options every command inherits from the program. */
 export interface GlobalOptions {
@@ -30,6 +31,8 @@ export class Cli {
   readonly controller = new AbortController();
   /** Replaced once the global flags are parsed (--json, --quiet). */
   output: Output;
+  /** What --metrics-file reports about this run (storage-options.ts). */
+  readonly run: RunRecord = { startedAt: Date.now() };
 
   constructor(env: NodeJS.ProcessEnv) {
     this.env = env;
@@ -48,7 +51,9 @@ export class Cli {
   async storage(cmd: Command): Promise<DeletableStorage> {
     const g = this.globals(cmd);
     if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY' });
-    return openStorage(g.repo, this.env);
+    const storage = wrapStorage(await openStorage(g.repo, this.env), cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal });
+    this.run.repository ??= storage.location;
+    return storage;
   }
 
   /** The passphrase from CAIRN_PASSWORD, --password-file or a prompt (confirm: ask twice). */

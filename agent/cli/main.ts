@@ -23,6 +23,7 @@ import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
 import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
+import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
@@ -55,6 +56,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const g = action.optsWithGlobals<GlobalOptions>();
       cli.output = new Output({ json: Boolean(g.json) || !process.stdout.isTTY, quiet: Boolean(g.quiet) });
     });
+
+  addStorageOptions(program).hook('preAction', (_cmd, action) => {
+    cli.run.operation ??= action.name();
+  });
 
   const context = async (cmd: Command, confirm = false): Promise<{ g: GlobalOptions; passphrase: string; storage: DeletableStorage }> => {
     const storage = await cli.storage(cmd);
@@ -123,6 +128,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         env,
         ...locking(g),
       });
+      cli.run.backup = snapshot.summary;
       cli.output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, engine: snapshot.engine, engineMetadata: snapshot.engineMetadata, ...snapshot.summary }, backupText(snapshot));
       if (snapshot.summary.errors > 0) {
         throw new CairnError('Cairn.PartialFailure', `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`, { hint: 'see the warnings above' });
@@ -376,6 +382,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   try {
     await program.parseAsync(argv);
+    await finishRun(program.opts<StorageFlags>(), cli.run, true);
     return ExitCode.ok;
   } catch (error) {
     if (error instanceof CommanderError) {
@@ -386,6 +393,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
     cli.output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
     if (env.CAIRN_DEBUG && failure instanceof Error) process.stderr.write(`${failure.stack}\n`);
+    await finishRun(program.opts<StorageFlags>(), cli.run, false);
     return cairn.exitCode;
   } finally {
     process.off('SIGINT', onSignal);

@@ -31,6 +31,8 @@ export const repositoryConfigSchema = z.object({
   chunker: chunkerSchema,
   packSize: z.number().int().min(1 << 20).max(1 << 30),
   compression: compressionSchema,
+  /** Objects other than this config pass through a storage hook (docs/storage-hooks.md). */
+  transform: z.literal('hook').optional(),
   /**
    * Optional: the chunker key, sealed under the master key (base64), for a repository
    * created by `cairn copy --to-init` with another repository's chunker parameters, so

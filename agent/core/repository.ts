@@ -60,6 +60,7 @@ export class Repository {
       chunker: options.chunker ?? DEFAULT_CHUNKER,
       packSize: options.packSize ?? DEFAULT_PACK_SIZE,
       compression: options.compression ?? DEFAULT_COMPRESSION,
+      ...(storage.transform ? { transform: storage.transform } : {}),
     };
     const master = newMasterKey();
     if (options.chunkerSeed) config.chunkerKey = sealBytes(chunkerWrapKey(master), options.chunkerSeed, chunkerWrapAad(config.id)).toString('base64');
@@ -85,6 +86,13 @@ export class Repository {
       throw error;
     }
     const config = parseRepositoryConfig(raw, storage.location);
+    if (config.transform !== storage.transform) {
+      throw new CairnError('Cairn.Usage', config.transform
+        ? `the repository at ${storage.location} stores its objects through a storage hook; it needs --storage-hook`
+        : `the repository at ${storage.location} was created without a storage hook; it cannot be opened with --storage-hook`, {
+        hint: config.transform ? 'pass the same --storage-hook CMD (or CAIRN_STORAGE_HOOK) it was created with' : 'drop --storage-hook / CAIRN_STORAGE_HOOK for this repository',
+      });
+    }
     const keyIds: string[] = [];
     for await (const object of storage.list(KEYS_PREFIX)) {
       const id = idFromKey(object.key, KEYS_PREFIX);

@@ -35,6 +35,12 @@ export interface Storage {
   readonly location: string;
   /** True when `put(..., { ifAbsent: true })` is atomic on this backend. */
   readonly atomicCreate: boolean;
+  /**
+   * Set when objects pass through a transform (a storage hook, docs/storage-hooks.md):
+   * the repository config records it, and `list` sizes are then of the stored
+   * bytes, not of the objects `get` returns (offsets cannot be checked against them).
+   */
+  readonly transform?: 'hook' | undefined;
 
   get(key: string): Promise<Buffer>;
   getRange(key: string, offset: number, length: number): Promise<Buffer>;
