@@ -9,7 +9,7 @@ import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { backup } from '../commands/backup.ts';
 import { restore } from '../commands/restore.ts';
 import { verify } from '../commands/verify.ts';
-import { forget, setPin, type ForgetGroup, type GroupField } from '../commands/forget.ts';
+import { forget, forgetIds, setPin, type ForgetGroup, type GroupField } from '../commands/forget.ts';
 import { prune } from '../commands/prune.ts';
 import { addKey, changePassphrase, listKeys, removeKey } from '../commands/keys.ts';
 import { stats } from '../commands/stats.ts';
@@ -23,11 +23,13 @@ import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
 import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
+import { register as registerBrowse } from './browse-commands.ts';
+import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
 import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
-const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy];
+const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -149,11 +151,21 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   program
     .command('snapshots')
     .description('list snapshots')
-    .action(async (_opts: unknown, cmd: Command) => {
+    .option('--host <name>', 'only snapshots of this host (repeatable)', collect, [])
+    .option('--tag <tags>', 'only snapshots with these tags (a,b: both; repeatable: any)', collect, [])
+    .option('--group-by <fields>', 'group by host, paths, plan and/or tags (e.g. host,plan)')
+    .action(async (opts: { host: string[]; tag: string[]; groupBy?: string }, cmd: Command) => {
       const { repo } = await openRepo(cmd);
-      const { snapshots, unreadable } = await repo.listSnapshots();
-      for (const u of unreadable) cli.output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
-      cli.output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
+      const listed = await repo.listSnapshots();
+      for (const u of listed.unreadable) cli.output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
+      const snapshots = filterSnapshots(listed.snapshots, { hosts: opts.host, tags: opts.tag });
+      if (opts.groupBy === undefined) {
+        cli.output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
+        return;
+      }
+      const groupBy = parseGroupBy(opts.groupBy);
+      const groups = groupSnapshots(snapshots, groupBy);
+      cli.output.result({ type: 'snapshots', groupBy, groups }, groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots');
     });
 
   program
@@ -240,7 +252,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
 
   program
     .command('forget')
-    .description('apply a retention policy per group of snapshots and delete the manifests it does not keep (run prune to free the data)')
+    .description('apply a retention policy per group of snapshots, or forget the snapshots named, deleting their manifests (run prune to free the data)')
+    .argument('[snapshot...]', 'forget these snapshots (ids, unique prefixes or "latest") instead of applying a policy')
     .option('--keep-last <n>', 'keep the n newest snapshots', nonNegativeInt)
     .option('--keep-hourly <n>', 'keep the newest snapshot of each of the last n hours that have one', nonNegativeInt)
     .option('--keep-daily <n>', 'same, per day', nonNegativeInt)
@@ -251,8 +264,20 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--keep-tag <tag>', 'always keep snapshots with this tag (repeatable)', collect, [])
     .option('--group-by <fields>', 'group snapshots by these fields: host,paths,plan,tags', 'host,paths,plan')
     .option('--dry-run', 'print the decisions and their reasons; delete nothing')
-    .action(async (opts: Record<string, unknown>, cmd: Command) => {
+    .option('--force', 'with snapshot ids: forget pinned snapshots too')
+    .action(async (ids: string[], opts: Record<string, unknown>, cmd: Command) => {
+      const keepFlags = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin'].filter((k) => opts[k] !== undefined);
+      if ((opts.keepTag as string[]).length > 0) keepFlags.push('keepTag');
+      if (ids.length > 0 && keepFlags.length > 0) throw new CairnError('Cairn.Usage', 'give either snapshot ids or --keep-* rules, not both', { hint: '`cairn forget ID...` forgets those snapshots; `cairn forget --keep-...` applies a policy' });
       const { g, repo, storage } = await openForDelete(cmd);
+      if (ids.length > 0) {
+        const removed = await forgetIds(repo, storage, { ids, dryRun: Boolean(opts.dryRun), force: Boolean(opts.force), ...opContext(repo, g) });
+        cli.output.result(
+          { type: 'forget', dryRun: Boolean(opts.dryRun), removed },
+          [...removed.map((r) => `${opts.dryRun ? 'would remove' : 'removed'}  ${shortId(r.id)}  ${r.time}  ${r.host}${r.pinned ? '  (pinned)' : ''}`), ...(opts.dryRun ? [] : ['run `cairn prune` to free the space their data used'])].join('\n'),
+        );
+        return;
+      }
       const policy = retentionPolicySchema.parse({
         keepLast: opts.keepLast, keepHourly: opts.keepHourly, keepDaily: opts.keepDaily, keepWeekly: opts.keepWeekly,
         keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin,
@@ -503,6 +528,10 @@ function snapshotTable(snapshots: Snapshot[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
   return [line(header), ...rows.map(line), `${snapshots.length} snapshot(s)`].join('\n');
+}
+
+function groupTitle(group: Record<string, unknown>): string {
+  return Object.entries(group).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`).join(', ');
 }
 
 function forgetText(groups: ForgetGroup[], dryRun: boolean): string {

@@ -104,3 +104,56 @@ export async function setPin(repo: Repository, storage: DeletableStorage, ref: s
   await record(ctx, pinned ? 'pin' : 'unpin', { snapshotId: snapshot.id });
   return snapshot;
 }
+
+export interface ForgetIdsOptions {
+  /** Snapshot ids, unique prefixes (at least 4 hex digits) or "latest". */
+  ids: string[];
+  dryRun: boolean;
+  /** Forget pinned snapshots too (their pins go with them). */
+  force: boolean;
+  who: Who;
+  progress: ProgressListener;
+  leaseMs?: number | undefined;
+  lockWaitMs?: number | undefined;
+}
+
+export interface ForgottenSnapshot {
+  id: string;
+  time: string;
+  host: string;
+  pinned: boolean;
+}
+
+/**
+ * Deletes the manifests of the snapshots named, under the same exclusive lock
+ * and delete path as the policy: every reference is resolved (an ambiguous
+ * prefix is refused) and pins are checked before anything is deleted.
+ */
+export async function forgetIds(repo: Repository, storage: DeletableStorage, options: ForgetIdsOptions): Promise<ForgottenSnapshot[]> {
+  if (options.ids.length === 0) throw new CairnError('Cairn.Usage', 'no snapshot given', { hint: 'name snapshots by id or prefix, or give a retention policy (--keep-*)' });
+  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
+    const targets = new Map<string, Snapshot>();
+    for (const ref of options.ids) {
+      const snapshot = await repo.findSnapshot(ref);
+      targets.set(snapshot.id, snapshot);
+    }
+    const pins = await pinnedIds(repo);
+    const result = [...targets.values()].map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) }));
+    const pinned = result.filter((s) => s.pinned);
+    if (pinned.length > 0 && !options.force) {
+      throw new CairnError('Cairn.Usage', `snapshot(s) ${pinned.map((s) => s.id.slice(0, 8)).join(', ')} are pinned; nothing was forgotten`, {
+        hint: 'unpin them first (`cairn unpin ID`), or pass --force',
+      });
+    }
+    if (!options.dryRun) {
+      for (const s of result) {
+        lease.assertHeld();
+        await storage.delete(snapshotKey(s.id));
+        if (s.pinned) await storage.delete(`${PINS_PREFIX}${s.id}`);
+      }
+      await record(ctx, 'forget', { ids: options.ids, removed: result, forced: options.force });
+    }
+    return result;
+  });
+}

@@ -5,7 +5,7 @@
  * (a leading slash anchors it at the snapshot root).
  */
 export class PathMatcher {
-  private readonly patterns: Array<{ regex: RegExp; byName: boolean }>;
+  private readonly patterns: Array<{ regex: RegExp; byName: boolean; parts: string[] }>;
 
   constructor(patterns: string[]) {
     this.patterns = patterns
@@ -14,7 +14,8 @@ export class PathMatcher {
       .map((p) => {
         const trimmed = p.replace(/\/+$/, '');
         const byName = !trimmed.includes('/');
-        return { regex: globToRegExp(trimmed.replace(/^\/+/, '')), byName };
+        const anchored = trimmed.replace(/^\/+/, '');
+        return { regex: globToRegExp(anchored), byName, parts: anchored.split('/') };
       });
   }
 
@@ -26,6 +27,26 @@ export class PathMatcher {
   matches(relPath: string): boolean {
     const name = relPath.slice(relPath.lastIndexOf('/') + 1);
     return this.patterns.some(({ regex, byName }) => regex.test(byName ? name : relPath));
+  }
+
+  /**
+   * False only when nothing below the directory `dirRel` can match, so a walk
+   * may skip reading its tree: a by-name pattern can match anywhere, a path
+   * pattern only below directories its leading components match (`**` and
+   * classes that hold a slash are taken to match anything).
+   */
+  mayMatchBelow(dirRel: string): boolean {
+    const dir = dirRel.split('/');
+    return this.patterns.some(({ byName, parts }) => {
+      if (byName) return true;
+      for (let i = 0; i < dir.length; i++) {
+        const part = parts[i];
+        if (part === undefined) return true; // the pattern matched an ancestor: everything below is covered
+        if (part.includes('**') || /\[[^\]]*$/.test(part)) return true;
+        if (!globToRegExp(part).test(dir[i] as string)) return false;
+      }
+      return true;
+    });
   }
 
   /** True when the path or one of its ancestors matches (a matched directory covers its subtree). */

@@ -310,6 +310,8 @@ export class Restorer {
       }
       const included = this.includes.empty || this.includes.matchesSelfOrAncestor(childRel);
       if (entry.type === 'dir') {
+        // With --include, read only the trees of directories that may hold a match.
+        if (!included && !this.includes.mayMatchBelow(childRel)) continue;
         yield { kind: 'dir', rel: childRel, entry, included };
         if (entry.subtree) yield* this.walk(entry.subtree, childRel);
         continue;
