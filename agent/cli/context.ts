@@ -8,6 +8,7 @@ import type { OperationContext } from '../commands/operation.ts';
 import { openStorage } from '../storage/open.ts';
 import { Output } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
+import { defaultSources, openRepository } from './unlock.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 
 /** Options every command inherits from the program. */
@@ -63,8 +64,9 @@ export class Cli {
 
   async openRepo(cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> {
     const storage = await this.storage(cmd);
-    const passphrase = await this.passphrase(cmd);
-    return { g: this.globals(cmd), repo: await Repository.open(storage, passphrase), storage };
+    const g = this.globals(cmd);
+    // Passphrase given, else the repository's KMS keys, else a prompt (unlock.ts).
+    return { g, repo: await openRepository(storage, defaultSources({ env: this.env, passwordFile: g.passwordFile })), storage };
   }
 
   who(host?: string): Who {

@@ -11,7 +11,6 @@ import { restore } from '../commands/restore.ts';
 import { verify } from '../commands/verify.ts';
 import { forget, forgetIds, setPin, type ForgetGroup, type GroupField } from '../commands/forget.ts';
 import { prune } from '../commands/prune.ts';
-import { addKey, changePassphrase, listKeys, removeKey } from '../commands/keys.ts';
 import { stats } from '../commands/stats.ts';
 import { record, type OperationContext } from '../commands/operation.ts';
 import { readHistory } from '../core/history.ts';
@@ -21,15 +20,15 @@ import { retentionPolicySchema } from '../core/retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
-import { readPassphrase } from './passphrase.ts';
+import { initKeys, registerKeyCommands } from './key-commands.ts';
 import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
-import { register as registerBrowse } from './browse-commands.ts';
-import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
 import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
+import { register as registerBrowse } from './browse-commands.ts';
+import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
-const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse];
+const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -38,7 +37,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (++signals > 1) process.exit(ExitCode.cancelled);
-    controller.abort(new CairnError('Cairn.Cancelled', `cancelled by ${signal}; nothing was committed`));
+    const outcome = cli.run.operation === 'restore' ? 'the restore target is incomplete (restore again into an empty directory, or with --force)' : 'nothing was committed';
+    controller.abort(new CairnError('Cairn.Cancelled', `cancelled by ${signal}; ${outcome}`));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -63,10 +63,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     cli.run.operation ??= action.name();
   });
 
-  const context = async (cmd: Command, confirm = false): Promise<{ g: GlobalOptions; passphrase: string; storage: DeletableStorage }> => {
-    const storage = await cli.storage(cmd);
-    return { g: cli.globals(cmd), storage, passphrase: await cli.passphrase(cmd, confirm) };
-  };
   const openRepo = (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository }> => cli.openRepo(cmd);
   const who = (host?: string): Who => cli.who(host);
   const locking = (g: GlobalOptions): { leaseMs?: number; lockWaitMs?: number } => cli.locking(g);
@@ -75,13 +71,16 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .command('init')
     .description('create a new repository')
     .option('--compression <codec>', 'default compression: zstd, zstd:LEVEL or none', 'zstd:1')
-    .action(async (opts: { compression: string }, cmd: Command) => {
-      const { passphrase, storage } = await context(cmd, true);
-      const repo = await Repository.init(storage, passphrase, who(), { compression: parseCompression(opts.compression) });
-      await record({ repo, who: who(), progress: cli.output }, 'init', { repositoryId: repo.id, location: storage.location });
+    .option('--kms-key-id <arn>', 'wrap the master key with this AWS KMS key (see docs/keys.md); with no passphrase given, restoring then needs KMS')
+    .action(async (opts: { compression: string; kmsKeyId?: string }, cmd: Command) => {
+      const storage = await cli.storage(cmd);
+      const keys = await initKeys(cli, cmd, opts.kmsKeyId);
+      const repo = await Repository.init(storage, keys.wrap, who(), { compression: parseCompression(opts.compression) });
+      await record({ repo, who: who(), progress: cli.output }, 'init', { repositoryId: repo.id, location: storage.location, ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}) });
+      if (keys.kmsOnly) cli.output.warn(keys.notice, { kmsOnly: true });
       cli.output.result(
-        { type: 'init', repository: storage.location, id: repo.id },
-        `created repository ${repo.id.slice(0, 8)} at ${storage.location}\nKeep the passphrase safe: without it the backups cannot be read.`,
+        { type: 'init', repository: storage.location, id: repo.id, kmsOnly: keys.kmsOnly },
+        `created repository ${repo.id.slice(0, 8)} at ${storage.location}\n${keys.notice}`,
       );
     });
 
@@ -364,43 +363,6 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const report = await verify(repo, { readData: 0, concurrency: g.concurrency, progress: cli.output, who: who(), ...locking(g) });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`);
-    });
-
-  const key = program.command('key').description('manage the passphrases that open the repository');
-  key
-    .command('list')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const { repo } = await openRepo(cmd);
-      const keys = await listKeys(repo);
-      cli.output.result({ type: 'keys', keys }, keys.map((k) => `${k.current ? '*' : ' '} ${k.id}  ${k.kind}  ${k.created}  ${k.user}@${k.host}`).join('\n'));
-    });
-  key
-    .command('add')
-    .description('add a passphrase (from CAIRN_NEW_PASSWORD, --new-password-file or a prompt)')
-    .option('--new-password-file <file>', 'read the new passphrase from this file')
-    .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
-      const { g, repo } = await openRepo(cmd);
-      const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
-      const id = await addKey(repo, passphrase, opContext(repo, g));
-      cli.output.result({ type: 'key.added', keyId: id }, `added key ${id}`);
-    });
-  key
-    .command('remove')
-    .argument('<id>', 'key id (or a unique prefix) from `cairn key list`')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const { g, repo, storage } = await openForDelete(cmd);
-      await removeKey(repo, storage, id, opContext(repo, g));
-      cli.output.result({ type: 'key.removed', keyId: id }, `removed key ${id}`);
-    });
-  key
-    .command('passwd')
-    .description('replace the passphrase this command was opened with (no data is rewritten)')
-    .option('--new-password-file <file>', 'read the new passphrase from this file')
-    .action(async (opts: { newPasswordFile?: string }, cmd: Command) => {
-      const { g, repo, storage } = await openForDelete(cmd);
-      const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: env.CAIRN_NEW_PASSWORD }, passwordFile: opts.newPasswordFile, confirm: true });
-      const id = await changePassphrase(repo, storage, passphrase, opContext(repo, g));
-      cli.output.result({ type: 'key.changed', keyId: id }, `changed the passphrase (new key ${id})`);
     });
 
   for (const register of commandModules) register(program, cli);

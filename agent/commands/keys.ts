@@ -1,15 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { CairnError } from '../core/errors.ts';
-import { wrapMasterKey, parseKeyFile } from '../core/keyfile.ts';
+import { writeFile } from 'node:fs/promises';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { readHistory } from '../core/history.ts';
+import { wrapMasterKey, parseKeyFile, type KeyFile } from '../core/keyfile.ts';
 import { KEYS_PREFIX, idFromKey, keyFileKey } from '../core/layout.ts';
+import { createRecoveryKit } from '../core/recovery-kit.ts';
 import type { Repository } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
+import { kmsWrapMasterKey } from '../keys/kms.ts';
 import { record, type OperationContext } from './operation.ts';
 
 export interface KeyInfo {
   id: string;
   current: boolean;
-  kind: string;
+  kind: KeyFile['kind'];
+  /** kms: the KMS key's ARN. */
+  keyArn?: string;
   created: string;
   host: string;
   user: string;
@@ -21,36 +27,108 @@ export async function listKeys(repo: Repository): Promise<KeyInfo[]> {
     const id = idFromKey(object.key, KEYS_PREFIX);
     if (!id) continue;
     const file = parseKeyFile(await repo.storage.get(object.key), object.key);
-    keys.push({ id, current: id === repo.keyId, kind: file.kind, created: file.created, host: file.host, user: file.user });
+    keys.push({ id, current: id === repo.keyId, kind: file.kind, ...(file.kind === 'kms' ? { keyArn: file.keyArn } : {}), created: file.created, host: file.host, user: file.user });
   }
   return keys.sort((a, b) => a.created.localeCompare(b.created));
 }
 
-/** Adds a wrapping of the same master key under a new passphrase: no data changes. */
-export async function addKey(repo: Repository, passphrase: string, ctx: OperationContext): Promise<string> {
-  const keyFile = await wrapMasterKey(repo.masterKey(), passphrase, repo.id, ctx.who);
+async function putKeyFile(repo: Repository, keyFile: KeyFile, ctx: OperationContext): Promise<string> {
   const id = randomBytes(16).toString('hex');
   await repo.storage.put(keyFileKey(id), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
-  await record(ctx, 'key.added', { keyId: id });
+  await record(ctx, 'key.added', { keyId: id, kind: keyFile.kind, ...(keyFile.kind === 'kms' ? { keyArn: keyFile.keyArn } : {}) });
   return id;
 }
 
-export async function removeKey(repo: Repository, storage: DeletableStorage, id: string, ctx: OperationContext, options: { allowCurrent?: boolean } = {}): Promise<void> {
+/** Adds a wrapping of the same master key under a new passphrase: no data changes. */
+export async function addKey(repo: Repository, passphrase: string, ctx: OperationContext): Promise<string> {
+  return putKeyFile(repo, await wrapMasterKey(repo.masterKey(), passphrase, repo.id, ctx.who), ctx);
+}
+
+/** Adds a wrapping of the same master key by a KMS key (kms:Encrypt on it): no data changes. */
+export async function addKmsKey(repo: Repository, keyArn: string, ctx: OperationContext): Promise<{ id: string; keyArn: string }> {
+  const keyFile = await kmsWrapMasterKey(repo.masterKey(), keyArn, repo.id, ctx.who);
+  return { id: await putKeyFile(repo, keyFile, ctx), keyArn: keyFile.keyArn };
+}
+
+export interface RemoveOptions {
+  /** Remove the key this command was opened with (key passwd). */
+  allowCurrent?: boolean;
+  /** Remove the last key file, or the last passphrase key (leaving only KMS). */
+  forceLastKey?: boolean;
+}
+
+/**
+ * Removes one wrapping (revokes it; the master key stays). Refused without
+ * --force-last-key when it would leave no key file at all (only a recovery
+ * kit would open the repository), or no passphrase key beside KMS keys
+ * (restoring would need AWS KMS): CONTRACTS.md §2, docs/keys.md.
+ */
+export async function removeKey(repo: Repository, storage: DeletableStorage, id: string, ctx: OperationContext, options: RemoveOptions = {}): Promise<KeyInfo> {
   const keys = await listKeys(repo);
-  const key = keys.find((k) => k.id === id || (id.length >= 4 && k.id.startsWith(id)));
+  const matches = keys.filter((k) => k.id === id || (id.length >= 4 && k.id.startsWith(id)));
+  if (matches.length > 1) throw new CairnError('Cairn.Usage', `key id prefix ${id} is ambiguous (${matches.length} keys)`, { hint: 'give more digits (see `cairn key list`)' });
+  const key = matches[0];
   if (!key) throw new CairnError('Cairn.NotFound', `no key ${id} in ${repo.storage.location}`, { hint: 'list them with `cairn key list`' });
-  if (keys.length === 1) throw new CairnError('Cairn.Usage', 'this is the repository\'s last key: removing it would make every backup unreadable', { hint: 'add another key first (`cairn key add`)' });
   if (key.current && !options.allowCurrent) {
-    throw new CairnError('Cairn.Usage', `key ${key.id.slice(0, 8)} is the one this command opened the repository with`, { hint: 'open the repository with another passphrase to remove it, or use `cairn key passwd` to replace it' });
+    throw new CairnError('Cairn.Usage', `key ${key.id.slice(0, 8)} is the one this command opened the repository with`, {
+      hint: 'open the repository with another key to remove it (another passphrase, or a KMS key when no passphrase is given), or use `cairn key passwd` to replace a passphrase',
+    });
+  }
+  const rest = keys.filter((k) => k.id !== key.id);
+  if (!options.forceLastKey) {
+    const lastKey = rest.length === 0;
+    const lastPassphrase = !lastKey && key.kind === 'passphrase' && !rest.some((k) => k.kind === 'passphrase');
+    if (lastKey || lastPassphrase) {
+      const kits = await recoveryKitsRecorded(repo);
+      const kitNote = kits.length > 0 ? `the history records ${kits.length} recovery kit export(s), the latest on ${kits.at(-1)}` : 'the history records no recovery kit export';
+      throw new CairnError(
+        'Cairn.Usage',
+        lastKey
+          ? `key ${key.id.slice(0, 8)} is the repository's last key file: without it only a recovery kit opens the repository (${kitNote})`
+          : `key ${key.id.slice(0, 8)} is the last passphrase key: without it the repository opens only through KMS (${rest.map((k) => k.keyArn).join(', ')}), so restoring would need AWS (${kitNote})`,
+        { hint: 'export a recovery kit first (`cairn key export --recovery-kit FILE`) and keep it and its passphrase safe, or add a passphrase (`cairn key add`); then pass --force-last-key to remove it anyway' },
+      );
+    }
   }
   await storage.delete(keyFileKey(key.id));
-  await record(ctx, 'key.removed', { keyId: key.id });
+  await record(ctx, 'key.removed', { keyId: key.id, kind: key.kind, ...(key.keyArn ? { keyArn: key.keyArn } : {}), remaining: rest.length });
+  return key;
+}
+
+/** Times of the `key.kit-exported` events in the history (a kit itself leaves no trace in the repository). */
+async function recoveryKitsRecorded(repo: Repository): Promise<string[]> {
+  try {
+    return (await readHistory(repo)).filter((e) => e.event === 'key.kit-exported').map((e) => e.time);
+  } catch {
+    return [];
+  }
 }
 
 /** Replaces the current passphrase: a new wrapping is written first, then the old one removed. */
 export async function changePassphrase(repo: Repository, storage: DeletableStorage, passphrase: string, ctx: OperationContext): Promise<string> {
+  const current = (await listKeys(repo)).find((k) => k.current);
+  if (current?.kind !== 'passphrase') {
+    throw new CairnError('Cairn.Usage', `key passwd replaces the passphrase the repository was opened with, but it was opened ${current ? `with a ${current.kind} key` : 'with a recovery kit'}`, {
+      hint: 'open it with the passphrase to change (CAIRN_PASSWORD / --password-file), or use `cairn key add` and `cairn key remove`',
+    });
+  }
   const id = await addKey(repo, passphrase, ctx);
-  await removeKey(repo, storage, repo.keyId, ctx, { allowCurrent: true });
+  await removeKey(repo, storage, repo.keyId, ctx, { allowCurrent: true, forceLastKey: true });
   await record(ctx, 'key.changed', { oldKeyId: repo.keyId, newKeyId: id });
   return id;
+}
+
+/** Writes a recovery kit for this repository's master key to `path` (mode 0600; never overwrites). */
+export async function exportRecoveryKit(repo: Repository, path: string, recoveryPassphrase: string, ctx: OperationContext): Promise<{ path: string; checksum: string }> {
+  const text = await createRecoveryKit(repo.masterKey(), recoveryPassphrase, { repositoryId: repo.id, location: repo.storage.location });
+  try {
+    await writeFile(path, text, { flag: 'wx', mode: 0o600 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new CairnError('Cairn.AlreadyExists', `${path} already exists: a recovery kit is never written over a file`, { hint: 'choose a new file name', cause: error });
+    throw new CairnError('Cairn.Usage', `cannot write the recovery kit to ${path}: ${errorMessage(error)}`, { cause: error });
+  }
+  const checksum = /Kit checksum: (.*)/.exec(text)?.[1] ?? '';
+  await record(ctx, 'key.kit-exported', { checksum });
+  return { path, checksum };
 }

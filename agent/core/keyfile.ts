@@ -2,13 +2,27 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { DEFAULT_SCRYPT, KEY_BYTES, SALT_BYTES, open, passphraseKey, seal, type ScryptParams } from './crypto.ts';
 import { CairnError } from './errors.ts';
+import type { RepositoryConfig } from './config.ts';
 
 /**
- * keys/<id>: the master key wrapped by one passphrase. Each wrapping is its own
- * object, so adding or removing a passphrase never touches data; the `kind`
- * field leaves room for other wrappings (KMS, recovery kits).
+ * keys/<id>: the master key wrapped once. Each wrapping is its own object, so
+ * adding or removing one never touches data. Two kinds (docs/keys.md):
+ *
+ * - `passphrase`: sealed under scrypt(passphrase);
+ * - `kms`: the ciphertext blob of AWS KMS `Encrypt` of the master key under a
+ *   KMS key, with the encryption context `{ "cairn:repository": <id> }`. This
+ *   module only describes it; the KMS calls live in agent/keys/kms.ts (core
+ *   makes no AWS calls).
+ *
+ * A recovery kit (recovery-kit.ts) is a wrapping kept outside the repository.
  */
-export const keyFileSchema = z.object({
+const who = {
+  created: z.string(),
+  host: z.string(),
+  user: z.string(),
+};
+
+export const passphraseKeyFileSchema = z.object({
   version: z.literal(1),
   kind: z.literal('passphrase'),
   kdf: z.object({
@@ -19,11 +33,62 @@ export const keyFileSchema = z.object({
     salt: z.string().min(16),
   }),
   wrapped: z.string().min(40),
-  created: z.string(),
-  host: z.string(),
-  user: z.string(),
+  ...who,
 });
+
+/** A KMS key ARN (or alias ARN): the region is taken from it. */
+export const KMS_KEY_ARN = /^arn:aws[a-z-]*:kms:([a-z]{2}(?:-[a-z]+)+-\d+):(\d{12}):(?:key|alias)\/[A-Za-z0-9/_+=.@-]{1,256}$/;
+
+export const kmsKeyFileSchema = z.object({
+  version: z.literal(1),
+  kind: z.literal('kms'),
+  /** The key ARN KMS reported at Encrypt (an alias given by the user resolves to its key). */
+  keyArn: z.string().regex(KMS_KEY_ARN),
+  /** Base64 CiphertextBlob; decrypted with the same encryption context. */
+  ciphertext: z.string().min(16),
+  ...who,
+});
+
+export const keyFileSchema = z.discriminatedUnion('kind', [passphraseKeyFileSchema, kmsKeyFileSchema]);
 export type KeyFile = z.infer<typeof keyFileSchema>;
+export type PassphraseKeyFile = z.infer<typeof passphraseKeyFileSchema>;
+export type KmsKeyFile = z.infer<typeof kmsKeyFileSchema>;
+
+/** A key file as listed in a repository. */
+export interface StoredKey {
+  id: string;
+  /** Its object name, keys/<id>. */
+  name: string;
+  file: KeyFile;
+}
+
+/** What an unlocker is given, and what it returns: the master key and which key file opened it. */
+export interface UnlockRequest {
+  config: RepositoryConfig;
+  keys: StoredKey[];
+  location: string;
+}
+export interface Unlocked {
+  master: Buffer;
+  /** The key file's id; a name that is no key file (e.g. `recovery-kit`) when opened otherwise. */
+  keyId: string;
+}
+export type Unlocker = (request: UnlockRequest) => Promise<Unlocked>;
+
+/** The encryption context every KMS call for this repository carries (CONTRACTS.md §2). */
+export function kmsEncryptionContext(repositoryId: string): Record<string, string> {
+  return { 'cairn:repository': repositoryId };
+}
+
+export function kmsRegion(keyArn: string): string {
+  const match = KMS_KEY_ARN.exec(keyArn);
+  if (!match) {
+    throw new CairnError('Cairn.Usage', `${JSON.stringify(keyArn)} is not a KMS key ARN`, {
+      hint: 'give the full ARN, e.g. arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab (the region is read from it)',
+    });
+  }
+  return match[1] as string;
+}
 
 function wrapAad(repositoryId: string): Buffer {
   return Buffer.from(`cairn/v1/key|${repositoryId}`, 'utf8');
@@ -33,9 +98,9 @@ export async function wrapMasterKey(
   master: Buffer,
   passphrase: string,
   repositoryId: string,
-  who: { host: string; user: string },
+  owner: { host: string; user: string },
   params: ScryptParams = DEFAULT_SCRYPT,
-): Promise<KeyFile> {
+): Promise<PassphraseKeyFile> {
   const salt = randomBytes(SALT_BYTES);
   const kek = await passphraseKey(passphrase, salt, params);
   return {
@@ -44,17 +109,50 @@ export async function wrapMasterKey(
     kdf: { name: 'scrypt', ...params, salt: salt.toString('base64') },
     wrapped: seal(kek, master, wrapAad(repositoryId)).toString('base64'),
     created: new Date().toISOString(),
-    host: who.host,
-    user: who.user,
+    host: owner.host,
+    user: owner.user,
   };
 }
 
-/** The master key, or undefined when the passphrase does not open this wrapping. */
+export function kmsKeyFile(keyArn: string, ciphertext: Buffer, owner: { host: string; user: string }): KmsKeyFile {
+  return { version: 1, kind: 'kms', keyArn, ciphertext: ciphertext.toString('base64'), created: new Date().toISOString(), host: owner.host, user: owner.user };
+}
+
+/** The master key, or undefined when the passphrase does not open this wrapping (or it is not a passphrase wrapping). */
 export async function unwrapMasterKey(keyFile: KeyFile, passphrase: string, repositoryId: string): Promise<Buffer | undefined> {
+  if (keyFile.kind !== 'passphrase') return undefined;
   const { N, r, p, salt } = keyFile.kdf;
   const kek = await passphraseKey(passphrase, Buffer.from(salt, 'base64'), { N, r, p });
   const master = open(kek, Buffer.from(keyFile.wrapped, 'base64'), wrapAad(repositoryId));
   return master && master.length === KEY_BYTES ? master : undefined;
+}
+
+/** Tries every passphrase wrapping; the error says what to do when none opens. */
+export function passphraseUnlocker(passphrase: string): Unlocker {
+  return async ({ config, keys, location }) => {
+    const candidates = keys.filter((k) => k.file.kind === 'passphrase');
+    if (keys.length === 0) {
+      throw new CairnError('Cairn.WrongKey', `the repository at ${location} has no key files`, {
+        hint: 'if you exported a recovery kit, `cairn key import --recovery-kit FILE` adds a passphrase from it',
+      });
+    }
+    if (candidates.length === 0) {
+      throw new CairnError('Cairn.WrongKey', `the repository at ${location} has no passphrase key: it is opened through KMS (${kmsArns(keys).join(', ')})`, {
+        hint: 'unset CAIRN_PASSWORD / --password-file so that the KMS key is used, with AWS credentials allowed kms:Decrypt on it',
+      });
+    }
+    for (const key of candidates) {
+      const master = await unwrapMasterKey(key.file, passphrase, config.id);
+      if (master) return { master, keyId: key.id };
+    }
+    throw new CairnError('Cairn.WrongKey', `the passphrase does not open the repository at ${location}`, {
+      hint: 'check CAIRN_PASSWORD / --password-file; nothing was read or written',
+    });
+  };
+}
+
+export function kmsArns(keys: StoredKey[]): string[] {
+  return keys.flatMap((k) => (k.file.kind === 'kms' ? [k.file.keyArn] : []));
 }
 
 export function parseKeyFile(raw: Buffer, name: string): KeyFile {

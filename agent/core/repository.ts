@@ -3,7 +3,7 @@ import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.
 import { DEFAULT_CHUNKER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, parseRepositoryConfig, type ChunkerParams, type Compression, type RepositoryConfig } from './config.ts';
 import { deriveKey, hmac, open as openSealed, seal as sealBytes } from './crypto.ts';
 import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
-import { newMasterKey, parseKeyFile, unwrapMasterKey, wrapMasterKey } from './keyfile.ts';
+import { newMasterKey, parseKeyFile, passphraseUnlocker, wrapMasterKey, type KeyFile, type StoredKey, type Unlocker } from './keyfile.ts';
 import { CONFIG_KEY, FORMAT_VERSION, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, idFromKey, indexKey, keyFileKey, snapshotKey } from './layout.ts';
 import { decodeIndexEntries, encodeIndexEntries, type IndexEntry } from './pack.ts';
 import { PieceIndex } from './piece-index.ts';
@@ -46,7 +46,8 @@ export class Repository {
     this.chunkerKey = config.chunkerKey === undefined ? deriveKey(master, 'cairn/v1/chunker') : unwrapChunkerKey(master, config);
   }
 
-  static async init(storage: Storage, passphrase: string, who: Who, options: InitOptions = {}): Promise<Repository> {
+  /** `wrap` is a passphrase, or makes the key files (KMS, several wrappings) for the new master key. */
+  static async init(storage: Storage, wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>), who: Who, options: InitOptions = {}): Promise<Repository> {
     if (await storage.stat(CONFIG_KEY)) {
       throw new CairnError('Cairn.AlreadyExists', `a repository already exists at ${storage.location}`, {
         hint: 'use it as it is, or choose another location for a new repository',
@@ -64,15 +65,21 @@ export class Repository {
     };
     const master = newMasterKey();
     if (options.chunkerSeed) config.chunkerKey = sealBytes(chunkerWrapKey(master), options.chunkerSeed, chunkerWrapAad(config.id)).toString('base64');
-    const keyFile = await wrapMasterKey(master, passphrase, config.id, who);
-    const keyId = randomBytes(16).toString('hex');
-    await storage.put(keyFileKey(keyId), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
+    const keyFiles = typeof wrap === 'string' ? [await wrapMasterKey(master, wrap, config.id, who)] : await wrap(master, config.id);
+    const keyIds = keyFiles.map(() => randomBytes(16).toString('hex'));
+    const keyId = keyIds[0] as string;
+    for (const [i, keyFile] of keyFiles.entries()) await storage.put(keyFileKey(keyIds[i] as string), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
     // The config is written last and only if absent: it is what makes a repository exist.
     await storage.put(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)), { ifAbsent: true });
     return new Repository(storage, config, master, keyId);
   }
 
   static async open(storage: Storage, passphrase: string): Promise<Repository> {
+    return Repository.openWith(storage, passphraseUnlocker(passphrase));
+  }
+
+  /** Opens with whatever `unlock` makes of the key files (passphrase, KMS, a recovery kit: agent/cli/unlock.ts). */
+  static async openWith(storage: Storage, unlock: Unlocker): Promise<Repository> {
     let raw: Buffer;
     try {
       raw = await storage.get(CONFIG_KEY);
@@ -93,21 +100,14 @@ export class Repository {
         hint: config.transform ? 'pass the same --storage-hook CMD (or CAIRN_STORAGE_HOOK) it was created with' : 'drop --storage-hook / CAIRN_STORAGE_HOOK for this repository',
       });
     }
-    const keyIds: string[] = [];
+    const keys: StoredKey[] = [];
     for await (const object of storage.list(KEYS_PREFIX)) {
       const id = idFromKey(object.key, KEYS_PREFIX);
-      if (id) keyIds.push(id);
+      if (id) keys.push({ id, name: keyFileKey(id), file: parseKeyFile(await storage.get(keyFileKey(id)), keyFileKey(id)) });
     }
-    if (keyIds.length === 0) throw new CairnError('Cairn.Damaged', `the repository at ${storage.location} has no key files`);
-    for (const keyId of keyIds.sort()) {
-      const name = keyFileKey(keyId);
-      const keyFile = parseKeyFile(await storage.get(name), name);
-      const master = await unwrapMasterKey(keyFile, passphrase, config.id);
-      if (master) return new Repository(storage, config, master, keyId);
-    }
-    throw new CairnError('Cairn.WrongKey', `the passphrase does not open the repository at ${storage.location}`, {
-      hint: 'check CAIRN_PASSWORD / --password-file; nothing was read or written',
-    });
+    keys.sort((a, b) => a.id.localeCompare(b.id));
+    const { master, keyId } = await unlock({ config, keys, location: storage.location });
+    return new Repository(storage, config, master, keyId);
   }
 
   get id(): string {
