@@ -1,0 +1,105 @@
+import { Duration, Stack, type CfnElement } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as kms from 'aws-cdk-lib/aws-kms';
+import type * as s3 from 'aws-cdk-lib/aws-s3';
+import { Construct } from 'constructs';
+import { planParameterPrefix, referencedParameters, type Plan } from '../../agent/core/plan.ts';
+import { CairnFunction } from './cairn-function.ts';
+import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
+
+export interface CairnFunctionsProps {
+  envName: string;
+  plans: readonly Plan[];
+  bucket: s3.IBucket;
+  bucketKey: kms.IKey;
+  documentName: string;
+}
+
+/**
+ * The control plane's Lambda functions (handlers in functions/), each with its
+ * own role: every one reads plans and the repository; finalize and record-result
+ * also write; only apply-retention and gc-sweep may delete repository objects.
+ */
+export class CairnFunctions extends Construct {
+  readonly planBackup: CairnFunction;
+  readonly finalizeBackup: CairnFunction;
+  readonly applyRetention: CairnFunction;
+  readonly gcSweep: CairnFunction;
+  readonly planRestore: CairnFunction;
+  readonly planVerify: CairnFunction;
+  readonly recordResult: CairnFunction;
+
+  constructor(scope: Construct, id: string, props: CairnFunctionsProps) {
+    super(scope, id);
+    const stack = Stack.of(this);
+    const environment = {
+      ENV_NAME: props.envName,
+      PLAN_PARAMETER_PREFIX: planParameterPrefix(props.envName),
+      BUCKET_NAME: props.bucket.bucketName,
+      DOCUMENT_NAME: props.documentName,
+      POWERTOOLS_SERVICE_NAME: 'cairn',
+      POWERTOOLS_METRICS_NAMESPACE: 'Cairn',
+    };
+    const make = (fid: string, entry: string, description: string, timeout?: Duration): CairnFunction =>
+      new CairnFunction(this, fid, { entry, description, environment, ...(timeout === undefined ? {} : { timeout }) });
+
+    this.planBackup = make('PlanBackup', 'plan-backup', 'Cairn: plans a backup run (targets, request, skip if already done)');
+    this.finalizeBackup = make('FinalizeBackup', 'finalize-backup', 'Cairn: checks and records a finished backup');
+    this.applyRetention = make('ApplyRetention', 'apply-retention', 'Cairn: applies the retention policy and marks garbage', Duration.minutes(15));
+    this.gcSweep = make('GcSweep', 'gc-sweep', 'Cairn: deletes unreferenced packs of one prefix after the grace period', Duration.minutes(15));
+    this.planRestore = make('PlanRestore', 'plan-restore', 'Cairn: validates restore input and plans the restore');
+    this.planVerify = make('PlanVerify', 'plan-verify', 'Cairn: plans a verify or restore drill');
+    this.recordResult = make('RecordResult', 'record-result', 'Cairn: records the outcome of a run (history, metrics)');
+
+    const all = [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult];
+    const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
+    const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
+    for (const fn of all) {
+      props.bucket.grantRead(fn);
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:GetParameter'], resources: [parameterArn(`${planParameterPrefix(props.envName)}*`), ...secretNames.map(parameterArn)] }));
+      const kmsKeys = [...new Set(props.plans.flatMap((p) => ('kmsKeyArn' in p.keySource ? [p.keySource.kmsKeyArn] : [])))];
+      if (kmsKeys.length > 0) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: kmsKeys }));
+    }
+    for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) props.bucket.grantPut(fn);
+    for (const fn of [this.applyRetention, this.gcSweep]) {
+      props.bucket.grantDelete(fn);
+      // Object Lock: retention extends the lock of packs later snapshots still reference (CONTRACTS §4).
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'], resources: [props.bucket.arnForObjects('*')] }));
+    }
+    // Tag-selected targets are resolved to the managed instances that carry the tag.
+    for (const fn of [this.planBackup, this.planRestore, this.planVerify]) {
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:DescribeInstanceInformation', 'ec2:DescribeInstances'], resources: ['*'] }));
+    }
+    const bucketFinding = `${attrFinding(props.bucket.node.defaultChild as CfnElement)}/*`;
+    for (const fn of all) {
+      acknowledgeFindings(
+        fn,
+        'AwsSolutions-IAM5',
+        [
+          `Resource::${bucketFinding}`,
+          'Action::s3:GetObject*',
+          'Action::s3:GetBucket*',
+          'Action::s3:List*',
+          'Action::s3:Abort*',
+          'Action::s3:DeleteObject*',
+          'Action::kms:GenerateDataKey*',
+          'Action::kms:ReEncrypt*',
+          `Resource::${arnFinding(stack, `ssm:${stack.region}:${stack.account}:parameter${planParameterPrefix(props.envName)}*`)}`,
+        ],
+        "The control plane reads (and, per function, writes or deletes) every plan's prefix of this environment's repository bucket and every plan parameter of the environment; the action groups are the CDK grant sets for read, put and delete on that one bucket and its key.",
+      );
+      acknowledgeFindings(fn, 'AwsSolutions-IAM5', ['Resource::*'], 'ssm:DescribeInstanceInformation and ec2:DescribeInstances (resolving tag-selected hosts) and X-Ray writes support no resource scoping.');
+      acknowledgeFindings(
+        fn,
+        'AwsSolutions-IAM4',
+        ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole'],
+        "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes, to the function's own log group in practice.",
+      );
+      acknowledge(fn, 'AwsSolutions-L1', 'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.');
+    }
+  }
+
+  get all(): CairnFunction[] {
+    return [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult];
+  }
+}

@@ -1,0 +1,100 @@
+import { Duration } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
+import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
+import { Construct } from 'constructs';
+import { rpoSeconds, type Plan } from '../../agent/core/plan.ts';
+
+export interface CairnMonitoringProps {
+  envName: string;
+  plans: readonly Plan[];
+  emails: readonly string[];
+  stateMachines: readonly sfn.IStateMachine[];
+}
+
+export const METRICS_NAMESPACE = 'Cairn';
+
+/**
+ * Alerts (an encrypted SNS topic with the environment's email subscriptions)
+ * and, per plan, alarms on failed backups and restores, agent heartbeat
+ * timeouts and freshness (age of the newest good snapshot above the RPO, with
+ * missing data counted as breaching: silence is not health). Plus a dashboard.
+ */
+export class CairnMonitoring extends Construct {
+  readonly topic: sns.Topic;
+  readonly dashboard: cloudwatch.Dashboard;
+  readonly alarms: cloudwatch.Alarm[] = [];
+
+  constructor(scope: Construct, id: string, props: CairnMonitoringProps) {
+    super(scope, id);
+    const key = new kms.Key(this, 'AlertsKey', { enableKeyRotation: true, description: `Cairn ${props.envName}: encrypts alert notifications` });
+    key.addToResourcePolicy(
+      new iam.PolicyStatement({
+        actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+        principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+        resources: ['*'],
+      }),
+    );
+    this.topic = new sns.Topic(this, 'Alerts', { displayName: `Cairn ${props.envName} alerts`, masterKey: key, enforceSSL: true });
+    for (const email of props.emails) this.topic.addSubscription(new subscriptions.EmailSubscription(email));
+    const notify = new actions.SnsAction(this.topic);
+
+    const metric = (name: string, planId: string, statistic: string, period = Duration.minutes(5)): cloudwatch.Metric =>
+      new cloudwatch.Metric({ namespace: METRICS_NAMESPACE, metricName: name, dimensionsMap: { PlanId: planId }, statistic, period });
+
+    const alarm = (alarmId: string, alarmProps: cloudwatch.AlarmProps): void => {
+      const a = new cloudwatch.Alarm(this, alarmId, alarmProps);
+      a.addAlarmAction(notify);
+      a.addOkAction(notify);
+      this.alarms.push(a);
+    };
+
+    for (const plan of props.plans) {
+      const failure = (name: string, what: string): cloudwatch.AlarmProps => ({
+        alarmName: `cairn-${props.envName}-${plan.id}-${what.replace(/ /g, '-')}`,
+        alarmDescription: `Cairn ${props.envName}: ${what} for plan ${plan.id}. Open the execution in the Step Functions console for the error.`,
+        metric: metric(name, plan.id, 'Sum'),
+        threshold: 1,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+      alarm(`BackupFailed-${plan.id}`, failure('BackupFailed', 'backup failed'));
+      alarm(`RestoreFailed-${plan.id}`, failure('RestoreFailed', 'restore failed'));
+      alarm(`AgentHeartbeatTimeout-${plan.id}`, failure('AgentHeartbeatTimeout', 'agent heartbeat timed out'));
+      alarm(`Freshness-${plan.id}`, {
+        alarmName: `cairn-${props.envName}-${plan.id}-freshness`,
+        alarmDescription: `Cairn ${props.envName}: the newest good snapshot of plan ${plan.id} is older than its RPO (${plan.rpo}), or no age was reported.`,
+        metric: metric('SnapshotAgeSeconds', plan.id, 'Maximum', Duration.minutes(15)),
+        threshold: rpoSeconds(plan),
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+      });
+    }
+
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `cairn-${props.envName}` });
+    const perPlan = (name: string, statistic: string, period = Duration.hours(1)): cloudwatch.IMetric[] =>
+      props.plans.map((p) => metric(name, p.id, statistic, period).with({ label: p.id }));
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({ title: 'Age of last good snapshot (s)', left: perPlan('SnapshotAgeSeconds', 'Maximum', Duration.minutes(15)), width: 12 }),
+      new cloudwatch.GraphWidget({ title: 'Failures', left: [...perPlan('BackupFailed', 'Sum'), ...perPlan('RestoreFailed', 'Sum'), ...perPlan('AgentHeartbeatTimeout', 'Sum')], width: 12 }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({ title: 'Bytes added', left: perPlan('BytesAdded', 'Sum'), width: 8 }),
+      new cloudwatch.GraphWidget({ title: 'Backup duration (s)', left: perPlan('DurationSeconds', 'Maximum'), width: 8 }),
+      new cloudwatch.GraphWidget({ title: 'Dedupe ratio', left: perPlan('DedupeRatio', 'Average'), width: 8 }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'State machine executions failed',
+        left: props.stateMachines.map((m) => m.metricFailed({ period: Duration.hours(1) })),
+        width: 24,
+      }),
+    );
+  }
+}

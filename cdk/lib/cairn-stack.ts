@@ -1,0 +1,107 @@
+import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
+import type { Construct } from 'constructs';
+import type { EnvironmentConfig } from '../../agent/core/plan.ts';
+import { CairnStateMachines } from '../state-machines.ts';
+import { AgentBundle } from './agent-bundle.ts';
+import { AgentCommandDocument } from './agent-command-document.ts';
+import { AgentHostPolicy } from './agent-host-policy.ts';
+import { BackupBucket, ReplicaBucket } from './backup-bucket.ts';
+import { CairnFunctions } from './cairn-functions.ts';
+import { CairnMonitoring } from './cairn-monitoring.ts';
+import { PlanParameters } from './plan-parameters.ts';
+import { PlanSchedules } from './plan-schedules.ts';
+
+export interface CairnStackProps extends StackProps {
+  config: EnvironmentConfig;
+}
+
+/** One environment: composes the constructs, nothing else. */
+export class CairnStack extends Stack {
+  readonly storage: BackupBucket;
+  readonly planParameters: PlanParameters;
+  readonly agentBundle: AgentBundle;
+  readonly agentDocument: AgentCommandDocument;
+  readonly functions: CairnFunctions;
+  readonly stateMachines: CairnStateMachines;
+  readonly hostPolicies = new Map<string, AgentHostPolicy>();
+  readonly schedules: PlanSchedules;
+  readonly monitoring: CairnMonitoring;
+
+  constructor(scope: Construct, id: string, props: CairnStackProps) {
+    super(scope, id, props);
+    const { config } = props;
+    const envName = config.envName;
+
+    this.storage = new BackupBucket(this, 'Storage', { envName, repository: config.repository });
+    this.planParameters = new PlanParameters(this, 'Plans', { envName, plans: config.plans });
+    this.agentBundle = new AgentBundle(this, 'AgentBundle');
+    this.agentDocument = new AgentCommandDocument(this, 'AgentDocument', { envName, bundle: this.agentBundle });
+    this.functions = new CairnFunctions(this, 'Functions', {
+      envName,
+      plans: config.plans,
+      bucket: this.storage.bucket,
+      bucketKey: this.storage.key,
+      documentName: this.agentDocument.documentName,
+    });
+    this.stateMachines = new CairnStateMachines(this, 'StateMachines', {
+      envName,
+      functions: this.functions,
+      documentName: this.agentDocument.documentName,
+      commandLogGroup: this.agentDocument.logGroup,
+    });
+    for (const plan of config.plans) {
+      this.hostPolicies.set(
+        plan.id,
+        new AgentHostPolicy(this, `HostPolicy-${plan.id}`, {
+          envName,
+          plan,
+          bucket: this.storage.bucket,
+          bucketKey: this.storage.key,
+          agentAsset: this.agentBundle.asset,
+          commandLogGroup: this.agentDocument.logGroup,
+          stateMachines: this.stateMachines.all,
+        }),
+      );
+    }
+    this.schedules = new PlanSchedules(this, 'Schedules', {
+      envName,
+      plans: config.plans,
+      backup: this.stateMachines.backup,
+      retention: this.stateMachines.retention,
+      verify: this.stateMachines.verify,
+    });
+    this.monitoring = new CairnMonitoring(this, 'Monitoring', {
+      envName,
+      plans: config.plans,
+      emails: config.alerts.emails,
+      stateMachines: this.stateMachines.all,
+    });
+
+    new CfnOutput(this, 'BucketName', { value: this.storage.bucket.bucketName });
+    new CfnOutput(this, 'RestoreStateMachineArn', { value: this.stateMachines.restore.stateMachineArn });
+    for (const [planId, host] of this.hostPolicies) {
+      new CfnOutput(this, `HostPolicyArn-${planId}`, { value: host.policy.managedPolicyArn, description: `attach to the instance role of plan ${planId}'s hosts` });
+    }
+  }
+}
+
+export interface CairnReplicaStackProps extends StackProps {
+  config: EnvironmentConfig;
+}
+
+/** The replica bucket lives in another region, so in its own stack, deployed before the primary. */
+export class CairnReplicaStack extends Stack {
+  readonly replica: ReplicaBucket;
+
+  constructor(scope: Construct, id: string, props: CairnReplicaStackProps) {
+    super(scope, id, props);
+    const replica = props.config.repository.replica;
+    if (replica === undefined) throw new Error('CairnReplicaStack needs repository.replica in the config');
+    this.replica = new ReplicaBucket(this, 'Replica', {
+      envName: props.config.envName,
+      bucketName: replica.bucketName,
+      objectLock: props.config.repository.objectLock,
+      noncurrentVersionDays: props.config.repository.noncurrentVersionDays,
+    });
+  }
+}
