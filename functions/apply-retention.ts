@@ -1,2 +1,98 @@
-/** Placeholder until the orchestration handlers land: the CDK app bundles this entry. */
-export const handler = (): Promise<never> => Promise.reject(new Error('functions/apply-retention.ts is not implemented yet'));
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { randomBytes } from 'node:crypto';
+import { CairnError } from '../agent/core/errors.ts';
+import { analyzeGarbage, replaceIndex } from '../agent/core/garbage.ts';
+import { recordEvent } from '../agent/core/history.ts';
+import { snapshotKey } from '../agent/core/layout.ts';
+import { Lease } from '../agent/core/locks.ts';
+import { applyPolicy, type RetentionDecision } from '../agent/core/retention.ts';
+import { TOOL } from '../agent/version.ts';
+import { pinnedIds } from '../agent/core/pins.ts';
+import { writeCollection } from '../agent/core/collection.ts';
+import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+
+export interface RetentionEvent {
+  planId?: unknown;
+}
+
+export interface RetentionOutcome {
+  planId: string;
+  skipped: boolean;
+  reason?: string;
+  kept: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
+  forgotten: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
+  gc: { generation: string; prefixes: string[]; packs: number; bytes: number };
+  /** The sweep needs no grace: the doomed packs are already out of every index (docs/orchestration.md). */
+  graceSeconds: number;
+}
+
+const who = controlPlaneWho('retention');
+
+/**
+ * The plan's retention policy, then garbage collection's decision, under the
+ * repository's exclusive lock (so no backup can add a reference meanwhile):
+ * forget the manifests the policy does not keep, write one index without the
+ * packs nothing uses, delete the old index files, and record the doomed packs
+ * for the sweep (gc-sweep, one Map item per pack prefix). A repository busy
+ * with a backup is skipped, not failed: the next run collects.
+ */
+export async function applyRetention(event: RetentionEvent): Promise<RetentionOutcome> {
+  const plan = await loadPlan(event.planId);
+  const { repo, storage } = await openPlanRepository(plan);
+  const empty: RetentionOutcome['gc'] = { generation: '', prefixes: [], packs: 0, bytes: 0 };
+  let lease: Lease;
+  try {
+    lease = await Lease.acquire(repo, { operation: 'retention', exclusive: true, who });
+  } catch (error) {
+    if (error instanceof CairnError && error.code === 'Cairn.Locked') {
+      logger.warn('retention skipped: repository busy', { planId: plan.id, reason: error.message });
+      return { planId: plan.id, skipped: true, reason: error.message, kept: [], forgotten: [], gc: empty, graceSeconds: 0 };
+    }
+    throw error;
+  }
+  try {
+    const { snapshots, unreadable } = await repo.listSnapshots();
+    for (const u of unreadable) logger.warn('snapshot cannot be read; it is neither counted nor deleted', { snapshotId: u.id, error: u.error });
+    const pins = await pinnedIds(repo);
+    const lockDays = Number(process.env.OBJECT_LOCK_DAYS ?? '0');
+    const now = Date.now();
+    const decision = applyPolicy(
+      snapshots
+        .filter((s) => s.plan === undefined || s.plan === plan.id)
+        .map((s) => {
+          const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
+          return { id: s.id, time: s.time, tags: s.tags, pinned: pins.has(s.id), ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}) };
+        }),
+      plan.retention,
+    );
+    for (const d of decision.remove) {
+      lease.assertHeld();
+      await storage.delete(snapshotKey(d.id));
+    }
+    const brief = (d: RetentionDecision): Pick<RetentionDecision, 'id' | 'time' | 'reasons'> => ({ id: d.id, time: d.time, reasons: d.reasons });
+    await recordEvent(repo, who, TOOL, 'forget', { planId: plan.id, policy: plan.retention, removed: decision.remove.map(brief), kept: decision.keep.map(brief) });
+
+    const analysis = await analyzeGarbage(repo, storage, { maxUnused: 1, concurrency: 8 });
+    const doomed = [...analysis.remove];
+    let gc = empty;
+    if (doomed.length > 0 || analysis.indexFiles.length > 1) {
+      await replaceIndex(repo, storage, analysis, (entry) => !analysis.remove.has(entry.packId), () => lease.assertHeld());
+    }
+    if (doomed.length > 0) {
+      const generation = `${new Date(now).toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
+      const bytes = doomed.reduce((sum, id) => sum + (analysis.packSizes.get(id) ?? 0), 0);
+      await writeCollection(storage, { generation, planId: plan.id, packs: doomed, created: new Date(now).toISOString() });
+      gc = { generation, prefixes: [...new Set(doomed.map((id) => id.slice(0, 2)))].sort(), packs: doomed.length, bytes };
+    }
+    await recordEvent(repo, who, TOOL, 'gc.marked', { planId: plan.id, generation: gc.generation, packs: gc.packs, bytes: gc.bytes });
+    const newest = snapshots.filter((s) => decision.keep.some((k) => k.id === s.id)).at(-1);
+    metrics.addDimension('PlanId', plan.id);
+    metrics.addMetric('SnapshotsForgotten', MetricUnit.Count, decision.remove.length);
+    if (newest) metrics.addMetric('SnapshotAgeSeconds', MetricUnit.Seconds, Math.max(0, (now - Date.parse(newest.time)) / 1000));
+    return { planId: plan.id, skipped: false, kept: decision.keep.map(brief), forgotten: decision.remove.map(brief), gc, graceSeconds: 0 };
+  } finally {
+    await lease.release().catch((error: unknown) => logger.warn('could not release the retention lock', { error }));
+  }
+}
+
+export const handler = handlerOf('apply-retention', applyRetention);

@@ -1,2 +1,62 @@
-/** Placeholder until the orchestration handlers land: the CDK app bundles this entry. */
-export const handler = (): Promise<never> => Promise.reject(new Error('functions/finalize-backup.ts is not implemented yet'));
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { CairnError } from '../agent/core/errors.ts';
+import { recordEvent } from '../agent/core/history.ts';
+import { parseOrExplain, runSummarySchema } from '../agent/core/orchestration.ts';
+import { releaseRunLease } from '../agent/core/run-lease.ts';
+import { TOOL } from '../agent/version.ts';
+import { controlPlaneWho, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
+
+export interface FinalizeEvent {
+  planId?: unknown;
+  executionId?: unknown;
+  agent?: unknown;
+}
+
+export interface Finalized {
+  snapshotId: string;
+  snapshotTime: string;
+  durationSeconds: number;
+  bytesRead: number;
+  bytesAdded: number;
+  dedupeRatio: number;
+}
+
+/**
+ * After the agent reported success: confirms the snapshot's manifest exists
+ * (an agent's word is not a backup), records the run in the repository
+ * history, releases the run lease and emits the run's metrics.
+ */
+export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
+  const plan = await loadPlan(event.planId);
+  const summary = parseOrExplain(runSummarySchema, event.agent, 'agent summary');
+  if (!summary.snapshotId) throw new CairnError('Cairn.Failure', `the agent reported success for plan ${plan.id} without a snapshot id`);
+  const { repo, storage } = await openPlanRepository(plan);
+  let snapshot;
+  try {
+    snapshot = await repo.readSnapshot(summary.snapshotId);
+  } catch (error) {
+    throw new CairnError('Cairn.NotFound', `the agent reported snapshot ${summary.snapshotId}, but its manifest cannot be read: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  const durationSeconds = snapshot.summary.durationMs / 1000;
+  const bytesRead = snapshot.summary.bytesRead;
+  const bytesAdded = snapshot.summary.bytesAdded;
+  const dedupeRatio = snapshot.summary.totalBytes / Math.max(1, snapshot.summary.rawBytesAdded);
+  await recordEvent(repo, controlPlaneWho('finalize'), TOOL, 'orchestration.backup.finalized', {
+    planId: plan.id,
+    executionId: event.executionId,
+    snapshotId: snapshot.id,
+    host: snapshot.host,
+  });
+  if (typeof event.executionId === 'string') await releaseRunLease(storage, event.executionId);
+
+  metrics.addDimension('PlanId', plan.id);
+  metrics.addMetric('BackupSucceeded', MetricUnit.Count, 1);
+  metrics.addMetric('DurationSeconds', MetricUnit.Seconds, durationSeconds);
+  metrics.addMetric('BytesRead', MetricUnit.Bytes, bytesRead);
+  metrics.addMetric('BytesAdded', MetricUnit.Bytes, bytesAdded);
+  metrics.addMetric('DedupeRatio', MetricUnit.Count, dedupeRatio);
+  metrics.addMetric('SnapshotAgeSeconds', MetricUnit.Seconds, Math.max(0, (Date.now() - Date.parse(snapshot.time)) / 1000));
+  return { snapshotId: snapshot.id, snapshotTime: snapshot.time, durationSeconds, bytesRead, bytesAdded, dedupeRatio };
+}
+
+export const handler = handlerOf('finalize-backup', finalizeBackup);

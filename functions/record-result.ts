@@ -1,2 +1,78 @@
-/** Placeholder until the orchestration handlers land: the CDK app bundles this entry. */
-export const handler = (): Promise<never> => Promise.reject(new Error('functions/record-result.ts is not implemented yet'));
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { recordEvent } from '../agent/core/history.ts';
+import { releaseRunLease } from '../agent/core/run-lease.ts';
+import { TOOL } from '../agent/version.ts';
+import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+
+export interface RecordEvent {
+  planId?: unknown;
+  operation?: unknown;
+  executionId?: unknown;
+  /** Absent on success; the Catch's `$.error` ({Error, Cause}) on failure. */
+  error?: { Error?: unknown; Cause?: unknown };
+  summary?: unknown;
+}
+
+export interface Recorded {
+  planId: string;
+  operation: string;
+  outcome: 'success' | 'failure';
+  error?: string;
+  cause?: string;
+  metrics: string[];
+}
+
+const OPERATIONS = new Set(['backup', 'restore', 'verify', 'retention']);
+
+/**
+ * Last state of every machine: the outcome goes to the repository history
+ * (the audit trail beside the execution history) and to metrics the alarms
+ * watch; a failed backup also gives its run lease back. Recording must not
+ * hide the original failure, so a history write that fails is only logged.
+ */
+export async function recordResult(event: RecordEvent): Promise<Recorded> {
+  const operation = typeof event.operation === 'string' && OPERATIONS.has(event.operation) ? event.operation : 'backup';
+  const failed = event.error !== undefined && event.error !== null;
+  const error = failed ? (typeof event.error?.Error === 'string' ? event.error.Error : 'Cairn.Failure') : undefined;
+  const cause = failed ? causeText(event.error?.Cause) : undefined;
+  const planId = typeof event.planId === 'string' ? event.planId : 'unknown';
+  const emitted: string[] = [];
+  const Op = `${operation[0]?.toUpperCase() ?? ''}${operation.slice(1)}`;
+  metrics.addDimension('PlanId', planId);
+  if (failed) {
+    emitted.push(`${Op}Failed`);
+    if (error === 'States.HeartbeatTimeout') emitted.push('AgentHeartbeatTimeout');
+  } else {
+    emitted.push(`${Op}Succeeded`);
+  }
+  for (const name of emitted) metrics.addMetric(name, MetricUnit.Count, 1);
+
+  try {
+    const plan = await loadPlan(event.planId);
+    const { repo, storage } = await openPlanRepository(plan);
+    await recordEvent(repo, controlPlaneWho('record'), TOOL, `orchestration.${operation}.${failed ? 'failed' : 'succeeded'}`, {
+      planId: plan.id,
+      executionId: event.executionId,
+      ...(failed ? { code: error, message: cause } : { summary: event.summary }),
+    });
+    if (operation === 'backup' && typeof event.executionId === 'string') await releaseRunLease(storage, event.executionId);
+  } catch (recordError) {
+    logger.error('could not record the outcome in the repository history', { planId, operation, error: recordError });
+  }
+  if (failed) logger.error(`${operation} failed`, { planId, error, cause });
+  return { planId, operation, outcome: failed ? 'failure' : 'success', ...(failed ? { error, cause } : {}), metrics: emitted };
+}
+
+/** A Lambda failure's Cause is JSON ({errorMessage, errorType, ...}); an agent's is its message. */
+function causeText(cause: unknown): string {
+  if (typeof cause !== 'string') return cause === undefined ? '' : JSON.stringify(cause);
+  try {
+    const parsed = JSON.parse(cause) as { errorMessage?: unknown };
+    if (typeof parsed.errorMessage === 'string') return parsed.errorMessage;
+  } catch {
+    // plain text
+  }
+  return cause;
+}
+
+export const handler = handlerOf('record-result', recordResult);

@@ -1,5 +1,6 @@
 import { CairnError } from '../core/errors.ts';
-import { PINS_PREFIX, idFromKey, snapshotKey } from '../core/layout.ts';
+import { PINS_PREFIX, snapshotKey } from '../core/layout.ts';
+import { pinnedIds } from '../core/pins.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { applyPolicy, isEmptyPolicy, type RetentionDecision, type RetentionPolicy } from '../core/retention.ts';
 import type { Snapshot } from '../core/snapshot.ts';
@@ -36,14 +37,7 @@ export function groupKey(snapshot: Snapshot, fields: GroupField[]): Record<strin
   return key;
 }
 
-export async function pinnedIds(repo: Repository): Promise<Set<string>> {
-  const ids = new Set<string>();
-  for await (const object of repo.storage.list(PINS_PREFIX)) {
-    const id = idFromKey(object.key, PINS_PREFIX);
-    if (id) ids.add(id);
-  }
-  return ids;
-}
+export { pinnedIds };
 
 /**
  * Applies the retention policy to each group of snapshots (by default one

@@ -30,6 +30,8 @@ export interface RetentionCandidate {
   pinned?: boolean;
   /** Marked damaged by a verify: kept for inspection, never counted as good. */
   damaged?: boolean;
+  /** Set (by the caller, who knows the clock and the bucket's rules) while S3 Object Lock still protects the manifest. */
+  lockedUntil?: string;
 }
 
 export interface RetentionDecision {
@@ -71,6 +73,7 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
   for (const s of newestFirst) {
     if (s.damaged) add(s.id, 'damaged: kept for inspection, not counted');
     if (s.pinned) add(s.id, 'pinned');
+    if (s.lockedUntil !== undefined) add(s.id, `object lock until ${s.lockedUntil}`);
     const tag = s.tags.find((t) => policy.keepTags?.includes(t));
     if (tag !== undefined) add(s.id, `tag ${tag}`);
   }

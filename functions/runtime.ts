@@ -1,0 +1,151 @@
+import { Logger } from '@aws-lambda-powertools/logger';
+import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
+import { Tracer } from '@aws-lambda-powertools/tracer';
+import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
+import { DescribeInstanceInformationCommand, GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import middy from '@middy/core';
+import { CairnError, errorMessage } from '../agent/core/errors.ts';
+import { parsePlan, planParameterPrefix, type Plan } from '../agent/core/plan.ts';
+import { Repository } from '../agent/core/repository.ts';
+import type { DeletableStorage } from '../agent/core/storage.ts';
+import { openStorage } from '../agent/storage/open.ts';
+
+/**
+ * What every handler shares: Powertools logger, metrics and tracer, the plan
+ * from Parameter Store, the plan's repository, and errors whose `name` is the
+ * `Cairn.*` code, because that name is what a state machine's Catch and an
+ * execution's failure show.
+ */
+export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
+export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'Cairn', serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
+const tracer = new Tracer({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
+
+let ssm: SSMClient | undefined;
+export function ssmClient(): SSMClient {
+  ssm ??= new SSMClient({});
+  return ssm;
+}
+
+/** Wraps a handler: validated errors become named errors; logs, metrics and traces as Powertools does them. */
+export function handlerOf<E, R>(name: string, fn: (event: E) => Promise<R>): (event: E, context?: unknown) => Promise<R> {
+  const named = async (event: E): Promise<R> => {
+    try {
+      return await fn(event);
+    } catch (error) {
+      throw namedError(error);
+    }
+  };
+  const wrapped = middy(named)
+    .use(captureLambdaHandler(tracer))
+    .use(injectLambdaContext(logger, { resetKeys: true }))
+    .use(logMetrics(metrics));
+  logger.appendKeys({ handler: name });
+  return (event: E, context?: unknown) => wrapped(event, (context ?? localContext(name)) as never);
+}
+
+/** An Error whose name is the Cairn code: Step Functions shows it as the error, the message as the cause. */
+export function namedError(error: unknown): Error {
+  if (error instanceof CairnError) {
+    const named = new Error(error.hint ? `${error.message} (${error.hint})` : error.message, { cause: error });
+    named.name = error.code;
+    return named;
+  }
+  if (error instanceof Error && /^(Cairn|States)\./.test(error.name)) return error;
+  const named = new Error(errorMessage(error), { cause: error });
+  named.name = 'Cairn.Failure';
+  return named;
+}
+
+/** Outside Lambda (the local runner) there is no context object; Powertools needs a few fields. */
+function localContext(name: string): Record<string, unknown> {
+  return {
+    functionName: name,
+    functionVersion: '$LATEST',
+    invokedFunctionArn: `arn:aws:lambda:local:000000000000:function:${name}`,
+    memoryLimitInMB: '256',
+    awsRequestId: `local-${Date.now().toString(36)}`,
+    getRemainingTimeInMillis: () => 60_000,
+  };
+}
+
+export function envName(): string {
+  const name = process.env.ENV_NAME;
+  if (!name) throw new CairnError('Cairn.Config', 'ENV_NAME is not set for this function', { hint: 'deploy the function through the Cairn CDK app' });
+  return name;
+}
+
+export async function loadPlan(planId: unknown): Promise<Plan> {
+  if (typeof planId !== 'string' || planId === '') throw new CairnError('Cairn.InvalidInput', 'planId: required', { hint: 'start the execution with {"planId": "<plan id>"}' });
+  const name = `${process.env.PLAN_PARAMETER_PREFIX ?? planParameterPrefix(envName())}${planId}`;
+  let value: string | undefined;
+  try {
+    value = (await ssmClient().send(new GetParameterCommand({ Name: name }))).Parameter?.Value;
+  } catch (error) {
+    if (error instanceof Error && error.name === 'ParameterNotFound') {
+      throw new CairnError('Cairn.InvalidInput', `planId: there is no plan ${JSON.stringify(planId)} in this environment (no parameter ${name})`, { hint: 'use the id of a plan in cdk/config/<env>.ts' });
+    }
+    throw error;
+  }
+  if (value === undefined) throw new CairnError('Cairn.Config', `parameter ${name} has no value`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(value);
+  } catch (cause) {
+    throw new CairnError('Cairn.Config', `parameter ${name} does not hold JSON`, { cause });
+  }
+  return parsePlan(raw, `parameter ${name}`);
+}
+
+/** The plan's repository storage (deleting is allowed: these are control-plane credentials). */
+export function planStorage(plan: Plan): Promise<DeletableStorage> {
+  return openStorage(plan.repository.url, process.env);
+}
+
+/** Opens the plan's repository with its passphrase from a SecureString parameter (KMS-wrapped keys: agent/keys). */
+export async function openPlanRepository(plan: Plan, storage?: DeletableStorage): Promise<{ repo: Repository; storage: DeletableStorage }> {
+  const store = storage ?? (await planStorage(plan));
+  if (!('passphraseParameter' in plan.keySource)) {
+    throw new CairnError('Cairn.Config', `plan ${plan.id}: the control plane opens repositories with a passphrase parameter; KMS-only plans are not supported by this function yet`, {
+      hint: 'add keySource.passphraseParameter to the plan',
+    });
+  }
+  const passphrase = await readSecret(plan.keySource.passphraseParameter);
+  return { repo: await Repository.open(store, passphrase), storage: store };
+}
+
+export async function readSecret(name: string): Promise<string> {
+  const value = (await ssmClient().send(new GetParameterCommand({ Name: name, WithDecryption: true }))).Parameter?.Value;
+  if (!value) throw new CairnError('Cairn.Config', `the SecureString parameter ${name} is empty`);
+  return value;
+}
+
+export const controlPlaneWho = (role: string): { host: string; user: string } => ({ host: `lambda:${process.env.AWS_LAMBDA_FUNCTION_NAME ?? role}`, user: `cairn-${role}` });
+
+/**
+ * The plan's hosts that SSM reports online, in a stable order. A tag selector
+ * resolves to the managed instances carrying the tag; a backup runs on the
+ * first of them (docs/orchestration.md).
+ */
+export async function onlineInstances(plan: Plan): Promise<string[]> {
+  const filters = 'instanceIds' in plan.targets
+    ? [{ Key: 'InstanceIds', Values: plan.targets.instanceIds }]
+    : [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }];
+  return describeOnline(filters);
+}
+
+export async function isOnline(instanceId: string): Promise<boolean> {
+  return (await describeOnline([{ Key: 'InstanceIds', Values: [instanceId] }])).includes(instanceId);
+}
+
+async function describeOnline(filters: Array<{ Key: string; Values: string[] }>): Promise<string[]> {
+  const online: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await ssmClient().send(new DescribeInstanceInformationCommand({ Filters: filters, NextToken: token, MaxResults: 50 }));
+    for (const info of page.InstanceInformationList ?? []) if (info.InstanceId && info.PingStatus === 'Online') online.push(info.InstanceId);
+    token = page.NextToken;
+  } while (token);
+  return online.sort();
+}
