@@ -19,6 +19,8 @@ export interface VerifyOptions {
   who: Who;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** Cancellation: reads that fail because of it are not damage, and nothing is recorded as verified. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface VerifyReport {
@@ -43,6 +45,7 @@ export async function verify(repo: Repository, options: VerifyOptions): Promise<
   const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
   return underLock(ctx, 'verify', false, async () => {
     const report = await verifyLocked(repo, options);
+    options.signal?.throwIfAborted();
     await record(ctx, 'verify.finished', {
       readData: options.readData,
       ok: report.ok,
