@@ -1,5 +1,3 @@
-import { Agent as HttpAgent } from 'node:http';
-import { Agent as HttpsAgent } from 'node:https';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -16,6 +14,7 @@ import {
 import type { CompletedPart } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { mapLimit } from '../core/concurrency.ts';
+import { httpHandlerOptions } from './proxy.ts';
 import { AlreadyExistsError, CairnError, NotFoundError } from '../core/errors.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.ts';
 
@@ -37,6 +36,8 @@ export interface S3StorageOptions {
   partConcurrency?: number;
   /** A ready client (tests, custom credentials); the options above that configure a client are then ignored. */
   client?: S3Client;
+  /** Where HTTP_PROXY, HTTPS_PROXY and NO_PROXY are read; process.env when absent. */
+  env?: NodeJS.ProcessEnv;
 }
 
 type Operation = 'read' | 'write' | 'stat' | 'list' | 'delete';
@@ -161,6 +162,7 @@ export class S3Storage implements DeletableStorage {
     // connection TimeoutError once connectionTimeout passes (seen with maxSockets 1).
     // Callers bound their own concurrency (a few dozen requests); each multipart
     // upload adds partConcurrency parts. Sockets are opened only when needed.
+    // HTTP_PROXY, HTTPS_PROXY and NO_PROXY are honoured by these agents (proxy.ts).
     const agentOptions = { keepAlive: true, maxSockets: Math.max(64, 16 * this.partConcurrency) };
     return new S3Client({
       region: options.region,
@@ -170,13 +172,7 @@ export class S3Storage implements DeletableStorage {
       followRegionRedirects: options.endpoint === undefined,
       retryMode: 'standard',
       maxAttempts: this.maxAttempts,
-      requestHandler: new NodeHttpHandler({
-        httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
-        connectionTimeout: 10_000,
-        // Inactivity, not duration: a stalled connection fails (and is retried); a slow upload does not.
-        socketTimeout: 120_000,
-      }),
+      requestHandler: new NodeHttpHandler(httpHandlerOptions(options.env ?? process.env, agentOptions)),
     });
   }
 
