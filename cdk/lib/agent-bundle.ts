@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Stack } from 'aws-cdk-lib';
+import { Stack, Stage } from 'aws-cdk-lib';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import { buildSync } from 'esbuild';
 import { Construct } from 'constructs';
@@ -24,14 +24,13 @@ export class AgentBundle extends Construct {
   constructor(scope: Construct, id: string) {
     super(scope, id);
     this.placeholder = !Stack.of(this).bundlingRequired;
-    const file = this.placeholder ? writePlaceholder() : bundleAgent();
+    const file = this.placeholder ? writePlaceholder() : bundleAgent(join(Stage.of(this)?.outdir ?? join(repoRoot, 'cdk.out'), '.cairn-agent'));
     this.sha256 = createHash('sha256').update(readFileSync(file)).digest('hex');
     this.asset = new s3assets.Asset(this, 'Asset', { path: file });
   }
 }
 
-function bundleAgent(): string {
-  const outdir = join(repoRoot, 'cdk.out', '.cairn-agent');
+function bundleAgent(outdir: string): string {
   mkdirSync(outdir, { recursive: true });
   const outfile = join(outdir, 'cairn.mjs');
   buildSync({

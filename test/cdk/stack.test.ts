@@ -1,0 +1,326 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { Match } from 'aws-cdk-lib/assertions';
+import { parsePlan, type EnvironmentConfigInput } from '../../agent/core/plan.ts';
+import { AGENT_DOCUMENT_PARAMETERS, AGENT_OPERATIONS } from '../../cdk/lib/agent-command-document.ts';
+import { dev } from '../../cdk/config/dev.ts';
+import { prod } from '../../cdk/config/prod.ts';
+import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
+
+const aslValidator = createRequire(import.meta.url)('asl-validator') as (definition: unknown) => { isValid: boolean; errorsText: () => string };
+
+// Names only, never values: the sentinel must appear as a name in ARNs, nothing else may leak.
+const SENTINEL_SECRET_NAME = '/cairn/sentinel/SENTINEL-db-password-name';
+const sentinel: EnvironmentConfigInput = {
+  ...dev,
+  plans: [
+    { ...dev.plans[0]!, engineOptions: { ...dev.plans[0]!.engineOptions, passwordParameter: SENTINEL_SECRET_NAME } },
+    {
+      id: 'files-kms',
+      targets: { instanceIds: ['i-0123456789abcdef0'] },
+      engine: 'files',
+      engineOptions: { paths: ['/etc'] },
+      schedule: { expression: 'rate(12 hours)' },
+      retention: { keepLast: 3 },
+      keySource: { kmsKeyArn: 'arn:aws:kms:eu-central-1:111111111111:key/0d2a3e7b-1111-2222-3333-444455556666' },
+      rpo: '13h',
+      repository: { url: 's3://other-team-bucket/cairn/files-kms/' },
+    },
+  ],
+};
+
+const devOut = synthEnvironment('dev');
+const prodOut = synthEnvironment('prod');
+const sentinelOut = synthEnvironment('sentinel', { sentinel });
+
+type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, Record<string, unknown>>; Sid?: string };
+const actionsOf = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action : [s.Action]);
+
+function hostPolicies(json: Record<string, unknown>): Array<[string, Statement[]]> {
+  return resourcesOf(json, 'AWS::IAM::ManagedPolicy')
+    .filter(([, r]) => String(r.Properties.ManagedPolicyName).includes('-host-'))
+    .map(([id, r]) => [id, (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement]);
+}
+
+/** Turns a DefinitionString (Fn::Join of strings, Ref, Fn::GetAtt) into the ASL JSON. */
+function definitionOf(machine: { Properties: Record<string, unknown> }): Record<string, unknown> {
+  const resolve = (v: unknown): string => {
+    if (typeof v === 'string') return v;
+    const o = v as Record<string, unknown>;
+    if ('Fn::Join' in o) {
+      const [sep, parts] = o['Fn::Join'] as [string, unknown[]];
+      return parts.map(resolve).join(sep);
+    }
+    if ('Ref' in o) return `arn:aws:ref:::${String(o.Ref)}`;
+    if ('Fn::GetAtt' in o) return `arn:aws:lambda:eu-central-1:111111111111:function:${(o['Fn::GetAtt'] as string[])[0]}`;
+    throw new Error(`cannot resolve ${JSON.stringify(v)}`);
+  };
+  return JSON.parse(resolve(machine.Properties.DefinitionString)) as Record<string, unknown>;
+}
+
+describe('CDK app', () => {
+  test('cdk-nag AwsSolutions passes for dev, prod and a config with an external bucket and a KMS key', () => {
+    // synthEnvironment throws on any unacknowledged finding; reaching here means all three passed.
+    for (const out of [devOut, prodOut, sentinelOut]) assert.ok(Object.keys(out.json.Resources as object).length > 20);
+  });
+
+  test('the repository bucket and its key are retained by cdk destroy', () => {
+    for (const out of [devOut, prodOut]) {
+      const bucket = out.stack.resolve((out.stack.storage.bucket.node.defaultChild as { logicalId: string }).logicalId) as string;
+      const key = out.stack.resolve((out.stack.storage.key.node.defaultChild as { logicalId: string }).logicalId) as string;
+      const resources = out.json.Resources as Record<string, { DeletionPolicy?: string; UpdateReplacePolicy?: string }>;
+      for (const id of [bucket, key]) {
+        assert.equal(resources[id]?.DeletionPolicy, 'Retain', id);
+        assert.equal(resources[id]?.UpdateReplacePolicy, 'Retain', id);
+      }
+    }
+    prodOut.template.hasResource('AWS::KMS::Key', { Properties: Match.objectLike({ EnableKeyRotation: true }), DeletionPolicy: 'Retain' });
+  });
+
+  test('the bucket is SSE-KMS, versioned, private, TLS-only and logged', () => {
+    devOut.template.hasResourceProperties('AWS::S3::Bucket', {
+      BucketName: 'cairn-dev-111111111111-eu-central-1',
+      BucketEncryption: { ServerSideEncryptionConfiguration: [Match.objectLike({ ServerSideEncryptionByDefault: Match.objectLike({ SSEAlgorithm: 'aws:kms' }) })] },
+      VersioningConfiguration: { Status: 'Enabled' },
+      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      LoggingConfiguration: Match.objectLike({ DestinationBucketName: Match.anyValue() }),
+    });
+    devOut.template.hasResourceProperties('AWS::S3::BucketPolicy', {
+      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+    });
+  });
+
+  test('Object Lock and lifecycle follow the config: dev without a lock, prod COMPLIANCE', () => {
+    const bucketProps = (out: typeof devOut): Record<string, unknown> =>
+      resourcesOf(out.json, 'AWS::S3::Bucket').find(([, r]) => String(r.Properties.BucketName).startsWith(`cairn-${out.config.envName}-`) && !String(r.Properties.BucketName).endsWith('-logs'))![1].Properties;
+    const d = bucketProps(devOut);
+    assert.notEqual(d.ObjectLockEnabled, true);
+    assert.equal(d.ObjectLockConfiguration, undefined);
+    assert.deepEqual((d.LifecycleConfiguration as { Rules: unknown[] }).Rules, [
+      { Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 2 }, Status: 'Enabled' },
+      { Id: 'expire-noncurrent-versions', NoncurrentVersionExpiration: { NoncurrentDays: 7 }, ExpiredObjectDeleteMarker: true, Status: 'Enabled' },
+    ]);
+    const p = bucketProps(prodOut);
+    assert.equal(p.ObjectLockEnabled, true);
+    assert.deepEqual(p.ObjectLockConfiguration, { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 35 } } });
+    assert.match(JSON.stringify(p.LifecycleConfiguration), /"NoncurrentDays":90/);
+    assert.match(JSON.stringify(p.LifecycleConfiguration), /"DaysAfterInitiation":7/);
+  });
+
+  test('prod replicates to a replica bucket with its own key and Object Lock; dev has no replica', () => {
+    assert.equal(devOut.replicaStack, undefined);
+    assert.equal(devOut.template.toJSON().Resources && JSON.stringify(devOut.json).includes('ReplicationConfiguration'), false);
+    const replica = prodOut.replicaTemplate!;
+    assert.equal(prodOut.replicaStack!.region, 'eu-west-1');
+    replica.hasResourceProperties('AWS::S3::Bucket', {
+      BucketName: 'cairn-prod-222222222222-eu-central-1-replica',
+      ObjectLockEnabled: true,
+      ObjectLockConfiguration: { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 35 } } },
+      VersioningConfiguration: { Status: 'Enabled' },
+    });
+    replica.hasResource('AWS::KMS::Key', { Properties: Match.objectLike({ EnableKeyRotation: true }), DeletionPolicy: 'Retain' });
+    replica.hasResourceProperties('AWS::KMS::Alias', { AliasName: 'alias/cairn-prod-replica' });
+    prodOut.template.hasResourceProperties('AWS::S3::Bucket', {
+      ReplicationConfiguration: {
+        Role: Match.anyValue(),
+        Rules: [
+          Match.objectLike({
+            Status: 'Enabled',
+            Destination: Match.objectLike({
+              Bucket: Match.objectLike({ 'Fn::Join': ['', Match.arrayWith([':s3:::cairn-prod-222222222222-eu-central-1-replica'])] }),
+              EncryptionConfiguration: { ReplicaKmsKeyID: Match.anyValue() },
+            }),
+          }),
+        ],
+      },
+    });
+  });
+
+  test('the host policy grants no delete, creates only with If-None-Match: *, and reports only to this stack', () => {
+    for (const out of [devOut, prodOut, sentinelOut]) {
+      const policies = hostPolicies(out.json);
+      assert.equal(policies.length, out.config.plans.length);
+      for (const [id, statements] of policies) {
+        for (const s of statements) {
+          for (const action of actionsOf(s)) {
+            assert.doesNotMatch(action, /^s3:(Delete|\*|PutObject\*|PutLifecycle|PutBucket|Replicate)|^\*$/i, `${id} grants ${action}`);
+          }
+          if (actionsOf(s).includes('s3:PutObject')) {
+            const c = JSON.stringify(s.Condition);
+            assert.ok(c === '{"StringEquals":{"s3:if-none-match":"*"}}' || c === '{"Bool":{"s3:ObjectCreationOperation":"false"}}', `${id}: unconditioned PutObject ${c}`);
+          }
+          if (actionsOf(s).some((a) => a.startsWith('states:'))) {
+            assert.deepEqual(actionsOf(s).sort(), ['states:SendTaskFailure', 'states:SendTaskHeartbeat', 'states:SendTaskSuccess']);
+            assert.ok(Array.isArray(s.Resource) && s.Resource.length === 4, 'the four state machines');
+            assert.ok((s.Resource as unknown[]).every((r) => typeof r === 'object' && r !== null && 'Ref' in r), 'state machine ARNs, not *');
+          }
+          assert.notEqual(s.Resource, '*', `${id} grants on *`);
+        }
+      }
+    }
+    // Read and create are on the plan's prefix only.
+    const [, statements] = hostPolicies(devOut.json)[0]!;
+    assert.match(JSON.stringify(statements), /cairn-dev-111111111111-eu-central-1\/plans\/app-db\/\*/);
+    assert.doesNotMatch(JSON.stringify(statements), /eu-central-1\/\*"/);
+  });
+
+  test('secrets are referenced by parameter name only', () => {
+    const text = JSON.stringify(sentinelOut.json);
+    assert.doesNotMatch(text, /SecureString/);
+    // The name appears in the plan JSON and in the read grants (host policy, functions), as ARNs.
+    const [, statements] = hostPolicies(sentinelOut.json).find(([id]) => id.includes('appdb'))!;
+    const get = statements.find((s) => actionsOf(s).includes('ssm:GetParameter'))!;
+    assert.match(JSON.stringify(get.Resource), new RegExp(`:parameter${SENTINEL_SECRET_NAME}"`));
+    assert.match(JSON.stringify(get.Resource), /:parameter\/cairn\/sentinel\/plans\/app-db"/);
+    assert.equal((get.Resource as unknown[]).length, 3, 'the plan and its two secrets, nothing else');
+    // The KMS-keyed plan on another team's bucket gets its key and prefix, and no bucket-key grant.
+    const [, kmsStatements] = hostPolicies(sentinelOut.json).find(([id]) => id.includes('fileskms'))!;
+    assert.match(JSON.stringify(kmsStatements), /other-team-bucket\/cairn\/files-kms\/\*/);
+    assert.match(JSON.stringify(kmsStatements), /key\/0d2a3e7b-1111-2222-3333-444455556666/);
+    assert.ok(!kmsStatements.some((s) => s.Sid === 'RepositoryBucketKey'));
+  });
+
+  test('one plan parameter per plan holds the validated plan JSON', () => {
+    for (const out of [devOut, prodOut]) {
+      const params = resourcesOf(out.json, 'AWS::SSM::Parameter');
+      assert.equal(params.length, out.config.plans.length);
+      for (const plan of out.config.plans) {
+        const [, p] = params.find(([, r]) => r.Properties.Name === `/cairn/${out.config.envName}/plans/${plan.id}`)!;
+        assert.equal(p.Properties.Type, 'String');
+        assert.deepEqual(parsePlan(JSON.parse(p.Properties.Value as string), 'test'), plan);
+      }
+    }
+  });
+
+  test('every SSM document parameter is validated and passed as an environment variable', () => {
+    const [[, doc]] = resourcesOf(prodOut.json, 'AWS::SSM::Document') as [[string, { Properties: Record<string, unknown> }]];
+    assert.equal(doc.Properties.DocumentType, 'Command');
+    const content = doc.Properties.Content as { schemaVersion: string; parameters: Record<string, Record<string, unknown>>; mainSteps: Array<{ action: string; inputs: Record<string, unknown> }> };
+    assert.equal(content.schemaVersion, '2.2');
+    assert.deepEqual(Object.keys(content.parameters).sort(), ['operation', 'planId', 'request', 'taskToken']);
+    for (const [name, param] of Object.entries(content.parameters)) {
+      assert.equal(param.interpolationType, 'ENV_VAR', name);
+      assert.ok(param.allowedPattern !== undefined || param.allowedValues !== undefined, `${name} has no allowedPattern/allowedValues`);
+    }
+    assert.deepEqual(content.parameters.operation!.allowedValues, [...AGENT_OPERATIONS]);
+    assert.deepEqual(content.parameters, JSON.parse(JSON.stringify(AGENT_DOCUMENT_PARAMETERS)));
+    assert.deepEqual(content.mainSteps.map((s) => s.action), ['aws:downloadContent', 'aws:runShellScript']);
+    const script = (content.mainSteps[1]!.inputs.runCommand as string[]).join('\n');
+    assert.doesNotMatch(script, /\{\{/, 'no text substitution of parameters');
+    assert.match(script, /^operation="\$\{SSM_operation:-\}"$/m);
+    // Every use of a parameter is quoted: no bare $SSM_ or $operation outside double quotes.
+    assert.doesNotMatch(script, /[^"{]\$SSM_/);
+    assert.match(script, /CAIRN_AGENT_SHA256='[0-9a-f]{64}'/);
+    assert.match(script, /send-task-failure/);
+    assert.match(script, /Cairn\.AgentCrashed/);
+  });
+
+  test('the functions run Node 22 on arm64 with the shared environment; only retention and GC may delete', () => {
+    const fns = resourcesOf(prodOut.json, 'AWS::Lambda::Function');
+    assert.equal(fns.length, 7);
+    for (const [id, fn] of fns) {
+      assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
+      assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
+      assert.deepEqual(fn.Properties.TracingConfig, { Mode: 'Active' }, id);
+      const env = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+      for (const name of ['ENV_NAME', 'PLAN_PARAMETER_PREFIX', 'BUCKET_NAME', 'DOCUMENT_NAME', 'POWERTOOLS_SERVICE_NAME']) assert.ok(env[name] !== undefined, `${id} lacks ${name}`);
+      assert.equal(env.POWERTOOLS_METRICS_NAMESPACE, 'Cairn');
+      assert.equal(env.PLAN_PARAMETER_PREFIX, '/cairn/prod/plans/');
+    }
+    const deleters = resourcesOf(prodOut.json, 'AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Properties.PolicyDocument).includes('s3:DeleteObject'))
+      .map(([id]) => id)
+      .sort();
+    assert.equal(deleters.length, 2);
+    assert.match(deleters[0]!, /^FunctionsApplyRetention/);
+    assert.match(deleters[1]!, /^FunctionsGcSweep/);
+  });
+
+  test('state machines are Standard, JSONPath, valid ASL, logging ALL with X-Ray on', () => {
+    const machines = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine');
+    assert.equal(machines.length, 4);
+    for (const [id, m] of machines) {
+      assert.equal(m.Properties.StateMachineType, 'STANDARD', id);
+      assert.deepEqual(m.Properties.TracingConfiguration, { Enabled: true }, id);
+      assert.equal((m.Properties.LoggingConfiguration as { Level: string }).Level, 'ALL', id);
+      const asl = definitionOf(m);
+      assert.notEqual(asl.QueryLanguage, 'JSONata', id);
+      assert.doesNotMatch(JSON.stringify(asl), /JSONata|\{%/, id);
+      const result = aslValidator(structuredClone(asl));
+      assert.ok(result.isValid, `${id}: ${result.errorsText()}`);
+    }
+  });
+
+  test('the Backup machine sends the agent command with the task token and heartbeat from the plan', () => {
+    const backup = prodOut.stack.stateMachines.backup;
+    const [, m] = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(([id]) => id === prodOut.stack.getLogicalId(backup.node.defaultChild as never))!;
+    const asl = definitionOf(m) as { StartAt: string; States: Record<string, Record<string, unknown>> };
+    assert.equal(asl.StartAt, 'PlanBackup');
+    const run = asl.States.RunAgent!;
+    assert.equal(run.Resource, 'arn:aws:states:::aws-sdk:ssm:sendCommand.waitForTaskToken');
+    assert.equal(run.HeartbeatSecondsPath, '$.plan.heartbeatSeconds');
+    assert.equal(run.TimeoutSecondsPath, '$.plan.timeoutSeconds');
+    assert.equal(run.ResultPath, '$.agent');
+    assert.deepEqual((run.Parameters as { Parameters: unknown }).Parameters, {
+      operation: ['backup'],
+      'planId.$': 'States.Array($.planId)',
+      'taskToken.$': 'States.Array($$.Task.Token)',
+      'request.$': 'States.Array($.plan.request)',
+    });
+    for (const [name, state] of Object.entries(asl.States)) {
+      if (state.Type === 'Task' || state.Type === 'Map') {
+        if (name === 'RecordFailure') continue;
+        assert.deepEqual(state.Catch, [{ ErrorEquals: ['States.ALL'], ResultPath: '$.error', Next: 'RecordFailure' }], name);
+      }
+    }
+    assert.deepEqual(asl.States.Failed, { Type: 'Fail', ErrorPath: '$.error.Error', CausePath: '$.error.Cause' });
+    const gc = asl.States.GcSweep as { ItemsPath: string; MaxConcurrency: number; ItemProcessor: { ProcessorConfig: { Mode: string } } };
+    assert.equal(gc.ItemsPath, '$.retention.gc.prefixes');
+    assert.equal(gc.MaxConcurrency, 16);
+    assert.equal(gc.ItemProcessor.ProcessorConfig.Mode, 'DISTRIBUTED');
+  });
+
+  test('one backup and one retention schedule per plan, a verify schedule per plan with verification, each with a DLQ and retries', () => {
+    for (const out of [devOut, prodOut]) {
+      const schedules = resourcesOf(out.json, 'AWS::Scheduler::Schedule');
+      const named = (kind: string): typeof schedules => schedules.filter(([, s]) => String(s.Properties.Name).startsWith(`cairn-${out.config.envName}-${kind}-`));
+      assert.equal(named('backup').length, out.config.plans.length);
+      assert.equal(named('retention').length, out.config.plans.length);
+      assert.equal(named('verify').length, out.config.plans.filter((p) => p.verification !== undefined).length);
+      for (const [id, s] of schedules) {
+        const target = s.Properties.Target as { DeadLetterConfig?: unknown; RetryPolicy?: { MaximumRetryAttempts: number }; Input: string };
+        assert.ok(target.DeadLetterConfig, `${id} has no DLQ`);
+        assert.equal(target.RetryPolicy?.MaximumRetryAttempts, 5, id);
+      }
+      for (const plan of out.config.plans) {
+        const [, s] = named('backup').find(([, r]) => r.Properties.Name === `cairn-${out.config.envName}-backup-${plan.id}`)!;
+        assert.deepEqual(JSON.parse((s.Properties.Target as { Input: string }).Input), { planId: plan.id, scheduledTime: '<aws.scheduler.scheduled-time>' });
+        assert.equal(s.Properties.ScheduleExpression, plan.schedule.expression);
+        assert.equal(s.Properties.ScheduleExpressionTimezone, plan.schedule.timeZone);
+      }
+    }
+    prodOut.template.hasResourceProperties('AWS::SQS::Queue', { KmsMasterKeyId: Match.anyValue() });
+  });
+
+  test('alarms per plan: failures, heartbeat timeouts, and freshness against the RPO with missing data breaching', () => {
+    const alarms = resourcesOf(prodOut.json, 'AWS::CloudWatch::Alarm');
+    assert.equal(alarms.length, 4 * prodOut.config.plans.length);
+    const fresh = alarms.find(([, a]) => a.Properties.AlarmName === 'cairn-prod-orders-db-freshness')![1].Properties;
+    assert.equal(fresh.MetricName, 'SnapshotAgeSeconds');
+    assert.equal(fresh.Namespace, 'Cairn');
+    assert.equal(fresh.Statistic, 'Maximum');
+    assert.equal(fresh.Threshold, 7 * 3600);
+    assert.equal(fresh.TreatMissingData, 'breaching');
+    assert.deepEqual(fresh.Dimensions, [{ Name: 'PlanId', Value: 'orders-db' }]);
+    for (const metric of ['BackupFailed', 'RestoreFailed', 'AgentHeartbeatTimeout']) {
+      assert.equal(alarms.filter(([, a]) => a.Properties.MetricName === metric).length, prodOut.config.plans.length, metric);
+    }
+    for (const [, a] of alarms) assert.equal((a.Properties.AlarmActions as unknown[]).length, 1);
+    prodOut.template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    prodOut.template.resourceCountIs('AWS::SNS::Subscription', 1);
+    devOut.template.resourceCountIs('AWS::SNS::Subscription', 0);
+    const dashboard = JSON.stringify(prodOut.template.findResources('AWS::CloudWatch::Dashboard'));
+    for (const metric of ['SnapshotAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed']) assert.match(dashboard, new RegExp(metric));
+  });
+});
