@@ -21,6 +21,7 @@ import type { DeletableStorage } from '../core/storage.ts';
 import { VERSION } from '../version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
 import { initKeys, registerKeyCommands } from './key-commands.ts';
+import { register as registerAgent } from './agent-commands.ts';
 import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
 import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
@@ -28,7 +29,7 @@ import { register as registerBrowse } from './browse-commands.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
-const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands];
+const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands, registerAgent];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {

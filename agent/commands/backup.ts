@@ -42,6 +42,8 @@ export interface BackupOptions {
   startCmd?: string | undefined;
   env?: NodeJS.ProcessEnv | undefined;
   tempDir?: string | undefined;
+  /** The orchestration plan this backup runs for (recorded in the manifest; retention and restore planning select by it). */
+  plan?: string | undefined;
 }
 
 /**
@@ -109,6 +111,7 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     tags: [...new Set(options.tags)].sort(),
     engine: options.engine?.engine.name ?? 'files',
     engineMetadata,
+    ...(options.plan ? { plan: options.plan } : {}),
     tree,
     ...(parent ? { parent: parent.id } : {}),
     summary: {

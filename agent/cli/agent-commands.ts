@@ -1,0 +1,162 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { decodeRequest, type AgentOperation, type AgentRequest, type RunSummary } from '../core/orchestration.ts';
+import type { Plan } from '../core/plan.ts';
+import { Repository } from '../core/repository.ts';
+import { backup } from '../commands/backup.ts';
+import { restore } from '../commands/restore.ts';
+import { verify } from '../commands/verify.ts';
+import { engineByName } from '../engines/registry.ts';
+import { PlanSource } from '../orchestration/plan-source.ts';
+import { TaskReporter } from '../orchestration/task-reporter.ts';
+import { openStorage } from '../storage/open.ts';
+import type { Cli } from './context.ts';
+
+const OPERATIONS: readonly AgentOperation[] = ['backup', 'restore', 'verify', 'drill'];
+
+/**
+ * `cairn agent <operation>`: what the SSM document runs on a host for the
+ * state machines (docs/orchestration.md). The plan and its secrets come from
+ * Parameter Store, the request (base64url JSON) from the document, the task
+ * token from CAIRN_TASK_TOKEN; the result goes back through the token.
+ */
+export function register(program: Command, cli: Cli): void {
+  program
+    .command('agent')
+    .description('run one orchestrated operation for a plan (started by the Cairn SSM document)')
+    .argument('<operation>', OPERATIONS.join(' | '))
+    .requiredOption('--plan-id <id>', 'the plan, read from Parameter Store under CAIRN_PLAN_PARAMETER_PREFIX')
+    .requiredOption('--request <base64url>', 'the request the state machine built')
+    .action(async (operation: string, opts: { planId: string; request: string }, cmd: Command) => {
+      const g = cli.globals(cmd);
+      let request: AgentRequest | undefined;
+      let invalid: unknown;
+      try {
+        request = decodeRequest(opts.request);
+        if (request.operation !== operation || request.planId !== opts.planId) {
+          throw new CairnError('Cairn.Usage', `the request is for ${request.operation} of plan ${request.planId}, not ${operation} of plan ${opts.planId}`);
+        }
+      } catch (error) {
+        invalid = error;
+      }
+      const token = cli.env.CAIRN_TASK_TOKEN;
+      const reporter = token
+        ? new TaskReporter({
+            token,
+            heartbeatSeconds: request?.heartbeatSeconds ?? 300,
+            onGone: (reason) => cli.controller.abort(new CairnError('Cairn.Cancelled', `${reason}; nothing was committed`)),
+            onWarning: (message) => cli.output.warn(message),
+          })
+        : undefined;
+      try {
+        if (invalid !== undefined || request === undefined) throw invalid;
+        reporter?.start();
+        const summary = await runOperation(cli, request, g.concurrency, g.lockWait);
+        cli.output.result({ type: 'summary', ...summary }, `${summary.operation} of plan ${summary.planId} finished${summary.snapshotId ? `: snapshot ${summary.snapshotId.slice(0, 8)}` : ''}`);
+        await reporter?.succeed(summary);
+      } catch (error) {
+        const failure = cli.signal.aborted && cli.signal.reason instanceof CairnError ? cli.signal.reason : error;
+        const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
+        await reporter?.fail(cairn.code, cairn.hint ? `${cairn.message} (${cairn.hint})` : cairn.message).catch((sendError: unknown) => cli.output.warn(`could not report the failure to Step Functions: ${errorMessage(sendError)}`));
+        throw cairn;
+      } finally {
+        reporter?.stop();
+      }
+    });
+}
+
+async function runOperation(cli: Cli, request: AgentRequest, concurrency: number, lockWait: string | undefined): Promise<RunSummary> {
+  const source = new PlanSource(cli.env);
+  const plan = await source.plan(request.planId);
+  const env = { ...cli.env };
+  if (plan.engineOptions.passwordParameter) env.CAIRN_DB_PASSWORD = await source.secret(plan.engineOptions.passwordParameter);
+  const repo = await openPlanRepository(plan, source, cli.env);
+  const who = { host: hostname(), user: cli.who().user };
+  const common = { concurrency, progress: cli.output, signal: cli.signal, who, ...cli.locking({ concurrency, lockWait }) };
+  const startedAt = new Date().toISOString();
+  const base = { operation: request.operation, planId: plan.id, host: who.host, startedAt };
+
+  switch (request.operation) {
+    case 'backup': {
+      const engine = plan.engine === 'files' ? undefined : engineByName(plan.engine);
+      const snapshot = await backup(repo, {
+        ...common,
+        paths: plan.engine === 'files' ? (plan.engineOptions.paths ?? []) : [],
+        excludes: [],
+        tags: [],
+        plan: plan.id,
+        env,
+        engine: engine ? { engine, options: engine.parseOptions(engineOptionsOf(plan)), source: `${engine.name}:plan ${plan.id}` } : undefined,
+      });
+      const s = snapshot.summary;
+      return {
+        ...base,
+        finishedAt: new Date().toISOString(),
+        snapshotId: snapshot.id,
+        engine: snapshot.engine,
+        bytesRead: s.bytesRead,
+        bytesAdded: s.bytesAdded,
+        totalBytes: s.totalBytes,
+        files: { new: s.filesNew, changed: s.filesChanged, unchanged: s.filesUnchanged },
+        engineMetadata: snapshot.engineMetadata,
+      };
+    }
+    case 'restore': {
+      const { snapshot, result } = await restore(repo, {
+        ...common,
+        snapshot: request.snapshotId,
+        target: request.targetPath,
+        targetDatabase: request.targetDatabase,
+        engineOptions: engineOptionsOf(plan),
+        env,
+        includes: [],
+        force: false,
+        ignoreErrors: false,
+      });
+      if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path ?? ''}: ${result.errors[0]?.error ?? ''}`);
+      return { ...base, finishedAt: new Date().toISOString(), snapshotId: snapshot.id, engine: snapshot.engine, totalBytes: result.bytes, target: request.targetPath ?? request.targetDatabase ?? 'the server' };
+    }
+    case 'verify': {
+      const report = await verify(repo, { ...common, readData: request.readDataSubset });
+      if (!report.ok) {
+        throw new CairnError('Cairn.Damaged', `verify found ${report.problems.length} problem(s) affecting ${report.affected.length} file(s): ${report.problems.slice(0, 3).map((p) => `${p.object}: ${p.problem}`).join('; ')}`);
+      }
+      return { ...base, finishedAt: new Date().toISOString(), verify: { ok: true, problems: 0, packsRead: report.packsRead } };
+    }
+    case 'drill': {
+      // A restore drill: the snapshot restored into a scratch directory and checked against its manifest, then removed.
+      const scratch = await mkdtemp(join(cli.env.CAIRN_DRILL_DIR ?? tmpdir(), 'cairn-drill-'));
+      try {
+        const { snapshot, result } = await restore(repo, { ...common, snapshot: request.snapshotId ?? 'latest', target: scratch, engineOptions: {}, env, includes: [], force: false, ignoreErrors: false });
+        if (result.errors.length > 0 || (snapshot.engine === 'files' && result.bytes !== snapshot.summary.totalBytes)) {
+          throw new CairnError('Cairn.Damaged', `the restore drill of snapshot ${snapshot.id.slice(0, 8)} restored ${result.bytes} of ${snapshot.summary.totalBytes} bytes with ${result.errors.length} error(s)`);
+        }
+        return { ...base, finishedAt: new Date().toISOString(), snapshotId: snapshot.id, engine: snapshot.engine, totalBytes: result.bytes, target: 'scratch directory (removed)' };
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    }
+  }
+}
+
+function engineOptionsOf(plan: Plan): Record<string, unknown> {
+  const o = plan.engineOptions;
+  const raw: Record<string, unknown> = {
+    host: o.connection?.host,
+    port: o.connection?.port === undefined ? undefined : String(o.connection.port),
+    socket: o.connection?.socket,
+    user: o.connection?.user,
+    databases: o.databases,
+    owner: o.owner,
+  };
+  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+}
+
+async function openPlanRepository(plan: Plan, source: PlanSource, env: NodeJS.ProcessEnv): Promise<Repository> {
+  const storage = await openStorage(plan.repository.url, env);
+  if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await source.secret(plan.keySource.passphraseParameter));
+  throw new CairnError('Cairn.Config', `plan ${plan.id} names a KMS key; opening through KMS in the agent command is not wired yet`, { hint: 'use keySource.passphraseParameter' });
+}

@@ -1,0 +1,52 @@
+import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { parsePlan, type Plan } from '../core/plan.ts';
+
+/**
+ * The agent reads its plan and its secrets from Parameter Store itself
+ * (CONTRACTS §6): nothing secret ever travels in the SSM command. The plan's
+ * parameter prefix comes from the SSM document (CAIRN_PLAN_PARAMETER_PREFIX).
+ */
+export class PlanSource {
+  private readonly client: SSMClient;
+  private readonly prefix: string;
+
+  constructor(env: NodeJS.ProcessEnv, client?: SSMClient) {
+    const prefix = env.CAIRN_PLAN_PARAMETER_PREFIX;
+    if (!prefix || !/^\/[A-Za-z0-9_.\-/]+\/$/.test(prefix)) {
+      throw new CairnError('Cairn.Config', 'CAIRN_PLAN_PARAMETER_PREFIX is not set (or not a parameter path ending in /)', { hint: 'the Cairn SSM document sets it; on a host by hand: export CAIRN_PLAN_PARAMETER_PREFIX=/cairn/<env>/plans/' });
+    }
+    this.prefix = prefix;
+    this.client = client ?? new SSMClient({});
+  }
+
+  async plan(planId: string): Promise<Plan> {
+    const name = `${this.prefix}${planId}`;
+    const raw = await this.get(name, false);
+    let json: unknown;
+    try {
+      json = JSON.parse(raw);
+    } catch (cause) {
+      throw new CairnError('Cairn.Config', `parameter ${name} does not hold JSON`, { cause });
+    }
+    return parsePlan(json, `parameter ${name}`);
+  }
+
+  secret(name: string): Promise<string> {
+    return this.get(name, true);
+  }
+
+  private async get(name: string, decrypt: boolean): Promise<string> {
+    let value: string | undefined;
+    try {
+      value = (await this.client.send(new GetParameterCommand({ Name: name, WithDecryption: decrypt }))).Parameter?.Value;
+    } catch (error) {
+      const code = error instanceof Error ? error.name : '';
+      if (code === 'ParameterNotFound') throw new CairnError('Cairn.Config', `parameter ${name} does not exist`, { hint: 'deploy the plan with the CDK app, or check the plan id', cause: error });
+      if (code === 'AccessDeniedException') throw new CairnError('Cairn.Config', `this host may not read parameter ${name}`, { hint: 'attach the Cairn host policy to the instance role', cause: error });
+      throw new CairnError('Cairn.Failure', `cannot read parameter ${name}: ${errorMessage(error)}`, { cause: error });
+    }
+    if (!value) throw new CairnError('Cairn.Config', `parameter ${name} is empty`);
+    return value;
+  }
+}
