@@ -68,7 +68,7 @@ describe('--metrics-file', () => {
     const started = Date.now() / 1000;
     const backup = await runCli(['-r', repo, 'backup', source], env);
     assert.equal(backup.code, 0, backup.stderr);
-    const summary = lastOfType(backup, 'summary') as Record<string, number>;
+    const summary = lastOfType(backup, 'summary') as { bytesRead: number; bytesAdded: number; totalFiles: number; durationMs: number };
     const ok = parse(await readFile(file, 'utf8'));
     const success = ok.get('cairn_last_success_timestamp_seconds') as Sample;
     assert.deepEqual(success.labels, { operation: 'backup', repository: `file://${repo}`, host: hostname() });
