@@ -8,6 +8,7 @@ import type { OperationContext } from '../commands/operation.ts';
 import { openStorage } from '../storage/open.ts';
 import { Output } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
+import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 import { defaultSources, openRepository } from './unlock.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 
@@ -55,6 +56,11 @@ export class Cli {
     const storage = wrapStorage(await openStorage(g.repo, this.env), cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal });
     this.run.repository ??= storage.location;
     return storage;
+  }
+
+  /** Another repository's storage (e.g. copy's target), under the same limits, cancellation and --storage-hook. */
+  async storageAt(url: string, cmd: Command): Promise<DeletableStorage> {
+    return wrapStorage(await openStorage(url, this.env), cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal });
   }
 
   /** The passphrase from CAIRN_PASSWORD, --password-file or a prompt (confirm: ask twice). */
