@@ -10,7 +10,6 @@ import { Output } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 import { defaultSources, openRepository } from './unlock.ts';
-import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 
 /** Options every command inherits from the program. */
 export interface GlobalOptions {
