@@ -69,12 +69,13 @@ export async function removeKey(repo: Repository, storage: DeletableStorage, id:
   if (matches.length > 1) throw new CairnError('Cairn.Usage', `key id prefix ${id} is ambiguous (${matches.length} keys)`, { hint: 'give more digits (see `cairn key list`)' });
   const key = matches[0];
   if (!key) throw new CairnError('Cairn.NotFound', `no key ${id} in ${repo.storage.location}`, { hint: 'list them with `cairn key list`' });
-  if (key.current && !options.allowCurrent) {
+  const rest = keys.filter((k) => k.id !== key.id);
+  // The last key file is necessarily the one opened with: the last-key rule below decides that case.
+  if (key.current && !options.allowCurrent && rest.length > 0) {
     throw new CairnError('Cairn.Usage', `key ${key.id.slice(0, 8)} is the one this command opened the repository with`, {
       hint: 'open the repository with another key to remove it (another passphrase, or a KMS key when no passphrase is given), or use `cairn key passwd` to replace a passphrase',
     });
   }
-  const rest = keys.filter((k) => k.id !== key.id);
   if (!options.forceLastKey) {
     const lastKey = rest.length === 0;
     const lastPassphrase = !lastKey && key.kind === 'passphrase' && !rest.some((k) => k.kind === 'passphrase');

@@ -56,6 +56,8 @@ class KmsFault extends Error {
 
 const MAGIC = Buffer.from('SKMS');
 
+const str = (value: unknown): string => (typeof value === 'string' ? value : '');
+
 function contextAad(context: unknown): Buffer {
   const entries = context && typeof context === 'object' ? Object.entries(context as Record<string, string>) : [];
   entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -72,7 +74,7 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
   };
 
   const find = (keyId: unknown): StandInKey => {
-    const text = String(keyId ?? '');
+    const text = str(keyId);
     const id = text.includes(':key/') ? text.slice(text.indexOf(':key/') + 5) : text;
     const key = keys.get(id);
     if (!key || (text.startsWith('arn:') && text !== key.arn)) throw new KmsFault('NotFoundException', `Key '${text}' does not exist`);
@@ -96,7 +98,7 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
       const key = find(body.KeyId);
       bump(`Encrypt ${key.arn}`);
       usable(key, 'kms:Encrypt');
-      const plaintext = Buffer.from(String(body.Plaintext ?? ''), 'base64');
+      const plaintext = Buffer.from(str(body.Plaintext), 'base64');
       if (plaintext.length === 0 || plaintext.length > 4096) throw new KmsFault('ValidationException', 'Plaintext must be 1 to 4096 bytes');
       return { CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'), KeyId: key.arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
     },
@@ -109,7 +111,7 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
       return { CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'), Plaintext: plaintext.toString('base64'), KeyId: key.arn };
     },
     Decrypt(body) {
-      const blob = Buffer.from(String(body.CiphertextBlob ?? ''), 'base64');
+      const blob = Buffer.from(str(body.CiphertextBlob), 'base64');
       if (blob.length < MAGIC.length + 1 + 12 + 16 || !blob.subarray(0, 4).equals(MAGIC)) throw new KmsFault('InvalidCiphertextException', 'The ciphertext is invalid');
       const idLength = blob[4] as number;
       const id = blob.subarray(5, 5 + idLength).toString('utf8');
@@ -148,11 +150,11 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
-    const target = String(req.headers['x-amz-target'] ?? '');
+    const target = str(req.headers['x-amz-target']);
     const operation = target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : '';
     bump(operation || 'unknown');
     try {
-      const auth = String(req.headers.authorization ?? '');
+      const auth = req.headers.authorization ?? '';
       if (!auth.startsWith(`AWS4-HMAC-SHA256 Credential=${STANDIN_ACCESS_KEY}/`) || !auth.includes(`/${region}/kms/aws4_request`)) {
         throw new KmsFault('UnrecognizedClientException', 'The security token included in the request is invalid.');
       }
