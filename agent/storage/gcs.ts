@@ -44,7 +44,7 @@ const MiB = 1 << 20;
 const CHUNK_UNIT = 256 * 1024;
 const DEFAULTS = { maxAttempts: 6, maxRetryDelaySeconds: 32, resumableThreshold: 8 * MiB, chunkSize: 8 * MiB };
 const URL_OPTIONS = new Set(['endpoint', 'key-file', 'key-ssm', 'project']);
-/** Custom metadata naming one put: a create-if-absent put that meets 412 checks whether the object is its own earlier attempt. */
+/** Custom metadata naming one put (a random id): a put whose answer was lost checks whether the object is its own. */
 const PUT_ID = 'cairn-put-id';
 const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'CONTENT_DOWNLOAD_MISMATCH']);
 const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
@@ -123,9 +123,10 @@ export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOpti
  * Retries: the client's own (every operation, uploads included: our writes
  * are idempotent, and a conditional one is settled below), with its
  * exponential backoff. Two faults it leaves to us: a download whose body
- * breaks (the download is repeated), and a create-if-absent whose first
- * attempt landed but whose answer was lost (the retry meets 412; the object
- * carries this put's id in its metadata, so the put knows it was its own).
+ * breaks (the download is repeated), and an upload whose object was stored
+ * but whose answer was lost (a retried create meets 412; a resumable session
+ * cannot tell its offset): every object carries its put's random id in its
+ * metadata, so a failed put checks whether the object is its own.
  *
  * HTTP_PROXY, HTTPS_PROXY and NO_PROXY: the client reads them from
  * process.env itself (teeny-request and gaxios); NO_PROXY entries match a host
@@ -142,6 +143,9 @@ export class GcsStorage implements DeletableStorage {
   private readonly resumableThreshold: number;
   private readonly chunkSize: number;
   private handle: Promise<Bucket> | undefined;
+  private explicitCredentials = false;
+  /** The service account of a given key, for access-denied messages. */
+  private principal: string | undefined;
 
   constructor(options: GcsStorageOptions) {
     const prefix = normalizePrefix(options.prefix);
@@ -178,7 +182,7 @@ export class GcsStorage implements DeletableStorage {
   async put(key: string, data: Buffer, options: PutOptions = {}): Promise<void> {
     const file = (await this.bucketHandle()).file(this.objectKey(key));
     const ifAbsent = options.ifAbsent === true;
-    const putId = ifAbsent ? randomUUID() : undefined;
+    const putId = randomUUID();
     const resumable = data.length > this.resumableThreshold;
     try {
       await file.save(data, {
@@ -186,12 +190,15 @@ export class GcsStorage implements DeletableStorage {
         ...(resumable ? { chunkSize: this.chunkSize } : {}),
         validation: 'crc32c',
         contentType: 'application/octet-stream',
-        metadata: { contentType: 'application/octet-stream', ...(putId ? { metadata: { [PUT_ID]: putId } } : {}) },
+        metadata: { contentType: 'application/octet-stream', metadata: { [PUT_ID]: putId } },
         ...(ifAbsent ? { preconditionOpts: { ifGenerationMatch: 0 } } : {}),
       });
     } catch (error) {
-      // A retried create that meets 412 may have met its own first attempt, whose answer was lost.
-      if (ifAbsent && statusOf(error) === 412 && (await this.isOwnPut(file, putId))) return;
+      // An answer lost after the object was stored: a retried create then meets 412, and a resumable
+      // upload whose final answer was lost gives up ("offset is lower than the number of bytes written").
+      // Either way the object may be this put's own.
+      const status = statusOf(error);
+      if (status !== 403 && status !== 404 && status !== 401 && (await this.isOwnPut(file, putId))) return;
       throw this.translate(error, 'write', key);
     }
   }
@@ -257,13 +264,24 @@ export class GcsStorage implements DeletableStorage {
     }
   }
 
-  private async isOwnPut(file: File, putId: string | undefined): Promise<boolean> {
+  private async isOwnPut(file: File, putId: string): Promise<boolean> {
     try {
       const [metadata] = await file.getMetadata();
-      return putId !== undefined && metadata.metadata?.[PUT_ID] === putId;
+      return metadata.metadata?.[PUT_ID] === putId;
     } catch {
       return false;
     }
+  }
+
+  /**
+   * The service account the client authenticates as, when a key was given
+   * (key-file, key-ssm), as the Google auth library read it; undefined with
+   * Application Default Credentials.
+   */
+  async identity(): Promise<string | undefined> {
+    const bucket = await this.bucketHandle();
+    if (!this.explicitCredentials) return undefined;
+    return (await bucket.storage.authClient.getCredentials()).client_email;
   }
 
   private bucketHandle(): Promise<Bucket> {
@@ -276,10 +294,13 @@ export class GcsStorage implements DeletableStorage {
     if (options.client) return options.client;
     const credentials = options.credentials ?? (options.keyFile ? await readKeyFile(options.keyFile) : options.keySsm ? await readKeyFromSsm(options.keySsm, options.parameterReader) : undefined);
     const projectId = options.projectId ?? (typeof credentials?.project_id === 'string' ? credentials.project_id : undefined);
+    this.explicitCredentials = credentials !== undefined;
+    if (typeof credentials?.client_email === 'string') this.principal = credentials.client_email;
     const config: StorageOptions = {
       ...(options.endpoint ? { apiEndpoint: options.endpoint } : {}),
-      // A custom endpoint gets no credentials unless a key was named for it.
-      ...(options.endpoint && credentials ? { useAuthWithCustomEndpoint: true } : {}),
+      // A custom https:// endpoint (Private Service Connect) gets credentials; an http:// one (an emulator,
+      // a test server) never does: a bearer token does not travel in cleartext.
+      ...(options.endpoint?.startsWith('https://') ? { useAuthWithCustomEndpoint: true } : {}),
       // Deprecated for externally sourced configs (an external_account config can name a command to run);
       // parseCredentials accepts only service-account keys, which is the validation Google asks for.
       // eslint-disable-next-line @typescript-eslint/no-deprecated
@@ -296,7 +317,7 @@ export class GcsStorage implements DeletableStorage {
         idempotencyStrategy: IdempotencyStrategy.RetryAlways,
       },
     };
-    return new GoogleStorage(config);
+    return credentials ? withoutCredentialsNotice(() => new GoogleStorage(config)) : new GoogleStorage(config);
   }
 
   private objectKey(key: string): string {
@@ -332,7 +353,7 @@ export class GcsStorage implements DeletableStorage {
       const { role, permission } = ROLE_FOR[operation];
       return new CairnError('Cairn.Storage', `access denied: ${where} (bucket ${this.bucket}, object ${this.base + key})`, {
         hint:
-          `the identity in use needs ${role} (${permission}) on gs://${this.bucket}` +
+          `${this.principal ?? 'the identity in use'} needs ${role} (${permission}) on gs://${this.bucket}` +
           (operation === 'write' ? '; hosts get roles/storage.objectCreator and roles/storage.objectViewer, which create objects but never overwrite one (that needs storage.objects.delete)' : '') +
           (operation === 'delete' ? '; hosts are not meant to delete: use operator credentials' : ''),
         cause: error,
@@ -403,6 +424,26 @@ function parseCredentials(text: string, where: string): Record<string, unknown> 
     });
   }
   return json as Record<string, unknown>;
+}
+
+/**
+ * google-auth-library prints a deprecation notice for the `credentials` option
+ * on stderr (it concerns unvalidated external configs; we accept only
+ * service-account keys). Building its JWT client ourselves would need
+ * google-auth-library as a direct dependency; until then, that one line is
+ * kept off the CLI's stderr.
+ */
+function withoutCredentialsNotice<T>(make: () => T): T {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].startsWith('The `credentials` option is deprecated')) return;
+    warn.apply(console, args);
+  };
+  try {
+    return make();
+  } finally {
+    console.warn = warn;
+  }
 }
 
 function normalizePrefix(prefix: string): string {

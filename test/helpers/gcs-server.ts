@@ -36,6 +36,9 @@ export interface GcsRequestInfo {
   query: URLSearchParams;
   /** True for uploads (requests that went to /upload/...). */
   upload: boolean;
+  /** The path as sent, prefixes included. */
+  rawPath: string;
+  headers: IncomingMessage['headers'];
 }
 
 /** A method ('PUT'), a method and query parameter ('GET?alt' is a media download), or a predicate. */
@@ -362,7 +365,7 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
       path = path.slice('/download'.length);
     }
     if (path.startsWith('/storage/v1/')) path = path.slice('/storage/v1'.length);
-    const info: GcsRequestInfo = { method: req.method ?? 'GET', path, query: url.searchParams, upload };
+    const info: GcsRequestInfo = { method: req.method ?? 'GET', path, query: url.searchParams, upload, rawPath: url.pathname, headers: req.headers };
     log.push({ ...info, authorization: typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined });
     const at = faults.findIndex((f) => f.match === undefined || f.match(info));
     const fault = at >= 0 ? faults.splice(at, 1)[0] : undefined;

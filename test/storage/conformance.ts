@@ -10,9 +10,29 @@ export interface ConformanceSetup {
   teardown(): Promise<void>;
 }
 
+/** A fault the backend's own test double injects into its next requests (a network backend's server or proxy). */
+export type ConformanceFault = 'unavailable' | 'reset' | 'denied';
+
+export interface ConformanceFaults {
+  /**
+   * Makes the next `count` requests of one kind fail: 'unavailable' answers 503,
+   * 'reset' destroys the connection while the request arrives, 'denied' answers
+   * 403 as a missing permission does. `on`: object reads, object writes, listings.
+   */
+  failNext(count: number, fault: ConformanceFault, on: 'read' | 'write' | 'list'): void;
+  /** Faults queued and not yet used. */
+  pending(): number;
+}
+
 export interface ConformanceOptions {
   /** Bytes of the large-object test; 20 MiB unless given. Backends with multipart uploads set a small threshold so it spans parts. */
   largeObjectSize?: number;
+  /** Fault injection for the retry and access-denied tests; backends without a network skip them. */
+  faults?: ConformanceFaults;
+  /** Names the bucket (or equivalent) messages must carry, and what an access-denied hint must mention. */
+  bucket?: { name: string; permissionHint: RegExp };
+  /** The same backend on a bucket that does not exist. */
+  missingBucket?: () => Promise<{ storage: DeletableStorage; bucket: string }>;
 }
 
 async function listed(storage: Storage, prefix: string): Promise<Array<{ key: string; size: number }>> {
@@ -164,6 +184,76 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
       await assert.rejects(s.put('large/one', other, { ifAbsent: true }), AlreadyExistsError);
       assert.deepEqual(await s.getRange('large/one', 0, 4096), data.subarray(0, 4096), 'the original is kept');
       assert.deepEqual(await s.stat('large/one'), { key: 'large/one', size });
+    });
+
+    it('transient 503s and connection resets are retried, and writes, reads and listings then succeed', async (t) => {
+      const faults = options.faults;
+      if (!faults) {
+        t.skip('this backend has no network to fault');
+        return;
+      }
+      const data = randomBytes(100_000);
+      faults.failNext(2, 'unavailable', 'write');
+      faults.failNext(1, 'reset', 'write');
+      await s.put('faults/written', data, { ifAbsent: true });
+      assert.equal(faults.pending(), 0, 'every write fault was met');
+      faults.failNext(1, 'unavailable', 'read');
+      faults.failNext(1, 'reset', 'read');
+      assert.deepEqual(await s.get('faults/written'), data);
+      assert.equal(faults.pending(), 0, 'every read fault was met');
+      faults.failNext(1, 'reset', 'read');
+      assert.deepEqual(await s.getRange('faults/written', 10, 1000), data.subarray(10, 1010));
+      faults.failNext(1, 'unavailable', 'list');
+      faults.failNext(1, 'reset', 'list');
+      assert.deepEqual(await listed(s, 'faults/'), [{ key: 'faults/written', size: 100_000 }]);
+      assert.equal(faults.pending(), 0, 'every list fault was met');
+    });
+
+    it('access denied is a Cairn.Storage error naming the operation, key and bucket, with a hint at the permission', async (t) => {
+      const { faults, bucket } = options;
+      if (!faults || !bucket) {
+        t.skip('this backend has no permission fault to inject');
+        return;
+      }
+      const denied = (operation: string, key: string) => (error: unknown) => {
+        assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
+        const { message, hint } = error as CairnError;
+        assert.match(message, /access denied/);
+        assert.ok(message.includes(`${operation} ${key}`), `${message} names the operation and key`);
+        assert.ok(message.includes(bucket.name), `${message} names the bucket`);
+        assert.match(hint ?? '', bucket.permissionHint);
+        return true;
+      };
+      await s.put('denied/a', Buffer.from('a'));
+      faults.failNext(1, 'denied', 'read');
+      await assert.rejects(s.get('denied/a'), denied('read', 'denied/a'));
+      faults.failNext(1, 'denied', 'write');
+      await assert.rejects(s.put('denied/b', Buffer.from('b'), { ifAbsent: true }), denied('write', 'denied/b'));
+      faults.failNext(1, 'denied', 'list');
+      await assert.rejects(listed(s, 'denied/'), denied('list', 'denied/'));
+      assert.equal(faults.pending(), 0);
+      assert.equal(await s.stat('denied/b'), undefined, 'the refused write left no object');
+    });
+
+    it('a missing bucket is a Cairn.Storage error naming the bucket on every operation, never NotFound or an empty listing', async (t) => {
+      if (!options.missingBucket) {
+        t.skip('this backend has no bucket');
+        return;
+      }
+      const { storage: missing, bucket } = await options.missingBucket();
+      const named = (error: unknown): boolean => {
+        assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
+        assert.match((error as CairnError).message, new RegExp(`bucket ${bucket} does not exist`));
+        assert.ok(((error as CairnError).hint ?? '').includes(bucket), 'the hint names the bucket');
+        return true;
+      };
+      await assert.rejects(missing.get('config'), named);
+      await assert.rejects(missing.getRange('config', 0, 4), named);
+      await assert.rejects(missing.put('config', Buffer.from('x')), named);
+      await assert.rejects(missing.put('config', Buffer.from('x'), { ifAbsent: true }), named);
+      await assert.rejects(missing.stat('config'), named);
+      await assert.rejects(missing.delete('config'), named);
+      await assert.rejects(listed(missing, ''), named);
     });
 
     it('delete removes the object, and deleting a missing key is fine', async () => {

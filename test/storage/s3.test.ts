@@ -5,8 +5,8 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { AlreadyExistsError, CairnError, NotFoundError } from '../../agent/core/errors.ts';
 import { S3Storage, parseS3Url, type S3StorageOptions } from '../../agent/storage/s3.ts';
 import { startS3rver, s3rverEnv, type S3rver } from '../helpers/s3rver.ts';
-import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.ts';
-import { storageConformance } from './conformance.ts';
+import { startFaultProxy, type FaultKind, type FaultProxy } from '../helpers/fault-proxy.ts';
+import { storageConformance, type ConformanceFault } from './conformance.ts';
 
 // s3rver is a real S3-compatible server. Every S3Storage here talks to it through
 // the fault proxy, which is also the STAND-IN that enforces If-None-Match on
@@ -53,13 +53,28 @@ function storageError(pattern: RegExp, hint?: RegExp): (error: unknown) => boole
   };
 }
 
+const S3_FAULTS: Record<ConformanceFault, FaultKind> = { unavailable: '503', reset: 'reset', denied: '403' };
+const S3_REQUESTS = { read: 'GET', write: 'PUT', list: 'GET?list-type' } as const;
+let conformanceProxy: FaultProxy | undefined;
+
 storageConformance(
   's3:// storage (s3rver behind the conditional-write stand-in)',
-  async () => ({
-    // 5 MiB parts from 5 MiB on: the 20 MiB large object goes up as a 4-part multipart upload.
-    storage: await storageAt('conformance', { multipartThreshold: 5 * MiB, partSize: 5 * MiB }),
-    teardown: async () => undefined,
-  }),
+  async () => {
+    conformanceProxy = (await services()).proxy;
+    return {
+      // 5 MiB parts from 5 MiB on: the 20 MiB large object goes up as a 4-part multipart upload.
+      storage: await storageAt('conformance', { multipartThreshold: 5 * MiB, partSize: 5 * MiB }),
+      teardown: async () => undefined,
+    };
+  },
+  {
+    faults: {
+      failNext: (count, fault, on) => conformanceProxy?.failNext(count, S3_FAULTS[fault], S3_REQUESTS[on]),
+      pending: () => conformanceProxy?.pendingFaults() ?? 0,
+    },
+    bucket: { name: 'cairn-test', permissionHint: /s3:(GetObject|PutObject|ListBucket) on arn:aws:s3:::cairn-test\/conformance\/\*/ },
+    missingBucket: async () => ({ storage: await storageAt('conformance', { bucket: 'no-such-bucket', maxAttempts: 1 }), bucket: 'no-such-bucket' }),
+  },
 );
 
 describe('s3:// storage specifics', () => {
