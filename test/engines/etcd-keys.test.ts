@@ -1,6 +1,9 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { runCli, lastOfType } from '../helpers/cli.ts';
@@ -246,6 +249,48 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
       assert.equal((lastOfType(logged, 'summary') as { engineMetadata: { keyCount: number } }).engineMetadata.keyCount, 1);
     } finally {
       await secured.stop();
+    }
+  });
+
+  it('connects over TLS with a CA and a client certificate, and fails clearly without them', { skip: spawnSync('sh', ['-c', 'command -v openssl']).status !== 0 ? 'needs openssl: apt-get install openssl' : false }, async () => {
+    const dir = join(work.path, 'tls');
+    const ssl = (...args: string[]): void => {
+      const out = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+      assert.equal(out.status, 0, `openssl ${args.join(' ')}: ${out.stderr}`);
+    };
+    spawnSync('mkdir', ['-p', dir]);
+    await writeFile(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=cairn test CA');
+    for (const name of ['server', 'client']) {
+      ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${name === 'server' ? '127.0.0.1' : 'root'}`);
+      ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'ext.cnf');
+    }
+    const [clientPort, peerPort] = [await freePort(), await freePort()];
+    const url = `https://127.0.0.1:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    const etcd = spawn('etcd', ['--data-dir', join(dir, 'data'), '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `default=${peer}`,
+      '--cert-file', join(dir, 'server.pem'), '--key-file', join(dir, 'server-key.pem'), '--trusted-ca-file', join(dir, 'ca.pem'), '--client-cert-auth', '--log-level', 'error'], { stdio: 'ignore' });
+    const tls = ['--cacert', join(dir, 'ca.pem'), '--cert', join(dir, 'client.pem'), '--key', join(dir, 'client-key.pem')];
+    const ctl = (...args: string[]): ReturnType<typeof spawnSync> => spawnSync('etcdctl', ['--endpoints', url, ...tls, ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    try {
+      for (let i = 0; ctl('endpoint', 'health').status !== 0; i++) {
+        assert.ok(i < 200 && etcd.exitCode === null, 'etcd with TLS did not start');
+        await sleep(100);
+      }
+      assert.equal(ctl('put', '/tls/k', 'over tls').status, 0);
+      const plain = await runCli(['backup', '--engine', 'etcd-keys', '--etcd-endpoints', url, '--etcd-prefix', '/tls/'], env);
+      assert.equal(plain.code, 1, 'no CA given: the server certificate is not trusted');
+      assert.match(plain.stderr, /not reachable.*(certificate|self.signed)/i);
+      const flags = ['--etcd-endpoints', url, '--etcd-cacert', join(dir, 'ca.pem'), '--etcd-cert', join(dir, 'client.pem'), '--etcd-key', join(dir, 'client-key.pem')];
+      const backedUp = await runCli(['backup', '--engine', 'etcd-keys', ...flags, '--etcd-prefix', '/tls/'], env);
+      assert.equal(backedUp.code, 0, backedUp.stderr);
+      const id = (lastOfType(backedUp, 'summary') as { snapshotId: string; engineMetadata: { keyCount: number } }).snapshotId;
+      const restored = await runCli(['restore', id, ...flags, '--rename-prefix', '/tls/:/tls-copy/'], env);
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.equal(String(ctl('get', '/tls-copy/k', '--print-value-only').stdout).trim(), 'over tls');
+    } finally {
+      etcd.kill('SIGTERM');
+      if (etcd.exitCode === null) await new Promise((r) => etcd.once('exit', r));
     }
   });
 });
