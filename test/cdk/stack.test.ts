@@ -1,11 +1,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import type { CfnElement } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
 import { parsePlan, type EnvironmentConfigInput } from '../../agent/core/plan.ts';
 import { AGENT_DOCUMENT_PARAMETERS, AGENT_OPERATIONS } from '../../cdk/lib/agent-command-document.ts';
 import { dev } from '../../cdk/config/dev.ts';
-import { prod } from '../../cdk/config/prod.ts';
 import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
 
 const aslValidator = createRequire(import.meta.url)('asl-validator') as (definition: unknown) => { isValid: boolean; errorsText: () => string };
@@ -67,8 +67,8 @@ describe('CDK app', () => {
 
   test('the repository bucket and its key are retained by cdk destroy', () => {
     for (const out of [devOut, prodOut]) {
-      const bucket = out.stack.resolve((out.stack.storage.bucket.node.defaultChild as { logicalId: string }).logicalId) as string;
-      const key = out.stack.resolve((out.stack.storage.key.node.defaultChild as { logicalId: string }).logicalId) as string;
+      const bucket = out.stack.getLogicalId(out.stack.storage.bucket.node.defaultChild as CfnElement);
+      const key = out.stack.getLogicalId(out.stack.storage.key.node.defaultChild as CfnElement);
       const resources = out.json.Resources as Record<string, { DeletionPolicy?: string; UpdateReplacePolicy?: string }>;
       for (const id of [bucket, key]) {
         assert.equal(resources[id]?.DeletionPolicy, 'Retain', id);
@@ -254,7 +254,7 @@ describe('CDK app', () => {
 
   test('the Backup machine sends the agent command with the task token and heartbeat from the plan', () => {
     const backup = prodOut.stack.stateMachines.backup;
-    const [, m] = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(([id]) => id === prodOut.stack.getLogicalId(backup.node.defaultChild as never))!;
+    const [, m] = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(([id]) => id === prodOut.stack.getLogicalId(backup.node.defaultChild as CfnElement))!;
     const asl = definitionOf(m) as { StartAt: string; States: Record<string, Record<string, unknown>> };
     assert.equal(asl.StartAt, 'PlanBackup');
     const run = asl.States.RunAgent!;

@@ -1,0 +1,116 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { agentDocumentScript } from '../../cdk/lib/agent-command-document.ts';
+
+/**
+ * Runs the real document script the way SSM does (parameters as SSM_* environment
+ * variables), with stand-ins on PATH: a `node` that records its arguments and
+ * environment and exits as told, and an `aws` that records what it was asked.
+ */
+function setup(options: { bundle?: string; nodeExit?: number; nodeReports?: boolean; noAws?: boolean } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-doc-'));
+  const bin = join(dir, 'bin');
+  const download = join(dir, 'download');
+  spawnSync('mkdir', ['-p', bin, download]);
+  const bundleText = options.bundle ?? 'console.log("the agent")\n';
+  writeFileSync(join(download, 'abc.mjs'), bundleText);
+  const sha = createHash('sha256').update(bundleText).digest('hex');
+  // Stand-in node: answers the version check, records a real run, reports if told to.
+  writeFileSync(
+    join(bin, 'node'),
+    `#!/bin/bash
+if [ "$1" = "-e" ]; then exit 0; fi
+printf '%s\\n' "$@" > "${dir}/node-args"
+printf '%s' "$CAIRN_TASK_TOKEN" > "${dir}/node-token"
+${options.nodeReports ? 'echo reported > "$CAIRN_REPORT_FILE"' : ''}
+exit ${options.nodeExit ?? 0}
+`,
+  );
+  if (!options.noAws) writeFileSync(join(bin, 'aws'), `#!/bin/bash\nprintf '%s\\n' "$@" > "${dir}/aws-args"\n`);
+  for (const f of ['node', 'aws']) if (existsSync(join(bin, f))) chmodSync(join(bin, f), 0o755);
+  const script = join(dir, 'script.sh');
+  writeFileSync(script, agentDocumentScript());
+  const run = (params: Record<string, string>, shaOverride?: string) =>
+    spawnSync('bash', [script], {
+      encoding: 'utf8',
+      env: {
+        PATH: `${bin}:/usr/bin:/bin`,
+        TMPDIR: dir,
+        CAIRN_HOME: join(dir, 'opt'),
+        CAIRN_LINK: join(dir, 'cairn-link'),
+        CAIRN_AGENT_SHA256: shaOverride ?? sha,
+        CAIRN_AGENT_DOWNLOAD: download,
+        CAIRN_AGENT_OBJECT: 'abc.mjs',
+        ...Object.fromEntries(Object.entries(params).map(([k, v]) => [`SSM_${k}`, v])),
+      },
+    });
+  const read = (name: string): string | undefined => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8') : undefined);
+  return { dir, sha, run, read };
+}
+
+const token = 'AAAAKgAAAAIAAAAAAAAAAQ+token/with=base64';
+
+describe('SSM document script', () => {
+  test('installs the checked bundle and runs `cairn agent <operation>` with the token in the environment', () => {
+    const s = setup({ nodeReports: true });
+    const r = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: 'eyJ4IjoxfQ' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(s.read('node-args')!.trim().split('\n'), [join(s.dir, 'opt', 'versions', s.sha, 'cairn.mjs'), 'agent', 'backup', '--plan-id', 'orders-db', '--request', 'eyJ4IjoxfQ']);
+    assert.equal(s.read('node-token'), token);
+    assert.equal(s.read('aws-args'), undefined, 'nothing to report: the agent did');
+    assert.equal(readlinkSync(join(s.dir, 'cairn-link')), join(s.dir, 'opt', 'bin', 'cairn'));
+    assert.equal(readlinkSync(join(s.dir, 'opt', 'current')), join(s.dir, 'opt', 'versions', s.sha));
+  });
+
+  test('an agent that exits without reporting makes the script send Cairn.AgentCrashed with the exit code', () => {
+    const s = setup({ nodeExit: 3 });
+    const r = s.run({ operation: 'verify', planId: 'orders-db', taskToken: token, request: '' });
+    assert.equal(r.status, 3);
+    const args = s.read('aws-args')!.trim().split('\n');
+    assert.deepEqual(args.slice(0, 4), ['stepfunctions', 'send-task-failure', '--task-token', token]);
+    assert.equal(args[args.indexOf('--error') + 1], 'Cairn.AgentCrashed');
+    assert.match(args[args.indexOf('--cause') + 1]!, /exited with code 3 before reporting/);
+    assert.ok(!s.read('node-args')!.includes('--request'), 'an empty request is not passed');
+  });
+
+  test('a bundle whose SHA-256 does not match is not installed nor run', () => {
+    const s = setup({ nodeReports: true });
+    const r = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: '' }, 'f'.repeat(64));
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /checksum mismatch/);
+    assert.equal(s.read('node-args'), undefined);
+    assert.equal(existsSync(join(s.dir, 'opt', 'versions', 'f'.repeat(64), 'cairn.mjs')), false);
+    assert.match(s.read('aws-args')!, /Cairn\.AgentCrashed/);
+  });
+
+  test('parameters that could inject into the shell are refused before anything runs', () => {
+    for (const params of [
+      { operation: 'backup; reboot', planId: 'orders-db', taskToken: token, request: '' },
+      { operation: 'backup', planId: 'x$(reboot)', taskToken: token, request: '' },
+      { operation: 'backup', planId: 'orders-db', taskToken: token, request: '`reboot`' },
+      { operation: 'backup', planId: 'orders-db', taskToken: 'a b', request: '' },
+    ]) {
+      const s = setup({ nodeReports: true });
+      const r = s.run(params);
+      assert.equal(r.status, 2, JSON.stringify(params));
+      assert.equal(s.read('node-args'), undefined);
+    }
+  });
+
+  test('install places the agent and stops there; without the AWS CLI a crash is left to the heartbeat timeout', () => {
+    const s = setup({ noAws: true });
+    const r = s.run({ operation: 'install', planId: 'orders-db', taskToken: '', request: '' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /installed/);
+    assert.equal(s.read('node-args'), undefined);
+    assert.ok(existsSync(join(s.dir, 'opt', 'versions', s.sha, 'cairn.mjs')));
+    const crash = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: '' });
+    assert.equal(crash.status, 1);
+    assert.match(crash.stderr, /no AWS CLI on this host to report Cairn\.AgentCrashed; the execution's heartbeat timeout will end it/);
+  });
+});
