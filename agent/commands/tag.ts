@@ -90,7 +90,7 @@ export async function tagSnapshots(repo: Repository, storage: DeletableStorage, 
       if (pins.has(snapshot.id)) await storage.delete(`${PINS_PREFIX}${snapshot.id}`);
       changes.push({ id: snapshot.id, newId: next.id, original, tagsBefore: snapshot.tags, tags, changed });
     }
-    if (!options.dryRun) await record(ctx, 'tag', { changes: changes.filter((c) => c.changed).map((c) => ({ id: c.id, newId: c.newId, original: c.original, tagsBefore: c.tagsBefore, tags: c.tags })) });
+    if (!options.dryRun && changes.some((c) => c.changed)) await record(ctx, 'tag', { changes: changes.filter((c) => c.changed).map((c) => ({ id: c.id, newId: c.newId, original: c.original, tagsBefore: c.tagsBefore, tags: c.tags })) });
     return changes;
   });
 }
