@@ -139,9 +139,11 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     const init = await runCli(['init', '--kms-key-id', keyC], env);
     assert.equal(init.code, 0, init.stderr);
     assert.equal(lastOfType(init, 'init')?.kmsOnly, true);
-    const warning = init.lines.find((l) => l.type === 'warning' || l.kmsOnly === true && l.type !== 'init');
-    assert.match(JSON.stringify(warning ?? init.lines), /restoring needs AWS credentials allowed kms:Decrypt/);
-    assert.match(init.stdout, /cairn key export --recovery-kit FILE/);
+    const warning = lastOfType(init, 'warning') as { message: string; kmsOnly: boolean } | undefined;
+    assert.equal(warning?.kmsOnly, true);
+    assert.match(warning.message, /wrapped only by KMS key arn:aws:kms:.*restoring needs AWS credentials allowed kms:Decrypt/s);
+    assert.match(warning.message, /cairn key export --recovery-kit FILE/);
+    assert.deepEqual(await readdir(join(repo, 'keys')).then((k) => k.length), 1, 'only the KMS key file');
     const backedUp = await runCli(['backup', src], env);
     assert.equal(backedUp.code, 0, backedUp.stderr);
 
@@ -187,9 +189,13 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     const keyD = kms.createKey();
     const withPass = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE, ...kms.env() };
     const noPass = { CAIRN_REPOSITORY: repo, ...kms.env() };
-    assert.equal((await runCli(['init'], withPass)).code, 0);
-    assert.equal((await runCli(['key', 'add', '--kms-key-id', keyD], withPass)).code, 0);
+    // init with a KMS key and a passphrase given: both wrappings, no KMS-only warning.
+    const init = await runCli(['init', '--kms-key-id', keyD], withPass);
+    assert.equal(init.code, 0, init.stderr);
+    assert.equal(lastOfType(init, 'init')?.kmsOnly, false);
+    assert.equal(lastOfType(init, 'warning'), undefined);
     const keys = (lastOfType(await runCli(['key', 'list'], noPass), 'keys') as { keys: KeyRow[] }).keys;
+    assert.deepEqual(keys.map((k) => k.kind).sort(), ['kms', 'passphrase']);
     const passphraseKey = keys.find((k) => k.kind === 'passphrase') as KeyRow;
 
     const refused = await runCli(['key', 'remove', passphraseKey.id], noPass);
