@@ -5,7 +5,6 @@ import { CairnError } from '../core/errors.ts';
 import { CONFIG_KEY } from '../core/layout.ts';
 import { Repository } from '../core/repository.ts';
 import { shortId } from '../core/snapshot.ts';
-import { openStorage } from '../storage/open.ts';
 import { collect, type Cli } from './context.ts';
 import { formatBytes, formatDuration } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
@@ -35,7 +34,8 @@ export function register(program: Command, cli: Cli): void {
     .action(async (opts: CopyCliOptions, cmd: Command) => {
       if (!opts.toRepo) throw new CairnError('Cairn.Usage', 'no target repository given', { hint: 'pass --to-repo URL or set CAIRN_TO_REPOSITORY' });
       const { g, repo: source } = await cli.openRepo(cmd);
-      const targetStorage = await openStorage(opts.toRepo, cli.env);
+      // The target goes through the same storage hook, bandwidth limits and cancellation as --repo.
+      const targetStorage = await cli.storageAt(opts.toRepo, cmd);
       const creating = Boolean(opts.toInit) && !(await targetStorage.stat(CONFIG_KEY));
       const passphrase = await readPassphrase({ env: { CAIRN_PASSWORD: cli.env.CAIRN_TO_PASSWORD }, passwordFile: opts.toPasswordFile, confirm: creating });
       const who = cli.who();
