@@ -3,7 +3,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { planParameterPrefix, referencedParameters, type Plan } from '../../agent/core/plan.ts';
+import { planParameterPrefix, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
+import { LEASE_KEY } from '../../agent/core/run-lease.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 
@@ -66,6 +67,29 @@ export class CairnFunctions extends Construct {
       // Object Lock: retention extends the lock of packs later snapshots still reference (CONTRACTS §4).
       fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'], resources: [props.bucket.arnForObjects('*')] }));
     }
+    // The run lease (one object per plan, orchestration/lease) is taken by plan-backup and
+    // given back by finalize-backup or record-result: put and delete on that key only.
+    const s3Plans = props.plans.map((p) => repositoryLocation(p.repository.url)).filter((l) => l.scheme === 's3');
+    const leaseArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${LEASE_KEY}`);
+    if (leaseArns.length > 0) {
+      for (const fn of [this.planBackup, this.finalizeBackup, this.recordResult]) {
+        fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'RunLease', actions: ['s3:PutObject', 's3:DeleteObject'], resources: leaseArns }));
+      }
+    }
+    // Plans whose repository is another bucket than the environment's: the same split of read, write and delete on their prefix.
+    const external = s3Plans.filter((l) => l.bucket !== props.bucket.bucketName);
+    const externalFindings: string[] = [];
+    if (external.length > 0) {
+      const objects = external.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}*`);
+      externalFindings.push(...external.map((l) => `Resource::${arnFinding(stack, `s3:::${l.bucket}/${l.prefix}*`)}`));
+      const buckets = [...new Set(external.map((l) => `arn:${stack.partition}:s3:::${l.bucket}`))];
+      for (const fn of all) {
+        fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: buckets }));
+        fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: objects }));
+      }
+      for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: objects }));
+      for (const fn of [this.applyRetention, this.gcSweep]) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:DeleteObject'], resources: objects }));
+    }
     // Tag-selected targets are resolved to the managed instances that carry the tag.
     for (const fn of [this.planBackup, this.planRestore, this.planVerify]) {
       fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:DescribeInstanceInformation', 'ec2:DescribeInstances'], resources: ['*'] }));
@@ -85,6 +109,7 @@ export class CairnFunctions extends Construct {
           'Action::kms:GenerateDataKey*',
           'Action::kms:ReEncrypt*',
           `Resource::${arnFinding(stack, `ssm:${stack.region}:${stack.account}:parameter${planParameterPrefix(props.envName)}*`)}`,
+          ...externalFindings,
         ],
         "The control plane reads (and, per function, writes or deletes) every plan's prefix of this environment's repository bucket and every plan parameter of the environment; the action groups are the CDK grant sets for read, put and delete on that one bucket and its key.",
       );
