@@ -152,7 +152,7 @@ export function restoreDefinition(scope: Construct, ctx: MachineContext): sfn.IC
     scope,
     'RecordResult',
     ctx.functions.recordResult,
-    { 'planId.$': '$.planId', operation: 'restore', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'plan.$': '$.plan', 'result.$': '$.agent' },
+    { 'planId.$': '$.planId', operation: 'restore', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'plan.$': '$.plan', 'summary.$': '$.agent' },
     '$.recorded',
   ).addCatch(onError, catchAll);
   return plan.next(
@@ -170,7 +170,7 @@ export function verifyDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
     scope,
     'RecordResult',
     ctx.functions.recordResult,
-    { 'planId.$': '$.planId', 'operation.$': '$.plan.operation', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'result.$': '$.agent' },
+    { 'planId.$': '$.planId', 'operation.$': '$.plan.operation', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'summary.$': '$.agent' },
     '$.recorded',
   ).addCatch(onError, catchAll);
   return plan.next(agent).next(record).next(new sfn.Succeed(scope, 'Succeeded'));
