@@ -8,7 +8,8 @@ import { controlPlaneWho, handlerOf, loadPlan, metrics, openPlanRepository } fro
 
 export interface FinalizeEvent {
   planId?: unknown;
-  executionId?: unknown;
+  /** The PlanBackup result; its executionId holds the run lease. */
+  plan?: { executionId?: unknown };
   agent?: unknown;
 }
 
@@ -28,6 +29,7 @@ export interface Finalized {
  */
 export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
   const plan = await loadPlan(event.planId);
+  const executionId = event.plan?.executionId;
   const summary = parseOrExplain(runSummarySchema, event.agent, 'agent summary');
   if (!summary.snapshotId) throw new CairnError('Cairn.Failure', `the agent reported success for plan ${plan.id} without a snapshot id`);
   const { repo, storage } = await openPlanRepository(plan);
@@ -43,11 +45,11 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
   const dedupeRatio = snapshot.summary.totalBytes / Math.max(1, snapshot.summary.rawBytesAdded);
   await recordEvent(repo, controlPlaneWho('finalize'), TOOL, 'orchestration.backup.finalized', {
     planId: plan.id,
-    executionId: event.executionId,
+    executionId,
     snapshotId: snapshot.id,
     host: snapshot.host,
   });
-  if (typeof event.executionId === 'string') await releaseRunLease(storage, event.executionId);
+  if (typeof executionId === 'string') await releaseRunLease(storage, executionId);
 
   metrics.addDimension('PlanId', plan.id);
   metrics.addMetric('BackupSucceeded', MetricUnit.Count, 1);

@@ -6,6 +6,8 @@ import { handlerOf, loadPlan, logger, metrics, onlineInstances, planStorage } fr
 
 export interface PlanBackupEvent {
   planId?: unknown;
+  /** The execution's input ({planId, scheduledTime}) as the state machine passes it. */
+  input?: { scheduledTime?: unknown };
   scheduledTime?: unknown;
   executionId?: unknown;
 }
@@ -14,6 +16,8 @@ export interface PlannedRun {
   skip: boolean;
   reason?: string;
   planId: string;
+  /** The execution holding the lease: finalize and record-failure give it back. */
+  executionId: string;
   runId?: string;
   instanceIds: string[];
   request?: string;
@@ -33,12 +37,13 @@ const LEASE_MARGIN_SECONDS = 30 * 60;
 export async function planBackup(event: PlanBackupEvent): Promise<PlannedRun> {
   const plan = await loadPlan(event.planId);
   const executionId = typeof event.executionId === 'string' && event.executionId !== '' ? event.executionId : `manual-${Date.now()}`;
-  const scheduledTime = typeof event.scheduledTime === 'string' && event.scheduledTime !== '' ? event.scheduledTime : undefined;
+  const rawTime = event.scheduledTime ?? event.input?.scheduledTime;
+  const scheduledTime = typeof rawTime === 'string' && rawTime !== '' ? rawTime : undefined;
   if (scheduledTime !== undefined && Number.isNaN(Date.parse(scheduledTime))) {
     throw new CairnError('Cairn.InvalidInput', `scheduledTime: ${JSON.stringify(scheduledTime)} is not a time`, { hint: 'the schedule passes <aws.scheduler.scheduled-time>' });
   }
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;
-  const base = { planId: plan.id, heartbeatSeconds, timeoutSeconds };
+  const base = { planId: plan.id, executionId, heartbeatSeconds, timeoutSeconds };
 
   const instances = await onlineInstances(plan);
   if (instances.length === 0) {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -56,11 +56,21 @@ export function register(program: Command, cli: Cli): void {
         reporter?.start();
         const summary = await runOperation(cli, request, g.concurrency, g.lockWait);
         cli.output.result({ type: 'summary', ...summary }, `${summary.operation} of plan ${summary.planId} finished${summary.snapshotId ? `: snapshot ${summary.snapshotId.slice(0, 8)}` : ''}`);
-        await reporter?.succeed(summary);
+        if (reporter) {
+          await reporter.succeed(summary);
+          await noteReported(cli.env, 'success');
+        }
       } catch (error) {
         const failure = cli.signal.aborted && cli.signal.reason instanceof CairnError ? cli.signal.reason : error;
         const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
-        await reporter?.fail(cairn.code, cairn.hint ? `${cairn.message} (${cairn.hint})` : cairn.message).catch((sendError: unknown) => cli.output.warn(`could not report the failure to Step Functions: ${errorMessage(sendError)}`));
+        if (reporter && !reporter.executionGone) {
+          await reporter
+            .fail(cairn.code, cairn.hint ? `${cairn.message} (${cairn.hint})` : cairn.message)
+            .then(() => noteReported(cli.env, cairn.code))
+            .catch((sendError: unknown) => cli.output.warn(`could not report the failure to Step Functions: ${errorMessage(sendError)}`));
+        } else if (reporter) {
+          await noteReported(cli.env, 'execution gone');
+        }
         throw cairn;
       } finally {
         reporter?.stop();
@@ -159,4 +169,9 @@ async function openPlanRepository(plan: Plan, source: PlanSource, env: NodeJS.Pr
   const storage = await openStorage(plan.repository.url, env);
   if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await source.secret(plan.keySource.passphraseParameter));
   throw new CairnError('Cairn.Config', `plan ${plan.id} names a KMS key; opening through KMS in the agent command is not wired yet`, { hint: 'use keySource.passphraseParameter' });
+}
+
+/** Tells the SSM document's script that Step Functions has the result, so it does not report a crash. */
+async function noteReported(env: NodeJS.ProcessEnv, outcome: string): Promise<void> {
+  if (env.CAIRN_REPORT_FILE) await appendFile(env.CAIRN_REPORT_FILE, `${outcome}\n`);
 }

@@ -30,7 +30,7 @@ export class AgentBundle extends Construct {
   }
 }
 
-function bundleAgent(outdir: string): string {
+export function bundleAgent(outdir: string): string {
   mkdirSync(outdir, { recursive: true });
   const outfile = join(outdir, 'cairn.mjs');
   buildSync({

@@ -4,7 +4,7 @@ import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
-import { PLAN_ID_PATTERN } from '../../agent/core/plan.ts';
+import { PLAN_ID_PATTERN, planParameterPrefix } from '../../agent/core/plan.ts';
 import type { AgentBundle } from './agent-bundle.ts';
 import { repoRoot } from './paths.ts';
 
@@ -80,6 +80,8 @@ export class AgentCommandDocument extends Construct {
       `export CAIRN_AGENT_DOWNLOAD='${AGENT_DOWNLOAD_DIR}'`,
       `export CAIRN_AGENT_OBJECT='${asset.s3ObjectKey}'`,
       `export AWS_DEFAULT_REGION='${stack.region}'`,
+      // Where the agent reads its plan (the plan parameters' path; cdk/lib/plan-parameters.ts).
+      `export CAIRN_PLAN_PARAMETER_PREFIX='${planParameterPrefix(props.envName)}'`,
     ];
     this.document = new ssm.CfnDocument(this, 'Document', {
       name: this.documentName,

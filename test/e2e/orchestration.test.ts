@@ -1,0 +1,184 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { readCollection } from '../../agent/core/collection.ts';
+import { acquireRunLease } from '../../agent/core/run-lease.ts';
+import { openStorage } from '../../agent/storage/open.ts';
+import { runCli } from '../helpers/cli.ts';
+import { describeTree, makeRandomTree } from '../helpers/tree.ts';
+import { INSTANCE, PASSPHRASE_PARAMETER, startSystem, type System } from './harness.ts';
+
+/**
+ * End to end (../../shared/DESIGN.md, "How the parts are tested here"): the
+ * synthesized state machines run by aws-local-stepfunctions, the real handler
+ * modules, the real SSM document script running the real bundled agent against
+ * s3rver. STAND-INS: SSM Parameter Store/inventory and the Step Functions
+ * callback API (./standins.ts), behind the real SDK clients.
+ */
+const PASSPHRASE = 'e2e passphrase that is long enough';
+const plan = (id: string, paths: string[], extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  id,
+  targets: { instanceIds: [INSTANCE] },
+  engine: 'files',
+  engineOptions: { paths },
+  schedule: { expression: 'rate(1 day)' },
+  retention: { keepLast: 2 },
+  keySource: { passphraseParameter: PASSPHRASE_PARAMETER },
+  rpo: '26h',
+  timeouts: { heartbeatSeconds: 30, timeoutSeconds: 900 },
+  ...extra,
+});
+
+describe('orchestration end to end', { timeout: 600_000 }, () => {
+  let system: System;
+  let work: string;
+  let data: string;
+  const cliEnv = (): Record<string, string> => ({ ...(system.env as Record<string, string>), CAIRN_PASSWORD: PASSPHRASE });
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'cairn-e2e-data-'));
+    data = join(work, 'data');
+    await makeRandomTree(data, 11, { files: 20, maxFileSize: 200_000 });
+    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never]);
+    system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
+    for (const id of ['files-plan', 'broken-plan']) {
+      const init = await runCli(['init', '--repo', system.repoUrl(id)], cliEnv());
+      assert.equal(init.code, 0, init.stderr);
+    }
+  });
+  after(async () => {
+    await system.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  const snapshots = async (planId: string): Promise<Array<{ id: string; time: string; plan?: string }>> => {
+    const r = await runCli(['snapshots', '--json', '--repo', system.repoUrl(planId)], cliEnv());
+    assert.equal(r.code, 0, r.stderr);
+    const line = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; snapshots?: Array<{ id: string; time: string; plan?: string }> }).find((l) => l.type === 'snapshots');
+    return line?.snapshots ?? [];
+  };
+  it('three scheduled backups, then retention forgets by policy and GC frees the forgotten unique chunks', async () => {
+    const outputs: Array<Record<string, unknown>> = [];
+    for (let i = 0; i < 3; i++) {
+      // Each backup brings 18 MB only it holds: incompressible, so at least one 8 MiB pack holds nothing else.
+      await writeFile(join(data, `unique-${i}.bin`), randomBytes(18_000_000));
+      if (i > 0) await rm(join(data, `unique-${i - 1}.bin`));
+      outputs.push((await system.run('Backup', { planId: 'files-plan', scheduledTime: `2026-11-2${i}T02:00:00Z` })) as Record<string, unknown>);
+    }
+    const third = outputs[2] as { agent: { snapshotId: string; bytesAdded: number }; finalized: { snapshotId: string }; retention: { forgotten: Array<{ id: string }>; kept: unknown[]; gc: { packs: number; bytes: number; prefixes: string[] } } };
+    assert.equal(third.finalized.snapshotId, third.agent.snapshotId, 'finalize confirmed the manifest the agent reported');
+    assert.equal(third.retention.forgotten.length, 1, 'keepLast 2 forgets the oldest of three');
+    const first = (outputs[0] as { agent: { snapshotId: string } }).agent.snapshotId;
+    assert.equal(third.retention.forgotten[0]?.id, first);
+    assert.ok(third.retention.gc.packs >= 1 && third.retention.gc.bytes >= 4_000_000, `GC marked the first backup's unique data: ${JSON.stringify(third.retention.gc)}`);
+    const storage = await openStorage(system.repoUrl('files-plan'), system.env);
+    const collection = await readCollection(storage, third.retention.gc.generation);
+    for (const pack of collection.packs) assert.equal(await storage.stat(`packs/${pack.slice(0, 2)}/${pack}`), undefined, `the sweep deleted pack ${pack}`);
+    const left = await snapshots('files-plan');
+    assert.deepEqual(left.map((s) => s.id).sort(), outputs.slice(1).map((o) => (o as { agent: { snapshotId: string } }).agent.snapshotId).sort());
+    assert.ok(left.every((s) => s.plan === 'files-plan'), 'manifests carry the plan id');
+    const check = await runCli(['check', '--repo', system.repoUrl('files-plan')], cliEnv());
+    assert.equal(check.code, 0, `the repository is consistent after the sweep: ${check.stdout}${check.stderr}`);
+  });
+
+  it('a console restore: the dry run returns a plan, then a real restore yields byte-identical data', async () => {
+    const dry = (await system.run('Restore', { planId: 'files-plan', dryRun: true })) as { snapshot: { id: string }; steps: string[]; estimatedSeconds: number; targetInstanceId: string; dryRun: boolean };
+    assert.equal(dry.dryRun, true);
+    assert.equal(dry.targetInstanceId, INSTANCE);
+    assert.ok(dry.estimatedSeconds >= 1 && dry.steps.length > 0);
+    const latest = (await snapshots('files-plan')).at(-1);
+    assert.equal(dry.snapshot.id, latest?.id, 'latest is the newest good snapshot');
+
+    const target = join(work, 'restored');
+    const out = (await system.run('Restore', { planId: 'files-plan', snapshot: 'latest', targetPath: target })) as { agent: { snapshotId: string }; recorded: { outcome: string } };
+    assert.equal(out.agent.snapshotId, latest?.id);
+    assert.equal(out.recorded.outcome, 'success');
+    assert.deepEqual(await describeTree(target), await describeTree(data));
+  });
+
+  it('an agent failure fails the execution with the agent\'s error, records it in history and emits the failure metric', async () => {
+    const printed: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      printed.push(String(chunk));
+      return write(chunk, ...rest);
+    }) as typeof process.stdout.write;
+    let failure: unknown;
+    try {
+      await system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' });
+    } catch (error) {
+      failure = error;
+    } finally {
+      process.stdout.write = write;
+    }
+    assert.ok(failure instanceof Error, 'the execution failed');
+    const text = `${failure.name} ${failure.message} ${String((failure as { cause?: unknown }).cause ?? '')}`;
+    assert.match(text, /nonexistent\/cairn-e2e-path/, `the agent's own message reaches the execution: ${text}`);
+    const history = await runCli(['history', '--json', '--repo', system.repoUrl('broken-plan')], cliEnv());
+    assert.match(history.stdout, /orchestration\.backup\.failed/);
+    const emf = printed.join('').split('\n').filter((l) => l.includes('"_aws"') && l.includes('BackupFailed'));
+    assert.ok(emf.length > 0, 'record-failure emitted BackupFailed in CloudWatch embedded metric format');
+    assert.equal((await snapshots('broken-plan')).length, 0, 'no snapshot was committed');
+  });
+
+  it('a second schedule fire while a backup runs is skipped with the reason; a stale lease from a crashed run does not block the next backup', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const inAgent = new Promise<void>((resolve) => (entered = resolve));
+    const running = system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-24T02:00:00Z' }, { beforeAgent: async () => { entered(); await gate; } });
+    await inAgent;
+    const second = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-24T03:00:00Z' })) as { plan: { skip: boolean; reason: string } };
+    assert.equal(second.plan.skip, true);
+    assert.match(second.plan.reason, /still running: execution .*run-/);
+    release();
+    const first = (await running) as { finalized: { snapshotId: string } };
+    assert.match(first.finalized.snapshotId, /^[0-9a-f]{64}$/);
+
+    // A crashed run: its lease was taken long ago and never given back.
+    const storage = await openStorage(system.repoUrl('files-plan'), system.env);
+    const crashed = await acquireRunLease(storage, { planId: 'files-plan', executionId: 'crashed-run', scheduledTime: '2026-11-01T02:00:00Z', leaseSeconds: 60, now: new Date(Date.now() - 3_600_000) });
+    assert.equal(crashed.acquired, true);
+    const next = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-25T02:00:00Z' })) as { plan: { skip: boolean }; finalized: { snapshotId: string } };
+    assert.equal(next.plan.skip, false);
+    assert.match(next.finalized.snapshotId, /^[0-9a-f]{64}$/);
+  });
+
+  it('invalid restore input fails at the first state with a readable error naming the field', async () => {
+    await assert.rejects(system.run('Restore', { planId: 'files-plan', snapshot: 'latest', pointInTime: 'yesterday' }), (error: unknown) => {
+      const e = error as Error & { cause?: unknown };
+      const text = `${e.name} ${e.message} ${String(e.cause ?? '')}`;
+      assert.match(text, /Cairn\.InvalidInput/);
+      assert.match(text, /pointInTime/);
+      return true;
+    });
+    await assert.rejects(system.run('Restore', { planId: 'no-such-plan' }), /no plan "no-such-plan"/);
+  });
+
+  it('a silent agent hits the heartbeat timeout; the failure is recorded', { timeout: 120_000 }, async () => {
+    let failure: unknown;
+    try {
+      await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-26T02:00:00Z' }, {
+        onAgent: (run, token) => {
+          // Freeze the host's agent after its first heartbeat: it neither works nor reports any more.
+          const timer = setInterval(() => {
+            if (system.sfn.heartbeats(token) > 0 && run.child.pid) {
+              clearInterval(timer);
+              process.kill(-run.child.pid, 'SIGSTOP');
+            }
+          }, 100);
+          run.child.once('exit', () => clearInterval(timer));
+        },
+      });
+    } catch (error) {
+      failure = error;
+    }
+    assert.ok(failure instanceof Error);
+    assert.match(failure.message, /no heartbeat for 30 s/);
+    const history = await runCli(['history', '--json', '--repo', system.repoUrl('files-plan')], cliEnv());
+    assert.match(history.stdout, /orchestration\.backup\.failed[^\n]*States\.HeartbeatTimeout/);
+  });
+});
