@@ -191,7 +191,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
       const local = Object.fromEntries([...handlers].map(([state, handler]) => [state, (event: unknown) => handler(event) as Promise<never>]));
       const execution = machine.run(input as never, {
         overrides: { taskResourceLocalHandlers: { ...local, RunAgent: (event: unknown) => runAgent(event, options) as Promise<never> }, waitTimeOverrides: { WaitGrace: 0 } },
-        context: { Execution: { Id: `arn:aws:states:eu-central-1:123456789012:execution:cairn-${ENV}-${kind.toLowerCase()}:run-${++executions}` }, Task: { Token: token } } as never,
+        context: { Execution: { Id: `arn:aws:states:eu-central-1:123456789012:execution:cairn-${ENV}-${kind.toLowerCase()}:run-${++executions}` }, Task: { Token: token } },
       });
       return execution.result;
     },

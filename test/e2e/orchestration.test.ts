@@ -68,7 +68,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       if (i > 0) await rm(join(data, `unique-${i - 1}.bin`));
       outputs.push((await system.run('Backup', { planId: 'files-plan', scheduledTime: `2026-11-2${i}T02:00:00Z` })) as Record<string, unknown>);
     }
-    const third = outputs[2] as { agent: { snapshotId: string; bytesAdded: number }; finalized: { snapshotId: string }; retention: { forgotten: Array<{ id: string }>; kept: unknown[]; gc: { packs: number; bytes: number; prefixes: string[] } } };
+    const third = outputs[2] as { agent: { snapshotId: string; bytesAdded: number }; finalized: { snapshotId: string }; retention: { forgotten: Array<{ id: string }>; kept: unknown[]; gc: { generation: string; packs: number; bytes: number; prefixes: string[] } } };
     assert.equal(third.finalized.snapshotId, third.agent.snapshotId, 'finalize confirmed the manifest the agent reported');
     assert.equal(third.retention.forgotten.length, 1, 'keepLast 2 forgets the oldest of three');
     const first = (outputs[0] as { agent: { snapshotId: string } }).agent.snapshotId;
@@ -105,7 +105,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     process.stdout.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
       printed.push(String(chunk));
       return write(chunk, ...rest);
-    }) as typeof process.stdout.write;
+    });
     let failure: unknown;
     try {
       await system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' });
@@ -115,7 +115,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       process.stdout.write = write;
     }
     assert.ok(failure instanceof Error, 'the execution failed');
-    const text = `${failure.name} ${failure.message} ${String((failure as { cause?: unknown }).cause ?? '')}`;
+    const text = `${failure.name} ${failure.message} ${JSON.stringify((failure as { cause?: unknown }).cause ?? '')}`;
     assert.match(text, /nonexistent\/cairn-e2e-path/, `the agent's own message reaches the execution: ${text}`);
     const history = await runCli(['history', '--json', '--repo', system.repoUrl('broken-plan')], cliEnv());
     assert.match(history.stdout, /orchestration\.backup\.failed/);
@@ -150,7 +150,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
   it('invalid restore input fails at the first state with a readable error naming the field', async () => {
     await assert.rejects(system.run('Restore', { planId: 'files-plan', snapshot: 'latest', pointInTime: 'yesterday' }), (error: unknown) => {
       const e = error as Error & { cause?: unknown };
-      const text = `${e.name} ${e.message} ${String(e.cause ?? '')}`;
+      const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
       assert.match(text, /Cairn\.InvalidInput/);
       assert.match(text, /pointInTime/);
       return true;

@@ -91,7 +91,7 @@ export interface TaskOutcome {
 
 /** Failure of a waiting task, as Step Functions reports it to the state's Catch. */
 export class TaskFailure extends Error {
-  readonly cause: string;
+  override readonly cause: string;
   constructor(error: string, cause: string) {
     super(cause);
     this.name = error;
@@ -149,7 +149,7 @@ export async function startSfnStandin(): Promise<SfnStandin> {
       return {};
     }
     if (target === 'SendTaskFailure') {
-      finish(token).reject(new TaskFailure(String(body.error ?? ''), String(body.cause ?? '')));
+      finish(token).reject(new TaskFailure(typeof body.error === 'string' ? body.error : '', typeof body.cause === 'string' ? body.cause : ''));
       return {};
     }
     throw new ServiceError('UnknownOperationException', `the Step Functions stand-in does not implement ${target}`);
