@@ -22,7 +22,7 @@ export interface Recorded {
   metrics: string[];
 }
 
-const OPERATIONS = new Set(['backup', 'restore', 'verify', 'retention']);
+const OPERATIONS = new Set(['backup', 'restore', 'verify', 'drill', 'retention']);
 
 /**
  * Last state of every machine: the outcome goes to the repository history
