@@ -12,7 +12,7 @@ import { verify } from '../commands/verify.ts';
 import { engineByName } from '../engines/registry.ts';
 import { PlanSource } from '../orchestration/plan-source.ts';
 import { TaskReporter } from '../orchestration/task-reporter.ts';
-import { openStorage } from '../storage/open.ts';
+import type { DeletableStorage } from '../core/storage.ts';
 import type { Cli } from './context.ts';
 
 const OPERATIONS: readonly AgentOperation[] = ['backup', 'restore', 'verify', 'drill'];
@@ -54,7 +54,7 @@ export function register(program: Command, cli: Cli): void {
       try {
         if (invalid !== undefined || request === undefined) throw invalid;
         reporter?.start();
-        const summary = await runOperation(cli, request, g.concurrency, g.lockWait);
+        const summary = await runOperation(cli, cmd, request, g.concurrency, g.lockWait);
         cli.output.result({ type: 'summary', ...summary }, `${summary.operation} of plan ${summary.planId} finished${summary.snapshotId ? `: snapshot ${summary.snapshotId.slice(0, 8)}` : ''}`);
         if (reporter) {
           await reporter.succeed(summary);
@@ -78,12 +78,13 @@ export function register(program: Command, cli: Cli): void {
     });
 }
 
-async function runOperation(cli: Cli, request: AgentRequest, concurrency: number, lockWait: string | undefined): Promise<RunSummary> {
+async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concurrency: number, lockWait: string | undefined): Promise<RunSummary> {
   const source = new PlanSource(cli.env);
   const plan = await source.plan(request.planId);
   const env = { ...cli.env };
   if (plan.engineOptions.passwordParameter) env.CAIRN_DB_PASSWORD = await source.secret(plan.engineOptions.passwordParameter);
-  const repo = await openPlanRepository(plan, source, cli.env);
+  // Through the CLI's storage wrappers: --limit-upload/--limit-download, --max-transfers and cancellation apply.
+  const repo = await openPlanRepository(plan, source, await cli.storageAt(plan.repository.url, cmd));
   const who = { host: hostname(), user: cli.who().user };
   const common = { concurrency, progress: cli.output, signal: cli.signal, who, ...cli.locking({ concurrency, lockWait }) };
   const startedAt = new Date().toISOString();
@@ -165,8 +166,7 @@ function engineOptionsOf(plan: Plan): Record<string, unknown> {
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
 }
 
-async function openPlanRepository(plan: Plan, source: PlanSource, env: NodeJS.ProcessEnv): Promise<Repository> {
-  const storage = await openStorage(plan.repository.url, env);
+async function openPlanRepository(plan: Plan, source: PlanSource, storage: DeletableStorage): Promise<Repository> {
   if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await source.secret(plan.keySource.passphraseParameter));
   throw new CairnError('Cairn.Config', `plan ${plan.id} names a KMS key; opening through KMS in the agent command is not wired yet`, { hint: 'use keySource.passphraseParameter' });
 }

@@ -54,7 +54,9 @@ describe('integrity and failure handling', () => {
     const missing = await runCli(['snapshots'], { CAIRN_REPOSITORY: join(work.path, 'nope'), CAIRN_PASSWORD: 'x' });
     assert.equal(missing.code, 10);
     assert.match(missing.stderr, /no cairn repository at .*nope[\s\S]*cairn init/);
-    const noPass = await runCli(['snapshots'], { CAIRN_REPOSITORY: join(work.path, 'nope') });
+    const existing = join(work.path, 'exists');
+    assert.equal((await runCli(['init'], { CAIRN_REPOSITORY: existing, CAIRN_PASSWORD: 'a passphrase' })).code, 0);
+    const noPass = await runCli(['snapshots'], { CAIRN_REPOSITORY: existing });
     assert.equal(noPass.code, 2);
     assert.match(noPass.stderr, /CAIRN_PASSWORD/);
   });

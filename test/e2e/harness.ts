@@ -38,6 +38,8 @@ export interface RunOptions {
   beforeAgent?: () => Promise<void>;
   /** Told about the agent's process once it runs (to stop or freeze it). */
   onAgent?: (run: AgentRun, token: string) => void;
+  /** Extra environment for the agent's host (e.g. CAIRN_LIMIT_UPLOAD to make a backup slow). */
+  hostEnv?: Record<string, string>;
 }
 
 export interface System {
@@ -145,6 +147,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
         SSM_planId: String(params.planId?.[0]),
         SSM_taskToken: token,
         SSM_request: request,
+        ...options.hostEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
@@ -156,8 +159,12 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     options.onAgent?.({ child, output: () => output }, token);
     try {
       return await result;
+    } catch (error) {
+      // A stopped execution does not stop the SSM command: the agent must notice by itself.
+      if (error instanceof Error && error.name === 'States.Aborted') await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 60_000))]);
+      throw error;
     } finally {
-      // Like SSM, the task ends with the command: a frozen or orphaned agent is killed.
+      // Like SSM at the command's timeout: a frozen or orphaned agent is killed.
       if (child.exitCode === null) {
         try {
           process.kill(-(child.pid ?? 0), 'SIGCONT');

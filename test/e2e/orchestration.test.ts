@@ -9,7 +9,7 @@ import { acquireRunLease } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { runCli } from '../helpers/cli.ts';
 import { describeTree, makeRandomTree } from '../helpers/tree.ts';
-import { INSTANCE, PASSPHRASE_PARAMETER, startSystem, type System } from './harness.ts';
+import { INSTANCE, PASSPHRASE_PARAMETER, startSystem, type AgentRun, type System } from './harness.ts';
 
 /**
  * End to end (../../shared/DESIGN.md, "How the parts are tested here"): the
@@ -180,5 +180,37 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     assert.match(failure.message, /no heartbeat for 30 s/);
     const history = await runCli(['history', '--json', '--repo', system.repoUrl('files-plan')], cliEnv());
     assert.match(history.stdout, /orchestration\.backup\.failed[^\n]*States\.HeartbeatTimeout/);
+  });
+
+  it('stopping the execution reaches the agent through its next heartbeat: it stops cleanly and commits nothing', { timeout: 120_000 }, async () => {
+    const before = (await snapshots('files-plan')).length;
+    await writeFile(join(data, 'unique-stop.bin'), randomBytes(18_000_000));
+    let agent: AgentRun | undefined;
+    let stoppedAt = 0;
+    const run = system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-27T02:00:00Z' }, {
+      // 18 MB of new data at 0.5 MB/s: the backup is still running when its next heartbeat is due.
+      hostEnv: { CAIRN_LIMIT_UPLOAD: '0.5' },
+      onAgent: (a, token) => {
+        agent = a;
+        const timer = setInterval(() => {
+          if (system.sfn.heartbeats(token) > 0) {
+            clearInterval(timer);
+            stoppedAt = Date.now();
+            system.sfn.stop(token); // what StopExecution does to a waiting task
+          }
+        }, 100);
+        a.child.once('exit', () => clearInterval(timer));
+      },
+    });
+    await assert.rejects(run, /stopped/);
+    assert.ok(agent && stoppedAt > 0);
+    const exitCode = agent.child.exitCode ?? (await new Promise<number | null>((resolve) => agent?.child.once('exit', (code) => resolve(code))));
+    assert.match(agent.output(), /no longer waits for this task \(TaskTimedOut\)/, 'the agent learned of the stop from a heartbeat');
+    assert.match(agent.output(), /Cairn\.Cancelled/);
+    assert.notEqual(exitCode, 0);
+    assert.equal((await snapshots('files-plan')).length, before, 'no snapshot was committed');
+    const locks = await runCli(['unlock', '--repo', system.repoUrl('files-plan')], cliEnv());
+    assert.match(locks.stdout, /"stillActive":0/, 'the agent released its lock');
+    await rm(join(data, 'unique-stop.bin'));
   });
 });
