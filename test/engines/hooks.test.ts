@@ -59,6 +59,6 @@ describe('hooks and the files engine cold copy', () => {
   it('lists the engines and what they need', async () => {
     const r = await runCli(['engines'], env);
     const names = (lastOfType(r, 'engines') as { engines: Array<{ name: string }> }).engines.map((e) => e.name);
-    assert.deepEqual(names, ['files', 'mysqldump', 'pgdump', 'etcd', 'postgres', 'mariadb']);
+    assert.deepEqual(names, ['files', 'mysqldump', 'pgdump', 'etcd', 'etcd-keys', 'postgres', 'mariadb']);
   });
 });
