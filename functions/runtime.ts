@@ -4,11 +4,12 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
-import { DescribeInstanceInformationCommand, GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { DescribeInstanceInformationCommand, SSMClient } from '@aws-sdk/client-ssm';
 import middy from '@middy/core';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
-import { parsePlan, planParameterPrefix, type Plan } from '../agent/core/plan.ts';
-import { Repository } from '../agent/core/repository.ts';
+import { planParameterPrefix, type Plan } from '../agent/core/plan.ts';
+import type { Repository } from '../agent/core/repository.ts';
+import { PlanSource } from '../agent/orchestration/plan-source.ts';
 import type { DeletableStorage } from '../agent/core/storage.ts';
 import { openStorage } from '../agent/storage/open.ts';
 
@@ -76,26 +77,21 @@ export function envName(): string {
   return name;
 }
 
+/** Plans and passphrases from Parameter Store, as the agent reads them (agent/orchestration/plan-source.ts). */
+function planSource(): PlanSource {
+  return new PlanSource({ CAIRN_PLAN_PARAMETER_PREFIX: process.env.PLAN_PARAMETER_PREFIX ?? planParameterPrefix(envName()) }, ssmClient());
+}
+
 export async function loadPlan(planId: unknown): Promise<Plan> {
   if (typeof planId !== 'string' || planId === '') throw new CairnError('Cairn.InvalidInput', 'planId: required', { hint: 'start the execution with {"planId": "<plan id>"}' });
-  const name = `${process.env.PLAN_PARAMETER_PREFIX ?? planParameterPrefix(envName())}${planId}`;
-  let value: string | undefined;
   try {
-    value = (await ssmClient().send(new GetParameterCommand({ Name: name }))).Parameter?.Value;
+    return await planSource().plan(planId);
   } catch (error) {
-    if (error instanceof Error && error.name === 'ParameterNotFound') {
-      throw new CairnError('Cairn.InvalidInput', `planId: there is no plan ${JSON.stringify(planId)} in this environment (no parameter ${name})`, { hint: 'use the id of a plan in cdk/config/<env>.ts' });
+    if (error instanceof CairnError && error.cause instanceof Error && error.cause.name === 'ParameterNotFound') {
+      throw new CairnError('Cairn.InvalidInput', `planId: there is no plan ${JSON.stringify(planId)} in this environment (${error.message})`, { hint: 'use the id of a plan in cdk/config/<env>.ts', cause: error });
     }
     throw error;
   }
-  if (value === undefined) throw new CairnError('Cairn.Config', `parameter ${name} has no value`);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(value);
-  } catch (cause) {
-    throw new CairnError('Cairn.Config', `parameter ${name} does not hold JSON`, { cause });
-  }
-  return parsePlan(raw, `parameter ${name}`);
 }
 
 /** The plan's repository storage (deleting is allowed: these are control-plane credentials). */
@@ -103,22 +99,10 @@ export function planStorage(plan: Plan): Promise<DeletableStorage> {
   return openStorage(plan.repository.url, process.env);
 }
 
-/** Opens the plan's repository with its passphrase from a SecureString parameter (KMS-wrapped keys: agent/keys). */
+/** Opens the plan's repository (the passphrase comes from the SecureString parameter the plan names). */
 export async function openPlanRepository(plan: Plan, storage?: DeletableStorage): Promise<{ repo: Repository; storage: DeletableStorage }> {
   const store = storage ?? (await planStorage(plan));
-  if (!('passphraseParameter' in plan.keySource)) {
-    throw new CairnError('Cairn.Config', `plan ${plan.id}: the control plane opens repositories with a passphrase parameter; KMS-only plans are not supported by this function yet`, {
-      hint: 'add keySource.passphraseParameter to the plan',
-    });
-  }
-  const passphrase = await readSecret(plan.keySource.passphraseParameter);
-  return { repo: await Repository.open(store, passphrase), storage: store };
-}
-
-export async function readSecret(name: string): Promise<string> {
-  const value = (await ssmClient().send(new GetParameterCommand({ Name: name, WithDecryption: true }))).Parameter?.Value;
-  if (!value) throw new CairnError('Cairn.Config', `the SecureString parameter ${name} is empty`);
-  return value;
+  return { repo: await planSource().openRepository(plan, store), storage: store };
 }
 
 export const controlPlaneWho = (role: string): { host: string; user: string } => ({ host: `lambda:${process.env.AWS_LAMBDA_FUNCTION_NAME ?? role}`, user: `cairn-${role}` });

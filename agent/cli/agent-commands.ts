@@ -5,14 +5,12 @@ import type { Command } from 'commander';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { decodeRequest, type AgentOperation, type AgentRequest, type RunSummary } from '../core/orchestration.ts';
 import type { Plan } from '../core/plan.ts';
-import { Repository } from '../core/repository.ts';
 import { backup } from '../commands/backup.ts';
 import { restore } from '../commands/restore.ts';
 import { verify } from '../commands/verify.ts';
 import { engineByName } from '../engines/registry.ts';
 import { PlanSource } from '../orchestration/plan-source.ts';
 import { TaskReporter } from '../orchestration/task-reporter.ts';
-import type { DeletableStorage } from '../core/storage.ts';
 import type { Cli } from './context.ts';
 
 const OPERATIONS: readonly AgentOperation[] = ['backup', 'restore', 'verify', 'drill'];
@@ -84,7 +82,7 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
   const env = { ...cli.env };
   if (plan.engineOptions.passwordParameter) env.CAIRN_DB_PASSWORD = await source.secret(plan.engineOptions.passwordParameter);
   // Through the CLI's storage wrappers: --limit-upload/--limit-download, --max-transfers and cancellation apply.
-  const repo = await openPlanRepository(plan, source, await cli.storageAt(plan.repository.url, cmd));
+  const repo = await source.openRepository(plan, await cli.storageAt(plan.repository.url, cmd));
   const who = { host: hostname(), user: cli.who().user };
   const common = { concurrency, progress: cli.output, signal: cli.signal, who, ...cli.locking({ concurrency, lockWait }) };
   const startedAt = new Date().toISOString();
@@ -164,11 +162,6 @@ function engineOptionsOf(plan: Plan): Record<string, unknown> {
     owner: o.owner,
   };
   return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
-}
-
-async function openPlanRepository(plan: Plan, source: PlanSource, storage: DeletableStorage): Promise<Repository> {
-  if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await source.secret(plan.keySource.passphraseParameter));
-  throw new CairnError('Cairn.Config', `plan ${plan.id} names a KMS key; opening through KMS in the agent command is not wired yet`, { hint: 'use keySource.passphraseParameter' });
 }
 
 /** Tells the SSM document's script that Step Functions has the result, so it does not report a crash. */

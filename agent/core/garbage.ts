@@ -5,7 +5,7 @@ import type { PieceIndex } from './piece-index.ts';
 import { PieceReader } from './piece-reader.ts';
 import { collectReferences, type PieceSet } from './references.ts';
 import type { Repository } from './repository.ts';
-import type { Storage } from './storage.ts';
+import type { DeletableStorage, Storage } from './storage.ts';
 
 /**
  * What garbage collection decides, shared by `cairn prune` (which also
@@ -83,7 +83,7 @@ export async function analyzeGarbage(repo: Repository, storage: Storage, options
  */
 export async function replaceIndex(
   repo: Repository,
-  storage: Storage & { delete(key: string): Promise<void> },
+  storage: DeletableStorage,
   analysis: GarbageAnalysis,
   stays: (entry: IndexEntry) => boolean,
   assertHeld: () => void,

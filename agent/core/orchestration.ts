@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CairnError } from './errors.ts';
+import { INSTANCE_ID_PATTERN, PLAN_ID_PATTERN } from './plan.ts';
 
 /**
  * The orchestration protocol's messages (../../shared/CONTRACTS.md §6,
@@ -9,11 +10,10 @@ import { CairnError } from './errors.ts';
  * SendTaskSuccess. One schema each, shared by functions/ and the agent.
  */
 
-export const PLAN_ID_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
-const planId = z.string().regex(PLAN_ID_PATTERN, 'a plan id: lower-case letters, digits and dashes, starting with a letter or digit');
+const planId = z.string().regex(PLAN_ID_PATTERN, 'a plan id: a lowercase slug of 2 to 40 letters, digits and hyphens, starting with a letter');
 const snapshotRef = z.union([z.literal('latest'), z.string().regex(/^[0-9a-f]{8,64}$/, '"latest" or a snapshot id (at least 8 hex digits)')]);
 const isoTime = z.iso.datetime({ offset: true, message: 'an ISO-8601 time with a zone, e.g. 2026-11-23T03:00:00Z' });
-const instanceId = z.string().regex(/^(i|mi)-[0-9a-f]{8,17}$/, 'an EC2 instance id (i-…) or a managed instance id (mi-…)');
+const instanceId = z.string().regex(INSTANCE_ID_PATTERN, 'an EC2 instance id (i-…) or a managed instance id (mi-…)');
 const absolutePath = z
   .string()
   .regex(/^\/[^\0\n]*$/, 'an absolute path')

@@ -1,11 +1,14 @@
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { parsePlan, type Plan } from '../core/plan.ts';
+import { Repository } from '../core/repository.ts';
+import type { Storage } from '../core/storage.ts';
 
 /**
  * The agent reads its plan and its secrets from Parameter Store itself
  * (CONTRACTS §6): nothing secret ever travels in the SSM command. The plan's
  * parameter prefix comes from the SSM document (CAIRN_PLAN_PARAMETER_PREFIX).
+ * The control plane's functions read plans and passphrases through it too.
  */
 export class PlanSource {
   private readonly client: SSMClient;
@@ -34,6 +37,14 @@ export class PlanSource {
 
   secret(name: string): Promise<string> {
     return this.get(name, true);
+  }
+
+  /** Opens the plan's repository with the passphrase its key source names (a SecureString parameter). */
+  async openRepository(plan: Plan, storage: Storage): Promise<Repository> {
+    if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await this.secret(plan.keySource.passphraseParameter));
+    throw new CairnError('Cairn.Config', `plan ${plan.id} names only a KMS key; orchestrated runs open repositories with keySource.passphraseParameter for now`, {
+      hint: 'add a passphrase wrapping (`cairn key add`) and name its SecureString parameter in the plan',
+    });
   }
 
   private async get(name: string, decrypt: boolean): Promise<string> {
