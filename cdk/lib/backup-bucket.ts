@@ -50,22 +50,10 @@ export class BackupBucket extends Construct {
     });
     Validations.of(this.accessLogs).acknowledge({ id: 'AwsSolutions-S1', reason: 'This is the access-log bucket itself; logging it into itself would loop.' });
 
-    const lock = repository.objectLock;
     this.bucket = new s3.Bucket(this, 'Bucket', {
-      bucketName: repository.bucketName,
-      encryption: s3.BucketEncryption.KMS,
-      encryptionKey: this.key,
-      bucketKeyEnabled: true,
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      enforceSSL: true,
-      minimumTLSVersion: 1.2,
-      versioned: true,
-      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      ...repositoryBucketProps(repository.bucketName, this.key, repository.objectLock),
       serverAccessLogsBucket: this.accessLogs,
       serverAccessLogsPrefix: 'repository/',
-      objectLockEnabled: lock !== undefined,
-      objectLockDefaultRetention:
-        lock === undefined ? undefined : lock.mode === 'COMPLIANCE' ? s3.ObjectLockRetention.compliance(Duration.days(lock.days)) : s3.ObjectLockRetention.governance(Duration.days(lock.days)),
       lifecycleRules: [
         {
           id: 'abort-incomplete-multipart-uploads',
@@ -77,7 +65,6 @@ export class BackupBucket extends Construct {
           expiredObjectDeleteMarker: true,
         },
       ],
-      removalPolicy: RemovalPolicy.RETAIN,
     });
 
     const replica = repository.replica;
@@ -154,6 +141,30 @@ export class BackupBucket extends Construct {
   }
 }
 
+/**
+ * What the repository bucket and its replica share: SSE-KMS under their own key,
+ * TLS only, no public access, versioning (nothing a host writes can be lost by
+ * an overwrite), and Object Lock when the environment asks for it. Both are
+ * RETAIN: `cdk destroy` never deletes backups.
+ */
+function repositoryBucketProps(bucketName: string, key: kms.IKey, lock: EnvironmentConfig['repository']['objectLock']): s3.BucketProps {
+  return {
+    bucketName,
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: key,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    minimumTLSVersion: 1.2,
+    versioned: true,
+    objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+    objectLockEnabled: lock !== undefined,
+    objectLockDefaultRetention:
+      lock === undefined ? undefined : lock.mode === 'COMPLIANCE' ? s3.ObjectLockRetention.compliance(Duration.days(lock.days)) : s3.ObjectLockRetention.governance(Duration.days(lock.days)),
+    removalPolicy: RemovalPolicy.RETAIN,
+  };
+}
+
 export function replicaKeyAliasName(envName: string): string {
   return `alias/cairn-${envName}-replica`;
 }
@@ -178,22 +189,9 @@ export class ReplicaBucket extends Construct {
       enableKeyRotation: true,
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    const lock = props.objectLock;
     this.bucket = new s3.Bucket(this, 'Bucket', {
-      bucketName: props.bucketName,
-      encryption: s3.BucketEncryption.KMS,
-      encryptionKey: this.key,
-      bucketKeyEnabled: true,
-      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-      enforceSSL: true,
-      minimumTLSVersion: 1.2,
-      versioned: true,
-      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-      objectLockEnabled: lock !== undefined,
-      objectLockDefaultRetention:
-        lock === undefined ? undefined : lock.mode === 'COMPLIANCE' ? s3.ObjectLockRetention.compliance(Duration.days(lock.days)) : s3.ObjectLockRetention.governance(Duration.days(lock.days)),
+      ...repositoryBucketProps(props.bucketName, this.key, props.objectLock),
       lifecycleRules: [{ id: 'expire-noncurrent-versions', noncurrentVersionExpiration: Duration.days(props.noncurrentVersionDays) }],
-      removalPolicy: RemovalPolicy.RETAIN,
     });
     Validations.of(this.bucket).acknowledge({
       id: 'AwsSolutions-S1',
