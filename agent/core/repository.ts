@@ -189,6 +189,8 @@ export class Repository {
         snapshots.push(await this.readSnapshot(id));
       } catch (error) {
         if (error instanceof NotFoundError) return; // forgotten while we listed
+        // A cancelled read says nothing about the manifest: stop, rather than call it unreadable.
+        if (error instanceof CairnError && error.code === 'Cairn.Cancelled') throw error;
         unreadable.push({ id, error: errorMessage(error) });
       }
     });
