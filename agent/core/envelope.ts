@@ -10,7 +10,7 @@ import { DamagedError } from './errors.ts';
  * own name are authenticated, so an object cannot be swapped for another.
  * Plaintext = codec byte (0 raw, 1 zstd) | payload.
  */
-export const EnvelopeKind = { snapshot: 1, index: 2, lock: 3, history: 4, pin: 5 } as const;
+export const EnvelopeKind = { snapshot: 1, index: 2, lock: 3, history: 4, pin: 5, log: 6, logBatch: 7 } as const;
 export type EnvelopeKindName = keyof typeof EnvelopeKind;
 
 const MAGIC = Buffer.from('CRN\x01', 'latin1');
@@ -19,9 +19,17 @@ const CODEC_RAW = 0;
 const CODEC_ZSTD = 1;
 
 export function sealObject(master: Buffer, kind: EnvelopeKindName, name: string, payload: Buffer): Buffer {
+  const compressed = payload.length > 256 ? zstdCompressSync(payload) : undefined;
+  return sealCompressed(master, kind, name, payload, compressed);
+}
+
+/**
+ * sealObject for a payload the caller compressed already (off the event loop,
+ * for large objects such as WAL segments): the smaller of the two is stored.
+ */
+export function sealCompressed(master: Buffer, kind: EnvelopeKindName, name: string, payload: Buffer, compressed: Buffer | undefined): Buffer {
   const salt = randomBytes(SALT_BYTES);
   const header = Buffer.concat([MAGIC, Buffer.from([EnvelopeKind[kind]]), salt]);
-  const compressed = payload.length > 256 ? zstdCompressSync(payload) : undefined;
   const body = compressed && compressed.length < payload.length ? [Buffer.from([CODEC_ZSTD]), compressed] : [Buffer.from([CODEC_RAW]), payload];
   const key = deriveKey(master, 'cairn/v1/object', salt);
   return Buffer.concat([header, seal(key, body, aad(header, name))]);
