@@ -26,10 +26,13 @@ import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOpt
 import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
 import { register as registerBrowse } from './browse-commands.ts';
+import { register as registerWal } from './wal-commands.ts';
+import { register as registerBinlog } from './binlog-commands.ts';
+import { register as registerPitr } from './pitr-commands.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
-const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands, registerAgent];
+const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands, registerAgent, registerWal, registerBinlog, registerPitr];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
