@@ -1,4 +1,5 @@
 import { readdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { parseCompression } from '../core/config.ts';
@@ -30,6 +31,8 @@ import { register as registerWal } from './wal-commands.ts';
 import { register as registerBinlog } from './binlog-commands.ts';
 import { register as registerPitr } from './pitr-commands.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
+import { describeReplay, measuredThroughputs, planPointInTime, type PointInTimePlan } from '../commands/pitr.ts';
+import type { RecoveryTarget } from '../core/log-chain.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
 const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands, registerAgent, registerWal, registerBinlog, registerPitr];
@@ -174,8 +177,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   program
     .command('restore')
     .description('restore a snapshot into a directory (files, physical engines) or a database server (logical engines)')
-    .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
+    .argument('[snapshot]', 'snapshot id (or a unique prefix), or "latest"; with --to-*, the base to replay from (default: the newest whose log reaches the target)', 'latest')
     .option('--target <dir>', 'directory to restore into (must be empty unless --force)')
+    .option('--to-time <time>', 'point-in-time recovery: replay the archived log up to this time (ISO-8601, e.g. 2026-11-23T10:15:00Z)')
+    .option('--to-lsn <lsn>', 'postgres: replay WAL up to this LSN (e.g. 0/3000148)')
+    .option('--to-xid <xid>', 'postgres: replay WAL up to and including this transaction')
+    .option('--to-gtid <gtid>', 'mariadb: replay binlogs up to and including this GTID (domain-server-seq)')
+    .option('--to-position <file:pos>', 'mariadb: replay binlogs up to this binlog file and position')
+    .option('--archive-stream <stream>', 'the log stream to replay, when the repository holds several (see `cairn pitr status`)')
+    .option('--dry-run', 'with --to-*: print the plan (base snapshot, log range, bytes, estimated time) and change nothing')
     .option('--target-database <name>', 'logical engines: restore into this database instead of the one backed up')
     .option('-i, --include <pattern>', 'restore only paths matching the pattern (repeatable)', collect, [])
     .option('--force', 'restore into a non-empty directory, replacing what is in the way')
@@ -195,12 +205,20 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .addOption(etcdFlags.endpoints()).addOption(etcdFlags.cacert()).addOption(etcdFlags.cert()).addOption(etcdFlags.key())
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
+      const target = recoveryTargetFrom(opts);
+      if (opts.dryRun && !target) throw new CairnError('Cairn.Usage', '--dry-run plans a point-in-time restore', { hint: 'add --to-time (or --to-lsn, --to-xid, --to-gtid, --to-position)' });
+      if (target && opts.dryRun) {
+        const { plan, snapshot } = await planPointInTime(repo, { target, stream: opts.archiveStream, base: ref === 'latest' ? undefined : ref });
+        const described = describeReplay(plan, snapshot, await measuredThroughputs(repo));
+        cli.output.result({ type: 'pitr-plan', dryRun: true, ...described }, pitrPlanText(described));
+        return;
+      }
       if (opts.ifEmpty && opts.target && (await readdir(opts.target).catch(() => [])).length > 0) {
         cli.output.result({ type: 'summary', operation: 'restore', skipped: true, target: opts.target }, `${opts.target} already holds data; nothing restored (--if-empty)`);
         return;
       }
       const started = Date.now();
-      const { snapshot, result } = await restore(repo, {
+      const { snapshot, result, replay } = await restore(repo, {
         snapshot: ref,
         waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
         target: opts.target,
@@ -225,12 +243,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         signal: controller.signal,
         who: who(),
         ...locking(g),
+        ...(target ? { pointInTime: { target, stream: opts.archiveStream, cairnArgv: cairnArgv(g) } } : {}),
       });
       const ms = Date.now() - started;
       const where = opts.target ?? (opts.targetDatabase ? `database ${opts.targetDatabase}` : 'the server');
+      const replayed = replay ? { pointInTime: replay.plan.describe, logStream: replay.plan.stream, logFiles: replay.files, logBytes: replay.bytes, replay: replay.summary } : {};
       cli.output.result(
-        { type: 'summary', operation: 'restore', snapshotId: snapshot.id, engine: snapshot.engine, target: where, ...result, durationMs: ms },
+        { type: 'summary', operation: 'restore', snapshotId: snapshot.id, engine: snapshot.engine, target: where, ...result, ...replayed, durationMs: ms },
         `restored snapshot ${shortId(snapshot.id)} (${snapshot.engine}) into ${where}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)} in ${formatDuration(ms)}` +
+          (replay ? `\n${replay.summary}` : '') +
           (result.errors.length ? `\n${result.errors.length} file(s) could not be restored:\n${result.errors.map((e) => `  ${e.path}: ${e.error}`).join('\n')}` : ''),
       );
       if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored`);
@@ -314,7 +335,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       const report = await prune(repo, storage, { dryRun: Boolean(opts.dryRun), maxUnused: parsePercent(opts.maxUnused, true), concurrency: g.concurrency, ...opContext(repo, g) });
       cli.output.result(
         { type: 'prune', ...report },
-        `${report.dryRun ? 'would delete' : 'deleted'} ${report.packsDeleted} pack(s) and repack ${report.packsRepacked}; ${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)})`,
+        `${report.dryRun ? 'would delete' : 'deleted'} ${report.packsDeleted} pack(s) and repack ${report.packsRepacked}; ${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)})` +
+          report.logs.filter((l) => l.filesRemoved > 0).map((l) => `\n${l.stream}: ${report.dryRun ? 'would remove' : 'removed'} ${l.filesRemoved} archived log file(s), ${formatBytes(l.bytesRemoved)} (older than every base snapshot that needs them)`).join(''),
       );
     });
 
@@ -422,7 +444,55 @@ interface BackupCliOptions extends DbCliOptions {
   tempDir?: string;
 }
 
+/** The point-in-time target of restore's --to-* flags, if any (at most one). */
+function recoveryTargetFrom(opts: RestoreCliOptions): RecoveryTarget | undefined {
+  const given = [opts.toTime, opts.toLsn, opts.toXid, opts.toGtid, opts.toPosition].filter((v) => v !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length > 1) throw new CairnError('Cairn.Usage', 'give one recovery target', { hint: 'use one of --to-time, --to-lsn, --to-xid, --to-gtid, --to-position' });
+  if (opts.toTime !== undefined) {
+    const ms = Date.parse(opts.toTime);
+    if (Number.isNaN(ms)) throw new CairnError('Cairn.Usage', `invalid --to-time ${JSON.stringify(opts.toTime)}`, { hint: 'give an ISO-8601 time, e.g. 2026-11-23T10:15:00Z (without a zone it is local time)' });
+    return { time: new Date(ms).toISOString() };
+  }
+  if (opts.toLsn !== undefined) return { lsn: opts.toLsn };
+  if (opts.toXid !== undefined) {
+    if (!/^\d+$/.test(opts.toXid)) throw new CairnError('Cairn.Usage', `invalid --to-xid ${JSON.stringify(opts.toXid)}`, { hint: 'a transaction id is a number (txid_current())' });
+    return { xid: opts.toXid };
+  }
+  if (opts.toGtid !== undefined) return { gtid: opts.toGtid };
+  return { position: opts.toPosition as string };
+}
+
+/** How a restored server calls this cairn back (restore_command): the same program, repository and passphrase file. */
+function cairnArgv(g: GlobalOptions): string[] {
+  const repo = g.repo ?? '';
+  return [
+    process.execPath,
+    resolve(process.argv[1] ?? 'cairn'),
+    '--repo',
+    /^[a-z0-9]+:\/\//.test(repo) ? repo : resolve(repo),
+    ...(g.passwordFile ? ['--password-file', resolve(g.passwordFile)] : []),
+  ];
+}
+
+function pitrPlanText(p: PointInTimePlan): string {
+  return [
+    `base snapshot ${shortId(p.snapshot.id)} (${p.snapshot.engine}, ${p.snapshot.time} on ${p.snapshot.host}, ${formatBytes(p.snapshot.totalBytes)})`,
+    `log: ${p.logRange.stream}, ${p.logRange.files} file(s) ${p.logRange.firstFile} … ${p.logRange.lastFile}, ${formatBytes(p.logRange.bytes)}, replayed to ${p.logRange.target}`,
+    `window of this base: ${p.logRange.window.from} to ${p.logRange.window.to}`,
+    `to fetch: ${formatBytes(p.bytes)}, estimated ${formatDuration(p.estimatedSeconds * 1000)} (${formatBytes(p.throughput.bytesPerSecond)}/s, ${p.throughput.basis})`,
+    ...p.steps.map((s, i) => `${i + 1}. ${s}`),
+  ].join('\n');
+}
+
 interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
+  toTime?: string;
+  toLsn?: string;
+  toXid?: string;
+  toGtid?: string;
+  toPosition?: string;
+  archiveStream?: string;
+  dryRun?: boolean;
   owner?: string;
   jobs?: number;
   ifEmpty?: boolean;

@@ -1,8 +1,12 @@
 import { CairnError } from '../core/errors.ts';
-import { LogArchive } from '../core/log-archive.ts';
+import { LogArchive, fileObjectKey } from '../core/log-archive.ts';
+import { releasableLogs } from '../core/log-retention.ts';
+import type { DeletableStorage } from '../core/storage.ts';
 import { analyzeChain, baseEngines, engineOfStream, planReplay, type BaseSnapshot, type ChainReport, type RecoveryTarget, type ReplayPlan } from '../core/log-chain.ts';
 import type { Repository } from '../core/repository.ts';
-import type { Snapshot } from '../core/snapshot.ts';
+import { shortId, type Snapshot } from '../core/snapshot.ts';
+import { readHistory } from '../core/history.ts';
+import { estimateThroughput, type Throughput } from '../core/restore-planning.ts';
 
 /**
  * Reading the log archive against the snapshots: what `pitr status`, `restore
@@ -49,15 +53,125 @@ export interface PointInTimeOptions {
   engine?: string | undefined;
   /** Only snapshots of this plan (the control plane). */
   plan?: string | undefined;
+  /** Only this base snapshot (an id or a unique prefix). */
+  base?: string | undefined;
 }
 
 /** The replay plan for a target: base snapshot, files, bytes. Refuses (naming the gap) when no window reaches the target. */
 export async function planPointInTime(repo: Repository, options: PointInTimeOptions): Promise<{ plan: ReplayPlan; report: ChainReport; snapshot: Snapshot }> {
   const stream = await chooseStream(repo, options.engine, options.stream);
   const { snapshots } = await repo.listSnapshots();
-  const mine = snapshots.filter((s) => options.plan === undefined || s.plan === undefined || s.plan === options.plan);
+  const mine = snapshots.filter((s) => (options.plan === undefined || s.plan === undefined || s.plan === options.plan) && (options.base === undefined || s.id.startsWith(options.base)));
+  if (options.base !== undefined && mine.length === 0) throw new CairnError('Cairn.NotFound', `no snapshot ${options.base} in ${repo.storage.location}`, { hint: 'list them with `cairn snapshots`, or leave the snapshot out and let the target choose' });
   const [report] = await readChains(repo, { stream, snapshots: mine });
   const plan = planReplay(report as ChainReport, options.target);
   const snapshot = mine.find((s) => s.id === plan.window.snapshot.id) as Snapshot;
   return { plan, report: report as ChainReport, snapshot };
+}
+
+export interface LogCollection {
+  stream: string;
+  filesRemoved: number;
+  bytesRemoved: number;
+  /** The oldest files removed and why (for --dry-run and the history record). */
+  reasons: string[];
+}
+
+/**
+ * Garbage collection of the log archive (prune, and the control plane's GC):
+ * removes what releasableLogs lets go. Order, so a crash at any point leaves
+ * an archive that reads correctly and a rerun that finishes: a consolidated
+ * batch of the records that stay is written first, then the released files
+ * are deleted oldest first (a crash leaves a shorter prefix, never a hole),
+ * then the old batches. Caller holds the exclusive lock; hosts keep pushing
+ * meanwhile, which is safe: their new files sit after every cutoff and their
+ * new batches are not among the ones deleted.
+ */
+export async function collectLogs(repo: Repository, storage: DeletableStorage, options: { dryRun: boolean; assertHeld?: () => void }): Promise<LogCollection[]> {
+  const { snapshots } = await repo.listSnapshots();
+  const out: LogCollection[] = [];
+  for (const stream of await LogArchive.streams(repo)) {
+    const log = new LogArchive(repo, stream);
+    const archive = await log.read();
+    const release = releasableLogs(analyzeChain(stream, archive, snapshots.map(baseOf)));
+    const collection: LogCollection = {
+      stream,
+      filesRemoved: release.remove.length,
+      bytesRemoved: release.remove.reduce((n, r) => n + r.record.size, 0),
+      reasons: release.remove.slice(0, 3).map((r) => `${r.record.name}: ${r.reason}`),
+    };
+    out.push(collection);
+    if (options.dryRun || release.remove.length === 0) continue;
+    const gone = new Set(release.remove.map((r) => r.record.key));
+    const stays = [...archive.records, ...archive.missing].filter((r) => !gone.has(r.key));
+    options.assertHeld?.();
+    const written = await log.writeRecords(stays);
+    for (const { record } of release.remove) {
+      options.assertHeld?.();
+      await storage.delete(fileObjectKey(stream, record.key));
+    }
+    for (const batch of archive.batches) if (batch.key !== written) await storage.delete(batch.key);
+  }
+  return out;
+}
+
+export interface LogRange {
+  stream: string;
+  target: string;
+  firstFile: string;
+  lastFile: string;
+  files: number;
+  bytes: number;
+  /** The window the base opens: recoverable from..to. */
+  window: { from: string; to: string };
+}
+
+/** What a dry run prints and the console's planner returns for a replay: the base, the log range, bytes and the estimated time. */
+export interface PointInTimePlan {
+  snapshot: { id: string; time: string; endTime: string; host: string; engine: string; totalBytes: number };
+  logRange: LogRange;
+  bytes: number;
+  estimatedSeconds: number;
+  throughput: { bytesPerSecond: number; basis: string };
+  steps: string[];
+}
+
+export function describeReplay(plan: ReplayPlan, snapshot: Snapshot, throughputs: readonly Throughput[]): PointInTimePlan {
+  const first = plan.files[0];
+  const last = plan.files.at(-1);
+  const throughput = estimateThroughput(throughputs);
+  const bytes = snapshot.summary.totalBytes + plan.bytes;
+  const replayStep = snapshot.engine === 'postgres'
+    ? `write recovery.signal and the recovery target (${plan.describe}); when started, PostgreSQL fetches ${plan.files.length} archived WAL file(s) through wal-fetch and stops there`
+    : `start a private server on the restored datadir, replay ${plan.files.length} archived binlog file(s) up to ${plan.describe}, shut it down`;
+  return {
+    snapshot: { id: snapshot.id, time: snapshot.time, endTime: snapshot.endTime, host: snapshot.host, engine: snapshot.engine, totalBytes: snapshot.summary.totalBytes },
+    logRange: {
+      stream: plan.stream,
+      target: plan.describe,
+      firstFile: first?.name ?? '',
+      lastFile: last?.name ?? '',
+      files: plan.files.length,
+      bytes: plan.bytes,
+      window: { from: plan.window.from, to: plan.window.to },
+    },
+    bytes,
+    estimatedSeconds: Math.max(1, Math.ceil(bytes / throughput.bytesPerSecond)),
+    throughput,
+    steps: [
+      `restore base snapshot ${shortId(snapshot.id)} (${snapshot.engine}, ${snapshot.time} on ${snapshot.host}, ${snapshot.summary.totalBytes} bytes)`,
+      replayStep,
+    ],
+  };
+}
+
+/** Past restores and backups of the repository (its history), for estimates. */
+export async function measuredThroughputs(repo: Repository): Promise<Throughput[]> {
+  const throughputs: Throughput[] = [];
+  for (const e of await readHistory(repo)) {
+    const r = e as Record<string, unknown>;
+    if (e.event === 'restore.finished' && typeof r.bytes === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.durationMs });
+    if (e.event === 'backup.committed' && typeof r.bytesRead === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'backup', bytes: r.bytesRead, durationMs: r.durationMs });
+  }
+  return throughputs;
 }

@@ -7,6 +7,7 @@ import type { DeletableStorage } from '../core/storage.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
+import { collectLogs, type LogCollection } from './pitr.ts';
 
 export interface PruneOptions {
   who: Who;
@@ -30,6 +31,8 @@ export interface PruneReport {
   bytesBefore: number;
   bytesFreed: number;
   bytesAfter: number;
+  /** The log archive's files older than every base snapshot that needs them (docs/pitr.md). */
+  logs: LogCollection[];
 }
 
 /**
@@ -79,6 +82,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
       await storage.delete(packKey(packId));
     }
   }
+  const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld });
   let freed = 0;
   for (const packId of [...remove, ...repack]) freed += packSizes.get(packId) ?? 0;
   const bytesAfter = options.dryRun ? bytesBefore - freed : await repositoryDataBytes(storage);
@@ -93,6 +97,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
     bytesBefore,
     bytesFreed: options.dryRun ? freed : Math.max(0, bytesBefore - bytesAfter),
     bytesAfter,
+    logs,
   };
 }
 

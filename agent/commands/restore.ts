@@ -10,6 +10,12 @@ import { failureDetails, record, underLock, type OperationContext } from './oper
 import type { Snapshot } from '../core/snapshot.ts';
 import { Restorer, prepareTarget, type RestoreResult } from '../files/restorer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
+import { LogArchive } from '../core/log-archive.ts';
+import type { RecoveryTarget, ReplayPlan } from '../core/log-chain.ts';
+import { shortId } from '../core/snapshot.ts';
+import { replayerFor } from '../pitr/replayers.ts';
+import type { ReplayResult } from '../pitr/replay.ts';
+import { planPointInTime } from './pitr.ts';
 
 export interface RestoreCommandOptions {
   snapshot: string;
@@ -31,16 +37,33 @@ export interface RestoreCommandOptions {
   who: Who;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** Point-in-time recovery (docs/pitr.md): restore the base the target needs, then replay the archived log to it. */
+  pointInTime?: PointInTimeRestore | undefined;
 }
 
-export async function restore(repo: Repository, options: RestoreCommandOptions): Promise<{ snapshot: Snapshot; result: RestoreResult }> {
+export interface PointInTimeRestore {
+  target: RecoveryTarget;
+  /** The log stream (needed only when the repository holds several of the engine's). */
+  stream?: string | undefined;
+  /** How a restored PostgreSQL calls cairn back for WAL: [node, cairn.js, --repo, URL, …]. */
+  cairnArgv: string[];
+}
+
+export interface RestoreDone {
+  snapshot: Snapshot;
+  result: RestoreResult;
+  replay?: ReplayResult & { plan: ReplayPlan };
+}
+
+export async function restore(repo: Repository, options: RestoreCommandOptions): Promise<RestoreDone> {
   const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
   return underLock(ctx, 'restore', false, async () => {
     const started = Date.now();
     try {
       const done = await restoreLocked(repo, options);
       const { errors, ...counts } = done.result;
-      await record(ctx, 'restore.finished', { snapshotId: done.snapshot.id, target: options.target ? resolve(options.target) : options.targetDatabase, ...counts, errors: errors.length, durationMs: Date.now() - started });
+      const replay = done.replay ? { pointInTime: done.replay.plan.describe, logStream: done.replay.plan.stream, logFiles: done.replay.plan.files.length, logBytes: done.replay.plan.bytes } : {};
+      await record(ctx, 'restore.finished', { snapshotId: done.snapshot.id, target: options.target ? resolve(options.target) : options.targetDatabase, ...counts, ...replay, errors: errors.length, durationMs: Date.now() - started });
       return done;
     } catch (error) {
       await record(ctx, 'restore.failed', { snapshot: options.snapshot, target: options.target ? resolve(options.target) : options.targetDatabase, durationMs: Date.now() - started, ...failureDetails(error) });
@@ -49,8 +72,19 @@ export async function restore(repo: Repository, options: RestoreCommandOptions):
   });
 }
 
-async function restoreLocked(repo: Repository, options: RestoreCommandOptions): Promise<{ snapshot: Snapshot; result: RestoreResult }> {
-  const snapshot = await findWaiting(repo, options);
+async function restoreLocked(repo: Repository, options: RestoreCommandOptions): Promise<RestoreDone> {
+  let replayPlan: ReplayPlan | undefined;
+  let snapshot: Snapshot;
+  if (options.pointInTime) {
+    const base = options.snapshot === 'latest' ? undefined : options.snapshot;
+    const planned = await planPointInTime(repo, { target: options.pointInTime.target, stream: options.pointInTime.stream, base });
+    replayPlan = planned.plan;
+    snapshot = planned.snapshot;
+    if (!options.target) throw new CairnError('Cairn.Usage', 'a point-in-time restore needs --target DIR', { hint: 'name an empty directory for the restored data directory' });
+    options.progress.warn(`restoring base snapshot ${shortId(snapshot.id)} (${snapshot.time}), then replaying ${planned.plan.files.length} archived log file(s) of ${planned.plan.stream} to ${planned.plan.describe}`);
+  } else {
+    snapshot = await findWaiting(repo, options);
+  }
   const index = await repo.loadIndex(options.concurrency * 2);
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
@@ -91,7 +125,26 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     await rm(tempDir, { recursive: true, force: true });
   }
   if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
-  return { snapshot, result };
+  if (!replayPlan || !options.pointInTime || !options.target) return { snapshot, result };
+  const replayTemp = await mkdtemp(join(tmpdir(), 'cairn-replay-'));
+  try {
+    const replay = await replayerFor(snapshot.engine);
+    const owner = typeof engineOptions === 'object' && engineOptions !== null && 'owner' in engineOptions && typeof engineOptions.owner === 'string' ? engineOptions.owner : undefined;
+    const done = await replay({
+      directory: resolve(options.target),
+      plan: replayPlan,
+      archive: new LogArchive(repo, replayPlan.stream),
+      cairnArgv: options.pointInTime.cairnArgv,
+      owner,
+      env: options.env ?? process.env,
+      signal: options.signal,
+      progress: options.progress,
+      tempDir: replayTemp,
+    });
+    return { snapshot, result, replay: { ...done, plan: replayPlan } };
+  } finally {
+    await rm(replayTemp, { recursive: true, force: true });
+  }
 }
 
 async function findWaiting(repo: Repository, options: RestoreCommandOptions): Promise<Snapshot> {

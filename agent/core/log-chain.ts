@@ -69,6 +69,8 @@ export interface ChainReport {
   windows: RecoveryWindow[];
   /** Snapshots of this database with no window, and why. */
   withoutWindow: Array<{ snapshot: BaseSnapshot; reason: string }>;
+  /** Where each base snapshot's replay would start (line, index of its first file), whether or not it has a window yet. */
+  starts: Array<{ snapshot: BaseSnapshot; line: string; index: number }>;
   lastEventTime: string | null;
   undescribed: Array<{ key: string; size: number }>;
 }
@@ -88,14 +90,21 @@ export function analyzeChain(stream: string, archive: ArchivedLog, snapshots: re
   const analysis = engine === 'postgres' ? walLines(archive) : binlogLines(archive);
   const windows: RecoveryWindow[] = [];
   const withoutWindow: ChainReport['withoutWindow'] = [];
+  const starts: ChainReport['starts'] = [];
   for (const snapshot of bases) {
-    const found = engine === 'postgres' ? walWindow(snapshot, analysis) : binlogWindow(snapshot, analysis);
+    const start = baseStart(engine, snapshot, analysis);
+    if (typeof start !== 'string') starts.push({ snapshot, line: start.line.id, index: start.index });
+    const found = typeof start === 'string' ? start : windowFrom(snapshot, analysis, start, 'position' in start ? start.position : undefined);
     if (typeof found === 'string') withoutWindow.push({ snapshot, reason: found });
     else windows.push(found);
   }
   windows.sort((a, b) => a.from.localeCompare(b.from));
   const last = analysis.lines.map((l) => l.lastEventTime).filter((t): t is string => t !== null).sort().at(-1) ?? null;
-  return { stream, engine, lines: analysis.lines, gaps: analysis.gaps, windows, withoutWindow, lastEventTime: last, undescribed: archive.undescribed };
+  return { stream, engine, lines: analysis.lines, gaps: analysis.gaps, windows, withoutWindow, starts, lastEventTime: last, undescribed: archive.undescribed };
+}
+
+function baseStart(engine: 'postgres' | 'mariadb', snapshot: BaseSnapshot, analysis: LineAnalysis): { line: LogLine; index: number; position?: number } | string {
+  return engine === 'postgres' ? walStart(snapshot, analysis) : binlogStart(snapshot, analysis);
 }
 
 function belongsToStream(snapshot: BaseSnapshot, stream: string): boolean {
@@ -211,7 +220,7 @@ function walLines(archive: ArchivedLog): LineAnalysis {
   return { lines, gaps, runs };
 }
 
-function walWindow(snapshot: BaseSnapshot, analysis: LineAnalysis): RecoveryWindow | string {
+function walStart(snapshot: BaseSnapshot, analysis: LineAnalysis): { line: LogLine; index: number } | string {
   const startLsn = snapshot.engineMetadata.startLsn;
   const timeline = Number(snapshot.engineMetadata.timeline ?? 1);
   if (typeof startLsn !== 'string') return 'the snapshot did not record its WAL start point';
@@ -222,12 +231,17 @@ function walWindow(snapshot: BaseSnapshot, analysis: LineAnalysis): RecoveryWind
   const startSegment = Math.floor(parseLsn(startLsn) / size);
   const index = line.files.findIndex((f) => f.wal?.segment === startSegment);
   if (index < 0) return `its first WAL segment ${walName(timeline, startSegment, size)} is not archived`;
-  const run = (analysis.runs.get(id) ?? []).find((r) => r.start <= index && index <= r.end);
-  if (!run) return 'internal: no run holds its first segment';
+  return { line, index };
+}
+
+function windowFrom(snapshot: BaseSnapshot, analysis: LineAnalysis, start: { line: LogLine; index: number }, startPosition?: number): RecoveryWindow | string {
+  const { line, index } = start;
+  const run = (analysis.runs.get(line.id) ?? []).find((r) => r.start <= index && index <= r.end);
+  if (!run) return 'internal: no run holds its first file';
   const files = line.files.slice(index, run.end + 1);
   const to = lastEventUpTo(line.files, run.end);
   if (!to || to < snapshot.endTime) return `no transaction was archived after the snapshot ended (${snapshot.endTime})${run.endedBy === 'end' ? '' : `; then ${run.endedBy.missing} is missing`}`;
-  return { snapshot, line: id, from: snapshot.endTime, to, files, endedBy: run.endedBy };
+  return { snapshot, line: line.id, from: snapshot.endTime, to, files, endedBy: run.endedBy, ...(startPosition !== undefined ? { startPosition } : {}) };
 }
 
 // ---------------------------------------------------------------- binlogs
@@ -323,7 +337,7 @@ function binlogLines(archive: ArchivedLog): LineAnalysis {
   return { lines, gaps, runs };
 }
 
-function binlogWindow(snapshot: BaseSnapshot, analysis: LineAnalysis): RecoveryWindow | string {
+function binlogStart(snapshot: BaseSnapshot, analysis: LineAnalysis): { line: LogLine; index: number; position: number } | string {
   const file = snapshot.engineMetadata.binlogFile;
   const position = snapshot.engineMetadata.binlogPosition;
   if (typeof file !== 'string' || typeof position !== 'number') return 'the snapshot did not record a binlog position (is log_bin on?)';
@@ -336,12 +350,7 @@ function binlogWindow(snapshot: BaseSnapshot, analysis: LineAnalysis): RecoveryW
     });
   }
   if (!best) return `its binlog ${file} is not archived yet (binlog-push archives a file once the server closes it)`;
-  const { line, index } = best;
-  const run = (analysis.runs.get(line.id) ?? [])[0] as { end: number; endedBy: LogGap | 'end' };
-  const files = line.files.slice(index, run.end + 1);
-  const to = lastEventUpTo(line.files, run.end);
-  if (!to || to < snapshot.endTime) return `no transaction was archived after the snapshot ended (${snapshot.endTime})`;
-  return { snapshot, line: line.id, from: snapshot.endTime, to, files, endedBy: run.endedBy, startPosition: position };
+  return { ...best, position };
 }
 
 // ---------------------------------------------------------------- planning
