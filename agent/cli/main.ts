@@ -285,12 +285,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--keep-monthly <n>', 'same, per month', nonNegativeInt)
     .option('--keep-yearly <n>', 'same, per year', nonNegativeInt)
     .option('--keep-within <duration>', 'keep every snapshot within this long of the newest (e.g. 7d, 2w, 1y6M)')
+    .option('--keep-within-pitr <duration>', 'keep a point-in-time recovery window this long: the snapshots in it and the base before it (prune keeps their log)')
     .option('--keep-tag <tag>', 'always keep snapshots with this tag (repeatable)', collect, [])
     .option('--group-by <fields>', 'group snapshots by these fields: host,paths,plan,tags', 'host,paths,plan')
     .option('--dry-run', 'print the decisions and their reasons; delete nothing')
     .option('--force', 'with snapshot ids: forget pinned snapshots too')
     .action(async (ids: string[], opts: Record<string, unknown>, cmd: Command) => {
-      const keepFlags = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin'].filter((k) => opts[k] !== undefined);
+      const keepFlags = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepWithinPitr'].filter((k) => opts[k] !== undefined);
       if ((opts.keepTag as string[]).length > 0) keepFlags.push('keepTag');
       if (ids.length > 0 && keepFlags.length > 0) throw new CairnError('Cairn.Usage', 'give either snapshot ids or --keep-* rules, not both', { hint: '`cairn forget ID...` forgets those snapshots; `cairn forget --keep-...` applies a policy' });
       const { g, repo, storage } = await openForDelete(cmd);
@@ -304,7 +305,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       }
       const policy = retentionPolicySchema.parse({
         keepLast: opts.keepLast, keepHourly: opts.keepHourly, keepDaily: opts.keepDaily, keepWeekly: opts.keepWeekly,
-        keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin,
+        keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin, keepWithinPitr: opts.keepWithinPitr,
         keepTags: (opts.keepTag as string[]).length > 0 ? opts.keepTag : undefined,
       });
       const groupBy = String(opts.groupBy).split(',').map((f) => f.trim()).filter(Boolean);

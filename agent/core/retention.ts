@@ -18,6 +18,12 @@ export const retentionPolicySchema = z
     keepYearly: z.number().int().min(0).optional(),
     keepWithin: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h').optional(),
     keepTags: z.array(z.string().min(1)).optional(),
+    /**
+     * Point-in-time recovery window: every snapshot within it of the newest, and
+     * the newest one before it, the base a replay to the window's start needs
+     * (garbage collection then keeps that base's log: docs/pitr.md).
+     */
+    keepWithinPitr: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h').optional(),
   })
   .strict();
 export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
@@ -102,6 +108,13 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
     for (const s of good) if (Date.parse(s.time) >= cutoff.getTime()) add(s.id, `within ${policy.keepWithin} of the newest`);
   }
 
+  if (policy.keepWithinPitr && newest) {
+    const cutoff = subtractDuration(new Date(newest.time), policy.keepWithinPitr).getTime();
+    for (const s of good) if (Date.parse(s.time) >= cutoff) add(s.id, `within the ${policy.keepWithinPitr} point-in-time window`);
+    const base = good.find((s) => Date.parse(s.time) < cutoff);
+    if (base) add(base.id, `base of the ${policy.keepWithinPitr} point-in-time window (replays to its start)`);
+  }
+
   const result: RetentionResult = { keep: [], remove: [] };
   for (const s of newestFirst) {
     const why = reasons.get(s.id) ?? [];
@@ -113,7 +126,7 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
 
 export function isEmptyPolicy(policy: RetentionPolicy): boolean {
   return (
-    !policy.keepLast && !policy.keepHourly && !policy.keepDaily && !policy.keepWeekly && !policy.keepMonthly && !policy.keepYearly && !policy.keepWithin && !(policy.keepTags?.length)
+    !policy.keepLast && !policy.keepHourly && !policy.keepDaily && !policy.keepWeekly && !policy.keepMonthly && !policy.keepYearly && !policy.keepWithin && !policy.keepWithinPitr && !(policy.keepTags?.length)
   );
 }
 
