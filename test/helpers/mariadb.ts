@@ -33,12 +33,23 @@ export async function freePort(): Promise<number> {
   });
 }
 
+export interface MariadbOptions {
+  /** An existing datadir (a restored one): no install, no users created. */
+  datadir?: string;
+  /** Binary log basename (default mariadb-bin), server_id (default 1), max_binlog_size in bytes (the server's minimum is 4096). */
+  logBin?: string;
+  serverId?: number;
+  maxBinlogSize?: number;
+  /** More mariadbd arguments, e.g. --binlog-checksum=NONE. */
+  extraArgs?: string[];
+}
+
 /**
  * A private MariaDB server (the Debian package's binaries) in a temp datadir on a
  * free port, with binary logging on, a root login over its socket and a TCP user
  * `cairn` with a password — what a backup host would have.
  */
-export async function startMariadb(options: { datadir?: string } = {}): Promise<MariadbServer> {
+export async function startMariadb(options: MariadbOptions = {}): Promise<MariadbServer> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-mariadb-'));
   const datadir = options.datadir ?? join(base, 'data');
   const socket = join(base, 'mysqld.sock');
@@ -50,7 +61,8 @@ export async function startMariadb(options: { datadir?: string } = {}): Promise<
   }
   const child: ChildProcess = spawn(
     '/usr/sbin/mariadbd',
-    ['--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', '--log-bin=mariadb-bin', '--server-id=1', '--innodb-buffer-pool-size=64M', '--skip-name-resolve', `--pid-file=${join(base, 'mysqld.pid')}`, ...asRoot],
+    ['--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', `--log-bin=${options.logBin ?? 'mariadb-bin'}`, `--server-id=${options.serverId ?? 1}`, '--innodb-buffer-pool-size=64M', '--skip-name-resolve', `--pid-file=${join(base, 'mysqld.pid')}`,
+      ...(options.maxBinlogSize ? [`--max-binlog-size=${options.maxBinlogSize}`] : []), ...(options.extraArgs ?? []), ...asRoot],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
