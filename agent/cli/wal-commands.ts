@@ -1,8 +1,130 @@
+import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
-import type { Cli } from './context.ts';
+import { parseDurationMs } from '../core/duration.ts';
+import { CairnError } from '../core/errors.ts';
+import { LogArchive, validateStream } from '../core/log-archive.ts';
+import { askRunning, walFetch, walPush, type WalClientOptions } from '../pitr/wal-client.ts';
+import { runWalDaemon } from '../pitr/wal-daemon.ts';
+import type { DaemonStatus } from '../pitr/wal-protocol.ts';
+import { chooseSpoolDir, processAlive, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../pitr/wal-spool.ts';
+import type { Cli, GlobalOptions } from './context.ts';
+import type { StorageFlags } from './storage-options.ts';
 
-/** Commands of the log archive (docs/pitr.md). */
+const DEFAULT_IDLE_MS = 10 * 60_000;
+
+interface WalOptions {
+  stream?: string;
+  spoolDir?: string;
+}
+
+/** Commands of the log archive (docs/pitr.md): PostgreSQL's archive_command and restore_command, and the daemon behind them. */
 export function register(program: Command, cli: Cli): void {
-  void program;
-  void cli;
+  program
+    .command('wal-push')
+    .description('PostgreSQL archive_command: archive one WAL file into the repository (archive_command = \'cairn wal-push %p\'); prints nothing on success')
+    .argument('<path>', '%p: the file to archive, relative to the data directory')
+    .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
+    .option('--spool-dir <dir>', 'the WAL daemon\'s directory (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>)')
+    .action(async (path: string, opts: WalOptions, cmd: Command) => {
+      await walPush(path, clientOptions(cli, cmd, opts));
+    });
+
+  program
+    .command('wal-fetch')
+    .description('PostgreSQL restore_command: write an archived WAL file (restore_command = \'cairn wal-fetch --stream pg-<id> %f "%p"\'); exit 1 without a message when it was never archived')
+    .argument('<name>', '%f: the file PostgreSQL wants')
+    .argument('<dest>', '%p: where to write it, relative to the data directory')
+    .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
+    .option('--spool-dir <dir>', 'the WAL daemon\'s directory (see wal-push)')
+    .action(async (name: string, dest: string, opts: WalOptions, cmd: Command) => {
+      if (!(await walFetch(name, dest, clientOptions(cli, cmd, opts)))) {
+        // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads
+        // exit 1 as "not there": a message for each would fill its log. main() prints every error, hence the direct exit.
+        process.exit(1);
+      }
+    });
+
+  program
+    .command('wal-daemon')
+    .description('the process behind wal-push and wal-fetch: opens the repository once and serves them on a Unix socket; started on demand, stops when idle (CAIRN_WAL_DAEMON_IDLE, default 10m)')
+    .option('--stream <name>', 'log stream to serve (pg-<system identifier>)')
+    .option('--spool-dir <dir>', 'socket, pid file, log and prefetched WAL (see wal-push)')
+    .option('--stop', 'stop the daemon of this repository and --stream, or without --stream every daemon in the spool directory, and wait for it to exit')
+    .option('--status', 'print the running daemon\'s state (pid, requests, prefetched files)')
+    .action(async (opts: WalOptions & { stop?: boolean; status?: boolean }, cmd: Command) => {
+      const dir = await chooseSpoolDir(opts.spoolDir, cli.env);
+      if (opts.stop || opts.status) {
+        const g = cli.globals(cmd);
+        const daemons = opts.stream ? [spoolPaths(dir, requireRepo(g), validateStream(opts.stream))] : await spoolDaemons(dir);
+        if (opts.stop) await stopDaemons(cli, daemons);
+        else await printStatus(cli, daemons);
+        return;
+      }
+      if (!opts.stream) throw new CairnError('Cairn.Usage', 'wal-daemon needs --stream', { hint: 'give --stream pg-<system identifier>; wal-push and wal-fetch start it with the right one' });
+      const stream = validateStream(opts.stream);
+      const g = cli.globals(cmd);
+      const repository = repositoryIdentity(requireRepo(g));
+      await runWalDaemon({
+        spool: spoolPaths(dir, repository, stream),
+        stream,
+        repository,
+        openArchive: async () => new LogArchive((await cli.openRepo(cmd)).repo, stream),
+        idleMs: idleMs(cli.env),
+        env: cli.env,
+        host: cli.who().host,
+        signal: cli.signal,
+      });
+    });
+}
+
+function requireRepo(g: GlobalOptions): string {
+  if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY (archive_command and restore_command see the server\'s environment)' });
+  return g.repo;
+}
+
+/** What the thin clients need: where the daemon is, and the global options it must be started with. */
+function clientOptions(cli: Cli, cmd: Command, opts: WalOptions): WalClientOptions {
+  const g = cmd.optsWithGlobals<GlobalOptions & StorageFlags>();
+  const repo = repositoryIdentity(requireRepo(g));
+  const globalArgs = ['--repo', repo, '--concurrency', String(g.concurrency)];
+  if (g.passwordFile) globalArgs.push('--password-file', resolve(g.passwordFile));
+  if (g.storageHook) globalArgs.push('--storage-hook', g.storageHook);
+  if (g.limitUpload) globalArgs.push('--limit-upload', g.limitUpload);
+  if (g.limitDownload) globalArgs.push('--limit-download', g.limitDownload);
+  if (g.maxTransfers) globalArgs.push('--max-transfers', String(g.maxTransfers));
+  return { repo, globalArgs, spoolDir: opts.spoolDir, stream: opts.stream === undefined ? undefined : validateStream(opts.stream), env: cli.env, cwd: process.cwd() };
+}
+
+function idleMs(env: NodeJS.ProcessEnv): number {
+  const text = env.CAIRN_WAL_DAEMON_IDLE?.trim();
+  if (!text) return DEFAULT_IDLE_MS;
+  return /^\d+(\.\d+)?$/.test(text) ? Number(text) * 1000 : parseDurationMs(text);
+}
+
+async function printStatus(cli: Cli, daemons: SpoolPaths[]): Promise<void> {
+  const statuses: DaemonStatus[] = [];
+  for (const spool of daemons) {
+    const answer = await askRunning(spool, { v: 1, op: 'status' });
+    if (answer?.op === 'status') statuses.push(answer.status);
+  }
+  cli.output.result(
+    { type: 'wal-daemon', running: statuses },
+    statuses.length === 0 ? 'no WAL daemon is running' : statuses.map((s) => `pid ${s.pid}: ${s.stream} in ${s.repository}, since ${s.startedAt}; ${s.pushed} pushed, ${s.fetched} fetched (${s.servedFromPrefetch} prefetched)`).join('\n'),
+  );
+}
+
+async function stopDaemons(cli: Cli, daemons: SpoolPaths[]): Promise<void> {
+  const stopped: number[] = [];
+  for (const spool of daemons) {
+    const status = await askRunning(spool, { v: 1, op: 'status' });
+    if (status?.op !== 'status') continue;
+    await askRunning(spool, { v: 1, op: 'stop' });
+    // It finishes uploads already under way (at most 30 s) before it exits: wait, so "stopped" means gone.
+    const deadline = Date.now() + 40_000;
+    while (processAlive(status.status.pid) && Date.now() < deadline) await sleep(50);
+    if (processAlive(status.status.pid)) throw new CairnError('Cairn.Failure', `the WAL daemon (pid ${status.status.pid}) did not stop within 40 s`, { hint: `see its log ${spool.log}; kill ${status.status.pid} stops it at once` });
+    stopped.push(status.status.pid);
+  }
+  cli.output.result({ type: 'wal-daemon', stopped }, stopped.length === 0 ? 'no WAL daemon was running' : `stopped WAL daemon${stopped.length > 1 ? 's' : ''} ${stopped.join(', ')}`);
 }

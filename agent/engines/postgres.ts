@@ -6,6 +6,7 @@ import { ProcessError, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
 import { explainPgError, pgConnectionSchema, pgEnvironment } from './pg-connection.ts';
+import { systemIdentifier } from '../pitr/wal-metadata.ts';
 
 const optionsSchema = pgConnectionSchema.extend({
   /** Restore: the user the server runs as, who must own the data directory. */
@@ -23,7 +24,7 @@ type Options = z.infer<typeof optionsSchema>;
  */
 export const postgresEngine: Engine<Options> = {
   name: 'postgres',
-  description: 'PostgreSQL physical backup (pg_basebackup -Ft -X fetch, streamed and split into files), start/stop LSN and timeline recorded',
+  description: 'PostgreSQL physical backup (pg_basebackup -Ft -X fetch, streamed and split into files), start/stop LSN, timeline and system identifier recorded',
   requires: ['pg_basebackup', 'a role with REPLICATION (and a pg_hba.conf replication entry)', 'no extra tablespaces'],
 
   parseOptions(raw) {
@@ -53,7 +54,7 @@ export const postgresEngine: Engine<Options> = {
         },
       });
       await Promise.all([
-        splitTar(child.stdout, sink),
+        splitTar(child.stdout, sink, (id) => (metadata.systemIdentifier = id)),
         child.done.catch((error: unknown) => {
           if (error instanceof ProcessError) {
             throw new CairnError('Cairn.Failure', `pg_basebackup failed: ${error.message}`, {
@@ -81,7 +82,7 @@ export const postgresEngine: Engine<Options> = {
 };
 
 /** Files of the tar go into the snapshot one by one, in stream order. */
-async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink): Promise<void> {
+async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink, onSystemIdentifier: (id: string) => void): Promise<void> {
   const tar = extract();
   const done = new Promise<void>((resolve, reject) => {
     tar.on('finish', resolve);
@@ -89,10 +90,24 @@ async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink): Promi
   });
   tar.on('entry', (header: Header, body, next) => {
     // tar-stream's entries are streamx readables of Buffers.
-    void store(header, body as unknown as AsyncIterable<Buffer> & { resume(): unknown }, sink).then(() => next(), (error: unknown) => next(error as Error));
+    const data = body as unknown as AsyncIterable<Buffer> & { resume(): unknown };
+    // The WAL archive's stream is named after the cluster (pg-<system identifier>): recording it ties this base backup to its WAL.
+    const read = header.name === 'global/pg_control' ? Object.assign(peekSystemIdentifier(data, onSystemIdentifier), { resume: () => data.resume() }) : data;
+    void store(header, read, sink).then(() => next(), (error: unknown) => next(error as Error));
   });
   input.pipe(tar);
   await done;
+}
+
+async function* peekSystemIdentifier(body: AsyncIterable<Buffer>, found: (id: string) => void): AsyncIterable<Buffer> {
+  let head = Buffer.alloc(0);
+  for await (const chunk of body) {
+    if (head.length < 8) {
+      head = Buffer.concat([head, chunk]);
+      if (head.length >= 8) found(systemIdentifier(head));
+    }
+    yield chunk;
+  }
 }
 
 async function store(header: Header, body: AsyncIterable<Buffer> & { resume(): unknown }, sink: SnapshotSink): Promise<void> {

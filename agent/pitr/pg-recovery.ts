@@ -1,0 +1,80 @@
+import { appendFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CairnError } from '../core/errors.ts';
+import type { RecoveryTarget } from '../core/log-chain.ts';
+import { run } from '../process/run.ts';
+import type { ReplayContext, ReplayResult } from './replay.ts';
+
+/**
+ * PostgreSQL replays WAL itself: after the base snapshot is restored, this
+ * writes recovery.signal and the recovery settings, and the server, once
+ * started, fetches each segment through `cairn wal-fetch` (restore_command),
+ * stops at the target and promotes. Nothing is fetched here.
+ *
+ * recovery_target_timeline = 'current' keeps replay on the base backup's
+ * timeline: the archive may hold later timelines of the same cluster (an
+ * earlier point-in-time recovery that went on archiving), and the plan was
+ * made for the base's line.
+ */
+export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> {
+  const { plan } = ctx;
+  // PostgreSQL expands %f, %p, %r and %% in restore_command: a literal % in cairn's own words must be doubled.
+  const cairn = ctx.cairnArgv.map((word) => shellQuote(word).replace(/%/g, '%%')).join(' ');
+  const restoreCommand = `${cairn} wal-fetch --stream ${shellQuote(plan.stream)} %f "%p"`;
+  const settings: Array<[string, string]> = [
+    ['restore_command', restoreCommand],
+    ...targetSettings(plan.target),
+    ['recovery_target_action', 'promote'],
+    ['recovery_target_timeline', 'current'],
+  ];
+  const autoConf = join(ctx.directory, 'postgresql.auto.conf');
+  const signal = join(ctx.directory, 'recovery.signal');
+  // Appended, as pg_basebackup -R does: later lines win over the restored ones, and ALTER SYSTEM rewrites the file later anyway.
+  await appendFile(autoConf, `\n# point-in-time recovery, written by cairn restore (${new Date().toISOString()})\n${settings.map(([k, v]) => `${k} = ${confQuote(v)}`).join('\n')}\n`, { mode: 0o600 });
+  await writeFile(signal, '', { mode: 0o600 });
+  if (ctx.owner) await run(['chown', `${ctx.owner}:`, autoConf, signal], { env: ctx.env, hint: `check that the user ${ctx.owner} exists` });
+  const files = plan.files.length;
+  const bytes = plan.bytes;
+  return {
+    summary: `recovery.signal and the recovery settings (postgresql.auto.conf) are written: start the server on ${ctx.directory}${ctx.owner ? ` as ${ctx.owner}` : ''}, and it replays ${files} archived WAL file${files === 1 ? '' : 's'} through \`cairn wal-fetch\` to ${plan.describe}, then promotes. Its environment needs the repository's passphrase (CAIRN_PASSWORD or a --password-file in restore_command) or KMS access.`,
+    files,
+    bytes,
+  };
+}
+
+/** The recovery_target_* setting for the plan's target. */
+export function targetSettings(target: RecoveryTarget): Array<[string, string]> {
+  if (target.time) return [['recovery_target_time', postgresTime(target.time)]];
+  if (target.lsn) return [['recovery_target_lsn', target.lsn]];
+  if (target.xid) {
+    if (!/^\d+$/.test(target.xid)) throw new CairnError('Cairn.Usage', `invalid transaction id ${JSON.stringify(target.xid)}`, { hint: 'a PostgreSQL transaction id is a whole number (see txid_current())' });
+    return [['recovery_target_xid', target.xid]];
+  }
+  throw new CairnError('Cairn.Usage', 'PostgreSQL recovers to a time, an LSN or a transaction id', { hint: 'use --to-time, --to-lsn or --to-xid' });
+}
+
+/**
+ * An ISO time with its zone, as PostgreSQL reads it. The operator's own digits
+ * are kept (microseconds included: a JavaScript Date would cut them to
+ * milliseconds and move the target); a time without a zone is refused, since
+ * the server would read it in its own time zone.
+ */
+export function postgresTime(text: string): string {
+  const m = /^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?)\s*(Z|[+-]\d\d(?::?\d\d)?)$/i.exec(text.trim());
+  if (m) return `${m[1]} ${m[2]}${(m[3] as string).toUpperCase() === 'Z' ? '+00' : m[3]}`;
+  const date = new Date(text);
+  if (Number.isNaN(date.getTime()) || !/(Z|[+-]\d\d:?\d\d|UTC|GMT)/i.test(text)) {
+    throw new CairnError('Cairn.Usage', `invalid recovery time ${JSON.stringify(text)}`, { hint: 'give an ISO time with its zone, e.g. 2026-11-23T17:05:00Z or 2026-11-23 18:05:00+01' });
+  }
+  return date.toISOString().replace('T', ' ').replace('Z', '+00');
+}
+
+/** A word for /bin/sh, which PostgreSQL runs restore_command with. */
+export function shellQuote(word: string): string {
+  return /^[A-Za-z0-9_@+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** A string value in postgresql.conf syntax. */
+function confQuote(value: string): string {
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+}

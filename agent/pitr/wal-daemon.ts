@@ -1,0 +1,536 @@
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Semaphore } from '../core/concurrency.ts';
+import { CairnError, errorMessage, NotFoundError } from '../core/errors.ts';
+import type { LogArchive, LogFileRecord, PushOutcome } from '../core/log-archive.ts';
+import { parseWalName, walName } from '../core/log-chain.ts';
+import { classifyWalFile, describeWalFile, findPgWaldump, requireWalFileName, summarizeSegment, type TransactionSummary } from './wal-metadata.ts';
+import { decodeRequest, encodeLine, MAX_LINE, ProtocolError, type DaemonStatus, type WalRequest, type WalResponse, type WireError } from './wal-protocol.ts';
+import { ensureSpoolDir, processAlive, type SpoolPaths } from './wal-spool.ts';
+
+/**
+ * The long-running half of wal-push / wal-fetch: it opens the repository
+ * once (one scrypt or KMS call for its whole life) and serves the thin
+ * clients over an owner-only Unix socket in the spool directory.
+ *
+ * Push, like pgBackRest's archive-async: a request for one segment also
+ * uploads the other segments PostgreSQL has marked ready
+ * (pg_wal/archive_status/*.ready), a few at a time, one record batch per
+ * group, so when PostgreSQL asks for the next one it is already stored and
+ * the answer is immediate. An answer is sent only once the file and its
+ * record are durably stored: PostgreSQL may then delete the segment.
+ *
+ * Fetch: after serving a segment it fetches the next few into the spool
+ * (authenticated on the way, as every sealed object is) and serves later
+ * requests from there; prefetched files nobody asks for are dropped.
+ *
+ * One daemon per repository and stream: starting takes a lock file in the
+ * spool, checks that no daemon answers on the socket, then binds it. A daemon
+ * that finds its socket replaced (a start that raced past a stale lock) stops
+ * once idle, so clients only ever reach one. It stops after an idle time, on
+ * a stop request and on SIGTERM, removing its socket and pid file.
+ */
+
+const LOG_ROTATE_BYTES = 10 * 1024 * 1024;
+const STALE_LOCK_MS = 120_000;
+
+export interface WalDaemonOptions {
+  spool: SpoolPaths;
+  stream: string;
+  /** Printable repository location, for the log and status. */
+  repository: string;
+  /** Opens the repository (unwraps the master key): called once, under the start lock. */
+  openArchive: () => Promise<LogArchive>;
+  idleMs: number;
+  env: NodeJS.ProcessEnv;
+  host: string;
+  /** Aborted on SIGTERM: stop now (in-flight storage requests are cancelled by the same signal). */
+  signal: AbortSignal;
+  uploadConcurrency?: number;
+  /** Ready segments taken ahead of PostgreSQL's requests at most. */
+  lookahead?: number;
+  prefetch?: number;
+}
+
+export type DaemonOutcome = 'already-running' | 'stopped';
+
+/** Runs the daemon until it stops. 'already-running': another daemon serves this repository and stream; this one did nothing. */
+export async function runWalDaemon(options: WalDaemonOptions): Promise<DaemonOutcome> {
+  // Everything the daemon creates (socket, pid file, prefetched WAL) is for this user only.
+  process.umask(0o077);
+  await ensureSpoolDir(options.spool.dir);
+  const log = await DaemonLog.open(options.spool.log);
+  // The client reads our stdout only until we are up; later writes must not kill us.
+  process.stdout.on('error', () => undefined);
+  const lock = await acquireStartLock(options.spool, options.signal);
+  if (lock === 'running') {
+    log.info('another daemon already serves this repository and stream; exiting');
+    await log.close();
+    return 'already-running';
+  }
+  let daemon: WalDaemon;
+  try {
+    const archive = await options.openArchive();
+    log.info(`repository ${options.repository} opened (master key unwrapped), stream ${options.stream}, pid ${process.pid}`);
+    daemon = new WalDaemon(options, archive, log);
+    await daemon.listen();
+  } catch (error) {
+    log.error(`could not start: ${errorMessage(error)}`);
+    await log.close();
+    throw error;
+  } finally {
+    await lock.release();
+  }
+  const reason = await daemon.served;
+  log.info(`stopped (${reason})`);
+  await log.close();
+  return 'stopped';
+}
+
+class DaemonLog {
+  private readonly out: WriteStream;
+
+  private constructor(out: WriteStream) {
+    this.out = out;
+  }
+
+  static async open(path: string): Promise<DaemonLog> {
+    const size = (await stat(path).catch(() => undefined))?.size ?? 0;
+    if (size > LOG_ROTATE_BYTES) await rename(path, `${path}.1`).catch(() => undefined);
+    const out = createWriteStream(path, { flags: 'a', mode: 0o600 });
+    out.on('error', () => undefined);
+    return new DaemonLog(out);
+  }
+
+  info(message: string): void {
+    this.write('info', message);
+  }
+
+  warn(message: string): void {
+    this.write('warning', message);
+  }
+
+  error(message: string): void {
+    this.write('error', message);
+  }
+
+  private write(level: string, message: string): void {
+    this.out.write(`${new Date().toISOString()} ${level} ${message}\n`);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.out.end(resolve));
+  }
+}
+
+/** The start lock: a file holding the starter's pid, created exclusively. 'running' when a daemon already answers. */
+async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise<{ release: () => Promise<void> } | 'running'> {
+  const deadline = Date.now() + STALE_LOCK_MS + 10_000;
+  for (;;) {
+    signal.throwIfAborted();
+    if (await answers(spool.socket)) return 'running';
+    try {
+      await writeFile(spool.lock, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return {
+        release: async () => {
+          if ((await readFile(spool.lock, 'utf8').catch(() => '')) === String(process.pid)) await unlink(spool.lock).catch(() => undefined);
+        },
+      };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    const holder = Number(await readFile(spool.lock, 'utf8').catch(() => ''));
+    const age = Date.now() - ((await stat(spool.lock).catch(() => undefined))?.mtimeMs ?? Date.now());
+    // A starter that died (killed while opening the repository) leaves its lock: take it over.
+    if (!processAlive(holder) || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
+    else await sleep(50);
+    if (Date.now() > deadline) throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, { hint: `remove ${spool.lock} if no cairn wal-daemon is running` });
+  }
+}
+
+function answers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.on('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}
+
+interface PushItem {
+  name: string;
+  path: string;
+  data?: Buffer;
+}
+
+interface Group {
+  /** Settles when the item's file and record are stored. */
+  outcomes: Map<string, Promise<PushOutcome>>;
+}
+
+class WalDaemon {
+  readonly served: Promise<string>;
+  private readonly options: WalDaemonOptions;
+  private readonly archive: LogArchive;
+  private readonly log: DaemonLog;
+  private readonly server: Server;
+  private finish: (reason: string) => void = () => undefined;
+  private socketInode = 0;
+  private readonly startedAt = new Date().toISOString();
+  private active = 0;
+  private lastActivity = Date.now();
+  private stopping = false;
+  private readonly background = new Set<Promise<unknown>>();
+  private readonly counters = { requests: 0, pushed: 0, fetched: 0, servedFromPrefetch: 0 };
+  /** Files archived and recorded by this daemon: name → content hash. */
+  private readonly done = new Map<string, string>();
+  private readonly inflight = new Map<string, Promise<PushOutcome>>();
+  /** name → the spool file holding it, or undefined when it was not archived when asked. */
+  private readonly prefetched = new Map<string, Promise<string | undefined>>();
+  private readonly prefetchSlots: Semaphore;
+  private waldump: Promise<string | undefined> | undefined;
+  private waldumpWarned = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(options: WalDaemonOptions, archive: LogArchive, log: DaemonLog) {
+    this.options = options;
+    this.archive = archive;
+    this.log = log;
+    this.prefetchSlots = new Semaphore(options.uploadConcurrency ?? 4);
+    this.server = createServer((socket) => this.onConnection(socket));
+    this.served = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  async listen(): Promise<void> {
+    const { spool } = this.options;
+    await unlink(spool.socket).catch(() => undefined);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(spool.socket, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    await chmod(spool.socket, 0o600);
+    this.socketInode = (await stat(spool.socket)).ino;
+    await rm(spool.prefetch, { recursive: true, force: true });
+    await mkdir(spool.prefetch, { mode: 0o700 });
+    const pidTmp = `${spool.pid}.${process.pid}.tmp`;
+    await writeFile(pidTmp, `${process.pid}\n`, { mode: 0o600 });
+    await rename(pidTmp, spool.pid);
+    this.options.signal.addEventListener('abort', () => void this.stop('SIGTERM'), { once: true });
+    this.timer = setInterval(() => void this.tick(), Math.max(50, Math.min(1000, this.options.idleMs / 4)));
+    this.log.info(`listening on ${spool.socket}; stops after ${Math.round(this.options.idleMs / 1000)} s idle`);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopping) return;
+    const busy = this.active > 0 || this.background.size > 0;
+    const inode = (await stat(this.options.spool.socket).catch(() => undefined))?.ino;
+    if (inode !== this.socketInode) {
+      // Another daemon took the socket over: no client can reach us any more.
+      if (!busy) void this.stop('socket taken over by another daemon');
+      return;
+    }
+    if (!busy && Date.now() - this.lastActivity >= this.options.idleMs) void this.stop('idle');
+  }
+
+  private onConnection(socket: Socket): void {
+    let buffer = '';
+    let handled = false;
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      if (handled) return;
+      buffer += chunk.toString();
+      const end = buffer.indexOf('\n');
+      if (end < 0 && buffer.length <= MAX_LINE) return;
+      handled = true;
+      void this.answer(end < 0 ? buffer : buffer.slice(0, end)).then((response) => socket.end(encodeLine(response)));
+    });
+  }
+
+  private async answer(line: string): Promise<WalResponse> {
+    let request: WalRequest;
+    try {
+      request = decodeRequest(line);
+    } catch (error) {
+      return { ok: false, error: { code: 'Cairn.Usage', message: `bad request to the WAL daemon: ${error instanceof ProtocolError ? error.message : errorMessage(error)}` } };
+    }
+    if (this.stopping && request.op !== 'status') return { ok: false, error: { code: 'Cairn.Cancelled', message: 'the WAL daemon is stopping', hint: 'try again: a new daemon starts on demand' } };
+    this.active++;
+    this.counters.requests++;
+    try {
+      return await this.dispatch(request);
+    } catch (error) {
+      const wire = toWire(error);
+      this.log.error(`${request.op} failed: ${wire.message}`);
+      return { ok: false, error: wire };
+    } finally {
+      this.active--;
+      this.lastActivity = Date.now();
+    }
+  }
+
+  private async dispatch(request: WalRequest): Promise<WalResponse> {
+    switch (request.op) {
+      case 'push':
+        return { ok: true, op: 'push', outcome: await this.push(request.path, request.dataDir) };
+      case 'fetch': {
+        const source = await this.fetch(request.name, request.dest);
+        return { ok: true, op: 'fetch', found: source !== undefined, source };
+      }
+      case 'status':
+        return { ok: true, op: 'status', status: await this.status() };
+      case 'stop':
+        setImmediate(() => void this.stop('stop requested'));
+        return { ok: true, op: 'stop' };
+    }
+  }
+
+  private async status(): Promise<DaemonStatus> {
+    const prefetched: string[] = [];
+    for (const [name, file] of this.prefetched) if (await settledValue(file)) prefetched.push(name);
+    return { pid: process.pid, repository: this.options.repository, stream: this.options.stream, startedAt: this.startedAt, ...this.counters, prefetched: prefetched.sort() };
+  }
+
+  // ------------------------------------------------------------ push
+
+  private async push(path: string, dataDir: string): Promise<PushOutcome> {
+    const name = basename(path);
+    requireWalFileName(name);
+    const data = await readFile(path).catch((cause: unknown) => {
+      throw new CairnError('Cairn.Usage', `cannot read ${path}: ${errorMessage(cause)}`, { hint: 'archive_command must pass %p, and run as the database server\'s user', cause });
+    });
+    const hash = this.archive.hash(data);
+    const pending = this.inflight.get(name);
+    if (pending) await pending.catch(() => undefined);
+    let outcome: PushOutcome;
+    if (this.done.get(name) === hash) outcome = 'already-archived';
+    else {
+      const group = this.startGroup(dataDir, { name, path, data });
+      outcome = await (group.outcomes.get(name) as Promise<PushOutcome>);
+    }
+    this.counters.pushed++;
+    this.readyAhead(dataDir, dirname(path));
+    return outcome;
+  }
+
+  /** Starts a group for whatever else is ready, when nothing is being uploaded: keeps one group ahead of PostgreSQL. */
+  private readyAhead(dataDir: string, walDir: string): void {
+    if (this.inflight.size > 0 || this.stopping) return;
+    const group = this.startGroup(dataDir, undefined, walDir);
+    if (group.outcomes.size === 0) return;
+    const all = Promise.allSettled(group.outcomes.values());
+    this.background.add(all);
+    void all.then(() => this.background.delete(all));
+  }
+
+  private startGroup(dataDir: string, first: PushItem | undefined, walDir = first ? dirname(first.path) : dataDir): Group {
+    const items: PushItem[] = first ? [first] : [];
+    const planned = new Map<string, { resolve: (o: PushOutcome) => void; reject: (e: unknown) => void }>();
+    const outcomes = new Map<string, Promise<PushOutcome>>();
+    const add = (item: PushItem): void => {
+      const settled = Promise.withResolvers<PushOutcome>();
+      settled.promise.catch(() => undefined);
+      planned.set(item.name, settled);
+      outcomes.set(item.name, settled.promise);
+      this.inflight.set(item.name, settled.promise);
+    };
+    if (first) add(first);
+    const work = (async () => {
+      for (const name of await this.readyFiles(walDir)) {
+        if (items.length >= (this.options.lookahead ?? 16)) break;
+        if (this.done.has(name) || this.inflight.has(name) || planned.has(name)) continue;
+        const item = { name, path: join(walDir, name) };
+        items.push(item);
+        add(item);
+      }
+      await this.runGroup(items, dataDir, planned);
+    })();
+    work.catch((error: unknown) => {
+      for (const p of planned.values()) p.reject(error);
+    });
+    void work.finally(() => {
+      for (const name of planned.keys()) if (this.inflight.get(name) === outcomes.get(name)) this.inflight.delete(name);
+    });
+    return { outcomes };
+  }
+
+  private async readyFiles(walDir: string): Promise<string[]> {
+    const names = await readdir(join(walDir, 'archive_status')).catch(() => [] as string[]);
+    return names
+      .filter((n) => n.endsWith('.ready'))
+      .map((n) => n.slice(0, -'.ready'.length))
+      .filter((n) => classifyWalFile(n) !== undefined)
+      .sort();
+  }
+
+  private async runGroup(items: PushItem[], dataDir: string, planned: Map<string, { resolve: (o: PushOutcome) => void; reject: (e: unknown) => void }>): Promise<void> {
+    const records: LogFileRecord[] = [];
+    const stored = new Map<string, { outcome: PushOutcome; hash: string }>();
+    const slots = new Semaphore(this.options.uploadConcurrency ?? 4);
+    await Promise.all(items.map(async (item) => {
+      await slots.acquire();
+      try {
+        const data = item.data ?? (await readFile(item.path));
+        const hash = this.archive.hash(data);
+        const [outcome, transactions] = await Promise.all([this.archive.putFile(item.name, data), this.transactions(item, dataDir)]);
+        records.push(describeWalFile({ name: item.name, size: data.length, hash, host: this.options.host, archivedAt: new Date().toISOString(), transactions }));
+        stored.set(item.name, { outcome, hash });
+      } catch (error) {
+        planned.get(item.name)?.reject(error);
+        // A segment taken ahead fails again when PostgreSQL itself asks for it, and is reported then.
+        if (!item.data) this.log.warn(`${item.name} not archived ahead: ${errorMessage(error)}`);
+      } finally {
+        slots.release();
+      }
+    }));
+    if (records.length === 0) return;
+    await this.archive.writeRecords(records);
+    for (const [name, { outcome, hash }] of stored) {
+      this.done.set(name, hash);
+      planned.get(name)?.resolve(outcome);
+      this.log.info(`${outcome === 'stored' ? 'archived' : 'already archived'} ${name}`);
+    }
+    // Bounded memory: only recent names can be asked for again.
+    for (const name of this.done.keys()) {
+      if (this.done.size <= 4096) break;
+      this.done.delete(name);
+    }
+  }
+
+  private async transactions(item: PushItem, dataDir: string): Promise<TransactionSummary | undefined> {
+    if (classifyWalFile(item.name)?.kind !== 'wal') return undefined;
+    this.waldump ??= readFile(join(dataDir, 'PG_VERSION'), 'utf8')
+      .then((v) => v.trim(), () => undefined)
+      .then((version) => findPgWaldump(this.options.env, version));
+    const tool = await this.waldump;
+    if (!tool) {
+      if (!this.waldumpWarned) this.log.warn('pg_waldump not found (pg_config --bindir, /usr/lib/postgresql/*/bin, PATH): archived WAL gets no commit times, so --to-time cannot use it; install the PostgreSQL server package');
+      this.waldumpWarned = true;
+      return undefined;
+    }
+    const summary = await summarizeSegment(tool, item.path, this.options.env).catch((error: unknown) => ({ firstEventTime: null, lastEventTime: null, error: errorMessage(error) }));
+    if ('error' in summary && summary.error) this.log.warn(`pg_waldump could not read ${item.name}: ${summary.error}`);
+    return summary;
+  }
+
+  // ------------------------------------------------------------ fetch
+
+  private async fetch(name: string, dest: string): Promise<'prefetch' | 'repository' | undefined> {
+    requireWalFileName(name);
+    // A prefetch on its way is nearly always the quicker source: wait for it rather than download twice.
+    const spooled = await this.prefetched.get(name)?.catch(() => undefined);
+    let size: number;
+    let source: 'prefetch' | 'repository';
+    if (spooled) {
+      size = await placeAtomically(dest, (tmp) => copyFile(spooled, tmp));
+      source = 'prefetch';
+      this.counters.servedFromPrefetch++;
+    } else {
+      let data: Buffer;
+      try {
+        data = await this.archive.getFile(name);
+      } catch (error) {
+        if (error instanceof NotFoundError) return undefined;
+        throw error;
+      }
+      size = await placeAtomically(dest, (tmp) => writeFile(tmp, data, { mode: 0o600 }));
+      source = 'repository';
+    }
+    this.counters.fetched++;
+    this.prefetchAfter(name, size);
+    return source;
+  }
+
+  /** Keeps the next few segments of the same timeline in the spool; drops every other prefetched file. */
+  private prefetchAfter(name: string, size: number): void {
+    const position = classifyWalFile(name)?.kind === 'wal' ? parseWalName(name, size) : undefined;
+    const wanted = new Set<string>();
+    if (position) for (let i = 1; i <= (this.options.prefetch ?? 8); i++) wanted.add(walName(position.timeline, position.segment + i, size));
+    for (const [other, file] of this.prefetched) {
+      if (wanted.has(other)) continue;
+      this.prefetched.delete(other);
+      void settledValue(file).then(async (path) => {
+        if (path) await unlink(path).catch(() => undefined);
+      });
+    }
+    if (this.stopping) return;
+    for (const next of wanted) {
+      if (this.prefetched.has(next)) continue;
+      const file = this.prefetchOne(next);
+      this.prefetched.set(next, file);
+      const done = file.then(async (path) => {
+        // Dropped while it was on its way.
+        if (path && this.prefetched.get(next) !== file) await unlink(path).catch(() => undefined);
+      }, () => undefined);
+      this.background.add(done);
+      void done.finally(() => this.background.delete(done));
+    }
+  }
+
+  private async prefetchOne(name: string): Promise<string | undefined> {
+    await this.prefetchSlots.acquire();
+    try {
+      if (this.stopping) return undefined;
+      const data = await this.archive.getFile(name);
+      const path = join(this.options.spool.prefetch, name);
+      await placeAtomically(path, (tmp) => writeFile(tmp, data, { mode: 0o600 }));
+      return path;
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) this.log.warn(`prefetching ${name} failed: ${errorMessage(error)}`);
+      return undefined;
+    } finally {
+      this.prefetchSlots.release();
+    }
+  }
+
+  // ------------------------------------------------------------ stop
+
+  private async stop(reason: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.timer);
+    this.log.info(`stopping: ${reason}`);
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // Uploads taken ahead finish (or fail, on SIGTERM); a client already connected gets its answer.
+    const deadline = Date.now() + 30_000;
+    while ((this.active > 0 || this.background.size > 0) && Date.now() < deadline) await sleep(20);
+    const { spool } = this.options;
+    if ((await stat(spool.socket).catch(() => undefined))?.ino === this.socketInode) await unlink(spool.socket).catch(() => undefined);
+    if ((await readFile(spool.pid, 'utf8').catch(() => '')).trim() === String(process.pid)) await unlink(spool.pid).catch(() => undefined);
+    await rm(spool.prefetch, { recursive: true, force: true });
+    this.finish(reason);
+  }
+}
+
+/** The value of a promise that has settled, without waiting for one that has not. */
+async function settledValue<T>(promise: Promise<T | undefined> | undefined): Promise<T | undefined> {
+  if (!promise) return undefined;
+  return Promise.race([promise.catch(() => undefined), new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined)))]);
+}
+
+/** Writes through a temporary name beside the target, then renames: PostgreSQL never sees half a file. */
+async function placeAtomically(path: string, write: (tmp: string) => Promise<void>): Promise<number> {
+  const tmp = `${path}.cairn-${randomBytes(6).toString('hex')}.tmp`;
+  try {
+    await write(tmp);
+    const { size } = await stat(tmp);
+    await rename(tmp, path);
+    return size;
+  } catch (error) {
+    await unlink(tmp).catch(() => undefined);
+    throw error;
+  }
+}
+
+function toWire(error: unknown): WireError {
+  if (error instanceof CairnError) return { code: error.code, message: error.message, hint: error.hint };
+  return { code: 'Cairn.Failure', message: errorMessage(error) };
+}
