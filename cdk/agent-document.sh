@@ -9,6 +9,14 @@
 # task token from CAIRN_TASK_TOKEN, reports to Step Functions itself, and writes a line to the
 # file named by CAIRN_REPORT_FILE once Step Functions accepted its SendTaskSuccess/Failure.
 # If it exits without that line, this script reports Cairn.AgentCrashed with the exit code.
+# Without a task token (a scheduled `archive`, the one-shot binlog push) nobody waits for a
+# report: the agent's exit code is the command's status, and a push that keeps failing shows
+# as archive lag (the ArchiveLagSeconds alarm).
+#
+# PostgreSQL plans with PITR archive through the server itself, not through this document:
+#   archive_command = '/usr/local/bin/cairn --repo <plan repository> --password-file /etc/cairn/<plan>.passphrase wal-push %p'
+#   restore_command = '/usr/local/bin/cairn --repo <plan repository> --password-file /etc/cairn/<plan>.passphrase wal-fetch %f "%p"'
+# (the stack outputs PostgresArchiveCommand-<plan> and PostgresRestoreCommand-<plan> hold the exact lines).
 set -uo pipefail
 umask 022
 
@@ -82,6 +90,10 @@ args=(agent "$operation" --plan-id "$plan_id")
 [ -n "$request" ] && args+=(--request "$request")
 CAIRN_TASK_TOKEN="$task_token" CAIRN_REPORT_FILE="$report_file" "$node_bin" "$bundle" "${args[@]}"
 code=$?
+if [ -z "$task_token" ]; then
+  rm -f "$report_file"
+  exit "$code"
+fi
 if [ ! -s "$report_file" ]; then
   rm -f "$report_file"
   fail "cairn agent $operation exited with code $code before reporting to Step Functions" "$(( code == 0 ? 1 : code ))"

@@ -1,7 +1,9 @@
+import { describeReplay, measuredThroughputs, planPointInTime } from '../agent/commands/pitr.ts';
 import { CairnError } from '../agent/core/errors.ts';
-import { readHistory } from '../agent/core/history.ts';
-import { encodeRequest, parseOrExplain, restoreInputSchema } from '../agent/core/orchestration.ts';
-import { planRestore, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
+import { encodeRequest, parseOrExplain, restoreInputSchema, type RestoreInput } from '../agent/core/orchestration.ts';
+import { pitrOf, type Plan } from '../agent/core/plan.ts';
+import type { Repository } from '../agent/core/repository.ts';
+import { planRestore, type PlannedReplay, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
 import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository } from './runtime.ts';
 
 export interface PlannedRestore extends RestorePlan {
@@ -14,9 +16,11 @@ export interface PlannedRestore extends RestorePlan {
 
 /**
  * First state of the Restore machine, and the whole of a dry run: validates
- * the console input (errors name the field), resolves the snapshot, checks
- * the target host is online and estimates the duration from the repository's
- * own history of restores and backups.
+ * the console input (errors name the field), resolves the snapshot (for a
+ * pointInTime on a plan with a log archive: the base snapshot and the log to
+ * replay, as `cairn restore --to-time --dry-run` plans them), checks the
+ * target host is online and estimates the duration from the repository's own
+ * history of restores and backups.
  */
 export async function planRestoreHandler(event: unknown): Promise<PlannedRestore> {
   const input = parseOrExplainInput(event);
@@ -24,12 +28,7 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   const { repo } = await openPlanRepository(plan);
   const { snapshots } = await repo.listSnapshots();
   const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
-  const throughputs: Throughput[] = [];
-  for (const e of await readHistory(repo)) {
-    const r = e as Record<string, unknown>;
-    if (e.event === 'restore.finished' && typeof r.bytes === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.durationMs });
-    if (e.event === 'backup.committed' && typeof r.bytesRead === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'backup', bytes: r.bytesRead, durationMs: r.durationMs });
-  }
+  const throughputs = await measuredThroughputs(repo);
   const planInstances = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
   const target = input.targetInstanceId ?? planInstances[0];
   const online = target !== undefined && (await isOnline(target));
@@ -38,6 +37,7 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
     throughputs,
     planInstanceIds: planInstances,
     instanceOnline: () => online,
+    replay: await replayFor(input, plan, repo, throughputs),
   });
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;
   return {
@@ -54,10 +54,40 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
             snapshotId: result.snapshot.id,
             ...(result.targetPath !== undefined ? { targetPath: result.targetPath } : {}),
             ...(result.targetDatabase !== undefined ? { targetDatabase: result.targetDatabase } : {}),
+            ...(result.logRange && input.pointInTime !== undefined ? { pointInTime: new Date(input.pointInTime).toISOString(), stream: result.logRange.stream } : {}),
             heartbeatSeconds,
           }),
         }),
   };
+}
+
+/**
+ * The replay for a pointInTime on a plan with PITR on. A target no window
+ * reaches is refused (Cairn.NotFound naming the gap and the nearest
+ * recoverable times); an ambiguous or impossible target is the input's fault.
+ */
+async function replayFor(input: RestoreInput, plan: Plan, repo: Repository, throughputs: readonly Throughput[]): Promise<PlannedReplay | undefined> {
+  const pitr = pitrOf(plan);
+  if (input.pointInTime === undefined || pitr === undefined) return undefined;
+  try {
+    const target = { time: new Date(input.pointInTime).toISOString() };
+    const planned = await planPointInTime(repo, { target, stream: pitr.archiveStream, engine: plan.engine, plan: plan.id });
+    return describeReplay(planned.plan, planned.snapshot, throughputs);
+  } catch (error) {
+    if (error instanceof CairnError && error.code === 'Cairn.Usage') {
+      throw new CairnError('Cairn.InvalidInput', `plan ${plan.id}, pointInTime ${input.pointInTime}: ${error.message}`, {
+        hint: /several log archives/.test(error.message) ? "name the stream in the plan's pitr.archiveStream" : error.hint,
+        cause: error,
+      });
+    }
+    if (error instanceof CairnError && error.code === 'Cairn.NotFound') {
+      throw new CairnError('Cairn.NotFound', `plan ${plan.id}: ${error.message}`, {
+        hint: `${error.hint ?? ''}${error.hint ? '; ' : ''}to restore a snapshot instead, give "snapshot" in place of "pointInTime"`,
+        cause: error,
+      });
+    }
+    throw error;
+  }
 }
 
 function parseOrExplainInput(event: unknown): ReturnType<typeof restoreInputSchema.parse> {

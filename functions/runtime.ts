@@ -21,6 +21,9 @@ import { openStorage } from '../agent/storage/open.ts';
  */
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
 export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'Cairn', serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
+// Powertools adds `service` to every metric's dimensions by default; the alarms (cdk/lib/cairn-monitoring.ts)
+// watch {PlanId} alone, and CloudWatch matches the whole dimension set, so with it they would never see a datum.
+metrics.clearDefaultDimensions();
 const tracer = new Tracer({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
 
 let ssm: SSMClient | undefined;

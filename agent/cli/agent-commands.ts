@@ -1,10 +1,10 @@
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CairnError, errorMessage } from '../core/errors.ts';
-import { decodeRequest, type AgentOperation, type AgentRequest, type RunSummary } from '../core/orchestration.ts';
-import type { Plan } from '../core/plan.ts';
+import { agentRequestSchema, decodeRequest, parseOrExplain, type AgentOperation, type AgentRequest, type RunSummary } from '../core/orchestration.ts';
+import { pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
 import { backup } from '../commands/backup.ts';
 import { restore } from '../commands/restore.ts';
 import { verify } from '../commands/verify.ts';
@@ -13,7 +13,7 @@ import { PlanSource } from '../orchestration/plan-source.ts';
 import { TaskReporter } from '../orchestration/task-reporter.ts';
 import type { Cli } from './context.ts';
 
-const OPERATIONS: readonly AgentOperation[] = ['backup', 'restore', 'verify', 'drill'];
+const OPERATIONS: readonly AgentOperation[] = ['backup', 'restore', 'verify', 'drill', 'archive'];
 
 /**
  * `cairn agent <operation>`: what the SSM document runs on a host for the
@@ -27,13 +27,13 @@ export function register(program: Command, cli: Cli): void {
     .description('run one orchestrated operation for a plan (started by the Cairn SSM document)')
     .argument('<operation>', OPERATIONS.join(' | '))
     .requiredOption('--plan-id <id>', 'the plan, read from Parameter Store under CAIRN_PLAN_PARAMETER_PREFIX')
-    .requiredOption('--request <base64url>', 'the request the state machine built')
-    .action(async (operation: string, opts: { planId: string; request: string }, cmd: Command) => {
+    .option('--request <base64url>', 'the request the state machine built (archive, started by a schedule, takes none)')
+    .action(async (operation: string, opts: { planId: string; request?: string }, cmd: Command) => {
       const g = cli.globals(cmd);
       let request: AgentRequest | undefined;
       let invalid: unknown;
       try {
-        request = decodeRequest(opts.request);
+        request = opts.request !== undefined ? decodeRequest(opts.request) : scheduledRequest(operation, opts.planId);
         if (request.operation !== operation || request.planId !== opts.planId) {
           throw new CairnError('Cairn.Usage', `the request is for ${request.operation} of plan ${request.planId}, not ${operation} of plan ${opts.planId}`);
         }
@@ -76,11 +76,22 @@ export function register(program: Command, cli: Cli): void {
     });
 }
 
+/** The binlog-push schedule runs the document without a request: the operation and plan are all there is to say. */
+function scheduledRequest(operation: string, planId: string): AgentRequest {
+  if (operation !== 'archive') throw new CairnError('Cairn.Usage', `cairn agent ${operation} needs --request`, { hint: 'the state machines pass it; only archive runs without one' });
+  return parseOrExplain(agentRequestSchema, { operation, planId, heartbeatSeconds: 300 }, 'request');
+}
+
 async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concurrency: number, lockWait: string | undefined): Promise<RunSummary> {
   const source = new PlanSource(cli.env);
   const plan = await source.plan(request.planId);
   const env = { ...cli.env };
   if (plan.engineOptions.passwordParameter) env.CAIRN_DB_PASSWORD = await source.secret(plan.engineOptions.passwordParameter);
+  if (request.operation === 'archive') {
+    const startedAt = new Date().toISOString();
+    await pushBinlogs(plan, env, source, concurrency);
+    return { operation: 'archive', planId: plan.id, host: hostname(), startedAt, finishedAt: new Date().toISOString() };
+  }
   // Through the CLI's storage wrappers: --limit-upload/--limit-download, --max-transfers and cancellation apply.
   const repo = await source.openRepository(plan, await cli.storageAt(plan.repository.url, cmd));
   const who = { host: hostname(), user: cli.who().user };
@@ -114,7 +125,9 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
       };
     }
     case 'restore': {
-      const { snapshot, result } = await restore(repo, {
+      // A restored PostgreSQL fetches its WAL through this same program, with the plan's repository and passphrase file.
+      const cairnArgv = [process.execPath, resolve(process.argv[1] ?? 'cairn'), ...walCairnArgs(plan, env.AWS_REGION ?? env.AWS_DEFAULT_REGION)];
+      const { snapshot, result, replay } = await restore(repo, {
         ...common,
         snapshot: request.snapshotId,
         target: request.targetPath,
@@ -124,9 +137,18 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
         includes: [],
         force: false,
         ignoreErrors: false,
+        ...(request.pointInTime !== undefined ? { pointInTime: { target: { time: request.pointInTime }, stream: request.stream, cairnArgv } } : {}),
       });
       if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path ?? ''}: ${result.errors[0]?.error ?? ''}`);
-      return { ...base, finishedAt: new Date().toISOString(), snapshotId: snapshot.id, engine: snapshot.engine, totalBytes: result.bytes, target: request.targetPath ?? request.targetDatabase ?? 'the server' };
+      return {
+        ...base,
+        finishedAt: new Date().toISOString(),
+        snapshotId: snapshot.id,
+        engine: snapshot.engine,
+        totalBytes: result.bytes,
+        target: request.targetPath ?? request.targetDatabase ?? 'the server',
+        ...(replay ? { replay: { pointInTime: replay.plan.describe, stream: replay.plan.stream, files: replay.files, bytes: replay.bytes, summary: replay.summary } } : {}),
+      };
     }
     case 'verify': {
       const report = await verify(repo, { ...common, readData: request.readDataSubset });
@@ -149,6 +171,34 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
       }
     }
   }
+}
+
+/**
+ * One-shot `cairn binlog-push` for a MariaDB PITR plan: the command itself
+ * (agent/cli/binlog-commands.ts), run through the CLI with the plan's
+ * repository, connection and archive name; the passphrase and the database
+ * password travel in its environment, never in argv.
+ */
+async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSource, concurrency: number): Promise<void> {
+  const pitr = pitrOf(plan);
+  if (plan.engine !== 'mariadb' || pitr === undefined) {
+    throw new CairnError('Cairn.Usage', `plan ${plan.id} does not push binlogs: archive is for mariadb plans with pitr.enabled`, {
+      hint: plan.engine === 'postgres' ? 'PostgreSQL archives its WAL itself, through archive_command (cairn wal-push)' : 'set pitr.enabled in the plan',
+    });
+  }
+  if (!('passphraseParameter' in plan.keySource)) {
+    throw new CairnError('Cairn.Config', `plan ${plan.id} names only a KMS key; the binlog push opens the repository with keySource.passphraseParameter for now`);
+  }
+  const passphrase = await source.secret(plan.keySource.passphraseParameter);
+  const connection = Object.entries({ '--db-host': plan.engineOptions.connection?.host, '--db-port': plan.engineOptions.connection?.port, '--db-socket': plan.engineOptions.connection?.socket, '--db-user': plan.engineOptions.connection?.user })
+    .filter((e): e is [string, string | number] => e[1] !== undefined)
+    .flatMap(([flag, value]) => [flag, String(value)]);
+  const archiveName = pitr.archiveStream?.replace(/^mariadb-/, '');
+  const argv = ['--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
+  // Imported here: main.ts registers this module, so a static import would be a cycle.
+  const { main } = await import('./main.ts');
+  const code = await main(argv, { ...env, CAIRN_PASSWORD: passphrase });
+  if (code !== 0) throw new CairnError('Cairn.Failure', `cairn binlog-push for plan ${plan.id} exited with code ${code} (its error is above)`);
 }
 
 function engineOptionsOf(plan: Plan): Record<string, unknown> {

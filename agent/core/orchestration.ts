@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CairnError } from './errors.ts';
-import { INSTANCE_ID_PATTERN, PLAN_ID_PATTERN } from './plan.ts';
+import { INSTANCE_ID_PATTERN, PLAN_ID_PATTERN, pitrSchema } from './plan.ts';
 
 /**
  * The orchestration protocol's messages (../../shared/CONTRACTS.md §6,
@@ -45,11 +45,18 @@ export const agentRequestSchema = z.discriminatedUnion('operation', [
       snapshotId: z.string().regex(/^[0-9a-f]{64}$/),
       targetPath: absolutePath.optional(),
       targetDatabase: databaseName.optional(),
+      /** Point-in-time recovery: snapshotId is the base, then the archived log is replayed to this time. */
+      pointInTime: isoTime.optional(),
+      /** The log stream the planner chose, so the host replays the stream the plan was made from. */
+      stream: pitrSchema.shape.archiveStream,
       heartbeatSeconds,
     })
-    .strict(),
+    .strict()
+    .refine((r) => r.stream === undefined || r.pointInTime !== undefined, { message: 'a stream is replayed only to a pointInTime', path: ['stream'] }),
   z.object({ operation: z.literal('verify'), planId, readDataSubset: z.number().min(0).max(1), heartbeatSeconds }).strict(),
   z.object({ operation: z.literal('drill'), planId, snapshotId: z.string().regex(/^[0-9a-f]{64}$/).optional(), heartbeatSeconds }).strict(),
+  // One-shot binlog push, started by the plan's binlog-push schedule with no task token (docs/cdk.md).
+  z.object({ operation: z.literal('archive'), planId, heartbeatSeconds }).strict(),
 ]);
 export type AgentRequest = z.infer<typeof agentRequestSchema>;
 export type AgentOperation = AgentRequest['operation'];
@@ -72,7 +79,7 @@ export function decodeRequest(encoded: string): AgentRequest {
 
 /** What the agent sends with SendTaskSuccess (at most 256 KiB; engine metadata is small). */
 export const runSummarySchema = z.object({
-  operation: z.enum(['backup', 'restore', 'verify', 'drill']),
+  operation: z.enum(['backup', 'restore', 'verify', 'drill', 'archive']),
   planId,
   host: z.string(),
   startedAt: z.string(),
@@ -86,6 +93,8 @@ export const runSummarySchema = z.object({
   engineMetadata: z.record(z.string(), z.unknown()).optional(),
   verify: z.object({ ok: z.boolean(), problems: z.number(), packsRead: z.number() }).optional(),
   target: z.string().optional(),
+  /** A point-in-time restore's replay: what the engine did or left for the server to do on start. */
+  replay: z.object({ pointInTime: z.string(), stream: z.string(), files: z.number(), bytes: z.number(), summary: z.string() }).optional(),
 });
 export type RunSummary = z.infer<typeof runSummarySchema>;
 

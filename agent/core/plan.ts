@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseDurationMs } from './duration.ts';
 import { CairnError } from './errors.ts';
+import { validateStream } from './log-archive.ts';
 import { retentionPolicySchema } from './retention.ts';
 
 /**
@@ -35,11 +36,13 @@ const duration = z.string().superRefine((text, ctx) => {
   }
 });
 
+const scheduleExpression = z
+  .string()
+  .refine((e) => CRON.test(e) || RATE.test(e), 'an EventBridge Scheduler expression: cron(0 2 * * ? *) or rate(6 hours)');
+
 export const scheduleSchema = z.strictObject({
   /** An EventBridge Scheduler expression: cron(min hour day-of-month month day-of-week year) or rate(N unit). */
-  expression: z
-    .string()
-    .refine((e) => CRON.test(e) || RATE.test(e), 'an EventBridge Scheduler expression: cron(0 2 * * ? *) or rate(6 hours)'),
+  expression: scheduleExpression,
   /** IANA time zone for cron expressions, e.g. Europe/Berlin. */
   timeZone: z
     .string()
@@ -104,6 +107,43 @@ export const timeoutsSchema = z
   })
   .refine((t) => t.heartbeatSeconds < t.timeoutSeconds, { message: 'heartbeatSeconds must be less than timeoutSeconds', path: ['heartbeatSeconds'] });
 
+/** Engines whose own log can be archived and replayed (docs/pitr.md). */
+export const PITR_ENGINES: readonly EngineName[] = ['postgres', 'mariadb'];
+
+/** How often a MariaDB plan's hosts push closed binlogs, unless the plan says otherwise. */
+export const DEFAULT_BINLOG_PUSH_SCHEDULE = 'rate(5 minutes)';
+
+/**
+ * Point-in-time recovery: the database's log archived beside the snapshots
+ * (PostgreSQL WAL through archive_command, MariaDB binlogs through binlog-push),
+ * so a restore can replay to any time the archive covers. Off unless enabled.
+ */
+export const pitrSchema = z.strictObject({
+  enabled: z.boolean().default(false),
+  /** The log stream restores replay (pg-<system identifier>, mariadb-<name>); needed only when the repository holds several of the engine. */
+  archiveStream: z
+    .string()
+    .refine((s) => isStreamName(s), 'a log stream name: pg-<system identifier> or mariadb-<name> (lowercase letters, digits, . _ -)')
+    .optional(),
+  /** The archive-lag alarm fires when the newest archived event is older than this. */
+  maxArchiveLagMinutes: z.number().int().min(1).max(7 * 24 * 60).default(15),
+  /**
+   * MariaDB: when the plan's hosts push closed binlogs (`cairn agent archive`, default rate(5 minutes)),
+   * or "follow" when each host runs `cairn binlog-push --follow` as a service instead (docs/cdk.md).
+   */
+  binlogPushSchedule: z.union([z.literal('follow'), scheduleExpression]).optional(),
+});
+export type PitrConfig = z.infer<typeof pitrSchema>;
+
+function isStreamName(name: string): boolean {
+  try {
+    validateStream(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const planFields = {
   id: z.string().regex(PLAN_ID_PATTERN, 'a lowercase slug of 2 to 40 letters, digits and hyphens, starting with a letter'),
   description: z.string().max(256).optional(),
@@ -117,9 +157,10 @@ const planFields = {
   rpo: duration,
   verification: verificationSchema.optional(),
   timeouts: timeoutsSchema.default({ heartbeatSeconds: 300, timeoutSeconds: 6 * 3600 }),
+  pitr: pitrSchema.optional(),
 };
 
-function checkEngineOptions(plan: { engine: EngineName; engineOptions: EngineOptions }, ctx: z.RefinementCtx): void {
+function checkEngineOptions(plan: { engine: EngineName; engineOptions: EngineOptions; pitr?: PitrConfig | undefined }, ctx: z.RefinementCtx): void {
   const o = plan.engineOptions;
   if (plan.engine === 'files' && o.paths === undefined) {
     ctx.addIssue({ code: 'custom', path: ['engineOptions', 'paths'], message: 'the files engine needs the paths to back up' });
@@ -127,6 +168,34 @@ function checkEngineOptions(plan: { engine: EngineName; engineOptions: EngineOpt
   if (plan.engine !== 'files' && o.paths !== undefined) {
     ctx.addIssue({ code: 'custom', path: ['engineOptions', 'paths'], message: `paths is for the files engine, not ${plan.engine}` });
   }
+  checkPitr(plan, ctx);
+}
+
+function checkPitr(plan: { engine: EngineName; pitr?: PitrConfig | undefined }, ctx: z.RefinementCtx): void {
+  const pitr = plan.pitr;
+  if (pitr === undefined) return;
+  const issue = (field: string, message: string): void => ctx.addIssue({ code: 'custom', path: ['pitr', field], message });
+  if (pitr.enabled && !PITR_ENGINES.includes(plan.engine)) {
+    issue('enabled', `point-in-time recovery replays a physical backup's log: engine postgres or mariadb, not ${plan.engine}`);
+  }
+  if (pitr.archiveStream !== undefined && PITR_ENGINES.includes(plan.engine)) {
+    const prefix = plan.engine === 'postgres' ? 'pg-' : 'mariadb-';
+    if (!pitr.archiveStream.startsWith(prefix)) issue('archiveStream', `a ${plan.engine} plan's stream starts with ${prefix}`);
+  }
+  if (pitr.binlogPushSchedule !== undefined && plan.engine !== 'mariadb') {
+    issue('binlogPushSchedule', `binlogPushSchedule is for mariadb plans (PostgreSQL archives through archive_command), not ${plan.engine}`);
+  }
+  const interval = rateMinutes(pitr.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE);
+  if (pitr.enabled && plan.engine === 'mariadb' && interval !== undefined && interval >= pitr.maxArchiveLagMinutes) {
+    issue('maxArchiveLagMinutes', `${pitr.maxArchiveLagMinutes} minutes is not longer than the binlog push interval (${interval} minutes): the archive-lag alarm would fire between two pushes`);
+  }
+}
+
+/** rate(N unit) in minutes; undefined for cron expressions and "follow". */
+function rateMinutes(expression: string): number | undefined {
+  const m = /^rate\((\d+) (minute|hour|day)s?\)$/.exec(expression);
+  if (!m) return undefined;
+  return Number(m[1]) * ({ minute: 1, hour: 60, day: 1440 } as const)[m[2] as 'minute' | 'hour' | 'day'];
 }
 
 /** A plan as written in an environment config: the repository defaults to the environment's bucket. */
@@ -253,6 +322,31 @@ export function repositoryLocation(url: string): { scheme: 's3' | 'gs'; bucket: 
   if (!m) throw configError(`invalid repository URL ${JSON.stringify(url)}`);
   const prefix = m[3] ?? '';
   return { scheme: m[1] as 's3' | 'gs', bucket: m[2] as string, prefix: prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/` };
+}
+
+/** The plan's point-in-time recovery settings when it is on, else undefined. */
+export function pitrOf(plan: Pick<Plan, 'pitr'>): PitrConfig | undefined {
+  return plan.pitr?.enabled ? plan.pitr : undefined;
+}
+
+/**
+ * Where a PostgreSQL PITR plan's hosts keep the repository passphrase:
+ * archive_command and restore_command run as the server's user, outside any
+ * orchestrated run, so they open the repository from a file (docs/cdk.md).
+ */
+export function walPassphraseFile(planId: string): string {
+  return `/etc/cairn/${planId}.passphrase`;
+}
+
+/**
+ * The global options `cairn wal-push` and `wal-fetch` need on a plan's host:
+ * the repository (with its region, since the server's environment has none)
+ * and the passphrase file; a KMS-keyed plan opens through KMS without one.
+ */
+export function walCairnArgs(plan: Pick<Plan, 'id' | 'repository' | 'keySource'>, region: string | undefined): string[] {
+  const url = plan.repository.url;
+  const located = region !== undefined && url.startsWith('s3://') && !url.includes('?') ? `${url}?region=${region}` : url;
+  return ['--repo', located, ...('passphraseParameter' in plan.keySource ? ['--password-file', walPassphraseFile(plan.id)] : [])];
 }
 
 /** The plan's RPO in seconds (the freshness alarm's threshold). */

@@ -18,6 +18,32 @@ export interface Throughput {
   durationMs: number;
 }
 
+/** The archived log a point-in-time restore replays after its base snapshot. */
+export interface LogRange {
+  stream: string;
+  /** Where the replay stops, as the planner describes it ("time 2026-11-23T02:55:00.000Z"). */
+  target: string;
+  /** The database's names of the first and last file to replay. */
+  firstFile: string;
+  lastFile: string;
+  files: number;
+  bytes: number;
+  /** The base snapshot's recoverable window: from its end to the last archived event before a gap. */
+  window: { from: string; to: string };
+}
+
+/**
+ * A replay the log archive allows: agent/commands/pitr.ts describeReplay, the
+ * plan `cairn restore --to-time --dry-run` prints, so the console and the CLI
+ * agree on the base, the log range and the steps.
+ */
+export interface PlannedReplay {
+  snapshot: PlannableSnapshot;
+  logRange: LogRange;
+  /** Restore the base, then replay: in order. */
+  steps: string[];
+}
+
 export interface RestorePlan {
   planId: string;
   dryRun: boolean;
@@ -27,8 +53,8 @@ export interface RestorePlan {
   targetInstanceId: string;
   targetPath?: string;
   targetDatabase?: string;
-  /** Log replay range for point-in-time recovery; null while the plan has no log archive. */
-  logRange: null;
+  /** The log replayed after the snapshot (point-in-time recovery from the plan's archive); null for a snapshot restore. */
+  logRange: LogRange | null;
   bytes: number;
   estimatedSeconds: number;
   /** Bytes per second the estimate used, and where it came from. */
@@ -47,6 +73,8 @@ export interface PlanRestoreContext {
   planInstanceIds: readonly string[];
   /** Is the target instance online in SSM (checked by the caller). */
   instanceOnline: (instanceId: string) => boolean;
+  /** For a pointInTime on a plan with a log archive: the replay its archive allows (the base is its snapshot). */
+  replay?: PlannedReplay | undefined;
   now?: Date;
 }
 
@@ -59,7 +87,11 @@ export interface PlanRestoreContext {
 export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): RestorePlan {
   const warnings: string[] = [];
   const newestFirst = [...ctx.snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
-  const { snapshot, selectedBy } = selectSnapshot(input, newestFirst, warnings);
+  const replay = input.pointInTime !== undefined ? ctx.replay : undefined;
+  const { snapshot, selectedBy } = replay
+    ? { snapshot: plannable(replay.snapshot), selectedBy: `newest base snapshot whose log window reaches ${replay.logRange.target}` }
+    : selectSnapshot(input, newestFirst, warnings);
+  const logRange = replay?.logRange ?? null;
 
   const targetInstanceId = input.targetInstanceId ?? ctx.planInstanceIds[0];
   if (targetInstanceId === undefined) {
@@ -74,14 +106,25 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
     warnings.push(`restoring onto ${input.targetInstanceId}, which is not one of the plan's hosts: the target path or database must not be in use there`);
   }
 
+  if (replay && input.targetPath === undefined) {
+    // The replay runs against a restored data directory, never the live one (agent/commands/restore.ts).
+    const why = 'a point-in-time restore needs targetPath: an empty directory for the restored data directory';
+    if (!input.dryRun) throw new CairnError('Cairn.InvalidInput', why, { hint: 'add "targetPath": "/var/lib/…/restored" to the input' });
+    warnings.push(`${why}; add it to run this plan`);
+  }
+
   const throughput = estimateThroughput(ctx.throughputs);
   if (throughput.basis === 'default') warnings.push('no past restore or backup to measure throughput from: the estimate assumes 50 MiB/s');
-  const estimatedSeconds = Math.max(1, Math.ceil(snapshot.totalBytes / throughput.bytesPerSecond));
+  const bytes = snapshot.totalBytes + (logRange?.bytes ?? 0);
+  const estimatedSeconds = Math.max(1, Math.ceil(bytes / throughput.bytesPerSecond));
 
   const where = input.targetPath ?? (input.targetDatabase ? `database ${input.targetDatabase}` : "the plan's own target");
+  const onto = `onto ${targetInstanceId}, into ${where}`;
   const steps = [
     `check that ${targetInstanceId} is online (done: it is)`,
-    `restore snapshot ${shortId(snapshot.id)} (${snapshot.engine}, taken ${snapshot.time} on ${snapshot.host}) onto ${targetInstanceId}, into ${where}`,
+    ...(replay
+      ? [`${replay.steps[0] ?? `restore base snapshot ${shortId(snapshot.id)}`} ${onto}, then replay logs to ${replay.logRange.target}`, ...replay.steps.slice(1)]
+      : [`restore snapshot ${shortId(snapshot.id)} (${snapshot.engine}, taken ${snapshot.time} on ${snapshot.host}) ${onto}`]),
     'the agent refuses a non-empty target directory and reports progress through heartbeats',
     'record the result in the repository history',
   ];
@@ -93,13 +136,17 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
     targetInstanceId,
     ...(input.targetPath !== undefined ? { targetPath: input.targetPath } : {}),
     ...(input.targetDatabase !== undefined ? { targetDatabase: input.targetDatabase } : {}),
-    logRange: null,
-    bytes: snapshot.totalBytes,
+    logRange,
+    bytes,
     estimatedSeconds,
     throughput,
     steps,
     warnings,
   };
+}
+
+function plannable(s: PlannableSnapshot): PlannableSnapshot {
+  return { id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.totalBytes };
 }
 
 function selectSnapshot(input: RestoreInput, newestFirst: readonly PlannableSnapshot[], warnings: string[]): { snapshot: PlannableSnapshot; selectedBy: string } {

@@ -4,7 +4,7 @@ import { RemovalPolicy, Stack } from 'aws-cdk-lib';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as ssm from 'aws-cdk-lib/aws-ssm';
 import { Construct } from 'constructs';
-import { PLAN_ID_PATTERN, planParameterPrefix } from '../../agent/core/plan.ts';
+import { PLAN_ID_PATTERN, pitrOf, planParameterPrefix, walCairnArgs, type Plan } from '../../agent/core/plan.ts';
 import type { AgentBundle } from './agent-bundle.ts';
 import { repoRoot } from './paths.ts';
 
@@ -43,6 +43,23 @@ export const AGENT_DOCUMENT_PARAMETERS = {
     interpolationType: 'ENV_VAR',
   },
 } as const;
+
+/** The stable link the document installs (agent-document.sh): what the database server's own commands call. */
+export const CAIRN_LINK = '/usr/local/bin/cairn';
+
+/**
+ * The postgresql.conf lines of a PostgreSQL PITR plan (stack outputs, docs/cdk.md):
+ * the server archives every WAL segment through wal-push, and a restored server
+ * fetches them back through wal-fetch.
+ */
+export function postgresArchiveSettings(plan: Plan, region: string): { archiveCommand: string; restoreCommand: string } {
+  const cairn = [CAIRN_LINK, ...walCairnArgs(plan, region)].join(' ');
+  const stream = pitrOf(plan)?.archiveStream;
+  return {
+    archiveCommand: `archive_command = '${cairn} wal-push${stream ? ` --stream ${stream}` : ''} %p'`,
+    restoreCommand: `restore_command = '${cairn} wal-fetch${stream ? ` --stream ${stream}` : ''} %f "%p"'`,
+  };
+}
 
 /** The script body, kept in its own file so that a test runs the real thing. */
 export function agentDocumentScript(): string {

@@ -3,7 +3,8 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { planParameterPrefix, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
+import { LOGS_PREFIX } from '../../agent/core/log-archive.ts';
+import { pitrOf, planParameterName, planParameterPrefix, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
 import { LEASE_KEY } from '../../agent/core/run-lease.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
@@ -20,6 +21,8 @@ export interface CairnFunctionsProps {
  * The control plane's Lambda functions (handlers in functions/), each with its
  * own role: every one reads plans and the repository; finalize and record-result
  * also write; only apply-retention and gc-sweep may delete repository objects.
+ * With a PITR plan, archive-lag too: it lists the plans' log archives and
+ * nothing else.
  */
 export class CairnFunctions extends Construct {
   readonly planBackup: CairnFunction;
@@ -29,6 +32,8 @@ export class CairnFunctions extends Construct {
   readonly planRestore: CairnFunction;
   readonly planVerify: CairnFunction;
   readonly recordResult: CairnFunction;
+  /** Only when some plan has PITR on. */
+  readonly archiveLag: CairnFunction | undefined;
 
   constructor(scope: Construct, id: string, props: CairnFunctionsProps) {
     super(scope, id);
@@ -51,6 +56,8 @@ export class CairnFunctions extends Construct {
     this.planRestore = make('PlanRestore', 'plan-restore', 'Cairn: validates restore input and plans the restore');
     this.planVerify = make('PlanVerify', 'plan-verify', 'Cairn: plans a verify or restore drill');
     this.recordResult = make('RecordResult', 'record-result', 'Cairn: records the outcome of a run (history, metrics)');
+
+    this.archiveLag = this.archiveLagFunction(props, make);
 
     const all = [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult];
     const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
@@ -114,17 +121,55 @@ export class CairnFunctions extends Construct {
         "The control plane reads (and, per function, writes or deletes) every plan's prefix of this environment's repository bucket and every plan parameter of the environment; the action groups are the CDK grant sets for read, put and delete on that one bucket and its key.",
       );
       acknowledgeFindings(fn, 'AwsSolutions-IAM5', ['Resource::*'], 'ssm:DescribeInstanceInformation and ec2:DescribeInstances (resolving tag-selected hosts) and X-Ray writes support no resource scoping.');
-      acknowledgeFindings(
-        fn,
-        'AwsSolutions-IAM4',
-        ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole'],
-        "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes, to the function's own log group in practice.",
-      );
-      acknowledge(fn, 'AwsSolutions-L1', 'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.');
+      acknowledgeFunctionDefaults(fn);
     }
   }
 
   get all(): CairnFunction[] {
-    return [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult];
+    return [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult, ...(this.archiveLag ? [this.archiveLag] : [])];
   }
+
+  /**
+   * archive-lag reads the freshness of each PITR plan's log archive from the
+   * names of its meta objects: the plan's parameter, and s3:ListBucket limited
+   * to the plan's logs/ prefix. No object is read, so no GetObject and no key.
+   */
+  private archiveLagFunction(props: CairnFunctionsProps, make: (fid: string, entry: string, description: string) => CairnFunction): CairnFunction | undefined {
+    const plans = props.plans.filter((p) => pitrOf(p) !== undefined);
+    if (plans.length === 0) return undefined;
+    const stack = Stack.of(this);
+    const fn = make('ArchiveLag', 'archive-lag', 'Cairn: publishes the age of the newest archived log event per PITR plan');
+    fn.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadPitrPlans',
+        actions: ['ssm:GetParameter'],
+        resources: plans.map((p) => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${planParameterName(props.envName, p.id)}`),
+      }),
+    );
+    const byBucket = new Map<string, string[]>();
+    for (const plan of plans) {
+      const location = repositoryLocation(plan.repository.url);
+      if (location.scheme !== 's3') continue;
+      byBucket.set(location.bucket, [...(byBucket.get(location.bucket) ?? []), `${location.prefix}${LOGS_PREFIX}*`]);
+    }
+    for (const [bucket, prefixes] of byBucket) {
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [`arn:${stack.partition}:s3:::${bucket}`], conditions: { StringLike: { 's3:prefix': prefixes } } }),
+      );
+    }
+    acknowledgeFindings(fn, 'AwsSolutions-IAM5', ['Resource::*'], 'X-Ray writes (xray:PutTraceSegments, PutTelemetryRecords) support no resource scoping.');
+    acknowledgeFunctionDefaults(fn);
+    return fn;
+  }
+}
+
+/** What every Cairn function's defaults (the factory's runtime and logging role) need acknowledged. */
+function acknowledgeFunctionDefaults(fn: CairnFunction): void {
+  acknowledgeFindings(
+    fn,
+    'AwsSolutions-IAM4',
+    ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole'],
+    "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes, to the function's own log group in practice.",
+  );
+  acknowledge(fn, 'AwsSolutions-L1', 'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.');
 }

@@ -7,7 +7,7 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
-import { rpoSeconds, type Plan } from '../../agent/core/plan.ts';
+import { pitrOf, rpoSeconds, type Plan } from '../../agent/core/plan.ts';
 
 export interface CairnMonitoringProps {
   envName: string;
@@ -22,7 +22,8 @@ export const METRICS_NAMESPACE = 'Cairn';
  * Alerts (an encrypted SNS topic with the environment's email subscriptions)
  * and, per plan, alarms on failed backups and restores, agent heartbeat
  * timeouts and freshness (age of the newest good snapshot above the RPO, with
- * missing data counted as breaching: silence is not health). Plus a dashboard.
+ * missing data counted as breaching: silence is not health); for PITR plans,
+ * the archive's lag, likewise. Plus a dashboard.
  */
 export class CairnMonitoring extends Construct {
   readonly topic: sns.Topic;
@@ -75,6 +76,21 @@ export class CairnMonitoring extends Construct {
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
         treatMissingData: cloudwatch.TreatMissingData.BREACHING,
       });
+      const pitr = pitrOf(plan);
+      if (pitr !== undefined) {
+        // With PITR the recovery point is the newest archived event, not the newest snapshot. Two
+        // measurements fall in each period (functions/archive-lag runs every 5 minutes), so one late
+        // run is not mistaken for silence.
+        alarm(`ArchiveLag-${plan.id}`, {
+          alarmName: `cairn-${props.envName}-${plan.id}-archive-lag`,
+          alarmDescription: `Cairn ${props.envName}: the newest archived log event of plan ${plan.id} is older than ${pitr.maxArchiveLagMinutes} minutes, or no lag was reported (archiving stopped, or nothing is archived yet).`,
+          metric: metric('ArchiveLagSeconds', plan.id, 'Maximum', Duration.minutes(10)),
+          threshold: pitr.maxArchiveLagMinutes * 60,
+          evaluationPeriods: 1,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+        });
+      }
     }
 
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `cairn-${props.envName}` });
@@ -84,6 +100,16 @@ export class CairnMonitoring extends Construct {
       new cloudwatch.GraphWidget({ title: 'Age of last good snapshot (s)', left: perPlan('SnapshotAgeSeconds', 'Maximum', Duration.minutes(15)), width: 12 }),
       new cloudwatch.GraphWidget({ title: 'Failures', left: [...perPlan('BackupFailed', 'Sum'), ...perPlan('RestoreFailed', 'Sum'), ...perPlan('AgentHeartbeatTimeout', 'Sum')], width: 12 }),
     );
+    const pitrPlans = props.plans.filter((p) => pitrOf(p) !== undefined);
+    if (pitrPlans.length > 0) {
+      this.dashboard.addWidgets(
+        new cloudwatch.GraphWidget({
+          title: 'Archive lag: age of the newest archived log event (s)',
+          left: pitrPlans.map((p) => metric('ArchiveLagSeconds', p.id, 'Maximum', Duration.minutes(10)).with({ label: p.id })),
+          width: 24,
+        }),
+      );
+    }
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({ title: 'Bytes added', left: perPlan('BytesAdded', 'Sum'), width: 8 }),
       new cloudwatch.GraphWidget({ title: 'Backup duration (s)', left: perPlan('DurationSeconds', 'Maximum'), width: 8 }),

@@ -1,14 +1,15 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
-import type { EnvironmentConfig } from '../../agent/core/plan.ts';
+import { pitrOf, type EnvironmentConfig } from '../../agent/core/plan.ts';
 import { CairnStateMachines } from '../state-machines.ts';
 import { AgentBundle } from './agent-bundle.ts';
-import { AgentCommandDocument } from './agent-command-document.ts';
+import { AgentCommandDocument, postgresArchiveSettings } from './agent-command-document.ts';
 import { AgentHostPolicy } from './agent-host-policy.ts';
 import { BackupBucket, ReplicaBucket } from './backup-bucket.ts';
 import { CairnFunctions } from './cairn-functions.ts';
 import { CairnMonitoring } from './cairn-monitoring.ts';
 import { PlanParameters } from './plan-parameters.ts';
+import { PitrSchedules } from './pitr-schedules.ts';
 import { PlanSchedules } from './plan-schedules.ts';
 
 export interface CairnStackProps extends StackProps {
@@ -25,6 +26,8 @@ export class CairnStack extends Stack {
   readonly stateMachines: CairnStateMachines;
   readonly hostPolicies = new Map<string, AgentHostPolicy>();
   readonly schedules: PlanSchedules;
+  /** Only when some plan has PITR on. */
+  readonly pitrSchedules: PitrSchedules | undefined;
   readonly monitoring: CairnMonitoring;
 
   constructor(scope: Construct, id: string, props: CairnStackProps) {
@@ -70,6 +73,16 @@ export class CairnStack extends Stack {
       retention: this.stateMachines.retention,
       verify: this.stateMachines.verify,
     });
+    this.pitrSchedules = this.functions.archiveLag
+      ? new PitrSchedules(this, 'PitrSchedules', {
+          envName,
+          plans: config.plans,
+          archiveLag: this.functions.archiveLag,
+          documentName: this.agentDocument.documentName,
+          commandLogGroup: this.agentDocument.logGroup,
+          deadLetterQueue: this.schedules.deadLetterQueue,
+        })
+      : undefined;
     this.monitoring = new CairnMonitoring(this, 'Monitoring', {
       envName,
       plans: config.plans,
@@ -81,6 +94,12 @@ export class CairnStack extends Stack {
     new CfnOutput(this, 'RestoreStateMachineArn', { value: this.stateMachines.restore.stateMachineArn });
     for (const [planId, host] of this.hostPolicies) {
       new CfnOutput(this, `HostPolicyArn-${planId}`, { value: host.policy.managedPolicyArn, description: `attach to the instance role of plan ${planId}'s hosts` });
+    }
+    // PostgreSQL archives its WAL itself: these are the lines for the plan's postgresql.conf (docs/cdk.md).
+    for (const plan of config.plans.filter((p) => p.engine === 'postgres' && pitrOf(p) !== undefined)) {
+      const lines = postgresArchiveSettings(plan, config.region);
+      new CfnOutput(this, `PostgresArchiveCommand-${plan.id}`, { value: lines.archiveCommand, description: `postgresql.conf of plan ${plan.id}'s server (with archive_mode = on)` });
+      new CfnOutput(this, `PostgresRestoreCommand-${plan.id}`, { value: lines.restoreCommand, description: `what a restored server of plan ${plan.id} replays WAL with (written by cairn restore --to-*)` });
     }
   }
 }
