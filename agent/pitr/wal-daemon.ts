@@ -354,12 +354,17 @@ class WalDaemon {
       await this.runGroup(items, dataDir, planned);
     })();
     work.catch((error: unknown) => {
-      for (const p of planned.values()) p.reject(error);
-    });
-    void work.finally(() => {
-      for (const name of planned.keys()) if (this.inflight.get(name) === outcomes.get(name)) this.inflight.delete(name);
+      for (const [name, p] of planned) {
+        this.settle(name);
+        p.reject(error);
+      }
     });
     return { outcomes };
+  }
+
+  /** No longer in flight: done (or failed) before its waiters run, so they see it settled and can start the next group. */
+  private settle(name: string): void {
+    this.inflight.delete(name);
   }
 
   private async readyFiles(walDir: string): Promise<string[]> {
@@ -384,6 +389,7 @@ class WalDaemon {
         records.push(describeWalFile({ name: item.name, size: data.length, hash, host: this.options.host, archivedAt: new Date().toISOString(), transactions }));
         stored.set(item.name, { outcome, hash });
       } catch (error) {
+        this.settle(item.name);
         planned.get(item.name)?.reject(error);
         // A segment taken ahead fails again when PostgreSQL itself asks for it, and is reported then.
         if (!item.data) this.log.warn(`${item.name} not archived ahead: ${errorMessage(error)}`);
@@ -395,6 +401,7 @@ class WalDaemon {
     await this.archive.writeRecords(records);
     for (const [name, { outcome, hash }] of stored) {
       this.done.set(name, hash);
+      this.settle(name);
       planned.get(name)?.resolve(outcome);
       this.log.info(`${outcome === 'stored' ? 'archived' : 'already archived'} ${name}`);
     }

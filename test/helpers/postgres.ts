@@ -11,6 +11,8 @@ export interface PostgresServer {
   password: string;
   /** Runs SQL as the superuser over TCP; returns unaligned tuples. */
   sql(statement: string, database?: string): string;
+  /** What the server has written to stderr so far (its log), for assertion messages. */
+  serverLog(): string;
   stop(): Promise<void>;
 }
 
@@ -27,7 +29,7 @@ export function missingPostgres(): string | undefined {
  * port, password authentication over TCP. PostgreSQL refuses to run as root, so
  * under root the server runs as the `postgres` user the package created.
  */
-export async function startPostgres(options: { dataDir?: string } = {}): Promise<PostgresServer> {
+export async function startPostgres(options: { dataDir?: string; settings?: Record<string, string>; env?: Record<string, string> } = {}): Promise<PostgresServer> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-pg-'));
   const data = options.dataDir ?? join(base, 'data');
   const port = await freePort();
@@ -48,8 +50,10 @@ export async function startPostgres(options: { dataDir?: string } = {}): Promise
     const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
     if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   }
-  const serverArgv = as([join(BIN, 'postgres'), '-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'shared_buffers=32MB', '-c', 'fsync=off']);
-  const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Extra settings (archive_mode, archive_command…) and environment (what archive_command and restore_command see).
+  const extra = Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
+  const serverArgv = as([join(BIN, 'postgres'), '-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'shared_buffers=32MB', '-c', 'fsync=off', ...extra]);
+  const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const env = { ...process.env, PGPASSWORD: password };
@@ -69,6 +73,7 @@ export async function startPostgres(options: { dataDir?: string } = {}): Promise
     user: 'postgres',
     password,
     sql,
+    serverLog: () => log,
     stop: async () => {
       if (child.exitCode === null) {
         // runuser does not pass SIGINT on to the server: ask pg_ctl, as the server's own user.
