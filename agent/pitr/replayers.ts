@@ -8,8 +8,9 @@ type Replayer = (ctx: ReplayContext) => Promise<ReplayResult>;
  * restore needs it (a restore of files never loads database code).
  */
 const replayers: Record<string, () => Promise<Replayer>> = {
-  postgres: async () => ((await import(new URL('./pg-recovery.ts', import.meta.url).href)) as { replayPostgres: Replayer }).replayPostgres,
-  mariadb: async () => ((await import(new URL('./binlog-replay.ts', import.meta.url).href)) as { replayMariadb: Replayer }).replayMariadb,
+  // Literal specifiers, so the agent bundle (esbuild) carries both.
+  postgres: async () => (await import('./pg-recovery.ts')).replayPostgres,
+  mariadb: async () => (await import('./binlog-replay.ts')).replayMariadb,
 };
 
 export async function replayerFor(engine: string): Promise<Replayer> {
