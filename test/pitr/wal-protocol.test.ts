@@ -19,7 +19,7 @@ const responses: WalResponse[] = [
 
 /** Random edits of a valid line: the decoders answer or throw ProtocolError, nothing else. */
 function mutate(line: string, seed: Buffer): string {
-  const chars = [...line];
+  const chars = Array.from(line);
   for (let i = 0; i < seed.length - 1; i += 2) {
     const at = (seed[i] as number) % (chars.length + 1);
     const b = seed[i + 1] as number;

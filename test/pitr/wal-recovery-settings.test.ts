@@ -13,7 +13,7 @@ import { tempDir } from '../helpers/repo.ts';
 
 function context(directory: string, target: ReplayPlan['target'], cairnArgv: string[]): ReplayContext {
   const plan = { stream: 'pg-7301234567890123456', target, files: [{ size: 16 << 20 }, { size: 16 << 20 }], bytes: 32 << 20, describe: 'time 2026-11-23T17:05:00.000Z' } as unknown as ReplayPlan;
-  return { directory, plan, archive: {} as LogArchive, cairnArgv, env: process.env, progress: silentProgress, tempDir: directory };
+  return { directory, plan, archive: undefined as unknown as LogArchive, cairnArgv, env: process.env, progress: silentProgress, tempDir: directory };
 }
 
 describe('PostgreSQL recovery settings', () => {
