@@ -26,17 +26,22 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   const input = parseOrExplainInput(event);
   const plan = await loadPlan(input.planId);
   const { repo } = await openPlanRepository(plan);
-  const { snapshots } = await repo.listSnapshots();
-  const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
-  const throughputs = await measuredThroughputs(repo);
-  const planInstances = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
-  const target = input.targetInstanceId ?? planInstances[0];
+  const planInstanceIds = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
+  const target = input.targetInstanceId ?? planInstanceIds[0];
   const online = target !== undefined && (await isOnline(target));
+  return planRestoreFor(input, plan, repo, { planInstanceIds, online });
+}
+
+/** The plan for a validated input against the plan's opened repository, the target's state given. */
+export async function planRestoreFor(input: RestoreInput, plan: Plan, repo: Repository, hosts: { planInstanceIds: string[]; online: boolean }): Promise<PlannedRestore> {
+  const { snapshots } = await repo.listSnapshots();
+  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !s.tags.includes('damaged'));
+  const throughputs = await measuredThroughputs(repo);
   const result = planRestore(input, {
     snapshots: ofPlan.map((s) => ({ id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.summary.totalBytes })),
     throughputs,
-    planInstanceIds: planInstances,
-    instanceOnline: () => online,
+    planInstanceIds: hosts.planInstanceIds,
+    instanceOnline: () => hosts.online,
     replay: await replayFor(input, plan, repo, throughputs),
   });
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;

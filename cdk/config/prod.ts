@@ -1,6 +1,6 @@
 import type { EnvironmentConfigInput } from '../../agent/core/plan.ts';
 
-/** prod: Object Lock in COMPLIANCE mode, replicated to a second region, three plans. */
+/** prod: Object Lock in COMPLIANCE mode, replicated to a second region, three plans (the MariaDB one with point-in-time recovery). */
 export const prod: EnvironmentConfigInput = {
   account: '222222222222',
   region: 'eu-central-1',
@@ -24,6 +24,8 @@ export const prod: EnvironmentConfigInput = {
       rpo: '7h',
       verification: { schedule: { expression: 'cron(0 4 ? * SUN *)', timeZone: 'Europe/Berlin' }, readDataSubset: 10, drill: true },
       timeouts: { heartbeatSeconds: 300, timeoutSeconds: 4 * 3600 },
+      // Binlogs pushed every 5 minutes (the default schedule); the archive-lag alarm fires past 15.
+      pitr: { enabled: true, maxArchiveLagMinutes: 15 },
     },
     {
       id: 'billing-pg',

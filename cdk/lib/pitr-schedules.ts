@@ -1,4 +1,4 @@
-import { Duration, Stack } from 'aws-cdk-lib';
+import { Duration, Stack, type CfnElement } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as logs from 'aws-cdk-lib/aws-logs';
@@ -7,7 +7,7 @@ import * as targets from 'aws-cdk-lib/aws-scheduler-targets';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { DEFAULT_BINLOG_PUSH_SCHEDULE, pitrOf, type Plan } from '../../agent/core/plan.ts';
-import { acknowledgeFindings, arnFinding } from './nag.ts';
+import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 
 export interface PitrSchedulesProps {
   envName: string;
@@ -32,8 +32,8 @@ export const ARCHIVE_LAG_SCHEDULE = 'rate(5 minutes)';
 export class PitrSchedules extends Construct {
   readonly archiveLagSchedule: scheduler.Schedule;
   readonly binlogPushSchedules = new Map<string, scheduler.Schedule>();
-  /** Assumed by the binlog-push schedules; undefined when no MariaDB plan pushes on a schedule. */
-  binlogPushRole: iam.Role | undefined;
+  /** Assumed by these schedules. */
+  readonly role: iam.Role;
 
   constructor(scope: Construct, id: string, props: PitrSchedulesProps) {
     super(scope, id);
@@ -42,18 +42,9 @@ export class PitrSchedules extends Construct {
     // A measurement that is late is worth nothing: no long retries, the next one comes in five minutes.
     const retry = { deadLetterQueue: props.deadLetterQueue, retryAttempts: 2, maxEventAge: Duration.minutes(4) };
 
-    this.archiveLagSchedule = new scheduler.Schedule(this, 'ArchiveLag', {
-      scheduleName: `cairn-${props.envName}-archive-lag`,
-      description: `Cairn ${props.envName}: publish ArchiveLagSeconds for the PITR plans`,
-      schedule: scheduler.ScheduleExpression.expression(ARCHIVE_LAG_SCHEDULE),
-      target: new targets.LambdaInvoke(props.archiveLag, { ...retry, input: scheduler.ScheduleTargetInput.fromObject({ planIds: plans.map((p) => p.id) }) }),
-    });
-
-    const pushPlans = plans.filter((p) => p.engine === 'mariadb' && (pitrOf(p)?.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE) !== 'follow');
-    if (pushPlans.length === 0) return;
-    // One role for every binlog-push schedule, so its SendCommand grants and their acknowledgement sit in one place.
-    this.binlogPushRole = new iam.Role(this, 'BinlogPushRole', {
-      description: `Cairn ${props.envName}: lets the binlog-push schedules run the agent document`,
+    // One role for these schedules, so their grants and the acknowledgements that excuse them sit in one place.
+    this.role = new iam.Role(this, 'Role', {
+      description: `Cairn ${props.envName}: lets the PITR schedules invoke archive-lag and run the agent document`,
       assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
         conditions: {
           StringEquals: {
@@ -63,6 +54,17 @@ export class PitrSchedules extends Construct {
         },
       }),
     });
+    acknowledgeFindings(this.role, 'AwsSolutions-IAM5', [`Resource::${attrFinding(props.archiveLag.node.defaultChild as CfnElement)}:*`], "Invoking archive-lag covers the function's versions (Arn:*), as the CDK grant writes it.");
+
+    this.archiveLagSchedule = new scheduler.Schedule(this, 'ArchiveLag', {
+      scheduleName: `cairn-${props.envName}-archive-lag`,
+      description: `Cairn ${props.envName}: publish ArchiveLagSeconds for the PITR plans`,
+      schedule: scheduler.ScheduleExpression.expression(ARCHIVE_LAG_SCHEDULE),
+      target: new targets.LambdaInvoke(props.archiveLag, { ...retry, role: this.role, input: scheduler.ScheduleTargetInput.fromObject({ planIds: plans.map((p) => p.id) }) }),
+    });
+
+    const pushPlans = plans.filter((p) => p.engine === 'mariadb' && (pitrOf(p)?.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE) !== 'follow');
+    if (pushPlans.length === 0) return;
     const documentArn = `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:document/${props.documentName}`;
     const anyInstanceRest = [`ec2:${stack.region}:${stack.account}:instance/*`, `ssm:${stack.region}:${stack.account}:managed-instance/*`];
     const anyInstance = anyInstanceRest.map((rest) => `arn:${stack.partition}:${rest}`);
@@ -80,7 +82,7 @@ export class PitrSchedules extends Construct {
           schedule: scheduler.ScheduleExpression.expression(pitrOf(plan)?.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE),
           target: new targets.Universal({
             ...retry,
-            role: this.binlogPushRole,
+            role: this.role,
             service: 'ssm',
             action: 'sendCommand',
             // No task token and no request: nobody waits on the command; a push that fails shows as archive lag.
@@ -97,8 +99,9 @@ export class PitrSchedules extends Construct {
         }),
       );
     }
+    if (!pushPlans.some((p) => 'tag' in p.targets)) return;
     acknowledgeFindings(
-      this.binlogPushRole,
+      this.role,
       'AwsSolutions-IAM5',
       anyInstanceRest.map((rest) => `Resource::${arnFinding(stack, rest)}`),
       "A tag-selected plan's hosts are whichever instances carry the tag when the schedule fires; SendCommand is allowed only with this environment's agent document.",

@@ -78,6 +78,17 @@ describe('SSM document script', () => {
     assert.ok(!s.read('node-args')!.includes('--request'), 'an empty request is not passed');
   });
 
+  test('a scheduled archive (no task token, no request) ends with the agent\'s own exit code and reports nothing', () => {
+    for (const exit of [0, 16]) {
+      const s = setup({ nodeExit: exit });
+      const r = s.run({ operation: 'archive', planId: 'orders-db', taskToken: '', request: '' });
+      assert.equal(r.status, exit, r.stderr);
+      assert.deepEqual(s.read('node-args')!.trim().split('\n').slice(1), ['agent', 'archive', '--plan-id', 'orders-db']);
+      assert.equal(s.read('aws-args'), undefined, 'no one waits on a token: nothing is sent');
+      assert.doesNotMatch(r.stderr, /AgentCrashed/);
+    }
+  });
+
   test('a bundle whose SHA-256 does not match is not installed nor run', () => {
     const s = setup({ nodeReports: true });
     const r = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: '' }, 'f'.repeat(64));

@@ -4,6 +4,8 @@ import { CairnError } from '../../agent/core/errors.ts';
 import {
   parseEnvironmentConfig,
   parsePlan,
+  pitrOf,
+  walCairnArgs,
   planParameterName,
   referencedParameters,
   repositoryLocation,
@@ -130,6 +132,43 @@ describe('environment config', () => {
     assert.deepEqual(config.repository.replica, { region: 'eu-west-1', bucketName: 'acme-backups-replica' });
   });
 
+  test('pitr is off unless enabled, and only postgres and mariadb plans may enable it', () => {
+    const off = parseEnvironmentConfig(env([plan()]), 'prod').plans[0]!;
+    assert.equal(off.pitr, undefined);
+    assert.equal(pitrOf(off), undefined);
+    assert.equal(pitrOf(parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: false } })]), 'prod').plans[0]!), undefined);
+    const on = parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: true } })]), 'prod').plans[0]!;
+    assert.deepEqual(pitrOf(on), { enabled: true, maxArchiveLagMinutes: 15 });
+    for (const engine of ['pgdump', 'mysqldump', 'files', 'etcd'] as const) {
+      const error = configError(() => parseEnvironmentConfig(env([plan({ engine, ...(engine === 'files' ? { engineOptions: { paths: ['/srv'] } } : {}), pitr: { enabled: true } })]), 'prod'));
+      assert.match(error.message, new RegExp(`^env prod, plan orders-db: pitr\\.enabled: point-in-time recovery .*postgres or mariadb, not ${engine}`));
+    }
+  });
+
+  test('pitr fields are checked against the engine and each other, naming the field', () => {
+    const fails = (pitr: Record<string, unknown>, engine: 'postgres' | 'mariadb'): string => configError(() => parseEnvironmentConfig(env([plan({ engine, pitr: pitr })]), 'prod')).message;
+    assert.match(fails({ enabled: true, archiveStream: 'mariadb-main' }, 'postgres'), /plan orders-db: pitr\.archiveStream: a postgres plan's stream starts with pg-/);
+    assert.match(fails({ enabled: true, archiveStream: 'Main DB' }, 'mariadb'), /plan orders-db: pitr\.archiveStream: a log stream name/);
+    assert.match(fails({ enabled: true, binlogPushSchedule: 'rate(5 minutes)' }, 'postgres'), /pitr\.binlogPushSchedule: binlogPushSchedule is for mariadb plans/);
+    assert.match(fails({ enabled: true, binlogPushSchedule: 'every 5 minutes' }, 'mariadb'), /pitr\.binlogPushSchedule: /);
+    assert.match(fails({ enabled: true, maxArchiveLagMinutes: 0 }, 'mariadb'), /pitr\.maxArchiveLagMinutes: /);
+    assert.match(fails({ enabled: true, maxArchiveLagMinutes: 10, binlogPushSchedule: 'rate(10 minutes)' }, 'mariadb'), /pitr\.maxArchiveLagMinutes: 10 minutes is not longer than the binlog push interval \(10 minutes\)/);
+    assert.match(fails({ enabled: true, maxArchiveLagMinutes: 5 }, 'mariadb'), /not longer than the binlog push interval \(5 minutes\)/, 'the default schedule counts too');
+    assert.match(fails({ enabled: true, extra: 1 }, 'mariadb'), /plan orders-db: pitr: /);
+    const ok = parseEnvironmentConfig(env([plan({ engine: 'mariadb', pitr: { enabled: true, archiveStream: 'mariadb-main', maxArchiveLagMinutes: 90, binlogPushSchedule: 'rate(1 hour)' } })]), 'prod').plans[0]!;
+    assert.equal(pitrOf(ok)?.binlogPushSchedule, 'rate(1 hour)');
+    const follow = parseEnvironmentConfig(env([plan({ engine: 'mariadb', pitr: { enabled: true, binlogPushSchedule: 'follow', maxArchiveLagMinutes: 2 } })]), 'prod').plans[0]!;
+    assert.equal(pitrOf(follow)?.binlogPushSchedule, 'follow');
+    assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(ok)), 'round trip'), ok);
+  });
+
+  test('wal-push and wal-fetch get the repository with its region and the passphrase file; a KMS plan none', () => {
+    const p = parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: true } })]), 'prod').plans[0]!;
+    assert.deepEqual(walCairnArgs(p, 'eu-central-1'), ['--repo', 's3://cairn-prod-123456789012-eu-central-1/plans/orders-db/?region=eu-central-1', '--password-file', '/etc/cairn/orders-db.passphrase']);
+    const kms = { ...p, keySource: { kmsKeyArn: 'arn:aws:kms:eu-central-1:123456789012:key/abc' } };
+    assert.deepEqual(walCairnArgs(kms, undefined), ['--repo', 's3://cairn-prod-123456789012-eu-central-1/plans/orders-db/']);
+  });
+
   test('invalid environment names and non-object input are rejected', () => {
     assert.match(configError(() => parseEnvironmentConfig(env([plan()]), 'Prod!')).message, /invalid environment name/);
     assert.match(configError(() => parseEnvironmentConfig('nope', 'dev')).message, /^env dev: /);
@@ -148,7 +187,7 @@ describe('environment config', () => {
     let rejected = 0;
     for (let i = 0; i < 300; i++) {
       try {
-        parseEnvironmentConfig(mutate(env([plan(), plan({ id: 'etcd-main', engine: 'etcd' })]), 0), 'fuzz');
+        parseEnvironmentConfig(mutate(env([plan(), plan({ id: 'etcd-main', engine: 'etcd' }), plan({ id: 'binlogs', engine: 'mariadb', pitr: { enabled: true, archiveStream: 'mariadb-main', binlogPushSchedule: 'rate(5 minutes)' } })]), 0), 'fuzz');
       } catch (error) {
         assert.ok(error instanceof CairnError, String(error));
         assert.match(error.message, /^env fuzz/);

@@ -30,9 +30,61 @@ const sentinel: EnvironmentConfigInput = {
   ],
 };
 
+// Point-in-time recovery in every shape: PostgreSQL (archive_command), MariaDB on a schedule by tag
+// and by instance id on another bucket, and MariaDB with a follower service instead of a schedule.
+const pitrConfig: EnvironmentConfigInput = {
+  ...dev,
+  plans: [
+    dev.plans[0]!,
+    {
+      id: 'pg-pitr',
+      targets: { instanceIds: ['i-0123456789abcdef0'] },
+      engine: 'postgres',
+      schedule: { expression: 'cron(0 3 * * ? *)' },
+      retention: { keepDaily: 7 },
+      keySource: { passphraseParameter: '/cairn/pitr/pg-pitr/passphrase' },
+      rpo: '26h',
+      pitr: { enabled: true, archiveStream: 'pg-7000000000000000042', maxArchiveLagMinutes: 20 },
+    },
+    {
+      id: 'maria-tagged',
+      targets: { tag: { key: 'cairn:plan', value: 'maria-tagged' } },
+      engine: 'mariadb',
+      engineOptions: { connection: { socket: '/run/mysqld/mysqld.sock', user: 'cairn' }, passwordParameter: '/cairn/pitr/maria/db-password' },
+      schedule: { expression: 'cron(0 3 * * ? *)' },
+      retention: { keepDaily: 7 },
+      keySource: { passphraseParameter: '/cairn/pitr/maria/passphrase' },
+      rpo: '26h',
+      pitr: { enabled: true, binlogPushSchedule: 'rate(10 minutes)', maxArchiveLagMinutes: 30 },
+    },
+    {
+      id: 'maria-ext',
+      targets: { instanceIds: ['i-0123456789abcdef1', 'mi-0123456789abcdef0'] },
+      engine: 'mariadb',
+      schedule: { expression: 'cron(0 3 * * ? *)' },
+      retention: { keepDaily: 7 },
+      keySource: { passphraseParameter: '/cairn/pitr/maria-ext/passphrase' },
+      rpo: '26h',
+      repository: { url: 's3://other-team-bucket/cairn/maria-ext/' },
+      pitr: { enabled: true },
+    },
+    {
+      id: 'maria-follow',
+      targets: { instanceIds: ['i-0123456789abcdef2'] },
+      engine: 'mariadb',
+      schedule: { expression: 'cron(0 3 * * ? *)' },
+      retention: { keepDaily: 7 },
+      keySource: { passphraseParameter: '/cairn/pitr/maria-follow/passphrase' },
+      rpo: '26h',
+      pitr: { enabled: true, binlogPushSchedule: 'follow', maxArchiveLagMinutes: 5 },
+    },
+  ],
+};
+
 const devOut = synthEnvironment('dev');
 const prodOut = synthEnvironment('prod');
 const sentinelOut = synthEnvironment('sentinel', { sentinel });
+const pitrOut = synthEnvironment('pitr', { pitr: pitrConfig });
 
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, Record<string, unknown>>; Sid?: string };
 const actionsOf = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action : [s.Action]);
@@ -43,26 +95,28 @@ function hostPolicies(json: Record<string, unknown>): Array<[string, Statement[]
     .map(([id, r]) => [id, (r.Properties.PolicyDocument as { Statement: Statement[] }).Statement]);
 }
 
-/** Turns a DefinitionString (Fn::Join of strings, Ref, Fn::GetAtt) into the ASL JSON. */
+/** Turns template text (Fn::Join of strings, Ref, Fn::GetAtt) into a string. */
+function resolveText(v: unknown): string {
+  if (typeof v === 'string') return v;
+  const o = v as Record<string, unknown>;
+  if ('Fn::Join' in o) {
+    const [sep, parts] = o['Fn::Join'] as [string, unknown[]];
+    return parts.map(resolveText).join(sep);
+  }
+  if ('Ref' in o) return `arn:aws:ref:::${String(o.Ref)}`;
+  if ('Fn::GetAtt' in o) return `arn:aws:lambda:eu-central-1:111111111111:function:${(o['Fn::GetAtt'] as string[])[0]}`;
+  throw new Error(`cannot resolve ${JSON.stringify(v)}`);
+}
+
+/** Turns a DefinitionString into the ASL JSON. */
 function definitionOf(machine: { Properties: Record<string, unknown> }): Record<string, unknown> {
-  const resolve = (v: unknown): string => {
-    if (typeof v === 'string') return v;
-    const o = v as Record<string, unknown>;
-    if ('Fn::Join' in o) {
-      const [sep, parts] = o['Fn::Join'] as [string, unknown[]];
-      return parts.map(resolve).join(sep);
-    }
-    if ('Ref' in o) return `arn:aws:ref:::${String(o.Ref)}`;
-    if ('Fn::GetAtt' in o) return `arn:aws:lambda:eu-central-1:111111111111:function:${(o['Fn::GetAtt'] as string[])[0]}`;
-    throw new Error(`cannot resolve ${JSON.stringify(v)}`);
-  };
-  return JSON.parse(resolve(machine.Properties.DefinitionString)) as Record<string, unknown>;
+  return JSON.parse(resolveText(machine.Properties.DefinitionString)) as Record<string, unknown>;
 }
 
 describe('CDK app', () => {
   test('cdk-nag AwsSolutions passes for dev, prod and a config with an external bucket and a KMS key', () => {
     // synthEnvironment throws on any unacknowledged finding; reaching here means all three passed.
-    for (const out of [devOut, prodOut, sentinelOut]) assert.ok(Object.keys(out.json.Resources as object).length > 20);
+    for (const out of [devOut, prodOut, sentinelOut, pitrOut]) assert.ok(Object.keys(out.json.Resources as object).length > 20);
   });
 
   test('the repository bucket and its key are retained by cdk destroy', () => {
@@ -138,7 +192,7 @@ describe('CDK app', () => {
   });
 
   test('the host policy grants no delete, creates only with If-None-Match: *, and reports only to this stack', () => {
-    for (const out of [devOut, prodOut, sentinelOut]) {
+    for (const out of [devOut, prodOut, sentinelOut, pitrOut]) {
       const policies = hostPolicies(out.json);
       assert.equal(policies.length, out.config.plans.length);
       for (const [id, statements] of policies) {
@@ -218,7 +272,8 @@ describe('CDK app', () => {
 
   test('the functions run Node 22 on arm64 with the shared environment; only retention and GC may delete', () => {
     const fns = resourcesOf(prodOut.json, 'AWS::Lambda::Function');
-    assert.equal(fns.length, 7);
+    assert.equal(fns.length, 8, 'seven, and archive-lag for the PITR plan');
+    assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 7, 'no archive-lag function without a PITR plan');
     for (const [id, fn] of fns) {
       assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
       assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
@@ -230,7 +285,7 @@ describe('CDK app', () => {
     }
     // Deleting repository objects: apply-retention and gc-sweep only. The others may delete one
     // control object, the plan's run lease (orchestration/lease), and nothing else.
-    for (const out of [prodOut, sentinelOut]) {
+    for (const out of [prodOut, sentinelOut, pitrOut]) {
       const deleters = new Set<string>();
       for (const [id, p] of resourcesOf(out.json, 'AWS::IAM::Policy')) {
         for (const s of (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement) {
@@ -299,7 +354,9 @@ describe('CDK app', () => {
       for (const [id, s] of schedules) {
         const target = s.Properties.Target as { DeadLetterConfig?: unknown; RetryPolicy?: { MaximumRetryAttempts: number }; Input: string };
         assert.ok(target.DeadLetterConfig, `${id} has no DLQ`);
-        assert.equal(target.RetryPolicy?.MaximumRetryAttempts, 5, id);
+        // The PITR schedules measure or push every few minutes: a late one is superseded by the next, not retried for hours.
+        const frequent = /-(archive-lag|binlog-push-)/.test(String(s.Properties.Name));
+        assert.equal(target.RetryPolicy?.MaximumRetryAttempts, frequent ? 2 : 5, id);
       }
       for (const plan of out.config.plans) {
         const [, s] = named('backup').find(([, r]) => r.Properties.Name === `cairn-${out.config.envName}-backup-${plan.id}`)!;
@@ -313,7 +370,7 @@ describe('CDK app', () => {
 
   test('alarms per plan: failures, heartbeat timeouts, and freshness against the RPO with missing data breaching', () => {
     const alarms = resourcesOf(prodOut.json, 'AWS::CloudWatch::Alarm');
-    assert.equal(alarms.length, 4 * prodOut.config.plans.length);
+    assert.equal(alarms.length, 4 * prodOut.config.plans.length + 1, 'and the archive-lag alarm of the PITR plan');
     const fresh = alarms.find(([, a]) => a.Properties.AlarmName === 'cairn-prod-orders-db-freshness')![1].Properties;
     assert.equal(fresh.MetricName, 'SnapshotAgeSeconds');
     assert.equal(fresh.Namespace, 'Cairn');
@@ -330,5 +387,104 @@ describe('CDK app', () => {
     devOut.template.resourceCountIs('AWS::SNS::Subscription', 0);
     const dashboard = JSON.stringify(prodOut.template.findResources('AWS::CloudWatch::Dashboard'));
     for (const metric of ['SnapshotAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed']) assert.match(dashboard, new RegExp(metric));
+  });
+
+  test('archive-lag runs every 5 minutes for the PITR plans; its function may only list their logs/ and read their plan parameters', () => {
+    assert.equal(resourcesOf(devOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) => String(r.Properties.Name).includes('archive-lag')).length, 0);
+    const [, schedule] = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').find(([, r]) => r.Properties.Name === 'cairn-pitr-archive-lag')!;
+    assert.equal(schedule.Properties.ScheduleExpression, 'rate(5 minutes)');
+    const target = schedule.Properties.Target as { Arn: unknown; Input: string };
+    assert.deepEqual(JSON.parse(target.Input), { planIds: ['pg-pitr', 'maria-tagged', 'maria-ext', 'maria-follow'] });
+    const fn = pitrOut.stack.functions.archiveLag!;
+    assert.deepEqual(target.Arn, { 'Fn::GetAtt': [pitrOut.stack.getLogicalId(fn.node.defaultChild as CfnElement), 'Arn'] });
+
+    const role = pitrOut.stack.getLogicalId(fn.role!.node.defaultChild as CfnElement);
+    const statements = resourcesOf(pitrOut.json, 'AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: role }]))
+      .flatMap(([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement);
+    const actions = statements.flatMap(actionsOf).sort();
+    assert.deepEqual(actions, ['s3:ListBucket', 's3:ListBucket', 'ssm:GetParameter', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
+    const get = statements.find((st) => actionsOf(st).includes('ssm:GetParameter'))!;
+    const params = JSON.stringify(get.Resource);
+    for (const id of ['pg-pitr', 'maria-tagged', 'maria-ext', 'maria-follow']) assert.match(params, new RegExp(`:parameter/cairn/pitr/plans/${id}"`));
+    assert.doesNotMatch(params, /app-db|passphrase|password/, 'neither plans without PITR nor secrets');
+    const lists = statements.filter((st) => actionsOf(st).includes('s3:ListBucket'));
+    assert.deepEqual(lists.map((st) => st.Condition?.StringLike?.['s3:prefix']).sort(), [
+      ['cairn/maria-ext/logs/*'],
+      ['plans/pg-pitr/logs/*', 'plans/maria-tagged/logs/*', 'plans/maria-follow/logs/*'],
+    ].sort());
+    assert.match(JSON.stringify(lists.map((st) => st.Resource)), /s3:::other-team-bucket"/);
+    assert.match(JSON.stringify(lists.map((st) => st.Resource)), /s3:::cairn-pitr-111111111111-eu-central-1"/);
+  });
+
+  test('one binlog-push schedule per MariaDB PITR plan that pushes on a schedule: the agent document with operation archive on the plan\'s hosts', () => {
+    const pushes = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) => String(r.Properties.Name).startsWith('cairn-pitr-binlog-push-'));
+    assert.deepEqual(pushes.map(([, r]) => r.Properties.Name).sort(), ['cairn-pitr-binlog-push-maria-ext', 'cairn-pitr-binlog-push-maria-tagged'], 'none for PostgreSQL, none for a follower');
+    const input = (name: string): Record<string, unknown> => {
+      const [, r] = pushes.find(([, p]) => p.Properties.Name === name)!;
+      const t = r.Properties.Target as { Arn: unknown; Input: unknown };
+      assert.match(JSON.stringify(t.Arn), /":scheduler:::aws-sdk:ssm:sendCommand"/);
+      return { expression: r.Properties.ScheduleExpression, ...(JSON.parse(resolveText(t.Input)) as Record<string, unknown>) };
+    };
+    const tagged = input('cairn-pitr-binlog-push-maria-tagged');
+    assert.equal(tagged.expression, 'rate(10 minutes)');
+    assert.equal(tagged.DocumentName, 'Cairn-pitr-Agent');
+    assert.deepEqual(tagged.Targets, [{ Key: 'tag:cairn:plan', Values: ['maria-tagged'] }]);
+    assert.deepEqual(tagged.Parameters, { operation: ['archive'], planId: ['maria-tagged'] }, 'no task token, no request');
+    const ext = input('cairn-pitr-binlog-push-maria-ext');
+    assert.equal(ext.expression, 'rate(5 minutes)', 'the default schedule');
+    assert.deepEqual(ext.InstanceIds, ['i-0123456789abcdef1', 'mi-0123456789abcdef0']);
+
+    const role = pitrOut.stack.getLogicalId(pitrOut.stack.pitrSchedules!.role.node.defaultChild as CfnElement);
+    const statements = resourcesOf(pitrOut.json, 'AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: role }]))
+      .flatMap(([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement);
+    const sends = statements.filter((st) => actionsOf(st).includes('ssm:SendCommand'));
+    assert.deepEqual([...new Set(statements.flatMap(actionsOf))].sort(), ['lambda:InvokeFunction', 'sqs:SendMessage', 'ssm:SendCommand'], 'invoke archive-lag, run the document, dead-letter: nothing else');
+    const resources = JSON.stringify(sends.map((st) => st.Resource));
+    assert.match(resources, /:document\/Cairn-pitr-Agent"/);
+    assert.match(resources, /:instance\/i-0123456789abcdef1"/);
+    assert.match(resources, /:managed-instance\/mi-0123456789abcdef0"/);
+    assert.match(resources, /:instance\/\*"/, 'a tag-selected plan: any instance, with this document only');
+    assert.doesNotMatch(resources, /i-0123456789abcdef2/, 'the follower plan sends nothing');
+
+    const [, prodPush] = resourcesOf(prodOut.json, 'AWS::Scheduler::Schedule').find(([, r]) => r.Properties.Name === 'cairn-prod-binlog-push-orders-db')!;
+    assert.deepEqual((JSON.parse(resolveText((prodPush.Properties.Target as { Input: unknown }).Input)) as { InstanceIds: string[] }).InstanceIds, ['i-0a1b2c3d4e5f60718']);
+  });
+
+  test('an archive-lag alarm per PITR plan: threshold from maxArchiveLagMinutes, missing data breaching, and on the dashboard', () => {
+    const alarms = resourcesOf(pitrOut.json, 'AWS::CloudWatch::Alarm').filter(([, a]) => a.Properties.MetricName === 'ArchiveLagSeconds');
+    const byName = Object.fromEntries(alarms.map(([, a]) => [a.Properties.AlarmName as string, a.Properties]));
+    assert.deepEqual(Object.keys(byName).sort(), ['cairn-pitr-maria-ext-archive-lag', 'cairn-pitr-maria-follow-archive-lag', 'cairn-pitr-maria-tagged-archive-lag', 'cairn-pitr-pg-pitr-archive-lag']);
+    const pg = byName['cairn-pitr-pg-pitr-archive-lag']!;
+    assert.equal(pg.Threshold, 20 * 60);
+    assert.equal(pg.ComparisonOperator, 'GreaterThanThreshold');
+    assert.equal(pg.Statistic, 'Maximum');
+    assert.equal(pg.Namespace, 'Cairn');
+    assert.equal(pg.TreatMissingData, 'breaching');
+    assert.deepEqual(pg.Dimensions, [{ Name: 'PlanId', Value: 'pg-pitr' }]);
+    assert.ok(Number(pg.Period) >= 600, 'two measurements per period: one late run is not silence');
+    assert.equal(byName['cairn-pitr-maria-ext-archive-lag']!.Threshold, 15 * 60, 'the default');
+    assert.equal(byName['cairn-pitr-maria-follow-archive-lag']!.Threshold, 5 * 60);
+    for (const a of Object.values(byName)) assert.equal((a.AlarmActions as unknown[]).length, 1);
+    assert.match(JSON.stringify(pitrOut.template.findResources('AWS::CloudWatch::Dashboard')), /ArchiveLagSeconds/);
+    assert.doesNotMatch(JSON.stringify(devOut.template.findResources('AWS::CloudWatch::Dashboard')), /ArchiveLagSeconds/);
+  });
+
+  test('a PostgreSQL PITR plan gets its archive_command and restore_command as outputs; its hosts may create under logs/ and still not delete', () => {
+    const outputs = pitrOut.json.Outputs as Record<string, { Value: unknown; Description?: string }>;
+    const values = Object.values(outputs).map((o) => o.Value).filter((v): v is string => typeof v === 'string' && /_command = /.test(v));
+    const cairn = "/usr/local/bin/cairn --repo s3://cairn-pitr-111111111111-eu-central-1/plans/pg-pitr/?region=eu-central-1 --password-file /etc/cairn/pg-pitr.passphrase";
+    assert.deepEqual(values.sort(), [
+      `archive_command = '${cairn} wal-push --stream pg-7000000000000000042 %p'`,
+      `restore_command = '${cairn} wal-fetch --stream pg-7000000000000000042 %f "%p"'`,
+    ]);
+    const [, statements] = hostPolicies(pitrOut.json).find(([id]) => id.includes('pgpitr'))!;
+    const glob = (pattern: string): RegExp => new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`);
+    const listed = statements.find((st) => st.Sid === 'ListPlanPrefix')!.Condition!.StringLike!['s3:prefix'] as string[];
+    assert.ok(listed.some((p) => glob(p).test('plans/pg-pitr/logs/pg-7000000000000000042/meta/')));
+    const create = statements.find((st) => st.Sid === 'CreateOnlyIfAbsent')!;
+    const objects = (create.Resource as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1].filter((p): p is string => typeof p === 'string').join('');
+    assert.match(objects, /:s3:::cairn-pitr-111111111111-eu-central-1\/plans\/pg-pitr\/\*$/, 'logs/ is under the plan prefix the host may create in');
   });
 });

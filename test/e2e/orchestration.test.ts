@@ -8,6 +8,10 @@ import { readCollection } from '../../agent/core/collection.ts';
 import { acquireRunLease } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { runCli } from '../helpers/cli.ts';
+import { captureMetrics } from '../orchestration/emf.ts';
+import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive } from '../orchestration/pitr-fixture.ts';
+import { walName } from '../../agent/core/log-chain.ts';
+import { Repository } from '../../agent/core/repository.ts';
 import { describeTree, makeRandomTree } from '../helpers/tree.ts';
 import { INSTANCE, PASSPHRASE_PARAMETER, startSystem, type AgentRun, type System } from './harness.ts';
 
@@ -32,6 +36,9 @@ const plan = (id: string, paths: string[], extra: Record<string, unknown> = {}):
   ...extra,
 });
 
+// A PostgreSQL plan with PITR: its repository gets archived WAL and base snapshots written directly (./../orchestration/pitr-fixture.ts).
+const pgPitrPlan = { ...plan('pg-pitr', []), engine: 'postgres', engineOptions: {}, pitr: { enabled: true } };
+
 describe('orchestration end to end', { timeout: 600_000 }, () => {
   let system: System;
   let work: string;
@@ -42,9 +49,9 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     work = await mkdtemp(join(tmpdir(), 'cairn-e2e-data-'));
     data = join(work, 'data');
     await makeRandomTree(data, 11, { files: 20, maxFileSize: 200_000 });
-    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never]);
+    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never, pgPitrPlan as never]);
     system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
-    for (const id of ['files-plan', 'broken-plan']) {
+    for (const id of ['files-plan', 'broken-plan', 'pg-pitr']) {
       const init = await runCli(['init', '--repo', system.repoUrl(id)], cliEnv());
       assert.equal(init.code, 0, init.stderr);
     }
@@ -100,27 +107,15 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
   });
 
   it('an agent failure fails the execution with the agent\'s error, records it in history and emits the failure metric', async () => {
-    const printed: string[] = [];
-    const write = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-      printed.push(String(chunk));
-      return write(chunk, ...rest);
-    });
-    let failure: unknown;
-    try {
-      await system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' });
-    } catch (error) {
-      failure = error;
-    } finally {
-      process.stdout.write = write;
-    }
+    const { error: failure, metrics } = await captureMetrics(() => system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' }));
     assert.ok(failure instanceof Error, 'the execution failed');
     const text = `${failure.name} ${failure.message} ${JSON.stringify((failure as { cause?: unknown }).cause ?? '')}`;
     assert.match(text, /nonexistent\/cairn-e2e-path/, `the agent's own message reaches the execution: ${text}`);
     const history = await runCli(['history', '--json', '--repo', system.repoUrl('broken-plan')], cliEnv());
     assert.match(history.stdout, /orchestration\.backup\.failed/);
-    const emf = printed.join('').split('\n').filter((l) => l.includes('"_aws"') && l.includes('BackupFailed'));
+    const emf = metrics.filter((m) => 'BackupFailed' in m);
     assert.ok(emf.length > 0, 'record-failure emitted BackupFailed in CloudWatch embedded metric format');
+    assert.deepEqual(emf[0]?._aws.CloudWatchMetrics[0]?.Dimensions, [['PlanId']], 'the dimensions the alarms watch, and no other');
     assert.equal((await snapshots('broken-plan')).length, 0, 'no snapshot was committed');
   });
 
@@ -212,5 +207,33 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     const locks = await runCli(['unlock', '--repo', system.repoUrl('files-plan')], cliEnv());
     assert.match(locks.stdout, /"stillActive":0/, 'the agent released its lock');
     await rm(join(data, 'unique-stop.bin'));
+  });
+
+  it('a console point-in-time dry run on a PITR plan returns the replay plan; a time behind a gap fails naming it', async () => {
+    const repo = await Repository.open(await openStorage(system.repoUrl('pg-pitr'), system.env), PASSPHRASE);
+    const fixture = await seedPostgresArchive(repo, { planId: 'pg-pitr', segments: [3, 4, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }, { segment: 6, minute: 6.2 }] });
+    const dry = (await system.run('Restore', { planId: 'pg-pitr', pointInTime: at(7.5), targetPath: '/var/lib/postgresql/restored', dryRun: true })) as {
+      dryRun: boolean;
+      snapshot: { id: string };
+      logRange: { stream: string; firstFile: string; lastFile: string; files: number; bytes: number; target: string };
+      bytes: number;
+      steps: string[];
+    };
+    assert.equal(dry.dryRun, true);
+    assert.equal(dry.snapshot.id, fixture.bases[1]?.id, 'the newest base whose window reaches the time');
+    assert.deepEqual({ ...dry.logRange, window: undefined }, { stream: STREAM, target: `time ${at(7.5)}`, firstFile: walName(1, 6), lastFile: walName(1, 7), files: 2, bytes: 2 * SEGMENT_BYTES, window: undefined });
+    assert.equal(dry.bytes, 1_000_000 + 2 * SEGMENT_BYTES);
+    assert.match(dry.steps.join('\n'), /then replay logs to time/);
+
+    await assert.rejects(system.run('Restore', { planId: 'pg-pitr', pointInTime: at(5.5), targetPath: '/var/lib/postgresql/restored', dryRun: true }), (error: unknown) => {
+      const e = error as Error & { cause?: unknown };
+      const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
+      assert.match(text, /Cairn\.NotFound/);
+      assert.match(text, /WAL segment 000000010000000000000005 is missing/);
+      assert.match(text, /nearest recoverable times/);
+      return true;
+    });
+    const history = await runCli(['history', '--json', '--repo', system.repoUrl('pg-pitr')], cliEnv());
+    assert.match(history.stdout, /orchestration\.restore\.failed[^\n]*Cairn\.NotFound/, 'the refusal is in the audit trail');
   });
 });

@@ -1,9 +1,16 @@
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describeReplay, measuredThroughputs, planPointInTime } from '../../agent/commands/pitr.ts';
 import { CairnError } from '../../agent/core/errors.ts';
+import { walName } from '../../agent/core/log-chain.ts';
+import { parsePlan, type Plan } from '../../agent/core/plan.ts';
+import type { Repository } from '../../agent/core/repository.ts';
+import { planRestoreFor } from '../../functions/plan-restore.ts';
+import { fileRepo, initSmallRepo, tempDir } from '../helpers/repo.ts';
+import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive, type PgArchiveFixture } from './pitr-fixture.ts';
 import { decodeRequest, encodeRequest, parseOrExplain, restoreInputSchema } from '../../agent/core/orchestration.ts';
 import { applyPolicy } from '../../agent/core/retention.ts';
 import { DEFAULT_RESTORE_BYTES_PER_SECOND, planRestore, type PlannableSnapshot } from '../../agent/core/restore-planning.ts';
@@ -58,6 +65,146 @@ describe('restore planning', () => {
     assert.deepEqual(decodeRequest(encoded), { operation: 'backup', planId: 'orders-db', runId: 'orders-db@x', heartbeatSeconds: 60 });
     assert.throws(() => decodeRequest('$(reboot)'), /not base64url/);
     assert.throws(() => decodeRequest(Buffer.from('{"operation":"wipe","planId":"x"}').toString('base64url')), /invalid request: operation/);
+  });
+});
+
+const INSTANCE_ID = 'i-0123456789abcdef0';
+const pgPlan = (pitr: boolean): Plan =>
+  parsePlan(
+    {
+      id: 'pg-main',
+      targets: { instanceIds: [INSTANCE_ID] },
+      engine: 'postgres',
+      engineOptions: {},
+      schedule: { expression: 'rate(1 day)', timeZone: 'UTC' },
+      retention: { keepLast: 3 },
+      keySource: { passphraseParameter: '/cairn/test/pg-main/passphrase' },
+      rpo: '26h',
+      repository: { url: 's3://unused-bucket/plans/pg-main/' },
+      ...(pitr ? { pitr: { enabled: true } } : {}),
+    },
+    'test',
+  );
+const hosts = { planInstanceIds: [INSTANCE_ID], online: true };
+
+describe('point-in-time restore planning against a repository with a log archive', () => {
+  let dir: { path: string; remove: () => Promise<void> };
+  let repo: Repository;
+  let fixture: PgArchiveFixture;
+  // Segments 3-8 archived; bases start in segments 3 and 6 (windows from minute 3.3 and 6.3 to 8.9).
+  before(async () => {
+    dir = await tempDir('pitr-plan');
+    repo = await initSmallRepo(fileRepo(dir.path));
+    fixture = await seedPostgresArchive(repo, { planId: 'pg-main', segments: [3, 4, 5, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }, { segment: 6, minute: 6.2 }] });
+  });
+  after(() => dir.remove());
+
+  it('plans the newest base whose window reaches the time, then the log up to it: the same plan as restore --to-time --dry-run', async () => {
+    const input = { planId: 'pg-main', pointInTime: at(7.5), targetPath: '/var/lib/postgresql/restored', dryRun: true };
+    const planned = await planRestoreFor(input, pgPlan(true), repo, hosts);
+    const [, newer] = fixture.bases;
+    assert.equal(planned.snapshot.id, newer?.id);
+    assert.deepEqual(planned.logRange, {
+      stream: STREAM,
+      target: `time ${at(7.5)}`,
+      firstFile: walName(1, 6),
+      lastFile: walName(1, 7),
+      files: 2,
+      bytes: 2 * SEGMENT_BYTES,
+      window: { from: at(6.3), to: at(8.9) },
+    });
+    assert.equal(planned.bytes, 1_000_000 + 2 * SEGMENT_BYTES, 'bytes include the logs');
+    assert.match(planned.steps.join('\n'), new RegExp(`restore base snapshot ${newer?.id.slice(0, 8)} .* onto ${INSTANCE_ID}, into /var/lib/postgresql/restored, then replay logs to time ${at(7.5).replace(/\./g, '\\.')}`));
+    assert.match(planned.steps.join('\n'), /fetches 2 archived WAL file\(s\) through wal-fetch/);
+    assert.equal(planned.request, undefined, 'a dry run builds no request');
+
+    // What the CLI's dry run prints, from the same repository.
+    const cli = describeReplay(...((r) => [r.plan, r.snapshot] as const)(await planPointInTime(repo, { target: { time: at(7.5) } })), await measuredThroughputs(repo));
+    assert.equal(planned.snapshot.id, cli.snapshot.id);
+    assert.deepEqual(planned.logRange, cli.logRange);
+    assert.equal(planned.bytes, cli.bytes);
+    assert.equal(planned.estimatedSeconds, cli.estimatedSeconds);
+    assert.deepEqual(planned.throughput, cli.throughput);
+  });
+
+  it('an earlier time replays from the older base; the agent request carries the base, the time and the stream', async () => {
+    const planned = await planRestoreFor({ planId: 'pg-main', pointInTime: '2026-11-23T11:04:30+01:00', targetPath: '/srv/restored' }, pgPlan(true), repo, hosts);
+    assert.equal(planned.snapshot.id, fixture.bases[0]?.id);
+    assert.equal(planned.logRange?.firstFile, walName(1, 3));
+    assert.equal(planned.logRange?.lastFile, walName(1, 4));
+    assert.deepEqual(decodeRequest(planned.request ?? ''), {
+      operation: 'restore',
+      planId: 'pg-main',
+      snapshotId: fixture.bases[0]?.id,
+      targetPath: '/srv/restored',
+      pointInTime: at(4.5),
+      stream: STREAM,
+      heartbeatSeconds: 300,
+    });
+  });
+
+  it('refuses a time past the archive, naming the last recoverable time and the way to restore a snapshot instead', async () => {
+    await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(20), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
+      assert.ok(error instanceof CairnError);
+      assert.equal(error.code, 'Cairn.NotFound');
+      assert.match(error.message, new RegExp(`plan pg-main: cannot recover ${STREAM} to time ${at(20).replace(/\./g, '\\.')}: nothing has been archived after ${at(8.9).replace(/\./g, '\\.')}`));
+      assert.match(error.hint ?? '', /nearest recoverable times are .*\(the last event before it\)/);
+      assert.match(error.hint ?? '', /give "snapshot" in place of "pointInTime"/);
+      return true;
+    });
+  });
+
+  it('a point-in-time restore needs a target directory: refused for a run, a warning in a dry run', async () => {
+    await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5) }, pgPlan(true), repo, hosts), /Cairn|targetPath/);
+    await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5) }, pgPlan(true), repo, hosts), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.InvalidInput');
+    const dry = await planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5), dryRun: true }, pgPlan(true), repo, hosts);
+    assert.match(dry.warnings.join('\n'), /needs targetPath/);
+  });
+
+  it('a plan without pitr keeps restoring the newest snapshot at or before the time, with no log range', async () => {
+    const planned = await planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5), targetPath: '/srv/r' }, pgPlan(false), repo, hosts);
+    assert.equal(planned.snapshot.id, fixture.bases[1]?.id);
+    assert.equal(planned.logRange, null);
+    assert.equal(planned.bytes, 1_000_000);
+    assert.match(planned.warnings.join('\n'), /has no log archive: this restores the snapshot taken at/);
+    assert.equal(decodeRequest(planned.request ?? '').operation, 'restore');
+    assert.ok(!('pointInTime' in decodeRequest(planned.request ?? '')));
+  });
+});
+
+describe('point-in-time restore planning with a gap or no archive', () => {
+  it('refuses a time behind a gap in the WAL, naming the missing segment and the nearest recoverable time', async () => {
+    const dir = await tempDir('pitr-gap');
+    try {
+      const repo = await initSmallRepo(fileRepo(dir.path));
+      await seedPostgresArchive(repo, { planId: 'pg-main', segments: [3, 4, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }] });
+      await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
+        assert.ok(error instanceof CairnError);
+        assert.equal(error.code, 'Cairn.NotFound');
+        assert.match(error.message, /the log has a gap there: WAL segment 000000010000000000000005 is missing after 000000010000000000000004 \(never archived/);
+        assert.match(error.hint ?? '', new RegExp(`${at(4.9).replace(/\./g, '\\.')} \\(the last event before it\\)`));
+        return true;
+      });
+      const before = await planRestoreFor({ planId: 'pg-main', pointInTime: at(4.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts);
+      assert.equal(before.logRange?.lastFile, walName(1, 4));
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it('a pitr plan whose repository has no archive yet is refused with the reason, not silently restored to the snapshot', async () => {
+    const dir = await tempDir('pitr-none');
+    try {
+      const repo = await initSmallRepo(fileRepo(dir.path));
+      await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
+        assert.ok(error instanceof CairnError);
+        assert.equal(error.code, 'Cairn.NotFound');
+        assert.match(error.message, /has no log archive for postgres: point-in-time recovery needs one/);
+        return true;
+      });
+    } finally {
+      await dir.remove();
+    }
   });
 });
 
