@@ -1,10 +1,9 @@
-import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../core/duration.ts';
 import { CairnError } from '../core/errors.ts';
 import { LogArchive, validateStream } from '../core/log-archive.ts';
-import { askRunning, walFetch, walPush, type WalClientOptions } from '../pitr/wal-client.ts';
+import { askRunning, clientOptionsFrom, walFetch, walPush, type WalClientOptions } from '../pitr/wal-client.ts';
 import { runWalDaemon } from '../pitr/wal-daemon.ts';
 import type { DaemonStatus } from '../pitr/wal-protocol.ts';
 import { chooseSpoolDir, processAlive, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../pitr/wal-spool.ts';
@@ -86,14 +85,7 @@ function requireRepo(g: GlobalOptions): string {
 /** What the thin clients need: where the daemon is, and the global options it must be started with. */
 function clientOptions(cli: Cli, cmd: Command, opts: WalOptions): WalClientOptions {
   const g = cmd.optsWithGlobals<GlobalOptions & StorageFlags>();
-  const repo = repositoryIdentity(requireRepo(g));
-  const globalArgs = ['--repo', repo, '--concurrency', String(g.concurrency)];
-  if (g.passwordFile) globalArgs.push('--password-file', resolve(g.passwordFile));
-  if (g.storageHook) globalArgs.push('--storage-hook', g.storageHook);
-  if (g.limitUpload) globalArgs.push('--limit-upload', g.limitUpload);
-  if (g.limitDownload) globalArgs.push('--limit-download', g.limitDownload);
-  if (g.maxTransfers) globalArgs.push('--max-transfers', String(g.maxTransfers));
-  return { repo, globalArgs, spoolDir: opts.spoolDir, stream: opts.stream === undefined ? undefined : validateStream(opts.stream), env: cli.env, cwd: process.cwd() };
+  return clientOptionsFrom({ ...g, repo: requireRepo(g) }, { spoolDir: opts.spoolDir, stream: opts.stream === undefined ? undefined : validateStream(opts.stream), env: cli.env, cwd: process.cwd() });
 }
 
 function idleMs(env: NodeJS.ProcessEnv): number {

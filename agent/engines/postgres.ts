@@ -6,7 +6,7 @@ import { ProcessError, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
 import { explainPgError, pgConnectionSchema, pgEnvironment } from './pg-connection.ts';
-import { systemIdentifier } from '../pitr/wal-metadata.ts';
+import { systemIdentifier } from '../pitr/wal-control.ts';
 
 const optionsSchema = pgConnectionSchema.extend({
   /** Restore: the user the server runs as, who must own the data directory. */

@@ -6,8 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { CairnError, type ErrorCode } from '../core/errors.ts';
 import { decodeResponse, encodeLine, MAX_LINE, type WalRequest, type WalResponse } from './wal-protocol.ts';
-import { chooseSpoolDir, ensureSpoolDir, spoolPaths, type SpoolPaths } from './wal-spool.ts';
-import { streamOfDataDirectory } from './wal-metadata.ts';
+import { chooseSpoolDir, ensureSpoolDir, repositoryIdentity, spoolPaths, type SpoolPaths } from './wal-spool.ts';
+import { streamOfDataDirectory } from './wal-control.ts';
 
 /**
  * wal-push and wal-fetch: thin clients of the WAL daemon (wal-daemon.ts).
@@ -36,6 +36,29 @@ export interface DaemonHandle {
   /** The daemon in the foreground: node, cairn.js, the global options, wal-daemon and its own. */
   startArgv: string[];
   env: NodeJS.ProcessEnv;
+}
+
+/** The global options a daemon is started with, as the client was given them (paths absolute: the daemon runs in the spool directory). */
+export interface ForwardedFlags {
+  repo: string;
+  passwordFile?: string | undefined;
+  storageHook?: string | undefined;
+  limitUpload?: string | undefined;
+  limitDownload?: string | undefined;
+  maxTransfers?: string | number | undefined;
+  concurrency?: string | number | undefined;
+}
+
+export function clientOptionsFrom(flags: ForwardedFlags, rest: { spoolDir?: string | undefined; stream?: string | undefined; env: NodeJS.ProcessEnv; cwd: string }): WalClientOptions {
+  const repo = repositoryIdentity(flags.repo);
+  const globalArgs = ['--repo', repo];
+  if (flags.concurrency !== undefined) globalArgs.push('--concurrency', String(flags.concurrency));
+  if (flags.passwordFile) globalArgs.push('--password-file', resolve(rest.cwd, flags.passwordFile));
+  if (flags.storageHook) globalArgs.push('--storage-hook', flags.storageHook);
+  if (flags.limitUpload) globalArgs.push('--limit-upload', flags.limitUpload);
+  if (flags.limitDownload) globalArgs.push('--limit-download', flags.limitDownload);
+  if (flags.maxTransfers !== undefined) globalArgs.push('--max-transfers', String(flags.maxTransfers));
+  return { repo, globalArgs, ...rest };
 }
 
 /** The daemon for this repository and stream (the stream from the data directory's pg_control unless given). */

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { access, constants, readdir, readFile } from 'node:fs/promises';
+import { access, constants, readdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { LogFileRecord } from '../core/log-archive.ts';
@@ -44,25 +44,6 @@ export function requireWalFileName(name: string): WalFileKind {
     });
   }
   return kind;
-}
-
-/** The cluster's system identifier: the first 8 bytes of global/pg_control (uint64, little-endian on every platform PostgreSQL writes it on here). */
-export function systemIdentifier(pgControl: Buffer): string {
-  if (pgControl.length < 8) throw new CairnError('Cairn.InvalidInput', 'global/pg_control is shorter than 8 bytes', { hint: 'is this a PostgreSQL data directory?' });
-  return pgControl.readBigUInt64LE(0).toString();
-}
-
-export async function streamOfDataDirectory(dataDir: string): Promise<string> {
-  let control: Buffer;
-  try {
-    control = await readFile(join(dataDir, 'global', 'pg_control'));
-  } catch (cause) {
-    throw new CairnError('Cairn.Usage', `cannot read ${join(dataDir, 'global', 'pg_control')}: not a PostgreSQL data directory`, {
-      hint: 'wal-push runs as archive_command, where the working directory is the data directory; elsewhere give --stream pg-<system identifier>',
-      cause,
-    });
-  }
-  return `pg-${systemIdentifier(control)}`;
 }
 
 export interface TransactionSummary {
