@@ -9,6 +9,7 @@ import { applyPolicy, type RetentionDecision } from '../agent/core/retention.ts'
 import { TOOL } from '../agent/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
 import { writeCollection } from '../agent/core/collection.ts';
+import { collectLogs, type LogCollection } from '../agent/commands/pitr.ts';
 import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface RetentionEvent {
@@ -22,6 +23,8 @@ export interface RetentionOutcome {
   kept: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
   forgotten: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
   gc: { generation: string; prefixes: string[]; packs: number; bytes: number };
+  /** Archived log files no kept snapshot's window needs, deleted (docs/pitr.md, "Retention"); per stream. */
+  logs: Array<Omit<LogCollection, 'reasons'>>;
   /** The sweep needs no grace: the doomed packs are already out of every index (docs/orchestration.md). */
   graceSeconds: number;
 }
@@ -31,10 +34,12 @@ const who = controlPlaneWho('retention');
 /**
  * The plan's retention policy, then garbage collection's decision, under the
  * repository's exclusive lock (so no backup can add a reference meanwhile):
- * forget the manifests the policy does not keep, write one index without the
- * packs nothing uses, delete the old index files, and record the doomed packs
- * for the sweep (gc-sweep, one Map item per pack prefix). A repository busy
- * with a backup is skipped, not failed: the next run collects.
+ * forget the manifests the policy does not keep, delete the archived log
+ * files no remaining snapshot's window needs (hosts cannot delete; the control
+ * plane does), write one index without the packs nothing uses, delete the old
+ * index files, and record the doomed packs for the sweep (gc-sweep, one Map
+ * item per pack prefix). A repository busy with a backup is skipped, not
+ * failed: the next run collects.
  */
 export async function applyRetention(event: RetentionEvent): Promise<RetentionOutcome> {
   const plan = await loadPlan(event.planId);
@@ -46,7 +51,7 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
   } catch (error) {
     if (error instanceof CairnError && error.code === 'Cairn.Locked') {
       logger.warn('retention skipped: repository busy', { planId: plan.id, reason: error.message });
-      return { planId: plan.id, skipped: true, reason: error.message, kept: [], forgotten: [], gc: empty, graceSeconds: 0 };
+      return { planId: plan.id, skipped: true, reason: error.message, kept: [], forgotten: [], gc: empty, logs: [], graceSeconds: 0 };
     }
     throw error;
   }
@@ -72,6 +77,17 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     const brief = (d: RetentionDecision): Pick<RetentionDecision, 'id' | 'time' | 'reasons'> => ({ id: d.id, time: d.time, reasons: d.reasons });
     await recordEvent(repo, who, TOOL, 'forget', { planId: plan.id, policy: plan.retention, removed: decision.remove.map(brief), kept: decision.keep.map(brief) });
 
+    // A manifest that cannot be read may be a base whose log is still needed: collect no log until every one reads.
+    let logs: RetentionOutcome['logs'] = [];
+    if (unreadable.length > 0) {
+      logger.warn('archived logs not collected: some snapshots cannot be read', { unreadable: unreadable.length });
+    } else {
+      const collected = await collectLogs(repo, storage, { dryRun: false, assertHeld: () => lease.assertHeld() });
+      logs = collected.map((c) => ({ stream: c.stream, filesRemoved: c.filesRemoved, bytesRemoved: c.bytesRemoved }));
+      const removed = collected.filter((c) => c.filesRemoved > 0);
+      if (removed.length > 0) await recordEvent(repo, who, TOOL, 'logs.collected', { planId: plan.id, streams: removed });
+    }
+
     const analysis = await analyzeGarbage(repo, storage, { maxUnused: 1, concurrency: 8 });
     const doomed = [...analysis.remove];
     let gc = empty;
@@ -89,7 +105,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     metrics.addDimension('PlanId', plan.id);
     metrics.addMetric('SnapshotsForgotten', MetricUnit.Count, decision.remove.length);
     if (newest) metrics.addMetric('SnapshotAgeSeconds', MetricUnit.Seconds, Math.max(0, (now - Date.parse(newest.time)) / 1000));
-    return { planId: plan.id, skipped: false, kept: decision.keep.map(brief), forgotten: decision.remove.map(brief), gc, graceSeconds: 0 };
+    metrics.addMetric('LogFilesRemoved', MetricUnit.Count, logs.reduce((n, l) => n + l.filesRemoved, 0));
+    return { planId: plan.id, skipped: false, kept: decision.keep.map(brief), forgotten: decision.remove.map(brief), gc, logs, graceSeconds: 0 };
   } finally {
     await lease.release().catch((error: unknown) => logger.warn('could not release the retention lock', { error }));
   }

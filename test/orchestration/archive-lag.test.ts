@@ -1,13 +1,12 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { LogArchive, type LogFileRecord } from '../../agent/core/log-archive.ts';
-import { parsePlan, type Plan } from '../../agent/core/plan.ts';
+import type { Plan } from '../../agent/core/plan.ts';
 import { Repository } from '../../agent/core/repository.ts';
 import type { Storage } from '../../agent/core/storage.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { archiveLag, lagOf } from '../../functions/archive-lag.ts';
-import { startS3rver, s3rverEnv, type S3rver } from '../helpers/s3rver.ts';
-import { startSsmStandin, type SsmStandin } from '../e2e/standins.ts';
+import { startControlPlane, type ControlPlane } from './control-plane.ts';
 import { captureMetrics } from './emf.ts';
 
 /**
@@ -17,24 +16,6 @@ import { captureMetrics } from './emf.ts';
 const PASSPHRASE = 'archive lag test passphrase';
 const NOW = new Date('2026-11-23T12:00:00.000Z');
 const minutesAgo = (m: number): string => new Date(NOW.getTime() - m * 60_000).toISOString();
-
-function plan(id: string, engine: 'postgres' | 'mariadb' | 'pgdump', pitr: Record<string, unknown> | undefined, bucket: string): Plan {
-  return parsePlan(
-    {
-      id,
-      targets: { instanceIds: ['i-0123456789abcdef0'] },
-      engine,
-      engineOptions: {},
-      schedule: { expression: 'rate(1 day)', timeZone: 'UTC' },
-      retention: { keepLast: 3 },
-      keySource: { passphraseParameter: `/cairn/lag/${id}/passphrase` },
-      rpo: '26h',
-      repository: { url: `s3://${bucket}/plans/${id}/` },
-      ...(pitr ? { pitr } : {}),
-    },
-    'test',
-  );
-}
 
 function record(name: string, lastEventTime: string | null, archivedAt: string): LogFileRecord {
   return { name, key: name, kind: 'wal', size: 1, hash: '0'.repeat(64), archivedAt, host: 'db1', firstEventTime: lastEventTime, lastEventTime, wal: { timeline: 1, segment: 1 } };
@@ -57,28 +38,15 @@ function recording(storage: Storage): { storage: Storage; calls: string[] } {
 }
 
 describe('archive-lag function', () => {
-  let s3: S3rver;
-  let ssm: SsmStandin;
+  let cp: ControlPlane;
   const plans: Record<string, Plan> = {};
 
   before(async () => {
-    s3 = await startS3rver();
-    ssm = await startSsmStandin();
-    Object.assign(process.env, {
-      ...s3rverEnv(),
-      AWS_REGION: 'us-east-1',
-      CAIRN_S3_ENDPOINT: s3.endpoint,
-      CAIRN_S3_PATH_STYLE: 'true',
-      AWS_ENDPOINT_URL_SSM: ssm.endpoint,
-      ENV_NAME: 'lag',
-      PLAN_PARAMETER_PREFIX: '/cairn/lag/plans/',
-      POWERTOOLS_TRACE_ENABLED: 'false',
-    });
-    plans.pg = plan('pg-main', 'postgres', { enabled: true }, s3.bucket);
-    plans.named = plan('pg-named', 'postgres', { enabled: true, archiveStream: 'pg-2' }, s3.bucket);
-    plans.quiet = plan('maria-quiet', 'mariadb', { enabled: true }, s3.bucket);
-    plans.off = plan('dump-only', 'pgdump', undefined, s3.bucket);
-    for (const p of Object.values(plans)) ssm.parameters.set(`/cairn/lag/plans/${p.id}`, JSON.stringify(p));
+    cp = await startControlPlane('lag');
+    plans.pg = cp.addPlan({ id: 'pg-main', engine: 'postgres', pitr: { enabled: true } });
+    plans.named = cp.addPlan({ id: 'pg-named', engine: 'postgres', pitr: { enabled: true, archiveStream: 'pg-2' } });
+    plans.quiet = cp.addPlan({ id: 'maria-quiet', engine: 'mariadb', pitr: { enabled: true } });
+    plans.off = cp.addPlan({ id: 'dump-only', engine: 'pgdump' });
 
     // pg-main: two PostgreSQL streams (the older server's is stale) and a MariaDB stream, which is not this engine's.
     const pgRepo = await Repository.init(await openStorage(plans.pg.repository.url), PASSPHRASE, { host: 'test', user: 'test' });
@@ -94,10 +62,7 @@ describe('archive-lag function', () => {
     // maria-quiet: nothing archived yet.
     await Repository.init(await openStorage(plans.quiet.repository.url), PASSPHRASE, { host: 'test', user: 'test' });
   });
-  after(async () => {
-    await ssm.close();
-    await s3.stop();
-  });
+  after(() => cp.stop());
 
   it("takes the newest event of the plan's engine's newest stream, listing logs/ and reading nothing", async () => {
     const { storage, calls } = recording(await openStorage(plans.pg!.repository.url));

@@ -45,7 +45,8 @@ export async function seedPostgresArchive(repo: Repository, options: { planId: s
   try {
     await mkdir(join(dir.path, 'base'), { recursive: true });
     await writeFile(join(dir.path, 'base', 'PG_VERSION'), '16\n');
-    tree = await backupDir(repo, dir.path);
+    // Under a plan of its own, so that neither planning nor retention of the tested plan counts it.
+    tree = await backupDir(repo, dir.path, { plan: 'pitr-fixture-tree' });
   } finally {
     await dir.remove();
   }
