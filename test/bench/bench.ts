@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]`
+ * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]
+ *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr]`
  *
  * Cairn beside its peers (`tar | zstd -T2 -3`, restic) on the same generated data, in
  * the same run, on the same machine: absolute figures drift between machines, so the
@@ -8,6 +9,8 @@
  *   1. first backup (repositories initialised untimed before)   2. unchanged re-backup
  *   3. ~5% of the bytes changed in place, then re-backup         4. restore latest (checked
  *   byte for byte against the data)                              5. verify / check --read-data
+ * Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
+ * pgBackRest archive-push, and a replay restore.
  * Timing never fails the run: the exit code is 1 only when a command fails or a restore
  * differs from the data.
  */
@@ -19,6 +22,7 @@ import { generateDataset, mutateDataset, type Layout } from './dataset.ts';
 import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeBytes, type Timed } from './measure.ts';
 import { formatResults, ratios, summarize, type Measurement, type Scenario } from './report.ts';
 import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
+import { pitrBench, pitrPrerequisites, type PitrMeasurement } from './pitr.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
@@ -34,6 +38,9 @@ interface Options {
   json: string;
   onlyCairn: boolean;
   runs: number;
+  pitrSeconds: number;
+  pitrScale: number;
+  onlyPitr: boolean;
 }
 
 function parseOptions(): Options {
@@ -45,14 +52,21 @@ function parseOptions(): Options {
       json: { type: 'string', default: '/tmp/cairn-bench-results.json' },
       only: { type: 'string' },
       runs: { type: 'string', default: '1' },
+      'pitr-seconds': { type: 'string', default: '60' },
+      'pitr-scale': { type: 'string', default: '20' },
+      'only-pitr': { type: 'boolean', default: false },
     },
   });
+  const pitrSeconds = Number(values['pitr-seconds']);
+  const pitrScale = Number(values['pitr-scale']);
+  if (!Number.isInteger(pitrSeconds) || pitrSeconds < 0) throw new UsageError(`--pitr-seconds must be a whole number ≥ 0, not ${values['pitr-seconds']}`);
+  if (!Number.isInteger(pitrScale) || pitrScale < 1) throw new UsageError(`--pitr-scale must be a whole number ≥ 1, not ${values['pitr-scale']}`);
   const sizeMiB = Number(values.size);
   const runs = Number(values.runs);
   if (!(sizeMiB >= 1)) throw new UsageError(`--size must be a number of MiB ≥ 1, not ${values.size}`);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs must be a whole number ≥ 1, not ${values.runs}`);
   if (values.only !== undefined && values.only !== 'cairn') throw new UsageError(`--only accepts "cairn" (skip the peers), not ${values.only}`);
-  return { sizeMiB, dir: values.dir && resolve(values.dir), keep: values.keep, json: resolve(values.json), onlyCairn: values.only === 'cairn', runs };
+  return { sizeMiB, dir: values.dir && resolve(values.dir), keep: values.keep, json: resolve(values.json), onlyCairn: values.only === 'cairn', runs, pitrSeconds, pitrScale, onlyPitr: values['only-pitr'] };
 }
 
 class UsageError extends Error {
@@ -238,32 +252,47 @@ async function main(): Promise<number> {
   const peers = checkPrerequisites(options.onlyCairn);
   const work = prepareWorkDir(options.dir);
   const paths = pathsIn(work);
-  console.log(`work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`);
+  if (!options.onlyPitr) console.log(`work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`);
 
   const ctx: Context = { paths, sizeMiB: options.sizeMiB, peers, measurements: [], failures: [] };
   const { measurements, failures } = ctx;
   const outcomes: RunOutcome[] = [];
   clearRun(paths, true);
   try {
-    for (let run = 1; run <= options.runs; run++) outcomes.push(await runOnce(run, ctx));
+    for (let run = 1; run <= (options.onlyPitr ? 0 : options.runs); run++) outcomes.push(await runOnce(run, ctx));
   } catch (e) {
     // A failed command ends the runs; what was measured so far is still reported.
     failures.push(e instanceof Error ? e.message : String(e));
     console.error(`\nFAILED: ${e instanceof Error ? e.message : String(e)}\n`);
+  }
+  let pitr: PitrMeasurement[] | undefined;
+  if (options.pitrSeconds > 0) {
+    const missing = pitrPrerequisites();
+    if (missing) console.log(`\nPITR section skipped: ${missing}`);
+    else {
+      try {
+        pitr = await pitrBench({ seconds: options.pitrSeconds, scale: options.pitrScale, logDir: join(paths.logs, 'pitr') });
+      } catch (e) {
+        failures.push(e instanceof Error ? e.message : String(e));
+        console.error(`\nFAILED (PITR): ${e instanceof Error ? e.message : String(e)}\n`);
+      }
+    }
   }
 
   const datasetBytes = outcomes[0]?.layout.bytes ?? options.sizeMiB * 1024 * 1024;
   const changedBytes = outcomes[0]?.changedBytes ?? 0;
   const rows = summarize(measurements, datasetBytes);
   const list = ratios(rows, changedBytes);
-  console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6); peak RSS = the largest single process (of a pipeline too)\n`);
-  console.log(formatResults(rows, list));
-  printReportedAdded(measurements);
-  printNoise(measurements);
+  if (measurements.length > 0) {
+    console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6); peak RSS = the largest single process (of a pipeline too)\n`);
+    console.log(formatResults(rows, list));
+    printReportedAdded(measurements);
+    printNoise(measurements);
+  }
 
   writeFileSync(
     options.json,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, failures }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, failures }, null, 2)}\n`,
   );
   console.log(`\nfigures written to ${options.json}`);
 

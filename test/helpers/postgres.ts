@@ -13,6 +13,9 @@ export interface PostgresServer {
   sql(statement: string, database?: string): string;
   /** What the server has written to stderr so far (its log), for assertion messages. */
   serverLog(): string;
+  /** The data directory and the Unix socket directory (tools that connect locally, like pgBackRest). */
+  dataDir: string;
+  socketDir: string;
   stop(): Promise<void>;
 }
 
@@ -74,6 +77,8 @@ export async function startPostgres(options: { dataDir?: string; settings?: Reco
     password,
     sql,
     serverLog: () => log,
+    dataDir: data,
+    socketDir: base,
     stop: async () => {
       if (child.exitCode === null) {
         // runuser does not pass SIGINT on to the server: ask pg_ctl, as the server's own user.
