@@ -83,8 +83,9 @@ export interface BinlogInfo {
   lastEventTime: string | null;
 }
 
+/** The same form as every other time in the repository (Date.toISOString), which the log chain compares as strings. */
 function iso(seconds: number): string {
-  return new Date(seconds * 1000).toISOString().replace('.000Z', 'Z');
+  return new Date(seconds * 1000).toISOString();
 }
 
 function u64(data: Buffer, offset: number): number {
@@ -95,9 +96,14 @@ function u64(data: Buffer, offset: number): number {
 
 type GtidState = Map<string, { domain: number; server: number; seq: number }>;
 
+/**
+ * Domains in order; within a domain the server that wrote last comes last,
+ * as in the server's own Gtid_list: that order is what tells a server given
+ * this state (SET GLOBAL gtid_binlog_state) which GTID of a domain is newest.
+ */
 export function formatGtidState(state: GtidState): string {
   return [...state.values()]
-    .sort((a, b) => a.domain - b.domain || a.server - b.server)
+    .sort((a, b) => a.domain - b.domain)
     .map((g) => `${g.domain}-${g.server}-${g.seq}`)
     .join(',');
 }
@@ -112,6 +118,7 @@ function stateOf(text: string): GtidState {
 }
 
 function advance(state: GtidState, tx: { domain: number; serverId: number; seq: number }): void {
+  state.delete(`${tx.domain}-${tx.serverId}`);
   state.set(`${tx.domain}-${tx.serverId}`, { domain: tx.domain, server: tx.serverId, seq: tx.seq });
 }
 
