@@ -50,7 +50,7 @@ async function archivedObjects(repoPath: string): Promise<Map<string, string>> {
   return out;
 }
 
-describe('MariaDB point-in-time recovery: binlog-push, restore --to-time/--to-gtid, gaps, renumbered binlogs', { skip }, () => {
+describe('MariaDB point-in-time recovery: binlog-push, restore --to-time/--to-gtid/--to-position, gaps, renumbered binlogs', { skip }, () => {
   let work: Awaited<ReturnType<typeof tempDir>>;
   let env: Record<string, string>;
   let repoPath: string;
@@ -79,11 +79,15 @@ describe('MariaDB point-in-time recovery: binlog-push, restore --to-time/--to-gt
   });
 
   /** restore --to-*, then a server on the restored datadir: its rows and GTID position. */
-  async function restoreTo(args: string[]): Promise<{ result: CliResult; rows?: string; gtid?: string }> {
+  async function restoreTo(args: string[], owner: 'mysql' | undefined = 'mysql'): Promise<{ result: CliResult; rows?: string; gtid?: string }> {
     const target = join(work.path, `restored-${++targets}`);
-    const result = await runCli(['restore', ...args, '--target', target, ...(asRoot ? ['--owner', 'mysql'] : [])], env);
+    const result = await runCli(['restore', ...args, '--target', target, ...(asRoot && owner ? ['--owner', owner] : [])], env);
     if (result.code !== 0) return { result };
-    if (asRoot) assert.equal((await stat(join(target, 'mariadb-bin.000001'))).uid, Number(spawnSync('id', ['-u', 'mysql'], { encoding: 'utf8' }).stdout.trim()), 'the replay\'s binlog belongs to --owner');
+    if (asRoot) {
+      // The replay's server runs as mysql either way; without --owner the datadir stays as the restore left it (root's).
+      const uid = owner ? Number(spawnSync('id', ['-u', owner], { encoding: 'utf8' }).stdout.trim()) : 0;
+      for (const path of [target, join(target, 'mariadb-bin.000001'), join(target, 'ibdata1')]) assert.equal((await stat(path)).uid, uid, `${path} belongs to ${owner ?? 'root'}`);
+    }
     const copy = await startMariadb({ datadir: target });
     try {
       return { result, rows: rowsOf(copy), gtid: copy.sql('SELECT @@gtid_binlog_pos').trim() };
@@ -126,14 +130,20 @@ describe('MariaDB point-in-time recovery: binlog-push, restore --to-time/--to-gt
     assert.match(String(lastOfType(toR2.result, 'summary')?.replay), /replayed 8 transaction\(s\)/, 'two rounds of four transactions');
 
     const gtidOfR3 = r3.gtid;
-    const toGtid = await restoreTo(['--to-gtid', gtidOfR3]);
+    const toGtid = await restoreTo(['--to-gtid', gtidOfR3], undefined);
     assert.equal(toGtid.result.code, 0, toGtid.result.stderr);
     assert.equal(toGtid.rows, r3.rows, 'up to and including the GTID');
     assert.equal(toGtid.gtid, gtidOfR3);
 
-    // Remove round 3's binlog from the repository, and from the server so no push brings it back.
     const r3File = pushed.find((l) => Number(l.transactions) > 0 && String(l.lastEventTime) > r2.after && String(l.lastEventTime) <= r3.after);
     assert.ok(r3File, 'round 3 has its own file');
+    // FILE:POS: every transaction that starts before it; the file of round 3 from its start is round 2's end.
+    const toPosition = await restoreTo(['--to-position', `${String(r3File.name)}:4`]);
+    assert.equal(toPosition.result.code, 0, toPosition.result.stderr);
+    assert.equal(toPosition.rows, r2.rows);
+    assert.equal(toPosition.gtid, r2.gtid);
+
+    // Remove round 3's binlog from the repository, and from the server so no push brings it back.
     await rm(join(repoPath, 'logs', STREAM, 'files', String(r3File.key)));
     const files = s1.sql('SHOW BINARY LOGS').trim().split('\n').map((l) => l.split('\t')[0] as string);
     s1.sql(`PURGE BINARY LOGS TO '${files.at(-1) as string}'`);
