@@ -194,7 +194,8 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
     .filter((e): e is [string, string | number] => e[1] !== undefined)
     .flatMap(([flag, value]) => [flag, String(value)]);
   const archiveName = pitr.archiveStream?.replace(/^mariadb-/, '');
-  const argv = ['--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
+  // main() takes process.argv's shape: the program and script first.
+  const argv = [process.execPath, process.argv[1] ?? 'cairn', '--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
   // Imported here: main.ts registers this module, so a static import would be a cycle.
   const { main } = await import('./main.ts');
   const code = await main(argv, { ...env, CAIRN_PASSWORD: passphrase });

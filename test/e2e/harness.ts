@@ -47,9 +47,13 @@ export interface System {
   ssm: SsmStandin;
   sfn: SfnStandin;
   definitions: Record<'Backup' | 'Retention' | 'Restore' | 'Verify', Record<string, unknown>>;
+  /** The synthesized template's resources (schedules, alarms, …). */
+  resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
   repoUrl(planId: string): string;
   env: NodeJS.ProcessEnv;
   run(kind: 'Backup' | 'Retention' | 'Restore' | 'Verify', input: Record<string, unknown>, options?: RunOptions): Promise<unknown>;
+  /** The document run outside any execution, as a schedule's SendCommand does it: no task token, no request. */
+  runDocument(operation: string, planId: string, hostEnv?: Record<string, string>): Promise<{ code: number | null; output: string }>;
   agentLogs: string[];
   stop(): Promise<void>;
 }
@@ -127,14 +131,8 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   const agentLogs: string[] = [];
   let executions = 0;
 
-  const runAgent = async (input: unknown, options: RunOptions): Promise<unknown> => {
-    const params = (input as { Parameters: Record<string, string[]> }).Parameters;
-    const token = String(params.taskToken?.[0]);
-    const request = String(params.request?.[0]);
-    const heartbeatSeconds = decodeRequest(request).heartbeatSeconds;
-    const result = sfn.waitFor(token, heartbeatSeconds);
-    result.catch(() => undefined); // observed below; a run that fails elsewhere first must not leave it unhandled
-    await options.beforeAgent?.();
+  // The document's script as SSM runs it on a host: parameters as SSM_* variables, in its own process group.
+  const spawnDocument = (params: { operation: string; planId: string; taskToken: string; request: string }, hostEnv?: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null>; closed: Promise<void> } => {
     const child = spawn('bash', ['-c', script], {
       env: {
         ...env,
@@ -143,11 +141,12 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
         TMPDIR: work,
         CAIRN_HOME: join(work, 'opt-cairn'),
         CAIRN_LINK: join(work, 'cairn-link'),
-        SSM_operation: String(params.operation?.[0]),
-        SSM_planId: String(params.planId?.[0]),
-        SSM_taskToken: token,
-        SSM_request: request,
-        ...options.hostEnv,
+        CAIRN_SPOOL_DIR: join(work, 'spool'),
+        SSM_operation: params.operation,
+        SSM_planId: params.planId,
+        SSM_taskToken: params.taskToken,
+        SSM_request: params.request,
+        ...hostEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,
@@ -155,8 +154,21 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     let output = '';
     child.stdout?.on('data', (c: Buffer) => (output += c.toString()));
     child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    options.onAgent?.({ child, output: () => output }, token);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    return { child, output: () => output, exited, closed };
+  };
+
+  const runAgent = async (input: unknown, options: RunOptions): Promise<unknown> => {
+    const params = (input as { Parameters: Record<string, string[]> }).Parameters;
+    const token = String(params.taskToken?.[0]);
+    const request = String(params.request?.[0]);
+    const heartbeatSeconds = decodeRequest(request).heartbeatSeconds;
+    const result = sfn.waitFor(token, heartbeatSeconds);
+    result.catch(() => undefined); // observed below; a run that fails elsewhere first must not leave it unhandled
+    await options.beforeAgent?.();
+    const { child, output, exited } = spawnDocument({ operation: String(params.operation?.[0]), planId: String(params.planId?.[0]), taskToken: token, request }, options.hostEnv);
+    options.onAgent?.({ child, output }, token);
     try {
       return await result;
     } catch (error) {
@@ -174,7 +186,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
         }
       }
       await exited;
-      agentLogs.push(output);
+      agentLogs.push(output());
     }
   };
 
@@ -189,6 +201,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     ssm,
     sfn,
     definitions,
+    resources: json.Resources,
     env,
     agentLogs,
     repoUrl: (planId) => `s3://${bucket}/plans/${planId}/`,
@@ -201,6 +214,13 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
         context: { Execution: { Id: `arn:aws:states:eu-central-1:123456789012:execution:cairn-${ENV}-${kind.toLowerCase()}:run-${++executions}` }, Task: { Token: token } },
       });
       return execution.result;
+    },
+    async runDocument(operation, planId, hostEnv) {
+      const { output, exited, closed } = spawnDocument({ operation, planId, taskToken: '', request: '' }, hostEnv);
+      const code = await exited;
+      await closed;
+      agentLogs.push(output());
+      return { code, output: output() };
     },
     async stop() {
       await Promise.all([conditional.stop(), ssm.close(), sfn.close()]);

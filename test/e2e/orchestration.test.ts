@@ -13,7 +13,10 @@ import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive } from '../orchestration
 import { walName } from '../../agent/core/log-chain.ts';
 import { Repository } from '../../agent/core/repository.ts';
 import { describeTree, makeRandomTree } from '../helpers/tree.ts';
-import { INSTANCE, PASSPHRASE_PARAMETER, startSystem, type AgentRun, type System } from './harness.ts';
+import { INSTANCE, PASSPHRASE_PARAMETER, resolveIntrinsics, startSystem, type AgentRun, type System } from './harness.ts';
+import { LogArchive } from '../../agent/core/log-archive.ts';
+import { archiveLag } from '../../functions/archive-lag.ts';
+import { missingMariadb, startMariadb } from '../helpers/mariadb.ts';
 
 /**
  * End to end (../../shared/DESIGN.md, "How the parts are tested here"): the
@@ -38,6 +41,10 @@ const plan = (id: string, paths: string[], extra: Record<string, unknown> = {}):
 
 // A PostgreSQL plan with PITR: its repository gets archived WAL and base snapshots written directly (./../orchestration/pitr-fixture.ts).
 const pgPitrPlan = { ...plan('pg-pitr', []), engine: 'postgres', engineOptions: {}, pitr: { enabled: true } };
+// A MariaDB plan with PITR: its binlog-push schedule runs the document; the server's port is known once it runs, so the test
+// rewrites the plan's parameter then (as an operator's change to the plan would).
+const MARIA_PASSWORD_PARAMETER = '/cairn/e2e/maria-pitr/db-password';
+const mariaPitrPlan = { ...plan('maria-pitr', []), engine: 'mariadb', engineOptions: { connection: { host: '127.0.0.1', port: 3306, user: 'cairn' }, passwordParameter: MARIA_PASSWORD_PARAMETER }, pitr: { enabled: true } };
 
 describe('orchestration end to end', { timeout: 600_000 }, () => {
   let system: System;
@@ -49,9 +56,9 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     work = await mkdtemp(join(tmpdir(), 'cairn-e2e-data-'));
     data = join(work, 'data');
     await makeRandomTree(data, 11, { files: 20, maxFileSize: 200_000 });
-    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never, pgPitrPlan as never]);
+    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never, pgPitrPlan as never, mariaPitrPlan as never]);
     system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
-    for (const id of ['files-plan', 'broken-plan', 'pg-pitr']) {
+    for (const id of ['files-plan', 'broken-plan', 'pg-pitr', 'maria-pitr']) {
       const init = await runCli(['init', '--repo', system.repoUrl(id)], cliEnv());
       assert.equal(init.code, 0, init.stderr);
     }
@@ -235,5 +242,45 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     });
     const history = await runCli(['history', '--json', '--repo', system.repoUrl('pg-pitr')], cliEnv());
     assert.match(history.stdout, /orchestration\.restore\.failed[^\n]*Cairn\.NotFound/, 'the refusal is in the audit trail');
+  });
+
+  it('the binlog-push schedule runs the document with operation archive: binlogs reach the repository and the archive lag is measured', { skip: missingMariadb() }, async () => {
+    const server = await startMariadb();
+    try {
+      const parameter = `/cairn/e2e/plans/maria-pitr`;
+      const stored = JSON.parse(system.ssm.parameters.get(parameter) ?? '{}') as { engineOptions: { connection: Record<string, unknown> } };
+      stored.engineOptions.connection.port = server.port;
+      system.ssm.parameters.set(parameter, JSON.stringify(stored));
+      system.ssm.parameters.set(MARIA_PASSWORD_PARAMETER, server.password);
+      server.sql('CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note TEXT); INSERT INTO shop.orders VALUES (1, "first"), (2, "second"); FLUSH BINARY LOGS;');
+
+      // What the schedule sends, from the template: the document, operation archive, the plan, no token and no request.
+      const schedule = Object.values(system.resources).find((r) => r.Type === 'AWS::Scheduler::Schedule' && r.Properties.Name === 'cairn-e2e-binlog-push-maria-pitr');
+      const input = JSON.parse(resolveIntrinsics((schedule?.Properties.Target as { Input: unknown }).Input)) as { Parameters: { operation: string[]; planId: string[] } };
+      assert.deepEqual(input.Parameters, { operation: ['archive'], planId: ['maria-pitr'] });
+      const first = await system.runDocument(input.Parameters.operation[0]!, input.Parameters.planId[0]!);
+      assert.equal(first.code, 0, first.output);
+      assert.match(first.output, /"operation":"binlog-push"/);
+
+      const repo = await Repository.open(await openStorage(system.repoUrl('maria-pitr'), system.env), PASSPHRASE);
+      assert.deepEqual(await LogArchive.streams(repo), ['mariadb-default']);
+      const archived = await new LogArchive(repo, 'mariadb-default').read();
+      assert.ok(archived.records.some((r) => r.kind === 'binlog' && r.binlog?.closed && r.binlog.transactions >= 1), JSON.stringify(archived.records.map((r) => [r.name, r.binlog?.transactions])));
+      const again = await system.runDocument('archive', 'maria-pitr');
+      assert.equal(again.code, 0, again.output);
+      assert.equal((await new LogArchive(repo, 'mariadb-default').read()).records.length, archived.records.length, 'a second push archives nothing new');
+
+      const { value } = await captureMetrics(() => archiveLag({ planIds: ['maria-pitr'] }));
+      const [lag] = value ?? [];
+      assert.equal(lag?.stream, 'mariadb-default');
+      assert.ok(lag?.lagSeconds !== undefined && lag.lagSeconds < 600, JSON.stringify(lag));
+
+      // A PostgreSQL plan archives through archive_command: the operation refuses, with its reason, and exits non-zero.
+      const pg = await system.runDocument('archive', 'pg-pitr');
+      assert.equal(pg.code, 2, pg.output);
+      assert.match(pg.output, /does not push binlogs[^\n]*archive_command/);
+    } finally {
+      await server.stop();
+    }
   });
 });
