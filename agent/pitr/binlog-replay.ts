@@ -40,6 +40,7 @@ export async function replayMariadb(ctx: ReplayContext): Promise<ReplayResult> {
   }
   const startPosition = plan.window.startPosition ?? (files[0] as ReplayFile).info.startPosition;
   const stop = findStop(files, startPosition, target);
+  refuseCutTransactions(files.slice(0, stop.fileIndex + 1), stop);
   const baseGtid = gtidStateAt((files[0] as ReplayFile).info, startPosition);
   ctx.progress.warn(`replaying ${stop.transactions} transaction(s) from ${stop.fileIndex + 1} binlog file(s) (${records[0]?.name}:${startPosition} to ${files[stop.fileIndex]?.name}:${stop.position}) to ${plan.describe}`);
 
@@ -94,6 +95,22 @@ function neededFiles(files: readonly LogFileRecord[], target: StopTarget): LogFi
     if (index >= 0) end = index + 1;
   }
   return files.slice(0, end);
+}
+
+/**
+ * A server that crashed leaves its binlog without ROTATE or STOP, perhaps
+ * ending inside a transaction that crash recovery then rolled back. Replayed,
+ * that half transaction would be committed by the next one's start: refuse
+ * instead of restoring something that never existed.
+ */
+function refuseCutTransactions(files: readonly ReplayFile[], stop: ReplayStop): void {
+  for (const [i, { name, info }] of files.entries()) {
+    const last = info.transactions.at(-1);
+    if (info.closed || !last || last.complete || (i === stop.fileIndex && last.position >= stop.position)) continue;
+    throw new CairnError('Cairn.Failure', `${name} ends inside transaction ${last.gtid} (the server stopped without closing the file, as in a crash); replaying past it is not supported`, {
+      hint: `choose a target before ${last.time} (or --to-position ${name}:${last.position})`,
+    });
+  }
 }
 
 function binlogBasename(snapshotFile: unknown, fallback: string): string {
