@@ -249,7 +249,7 @@ export async function pushClosedBinlogs(options: BinlogPushOptions): Promise<Pus
 
 /** Errors that another attempt cannot fix: the service stops with them instead of retrying. */
 function fatal(error: unknown): boolean {
-  return error instanceof CairnError && ['Cairn.AlreadyExists', 'Cairn.Usage', 'Cairn.Config', 'Cairn.WrongKey', 'Cairn.InvalidInput', 'Cairn.Cancelled', 'Cairn.Damaged'].includes(error.code);
+  return error instanceof CairnError && ['Cairn.AlreadyExists', 'Cairn.Usage', 'Cairn.Config', 'Cairn.WrongKey', 'Cairn.InvalidInput', 'Cairn.Cancelled'].includes(error.code);
 }
 
 function suffix(name: string): number {
