@@ -95,8 +95,17 @@ function unexpected(op: string): CairnError {
   return new CairnError('Cairn.Failure', `the WAL daemon answered a different request (${op})`, { hint: 'stop it with `cairn wal-daemon --stop` and try again' });
 }
 
-/** Sends a request, starting the daemon first when none listens. */
+/** Sends a request, starting the daemon first when none listens, or again when the one that answered was stopping (idle). */
 export async function ask(daemon: DaemonHandle, request: WalRequest): Promise<Extract<WalResponse, { ok: true }>> {
+  for (let attempt = 1; ; attempt++) {
+    const answer = await askOnce(daemon, request);
+    if (answer.ok) return answer;
+    if (!answer.error.retry || attempt >= 100) throw fromWire(answer.error);
+    await sleep(50);
+  }
+}
+
+async function askOnce(daemon: DaemonHandle, request: WalRequest): Promise<WalResponse> {
   let answer = await exchange(daemon.spool, request);
   if (answer === 'absent') {
     const starter = startDaemon(daemon);
@@ -116,7 +125,6 @@ export async function ask(daemon: DaemonHandle, request: WalRequest): Promise<Ex
       starter.detach();
     }
   }
-  if (!answer.ok) throw fromWire(answer.error);
   return answer;
 }
 

@@ -262,7 +262,7 @@ class WalDaemon {
     } catch (error) {
       return { ok: false, error: { code: 'Cairn.Usage', message: `bad request to the WAL daemon: ${error instanceof ProtocolError ? error.message : errorMessage(error)}` } };
     }
-    if (this.stopping && request.op !== 'status') return { ok: false, error: { code: 'Cairn.Cancelled', message: 'the WAL daemon is stopping', hint: 'try again: a new daemon starts on demand' } };
+    if (this.stopping && request.op !== 'status') return { ok: false, error: { code: 'Cairn.Cancelled', message: 'the WAL daemon is stopping', hint: 'try again: a new daemon starts on demand', retry: true } };
     this.active++;
     this.counters.requests++;
     try {

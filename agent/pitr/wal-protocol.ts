@@ -23,6 +23,8 @@ export interface WireError {
   code: string;
   message: string;
   hint?: string | undefined;
+  /** The daemon is stopping: ask again, and a new one starts. */
+  retry?: boolean | undefined;
 }
 
 export interface DaemonStatus {
@@ -96,7 +98,7 @@ export function decodeResponse(line: string): WalResponse {
     const e = o.error;
     if (typeof e !== 'object' || e === null) throw new ProtocolError('error answer without an error');
     const error = e as Record<string, unknown>;
-    return { ok: false, error: { code: text(error, 'code'), message: text(error, 'message'), hint: typeof error.hint === 'string' ? error.hint : undefined } };
+    return { ok: false, error: { code: text(error, 'code'), message: text(error, 'message'), hint: typeof error.hint === 'string' ? error.hint : undefined, retry: error.retry === true ? true : undefined } };
   }
   if (o.ok !== true) throw new ProtocolError('answer without ok');
   switch (o.op) {

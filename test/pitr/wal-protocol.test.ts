@@ -15,6 +15,7 @@ const responses: WalResponse[] = [
   { ok: true, op: 'fetch', found: true, source: 'prefetch' },
   { ok: true, op: 'stop' },
   { ok: false, error: { code: 'Cairn.AlreadyExists', message: 'x is already archived', hint: 'investigate' } },
+  { ok: false, error: { code: 'Cairn.Cancelled', message: 'the WAL daemon is stopping', retry: true } },
 ];
 
 /** Random edits of a valid line: the decoders answer or throw ProtocolError, nothing else. */
