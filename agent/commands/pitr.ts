@@ -6,7 +6,7 @@ import { analyzeChain, baseEngines, engineOfStream, planReplay, type BaseSnapsho
 import type { Repository } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { readHistory } from '../core/history.ts';
-import { estimateThroughput, type Throughput } from '../core/restore-planning.ts';
+import { estimateThroughput, type LogRange, type Throughput } from '../core/restore-planning.ts';
 
 /**
  * Reading the log archive against the snapshots: what `pitr status`, `restore
@@ -115,16 +115,7 @@ export async function collectLogs(repo: Repository, storage: DeletableStorage, o
   return out;
 }
 
-export interface LogRange {
-  stream: string;
-  target: string;
-  firstFile: string;
-  lastFile: string;
-  files: number;
-  bytes: number;
-  /** The window the base opens: recoverable from..to. */
-  window: { from: string; to: string };
-}
+export type { LogRange };
 
 /** What a dry run prints and the console's planner returns for a replay: the base, the log range, bytes and the estimated time. */
 export interface PointInTimePlan {
