@@ -143,10 +143,12 @@ async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const holder = Number(await readFile(spool.lock, 'utf8').catch(() => ''));
+    const text = await readFile(spool.lock, 'utf8').catch(() => '');
     const age = Date.now() - ((await stat(spool.lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-    // A starter that died (killed while opening the repository) leaves its lock: take it over.
-    if (!processAlive(holder) || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
+    // A starter that died (killed while opening the repository) leaves its lock: take it over. An empty lock is one
+    // whose holder has created it and not yet written its pid.
+    const dead = text === '' ? age > 5000 : !processAlive(Number(text));
+    if (dead || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
     else await sleep(50);
     if (Date.now() > deadline) throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, { hint: `remove ${spool.lock} if no cairn wal-daemon is running` });
   }
