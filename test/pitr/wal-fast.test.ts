@@ -59,6 +59,7 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       const conflict = fast(['wal-push', 'pg_wal/000000010000000000000007']);
       assert.equal(conflict.status, 17);
       assert.match(conflict.stderr, /^cairn: .*different content; nothing was overwritten\nhint: /);
+      assert.equal((JSON.parse(conflict.stdout) as { code: string }).code, 'Cairn.AlreadyExists', 'the JSON error line, as the full CLI prints on a pipe');
       assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
     } finally {
       await runCli(['wal-daemon', '--stop', '--spool-dir', join(work.path, 'spool')], {}).catch(() => undefined);
