@@ -195,7 +195,7 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
     .flatMap(([flag, value]) => [flag, String(value)]);
   const archiveName = pitr.archiveStream?.replace(/^mariadb-/, '');
   // main() takes process.argv's shape: the program and script first.
-  const argv = [process.execPath, process.argv[1] ?? 'cairn', '--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
+  const argv = [process.execPath, process.argv[1] ?? 'cairn', '--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', '--rotate', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
   // Imported here: main.ts registers this module, so a static import would be a cycle.
   const { main } = await import('./main.ts');
   const code = await main(argv, { ...env, CAIRN_PASSWORD: passphrase });

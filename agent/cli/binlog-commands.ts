@@ -10,7 +10,7 @@ import { formatBytes } from './output.ts';
 /** backup's connection flags (main.ts), as the connection fields they fill. */
 const DB_FLAGS = { dbHost: 'host', dbPort: 'port', dbSocket: 'socket', dbUser: 'user', dbPasswordFile: 'passwordFile', dbDefaultsFile: 'defaultsFile' } as const;
 
-type BinlogPushCliOptions = { follow?: boolean; archiveName: string; spoolDir?: string; host?: string } & Partial<Record<keyof typeof DB_FLAGS, string>>;
+type BinlogPushCliOptions = { follow?: boolean; rotate?: boolean; archiveName: string; spoolDir?: string; host?: string } & Partial<Record<keyof typeof DB_FLAGS, string>>;
 
 /** Commands of the log archive (docs/pitr.md): MariaDB's binlogs. */
 export function register(program: Command, cli: Cli): void {
@@ -20,6 +20,7 @@ export function register(program: Command, cli: Cli): void {
     .option('--follow', 'keep running: stream the binlogs and archive each file as soon as the server closes it (stop with SIGTERM)')
     .option('--archive-name <name>', 'the log stream is mariadb-<name>: one per database server or cluster', 'default')
     .option('--spool-dir <dir>', 'where fetched binlogs wait for their upload, owner-only (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>); needs about max_binlog_size free, twice that with --follow')
+    .option('--rotate', 'one-shot: first close the binlog the server is writing when it holds transactions not yet archived (FLUSH BINARY LOGS, needs RELOAD), so a schedule bounds the archive lag on a quiet server')
     .option('--host <name>', 'host name recorded with each archived file')
     .addOption(new Option('--db-host <host>', 'database server host').env('CAIRN_DB_HOST'))
     .addOption(new Option('--db-port <port>', 'database server port').env('CAIRN_DB_PORT'))
@@ -41,6 +42,7 @@ export function register(program: Command, cli: Cli): void {
         signal: cli.signal,
         onArchived: (file) => cli.output.result({ type: 'binlog-push', stream, ...file }, archivedText(file)),
         warn: (message, details) => cli.output.warn(message, details),
+        rotate: Boolean(opts.rotate),
       };
       if (opts.follow) {
         await followBinlogs(options);

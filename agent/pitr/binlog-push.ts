@@ -35,6 +35,12 @@ export interface BinlogPushOptions {
   /** Called once per archived file. */
   onArchived: (file: ArchivedBinlog) => void;
   warn: (message: string, details?: Record<string, unknown>) => void;
+  /**
+   * One-shot: first close the file the server is writing (FLUSH BINARY LOGS)
+   * when it holds transactions the archive lacks, so a schedule bounds the
+   * archive's lag even on a server too quiet to rotate by size.
+   */
+  rotate?: boolean | undefined;
 }
 
 export interface ArchivedBinlog {
@@ -214,6 +220,21 @@ async function archiveFile(path: string, name: string, options: BinlogPushOption
   return done;
 }
 
+async function rotateIfBehind(source: BinlogSource, options: BinlogPushOptions): Promise<void> {
+  const position = (await source.sql('SELECT @@gtid_binlog_pos'))[0]?.[0] ?? '';
+  const { records } = await options.archive.read();
+  const newest = records.filter((r) => r.binlog).sort((a, b) => (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt)).at(-1);
+  const archived = new Set((newest?.binlog?.endGtid ?? '').split(',').filter(Boolean));
+  const current = position.split(',').filter(Boolean);
+  if (current.length === 0 || current.every((gtid) => archived.has(gtid))) return;
+  await source.sql('FLUSH BINARY LOGS').catch((error: unknown) => {
+    throw new CairnError('Cairn.Failure', `could not rotate the binlog for --rotate: ${error instanceof Error ? error.message : String(error)}`, {
+      hint: 'FLUSH BINARY LOGS needs RELOAD (BINLOG ADMIN on MariaDB 10.5+): GRANT RELOAD ON *.* TO the user, or drop --rotate',
+      cause: error,
+    });
+  });
+}
+
 /** Archives every closed file the server has that the stream lacks; the one it is writing stays for the next run. */
 async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOptions): Promise<PushSummary> {
   const files = await source.list();
@@ -240,6 +261,7 @@ export async function pushClosedBinlogs(options: BinlogPushOptions): Promise<Pus
   const dir = await workDir(options.spoolDir, options.archive.stream, 'push');
   const source = await BinlogSource.open(options, dir);
   try {
+    if (options.rotate) await rotateIfBehind(source, options);
     return await catchUp(source, dir, options);
   } finally {
     await source.dispose();

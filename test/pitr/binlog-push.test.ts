@@ -108,6 +108,21 @@ describe('binlog-push against a real MariaDB server', { skip }, () => {
     for (const [key, hex] of old) assert.equal((await archivedBytes(repoPath, 'mariadb-default', key)).toString('hex'), hex, `${key} is untouched`);
   });
 
+  it('--rotate closes the file being written when it holds transactions the archive lacks, and only then', async () => {
+    server.sql(`GRANT RELOAD ON *.* TO '${ARCHIVER.user}'@'127.0.0.1'`);
+    server.sql('INSERT INTO w.t VALUES (7777, \'waits in the active file\')');
+    const position = server.sql('SELECT @@gtid_binlog_pos').trim();
+    const before = serverFiles(server).length;
+    const rotated = await runCli(['binlog-push', '--rotate', ...conn], env);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    assert.equal(serverFiles(server).length, before + 1, 'one rotation');
+    const newest = (await records(repoPath, 'mariadb-default')).sort((a, b) => (a.firstEventTime ?? '').localeCompare(b.firstEventTime ?? '')).at(-1);
+    assert.equal(newest?.binlog?.endGtid.split(',').includes(position), true, `the transaction ${position} is archived at once`);
+    const idle = await runCli(['binlog-push', '--rotate', ...conn], env);
+    assert.equal(idle.code, 0, idle.stderr);
+    assert.equal(serverFiles(server).length, before + 1, 'nothing new: no rotation');
+  });
+
   it('names the missing privilege', async () => {
     const denied = await runCli(['binlog-push', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'nobinlog'], env);
     assert.equal(denied.code, 1);
