@@ -15,5 +15,13 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 // Cache compiled modules on disk (Node's compile cache): every start of a short command counts.
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
-const { main } = await import('./main.ts');
-process.exitCode = await main(process.argv);
+// PostgreSQL starts wal-push/wal-fetch once per WAL segment: they skip loading the whole CLI
+// (agent/pitr/wal-fast.ts), and fall back to it for anything that entry does not recognise.
+const walCommand = process.argv.includes('wal-push') || process.argv.includes('wal-fetch');
+const wal = walCommand ? await (await import('../pitr/wal-fast.ts')).runWalCommand(process.argv.slice(2), process.env) : undefined;
+if (wal !== undefined) {
+  process.exitCode = wal;
+} else {
+  const { main } = await import('./main.ts');
+  process.exitCode = await main(process.argv);
+}
