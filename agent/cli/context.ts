@@ -34,6 +34,8 @@ export class Cli {
   output: Output;
   /** What --metrics-file reports about this run (storage-options.ts). */
   readonly run: RunRecord = { startedAt: Date.now() };
+  /** An exit code for an outcome that is not an error to report (wal-fetch: "never archived" is exit 1, silently). */
+  quietExitCode: number | undefined;
 
   constructor(env: NodeJS.ProcessEnv) {
     this.env = env;

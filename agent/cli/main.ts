@@ -397,7 +397,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   try {
     await program.parseAsync(argv);
     await finishRun(program.opts<StorageFlags>(), cli.run, true);
-    return ExitCode.ok;
+    return cli.quietExitCode ?? ExitCode.ok;
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return ExitCode.ok;

@@ -39,8 +39,8 @@ export function register(program: Command, cli: Cli): void {
     .action(async (name: string, dest: string, opts: WalOptions, cmd: Command) => {
       if (!(await walFetch(name, dest, clientOptions(cli, cmd, opts)))) {
         // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads
-        // exit 1 as "not there": a message for each would fill its log. main() prints every error, hence the direct exit.
-        process.exit(1);
+        // exit 1 as "not there": a message for each would fill its log.
+        cli.quietExitCode = 1;
       }
     });
 

@@ -235,6 +235,8 @@ async function rotateIfBehind(source: BinlogSource, options: BinlogPushOptions):
   });
 }
 
+const LARGE_BINLOG = 256 * 2 ** 20;
+
 /** Archives every closed file the server has that the stream lacks; the one it is writing stays for the next run. */
 async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOptions): Promise<PushSummary> {
   const files = await source.list();
@@ -243,6 +245,11 @@ async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOpt
   const names = new Set(records.map((r) => r.name));
   const keys = new Set(records.map((r) => r.key));
   const summary: PushSummary = { archived: [], alreadyArchived: 0, active: files.at(-1)?.name };
+  // An archived file is held in memory whole (read, compressed, sealed): about three times its size.
+  const largest = Math.max(0, ...closed.map((f) => f.size));
+  if (largest > LARGE_BINLOG) {
+    options.warn(`binlogs up to ${Math.round(largest / 2 ** 20)} MiB: each is held in memory about 3x while it is archived`, { hint: `set max_binlog_size to ${LARGE_BINLOG / 2 ** 20}M or less (64M suits most servers and bounds the archive lag too)` });
+  }
   for (const file of closed) {
     options.signal?.throwIfAborted();
     if (names.has(file.name) && keys.has(binlogKey(await source.header(file.name), file.name))) {
