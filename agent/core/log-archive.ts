@@ -52,6 +52,8 @@ export const binlogPositionSchema = z.object({
   nextFile: z.string().optional(),
   /** Closed: ends with a ROTATE or STOP event, so nothing more will be written to it. */
   closed: z.boolean(),
+  /** When that ROTATE or STOP was written: the server creates the next file at that moment, which is what ties the two. */
+  closedAt: z.string().optional(),
   /** Transactions (GTID events) in the file. */
   transactions: z.number().int().min(0),
 });

@@ -285,15 +285,21 @@ function binlogLines(archive: ArchivedLog): LineAnalysis {
   const files = archive.records.filter((r) => r.kind === 'binlog' && r.binlog).sort((a, b) => createdAt(a).localeCompare(createdAt(b)) || a.key.localeCompare(b.key));
   const successor = new Map<LogFileRecord, LogFileRecord>();
   const hasPredecessor = new Set<LogFileRecord>();
-  for (const a of files) {
-    const pos = a.binlog;
-    if (!pos?.closed) continue;
-    const end = parseGtidState(pos.endGtid);
-    const next = files.find((b) => b !== a && !hasPredecessor.has(b) && b.binlog !== undefined && createdAt(b) >= createdAt(a)
-      && (pos.nextFile === undefined || pos.nextFile === b.name) && sameState(parseGtidState(b.binlog.startGtid), end));
-    if (next) {
-      successor.set(a, next);
-      hasPredecessor.add(next);
+  // Each file's predecessor is the newest closed file that rotated to its name and ended in its
+  // starting GTID state, at the moment it was created (within the clock's second): a server that
+  // numbers again and repeats GTIDs (a plain restore) must not continue an older incarnation's
+  // line, nor have a successor taken by it.
+  for (const b of files) {
+    const start = parseGtidState(b.binlog?.startGtid ?? '');
+    const a = files
+      .filter((f) => f !== b && !successor.has(f) && f.binlog?.closed === true && createdAt(f) <= createdAt(b)
+        && (f.binlog.nextFile === undefined || f.binlog.nextFile === b.name)
+        && (f.binlog.closedAt === undefined || Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000)
+        && sameState(parseGtidState(f.binlog.endGtid), start))
+      .sort((x, y) => createdAt(y).localeCompare(createdAt(x)))[0];
+    if (a) {
+      successor.set(a, b);
+      hasPredecessor.add(b);
     }
   }
   const lines: LogLine[] = [];

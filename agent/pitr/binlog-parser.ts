@@ -76,6 +76,8 @@ export interface BinlogInfo {
   nextFile?: string;
   /** Ends with a ROTATE or STOP event: the server will not write to it again. */
   closed: boolean;
+  /** The time of that ROTATE or STOP event: the next file of the same server is created then. */
+  closedAt?: string;
   /** A partial event at the end was left out (a file the server is still writing, or cut short). */
   truncated: boolean;
   transactions: BinlogTransaction[];
@@ -144,6 +146,7 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
   let state: GtidState = new Map();
   let nextFile: string | undefined;
   let closed = false;
+  let closedAt: number | undefined;
   let truncated = false;
   let open: (BinlogTransaction & { standalone: boolean; events: number; newest: number }) | undefined;
   const transactions: BinlogTransaction[] = [];
@@ -224,10 +227,12 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
         if ((data.readUInt16LE(offset + 17) & 0x20) === 0) {
           nextFile = data.toString('latin1', body + 8, bodyEnd);
           closed = true;
+          closedAt = time;
         }
         break;
       case EVENT.stop:
         closed = true;
+        closedAt = time;
         break;
       case EVENT.startEncryption:
         throw new CairnError('Cairn.InvalidInput', `${name} is an encrypted binlog (encrypt_binlog=ON): its events cannot be read without the server's key`, {
@@ -273,6 +278,7 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
     endPosition: offset,
     ...(nextFile !== undefined ? { nextFile } : {}),
     closed,
+    ...(closedAt !== undefined ? { closedAt: iso(closedAt) } : {}),
     truncated: truncated || (!closed && offset < data.length),
     transactions,
     firstEventTime: times[0] ?? null,

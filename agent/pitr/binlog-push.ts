@@ -98,6 +98,7 @@ export function binlogRecord(name: string, data: Buffer, info: BinlogInfo, optio
       endPosition: info.endPosition,
       ...(info.nextFile !== undefined ? { nextFile: info.nextFile } : {}),
       closed: options.closed,
+      ...(info.closedAt !== undefined ? { closedAt: info.closedAt } : {}),
       transactions: info.transactions.length,
     },
   };

@@ -78,7 +78,7 @@ describe('binlog-push against a real MariaDB server', { skip }, () => {
       const info = parseBinlog(original, record.name);
       assert.match(record.key, new RegExp(`^\\d{8}T\\d{6}Z-5-${record.name.replace('.', '\\.')}$`));
       assert.equal(record.size, original.length);
-      assert.deepEqual(record.binlog, { serverId: 5, startGtid: info.startGtid, endGtid: info.endGtid, startPosition: info.startPosition, endPosition: original.length, nextFile: files[i + 1]?.name, closed: true, transactions: info.transactions.length });
+      assert.deepEqual(record.binlog, { serverId: 5, startGtid: info.startGtid, endGtid: info.endGtid, startPosition: info.startPosition, endPosition: original.length, nextFile: files[i + 1]?.name, closed: true, closedAt: info.closedAt, transactions: info.transactions.length });
       assert.equal(record.firstEventTime, info.createdAt);
       assert.equal(record.lastEventTime, info.lastEventTime);
       if (i > 0) assert.equal(record.binlog?.startGtid, stored[i - 1]?.binlog?.endGtid);

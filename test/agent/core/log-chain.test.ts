@@ -80,7 +80,7 @@ function binlog(name: string, minute: number, start: number, end: number, next?:
   return {
     name, key: `${minute}-${name}`.replace(/[^A-Za-z0-9_.+-]/g, '_'), kind: 'binlog', size: 1000, hash: '0'.repeat(64), archivedAt: at(minute + 1), host: 'db1',
     firstEventTime: at(minute), lastEventTime: at(minute + 0.9),
-    binlog: { serverId, startGtid: start ? `0-${serverId}-${start}` : '', endGtid: `0-${serverId}-${end}`, startPosition: 256, endPosition: 1000, closed: next !== undefined, transactions: end - start, ...(next ? { nextFile: next } : {}) },
+    binlog: { serverId, startGtid: start ? `0-${serverId}-${start}` : '', endGtid: `0-${serverId}-${end}`, startPosition: 256, endPosition: 1000, closed: next !== undefined, transactions: end - start, ...(next ? { nextFile: next, closedAt: at(minute + 1) } : {}) },
   };
 }
 
@@ -103,6 +103,15 @@ describe('binlog chain', () => {
     assert.equal(planReplay(report, { time: at(11.5) }).window.snapshot.id, myBase('bb', '', 0, '').id);
     assert.equal(planReplay(report, { time: at(1.5) }).window.snapshot.id, myBase('aa', '', 0, '').id);
     assert.equal(planReplay(report, { gtid: '0-1-25' }).window.snapshot.id, myBase('aa', '', 0, '').id);
+  });
+
+  it('keeps a plainly restored server that repeats the old GTIDs apart from the old line (rotation time ties a file to its successor)', () => {
+    const old = [binlog('bin.000001', 0, 0, 5, 'bin.000002'), binlog('bin.000002', 1, 5, 9, 'bin.000003'), binlog('bin.000003', 2, 9, 12)];
+    const again = [binlog('bin.000001', 20, 0, 5, 'bin.000002'), binlog('bin.000002', 21, 5, 9, 'bin.000003'), binlog('bin.000003', 22, 9, 14)];
+    const report = analyzeChain('mariadb-default', archive([...old, ...again]), [myBase('aa', 'bin.000001', 0.5, '0-1-2'), myBase('bb', 'bin.000001', 20.5, '0-1-2')]);
+    assert.deepEqual(report.lines.map((l) => l.files.map((f) => f.key)), [old.map((f) => f.key), again.map((f) => f.key)]);
+    assert.deepEqual(report.windows.map((w) => w.files.length), [3, 3]);
+    assert.equal(planReplay(report, { time: at(21.5) }).window.snapshot.id, myBase('bb', '', 0, '').id);
   });
 
   it('reports a missing file as a gap and ends the window there', () => {
@@ -139,6 +148,38 @@ describe('log retention', () => {
       // And something does go when it can: files before the oldest base's start.
       const starts = before.starts.map((s) => s.index);
       if (starts.length > 0) assert.equal(release.remove.length, Math.min(...starts), `round ${round}: the prefix before the oldest base goes`);
+    }
+  });
+
+  it('keeps every file of every kept base\'s window in binlog archives with renumbered servers and gaps (property)', () => {
+    const rnd = new Random(7);
+    for (let round = 0; round < 300; round++) {
+      const all: LogFileRecord[] = [];
+      const snapshots: BaseSnapshot[] = [];
+      let minute = 0;
+      // Several incarnations of the server, each numbering from .000001 with its own GTID history.
+      for (let life = 0; life < 1 + rnd.int(3); life++) {
+        const files = 2 + rnd.int(10);
+        let seq = 0;
+        for (let i = 1; i <= files; i++) {
+          const name = `bin.${String(i).padStart(6, '0')}`;
+          const next = seq + 1 + rnd.int(5);
+          const record = binlog(name, minute, seq, next, `bin.${String(i + 1).padStart(6, '0')}`);
+          if (rnd.int(4) === 0) snapshots.push(myBase(`r${round}l${life}f${i}x`, name, minute + 0.2, `0-1-${seq + 1}`));
+          if (rnd.int(10) !== 0) all.push(record);
+          seq = next;
+          minute += 1;
+        }
+        minute += 5;
+      }
+      const before = analyzeChain('mariadb-default', archive(all), snapshots);
+      const removed = new Set(releasableLogs(before).remove.map((r) => r.record.key));
+      const after = analyzeChain('mariadb-default', archive(all.filter((r) => !removed.has(r.key))), snapshots);
+      for (const w of before.windows) {
+        for (const f of w.files) assert.ok(!removed.has(f.key), `round ${round}: ${f.name} of ${w.snapshot.id.slice(0, 10)}'s window was removed`);
+        const still = after.windows.find((x) => x.snapshot.id === w.snapshot.id);
+        assert.deepEqual(still?.files.map((f) => f.key), w.files.map((f) => f.key), `round ${round}: window of ${w.snapshot.id.slice(0, 10)} changed`);
+      }
     }
   });
 
