@@ -1,10 +1,11 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { LogArchive, validateStream } from '../core/log-archive.ts';
 import { mysqlConnectionSchema } from '../engines/mysql-connection.ts';
 import { parseEngineOptions } from '../engines/engine-helpers.ts';
 import { followBinlogs, pushClosedBinlogs, type ArchivedBinlog, type BinlogPushOptions } from '../pitr/binlog-push.ts';
 import { chooseSpoolDir } from '../pitr/wal-spool.ts';
 import type { Cli } from './context.ts';
+import { dbOptions } from './db-options.ts';
 import { formatBytes } from './output.ts';
 
 /** backup's connection flags (main.ts), as the connection fields they fill. */
@@ -22,12 +23,8 @@ export function register(program: Command, cli: Cli): void {
     .option('--spool-dir <dir>', 'where fetched binlogs wait for their upload, owner-only (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>); needs about max_binlog_size free, twice that with --follow')
     .option('--rotate', 'one-shot: first close the binlog the server is writing when it holds transactions not yet archived (FLUSH BINARY LOGS, needs RELOAD), so a schedule bounds the archive lag on a quiet server')
     .option('--host <name>', 'host name recorded with each archived file')
-    .addOption(new Option('--db-host <host>', 'database server host').env('CAIRN_DB_HOST'))
-    .addOption(new Option('--db-port <port>', 'database server port').env('CAIRN_DB_PORT'))
-    .addOption(new Option('--db-socket <path>', 'database server Unix socket').env('CAIRN_DB_SOCKET'))
-    .addOption(new Option('--db-user <user>', 'database user (needs REPLICATION SLAVE and BINLOG MONITOR)').env('CAIRN_DB_USER'))
-    .option('--db-password-file <file>', 'read the database password from this file (or set CAIRN_DB_PASSWORD)')
-    .option('--db-defaults-file <file>', 'MariaDB option file with the client settings')
+    .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
+    .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
     .action(async (opts: BinlogPushCliOptions, cmd: Command) => {
       const stream = validateStream(`mariadb-${opts.archiveName}`);
       const given = Object.entries(DB_FLAGS).map(([flag, field]) => [field, opts[flag as keyof typeof DB_FLAGS]]).filter(([, value]) => value !== undefined);

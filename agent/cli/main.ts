@@ -26,6 +26,7 @@ import { register as registerAgent } from './agent-commands.ts';
 import { Cli, collect, nonNegativeInt, parsePercent, positiveInt, type GlobalOptions } from './context.ts';
 import { addStorageOptions, finishRun, type StorageFlags } from './storage-options.ts';
 import { register as registerCopy } from './copy-commands.ts';
+import { dbOptions } from './db-options.ts';
 import { register as registerBrowse } from './browse-commands.ts';
 import { register as registerWal } from './wal-commands.ts';
 import { register as registerBinlog } from './binlog-commands.ts';
@@ -510,16 +511,6 @@ interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
   ignoreErrors?: boolean;
 }
 
-/** Database connection flags; each also reads an environment variable. The password only from a file or CAIRN_DB_PASSWORD. */
-const dbOptions = {
-  host: () => new Option('--db-host <host>', 'database server host').env('CAIRN_DB_HOST'),
-  port: () => new Option('--db-port <port>', 'database server port').env('CAIRN_DB_PORT'),
-  socket: () => new Option('--db-socket <path>', 'database server Unix socket').env('CAIRN_DB_SOCKET'),
-  user: () => new Option('--db-user <user>', 'database user').env('CAIRN_DB_USER'),
-  passwordFile: () => new Option('--db-password-file <file>', 'read the database password from this file (or set CAIRN_DB_PASSWORD)'),
-  defaultsFile: () => new Option('--db-defaults-file <file>', 'MariaDB/MySQL option file with the client settings'),
-  name: () => new Option('--db-name <name>', 'database to back up (repeatable; default: all)').argParser(collect).default([]),
-};
 
 /** The etcd-keys engine's connection (etcdctl's own variables are read too) and prefix flags. */
 const etcdFlags = {
