@@ -221,9 +221,8 @@ async function archiveFile(path: string, name: string, options: BinlogPushOption
   return done;
 }
 
-async function rotateIfBehind(source: BinlogSource, options: BinlogPushOptions): Promise<void> {
+async function rotateIfBehind(source: BinlogSource, records: readonly LogFileRecord[]): Promise<void> {
   const position = (await source.sql('SELECT @@gtid_binlog_pos'))[0]?.[0] ?? '';
-  const { records } = await options.archive.read();
   const newest = records.filter((r) => r.binlog).sort((a, b) => (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt)).at(-1);
   const archived = new Set((newest?.binlog?.endGtid ?? '').split(',').filter(Boolean));
   const current = position.split(',').filter(Boolean);
@@ -239,10 +238,10 @@ async function rotateIfBehind(source: BinlogSource, options: BinlogPushOptions):
 const LARGE_BINLOG = 256 * 2 ** 20;
 
 /** Archives every closed file the server has that the stream lacks; the one it is writing stays for the next run. */
-async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOptions): Promise<PushSummary> {
+async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOptions, known?: readonly LogFileRecord[]): Promise<PushSummary> {
   const files = await source.list();
   const closed = files.slice(0, -1);
-  const { records } = await options.archive.read();
+  const records = known ?? (await options.archive.read()).records;
   const names = new Set(records.map((r) => r.name));
   const keys = new Set(records.map((r) => r.key));
   const summary: PushSummary = { archived: [], alreadyArchived: 0, active: files.at(-1)?.name };
@@ -269,8 +268,10 @@ export async function pushClosedBinlogs(options: BinlogPushOptions): Promise<Pus
   const dir = await workDir(options.spoolDir, options.archive.stream, 'push');
   const source = await BinlogSource.open(options, dir);
   try {
-    if (options.rotate) await rotateIfBehind(source, options);
-    return await catchUp(source, dir, options);
+    // Read once: rotating adds nothing to the archive, so the same records serve both steps.
+    const { records } = await options.archive.read();
+    if (options.rotate) await rotateIfBehind(source, records);
+    return await catchUp(source, dir, options, records);
   } finally {
     await source.dispose();
     await rm(dir, { recursive: true, force: true });

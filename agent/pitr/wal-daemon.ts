@@ -168,7 +168,9 @@ function answers(path: string): Promise<boolean> {
 interface PushItem {
   name: string;
   path: string;
+  /** Read (and hashed) already: the segment PostgreSQL asked for. */
   data?: Buffer;
+  hash?: string;
 }
 
 interface Group {
@@ -315,7 +317,7 @@ class WalDaemon {
     let outcome: PushOutcome;
     if (this.done.get(name) === hash) outcome = 'already-archived';
     else {
-      const group = this.startGroup(dataDir, { name, path, data });
+      const group = this.startGroup(dataDir, { name, path, data, hash });
       outcome = await (group.outcomes.get(name) as Promise<PushOutcome>);
     }
     this.counters.pushed++;
@@ -386,7 +388,7 @@ class WalDaemon {
       await slots.acquire();
       try {
         const data = item.data ?? (await readFile(item.path));
-        const hash = this.archive.hash(data);
+        const hash = item.hash ?? this.archive.hash(data);
         const [outcome, transactions] = await Promise.all([this.archive.putFile(item.name, data), this.transactions(item, dataDir)]);
         records.push(describeWalFile({ name: item.name, size: data.length, hash, host: this.options.host, archivedAt: new Date().toISOString(), transactions }));
         stored.set(item.name, { outcome, hash });
