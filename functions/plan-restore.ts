@@ -5,6 +5,7 @@ import { pitrOf, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
 import { planRestore, type PlannedReplay, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
 import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository } from './runtime.ts';
+import { markedDamaged } from '../agent/core/snapshot.ts';
 
 export interface PlannedRestore extends RestorePlan {
   instanceIds: string[];
@@ -35,7 +36,7 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
 /** The plan for a validated input against the plan's opened repository, the target's state given. */
 export async function planRestoreFor(input: RestoreInput, plan: Plan, repo: Repository, hosts: { planInstanceIds: string[]; online: boolean }): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
-  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !s.tags.includes('damaged'));
+  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s));
   const throughputs = await measuredThroughputs(repo);
   const result = planRestore(input, {
     snapshots: ofPlan.map((s) => ({ id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.summary.totalBytes })),

@@ -4,7 +4,7 @@ import { releasableLogs } from '../core/log-retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { analyzeChain, baseEngines, engineOfStream, planReplay, type BaseSnapshot, type ChainReport, type RecoveryTarget, type ReplayPlan } from '../core/log-chain.ts';
 import type { Repository } from '../core/repository.ts';
-import { shortId, type Snapshot } from '../core/snapshot.ts';
+import { markedDamaged, shortId, type Snapshot } from '../core/snapshot.ts';
 import { readHistory } from '../core/history.ts';
 import { estimateThroughput, type LogRange, type Throughput } from '../core/restore-planning.ts';
 
@@ -25,7 +25,7 @@ export async function readChains(repo: Repository, options: { stream?: string | 
   const reports: ChainReport[] = [];
   for (const stream of streams) {
     const archive = await new LogArchive(repo, stream).read();
-    reports.push(analyzeChain(stream, archive, snapshots.filter((s) => !s.tags.includes('damaged')).map(baseOf)));
+    reports.push(analyzeChain(stream, archive, snapshots.filter((s) => !markedDamaged(s)).map(baseOf)));
   }
   return reports;
 }
@@ -69,6 +69,17 @@ export async function planPointInTime(repo: Repository, options: PointInTimeOpti
   return { plan, report: report as ChainReport, snapshot };
 }
 
+/** Every manifest, or a refusal: a manifest that cannot be read may be a base whose log is still needed. */
+async function everySnapshot(repo: Repository): Promise<Snapshot[]> {
+  const { snapshots, unreadable } = await repo.listSnapshots();
+  if (unreadable.length > 0) {
+    throw new CairnError('Cairn.Damaged', `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); no archived log is removed while a base it may need cannot be seen`, {
+      hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
+    });
+  }
+  return snapshots;
+}
+
 export interface LogCollection {
   stream: string;
   filesRemoved: number;
@@ -87,8 +98,8 @@ export interface LogCollection {
  * meanwhile, which is safe: their new files sit after every cutoff and their
  * new batches are not among the ones deleted.
  */
-export async function collectLogs(repo: Repository, storage: DeletableStorage, options: { dryRun: boolean; assertHeld?: () => void }): Promise<LogCollection[]> {
-  const { snapshots } = await repo.listSnapshots();
+export async function collectLogs(repo: Repository, storage: DeletableStorage, options: { dryRun: boolean; assertHeld?: () => void; snapshots?: readonly Snapshot[] }): Promise<LogCollection[]> {
+  const snapshots = options.snapshots ?? (await everySnapshot(repo));
   const out: LogCollection[] = [];
   for (const stream of await LogArchive.streams(repo)) {
     const log = new LogArchive(repo, stream);

@@ -82,7 +82,7 @@ async function pruneLocked(repo: Repository, storage: DeletableStorage, options:
       await storage.delete(packKey(packId));
     }
   }
-  const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld });
+  const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld, snapshots: analysis.manifests });
   let freed = 0;
   for (const packId of [...remove, ...repack]) freed += packSizes.get(packId) ?? 0;
   const bytesAfter = options.dryRun ? bytesBefore - freed : await repositoryDataBytes(storage);

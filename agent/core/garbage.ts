@@ -5,6 +5,7 @@ import type { PieceIndex } from './piece-index.ts';
 import { PieceReader } from './piece-reader.ts';
 import { collectReferences, type PieceSet } from './references.ts';
 import type { Repository } from './repository.ts';
+import type { Snapshot } from './snapshot.ts';
 import type { DeletableStorage, Storage } from './storage.ts';
 
 /**
@@ -18,6 +19,8 @@ export interface GarbageAnalysis {
   reader: PieceReader;
   used: PieceSet;
   snapshots: number;
+  /** The manifests the decision was made from (every one read: analysis refuses otherwise). */
+  manifests: Snapshot[];
   indexFiles: string[];
   /** Every pack on storage with its size. */
   packSizes: Map<string, number>;
@@ -73,7 +76,7 @@ export async function analyzeGarbage(repo: Repository, storage: Storage, options
       hint: 'run `cairn verify` to see the snapshots affected',
     });
   }
-  return { index, reader, used, snapshots: snapshots.length, indexFiles, packSizes, remove, repack, bytesBefore };
+  return { index, reader, used, snapshots: snapshots.length, manifests: snapshots, indexFiles, packSizes, remove, repack, bytesBefore };
 }
 
 /**

@@ -60,6 +60,17 @@ export function decodeSnapshot(data: Buffer, name: string): Snapshot {
   return parsed.data;
 }
 
+/**
+ * The tag that marks a snapshot damaged (CONTRACTS.md §1: not a good snapshot),
+ * set by an operator after a failed verify (`cairn tag ID --add damaged`):
+ * restore planning and point-in-time windows pass over it.
+ */
+export const DAMAGED_TAG = 'damaged';
+
+export function markedDamaged(snapshot: Pick<Snapshot, 'tags'>): boolean {
+  return snapshot.tags.includes(DAMAGED_TAG);
+}
+
 export function shortId(id: string): string {
   return id.slice(0, 8);
 }
