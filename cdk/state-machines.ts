@@ -40,7 +40,13 @@ export interface MachineContext {
 }
 
 /** Invokes a function with its payload and puts its return value (the bare payload) at resultPath. */
-function invoke(scope: Construct, id: string, fn: lambda.IFunction, payload: Record<string, unknown> | 'input', resultPath: string | undefined): tasks.LambdaInvoke {
+function invoke(
+  scope: Construct,
+  id: string,
+  fn: lambda.IFunction,
+  payload: Record<string, unknown> | 'input',
+  resultPath: string | undefined,
+): tasks.LambdaInvoke {
   const task = new tasks.LambdaInvoke(scope, id, {
     lambdaFunction: fn,
     // Without a payload the whole state input is the event (TaskInput.fromJsonPathAt('$') with
@@ -107,7 +113,10 @@ function runAgent(scope: Construct, ctx: MachineContext, operation: { literal: s
 
 /** ApplyRetention → WaitGrace → GcSweep; shared by the Backup machine's tail and the Retention machine. */
 function retentionStates(scope: Construct, ctx: MachineContext, onError: sfn.IChainable): sfn.Chain {
-  const apply = invoke(scope, 'ApplyRetention', ctx.functions.applyRetention, { 'planId.$': '$.planId' }, '$.retention').addCatch(onError, catchAll);
+  const apply = invoke(scope, 'ApplyRetention', ctx.functions.applyRetention, { 'planId.$': '$.planId' }, '$.retention').addCatch(
+    onError,
+    catchAll,
+  );
   const wait = new sfn.Wait(scope, 'WaitGrace', { time: sfn.WaitTime.secondsPath('$.retention.graceSeconds') });
   const sweep = new sfn.DistributedMap(scope, 'GcSweep', {
     itemsPath: '$.retention.gc.prefixes',
@@ -136,7 +145,12 @@ export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
   return plan.next(
     new sfn.Choice(scope, 'Skipped?')
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.plan.skip'), sfn.Condition.booleanEquals('$.plan.skip', true)), skipped)
-      .otherwise(agent.next(finalize).next(retentionStates(scope, ctx, onError)).next(done)),
+      .otherwise(
+        agent
+          .next(finalize)
+          .next(retentionStates(scope, ctx, onError))
+          .next(done),
+      ),
   );
 }
 
@@ -154,7 +168,14 @@ export function restoreDefinition(scope: Construct, ctx: MachineContext): sfn.IC
     scope,
     'RecordResult',
     ctx.functions.recordResult,
-    { 'planId.$': '$.planId', operation: 'restore', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'plan.$': '$.plan', 'summary.$': '$.agent' },
+    {
+      'planId.$': '$.planId',
+      operation: 'restore',
+      outcome: 'success',
+      'executionId.$': '$$.Execution.Id',
+      'plan.$': '$.plan',
+      'summary.$': '$.agent',
+    },
     '$.recorded',
   ).addCatch(onError, catchAll);
   return plan.next(
@@ -166,13 +187,25 @@ export function restoreDefinition(scope: Construct, ctx: MachineContext): sfn.IC
 
 export function verifyDefinition(scope: Construct, ctx: MachineContext): sfn.IChainable {
   const onError = failureTail(scope, ctx, 'verify');
-  const plan = invoke(scope, 'PlanVerify', ctx.functions.planVerify, { 'planId.$': '$.planId', 'executionId.$': '$$.Execution.Id' }, '$.plan').addCatch(onError, catchAll);
+  const plan = invoke(
+    scope,
+    'PlanVerify',
+    ctx.functions.planVerify,
+    { 'planId.$': '$.planId', 'executionId.$': '$$.Execution.Id' },
+    '$.plan',
+  ).addCatch(onError, catchAll);
   const agent = runAgent(scope, ctx, { path: '$.plan.operation' }).addCatch(onError, catchAll);
   const record = invoke(
     scope,
     'RecordResult',
     ctx.functions.recordResult,
-    { 'planId.$': '$.planId', 'operation.$': '$.plan.operation', outcome: 'success', 'executionId.$': '$$.Execution.Id', 'summary.$': '$.agent' },
+    {
+      'planId.$': '$.planId',
+      'operation.$': '$.plan.operation',
+      outcome: 'success',
+      'executionId.$': '$$.Execution.Id',
+      'summary.$': '$.agent',
+    },
     '$.recorded',
   ).addCatch(onError, catchAll);
   return plan.next(agent).next(record).next(new sfn.Succeed(scope, 'Succeeded'));
@@ -222,7 +255,12 @@ export class CairnStateMachine extends Construct {
       ],
       "Lambda grants cover the function's versions (Arn:*); the distributed Map runs child executions of this machine only; SendCommand targets the plan's hosts, which the plan function resolves at run time (EC2 instances or on-prem managed instances), and only with this environment's document.",
     );
-    acknowledgeFindings(this.stateMachine, 'AwsSolutions-IAM5', ['Resource::*'], 'X-Ray tracing (xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) and log delivery (logs:*LogDelivery) support no resource scoping.');
+    acknowledgeFindings(
+      this.stateMachine,
+      'AwsSolutions-IAM5',
+      ['Resource::*'],
+      'X-Ray tracing (xray:PutTraceSegments, PutTelemetryRecords, GetSampling*) and log delivery (logs:*LogDelivery) support no resource scoping.',
+    );
     if (id !== 'Retention') {
       this.stateMachine.addToRolePolicy(
         new iam.PolicyStatement({

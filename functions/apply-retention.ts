@@ -57,7 +57,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
   }
   try {
     const { snapshots, unreadable } = await repo.listSnapshots();
-    for (const u of unreadable) logger.warn('snapshot cannot be read; it is neither counted nor deleted', { snapshotId: u.id, error: u.error });
+    for (const u of unreadable)
+      logger.warn('snapshot cannot be read; it is neither counted nor deleted', { snapshotId: u.id, error: u.error });
     const pins = await pinnedIds(repo);
     const lockDays = Number(process.env.OBJECT_LOCK_DAYS ?? '0');
     const now = Date.now();
@@ -66,7 +67,13 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
         .filter((s) => s.plan === undefined || s.plan === plan.id)
         .map((s) => {
           const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
-          return { id: s.id, time: s.time, tags: s.tags, pinned: pins.has(s.id), ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}) };
+          return {
+            id: s.id,
+            time: s.time,
+            tags: s.tags,
+            pinned: pins.has(s.id),
+            ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}),
+          };
         }),
       plan.retention,
     );
@@ -74,8 +81,17 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
       lease.assertHeld();
       await storage.delete(snapshotKey(d.id));
     }
-    const brief = (d: RetentionDecision): Pick<RetentionDecision, 'id' | 'time' | 'reasons'> => ({ id: d.id, time: d.time, reasons: d.reasons });
-    await recordEvent(repo, who, TOOL, 'forget', { planId: plan.id, policy: plan.retention, removed: decision.remove.map(brief), kept: decision.keep.map(brief) });
+    const brief = (d: RetentionDecision): Pick<RetentionDecision, 'id' | 'time' | 'reasons'> => ({
+      id: d.id,
+      time: d.time,
+      reasons: d.reasons,
+    });
+    await recordEvent(repo, who, TOOL, 'forget', {
+      planId: plan.id,
+      policy: plan.retention,
+      removed: decision.remove.map(brief),
+      kept: decision.keep.map(brief),
+    });
 
     // A manifest that cannot be read may be a base whose log is still needed: collect no log until every one reads.
     let logs: RetentionOutcome['logs'] = [];
@@ -92,7 +108,13 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     const doomed = [...analysis.remove];
     let gc = empty;
     if (doomed.length > 0 || analysis.indexFiles.length > 1) {
-      await replaceIndex(repo, storage, analysis, (entry) => !analysis.remove.has(entry.packId), () => lease.assertHeld());
+      await replaceIndex(
+        repo,
+        storage,
+        analysis,
+        (entry) => !analysis.remove.has(entry.packId),
+        () => lease.assertHeld(),
+      );
     }
     if (doomed.length > 0) {
       const generation = `${new Date(now).toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
@@ -105,8 +127,20 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     metrics.addDimension('PlanId', plan.id);
     metrics.addMetric('SnapshotsForgotten', MetricUnit.Count, decision.remove.length);
     if (newest) metrics.addMetric('SnapshotAgeSeconds', MetricUnit.Seconds, Math.max(0, (now - Date.parse(newest.time)) / 1000));
-    metrics.addMetric('LogFilesRemoved', MetricUnit.Count, logs.reduce((n, l) => n + l.filesRemoved, 0));
-    return { planId: plan.id, skipped: false, kept: decision.keep.map(brief), forgotten: decision.remove.map(brief), gc, logs, graceSeconds: 0 };
+    metrics.addMetric(
+      'LogFilesRemoved',
+      MetricUnit.Count,
+      logs.reduce((n, l) => n + l.filesRemoved, 0),
+    );
+    return {
+      planId: plan.id,
+      skipped: false,
+      kept: decision.keep.map(brief),
+      forgotten: decision.remove.map(brief),
+      gc,
+      logs,
+      graceSeconds: 0,
+    };
   } finally {
     await lease.release().catch((error: unknown) => logger.warn('could not release the retention lock', { error }));
   }

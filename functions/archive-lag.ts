@@ -31,7 +31,10 @@ export interface ArchiveLag {
  */
 export async function archiveLag(event: ArchiveLagEvent, now: () => Date = () => new Date()): Promise<ArchiveLag[]> {
   const ids = Array.isArray(event.planIds) ? event.planIds : [];
-  if (ids.length === 0) throw new CairnError('Cairn.InvalidInput', 'planIds: a list of plan ids is required', { hint: 'the archive-lag schedule sends {"planIds": [...]}' });
+  if (ids.length === 0)
+    throw new CairnError('Cairn.InvalidInput', 'planIds: a list of plan ids is required', {
+      hint: 'the archive-lag schedule sends {"planIds": [...]}',
+    });
   const results: ArchiveLag[] = [];
   for (const id of ids) {
     let result: ArchiveLag;
@@ -61,11 +64,16 @@ export async function lagOf(plan: Plan, storage: Storage, now: () => Date): Prom
   // Listing one stream's meta keys when the plan names it keeps the listing small; otherwise every stream of the engine.
   const prefix = pitr.archiveStream === undefined ? LOGS_PREFIX : `${LOGS_PREFIX}${pitr.archiveStream}/meta/`;
   const newest = await newestArchivedEvent(storage.list(prefix));
-  const candidates = [...newest].filter(([stream]) => (pitr.archiveStream === undefined ? baseEngines(engineOfStream(stream)).includes(plan.engine) : stream === pitr.archiveStream));
+  const candidates = [...newest].filter(([stream]) =>
+    pitr.archiveStream === undefined ? baseEngines(engineOfStream(stream)).includes(plan.engine) : stream === pitr.archiveStream,
+  );
   // Several streams of the engine (a replaced server): the one archiving now is the one that counts.
   const [stream, time] = candidates.sort((a, b) => b[1].localeCompare(a[1]))[0] ?? [];
   if (stream === undefined || time === undefined) {
-    return { planId: plan.id, problem: `nothing is archived in ${storage.location}${pitr.archiveStream ? ` for stream ${pitr.archiveStream}` : ` for ${plan.engine}`} yet` };
+    return {
+      planId: plan.id,
+      problem: `nothing is archived in ${storage.location}${pitr.archiveStream ? ` for stream ${pitr.archiveStream}` : ` for ${plan.engine}`} yet`,
+    };
   }
   const lagSeconds = Math.max(0, Math.round((now().getTime() - Date.parse(time)) / 1000));
   return { planId: plan.id, stream, newestEvent: time, lagSeconds };

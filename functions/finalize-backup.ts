@@ -37,7 +37,11 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
   try {
     snapshot = await repo.readSnapshot(summary.snapshotId);
   } catch (error) {
-    throw new CairnError('Cairn.NotFound', `the agent reported snapshot ${summary.snapshotId}, but its manifest cannot be read: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new CairnError(
+      'Cairn.NotFound',
+      `the agent reported snapshot ${summary.snapshotId}, but its manifest cannot be read: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
   }
   const durationSeconds = snapshot.summary.durationMs / 1000;
   const bytesRead = snapshot.summary.bytesRead;

@@ -40,16 +40,25 @@ export async function planBackup(event: PlanBackupEvent): Promise<PlannedRun> {
   const rawTime = event.scheduledTime ?? event.input?.scheduledTime;
   const scheduledTime = typeof rawTime === 'string' && rawTime !== '' ? rawTime : undefined;
   if (scheduledTime !== undefined && Number.isNaN(Date.parse(scheduledTime))) {
-    throw new CairnError('Cairn.InvalidInput', `scheduledTime: ${JSON.stringify(scheduledTime)} is not a time`, { hint: 'the schedule passes <aws.scheduler.scheduled-time>' });
+    throw new CairnError('Cairn.InvalidInput', `scheduledTime: ${JSON.stringify(scheduledTime)} is not a time`, {
+      hint: 'the schedule passes <aws.scheduler.scheduled-time>',
+    });
   }
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;
   const base = { planId: plan.id, executionId, heartbeatSeconds, timeoutSeconds };
 
   const instances = await onlineInstances(plan);
   if (instances.length === 0) {
-    throw new CairnError('Cairn.InvalidInput', `no host of plan ${plan.id} is online in Systems Manager`, { hint: 'check the instances and their SSM agent' });
+    throw new CairnError('Cairn.InvalidInput', `no host of plan ${plan.id} is online in Systems Manager`, {
+      hint: 'check the instances and their SSM agent',
+    });
   }
-  const decision = await acquireRunLease(await planStorage(plan), { planId: plan.id, executionId, scheduledTime, leaseSeconds: timeoutSeconds + LEASE_MARGIN_SECONDS });
+  const decision = await acquireRunLease(await planStorage(plan), {
+    planId: plan.id,
+    executionId,
+    scheduledTime,
+    leaseSeconds: timeoutSeconds + LEASE_MARGIN_SECONDS,
+  });
   if (!decision.acquired) {
     logger.warn('backup skipped', { planId: plan.id, reason: decision.reason });
     metrics.addDimension('PlanId', plan.id);
@@ -64,7 +73,13 @@ export async function planBackup(event: PlanBackupEvent): Promise<PlannedRun> {
     skip: false,
     runId,
     instanceIds,
-    request: encodeRequest({ operation: 'backup', planId: plan.id, runId, ...(scheduledTime ? { scheduledTime: new Date(scheduledTime).toISOString() } : {}), heartbeatSeconds }),
+    request: encodeRequest({
+      operation: 'backup',
+      planId: plan.id,
+      runId,
+      ...(scheduledTime ? { scheduledTime: new Date(scheduledTime).toISOString() } : {}),
+      heartbeatSeconds,
+    }),
   };
 }
 

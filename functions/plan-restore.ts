@@ -34,7 +34,12 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
 }
 
 /** The plan for a validated input against the plan's opened repository, the target's state given. */
-export async function planRestoreFor(input: RestoreInput, plan: Plan, repo: Repository, hosts: { planInstanceIds: string[]; online: boolean }): Promise<PlannedRestore> {
+export async function planRestoreFor(
+  input: RestoreInput,
+  plan: Plan,
+  repo: Repository,
+  hosts: { planInstanceIds: string[]; online: boolean },
+): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
   const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s));
   const throughputs = await measuredThroughputs(repo);
@@ -60,7 +65,9 @@ export async function planRestoreFor(input: RestoreInput, plan: Plan, repo: Repo
             snapshotId: result.snapshot.id,
             ...(result.targetPath !== undefined ? { targetPath: result.targetPath } : {}),
             ...(result.targetDatabase !== undefined ? { targetDatabase: result.targetDatabase } : {}),
-            ...(result.logRange && input.pointInTime !== undefined ? { pointInTime: new Date(input.pointInTime).toISOString(), stream: result.logRange.stream } : {}),
+            ...(result.logRange && input.pointInTime !== undefined
+              ? { pointInTime: new Date(input.pointInTime).toISOString(), stream: result.logRange.stream }
+              : {}),
             heartbeatSeconds,
           }),
         }),
@@ -72,7 +79,12 @@ export async function planRestoreFor(input: RestoreInput, plan: Plan, repo: Repo
  * reaches is refused (Cairn.NotFound naming the gap and the nearest
  * recoverable times); an ambiguous or impossible target is the input's fault.
  */
-async function replayFor(input: RestoreInput, plan: Plan, repo: Repository, throughputs: readonly Throughput[]): Promise<PlannedReplay | undefined> {
+async function replayFor(
+  input: RestoreInput,
+  plan: Plan,
+  repo: Repository,
+  throughputs: readonly Throughput[],
+): Promise<PlannedReplay | undefined> {
   const pitr = pitrOf(plan);
   if (input.pointInTime === undefined || pitr === undefined) return undefined;
   try {

@@ -20,7 +20,10 @@ import { openStorage } from '../agent/storage/open.ts';
  * execution's failure show.
  */
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
-export const metrics = new Metrics({ namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'Cairn', serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
+export const metrics = new Metrics({
+  namespace: process.env.POWERTOOLS_METRICS_NAMESPACE ?? 'Cairn',
+  serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn',
+});
 // Powertools adds `service` to every metric's dimensions by default; the alarms (cdk/lib/cairn-monitoring.ts)
 // watch {PlanId} alone, and CloudWatch matches the whole dimension set, so with it they would never see a datum.
 metrics.clearDefaultDimensions();
@@ -76,7 +79,10 @@ function localContext(name: string): Record<string, unknown> {
 
 export function envName(): string {
   const name = process.env.ENV_NAME;
-  if (!name) throw new CairnError('Cairn.Config', 'ENV_NAME is not set for this function', { hint: 'deploy the function through the Cairn CDK app' });
+  if (!name)
+    throw new CairnError('Cairn.Config', 'ENV_NAME is not set for this function', {
+      hint: 'deploy the function through the Cairn CDK app',
+    });
   return name;
 }
 
@@ -86,12 +92,17 @@ function planSource(): PlanSource {
 }
 
 export async function loadPlan(planId: unknown): Promise<Plan> {
-  if (typeof planId !== 'string' || planId === '') throw new CairnError('Cairn.InvalidInput', 'planId: required', { hint: 'start the execution with {"planId": "<plan id>"}' });
+  if (typeof planId !== 'string' || planId === '')
+    throw new CairnError('Cairn.InvalidInput', 'planId: required', { hint: 'start the execution with {"planId": "<plan id>"}' });
   try {
     return await planSource().plan(planId);
   } catch (error) {
     if (error instanceof CairnError && error.cause instanceof Error && error.cause.name === 'ParameterNotFound') {
-      throw new CairnError('Cairn.InvalidInput', `planId: there is no plan ${JSON.stringify(planId)} in this environment (${error.message})`, { hint: 'use the id of a plan in cdk/config/<env>.ts', cause: error });
+      throw new CairnError(
+        'Cairn.InvalidInput',
+        `planId: there is no plan ${JSON.stringify(planId)} in this environment (${error.message})`,
+        { hint: 'use the id of a plan in cdk/config/<env>.ts', cause: error },
+      );
     }
     throw error;
   }
@@ -108,7 +119,10 @@ export async function openPlanRepository(plan: Plan, storage?: DeletableStorage)
   return { repo: await planSource().openRepository(plan, store), storage: store };
 }
 
-export const controlPlaneWho = (role: string): { host: string; user: string } => ({ host: `lambda:${process.env.AWS_LAMBDA_FUNCTION_NAME ?? role}`, user: `cairn-${role}` });
+export const controlPlaneWho = (role: string): { host: string; user: string } => ({
+  host: `lambda:${process.env.AWS_LAMBDA_FUNCTION_NAME ?? role}`,
+  user: `cairn-${role}`,
+});
 
 /**
  * The plan's hosts that SSM reports online, in a stable order. A tag selector
@@ -116,9 +130,10 @@ export const controlPlaneWho = (role: string): { host: string; user: string } =>
  * first of them (docs/orchestration.md).
  */
 export async function onlineInstances(plan: Plan): Promise<string[]> {
-  const filters = 'instanceIds' in plan.targets
-    ? [{ Key: 'InstanceIds', Values: plan.targets.instanceIds }]
-    : [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }];
+  const filters =
+    'instanceIds' in plan.targets
+      ? [{ Key: 'InstanceIds', Values: plan.targets.instanceIds }]
+      : [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }];
   return describeOnline(filters);
 }
 
@@ -131,7 +146,8 @@ async function describeOnline(filters: Array<{ Key: string; Values: string[] }>)
   let token: string | undefined;
   do {
     const page = await ssmClient().send(new DescribeInstanceInformationCommand({ Filters: filters, NextToken: token, MaxResults: 50 }));
-    for (const info of page.InstanceInformationList ?? []) if (info.InstanceId && info.PingStatus === 'Online') online.push(info.InstanceId);
+    for (const info of page.InstanceInformationList ?? [])
+      if (info.InstanceId && info.PingStatus === 'Online') online.push(info.InstanceId);
     token = page.NextToken;
   } while (token);
   return online.sort();

@@ -3,7 +3,14 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CairnError, errorMessage } from '../core/errors.ts';
-import { agentRequestSchema, decodeRequest, parseOrExplain, type AgentOperation, type AgentRequest, type RunSummary } from '../core/orchestration.ts';
+import {
+  agentRequestSchema,
+  decodeRequest,
+  parseOrExplain,
+  type AgentOperation,
+  type AgentRequest,
+  type RunSummary,
+} from '../core/orchestration.ts';
 import { pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
 import { backup } from '../commands/backup.ts';
 import { restore } from '../commands/restore.ts';
@@ -35,7 +42,10 @@ export function register(program: Command, cli: Cli): void {
       try {
         request = opts.request !== undefined ? decodeRequest(opts.request) : scheduledRequest(operation, opts.planId);
         if (request.operation !== operation || request.planId !== opts.planId) {
-          throw new CairnError('Cairn.Usage', `the request is for ${request.operation} of plan ${request.planId}, not ${operation} of plan ${opts.planId}`);
+          throw new CairnError(
+            'Cairn.Usage',
+            `the request is for ${request.operation} of plan ${request.planId}, not ${operation} of plan ${opts.planId}`,
+          );
         }
       } catch (error) {
         invalid = error;
@@ -53,7 +63,10 @@ export function register(program: Command, cli: Cli): void {
         if (invalid !== undefined || request === undefined) throw invalid;
         reporter?.start();
         const summary = await runOperation(cli, cmd, request, g.concurrency, g.lockWait);
-        cli.output.result({ type: 'summary', ...summary }, `${summary.operation} of plan ${summary.planId} finished${summary.snapshotId ? `: snapshot ${summary.snapshotId.slice(0, 8)}` : ''}`);
+        cli.output.result(
+          { type: 'summary', ...summary },
+          `${summary.operation} of plan ${summary.planId} finished${summary.snapshotId ? `: snapshot ${summary.snapshotId.slice(0, 8)}` : ''}`,
+        );
         if (reporter) {
           await reporter.succeed(summary);
           await noteReported(cli.env, 'success');
@@ -78,11 +91,20 @@ export function register(program: Command, cli: Cli): void {
 
 /** The binlog-push schedule runs the document without a request: the operation and plan are all there is to say. */
 function scheduledRequest(operation: string, planId: string): AgentRequest {
-  if (operation !== 'archive') throw new CairnError('Cairn.Usage', `cairn agent ${operation} needs --request`, { hint: 'the state machines pass it; only archive runs without one' });
+  if (operation !== 'archive')
+    throw new CairnError('Cairn.Usage', `cairn agent ${operation} needs --request`, {
+      hint: 'the state machines pass it; only archive runs without one',
+    });
   return parseOrExplain(agentRequestSchema, { operation, planId, heartbeatSeconds: 300 }, 'request');
 }
 
-async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concurrency: number, lockWait: string | undefined): Promise<RunSummary> {
+async function runOperation(
+  cli: Cli,
+  cmd: Command,
+  request: AgentRequest,
+  concurrency: number,
+  lockWait: string | undefined,
+): Promise<RunSummary> {
   const source = new PlanSource(cli.env);
   const plan = await source.plan(request.planId);
   const env = { ...cli.env };
@@ -109,7 +131,9 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
         tags: [],
         plan: plan.id,
         env,
-        engine: engine ? { engine, options: engine.parseOptions(engineOptionsOf(plan)), source: `${engine.name}:plan ${plan.id}` } : undefined,
+        engine: engine
+          ? { engine, options: engine.parseOptions(engineOptionsOf(plan)), source: `${engine.name}:plan ${plan.id}` }
+          : undefined,
       });
       const s = snapshot.summary;
       return {
@@ -126,7 +150,11 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
     }
     case 'restore': {
       // A restored PostgreSQL fetches its WAL through this same program, with the plan's repository and passphrase file.
-      const cairnArgv = [process.execPath, resolve(process.argv[1] ?? 'cairn'), ...walCairnArgs(plan, env.AWS_REGION ?? env.AWS_DEFAULT_REGION)];
+      const cairnArgv = [
+        process.execPath,
+        resolve(process.argv[1] ?? 'cairn'),
+        ...walCairnArgs(plan, env.AWS_REGION ?? env.AWS_DEFAULT_REGION),
+      ];
       const { snapshot, result, replay } = await restore(repo, {
         ...common,
         snapshot: request.snapshotId,
@@ -137,9 +165,15 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
         includes: [],
         force: false,
         ignoreErrors: false,
-        ...(request.pointInTime !== undefined ? { pointInTime: { target: { time: request.pointInTime }, stream: request.stream, cairnArgv } } : {}),
+        ...(request.pointInTime !== undefined
+          ? { pointInTime: { target: { time: request.pointInTime }, stream: request.stream, cairnArgv } }
+          : {}),
       });
-      if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path ?? ''}: ${result.errors[0]?.error ?? ''}`);
+      if (result.errors.length > 0)
+        throw new CairnError(
+          'Cairn.PartialFailure',
+          `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path ?? ''}: ${result.errors[0]?.error ?? ''}`,
+        );
       return {
         ...base,
         finishedAt: new Date().toISOString(),
@@ -147,13 +181,29 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
         engine: snapshot.engine,
         totalBytes: result.bytes,
         target: request.targetPath ?? request.targetDatabase ?? 'the server',
-        ...(replay ? { replay: { pointInTime: replay.plan.describe, stream: replay.plan.stream, files: replay.files, bytes: replay.bytes, summary: replay.summary } } : {}),
+        ...(replay
+          ? {
+              replay: {
+                pointInTime: replay.plan.describe,
+                stream: replay.plan.stream,
+                files: replay.files,
+                bytes: replay.bytes,
+                summary: replay.summary,
+              },
+            }
+          : {}),
       };
     }
     case 'verify': {
       const report = await verify(repo, { ...common, readData: request.readDataSubset });
       if (!report.ok) {
-        throw new CairnError('Cairn.Damaged', `verify found ${report.problems.length} problem(s) affecting ${report.affected.length} file(s): ${report.problems.slice(0, 3).map((p) => `${p.object}: ${p.problem}`).join('; ')}`);
+        throw new CairnError(
+          'Cairn.Damaged',
+          `verify found ${report.problems.length} problem(s) affecting ${report.affected.length} file(s): ${report.problems
+            .slice(0, 3)
+            .map((p) => `${p.object}: ${p.problem}`)
+            .join('; ')}`,
+        );
       }
       return { ...base, finishedAt: new Date().toISOString(), verify: { ok: true, problems: 0, packsRead: report.packsRead } };
     }
@@ -161,11 +211,30 @@ async function runOperation(cli: Cli, cmd: Command, request: AgentRequest, concu
       // A restore drill: the snapshot restored into a scratch directory and checked against its manifest, then removed.
       const scratch = await mkdtemp(join(cli.env.CAIRN_DRILL_DIR ?? tmpdir(), 'cairn-drill-'));
       try {
-        const { snapshot, result } = await restore(repo, { ...common, snapshot: request.snapshotId ?? 'latest', target: scratch, engineOptions: {}, env, includes: [], force: false, ignoreErrors: false });
+        const { snapshot, result } = await restore(repo, {
+          ...common,
+          snapshot: request.snapshotId ?? 'latest',
+          target: scratch,
+          engineOptions: {},
+          env,
+          includes: [],
+          force: false,
+          ignoreErrors: false,
+        });
         if (result.errors.length > 0 || (snapshot.engine === 'files' && result.bytes !== snapshot.summary.totalBytes)) {
-          throw new CairnError('Cairn.Damaged', `the restore drill of snapshot ${snapshot.id.slice(0, 8)} restored ${result.bytes} of ${snapshot.summary.totalBytes} bytes with ${result.errors.length} error(s)`);
+          throw new CairnError(
+            'Cairn.Damaged',
+            `the restore drill of snapshot ${snapshot.id.slice(0, 8)} restored ${result.bytes} of ${snapshot.summary.totalBytes} bytes with ${result.errors.length} error(s)`,
+          );
         }
-        return { ...base, finishedAt: new Date().toISOString(), snapshotId: snapshot.id, engine: snapshot.engine, totalBytes: result.bytes, target: 'scratch directory (removed)' };
+        return {
+          ...base,
+          finishedAt: new Date().toISOString(),
+          snapshotId: snapshot.id,
+          engine: snapshot.engine,
+          totalBytes: result.bytes,
+          target: 'scratch directory (removed)',
+        };
       } finally {
         await rm(scratch, { recursive: true, force: true });
       }
@@ -183,23 +252,46 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
   const pitr = pitrOf(plan);
   if (plan.engine !== 'mariadb' || pitr === undefined) {
     throw new CairnError('Cairn.Usage', `plan ${plan.id} does not push binlogs: archive is for mariadb plans with pitr.enabled`, {
-      hint: plan.engine === 'postgres' ? 'PostgreSQL archives its WAL itself, through archive_command (cairn wal-push)' : 'set pitr.enabled in the plan',
+      hint:
+        plan.engine === 'postgres'
+          ? 'PostgreSQL archives its WAL itself, through archive_command (cairn wal-push)'
+          : 'set pitr.enabled in the plan',
     });
   }
   if (!('passphraseParameter' in plan.keySource)) {
-    throw new CairnError('Cairn.Config', `plan ${plan.id} names only a KMS key; the binlog push opens the repository with keySource.passphraseParameter for now`);
+    throw new CairnError(
+      'Cairn.Config',
+      `plan ${plan.id} names only a KMS key; the binlog push opens the repository with keySource.passphraseParameter for now`,
+    );
   }
   const passphrase = await source.secret(plan.keySource.passphraseParameter);
-  const connection = Object.entries({ '--db-host': plan.engineOptions.connection?.host, '--db-port': plan.engineOptions.connection?.port, '--db-socket': plan.engineOptions.connection?.socket, '--db-user': plan.engineOptions.connection?.user })
+  const connection = Object.entries({
+    '--db-host': plan.engineOptions.connection?.host,
+    '--db-port': plan.engineOptions.connection?.port,
+    '--db-socket': plan.engineOptions.connection?.socket,
+    '--db-user': plan.engineOptions.connection?.user,
+  })
     .filter((e): e is [string, string | number] => e[1] !== undefined)
     .flatMap(([flag, value]) => [flag, String(value)]);
   const archiveName = pitr.archiveStream?.replace(/^mariadb-/, '');
   // main() takes process.argv's shape: the program and script first.
-  const argv = [process.execPath, process.argv[1] ?? 'cairn', '--repo', plan.repository.url, '--concurrency', String(concurrency), 'binlog-push', '--rotate', ...connection, ...(archiveName ? ['--archive-name', archiveName] : [])];
+  const argv = [
+    process.execPath,
+    process.argv[1] ?? 'cairn',
+    '--repo',
+    plan.repository.url,
+    '--concurrency',
+    String(concurrency),
+    'binlog-push',
+    '--rotate',
+    ...connection,
+    ...(archiveName ? ['--archive-name', archiveName] : []),
+  ];
   // Imported here: main.ts registers this module, so a static import would be a cycle.
   const { main } = await import('./main.ts');
   const code = await main(argv, { ...env, CAIRN_PASSWORD: passphrase });
-  if (code !== 0) throw new CairnError('Cairn.Failure', `cairn binlog-push for plan ${plan.id} exited with code ${code} (its error is above)`);
+  if (code !== 0)
+    throw new CairnError('Cairn.Failure', `cairn binlog-push for plan ${plan.id} exited with code ${code} (its error is above)`);
 }
 
 function engineOptionsOf(plan: Plan): Record<string, unknown> {

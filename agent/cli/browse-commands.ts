@@ -1,7 +1,19 @@
 import type { Command } from 'commander';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { underLock } from '../commands/operation.ts';
-import { SnapshotBrowser, diff, dump, emptyDiffSummary, countDiff, filterSnapshots, find, ls, type DiffItem, type DiffSummary, type ListedEntry } from '../commands/browse.ts';
+import {
+  SnapshotBrowser,
+  diff,
+  dump,
+  emptyDiffSummary,
+  countDiff,
+  filterSnapshots,
+  find,
+  ls,
+  type DiffItem,
+  type DiffSummary,
+  type ListedEntry,
+} from '../commands/browse.ts';
 import { tagSnapshots, type TagChange } from '../commands/tag.ts';
 import { Output, formatBytes } from './output.ts';
 import { collect, type Cli } from './context.ts';
@@ -28,7 +40,10 @@ export function register(program: Command, cli: Cli): void {
         for await (const entry of ls(browser, snapshot, path, Boolean(opts.recursive))) {
           entries++;
           bytes += entry.size;
-          cli.output.result({ type: 'entry', snapshotId: snapshot.id, entry }, lsLine(entry, Boolean(opts.recursive) || entry.path === path.replace(/^\/+|\/+$/g, '')));
+          cli.output.result(
+            { type: 'entry', snapshotId: snapshot.id, entry },
+            lsLine(entry, Boolean(opts.recursive) || entry.path === path.replace(/^\/+|\/+$/g, '')),
+          );
         }
         cli.output.result({ type: 'ls', snapshotId: snapshot.id, path, entries, bytes }, '');
       });
@@ -131,19 +146,29 @@ export function register(program: Command, cli: Cli): void {
         dryRun: Boolean(opts.dryRun),
         ...cli.operation(repo, g),
       });
-      cli.output.result({ type: 'tag', dryRun: Boolean(opts.dryRun), changes }, changes.map((c) => tagLine(c, Boolean(opts.dryRun))).join('\n'));
+      cli.output.result(
+        { type: 'tag', dryRun: Boolean(opts.dryRun), changes },
+        changes.map((c) => tagLine(c, Boolean(opts.dryRun))).join('\n'),
+      );
     });
 }
 
 export function modeString(entry: Pick<ListedEntry, 'type' | 'mode'>): string {
   const m = entry.mode;
   const bit = (mask: number, c: string): string => (m & mask ? c : '-');
-  const exec = (x: number, special: number, set: string, unset: string): string => (m & special ? (m & x ? set : unset) : m & x ? 'x' : '-');
+  const exec = (x: number, special: number, set: string, unset: string): string =>
+    m & special ? (m & x ? set : unset) : m & x ? 'x' : '-';
   return (
     (entry.type === 'dir' ? 'd' : entry.type === 'symlink' ? 'l' : '-') +
-    bit(0o400, 'r') + bit(0o200, 'w') + exec(0o100, 0o4000, 's', 'S') +
-    bit(0o040, 'r') + bit(0o020, 'w') + exec(0o010, 0o2000, 's', 'S') +
-    bit(0o004, 'r') + bit(0o002, 'w') + exec(0o001, 0o1000, 't', 'T')
+    bit(0o400, 'r') +
+    bit(0o200, 'w') +
+    exec(0o100, 0o4000, 's', 'S') +
+    bit(0o040, 'r') +
+    bit(0o020, 'w') +
+    exec(0o010, 0o2000, 's', 'S') +
+    bit(0o004, 'r') +
+    bit(0o002, 'w') +
+    exec(0o001, 0o1000, 't', 'T')
   );
 }
 
@@ -167,7 +192,8 @@ function diffLine(item: DiffItem): string {
 }
 
 function diffSummaryText(s: DiffSummary): string {
-  const kinds = (c: { files: number; dirs: number; symlinks: number }): string => `${c.files} file(s), ${c.dirs} dir(s), ${c.symlinks} symlink(s)`;
+  const kinds = (c: { files: number; dirs: number; symlinks: number }): string =>
+    `${c.files} file(s), ${c.dirs} dir(s), ${c.symlinks} symlink(s)`;
   return [
     `added: ${kinds(s.added)}, ${formatBytes(s.added.bytes)}`,
     `removed: ${kinds(s.removed)}, ${formatBytes(s.removed.bytes)}`,

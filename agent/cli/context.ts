@@ -54,7 +54,10 @@ export class Cli {
   async storage(cmd: Command): Promise<DeletableStorage> {
     const g = this.globals(cmd);
     if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY' });
-    const storage = wrapStorage(await openStorage(g.repo, this.env), cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal });
+    const storage = wrapStorage(await openStorage(g.repo, this.env), cmd.optsWithGlobals<StorageFlags>(), {
+      env: this.env,
+      signal: this.signal,
+    });
     this.run.repository ??= storage.location;
     return storage;
   }
@@ -106,7 +109,8 @@ export const collect = (value: string, previous: string[]): string[] => [...prev
 
 export function positiveInt(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw new CairnError('Cairn.Usage', `expected a whole number from 1 to 64, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1 || n > 64)
+    throw new CairnError('Cairn.Usage', `expected a whole number from 1 to 64, got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -118,6 +122,7 @@ export function nonNegativeInt(value: string): number {
 
 export function parsePercent(text: string, allowZero = false): number {
   const n = Number(text.replace(/%$/, ''));
-  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || n > 100) throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
+  if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || n > 100)
+    throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
   return n / 100;
 }

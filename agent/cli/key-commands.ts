@@ -28,23 +28,34 @@ export function registerKeyCommands(program: Command, cli: Cli): void {
       const keys = await listKeys(repo);
       cli.output.result(
         { type: 'keys', repositoryId: repo.id, keys },
-        keys.map((k) => `${k.current ? '*' : ' '} ${k.id}  ${k.kind.padEnd(10)}  ${k.created}  ${k.user}@${k.host}${k.keyArn ? `  ${k.keyArn}` : ''}`).join('\n') || 'no key files',
+        keys
+          .map(
+            (k) =>
+              `${k.current ? '*' : ' '} ${k.id}  ${k.kind.padEnd(10)}  ${k.created}  ${k.user}@${k.host}${k.keyArn ? `  ${k.keyArn}` : ''}`,
+          )
+          .join('\n') || 'no key files',
       );
     });
 
   key
     .command('add')
-    .description('add a passphrase (CAIRN_NEW_PASSWORD, --new-password-file or a prompt), or with --kms-key-id a KMS wrapping; no data is rewritten')
+    .description(
+      'add a passphrase (CAIRN_NEW_PASSWORD, --new-password-file or a prompt), or with --kms-key-id a KMS wrapping; no data is rewritten',
+    )
     .option('--new-password-file <file>', 'read the new passphrase from this file')
     .option('--kms-key-id <arn>', 'wrap the master key with this AWS KMS key (needs kms:Encrypt now, kms:Decrypt to open)')
     .action(async (opts: { newPasswordFile?: string; kmsKeyId?: string }, cmd: Command) => {
-      if (opts.kmsKeyId && opts.newPasswordFile) throw new CairnError('Cairn.Usage', 'give either --kms-key-id or --new-password-file, not both');
+      if (opts.kmsKeyId && opts.newPasswordFile)
+        throw new CairnError('Cairn.Usage', 'give either --kms-key-id or --new-password-file, not both');
       if (opts.kmsKeyId) kmsRegion(opts.kmsKeyId); // a malformed ARN fails before the repository is opened
       const { g, repo } = await cli.openRepo(cmd);
       const ctx = cli.operation(repo, g);
       if (opts.kmsKeyId) {
         const added = await addKmsKey(repo, opts.kmsKeyId, ctx);
-        cli.output.result({ type: 'key.added', keyId: added.id, kind: 'kms', keyArn: added.keyArn }, `added key ${added.id} (KMS ${added.keyArn})`);
+        cli.output.result(
+          { type: 'key.added', keyId: added.id, kind: 'kms', keyArn: added.keyArn },
+          `added key ${added.id} (KMS ${added.keyArn})`,
+        );
         return;
       }
       const id = await addKey(repo, await newPassphrase(opts.newPasswordFile), ctx);
@@ -59,7 +70,10 @@ export function registerKeyCommands(program: Command, cli: Cli): void {
     .action(async (id: string, opts: { forceLastKey?: boolean }, cmd: Command) => {
       const { g, repo, storage } = await cli.openRepo(cmd);
       const removed = await removeKey(repo, storage, id, cli.operation(repo, g), { forceLastKey: Boolean(opts.forceLastKey) });
-      cli.output.result({ type: 'key.removed', keyId: removed.id, kind: removed.kind, ...(removed.keyArn ? { keyArn: removed.keyArn } : {}) }, `removed key ${removed.id}`);
+      cli.output.result(
+        { type: 'key.removed', keyId: removed.id, kind: removed.kind, ...(removed.keyArn ? { keyArn: removed.keyArn } : {}) },
+        `removed key ${removed.id}`,
+      );
     });
 
   key
@@ -76,7 +90,10 @@ export function registerKeyCommands(program: Command, cli: Cli): void {
     .command('export')
     .description('write a recovery kit: the master key under a separate recovery passphrase, printable, for when every key is lost')
     .requiredOption('--recovery-kit <file>', 'where to write the kit (mode 0600; an existing file is never overwritten)')
-    .option('--recovery-password-file <file>', 'read the recovery passphrase from this file (default: CAIRN_RECOVERY_PASSWORD, or a prompt)')
+    .option(
+      '--recovery-password-file <file>',
+      'read the recovery passphrase from this file (default: CAIRN_RECOVERY_PASSWORD, or a prompt)',
+    )
     .action(async (opts: { recoveryKit: string; recoveryPasswordFile?: string }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const passphrase = await recoveryPassphrase(opts.recoveryPasswordFile, true);
@@ -92,14 +109,20 @@ export function registerKeyCommands(program: Command, cli: Cli): void {
     .command('import')
     .description('add a passphrase key from a recovery kit (opens the repository with the kit alone, even with no key file left)')
     .requiredOption('--recovery-kit <file>', 'the kit written by `cairn key export --recovery-kit` (or typed in from paper)')
-    .option('--recovery-password-file <file>', 'read the recovery passphrase from this file (default: CAIRN_RECOVERY_PASSWORD, or a prompt)')
+    .option(
+      '--recovery-password-file <file>',
+      'read the recovery passphrase from this file (default: CAIRN_RECOVERY_PASSWORD, or a prompt)',
+    )
     .option('--new-password-file <file>', 'read the new passphrase from this file (default: CAIRN_NEW_PASSWORD, or a prompt)')
     .action(async (opts: { recoveryKit: string; recoveryPasswordFile?: string; newPasswordFile?: string }, cmd: Command) => {
       const storage = await cli.storage(cmd);
       const repo = await openWithRecoveryKit(storage, opts.recoveryKit, () => recoveryPassphrase(opts.recoveryPasswordFile, false));
       const ctx = cli.operation(repo, cli.globals(cmd));
       const id = await addKey(repo, await newPassphrase(opts.newPasswordFile), ctx);
-      cli.output.result({ type: 'key.imported', keyId: id, kind: 'passphrase', repositoryId: repo.id }, `added passphrase key ${id} from the recovery kit`);
+      cli.output.result(
+        { type: 'key.imported', keyId: id, kind: 'passphrase', repositoryId: repo.id },
+        `added passphrase key ${id} from the recovery kit`,
+      );
     });
 }
 
@@ -109,9 +132,17 @@ export function registerKeyCommands(program: Command, cli: Cli): void {
  * wrapping, plus a passphrase wrapping only when one is given explicitly; a
  * KMS-only repository needs KMS to restore, and `notice` says so.
  */
-export async function initKeys(cli: Cli, cmd: Command, kmsKeyId: string | undefined): Promise<{ wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>); kmsOnly: boolean; notice: string }> {
+export async function initKeys(
+  cli: Cli,
+  cmd: Command,
+  kmsKeyId: string | undefined,
+): Promise<{ wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>); kmsOnly: boolean; notice: string }> {
   if (!kmsKeyId) {
-    return { wrap: await cli.passphrase(cmd, true), kmsOnly: false, notice: 'Keep the passphrase safe: without it the backups cannot be read.' };
+    return {
+      wrap: await cli.passphrase(cmd, true),
+      kmsOnly: false,
+      notice: 'Keep the passphrase safe: without it the backups cannot be read.',
+    };
   }
   kmsRegion(kmsKeyId);
   const g = cli.globals(cmd);
@@ -122,7 +153,11 @@ export async function initKeys(cli: Cli, cmd: Command, kmsKeyId: string | undefi
     ...(passphrase ? [await wrapMasterKey(master, passphrase, repositoryId, owner)] : []),
   ];
   return passphrase
-    ? { wrap, kmsOnly: false, notice: `The master key is wrapped by KMS key ${kmsKeyId} and by the passphrase: either opens the repository; keep the passphrase safe.` }
+    ? {
+        wrap,
+        kmsOnly: false,
+        notice: `The master key is wrapped by KMS key ${kmsKeyId} and by the passphrase: either opens the repository; keep the passphrase safe.`,
+      }
     : {
         wrap,
         kmsOnly: true,

@@ -36,7 +36,15 @@ import { describeReplay, measuredThroughputs, planPointInTime, type PointInTimeP
 import type { RecoveryTarget } from '../core/log-chain.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */
-const commandModules: ((program: Command, cli: Cli) => void)[] = [registerCopy, registerBrowse, registerKeyCommands, registerAgent, registerWal, registerBinlog, registerPitr];
+const commandModules: ((program: Command, cli: Cli) => void)[] = [
+  registerCopy,
+  registerBrowse,
+  registerKeyCommands,
+  registerAgent,
+  registerWal,
+  registerBinlog,
+  registerPitr,
+];
 
 /** Runs the CLI and returns the process exit code (docs/exit-codes.md). Never calls process.exit. */
 export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -45,7 +53,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (++signals > 1) process.exit(ExitCode.cancelled);
-    const outcome = cli.run.operation === 'restore' ? 'the restore target is incomplete (restore again into an empty directory, or with --force)' : 'nothing was committed';
+    const outcome =
+      cli.run.operation === 'restore'
+        ? 'the restore target is incomplete (restore again into an empty directory, or with --force)'
+        : 'nothing was committed';
     controller.abort(new CairnError('Cairn.Cancelled', `cancelled by ${signal}; ${outcome}`));
   };
   process.on('SIGINT', onSignal);
@@ -59,7 +70,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--json', 'print JSON lines (the default when stdout is not a terminal)')
     .option('-q, --quiet', 'no progress line')
     .option('--lock-wait <duration>', 'when the repository is locked, keep trying this long (e.g. 30s, 10m)')
-    .option('--concurrency <n>', 'pieces compressed and objects transferred at once (memory ≈ n × 24 MiB)', positiveInt, Math.min(8, Math.max(2, availableParallelism())))
+    .option(
+      '--concurrency <n>',
+      'pieces compressed and objects transferred at once (memory ≈ n × 24 MiB)',
+      positiveInt,
+      Math.min(8, Math.max(2, availableParallelism())),
+    )
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
     .hook('preAction', (_cmd, action) => {
@@ -79,12 +95,19 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .command('init')
     .description('create a new repository')
     .option('--compression <codec>', 'default compression: zstd, zstd:LEVEL or none', 'zstd:1')
-    .option('--kms-key-id <arn>', 'wrap the master key with this AWS KMS key (see docs/keys.md); with no passphrase given, restoring then needs KMS')
+    .option(
+      '--kms-key-id <arn>',
+      'wrap the master key with this AWS KMS key (see docs/keys.md); with no passphrase given, restoring then needs KMS',
+    )
     .action(async (opts: { compression: string; kmsKeyId?: string }, cmd: Command) => {
       const storage = await cli.storage(cmd);
       const keys = await initKeys(cli, cmd, opts.kmsKeyId);
       const repo = await Repository.init(storage, keys.wrap, who(), { compression: parseCompression(opts.compression) });
-      await record({ repo, who: who(), progress: cli.output }, 'init', { repositoryId: repo.id, location: storage.location, ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}) });
+      await record({ repo, who: who(), progress: cli.output }, 'init', {
+        repositoryId: repo.id,
+        location: storage.location,
+        ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+      });
       if (keys.kmsOnly) cli.output.warn(keys.notice, { kmsOnly: true });
       cli.output.result(
         { type: 'init', repository: storage.location, id: repo.id, kmsOnly: keys.kmsOnly },
@@ -100,7 +123,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('-t, --tag <tag>', 'tag the snapshot (repeatable)', collect, [])
     .option('--host <name>', 'host name recorded in the snapshot')
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest of the same host and paths')
-    .option('--compression <codec>', 'zstd, zstd:LEVEL or none (default: the repository\'s)')
+    .option('--compression <codec>', "zstd, zstd:LEVEL or none (default: the repository's)")
     .option('--engine <name>', 'a database engine instead of files (see `cairn engines`)')
     .option('--stop-cmd <command>', 'files engine, cold copy: run before reading (stops the service)')
     .option('--start-cmd <command>', 'files engine, cold copy: run afterwards, whatever happened (starts it again)')
@@ -109,15 +132,29 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)')
     .option('--parallel <n>', 'mariadb engine: files copied at once by mariabackup', positiveInt)
     .addOption(etcdFlags.prefix('back up only keys under this prefix (repeatable; default: every key)'))
-    .addOption(etcdFlags.endpoints()).addOption(etcdFlags.cacert()).addOption(etcdFlags.cert()).addOption(etcdFlags.key())
-    .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
-    .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile()).addOption(dbOptions.name())
+    .addOption(etcdFlags.endpoints())
+    .addOption(etcdFlags.cacert())
+    .addOption(etcdFlags.cert())
+    .addOption(etcdFlags.key())
+    .addOption(dbOptions.host())
+    .addOption(dbOptions.port())
+    .addOption(dbOptions.socket())
+    .addOption(dbOptions.user())
+    .addOption(dbOptions.passwordFile())
+    .addOption(dbOptions.defaultsFile())
+    .addOption(dbOptions.name())
     .action(async (paths: string[], opts: BackupCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const engine = opts.engine && opts.engine !== 'files' ? engineByName(opts.engine) : undefined;
-      if (!engine && paths.length === 0) throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
-      if (engine && paths.length > 0) throw new CairnError('Cairn.Usage', `the ${engine.name} engine takes no paths`, { hint: 'give the connection with --db-host/--db-socket and the databases with --db-name' });
-      const engineOptions = engine ? engine.parseOptions({ ...engineOptionsFrom(opts), ...(opts.parallel ? { parallel: opts.parallel } : {}) }) : undefined;
+      if (!engine && paths.length === 0)
+        throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
+      if (engine && paths.length > 0)
+        throw new CairnError('Cairn.Usage', `the ${engine.name} engine takes no paths`, {
+          hint: 'give the connection with --db-host/--db-socket and the databases with --db-name',
+        });
+      const engineOptions = engine
+        ? engine.parseOptions({ ...engineOptionsFrom(opts), ...(opts.parallel ? { parallel: opts.parallel } : {}) })
+        : undefined;
       const snapshot = await backup(repo, {
         paths,
         excludes: opts.exclude,
@@ -128,7 +165,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         parent: opts.parent,
         progress: cli.output,
         signal: controller.signal,
-        engine: engine ? { engine, options: engineOptions, source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`}` } : undefined,
+        engine: engine
+          ? {
+              engine,
+              options: engineOptions,
+              source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`}`,
+            }
+          : undefined,
         preHook: opts.preHook,
         postHook: opts.postHook,
         stopCmd: opts.stopCmd,
@@ -138,9 +181,23 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         ...locking(g),
       });
       cli.run.backup = snapshot.summary;
-      cli.output.result({ type: 'summary', operation: 'backup', snapshotId: snapshot.id, engine: snapshot.engine, engineMetadata: snapshot.engineMetadata, ...snapshot.summary }, backupText(snapshot));
+      cli.output.result(
+        {
+          type: 'summary',
+          operation: 'backup',
+          snapshotId: snapshot.id,
+          engine: snapshot.engine,
+          engineMetadata: snapshot.engineMetadata,
+          ...snapshot.summary,
+        },
+        backupText(snapshot),
+      );
       if (snapshot.summary.errors > 0) {
-        throw new CairnError('Cairn.PartialFailure', `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`, { hint: 'see the warnings above' });
+        throw new CairnError(
+          'Cairn.PartialFailure',
+          `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`,
+          { hint: 'see the warnings above' },
+        );
       }
     });
 
@@ -149,10 +206,17 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .description('list the backup engines and what each needs')
     .action(() => {
       const list = [
-        { name: 'files', description: 'files and directories; --stop-cmd/--start-cmd for a cold copy', requires: ['read access to the paths'] },
+        {
+          name: 'files',
+          description: 'files and directories; --stop-cmd/--start-cmd for a cold copy',
+          requires: ['read access to the paths'],
+        },
         ...[...engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
       ];
-      cli.output.result({ type: 'engines', engines: list }, list.map((e) => `${e.name.padEnd(10)} ${e.description}\n           needs: ${e.requires.join('; ')}`).join('\n'));
+      cli.output.result(
+        { type: 'engines', engines: list },
+        list.map((e) => `${e.name.padEnd(10)} ${e.description}\n           needs: ${e.requires.join('; ')}`).join('\n'),
+      );
     });
 
   program
@@ -172,13 +236,20 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       }
       const groupBy = parseGroupBy(opts.groupBy);
       const groups = groupSnapshots(snapshots, groupBy);
-      cli.output.result({ type: 'snapshots', groupBy, groups }, groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots');
+      cli.output.result(
+        { type: 'snapshots', groupBy, groups },
+        groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots',
+      );
     });
 
   program
     .command('restore')
     .description('restore a snapshot into a directory (files, physical engines) or a database server (logical engines)')
-    .argument('[snapshot]', 'snapshot id (or a unique prefix), or "latest"; with --to-*, the base to replay from (default: the newest whose log reaches the target)', 'latest')
+    .argument(
+      '[snapshot]',
+      'snapshot id (or a unique prefix), or "latest"; with --to-*, the base to replay from (default: the newest whose log reaches the target)',
+      'latest',
+    )
     .option('--target <dir>', 'directory to restore into (must be empty unless --force)')
     .option('--to-time <time>', 'point-in-time recovery: replay the archived log up to this time (ISO-8601, e.g. 2026-11-23T10:15:00Z)')
     .option('--to-lsn <lsn>', 'postgres: replay WAL up to this LSN (e.g. 0/3000148)')
@@ -191,31 +262,48 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('-i, --include <pattern>', 'restore only paths matching the pattern (repeatable)', collect, [])
     .option('--force', 'restore into a non-empty directory, replacing what is in the way')
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
-    .addOption(dbOptions.host()).addOption(dbOptions.port()).addOption(dbOptions.socket()).addOption(dbOptions.user())
-    .addOption(dbOptions.passwordFile()).addOption(dbOptions.defaultsFile())
-    .option('--owner <user>', 'physical engines: give the restored data directory to this user (the database server\'s)')
+    .addOption(dbOptions.host())
+    .addOption(dbOptions.port())
+    .addOption(dbOptions.socket())
+    .addOption(dbOptions.user())
+    .addOption(dbOptions.passwordFile())
+    .addOption(dbOptions.defaultsFile())
+    .option('--owner <user>', "physical engines: give the restored data directory to this user (the database server's)")
     .option('--jobs <n>', 'pgdump: parallel pg_restore jobs (above 1 the dump is written to --temp-dir first)', positiveInt)
     .option('--if-empty', 'do nothing when the target directory already holds data (bootstrapping a replica)')
     .option('--wait-for-snapshot <duration>', 'keep looking this long for a snapshot to appear (e.g. 60s)')
-    .option('--etcd-name <name>', 'etcd: the restored member\'s name (default: default)')
+    .option('--etcd-name <name>', "etcd: the restored member's name (default: default)")
     .option('--etcd-initial-cluster <list>', 'etcd: name=peerURL,... of the new cluster')
-    .option('--etcd-initial-advertise-peer-urls <urls>', 'etcd: the restored member\'s peer URLs (default: http://127.0.0.1:2380)')
-    .addOption(etcdFlags.prefix('restore only the snapshot\'s keys under this prefix (repeatable)'))
+    .option('--etcd-initial-advertise-peer-urls <urls>', "etcd: the restored member's peer URLs (default: http://127.0.0.1:2380)")
+    .addOption(etcdFlags.prefix("restore only the snapshot's keys under this prefix (repeatable)"))
     .option('--clear-prefix', 'etcd-keys: delete every key under the target prefix(es) before restoring')
     .option('--rename-prefix <old:new>', 'etcd-keys: restore keys under OLD as NEW (every restored key must start with OLD)')
-    .addOption(etcdFlags.endpoints()).addOption(etcdFlags.cacert()).addOption(etcdFlags.cert()).addOption(etcdFlags.key())
+    .addOption(etcdFlags.endpoints())
+    .addOption(etcdFlags.cacert())
+    .addOption(etcdFlags.cert())
+    .addOption(etcdFlags.key())
     .action(async (ref: string, opts: RestoreCliOptions, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const target = recoveryTargetFrom(opts);
-      if (opts.dryRun && !target) throw new CairnError('Cairn.Usage', '--dry-run plans a point-in-time restore', { hint: 'add --to-time (or --to-lsn, --to-xid, --to-gtid, --to-position)' });
+      if (opts.dryRun && !target)
+        throw new CairnError('Cairn.Usage', '--dry-run plans a point-in-time restore', {
+          hint: 'add --to-time (or --to-lsn, --to-xid, --to-gtid, --to-position)',
+        });
       if (target && opts.dryRun) {
-        const { plan, snapshot } = await planPointInTime(repo, { target, stream: opts.archiveStream, base: ref === 'latest' ? undefined : ref });
+        const { plan, snapshot } = await planPointInTime(repo, {
+          target,
+          stream: opts.archiveStream,
+          base: ref === 'latest' ? undefined : ref,
+        });
         const described = describeReplay(plan, snapshot, await measuredThroughputs(repo));
         cli.output.result({ type: 'pitr-plan', dryRun: true, ...described }, pitrPlanText(described));
         return;
       }
       if (opts.ifEmpty && opts.target && (await readdir(opts.target).catch(() => [])).length > 0) {
-        cli.output.result({ type: 'summary', operation: 'restore', skipped: true, target: opts.target }, `${opts.target} already holds data; nothing restored (--if-empty)`);
+        cli.output.result(
+          { type: 'summary', operation: 'restore', skipped: true, target: opts.target },
+          `${opts.target} already holds data; nothing restored (--if-empty)`,
+        );
         return;
       }
       const started = Date.now();
@@ -248,12 +336,31 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       });
       const ms = Date.now() - started;
       const where = opts.target ?? (opts.targetDatabase ? `database ${opts.targetDatabase}` : 'the server');
-      const replayed = replay ? { pointInTime: replay.plan.describe, logStream: replay.plan.stream, logFiles: replay.files, logBytes: replay.bytes, replay: replay.summary } : {};
+      const replayed = replay
+        ? {
+            pointInTime: replay.plan.describe,
+            logStream: replay.plan.stream,
+            logFiles: replay.files,
+            logBytes: replay.bytes,
+            replay: replay.summary,
+          }
+        : {};
       cli.output.result(
-        { type: 'summary', operation: 'restore', snapshotId: snapshot.id, engine: snapshot.engine, target: where, ...result, ...replayed, durationMs: ms },
+        {
+          type: 'summary',
+          operation: 'restore',
+          snapshotId: snapshot.id,
+          engine: snapshot.engine,
+          target: where,
+          ...result,
+          ...replayed,
+          durationMs: ms,
+        },
         `restored snapshot ${shortId(snapshot.id)} (${snapshot.engine}) into ${where}: ${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${formatBytes(result.bytes)} in ${formatDuration(ms)}` +
           (replay ? `\n${replay.summary}` : '') +
-          (result.errors.length ? `\n${result.errors.length} file(s) could not be restored:\n${result.errors.map((e) => `  ${e.path}: ${e.error}`).join('\n')}` : ''),
+          (result.errors.length
+            ? `\n${result.errors.length} file(s) could not be restored:\n${result.errors.map((e) => `  ${e.path}: ${e.error}`).join('\n')}`
+            : ''),
       );
       if (result.errors.length > 0) throw new CairnError('Cairn.PartialFailure', `${result.errors.length} file(s) could not be restored`);
     });
@@ -266,18 +373,33 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (opts: { readData?: boolean; readDataSubset?: string }, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { readData, concurrency: g.concurrency, progress: cli.output, who: who(), signal: controller.signal, ...locking(g) });
+      const report = await verify(repo, {
+        readData,
+        concurrency: g.concurrency,
+        progress: cli.output,
+        who: who(),
+        signal: controller.signal,
+        ...locking(g),
+      });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
-      if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`, { hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist' });
+      if (!report.ok)
+        throw new CairnError(
+          'Cairn.Damaged',
+          `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`,
+          {
+            hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist',
+          },
+        );
     });
-
 
   const openForDelete = (cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> => cli.openRepo(cmd);
   const opContext = (repo: Repository, g: GlobalOptions): OperationContext => cli.operation(repo, g);
 
   program
     .command('forget')
-    .description('apply a retention policy per group of snapshots, or forget the snapshots named, deleting their manifests (run prune to free the data)')
+    .description(
+      'apply a retention policy per group of snapshots, or forget the snapshots named, deleting their manifests (run prune to free the data)',
+    )
     .argument('[snapshot...]', 'forget these snapshots (ids, unique prefixes or "latest") instead of applying a policy')
     .option('--keep-last <n>', 'keep the n newest snapshots', nonNegativeInt)
     .option('--keep-hourly <n>', 'keep the newest snapshot of each of the last n hours that have one', nonNegativeInt)
@@ -286,39 +408,85 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--keep-monthly <n>', 'same, per month', nonNegativeInt)
     .option('--keep-yearly <n>', 'same, per year', nonNegativeInt)
     .option('--keep-within <duration>', 'keep every snapshot within this long of the newest (e.g. 7d, 2w, 1y6M)')
-    .option('--keep-within-pitr <duration>', 'keep a point-in-time recovery window this long: the snapshots in it and the base before it (prune keeps their log)')
+    .option(
+      '--keep-within-pitr <duration>',
+      'keep a point-in-time recovery window this long: the snapshots in it and the base before it (prune keeps their log)',
+    )
     .option('--keep-tag <tag>', 'always keep snapshots with this tag (repeatable)', collect, [])
     .option('--group-by <fields>', 'group snapshots by these fields: host,paths,plan,tags', 'host,paths,plan')
     .option('--dry-run', 'print the decisions and their reasons; delete nothing')
     .option('--force', 'with snapshot ids: forget pinned snapshots too')
     .action(async (ids: string[], opts: Record<string, unknown>, cmd: Command) => {
-      const keepFlags = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepWithinPitr'].filter((k) => opts[k] !== undefined);
+      const keepFlags = [
+        'keepLast',
+        'keepHourly',
+        'keepDaily',
+        'keepWeekly',
+        'keepMonthly',
+        'keepYearly',
+        'keepWithin',
+        'keepWithinPitr',
+      ].filter((k) => opts[k] !== undefined);
       if ((opts.keepTag as string[]).length > 0) keepFlags.push('keepTag');
-      if (ids.length > 0 && keepFlags.length > 0) throw new CairnError('Cairn.Usage', 'give either snapshot ids or --keep-* rules, not both', { hint: '`cairn forget ID...` forgets those snapshots; `cairn forget --keep-...` applies a policy' });
+      if (ids.length > 0 && keepFlags.length > 0)
+        throw new CairnError('Cairn.Usage', 'give either snapshot ids or --keep-* rules, not both', {
+          hint: '`cairn forget ID...` forgets those snapshots; `cairn forget --keep-...` applies a policy',
+        });
       const { g, repo, storage } = await openForDelete(cmd);
       if (ids.length > 0) {
-        const removed = await forgetIds(repo, storage, { ids, dryRun: Boolean(opts.dryRun), force: Boolean(opts.force), ...opContext(repo, g) });
+        const removed = await forgetIds(repo, storage, {
+          ids,
+          dryRun: Boolean(opts.dryRun),
+          force: Boolean(opts.force),
+          ...opContext(repo, g),
+        });
         cli.output.result(
           { type: 'forget', dryRun: Boolean(opts.dryRun), removed },
-          [...removed.map((r) => `${opts.dryRun ? 'would remove' : 'removed'}  ${shortId(r.id)}  ${r.time}  ${r.host}${r.pinned ? '  (pinned)' : ''}`), ...(opts.dryRun ? [] : ['run `cairn prune` to free the space their data used'])].join('\n'),
+          [
+            ...removed.map(
+              (r) => `${opts.dryRun ? 'would remove' : 'removed'}  ${shortId(r.id)}  ${r.time}  ${r.host}${r.pinned ? '  (pinned)' : ''}`,
+            ),
+            ...(opts.dryRun ? [] : ['run `cairn prune` to free the space their data used']),
+          ].join('\n'),
         );
         return;
       }
       const policy = retentionPolicySchema.parse({
-        keepLast: opts.keepLast, keepHourly: opts.keepHourly, keepDaily: opts.keepDaily, keepWeekly: opts.keepWeekly,
-        keepMonthly: opts.keepMonthly, keepYearly: opts.keepYearly, keepWithin: opts.keepWithin, keepWithinPitr: opts.keepWithinPitr,
+        keepLast: opts.keepLast,
+        keepHourly: opts.keepHourly,
+        keepDaily: opts.keepDaily,
+        keepWeekly: opts.keepWeekly,
+        keepMonthly: opts.keepMonthly,
+        keepYearly: opts.keepYearly,
+        keepWithin: opts.keepWithin,
+        keepWithinPitr: opts.keepWithinPitr,
         keepTags: (opts.keepTag as string[]).length > 0 ? opts.keepTag : undefined,
       });
-      const groupBy = String(opts.groupBy).split(',').map((f) => f.trim()).filter(Boolean);
-      for (const f of groupBy) if (!['host', 'paths', 'plan', 'tags'].includes(f)) throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
-      const groups = await forget(repo, storage, { policy, groupBy: groupBy as GroupField[], dryRun: Boolean(opts.dryRun), ...opContext(repo, g) });
+      const groupBy = String(opts.groupBy)
+        .split(',')
+        .map((f) => f.trim())
+        .filter(Boolean);
+      for (const f of groupBy)
+        if (!['host', 'paths', 'plan', 'tags'].includes(f))
+          throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
+      const groups = await forget(repo, storage, {
+        policy,
+        groupBy: groupBy as GroupField[],
+        dryRun: Boolean(opts.dryRun),
+        ...opContext(repo, g),
+      });
       cli.output.result({ type: 'forget', dryRun: Boolean(opts.dryRun), groups }, forgetText(groups, Boolean(opts.dryRun)));
     });
 
-  for (const [name, pinned] of [['pin', true], ['unpin', false]] as const) {
+  for (const [name, pinned] of [
+    ['pin', true],
+    ['unpin', false],
+  ] as const) {
     program
       .command(name)
-      .description(pinned ? 'keep a snapshot whatever the retention policy says' : 'let the retention policy decide about a pinned snapshot again')
+      .description(
+        pinned ? 'keep a snapshot whatever the retention policy says' : 'let the retention policy decide about a pinned snapshot again',
+      )
       .argument('<snapshot>', 'snapshot id or unique prefix')
       .action(async (ref: string, _opts: unknown, cmd: Command) => {
         const { g, repo, storage } = await openForDelete(cmd);
@@ -334,11 +502,22 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .option('--max-unused <percent>', 'repack a pack when more than this share of it is unused', '5%')
     .action(async (opts: { dryRun?: boolean; maxUnused: string }, cmd: Command) => {
       const { g, repo, storage } = await openForDelete(cmd);
-      const report = await prune(repo, storage, { dryRun: Boolean(opts.dryRun), maxUnused: parsePercent(opts.maxUnused, true), concurrency: g.concurrency, ...opContext(repo, g) });
+      const report = await prune(repo, storage, {
+        dryRun: Boolean(opts.dryRun),
+        maxUnused: parsePercent(opts.maxUnused, true),
+        concurrency: g.concurrency,
+        ...opContext(repo, g),
+      });
       cli.output.result(
         { type: 'prune', ...report },
         `${report.dryRun ? 'would delete' : 'deleted'} ${report.packsDeleted} pack(s) and repack ${report.packsRepacked}; ${report.dryRun ? 'would free' : 'freed'} ${formatBytes(report.bytesFreed)} (${formatBytes(report.bytesBefore)} → ${formatBytes(report.bytesAfter)})` +
-          report.logs.filter((l) => l.filesRemoved > 0).map((l) => `\n${l.stream}: ${report.dryRun ? 'would remove' : 'removed'} ${l.filesRemoved} archived log file(s), ${formatBytes(l.bytesRemoved)} (older than every base snapshot that needs them)`).join(''),
+          report.logs
+            .filter((l) => l.filesRemoved > 0)
+            .map(
+              (l) =>
+                `\n${l.stream}: ${report.dryRun ? 'would remove' : 'removed'} ${l.filesRemoved} archived log file(s), ${formatBytes(l.bytesRemoved)} (older than every base snapshot that needs them)`,
+            )
+            .join(''),
       );
     });
 
@@ -357,16 +536,22 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       }
       const active = states.filter((s) => s.state === 'active').length;
       await record(opContext(repo, g), 'unlock', { removed, all: Boolean(opts.all) });
-      cli.output.result({ type: 'unlock', removed, stillActive: opts.all ? 0 : active }, `removed ${removed} lock(s)${!opts.all && active ? `; ${active} active lock(s) left (use --all only if their processes are gone)` : ''}`);
+      cli.output.result(
+        { type: 'unlock', removed, stillActive: opts.all ? 0 : active },
+        `removed ${removed} lock(s)${!opts.all && active ? `; ${active} active lock(s) left (use --all only if their processes are gone)` : ''}`,
+      );
     });
 
   program
     .command('history')
-    .description('show the repository\'s audit trail, oldest first')
+    .description("show the repository's audit trail, oldest first")
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const events = await readHistory(repo);
-      cli.output.result({ type: 'history', events }, events.map((e) => `${e.time}  ${e.event.padEnd(17)} ${e.user}@${e.host}  ${historyDetail(e)}`).join('\n') || 'no history');
+      cli.output.result(
+        { type: 'history', events },
+        events.map((e) => `${e.time}  ${e.event.padEnd(17)} ${e.user}@${e.host}  ${historyDetail(e)}`).join('\n') || 'no history',
+      );
     });
 
   program
@@ -375,22 +560,38 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     .action(async (_opts: unknown, cmd: Command) => {
       const { repo } = await openRepo(cmd);
       const s = await stats(repo);
-      cli.output.result({ type: 'stats', ...s }, [
-        `${s.snapshots} snapshot(s), ${s.pieces} pieces in ${s.packs} pack(s)`,
-        `logical ${formatBytes(s.logicalBytes)}, unique ${formatBytes(s.uniqueBytes)}, stored ${formatBytes(s.storedBytes)}`,
-        `deduplication ${s.dedupeRatio.toFixed(2)}×, compression ${s.compressionRatio.toFixed(2)}×`,
-        ...s.perSnapshot.map((p) => `  ${shortId(p.id)}  ${p.time}  ${p.host}  ${formatBytes(p.logicalBytes)} logical, ${formatBytes(p.addedBytes)} added`),
-      ].join('\n'));
+      cli.output.result(
+        { type: 'stats', ...s },
+        [
+          `${s.snapshots} snapshot(s), ${s.pieces} pieces in ${s.packs} pack(s)`,
+          `logical ${formatBytes(s.logicalBytes)}, unique ${formatBytes(s.uniqueBytes)}, stored ${formatBytes(s.storedBytes)}`,
+          `deduplication ${s.dedupeRatio.toFixed(2)}×, compression ${s.compressionRatio.toFixed(2)}×`,
+          ...s.perSnapshot.map(
+            (p) => `  ${shortId(p.id)}  ${p.time}  ${p.host}  ${formatBytes(p.logicalBytes)} logical, ${formatBytes(p.addedBytes)} added`,
+          ),
+        ].join('\n'),
+      );
     });
 
   program
     .command('check')
-    .description('check the repository\'s structure without reading all data (same as verify without --read-data)')
+    .description("check the repository's structure without reading all data (same as verify without --read-data)")
     .action(async (_opts: unknown, cmd: Command) => {
       const { g, repo } = await openRepo(cmd);
-      const report = await verify(repo, { readData: 0, concurrency: g.concurrency, progress: cli.output, who: who(), signal: controller.signal, ...locking(g) });
+      const report = await verify(repo, {
+        readData: 0,
+        concurrency: g.concurrency,
+        progress: cli.output,
+        who: who(),
+        signal: controller.signal,
+        ...locking(g),
+      });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
-      if (!report.ok) throw new CairnError('Cairn.Damaged', `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`);
+      if (!report.ok)
+        throw new CairnError(
+          'Cairn.Damaged',
+          `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`,
+        );
     });
 
   for (const register of commandModules) register(program, cli);
@@ -404,7 +605,10 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return ExitCode.ok;
       return ExitCode.usage;
     }
-    const failure = controller.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled') ? (controller.signal.reason as unknown) : error;
+    const failure =
+      controller.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled')
+        ? (controller.signal.reason as unknown)
+        : error;
     const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
     cli.output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
     if (env.CAIRN_DEBUG && failure instanceof Error) process.stderr.write(`${failure.stack}\n`);
@@ -450,15 +654,24 @@ interface BackupCliOptions extends DbCliOptions {
 function recoveryTargetFrom(opts: RestoreCliOptions): RecoveryTarget | undefined {
   const given = [opts.toTime, opts.toLsn, opts.toXid, opts.toGtid, opts.toPosition].filter((v) => v !== undefined);
   if (given.length === 0) return undefined;
-  if (given.length > 1) throw new CairnError('Cairn.Usage', 'give one recovery target', { hint: 'use one of --to-time, --to-lsn, --to-xid, --to-gtid, --to-position' });
+  if (given.length > 1)
+    throw new CairnError('Cairn.Usage', 'give one recovery target', {
+      hint: 'use one of --to-time, --to-lsn, --to-xid, --to-gtid, --to-position',
+    });
   if (opts.toTime !== undefined) {
     const ms = Date.parse(opts.toTime);
-    if (Number.isNaN(ms)) throw new CairnError('Cairn.Usage', `invalid --to-time ${JSON.stringify(opts.toTime)}`, { hint: 'give an ISO-8601 time, e.g. 2026-11-23T10:15:00Z (without a zone it is local time)' });
+    if (Number.isNaN(ms))
+      throw new CairnError('Cairn.Usage', `invalid --to-time ${JSON.stringify(opts.toTime)}`, {
+        hint: 'give an ISO-8601 time, e.g. 2026-11-23T10:15:00Z (without a zone it is local time)',
+      });
     return { time: new Date(ms).toISOString() };
   }
   if (opts.toLsn !== undefined) return { lsn: opts.toLsn };
   if (opts.toXid !== undefined) {
-    if (!/^\d+$/.test(opts.toXid)) throw new CairnError('Cairn.Usage', `invalid --to-xid ${JSON.stringify(opts.toXid)}`, { hint: 'a transaction id is a number (txid_current())' });
+    if (!/^\d+$/.test(opts.toXid))
+      throw new CairnError('Cairn.Usage', `invalid --to-xid ${JSON.stringify(opts.toXid)}`, {
+        hint: 'a transaction id is a number (txid_current())',
+      });
     return { xid: opts.toXid };
   }
   if (opts.toGtid !== undefined) return { gtid: opts.toGtid };
@@ -511,11 +724,13 @@ interface RestoreCliOptions extends Omit<DbCliOptions, 'dbName'> {
   ignoreErrors?: boolean;
 }
 
-
 /** The etcd-keys engine's connection (etcdctl's own variables are read too) and prefix flags. */
 const etcdFlags = {
   prefix: (what: string) => new Option('--etcd-prefix <prefix>', `etcd-keys: ${what}`).argParser(collect).default([]),
-  endpoints: () => new Option('--etcd-endpoints <urls>', 'etcd-keys: client URLs, comma-separated (default: http://--db-host:--db-port)').env('ETCDCTL_ENDPOINTS'),
+  endpoints: () =>
+    new Option('--etcd-endpoints <urls>', 'etcd-keys: client URLs, comma-separated (default: http://--db-host:--db-port)').env(
+      'ETCDCTL_ENDPOINTS',
+    ),
   cacert: () => new Option('--etcd-cacert <file>', 'etcd-keys: CA bundle to verify the server (TLS)').env('ETCDCTL_CACERT'),
   cert: () => new Option('--etcd-cert <file>', 'etcd-keys: client certificate (TLS)').env('ETCDCTL_CERT'),
   key: () => new Option('--etcd-key <file>', 'etcd-keys: client certificate key (TLS)').env('ETCDCTL_KEY'),
@@ -551,7 +766,15 @@ function backupText(s: Snapshot): string {
 
 function snapshotTable(snapshots: Snapshot[]): string {
   if (snapshots.length === 0) return 'no snapshots';
-  const rows = snapshots.map((s) => [shortId(s.id), s.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), s.host, s.tags.join(','), formatBytes(s.summary.totalBytes), formatBytes(s.summary.bytesAdded), s.paths.join(' ')]);
+  const rows = snapshots.map((s) => [
+    shortId(s.id),
+    s.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    s.host,
+    s.tags.join(','),
+    formatBytes(s.summary.totalBytes),
+    formatBytes(s.summary.bytesAdded),
+    s.paths.join(' '),
+  ]);
   const header = ['ID', 'Time', 'Host', 'Tags', 'Size', 'Added', 'Paths'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
@@ -559,7 +782,9 @@ function snapshotTable(snapshots: Snapshot[]): string {
 }
 
 function groupTitle(group: Record<string, unknown>): string {
-  return Object.entries(group).map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`).join(', ');
+  return Object.entries(group)
+    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`)
+    .join(', ');
 }
 
 function forgetText(groups: ForgetGroup[], dryRun: boolean): string {
@@ -583,7 +808,9 @@ function historyDetail(e: Record<string, unknown>): string {
 }
 
 function verifyText(r: Awaited<ReturnType<typeof verify>>): string {
-  const lines = [`checked ${r.snapshots} snapshot(s), ${r.packs} pack(s)${r.packsRead ? `; read ${r.packsRead} pack(s), ${r.piecesChecked} piece(s), ${formatBytes(r.bytesRead)}` : ''}`];
+  const lines = [
+    `checked ${r.snapshots} snapshot(s), ${r.packs} pack(s)${r.packsRead ? `; read ${r.packsRead} pack(s), ${r.piecesChecked} piece(s), ${formatBytes(r.bytesRead)}` : ''}`,
+  ];
   for (const p of r.problems) lines.push(`damaged: ${p.object}: ${p.problem}`);
   for (const a of r.affected) lines.push(`affected: snapshot ${shortId(a.snapshot)} ${a.path}: ${a.problem}`);
   lines.push(r.ok ? 'no problems found' : `${r.problems.length} problem(s), ${r.affected.length} affected file(s)`);

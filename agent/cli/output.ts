@@ -37,9 +37,13 @@ export class Output implements ProgressListener {
     this.rate ??= { at: now, bytes: event.bytes };
     const seconds = (now - this.rate.at) / 1000;
     const speed = seconds > 0.5 ? (event.bytes - this.rate.bytes) / seconds : 0;
-    const parts = [`${event.phase}: ${event.files}${event.totalFiles ? `/${event.totalFiles}` : ''} files`, formatBytes(event.bytes) + (event.totalBytes ? `/${formatBytes(event.totalBytes)}` : '')];
+    const parts = [
+      `${event.phase}: ${event.files}${event.totalFiles ? `/${event.totalFiles}` : ''} files`,
+      formatBytes(event.bytes) + (event.totalBytes ? `/${formatBytes(event.totalBytes)}` : ''),
+    ];
     if (speed > 0) parts.push(`${formatBytes(speed)}/s`);
-    if (speed > 0 && event.totalBytes && event.totalBytes > event.bytes) parts.push(`ETA ${formatDuration(((event.totalBytes - event.bytes) / speed) * 1000)}`);
+    if (speed > 0 && event.totalBytes && event.totalBytes > event.bytes)
+      parts.push(`ETA ${formatDuration(((event.totalBytes - event.bytes) / speed) * 1000)}`);
     if (event.bytesAdded !== undefined) parts.push(`added ${formatBytes(event.bytesAdded)}`);
     const line = parts.join(', ');
     process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns || 100) - 1)}`);
@@ -95,6 +99,9 @@ export function formatDuration(ms: number): string {
   const s = ms / 1000;
   if (s < 60) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m${Math.round(s % 60).toString().padStart(2, '0')}s`;
+  if (m < 60)
+    return `${m}m${Math.round(s % 60)
+      .toString()
+      .padStart(2, '0')}s`;
   return `${Math.floor(m / 60)}h${(m % 60).toString().padStart(2, '0')}m`;
 }

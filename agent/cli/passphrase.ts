@@ -24,7 +24,9 @@ export async function readPassphrase(source: PassphraseSource): Promise<string> 
   const fromEnv = source.env.CAIRN_PASSWORD;
   if (fromEnv !== undefined && fromEnv !== '') return fromEnv;
   if (!process.stdin.isTTY) {
-    throw new CairnError('Cairn.Usage', 'no passphrase given', { hint: 'set CAIRN_PASSWORD, pass --password-file FILE, or run on a terminal to be asked' });
+    throw new CairnError('Cairn.Usage', 'no passphrase given', {
+      hint: 'set CAIRN_PASSWORD, pass --password-file FILE, or run on a terminal to be asked',
+    });
   }
   const first = await prompt('Repository passphrase: ');
   if (first.length === 0) throw new CairnError('Cairn.Usage', 'an empty passphrase is not allowed');

@@ -7,7 +7,7 @@ import { formatDuration } from './output.ts';
 
 /** `cairn pitr status`: the recoverable windows and every gap of each log stream (docs/pitr.md). */
 export function register(program: Command, cli: Cli): void {
-  const pitr = program.command('pitr').description('point-in-time recovery: the log archive\'s state');
+  const pitr = program.command('pitr').description("point-in-time recovery: the log archive's state");
   pitr
     .command('status')
     .description('per log stream: the recoverable window, every gap with its cause, and the last archived event (archive lag)')
@@ -17,7 +17,12 @@ export function register(program: Command, cli: Cli): void {
       const reports = await readChains(repo, { stream: opts.archiveStream });
       const now = new Date();
       const streams = reports.map((r) => statusOf(r, now));
-      cli.output.result({ type: 'pitr-status', now: now.toISOString(), streams }, streams.length ? streams.map(statusText).join('\n\n') : 'no log archive in this repository (see docs/pitr.md to set up wal-push or binlog-push)');
+      cli.output.result(
+        { type: 'pitr-status', now: now.toISOString(), streams },
+        streams.length
+          ? streams.map(statusText).join('\n\n')
+          : 'no log archive in this repository (see docs/pitr.md to set up wal-push or binlog-push)',
+      );
     });
 }
 
@@ -32,12 +37,21 @@ export interface StreamStatus {
   windows: Array<{ snapshot: string; snapshotTime: string; from: string; to: string; files: number; endedBy: string }>;
   gaps: LogGap[];
   withoutWindow: Array<{ snapshot: string; snapshotTime: string; reason: string }>;
-  lines: Array<{ id: string; files: number; firstFile: string; lastFile: string; firstEventTime: string | null; lastEventTime: string | null }>;
+  lines: Array<{
+    id: string;
+    files: number;
+    firstFile: string;
+    lastFile: string;
+    firstEventTime: string | null;
+    lastEventTime: string | null;
+  }>;
   undescribed: number;
 }
 
 export function statusOf(report: ChainReport, now: Date): StreamStatus {
-  const complete = report.windows.filter((w) => w.endedBy === 'end' && w.to === report.lastEventTime).sort((a, b) => a.from.localeCompare(b.from))[0];
+  const complete = report.windows
+    .filter((w) => w.endedBy === 'end' && w.to === report.lastEventTime)
+    .sort((a, b) => a.from.localeCompare(b.from))[0];
   return {
     stream: report.stream,
     engine: report.engine,
@@ -68,12 +82,25 @@ export function statusOf(report: ChainReport, now: Date): StreamStatus {
 
 function statusText(s: StreamStatus): string {
   const out = [`${s.stream} (${s.engine})`];
-  out.push(s.window ? `  recoverable: ${s.window.from} to ${s.window.to} (from snapshot ${shortId(s.window.snapshot)})` : '  recoverable: no base snapshot has a window up to the last archived event');
-  out.push(`  last archived event: ${s.lastEventTime ?? 'none'}${s.lagSeconds !== null ? ` (${formatDuration(s.lagSeconds * 1000)} ago)` : ''}`);
+  out.push(
+    s.window
+      ? `  recoverable: ${s.window.from} to ${s.window.to} (from snapshot ${shortId(s.window.snapshot)})`
+      : '  recoverable: no base snapshot has a window up to the last archived event',
+  );
+  out.push(
+    `  last archived event: ${s.lastEventTime ?? 'none'}${s.lagSeconds !== null ? ` (${formatDuration(s.lagSeconds * 1000)} ago)` : ''}`,
+  );
   for (const w of s.windows) out.push(`  snapshot ${shortId(w.snapshot)}: ${w.from} to ${w.to}, ${w.files} file(s), ends at ${w.endedBy}`);
   for (const w of s.withoutWindow) out.push(`  snapshot ${shortId(w.snapshot)} (${w.snapshotTime}): no window: ${w.reason}`);
-  for (const g of s.gaps) out.push(`  GAP in ${g.line} after ${g.after ?? '?'} (${g.from ?? '?'}) before ${g.before ?? '?'} (${g.to ?? '?'}): ${g.missing} — ${g.cause}`);
-  for (const l of s.lines) out.push(`  ${l.id}: ${l.files} file(s) ${l.firstFile} … ${l.lastFile}, events ${l.firstEventTime ?? '?'} to ${l.lastEventTime ?? '?'}`);
-  if (s.undescribed) out.push(`  ${s.undescribed} archived file(s) have no record yet (a push was interrupted; the next push describes them)`);
+  for (const g of s.gaps)
+    out.push(
+      `  GAP in ${g.line} after ${g.after ?? '?'} (${g.from ?? '?'}) before ${g.before ?? '?'} (${g.to ?? '?'}): ${g.missing} — ${g.cause}`,
+    );
+  for (const l of s.lines)
+    out.push(
+      `  ${l.id}: ${l.files} file(s) ${l.firstFile} … ${l.lastFile}, events ${l.firstEventTime ?? '?'} to ${l.lastEventTime ?? '?'}`,
+    );
+  if (s.undescribed)
+    out.push(`  ${s.undescribed} archived file(s) have no record yet (a push was interrupted; the next push describes them)`);
   return out.join('\n');
 }

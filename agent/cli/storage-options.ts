@@ -20,16 +20,37 @@ export const METRICS_OPERATIONS = new Set(['backup', 'restore', 'verify', 'prune
 
 export function addStorageOptions(program: Command): Command {
   return program
-    .addOption(new Option('--storage-hook <command>', 'pass every object through this command (--operation write|read appended; docs/storage-hooks.md)').env('CAIRN_STORAGE_HOOK'))
-    .addOption(new Option('--limit-upload <MBps>', 'limit uploads to this many megabytes per second (the whole process)').env('CAIRN_LIMIT_UPLOAD'))
-    .addOption(new Option('--limit-download <MBps>', 'limit downloads to this many megabytes per second (the whole process)').env('CAIRN_LIMIT_DOWNLOAD'))
-    .addOption(new Option('--max-transfers <n>', 'cap storage requests in flight at once, independently of --concurrency').env('CAIRN_MAX_TRANSFERS').argParser(transferCount))
-    .addOption(new Option('--metrics-file <path>', 'backup/restore/verify/prune: write Prometheus metrics here afterwards (node_exporter textfile collector)').env('CAIRN_METRICS_FILE'));
+    .addOption(
+      new Option(
+        '--storage-hook <command>',
+        'pass every object through this command (--operation write|read appended; docs/storage-hooks.md)',
+      ).env('CAIRN_STORAGE_HOOK'),
+    )
+    .addOption(
+      new Option('--limit-upload <MBps>', 'limit uploads to this many megabytes per second (the whole process)').env('CAIRN_LIMIT_UPLOAD'),
+    )
+    .addOption(
+      new Option('--limit-download <MBps>', 'limit downloads to this many megabytes per second (the whole process)').env(
+        'CAIRN_LIMIT_DOWNLOAD',
+      ),
+    )
+    .addOption(
+      new Option('--max-transfers <n>', 'cap storage requests in flight at once, independently of --concurrency')
+        .env('CAIRN_MAX_TRANSFERS')
+        .argParser(transferCount),
+    )
+    .addOption(
+      new Option(
+        '--metrics-file <path>',
+        'backup/restore/verify/prune: write Prometheus metrics here afterwards (node_exporter textfile collector)',
+      ).env('CAIRN_METRICS_FILE'),
+    );
 }
 
 function transferCount(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new CairnError('Cairn.Usage', `--max-transfers expects a whole number from 1 to 256, got ${JSON.stringify(value)}`);
+  if (!Number.isInteger(n) || n < 1 || n > 256)
+    throw new CairnError('Cairn.Usage', `--max-transfers expects a whole number from 1 to 256, got ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -38,7 +59,11 @@ function transferCount(value: string): number {
  * on the stored bytes (TransferStorage), then the hook on top, so limits count
  * what really crosses the network and a cached hook result costs no transfer.
  */
-export function wrapStorage(base: DeletableStorage, flags: StorageFlags, context: { env: NodeJS.ProcessEnv; signal: AbortSignal }): DeletableStorage {
+export function wrapStorage(
+  base: DeletableStorage,
+  flags: StorageFlags,
+  context: { env: NodeJS.ProcessEnv; signal: AbortSignal },
+): DeletableStorage {
   const storage: DeletableStorage = new TransferStorage(base, {
     uploadBytesPerSecond: flags.limitUpload ? parseMBps(flags.limitUpload, '--limit-upload') : undefined,
     downloadBytesPerSecond: flags.limitDownload ? parseMBps(flags.limitDownload, '--limit-download') : undefined,

@@ -62,11 +62,17 @@ export function kmsSource(): UnlockSource {
       const first = failures[0] as CairnError;
       if (failures.length === 1) throw first;
       // Unreachable KMS may pass on a later try: say so only when that is all that happened.
-      const code = failures.every((f) => f.code === 'Cairn.Storage') ? 'Cairn.Storage' : (failures.find((f) => f.code !== 'Cairn.Storage') ?? first).code;
-      throw new CairnError(code, `none of the repository's ${failures.length} KMS keys opened it:\n${failures.map((f) => `  - ${f.message}`).join('\n')}`, {
-        hint: `${first.hint ?? ''}${first.hint ? '; ' : ''}or give a passphrase (CAIRN_PASSWORD / --password-file)`,
-        cause: first,
-      });
+      const code = failures.every((f) => f.code === 'Cairn.Storage')
+        ? 'Cairn.Storage'
+        : (failures.find((f) => f.code !== 'Cairn.Storage') ?? first).code;
+      throw new CairnError(
+        code,
+        `none of the repository's ${failures.length} KMS keys opened it:\n${failures.map((f) => `  - ${f.message}`).join('\n')}`,
+        {
+          hint: `${first.hint ?? ''}${first.hint ? '; ' : ''}or give a passphrase (CAIRN_PASSWORD / --password-file)`,
+          cause: first,
+        },
+      );
     },
   };
 }
@@ -100,7 +106,11 @@ export async function openRepository(storage: Storage, sources: UnlockSource[]):
 }
 
 /** Opens the repository with a recovery kit alone (every key file may be gone): `key import`. */
-export async function openWithRecoveryKit(storage: Storage, kitPath: string, recoveryPassphrase: () => Promise<string>): Promise<Repository> {
+export async function openWithRecoveryKit(
+  storage: Storage,
+  kitPath: string,
+  recoveryPassphrase: () => Promise<string>,
+): Promise<Repository> {
   let text: string;
   try {
     text = await readFile(kitPath, 'utf8');
@@ -108,5 +118,8 @@ export async function openWithRecoveryKit(storage: Storage, kitPath: string, rec
     throw new CairnError('Cairn.Usage', `cannot read the recovery kit ${kitPath}: ${errorMessage(error)}`, { cause: error });
   }
   const kit = parseRecoveryKit(text);
-  return Repository.openWith(storage, async ({ config }) => ({ master: await openRecoveryKit(kit, await recoveryPassphrase(), config.id), keyId: 'recovery-kit' }));
+  return Repository.openWith(storage, async ({ config }) => ({
+    master: await openRecoveryKit(kit, await recoveryPassphrase(), config.id),
+    keyId: 'recovery-kit',
+  }));
 }

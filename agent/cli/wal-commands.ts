@@ -21,21 +21,28 @@ interface WalOptions {
 export function register(program: Command, cli: Cli): void {
   program
     .command('wal-push')
-    .description('PostgreSQL archive_command: archive one WAL file into the repository (archive_command = \'cairn wal-push %p\'); prints nothing on success')
+    .description(
+      "PostgreSQL archive_command: archive one WAL file into the repository (archive_command = 'cairn wal-push %p'); prints nothing on success",
+    )
     .argument('<path>', '%p: the file to archive, relative to the data directory')
     .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
-    .option('--spool-dir <dir>', 'the WAL daemon\'s directory (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>)')
+    .option(
+      '--spool-dir <dir>',
+      "the WAL daemon's directory (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>)",
+    )
     .action(async (path: string, opts: WalOptions, cmd: Command) => {
       await walPush(path, clientOptions(cli, cmd, opts));
     });
 
   program
     .command('wal-fetch')
-    .description('PostgreSQL restore_command: write an archived WAL file (restore_command = \'cairn wal-fetch --stream pg-<id> %f "%p"\'); exit 1 without a message when it was never archived')
+    .description(
+      'PostgreSQL restore_command: write an archived WAL file (restore_command = \'cairn wal-fetch --stream pg-<id> %f "%p"\'); exit 1 without a message when it was never archived',
+    )
     .argument('<name>', '%f: the file PostgreSQL wants')
     .argument('<dest>', '%p: where to write it, relative to the data directory')
     .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
-    .option('--spool-dir <dir>', 'the WAL daemon\'s directory (see wal-push)')
+    .option('--spool-dir <dir>', "the WAL daemon's directory (see wal-push)")
     .action(async (name: string, dest: string, opts: WalOptions, cmd: Command) => {
       if (!(await walFetch(name, dest, clientOptions(cli, cmd, opts)))) {
         // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads
@@ -46,11 +53,16 @@ export function register(program: Command, cli: Cli): void {
 
   program
     .command('wal-daemon')
-    .description('the process behind wal-push and wal-fetch: opens the repository once and serves them on a Unix socket; started on demand, stops when idle (CAIRN_WAL_DAEMON_IDLE, default 10m)')
+    .description(
+      'the process behind wal-push and wal-fetch: opens the repository once and serves them on a Unix socket; started on demand, stops when idle (CAIRN_WAL_DAEMON_IDLE, default 10m)',
+    )
     .option('--stream <name>', 'log stream to serve (pg-<system identifier>)')
     .option('--spool-dir <dir>', 'socket, pid file, log and prefetched WAL (see wal-push)')
-    .option('--stop', 'stop the daemon of this repository and --stream, or without --stream every daemon in the spool directory, and wait for it to exit')
-    .option('--status', 'print the running daemon\'s state (pid, requests, prefetched files)')
+    .option(
+      '--stop',
+      'stop the daemon of this repository and --stream, or without --stream every daemon in the spool directory, and wait for it to exit',
+    )
+    .option('--status', "print the running daemon's state (pid, requests, prefetched files)")
     .action(async (opts: WalOptions & { stop?: boolean; status?: boolean }, cmd: Command) => {
       const dir = await chooseSpoolDir(opts.spoolDir, cli.env);
       if (opts.stop || opts.status) {
@@ -60,7 +72,10 @@ export function register(program: Command, cli: Cli): void {
         else await printStatus(cli, daemons);
         return;
       }
-      if (!opts.stream) throw new CairnError('Cairn.Usage', 'wal-daemon needs --stream', { hint: 'give --stream pg-<system identifier>; wal-push and wal-fetch start it with the right one' });
+      if (!opts.stream)
+        throw new CairnError('Cairn.Usage', 'wal-daemon needs --stream', {
+          hint: 'give --stream pg-<system identifier>; wal-push and wal-fetch start it with the right one',
+        });
       const stream = validateStream(opts.stream);
       const g = cli.globals(cmd);
       const repository = repositoryIdentity(requireRepo(g));
@@ -78,14 +93,25 @@ export function register(program: Command, cli: Cli): void {
 }
 
 function requireRepo(g: GlobalOptions): string {
-  if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY (archive_command and restore_command see the server\'s environment)' });
+  if (!g.repo)
+    throw new CairnError('Cairn.Usage', 'no repository given', {
+      hint: "pass --repo URL or set CAIRN_REPOSITORY (archive_command and restore_command see the server's environment)",
+    });
   return g.repo;
 }
 
 /** What the thin clients need: where the daemon is, and the global options it must be started with. */
 function clientOptions(cli: Cli, cmd: Command, opts: WalOptions): WalClientOptions {
   const g = cmd.optsWithGlobals<GlobalOptions & StorageFlags>();
-  return clientOptionsFrom({ ...g, repo: requireRepo(g) }, { spoolDir: opts.spoolDir, stream: opts.stream === undefined ? undefined : validateStream(opts.stream), env: cli.env, cwd: process.cwd() });
+  return clientOptionsFrom(
+    { ...g, repo: requireRepo(g) },
+    {
+      spoolDir: opts.spoolDir,
+      stream: opts.stream === undefined ? undefined : validateStream(opts.stream),
+      env: cli.env,
+      cwd: process.cwd(),
+    },
+  );
 }
 
 function idleMs(env: NodeJS.ProcessEnv): number {
@@ -102,7 +128,14 @@ async function printStatus(cli: Cli, daemons: SpoolPaths[]): Promise<void> {
   }
   cli.output.result(
     { type: 'wal-daemon', running: statuses },
-    statuses.length === 0 ? 'no WAL daemon is running' : statuses.map((s) => `pid ${s.pid}: ${s.stream} in ${s.repository}, since ${s.startedAt}; ${s.pushed} pushed, ${s.fetched} fetched (${s.servedFromPrefetch} prefetched)`).join('\n'),
+    statuses.length === 0
+      ? 'no WAL daemon is running'
+      : statuses
+          .map(
+            (s) =>
+              `pid ${s.pid}: ${s.stream} in ${s.repository}, since ${s.startedAt}; ${s.pushed} pushed, ${s.fetched} fetched (${s.servedFromPrefetch} prefetched)`,
+          )
+          .join('\n'),
   );
 }
 
@@ -115,8 +148,14 @@ async function stopDaemons(cli: Cli, daemons: SpoolPaths[]): Promise<void> {
     // It finishes uploads already under way (at most 30 s) before it exits: wait, so "stopped" means gone.
     const deadline = Date.now() + 40_000;
     while (processAlive(status.status.pid) && Date.now() < deadline) await sleep(50);
-    if (processAlive(status.status.pid)) throw new CairnError('Cairn.Failure', `the WAL daemon (pid ${status.status.pid}) did not stop within 40 s`, { hint: `see its log ${spool.log}; kill ${status.status.pid} stops it at once` });
+    if (processAlive(status.status.pid))
+      throw new CairnError('Cairn.Failure', `the WAL daemon (pid ${status.status.pid}) did not stop within 40 s`, {
+        hint: `see its log ${spool.log}; kill ${status.status.pid} stops it at once`,
+      });
     stopped.push(status.status.pid);
   }
-  cli.output.result({ type: 'wal-daemon', stopped }, stopped.length === 0 ? 'no WAL daemon was running' : `stopped WAL daemon${stopped.length > 1 ? 's' : ''} ${stopped.join(', ')}`);
+  cli.output.result(
+    { type: 'wal-daemon', stopped },
+    stopped.length === 0 ? 'no WAL daemon was running' : `stopped WAL daemon${stopped.length > 1 ? 's' : ''} ${stopped.join(', ')}`,
+  );
 }

@@ -53,7 +53,13 @@ export interface BackupOptions {
  * prune removes, and that the next backup may reuse through their index).
  */
 export async function backup(repo: Repository, options: BackupOptions): Promise<Snapshot> {
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'backup', false, async (lease) => {
     const started = Date.now();
     const paths = options.engine ? [options.engine.source] : options.paths.map((p) => resolve(p));
@@ -82,7 +88,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   });
   const totals: ScanTotals = { files: 0, bytes: 0, done: false };
   // Counting costs a metadata pass of its own: only when someone will see the ETA.
-  const scanning = options.progress.wantsTotals && !options.engine ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
+  const scanning =
+    options.progress.wantsTotals && !options.engine ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
   const archiver = new Archiver(repo, writer, index, reader, {
     totals,
     paths,
@@ -132,11 +139,13 @@ async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tr
   const chosen = options.engine;
   if (!chosen) {
     try {
-      if (options.stopCmd) await runHook('stop', options.stopCmd, { env: options.env, onStderr: (l) => options.progress.warn(`stop command: ${l}`) });
+      if (options.stopCmd)
+        await runHook('stop', options.stopCmd, { env: options.env, onStderr: (l) => options.progress.warn(`stop command: ${l}`) });
       return { tree: await archiver.run(), engineMetadata: {} };
     } finally {
       // The service comes back whatever happened to the copy (even a stop command that half-failed).
-      if (options.startCmd) await runHook('start', options.startCmd, { env: options.env, onStderr: (l) => options.progress.warn(`start command: ${l}`) });
+      if (options.startCmd)
+        await runHook('start', options.startCmd, { env: options.env, onStderr: (l) => options.progress.warn(`start command: ${l}`) });
     }
   }
   const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
@@ -157,7 +166,11 @@ async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tr
 }
 
 /** Runs the pre hook, then the work, then the post hook whatever happened; both are logged. */
-export async function withHooks<T>(options: Pick<BackupOptions, 'preHook' | 'postHook' | 'env' | 'progress'>, what: string, work: () => Promise<T>): Promise<T> {
+export async function withHooks<T>(
+  options: Pick<BackupOptions, 'preHook' | 'postHook' | 'env' | 'progress'>,
+  what: string,
+  work: () => Promise<T>,
+): Promise<T> {
   const env = { ...(options.env ?? process.env), CAIRN_OPERATION: what };
   if (options.preHook) await runHook('pre-hook', options.preHook, { env, onStderr: (l) => options.progress.warn(`pre-hook: ${l}`) });
   let failed = false;
@@ -168,7 +181,10 @@ export async function withHooks<T>(options: Pick<BackupOptions, 'preHook' | 'pos
     throw error;
   } finally {
     if (options.postHook) {
-      await runHook('post-hook', options.postHook, { env: { ...env, CAIRN_RESULT: failed ? 'failure' : 'success' }, onStderr: (l) => options.progress.warn(`post-hook: ${l}`) }).catch((error: unknown) => {
+      await runHook('post-hook', options.postHook, {
+        env: { ...env, CAIRN_RESULT: failed ? 'failure' : 'success' },
+        onStderr: (l) => options.progress.warn(`post-hook: ${l}`),
+      }).catch((error: unknown) => {
         if (!failed) throw error;
         options.progress.warn(`the post-hook failed too: ${error instanceof Error ? error.message : String(error)}`);
       });

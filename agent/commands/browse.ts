@@ -79,7 +79,9 @@ export class SnapshotBrowser {
     const walked: string[] = [];
     for (const part of parts) {
       if (entry.type !== 'dir' || !entry.subtree) {
-        throw new CairnError('Cairn.NotFound', `${walked.join('/')} is not a directory in snapshot ${shortId(snapshot.id)}`, { hint: `list it with \`cairn ls ${shortId(snapshot.id)} ${walked.join('/')}\`` });
+        throw new CairnError('Cairn.NotFound', `${walked.join('/')} is not a directory in snapshot ${shortId(snapshot.id)}`, {
+          hint: `list it with \`cairn ls ${shortId(snapshot.id)} ${walked.join('/')}\``,
+        });
       }
       const next = (await this.entries(entry.subtree)).find((e) => e.name === part);
       if (!next) {
@@ -104,7 +106,15 @@ export class SnapshotBrowser {
 }
 
 function rootEntry(snapshot: Snapshot): TreeEntry {
-  return { name: '/', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtimeNs: String(BigInt(Date.parse(snapshot.time)) * 1_000_000n), subtree: snapshot.tree };
+  return {
+    name: '/',
+    type: 'dir',
+    mode: 0o755,
+    uid: 0,
+    gid: 0,
+    mtimeNs: String(BigInt(Date.parse(snapshot.time)) * 1_000_000n),
+    subtree: snapshot.tree,
+  };
 }
 
 /**
@@ -123,7 +133,10 @@ export function snapshotPath(snapshot: Snapshot, path: string): string[] {
     }
   }
   const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.includes('..')) throw new CairnError('Cairn.Usage', `invalid path ${JSON.stringify(path)}: ".." is not allowed`, { hint: 'give a path inside the snapshot, e.g. dir/file' });
+  if (parts.includes('..'))
+    throw new CairnError('Cairn.Usage', `invalid path ${JSON.stringify(path)}: ".." is not allowed`, {
+      hint: 'give a path inside the snapshot, e.g. dir/file',
+    });
   return parts;
 }
 
@@ -154,7 +167,8 @@ export interface FindMatch {
  */
 export async function* find(browser: SnapshotBrowser, snapshots: Snapshot[], patterns: string[]): AsyncGenerator<FindMatch> {
   const matcher = new PathMatcher(patterns);
-  if (matcher.empty) throw new CairnError('Cairn.Usage', 'find needs a pattern', { hint: 'e.g. `cairn find "*.conf"` or `cairn find "etc/**/hosts"`' });
+  if (matcher.empty)
+    throw new CairnError('Cairn.Usage', 'find needs a pattern', { hint: 'e.g. `cairn find "*.conf"` or `cairn find "etc/**/hosts"`' });
   const seen = new Map<string, ListedEntry[]>();
   const search = async (treeId: string, rel: string): Promise<ListedEntry[]> => {
     const key = `${rel}\0${treeId}`;
@@ -277,12 +291,15 @@ async function* diffTrees(browser: SnapshotBrowser, aTree: string, bTree: string
 
 async function* everything(browser: SnapshotBrowser, treeId: string, rel: string, change: 'added' | 'removed'): AsyncGenerator<DiffItem> {
   for await (const e of browser.walk(treeId, rel, true)) {
-    yield change === 'added' ? { change, path: e.path, type: e.type, sizeAfter: e.size } : { change, path: e.path, type: e.type, sizeBefore: e.size };
+    yield change === 'added'
+      ? { change, path: e.path, type: e.type, sizeAfter: e.size }
+      : { change, path: e.path, type: e.type, sizeBefore: e.size };
   }
 }
 
 function sameContent(a: TreeEntry, b: TreeEntry): boolean {
-  const same = (x: string[] | undefined, y: string[] | undefined): boolean => (x ?? []).length === (y ?? []).length && (x ?? []).every((id, i) => id === (y ?? [])[i]);
+  const same = (x: string[] | undefined, y: string[] | undefined): boolean =>
+    (x ?? []).length === (y ?? []).length && (x ?? []).every((id, i) => id === (y ?? [])[i]);
   return (a.size ?? 0) === (b.size ?? 0) && same(a.content, b.content) && same(a.contentLists, b.contentLists);
 }
 
@@ -304,7 +321,13 @@ const DUMP_READ_AHEAD = 4;
  * (and its content lists), a few pieces ahead, and waiting for `out` to drain
  * whenever it says so: memory stays bounded however slow the reader of `out`.
  */
-export async function dump(browser: SnapshotBrowser, snapshot: Snapshot, path: string, out: Writable, signal?: AbortSignal): Promise<{ path: string; bytes: number }> {
+export async function dump(
+  browser: SnapshotBrowser,
+  snapshot: Snapshot,
+  path: string,
+  out: Writable,
+  signal?: AbortSignal,
+): Promise<{ path: string; bytes: number }> {
   const { path: found, entry } = await browser.lookup(snapshot, path);
   if (entry.type === 'dir') {
     throw new CairnError('Cairn.Usage', `${found || '/'} is a directory in snapshot ${shortId(snapshot.id)}; dump writes one file`, {
@@ -312,7 +335,11 @@ export async function dump(browser: SnapshotBrowser, snapshot: Snapshot, path: s
     });
   }
   if (entry.type === 'symlink') {
-    throw new CairnError('Cairn.Usage', `${found} is a symlink to ${JSON.stringify(entry.target ?? '')} in snapshot ${shortId(snapshot.id)}; dump does not follow links`, { hint: 'dump the file it points to' });
+    throw new CairnError(
+      'Cairn.Usage',
+      `${found} is a symlink to ${JSON.stringify(entry.target ?? '')} in snapshot ${shortId(snapshot.id)}; dump does not follow links`,
+      { hint: 'dump the file it points to' },
+    );
   }
   let failure: Error | undefined;
   const onError = (error: Error): void => {
@@ -341,7 +368,8 @@ export async function dump(browser: SnapshotBrowser, snapshot: Snapshot, path: s
     for (const pending of ahead) pending.catch(() => undefined);
   }
   if (failure) throw failure;
-  if (entry.size !== undefined && entry.size !== bytes) throw new DamagedError(`${found}: read ${bytes} bytes, the snapshot records ${entry.size}`);
+  if (entry.size !== undefined && entry.size !== bytes)
+    throw new DamagedError(`${found}: read ${bytes} bytes, the snapshot records ${entry.size}`);
   return { path: found, bytes };
 }
 
@@ -376,7 +404,12 @@ export interface SnapshotFilter {
 
 export function filterSnapshots(snapshots: Snapshot[], filter: SnapshotFilter): Snapshot[] {
   const hosts = filter.hosts ?? [];
-  const tagSets = (filter.tags ?? []).map((t) => t.split(',').map((x) => x.trim()).filter(Boolean));
+  const tagSets = (filter.tags ?? []).map((t) =>
+    t
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  );
   const plans = filter.plans ?? [];
   return snapshots.filter(
     (s) =>
@@ -405,7 +438,12 @@ export function groupSnapshots(snapshots: Snapshot[], fields: GroupField[]): Sna
 }
 
 export function parseGroupBy(text: string): GroupField[] {
-  const fields = text.split(',').map((f) => f.trim()).filter(Boolean);
-  for (const f of fields) if (!['host', 'paths', 'plan', 'tags'].includes(f)) throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
+  const fields = text
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
+  for (const f of fields)
+    if (!['host', 'paths', 'plan', 'tags'].includes(f))
+      throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
   return fields as GroupField[];
 }

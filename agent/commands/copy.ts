@@ -70,7 +70,9 @@ export interface CopyReport {
  */
 export async function copy(source: Repository, target: Repository, options: CopyOptions): Promise<CopyReport> {
   if (source.id === target.id) {
-    throw new CairnError('Cairn.Usage', `the source and the target are the same repository (${source.id.slice(0, 8)})`, { hint: 'give --to-repo another repository' });
+    throw new CairnError('Cairn.Usage', `the source and the target are the same repository (${source.id.slice(0, 8)})`, {
+      hint: 'give --to-repo another repository',
+    });
   }
   const base = { who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
   const sourceCtx: OperationContext = { repo: source, ...base };
@@ -81,11 +83,26 @@ export async function copy(source: Repository, target: Repository, options: Copy
       try {
         const report = await copyLocked(source, target, options, targetLease, targetCtx);
         const summary = { ...report, copied: report.copied.length, skipped: report.skipped.length };
-        await record(targetCtx, 'copy.finished', { from: source.storage.location, sourceRepository: source.id, ...summary, snapshotIds: report.copied });
-        await record(sourceCtx, 'copy.finished', { to: target.storage.location, targetRepository: target.id, ...summary, snapshotIds: report.copied });
+        await record(targetCtx, 'copy.finished', {
+          from: source.storage.location,
+          sourceRepository: source.id,
+          ...summary,
+          snapshotIds: report.copied,
+        });
+        await record(sourceCtx, 'copy.finished', {
+          to: target.storage.location,
+          targetRepository: target.id,
+          ...summary,
+          snapshotIds: report.copied,
+        });
         return report;
       } catch (error) {
-        const details = { from: source.storage.location, to: target.storage.location, durationMs: Date.now() - started, ...failureDetails(error) };
+        const details = {
+          from: source.storage.location,
+          to: target.storage.location,
+          durationMs: Date.now() - started,
+          ...failureDetails(error),
+        };
         await record(targetCtx, 'copy.failed', details);
         await record(sourceCtx, 'copy.failed', details);
         throw error;
@@ -94,7 +111,13 @@ export async function copy(source: Repository, target: Repository, options: Copy
   );
 }
 
-async function copyLocked(source: Repository, target: Repository, options: CopyOptions, lease: Lease, targetCtx: OperationContext): Promise<CopyReport> {
+async function copyLocked(
+  source: Repository,
+  target: Repository,
+  options: CopyOptions,
+  lease: Lease,
+  targetCtx: OperationContext,
+): Promise<CopyReport> {
   const started = Date.now();
   const selected = await selectSnapshots(source, options);
   const present = new Set(await target.listSnapshotIds());
@@ -113,9 +136,13 @@ async function copyLocked(source: Repository, target: Repository, options: CopyO
     packsWritten: 0,
     durationMs: 0,
   };
-  for (const id of skipped) options.progress.warn(`snapshot ${shortId(id)} is already in the target; skipped`, { snapshot: id, skipped: true });
+  for (const id of skipped)
+    options.progress.warn(`snapshot ${shortId(id)} is already in the target; skipped`, { snapshot: id, skipped: true });
   if (todo.length > 0) {
-    const [sourceIndex, targetIndex] = await Promise.all([source.loadIndex(options.concurrency * 2), target.loadIndex(options.concurrency * 2)]);
+    const [sourceIndex, targetIndex] = await Promise.all([
+      source.loadIndex(options.concurrency * 2),
+      target.loadIndex(options.concurrency * 2),
+    ]);
     const translator = new Translator(source, target, sourceIndex, targetIndex, options, report);
     for (const snapshot of todo) {
       options.signal?.throwIfAborted();
@@ -133,8 +160,17 @@ async function copyLocked(source: Repository, target: Repository, options: CopyO
         continue;
       }
       report.copied.push(snapshot.id);
-      await record(targetCtx, 'copy.committed', { snapshotId: snapshot.id, sourceRepository: source.id, time: snapshot.time, host: snapshot.host, paths: snapshot.paths });
-      options.progress.warn(`copied snapshot ${shortId(snapshot.id)} (${snapshot.host} ${snapshot.time})`, { snapshot: snapshot.id, copied: true });
+      await record(targetCtx, 'copy.committed', {
+        snapshotId: snapshot.id,
+        sourceRepository: source.id,
+        time: snapshot.time,
+        host: snapshot.host,
+        paths: snapshot.paths,
+      });
+      options.progress.warn(`copied snapshot ${shortId(snapshot.id)} (${snapshot.host} ${snapshot.time})`, {
+        snapshot: snapshot.id,
+        copied: true,
+      });
     }
   }
   report.durationMs = Date.now() - started;
@@ -142,7 +178,10 @@ async function copyLocked(source: Repository, target: Repository, options: CopyO
 }
 
 /** The snapshots to copy, oldest first: the named ones (or all), narrowed by host and tag. */
-export async function selectSnapshots(source: Repository, options: Pick<CopyOptions, 'snapshots' | 'hosts' | 'tags' | 'progress'>): Promise<Snapshot[]> {
+export async function selectSnapshots(
+  source: Repository,
+  options: Pick<CopyOptions, 'snapshots' | 'hosts' | 'tags' | 'progress'>,
+): Promise<Snapshot[]> {
   let chosen: Snapshot[];
   if (options.snapshots.length > 0) {
     const byId = new Map<string, Snapshot>();
@@ -181,7 +220,14 @@ class Translator {
   private files = 0;
   private lastReport = 0;
 
-  constructor(source: Repository, target: Repository, sourceIndex: PieceIndex, targetIndex: PieceIndex, options: CopyOptions, report: CopyReport) {
+  constructor(
+    source: Repository,
+    target: Repository,
+    sourceIndex: PieceIndex,
+    targetIndex: PieceIndex,
+    options: CopyOptions,
+    report: CopyReport,
+  ) {
     this.source = source;
     this.target = target;
     this.options = options;
@@ -209,7 +255,8 @@ class Translator {
     for (const entry of tree.entries) {
       const out: TreeEntry = { ...entry };
       if (entry.subtree) out.subtree = (await this.tree(Buffer.from(entry.subtree, 'hex'))).toString('hex');
-      if (entry.content) out.content = (await this.pieces(entry.content.map((id) => Buffer.from(id, 'hex')))).map((id) => id.toString('hex'));
+      if (entry.content)
+        out.content = (await this.pieces(entry.content.map((id) => Buffer.from(id, 'hex')))).map((id) => id.toString('hex'));
       if (entry.contentLists) {
         const lists: string[] = [];
         for (const listId of entry.contentLists) lists.push((await this.list(Buffer.from(listId, 'hex'))).toString('hex'));
@@ -277,7 +324,12 @@ class Translator {
     if (now - this.lastReport < 200) return;
     this.lastReport = now;
     this.syncStats();
-    this.options.progress.progress({ phase: 'copy', files: this.files, bytes: this.report.bytesRead, bytesAdded: this.report.bytesUploaded });
+    this.options.progress.progress({
+      phase: 'copy',
+      files: this.files,
+      bytes: this.report.bytesRead,
+      bytesAdded: this.report.bytesUploaded,
+    });
   }
 }
 
@@ -346,7 +398,13 @@ export class IdMap {
  * master key, never the source's master key), so that data the copy brings
  * and later backups straight into the target are cut alike and dedupe.
  */
-export async function initCopyTarget(storage: Storage, passphrase: string, source: Repository, who: Who, copyChunker = true): Promise<Repository> {
+export async function initCopyTarget(
+  storage: Storage,
+  passphrase: string,
+  source: Repository,
+  who: Who,
+  copyChunker = true,
+): Promise<Repository> {
   const options: InitOptions = {
     packSize: source.config.packSize,
     compression: source.config.compression,

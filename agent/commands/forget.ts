@@ -50,7 +50,13 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
       hint: 'give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag',
     });
   }
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
     const { snapshots, unreadable } = await repo.listSnapshots();
     for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is left alone: ${u.error}`);
@@ -85,12 +91,22 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
   });
 }
 
-export async function setPin(repo: Repository, storage: DeletableStorage, ref: string, pinned: boolean, ctx: OperationContext): Promise<Snapshot> {
+export async function setPin(
+  repo: Repository,
+  storage: DeletableStorage,
+  ref: string,
+  pinned: boolean,
+  ctx: OperationContext,
+): Promise<Snapshot> {
   const snapshot = await repo.findSnapshot(ref);
   const name = `${PINS_PREFIX}${snapshot.id}`;
   if (pinned) {
     if (!(await storage.stat(name))) {
-      await storage.put(name, repo.seal('pin', name, Buffer.from(JSON.stringify({ snapshot: snapshot.id, time: new Date().toISOString(), by: ctx.who }))), { ifAbsent: true });
+      await storage.put(
+        name,
+        repo.seal('pin', name, Buffer.from(JSON.stringify({ snapshot: snapshot.id, time: new Date().toISOString(), by: ctx.who }))),
+        { ifAbsent: true },
+      );
     }
   } else {
     await storage.delete(name);
@@ -124,8 +140,17 @@ export interface ForgottenSnapshot {
  * prefix is refused) and pins are checked before anything is deleted.
  */
 export async function forgetIds(repo: Repository, storage: DeletableStorage, options: ForgetIdsOptions): Promise<ForgottenSnapshot[]> {
-  if (options.ids.length === 0) throw new CairnError('Cairn.Usage', 'no snapshot given', { hint: 'name snapshots by id or prefix, or give a retention policy (--keep-*)' });
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  if (options.ids.length === 0)
+    throw new CairnError('Cairn.Usage', 'no snapshot given', {
+      hint: 'name snapshots by id or prefix, or give a retention policy (--keep-*)',
+    });
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
     const targets = new Map<string, Snapshot>();
     for (const ref of options.ids) {
@@ -136,9 +161,13 @@ export async function forgetIds(repo: Repository, storage: DeletableStorage, opt
     const result = [...targets.values()].map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) }));
     const pinned = result.filter((s) => s.pinned);
     if (pinned.length > 0 && !options.force) {
-      throw new CairnError('Cairn.Usage', `snapshot(s) ${pinned.map((s) => s.id.slice(0, 8)).join(', ')} are pinned; nothing was forgotten`, {
-        hint: 'unpin them first (`cairn unpin ID`), or pass --force',
-      });
+      throw new CairnError(
+        'Cairn.Usage',
+        `snapshot(s) ${pinned.map((s) => s.id.slice(0, 8)).join(', ')} are pinned; nothing was forgotten`,
+        {
+          hint: 'unpin them first (`cairn unpin ID`), or pass --force',
+        },
+      );
     }
     if (!options.dryRun) {
       for (const s of result) {

@@ -27,7 +27,15 @@ export async function listKeys(repo: Repository): Promise<KeyInfo[]> {
     const id = idFromKey(object.key, KEYS_PREFIX);
     if (!id) continue;
     const file = parseKeyFile(await repo.storage.get(object.key), object.key);
-    keys.push({ id, current: id === repo.keyId, kind: file.kind, ...(file.kind === 'kms' ? { keyArn: file.keyArn } : {}), created: file.created, host: file.host, user: file.user });
+    keys.push({
+      id,
+      current: id === repo.keyId,
+      kind: file.kind,
+      ...(file.kind === 'kms' ? { keyArn: file.keyArn } : {}),
+      created: file.created,
+      host: file.host,
+      user: file.user,
+    });
   }
   return keys.sort((a, b) => a.created.localeCompare(b.created));
 }
@@ -63,10 +71,19 @@ export interface RemoveOptions {
  * kit would open the repository), or no passphrase key beside KMS keys
  * (restoring would need AWS KMS): CONTRACTS.md §2, docs/keys.md.
  */
-export async function removeKey(repo: Repository, storage: DeletableStorage, id: string, ctx: OperationContext, options: RemoveOptions = {}): Promise<KeyInfo> {
+export async function removeKey(
+  repo: Repository,
+  storage: DeletableStorage,
+  id: string,
+  ctx: OperationContext,
+  options: RemoveOptions = {},
+): Promise<KeyInfo> {
   const keys = await listKeys(repo);
   const matches = keys.filter((k) => k.id === id || (id.length >= 4 && k.id.startsWith(id)));
-  if (matches.length > 1) throw new CairnError('Cairn.Usage', `key id prefix ${id} is ambiguous (${matches.length} keys)`, { hint: 'give more digits (see `cairn key list`)' });
+  if (matches.length > 1)
+    throw new CairnError('Cairn.Usage', `key id prefix ${id} is ambiguous (${matches.length} keys)`, {
+      hint: 'give more digits (see `cairn key list`)',
+    });
   const key = matches[0];
   if (!key) throw new CairnError('Cairn.NotFound', `no key ${id} in ${repo.storage.location}`, { hint: 'list them with `cairn key list`' });
   const rest = keys.filter((k) => k.id !== key.id);
@@ -81,18 +98,28 @@ export async function removeKey(repo: Repository, storage: DeletableStorage, id:
     const lastPassphrase = !lastKey && key.kind === 'passphrase' && !rest.some((k) => k.kind === 'passphrase');
     if (lastKey || lastPassphrase) {
       const kits = await recoveryKitsRecorded(repo);
-      const kitNote = kits.length > 0 ? `the history records ${kits.length} recovery kit export(s), the latest on ${kits.at(-1)}` : 'the history records no recovery kit export';
+      const kitNote =
+        kits.length > 0
+          ? `the history records ${kits.length} recovery kit export(s), the latest on ${kits.at(-1)}`
+          : 'the history records no recovery kit export';
       throw new CairnError(
         'Cairn.Usage',
         lastKey
           ? `key ${key.id.slice(0, 8)} is the repository's last key file: without it only a recovery kit opens the repository (${kitNote})`
           : `key ${key.id.slice(0, 8)} is the last passphrase key: without it the repository opens only through KMS (${rest.map((k) => k.keyArn).join(', ')}), so restoring would need AWS (${kitNote})`,
-        { hint: 'export a recovery kit first (`cairn key export --recovery-kit FILE`) and keep it and its passphrase safe, or add a passphrase (`cairn key add`); then pass --force-last-key to remove it anyway' },
+        {
+          hint: 'export a recovery kit first (`cairn key export --recovery-kit FILE`) and keep it and its passphrase safe, or add a passphrase (`cairn key add`); then pass --force-last-key to remove it anyway',
+        },
       );
     }
   }
   await storage.delete(keyFileKey(key.id));
-  await record(ctx, 'key.removed', { keyId: key.id, kind: key.kind, ...(key.keyArn ? { keyArn: key.keyArn } : {}), remaining: rest.length });
+  await record(ctx, 'key.removed', {
+    keyId: key.id,
+    kind: key.kind,
+    ...(key.keyArn ? { keyArn: key.keyArn } : {}),
+    remaining: rest.length,
+  });
   return key;
 }
 
@@ -106,12 +133,21 @@ async function recoveryKitsRecorded(repo: Repository): Promise<string[]> {
 }
 
 /** Replaces the current passphrase: a new wrapping is written first, then the old one removed. */
-export async function changePassphrase(repo: Repository, storage: DeletableStorage, passphrase: string, ctx: OperationContext): Promise<string> {
+export async function changePassphrase(
+  repo: Repository,
+  storage: DeletableStorage,
+  passphrase: string,
+  ctx: OperationContext,
+): Promise<string> {
   const current = (await listKeys(repo)).find((k) => k.current);
   if (current?.kind !== 'passphrase') {
-    throw new CairnError('Cairn.Usage', `key passwd replaces the passphrase the repository was opened with, but it was opened ${current ? `with a ${current.kind} key` : 'with a recovery kit'}`, {
-      hint: 'open it with the passphrase to change (CAIRN_PASSWORD / --password-file), or use `cairn key add` and `cairn key remove`',
-    });
+    throw new CairnError(
+      'Cairn.Usage',
+      `key passwd replaces the passphrase the repository was opened with, but it was opened ${current ? `with a ${current.kind} key` : 'with a recovery kit'}`,
+      {
+        hint: 'open it with the passphrase to change (CAIRN_PASSWORD / --password-file), or use `cairn key add` and `cairn key remove`',
+      },
+    );
   }
   const id = await addKey(repo, passphrase, ctx);
   await removeKey(repo, storage, repo.keyId, ctx, { allowCurrent: true, forceLastKey: true });
@@ -120,13 +156,22 @@ export async function changePassphrase(repo: Repository, storage: DeletableStora
 }
 
 /** Writes a recovery kit for this repository's master key to `path` (mode 0600; never overwrites). */
-export async function exportRecoveryKit(repo: Repository, path: string, recoveryPassphrase: string, ctx: OperationContext): Promise<{ path: string; checksum: string }> {
+export async function exportRecoveryKit(
+  repo: Repository,
+  path: string,
+  recoveryPassphrase: string,
+  ctx: OperationContext,
+): Promise<{ path: string; checksum: string }> {
   const text = await createRecoveryKit(repo.masterKey(), recoveryPassphrase, { repositoryId: repo.id, location: repo.storage.location });
   try {
     await writeFile(path, text, { flag: 'wx', mode: 0o600 });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new CairnError('Cairn.AlreadyExists', `${path} already exists: a recovery kit is never written over a file`, { hint: 'choose a new file name', cause: error });
+    if (code === 'EEXIST')
+      throw new CairnError('Cairn.AlreadyExists', `${path} already exists: a recovery kit is never written over a file`, {
+        hint: 'choose a new file name',
+        cause: error,
+      });
     throw new CairnError('Cairn.Usage', `cannot write the recovery kit to ${path}: ${errorMessage(error)}`, { cause: error });
   }
   const checksum = /Kit checksum: (.*)/.exec(text)?.[1] ?? '';

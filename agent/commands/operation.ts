@@ -18,7 +18,12 @@ export interface OperationContext {
  * for forget/prune), reporting and recording any stale lock it took over, and
  * releasing the lock whatever happens.
  */
-export async function underLock<T>(ctx: OperationContext, operation: string, exclusive: boolean, fn: (lease: Lease) => Promise<T>): Promise<T> {
+export async function underLock<T>(
+  ctx: OperationContext,
+  operation: string,
+  exclusive: boolean,
+  fn: (lease: Lease) => Promise<T>,
+): Promise<T> {
   const lease = await Lease.acquire(ctx.repo, {
     operation,
     exclusive,
@@ -27,10 +32,19 @@ export async function underLock<T>(ctx: OperationContext, operation: string, exc
     waitMs: ctx.lockWaitMs,
     onTakeover: async (stale) => {
       const expired = new Date(Math.min(Date.parse(stale.expires), Date.parse(stale.time) + 30 * 60_000)).toISOString();
-      ctx.progress.warn(`took over a stale lock: ${stale.operation} by ${stale.user}@${stale.host} pid ${stale.pid}, started ${stale.started}, lease expired ${expired}`, {
+      ctx.progress.warn(
+        `took over a stale lock: ${stale.operation} by ${stale.user}@${stale.host} pid ${stale.pid}, started ${stale.started}, lease expired ${expired}`,
+        {
+          staleHolder: stale.holder,
+        },
+      );
+      await record(ctx, 'lock.takeover', {
         staleHolder: stale.holder,
+        staleOperation: stale.operation,
+        staleHost: stale.host,
+        stalePid: stale.pid,
+        expired,
       });
-      await record(ctx, 'lock.takeover', { staleHolder: stale.holder, staleOperation: stale.operation, staleHost: stale.host, stalePid: stale.pid, expired });
     },
   });
   try {
@@ -50,5 +64,7 @@ export async function record(ctx: OperationContext, event: string, details: Reco
 }
 
 export function failureDetails(error: unknown): Record<string, unknown> {
-  return error instanceof CairnError ? { code: error.code, message: error.message } : { code: 'Cairn.Failure', message: errorMessage(error) };
+  return error instanceof CairnError
+    ? { code: error.code, message: error.message }
+    : { code: 'Cairn.Failure', message: errorMessage(error) };
 }

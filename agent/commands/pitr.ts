@@ -2,7 +2,16 @@ import { CairnError } from '../core/errors.ts';
 import { LogArchive, fileObjectKey } from '../core/log-archive.ts';
 import { releasableLogs } from '../core/log-retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
-import { analyzeChain, baseEngines, engineOfStream, planReplay, type BaseSnapshot, type ChainReport, type RecoveryTarget, type ReplayPlan } from '../core/log-chain.ts';
+import {
+  analyzeChain,
+  baseEngines,
+  engineOfStream,
+  planReplay,
+  type BaseSnapshot,
+  type ChainReport,
+  type RecoveryTarget,
+  type ReplayPlan,
+} from '../core/log-chain.ts';
 import type { Repository } from '../core/repository.ts';
 import { markedDamaged, shortId, type Snapshot } from '../core/snapshot.ts';
 import { readHistory } from '../core/history.ts';
@@ -15,11 +24,22 @@ import { estimateThroughput, type LogRange, type Throughput } from '../core/rest
  */
 
 export function baseOf(s: Snapshot): BaseSnapshot {
-  return { id: s.id, time: s.time, endTime: s.endTime, host: s.host, engine: s.engine, engineMetadata: s.engineMetadata, totalBytes: s.summary.totalBytes };
+  return {
+    id: s.id,
+    time: s.time,
+    endTime: s.endTime,
+    host: s.host,
+    engine: s.engine,
+    engineMetadata: s.engineMetadata,
+    totalBytes: s.summary.totalBytes,
+  };
 }
 
 /** Every stream's chain report (or the one named). */
-export async function readChains(repo: Repository, options: { stream?: string | undefined; snapshots?: readonly Snapshot[] | undefined } = {}): Promise<ChainReport[]> {
+export async function readChains(
+  repo: Repository,
+  options: { stream?: string | undefined; snapshots?: readonly Snapshot[] | undefined } = {},
+): Promise<ChainReport[]> {
   const streams = options.stream ? [options.stream] : await LogArchive.streams(repo);
   const snapshots = options.snapshots ?? (await repo.listSnapshots()).snapshots;
   const reports: ChainReport[] = [];
@@ -40,11 +60,17 @@ export async function chooseStream(repo: Repository, engine: string | undefined,
   const streams = (await LogArchive.streams(repo)).filter((s) => engine === undefined || baseEngines(engineOfStream(s)).includes(engine));
   if (streams.length === 1) return streams[0] as string;
   if (streams.length === 0) {
-    throw new CairnError('Cairn.NotFound', `the repository at ${repo.storage.location} has no log archive${engine ? ` for ${engine}` : ''}: point-in-time recovery needs one`, {
-      hint: 'archive the log first (wal-push as archive_command, or binlog-push), see docs/pitr.md; without it, restore a snapshot',
-    });
+    throw new CairnError(
+      'Cairn.NotFound',
+      `the repository at ${repo.storage.location} has no log archive${engine ? ` for ${engine}` : ''}: point-in-time recovery needs one`,
+      {
+        hint: 'archive the log first (wal-push as archive_command, or binlog-push), see docs/pitr.md; without it, restore a snapshot',
+      },
+    );
   }
-  throw new CairnError('Cairn.Usage', `the repository holds several log archives (${streams.join(', ')})`, { hint: 'name one with --archive-stream' });
+  throw new CairnError('Cairn.Usage', `the repository holds several log archives (${streams.join(', ')})`, {
+    hint: 'name one with --archive-stream',
+  });
 }
 
 export interface PointInTimeOptions {
@@ -58,11 +84,21 @@ export interface PointInTimeOptions {
 }
 
 /** The replay plan for a target: base snapshot, files, bytes. Refuses (naming the gap) when no window reaches the target. */
-export async function planPointInTime(repo: Repository, options: PointInTimeOptions): Promise<{ plan: ReplayPlan; report: ChainReport; snapshot: Snapshot }> {
+export async function planPointInTime(
+  repo: Repository,
+  options: PointInTimeOptions,
+): Promise<{ plan: ReplayPlan; report: ChainReport; snapshot: Snapshot }> {
   const stream = await chooseStream(repo, options.engine, options.stream);
   const { snapshots } = await repo.listSnapshots();
-  const mine = snapshots.filter((s) => (options.plan === undefined || s.plan === undefined || s.plan === options.plan) && (options.base === undefined || s.id.startsWith(options.base)));
-  if (options.base !== undefined && mine.length === 0) throw new CairnError('Cairn.NotFound', `no snapshot ${options.base} in ${repo.storage.location}`, { hint: 'list them with `cairn snapshots`, or leave the snapshot out and let the target choose' });
+  const mine = snapshots.filter(
+    (s) =>
+      (options.plan === undefined || s.plan === undefined || s.plan === options.plan) &&
+      (options.base === undefined || s.id.startsWith(options.base)),
+  );
+  if (options.base !== undefined && mine.length === 0)
+    throw new CairnError('Cairn.NotFound', `no snapshot ${options.base} in ${repo.storage.location}`, {
+      hint: 'list them with `cairn snapshots`, or leave the snapshot out and let the target choose',
+    });
   const [report] = await readChains(repo, { stream, snapshots: mine });
   const plan = planReplay(report as ChainReport, options.target);
   const snapshot = mine.find((s) => s.id === plan.window.snapshot.id) as Snapshot;
@@ -73,9 +109,13 @@ export async function planPointInTime(repo: Repository, options: PointInTimeOpti
 async function everySnapshot(repo: Repository): Promise<Snapshot[]> {
   const { snapshots, unreadable } = await repo.listSnapshots();
   if (unreadable.length > 0) {
-    throw new CairnError('Cairn.Damaged', `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); no archived log is removed while a base it may need cannot be seen`, {
-      hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
-    });
+    throw new CairnError(
+      'Cairn.Damaged',
+      `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); no archived log is removed while a base it may need cannot be seen`,
+      {
+        hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
+      },
+    );
   }
   return snapshots;
 }
@@ -98,7 +138,11 @@ export interface LogCollection {
  * meanwhile, which is safe: their new files sit after every cutoff and their
  * new batches are not among the ones deleted.
  */
-export async function collectLogs(repo: Repository, storage: DeletableStorage, options: { dryRun: boolean; assertHeld?: () => void; snapshots?: readonly Snapshot[] }): Promise<LogCollection[]> {
+export async function collectLogs(
+  repo: Repository,
+  storage: DeletableStorage,
+  options: { dryRun: boolean; assertHeld?: () => void; snapshots?: readonly Snapshot[] },
+): Promise<LogCollection[]> {
   const snapshots = options.snapshots ?? (await everySnapshot(repo));
   const out: LogCollection[] = [];
   for (const stream of await LogArchive.streams(repo)) {
@@ -143,11 +187,19 @@ export function describeReplay(plan: ReplayPlan, snapshot: Snapshot, throughputs
   const last = plan.files.at(-1);
   const throughput = estimateThroughput(throughputs);
   const bytes = snapshot.summary.totalBytes + plan.bytes;
-  const replayStep = snapshot.engine === 'postgres'
-    ? `write recovery.signal and the recovery target (${plan.describe}); when started, PostgreSQL fetches ${plan.files.length} archived WAL file(s) through wal-fetch and stops there`
-    : `start a private server on the restored datadir, replay ${plan.files.length} archived binlog file(s) up to ${plan.describe}, shut it down`;
+  const replayStep =
+    snapshot.engine === 'postgres'
+      ? `write recovery.signal and the recovery target (${plan.describe}); when started, PostgreSQL fetches ${plan.files.length} archived WAL file(s) through wal-fetch and stops there`
+      : `start a private server on the restored datadir, replay ${plan.files.length} archived binlog file(s) up to ${plan.describe}, shut it down`;
   return {
-    snapshot: { id: snapshot.id, time: snapshot.time, endTime: snapshot.endTime, host: snapshot.host, engine: snapshot.engine, totalBytes: snapshot.summary.totalBytes },
+    snapshot: {
+      id: snapshot.id,
+      time: snapshot.time,
+      endTime: snapshot.endTime,
+      host: snapshot.host,
+      engine: snapshot.engine,
+      totalBytes: snapshot.summary.totalBytes,
+    },
     logRange: {
       stream: plan.stream,
       target: plan.describe,
@@ -172,8 +224,10 @@ export async function measuredThroughputs(repo: Repository): Promise<Throughput[
   const throughputs: Throughput[] = [];
   for (const e of await readHistory(repo)) {
     const r = e as Record<string, unknown>;
-    if (e.event === 'restore.finished' && typeof r.bytes === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.durationMs });
-    if (e.event === 'backup.committed' && typeof r.bytesRead === 'number' && typeof r.durationMs === 'number') throughputs.push({ kind: 'backup', bytes: r.bytesRead, durationMs: r.durationMs });
+    if (e.event === 'restore.finished' && typeof r.bytes === 'number' && typeof r.durationMs === 'number')
+      throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.durationMs });
+    if (e.event === 'backup.committed' && typeof r.bytesRead === 'number' && typeof r.durationMs === 'number')
+      throughputs.push({ kind: 'backup', bytes: r.bytesRead, durationMs: r.durationMs });
   }
   return throughputs;
 }

@@ -44,7 +44,13 @@ export interface PruneReport {
  * and finishes the job: every decision is recomputed, none is remembered.
  */
 export async function prune(repo: Repository, storage: DeletableStorage, options: PruneOptions): Promise<PruneReport> {
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'prune', !options.dryRun, async (lease) => {
     try {
       const report = await pruneLocked(repo, storage, options, () => lease.assertHeld());
@@ -57,7 +63,12 @@ export async function prune(repo: Repository, storage: DeletableStorage, options
   });
 }
 
-async function pruneLocked(repo: Repository, storage: DeletableStorage, options: PruneOptions, assertHeld: () => void): Promise<PruneReport> {
+async function pruneLocked(
+  repo: Repository,
+  storage: DeletableStorage,
+  options: PruneOptions,
+  assertHeld: () => void,
+): Promise<PruneReport> {
   const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
   const { index, reader, used, indexFiles, packSizes, remove, repack, bytesBefore } = analysis;
 
@@ -106,4 +117,3 @@ async function repositoryDataBytes(storage: DeletableStorage): Promise<number> {
   for (const prefix of [PACKS_PREFIX, INDEX_PREFIX]) for await (const object of storage.list(prefix)) total += object.size;
   return total;
 }
-

@@ -56,17 +56,42 @@ export interface RestoreDone {
 }
 
 export async function restore(repo: Repository, options: RestoreCommandOptions): Promise<RestoreDone> {
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'restore', false, async () => {
     const started = Date.now();
     try {
       const done = await restoreLocked(repo, options);
       const { errors, ...counts } = done.result;
-      const replay = done.replay ? { pointInTime: done.replay.plan.describe, logStream: done.replay.plan.stream, logFiles: done.replay.plan.files.length, logBytes: done.replay.plan.bytes } : {};
-      await record(ctx, 'restore.finished', { snapshotId: done.snapshot.id, target: options.target ? resolve(options.target) : options.targetDatabase, ...counts, ...replay, errors: errors.length, durationMs: Date.now() - started });
+      const replay = done.replay
+        ? {
+            pointInTime: done.replay.plan.describe,
+            logStream: done.replay.plan.stream,
+            logFiles: done.replay.plan.files.length,
+            logBytes: done.replay.plan.bytes,
+          }
+        : {};
+      await record(ctx, 'restore.finished', {
+        snapshotId: done.snapshot.id,
+        target: options.target ? resolve(options.target) : options.targetDatabase,
+        ...counts,
+        ...replay,
+        errors: errors.length,
+        durationMs: Date.now() - started,
+      });
       return done;
     } catch (error) {
-      await record(ctx, 'restore.failed', { snapshot: options.snapshot, target: options.target ? resolve(options.target) : options.targetDatabase, durationMs: Date.now() - started, ...failureDetails(error) });
+      await record(ctx, 'restore.failed', {
+        snapshot: options.snapshot,
+        target: options.target ? resolve(options.target) : options.targetDatabase,
+        durationMs: Date.now() - started,
+        ...failureDetails(error),
+      });
       throw error;
     }
   });
@@ -80,8 +105,13 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     const planned = await planPointInTime(repo, { target: options.pointInTime.target, stream: options.pointInTime.stream, base });
     replayPlan = planned.plan;
     snapshot = planned.snapshot;
-    if (!options.target) throw new CairnError('Cairn.Usage', 'a point-in-time restore needs --target DIR', { hint: 'name an empty directory for the restored data directory' });
-    options.progress.warn(`restoring base snapshot ${shortId(snapshot.id)} (${snapshot.time}), then replaying ${planned.plan.files.length} archived log file(s) of ${planned.plan.stream} to ${planned.plan.describe}`);
+    if (!options.target)
+      throw new CairnError('Cairn.Usage', 'a point-in-time restore needs --target DIR', {
+        hint: 'name an empty directory for the restored data directory',
+      });
+    options.progress.warn(
+      `restoring base snapshot ${shortId(snapshot.id)} (${snapshot.time}), then replaying ${planned.plan.files.length} archived log file(s) of ${planned.plan.stream} to ${planned.plan.describe}`,
+    );
   } else {
     snapshot = await findWaiting(repo, options);
   }
@@ -102,7 +132,8 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     return restorer.run(snapshot);
   };
   if (snapshot.engine === 'files') {
-    if (!options.target) throw new CairnError('Cairn.Usage', 'restoring files needs --target DIR', { hint: 'name an empty directory to restore into' });
+    if (!options.target)
+      throw new CairnError('Cairn.Usage', 'restoring files needs --target DIR', { hint: 'name an empty directory to restore into' });
     return { snapshot, result: await intoDirectory(options.target) };
   }
   // The engine recorded in the manifest restores its own snapshot (Vitess's rule).
@@ -129,7 +160,10 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const replayTemp = await mkdtemp(join(tmpdir(), 'cairn-replay-'));
   try {
     const replay = await replayerFor(snapshot.engine);
-    const owner = typeof engineOptions === 'object' && engineOptions !== null && 'owner' in engineOptions && typeof engineOptions.owner === 'string' ? engineOptions.owner : undefined;
+    const owner =
+      typeof engineOptions === 'object' && engineOptions !== null && 'owner' in engineOptions && typeof engineOptions.owner === 'string'
+        ? engineOptions.owner
+        : undefined;
     const done = await replay({
       directory: resolve(options.target),
       plan: replayPlan,

@@ -38,6 +38,12 @@ export async function stats(repo: Repository): Promise<RepositoryStats> {
     packs,
     dedupeRatio: uniqueBytes > 0 ? logicalBytes / uniqueBytes : 1,
     compressionRatio: storedBytes > 0 ? uniqueBytes / storedBytes : 1,
-    perSnapshot: snapshots.map((s) => ({ id: s.id, time: s.time, host: s.host, logicalBytes: s.summary.totalBytes, addedBytes: s.summary.bytesAdded })),
+    perSnapshot: snapshots.map((s) => ({
+      id: s.id,
+      time: s.time,
+      host: s.host,
+      logicalBytes: s.summary.totalBytes,
+      addedBytes: s.summary.bytesAdded,
+    })),
   };
 }

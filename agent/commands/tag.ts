@@ -43,7 +43,9 @@ export function newTags(current: readonly string[], options: Pick<TagOptions, 'a
 
 function checkTag(tag: string): void {
   if (tag === '' || /[,\s]/.test(tag)) {
-    throw new CairnError('Cairn.Usage', `invalid tag ${JSON.stringify(tag)}`, { hint: 'a tag is a non-empty word without commas or spaces' });
+    throw new CairnError('Cairn.Usage', `invalid tag ${JSON.stringify(tag)}`, {
+      hint: 'a tag is a non-empty word without commas or spaces',
+    });
   }
 }
 
@@ -56,12 +58,19 @@ function checkTag(tag: string): void {
  * under the exclusive lock.
  */
 export async function tagSnapshots(repo: Repository, storage: DeletableStorage, options: TagOptions): Promise<TagChange[]> {
-  if (options.refs.length === 0) throw new CairnError('Cairn.Usage', 'no snapshot given', { hint: 'name the snapshots to tag by id, prefix or "latest"' });
+  if (options.refs.length === 0)
+    throw new CairnError('Cairn.Usage', 'no snapshot given', { hint: 'name the snapshots to tag by id, prefix or "latest"' });
   if (options.add.length === 0 && options.remove.length === 0 && options.set === undefined) {
     throw new CairnError('Cairn.Usage', 'nothing to change', { hint: 'give --add TAG, --remove TAG and/or --set TAG' });
   }
   for (const t of [...options.add, ...options.remove, ...(options.set ?? [])]) checkTag(t);
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'tag', !options.dryRun, async (lease) => {
     const targets = new Map<string, Snapshot>();
     for (const ref of options.refs) {
@@ -83,14 +92,27 @@ export async function tagSnapshots(repo: Repository, storage: DeletableStorage, 
       await repo.saveSnapshot(next);
       if (pins.has(snapshot.id)) {
         const name = `${PINS_PREFIX}${next.id}`;
-        await storage.put(name, repo.seal('pin', name, Buffer.from(JSON.stringify({ snapshot: next.id, time: new Date().toISOString(), by: options.who, movedFrom: snapshot.id }))), { ifAbsent: true });
+        await storage.put(
+          name,
+          repo.seal(
+            'pin',
+            name,
+            Buffer.from(JSON.stringify({ snapshot: next.id, time: new Date().toISOString(), by: options.who, movedFrom: snapshot.id })),
+          ),
+          { ifAbsent: true },
+        );
       }
       lease.assertHeld();
       await storage.delete(snapshotKey(snapshot.id));
       if (pins.has(snapshot.id)) await storage.delete(`${PINS_PREFIX}${snapshot.id}`);
       changes.push({ id: snapshot.id, newId: next.id, original, tagsBefore: snapshot.tags, tags, changed });
     }
-    if (!options.dryRun && changes.some((c) => c.changed)) await record(ctx, 'tag', { changes: changes.filter((c) => c.changed).map((c) => ({ id: c.id, newId: c.newId, original: c.original, tagsBefore: c.tagsBefore, tags: c.tags })) });
+    if (!options.dryRun && changes.some((c) => c.changed))
+      await record(ctx, 'tag', {
+        changes: changes
+          .filter((c) => c.changed)
+          .map((c) => ({ id: c.id, newId: c.newId, original: c.original, tagsBefore: c.tagsBefore, tags: c.tags })),
+      });
     return changes;
   });
 }

@@ -43,7 +43,13 @@ export interface VerifyReport {
  * and files it affects.
  */
 export async function verify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
-  const ctx: OperationContext = { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  const ctx: OperationContext = {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
   return underLock(ctx, 'verify', false, async () => {
     const report = await verifyLocked(repo, options);
     options.signal?.throwIfAborted();
@@ -60,7 +66,16 @@ export async function verify(repo: Repository, options: VerifyOptions): Promise<
 }
 
 async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
-  const report: VerifyReport = { ok: true, snapshots: 0, packs: 0, packsRead: 0, piecesChecked: 0, bytesRead: 0, problems: [], affected: [] };
+  const report: VerifyReport = {
+    ok: true,
+    snapshots: 0,
+    packs: 0,
+    packsRead: 0,
+    piecesChecked: 0,
+    bytesRead: 0,
+    problems: [],
+    affected: [],
+  };
   const problem = (object: string, text: string): void => {
     report.problems.push({ object, problem: text });
   };
@@ -88,7 +103,12 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
   for (const [packId, entries] of byPack) {
     const size = packSizes.get(packId);
     // Behind a storage hook listed sizes are of the stored bytes: only reading the pack can tell.
-    const why = size === undefined ? `pack ${packId} is missing` : !repo.storage.transform && entries.some((e) => e.frameOffset + e.frameLength > size) ? `pack ${packId} is truncated` : undefined;
+    const why =
+      size === undefined
+        ? `pack ${packId} is missing`
+        : !repo.storage.transform && entries.some((e) => e.frameOffset + e.frameLength > size)
+          ? `pack ${packId} is truncated`
+          : undefined;
     if (why) {
       problem(packKey(packId), why);
       for (const e of entries) bad.set(e.id.toString('hex'), why);
@@ -171,7 +191,8 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
     }
     for (const entry of entries) {
       if (entry.type === 'dir' && entry.subtree) {
-        for (const below of await walk(entry.subtree)) found.push({ path: below.path === '.' ? entry.name : `${entry.name}/${below.path}`, problem: below.problem });
+        for (const below of await walk(entry.subtree))
+          found.push({ path: below.path === '.' ? entry.name : `${entry.name}/${below.path}`, problem: below.problem });
       } else if (entry.type === 'file') {
         const why = await fileProblem(entry, reader, index, bad);
         if (why) found.push({ path: entry.name, problem: why });
@@ -203,14 +224,19 @@ async function verifyLogs(repo: Repository, options: VerifyOptions, problem: (ob
       problem(`logs/${stream}`, errorMessage(error));
       continue;
     }
-    for (const missing of archive.missing) problem(fileObjectKey(stream, missing.key), `archived log file ${missing.name} is missing (a gap for point-in-time recovery: see \`cairn pitr status\`)`);
+    for (const missing of archive.missing)
+      problem(
+        fileObjectKey(stream, missing.key),
+        `archived log file ${missing.name} is missing (a gap for point-in-time recovery: see \`cairn pitr status\`)`,
+      );
     if (options.readData <= 0) continue;
     const sample = archive.records.filter(() => options.readData >= 1 || Math.random() < options.readData);
     await mapLimit(sample, options.concurrency, async (record) => {
       options.signal?.throwIfAborted();
       try {
         const data = await log.getFile(record.key);
-        if (data.length !== record.size || log.hash(data) !== record.hash) problem(fileObjectKey(stream, record.key), `archived log file ${record.name} does not match its record (size or hash)`);
+        if (data.length !== record.size || log.hash(data) !== record.hash)
+          problem(fileObjectKey(stream, record.key), `archived log file ${record.name} does not match its record (size or hash)`);
       } catch (error) {
         options.signal?.throwIfAborted();
         problem(fileObjectKey(stream, record.key), errorMessage(error));
@@ -219,7 +245,12 @@ async function verifyLogs(repo: Repository, options: VerifyOptions, problem: (ob
   }
 }
 
-async function fileProblem(entry: import('../core/tree.ts').TreeEntry, reader: PieceReader, index: PieceIndex, bad: Map<string, string>): Promise<string | undefined> {
+async function fileProblem(
+  entry: import('../core/tree.ts').TreeEntry,
+  reader: PieceReader,
+  index: PieceIndex,
+  bad: Map<string, string>,
+): Promise<string | undefined> {
   for (const listId of entry.contentLists ?? []) {
     const why = bad.get(listId) ?? (index.has(Buffer.from(listId, 'hex')) ? undefined : `content list ${listId} is missing`);
     if (why) return why;

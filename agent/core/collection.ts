@@ -20,7 +20,9 @@ export const collectionSchema = z.object({
 export type Collection = z.infer<typeof collectionSchema>;
 
 export async function writeCollection(storage: DeletableStorage, collection: Collection): Promise<void> {
-  await storage.put(`${COLLECTIONS_PREFIX}${collection.generation}`, Buffer.from(JSON.stringify(collectionSchema.parse(collection))), { ifAbsent: true });
+  await storage.put(`${COLLECTIONS_PREFIX}${collection.generation}`, Buffer.from(JSON.stringify(collectionSchema.parse(collection))), {
+    ifAbsent: true,
+  });
 }
 
 export async function readCollection(storage: DeletableStorage, generation: string): Promise<Collection> {
@@ -29,7 +31,11 @@ export async function readCollection(storage: DeletableStorage, generation: stri
 }
 
 /** Deletes the collection's packs under one two-hex prefix; returns how many were there and their bytes. */
-export async function sweepPrefix(storage: DeletableStorage, collection: Collection, prefix: string): Promise<{ deleted: number; bytes: number }> {
+export async function sweepPrefix(
+  storage: DeletableStorage,
+  collection: Collection,
+  prefix: string,
+): Promise<{ deleted: number; bytes: number }> {
   if (!/^[0-9a-f]{2}$/.test(prefix)) throw new Error(`invalid pack prefix ${JSON.stringify(prefix)}`);
   const doomed = new Set(collection.packs.filter((id) => id.startsWith(prefix)));
   let deleted = 0;

@@ -29,7 +29,11 @@ export const repositoryConfigSchema = z.object({
   id: z.string().regex(/^[0-9a-f]{64}$/),
   created: z.string(),
   chunker: chunkerSchema,
-  packSize: z.number().int().min(1 << 20).max(1 << 30),
+  packSize: z
+    .number()
+    .int()
+    .min(1 << 20)
+    .max(1 << 30),
   compression: compressionSchema,
   /** Objects other than this config pass through a storage hook (docs/storage-hooks.md). */
   transform: z.literal('hook').optional(),
@@ -58,9 +62,13 @@ export function parseRepositoryConfig(raw: Buffer, location: string): Repository
   }
   const version = (json as { version?: unknown } | null)?.version;
   if (typeof version === 'number' && version > FORMAT_VERSION) {
-    throw new CairnError('Cairn.Usage', `the repository at ${location} uses format version ${version}; this cairn reads up to version ${FORMAT_VERSION}`, {
-      hint: 'upgrade cairn',
-    });
+    throw new CairnError(
+      'Cairn.Usage',
+      `the repository at ${location} uses format version ${version}; this cairn reads up to version ${FORMAT_VERSION}`,
+      {
+        hint: 'upgrade cairn',
+      },
+    );
   }
   const parsed = repositoryConfigSchema.safeParse(json);
   if (!parsed.success) {
@@ -72,7 +80,8 @@ export function parseRepositoryConfig(raw: Buffer, location: string): Repository
 /** "zstd", "zstd:5", "none" → Compression. */
 export function parseCompression(spec: string): Compression {
   const match = /^(none|zstd)(?::(-?\d+))?$/.exec(spec.trim());
-  if (!match) throw new CairnError('Cairn.Usage', `invalid compression ${JSON.stringify(spec)}`, { hint: 'use none, zstd or zstd:LEVEL (1-19)' });
+  if (!match)
+    throw new CairnError('Cairn.Usage', `invalid compression ${JSON.stringify(spec)}`, { hint: 'use none, zstd or zstd:LEVEL (1-19)' });
   if (match[1] === 'none') return { codec: 'none' };
   const level = match[2] === undefined ? 1 : Number(match[2]);
   const parsed = compressionSchema.safeParse({ codec: 'zstd', level });

@@ -4,7 +4,7 @@ import { SALT_BYTES, deriveKey, open, seal } from './crypto.ts';
 import { DamagedError } from './errors.ts';
 
 /**
- * Small encrypted objects (snapshot manifests, index files): 
+ * Small encrypted objects (snapshot manifests, index files):
  *   "CRN" | version (1) | kind (1 byte) | salt (16) | nonce (12) | ciphertext | tag (16)
  * The key is HKDF(master, salt, "cairn/v1/object"); the header and the object's
  * own name are authenticated, so an object cannot be swapped for another.
@@ -27,10 +27,17 @@ export function sealObject(master: Buffer, kind: EnvelopeKindName, name: string,
  * sealObject for a payload the caller compressed already (off the event loop,
  * for large objects such as WAL segments): the smaller of the two is stored.
  */
-export function sealCompressed(master: Buffer, kind: EnvelopeKindName, name: string, payload: Buffer, compressed: Buffer | undefined): Buffer {
+export function sealCompressed(
+  master: Buffer,
+  kind: EnvelopeKindName,
+  name: string,
+  payload: Buffer,
+  compressed: Buffer | undefined,
+): Buffer {
   const salt = randomBytes(SALT_BYTES);
   const header = Buffer.concat([MAGIC, Buffer.from([EnvelopeKind[kind]]), salt]);
-  const body = compressed && compressed.length < payload.length ? [Buffer.from([CODEC_ZSTD]), compressed] : [Buffer.from([CODEC_RAW]), payload];
+  const body =
+    compressed && compressed.length < payload.length ? [Buffer.from([CODEC_ZSTD]), compressed] : [Buffer.from([CODEC_RAW]), payload];
   const key = deriveKey(master, 'cairn/v1/object', salt);
   return Buffer.concat([header, seal(key, body, aad(header, name))]);
 }
@@ -43,7 +50,8 @@ export function openObject(master: Buffer, kind: EnvelopeKindName, name: string,
   const header = data.subarray(0, HEADER_BYTES);
   const key = deriveKey(master, 'cairn/v1/object', header.subarray(MAGIC.length + 1));
   const plain = open(key, data.subarray(HEADER_BYTES), aad(header, name));
-  if (!plain || plain.length < 1) throw new DamagedError(`${name} failed authentication: it was altered, truncated, or written by another repository`);
+  if (!plain || plain.length < 1)
+    throw new DamagedError(`${name} failed authentication: it was altered, truncated, or written by another repository`);
   const body = plain.subarray(1);
   if (plain[0] === CODEC_RAW) return body;
   if (plain[0] === CODEC_ZSTD) return zstdDecompressSync(body);

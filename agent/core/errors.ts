@@ -94,7 +94,10 @@ export class AlreadyExistsError extends CairnError {
 /** Stored bytes failed authentication or decoding: tampering, bit rot or a truncated write. */
 export class DamagedError extends CairnError {
   constructor(message: string, options: { hint?: string; cause?: unknown } = {}) {
-    super('Cairn.Damaged', message, { hint: options.hint ?? 'run `cairn verify --read-data` to list every damaged object and the files it affects', cause: options.cause });
+    super('Cairn.Damaged', message, {
+      hint: options.hint ?? 'run `cairn verify --read-data` to list every damaged object and the files it affects',
+      cause: options.cause,
+    });
     this.name = 'DamagedError';
   }
 }

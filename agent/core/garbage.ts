@@ -32,7 +32,11 @@ export interface GarbageAnalysis {
   bytesBefore: number;
 }
 
-export async function analyzeGarbage(repo: Repository, storage: Storage, options: { maxUnused: number; concurrency: number }): Promise<GarbageAnalysis> {
+export async function analyzeGarbage(
+  repo: Repository,
+  storage: Storage,
+  options: { maxUnused: number; concurrency: number },
+): Promise<GarbageAnalysis> {
   const indexFiles: string[] = [];
   let bytesBefore = 0;
   for await (const object of storage.list(INDEX_PREFIX)) {
@@ -42,9 +46,13 @@ export async function analyzeGarbage(repo: Repository, storage: Storage, options
   const index = await repo.loadIndex(options.concurrency * 2);
   const { snapshots, unreadable } = await repo.listSnapshots();
   if (unreadable.length > 0) {
-    throw new CairnError('Cairn.Damaged', `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); garbage collection deletes nothing while it cannot see every snapshot`, {
-      hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
-    });
+    throw new CairnError(
+      'Cairn.Damaged',
+      `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); garbage collection deletes nothing while it cannot see every snapshot`,
+      {
+        hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair',
+      },
+    );
   }
   const reader = new PieceReader(repo, index);
   const used = await collectReferences(snapshots, reader);
@@ -72,9 +80,13 @@ export async function analyzeGarbage(repo: Repository, storage: Storage, options
   // A used piece whose pack is gone cannot be saved by GC; refuse rather than drop it from the index silently.
   const missing = [...usage.keys()].filter((packId) => !packSizes.has(packId) && (usage.get(packId)?.live ?? 0) > 0);
   if (missing.length > 0) {
-    throw new CairnError('Cairn.Damaged', `${missing.length} pack(s) that snapshots use are missing (${missing.slice(0, 3).join(', ')}…); garbage collection stops`, {
-      hint: 'run `cairn verify` to see the snapshots affected',
-    });
+    throw new CairnError(
+      'Cairn.Damaged',
+      `${missing.length} pack(s) that snapshots use are missing (${missing.slice(0, 3).join(', ')}…); garbage collection stops`,
+      {
+        hint: 'run `cairn verify` to see the snapshots affected',
+      },
+    );
   }
   return { index, reader, used, snapshots: snapshots.length, manifests: snapshots, indexFiles, packSizes, remove, repack, bytesBefore };
 }

@@ -25,7 +25,13 @@ export type HistoryEvent = z.infer<typeof historyEventSchema>;
 const run = randomBytes(4).toString('hex');
 let sequence = 0;
 
-export async function recordEvent(repo: Repository, who: Who, tool: string, event: string, details: Record<string, unknown> = {}): Promise<void> {
+export async function recordEvent(
+  repo: Repository,
+  who: Who,
+  tool: string,
+  event: string,
+  details: Record<string, unknown> = {},
+): Promise<void> {
   const time = new Date();
   const stamp = time.toISOString().replace(/[-:]/g, '').replace('.', '');
   const name = `${HISTORY_PREFIX}${stamp}-${run}-${String(sequence++).padStart(6, '0')}`;

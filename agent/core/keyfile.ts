@@ -27,7 +27,11 @@ export const passphraseKeyFileSchema = z.object({
   kind: z.literal('passphrase'),
   kdf: z.object({
     name: z.literal('scrypt'),
-    N: z.number().int().min(1 << 10).max(1 << 22),
+    N: z
+      .number()
+      .int()
+      .min(1 << 10)
+      .max(1 << 22),
     r: z.number().int().min(1).max(32),
     p: z.number().int().min(1).max(16),
     salt: z.string().min(16),
@@ -115,7 +119,15 @@ export async function wrapMasterKey(
 }
 
 export function kmsKeyFile(keyArn: string, ciphertext: Buffer, owner: { host: string; user: string }): KmsKeyFile {
-  return { version: 1, kind: 'kms', keyArn, ciphertext: ciphertext.toString('base64'), created: new Date().toISOString(), host: owner.host, user: owner.user };
+  return {
+    version: 1,
+    kind: 'kms',
+    keyArn,
+    ciphertext: ciphertext.toString('base64'),
+    created: new Date().toISOString(),
+    host: owner.host,
+    user: owner.user,
+  };
 }
 
 /** The master key, or undefined when the passphrase does not open this wrapping (or it is not a passphrase wrapping). */
@@ -137,9 +149,13 @@ export function passphraseUnlocker(passphrase: string): Unlocker {
       });
     }
     if (candidates.length === 0) {
-      throw new CairnError('Cairn.WrongKey', `the repository at ${location} has no passphrase key: it is opened through KMS (${kmsArns(keys).join(', ')})`, {
-        hint: 'unset CAIRN_PASSWORD / --password-file so that the KMS key is used, with AWS credentials allowed kms:Decrypt on it',
-      });
+      throw new CairnError(
+        'Cairn.WrongKey',
+        `the repository at ${location} has no passphrase key: it is opened through KMS (${kmsArns(keys).join(', ')})`,
+        {
+          hint: 'unset CAIRN_PASSWORD / --password-file so that the KMS key is used, with AWS credentials allowed kms:Decrypt on it',
+        },
+      );
     }
     for (const key of candidates) {
       const master = await unwrapMasterKey(key.file, passphrase, config.id);

@@ -62,7 +62,10 @@ export async function readLocks(repo: Repository, now = Date.now()): Promise<Loc
       record = lockRecordSchema.parse(JSON.parse(repo.unseal('lock', latest, await repo.storage.get(latest)).toString('utf8')));
     } catch (error) {
       if (error instanceof CairnError && error.code === 'Cairn.NotFound') return; // cleared while we listed
-      throw new CairnError('Cairn.Damaged', `lock record ${latest} cannot be read: ${errorMessage(error)}`, { hint: 'remove it with `cairn unlock --all`', cause: error });
+      throw new CairnError('Cairn.Damaged', `lock record ${latest} cannot be read: ${errorMessage(error)}`, {
+        hint: 'remove it with `cairn unlock --all`',
+        cause: error,
+      });
     }
     const effectiveExpiry = Math.min(Date.parse(record.expires), Date.parse(record.time) + MAX_LEASE_MS);
     const state = record.released ? 'released' : effectiveExpiry <= now ? 'expired' : 'active';
@@ -133,12 +136,18 @@ export class Lease {
   /** Throws if the lease could not be kept: the caller must not commit anything after losing it. */
   assertHeld(marginMs = 0): void {
     if (this.lostError !== undefined) {
-      throw new CairnError('Cairn.Locked', `lost the repository lock: ${errorMessage(this.lostError)}; nothing was committed`, { cause: this.lostError });
+      throw new CairnError('Cairn.Locked', `lost the repository lock: ${errorMessage(this.lostError)}; nothing was committed`, {
+        cause: this.lostError,
+      });
     }
     if (Date.now() + marginMs >= this.expires) {
-      throw new CairnError('Cairn.Locked', 'the repository lock expired before the operation could commit (the process was stalled); nothing was committed', {
-        hint: 'run the operation again',
-      });
+      throw new CairnError(
+        'Cairn.Locked',
+        'the repository lock expired before the operation could commit (the process was stalled); nothing was committed',
+        {
+          hint: 'run the operation again',
+        },
+      );
     }
   }
 

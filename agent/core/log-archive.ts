@@ -99,7 +99,9 @@ export type PushOutcome = 'stored' | 'already-archived';
 
 export function validateStream(stream: string): string {
   if (!STREAM_PATTERN.test(stream)) {
-    throw new CairnError('Cairn.Usage', `invalid log stream name ${JSON.stringify(stream)}`, { hint: 'a stream is pg-<system identifier> or mariadb-<name> (letters, digits, . _ -)' });
+    throw new CairnError('Cairn.Usage', `invalid log stream name ${JSON.stringify(stream)}`, {
+      hint: 'a stream is pg-<system identifier> or mariadb-<name> (letters, digits, . _ -)',
+    });
   }
   return stream;
 }
@@ -115,7 +117,10 @@ export function fileObjectKey(stream: string, key: string): string {
 
 /** 20261123T101112Z: sorts as time, and reads as one. */
 export function compactTime(iso: string): string {
-  return new Date(iso).toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return new Date(iso)
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 export function parseCompactTime(text: string): string | undefined {
@@ -164,9 +169,13 @@ export class LogArchive {
     }
     const existing = await this.getFile(key);
     if (existing.equals(data)) return 'already-archived';
-    throw new CairnError('Cairn.AlreadyExists', `${key} is already archived in ${this.repo.storage.location} (stream ${this.stream}) with different content; nothing was overwritten`, {
-      hint: 'two servers may be archiving into one stream (check the system identifier / --archive-name), or the file changed after it was archived: investigate before archiving again',
-    });
+    throw new CairnError(
+      'Cairn.AlreadyExists',
+      `${key} is already archived in ${this.repo.storage.location} (stream ${this.stream}) with different content; nothing was overwritten`,
+      {
+        hint: 'two servers may be archiving into one stream (check the system identifier / --archive-name), or the file changed after it was archived: investigate before archiving again',
+      },
+    );
   }
 
   /** The file's plaintext; NotFoundError when it was never archived (or was removed). */
@@ -182,7 +191,10 @@ export class LogArchive {
   /** Writes one batch of records, named after its newest event (or archive) time. */
   async writeRecords(records: readonly LogFileRecord[]): Promise<string | undefined> {
     if (records.length === 0) return undefined;
-    const newest = records.map((r) => r.lastEventTime ?? r.archivedAt).sort().at(-1) as string;
+    const newest = records
+      .map((r) => r.lastEventTime ?? r.archivedAt)
+      .sort()
+      .at(-1) as string;
     const key = `${streamPrefix(this.stream)}meta/${compactTime(newest)}-${randomBytes(8).toString('hex')}`;
     const batch: LogBatch = { version: 1, stream: this.stream, files: [...records] };
     await this.repo.storage.put(key, this.repo.seal('logBatch', key, Buffer.from(JSON.stringify(batch))), { ifAbsent: true });
@@ -219,7 +231,8 @@ export class LogArchive {
     const missing: LogFileRecord[] = [];
     for (const record of byKey.values()) (files.has(record.key) ? records : missing).push(record);
     const undescribed = [...files].filter(([key]) => !byKey.has(key)).map(([key, size]) => ({ key, size }));
-    const order = (a: LogFileRecord, b: LogFileRecord): number => (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt) || a.key.localeCompare(b.key);
+    const order = (a: LogFileRecord, b: LogFileRecord): number =>
+      (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt) || a.key.localeCompare(b.key);
     records.sort(order);
     missing.sort(order);
     batches.sort((a, b) => a.key.localeCompare(b.key));

@@ -94,16 +94,36 @@ export function analyzeChain(stream: string, archive: ArchivedLog, snapshots: re
   for (const snapshot of bases) {
     const start = baseStart(engine, snapshot, analysis);
     if (typeof start !== 'string') starts.push({ snapshot, line: start.line.id, index: start.index });
-    const found = typeof start === 'string' ? start : windowFrom(snapshot, analysis, start, 'position' in start ? start.position : undefined);
+    const found =
+      typeof start === 'string' ? start : windowFrom(snapshot, analysis, start, 'position' in start ? start.position : undefined);
     if (typeof found === 'string') withoutWindow.push({ snapshot, reason: found });
     else windows.push(found);
   }
   windows.sort((a, b) => a.from.localeCompare(b.from));
-  const last = analysis.lines.map((l) => l.lastEventTime).filter((t): t is string => t !== null).sort().at(-1) ?? null;
-  return { stream, engine, lines: analysis.lines, gaps: analysis.gaps, windows, withoutWindow, starts, lastEventTime: last, undescribed: archive.undescribed };
+  const last =
+    analysis.lines
+      .map((l) => l.lastEventTime)
+      .filter((t): t is string => t !== null)
+      .sort()
+      .at(-1) ?? null;
+  return {
+    stream,
+    engine,
+    lines: analysis.lines,
+    gaps: analysis.gaps,
+    windows,
+    withoutWindow,
+    starts,
+    lastEventTime: last,
+    undescribed: archive.undescribed,
+  };
 }
 
-function baseStart(engine: 'postgres' | 'mariadb', snapshot: BaseSnapshot, analysis: LineAnalysis): { line: LogLine; index: number; position?: number } | string {
+function baseStart(
+  engine: 'postgres' | 'mariadb',
+  snapshot: BaseSnapshot,
+  analysis: LineAnalysis,
+): { line: LogLine; index: number; position?: number } | string {
   return engine === 'postgres' ? walStart(snapshot, analysis) : binlogStart(snapshot, analysis);
 }
 
@@ -123,7 +143,10 @@ interface LineAnalysis {
 }
 
 function lineOf(id: string, files: LogFileRecord[]): LogLine {
-  const times = files.flatMap((f) => [f.firstEventTime, f.lastEventTime]).filter((t): t is string => t !== null).sort();
+  const times = files
+    .flatMap((f) => [f.firstEventTime, f.lastEventTime])
+    .filter((t): t is string => t !== null)
+    .sort();
   return { id, files, firstEventTime: times[0] ?? null, lastEventTime: times.at(-1) ?? null };
 }
 
@@ -164,7 +187,10 @@ export function walName(timeline: number, segment: number, segmentSize = DEFAULT
 /** "16/B374D848" → byte position. */
 export function parseLsn(lsn: string): number {
   const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
-  if (!m) throw new CairnError('Cairn.Usage', `invalid LSN ${JSON.stringify(lsn)}`, { hint: 'an LSN looks like 0/3000148 (see pg_current_wal_lsn())' });
+  if (!m)
+    throw new CairnError('Cairn.Usage', `invalid LSN ${JSON.stringify(lsn)}`, {
+      hint: 'an LSN looks like 0/3000148 (see pg_current_wal_lsn())',
+    });
   return parseInt(m[1] as string, 16) * 0x100000000 + parseInt(m[2] as string, 16);
 }
 
@@ -234,14 +260,28 @@ function walStart(snapshot: BaseSnapshot, analysis: LineAnalysis): { line: LogLi
   return { line, index };
 }
 
-function windowFrom(snapshot: BaseSnapshot, analysis: LineAnalysis, start: { line: LogLine; index: number }, startPosition?: number): RecoveryWindow | string {
+function windowFrom(
+  snapshot: BaseSnapshot,
+  analysis: LineAnalysis,
+  start: { line: LogLine; index: number },
+  startPosition?: number,
+): RecoveryWindow | string {
   const { line, index } = start;
   const run = (analysis.runs.get(line.id) ?? []).find((r) => r.start <= index && index <= r.end);
   if (!run) return 'internal: no run holds its first file';
   const files = line.files.slice(index, run.end + 1);
   const to = lastEventUpTo(line.files, run.end);
-  if (!to || to < snapshot.endTime) return `no transaction was archived after the snapshot ended (${snapshot.endTime})${run.endedBy === 'end' ? '' : `; then ${run.endedBy.missing} is missing`}`;
-  return { snapshot, line: line.id, from: snapshot.endTime, to, files, endedBy: run.endedBy, ...(startPosition !== undefined ? { startPosition } : {}) };
+  if (!to || to < snapshot.endTime)
+    return `no transaction was archived after the snapshot ended (${snapshot.endTime})${run.endedBy === 'end' ? '' : `; then ${run.endedBy.missing} is missing`}`;
+  return {
+    snapshot,
+    line: line.id,
+    from: snapshot.endTime,
+    to,
+    files,
+    endedBy: run.endedBy,
+    ...(startPosition !== undefined ? { startPosition } : {}),
+  };
 }
 
 // ---------------------------------------------------------------- binlogs
@@ -251,9 +291,15 @@ type GtidState = Map<string, number>;
 /** "0-1-100,1-2-5" → domain-server → seq. */
 export function parseGtidState(text: string): GtidState {
   const state: GtidState = new Map();
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^(\d+)-(\d+)-(\d+)$/.exec(part);
-    if (!m) throw new CairnError('Cairn.Usage', `invalid GTID ${JSON.stringify(part)}`, { hint: 'a MariaDB GTID is domain-server-sequence, e.g. 0-1-1234' });
+    if (!m)
+      throw new CairnError('Cairn.Usage', `invalid GTID ${JSON.stringify(part)}`, {
+        hint: 'a MariaDB GTID is domain-server-sequence, e.g. 0-1-1234',
+      });
     state.set(`${m[1]}-${m[2]}`, Number(m[3]));
   }
   return state;
@@ -282,7 +328,9 @@ function createdAt(record: LogFileRecord): string {
 }
 
 function binlogLines(archive: ArchivedLog): LineAnalysis {
-  const files = archive.records.filter((r) => r.kind === 'binlog' && r.binlog).sort((a, b) => createdAt(a).localeCompare(createdAt(b)) || a.key.localeCompare(b.key));
+  const files = archive.records
+    .filter((r) => r.kind === 'binlog' && r.binlog)
+    .sort((a, b) => createdAt(a).localeCompare(createdAt(b)) || a.key.localeCompare(b.key));
   const successor = new Map<LogFileRecord, LogFileRecord>();
   const hasPredecessor = new Set<LogFileRecord>();
   // Each file's predecessor is the newest closed file that rotated to its name and ended in its
@@ -292,10 +340,16 @@ function binlogLines(archive: ArchivedLog): LineAnalysis {
   for (const b of files) {
     const start = parseGtidState(b.binlog?.startGtid ?? '');
     const a = files
-      .filter((f) => f !== b && !successor.has(f) && f.binlog?.closed === true && createdAt(f) <= createdAt(b)
-        && (f.binlog.nextFile === undefined || f.binlog.nextFile === b.name)
-        && (f.binlog.closedAt === undefined || Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000)
-        && sameState(parseGtidState(f.binlog.endGtid), start))
+      .filter(
+        (f) =>
+          f !== b &&
+          !successor.has(f) &&
+          f.binlog?.closed === true &&
+          createdAt(f) <= createdAt(b) &&
+          (f.binlog.nextFile === undefined || f.binlog.nextFile === b.name) &&
+          (f.binlog.closedAt === undefined || Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000) &&
+          sameState(parseGtidState(f.binlog.endGtid), start),
+      )
       .sort((x, y) => createdAt(y).localeCompare(createdAt(x)))[0];
     if (a) {
       successor.set(a, b);
@@ -444,7 +498,10 @@ function xidRange(f: LogFileRecord): Array<[number, number]> {
 
 export function splitPosition(text: string): [string, number] {
   const m = /^(.+):(\d+)$/.exec(text);
-  if (!m) throw new CairnError('Cairn.Usage', `invalid binlog position ${JSON.stringify(text)}`, { hint: 'give FILE:POSITION, e.g. mariadb-bin.000012:4711' });
+  if (!m)
+    throw new CairnError('Cairn.Usage', `invalid binlog position ${JSON.stringify(text)}`, {
+      hint: 'give FILE:POSITION, e.g. mariadb-bin.000012:4711',
+    });
   return [m[1] as string, Number(m[2])];
 }
 
@@ -463,21 +520,36 @@ function filesUpTo(w: RecoveryWindow, target: RecoveryTarget): LogFileRecord[] {
 function refusal(report: ChainReport, target: RecoveryTarget, what: string): CairnError {
   if (report.windows.length === 0) {
     const why = report.withoutWindow.map((s) => `snapshot ${shortId(s.snapshot.id)}: ${s.reason}`).join('; ');
-    return new CairnError('Cairn.NotFound', `cannot recover ${report.stream} to ${what}: no base snapshot has a recoverable window${why ? ` (${why})` : ''}`, {
-      hint: 'take a physical backup of the database while its log is being archived, then try again',
-    });
+    return new CairnError(
+      'Cairn.NotFound',
+      `cannot recover ${report.stream} to ${what}: no base snapshot has a recoverable window${why ? ` (${why})` : ''}`,
+      {
+        hint: 'take a physical backup of the database while its log is being archived, then try again',
+      },
+    );
   }
   if (!target.time) {
-    return new CairnError('Cairn.NotFound', `cannot recover ${report.stream} to ${what}: no window reaches it (${windowList(report)})`, { hint: 'choose a target inside one of the windows' });
+    return new CairnError('Cairn.NotFound', `cannot recover ${report.stream} to ${what}: no window reaches it (${windowList(report)})`, {
+      hint: 'choose a target inside one of the windows',
+    });
   }
   const t = new Date(target.time).toISOString();
   const before = report.windows.filter((w) => w.to < t).sort((a, b) => b.to.localeCompare(a.to))[0];
   const after = report.windows.filter((w) => w.from > t).sort((a, b) => a.from.localeCompare(b.from))[0];
-  const gap = report.gaps.find((g) => (g.from ?? '') <= t && (g.to === null || t <= g.to)) ?? (before && before.endedBy !== 'end' ? before.endedBy : undefined);
-  const nearest = [before ? `${before.to} (the last event before it)` : undefined, after ? `${after.from} (the next window's start)` : undefined].filter(Boolean).join(' or ');
+  const gap =
+    report.gaps.find((g) => (g.from ?? '') <= t && (g.to === null || t <= g.to)) ??
+    (before && before.endedBy !== 'end' ? before.endedBy : undefined);
+  const nearest = [
+    before ? `${before.to} (the last event before it)` : undefined,
+    after ? `${after.from} (the next window's start)` : undefined,
+  ]
+    .filter(Boolean)
+    .join(' or ');
   const reason = gap
     ? `the log has a gap there: ${gap.missing} is missing after ${gap.after ?? '?'} (${gap.cause})`
-    : before && before.to === report.lastEventTime ? `nothing has been archived after ${before.to} (is archiving running?)` : `it is before the oldest recoverable window`;
+    : before && before.to === report.lastEventTime
+      ? `nothing has been archived after ${before.to} (is archiving running?)`
+      : `it is before the oldest recoverable window`;
   return new CairnError('Cairn.NotFound', `cannot recover ${report.stream} to ${what}: ${reason}`, {
     hint: nearest ? `the nearest recoverable times are ${nearest}` : `recoverable windows: ${windowList(report)}`,
   });

@@ -22,21 +22,37 @@ export interface LogRelease {
 export function releasableLogs(report: ChainReport): LogRelease {
   const remove: LogRelease['remove'] = [];
   const keep: LogFileRecord[] = [];
-  const newestSnapshot = report.starts.map((s) => s.snapshot.time).concat(report.windows.map((w) => w.snapshot.time), report.withoutWindow.map((w) => w.snapshot.time)).sort().at(-1);
+  const newestSnapshot = report.starts
+    .map((s) => s.snapshot.time)
+    .concat(
+      report.windows.map((w) => w.snapshot.time),
+      report.withoutWindow.map((w) => w.snapshot.time),
+    )
+    .sort()
+    .at(-1);
   for (const line of report.lines) {
     const starts = report.starts.filter((s) => s.line === line.id);
     if (starts.length > 0) {
       const cutoff = Math.min(...starts.map((s) => s.index));
       const oldest = starts.find((s) => s.index === cutoff);
       line.files.forEach((record, index) => {
-        if (index < cutoff) remove.push({ record, reason: `older than the oldest base snapshot of ${line.id} (${oldest?.snapshot.id.slice(0, 8) ?? '?'}, ${oldest?.snapshot.time ?? '?'})` });
+        if (index < cutoff)
+          remove.push({
+            record,
+            reason: `older than the oldest base snapshot of ${line.id} (${oldest?.snapshot.id.slice(0, 8) ?? '?'}, ${oldest?.snapshot.time ?? '?'})`,
+          });
         else keep.push(record);
       });
       continue;
     }
-    const lineTime = line.files.map((f) => f.lastEventTime ?? f.archivedAt).sort().at(-1) ?? '';
+    const lineTime =
+      line.files
+        .map((f) => f.lastEventTime ?? f.archivedAt)
+        .sort()
+        .at(-1) ?? '';
     if (newestSnapshot !== undefined && lineTime < newestSnapshot) {
-      for (const record of line.files) remove.push({ record, reason: `no snapshot starts in ${line.id}, which ended before the newest snapshot (${newestSnapshot})` });
+      for (const record of line.files)
+        remove.push({ record, reason: `no snapshot starts in ${line.id}, which ended before the newest snapshot (${newestSnapshot})` });
     } else {
       keep.push(...line.files);
     }

@@ -10,8 +10,13 @@ import { INSTANCE_ID_PATTERN, PLAN_ID_PATTERN, pitrSchema } from './plan.ts';
  * SendTaskSuccess. One schema each, shared by functions/ and the agent.
  */
 
-const planId = z.string().regex(PLAN_ID_PATTERN, 'a plan id: a lowercase slug of 2 to 40 letters, digits and hyphens, starting with a letter');
-const snapshotRef = z.union([z.literal('latest'), z.string().regex(/^[0-9a-f]{8,64}$/, '"latest" or a snapshot id (at least 8 hex digits)')]);
+const planId = z
+  .string()
+  .regex(PLAN_ID_PATTERN, 'a plan id: a lowercase slug of 2 to 40 letters, digits and hyphens, starting with a letter');
+const snapshotRef = z.union([
+  z.literal('latest'),
+  z.string().regex(/^[0-9a-f]{8,64}$/, '"latest" or a snapshot id (at least 8 hex digits)'),
+]);
 const isoTime = z.iso.datetime({ offset: true, message: 'an ISO-8601 time with a zone, e.g. 2026-11-23T03:00:00Z' });
 const instanceId = z.string().regex(INSTANCE_ID_PATTERN, 'an EC2 instance id (i-…) or a managed instance id (mi-…)');
 const absolutePath = z
@@ -31,13 +36,24 @@ export const restoreInputSchema = z
     dryRun: z.boolean().optional(),
   })
   .strict()
-  .refine((v) => v.snapshot === undefined || v.pointInTime === undefined, { message: 'give at most one of snapshot and pointInTime', path: ['pointInTime'] });
+  .refine((v) => v.snapshot === undefined || v.pointInTime === undefined, {
+    message: 'give at most one of snapshot and pointInTime',
+    path: ['pointInTime'],
+  });
 export type RestoreInput = z.infer<typeof restoreInputSchema>;
 
 const heartbeatSeconds = z.number().int().min(30).max(86_400);
 
 export const agentRequestSchema = z.discriminatedUnion('operation', [
-  z.object({ operation: z.literal('backup'), planId, runId: z.string().min(1).max(200), scheduledTime: isoTime.optional(), heartbeatSeconds }).strict(),
+  z
+    .object({
+      operation: z.literal('backup'),
+      planId,
+      runId: z.string().min(1).max(200),
+      scheduledTime: isoTime.optional(),
+      heartbeatSeconds,
+    })
+    .strict(),
   z
     .object({
       operation: z.literal('restore'),
@@ -52,9 +68,22 @@ export const agentRequestSchema = z.discriminatedUnion('operation', [
       heartbeatSeconds,
     })
     .strict()
-    .refine((r) => r.stream === undefined || r.pointInTime !== undefined, { message: 'a stream is replayed only to a pointInTime', path: ['stream'] }),
+    .refine((r) => r.stream === undefined || r.pointInTime !== undefined, {
+      message: 'a stream is replayed only to a pointInTime',
+      path: ['stream'],
+    }),
   z.object({ operation: z.literal('verify'), planId, readDataSubset: z.number().min(0).max(1), heartbeatSeconds }).strict(),
-  z.object({ operation: z.literal('drill'), planId, snapshotId: z.string().regex(/^[0-9a-f]{64}$/).optional(), heartbeatSeconds }).strict(),
+  z
+    .object({
+      operation: z.literal('drill'),
+      planId,
+      snapshotId: z
+        .string()
+        .regex(/^[0-9a-f]{64}$/)
+        .optional(),
+      heartbeatSeconds,
+    })
+    .strict(),
   // One-shot binlog push, started by the plan's binlog-push schedule with no task token (docs/cdk.md).
   z.object({ operation: z.literal('archive'), planId, heartbeatSeconds }).strict(),
 ]);
@@ -105,6 +134,8 @@ export type RunSummary = z.infer<typeof runSummarySchema>;
 export function parseOrExplain<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  const problems = parsed.error.issues.slice(0, 5).map((issue) => `${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`);
+  const problems = parsed.error.issues
+    .slice(0, 5)
+    .map((issue) => `${issue.path.length ? issue.path.join('.') : '(top level)'}: ${issue.message}`);
   throw new CairnError('Cairn.Usage', `invalid ${what}: ${problems.join('; ')}`);
 }

@@ -90,7 +90,8 @@ export function decodeFrame(key: Buffer, frame: Buffer, where: string): DecodedF
   const count = header.readUInt16LE(2);
   const rawLength = header.readUInt32LE(4);
   const plain = open(key, frame.subarray(FRAME_HEADER_BYTES), header);
-  if (!plain || plain.length < count * (ID_BYTES + 4)) throw new DamagedError(`${where}: frame failed authentication (altered or corrupted bytes)`);
+  if (!plain || plain.length < count * (ID_BYTES + 4))
+    throw new DamagedError(`${where}: frame failed authentication (altered or corrupted bytes)`);
   const ids: Buffer[] = [];
   const lengths: number[] = [];
   for (let i = 0; i < count; i++) {
@@ -175,7 +176,8 @@ export function encodeTrailer(key: Buffer, entries: IndexEntry[]): Buffer {
 /** Reads the entries a pack lists for itself (used to rebuild a lost index and by verify). */
 export function decodeTrailer(key: Buffer, pack: Buffer, packId: string): IndexEntry[] {
   const where = `pack ${packId}`;
-  if (pack.length < PACK_HEADER_BYTES + 8 || !pack.subarray(pack.length - 4).equals(PACK_END)) throw new DamagedError(`${where}: missing trailer`);
+  if (pack.length < PACK_HEADER_BYTES + 8 || !pack.subarray(pack.length - 4).equals(PACK_END))
+    throw new DamagedError(`${where}: missing trailer`);
   const length = pack.readUInt32LE(pack.length - 8);
   const start = pack.length - 8 - length;
   if (start < PACK_HEADER_BYTES) throw new DamagedError(`${where}: bad trailer length`);

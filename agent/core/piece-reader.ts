@@ -93,7 +93,9 @@ export class PieceReader {
   async packKey(packId: string): Promise<Buffer> {
     let key = this.packKeys.get(packId);
     if (!key) {
-      key = this.repo.storage.getRange(packKey(packId), 0, PACK_HEADER_BYTES).then((header) => packDataKey(this.repo.masterKey(), packSaltFromHeader(header, packId)));
+      key = this.repo.storage
+        .getRange(packKey(packId), 0, PACK_HEADER_BYTES)
+        .then((header) => packDataKey(this.repo.masterKey(), packSaltFromHeader(header, packId)));
       this.packKeys.set(packId, key);
       key.catch(() => this.packKeys.delete(packId));
       if (this.packKeys.size > 4096) this.packKeys.delete(this.packKeys.keys().next().value as string);

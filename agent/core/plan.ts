@@ -26,7 +26,10 @@ const RATE = /^rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\)$/;
 
 const parameterName = z
   .string()
-  .regex(PARAMETER_NAME_PATTERN, 'a Parameter Store parameter name such as /cairn/prod/orders-db/password (the name, never the secret itself)');
+  .regex(
+    PARAMETER_NAME_PATTERN,
+    'a Parameter Store parameter name such as /cairn/prod/orders-db/password (the name, never the secret itself)',
+  );
 
 const duration = z.string().superRefine((text, ctx) => {
   try {
@@ -63,10 +66,19 @@ export const targetsSchema = z.union([
 export type Targets = z.infer<typeof targetsSchema>;
 
 export const connectionSchema = z.strictObject({
-  host: z.string().regex(/^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or address').optional(),
+  host: z
+    .string()
+    .regex(/^[A-Za-z0-9.:_-]{1,253}$/, 'a host name or address')
+    .optional(),
   port: z.number().int().min(1).max(65535).optional(),
-  socket: z.string().regex(/^\/[A-Za-z0-9_.\-/]+$/, 'an absolute socket path').optional(),
-  user: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, 'a database user name').optional(),
+  socket: z
+    .string()
+    .regex(/^\/[A-Za-z0-9_.\-/]+$/, 'an absolute socket path')
+    .optional(),
+  user: z
+    .string()
+    .regex(/^[A-Za-z0-9_.@-]{1,64}$/, 'a database user name')
+    .optional(),
 });
 
 export const engineOptionsSchema = z.strictObject({
@@ -77,7 +89,10 @@ export const engineOptionsSchema = z.strictObject({
   /** The Parameter Store name of the database password (SecureString); the agent fetches it. */
   passwordParameter: parameterName.optional(),
   /** Physical restores: the user the restored data directory is given to. */
-  owner: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a system user name').optional(),
+  owner: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a system user name')
+    .optional(),
 });
 export type EngineOptions = z.infer<typeof engineOptionsSchema>;
 
@@ -90,7 +105,10 @@ export type KeySource = z.infer<typeof keySourceSchema>;
 /** Orchestrated plans need a repository the control plane can read too (CONTRACTS §3). */
 const repositoryUrl = z
   .string()
-  .regex(/^(?:s3|gs):\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9_.\-/]*)?$/, 'an s3://bucket/prefix/ or gs://bucket/prefix/ URL (orchestrated plans cannot use a local path)');
+  .regex(
+    /^(?:s3|gs):\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9_.\-/]*)?$/,
+    'an s3://bucket/prefix/ or gs://bucket/prefix/ URL (orchestrated plans cannot use a local path)',
+  );
 
 export const verificationSchema = z.strictObject({
   schedule: scheduleSchema,
@@ -103,9 +121,17 @@ export const verificationSchema = z.strictObject({
 export const timeoutsSchema = z
   .strictObject({
     heartbeatSeconds: z.number().int().min(30).max(3600).default(300),
-    timeoutSeconds: z.number().int().min(60).max(7 * 86_400).default(6 * 3600),
+    timeoutSeconds: z
+      .number()
+      .int()
+      .min(60)
+      .max(7 * 86_400)
+      .default(6 * 3600),
   })
-  .refine((t) => t.heartbeatSeconds < t.timeoutSeconds, { message: 'heartbeatSeconds must be less than timeoutSeconds', path: ['heartbeatSeconds'] });
+  .refine((t) => t.heartbeatSeconds < t.timeoutSeconds, {
+    message: 'heartbeatSeconds must be less than timeoutSeconds',
+    path: ['heartbeatSeconds'],
+  });
 
 /** Engines whose own log can be archived and replayed (docs/pitr.md). */
 export const PITR_ENGINES: readonly EngineName[] = ['postgres', 'mariadb'];
@@ -126,7 +152,12 @@ export const pitrSchema = z.strictObject({
     .refine((s) => isStreamName(s), 'a log stream name: pg-<system identifier> or mariadb-<name> (lowercase letters, digits, . _ -)')
     .optional(),
   /** The archive-lag alarm fires when the newest archived event is older than this. */
-  maxArchiveLagMinutes: z.number().int().min(1).max(7 * 24 * 60).default(15),
+  maxArchiveLagMinutes: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 60)
+    .default(15),
   /**
    * MariaDB: when the plan's hosts push closed binlogs (`cairn agent archive`, default rate(5 minutes)),
    * or "follow" when each host runs `cairn binlog-push --follow` as a service instead (docs/cdk.md).
@@ -151,7 +182,10 @@ const planFields = {
   engine: z.enum(ENGINES),
   engineOptions: engineOptionsSchema.default({}),
   schedule: scheduleSchema,
-  retention: retentionPolicySchema.refine((p) => Object.values(p).some((v) => v !== undefined), 'name at least one keep rule (an empty policy keeps only the newest snapshot)'),
+  retention: retentionPolicySchema.refine(
+    (p) => Object.values(p).some((v) => v !== undefined),
+    'name at least one keep rule (an empty policy keeps only the newest snapshot)',
+  ),
   keySource: keySourceSchema,
   /** Recovery point objective: the freshness alarm fires when the newest good snapshot is older. */
   rpo: duration,
@@ -160,7 +194,10 @@ const planFields = {
   pitr: pitrSchema.optional(),
 };
 
-function checkEngineOptions(plan: { engine: EngineName; engineOptions: EngineOptions; pitr?: PitrConfig | undefined }, ctx: z.RefinementCtx): void {
+function checkEngineOptions(
+  plan: { engine: EngineName; engineOptions: EngineOptions; pitr?: PitrConfig | undefined },
+  ctx: z.RefinementCtx,
+): void {
   const o = plan.engineOptions;
   if (plan.engine === 'files' && o.paths === undefined) {
     ctx.addIssue({ code: 'custom', path: ['engineOptions', 'paths'], message: 'the files engine needs the paths to back up' });
@@ -183,11 +220,17 @@ function checkPitr(plan: { engine: EngineName; pitr?: PitrConfig | undefined }, 
     if (!pitr.archiveStream.startsWith(prefix)) issue('archiveStream', `a ${plan.engine} plan's stream starts with ${prefix}`);
   }
   if (pitr.binlogPushSchedule !== undefined && plan.engine !== 'mariadb') {
-    issue('binlogPushSchedule', `binlogPushSchedule is for mariadb plans (PostgreSQL archives through archive_command), not ${plan.engine}`);
+    issue(
+      'binlogPushSchedule',
+      `binlogPushSchedule is for mariadb plans (PostgreSQL archives through archive_command), not ${plan.engine}`,
+    );
   }
   const interval = rateMinutes(pitr.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE);
   if (pitr.enabled && plan.engine === 'mariadb' && interval !== undefined && interval >= pitr.maxArchiveLagMinutes) {
-    issue('maxArchiveLagMinutes', `${pitr.maxArchiveLagMinutes} minutes is not longer than the binlog push interval (${interval} minutes): the archive-lag alarm would fire between two pushes`);
+    issue(
+      'maxArchiveLagMinutes',
+      `${pitr.maxArchiveLagMinutes} minutes is not longer than the binlog push interval (${interval} minutes): the archive-lag alarm would fire between two pushes`,
+    );
   }
 }
 
@@ -199,10 +242,14 @@ function rateMinutes(expression: string): number | undefined {
 }
 
 /** A plan as written in an environment config: the repository defaults to the environment's bucket. */
-export const planInputSchema = z.strictObject({ ...planFields, repository: z.strictObject({ url: repositoryUrl }).optional() }).superRefine(checkEngineOptions);
+export const planInputSchema = z
+  .strictObject({ ...planFields, repository: z.strictObject({ url: repositoryUrl }).optional() })
+  .superRefine(checkEngineOptions);
 
 /** A resolved plan: what Parameter Store holds at /cairn/<env>/plans/<id>, read by functions and the agent. */
-export const planSchema = z.strictObject({ ...planFields, repository: z.strictObject({ url: repositoryUrl }) }).superRefine(checkEngineOptions);
+export const planSchema = z
+  .strictObject({ ...planFields, repository: z.strictObject({ url: repositoryUrl }) })
+  .superRefine(checkEngineOptions);
 export type Plan = z.infer<typeof planSchema>;
 export type PlanInput = z.input<typeof planInputSchema>;
 
@@ -244,7 +291,11 @@ export const environmentConfigSchema = z
       seen.add(plan.id);
     });
     if (env.repository.replica?.region === env.region) {
-      ctx.addIssue({ code: 'custom', path: ['repository', 'replica', 'region'], message: 'the replica must be in another region than the primary bucket' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['repository', 'replica', 'region'],
+        message: 'the replica must be in another region than the primary bucket',
+      });
     }
   });
 export type EnvironmentConfigInput = z.input<typeof environmentConfigSchema>;
@@ -279,7 +330,10 @@ export function parseEnvironmentConfig(raw: unknown, envName: string): Environme
   if (!parsed.success) throw configError(describeIssues(parsed.error, raw, envName));
   const env = parsed.data;
   const primary = env.repository.bucketName ?? `cairn-${envName}-${env.account}-${env.region}`;
-  if (primary.length > 63) throw configError(`env ${envName}: repository.bucketName: the default name ${primary} is longer than 63 characters; set repository.bucketName`);
+  if (primary.length > 63)
+    throw configError(
+      `env ${envName}: repository.bucketName: the default name ${primary} is longer than 63 characters; set repository.bucketName`,
+    );
   const replica = env.repository.replica;
   return {
     envName,
@@ -290,7 +344,8 @@ export function parseEnvironmentConfig(raw: unknown, envName: string): Environme
       objectLock: env.repository.objectLock,
       noncurrentVersionDays: env.repository.noncurrentVersionDays,
       abortIncompleteMultipartDays: env.repository.abortIncompleteMultipartDays,
-      replica: replica === undefined ? undefined : { region: replica.region, bucketName: replica.bucketName ?? `${primary.slice(0, 55)}-replica` },
+      replica:
+        replica === undefined ? undefined : { region: replica.region, bucketName: replica.bucketName ?? `${primary.slice(0, 55)}-replica` },
     },
     alerts: { emails: env.alerts.emails },
     plans: env.plans.map((plan) => ({ ...plan, repository: plan.repository ?? { url: `s3://${primary}/plans/${plan.id}/` } })),

@@ -34,7 +34,12 @@ const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** The characters of an ASCII string (kit text is ASCII once normalized). */
 const charsOf = (text: string): string[] => Array.from({ length: text.length }, (_, i) => text.charAt(i));
 const DECODE = new Map<string, number>(charsOf(ALPHABET).map((c, i) => [c, i]));
-for (const [alias, value] of [['I', 1], ['L', 1], ['O', 0]] as const) DECODE.set(alias, value);
+for (const [alias, value] of [
+  ['I', 1],
+  ['L', 1],
+  ['O', 0],
+] as const)
+  DECODE.set(alias, value);
 
 export function base32Encode(data: Buffer): string {
   let out = '';
@@ -92,10 +97,16 @@ export interface RecoveryKitInfo {
 }
 
 /** The printable kit for this master key under a recovery passphrase. */
-export async function createRecoveryKit(master: Buffer, passphrase: string, info: RecoveryKitInfo, params: ScryptParams = RECOVERY_SCRYPT): Promise<string> {
+export async function createRecoveryKit(
+  master: Buffer,
+  passphrase: string,
+  info: RecoveryKitInfo,
+  params: ScryptParams = RECOVERY_SCRYPT,
+): Promise<string> {
   if (!/^[0-9a-f]{64}$/.test(info.repositoryId)) throw new CairnError('Cairn.Usage', `invalid repository id ${info.repositoryId}`);
   const log2N = Math.log2(params.N);
-  if (!Number.isInteger(log2N) || log2N < 10 || log2N > 22 || params.r > 32 || params.p > 16) throw new CairnError('Cairn.Usage', 'unsupported scrypt parameters for a recovery kit');
+  if (!Number.isInteger(log2N) || log2N < 10 || log2N > 22 || params.r > 32 || params.p > 16)
+    throw new CairnError('Cairn.Usage', 'unsupported scrypt parameters for a recovery kit');
   const salt = randomBytes(SALT_BYTES);
   const sealed = seal(await passphraseKey(passphrase, salt, params), master, aad(info.repositoryId));
   const payload = Buffer.concat([MAGIC, Buffer.from(info.repositoryId, 'hex'), Buffer.from([log2N, params.r, params.p]), salt, sealed]);
@@ -113,7 +124,7 @@ export async function createRecoveryKit(master: Buffer, passphrase: string, info
     ...(info.location ? [`Location:   ${info.location}`] : []),
     `Created:    ${created}`,
     '',
-    'This kit is the repository\'s master key, encrypted with a recovery passphrase that',
+    "This kit is the repository's master key, encrypted with a recovery passphrase that",
     'is NOT written here. Keep the kit and the passphrase in different safe places:',
     'together they read every backup of this repository, and they cannot be revoked.',
     '',
@@ -151,21 +162,39 @@ export function parseRecoveryKit(text: string): RecoveryKit {
   const all = text.split(/\r?\n/);
   const begin = all.findIndex((l) => l.trim() === BEGIN);
   const end = all.findIndex((l, i) => i > begin && l.trim() === END);
-  if (begin < 0 || end < 0) throw bad(`this is not a cairn recovery kit: the lines "${BEGIN}" and "${END}" were not found`, 'give the file written by `cairn key export --recovery-kit`');
+  if (begin < 0 || end < 0)
+    throw bad(
+      `this is not a cairn recovery kit: the lines "${BEGIN}" and "${END}" were not found`,
+      'give the file written by `cairn key export --recovery-kit`',
+    );
   let encoded = '';
   let expected = 1;
   for (const raw of all.slice(begin + 1, end)) {
     if (raw.trim() === '') continue;
     const match = /^\s*(\d{1,3})\s*:\s*(.*?)\s*\[\s*([0-9A-Za-z]{2})\s*\]\s*$/.exec(raw);
-    if (!match) throw bad(`recovery kit line ${String(expected).padStart(2, '0')} is not of the form "NN: XXXX XXXX XXXX XXXX  [CC]": ${JSON.stringify(raw.trim())}`);
+    if (!match)
+      throw bad(
+        `recovery kit line ${String(expected).padStart(2, '0')} is not of the form "NN: XXXX XXXX XXXX XXXX  [CC]": ${JSON.stringify(raw.trim())}`,
+      );
     const lineNo = Number(match[1]);
     const label = String(lineNo).padStart(2, '0');
-    if (lineNo !== expected) throw bad(`recovery kit line ${label} is out of place: line ${String(expected).padStart(2, '0')} was expected there (a line is missing or repeated)`);
+    if (lineNo !== expected)
+      throw bad(
+        `recovery kit line ${label} is out of place: line ${String(expected).padStart(2, '0')} was expected there (a line is missing or repeated)`,
+      );
     const chars = normalize(match[2] as string);
     const invalid = charsOf(chars).findIndex((c) => !DECODE.has(c));
-    if (invalid >= 0) throw bad(`recovery kit line ${label}: ${JSON.stringify(chars[invalid])} (character ${invalid + 1}) is not a recovery-kit character`);
-    const canonical = charsOf(chars).map((c) => ALPHABET.charAt(DECODE.get(c) as number)).join('');
-    if (lineChecksum(lineNo, canonical) !== normalize(match[3] as string).replace(/[IL]/g, '1').replace(/O/g, '0')) {
+    if (invalid >= 0)
+      throw bad(`recovery kit line ${label}: ${JSON.stringify(chars[invalid])} (character ${invalid + 1}) is not a recovery-kit character`);
+    const canonical = charsOf(chars)
+      .map((c) => ALPHABET.charAt(DECODE.get(c) as number))
+      .join('');
+    if (
+      lineChecksum(lineNo, canonical) !==
+      normalize(match[3] as string)
+        .replace(/[IL]/g, '1')
+        .replace(/O/g, '0')
+    ) {
       throw bad(`recovery kit line ${label} does not match its checksum: a character on that line is mistyped`);
     }
     encoded += canonical;
@@ -175,9 +204,12 @@ export function parseRecoveryKit(text: string): RecoveryKit {
   const sumLine = all.slice(end + 1).find((l) => /^\s*Kit checksum:/i.test(l));
   if (!sumLine) throw bad('the recovery kit\'s "Kit checksum:" line is missing (it follows the END line)');
   if (payload.length !== PAYLOAD_BYTES || normalize(sumLine.replace(/^\s*Kit checksum:/i, '')) !== kitChecksum(payload)) {
-    throw bad(`every line of the recovery kit checks out, but the whole kit does not (${expected - 1} lines read): a line is missing or the "Kit checksum:" line is mistyped`);
+    throw bad(
+      `every line of the recovery kit checks out, but the whole kit does not (${expected - 1} lines read): a line is missing or the "Kit checksum:" line is mistyped`,
+    );
   }
-  if (!payload.subarray(0, MAGIC.length).equals(MAGIC)) throw bad('the recovery kit is of a version this cairn does not know', 'use a newer cairn');
+  if (!payload.subarray(0, MAGIC.length).equals(MAGIC))
+    throw bad('the recovery kit is of a version this cairn does not know', 'use a newer cairn');
   let at = MAGIC.length;
   const repositoryId = payload.subarray(at, (at += ID_BYTES)).toString('hex');
   const [log2N, r, p] = [payload[at] as number, payload[at + 1] as number, payload[at + 2] as number];
@@ -191,13 +223,19 @@ export function parseRecoveryKit(text: string): RecoveryKit {
 /** The master key in the kit; refuses a kit of another repository and a wrong passphrase. */
 export async function openRecoveryKit(kit: RecoveryKit, passphrase: string, repositoryId: string): Promise<Buffer> {
   if (kit.repositoryId !== repositoryId) {
-    throw new CairnError('Cairn.WrongKey', `this recovery kit belongs to repository ${kit.repositoryId.slice(0, 8)}, not to ${repositoryId.slice(0, 8)}`, {
-      hint: 'use the kit exported from this repository (its id is in the kit\'s header and in `cairn key list --json`)',
-    });
+    throw new CairnError(
+      'Cairn.WrongKey',
+      `this recovery kit belongs to repository ${kit.repositoryId.slice(0, 8)}, not to ${repositoryId.slice(0, 8)}`,
+      {
+        hint: "use the kit exported from this repository (its id is in the kit's header and in `cairn key list --json`)",
+      },
+    );
   }
   const master = open(await passphraseKey(passphrase, kit.salt, kit.params), kit.sealed, aad(repositoryId));
   if (!master || master.length !== KEY_BYTES) {
-    throw new CairnError('Cairn.WrongKey', 'the recovery passphrase does not open this recovery kit', { hint: 'check CAIRN_RECOVERY_PASSWORD / --recovery-password-file; nothing was written' });
+    throw new CairnError('Cairn.WrongKey', 'the recovery passphrase does not open this recovery kit', {
+      hint: 'check CAIRN_RECOVERY_PASSWORD / --recovery-password-file; nothing was written',
+    });
   }
   return master;
 }

@@ -1,10 +1,28 @@
 import { randomBytes } from 'node:crypto';
 import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
-import { DEFAULT_CHUNKER, DEFAULT_COMPRESSION, DEFAULT_PACK_SIZE, parseRepositoryConfig, type ChunkerParams, type Compression, type RepositoryConfig } from './config.ts';
+import {
+  DEFAULT_CHUNKER,
+  DEFAULT_COMPRESSION,
+  DEFAULT_PACK_SIZE,
+  parseRepositoryConfig,
+  type ChunkerParams,
+  type Compression,
+  type RepositoryConfig,
+} from './config.ts';
 import { deriveKey, hmac, open as openSealed, seal as sealBytes } from './crypto.ts';
 import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
 import { newMasterKey, parseKeyFile, passphraseUnlocker, wrapMasterKey, type KeyFile, type StoredKey, type Unlocker } from './keyfile.ts';
-import { CONFIG_KEY, FORMAT_VERSION, INDEX_PREFIX, KEYS_PREFIX, SNAPSHOTS_PREFIX, idFromKey, indexKey, keyFileKey, snapshotKey } from './layout.ts';
+import {
+  CONFIG_KEY,
+  FORMAT_VERSION,
+  INDEX_PREFIX,
+  KEYS_PREFIX,
+  SNAPSHOTS_PREFIX,
+  idFromKey,
+  indexKey,
+  keyFileKey,
+  snapshotKey,
+} from './layout.ts';
 import { decodeIndexEntries, encodeIndexEntries, type IndexEntry } from './pack.ts';
 import { PieceIndex } from './piece-index.ts';
 import { decodeSnapshot, type Snapshot } from './snapshot.ts';
@@ -47,7 +65,12 @@ export class Repository {
   }
 
   /** `wrap` is a passphrase, or makes the key files (KMS, several wrappings) for the new master key. */
-  static async init(storage: Storage, wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>), who: Who, options: InitOptions = {}): Promise<Repository> {
+  static async init(
+    storage: Storage,
+    wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>),
+    who: Who,
+    options: InitOptions = {},
+  ): Promise<Repository> {
     if (await storage.stat(CONFIG_KEY)) {
       throw new CairnError('Cairn.AlreadyExists', `a repository already exists at ${storage.location}`, {
         hint: 'use it as it is, or choose another location for a new repository',
@@ -64,11 +87,13 @@ export class Repository {
       ...(storage.transform ? { transform: storage.transform } : {}),
     };
     const master = newMasterKey();
-    if (options.chunkerSeed) config.chunkerKey = sealBytes(chunkerWrapKey(master), options.chunkerSeed, chunkerWrapAad(config.id)).toString('base64');
+    if (options.chunkerSeed)
+      config.chunkerKey = sealBytes(chunkerWrapKey(master), options.chunkerSeed, chunkerWrapAad(config.id)).toString('base64');
     const keyFiles = typeof wrap === 'string' ? [await wrapMasterKey(master, wrap, config.id, who)] : await wrap(master, config.id);
     const keyIds = keyFiles.map(() => randomBytes(16).toString('hex'));
     const keyId = keyIds[0] as string;
-    for (const [i, keyFile] of keyFiles.entries()) await storage.put(keyFileKey(keyIds[i] as string), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
+    for (const [i, keyFile] of keyFiles.entries())
+      await storage.put(keyFileKey(keyIds[i] as string), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
     // The config is written last and only if absent: it is what makes a repository exist.
     await storage.put(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)), { ifAbsent: true });
     return new Repository(storage, config, master, keyId);
@@ -94,11 +119,17 @@ export class Repository {
     }
     const config = parseRepositoryConfig(raw, storage.location);
     if (config.transform !== storage.transform) {
-      throw new CairnError('Cairn.Usage', config.transform
-        ? `the repository at ${storage.location} stores its objects through a storage hook; it needs --storage-hook`
-        : `the repository at ${storage.location} was created without a storage hook; it cannot be opened with --storage-hook`, {
-        hint: config.transform ? 'pass the same --storage-hook CMD (or CAIRN_STORAGE_HOOK) it was created with' : 'drop --storage-hook / CAIRN_STORAGE_HOOK for this repository',
-      });
+      throw new CairnError(
+        'Cairn.Usage',
+        config.transform
+          ? `the repository at ${storage.location} stores its objects through a storage hook; it needs --storage-hook`
+          : `the repository at ${storage.location} was created without a storage hook; it cannot be opened with --storage-hook`,
+        {
+          hint: config.transform
+            ? 'pass the same --storage-hook CMD (or CAIRN_STORAGE_HOOK) it was created with'
+            : 'drop --storage-hook / CAIRN_STORAGE_HOOK for this repository',
+        },
+      );
     }
     const keys: StoredKey[] = [];
     for await (const object of storage.list(KEYS_PREFIX)) {
@@ -204,13 +235,25 @@ export class Repository {
       const { snapshots } = await this.listSnapshots();
       const matching = snapshots.filter(filter);
       const latest = matching[matching.length - 1];
-      if (!latest) throw new CairnError('Cairn.NotFound', `the repository at ${this.storage.location} has no snapshot yet`, { hint: 'run `cairn backup` first' });
+      if (!latest)
+        throw new CairnError('Cairn.NotFound', `the repository at ${this.storage.location} has no snapshot yet`, {
+          hint: 'run `cairn backup` first',
+        });
       return latest;
     }
-    if (!/^[0-9a-f]{4,64}$/.test(ref)) throw new CairnError('Cairn.Usage', `invalid snapshot id ${JSON.stringify(ref)}`, { hint: 'give "latest", a full id, or at least 4 hex digits of one (see `cairn snapshots`)' });
+    if (!/^[0-9a-f]{4,64}$/.test(ref))
+      throw new CairnError('Cairn.Usage', `invalid snapshot id ${JSON.stringify(ref)}`, {
+        hint: 'give "latest", a full id, or at least 4 hex digits of one (see `cairn snapshots`)',
+      });
     const matches = (await this.listSnapshotIds()).filter((id) => id.startsWith(ref));
-    if (matches.length === 0) throw new CairnError('Cairn.NotFound', `no snapshot ${ref} in ${this.storage.location}`, { hint: 'list them with `cairn snapshots`' });
-    if (matches.length > 1) throw new CairnError('Cairn.Usage', `snapshot id prefix ${ref} is ambiguous (${matches.length} snapshots)`, { hint: 'give more digits' });
+    if (matches.length === 0)
+      throw new CairnError('Cairn.NotFound', `no snapshot ${ref} in ${this.storage.location}`, {
+        hint: 'list them with `cairn snapshots`',
+      });
+    if (matches.length > 1)
+      throw new CairnError('Cairn.Usage', `snapshot id prefix ${ref} is ambiguous (${matches.length} snapshots)`, {
+        hint: 'give more digits',
+      });
     return this.readSnapshot(matches[0] as string);
   }
 }

@@ -95,7 +95,9 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
 
   const targetInstanceId = input.targetInstanceId ?? ctx.planInstanceIds[0];
   if (targetInstanceId === undefined) {
-    throw new CairnError('Cairn.InvalidInput', `plan ${input.planId} targets instances by tag; name the host to restore to`, { hint: 'add "targetInstanceId": "i-…" to the input' });
+    throw new CairnError('Cairn.InvalidInput', `plan ${input.planId} targets instances by tag; name the host to restore to`, {
+      hint: 'add "targetInstanceId": "i-…" to the input',
+    });
   }
   if (!ctx.instanceOnline(targetInstanceId)) {
     throw new CairnError('Cairn.InvalidInput', `targetInstanceId ${targetInstanceId} is not online in Systems Manager`, {
@@ -103,7 +105,9 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
     });
   }
   if (input.targetInstanceId !== undefined && !ctx.planInstanceIds.includes(input.targetInstanceId)) {
-    warnings.push(`restoring onto ${input.targetInstanceId}, which is not one of the plan's hosts: the target path or database must not be in use there`);
+    warnings.push(
+      `restoring onto ${input.targetInstanceId}, which is not one of the plan's hosts: the target path or database must not be in use there`,
+    );
   }
 
   if (replay && input.targetPath === undefined) {
@@ -123,7 +127,10 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
   const steps = [
     `check that ${targetInstanceId} is online (done: it is)`,
     ...(replay
-      ? [`${replay.steps[0] ?? `restore base snapshot ${shortId(snapshot.id)}`} ${onto}, then replay logs to ${replay.logRange.target}`, ...replay.steps.slice(1)]
+      ? [
+          `${replay.steps[0] ?? `restore base snapshot ${shortId(snapshot.id)}`} ${onto}, then replay logs to ${replay.logRange.target}`,
+          ...replay.steps.slice(1),
+        ]
       : [`restore snapshot ${shortId(snapshot.id)} (${snapshot.engine}, taken ${snapshot.time} on ${snapshot.host}) ${onto}`]),
     'the agent refuses a non-empty target directory and reports progress through heartbeats',
     'record the result in the repository history',
@@ -149,20 +156,32 @@ function plannable(s: PlannableSnapshot): PlannableSnapshot {
   return { id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.totalBytes };
 }
 
-function selectSnapshot(input: RestoreInput, newestFirst: readonly PlannableSnapshot[], warnings: string[]): { snapshot: PlannableSnapshot; selectedBy: string } {
+function selectSnapshot(
+  input: RestoreInput,
+  newestFirst: readonly PlannableSnapshot[],
+  warnings: string[],
+): { snapshot: PlannableSnapshot; selectedBy: string } {
   if (newestFirst.length === 0) {
-    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot to restore`, { hint: 'run a backup of the plan first' });
+    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot to restore`, {
+      hint: 'run a backup of the plan first',
+    });
   }
   if (input.pointInTime !== undefined) {
     const at = Date.parse(input.pointInTime);
     const found = newestFirst.find((s) => Date.parse(s.time) <= at);
     if (!found) {
       const oldest = newestFirst[newestFirst.length - 1] as PlannableSnapshot;
-      throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no snapshot at or before ${input.pointInTime}; the oldest is ${shortId(oldest.id)} at ${oldest.time}`, {
-        hint: 'choose a later pointInTime',
-      });
+      throw new CairnError(
+        'Cairn.NotFound',
+        `plan ${input.planId} has no snapshot at or before ${input.pointInTime}; the oldest is ${shortId(oldest.id)} at ${oldest.time}`,
+        {
+          hint: 'choose a later pointInTime',
+        },
+      );
     }
-    warnings.push(`plan ${input.planId} has no log archive: this restores the snapshot taken at ${found.time}, not the state at ${input.pointInTime}`);
+    warnings.push(
+      `plan ${input.planId} has no log archive: this restores the snapshot taken at ${found.time}, not the state at ${input.pointInTime}`,
+    );
     return { snapshot: found, selectedBy: `newest snapshot at or before ${input.pointInTime}` };
   }
   const ref = input.snapshot ?? 'latest';
@@ -170,10 +189,16 @@ function selectSnapshot(input: RestoreInput, newestFirst: readonly PlannableSnap
   const matches = newestFirst.filter((s) => s.id.startsWith(ref));
   if (matches.length === 0) {
     throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot ${ref}`, {
-      hint: `the newest are ${newestFirst.slice(0, 3).map((s) => `${shortId(s.id)} (${s.time})`).join(', ')}`,
+      hint: `the newest are ${newestFirst
+        .slice(0, 3)
+        .map((s) => `${shortId(s.id)} (${s.time})`)
+        .join(', ')}`,
     });
   }
-  if (matches.length > 1) throw new CairnError('Cairn.InvalidInput', `snapshot ${ref} is ambiguous: ${matches.length} snapshots start with it`, { hint: 'give more digits' });
+  if (matches.length > 1)
+    throw new CairnError('Cairn.InvalidInput', `snapshot ${ref} is ambiguous: ${matches.length} snapshots start with it`, {
+      hint: 'give more digits',
+    });
   return { snapshot: matches[0] as PlannableSnapshot, selectedBy: 'requested id' };
 }
 
@@ -185,7 +210,8 @@ export function estimateThroughput(throughputs: readonly Throughput[]): { bytesP
       .slice(-10)
       .map((t) => (t.bytes * 1000) / t.durationMs)
       .sort((a, b) => a - b);
-    if (rates.length > 0) return { bytesPerSecond: rates[Math.floor(rates.length / 2)] as number, basis: `median of the last ${rates.length} ${kind}(s)` };
+    if (rates.length > 0)
+      return { bytesPerSecond: rates[Math.floor(rates.length / 2)] as number, basis: `median of the last ${rates.length} ${kind}(s)` };
   }
   return { bytesPerSecond: DEFAULT_RESTORE_BYTES_PER_SECOND, basis: 'default' };
 }

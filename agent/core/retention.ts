@@ -16,14 +16,20 @@ export const retentionPolicySchema = z
     keepWeekly: z.number().int().min(0).optional(),
     keepMonthly: z.number().int().min(0).optional(),
     keepYearly: z.number().int().min(0).optional(),
-    keepWithin: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h').optional(),
+    keepWithin: z
+      .string()
+      .regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h')
+      .optional(),
     keepTags: z.array(z.string().min(1)).optional(),
     /**
      * Point-in-time recovery window: every snapshot within it of the newest, and
      * the newest one before it, the base a replay to the window's start needs
      * (garbage collection then keeps that base's log: docs/pitr.md).
      */
-    keepWithinPitr: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h').optional(),
+    keepWithinPitr: z
+      .string()
+      .regex(/^(\d+[yMwdhm])+$/, 'a duration such as 7d, 2w, 1y6M or 36h')
+      .optional(),
   })
   .strict();
 export type RetentionPolicy = z.infer<typeof retentionPolicySchema>;
@@ -126,7 +132,15 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
 
 export function isEmptyPolicy(policy: RetentionPolicy): boolean {
   return (
-    !policy.keepLast && !policy.keepHourly && !policy.keepDaily && !policy.keepWeekly && !policy.keepMonthly && !policy.keepYearly && !policy.keepWithin && !policy.keepWithinPitr && !(policy.keepTags?.length)
+    !policy.keepLast &&
+    !policy.keepHourly &&
+    !policy.keepDaily &&
+    !policy.keepWeekly &&
+    !policy.keepMonthly &&
+    !policy.keepYearly &&
+    !policy.keepWithin &&
+    !policy.keepWithinPitr &&
+    !policy.keepTags?.length
   );
 }
 
@@ -157,7 +171,9 @@ export function bucketKey(date: Date, bucket: Bucket): string {
 export function subtractDuration(from: Date, duration: string): Date {
   const parts = [...duration.matchAll(/(\d+)([yMwdhm])/g)];
   if (parts.length === 0 || parts.map((p) => p[0]).join('') !== duration) {
-    throw new CairnError('Cairn.Usage', `invalid duration ${JSON.stringify(duration)}`, { hint: 'use a number and a unit: y, M (months), w, d, h, m (minutes), e.g. 7d or 1y6M' });
+    throw new CairnError('Cairn.Usage', `invalid duration ${JSON.stringify(duration)}`, {
+      hint: 'use a number and a unit: y, M (months), w, d, h, m (minutes), e.g. 7d or 1y6M',
+    });
   }
   const d = new Date(from.getTime());
   for (const [, amount, unit] of parts) {

@@ -31,8 +31,7 @@ export const runLeaseSchema = z.object({
 export type RunLease = z.infer<typeof runLeaseSchema>;
 
 export type LeaseDecision =
-  | { acquired: true; lease: RunLease; tookOver?: RunLease }
-  | { acquired: false; reason: string; holder?: RunLease };
+  { acquired: true; lease: RunLease; tookOver?: RunLease } | { acquired: false; reason: string; holder?: RunLease };
 
 export interface AcquireRunLease {
   planId: string;
@@ -68,7 +67,11 @@ export async function acquireRunLease(storage: DeletableStorage, request: Acquir
       if (!(error instanceof AlreadyExistsError)) throw error;
       const first = await readLease(storage, key);
       if (first?.executionId !== request.executionId) {
-        return { acquired: false, reason: `the backup for scheduled time ${request.scheduledTime} was already started by execution ${first?.executionId ?? 'unknown'}`, ...(first ? { holder: first } : {}) };
+        return {
+          acquired: false,
+          reason: `the backup for scheduled time ${request.scheduledTime} was already started by execution ${first?.executionId ?? 'unknown'}`,
+          ...(first ? { holder: first } : {}),
+        };
       }
     }
   }
@@ -84,7 +87,11 @@ export async function acquireRunLease(storage: DeletableStorage, request: Acquir
     if (holder === undefined) continue; // released between our attempt and the read
     if (holder.executionId === request.executionId) return { acquired: true, lease: holder };
     if (Date.parse(holder.expires) > now.getTime()) {
-      return { acquired: false, reason: `a backup of plan ${request.planId} is still running: execution ${holder.executionId} since ${holder.acquired} (lease until ${holder.expires})`, holder };
+      return {
+        acquired: false,
+        reason: `a backup of plan ${request.planId} is still running: execution ${holder.executionId} since ${holder.acquired} (lease until ${holder.expires})`,
+        holder,
+      };
     }
     // The holder crashed past its own timeout: take its lease over.
     await storage.delete(LEASE_KEY);
@@ -94,7 +101,11 @@ export async function acquireRunLease(storage: DeletableStorage, request: Acquir
     } catch (error) {
       if (!(error instanceof AlreadyExistsError)) throw error;
       const winner = await readLease(storage, LEASE_KEY);
-      return { acquired: false, reason: `another execution took over the expired lease first: ${winner?.executionId ?? 'unknown'}`, ...(winner ? { holder: winner } : {}) };
+      return {
+        acquired: false,
+        reason: `another execution took over the expired lease first: ${winner?.executionId ?? 'unknown'}`,
+        ...(winner ? { holder: winner } : {}),
+      };
     }
   }
   return { acquired: false, reason: 'the lease changed hands while it was being acquired; the next schedule will try again' };

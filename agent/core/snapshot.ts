@@ -42,7 +42,10 @@ export const snapshotSchema = z.object({
   tree: z.string().regex(/^[0-9a-f]{64}$/),
   parent: z.string().optional(),
   /** Set when `cairn tag` rewrote the manifest under a new id: the id the snapshot was first committed as. */
-  original: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  original: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
   summary: snapshotSummarySchema,
   tool: z.string(),
 });

@@ -14,7 +14,9 @@ export function parseEngineOptions<S extends z.ZodType>(engine: string, schema: 
 export async function requireEmptyTarget(target: string | undefined, what: string): Promise<string> {
   if (!target) throw new CairnError('Cairn.Usage', `restoring needs --target DIR, ${what}`);
   if ((await readdir(target).catch(() => [] as string[])).length > 0) {
-    throw new CairnError('Cairn.TargetNotEmpty', `${target} is not empty; nothing was written`, { hint: `give a new, empty directory for ${what}` });
+    throw new CairnError('Cairn.TargetNotEmpty', `${target} is not empty; nothing was written`, {
+      hint: `give a new, empty directory for ${what}`,
+    });
   }
   return target;
 }

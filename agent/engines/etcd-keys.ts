@@ -30,7 +30,11 @@ const optionsSchema = z.object({
   force: z.boolean().default(false),
   /** Restore: puts per transaction (etcd's --max-txn-ops is 128 by default) and bytes per transaction (--max-request-bytes is 1.5 MiB). */
   batchOps: z.coerce.number().int().min(1).max(10_000).default(128),
-  batchBytes: z.coerce.number().int().min(1024).default(1 << 20),
+  batchBytes: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .default(1 << 20),
 });
 type Options = z.infer<typeof optionsSchema>;
 
@@ -78,7 +82,10 @@ interface KeyRecord {
 export const etcdKeysEngine: Engine<Options> = {
   name: 'etcd-keys',
   description: 'etcd v3 keys at one revision, by prefix, through the API; restores into any running etcd (rename, clear)',
-  requires: ['network access to the etcd client URL (v3 JSON gateway, etcd ≥ 3.4)', 'backup: read on the prefixes; restore: readwrite on the target prefixes (when auth is on)'],
+  requires: [
+    'network access to the etcd client URL (v3 JSON gateway, etcd ≥ 3.4)',
+    'backup: read on the prefixes; restore: readwrite on the target prefixes (when auth is on)',
+  ],
 
   parseOptions(raw) {
     const options = parseEngineOptions('etcd-keys', optionsSchema, raw);
@@ -97,17 +104,29 @@ export const etcdKeysEngine: Engine<Options> = {
     const prefixes = normalizePrefixes(options.prefixes.length ? options.prefixes : ['']);
     // The first range pins the revision; every later page reads at it.
     const ranges = prefixes.map(prefixRange);
-    const first = await client.call<RangeResponse>('/v3/kv/range', { key: b64(ranges[0]!.key), range_end: b64(ranges[0]!.end), count_only: true }, 'reading the revision');
+    const first = await client.call<RangeResponse>(
+      '/v3/kv/range',
+      { key: b64(ranges[0]!.key), range_end: b64(ranges[0]!.end), count_only: true },
+      'reading the revision',
+    );
     const revision = first.header?.revision ?? '0';
     let total = 0;
     for (const range of ranges) {
-      const counted = await client.call<RangeResponse>('/v3/kv/range', { key: b64(range.key), range_end: b64(range.end), count_only: true, revision }, 'counting the keys');
+      const counted = await client.call<RangeResponse>(
+        '/v3/kv/range',
+        { key: b64(range.key), range_end: b64(range.end), count_only: true, revision },
+        'counting the keys',
+      );
       total += Number(counted.count ?? 0);
     }
     const counts = { keys: 0, bytes: 0 };
     await sink.addStream(KEYS_FILE, Readable.from(keyLines(client, prefixes, revision, total, counts, ctx)));
     if (counts.keys !== total) {
-      throw new CairnError('Cairn.Failure', `etcd returned ${counts.keys} keys at revision ${revision} where it counted ${total}; nothing was committed`, { hint: 'run the backup again' });
+      throw new CairnError(
+        'Cairn.Failure',
+        `etcd returned ${counts.keys} keys at revision ${revision} where it counted ${total}; nothing was committed`,
+        { hint: 'run the backup again' },
+      );
     }
     return {
       format: `${FORMAT}/1`,
@@ -138,16 +157,22 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
   const head = await lines.next();
   const header = head.done ? undefined : (JSON.parse(head.value) as { format?: string; version?: number; prefixes?: string[] });
   if (header?.format !== FORMAT || header.version !== 1 || !Array.isArray(header.prefixes)) {
-    throw new CairnError('Cairn.Damaged', `${KEYS_FILE} is not an etcd-keys file this version can read`, { hint: 'restore it with the Cairn version that wrote it' });
+    throw new CairnError('Cairn.Damaged', `${KEYS_FILE} is not an etcd-keys file this version can read`, {
+      hint: 'restore it with the Cairn version that wrote it',
+    });
   }
   const scope = restoreScope(header.prefixes, options.prefixes);
   const rename = options.renamePrefix === undefined ? undefined : parseRename(options.renamePrefix);
   if (rename) {
     const outside = scope.filter((p) => !p.startsWith(rename.from));
     if (outside.length > 0) {
-      throw new CairnError('Cairn.Usage', `--rename-prefix ${options.renamePrefix}: the snapshot holds keys outside ${JSON.stringify(rename.from)} (under ${outside.map((p) => JSON.stringify(p)).join(', ')}); nothing was written`, {
-        hint: 'rename a prefix every restored key starts with (restore a part with --etcd-prefix), or restore without renaming',
-      });
+      throw new CairnError(
+        'Cairn.Usage',
+        `--rename-prefix ${options.renamePrefix}: the snapshot holds keys outside ${JSON.stringify(rename.from)} (under ${outside.map((p) => JSON.stringify(p)).join(', ')}); nothing was written`,
+        {
+          hint: 'rename a prefix every restored key starts with (restore a part with --etcd-prefix), or restore without renaming',
+        },
+      );
     }
   }
   const mapKey = (key: Buffer): Buffer => (rename ? Buffer.concat([rename.toBytes, key.subarray(rename.fromBytes.length)]) : key);
@@ -158,7 +183,11 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
   const occupied: string[] = [];
   for (const target of targets) {
     const range = prefixRange(target);
-    const found = await client.call<RangeResponse>('/v3/kv/range', { key: b64(range.key), range_end: b64(range.end), count_only: true }, 'checking the target prefix');
+    const found = await client.call<RangeResponse>(
+      '/v3/kv/range',
+      { key: b64(range.key), range_end: b64(range.end), count_only: true },
+      'checking the target prefix',
+    );
     if (Number(found.count ?? 0) > 0) occupied.push(`${JSON.stringify(target)} (${found.count} keys)`);
   }
   if (occupied.length > 0 && !options.clearPrefix && !options.force) {
@@ -169,7 +198,11 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
   if (options.clearPrefix) {
     for (const target of targets) {
       const range = prefixRange(target);
-      const deleted = await client.call<{ deleted?: string }>('/v3/kv/deleterange', { key: b64(range.key), range_end: b64(range.end) }, 'clearing the target prefix');
+      const deleted = await client.call<{ deleted?: string }>(
+        '/v3/kv/deleterange',
+        { key: b64(range.key), range_end: b64(range.end) },
+        'clearing the target prefix',
+      );
       ctx.progress.warn(`deleted ${deleted.deleted ?? 0} key(s) under ${JSON.stringify(target)} (--clear-prefix)`);
     }
   }
@@ -186,7 +219,13 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
     written.bytes += batchBytes;
     batch = [];
     batchBytes = 0;
-    ctx.progress.progress({ phase: 'restore', files: written.keys, bytes: written.bytes, ...(total !== undefined ? { totalFiles: total } : {}), current: lastKey });
+    ctx.progress.progress({
+      phase: 'restore',
+      files: written.keys,
+      bytes: written.bytes,
+      ...(total !== undefined ? { totalFiles: total } : {}),
+      current: lastKey,
+    });
   };
   let trailer: { end?: boolean; keys?: number } | undefined;
   let seen = 0;
@@ -199,7 +238,8 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
       trailer = line;
       break;
     }
-    if (typeof line.key !== 'string' || typeof line.value !== 'string') throw new CairnError('Cairn.Damaged', `${KEYS_FILE} has a malformed line after ${seen} keys`);
+    if (typeof line.key !== 'string' || typeof line.value !== 'string')
+      throw new CairnError('Cairn.Damaged', `${KEYS_FILE} has a malformed line after ${seen} keys`);
     seen++;
     const key = Buffer.from(line.key, 'base64');
     if (!scopeBytes.some((p) => startsWith(key, p))) continue;
@@ -213,13 +253,26 @@ async function restoreKeys(options: Options, metadata: EngineMetadata, lines: As
   }
   await flush();
   if (!trailer || trailer.keys !== seen) {
-    throw new CairnError('Cairn.Damaged', `${KEYS_FILE} ends early (${seen} keys read${trailer ? `, ${trailer.keys} recorded` : ', no trailer'}); ${written.keys} key(s) were written`, { hint: 'restore another snapshot (with --clear-prefix)' });
+    throw new CairnError(
+      'Cairn.Damaged',
+      `${KEYS_FILE} ends early (${seen} keys read${trailer ? `, ${trailer.keys} recorded` : ', no trailer'}); ${written.keys} key(s) were written`,
+      { hint: 'restore another snapshot (with --clear-prefix)' },
+    );
   }
-  ctx.progress.warn(`restored ${written.keys} key(s) into ${targets.map((t) => JSON.stringify(t)).join(', ')}${rename ? ` (renamed from ${JSON.stringify(rename.from)})` : ''}; leases are not restored`);
+  ctx.progress.warn(
+    `restored ${written.keys} key(s) into ${targets.map((t) => JSON.stringify(t)).join(', ')}${rename ? ` (renamed from ${JSON.stringify(rename.from)})` : ''}; leases are not restored`,
+  );
 }
 
 /** The snapshot's lines: a header, the keys of each range in pages at the pinned revision, a trailer. */
-async function* keyLines(client: EtcdClient, prefixes: string[], revision: string, total: number, counts: { keys: number; bytes: number }, ctx: EngineContext): AsyncGenerator<Buffer> {
+async function* keyLines(
+  client: EtcdClient,
+  prefixes: string[],
+  revision: string,
+  total: number,
+  counts: { keys: number; bytes: number },
+  ctx: EngineContext,
+): AsyncGenerator<Buffer> {
   yield Buffer.from(`${JSON.stringify({ format: FORMAT, version: 1, prefixes })}\n`);
   // Pages aim at a few MiB whatever the value sizes: memory stays bounded on large keyspaces.
   let limit = 256;
@@ -228,12 +281,23 @@ async function* keyLines(client: EtcdClient, prefixes: string[], revision: strin
     let start = range.key;
     for (;;) {
       ctx.signal?.throwIfAborted();
-      const page = await client.call<RangeResponse>('/v3/kv/range', { key: b64(start), range_end: b64(range.end), revision, limit }, 'reading keys', { resize: () => (limit = Math.max(1, limit >> 1)) });
+      const page = await client.call<RangeResponse>(
+        '/v3/kv/range',
+        { key: b64(start), range_end: b64(range.end), revision, limit },
+        'reading keys',
+        { resize: () => (limit = Math.max(1, limit >> 1)) },
+      );
       const kvs = page.kvs ?? [];
       const out: string[] = [];
       let pageBytes = 0;
       for (const kv of kvs) {
-        const record: KeyRecord = { key: kv.key, value: kv.value ?? '', createRevision: Number(kv.create_revision ?? 0), modRevision: Number(kv.mod_revision ?? 0), version: Number(kv.version ?? 0) };
+        const record: KeyRecord = {
+          key: kv.key,
+          value: kv.value ?? '',
+          createRevision: Number(kv.create_revision ?? 0),
+          modRevision: Number(kv.mod_revision ?? 0),
+          version: Number(kv.version ?? 0),
+        };
         if (kv.lease && kv.lease !== '0') record.lease = kv.lease;
         out.push(JSON.stringify(record));
         pageBytes += kv.key.length + (kv.value?.length ?? 0);
@@ -242,7 +306,13 @@ async function* keyLines(client: EtcdClient, prefixes: string[], revision: strin
       }
       const last = kvs.at(-1);
       if (out.length > 0) yield Buffer.from(`${out.join('\n')}\n`);
-      ctx.progress.progress({ phase: 'backup', files: counts.keys, bytes: counts.bytes, totalFiles: total, ...(last ? { current: printable(Buffer.from(last.key, 'base64')) } : {}) });
+      ctx.progress.progress({
+        phase: 'backup',
+        files: counts.keys,
+        bytes: counts.bytes,
+        totalFiles: total,
+        ...(last ? { current: printable(Buffer.from(last.key, 'base64')) } : {}),
+      });
       if (!page.more || !last) break;
       start = Buffer.concat([Buffer.from(last.key, 'base64'), Buffer.from([0])]);
       if (pageBytes > 8 << 20) limit = Math.max(1, limit >> 1);
@@ -271,14 +341,20 @@ function restoreScope(backedUp: string[], chosen: string[]): string[] {
     }
   }
   if (scope.length === 0) {
-    throw new CairnError('Cairn.Usage', `the snapshot holds no keys under ${chosen.map((c) => JSON.stringify(c)).join(', ')} (it was taken with --etcd-prefix ${backedUp.map((b) => JSON.stringify(b)).join(', ')})`);
+    throw new CairnError(
+      'Cairn.Usage',
+      `the snapshot holds no keys under ${chosen.map((c) => JSON.stringify(c)).join(', ')} (it was taken with --etcd-prefix ${backedUp.map((b) => JSON.stringify(b)).join(', ')})`,
+    );
   }
   return normalizePrefixes(scope);
 }
 
 function parseRename(spec: string): { from: string; to: string; fromBytes: Buffer; toBytes: Buffer } {
   const colon = spec.indexOf(':');
-  if (colon < 0) throw new CairnError('Cairn.Usage', `--rename-prefix ${JSON.stringify(spec)}: expected OLD:NEW`, { hint: 'e.g. --rename-prefix /app/:/app-restored/ (OLD cannot contain a colon)' });
+  if (colon < 0)
+    throw new CairnError('Cairn.Usage', `--rename-prefix ${JSON.stringify(spec)}: expected OLD:NEW`, {
+      hint: 'e.g. --rename-prefix /app/:/app-restored/ (OLD cannot contain a colon)',
+    });
   const from = spec.slice(0, colon);
   const to = spec.slice(colon + 1);
   return { from, to, fromBytes: Buffer.from(from), toBytes: Buffer.from(to) };
@@ -344,17 +420,24 @@ async function connect(options: Options, ctx: EngineContext): Promise<EtcdClient
   if (cert) tls.cert = cert;
   if (key) tls.key = key;
   const list = options.endpoints ?? env.ETCDCTL_ENDPOINTS ?? `${ca || cert ? 'https' : 'http'}://${options.host}:${options.port}`;
-  const endpoints = (Array.isArray(list) ? list : list.split(',')).map((e) => e.trim()).filter(Boolean).map((e) => {
-    try {
-      return new URL(e.includes('://') ? e : `${ca || cert ? 'https' : 'http'}://${e}`);
-    } catch {
-      throw new CairnError('Cairn.Usage', `etcd endpoint ${JSON.stringify(e)} is not a URL`, { hint: 'give --etcd-endpoints https://host:2379,...' });
-    }
-  });
-  if (endpoints.length === 0) throw new CairnError('Cairn.Usage', 'no etcd endpoint given', { hint: 'give --etcd-endpoints URL,... or --db-host/--db-port' });
+  const endpoints = (Array.isArray(list) ? list : list.split(','))
+    .map((e) => e.trim())
+    .filter(Boolean)
+    .map((e) => {
+      try {
+        return new URL(e.includes('://') ? e : `${ca || cert ? 'https' : 'http'}://${e}`);
+      } catch {
+        throw new CairnError('Cairn.Usage', `etcd endpoint ${JSON.stringify(e)} is not a URL`, {
+          hint: 'give --etcd-endpoints https://host:2379,...',
+        });
+      }
+    });
+  if (endpoints.length === 0)
+    throw new CairnError('Cairn.Usage', 'no etcd endpoint given', { hint: 'give --etcd-endpoints URL,... or --db-host/--db-port' });
   let user = options.user ?? env.ETCDCTL_USER;
   let password = await databasePassword(options.passwordFile, env, 'ETCDCTL_PASSWORD');
-  if (user?.includes(':') && password === undefined) [user, password] = [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)];
+  if (user?.includes(':') && password === undefined)
+    [user, password] = [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)];
   let current = 0;
   let token: string | undefined;
 
@@ -412,17 +495,35 @@ function gatewayError(json: GatewayError, doing: string, status: number): CairnE
   const message = json.message ?? json.error ?? `HTTP ${status}`;
   let hint: string | undefined;
   if (/permission denied/i.test(message)) hint = 'the etcd user lacks a role with read (backup) or readwrite (restore) on these prefixes';
-  else if (/user name is empty|authentication failed|invalid auth token/i.test(message)) hint = 'etcd has auth enabled: give --db-user and the password (CAIRN_DB_PASSWORD or --db-password-file)';
+  else if (/user name is empty|authentication failed|invalid auth token/i.test(message))
+    hint = 'etcd has auth enabled: give --db-user and the password (CAIRN_DB_PASSWORD or --db-password-file)';
   else if (/compacted/i.test(message)) hint = 'etcd compacted the pinned revision while the backup read it: run the backup again';
-  else if (/too large|too many operations/i.test(message)) hint = 'lower the batch (engine options batchOps/batchBytes) or raise etcd\'s --max-request-bytes / --max-txn-ops';
+  else if (/too large|too many operations/i.test(message))
+    hint = "lower the batch (engine options batchOps/batchBytes) or raise etcd's --max-request-bytes / --max-txn-ops";
   return new CairnError('Cairn.Failure', `${doing} failed: etcd answered: ${message}`, hint ? { hint } : {});
 }
 
-function post(url: URL, body: string, tls: RequestOptions, token: string | undefined, signal: AbortSignal | undefined): Promise<{ status: number; json: unknown }> {
+function post(
+  url: URL,
+  body: string,
+  tls: RequestOptions,
+  token: string | undefined,
+  signal: AbortSignal | undefined,
+): Promise<{ status: number; json: unknown }> {
   return new Promise((resolve, reject) => {
     const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(
       url,
-      { ...tls, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(token ? { authorization: token } : {}) }, timeout: 60_000, ...(signal ? { signal } : {}) },
+      {
+        ...tls,
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...(token ? { authorization: token } : {}),
+        },
+        timeout: 60_000,
+        ...(signal ? { signal } : {}),
+      },
       (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -42,18 +42,33 @@ export const etcdEngine: Engine<Options> = {
   },
 
   async backup(options, sink, ctx) {
-    const status = JSON.parse((await etcdctl(ctx, ['--endpoints', endpoint(options), 'endpoint', 'status', '-w', 'json'], 'reading the member status')).stdout) as Array<{ Status: { dbSize: number; header: { revision: number; cluster_id: number; member_id: number } } }>;
+    const status = JSON.parse(
+      (await etcdctl(ctx, ['--endpoints', endpoint(options), 'endpoint', 'status', '-w', 'json'], 'reading the member status')).stdout,
+    ) as Array<{ Status: { dbSize: number; header: { revision: number; cluster_id: number; member_id: number } } }>;
     const dbSize = status[0]?.Status.dbSize ?? 0;
     const space = await statfs(ctx.tempDir);
     if (space.bavail * space.bsize < dbSize * 1.2 + (64 << 20)) {
-      throw new CairnError('Cairn.Failure', `not enough free space in ${ctx.tempDir} for the etcd snapshot (${dbSize} bytes needed)`, { hint: 'point --temp-dir at a filesystem with more free space' });
+      throw new CairnError('Cairn.Failure', `not enough free space in ${ctx.tempDir} for the etcd snapshot (${dbSize} bytes needed)`, {
+        hint: 'point --temp-dir at a filesystem with more free space',
+      });
     }
     const file = join(ctx.tempDir, SNAPSHOT_FILE);
     await etcdctl(ctx, ['--endpoints', endpoint(options), 'snapshot', 'save', file], 'saving the snapshot');
-    const info = JSON.parse((await etcdctl(ctx, ['snapshot', 'status', file, '-w', 'json'], 'reading the snapshot')).stdout) as { hash: number; revision: number; totalKey: number; totalSize: number };
+    const info = JSON.parse((await etcdctl(ctx, ['snapshot', 'status', file, '-w', 'json'], 'reading the snapshot')).stdout) as {
+      hash: number;
+      revision: number;
+      totalKey: number;
+      totalSize: number;
+    };
     await sink.addStream(SNAPSHOT_FILE, createReadStream(file));
     await rm(file, { force: true });
-    return { revision: info.revision, totalKeys: info.totalKey, hash: info.hash, dbSize: info.totalSize, clusterId: String(status[0]?.Status.header.cluster_id ?? '') };
+    return {
+      revision: info.revision,
+      totalKeys: info.totalKey,
+      hash: info.hash,
+      dbSize: info.totalSize,
+      clusterId: String(status[0]?.Status.header.cluster_id ?? ''),
+    };
   },
 
   async restore(options, source, ctx) {
@@ -62,7 +77,25 @@ export const etcdEngine: Engine<Options> = {
     const file = join(ctx.tempDir, SNAPSHOT_FILE);
     await pipeline(source.open(SNAPSHOT_FILE), createWriteStream(file, { mode: 0o600 }));
     const peer = options.initialAdvertisePeerUrls ?? 'http://127.0.0.1:2380';
-    await etcdctl(ctx, ['snapshot', 'restore', file, '--data-dir', target, '--name', options.name, '--initial-cluster', options.initialCluster ?? `${options.name}=${peer}`, '--initial-advertise-peer-urls', peer, '--initial-cluster-token', options.initialClusterToken], 'restoring the snapshot');
+    await etcdctl(
+      ctx,
+      [
+        'snapshot',
+        'restore',
+        file,
+        '--data-dir',
+        target,
+        '--name',
+        options.name,
+        '--initial-cluster',
+        options.initialCluster ?? `${options.name}=${peer}`,
+        '--initial-advertise-peer-urls',
+        peer,
+        '--initial-cluster-token',
+        options.initialClusterToken,
+      ],
+      'restoring the snapshot',
+    );
     await rm(file, { force: true });
   },
 };
@@ -73,11 +106,18 @@ function endpoint(options: Options): string {
 
 async function etcdctl(ctx: EngineContext, args: string[], doing: string): Promise<{ stdout: string }> {
   try {
-    return await run(['etcdctl', ...args], { env: { ...ctx.env, ETCDCTL_API: '3' }, signal: ctx.signal, hint: 'install etcdctl (Debian: apt-get install etcd-client)' });
+    return await run(['etcdctl', ...args], {
+      env: { ...ctx.env, ETCDCTL_API: '3' },
+      signal: ctx.signal,
+      hint: 'install etcdctl (Debian: apt-get install etcd-client)',
+    });
   } catch (error) {
     if (error instanceof ProcessError) {
       const unreachable = /connection refused|context deadline exceeded|unavailable/i.test(error.stderr);
-      throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, { hint: unreachable ? 'the etcd member is not reachable: check --db-host/--db-port' : error.hint, cause: error });
+      throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, {
+        hint: unreachable ? 'the etcd member is not reachable: check --db-host/--db-port' : error.hint,
+        cause: error,
+      });
     }
     throw error;
   }

@@ -23,8 +23,13 @@ type Options = z.infer<typeof optionsSchema>;
  */
 export const mariabackupEngine: Engine<Options> = {
   name: 'mariadb',
-  description: 'MariaDB/MySQL physical online backup (mariabackup/xtrabackup --stream=xbstream, split into files), binlog position and GTID recorded',
-  requires: ['mariabackup (or xtrabackup for MySQL)', 'RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR (REPLICATION CLIENT on MySQL)', 'read access to the datadir (run on the database host)'],
+  description:
+    'MariaDB/MySQL physical online backup (mariabackup/xtrabackup --stream=xbstream, split into files), binlog position and GTID recorded',
+  requires: [
+    'mariabackup (or xtrabackup for MySQL)',
+    'RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR (REPLICATION CLIENT on MySQL)',
+    'read access to the datadir (run on the database host)',
+  ],
 
   parseOptions(raw) {
     return parseEngineOptions('mariadb', optionsSchema, raw);
@@ -40,27 +45,34 @@ export const mariabackupEngine: Engine<Options> = {
     const metadata: EngineMetadata = { tool };
     try {
       // --target-dir only names where the tool would write; with --stream it writes nothing there.
-      const child = stream([tool, ...opt.args, '--backup', '--stream=xbstream', `--parallel=${options.parallel}`, `--target-dir=${ctx.tempDir}`], {
-        env: ctx.env,
-        signal: ctx.signal,
-        onStderr: (line) => {
-          const pos = /binlog position: filename '([^']+)', position '(\d+)'(?:, GTID of the last change '([^']*)')?/.exec(line);
-          if (pos) {
-            metadata.binlogFile = pos[1];
-            metadata.binlogPosition = Number(pos[2]);
-            if (pos[3] !== undefined) metadata.gtid = pos[3];
-          }
-          const lsn = /Redo log \(from LSN (\d+) to (\d+)\) was copied/.exec(line);
-          if (lsn) {
-            metadata.fromLsn = Number(lsn[1]);
-            metadata.toLsn = Number(lsn[2]);
-          }
+      const child = stream(
+        [tool, ...opt.args, '--backup', '--stream=xbstream', `--parallel=${options.parallel}`, `--target-dir=${ctx.tempDir}`],
+        {
+          env: ctx.env,
+          signal: ctx.signal,
+          onStderr: (line) => {
+            const pos = /binlog position: filename '([^']+)', position '(\d+)'(?:, GTID of the last change '([^']*)')?/.exec(line);
+            if (pos) {
+              metadata.binlogFile = pos[1];
+              metadata.binlogPosition = Number(pos[2]);
+              if (pos[3] !== undefined) metadata.gtid = pos[3];
+            }
+            const lsn = /Redo log \(from LSN (\d+) to (\d+)\) was copied/.exec(line);
+            if (lsn) {
+              metadata.fromLsn = Number(lsn[1]);
+              metadata.toLsn = Number(lsn[2]);
+            }
+          },
         },
-      });
+      );
       const [files] = await Promise.all([
         splitXbstream(child.stdout, sink),
         child.done.catch((error: unknown) => {
-          if (error instanceof ProcessError) throw new CairnError('Cairn.Failure', `${tool} failed: ${error.message}`, { hint: explainMysqlError(error.stderr) ?? 'see its output above', cause: error });
+          if (error instanceof ProcessError)
+            throw new CairnError('Cairn.Failure', `${tool} failed: ${error.message}`, {
+              hint: explainMysqlError(error.stderr) ?? 'see its output above',
+              cause: error,
+            });
           throw error;
         }),
       ]);
@@ -68,7 +80,8 @@ export const mariabackupEngine: Engine<Options> = {
     } finally {
       await opt.dispose();
     }
-    if (metadata.toLsn === undefined) throw new CairnError('Cairn.Failure', `${tool} did not report the copied redo log range; the backup cannot be trusted`);
+    if (metadata.toLsn === undefined)
+      throw new CairnError('Cairn.Failure', `${tool} did not report the copied redo log range; the backup cannot be trusted`);
     return metadata;
   },
 
@@ -77,7 +90,9 @@ export const mariabackupEngine: Engine<Options> = {
     await source.restoreTo(target);
     const tool = await findBinary(['mariabackup', 'xtrabackup']);
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {
-      throw new CairnError('Cairn.Failure', `${tool} --prepare failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      throw new CairnError('Cairn.Failure', `${tool} --prepare failed: ${error instanceof Error ? error.message : String(error)}`, {
+        cause: error,
+      });
     });
     await giveTo(target, options.owner, ctx.env);
   },

@@ -47,7 +47,8 @@ function quote(value: string): string {
 /** Turns the client's own error text into a message that names the fix. */
 export function explainMysqlError(stderr: string): string | undefined {
   if (/Access denied/i.test(stderr)) return 'the server refused the login: check the user and CAIRN_DB_PASSWORD / --db-password-file';
-  if (/Can't connect|Connection refused|No such file or directory.*socket/i.test(stderr)) return 'the server is not reachable: check it runs and --db-host/--db-port/--db-socket';
+  if (/Can't connect|Connection refused|No such file or directory.*socket/i.test(stderr))
+    return 'the server is not reachable: check it runs and --db-host/--db-port/--db-socket';
   if (/Unknown database/i.test(stderr)) return 'that database does not exist on the server';
   return undefined;
 }

@@ -11,7 +11,6 @@ const optionsSchema = mysqlConnectionSchema.extend({
 });
 type Options = z.infer<typeof optionsSchema>;
 
-
 /**
  * Finds the dump's recorded consistency point while the dump streams past: the
  * binlog file and position are in its first lines; MariaDB prints the matching
@@ -44,7 +43,11 @@ function watchCoordinates(metadata: EngineMetadata): (chunk: Buffer) => void {
 export const mysqldumpEngine: Engine<Options> = {
   name: 'mysqldump',
   description: 'MariaDB/MySQL logical dump (mariadb-dump --single-transaction), one file per database, binlog coordinates recorded',
-  requires: ['mariadb-dump or mysqldump', 'mariadb or mysql client', 'SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, REPLICATION CLIENT (BINLOG MONITOR on MariaDB)'],
+  requires: [
+    'mariadb-dump or mysqldump',
+    'mariadb or mysql client',
+    'SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES, RELOAD, REPLICATION CLIENT (BINLOG MONITOR on MariaDB)',
+  ],
 
   parseOptions(raw) {
     return parseEngineOptions('mysqldump', optionsSchema, raw);
@@ -59,7 +62,14 @@ export const mysqldumpEngine: Engine<Options> = {
     const logBin = (await client(options, ctx, 'SELECT @@log_bin')).trim() === '1';
     const version = (await client(options, ctx, 'SELECT VERSION()')).trim();
     const metadata: EngineMetadata = { serverVersion: version, binlog: logBin, databases: options.databases };
-    const base = ['--single-transaction', '--routines', '--triggers', '--events', '--hex-blob', ...(logBin ? ['--master-data=2', '--gtid'] : [])];
+    const base = [
+      '--single-transaction',
+      '--routines',
+      '--triggers',
+      '--events',
+      '--hex-blob',
+      ...(logBin ? ['--master-data=2', '--gtid'] : []),
+    ];
     if (options.databases.length === 0) {
       await dumpTo(sink, 'all-databases.sql', dump, options, ctx, [...base, '--all-databases'], metadata);
     } else {
@@ -73,15 +83,24 @@ export const mysqldumpEngine: Engine<Options> = {
     const target = ctx.target.database;
     const dumps = files.filter((f) => f.path.endsWith('.sql'));
     if (target && (dumps.length !== 1 || dumps[0]?.path === 'all-databases.sql')) {
-      throw new CairnError('Cairn.Usage', 'restoring under another database name needs a snapshot of exactly one database', { hint: 'back up with --db-name NAME to rename on restore' });
+      throw new CairnError('Cairn.Usage', 'restoring under another database name needs a snapshot of exactly one database', {
+        hint: 'back up with --db-name NAME to rename on restore',
+      });
     }
     const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
     try {
       for (const file of dumps) {
         const db = file.path === 'all-databases.sql' ? undefined : (target ?? file.path.replace(/\.sql$/, ''));
-        if (db) await run([await findBinary(['mariadb', 'mysql']), ...opt.args, '-e', `CREATE DATABASE IF NOT EXISTS \`${db.replace(/`/g, '``')}\``], { env: ctx.env, hint: 'check the connection options' });
-        await run([await findBinary(['mariadb', 'mysql']), ...opt.args, ...(db ? [db] : [])], { stdin: source.open(file.path), env: ctx.env, signal: ctx.signal })
-          .catch((error: unknown) => rethrow(error, `restoring ${file.path}`));
+        if (db)
+          await run(
+            [await findBinary(['mariadb', 'mysql']), ...opt.args, '-e', `CREATE DATABASE IF NOT EXISTS \`${db.replace(/`/g, '``')}\``],
+            { env: ctx.env, hint: 'check the connection options' },
+          );
+        await run([await findBinary(['mariadb', 'mysql']), ...opt.args, ...(db ? [db] : [])], {
+          stdin: source.open(file.path),
+          env: ctx.env,
+          signal: ctx.signal,
+        }).catch((error: unknown) => rethrow(error, `restoring ${file.path}`));
         ctx.progress.warn(`restored ${file.path}${db ? ` into database ${db}` : ''}`);
       }
     } finally {
@@ -90,10 +109,22 @@ export const mysqldumpEngine: Engine<Options> = {
   },
 };
 
-async function dumpTo(sink: SnapshotSink, path: string, dump: string, options: MysqlConnection, ctx: EngineContext, args: string[], metadata: EngineMetadata): Promise<void> {
+async function dumpTo(
+  sink: SnapshotSink,
+  path: string,
+  dump: string,
+  options: MysqlConnection,
+  ctx: EngineContext,
+  args: string[],
+  metadata: EngineMetadata,
+): Promise<void> {
   const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
   try {
-    const child = stream([dump, ...opt.args, ...args], { env: ctx.env, signal: ctx.signal, onStderr: (line) => ctx.progress.warn(`${dump}: ${line}`) });
+    const child = stream([dump, ...opt.args, ...args], {
+      env: ctx.env,
+      signal: ctx.signal,
+      onStderr: (line) => ctx.progress.warn(`${dump}: ${line}`),
+    });
     const stored = sink.addStream(path, observe(child.stdout, watchCoordinates(metadata)));
     // Whichever fails first: the dump (its stderr says why) or storing it.
     await Promise.all([stored, child.done.catch((error: unknown) => rethrow(error, `dumping ${path}`))]);
@@ -113,7 +144,9 @@ async function client(options: MysqlConnection, ctx: EngineContext, sql: string)
   const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
   try {
     const binary = await findBinary(['mariadb', 'mysql']);
-    return (await run([binary, ...opt.args, '-N', '-B', '-e', sql], { env: ctx.env }).catch((error: unknown) => rethrow(error, 'connecting'))).stdout;
+    return (
+      await run([binary, ...opt.args, '-N', '-B', '-e', sql], { env: ctx.env }).catch((error: unknown) => rethrow(error, 'connecting'))
+    ).stdout;
   } finally {
     await opt.dispose();
   }
@@ -121,7 +154,10 @@ async function client(options: MysqlConnection, ctx: EngineContext, sql: string)
 
 function rethrow(error: unknown, doing: string): never {
   if (error instanceof ProcessError) {
-    throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, { hint: explainMysqlError(error.stderr) ?? error.hint, cause: error });
+    throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, {
+      hint: explainMysqlError(error.stderr) ?? error.hint,
+      cause: error,
+    });
   }
   throw error;
 }
@@ -135,7 +171,9 @@ export async function findBinary(names: string[]): Promise<string> {
       // try the next name
     }
   }
-  throw new CairnError('Cairn.Usage', `none of ${names.join(', ')} is installed`, { hint: 'install the database client tools (Debian: apt-get install mariadb-client / postgresql-client)' });
+  throw new CairnError('Cairn.Usage', `none of ${names.join(', ')} is installed`, {
+    hint: 'install the database client tools (Debian: apt-get install mariadb-client / postgresql-client)',
+  });
 }
 
 export type { SnapshotSource };

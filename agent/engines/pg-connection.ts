@@ -39,8 +39,10 @@ export async function pgEnvironment(connection: PgConnection, base: NodeJS.Proce
 }
 
 export function explainPgError(stderr: string): string | undefined {
-  if (/password authentication failed|no password supplied/i.test(stderr)) return 'the server refused the login: check the user and CAIRN_DB_PASSWORD / --db-password-file';
-  if (/Connection refused|could not connect|No such file or directory/i.test(stderr)) return 'the server is not reachable: check it runs and --db-host/--db-port/--db-socket';
+  if (/password authentication failed|no password supplied/i.test(stderr))
+    return 'the server refused the login: check the user and CAIRN_DB_PASSWORD / --db-password-file';
+  if (/Connection refused|could not connect|No such file or directory/i.test(stderr))
+    return 'the server is not reachable: check it runs and --db-host/--db-port/--db-socket';
   if (/does not exist/i.test(stderr)) return 'that database or role does not exist on the server';
   return undefined;
 }

@@ -24,7 +24,8 @@ type Options = z.infer<typeof optionsSchema>;
  */
 export const postgresEngine: Engine<Options> = {
   name: 'postgres',
-  description: 'PostgreSQL physical backup (pg_basebackup -Ft -X fetch, streamed and split into files), start/stop LSN, timeline and system identifier recorded',
+  description:
+    'PostgreSQL physical backup (pg_basebackup -Ft -X fetch, streamed and split into files), start/stop LSN, timeline and system identifier recorded',
   requires: ['pg_basebackup', 'a role with REPLICATION (and a pg_hba.conf replication entry)', 'no extra tablespaces'],
 
   parseOptions(raw) {
@@ -58,7 +59,11 @@ export const postgresEngine: Engine<Options> = {
         child.done.catch((error: unknown) => {
           if (error instanceof ProcessError) {
             throw new CairnError('Cairn.Failure', `pg_basebackup failed: ${error.message}`, {
-              hint: explainPgError(error.stderr) ?? (/tablespace/i.test(error.stderr) ? 'clusters with extra tablespaces cannot be streamed to stdout; use the pgdump engine' : 'the role needs REPLICATION and pg_hba.conf a replication entry'),
+              hint:
+                explainPgError(error.stderr) ??
+                (/tablespace/i.test(error.stderr)
+                  ? 'clusters with extra tablespaces cannot be streamed to stdout; use the pgdump engine'
+                  : 'the role needs REPLICATION and pg_hba.conf a replication entry'),
               cause: error,
             });
           }
@@ -68,7 +73,8 @@ export const postgresEngine: Engine<Options> = {
     } finally {
       await pg.dispose();
     }
-    if (!metadata.startLsn) throw new CairnError('Cairn.Failure', 'pg_basebackup did not report its start point; the backup cannot be trusted');
+    if (!metadata.startLsn)
+      throw new CairnError('Cairn.Failure', 'pg_basebackup did not report its start point; the backup cannot be trusted');
     return metadata;
   },
 
@@ -92,8 +98,14 @@ async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink, onSyst
     // tar-stream's entries are streamx readables of Buffers.
     const data = body as unknown as AsyncIterable<Buffer> & { resume(): unknown };
     // The WAL archive's stream is named after the cluster (pg-<system identifier>): recording it ties this base backup to its WAL.
-    const read = header.name === 'global/pg_control' ? Object.assign(peekSystemIdentifier(data, onSystemIdentifier), { resume: () => data.resume() }) : data;
-    void store(header, read, sink).then(() => next(), (error: unknown) => next(error as Error));
+    const read =
+      header.name === 'global/pg_control'
+        ? Object.assign(peekSystemIdentifier(data, onSystemIdentifier), { resume: () => data.resume() })
+        : data;
+    void store(header, read, sink).then(
+      () => next(),
+      (error: unknown) => next(error as Error),
+    );
   });
   input.pipe(tar);
   await done;

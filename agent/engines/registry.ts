@@ -20,7 +20,9 @@ export const engines: ReadonlyMap<string, Engine<never>> = new Map<string, Engin
 export function engineByName(name: string): Engine<unknown> {
   const engine = engines.get(name) as Engine<unknown> | undefined;
   if (!engine) {
-    throw new CairnError('Cairn.Usage', `unknown engine ${JSON.stringify(name)}`, { hint: `available: files, ${[...engines.keys()].join(', ')} (see \`cairn engines\`)` });
+    throw new CairnError('Cairn.Usage', `unknown engine ${JSON.stringify(name)}`, {
+      hint: `available: files, ${[...engines.keys()].join(', ')} (see \`cairn engines\`)`,
+    });
   }
   return engine;
 }

@@ -86,7 +86,8 @@ export class TreeSink implements SnapshotSink {
 
 function normalize(path: string): string {
   const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.some((p) => p === '..' || p.includes('\0'))) throw new CairnError('Cairn.Failure', `the engine produced an unsafe path ${JSON.stringify(path)}`);
+  if (parts.some((p) => p === '..' || p.includes('\0')))
+    throw new CairnError('Cairn.Failure', `the engine produced an unsafe path ${JSON.stringify(path)}`);
   return parts.join('/');
 }
 
@@ -96,7 +97,13 @@ function depth(path: string): number {
 
 function base(name: string, meta: FileMeta, mode: number): Omit<TreeEntry, 'type'> {
   const mtime = BigInt(Math.round(meta.mtimeMs ?? Date.now())) * 1_000_000n;
-  return { name, mode: meta.mode ?? mode, uid: meta.uid ?? process.getuid?.() ?? 0, gid: meta.gid ?? process.getgid?.() ?? 0, mtimeNs: mtime.toString() };
+  return {
+    name,
+    mode: meta.mode ?? mode,
+    uid: meta.uid ?? process.getuid?.() ?? 0,
+    gid: meta.gid ?? process.getgid?.() ?? 0,
+    mtimeNs: mtime.toString(),
+  };
 }
 
 /** Adapts a byte stream to the chunker's read(buffer) → bytes interface. */

@@ -23,7 +23,8 @@ class ByteReader {
       else this.buffer = this.buffer.length === 0 ? next.value : Buffer.concat([this.buffer, next.value]);
     }
     if (this.buffer.length === 0 && this.ended) return undefined;
-    if (this.buffer.length < n) throw new CairnError('Cairn.Failure', 'the xbstream ended in the middle of a chunk: the backup tool stopped early');
+    if (this.buffer.length < n)
+      throw new CairnError('Cairn.Failure', 'the xbstream ended in the middle of a chunk: the backup tool stopped early');
     const out = this.buffer.subarray(0, n);
     this.buffer = this.buffer.subarray(n);
     return out;
@@ -45,7 +46,8 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
     for (;;) {
       const head = await reader.read(14);
       if (!head) break;
-      if (!head.subarray(0, 8).equals(MAGIC)) throw new CairnError('Cairn.Failure', 'the backup tool\'s output is not an xbstream (bad chunk magic)');
+      if (!head.subarray(0, 8).equals(MAGIC))
+        throw new CairnError('Cairn.Failure', "the backup tool's output is not an xbstream (bad chunk magic)");
       const type = String.fromCharCode(head[9] as number);
       const path = ((await reader.read(head.readUInt32LE(10))) as Buffer).toString('utf8');
       let file = open.get(path);
@@ -57,7 +59,10 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
         }
         continue;
       }
-      if (type !== 'P') throw new CairnError('Cairn.Failure', `unsupported xbstream chunk type ${JSON.stringify(type)} for ${path}`, { hint: 'sparse or encrypted xbstream chunks are not supported; run mariabackup without --encrypt' });
+      if (type !== 'P')
+        throw new CairnError('Cairn.Failure', `unsupported xbstream chunk type ${JSON.stringify(type)} for ${path}`, {
+          hint: 'sparse or encrypted xbstream chunks are not supported; run mariabackup without --encrypt',
+        });
       const meta = (await reader.read(20)) as Buffer;
       const length = Number(meta.readBigUInt64LE(0));
       const offset = Number(meta.readBigUInt64LE(8));
@@ -69,7 +74,10 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
         open.set(path, file);
         files++;
       }
-      if (offset !== file.next) throw new CairnError('Cairn.Failure', `xbstream chunk for ${path} at offset ${offset}, expected ${file.next}`, { hint: 'out-of-order chunks are not supported' });
+      if (offset !== file.next)
+        throw new CairnError('Cairn.Failure', `xbstream chunk for ${path} at offset ${offset}, expected ${file.next}`, {
+          hint: 'out-of-order chunks are not supported',
+        });
       const payload = length > 0 ? ((await reader.read(length)) as Buffer) : Buffer.alloc(0);
       file.next += length;
       // Copy: the reader's buffer is reused; wait when this file's consumer is behind.

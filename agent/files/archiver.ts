@@ -102,7 +102,10 @@ export class Archiver {
     const entries: TreeEntry[] = [];
     for (const path of paths) {
       const name = basename(path);
-      if (seen.has(name)) throw new CairnError('Cairn.Usage', `two backup paths share the name ${JSON.stringify(name)}`, { hint: 'back them up in separate snapshots, or back up their common parent' });
+      if (seen.has(name))
+        throw new CairnError('Cairn.Usage', `two backup paths share the name ${JSON.stringify(name)}`, {
+          hint: 'back them up in separate snapshots, or back up their common parent',
+        });
       seen.add(name);
       const stats = await this.statSource(path);
       const entry = await this.archiveEntry(path, name, name, stats, parent ? byName(parent) : undefined);
@@ -116,7 +119,10 @@ export class Archiver {
     try {
       return await lstat(path, { bigint: true });
     } catch (error) {
-      throw new CairnError('Cairn.Usage', `cannot back up ${path}: ${errorMessage(error)}`, { hint: 'check that the path exists and is readable', cause: error });
+      throw new CairnError('Cairn.Usage', `cannot back up ${path}: ${errorMessage(error)}`, {
+        hint: 'check that the path exists and is readable',
+        cause: error,
+      });
     }
   }
 
@@ -150,7 +156,13 @@ export class Archiver {
     });
     const entry = async (i: number): Promise<void> => {
       const name = names[i] as string;
-      slots[i] = await this.archiveEntry(join(dir, name), name, rel === '' ? name : `${rel}/${name}`, stats[i] as BigIntStats, parentEntries);
+      slots[i] = await this.archiveEntry(
+        join(dir, name),
+        name,
+        rel === '' ? name : `${rel}/${name}`,
+        stats[i] as BigIntStats,
+        parentEntries,
+      );
     };
     // Small files one after another with synchronous reads into one buffer; large
     // files in parallel (they share the pack writer); directories depth first.
@@ -160,7 +172,13 @@ export class Archiver {
     return this.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
   }
 
-  private async archiveEntry(path: string, name: string, rel: string, st: BigIntStats, parent: Map<string, TreeEntry> | undefined): Promise<TreeEntry | undefined> {
+  private async archiveEntry(
+    path: string,
+    name: string,
+    rel: string,
+    st: BigIntStats,
+    parent: Map<string, TreeEntry> | undefined,
+  ): Promise<TreeEntry | undefined> {
     const base = {
       name,
       mode: Number(st.mode & 0o7777n),
@@ -174,7 +192,8 @@ export class Archiver {
     try {
       if (st.isDirectory()) {
         const previous = parent?.get(name);
-        const parentTree = previous?.type === 'dir' && previous.subtree ? await this.loadTree(previous.subtree).catch(() => undefined) : undefined;
+        const parentTree =
+          previous?.type === 'dir' && previous.subtree ? await this.loadTree(previous.subtree).catch(() => undefined) : undefined;
         return { ...base, type: 'dir', subtree: await this.archiveDir(path, rel, parentTree) };
       }
       if (st.isSymbolicLink()) {
@@ -191,7 +210,12 @@ export class Archiver {
     }
   }
 
-  private async archiveFile(path: string, rel: string, st: BigIntStats, previous: TreeEntry | undefined): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists' | 'hardlink'>> {
+  private async archiveFile(
+    path: string,
+    rel: string,
+    st: BigIntStats,
+    previous: TreeEntry | undefined,
+  ): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists' | 'hardlink'>> {
     const size = Number(st.size);
     this.counts.totalFiles++;
     this.counts.totalBytes += size;

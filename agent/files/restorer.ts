@@ -1,5 +1,21 @@
 import { constants as fsConstants } from 'node:fs';
-import { lchown, link, lstat, lutimes, mkdir, open, readdir, rm, chmod, chown, stat, symlink, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import {
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  rm,
+  chmod,
+  chown,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  type FileHandle,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
@@ -305,7 +321,11 @@ export class Restorer {
       seen.add(entry.name);
       const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
       if (unsafe) {
-        yield { kind: 'bad', rel: `${rel || '.'}/${JSON.stringify(entry.name)}`, error: new DamagedError(`the snapshot holds ${unsafe}; refusing to write it`) };
+        yield {
+          kind: 'bad',
+          rel: `${rel || '.'}/${JSON.stringify(entry.name)}`,
+          error: new DamagedError(`the snapshot holds ${unsafe}; refusing to write it`),
+        };
         continue;
       }
       const included = this.includes.empty || this.includes.matchesSelfOrAncestor(childRel);

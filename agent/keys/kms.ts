@@ -28,11 +28,18 @@ function client(region: string): KMSClient {
 }
 
 /** KMS Encrypt of the master key: needs kms:Encrypt on the key. */
-export async function kmsWrapMasterKey(master: Buffer, keyArn: string, repositoryId: string, owner: { host: string; user: string }): Promise<KmsKeyFile> {
+export async function kmsWrapMasterKey(
+  master: Buffer,
+  keyArn: string,
+  repositoryId: string,
+  owner: { host: string; user: string },
+): Promise<KmsKeyFile> {
   const region = kmsRegion(keyArn);
   let out;
   try {
-    out = await client(region).send(new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: kmsEncryptionContext(repositoryId) }));
+    out = await client(region).send(
+      new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: kmsEncryptionContext(repositoryId) }),
+    );
   } catch (error) {
     throw kmsError(error, keyArn, 'kms:Encrypt', repositoryId);
   }
@@ -48,14 +55,21 @@ export async function kmsUnwrapMasterKey(file: KmsKeyFile, repositoryId: string)
   let out;
   try {
     out = await client(region).send(
-      new DecryptCommand({ KeyId: file.keyArn, CiphertextBlob: Buffer.from(file.ciphertext, 'base64'), EncryptionContext: kmsEncryptionContext(repositoryId) }),
+      new DecryptCommand({
+        KeyId: file.keyArn,
+        CiphertextBlob: Buffer.from(file.ciphertext, 'base64'),
+        EncryptionContext: kmsEncryptionContext(repositoryId),
+      }),
     );
   } catch (error) {
     throw kmsError(error, file.keyArn, 'kms:Decrypt', repositoryId);
   }
   const master = out.Plaintext ? Buffer.from(out.Plaintext) : undefined;
   if (!master || master.length !== KEY_BYTES) {
-    throw new CairnError('Cairn.Damaged', `KMS key ${file.keyArn} decrypted the key file to ${master?.length ?? 0} bytes, not a ${KEY_BYTES}-byte master key`);
+    throw new CairnError(
+      'Cairn.Damaged',
+      `KMS key ${file.keyArn} decrypted the key file to ${master?.length ?? 0} bytes, not a ${KEY_BYTES}-byte master key`,
+    );
   }
   return master;
 }
@@ -73,7 +87,14 @@ const refused: Record<string, string> = {
   InvalidSignatureException: 'rejected the request signature (check the secret key and the clock)',
   ExpiredTokenException: 'refused expired credentials',
 };
-const transient = new Set(['ThrottlingException', 'KMSInternalException', 'DependencyTimeoutException', 'LimitExceededException', 'TimeoutError', 'RequestTimeout']);
+const transient = new Set([
+  'ThrottlingException',
+  'KMSInternalException',
+  'DependencyTimeoutException',
+  'LimitExceededException',
+  'TimeoutError',
+  'RequestTimeout',
+]);
 
 /**
  * A KMS failure as a CairnError that names the key and the permission:
@@ -96,13 +117,17 @@ export function kmsError(error: unknown, keyArn: string, permission: 'kms:Decryp
   const what = refused[name];
   if (what) {
     const code: ErrorCode = 'Cairn.WrongKey';
-    return new CairnError(code, `KMS key ${keyArn} ${what}: ${permission} ${name === 'AccessDeniedException' ? 'was refused' : 'failed'} (${name}: ${detail})`, {
-      hint:
-        name === 'InvalidCiphertextException' || name === 'IncorrectKeyException'
-          ? `the key file was made for another repository or key, or was altered; it needs ${permission} on ${keyArn} with the ${context}`
-          : `allow ${permission} on ${keyArn} (key policy or IAM) for these credentials, with the ${context}; and check that the key is enabled`,
-      cause: error,
-    });
+    return new CairnError(
+      code,
+      `KMS key ${keyArn} ${what}: ${permission} ${name === 'AccessDeniedException' ? 'was refused' : 'failed'} (${name}: ${detail})`,
+      {
+        hint:
+          name === 'InvalidCiphertextException' || name === 'IncorrectKeyException'
+            ? `the key file was made for another repository or key, or was altered; it needs ${permission} on ${keyArn} with the ${context}`
+            : `allow ${permission} on ${keyArn} (key policy or IAM) for these credentials, with the ${context}; and check that the key is enabled`,
+        cause: error,
+      },
+    );
   }
   if (transient.has(name) || status === undefined || status >= 500) {
     return new CairnError('Cairn.Storage', `KMS could not be reached for key ${keyArn} (${name || 'network error'}: ${detail})`, {
@@ -110,5 +135,8 @@ export function kmsError(error: unknown, keyArn: string, permission: 'kms:Decryp
       cause: error,
     });
   }
-  return new CairnError('Cairn.Failure', `KMS ${permission} with key ${keyArn} failed: ${name}: ${detail}`, { hint: `the call needs ${permission} on ${keyArn} with the ${context}`, cause: error });
+  return new CairnError('Cairn.Failure', `KMS ${permission} with key ${keyArn} failed: ${name}: ${detail}`, {
+    hint: `the call needs ${permission} on ${keyArn} with the ${context}`,
+    cause: error,
+  });
 }

@@ -17,7 +17,9 @@ export class PlanSource {
   constructor(env: NodeJS.ProcessEnv, client?: SSMClient) {
     const prefix = env.CAIRN_PLAN_PARAMETER_PREFIX;
     if (!prefix || !/^\/[A-Za-z0-9_.\-/]+\/$/.test(prefix)) {
-      throw new CairnError('Cairn.Config', 'CAIRN_PLAN_PARAMETER_PREFIX is not set (or not a parameter path ending in /)', { hint: 'the Cairn SSM document sets it; on a host by hand: export CAIRN_PLAN_PARAMETER_PREFIX=/cairn/<env>/plans/' });
+      throw new CairnError('Cairn.Config', 'CAIRN_PLAN_PARAMETER_PREFIX is not set (or not a parameter path ending in /)', {
+        hint: 'the Cairn SSM document sets it; on a host by hand: export CAIRN_PLAN_PARAMETER_PREFIX=/cairn/<env>/plans/',
+      });
     }
     this.prefix = prefix;
     this.client = client ?? new SSMClient({});
@@ -42,9 +44,13 @@ export class PlanSource {
   /** Opens the plan's repository with the passphrase its key source names (a SecureString parameter). */
   async openRepository(plan: Plan, storage: Storage): Promise<Repository> {
     if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await this.secret(plan.keySource.passphraseParameter));
-    throw new CairnError('Cairn.Config', `plan ${plan.id} names only a KMS key; orchestrated runs open repositories with keySource.passphraseParameter for now`, {
-      hint: 'add a passphrase wrapping (`cairn key add`) and name its SecureString parameter in the plan',
-    });
+    throw new CairnError(
+      'Cairn.Config',
+      `plan ${plan.id} names only a KMS key; orchestrated runs open repositories with keySource.passphraseParameter for now`,
+      {
+        hint: 'add a passphrase wrapping (`cairn key add`) and name its SecureString parameter in the plan',
+      },
+    );
   }
 
   private async get(name: string, decrypt: boolean): Promise<string> {
@@ -53,8 +59,16 @@ export class PlanSource {
       value = (await this.client.send(new GetParameterCommand({ Name: name, WithDecryption: decrypt }))).Parameter?.Value;
     } catch (error) {
       const code = error instanceof Error ? error.name : '';
-      if (code === 'ParameterNotFound') throw new CairnError('Cairn.Config', `parameter ${name} does not exist`, { hint: 'deploy the plan with the CDK app, or check the plan id', cause: error });
-      if (code === 'AccessDeniedException') throw new CairnError('Cairn.Config', `this host may not read parameter ${name}`, { hint: 'attach the Cairn host policy to the instance role', cause: error });
+      if (code === 'ParameterNotFound')
+        throw new CairnError('Cairn.Config', `parameter ${name} does not exist`, {
+          hint: 'deploy the plan with the CDK app, or check the plan id',
+          cause: error,
+        });
+      if (code === 'AccessDeniedException')
+        throw new CairnError('Cairn.Config', `this host may not read parameter ${name}`, {
+          hint: 'attach the Cairn host policy to the instance role',
+          cause: error,
+        });
       throw new CairnError('Cairn.Failure', `cannot read parameter ${name}: ${errorMessage(error)}`, { cause: error });
     }
     if (!value) throw new CairnError('Cairn.Config', `parameter ${name} is empty`);

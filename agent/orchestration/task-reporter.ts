@@ -74,7 +74,9 @@ export class TaskReporter {
     this.stop();
     if (this.gone || this.finished) return;
     this.finished = true;
-    await this.client.send(new SendTaskFailureCommand({ taskToken: this.options.token, error: code.slice(0, 256), cause: cause.slice(0, MAX_CAUSE) }));
+    await this.client.send(
+      new SendTaskFailureCommand({ taskToken: this.options.token, error: code.slice(0, 256), cause: cause.slice(0, MAX_CAUSE) }),
+    );
   }
 
   stop(): void {

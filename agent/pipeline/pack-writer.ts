@@ -4,7 +4,17 @@ import { constants, zstdCompress as zstdCompressCb } from 'node:zlib';
 import type { Compression } from '../core/config.ts';
 import { Semaphore } from '../core/concurrency.ts';
 import { ID_BYTES, NONCE_BYTES, TAG_BYTES } from '../core/crypto.ts';
-import { Codec, FRAME_HEADER_BYTES, encodeFrame, encodeTrailer, newPackHeader, packDataKey, type CodecId, type IndexEntry, type PieceTypeId } from '../core/pack.ts';
+import {
+  Codec,
+  FRAME_HEADER_BYTES,
+  encodeFrame,
+  encodeTrailer,
+  newPackHeader,
+  packDataKey,
+  type CodecId,
+  type IndexEntry,
+  type PieceTypeId,
+} from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { packKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
@@ -194,7 +204,13 @@ export class PackWriter {
       const { header, salt } = newPackHeader();
       const buffer = this.packPool.acquire();
       header.copy(buffer, 0);
-      this.pack = { id: randomBytes(32).toString('hex'), key: packDataKey(this.repo.masterKey(), salt), buffer, size: header.length, entries: [] };
+      this.pack = {
+        id: randomBytes(32).toString('hex'),
+        key: packDataKey(this.repo.masterKey(), salt),
+        buffer,
+        size: header.length,
+        entries: [],
+      };
     }
     return this.pack;
   }
@@ -214,7 +230,15 @@ export class PackWriter {
     let offsetInFrame = 0;
     frame.ids.forEach((id, i) => {
       const length = frame.lengths[i] as number;
-      const entry: IndexEntry = { id, packId: pack.id, type: frame.types[i] as PieceTypeId, frameOffset, frameLength: bytes.length, offsetInFrame, length };
+      const entry: IndexEntry = {
+        id,
+        packId: pack.id,
+        type: frame.types[i] as PieceTypeId,
+        frameOffset,
+        frameLength: bytes.length,
+        offsetInFrame,
+        length,
+      };
       offsetInFrame += length;
       pack.entries.push(entry);
       this.index.add(entry);

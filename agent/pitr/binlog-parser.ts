@@ -132,12 +132,13 @@ function advance(state: GtidState, tx: { domain: number; serverId: number; seq: 
 export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
   if (data.length < MAGIC.length || !data.subarray(0, 4).equals(MAGIC)) {
     throw new CairnError('Cairn.InvalidInput', `${name} is not a MariaDB binary log (it does not start with the binlog magic bytes)`, {
-      hint: 'give a file from the server\'s log_bin directory or fetched with mariadb-binlog --raw',
+      hint: "give a file from the server's log_bin directory or fetched with mariadb-binlog --raw",
     });
   }
-  const damaged = (offset: number, what: string): DamagedError => new DamagedError(`${name} is damaged at offset ${offset}: ${what}`, {
-    hint: 'fetch the file from the server again (mariadb-binlog --read-from-remote-server --raw); if the server\'s copy is damaged too, this part of the log cannot be replayed',
-  });
+  const damaged = (offset: number, what: string): DamagedError =>
+    new DamagedError(`${name} is damaged at offset ${offset}: ${what}`, {
+      hint: "fetch the file from the server again (mariadb-binlog --read-from-remote-server --raw); if the server's copy is damaged too, this part of the log cannot be replayed",
+    });
   let offset = 4;
   let checksum = false;
   let fde: { serverId: number; version: string; time: number } | undefined;
@@ -173,9 +174,11 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
       break;
     }
     // log_pos is the event's end in a binlog file (0 only in relay logs and some artificial events).
-    if (next !== 0 && next !== offset + length && offset + length <= 0xffffffff) throw damaged(offset, `an event of ${length} bytes says it ends at ${next}`);
+    if (next !== 0 && next !== offset + length && offset + length <= 0xffffffff)
+      throw damaged(offset, `an event of ${length} bytes says it ends at ${next}`);
     if (!fde && type !== EVENT.formatDescription) {
-      if (type === EVENT.start_v3) throw new CairnError('Cairn.InvalidInput', `${name} is a binlog of format v1/v3 (MySQL before 5.0): not supported`);
+      if (type === EVENT.start_v3)
+        throw new CairnError('Cairn.InvalidInput', `${name} is a binlog of format v1/v3 (MySQL before 5.0): not supported`);
       throw damaged(offset, `the first event is of type ${type}, not a Format_description event`);
     }
     if (checksum && type !== EVENT.formatDescription) verifyCrc(data, offset, length, damaged);
@@ -185,11 +188,16 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
     switch (type) {
       case EVENT.formatDescription: {
         const binlogVersion = data.readUInt16LE(body);
-        if (binlogVersion !== 4) throw new CairnError('Cairn.InvalidInput', `${name} has binlog format version ${binlogVersion}; only version 4 (MySQL 5.0+, every MariaDB) is supported`);
+        if (binlogVersion !== 4)
+          throw new CairnError(
+            'Cairn.InvalidInput',
+            `${name} has binlog format version ${binlogVersion}; only version 4 (MySQL 5.0+, every MariaDB) is supported`,
+          );
         const version = data.toString('latin1', body + 2, body + 52).replace(/\0+$/, '');
         // Servers that know checksums end the event with the algorithm byte and a 4-byte checksum (present even when the algorithm is "none").
         const algorithm = data.readUInt8(offset + length - 5);
-        if (algorithm > 1 && algorithm !== 255) throw new CairnError('Cairn.InvalidInput', `${name} uses binlog checksum algorithm ${algorithm}; only CRC32 and none are known`);
+        if (algorithm > 1 && algorithm !== 255)
+          throw new CairnError('Cairn.InvalidInput', `${name} uses binlog checksum algorithm ${algorithm}; only CRC32 and none are known`);
         if (algorithm === 1) verifyCrc(data, offset, length, damaged);
         if (!fde) {
           checksum = algorithm === 1;
@@ -216,8 +224,17 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
         const domain = data.readUInt32LE(body + 8);
         const flags = data.readUInt8(body + 12);
         open = {
-          gtid: `${domain}-${serverId}-${seq}`, domain, serverId, seq, position: offset, end: offset + length, time: '',
-          complete: false, standalone: (flags & FL_STANDALONE) !== 0, events: 0, newest: time,
+          gtid: `${domain}-${serverId}-${seq}`,
+          domain,
+          serverId,
+          seq,
+          position: offset,
+          end: offset + length,
+          time: '',
+          complete: false,
+          standalone: (flags & FL_STANDALONE) !== 0,
+          events: 0,
+          newest: time,
         };
         advance(state, open);
         break;
@@ -235,15 +252,23 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
         closedAt = time;
         break;
       case EVENT.startEncryption:
-        throw new CairnError('Cairn.InvalidInput', `${name} is an encrypted binlog (encrypt_binlog=ON): its events cannot be read without the server's key`, {
-          hint: 'archive encrypted binlogs as plain files, or turn encrypt_binlog off; Cairn encrypts what it archives in any case',
-        });
+        throw new CairnError(
+          'Cairn.InvalidInput',
+          `${name} is an encrypted binlog (encrypt_binlog=ON): its events cannot be read without the server's key`,
+          {
+            hint: 'archive encrypted binlogs as plain files, or turn encrypt_binlog off; Cairn encrypts what it archives in any case',
+          },
+        );
       case EVENT.mysqlGtid:
       case EVENT.mysqlAnonymousGtid:
       case EVENT.mysqlPreviousGtids:
-        throw new CairnError('Cairn.InvalidInput', `${name} is a MySQL binlog (MySQL GTID events): Cairn's binlog archive reads MariaDB binlogs only`, {
-          hint: 'for MySQL, restore a snapshot without point-in-time recovery',
-        });
+        throw new CairnError(
+          'Cairn.InvalidInput',
+          `${name} is a MySQL binlog (MySQL GTID events): Cairn's binlog archive reads MariaDB binlogs only`,
+          {
+            hint: 'for MySQL, restore a snapshot without point-in-time recovery',
+          },
+        );
       default:
         break;
     }
@@ -296,7 +321,8 @@ function verifyCrc(data: Buffer, offset: number, length: number, damaged: (offse
     copy.writeUInt16LE(copy.readUInt16LE(17) & ~1, 17);
     computed = crc32(copy);
   }
-  if (computed !== stored) throw damaged(offset, `event checksum mismatch (stored ${stored.toString(16)}, computed ${computed.toString(16)})`);
+  if (computed !== stored)
+    throw damaged(offset, `event checksum mismatch (stored ${stored.toString(16)}, computed ${computed.toString(16)})`);
 }
 
 /** A Query event that ends its group: COMMIT, ROLLBACK, or the XA statements that end a prepared group. */
@@ -306,8 +332,17 @@ function endsGroup(data: Buffer, body: number, bodyEnd: number): boolean {
   const statusLength = data.readUInt16LE(body + 11);
   const queryStart = body + 13 + statusLength + dbLength + 1;
   if (queryStart > bodyEnd) return false;
-  const text = data.toString('latin1', queryStart, Math.min(bodyEnd, queryStart + 32)).trim().toUpperCase();
-  return text === 'COMMIT' || text.startsWith('ROLLBACK') || text.startsWith('XA COMMIT') || text.startsWith('XA ROLLBACK') || text.startsWith('XA PREPARE');
+  const text = data
+    .toString('latin1', queryStart, Math.min(bodyEnd, queryStart + 32))
+    .trim()
+    .toUpperCase();
+  return (
+    text === 'COMMIT' ||
+    text.startsWith('ROLLBACK') ||
+    text.startsWith('XA COMMIT') ||
+    text.startsWith('XA ROLLBACK') ||
+    text.startsWith('XA PREPARE')
+  );
 }
 
 // ---------------------------------------------------------------- replay targets
@@ -349,16 +384,29 @@ export function gtidStateAt(info: BinlogInfo, position: number): string {
 export function findStop(files: readonly ReplayFile[], startPosition: number, target: StopTarget): ReplayStop {
   if (files.length === 0) throw new CairnError('Cairn.NotFound', 'no binlog file to replay');
   const time = 'time' in target ? Date.parse(target.time) : undefined;
-  if (time !== undefined && Number.isNaN(time)) throw new CairnError('Cairn.Usage', `invalid time ${JSON.stringify('time' in target ? target.time : '')}`, { hint: 'give an ISO-8601 time, e.g. 2026-11-23T10:15:00Z' });
+  if (time !== undefined && Number.isNaN(time))
+    throw new CairnError('Cairn.Usage', `invalid time ${JSON.stringify('time' in target ? target.time : '')}`, {
+      hint: 'give an ISO-8601 time, e.g. 2026-11-23T10:15:00Z',
+    });
   const goal = 'gtid' in target ? oneGtid(target.gtid) : undefined;
   if ('file' in target && !files.some((f) => f.name === target.file)) {
-    throw new CairnError('Cairn.NotFound', `binlog ${target.file} is not among the files to replay (${files.map((f) => f.name).join(', ')})`, { hint: 'give a position in a file the recovery window covers (cairn pitr status)' });
+    throw new CairnError(
+      'Cairn.NotFound',
+      `binlog ${target.file} is not among the files to replay (${files.map((f) => f.name).join(', ')})`,
+      { hint: 'give a position in a file the recovery window covers (cairn pitr status)' },
+    );
   }
   let count = 0;
   let last: BinlogTransaction | undefined;
   const stopAt = (fileIndex: number, position: number): ReplayStop => {
     const info = (files[fileIndex] as ReplayFile).info;
-    return { fileIndex, position, transactions: count, endGtid: gtidStateAt(info, Math.max(position, fileIndex === 0 ? startPosition : 0)), ...(last ? { last } : {}) };
+    return {
+      fileIndex,
+      position,
+      transactions: count,
+      endGtid: gtidStateAt(info, Math.max(position, fileIndex === 0 ? startPosition : 0)),
+      ...(last ? { last } : {}),
+    };
   };
   for (let i = 0; i < files.length; i++) {
     const { name, info } = files[i] as ReplayFile;
@@ -367,9 +415,13 @@ export function findStop(files: readonly ReplayFile[], startPosition: number, ta
       if (time !== undefined && Date.parse(tx.time) > time) return stopAt(i, tx.position);
       if ('file' in target && name === target.file && tx.position >= target.position) return stopAt(i, tx.position);
       if (goal && tx.domain === goal.domain && tx.seq > goal.seq) {
-        throw new CairnError('Cairn.NotFound', `GTID ${goal.text} is not in the archived binlogs: domain ${goal.domain} goes on to ${tx.gtid} in ${name} without it`, {
-          hint: 'give a GTID the server wrote (mariadb-binlog lists them), or use --to-time',
-        });
+        throw new CairnError(
+          'Cairn.NotFound',
+          `GTID ${goal.text} is not in the archived binlogs: domain ${goal.domain} goes on to ${tx.gtid} in ${name} without it`,
+          {
+            hint: 'give a GTID the server wrote (mariadb-binlog lists them), or use --to-time',
+          },
+        );
       }
       count++;
       last = tx;
@@ -378,9 +430,13 @@ export function findStop(files: readonly ReplayFile[], startPosition: number, ta
     if ('file' in target && name === target.file) return stopAt(i, info.endPosition);
   }
   if (goal) {
-    throw new CairnError('Cairn.NotFound', `GTID ${goal.text} is not in the archived binlogs to replay (they end at ${files.at(-1)?.info.endGtid || 'no GTID'})`, {
-      hint: 'wait for binlog-push to archive the file that holds it, or give an earlier target',
-    });
+    throw new CairnError(
+      'Cairn.NotFound',
+      `GTID ${goal.text} is not in the archived binlogs to replay (they end at ${files.at(-1)?.info.endGtid || 'no GTID'})`,
+      {
+        hint: 'wait for binlog-push to archive the file that holds it, or give an earlier target',
+      },
+    );
   }
   const lastIndex = files.length - 1;
   return stopAt(lastIndex, (files[lastIndex] as ReplayFile).info.endPosition);
@@ -389,7 +445,10 @@ export function findStop(files: readonly ReplayFile[], startPosition: number, ta
 /** A byte position stops one log; a GTID target is therefore one GTID (several domains would each need their own stop). */
 function oneGtid(text: string): { domain: number; server: number; seq: number; text: string } {
   const state = [...stateOf(text).values()];
-  if (state.length !== 1) throw new CairnError('Cairn.Usage', `a binlog replay stops at one GTID, got ${JSON.stringify(text)}`, { hint: 'give one domain-server-sequence, e.g. 0-1-1234' });
+  if (state.length !== 1)
+    throw new CairnError('Cairn.Usage', `a binlog replay stops at one GTID, got ${JSON.stringify(text)}`, {
+      hint: 'give one domain-server-sequence, e.g. 0-1-1234',
+    });
   const g = state[0] as { domain: number; server: number; seq: number };
   return { ...g, text: `${g.domain}-${g.server}-${g.seq}` };
 }

@@ -69,7 +69,8 @@ interface ServerFile {
 }
 
 const MARGIN = 16 << 20;
-const PRIVILEGES = 'GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO the user (REPLICATION SLAVE reads the binlogs, BINLOG MONITOR lists them)';
+const PRIVILEGES =
+  'GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO the user (REPLICATION SLAVE reads the binlogs, BINLOG MONITOR lists them)';
 
 /** The object key of an archived binlog: creation time, server id, name; a restored server's new .000001 gets a new key. */
 export function binlogKey(info: Pick<BinlogInfo, 'createdAt' | 'serverId'>, name: string): string {
@@ -77,7 +78,12 @@ export function binlogKey(info: Pick<BinlogInfo, 'createdAt' | 'serverId'>, name
 }
 
 /** What the log archive records about one binlog file. */
-export function binlogRecord(name: string, data: Buffer, info: BinlogInfo, options: { archive: LogArchive; host: string; closed: boolean }): LogFileRecord {
+export function binlogRecord(
+  name: string,
+  data: Buffer,
+  info: BinlogInfo,
+  options: { archive: LogArchive; host: string; closed: boolean },
+): LogFileRecord {
   return {
     name,
     key: binlogKey(info, name),
@@ -123,15 +129,24 @@ class BinlogSource {
   }
 
   async sql(statement: string): Promise<string[][]> {
-    const out = await run(['mariadb', ...this.optionFile.args, '-N', '-B', '-e', statement], { env: this.options.env, signal: this.options.signal }).catch((error: unknown) => {
+    const out = await run(['mariadb', ...this.optionFile.args, '-N', '-B', '-e', statement], {
+      env: this.options.env,
+      signal: this.options.signal,
+    }).catch((error: unknown) => {
       throw explain(error, `the query ${statement.split(' ').slice(0, 3).join(' ')} failed`);
     });
-    return out.stdout.split('\n').filter((line) => line.length > 0).map((line) => line.split('\t'));
+    return out.stdout
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => line.split('\t'));
   }
 
   async list(): Promise<ServerFile[]> {
     const rows = await this.sql('SHOW BINARY LOGS');
-    if (rows.length === 0) throw new CairnError('Cairn.Failure', 'the server lists no binary logs', { hint: 'turn binary logging on (log_bin) and restart the server' });
+    if (rows.length === 0)
+      throw new CairnError('Cairn.Failure', 'the server lists no binary logs', {
+        hint: 'turn binary logging on (log_bin) and restart the server',
+      });
     return rows.map(([name, size]) => ({ name: name as string, size: Number(size) }));
   }
 
@@ -145,28 +160,38 @@ class BinlogSource {
    * mariadb-binlog prints event times in the local time zone, hence TZ=UTC.
    */
   async header(name: string): Promise<{ createdAt: string; serverId: number }> {
-    const out = await run(['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--stop-position=5', name], { env: { ...this.options.env, TZ: 'UTC' }, signal: this.options.signal })
-      .catch((error: unknown) => {
-        throw explain(error, `reading the header of ${name} from the server failed`);
-      });
+    const out = await run(['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--stop-position=5', name], {
+      env: { ...this.options.env, TZ: 'UTC' },
+      signal: this.options.signal,
+    }).catch((error: unknown) => {
+      throw explain(error, `reading the header of ${name} from the server failed`);
+    });
     const m = /^#(\d{2})(\d{2})(\d{2}) +(\d{1,2}):(\d{2}):(\d{2}) server id (\d+) /m.exec(out.stdout);
-    if (!m) throw new CairnError('Cairn.Failure', `mariadb-binlog printed no event header for ${name}`, { hint: 'check that mariadb-binlog matches the server version' });
+    if (!m)
+      throw new CairnError('Cairn.Failure', `mariadb-binlog printed no event header for ${name}`, {
+        hint: 'check that mariadb-binlog matches the server version',
+      });
     const [, yy, mo, dd, hh, mi, ss, server] = m as unknown as [string, string, string, string, string, string, string, string];
     return { createdAt: `20${yy}-${mo}-${dd}T${hh.padStart(2, '0')}:${mi}:${ss}Z`, serverId: Number(server) };
   }
 
   /** Fetches one whole file as the server has it (--raw writes it under its own name in dir). */
   async fetch(name: string, dir: string): Promise<string> {
-    await run(['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--raw', `--result-file=${dir}/`, name], { env: this.options.env, signal: this.options.signal })
-      .catch((error: unknown) => {
-        throw explain(error, `fetching ${name} from the server failed`);
-      });
+    await run(['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--raw', `--result-file=${dir}/`, name], {
+      env: this.options.env,
+      signal: this.options.signal,
+    }).catch((error: unknown) => {
+      throw explain(error, `fetching ${name} from the server failed`);
+    });
     return join(dir, name);
   }
 
   /** Streams from `first` on, file after file, until the connection ends or the signal stops it. */
   stream(first: string, dir: string, signal: AbortSignal): Promise<unknown> {
-    return run(['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--raw', '--stop-never', `--result-file=${dir}/`, first], { env: this.options.env, signal });
+    return run(
+      ['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--raw', '--stop-never', `--result-file=${dir}/`, first],
+      { env: this.options.env, signal },
+    );
   }
 }
 
@@ -175,9 +200,14 @@ function explain(error: unknown, what: string): unknown {
   const text = error.stderr;
   let hint = explainMysqlError(text);
   if (/BINLOG MONITOR|REPLICATION SLAVE|REPLICA|privilege/i.test(text)) hint = `the user lacks a privilege: ${PRIVILEGES}`;
-  else if (/not using binary logging|binary logging is not enabled/i.test(text)) hint = 'turn binary logging on (log_bin) and restart the server';
-  else if (/Could not find first log file/i.test(text)) hint = 'the server purged the file meanwhile; run binlog-push again (pitr status shows the gap if it was never archived)';
-  return new CairnError('Cairn.Failure', `${what}: ${error.message}`, { hint: hint ?? `check the connection options; the user needs ${PRIVILEGES}`, cause: error });
+  else if (/not using binary logging|binary logging is not enabled/i.test(text))
+    hint = 'turn binary logging on (log_bin) and restart the server';
+  else if (/Could not find first log file/i.test(text))
+    hint = 'the server purged the file meanwhile; run binlog-push again (pitr status shows the gap if it was never archived)';
+  return new CairnError('Cairn.Failure', `${what}: ${error.message}`, {
+    hint: hint ?? `check the connection options; the user needs ${PRIVILEGES}`,
+    cause: error,
+  });
 }
 
 async function requireSpace(dir: string, bytes: number, what: string): Promise<void> {
@@ -214,8 +244,15 @@ async function archiveFile(path: string, name: string, options: BinlogPushOption
   await options.archive.writeRecords([record]);
   await rm(path, { force: true });
   const done: ArchivedBinlog = {
-    name, key: record.key, size: data.length, outcome, transactions: info.transactions.length,
-    startGtid: info.startGtid, endGtid: info.endGtid, firstEventTime: record.firstEventTime, lastEventTime: record.lastEventTime,
+    name,
+    key: record.key,
+    size: data.length,
+    outcome,
+    transactions: info.transactions.length,
+    startGtid: info.startGtid,
+    endGtid: info.endGtid,
+    firstEventTime: record.firstEventTime,
+    lastEventTime: record.lastEventTime,
   };
   options.onArchived(done);
   return done;
@@ -223,22 +260,34 @@ async function archiveFile(path: string, name: string, options: BinlogPushOption
 
 async function rotateIfBehind(source: BinlogSource, records: readonly LogFileRecord[]): Promise<void> {
   const position = (await source.sql('SELECT @@gtid_binlog_pos'))[0]?.[0] ?? '';
-  const newest = records.filter((r) => r.binlog).sort((a, b) => (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt)).at(-1);
+  const newest = records
+    .filter((r) => r.binlog)
+    .sort((a, b) => (a.firstEventTime ?? a.archivedAt).localeCompare(b.firstEventTime ?? b.archivedAt))
+    .at(-1);
   const archived = new Set((newest?.binlog?.endGtid ?? '').split(',').filter(Boolean));
   const current = position.split(',').filter(Boolean);
   if (current.length === 0 || current.every((gtid) => archived.has(gtid))) return;
   await source.sql('FLUSH BINARY LOGS').catch((error: unknown) => {
-    throw new CairnError('Cairn.Failure', `could not rotate the binlog for --rotate: ${error instanceof Error ? error.message : String(error)}`, {
-      hint: 'FLUSH BINARY LOGS needs RELOAD (BINLOG ADMIN on MariaDB 10.5+): GRANT RELOAD ON *.* TO the user, or drop --rotate',
-      cause: error,
-    });
+    throw new CairnError(
+      'Cairn.Failure',
+      `could not rotate the binlog for --rotate: ${error instanceof Error ? error.message : String(error)}`,
+      {
+        hint: 'FLUSH BINARY LOGS needs RELOAD (BINLOG ADMIN on MariaDB 10.5+): GRANT RELOAD ON *.* TO the user, or drop --rotate',
+        cause: error,
+      },
+    );
   });
 }
 
 const LARGE_BINLOG = 256 * 2 ** 20;
 
 /** Archives every closed file the server has that the stream lacks; the one it is writing stays for the next run. */
-async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOptions, known?: readonly LogFileRecord[]): Promise<PushSummary> {
+async function catchUp(
+  source: BinlogSource,
+  dir: string,
+  options: BinlogPushOptions,
+  known?: readonly LogFileRecord[],
+): Promise<PushSummary> {
   const files = await source.list();
   const closed = files.slice(0, -1);
   const records = known ?? (await options.archive.read()).records;
@@ -248,7 +297,9 @@ async function catchUp(source: BinlogSource, dir: string, options: BinlogPushOpt
   // An archived file is held in memory whole (read, compressed, sealed): about three times its size.
   const largest = Math.max(0, ...closed.map((f) => f.size));
   if (largest > LARGE_BINLOG) {
-    options.warn(`binlogs up to ${Math.round(largest / 2 ** 20)} MiB: each is held in memory about 3x while it is archived`, { hint: `set max_binlog_size to ${LARGE_BINLOG / 2 ** 20}M or less (64M suits most servers and bounds the archive lag too)` });
+    options.warn(`binlogs up to ${Math.round(largest / 2 ** 20)} MiB: each is held in memory about 3x while it is archived`, {
+      hint: `set max_binlog_size to ${LARGE_BINLOG / 2 ** 20}M or less (64M suits most servers and bounds the archive lag too)`,
+    });
   }
   for (const file of closed) {
     options.signal?.throwIfAborted();
@@ -280,7 +331,10 @@ export async function pushClosedBinlogs(options: BinlogPushOptions): Promise<Pus
 
 /** Errors that another attempt cannot fix: the service stops with them instead of retrying. */
 function fatal(error: unknown): boolean {
-  return error instanceof CairnError && ['Cairn.AlreadyExists', 'Cairn.Usage', 'Cairn.Config', 'Cairn.WrongKey', 'Cairn.InvalidInput', 'Cairn.Cancelled'].includes(error.code);
+  return (
+    error instanceof CairnError &&
+    ['Cairn.AlreadyExists', 'Cairn.Usage', 'Cairn.Config', 'Cairn.WrongKey', 'Cairn.InvalidInput', 'Cairn.Cancelled'].includes(error.code)
+  );
 }
 
 function suffix(name: string): number {
@@ -306,7 +360,11 @@ export async function followBinlogs(options: BinlogPushOptions & { pollMs?: numb
     while (!signal?.aborted) {
       const source = await BinlogSource.open(options, dir);
       try {
-        await requireSpace(dir, 2 * (await source.maxBinlogSize()), 'the file being streamed and the one being uploaded (2 × max_binlog_size)');
+        await requireSpace(
+          dir,
+          2 * (await source.maxBinlogSize()),
+          'the file being streamed and the one being uploaded (2 × max_binlog_size)',
+        );
         const { active } = await catchUp(source, fetchDir, options);
         failures = 0;
         await rm(streamDir, { recursive: true, force: true });
@@ -317,7 +375,10 @@ export async function followBinlogs(options: BinlogPushOptions & { pollMs?: numb
         if (fatal(error)) throw error;
         failures++;
         const wait = Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6));
-        options.warn(`binlog-push --follow: ${errorMessage(error)}; trying again in ${Math.round(wait / 1000)} s`, { retryInMs: wait, ...(error instanceof CairnError && error.hint ? { hint: error.hint } : {}) });
+        options.warn(`binlog-push --follow: ${errorMessage(error)}; trying again in ${Math.round(wait / 1000)} s`, {
+          retryInMs: wait,
+          ...(error instanceof CairnError && error.hint ? { hint: error.hint } : {}),
+        });
         await sleep(wait, undefined, { signal }).catch(() => undefined);
       } finally {
         await source.dispose();
@@ -329,7 +390,12 @@ export async function followBinlogs(options: BinlogPushOptions & { pollMs?: numb
 }
 
 /** Runs one mariadb-binlog stream and archives each file it finishes; returns (or throws) when the stream ends. */
-async function streamFrom(source: BinlogSource, first: string, dir: string, options: BinlogPushOptions & { pollMs?: number }): Promise<void> {
+async function streamFrom(
+  source: BinlogSource,
+  first: string,
+  dir: string,
+  options: BinlogPushOptions & { pollMs?: number },
+): Promise<void> {
   const stop = new AbortController();
   const onAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });

@@ -30,7 +30,11 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
   const autoConf = join(ctx.directory, 'postgresql.auto.conf');
   const signal = join(ctx.directory, 'recovery.signal');
   // Appended, as pg_basebackup -R does: later lines win over the restored ones, and ALTER SYSTEM rewrites the file later anyway.
-  await appendFile(autoConf, `\n# point-in-time recovery, written by cairn restore (${new Date().toISOString()})\n${settings.map(([k, v]) => `${k} = ${confQuote(v)}`).join('\n')}\n`, { mode: 0o600 });
+  await appendFile(
+    autoConf,
+    `\n# point-in-time recovery, written by cairn restore (${new Date().toISOString()})\n${settings.map(([k, v]) => `${k} = ${confQuote(v)}`).join('\n')}\n`,
+    { mode: 0o600 },
+  );
   await writeFile(signal, '', { mode: 0o600 });
   if (ctx.owner) await run(['chown', `${ctx.owner}:`, autoConf, signal], { env: ctx.env, hint: `check that the user ${ctx.owner} exists` });
   const files = plan.files.length;
@@ -47,10 +51,15 @@ export function targetSettings(target: RecoveryTarget): Array<[string, string]> 
   if (target.time) return [['recovery_target_time', postgresTime(target.time)]];
   if (target.lsn) return [['recovery_target_lsn', target.lsn]];
   if (target.xid) {
-    if (!/^\d+$/.test(target.xid)) throw new CairnError('Cairn.Usage', `invalid transaction id ${JSON.stringify(target.xid)}`, { hint: 'a PostgreSQL transaction id is a whole number (see txid_current())' });
+    if (!/^\d+$/.test(target.xid))
+      throw new CairnError('Cairn.Usage', `invalid transaction id ${JSON.stringify(target.xid)}`, {
+        hint: 'a PostgreSQL transaction id is a whole number (see txid_current())',
+      });
     return [['recovery_target_xid', target.xid]];
   }
-  throw new CairnError('Cairn.Usage', 'PostgreSQL recovers to a time, an LSN or a transaction id', { hint: 'use --to-time, --to-lsn or --to-xid' });
+  throw new CairnError('Cairn.Usage', 'PostgreSQL recovers to a time, an LSN or a transaction id', {
+    hint: 'use --to-time, --to-lsn or --to-xid',
+  });
 }
 
 /**
@@ -64,7 +73,9 @@ export function postgresTime(text: string): string {
   if (m) return `${m[1]} ${m[2]}${(m[3] as string).toUpperCase() === 'Z' ? '+00' : m[3]}`;
   const date = new Date(text);
   if (Number.isNaN(date.getTime()) || !/(Z|[+-]\d\d:?\d\d|UTC|GMT)/i.test(text)) {
-    throw new CairnError('Cairn.Usage', `invalid recovery time ${JSON.stringify(text)}`, { hint: 'give an ISO time with its zone, e.g. 2026-11-23T17:05:00Z or 2026-11-23 18:05:00+01' });
+    throw new CairnError('Cairn.Usage', `invalid recovery time ${JSON.stringify(text)}`, {
+      hint: 'give an ISO time with its zone, e.g. 2026-11-23T17:05:00Z or 2026-11-23 18:05:00+01',
+    });
   }
   return date.toISOString().replace('T', ' ').replace('Z', '+00');
 }

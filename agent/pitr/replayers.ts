@@ -16,9 +16,13 @@ const replayers: Record<string, () => Promise<Replayer>> = {
 export async function replayerFor(engine: string): Promise<Replayer> {
   const load = replayers[engine];
   if (!load) {
-    throw new CairnError('Cairn.Usage', `the ${engine} engine has no log replay: point-in-time recovery works for postgres and mariadb (physical) snapshots`, {
-      hint: 'restore the snapshot itself, without --to-*',
-    });
+    throw new CairnError(
+      'Cairn.Usage',
+      `the ${engine} engine has no log replay: point-in-time recovery works for postgres and mariadb (physical) snapshots`,
+      {
+        hint: 'restore the snapshot itself, without --to-*',
+      },
+    );
   }
   return load();
 }

@@ -49,7 +49,10 @@ export interface ForwardedFlags {
   concurrency?: string | number | undefined;
 }
 
-export function clientOptionsFrom(flags: ForwardedFlags, rest: { spoolDir?: string | undefined; stream?: string | undefined; env: NodeJS.ProcessEnv; cwd: string }): WalClientOptions {
+export function clientOptionsFrom(
+  flags: ForwardedFlags,
+  rest: { spoolDir?: string | undefined; stream?: string | undefined; env: NodeJS.ProcessEnv; cwd: string },
+): WalClientOptions {
   const repo = repositoryIdentity(flags.repo);
   const globalArgs = ['--repo', repo];
   if (flags.concurrency !== undefined) globalArgs.push('--concurrency', String(flags.concurrency));
@@ -92,7 +95,9 @@ export async function walFetch(name: string, dest: string, options: WalClientOpt
 }
 
 function unexpected(op: string): CairnError {
-  return new CairnError('Cairn.Failure', `the WAL daemon answered a different request (${op})`, { hint: 'stop it with `cairn wal-daemon --stop` and try again' });
+  return new CairnError('Cairn.Failure', `the WAL daemon answered a different request (${op})`, {
+    hint: 'stop it with `cairn wal-daemon --stop` and try again',
+  });
 }
 
 /** Sends a request, starting the daemon first when none listens, or again when the one that answered was stopping (idle). */
@@ -118,7 +123,9 @@ async function askOnce(daemon: DaemonHandle, request: WalRequest): Promise<WalRe
         // Exit 0 means another client's daemon won the race to start: keep knocking.
         if (starter.failed()) throw await starter.failure();
         if (Date.now() > deadline) {
-          throw new CairnError('Cairn.Failure', `the WAL daemon did not start within ${START_TIMEOUT_MS / 1000} s`, { hint: `see its log ${daemon.spool.log}` });
+          throw new CairnError('Cairn.Failure', `the WAL daemon did not start within ${START_TIMEOUT_MS / 1000} s`, {
+            hint: `see its log ${daemon.spool.log}`,
+          });
         }
       }
     } finally {
@@ -157,21 +164,38 @@ function exchange(spool: SpoolPaths, request: WalRequest): Promise<WalResponse |
     });
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (!connected && (error.code === 'ENOENT' || error.code === 'ECONNREFUSED')) resolvePromise('absent');
-      else if (!connected) reject(new CairnError('Cairn.Failure', `cannot reach the WAL daemon at ${spool.socket}: ${error.message}`, { hint: `check the spool directory ${spool.dir}`, cause: error }));
+      else if (!connected)
+        reject(
+          new CairnError('Cairn.Failure', `cannot reach the WAL daemon at ${spool.socket}: ${error.message}`, {
+            hint: `check the spool directory ${spool.dir}`,
+            cause: error,
+          }),
+        );
     });
     socket.on('close', () => {
       if (!connected) return;
       const line = received.split('\n')[0] ?? '';
       if (!received.includes('\n')) {
-        reject(new CairnError('Cairn.Failure', 'the WAL daemon closed the connection before answering (it stopped or was killed); nothing is reported archived', {
-          hint: `PostgreSQL retries on its own; see the daemon's log ${spool.log}`,
-        }));
+        reject(
+          new CairnError(
+            'Cairn.Failure',
+            'the WAL daemon closed the connection before answering (it stopped or was killed); nothing is reported archived',
+            {
+              hint: `PostgreSQL retries on its own; see the daemon's log ${spool.log}`,
+            },
+          ),
+        );
         return;
       }
       try {
         resolvePromise(decodeResponse(line));
       } catch (error) {
-        reject(new CairnError('Cairn.Failure', `the WAL daemon's answer was not understood: ${(error as Error).message}`, { hint: 'is the daemon the same cairn version? stop it with `cairn wal-daemon --stop`', cause: error }));
+        reject(
+          new CairnError('Cairn.Failure', `the WAL daemon's answer was not understood: ${(error as Error).message}`, {
+            hint: 'is the daemon the same cairn version? stop it with `cairn wal-daemon --stop`',
+            cause: error,
+          }),
+        );
       }
     });
   });
@@ -197,7 +221,12 @@ function startDaemon(daemon: DaemonHandle): Starter {
   const ready = (async () => {
     const log = await open(daemon.spool.log, 'a', 0o600);
     try {
-      child = spawn(daemon.startArgv[0] as string, daemon.startArgv.slice(1), { detached: true, cwd: daemon.spool.dir, env: daemon.env, stdio: ['ignore', 'pipe', log.fd] });
+      child = spawn(daemon.startArgv[0] as string, daemon.startArgv.slice(1), {
+        detached: true,
+        cwd: daemon.spool.dir,
+        env: daemon.env,
+        stdio: ['ignore', 'pipe', log.fd],
+      });
     } finally {
       await log.close();
     }
@@ -211,7 +240,11 @@ function startDaemon(daemon: DaemonHandle): Starter {
     failed: () => spawnError !== undefined || (exitCode !== undefined && exitCode !== 0),
     async failure() {
       await ready;
-      if (spawnError) return new CairnError('Cairn.Failure', `could not start the WAL daemon: ${spawnError.message}`, { hint: `see ${daemon.spool.log}`, cause: spawnError });
+      if (spawnError)
+        return new CairnError('Cairn.Failure', `could not start the WAL daemon: ${spawnError.message}`, {
+          hint: `see ${daemon.spool.log}`,
+          cause: spawnError,
+        });
       await sleep(50); // the last of its stdout
       const reported = stdout
         .split('\n')
@@ -224,8 +257,15 @@ function startDaemon(daemon: DaemonHandle): Starter {
           }
         })
         .find((l) => l.type === 'error' && l.code && l.message);
-      if (reported) return fromWire({ code: reported.code as string, message: `the WAL daemon could not start: ${reported.message as string}`, hint: reported.hint });
-      return new CairnError('Cairn.Failure', `the WAL daemon exited with code ${exitCode ?? '?'} while starting`, { hint: `see its log ${daemon.spool.log}` });
+      if (reported)
+        return fromWire({
+          code: reported.code as string,
+          message: `the WAL daemon could not start: ${reported.message as string}`,
+          hint: reported.hint,
+        });
+      return new CairnError('Cairn.Failure', `the WAL daemon exited with code ${exitCode ?? '?'} while starting`, {
+        hint: `see its log ${daemon.spool.log}`,
+      });
     },
     detach() {
       void ready.then(() => {

@@ -10,7 +10,10 @@ import { CairnError } from '../core/errors.ts';
 
 /** The first 8 bytes of pg_control (uint64, little-endian on every platform PostgreSQL writes it on here). */
 export function systemIdentifier(pgControl: Buffer): string {
-  if (pgControl.length < 8) throw new CairnError('Cairn.InvalidInput', 'global/pg_control is shorter than 8 bytes', { hint: 'is this a PostgreSQL data directory?' });
+  if (pgControl.length < 8)
+    throw new CairnError('Cairn.InvalidInput', 'global/pg_control is shorter than 8 bytes', {
+      hint: 'is this a PostgreSQL data directory?',
+    });
   return pgControl.readBigUInt64LE(0).toString();
 }
 

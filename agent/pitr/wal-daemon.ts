@@ -8,8 +8,24 @@ import { Semaphore } from '../core/concurrency.ts';
 import { CairnError, errorMessage, NotFoundError } from '../core/errors.ts';
 import type { LogArchive, LogFileRecord, PushOutcome } from '../core/log-archive.ts';
 import { parseWalName, walName } from '../core/log-chain.ts';
-import { classifyWalFile, describeWalFile, findPgWaldump, requireWalFileName, summarizeSegment, type TransactionSummary } from './wal-metadata.ts';
-import { decodeRequest, encodeLine, MAX_LINE, ProtocolError, type DaemonStatus, type WalRequest, type WalResponse, type WireError } from './wal-protocol.ts';
+import {
+  classifyWalFile,
+  describeWalFile,
+  findPgWaldump,
+  requireWalFileName,
+  summarizeSegment,
+  type TransactionSummary,
+} from './wal-metadata.ts';
+import {
+  decodeRequest,
+  encodeLine,
+  MAX_LINE,
+  ProtocolError,
+  type DaemonStatus,
+  type WalRequest,
+  type WalResponse,
+  type WireError,
+} from './wal-protocol.ts';
 import { ensureSpoolDir, processAlive, type SpoolPaths } from './wal-spool.ts';
 
 /**
@@ -150,7 +166,10 @@ async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise
     const dead = text === '' ? age > 5000 : !processAlive(Number(text));
     if (dead || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
     else await sleep(50);
-    if (Date.now() > deadline) throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, { hint: `remove ${spool.lock} if no cairn wal-daemon is running` });
+    if (Date.now() > deadline)
+      throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, {
+        hint: `remove ${spool.lock} if no cairn wal-daemon is running`,
+      });
   }
 }
 
@@ -264,9 +283,24 @@ class WalDaemon {
     try {
       request = decodeRequest(line);
     } catch (error) {
-      return { ok: false, error: { code: 'Cairn.Usage', message: `bad request to the WAL daemon: ${error instanceof ProtocolError ? error.message : errorMessage(error)}` } };
+      return {
+        ok: false,
+        error: {
+          code: 'Cairn.Usage',
+          message: `bad request to the WAL daemon: ${error instanceof ProtocolError ? error.message : errorMessage(error)}`,
+        },
+      };
     }
-    if (this.stopping && request.op !== 'status') return { ok: false, error: { code: 'Cairn.Cancelled', message: 'the WAL daemon is stopping', hint: 'try again: a new daemon starts on demand', retry: true } };
+    if (this.stopping && request.op !== 'status')
+      return {
+        ok: false,
+        error: {
+          code: 'Cairn.Cancelled',
+          message: 'the WAL daemon is stopping',
+          hint: 'try again: a new daemon starts on demand',
+          retry: true,
+        },
+      };
     this.active++;
     this.counters.requests++;
     try {
@@ -300,7 +334,14 @@ class WalDaemon {
   private async status(): Promise<DaemonStatus> {
     const prefetched: string[] = [];
     for (const [name, file] of this.prefetched) if (await settledValue(file)) prefetched.push(name);
-    return { pid: process.pid, repository: this.options.repository, stream: this.options.stream, startedAt: this.startedAt, ...this.counters, prefetched: prefetched.sort() };
+    return {
+      pid: process.pid,
+      repository: this.options.repository,
+      stream: this.options.stream,
+      startedAt: this.startedAt,
+      ...this.counters,
+      prefetched: prefetched.sort(),
+    };
   }
 
   // ------------------------------------------------------------ push
@@ -309,7 +350,10 @@ class WalDaemon {
     const name = basename(path);
     requireWalFileName(name);
     const data = await readFile(path).catch((cause: unknown) => {
-      throw new CairnError('Cairn.Usage', `cannot read ${path}: ${errorMessage(cause)}`, { hint: 'archive_command must pass %p, and run as the database server\'s user', cause });
+      throw new CairnError('Cairn.Usage', `cannot read ${path}: ${errorMessage(cause)}`, {
+        hint: "archive_command must pass %p, and run as the database server's user",
+        cause,
+      });
     });
     const hash = this.archive.hash(data);
     const pending = this.inflight.get(name);
@@ -380,27 +424,42 @@ class WalDaemon {
       .sort();
   }
 
-  private async runGroup(items: PushItem[], dataDir: string, planned: Map<string, { resolve: (o: PushOutcome) => void; reject: (e: unknown) => void }>): Promise<void> {
+  private async runGroup(
+    items: PushItem[],
+    dataDir: string,
+    planned: Map<string, { resolve: (o: PushOutcome) => void; reject: (e: unknown) => void }>,
+  ): Promise<void> {
     const records: LogFileRecord[] = [];
     const stored = new Map<string, { outcome: PushOutcome; hash: string }>();
     const slots = new Semaphore(this.options.uploadConcurrency ?? 4);
-    await Promise.all(items.map(async (item) => {
-      await slots.acquire();
-      try {
-        const data = item.data ?? (await readFile(item.path));
-        const hash = item.hash ?? this.archive.hash(data);
-        const [outcome, transactions] = await Promise.all([this.archive.putFile(item.name, data), this.transactions(item, dataDir)]);
-        records.push(describeWalFile({ name: item.name, size: data.length, hash, host: this.options.host, archivedAt: new Date().toISOString(), transactions }));
-        stored.set(item.name, { outcome, hash });
-      } catch (error) {
-        this.settle(item.name);
-        planned.get(item.name)?.reject(error);
-        // A segment taken ahead fails again when PostgreSQL itself asks for it, and is reported then.
-        if (!item.data) this.log.warn(`${item.name} not archived ahead: ${errorMessage(error)}`);
-      } finally {
-        slots.release();
-      }
-    }));
+    await Promise.all(
+      items.map(async (item) => {
+        await slots.acquire();
+        try {
+          const data = item.data ?? (await readFile(item.path));
+          const hash = item.hash ?? this.archive.hash(data);
+          const [outcome, transactions] = await Promise.all([this.archive.putFile(item.name, data), this.transactions(item, dataDir)]);
+          records.push(
+            describeWalFile({
+              name: item.name,
+              size: data.length,
+              hash,
+              host: this.options.host,
+              archivedAt: new Date().toISOString(),
+              transactions,
+            }),
+          );
+          stored.set(item.name, { outcome, hash });
+        } catch (error) {
+          this.settle(item.name);
+          planned.get(item.name)?.reject(error);
+          // A segment taken ahead fails again when PostgreSQL itself asks for it, and is reported then.
+          if (!item.data) this.log.warn(`${item.name} not archived ahead: ${errorMessage(error)}`);
+        } finally {
+          slots.release();
+        }
+      }),
+    );
     if (records.length === 0) return;
     await this.archive.writeRecords(records);
     for (const [name, { outcome, hash }] of stored) {
@@ -419,15 +478,25 @@ class WalDaemon {
   private async transactions(item: PushItem, dataDir: string): Promise<TransactionSummary | undefined> {
     if (classifyWalFile(item.name)?.kind !== 'wal') return undefined;
     this.waldump ??= readFile(join(dataDir, 'PG_VERSION'), 'utf8')
-      .then((v) => v.trim(), () => undefined)
+      .then(
+        (v) => v.trim(),
+        () => undefined,
+      )
       .then((version) => findPgWaldump(this.options.env, version));
     const tool = await this.waldump;
     if (!tool) {
-      if (!this.waldumpWarned) this.log.warn('pg_waldump not found (pg_config --bindir, /usr/lib/postgresql/*/bin, PATH): archived WAL gets no commit times, so --to-time cannot use it; install the PostgreSQL server package');
+      if (!this.waldumpWarned)
+        this.log.warn(
+          'pg_waldump not found (pg_config --bindir, /usr/lib/postgresql/*/bin, PATH): archived WAL gets no commit times, so --to-time cannot use it; install the PostgreSQL server package',
+        );
       this.waldumpWarned = true;
       return undefined;
     }
-    const summary = await summarizeSegment(tool, item.path, this.options.env).catch((error: unknown) => ({ firstEventTime: null, lastEventTime: null, error: errorMessage(error) }));
+    const summary = await summarizeSegment(tool, item.path, this.options.env).catch((error: unknown) => ({
+      firstEventTime: null,
+      lastEventTime: null,
+      error: errorMessage(error),
+    }));
     if ('error' in summary && summary.error) this.log.warn(`pg_waldump could not read ${item.name}: ${summary.error}`);
     return summary;
   }
@@ -464,7 +533,8 @@ class WalDaemon {
   private prefetchAfter(name: string, size: number): void {
     const position = classifyWalFile(name)?.kind === 'wal' ? parseWalName(name, size) : undefined;
     const wanted = new Set<string>();
-    if (position) for (let i = 1; i <= (this.options.prefetch ?? 8); i++) wanted.add(walName(position.timeline, position.segment + i, size));
+    if (position)
+      for (let i = 1; i <= (this.options.prefetch ?? 8); i++) wanted.add(walName(position.timeline, position.segment + i, size));
     for (const [other, file] of this.prefetched) {
       if (wanted.has(other)) continue;
       this.prefetched.delete(other);
@@ -477,10 +547,13 @@ class WalDaemon {
       if (this.prefetched.has(next)) continue;
       const file = this.prefetchOne(next);
       this.prefetched.set(next, file);
-      const done = file.then(async (path) => {
-        // Dropped while it was on its way.
-        if (path && this.prefetched.get(next) !== file) await unlink(path).catch(() => undefined);
-      }, () => undefined);
+      const done = file.then(
+        async (path) => {
+          // Dropped while it was on its way.
+          if (path && this.prefetched.get(next) !== file) await unlink(path).catch(() => undefined);
+        },
+        () => undefined,
+      );
       this.background.add(done);
       void done.finally(() => this.background.delete(done));
     }

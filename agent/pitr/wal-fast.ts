@@ -96,7 +96,9 @@ export async function runWalCommand(argv: readonly string[], env: NodeJS.Process
     const cairn = error instanceof CairnError ? error : new CairnError('Cairn.Failure', errorMessage(error), { cause: error });
     // As the full CLI reports an error (cli/output.ts): a JSON line on stdout when it is not a terminal, the words on stderr.
     if (!process.stdout.isTTY || argv.includes('--json')) {
-      process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), type: 'error', code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ time: new Date().toISOString(), type: 'error', code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode })}\n`,
+      );
     }
     process.stderr.write(`cairn: ${cairn.message}\n${cairn.hint ? `hint: ${cairn.hint}\n` : ''}`);
     return cairn.exitCode;

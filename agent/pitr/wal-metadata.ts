@@ -93,7 +93,13 @@ export async function findPgWaldump(env: NodeJS.ProcessEnv, version: string | un
   for (const v of versions.sort((a, b) => Number(b) - Number(a))) candidates.push(`/usr/lib/postgresql/${v}/bin/pg_waldump`);
   let fallback: string | undefined;
   for (const candidate of [...new Set(candidates)]) {
-    if (!(await access(candidate, constants.X_OK).then(() => true, () => false))) continue;
+    if (
+      !(await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      ))
+    )
+      continue;
     if (!version) return candidate;
     const reported = await output([candidate, '--version'], env).catch(() => '');
     if (new RegExp(`\\b${version}(?:\\.|\\b)`).test(reported)) return candidate;
@@ -103,11 +109,17 @@ export async function findPgWaldump(env: NodeJS.ProcessEnv, version: string | un
 }
 
 /** Runs pg_waldump over one segment (start and end both that file, so it never reads on into the next one). */
-export async function summarizeSegment(pgWaldump: string, path: string, env: NodeJS.ProcessEnv): Promise<TransactionSummary & { error?: string }> {
+export async function summarizeSegment(
+  pgWaldump: string,
+  path: string,
+  env: NodeJS.ProcessEnv,
+): Promise<TransactionSummary & { error?: string }> {
   const { stdout, stderr, code } = await capture([pgWaldump, '--rmgr=Transaction', path, path], { ...env, TZ: 'UTC' });
   const summary = parseWaldump(stdout);
   // A segment PostgreSQL is still writing, or whose last record continues in the next one, ends pg_waldump with an error after the records it could read.
-  return code === 0 || summary.firstEventTime !== null ? summary : { ...summary, error: stderr.trim().split('\n').at(-1) ?? `exit code ${code}` };
+  return code === 0 || summary.firstEventTime !== null
+    ? summary
+    : { ...summary, error: stderr.trim().split('\n').at(-1) ?? `exit code ${code}` };
 }
 
 export interface DescribeInput {
@@ -134,14 +146,22 @@ export function describeWalFile(input: DescribeInput): LogFileRecord {
   };
   if (kind.kind === 'history') return { ...base, kind: 'history', wal: { timeline: kind.timeline } };
   if (!isSegmentSize(input.size)) {
-    throw new CairnError('Cairn.InvalidInput', `${input.name} is ${input.size} bytes: not a WAL segment (a power of two from 1 MiB to 1 GiB)`, {
-      hint: 'archive_command must be given %p, the complete segment PostgreSQL asks to archive',
-    });
+    throw new CairnError(
+      'Cairn.InvalidInput',
+      `${input.name} is ${input.size} bytes: not a WAL segment (a power of two from 1 MiB to 1 GiB)`,
+      {
+        hint: 'archive_command must be given %p, the complete segment PostgreSQL asks to archive',
+      },
+    );
   }
   const position = parseWalName(input.name, input.size);
   if (!position) throw new CairnError('Cairn.InvalidInput', `${input.name} is not a WAL segment name`);
   const xids = input.transactions?.xids;
-  return { ...base, kind: 'wal', wal: { timeline: position.timeline, segment: position.segment, segmentSize: input.size, ...(xids ? { xids } : {}) } };
+  return {
+    ...base,
+    kind: 'wal',
+    wal: { timeline: position.timeline, segment: position.segment, segmentSize: input.size, ...(xids ? { xids } : {}) },
+  };
 }
 
 function isSegmentSize(size: number): boolean {

@@ -71,7 +71,8 @@ function parseObject(line: string): Record<string, unknown> {
 
 function text(object: Record<string, unknown>, field: string, absolute = false): string {
   const value = object[field];
-  if (typeof value !== 'string' || value.length === 0 || value.includes('\0')) throw new ProtocolError(`${field} must be a non-empty string`);
+  if (typeof value !== 'string' || value.length === 0 || value.includes('\0'))
+    throw new ProtocolError(`${field} must be a non-empty string`);
   if (absolute && !value.startsWith('/')) throw new ProtocolError(`${field} must be an absolute path`);
   return value;
 }
@@ -98,7 +99,15 @@ export function decodeResponse(line: string): WalResponse {
     const e = o.error;
     if (typeof e !== 'object' || e === null) throw new ProtocolError('error answer without an error');
     const error = e as Record<string, unknown>;
-    return { ok: false, error: { code: text(error, 'code'), message: text(error, 'message'), hint: typeof error.hint === 'string' ? error.hint : undefined, retry: error.retry === true ? true : undefined } };
+    return {
+      ok: false,
+      error: {
+        code: text(error, 'code'),
+        message: text(error, 'message'),
+        hint: typeof error.hint === 'string' ? error.hint : undefined,
+        retry: error.retry === true ? true : undefined,
+      },
+    };
   }
   if (o.ok !== true) throw new ProtocolError('answer without ok');
   switch (o.op) {
@@ -110,7 +119,8 @@ export function decodeResponse(line: string): WalResponse {
       return { ok: true, op: 'fetch', found: o.found, source: o.source === 'prefetch' || o.source === 'repository' ? o.source : undefined };
     case 'status': {
       const s = o.status;
-      if (typeof s !== 'object' || s === null || typeof (s as { pid?: unknown }).pid !== 'number') throw new ProtocolError('status answer without a status');
+      if (typeof s !== 'object' || s === null || typeof (s as { pid?: unknown }).pid !== 'number')
+        throw new ProtocolError('status answer without a status');
       return { ok: true, op: 'status', status: s as DaemonStatus };
     }
     case 'stop':

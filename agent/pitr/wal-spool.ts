@@ -37,24 +37,41 @@ export async function chooseSpoolDir(given: string | undefined, env: NodeJS.Proc
 async function usable(dir: string): Promise<boolean> {
   try {
     const info = await lstat(dir);
-    return info.isDirectory() && info.uid === process.getuid?.() && (await access(dir, constants.W_OK).then(() => true, () => false));
+    return (
+      info.isDirectory() &&
+      info.uid === process.getuid?.() &&
+      (await access(dir, constants.W_OK).then(
+        () => true,
+        () => false,
+      ))
+    );
   } catch {
     // Not there yet: usable when its parent lets us create it.
-    return access(resolve(dir, '..'), constants.W_OK).then(() => true, () => false);
+    return access(resolve(dir, '..'), constants.W_OK).then(
+      () => true,
+      () => false,
+    );
   }
 }
 
 /** Creates the directory 0700, or checks that an existing one is ours and closed to others. */
 export async function ensureSpoolDir(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: 0o700 }).catch((cause: unknown) => {
-    throw new CairnError('Cairn.Usage', `cannot create the WAL spool directory ${dir}`, { hint: 'give a writable directory with --spool-dir or CAIRN_SPOOL_DIR', cause });
+    throw new CairnError('Cairn.Usage', `cannot create the WAL spool directory ${dir}`, {
+      hint: 'give a writable directory with --spool-dir or CAIRN_SPOOL_DIR',
+      cause,
+    });
   });
   const info = await lstat(dir);
   const uid = process.getuid?.();
   if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
-    throw new CairnError('Cairn.Usage', `the WAL spool directory ${dir} must be a directory owned by this user (uid ${uid ?? '?'}) with mode 0700; it is ${info.isDirectory() ? `owned by uid ${info.uid}, mode ${(info.mode & 0o777).toString(8)}` : 'not a directory'}`, {
-      hint: `chmod 700 ${dir} (as its owner), or give another directory with --spool-dir / CAIRN_SPOOL_DIR`,
-    });
+    throw new CairnError(
+      'Cairn.Usage',
+      `the WAL spool directory ${dir} must be a directory owned by this user (uid ${uid ?? '?'}) with mode 0700; it is ${info.isDirectory() ? `owned by uid ${info.uid}, mode ${(info.mode & 0o777).toString(8)}` : 'not a directory'}`,
+      {
+        hint: `chmod 700 ${dir} (as its owner), or give another directory with --spool-dir / CAIRN_SPOOL_DIR`,
+      },
+    );
   }
 }
 
@@ -65,7 +82,13 @@ export function repositoryIdentity(repo: string): string {
 
 /** One daemon per repository and stream, named by a hash of both (short enough for a socket path). */
 export function spoolPaths(dir: string, repo: string, stream: string): SpoolPaths {
-  return pathsOf(dir, `wal-${createHash('sha256').update(`${repositoryIdentity(repo)}\0${stream}`).digest('hex').slice(0, 16)}`);
+  return pathsOf(
+    dir,
+    `wal-${createHash('sha256')
+      .update(`${repositoryIdentity(repo)}\0${stream}`)
+      .digest('hex')
+      .slice(0, 16)}`,
+  );
 }
 
 /** Every daemon's paths in a spool directory (for stopping them all), by their sockets. */
@@ -78,9 +101,13 @@ function pathsOf(dir: string, name: string): SpoolPaths {
   const base = join(dir, name);
   const paths = { dir, socket: `${base}.sock`, pid: `${base}.pid`, log: `${base}.log`, lock: `${base}.lock`, prefetch: `${base}.prefetch` };
   if (Buffer.byteLength(paths.socket) >= MAX_SOCKET_PATH) {
-    throw new CairnError('Cairn.Usage', `the WAL spool directory path is too long for a Unix socket (${paths.socket} is ${Buffer.byteLength(paths.socket)} bytes, at most ${MAX_SOCKET_PATH - 1})`, {
-      hint: 'give a shorter --spool-dir / CAIRN_SPOOL_DIR',
-    });
+    throw new CairnError(
+      'Cairn.Usage',
+      `the WAL spool directory path is too long for a Unix socket (${paths.socket} is ${Buffer.byteLength(paths.socket)} bytes, at most ${MAX_SOCKET_PATH - 1})`,
+      {
+        hint: 'give a shorter --spool-dir / CAIRN_SPOOL_DIR',
+      },
+    );
   }
   return paths;
 }

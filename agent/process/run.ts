@@ -17,10 +17,18 @@ export class ProcessError extends CairnError {
   readonly processExitCode: number | null;
   readonly stderr: string;
 
-  constructor(kind: ProcessFailureKind, command: string, detail: { code?: number | null; signal?: string | null; stderr?: string; cause?: unknown; hint?: string }) {
+  constructor(
+    kind: ProcessFailureKind,
+    command: string,
+    detail: { code?: number | null; signal?: string | null; stderr?: string; cause?: unknown; hint?: string },
+  ) {
     const stderr = (detail.stderr ?? '').trim();
     const what =
-      kind === 'spawn' ? `could not start ${command}` : kind === 'exit' ? `${command} exited with code ${detail.code}` : `${command} was killed by ${detail.signal}`;
+      kind === 'spawn'
+        ? `could not start ${command}`
+        : kind === 'exit'
+          ? `${command} exited with code ${detail.code}`
+          : `${command} was killed by ${detail.signal}`;
     super('Cairn.Failure', stderr ? `${what}: ${lastLines(stderr, 5)}` : what, { hint: detail.hint, cause: detail.cause });
     this.name = 'ProcessError';
     this.kind = kind;
@@ -61,7 +69,10 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
 }
 
 /** Starts a program whose stdout the caller reads as a stream; `done` settles when it exits. */
-export function stream(argv: readonly string[], options: Omit<RunOptions, 'stdout'> = {}): { stdout: Readable; done: Promise<RunResult>; child: ChildProcess } {
+export function stream(
+  argv: readonly string[],
+  options: Omit<RunOptions, 'stdout'> = {},
+): { stdout: Readable; done: Promise<RunResult>; child: ChildProcess } {
   const child = start(argv, { ...options, stdout: undefined }, true);
   const done = finish(child, argv, options, true);
   return { stdout: child.stdout as Readable, done, child };
@@ -103,8 +114,15 @@ function finish(child: ChildProcess, argv: readonly string[], options: RunOption
       }
     });
     child.on('error', (error: NodeJS.ErrnoException) => {
-      if (error.name === 'AbortError') reject(new CairnError('Cairn.Cancelled', `${name} was stopped: the operation was cancelled`, { cause: error }));
-      else reject(new ProcessError('spawn', name, { cause: error, hint: error.code === 'ENOENT' ? `install ${name} or put it on PATH` : options.hint }));
+      if (error.name === 'AbortError')
+        reject(new CairnError('Cairn.Cancelled', `${name} was stopped: the operation was cancelled`, { cause: error }));
+      else
+        reject(
+          new ProcessError('spawn', name, {
+            cause: error,
+            hint: error.code === 'ENOENT' ? `install ${name} or put it on PATH` : options.hint,
+          }),
+        );
     });
     child.on('close', (code, signal) => {
       if (partial.trim() && options.onStderr) options.onStderr(partial);
@@ -121,7 +139,10 @@ export async function runHook(kind: string, command: string, options: RunOptions
     return await run(['/bin/sh', '-c', command], options);
   } catch (error) {
     if (error instanceof ProcessError) {
-      throw new CairnError('Cairn.Failure', `the ${kind} command failed: ${error.message.replace(/^\/bin\/sh /, '')}`, { hint: `fix or test it by hand: sh -c ${JSON.stringify(command)}`, cause: error });
+      throw new CairnError('Cairn.Failure', `the ${kind} command failed: ${error.message.replace(/^\/bin\/sh /, '')}`, {
+        hint: `fix or test it by hand: sh -c ${JSON.stringify(command)}`,
+        cause: error,
+      });
     }
     throw error;
   }

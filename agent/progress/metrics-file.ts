@@ -21,7 +21,9 @@ export interface RunMetrics {
   startedAt: number;
   finishedAt: number;
   /** Backup only, on success. */
-  backup?: { bytesRead: number; bytesAdded: number; rawBytesAdded: number; totalBytes: number; totalFiles: number; durationMs: number } | undefined;
+  backup?:
+    | { bytesRead: number; bytesAdded: number; rawBytesAdded: number; totalBytes: number; totalFiles: number; durationMs: number }
+    | undefined;
 }
 
 interface Metric {
@@ -38,16 +40,25 @@ export function renderMetrics(run: RunMetrics, previousSuccessSeconds?: number):
     metrics.push({ name, help, type: 'gauge', value });
   };
   const lastSuccess = run.success ? run.finishedAt / 1000 : previousSuccessSeconds;
-  if (lastSuccess !== undefined) gauge('cairn_last_success_timestamp_seconds', 'Unix time the last successful run of this operation finished.', lastSuccess);
+  if (lastSuccess !== undefined)
+    gauge('cairn_last_success_timestamp_seconds', 'Unix time the last successful run of this operation finished.', lastSuccess);
   gauge('cairn_last_run_timestamp_seconds', 'Unix time the last run of this operation finished, successful or not.', run.finishedAt / 1000);
   gauge('cairn_last_run_success', '1 if the last run of this operation succeeded, 0 if it failed or was cancelled.', run.success ? 1 : 0);
-  gauge('cairn_last_run_duration_seconds', 'Wall-clock duration of the last run of this operation.', (run.finishedAt - run.startedAt) / 1000);
+  gauge(
+    'cairn_last_run_duration_seconds',
+    'Wall-clock duration of the last run of this operation.',
+    (run.finishedAt - run.startedAt) / 1000,
+  );
   const b = run.backup;
   if (b) {
     gauge('cairn_backup_bytes_read', 'Bytes the last backup read from its source (unchanged files are not read).', b.bytesRead);
     gauge('cairn_backup_bytes_added', 'Stored (compressed, encrypted) bytes the last backup added to the repository.', b.bytesAdded);
     gauge('cairn_backup_duration_seconds', 'Duration of the last backup.', b.durationMs / 1000);
-    gauge('cairn_backup_dedupe_ratio', 'Share of the last snapshot\'s bytes already in the repository (0: all new, 1: nothing new).', b.totalBytes > 0 ? Math.min(1, Math.max(0, 1 - b.rawBytesAdded / b.totalBytes)) : 1);
+    gauge(
+      'cairn_backup_dedupe_ratio',
+      "Share of the last snapshot's bytes already in the repository (0: all new, 1: nothing new).",
+      b.totalBytes > 0 ? Math.min(1, Math.max(0, 1 - b.rawBytesAdded / b.totalBytes)) : 1,
+    );
     gauge('cairn_snapshot_files', 'Files in the last snapshot.', b.totalFiles);
     gauge('cairn_snapshot_bytes', 'Logical bytes in the last snapshot.', b.totalBytes);
   }
@@ -69,7 +80,10 @@ export function previousSuccess(text: string, operation: string): number | undef
 export async function writeMetricsFile(path: string, run: RunMetrics): Promise<void> {
   let old: number | undefined;
   if (!run.success) {
-    old = await readFile(path, 'utf8').then((text) => previousSuccess(text, run.operation), () => undefined);
+    old = await readFile(path, 'utf8').then(
+      (text) => previousSuccess(text, run.operation),
+      () => undefined,
+    );
   }
   const text = renderMetrics(run, old);
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);

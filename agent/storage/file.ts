@@ -42,9 +42,13 @@ export class FileStorage implements DeletableStorage {
         done += bytesRead;
       }
       if (done !== length) {
-        throw new CairnError('Cairn.Storage', `short read of ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, got ${done}`, {
-          hint: 'the object is truncated; run `cairn verify --read-data`',
-        });
+        throw new CairnError(
+          'Cairn.Storage',
+          `short read of ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, got ${done}`,
+          {
+            hint: 'the object is truncated; run `cairn verify --read-data`',
+          },
+        );
       }
       return buffer;
     } catch (error) {
@@ -158,7 +162,7 @@ export class FileStorage implements DeletableStorage {
     }
     if (isErrno(error, 'ENOSPC') || isErrno(error, 'EDQUOT')) {
       return new CairnError('Cairn.Storage', `cannot ${action} ${key} in ${this.location}: no space left on the device`, {
-        hint: 'free space on the repository\'s filesystem and run the command again; nothing was committed',
+        hint: "free space on the repository's filesystem and run the command again; nothing was committed",
         cause: error,
       });
     }

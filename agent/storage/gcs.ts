@@ -46,7 +46,15 @@ const DEFAULTS = { maxAttempts: 6, maxRetryDelaySeconds: 32, resumableThreshold:
 const URL_OPTIONS = new Set(['endpoint', 'key-file', 'key-ssm', 'project']);
 /** Custom metadata naming one put (a random id): a put whose answer was lost checks whether the object is its own. */
 const PUT_ID = 'cairn-put-id';
-const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'CONTENT_DOWNLOAD_MISMATCH']);
+const NETWORK_ERROR_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'CONTENT_DOWNLOAD_MISMATCH',
+]);
 const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
   read: { role: 'roles/storage.objectViewer', permission: 'storage.objects.get' },
   stat: { role: 'roles/storage.objectViewer', permission: 'storage.objects.get' },
@@ -66,7 +74,9 @@ const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
 export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOptions {
   const shown = url.replace(/\/\/[^/@]*@/, '//…@');
   const usage = (problem: string): CairnError =>
-    new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}: ${problem}`, { hint: 'use gs://bucket/prefix[?key-file=/path/key.json | ?key-ssm=/parameter/name][&endpoint=http://host:port]' });
+    new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}: ${problem}`, {
+      hint: 'use gs://bucket/prefix[?key-file=/path/key.json | ?key-ssm=/parameter/name][&endpoint=http://host:port]',
+    });
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -74,9 +84,11 @@ export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOpti
     throw new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}`, { hint: 'use gs://bucket/prefix', cause });
   }
   if (parsed.protocol !== 'gs:') throw usage('the scheme is not gs://');
-  if (parsed.username || parsed.password) throw usage('credentials do not belong in the URL; use key-file, key-ssm or Application Default Credentials');
+  if (parsed.username || parsed.password)
+    throw usage('credentials do not belong in the URL; use key-file, key-ssm or Application Default Credentials');
   const bucket = parsed.hostname;
-  if (!/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(bucket)) throw usage('no valid bucket name (lowercase letters, digits, dots, hyphens and underscores)');
+  if (!/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(bucket))
+    throw usage('no valid bucket name (lowercase letters, digits, dots, hyphens and underscores)');
   for (const name of parsed.searchParams.keys()) {
     if (!URL_OPTIONS.has(name)) throw usage(`unknown option ${JSON.stringify(name)} (known: ${[...URL_OPTIONS].join(', ')})`);
   }
@@ -96,7 +108,8 @@ export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOpti
     } catch {
       endpointUrl = undefined;
     }
-    if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:')) throw usage('the endpoint must be an http:// or https:// URL');
+    if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:'))
+      throw usage('the endpoint must be an http:// or https:// URL');
     if (endpointUrl.username || endpointUrl.password) throw usage('the endpoint must not carry credentials');
     options.endpoint = endpoint.replace(/\/+$/, '');
   }
@@ -172,9 +185,13 @@ export class GcsStorage implements DeletableStorage {
     }
     const data = await this.download(key, { offset, length });
     if (data.length !== length) {
-      throw new CairnError('Cairn.Storage', `read ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the object has only ${data.length} there`, {
-        hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
-      });
+      throw new CairnError(
+        'Cairn.Storage',
+        `read ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the object has only ${data.length} there`,
+        {
+          hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
+        },
+      );
     }
     return data;
   }
@@ -223,7 +240,12 @@ export class GcsStorage implements DeletableStorage {
       let files: File[];
       let next: unknown;
       try {
-        [files, next] = await bucket.getFiles({ prefix: this.base + prefix, autoPaginate: false, maxResults: 1000, ...(pageToken ? { pageToken } : {}) });
+        [files, next] = await bucket.getFiles({
+          prefix: this.base + prefix,
+          autoPaginate: false,
+          maxResults: 1000,
+          ...(pageToken ? { pageToken } : {}),
+        });
       } catch (error) {
         throw this.translate(error, 'list', prefix);
       }
@@ -252,7 +274,9 @@ export class GcsStorage implements DeletableStorage {
     const file = (await this.bucketHandle()).file(this.objectKey(key));
     for (let attempt = 1; ; attempt++) {
       try {
-        const [data] = await file.download(range ? { start: range.offset, end: range.offset + range.length - 1, validation: false } : { validation: 'crc32c' });
+        const [data] = await file.download(
+          range ? { start: range.offset, end: range.offset + range.length - 1, validation: false } : { validation: 'crc32c' },
+        );
         return data;
       } catch (error) {
         if (attempt < this.maxAttempts && isNetworkError(error)) {
@@ -292,7 +316,13 @@ export class GcsStorage implements DeletableStorage {
   private async createClient(): Promise<GoogleStorage> {
     const options = this.options;
     if (options.client) return options.client;
-    const credentials = options.credentials ?? (options.keyFile ? await readKeyFile(options.keyFile) : options.keySsm ? await readKeyFromSsm(options.keySsm, options.parameterReader) : undefined);
+    const credentials =
+      options.credentials ??
+      (options.keyFile
+        ? await readKeyFile(options.keyFile)
+        : options.keySsm
+          ? await readKeyFromSsm(options.keySsm, options.parameterReader)
+          : undefined);
     const projectId = options.projectId ?? (typeof credentials?.project_id === 'string' ? credentials.project_id : undefined);
     this.explicitCredentials = credentials !== undefined;
     if (typeof credentials?.client_email === 'string') this.principal = credentials.client_email;
@@ -321,7 +351,14 @@ export class GcsStorage implements DeletableStorage {
   }
 
   private objectKey(key: string): string {
-    if (key === '' || key.startsWith('/') || key.endsWith('/') || key.includes('//') || key.includes('\\') || key.split('/').some((part) => part === '.' || part === '..')) {
+    if (
+      key === '' ||
+      key.startsWith('/') ||
+      key.endsWith('/') ||
+      key.includes('//') ||
+      key.includes('\\') ||
+      key.split('/').some((part) => part === '.' || part === '..')
+    ) {
       throw new CairnError('Cairn.Usage', `invalid object key ${JSON.stringify(key)}`);
     }
     return this.base + key;
@@ -343,9 +380,12 @@ export class GcsStorage implements DeletableStorage {
     if (status === 404 && /bucket does not exist/i.test(message)) return this.missingBucket(operation, key, error);
     if (status === 404) return new NotFoundError(key, { cause: error });
     if (operation === 'write' && status === 412) return new AlreadyExistsError(key, { cause: error });
-    if (status === 401 || /could not load the default credentials|invalid_grant|could not refresh access token|unable to detect a project id/i.test(message)) {
+    if (
+      status === 401 ||
+      /could not load the default credentials|invalid_grant|could not refresh access token|unable to detect a project id/i.test(message)
+    ) {
       return new CairnError('Cairn.Storage', `${where}: the Google credentials were refused or could not be loaded`, {
-        hint: 'check the credentials: key-file or key-ssm in the repository URL, GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, or the VM\'s service account',
+        hint: "check the credentials: key-file or key-ssm in the repository URL, GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, or the VM's service account",
         cause: error,
       });
     }
@@ -354,7 +394,9 @@ export class GcsStorage implements DeletableStorage {
       return new CairnError('Cairn.Storage', `access denied: ${where} (bucket ${this.bucket}, object ${this.base + key})`, {
         hint:
           `${this.principal ?? 'the identity in use'} needs ${role} (${permission}) on gs://${this.bucket}` +
-          (operation === 'write' ? '; hosts get roles/storage.objectCreator and roles/storage.objectViewer, which create objects but never overwrite one (that needs storage.objects.delete)' : '') +
+          (operation === 'write'
+            ? '; hosts get roles/storage.objectCreator and roles/storage.objectViewer, which create objects but never overwrite one (that needs storage.objects.delete)'
+            : '') +
           (operation === 'delete' ? '; hosts are not meant to delete: use operator credentials' : ''),
         cause: error,
       });
@@ -367,7 +409,9 @@ export class GcsStorage implements DeletableStorage {
     }
     const transient = status === undefined || status >= 500 || status === 429 || status === 408 || isNetworkError(error);
     return new CairnError('Cairn.Storage', `${where}: ${message}${status !== undefined ? ` (HTTP ${status})` : ''}`, {
-      ...(transient ? { hint: 'GCS or the network kept failing through the retries; run the command again later (a failed write leaves no object)' } : {}),
+      ...(transient
+        ? { hint: 'GCS or the network kept failing through the retries; run the command again later (a failed write leaves no object)' }
+        : {}),
       cause: error,
     });
   }
@@ -378,7 +422,10 @@ async function readKeyFile(path: string): Promise<Record<string, unknown>> {
   try {
     text = await readFile(path, 'utf8');
   } catch (cause) {
-    throw new CairnError('Cairn.Storage', `cannot read the GCS key file ${path}: ${errorMessage(cause)}`, { hint: 'fix key-file in the repository URL; the file holds a service-account key JSON', cause });
+    throw new CairnError('Cairn.Storage', `cannot read the GCS key file ${path}: ${errorMessage(cause)}`, {
+      hint: 'fix key-file in the repository URL; the file holds a service-account key JSON',
+      cause,
+    });
   }
   return parseCredentials(text, `the key file ${path}`);
 }
@@ -403,9 +450,13 @@ async function readKeyFromSsm(name: string, reader: ParameterReader | undefined)
         : code === 'AccessDeniedException'
           ? `the AWS identity in use needs ssm:GetParameter on the parameter ${name} (and kms:Decrypt on its key)`
           : 'check AWS_REGION and the AWS credentials; the agent reads the parameter with ssm:GetParameter';
-    throw new CairnError('Cairn.Storage', `cannot read the GCS key from the SSM parameter ${name}: ${errorMessage(cause)}`, { hint, cause });
+    throw new CairnError('Cairn.Storage', `cannot read the GCS key from the SSM parameter ${name}: ${errorMessage(cause)}`, {
+      hint,
+      cause,
+    });
   }
-  if (value === undefined) throw new CairnError('Cairn.Storage', `the SSM parameter ${name} has no value`, { hint: 'store the service-account key JSON in it' });
+  if (value === undefined)
+    throw new CairnError('Cairn.Storage', `the SSM parameter ${name} has no value`, { hint: 'store the service-account key JSON in it' });
   return parseCredentials(value, `the SSM parameter ${name}`);
 }
 
@@ -415,13 +466,26 @@ function parseCredentials(text: string, where: string): Record<string, unknown> 
     json = JSON.parse(text);
   } catch (cause) {
     // Never repeat the text: it is a secret.
-    throw new CairnError('Cairn.Storage', `${where} is not JSON`, { hint: 'it must hold a service-account key JSON as downloaded from the console', cause });
+    throw new CairnError('Cairn.Storage', `${where} is not JSON`, {
+      hint: 'it must hold a service-account key JSON as downloaded from the console',
+      cause,
+    });
   }
   const key = json as { type?: unknown; client_email?: unknown; private_key?: unknown } | null;
-  if (typeof key !== 'object' || key === null || key.type !== 'service_account' || typeof key.client_email !== 'string' || typeof key.private_key !== 'string') {
-    throw new CairnError('Cairn.Storage', `${where} is not a service-account key (type "service_account" with client_email and private_key)`, {
-      hint: 'store the service-account key JSON as downloaded from the console; for other credential kinds use GOOGLE_APPLICATION_CREDENTIALS (Application Default Credentials)',
-    });
+  if (
+    typeof key !== 'object' ||
+    key === null ||
+    key.type !== 'service_account' ||
+    typeof key.client_email !== 'string' ||
+    typeof key.private_key !== 'string'
+  ) {
+    throw new CairnError(
+      'Cairn.Storage',
+      `${where} is not a service-account key (type "service_account" with client_email and private_key)`,
+      {
+        hint: 'store the service-account key JSON as downloaded from the console; for other credential kinds use GOOGLE_APPLICATION_CREDENTIALS (Application Default Credentials)',
+      },
+    );
   }
   return json as Record<string, unknown>;
 }

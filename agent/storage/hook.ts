@@ -69,9 +69,13 @@ export class HookStorage implements DeletableStorage {
     if (key === CONFIG_KEY) return this.inner.getRange(key, offset, length);
     const plain = await this.whole(key);
     if (offset < 0 || offset + length > plain.length) {
-      throw new CairnError('Cairn.Storage', `short read of ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the storage hook returned ${plain.length}`, {
-        hint: 'the object is truncated or the hook does not undo what it did on write; run `cairn verify --read-data`',
-      });
+      throw new CairnError(
+        'Cairn.Storage',
+        `short read of ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the storage hook returned ${plain.length}`,
+        {
+          hint: 'the object is truncated or the hook does not undo what it did on write; run `cairn verify --read-data`',
+        },
+      );
     }
     return Buffer.from(plain.subarray(offset, offset + length));
   }
@@ -144,11 +148,16 @@ export class HookStorage implements DeletableStorage {
 
   private runHook(operation: 'read' | 'write', key: string, input: Buffer): Promise<Buffer> {
     const { command, onStderr } = this.options;
-    const env: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(this.options.env ?? process.env).filter(([name]) => !WITHHELD_ENV.includes(name)));
+    const env: NodeJS.ProcessEnv = Object.fromEntries(
+      Object.entries(this.options.env ?? process.env).filter(([name]) => !WITHHELD_ENV.includes(name)),
+    );
     Object.assign(env, { CAIRN_OBJECT: key, CAIRN_HOOK_OPERATION: operation, CAIRN_REPOSITORY_LOCATION: this.location });
     return new Promise((resolve, reject) => {
       // `sh -c 'CMD "$@"' sh --operation X`: the operator's shell line, with the operation appended as arguments.
-      const child = spawn('/bin/sh', ['-c', `${command} "$@"`, 'cairn-storage-hook', '--operation', operation], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      const child = spawn('/bin/sh', ['-c', `${command} "$@"`, 'cairn-storage-hook', '--operation', operation], {
+        env,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
       const out: Buffer[] = [];
       let stderr = '';
       let partial = '';
@@ -173,9 +182,13 @@ export class HookStorage implements DeletableStorage {
 
   private failure(operation: string, key: string, what: string, stderr: string, cause?: unknown): CairnError {
     const tail = stderr.trim().split('\n').slice(-5).join(' | ').slice(-1000);
-    return new CairnError('Cairn.Storage', `storage hook ${JSON.stringify(this.options.command)} ${what} on --operation ${operation} of ${key}${tail ? `: ${tail}` : ''}`, {
-      hint: `test it by hand: ${this.options.command} --operation ${operation} < some-file; nothing was committed`,
-      cause,
-    });
+    return new CairnError(
+      'Cairn.Storage',
+      `storage hook ${JSON.stringify(this.options.command)} ${what} on --operation ${operation} of ${key}${tail ? `: ${tail}` : ''}`,
+      {
+        hint: `test it by hand: ${this.options.command} --operation ${operation} < some-file; nothing was committed`,
+        cause,
+      },
+    );
   }
 }

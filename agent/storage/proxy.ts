@@ -24,11 +24,20 @@ export function proxyEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv | un
   const names = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'http_proxy', 'https_proxy', 'no_proxy'];
   const picked: NodeJS.ProcessEnv = {};
   for (const name of names) if (env[name] !== undefined && env[name] !== '') picked[name] = env[name];
-  if (picked.HTTP_PROXY === undefined && picked.http_proxy === undefined && picked.HTTPS_PROXY === undefined && picked.https_proxy === undefined) return undefined;
+  if (
+    picked.HTTP_PROXY === undefined &&
+    picked.http_proxy === undefined &&
+    picked.HTTPS_PROXY === undefined &&
+    picked.https_proxy === undefined
+  )
+    return undefined;
   return picked;
 }
 
-export function proxyAgents(env: NodeJS.ProcessEnv = process.env, options: HttpAgentOptions & HttpsAgentOptions = {}): { httpAgent: HttpAgent; httpsAgent: HttpsAgent } {
+export function proxyAgents(
+  env: NodeJS.ProcessEnv = process.env,
+  options: HttpAgentOptions & HttpsAgentOptions = {},
+): { httpAgent: HttpAgent; httpsAgent: HttpsAgent } {
   const proxyEnv = proxyEnvironment(env);
   const agentOptions: HttpAgentOptions & ProxyEnvOptions = { ...DEFAULT_AGENT_OPTIONS, ...options, ...(proxyEnv ? { proxyEnv } : {}) };
   return { httpAgent: new HttpAgent(agentOptions), httpsAgent: new HttpsAgent(agentOptions) };
@@ -39,7 +48,10 @@ export function proxyAgents(env: NodeJS.ProcessEnv = process.env, options: HttpA
  * `new SSMClient({ requestHandler: new NodeHttpHandler(httpHandlerOptions()) })`,
  * or pass the object itself as `requestHandler`.
  */
-export function httpHandlerOptions(env: NodeJS.ProcessEnv = process.env, agentOptions: HttpAgentOptions & HttpsAgentOptions = {}): NodeHttpHandlerOptions {
+export function httpHandlerOptions(
+  env: NodeJS.ProcessEnv = process.env,
+  agentOptions: HttpAgentOptions & HttpsAgentOptions = {},
+): NodeHttpHandlerOptions {
   const { httpAgent, httpsAgent } = proxyAgents(env, agentOptions);
   return {
     httpAgent,

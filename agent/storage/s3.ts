@@ -50,7 +50,14 @@ const MAX_SINGLE_PUT = 5 * 1024 * MiB;
 /** S3 asks to retry a conditional write that met a concurrent one (409 ConditionalRequestConflict). */
 const CONFLICT_ATTEMPTS = 3;
 const NETWORK_ERROR_CODES = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
-const CREDENTIAL_ERRORS = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'ExpiredToken', 'InvalidToken', 'TokenRefreshRequired', 'CredentialsProviderError']);
+const CREDENTIAL_ERRORS = new Set([
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+  'CredentialsProviderError',
+]);
 const PERMISSION_FOR: Record<Operation, string> = {
   read: 's3:GetObject',
   write: 's3:PutObject',
@@ -70,7 +77,9 @@ const URL_OPTIONS = new Set(['region', 'endpoint', 'path-style']);
 export function parseS3Url(url: string, env: NodeJS.ProcessEnv): S3StorageOptions {
   const shown = url.replace(/\/\/[^/@]*@/, '//…@');
   const usage = (problem: string): CairnError =>
-    new CairnError('Cairn.Usage', `invalid S3 repository URL ${shown}: ${problem}`, { hint: 'use s3://bucket/prefix[?region=…&endpoint=…&path-style=true]' });
+    new CairnError('Cairn.Usage', `invalid S3 repository URL ${shown}: ${problem}`, {
+      hint: 'use s3://bucket/prefix[?region=…&endpoint=…&path-style=true]',
+    });
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -78,9 +87,11 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv): S3StorageOption
     throw new CairnError('Cairn.Usage', `invalid S3 repository URL ${shown}`, { hint: 'use s3://bucket/prefix', cause });
   }
   if (parsed.protocol !== 's3:') throw usage('the scheme is not s3://');
-  if (parsed.username || parsed.password) throw usage('credentials do not belong in the URL; the AWS credential chain (environment, profile, instance role) provides them');
+  if (parsed.username || parsed.password)
+    throw usage('credentials do not belong in the URL; the AWS credential chain (environment, profile, instance role) provides them');
   const bucket = parsed.hostname;
-  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw usage('no valid bucket name (3–63 lowercase letters, digits, dots and hyphens)');
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket))
+    throw usage('no valid bucket name (3–63 lowercase letters, digits, dots and hyphens)');
   for (const name of parsed.searchParams.keys()) {
     if (!URL_OPTIONS.has(name)) throw usage(`unknown option ${JSON.stringify(name)} (known: ${[...URL_OPTIONS].join(', ')})`);
   }
@@ -100,12 +111,14 @@ export function parseS3Url(url: string, env: NodeJS.ProcessEnv): S3StorageOption
     } catch {
       endpointUrl = undefined;
     }
-    if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:')) throw usage('the endpoint must be an http:// or https:// URL');
+    if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:'))
+      throw usage('the endpoint must be an http:// or https:// URL');
     if (endpointUrl.username || endpointUrl.password) throw usage('the endpoint must not carry credentials');
   }
   const pathStyleText = query.get('path-style') ?? env.CAIRN_S3_PATH_STYLE;
   const pathStyle = parseBoolean(pathStyleText);
-  if (pathStyleText !== undefined && pathStyleText !== '' && pathStyle === undefined) throw usage(`path-style must be true or false, not ${JSON.stringify(pathStyleText)}`);
+  if (pathStyleText !== undefined && pathStyleText !== '' && pathStyle === undefined)
+    throw usage(`path-style must be true or false, not ${JSON.stringify(pathStyleText)}`);
   const region = query.get('region') || env.AWS_REGION || env.AWS_DEFAULT_REGION || (endpoint ? 'us-east-1' : undefined);
 
   const options: S3StorageOptions = { bucket, prefix };
@@ -199,13 +212,20 @@ export class S3Storage implements DeletableStorage {
     // answer a wider one (s3rver sends the whole object for bytes=0-0).
     const skip = offset - answer.start;
     if (skip < 0) {
-      throw new CairnError('Cairn.Storage', `read ${key} in ${this.location}: asked for bytes from ${offset}, the server answered from ${answer.start}`);
+      throw new CairnError(
+        'Cairn.Storage',
+        `read ${key} in ${this.location}: asked for bytes from ${offset}, the server answered from ${answer.start}`,
+      );
     }
     const data = answer.data.subarray(skip, skip + length);
     if (data.length !== length) {
-      throw new CairnError('Cairn.Storage', `read ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the object has only ${data.length} there`, {
-        hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
-      });
+      throw new CairnError(
+        'Cairn.Storage',
+        `read ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the object has only ${data.length} there`,
+        {
+          hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
+        },
+      );
     }
     return data;
   }
@@ -216,7 +236,16 @@ export class S3Storage implements DeletableStorage {
     for (let conflicts = 1; ; conflicts++) {
       try {
         if (data.length > this.multipartThreshold) await this.putMultipart(objectKey, data, ifAbsent);
-        else await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: data, ContentLength: data.length, ...(ifAbsent ? { IfNoneMatch: '*' } : {}) }));
+        else
+          await this.client.send(
+            new PutObjectCommand({
+              Bucket: this.bucket,
+              Key: objectKey,
+              Body: data,
+              ContentLength: data.length,
+              ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+            }),
+          );
         return;
       } catch (error) {
         if (ifAbsent && errorName(error) === 'ConditionalRequestConflict' && conflicts < CONFLICT_ATTEMPTS) {
@@ -250,7 +279,9 @@ export class S3Storage implements DeletableStorage {
     do {
       let page;
       try {
-        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.base + prefix, ContinuationToken: token }));
+        page = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.base + prefix, ContinuationToken: token }),
+        );
       } catch (error) {
         throw this.translate(error, 'list', prefix);
       }
@@ -307,7 +338,9 @@ export class S3Storage implements DeletableStorage {
     const partSize = Math.max(this.partSize, Math.ceil(data.length / MAX_PARTS));
     const partCount = Math.ceil(data.length / partSize);
     // CRC32 declared at creation, sent with every part and listed at completion: what S3 expects when parts carry checksums.
-    const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ChecksumAlgorithm: 'CRC32' }));
+    const created = await this.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, ChecksumAlgorithm: 'CRC32' }),
+    );
     const uploadId = created.UploadId;
     if (uploadId === undefined) throw new Error('CreateMultipartUpload returned no upload id');
     try {
@@ -318,18 +351,38 @@ export class S3Storage implements DeletableStorage {
         async (i) => {
           const body = data.subarray(i * partSize, Math.min(data.length, (i + 1) * partSize));
           const out = await this.client.send(
-            new UploadPartCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, PartNumber: i + 1, Body: body, ContentLength: body.length, ChecksumAlgorithm: 'CRC32' }),
+            new UploadPartCommand({
+              Bucket: this.bucket,
+              Key: objectKey,
+              UploadId: uploadId,
+              PartNumber: i + 1,
+              Body: body,
+              ContentLength: body.length,
+              ChecksumAlgorithm: 'CRC32',
+            }),
           );
           if (out.ETag === undefined) throw new Error(`UploadPart ${i + 1} of ${partCount} returned no ETag`);
-          parts[i] = { PartNumber: i + 1, ETag: out.ETag, ...(out.ChecksumCRC32 !== undefined ? { ChecksumCRC32: out.ChecksumCRC32 } : {}) };
+          parts[i] = {
+            PartNumber: i + 1,
+            ETag: out.ETag,
+            ...(out.ChecksumCRC32 !== undefined ? { ChecksumCRC32: out.ChecksumCRC32 } : {}),
+          };
         },
       );
       await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...(ifAbsent ? { IfNoneMatch: '*' } : {}) }),
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: objectKey,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
+          ...(ifAbsent ? { IfNoneMatch: '*' } : {}),
+        }),
       );
     } catch (error) {
       // mapLimit has let the parts in flight settle, so no part lands after the abort.
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId })).catch(() => undefined);
+      await this.client
+        .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: objectKey, UploadId: uploadId }))
+        .catch(() => undefined);
       throw error;
     }
   }
@@ -354,7 +407,14 @@ export class S3Storage implements DeletableStorage {
   }
 
   private objectKey(key: string): string {
-    if (key === '' || key.startsWith('/') || key.endsWith('/') || key.includes('//') || key.includes('\\') || key.split('/').some((part) => part === '.' || part === '..')) {
+    if (
+      key === '' ||
+      key.startsWith('/') ||
+      key.endsWith('/') ||
+      key.includes('//') ||
+      key.includes('\\') ||
+      key.split('/').some((part) => part === '.' || part === '..')
+    ) {
       throw new CairnError('Cairn.Usage', `invalid object key ${JSON.stringify(key)}`);
     }
     return this.base + key;
@@ -375,7 +435,8 @@ export class S3Storage implements DeletableStorage {
     const where = `${operation} ${key} in ${this.location}`;
     if (name === 'NoSuchBucket') return this.missingBucket(operation, key, error);
     if (name === 'NoSuchKey' || (status === 404 && name !== 'NoSuchUpload')) return new NotFoundError(key, { cause: error });
-    if (operation === 'write' && (isPreconditionFailed(error) || name === 'ConditionalRequestConflict')) return new AlreadyExistsError(key, { cause: error });
+    if (operation === 'write' && (isPreconditionFailed(error) || name === 'ConditionalRequestConflict'))
+      return new AlreadyExistsError(key, { cause: error });
     if (CREDENTIAL_ERRORS.has(name)) {
       return new CairnError('Cairn.Storage', `${where}: the AWS credentials were refused or could not be loaded (${name})`, {
         hint: 'check the credentials the AWS SDK finds (environment, AWS_PROFILE, instance or task role) and the clock of this host',
@@ -400,13 +461,22 @@ export class S3Storage implements DeletableStorage {
     }
     const message = error instanceof Error ? error.message : String(error);
     if (/region is missing/i.test(message)) {
-      return new CairnError('Cairn.Storage', `${where}: no AWS region is configured`, { hint: 'add ?region=… to the repository URL or set AWS_REGION', cause: error });
+      return new CairnError('Cairn.Storage', `${where}: no AWS region is configured`, {
+        hint: 'add ?region=… to the repository URL or set AWS_REGION',
+        cause: error,
+      });
     }
     const attempts = attemptsOf(error);
-    const details = [name !== '' && name !== 'Error' && !message.includes(name) ? name : undefined, status ? `HTTP ${status}` : undefined, attempts > 1 ? `${attempts} attempts` : undefined].filter(Boolean);
+    const details = [
+      name !== '' && name !== 'Error' && !message.includes(name) ? name : undefined,
+      status ? `HTTP ${status}` : undefined,
+      attempts > 1 ? `${attempts} attempts` : undefined,
+    ].filter(Boolean);
     const transient = status === undefined || status >= 500 || isNetworkError(error);
     return new CairnError('Cairn.Storage', `${where}: ${message}${details.length > 0 ? ` (${details.join(', ')})` : ''}`, {
-      ...(transient ? { hint: 'S3 or the network kept failing through the retries; run the command again later (a failed write leaves no object)' } : {}),
+      ...(transient
+        ? { hint: 'S3 or the network kept failing through the retries; run the command again later (a failed write leaves no object)' }
+        : {}),
       cause: error,
     });
   }
@@ -427,7 +497,8 @@ async function readBody(body: unknown, expected: number | undefined): Promise<Bu
     }
     total += chunk.byteLength;
   }
-  if (target && total !== target.length) throw Object.assign(new Error(`the response body ended after ${total} of ${target.length} bytes`), { code: 'ECONNRESET' });
+  if (target && total !== target.length)
+    throw Object.assign(new Error(`the response body ended after ${total} of ${target.length} bytes`), { code: 'ECONNRESET' });
   return target ?? Buffer.concat(chunks, total);
 }
 
@@ -447,7 +518,9 @@ function positive(value: number | undefined, fallback: number): number {
 }
 
 function errorName(error: unknown): string {
-  return typeof error === 'object' && error !== null && typeof (error as { name?: unknown }).name === 'string' ? (error as { name: string }).name : '';
+  return typeof error === 'object' && error !== null && typeof (error as { name?: unknown }).name === 'string'
+    ? (error as { name: string }).name
+    : '';
 }
 
 function errorStatus(error: unknown): number | undefined {

@@ -189,6 +189,9 @@ function isControl(key: string): boolean {
 /** "2.5" (MB/s, 1 MB = 10^6 bytes) → bytes per second. */
 export function parseMBps(text: string, what: string): number {
   const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw new CairnError('Cairn.Usage', `invalid ${what} ${JSON.stringify(text)}`, { hint: 'give megabytes per second (1 MB = 1,000,000 bytes), e.g. 10 or 0.5' });
+  if (!Number.isFinite(n) || n <= 0)
+    throw new CairnError('Cairn.Usage', `invalid ${what} ${JSON.stringify(text)}`, {
+      hint: 'give megabytes per second (1 MB = 1,000,000 bytes), e.g. 10 or 0.5',
+    });
   return Math.round(n * 1_000_000);
 }

@@ -12,7 +12,11 @@ export const dev: EnvironmentConfigInput = {
       description: 'the dev PostgreSQL, logical dump',
       targets: { tag: { key: 'cairn:plan', value: 'app-db' } },
       engine: 'pgdump',
-      engineOptions: { connection: { host: '127.0.0.1', port: 5432, user: 'cairn_backup' }, databases: ['app'], passwordParameter: '/cairn/dev/app-db/db-password' },
+      engineOptions: {
+        connection: { host: '127.0.0.1', port: 5432, user: 'cairn_backup' },
+        databases: ['app'],
+        passwordParameter: '/cairn/dev/app-db/db-password',
+      },
       schedule: { expression: 'cron(30 1 * * ? *)', timeZone: 'UTC' },
       retention: { keepDaily: 7 },
       keySource: { passphraseParameter: '/cairn/dev/app-db/passphrase' },

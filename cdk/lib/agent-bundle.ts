@@ -24,7 +24,9 @@ export class AgentBundle extends Construct {
   constructor(scope: Construct, id: string) {
     super(scope, id);
     this.placeholder = !Stack.of(this).bundlingRequired;
-    const file = this.placeholder ? writePlaceholder() : bundleAgent(join(Stage.of(this)?.outdir ?? join(repoRoot, 'cdk.out'), '.cairn-agent'));
+    const file = this.placeholder
+      ? writePlaceholder()
+      : bundleAgent(join(Stage.of(this)?.outdir ?? join(repoRoot, 'cdk.out'), '.cairn-agent'));
     this.sha256 = createHash('sha256').update(readFileSync(file)).digest('hex');
     this.asset = new s3assets.Asset(this, 'Asset', { path: file });
   }

@@ -116,7 +116,9 @@ export class AgentCommandDocument extends Construct {
             precondition: { StringEquals: ['platformType', 'Linux'] },
             inputs: {
               sourceType: 'S3',
-              sourceInfo: JSON.stringify({ path: `https://s3.${stack.region}.${stack.urlSuffix}/${asset.s3BucketName}/${asset.s3ObjectKey}` }),
+              sourceInfo: JSON.stringify({
+                path: `https://s3.${stack.region}.${stack.urlSuffix}/${asset.s3BucketName}/${asset.s3ObjectKey}`,
+              }),
               destinationPath: AGENT_DOWNLOAD_DIR,
             },
           },

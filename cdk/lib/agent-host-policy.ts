@@ -64,14 +64,30 @@ export class AgentHostPolicy extends Construct {
           resources: [objects],
           conditions: { Bool: { 's3:ObjectCreationOperation': 'false' } },
         }),
-        new iam.PolicyStatement({ sid: 'AbortOwnUploads', actions: ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts'], resources: [objects] }),
+        new iam.PolicyStatement({
+          sid: 'AbortOwnUploads',
+          actions: ['s3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+          resources: [objects],
+        }),
       );
       if (location.bucket === props.bucket.bucketName || plan.repository.url.startsWith(`s3://${props.bucket.bucketName}/`)) {
-        statements.push(new iam.PolicyStatement({ sid: 'RepositoryBucketKey', actions: ['kms:Decrypt', 'kms:GenerateDataKey'], resources: [props.bucketKey.keyArn] }));
+        statements.push(
+          new iam.PolicyStatement({
+            sid: 'RepositoryBucketKey',
+            actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
+            resources: [props.bucketKey.keyArn],
+          }),
+        );
       }
     }
     if ('kmsKeyArn' in plan.keySource) {
-      statements.push(new iam.PolicyStatement({ sid: 'RepositoryMasterKey', actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'], resources: [plan.keySource.kmsKeyArn] }));
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'RepositoryMasterKey',
+          actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
+          resources: [plan.keySource.kmsKeyArn],
+        }),
+      );
     }
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
     statements.push(

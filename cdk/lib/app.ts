@@ -19,7 +19,10 @@ export interface CairnApp {
 }
 
 /** Loads an environment's raw config by name; an unknown name lists the known ones. */
-export function loadEnvironmentConfig(envName: string | undefined, known: Readonly<Record<string, unknown>> = environments): EnvironmentConfig {
+export function loadEnvironmentConfig(
+  envName: string | undefined,
+  known: Readonly<Record<string, unknown>> = environments,
+): EnvironmentConfig {
   const names = Object.keys(known).sort();
   if (envName === undefined || envName === '') {
     throw new CairnError('Cairn.Config', `no environment given: run with -c env=<name> (available: ${names.join(', ')})`);
@@ -37,7 +40,10 @@ export function loadEnvironmentConfig(envName: string | undefined, known: Readon
  * in the replica region when configured), checked by cdk-nag's AwsSolutions
  * rules at synth.
  */
-export function buildApp(envName: string | undefined, options: { appProps?: AppProps; known?: Readonly<Record<string, unknown>>; nag?: boolean } = {}): CairnApp {
+export function buildApp(
+  envName: string | undefined,
+  options: { appProps?: AppProps; known?: Readonly<Record<string, unknown>>; nag?: boolean } = {},
+): CairnApp {
   const app = new App({ ...options.appProps, context: { ...FEATURE_FLAGS, ...options.appProps?.context } });
   const name = envName ?? (app.node.tryGetContext('env') as string | undefined);
   const config = loadEnvironmentConfig(name, options.known);

@@ -48,7 +48,10 @@ export class BackupBucket extends Construct {
       lifecycleRules: [{ id: 'expire-access-logs', expiration: Duration.days(365), noncurrentVersionExpiration: Duration.days(30) }],
       removalPolicy: RemovalPolicy.RETAIN,
     });
-    Validations.of(this.accessLogs).acknowledge({ id: 'AwsSolutions-S1', reason: 'This is the access-log bucket itself; logging it into itself would loop.' });
+    Validations.of(this.accessLogs).acknowledge({
+      id: 'AwsSolutions-S1',
+      reason: 'This is the access-log bucket itself; logging it into itself would loop.',
+    });
 
     this.bucket = new s3.Bucket(this, 'Bucket', {
       ...repositoryBucketProps(repository.bucketName, this.key, repository.objectLock),
@@ -88,7 +91,13 @@ export class BackupBucket extends Construct {
     );
     role.addToPolicy(
       new iam.PolicyStatement({
-        actions: ['s3:GetObjectVersionForReplication', 's3:GetObjectVersionAcl', 's3:GetObjectVersionTagging', 's3:GetObjectRetention', 's3:GetObjectLegalHold'],
+        actions: [
+          's3:GetObjectVersionForReplication',
+          's3:GetObjectVersionAcl',
+          's3:GetObjectVersionTagging',
+          's3:GetObjectRetention',
+          's3:GetObjectLegalHold',
+        ],
         resources: [this.bucket.arnForObjects('*')],
       }),
     );
@@ -133,7 +142,9 @@ export class BackupBucket extends Construct {
           sourceSelectionCriteria: { sseKmsEncryptedObjects: { status: 'Enabled' } },
           destination: {
             bucket: replicaBucketArn,
-            encryptionConfiguration: { replicaKmsKeyId: `arn:${stack.partition}:kms:${replica.region}:${stack.account}:${replicaKeyAlias}` },
+            encryptionConfiguration: {
+              replicaKmsKeyId: `arn:${stack.partition}:kms:${replica.region}:${stack.account}:${replicaKeyAlias}`,
+            },
           },
         },
       ],
@@ -160,7 +171,11 @@ function repositoryBucketProps(bucketName: string, key: kms.IKey, lock: Environm
     objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
     objectLockEnabled: lock !== undefined,
     objectLockDefaultRetention:
-      lock === undefined ? undefined : lock.mode === 'COMPLIANCE' ? s3.ObjectLockRetention.compliance(Duration.days(lock.days)) : s3.ObjectLockRetention.governance(Duration.days(lock.days)),
+      lock === undefined
+        ? undefined
+        : lock.mode === 'COMPLIANCE'
+          ? s3.ObjectLockRetention.compliance(Duration.days(lock.days))
+          : s3.ObjectLockRetention.governance(Duration.days(lock.days)),
     removalPolicy: RemovalPolicy.RETAIN,
   };
 }
@@ -195,7 +210,8 @@ export class ReplicaBucket extends Construct {
     });
     Validations.of(this.bucket).acknowledge({
       id: 'AwsSolutions-S1',
-      reason: 'The replica only receives S3 replication writes; access to the data is logged on the primary bucket, and CloudTrail covers the replica.',
+      reason:
+        'The replica only receives S3 replication writes; access to the data is logged on the primary bucket, and CloudTrail covers the replica.',
     });
   }
 }

@@ -4,7 +4,14 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
 import { LOGS_PREFIX } from '../../agent/core/log-archive.ts';
-import { pitrOf, planParameterName, planParameterPrefix, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
+import {
+  pitrOf,
+  planParameterName,
+  planParameterPrefix,
+  referencedParameters,
+  repositoryLocation,
+  type Plan,
+} from '../../agent/core/plan.ts';
 import { LEASE_KEY } from '../../agent/core/run-lease.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
@@ -51,20 +58,43 @@ export class CairnFunctions extends Construct {
 
     this.planBackup = make('PlanBackup', 'plan-backup', 'Cairn: plans a backup run (targets, request, skip if already done)');
     this.finalizeBackup = make('FinalizeBackup', 'finalize-backup', 'Cairn: checks and records a finished backup');
-    this.applyRetention = make('ApplyRetention', 'apply-retention', 'Cairn: applies the retention policy and marks garbage', Duration.minutes(15));
-    this.gcSweep = make('GcSweep', 'gc-sweep', 'Cairn: deletes unreferenced packs of one prefix after the grace period', Duration.minutes(15));
+    this.applyRetention = make(
+      'ApplyRetention',
+      'apply-retention',
+      'Cairn: applies the retention policy and marks garbage',
+      Duration.minutes(15),
+    );
+    this.gcSweep = make(
+      'GcSweep',
+      'gc-sweep',
+      'Cairn: deletes unreferenced packs of one prefix after the grace period',
+      Duration.minutes(15),
+    );
     this.planRestore = make('PlanRestore', 'plan-restore', 'Cairn: validates restore input and plans the restore');
     this.planVerify = make('PlanVerify', 'plan-verify', 'Cairn: plans a verify or restore drill');
     this.recordResult = make('RecordResult', 'record-result', 'Cairn: records the outcome of a run (history, metrics)');
 
     this.archiveLag = this.archiveLagFunction(props, make);
 
-    const all = [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult];
+    const all = [
+      this.planBackup,
+      this.finalizeBackup,
+      this.applyRetention,
+      this.gcSweep,
+      this.planRestore,
+      this.planVerify,
+      this.recordResult,
+    ];
     const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
     for (const fn of all) {
       props.bucket.grantRead(fn);
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:GetParameter'], resources: [parameterArn(`${planParameterPrefix(props.envName)}*`), ...secretNames.map(parameterArn)] }));
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['ssm:GetParameter'],
+          resources: [parameterArn(`${planParameterPrefix(props.envName)}*`), ...secretNames.map(parameterArn)],
+        }),
+      );
       const kmsKeys = [...new Set(props.plans.flatMap((p) => ('kmsKeyArn' in p.keySource ? [p.keySource.kmsKeyArn] : [])))];
       if (kmsKeys.length > 0) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: kmsKeys }));
     }
@@ -72,7 +102,12 @@ export class CairnFunctions extends Construct {
     for (const fn of [this.applyRetention, this.gcSweep]) {
       props.bucket.grantDelete(fn);
       // Object Lock: retention extends the lock of packs later snapshots still reference (CONTRACTS §4).
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'], resources: [props.bucket.arnForObjects('*')] }));
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'],
+          resources: [props.bucket.arnForObjects('*')],
+        }),
+      );
     }
     // The run lease (one object per plan, orchestration/lease) is taken by plan-backup and
     // given back by finalize-backup or record-result: put and delete on that key only.
@@ -80,7 +115,9 @@ export class CairnFunctions extends Construct {
     const leaseArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${LEASE_KEY}`);
     if (leaseArns.length > 0) {
       for (const fn of [this.planBackup, this.finalizeBackup, this.recordResult]) {
-        fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'RunLease', actions: ['s3:PutObject', 's3:DeleteObject'], resources: leaseArns }));
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({ sid: 'RunLease', actions: ['s3:PutObject', 's3:DeleteObject'], resources: leaseArns }),
+        );
       }
     }
     // Plans whose repository is another bucket than the environment's: the same split of read, write and delete on their prefix.
@@ -94,12 +131,16 @@ export class CairnFunctions extends Construct {
         fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: buckets }));
         fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: objects }));
       }
-      for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: objects }));
-      for (const fn of [this.applyRetention, this.gcSweep]) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:DeleteObject'], resources: objects }));
+      for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep])
+        fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: objects }));
+      for (const fn of [this.applyRetention, this.gcSweep])
+        fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:DeleteObject'], resources: objects }));
     }
     // Tag-selected targets are resolved to the managed instances that carry the tag.
     for (const fn of [this.planBackup, this.planRestore, this.planVerify]) {
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['ssm:DescribeInstanceInformation', 'ec2:DescribeInstances'], resources: ['*'] }));
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({ actions: ['ssm:DescribeInstanceInformation', 'ec2:DescribeInstances'], resources: ['*'] }),
+      );
     }
     const bucketFinding = `${attrFinding(props.bucket.node.defaultChild as CfnElement)}/*`;
     for (const fn of all) {
@@ -120,13 +161,27 @@ export class CairnFunctions extends Construct {
         ],
         "The control plane reads (and, per function, writes or deletes) every plan's prefix of this environment's repository bucket and every plan parameter of the environment; the action groups are the CDK grant sets for read, put and delete on that one bucket and its key.",
       );
-      acknowledgeFindings(fn, 'AwsSolutions-IAM5', ['Resource::*'], 'ssm:DescribeInstanceInformation and ec2:DescribeInstances (resolving tag-selected hosts) and X-Ray writes support no resource scoping.');
+      acknowledgeFindings(
+        fn,
+        'AwsSolutions-IAM5',
+        ['Resource::*'],
+        'ssm:DescribeInstanceInformation and ec2:DescribeInstances (resolving tag-selected hosts) and X-Ray writes support no resource scoping.',
+      );
       acknowledgeFunctionDefaults(fn);
     }
   }
 
   get all(): CairnFunction[] {
-    return [this.planBackup, this.finalizeBackup, this.applyRetention, this.gcSweep, this.planRestore, this.planVerify, this.recordResult, ...(this.archiveLag ? [this.archiveLag] : [])];
+    return [
+      this.planBackup,
+      this.finalizeBackup,
+      this.applyRetention,
+      this.gcSweep,
+      this.planRestore,
+      this.planVerify,
+      this.recordResult,
+      ...(this.archiveLag ? [this.archiveLag] : []),
+    ];
   }
 
   /**
@@ -134,7 +189,10 @@ export class CairnFunctions extends Construct {
    * names of its meta objects: the plan's parameter, and s3:ListBucket limited
    * to the plan's logs/ prefix. No object is read, so no GetObject and no key.
    */
-  private archiveLagFunction(props: CairnFunctionsProps, make: (fid: string, entry: string, description: string) => CairnFunction): CairnFunction | undefined {
+  private archiveLagFunction(
+    props: CairnFunctionsProps,
+    make: (fid: string, entry: string, description: string) => CairnFunction,
+  ): CairnFunction | undefined {
     const plans = props.plans.filter((p) => pitrOf(p) !== undefined);
     if (plans.length === 0) return undefined;
     const stack = Stack.of(this);
@@ -143,7 +201,9 @@ export class CairnFunctions extends Construct {
       new iam.PolicyStatement({
         sid: 'ReadPitrPlans',
         actions: ['ssm:GetParameter'],
-        resources: plans.map((p) => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${planParameterName(props.envName, p.id)}`),
+        resources: plans.map(
+          (p) => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${planParameterName(props.envName, p.id)}`,
+        ),
       }),
     );
     const byBucket = new Map<string, string[]>();
@@ -154,10 +214,19 @@ export class CairnFunctions extends Construct {
     }
     for (const [bucket, prefixes] of byBucket) {
       fn.addToRolePolicy(
-        new iam.PolicyStatement({ actions: ['s3:ListBucket'], resources: [`arn:${stack.partition}:s3:::${bucket}`], conditions: { StringLike: { 's3:prefix': prefixes } } }),
+        new iam.PolicyStatement({
+          actions: ['s3:ListBucket'],
+          resources: [`arn:${stack.partition}:s3:::${bucket}`],
+          conditions: { StringLike: { 's3:prefix': prefixes } },
+        }),
       );
     }
-    acknowledgeFindings(fn, 'AwsSolutions-IAM5', ['Resource::*'], 'X-Ray writes (xray:PutTraceSegments, PutTelemetryRecords) support no resource scoping.');
+    acknowledgeFindings(
+      fn,
+      'AwsSolutions-IAM5',
+      ['Resource::*'],
+      'X-Ray writes (xray:PutTraceSegments, PutTelemetryRecords) support no resource scoping.',
+    );
     acknowledgeFunctionDefaults(fn);
     return fn;
   }
@@ -171,5 +240,9 @@ function acknowledgeFunctionDefaults(fn: CairnFunction): void {
     ['Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole'],
     "AWSLambdaBasicExecutionRole grants only CloudWatch Logs writes, to the function's own log group in practice.",
   );
-  acknowledge(fn, 'AwsSolutions-L1', 'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.');
+  acknowledge(
+    fn,
+    'AwsSolutions-L1',
+    'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.',
+  );
 }

@@ -32,7 +32,10 @@ export class CairnMonitoring extends Construct {
 
   constructor(scope: Construct, id: string, props: CairnMonitoringProps) {
     super(scope, id);
-    const key = new kms.Key(this, 'AlertsKey', { enableKeyRotation: true, description: `Cairn ${props.envName}: encrypts alert notifications` });
+    const key = new kms.Key(this, 'AlertsKey', {
+      enableKeyRotation: true,
+      description: `Cairn ${props.envName}: encrypts alert notifications`,
+    });
     key.addToResourcePolicy(
       new iam.PolicyStatement({
         actions: ['kms:Decrypt', 'kms:GenerateDataKey*'],
@@ -97,8 +100,16 @@ export class CairnMonitoring extends Construct {
     const perPlan = (name: string, statistic: string, period = Duration.hours(1)): cloudwatch.IMetric[] =>
       props.plans.map((p) => metric(name, p.id, statistic, period).with({ label: p.id }));
     this.dashboard.addWidgets(
-      new cloudwatch.GraphWidget({ title: 'Age of last good snapshot (s)', left: perPlan('SnapshotAgeSeconds', 'Maximum', Duration.minutes(15)), width: 12 }),
-      new cloudwatch.GraphWidget({ title: 'Failures', left: [...perPlan('BackupFailed', 'Sum'), ...perPlan('RestoreFailed', 'Sum'), ...perPlan('AgentHeartbeatTimeout', 'Sum')], width: 12 }),
+      new cloudwatch.GraphWidget({
+        title: 'Age of last good snapshot (s)',
+        left: perPlan('SnapshotAgeSeconds', 'Maximum', Duration.minutes(15)),
+        width: 12,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Failures',
+        left: [...perPlan('BackupFailed', 'Sum'), ...perPlan('RestoreFailed', 'Sum'), ...perPlan('AgentHeartbeatTimeout', 'Sum')],
+        width: 12,
+      }),
     );
     const pitrPlans = props.plans.filter((p) => pitrOf(p) !== undefined);
     if (pitrPlans.length > 0) {

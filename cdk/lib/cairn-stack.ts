@@ -93,13 +93,22 @@ export class CairnStack extends Stack {
     new CfnOutput(this, 'BucketName', { value: this.storage.bucket.bucketName });
     new CfnOutput(this, 'RestoreStateMachineArn', { value: this.stateMachines.restore.stateMachineArn });
     for (const [planId, host] of this.hostPolicies) {
-      new CfnOutput(this, `HostPolicyArn-${planId}`, { value: host.policy.managedPolicyArn, description: `attach to the instance role of plan ${planId}'s hosts` });
+      new CfnOutput(this, `HostPolicyArn-${planId}`, {
+        value: host.policy.managedPolicyArn,
+        description: `attach to the instance role of plan ${planId}'s hosts`,
+      });
     }
     // PostgreSQL archives its WAL itself: these are the lines for the plan's postgresql.conf (docs/cdk.md).
     for (const plan of config.plans.filter((p) => p.engine === 'postgres' && pitrOf(p) !== undefined)) {
       const lines = postgresArchiveSettings(plan, config.region);
-      new CfnOutput(this, `PostgresArchiveCommand-${plan.id}`, { value: lines.archiveCommand, description: `postgresql.conf of plan ${plan.id}'s server (with archive_mode = on)` });
-      new CfnOutput(this, `PostgresRestoreCommand-${plan.id}`, { value: lines.restoreCommand, description: `what a restored server of plan ${plan.id} replays WAL with (written by cairn restore --to-*)` });
+      new CfnOutput(this, `PostgresArchiveCommand-${plan.id}`, {
+        value: lines.archiveCommand,
+        description: `postgresql.conf of plan ${plan.id}'s server (with archive_mode = on)`,
+      });
+      new CfnOutput(this, `PostgresRestoreCommand-${plan.id}`, {
+        value: lines.restoreCommand,
+        description: `what a restored server of plan ${plan.id} replays WAL with (written by cairn restore --to-*)`,
+      });
     }
   }
 }

@@ -6,7 +6,12 @@ import type { IConstruct } from 'constructs';
  * These helpers write those ids from the resources they name, so an
  * acknowledgement sits beside the grant it excuses, with its reason.
  */
-export function acknowledgeFindings(scope: IConstruct, rule: 'AwsSolutions-IAM4' | 'AwsSolutions-IAM5', findings: readonly string[], reason: string): void {
+export function acknowledgeFindings(
+  scope: IConstruct,
+  rule: 'AwsSolutions-IAM4' | 'AwsSolutions-IAM5',
+  findings: readonly string[],
+  reason: string,
+): void {
   for (const finding of findings) Validations.of(scope).acknowledge({ id: `${rule}[${finding}]`, reason });
 }
 

@@ -54,25 +54,42 @@ export class PitrSchedules extends Construct {
         },
       }),
     });
-    acknowledgeFindings(this.role, 'AwsSolutions-IAM5', [`Resource::${attrFinding(props.archiveLag.node.defaultChild as CfnElement)}:*`], "Invoking archive-lag covers the function's versions (Arn:*), as the CDK grant writes it.");
+    acknowledgeFindings(
+      this.role,
+      'AwsSolutions-IAM5',
+      [`Resource::${attrFinding(props.archiveLag.node.defaultChild as CfnElement)}:*`],
+      "Invoking archive-lag covers the function's versions (Arn:*), as the CDK grant writes it.",
+    );
 
     this.archiveLagSchedule = new scheduler.Schedule(this, 'ArchiveLag', {
       scheduleName: `cairn-${props.envName}-archive-lag`,
       description: `Cairn ${props.envName}: publish ArchiveLagSeconds for the PITR plans`,
       schedule: scheduler.ScheduleExpression.expression(ARCHIVE_LAG_SCHEDULE),
-      target: new targets.LambdaInvoke(props.archiveLag, { ...retry, role: this.role, input: scheduler.ScheduleTargetInput.fromObject({ planIds: plans.map((p) => p.id) }) }),
+      target: new targets.LambdaInvoke(props.archiveLag, {
+        ...retry,
+        role: this.role,
+        input: scheduler.ScheduleTargetInput.fromObject({ planIds: plans.map((p) => p.id) }),
+      }),
     });
 
-    const pushPlans = plans.filter((p) => p.engine === 'mariadb' && (pitrOf(p)?.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE) !== 'follow');
+    const pushPlans = plans.filter(
+      (p) => p.engine === 'mariadb' && (pitrOf(p)?.binlogPushSchedule ?? DEFAULT_BINLOG_PUSH_SCHEDULE) !== 'follow',
+    );
     if (pushPlans.length === 0) return;
     const documentArn = `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:document/${props.documentName}`;
     const anyInstanceRest = [`ec2:${stack.region}:${stack.account}:instance/*`, `ssm:${stack.region}:${stack.account}:managed-instance/*`];
     const anyInstance = anyInstanceRest.map((rest) => `arn:${stack.partition}:${rest}`);
     for (const plan of pushPlans) {
-      const hosts = 'instanceIds' in plan.targets ? { InstanceIds: plan.targets.instanceIds } : { Targets: [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }] };
+      const hosts =
+        'instanceIds' in plan.targets
+          ? { InstanceIds: plan.targets.instanceIds }
+          : { Targets: [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }] };
       const instanceArns =
         'instanceIds' in plan.targets
-          ? plan.targets.instanceIds.map((i) => `arn:${stack.partition}:${i.startsWith('mi-') ? `ssm:${stack.region}:${stack.account}:managed-instance` : `ec2:${stack.region}:${stack.account}:instance`}/${i}`)
+          ? plan.targets.instanceIds.map(
+              (i) =>
+                `arn:${stack.partition}:${i.startsWith('mi-') ? `ssm:${stack.region}:${stack.account}:managed-instance` : `ec2:${stack.region}:${stack.account}:instance`}/${i}`,
+            )
           : anyInstance;
       this.binlogPushSchedules.set(
         plan.id,

@@ -30,14 +30,20 @@ export class PlanSchedules extends Construct {
 
   constructor(scope: Construct, id: string, props: PlanSchedulesProps) {
     super(scope, id);
-    const key = new kms.Key(this, 'DeadLetterKey', { enableKeyRotation: true, description: `Cairn ${props.envName}: encrypts undelivered schedule events` });
+    const key = new kms.Key(this, 'DeadLetterKey', {
+      enableKeyRotation: true,
+      description: `Cairn ${props.envName}: encrypts undelivered schedule events`,
+    });
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetters', {
       encryption: sqs.QueueEncryption.KMS,
       encryptionMasterKey: key,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
-    Validations.of(this.deadLetterQueue).acknowledge({ id: 'AwsSolutions-SQS3', reason: 'This queue is itself the dead-letter queue of the schedules.' });
+    Validations.of(this.deadLetterQueue).acknowledge({
+      id: 'AwsSolutions-SQS3',
+      reason: 'This queue is itself the dead-letter queue of the schedules.',
+    });
 
     const target = (machine: sfn.IStateMachine, input: Record<string, string>): targets.StepFunctionsStartExecution =>
       new targets.StepFunctionsStartExecution(machine, {
@@ -46,7 +52,8 @@ export class PlanSchedules extends Construct {
         retryAttempts: 5,
         maxEventAge: Duration.hours(6),
       });
-    const expression = (s: Schedule): scheduler.ScheduleExpression => scheduler.ScheduleExpression.expression(s.expression, TimeZone.of(s.timeZone));
+    const expression = (s: Schedule): scheduler.ScheduleExpression =>
+      scheduler.ScheduleExpression.expression(s.expression, TimeZone.of(s.timeZone));
 
     for (const plan of props.plans) {
       this.backupSchedules.set(

@@ -28,7 +28,10 @@ describe('bootstrapping a replica from the latest snapshot', () => {
     assert.equal((await runCli(['backup', src], env)).code, 0);
     const restored = await waiting;
     assert.equal(restored.code, 0, restored.stderr);
-    assert.ok(restored.lines.some((l) => l.type === 'warning' && /no snapshot latest yet; waiting/.test(String(l.message))), 'it said it was waiting');
+    assert.ok(
+      restored.lines.some((l) => l.type === 'warning' && /no snapshot latest yet; waiting/.test(String(l.message))),
+      'it said it was waiting',
+    );
     assert.equal(await readFile(join(target, 'data.txt'), 'utf8'), 'the first backup');
     const gaveUp = await runCli(['restore', 'ffff', '--target', join(work.path, 'never'), '--wait-for-snapshot', '1s'], env);
     assert.equal(gaveUp.code, 13);

@@ -24,7 +24,10 @@ async function describeTreeFiles(root: string): Promise<string[]> {
 /** Runs the CLI and keeps stdout as bytes (dump output is binary). */
 function runRaw(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CAIRN_BIN, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CAIRN_BIN, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -134,7 +137,8 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
     await work.remove();
   });
 
-  const entries = (r: Awaited<ReturnType<typeof runCli>>): Array<Record<string, unknown>> => r.lines.filter((l) => l.type === 'entry').map((l) => l.entry as Record<string, unknown>);
+  const entries = (r: Awaited<ReturnType<typeof runCli>>): Array<Record<string, unknown>> =>
+    r.lines.filter((l) => l.type === 'entry').map((l) => l.entry as Record<string, unknown>);
 
   it('ls lists a directory like ls -l, one entry per line, and "latest" is the newest snapshot', async () => {
     const r = await runCli(['ls', 'latest', '/'], env);
@@ -145,7 +149,17 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
       { path: 'bin', name: 'bin', type: 'dir', mode: 0o755, uid, gid, size: 0, mtime: '2024-04-01T00:00:00.000Z' },
       { path: 'docs', name: 'docs', type: 'dir', mode: 0o755, uid, gid, size: 0, mtime: '2024-04-01T00:00:00.000Z' },
       { path: 'extra', name: 'extra', type: 'dir', mode: 0o755, uid, gid, size: 0, mtime: '2024-04-01T00:00:00.000Z' },
-      { path: 'link', name: 'link', type: 'symlink', mode: (entries(r)[4] as { mode: number }).mode, uid, gid, size: 0, mtime: (entries(r)[4] as { mtime: string }).mtime, target: 'a.txt' },
+      {
+        path: 'link',
+        name: 'link',
+        type: 'symlink',
+        mode: (entries(r)[4] as { mode: number }).mode,
+        uid,
+        gid,
+        size: 0,
+        mtime: (entries(r)[4] as { mtime: string }).mtime,
+        target: 'a.txt',
+      },
     ]);
     assert.deepEqual(lastOfType(r, 'ls'), { ...lastOfType(r, 'ls'), snapshotId: v2.id, entries: 5, bytes: 6 });
   });
@@ -158,9 +172,14 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
       { path: 'bin/tool', name: 'tool', type: 'file', mode: 0o755, uid, gid, size: 10, mtime: '2024-01-04T00:00:00.000Z' },
     ]);
     const all = await runCli(['ls', '--recursive', v2.id, '/'], env);
-    assert.deepEqual(entries(all).map((e) => e.path), ['a.txt', 'bin', 'bin/data.bin', 'bin/tool', 'docs', 'docs/new.txt', 'extra', 'extra/deep', 'extra/deep/f.txt', 'link']);
+    assert.deepEqual(
+      entries(all).map((e) => e.path),
+      ['a.txt', 'bin', 'bin/data.bin', 'bin/tool', 'docs', 'docs/new.txt', 'extra', 'extra/deep', 'extra/deep/f.txt', 'link'],
+    );
     const one = await runCli(['ls', v2.id, 'extra/deep/f.txt'], env);
-    assert.deepEqual(entries(one), [{ path: 'extra/deep/f.txt', name: 'f.txt', type: 'file', mode: 0o640, uid, gid, size: 5, mtime: '2024-03-06T00:00:00.000Z' }]);
+    assert.deepEqual(entries(one), [
+      { path: 'extra/deep/f.txt', name: 'f.txt', type: 'file', mode: 0o640, uid, gid, size: 5, mtime: '2024-03-06T00:00:00.000Z' },
+    ]);
     const missing = await runCli(['ls', v1.id, 'extra'], env);
     assert.equal(missing.code, 13);
     assert.match(missing.stderr, /no extra in snapshot/);
@@ -169,7 +188,14 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
   it('find says which snapshots hold matching paths, with size and mtime, filtered by --snapshot and --host', async () => {
     const r = await runCli(['find', '*.txt'], env);
     assert.equal(r.code, 0, r.stderr);
-    const matches = r.lines.filter((l) => l.type === 'match').map((l) => ({ snapshot: l.snapshotId, path: (l.entry as { path: string }).path, size: (l.entry as { size: number }).size, mtime: (l.entry as { mtime: string }).mtime }));
+    const matches = r.lines
+      .filter((l) => l.type === 'match')
+      .map((l) => ({
+        snapshot: l.snapshotId,
+        path: (l.entry as { path: string }).path,
+        size: (l.entry as { size: number }).size,
+        mtime: (l.entry as { mtime: string }).mtime,
+      }));
     assert.deepEqual(matches, [
       { snapshot: v1.id, path: 'a.txt', size: 6, mtime: '2024-01-02T03:04:05.500Z' },
       { snapshot: v1.id, path: 'docs/readme.txt', size: 8, mtime: '2024-01-05T00:00:00.000Z' },
@@ -180,7 +206,10 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
     assert.deepEqual(lastOfType(r, 'find'), { ...lastOfType(r, 'find'), searched: 2, snapshots: 2, matches: 5 });
 
     const anchored = await runCli(['find', 'docs/*', '--snapshot', v1.id.slice(0, 10)], env);
-    assert.deepEqual(anchored.lines.filter((l) => l.type === 'match').map((l) => [l.snapshotId, (l.entry as { path: string }).path]), [[v1.id, 'docs/readme.txt']]);
+    assert.deepEqual(
+      anchored.lines.filter((l) => l.type === 'match').map((l) => [l.snapshotId, (l.entry as { path: string }).path]),
+      [[v1.id, 'docs/readme.txt']],
+    );
     const otherHost = await runCli(['find', '*.txt', '--host', 'elsewhere'], env);
     assert.deepEqual(lastOfType(otherHost, 'find'), { ...lastOfType(otherHost, 'find'), searched: 0, matches: 0 });
     const byTag = await runCli(['find', 'f.txt', '--host', 'test-host', '--tag', 'v1'], env);
@@ -230,13 +259,21 @@ describe('browsing snapshots: ls, find, diff, dump', () => {
   });
 
   it('snapshots --group-by and --tag/--host filters', async () => {
-    const grouped = lastOfType(await runCli(['snapshots', '--group-by', 'host,tags'], env), 'snapshots') as { groups: Array<{ group: unknown; snapshots: Array<{ id: string }> }> };
-    assert.deepEqual(grouped.groups.map((g) => [g.group, g.snapshots.map((s) => s.id)]), [
-      [{ host: 'test-host', tags: ['v1'] }, [v1.id]],
-      [{ host: 'test-host', tags: [] }, [v2.id]],
-    ]);
+    const grouped = lastOfType(await runCli(['snapshots', '--group-by', 'host,tags'], env), 'snapshots') as {
+      groups: Array<{ group: unknown; snapshots: Array<{ id: string }> }>;
+    };
+    assert.deepEqual(
+      grouped.groups.map((g) => [g.group, g.snapshots.map((s) => s.id)]),
+      [
+        [{ host: 'test-host', tags: ['v1'] }, [v1.id]],
+        [{ host: 'test-host', tags: [] }, [v2.id]],
+      ],
+    );
     const tagged = lastOfType(await runCli(['snapshots', '--tag', 'v1'], env), 'snapshots') as { snapshots: Array<{ id: string }> };
-    assert.deepEqual(tagged.snapshots.map((s) => s.id), [v1.id]);
+    assert.deepEqual(
+      tagged.snapshots.map((s) => s.id),
+      [v1.id],
+    );
     const none = lastOfType(await runCli(['snapshots', '--host', 'elsewhere'], env), 'snapshots') as { snapshots: unknown[] };
     assert.equal(none.snapshots.length, 0);
   });
@@ -289,7 +326,10 @@ describe('reading only what is needed', () => {
   it('dump of one file reads only its packs and the packs of the trees on its path, and waits for a slow reader', async () => {
     const expected = await expectedPacks('d2/deep/f3');
     const total = (await allPacks()).length;
-    assert.ok(total >= 8 && expected.packs.length <= 4, `the test needs the file to be in a few of many packs (${expected.packs.length} of ${total})`);
+    assert.ok(
+      total >= 8 && expected.packs.length <= 4,
+      `the test needs the file to be in a few of many packs (${expected.packs.length} of ${total})`,
+    );
 
     const repo = await Repository.open(counting, PASSPHRASE);
     counting.reads.length = 0;
@@ -338,7 +378,14 @@ describe('reading only what is needed', () => {
     }
     const reader = new CountingReader(repo, await repo.loadIndex());
     await mkdir(join(work.path, 'restored-two'));
-    await new Restorer(reader, { target: join(work.path, 'restored-two'), includes: ['d2/deep/f3'], force: false, ignoreErrors: false, readAheadBytes: 16 << 20, progress: silentProgress }).run(snapshot);
+    await new Restorer(reader, {
+      target: join(work.path, 'restored-two'),
+      includes: ['d2/deep/f3'],
+      force: false,
+      ignoreErrors: false,
+      readAheadBytes: 16 << 20,
+      progress: silentProgress,
+    }).run(snapshot);
     for (const t of expected.trees) assert.ok(reader.ids.has(t), `tree ${t} on the path was read`);
     for (const other of ['d1', 'd3']) {
       const tree = (await plain.lookup(snapshot, other)).entry.subtree as string;

@@ -21,7 +21,11 @@ async function lockNames(repo: string): Promise<string[]> {
  * until it has written a lock record the repository did not have before,
  * then sends SIGTERM.
  */
-async function terminateOnceLocked(repo: string, args: string[], env: Record<string, string>): Promise<{ result: CliResult; sawLock: boolean }> {
+async function terminateOnceLocked(
+  repo: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ result: CliResult; sawLock: boolean }> {
   const known = new Set(await lockNames(repo));
   let pid: number | undefined;
   const running = runCli(args, env, { onSpawn: (p) => (pid = p) });
@@ -91,7 +95,11 @@ describe('cancellation (SIGTERM)', () => {
 
   it('stops a throttled restore: exit 130, says the target is incomplete, releases its lock', async () => {
     const target = join(work.path, 'restored');
-    const { result, sawLock } = await terminateOnceLocked(repo, ['-r', repo, '--limit-download', '0.2', 'restore', 'latest', '--target', target], env);
+    const { result, sawLock } = await terminateOnceLocked(
+      repo,
+      ['-r', repo, '--limit-download', '0.2', 'restore', 'latest', '--target', target],
+      env,
+    );
     assert.ok(sawLock, `the restore took its lock while running (exit ${result.code}: ${result.stderr})`);
     assert.equal(result.code, 130, result.stderr);
     assert.match(result.stderr, /cancelled by SIGTERM; the restore target is incomplete/);

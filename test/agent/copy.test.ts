@@ -67,7 +67,18 @@ describe('cairn copy', () => {
 
     const copied = (await target.listSnapshots()).snapshots;
     const original = (await source.listSnapshots()).snapshots;
-    const metadata = (s: (typeof copied)[number]) => ({ id: s.id, time: s.time, endTime: s.endTime, host: s.host, user: s.user, paths: s.paths, tags: s.tags, engine: s.engine, parent: s.parent, summary: s.summary });
+    const metadata = (s: (typeof copied)[number]) => ({
+      id: s.id,
+      time: s.time,
+      endTime: s.endTime,
+      host: s.host,
+      user: s.user,
+      paths: s.paths,
+      tags: s.tags,
+      engine: s.engine,
+      parent: s.parent,
+      summary: s.summary,
+    });
     assert.deepEqual(copied.map(metadata), original.map(metadata));
     // Trees are re-keyed: the target's ids differ from the source's.
     for (const s of copied) assert.notEqual(s.tree, original.find((o) => o.id === s.id)?.tree);
@@ -124,8 +135,14 @@ describe('cairn copy', () => {
     const direct = async (repo: Repository) => (await backupDir(repo, src, { who: { host: 'fresh-host', user: 'tester' } })).summary;
     const withAdopted = await direct(adopted);
     const withOwn = await direct(independent);
-    assert.ok(withAdopted.rawBytesAdded < withAdopted.totalBytes * 0.02, `same cut points: only trees are new (${withAdopted.rawBytesAdded} of ${withAdopted.totalBytes})`);
-    assert.ok(withOwn.rawBytesAdded > withAdopted.rawBytesAdded * 10, `a target with its own chunker key dedupes much less (${withOwn.rawBytesAdded} vs ${withAdopted.rawBytesAdded})`);
+    assert.ok(
+      withAdopted.rawBytesAdded < withAdopted.totalBytes * 0.02,
+      `same cut points: only trees are new (${withAdopted.rawBytesAdded} of ${withAdopted.totalBytes})`,
+    );
+    assert.ok(
+      withOwn.rawBytesAdded > withAdopted.rawBytesAdded * 10,
+      `a target with its own chunker key dedupes much less (${withOwn.rawBytesAdded} vs ${withAdopted.rawBytesAdded})`,
+    );
   });
 
   it('an interrupted copy leaves no manifest, and the rerun uploads only what is missing', async () => {
@@ -140,7 +157,10 @@ describe('cairn copy', () => {
     })(fileRepo(join(work.path, 'target-fresh')));
     const full = await copy(source, await Repository.open(recording, TARGET_PASSPHRASE), copyOptions({ indexEvery: 16, concurrency: 1 }));
     const firstManifest = written.findIndex((key) => key.startsWith(SNAPSHOTS_PREFIX));
-    assert.ok(written.slice(0, firstManifest).filter((key) => key.startsWith('index/')).length >= 2, 'the first snapshot spans several index files');
+    assert.ok(
+      written.slice(0, firstManifest).filter((key) => key.startsWith('index/')).length >= 2,
+      'the first snapshot spans several index files',
+    );
 
     const path = join(work.path, 'target-crash');
     await Repository.init(fileRepo(path), TARGET_PASSPHRASE, who, SMALL);
@@ -161,7 +181,10 @@ describe('cairn copy', () => {
     const rerun = await copy(source, target, copyOptions({ indexEvery: 16 }));
     assert.deepEqual([...rerun.copied].sort(), [...ids].sort());
     assert.ok(rerun.piecesReused > 0, 'pieces uploaded before the crash are reused');
-    assert.ok(rerun.piecesUploaded < full.piecesUploaded, `rerun uploads fewer pieces (${rerun.piecesUploaded}) than a fresh copy (${full.piecesUploaded})`);
+    assert.ok(
+      rerun.piecesUploaded < full.piecesUploaded,
+      `rerun uploads fewer pieces (${rerun.piecesUploaded}) than a fresh copy (${full.piecesUploaded})`,
+    );
     for (const id of ids) {
       const out = join(work.path, `restore-crash-${id.slice(0, 8)}`);
       await restoreTo(target, id, out);
@@ -177,7 +200,10 @@ describe('cairn copy', () => {
       ...silentProgress,
       progress: () => controller.abort(new Error('cancelled by the test')),
     };
-    await assert.rejects(copy(source, target, copyOptions({ signal: controller.signal, progress: cancelling, concurrency: 1 })), /cancelled by the test/);
+    await assert.rejects(
+      copy(source, target, copyOptions({ signal: controller.signal, progress: cancelling, concurrency: 1 })),
+      /cancelled by the test/,
+    );
     assert.deepEqual(await keys(fileRepo(path), SNAPSHOTS_PREFIX), []);
     assert.ok((await readHistory(target)).some((e) => e.event === 'copy.failed'));
     const done = await copy(source, target, copyOptions());
@@ -233,12 +259,19 @@ describe('cairn copy (CLI) into an s3:// repository on s3rver', () => {
     const listed = await runCli(['snapshots'], targetEnv);
     assert.equal(listed.code, 0, listed.stderr);
     const snapshots = lastOfType(listed, 'snapshots')?.snapshots as Array<{ id: string; tags: string[] }>;
-    assert.deepEqual(snapshots.map((s) => [s.id, s.tags]), [[snapshotId, ['nightly']]]);
+    assert.deepEqual(
+      snapshots.map((s) => [s.id, s.tags]),
+      [[snapshotId, ['nightly']]],
+    );
     const out = join(work.path, 'restored');
     const restored = await runCli(['restore', snapshotId, '--target', out], targetEnv);
     assert.equal(restored.code, 0, restored.stderr);
     assert.deepEqual(await describeTree(out), await describeTree(src));
-    assert.equal((await runCli(['snapshots'], { ...targetEnv, CAIRN_PASSWORD: PASSPHRASE })).code, 11, "the source's passphrase does not open the copy");
+    assert.equal(
+      (await runCli(['snapshots'], { ...targetEnv, CAIRN_PASSWORD: PASSPHRASE })).code,
+      11,
+      "the source's passphrase does not open the copy",
+    );
 
     // The target's data is also readable in-process with the SDK-backed storage.
     const target = await Repository.open(new S3Storage(parseS3Url(targetUrl, process.env)), TARGET_PASSPHRASE);

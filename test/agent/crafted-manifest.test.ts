@@ -13,7 +13,10 @@ import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../helpers/repo.ts'
 const meta = { mode: 0o644, uid: 0, gid: 0, mtimeNs: '1600000000000000000' };
 
 /** Writes trees exactly as given — bypassing the archiver — and commits a snapshot of them, as an attacker with the key could. */
-async function craft(repo: Repository, build: (addTree: (entries: TreeEntry[]) => Promise<string>, file: TreeEntry) => Promise<TreeEntry[]>): Promise<string> {
+async function craft(
+  repo: Repository,
+  build: (addTree: (entries: TreeEntry[]) => Promise<string>, file: TreeEntry) => Promise<TreeEntry[]>,
+): Promise<string> {
   const index = await repo.loadIndex();
   const writer = new PackWriter(repo, index, { compression: { codec: 'none' }, concurrency: 1 });
   const data = Buffer.from('attacker controlled bytes\n');
@@ -31,8 +34,34 @@ async function craft(repo: Repository, build: (addTree: (entries: TreeEntry[]) =
   const id = randomBytes(32).toString('hex');
   const now = new Date().toISOString();
   await repo.saveSnapshot({
-    version: 1, id, time: now, endTime: now, host: 'attacker', user: 'x', paths: ['/'], tags: [], engine: 'files', engineMetadata: {}, tree: root,
-    summary: { filesNew: 0, filesChanged: 0, filesUnchanged: 0, dirs: 0, bytesNew: 0, bytesChanged: 0, bytesUnchanged: 0, totalFiles: 0, totalBytes: 0, bytesRead: 0, piecesAdded: 0, rawBytesAdded: 0, bytesAdded: 0, durationMs: 0, errors: 0 },
+    version: 1,
+    id,
+    time: now,
+    endTime: now,
+    host: 'attacker',
+    user: 'x',
+    paths: ['/'],
+    tags: [],
+    engine: 'files',
+    engineMetadata: {},
+    tree: root,
+    summary: {
+      filesNew: 0,
+      filesChanged: 0,
+      filesUnchanged: 0,
+      dirs: 0,
+      bytesNew: 0,
+      bytesChanged: 0,
+      bytesUnchanged: 0,
+      totalFiles: 0,
+      totalBytes: 0,
+      bytesRead: 0,
+      piecesAdded: 0,
+      rawBytesAdded: 0,
+      bytesAdded: 0,
+      durationMs: 0,
+      errors: 0,
+    },
     tool: TOOL,
   });
   return id;
@@ -57,15 +86,38 @@ describe('a crafted manifest cannot write outside the restore target', () => {
     ['a file named "../escape"', async (_t, f) => [{ ...f, name: '../outside/escape' }]],
     ['an absolute name', async (_t, f) => [{ ...f, name: '/tmp/absolute-escape' }]],
     ['a "." directory', async (t, f) => [{ ...meta, name: '.', type: 'dir', subtree: await t([f]) }]],
-    ['".." inside a subdirectory', async (t, f) => [{ ...meta, name: 'deep', type: 'dir', subtree: await t([{ ...meta, name: '..', type: 'dir', subtree: await t([{ ...meta, name: '..', type: 'dir', subtree: await t([{ ...f, name: 'escape' }]) }]) }]) }]],
-    ['a symlink to outside, then a directory of the same name', async (t, f) => [
-      { ...meta, name: 'sub', type: 'symlink', target: outside },
-      { ...meta, name: 'sub', type: 'dir', subtree: await t([{ ...f, name: 'pwned' }]) },
-    ]],
-    ['a symlink to outside, then a file of the same name', async (_t, f) => [
-      { ...meta, name: 'link', type: 'symlink', target: join(outside, 'pwned') },
-      { ...f, name: 'link' },
-    ]],
+    [
+      '".." inside a subdirectory',
+      async (t, f) => [
+        {
+          ...meta,
+          name: 'deep',
+          type: 'dir',
+          subtree: await t([
+            {
+              ...meta,
+              name: '..',
+              type: 'dir',
+              subtree: await t([{ ...meta, name: '..', type: 'dir', subtree: await t([{ ...f, name: 'escape' }]) }]),
+            },
+          ]),
+        },
+      ],
+    ],
+    [
+      'a symlink to outside, then a directory of the same name',
+      async (t, f) => [
+        { ...meta, name: 'sub', type: 'symlink', target: outside },
+        { ...meta, name: 'sub', type: 'dir', subtree: await t([{ ...f, name: 'pwned' }]) },
+      ],
+    ],
+    [
+      'a symlink to outside, then a file of the same name',
+      async (_t, f) => [
+        { ...meta, name: 'link', type: 'symlink', target: join(outside, 'pwned') },
+        { ...f, name: 'link' },
+      ],
+    ],
     ['a name with a NUL byte', async (_t, f) => [{ ...f, name: 'a\0b' }]],
   ];
 
@@ -82,7 +134,10 @@ describe('a crafted manifest cannot write outside the restore target', () => {
   }
 
   it('restores a symlink pointing outside as a link, without following it', async () => {
-    const id = await craft(repo, async (_t, f) => [{ ...meta, name: 'link', type: 'symlink', target: '../../../../etc/passwd' }, { ...f, name: 'plain' }]);
+    const id = await craft(repo, async (_t, f) => [
+      { ...meta, name: 'link', type: 'symlink', target: '../../../../etc/passwd' },
+      { ...f, name: 'plain' },
+    ]);
     const target = join(work.path, 'target-link');
     const { result } = await restoreTo(repo, id, target);
     assert.equal(result.symlinks, 1);

@@ -19,7 +19,8 @@ describe('forget by id, and tags', () => {
   let repoPath: string;
   let src: string;
 
-  const list = async (): Promise<Listed[]> => (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: Listed[] }).snapshots;
+  const list = async (): Promise<Listed[]> =>
+    (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: Listed[] }).snapshots;
   const backup = async (...tags: string[]): Promise<string> => {
     await writeFile(join(src, 'changing.txt'), randomBytes(64).toString('hex'));
     const r = await runCli(['backup', src, ...tags.flatMap((t) => ['--tag', t])], env);
@@ -47,8 +48,15 @@ describe('forget by id, and tags', () => {
 
     const dry = await runCli(['forget', a.slice(0, 8), '--dry-run'], env);
     assert.equal(dry.code, 0, dry.stderr);
-    assert.deepEqual((lastOfType(dry, 'forget') as { removed: Array<{ id: string }> }).removed.map((r) => r.id), [a]);
-    assert.deepEqual((await list()).map((s) => s.id), [a, b, c], 'a dry run deletes nothing');
+    assert.deepEqual(
+      (lastOfType(dry, 'forget') as { removed: Array<{ id: string }> }).removed.map((r) => r.id),
+      [a],
+    );
+    assert.deepEqual(
+      (await list()).map((s) => s.id),
+      [a, b, c],
+      'a dry run deletes nothing',
+    );
 
     const both = await runCli(['forget', a, '--keep-last', '1'], env);
     assert.equal(both.code, 2);
@@ -60,9 +68,14 @@ describe('forget by id, and tags', () => {
     const done = await runCli(['forget', a.slice(0, 8), b], env);
     assert.equal(done.code, 0, done.stderr);
     assert.deepEqual((lastOfType(done, 'forget') as { removed: Array<{ id: string }> }).removed.map((r) => r.id).sort(), [a, b].sort());
-    assert.deepEqual((await list()).map((s) => s.id), [c]);
+    assert.deepEqual(
+      (await list()).map((s) => s.id),
+      [c],
+    );
 
-    const events = (lastOfType(await runCli(['history'], env), 'history') as { events: Array<{ event: string; removed?: Array<{ id: string }> }> }).events.filter((e) => e.event === 'forget');
+    const events = (
+      lastOfType(await runCli(['history'], env), 'history') as { events: Array<{ event: string; removed?: Array<{ id: string }> }> }
+    ).events.filter((e) => e.event === 'forget');
     assert.equal(events.length, 1, 'one forget event; the dry run recorded none');
     assert.deepEqual(events[0]?.removed?.map((r) => r.id).sort(), [a, b].sort());
   });
@@ -81,7 +94,10 @@ describe('forget by id, and tags', () => {
     assert.deepEqual((await list()).map((s) => s.id).sort(), before);
     // A longer prefix is unique.
     assert.equal((await runCli(['forget', twins[0]!.slice(0, 5), twins[1]!.slice(0, 5)], env)).code, 0);
-    assert.deepEqual((await list()).map((s) => s.id).sort(), before.filter((id) => !twins.includes(id)));
+    assert.deepEqual(
+      (await list()).map((s) => s.id).sort(),
+      before.filter((id) => !twins.includes(id)),
+    );
   });
 
   it('refuses a pinned snapshot unless --force, which takes its pin too', async () => {
@@ -125,7 +141,11 @@ describe('forget by id, and tags', () => {
     assert.equal(second.original, first);
     assert.deepEqual((await list()).find((s) => s.id === second.newId)?.tags, ['gold']);
     const unchanged = await runCli(['tag', second.newId, '--add', 'gold'], env);
-    assert.equal((lastOfType(unchanged, 'tag') as { changes: Array<{ changed: boolean; newId: string }> }).changes[0]?.newId, second.newId, 'nothing to change: same id');
+    assert.equal(
+      (lastOfType(unchanged, 'tag') as { changes: Array<{ changed: boolean; newId: string }> }).changes[0]?.newId,
+      second.newId,
+      'nothing to change: same id',
+    );
     assert.equal((await runCli(['tag', other, '--add', 'a,b'], env)).code, 2, 'a tag with a comma is refused');
 
     const verified = await runCli(['verify', '--read-data'], env);
@@ -133,13 +153,19 @@ describe('forget by id, and tags', () => {
     const restored = join(work.path, 'restored');
     assert.equal((await runCli(['restore', second.newId, '--target', restored], env)).code, 0, 'the retagged snapshot restores');
 
-    const grouped = lastOfType(await runCli(['snapshots', '--group-by', 'tags'], env), 'snapshots') as { groups: Array<{ group: { tags: string[] }; snapshots: Listed[] }> };
+    const grouped = lastOfType(await runCli(['snapshots', '--group-by', 'tags'], env), 'snapshots') as {
+      groups: Array<{ group: { tags: string[] }; snapshots: Listed[] }>;
+    };
     const byTags = Object.fromEntries(grouped.groups.map((g) => [g.group.tags.join(','), g.snapshots.map((s) => s.id)]));
     assert.deepEqual(byTags.gold, [second.newId]);
     assert.deepEqual(byTags.weekly, [other]);
-    const filtered = lastOfType(await runCli(['snapshots', '--tag', 'gold', '--tag', 'weekly'], env), 'snapshots') as { snapshots: Listed[] };
+    const filtered = lastOfType(await runCli(['snapshots', '--tag', 'gold', '--tag', 'weekly'], env), 'snapshots') as {
+      snapshots: Listed[];
+    };
     assert.deepEqual(filtered.snapshots.map((s) => s.id).sort(), [second.newId, other].sort());
-    const events = (lastOfType(await runCli(['history'], env), 'history') as { events: Array<{ event: string }> }).events.filter((e) => e.event === 'tag');
+    const events = (lastOfType(await runCli(['history'], env), 'history') as { events: Array<{ event: string }> }).events.filter(
+      (e) => e.event === 'tag',
+    );
     assert.equal(events.length, 2, 'each tag change is recorded; the dry run and the no-op are not');
   });
 });

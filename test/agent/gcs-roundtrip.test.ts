@@ -46,17 +46,26 @@ describe('backup and restore on a gs:// repository (GCS test server)', () => {
     const backup = await runCli(['backup', source], env);
     assert.equal(backup.code, 0, backup.stderr);
     assert.ok((lastOfType(backup, 'summary')?.bytesAdded as number) > 0);
-    assert.ok([...server.objects(bucket).keys()].some((name) => name.startsWith('cli/')), 'objects landed under the prefix');
+    assert.ok(
+      [...server.objects(bucket).keys()].some((name) => name.startsWith('cli/')),
+      'objects landed under the prefix',
+    );
     assert.equal((await runCli(['init'], env)).code, 17, 'a second init refuses to overwrite');
     const target = join(work.path, 'cli-dst');
     const restore = await runCli(['restore', 'latest', '--target', target], env);
     assert.equal(restore.code, 0, restore.stderr);
     assert.deepEqual(await describeTree(target), await describeTree(source));
     assert.equal((await runCli(['verify', '--read-data'], env)).code, 0);
-    const missing = await runCli(['snapshots'], { ...env, CAIRN_REPOSITORY: `gs://${bucket}/nothing-here?endpoint=${encodeURIComponent(server.endpoint)}` });
+    const missing = await runCli(['snapshots'], {
+      ...env,
+      CAIRN_REPOSITORY: `gs://${bucket}/nothing-here?endpoint=${encodeURIComponent(server.endpoint)}`,
+    });
     assert.equal(missing.code, 10);
     assert.match(missing.stderr, /no cairn repository at gs:\/\/cairn-roundtrip\/nothing-here/);
-    const noBucket = await runCli(['snapshots'], { ...env, CAIRN_REPOSITORY: `gs://no-such-bucket/x?endpoint=${encodeURIComponent(server.endpoint)}` });
+    const noBucket = await runCli(['snapshots'], {
+      ...env,
+      CAIRN_REPOSITORY: `gs://no-such-bucket/x?endpoint=${encodeURIComponent(server.endpoint)}`,
+    });
     assert.equal(noBucket.code, 16);
     assert.match(noBucket.stderr, /bucket no-such-bucket does not exist/);
   });

@@ -31,7 +31,8 @@ const PACK_MAGIC = Buffer.from('CPK\x01', 'latin1');
 
 async function packFiles(repo: string): Promise<string[]> {
   const out: string[] = [];
-  for (const dir of await readdir(join(repo, 'packs'))) for (const name of await readdir(join(repo, 'packs', dir))) out.push(join(repo, 'packs', dir, name));
+  for (const dir of await readdir(join(repo, 'packs')))
+    for (const name of await readdir(join(repo, 'packs', dir))) out.push(join(repo, 'packs', dir, name));
   return out;
 }
 
@@ -68,7 +69,7 @@ describe('storage hook (--storage-hook)', () => {
     assert.equal(config.transform, 'hook');
     const backup = await runCli(['-r', repo, 'backup', source], withHook);
     assert.equal(backup.code, 0, backup.stderr);
-    assert.match(backup.stderr, /^storage-hook: xor write packs\//m, 'the hook\'s stderr is forwarded, prefixed');
+    assert.match(backup.stderr, /^storage-hook: xor write packs\//m, "the hook's stderr is forwarded, prefixed");
 
     // What a hookless repository stores: packs begin with the pack magic; behind the hook they are XORed.
     assert.equal((await runCli(['-r', plainRepo, 'init', '--compression', 'none'], env())).code, 0);
@@ -80,7 +81,7 @@ describe('storage hook (--storage-hook)', () => {
     for (const pack of packs) {
       const stored = await readFile(pack);
       assert.ok(!stored.subarray(0, 4).equals(PACK_MAGIC), 'the stored pack is not what cairn wrote');
-      assert.ok(xor(stored).subarray(0, 4).equals(PACK_MAGIC), 'the stored pack is the hook\'s output');
+      assert.ok(xor(stored).subarray(0, 4).equals(PACK_MAGIC), "the stored pack is the hook's output");
     }
     const keyDir = join(repo, 'keys');
     const keyFile = await readFile(join(keyDir, (await readdir(keyDir))[0] as string));
@@ -106,7 +107,7 @@ describe('storage hook (--storage-hook)', () => {
     assert.match(plain.stderr, /created without a storage hook/);
   });
 
-  it('fails a backup whose hook exits non-zero, shows the hook\'s stderr, and commits no snapshot', async () => {
+  it("fails a backup whose hook exits non-zero, shows the hook's stderr, and commits no snapshot", async () => {
     const repo = join(work.path, 'xor-repo');
     const withHook = env({ CAIRN_STORAGE_HOOK: hookCmd });
     const before = lastOfType(await runCli(['-r', repo, 'snapshots'], withHook), 'snapshots')?.snapshots as unknown[];
@@ -129,15 +130,18 @@ describe('storage hook (--storage-hook)', () => {
       return;
     }
     const script = join(work.path, 'openssl-hook.sh');
-    await writeFile(script, [
-      '#!/bin/sh',
-      'case "$2" in',
-      '  write) exec openssl enc -aes-256-cbc -pbkdf2 -salt -pass env:HOOK_KEY ;;',
-      '  read) exec openssl enc -d -aes-256-cbc -pbkdf2 -pass env:HOOK_KEY ;;',
-      '  *) echo "unknown operation $2" >&2; exit 2 ;;',
-      'esac',
-      '',
-    ].join('\n'));
+    await writeFile(
+      script,
+      [
+        '#!/bin/sh',
+        'case "$2" in',
+        '  write) exec openssl enc -aes-256-cbc -pbkdf2 -salt -pass env:HOOK_KEY ;;',
+        '  read) exec openssl enc -d -aes-256-cbc -pbkdf2 -pass env:HOOK_KEY ;;',
+        '  *) echo "unknown operation $2" >&2; exit 2 ;;',
+        'esac',
+        '',
+      ].join('\n'),
+    );
     await chmod(script, 0o755);
     const repo = join(work.path, 'openssl-repo');
     const withHook = env({ CAIRN_STORAGE_HOOK: script, HOOK_KEY: 'hook secret' });
@@ -171,7 +175,11 @@ describe('storage hook (--storage-hook)', () => {
 
   it('bounds the cache: objects beyond its budget run the hook again', async () => {
     const lines: string[] = [];
-    const storage = new HookStorage(new FileStorage(join(work.path, 'unit-repo-2')), { command: hookCmd, cacheBytes: 150_000, onStderr: (line) => lines.push(line) });
+    const storage = new HookStorage(new FileStorage(join(work.path, 'unit-repo-2')), {
+      command: hookCmd,
+      cacheBytes: 150_000,
+      onStderr: (line) => lines.push(line),
+    });
     for (const name of ['a', 'b', 'c']) await storage.put(`packs/00/${name}`, Buffer.alloc(60_000, name.charCodeAt(0)));
     for (const name of ['a', 'b', 'c']) await storage.getRange(`packs/00/${name}`, 0, 1);
     const before = lines.filter((l) => l.startsWith('xor read')).length;

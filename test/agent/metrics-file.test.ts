@@ -108,8 +108,15 @@ describe('--metrics-file', () => {
     assert.equal(samples.has('cairn_backup_bytes_added'), false);
   });
 
-  it('escapes label values and reads back only the same operation\'s success', () => {
-    const text = renderMetrics({ operation: 'backup', repository: 's3://b/p"x\\y', host: 'h', success: true, startedAt: 1000, finishedAt: 5000 });
+  it("escapes label values and reads back only the same operation's success", () => {
+    const text = renderMetrics({
+      operation: 'backup',
+      repository: 's3://b/p"x\\y',
+      host: 'h',
+      success: true,
+      startedAt: 1000,
+      finishedAt: 5000,
+    });
     assert.match(text, /repository="s3:\/\/b\/p\\"x\\\\y"/);
     assert.equal(previousSuccess(text, 'backup'), 5);
     assert.equal(previousSuccess(text, 'restore'), undefined);

@@ -85,7 +85,10 @@ describe('token bucket', () => {
   it('parses MB/s', () => {
     assert.equal(parseMBps('2.5', '--limit-upload'), 2_500_000);
     assert.throws(() => parseMBps('0', '--limit-upload'), /invalid --limit-upload/);
-    assert.throws(() => parseMBps('fast', '--limit-download'), (e: CairnError) => e.code === 'Cairn.Usage' && /megabytes per second/.test(e.hint ?? ''));
+    assert.throws(
+      () => parseMBps('fast', '--limit-download'),
+      (e: CairnError) => e.code === 'Cairn.Usage' && /megabytes per second/.test(e.hint ?? ''),
+    );
   });
 });
 
@@ -134,10 +137,14 @@ describe('TransferStorage', () => {
   it('a semaphore hands slots over first come, first served', async () => {
     const order: number[] = [];
     const sem = new Semaphore(1);
-    await Promise.all([1, 2, 3].map((n) => sem.run(async () => {
-      order.push(n);
-      await new Promise((resolve) => setImmediate(resolve));
-    })));
+    await Promise.all(
+      [1, 2, 3].map((n) =>
+        sem.run(async () => {
+          order.push(n);
+          await new Promise((resolve) => setImmediate(resolve));
+        }),
+      ),
+    );
     assert.deepEqual(order, [1, 2, 3]);
   });
 });

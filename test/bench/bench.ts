@@ -59,14 +59,27 @@ function parseOptions(): Options {
   });
   const pitrSeconds = Number(values['pitr-seconds']);
   const pitrScale = Number(values['pitr-scale']);
-  if (!Number.isInteger(pitrSeconds) || pitrSeconds < 0) throw new UsageError(`--pitr-seconds must be a whole number ≥ 0, not ${values['pitr-seconds']}`);
-  if (!Number.isInteger(pitrScale) || pitrScale < 1) throw new UsageError(`--pitr-scale must be a whole number ≥ 1, not ${values['pitr-scale']}`);
+  if (!Number.isInteger(pitrSeconds) || pitrSeconds < 0)
+    throw new UsageError(`--pitr-seconds must be a whole number ≥ 0, not ${values['pitr-seconds']}`);
+  if (!Number.isInteger(pitrScale) || pitrScale < 1)
+    throw new UsageError(`--pitr-scale must be a whole number ≥ 1, not ${values['pitr-scale']}`);
   const sizeMiB = Number(values.size);
   const runs = Number(values.runs);
   if (!(sizeMiB >= 1)) throw new UsageError(`--size must be a number of MiB ≥ 1, not ${values.size}`);
   if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`--runs must be a whole number ≥ 1, not ${values.runs}`);
-  if (values.only !== undefined && values.only !== 'cairn') throw new UsageError(`--only accepts "cairn" (skip the peers), not ${values.only}`);
-  return { sizeMiB, dir: values.dir && resolve(values.dir), keep: values.keep, json: resolve(values.json), onlyCairn: values.only === 'cairn', runs, pitrSeconds, pitrScale, onlyPitr: values['only-pitr'] };
+  if (values.only !== undefined && values.only !== 'cairn')
+    throw new UsageError(`--only accepts "cairn" (skip the peers), not ${values.only}`);
+  return {
+    sizeMiB,
+    dir: values.dir && resolve(values.dir),
+    keep: values.keep,
+    json: resolve(values.json),
+    onlyCairn: values.only === 'cairn',
+    runs,
+    pitrSeconds,
+    pitrScale,
+    onlyPitr: values['only-pitr'],
+  };
 }
 
 class UsageError extends Error {
@@ -155,8 +168,16 @@ async function runOnce(run: number, ctx: Context): Promise<RunOutcome> {
   for (const tool of repoTools) await tool.init(); // not timed
   const record = (m: Omit<Measurement, 'run'>): void => {
     ctx.measurements.push({ run, ...m });
-    const bytes = m.addedBytes !== undefined ? `+${(m.addedBytes / MB).toFixed(1)} MB` : m.storedBytes !== undefined ? `${(m.storedBytes / MB).toFixed(1)} MB stored` : '';
-    const noisy = m.otherCpuSeconds !== undefined && m.otherCpuSeconds > NOISE * m.seconds ? `  (noisy: other processes used ${m.otherCpuSeconds.toFixed(1)} CPU-s meanwhile)` : '';
+    const bytes =
+      m.addedBytes !== undefined
+        ? `+${(m.addedBytes / MB).toFixed(1)} MB`
+        : m.storedBytes !== undefined
+          ? `${(m.storedBytes / MB).toFixed(1)} MB stored`
+          : '';
+    const noisy =
+      m.otherCpuSeconds !== undefined && m.otherCpuSeconds > NOISE * m.seconds
+        ? `  (noisy: other processes used ${m.otherCpuSeconds.toFixed(1)} CPU-s meanwhile)`
+        : '';
     console.log(`  ${m.scenario.padEnd(24)} ${m.tool.padEnd(9)} ${m.seconds.toFixed(2).padStart(7)} s  ${bytes}${noisy}`);
   };
   const backupAll = async (scenario: Scenario): Promise<void> => {
@@ -168,13 +189,22 @@ async function runOnce(run: number, ctx: Context): Promise<RunOutcome> {
   if (ctx.peers.tar) {
     settle(paths.data);
     const t = await tarZstd(paths.data, paths.tarFile, logs);
-    record({ scenario: 'first backup', tool: 'tar|zstd', ...figures(t), storedBytes: treeBytes(paths.tarFile), addedBytes: undefined, reportedAddedBytes: undefined });
+    record({
+      scenario: 'first backup',
+      tool: 'tar|zstd',
+      ...figures(t),
+      storedBytes: treeBytes(paths.tarFile),
+      addedBytes: undefined,
+      reportedAddedBytes: undefined,
+    });
   }
   // 2. nothing changed
   await backupAll('unchanged re-backup');
   // 3. the same changes for every tool: applied once, then each tool's re-backup
   const changedBytes = mutateDataset(paths.data, layout, CHANGE_FRACTION);
-  console.log(`  changed ${(changedBytes / MB).toFixed(1)} MB in place (${((changedBytes / layout.bytes) * 100).toFixed(1)}% of the bytes: scattered 16 KiB pages and ranges of the random files)`);
+  console.log(
+    `  changed ${(changedBytes / MB).toFixed(1)} MB in place (${((changedBytes / layout.bytes) * 100).toFixed(1)}% of the bytes: scattered 16 KiB pages and ranges of the random files)`,
+  );
   await backupAll('re-backup after changes');
   // 4. restores, each compared byte for byte with the data
   for (const tool of repoTools) {
@@ -182,14 +212,28 @@ async function runOnce(run: number, ctx: Context): Promise<RunOutcome> {
     mkdirSync(paths.restores, { recursive: true });
     settle();
     const t = await tool.restore(target);
-    record({ scenario: 'restore', tool: tool.name, ...figures(t), storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
+    record({
+      scenario: 'restore',
+      tool: tool.name,
+      ...figures(t),
+      storedBytes: treeBytes(tool.repo),
+      addedBytes: undefined,
+      reportedAddedBytes: undefined,
+    });
     checkRestore(tool.name, paths.data, tool.restoredRoot(target, paths.data), ctx.failures);
   }
   // 5. reading everything back
   for (const tool of repoTools) {
     settle();
     const t = await tool.verify();
-    record({ scenario: 'verify --read-data', tool: tool.name, ...figures(t), storedBytes: treeBytes(tool.repo), addedBytes: undefined, reportedAddedBytes: undefined });
+    record({
+      scenario: 'verify --read-data',
+      tool: tool.name,
+      ...figures(t),
+      storedBytes: treeBytes(tool.repo),
+      addedBytes: undefined,
+      reportedAddedBytes: undefined,
+    });
   }
   // Large deletions wait until nothing is timed: on this disk (ext4 with `discard`) deleting a
   // GiB right before a command made the command up to ~2× slower.
@@ -220,12 +264,20 @@ async function timedBackup(tool: RepoTool, scenario: Scenario, data: string): Pr
   const before = treeBytes(tool.repo);
   const result = await tool.backup(data);
   const after = treeBytes(tool.repo);
-  return { scenario, tool: tool.name, ...figures(result), storedBytes: after, addedBytes: after - before, reportedAddedBytes: result.reportedAddedBytes };
+  return {
+    scenario,
+    tool: tool.name,
+    ...figures(result),
+    storedBytes: after,
+    addedBytes: after - before,
+    reportedAddedBytes: result.reportedAddedBytes,
+  };
 }
 
 /** Installs what is missing where allowed; a peer that cannot be had is skipped with a message. */
 function checkPrerequisites(onlyCairn: boolean): Peers {
-  if (!ensureCommand('/usr/bin/time', 'time')) console.log('GNU time is missing and cannot be installed: peak RSS comes from polling /proc (VmHWM)');
+  if (!ensureCommand('/usr/bin/time', 'time'))
+    console.log('GNU time is missing and cannot be installed: peak RSS comes from polling /proc (VmHWM)');
   if (!ensureCommand('diff', 'diffutils')) throw new CommandFailed('diff is needed to check restores');
   if (onlyCairn) return { tar: false, restic: false };
   const tar = ensureCommand('tar', 'tar') && ensureCommand('zstd', 'zstd');
@@ -252,7 +304,10 @@ async function main(): Promise<number> {
   const peers = checkPrerequisites(options.onlyCairn);
   const work = prepareWorkDir(options.dir);
   const paths = pathsIn(work);
-  if (!options.onlyPitr) console.log(`work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`);
+  if (!options.onlyPitr)
+    console.log(
+      `work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`,
+    );
 
   const ctx: Context = { paths, sizeMiB: options.sizeMiB, peers, measurements: [], failures: [] };
   const { measurements, failures } = ctx;
@@ -284,7 +339,9 @@ async function main(): Promise<number> {
   const rows = summarize(measurements, datasetBytes);
   const list = ratios(rows, changedBytes);
   if (measurements.length > 0) {
-    console.log(`\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6); peak RSS = the largest single process (of a pipeline too)\n`);
+    console.log(
+      `\n${(datasetBytes / MB).toFixed(0)} MB dataset, ${(changedBytes / MB).toFixed(1)} MB changed for phase 3; ${options.runs > 1 ? `medians of ${options.runs} runs (peak RSS: the largest)` : 'one run'}; MB/s = dataset bytes / seconds (MB = 10^6); peak RSS = the largest single process (of a pipeline too)\n`,
+    );
     console.log(formatResults(rows, list));
     printReportedAdded(measurements);
     printNoise(measurements);

@@ -27,9 +27,80 @@ export interface Layout {
 
 // ---------------------------------------------------------------- database pages
 
-const FIRST = ['anna', 'ben', 'carla', 'dmitri', 'eva', 'farid', 'greta', 'hiro', 'ines', 'jonas', 'kim', 'lena', 'marco', 'nora', 'omar', 'paula', 'quinn', 'rosa', 'sven', 'tara', 'ugo', 'vera', 'wim', 'xenia', 'yusuf', 'zoe'];
-const LAST = ['adams', 'berger', 'costa', 'dubois', 'eriksen', 'fischer', 'garcia', 'horvat', 'ivanova', 'jensen', 'kowalski', 'lopez', 'muller', 'novak', 'olsen', 'petrov', 'quispe', 'rossi', 'schmidt', 'tanaka', 'ustinov', 'varga', 'weber', 'xu', 'yilmaz', 'zimmer'];
-const CITY = ['amsterdam', 'berlin', 'chicago', 'dakar', 'edinburgh', 'frankfurt', 'geneva', 'helsinki', 'istanbul', 'jakarta', 'kyoto', 'lisbon', 'madrid', 'nairobi', 'oslo', 'porto'];
+const FIRST = [
+  'anna',
+  'ben',
+  'carla',
+  'dmitri',
+  'eva',
+  'farid',
+  'greta',
+  'hiro',
+  'ines',
+  'jonas',
+  'kim',
+  'lena',
+  'marco',
+  'nora',
+  'omar',
+  'paula',
+  'quinn',
+  'rosa',
+  'sven',
+  'tara',
+  'ugo',
+  'vera',
+  'wim',
+  'xenia',
+  'yusuf',
+  'zoe',
+];
+const LAST = [
+  'adams',
+  'berger',
+  'costa',
+  'dubois',
+  'eriksen',
+  'fischer',
+  'garcia',
+  'horvat',
+  'ivanova',
+  'jensen',
+  'kowalski',
+  'lopez',
+  'muller',
+  'novak',
+  'olsen',
+  'petrov',
+  'quispe',
+  'rossi',
+  'schmidt',
+  'tanaka',
+  'ustinov',
+  'varga',
+  'weber',
+  'xu',
+  'yilmaz',
+  'zimmer',
+];
+const CITY = [
+  'amsterdam',
+  'berlin',
+  'chicago',
+  'dakar',
+  'edinburgh',
+  'frankfurt',
+  'geneva',
+  'helsinki',
+  'istanbul',
+  'jakarta',
+  'kyoto',
+  'lisbon',
+  'madrid',
+  'nairobi',
+  'oslo',
+  'porto',
+];
 const STATUS = ['active', 'closed', 'frozen', 'pending'];
 
 // Column values are prebuilt, fixed-width byte strings: rows are assembled by copying

@@ -79,11 +79,19 @@ class CairnArchiver implements Archiver {
   constructor(work: string, logDir: string) {
     this.repo = join(work, 'cairn-repo');
     this.logDir = logDir;
-    this.serverEnv = { CAIRN_REPOSITORY: this.repo, CAIRN_PASSWORD: PASSWORD, CAIRN_SPOOL_DIR: join(work, 'cairn-spool'), CAIRN_WAL_DAEMON_IDLE: '600' };
+    this.serverEnv = {
+      CAIRN_REPOSITORY: this.repo,
+      CAIRN_PASSWORD: PASSWORD,
+      CAIRN_SPOOL_DIR: join(work, 'cairn-spool'),
+      CAIRN_WAL_DAEMON_IDLE: '600',
+    };
   }
 
   private run(label: string, args: string[], env: Record<string, string> = {}): Promise<Timed> {
-    return runTimed(process.execPath, [CAIRN_CLI, '--json', ...args], { env: { ...this.serverEnv, ...env }, logPrefix: join(this.logDir, `cairn-${++this.seq}-${label}`) });
+    return runTimed(process.execPath, [CAIRN_CLI, '--json', ...args], {
+      env: { ...this.serverEnv, ...env },
+      logPrefix: join(this.logDir, `cairn-${++this.seq}-${label}`),
+    });
   }
 
   async prepare(): Promise<void> {
@@ -93,7 +101,11 @@ class CairnArchiver implements Archiver {
   }
 
   baseBackup(server: PostgresServer): Promise<Timed> {
-    return this.run('backup', ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'], { CAIRN_DB_PASSWORD: server.password });
+    return this.run(
+      'backup',
+      ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'],
+      { CAIRN_DB_PASSWORD: server.password },
+    );
   }
 
   restore(time: string, dir: string): Promise<Timed> {
@@ -132,28 +144,31 @@ class PgBackRestArchiver implements Archiver {
   async prepare(server: PostgresServer): Promise<void> {
     for (const dir of ['repo', 'spool', 'log', 'lock']) mkdirSync(join(this.work, dir), { recursive: true });
     // Like for like: encrypted and zstd-compressed as Cairn's archive is; async push and get, two processes.
-    writeFileSync(this.config, [
-      '[global]',
-      `repo1-path=${this.repo}`,
-      'repo1-cipher-type=aes-256-cbc',
-      `repo1-cipher-pass=${PASSWORD}`,
-      'compress-type=zst',
-      'archive-async=y',
-      `spool-path=${join(this.work, 'spool')}`,
-      'process-max=2',
-      `log-path=${join(this.work, 'log')}`,
-      `lock-path=${join(this.work, 'lock')}`,
-      'log-level-console=warn',
-      'log-level-file=info',
-      'start-fast=y',
-      '',
-      '[bench]',
-      `pg1-path=${server.dataDir}`,
-      `pg1-port=${server.port}`,
-      `pg1-socket-path=${server.socketDir}`,
-      'pg1-user=postgres',
-      '',
-    ].join('\n'));
+    writeFileSync(
+      this.config,
+      [
+        '[global]',
+        `repo1-path=${this.repo}`,
+        'repo1-cipher-type=aes-256-cbc',
+        `repo1-cipher-pass=${PASSWORD}`,
+        'compress-type=zst',
+        'archive-async=y',
+        `spool-path=${join(this.work, 'spool')}`,
+        'process-max=2',
+        `log-path=${join(this.work, 'log')}`,
+        `lock-path=${join(this.work, 'lock')}`,
+        'log-level-console=warn',
+        'log-level-file=info',
+        'start-fast=y',
+        '',
+        '[bench]',
+        `pg1-path=${server.dataDir}`,
+        `pg1-port=${server.port}`,
+        `pg1-socket-path=${server.socketDir}`,
+        'pg1-user=postgres',
+        '',
+      ].join('\n'),
+    );
     giveToPostgres(this.work);
     await this.run('stanza-create', ['stanza-create']);
   }
@@ -163,7 +178,13 @@ class PgBackRestArchiver implements Archiver {
   }
 
   restore(time: string, dir: string): Promise<Timed> {
-    return this.run('restore', [`--pg1-path=${dir}`, '--type=time', `--target=${time.replace('T', ' ').replace('Z', '+00')}`, '--target-action=promote', 'restore']);
+    return this.run('restore', [
+      `--pg1-path=${dir}`,
+      '--type=time',
+      `--target=${time.replace('T', ' ').replace('Z', '+00')}`,
+      '--target-action=promote',
+      'restore',
+    ]);
   }
 
   cleanup(): void {
@@ -174,8 +195,10 @@ class PgBackRestArchiver implements Archiver {
 /** What is missing to run the section, or undefined. */
 export function pitrPrerequisites(): string | undefined {
   const missing = ['initdb', 'postgres', 'pg_waldump', 'pg_basebackup'].filter((b) => spawnSync('test', ['-x', join(BIN, b)]).status !== 0);
-  if (missing.length > 0 && !ensureCommand(join(BIN, 'initdb'), 'postgresql')) return `PostgreSQL 15 is missing (${missing.join(', ')}): apt-get install postgresql`;
-  if (!ensureCommand('pgbench', 'postgresql-contrib') || !ensureCommand('psql', 'postgresql-client')) return 'pgbench or psql is missing: apt-get install postgresql-contrib postgresql-client';
+  if (missing.length > 0 && !ensureCommand(join(BIN, 'initdb'), 'postgresql'))
+    return `PostgreSQL 15 is missing (${missing.join(', ')}): apt-get install postgresql`;
+  if (!ensureCommand('pgbench', 'postgresql-contrib') || !ensureCommand('psql', 'postgresql-client'))
+    return 'pgbench or psql is missing: apt-get install postgresql-contrib postgresql-client';
   return undefined;
 }
 
@@ -197,14 +220,20 @@ async function drain(server: PostgresServer, limitSeconds: number): Promise<numb
   const started = performance.now();
   server.sql('SELECT pg_switch_wal()');
   while (readyCount(server) > 0) {
-    if ((performance.now() - started) / 1000 > limitSeconds) throw new CommandFailed(`the archive did not catch up within ${limitSeconds} s (${readyCount(server)} segments still ready): ${server.serverLog().slice(-2000)}`);
+    if ((performance.now() - started) / 1000 > limitSeconds)
+      throw new CommandFailed(
+        `the archive did not catch up within ${limitSeconds} s (${readyCount(server)} segments still ready): ${server.serverLog().slice(-2000)}`,
+      );
     await sleep(100);
   }
   return (performance.now() - started) / 1000;
 }
 
 function pgbench(server: PostgresServer, args: string[], logPrefix: string): Promise<Timed> {
-  return runTimed('pgbench', ['-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', ...args, 'bench'], { env: { PGPASSWORD: server.password }, logPrefix });
+  return runTimed('pgbench', ['-h', '127.0.0.1', '-p', String(server.port), '-U', 'postgres', ...args, 'bench'], {
+    env: { PGPASSWORD: server.password },
+    logPrefix,
+  });
 }
 
 async function measure(archiver: Archiver, options: PitrOptions, work: string): Promise<PitrMeasurement> {
@@ -232,7 +261,11 @@ async function measure(archiver: Archiver, options: PitrOptions, work: string): 
     const before = archiverStats(server);
     let backlogMax = 0;
     const sampler = setInterval(() => (backlogMax = Math.max(backlogMax, readyCount(server))), 250);
-    const load = await pgbench(server, ['-c', '4', '-j', '2', '-T', String(options.seconds), '-n'], join(options.logDir, `${archiver.name}-pgbench-run`));
+    const load = await pgbench(
+      server,
+      ['-c', '4', '-j', '2', '-T', String(options.seconds), '-n'],
+      join(options.logDir, `${archiver.name}-pgbench-run`),
+    );
     clearInterval(sampler);
     const backlogAtEnd = readyCount(server);
     backlogMax = Math.max(backlogMax, backlogAtEnd);
@@ -244,7 +277,12 @@ async function measure(archiver: Archiver, options: PitrOptions, work: string): 
 
     mkdirSync(restoreDir, { mode: 0o700 });
     chmodSync(restoreDir, 0o700);
-    if (asRoot) chownSync(restoreDir, Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout), Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout));
+    if (asRoot)
+      chownSync(
+        restoreDir,
+        Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout),
+        Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout),
+      );
     const restore = await archiver.restore(target, restoreDir);
     const replayStarted = performance.now();
     restored = await startPostgres({ dataDir: restoreDir, env: archiver.serverEnv });
@@ -254,10 +292,13 @@ async function measure(archiver: Archiver, options: PitrOptions, work: string): 
     }
     const replaySeconds = (performance.now() - replayStarted) / 1000;
     // The restored data must end at the target: the last pgbench transaction at or before it, within a second or two.
-    const last = restored.sql(`SELECT extract(epoch FROM max(mtime) AT TIME ZONE current_setting('TimeZone'))::float8 FROM pgbench_history`, 'bench').trim();
+    const last = restored
+      .sql(`SELECT extract(epoch FROM max(mtime) AT TIME ZONE current_setting('TimeZone'))::float8 FROM pgbench_history`, 'bench')
+      .trim();
     const lastMs = Number(last) * 1000;
     const targetMs = Date.parse(target);
-    if (!(lastMs <= targetMs + 1 && lastMs > targetMs - 5000)) throw new CommandFailed(`${archiver.name}: the restored data ends at ${new Date(lastMs).toISOString()}, not at the target ${target}`);
+    if (!(lastMs <= targetMs + 1 && lastMs > targetMs - 5000))
+      throw new CommandFailed(`${archiver.name}: the restored data ends at ${new Date(lastMs).toISOString()}, not at the target ${target}`);
     return {
       tool: archiver.name,
       segments,
@@ -285,10 +326,15 @@ export async function pitrBench(options: PitrOptions): Promise<PitrMeasurement[]
   if (!peer) console.log('pgbackrest is missing and cannot be installed (Debian package pgbackrest): only cairn is measured');
   const work = await postgresWorkDir();
   mkdirSync(options.logDir, { recursive: true });
-  console.log(`\nPITR: pgbench -i -s ${options.scale}, base backup, then pgbench -c 4 -T ${options.seconds} (max_wal_size 64MB) archived by each tool; then a restore to 3 s before the end, replayed until the server promotes`);
+  console.log(
+    `\nPITR: pgbench -i -s ${options.scale}, base backup, then pgbench -c 4 -T ${options.seconds} (max_wal_size 64MB) archived by each tool; then a restore to 3 s before the end, replayed until the server promotes`,
+  );
   const results: PitrMeasurement[] = [];
   try {
-    const archivers: Archiver[] = [new CairnArchiver(work, options.logDir), ...(peer ? [new PgBackRestArchiver(work, options.logDir)] : [])];
+    const archivers: Archiver[] = [
+      new CairnArchiver(work, options.logDir),
+      ...(peer ? [new PgBackRestArchiver(work, options.logDir)] : []),
+    ];
     for (const archiver of archivers) {
       const m = await measure(archiver, options, work);
       results.push(m);

@@ -98,7 +98,13 @@ export function ratios(rows: Row[], changedBytes: number): Ratio[] {
   const unchanged = find('unchanged re-backup', 'cairn');
   if (first && unchanged) {
     const share = unchanged.seconds / first.seconds;
-    out.push({ check: 'unchanged re-backup time / first backup time (cairn)', value: share, shown: `${(share * 100).toFixed(1)}%`, aim: '< 5%', met: share < 0.05 });
+    out.push({
+      check: 'unchanged re-backup time / first backup time (cairn)',
+      value: share,
+      shown: `${(share * 100).toFixed(1)}%`,
+      aim: '< 5%',
+      met: share < 0.05,
+    });
   }
 
   const restore = find('restore', 'cairn');
@@ -107,7 +113,8 @@ export function ratios(rows: Row[], changedBytes: number): Ratio[] {
 
   const cairnRss = rows.filter((r) => r.tool === 'cairn' && r.peakRssMiB !== undefined).map((r) => r.peakRssMiB!);
   const peak = cairnRss.length ? Math.max(...cairnRss) : undefined;
-  if (peak !== undefined) out.push({ check: 'cairn peak RSS, any scenario', value: peak, shown: `${peak.toFixed(0)} MiB`, aim: '< 256 MiB', met: peak < 256 });
+  if (peak !== undefined)
+    out.push({ check: 'cairn peak RSS, any scenario', value: peak, shown: `${peak.toFixed(0)} MiB`, aim: '< 256 MiB', met: peak < 256 });
 
   // Further aims from PERFORMANCE.md, on this synthetic data (its own caveat: real
   // database writes, not these, decide the incremental figures).
@@ -123,7 +130,13 @@ export function ratios(rows: Row[], changedBytes: number): Ratio[] {
   }
   if (changed?.addedBytes !== undefined && changedBytes > 0) {
     const v = changed.addedBytes / changedBytes;
-    out.push({ check: 'bytes added after changes / bytes changed (cairn)', value: v, shown: `${v.toFixed(2)}×`, aim: 'information', met: undefined });
+    out.push({
+      check: 'bytes added after changes / bytes changed (cairn)',
+      value: v,
+      shown: `${v.toFixed(2)}×`,
+      aim: 'information',
+      met: undefined,
+    });
   }
   const resticRss = rows.filter((r) => r.tool === 'restic' && r.peakRssMiB !== undefined).map((r) => r.peakRssMiB!);
   if (peak !== undefined && resticRss.length) {
@@ -138,7 +151,8 @@ const mb = (bytes: number | undefined): string => (bytes === undefined ? '' : (b
 /** A plain-text table with aligned columns; numbers right-aligned. */
 function table(header: string[], body: string[][], rightAligned: boolean[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((r) => r[i]!.length)));
-  const line = (cells: string[]): string => `| ${cells.map((c, i) => (rightAligned[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
+  const line = (cells: string[]): string =>
+    `| ${cells.map((c, i) => (rightAligned[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
   const rule = `|${widths.map((w, i) => (rightAligned[i] ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`;
   return [line(header), rule, ...body.map(line)].join('\n');
 }

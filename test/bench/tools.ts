@@ -41,7 +41,9 @@ export interface RepoTool {
 
 /** The JSON lines a command printed whose `key` is `value`, last one. */
 function lastJsonLine(file: string, key: string, value: string): Record<string, unknown> | undefined {
-  const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('{'));
+  const lines = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   for (const line of lines.reverse()) {
     try {
       const parsed = JSON.parse(line) as Record<string, unknown>;

@@ -60,7 +60,15 @@ describe('SSM document script', () => {
     const s = setup({ nodeReports: true });
     const r = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: 'eyJ4IjoxfQ' });
     assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(s.read('node-args')!.trim().split('\n'), [join(s.dir, 'opt', 'versions', s.sha, 'cairn.mjs'), 'agent', 'backup', '--plan-id', 'orders-db', '--request', 'eyJ4IjoxfQ']);
+    assert.deepEqual(s.read('node-args')!.trim().split('\n'), [
+      join(s.dir, 'opt', 'versions', s.sha, 'cairn.mjs'),
+      'agent',
+      'backup',
+      '--plan-id',
+      'orders-db',
+      '--request',
+      'eyJ4IjoxfQ',
+    ]);
     assert.equal(s.read('node-token'), token);
     assert.equal(s.read('aws-args'), undefined, 'nothing to report: the agent did');
     assert.equal(readlinkSync(join(s.dir, 'cairn-link')), join(s.dir, 'opt', 'bin', 'cairn'));
@@ -78,7 +86,7 @@ describe('SSM document script', () => {
     assert.ok(!s.read('node-args')!.includes('--request'), 'an empty request is not passed');
   });
 
-  test('a scheduled archive (no task token, no request) ends with the agent\'s own exit code and reports nothing', () => {
+  test("a scheduled archive (no task token, no request) ends with the agent's own exit code and reports nothing", () => {
     for (const exit of [0, 16]) {
       const s = setup({ nodeExit: exit });
       const r = s.run({ operation: 'archive', planId: 'orders-db', taskToken: '', request: '' });

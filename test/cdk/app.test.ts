@@ -48,9 +48,11 @@ describe('CDK app entry', () => {
       env: { ...process.env, CDK_DISABLE_VERSION_CHECK: '1', CDK_DISABLE_CLI_TELEMETRY: 'true' },
     });
     assert.equal(r.status, 0, r.stderr);
-    const template = JSON.parse(readFileSync(join(out, 'Cairn-dev.template.json'), 'utf8')) as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+    const template = JSON.parse(readFileSync(join(out, 'Cairn-dev.template.json'), 'utf8')) as {
+      Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+    };
     const doc = Object.values(template.Resources).find((res) => res.Type === 'AWS::SSM::Document')!;
-    const lines = ((doc.Properties.Content as { mainSteps: Array<{ inputs: { runCommand?: string[] } }> }).mainSteps[1]!.inputs.runCommand)!;
+    const lines = (doc.Properties.Content as { mainSteps: Array<{ inputs: { runCommand?: string[] } }> }).mainSteps[1]!.inputs.runCommand!;
     const sha = /^export CAIRN_AGENT_SHA256='([0-9a-f]{64})'$/.exec(lines[0]!)![1];
     const object = /^export CAIRN_AGENT_OBJECT='(.+)'$/.exec(lines[2]!)![1]!;
     assert.ok(readdirSync(out).includes(`asset.${object.replace(/\.mjs$/, '')}.mjs`) || readdirSync(out).some((f) => f.endsWith('.mjs')));

@@ -76,12 +76,18 @@ describe('environment config', () => {
   });
 
   test('duplicate plan ids are rejected', () => {
-    assert.match(configError(() => parseEnvironmentConfig(env([plan(), plan()]), 'dev')).message, /plan orders-db: id: plan id orders-db is used twice/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan(), plan()]), 'dev')).message,
+      /plan orders-db: id: plan id orders-db is used twice/,
+    );
   });
 
   test('orchestrated plans need s3:// or gs:// repositories', () => {
     for (const url of ['/var/backups/repo', 'file:///var/backups', 'http://example.com/x']) {
-      assert.match(configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev')).message, /plan orders-db: repository\.url: .*s3:\/\//);
+      assert.match(
+        configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev')).message,
+        /plan orders-db: repository\.url: .*s3:\/\//,
+      );
     }
     const gs = parseEnvironmentConfig(env([plan({ repository: { url: 'gs://my-bucket/cairn/orders' } })]), 'dev').plans[0]!;
     assert.deepEqual(repositoryLocation(gs.repository.url), { scheme: 'gs', bucket: 'my-bucket', prefix: 'cairn/orders/' });
@@ -95,15 +101,24 @@ describe('environment config', () => {
 
   test('targets accept EC2 and on-prem managed instance ids, or a tag selector', () => {
     const config = parseEnvironmentConfig(
-      env([plan({ targets: { instanceIds: ['i-0abc1234', 'mi-0123456789abcdef0'] } }), plan({ id: 'tagged', targets: { tag: { key: 'cairn:plan', value: 'tagged' } } })]),
+      env([
+        plan({ targets: { instanceIds: ['i-0abc1234', 'mi-0123456789abcdef0'] } }),
+        plan({ id: 'tagged', targets: { tag: { key: 'cairn:plan', value: 'tagged' } } }),
+      ]),
       'dev',
     );
     assert.equal(config.plans.length, 2);
-    assert.match(configError(() => parseEnvironmentConfig(env([plan({ targets: { instanceIds: ['i-x; rm -rf /'] } })]), 'dev')).message, /plan orders-db: targets/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ targets: { instanceIds: ['i-x; rm -rf /'] } })]), 'dev')).message,
+      /plan orders-db: targets/,
+    );
   });
 
   test('the rpo is a duration and the heartbeat shorter than the timeout', () => {
-    assert.match(configError(() => parseEnvironmentConfig(env([plan({ rpo: 'a day' })]), 'dev')).message, /plan orders-db: rpo: invalid duration/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ rpo: 'a day' })]), 'dev')).message,
+      /plan orders-db: rpo: invalid duration/,
+    );
     assert.match(
       configError(() => parseEnvironmentConfig(env([plan({ timeouts: { heartbeatSeconds: 600, timeoutSeconds: 300 } })]), 'dev')).message,
       /plan orders-db: timeouts\.heartbeatSeconds: heartbeatSeconds must be less than timeoutSeconds/,
@@ -111,24 +126,40 @@ describe('environment config', () => {
   });
 
   test('the files engine needs paths; other engines take none', () => {
-    assert.match(configError(() => parseEnvironmentConfig(env([plan({ engine: 'files', engineOptions: {} })]), 'dev')).message, /engineOptions\.paths: the files engine needs/);
-    assert.match(configError(() => parseEnvironmentConfig(env([plan({ engineOptions: { paths: ['/x'] } })]), 'dev')).message, /paths is for the files engine/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ engine: 'files', engineOptions: {} })]), 'dev')).message,
+      /engineOptions\.paths: the files engine needs/,
+    );
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ engineOptions: { paths: ['/x'] } })]), 'dev')).message,
+      /paths is for the files engine/,
+    );
   });
 
   test('an empty retention policy is refused', () => {
-    assert.match(configError(() => parseEnvironmentConfig(env([plan({ retention: {} })]), 'dev')).message, /plan orders-db: retention: name at least one keep rule/);
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([plan({ retention: {} })]), 'dev')).message,
+      /plan orders-db: retention: name at least one keep rule/,
+    );
   });
 
   test('environment-level fields are named without a plan', () => {
-    const lock = configError(() => parseEnvironmentConfig(env([plan()], { repository: { objectLock: { mode: 'FOREVER' as 'COMPLIANCE', days: 30 } } }), 'prod'));
+    const lock = configError(() =>
+      parseEnvironmentConfig(env([plan()], { repository: { objectLock: { mode: 'FOREVER' as 'COMPLIANCE', days: 30 } } }), 'prod'),
+    );
     assert.match(lock.message, /^env prod: repository\.objectLock\.mode: /);
-    const replica = configError(() => parseEnvironmentConfig(env([plan()], { repository: { replica: { region: 'eu-central-1' } } }), 'prod'));
+    const replica = configError(() =>
+      parseEnvironmentConfig(env([plan()], { repository: { replica: { region: 'eu-central-1' } } }), 'prod'),
+    );
     assert.match(replica.message, /^env prod: repository\.replica\.region: the replica must be in another region/);
     assert.match(configError(() => parseEnvironmentConfig(env([plan()], { account: '12' }), 'prod')).message, /^env prod: account: /);
   });
 
   test('the replica bucket name defaults from the primary', () => {
-    const config = parseEnvironmentConfig(env([plan()], { repository: { bucketName: 'acme-backups', replica: { region: 'eu-west-1' } } }), 'prod');
+    const config = parseEnvironmentConfig(
+      env([plan()], { repository: { bucketName: 'acme-backups', replica: { region: 'eu-west-1' } } }),
+      'prod',
+    );
     assert.deepEqual(config.repository.replica, { region: 'eu-west-1', bucketName: 'acme-backups-replica' });
   });
 
@@ -136,35 +167,76 @@ describe('environment config', () => {
     const off = parseEnvironmentConfig(env([plan()]), 'prod').plans[0]!;
     assert.equal(off.pitr, undefined);
     assert.equal(pitrOf(off), undefined);
-    assert.equal(pitrOf(parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: false } })]), 'prod').plans[0]!), undefined);
+    assert.equal(
+      pitrOf(parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: false } })]), 'prod').plans[0]!),
+      undefined,
+    );
     const on = parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: true } })]), 'prod').plans[0]!;
     assert.deepEqual(pitrOf(on), { enabled: true, maxArchiveLagMinutes: 15 });
     for (const engine of ['pgdump', 'mysqldump', 'files', 'etcd'] as const) {
-      const error = configError(() => parseEnvironmentConfig(env([plan({ engine, ...(engine === 'files' ? { engineOptions: { paths: ['/srv'] } } : {}), pitr: { enabled: true } })]), 'prod'));
-      assert.match(error.message, new RegExp(`^env prod, plan orders-db: pitr\\.enabled: point-in-time recovery .*postgres or mariadb, not ${engine}`));
+      const error = configError(() =>
+        parseEnvironmentConfig(
+          env([plan({ engine, ...(engine === 'files' ? { engineOptions: { paths: ['/srv'] } } : {}), pitr: { enabled: true } })]),
+          'prod',
+        ),
+      );
+      assert.match(
+        error.message,
+        new RegExp(`^env prod, plan orders-db: pitr\\.enabled: point-in-time recovery .*postgres or mariadb, not ${engine}`),
+      );
     }
   });
 
   test('pitr fields are checked against the engine and each other, naming the field', () => {
-    const fails = (pitr: Record<string, unknown>, engine: 'postgres' | 'mariadb'): string => configError(() => parseEnvironmentConfig(env([plan({ engine, pitr: pitr })]), 'prod')).message;
-    assert.match(fails({ enabled: true, archiveStream: 'mariadb-main' }, 'postgres'), /plan orders-db: pitr\.archiveStream: a postgres plan's stream starts with pg-/);
+    const fails = (pitr: Record<string, unknown>, engine: 'postgres' | 'mariadb'): string =>
+      configError(() => parseEnvironmentConfig(env([plan({ engine, pitr: pitr })]), 'prod')).message;
+    assert.match(
+      fails({ enabled: true, archiveStream: 'mariadb-main' }, 'postgres'),
+      /plan orders-db: pitr\.archiveStream: a postgres plan's stream starts with pg-/,
+    );
     assert.match(fails({ enabled: true, archiveStream: 'Main DB' }, 'mariadb'), /plan orders-db: pitr\.archiveStream: a log stream name/);
-    assert.match(fails({ enabled: true, binlogPushSchedule: 'rate(5 minutes)' }, 'postgres'), /pitr\.binlogPushSchedule: binlogPushSchedule is for mariadb plans/);
+    assert.match(
+      fails({ enabled: true, binlogPushSchedule: 'rate(5 minutes)' }, 'postgres'),
+      /pitr\.binlogPushSchedule: binlogPushSchedule is for mariadb plans/,
+    );
     assert.match(fails({ enabled: true, binlogPushSchedule: 'every 5 minutes' }, 'mariadb'), /pitr\.binlogPushSchedule: /);
     assert.match(fails({ enabled: true, maxArchiveLagMinutes: 0 }, 'mariadb'), /pitr\.maxArchiveLagMinutes: /);
-    assert.match(fails({ enabled: true, maxArchiveLagMinutes: 10, binlogPushSchedule: 'rate(10 minutes)' }, 'mariadb'), /pitr\.maxArchiveLagMinutes: 10 minutes is not longer than the binlog push interval \(10 minutes\)/);
-    assert.match(fails({ enabled: true, maxArchiveLagMinutes: 5 }, 'mariadb'), /not longer than the binlog push interval \(5 minutes\)/, 'the default schedule counts too');
+    assert.match(
+      fails({ enabled: true, maxArchiveLagMinutes: 10, binlogPushSchedule: 'rate(10 minutes)' }, 'mariadb'),
+      /pitr\.maxArchiveLagMinutes: 10 minutes is not longer than the binlog push interval \(10 minutes\)/,
+    );
+    assert.match(
+      fails({ enabled: true, maxArchiveLagMinutes: 5 }, 'mariadb'),
+      /not longer than the binlog push interval \(5 minutes\)/,
+      'the default schedule counts too',
+    );
     assert.match(fails({ enabled: true, extra: 1 }, 'mariadb'), /plan orders-db: pitr: /);
-    const ok = parseEnvironmentConfig(env([plan({ engine: 'mariadb', pitr: { enabled: true, archiveStream: 'mariadb-main', maxArchiveLagMinutes: 90, binlogPushSchedule: 'rate(1 hour)' } })]), 'prod').plans[0]!;
+    const ok = parseEnvironmentConfig(
+      env([
+        plan({
+          engine: 'mariadb',
+          pitr: { enabled: true, archiveStream: 'mariadb-main', maxArchiveLagMinutes: 90, binlogPushSchedule: 'rate(1 hour)' },
+        }),
+      ]),
+      'prod',
+    ).plans[0]!;
     assert.equal(pitrOf(ok)?.binlogPushSchedule, 'rate(1 hour)');
-    const follow = parseEnvironmentConfig(env([plan({ engine: 'mariadb', pitr: { enabled: true, binlogPushSchedule: 'follow', maxArchiveLagMinutes: 2 } })]), 'prod').plans[0]!;
+    const follow = parseEnvironmentConfig(
+      env([plan({ engine: 'mariadb', pitr: { enabled: true, binlogPushSchedule: 'follow', maxArchiveLagMinutes: 2 } })]),
+      'prod',
+    ).plans[0]!;
     assert.equal(pitrOf(follow)?.binlogPushSchedule, 'follow');
     assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(ok)), 'round trip'), ok);
   });
 
   test('wal-push and wal-fetch get the repository with its region and the passphrase file; a KMS plan none', () => {
     const p = parseEnvironmentConfig(env([plan({ engine: 'postgres', pitr: { enabled: true } })]), 'prod').plans[0]!;
-    assert.deepEqual(walCairnArgs(p, 'eu-central-1'), ['--repo', 's3://cairn-prod-123456789012-eu-central-1/plans/orders-db/?region=eu-central-1', '--password-file', '/etc/cairn/orders-db.passphrase']);
+    assert.deepEqual(walCairnArgs(p, 'eu-central-1'), [
+      '--repo',
+      's3://cairn-prod-123456789012-eu-central-1/plans/orders-db/?region=eu-central-1',
+      '--password-file',
+      '/etc/cairn/orders-db.passphrase',
+    ]);
     const kms = { ...p, keySource: { kmsKeyArn: 'arn:aws:kms:eu-central-1:123456789012:key/abc' } };
     assert.deepEqual(walCairnArgs(kms, undefined), ['--repo', 's3://cairn-prod-123456789012-eu-central-1/plans/orders-db/']);
   });
@@ -176,18 +248,33 @@ describe('environment config', () => {
 
   test('fuzz: random mutations of a valid config never throw anything but a CairnError', () => {
     let seed = 42;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const junk = [null, 0, -1, 1e9, '', 'x', '../../etc', [], {}, true, 'cron(* * * * * *)', '$(reboot)'];
     const mutate = (value: unknown, depth: number): unknown => {
       if (rand() < 0.15 || depth > 4) return junk[Math.floor(rand() * junk.length)];
       if (Array.isArray(value)) return value.map((v) => mutate(v, depth + 1));
-      if (typeof value === 'object' && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, rand() < 0.8 ? v : mutate(v, depth + 1)]));
+      if (typeof value === 'object' && value !== null)
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, rand() < 0.8 ? v : mutate(v, depth + 1)]));
       return value;
     };
     let rejected = 0;
     for (let i = 0; i < 300; i++) {
       try {
-        parseEnvironmentConfig(mutate(env([plan(), plan({ id: 'etcd-main', engine: 'etcd' }), plan({ id: 'binlogs', engine: 'mariadb', pitr: { enabled: true, archiveStream: 'mariadb-main', binlogPushSchedule: 'rate(5 minutes)' } })]), 0), 'fuzz');
+        parseEnvironmentConfig(
+          mutate(
+            env([
+              plan(),
+              plan({ id: 'etcd-main', engine: 'etcd' }),
+              plan({
+                id: 'binlogs',
+                engine: 'mariadb',
+                pitr: { enabled: true, archiveStream: 'mariadb-main', binlogPushSchedule: 'rate(5 minutes)' },
+              }),
+            ]),
+            0,
+          ),
+          'fuzz',
+        );
       } catch (error) {
         assert.ok(error instanceof CairnError, String(error));
         assert.match(error.message, /^env fuzz/);

@@ -8,7 +8,10 @@ import { AGENT_DOCUMENT_PARAMETERS, AGENT_OPERATIONS } from '../../cdk/lib/agent
 import { dev } from '../../cdk/config/dev.ts';
 import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
 
-const aslValidator = createRequire(import.meta.url)('asl-validator') as (definition: unknown) => { isValid: boolean; errorsText: () => string };
+const aslValidator = createRequire(import.meta.url)('asl-validator') as (definition: unknown) => {
+  isValid: boolean;
+  errorsText: () => string;
+};
 
 // Names only, never values: the sentinel must appear as a name in ARNs, nothing else may leak.
 const SENTINEL_SECRET_NAME = '/cairn/sentinel/SENTINEL-db-password-name';
@@ -50,7 +53,10 @@ const pitrConfig: EnvironmentConfigInput = {
       id: 'maria-tagged',
       targets: { tag: { key: 'cairn:plan', value: 'maria-tagged' } },
       engine: 'mariadb',
-      engineOptions: { connection: { socket: '/run/mysqld/mysqld.sock', user: 'cairn' }, passwordParameter: '/cairn/pitr/maria/db-password' },
+      engineOptions: {
+        connection: { socket: '/run/mysqld/mysqld.sock', user: 'cairn' },
+        passwordParameter: '/cairn/pitr/maria/db-password',
+      },
       schedule: { expression: 'cron(0 3 * * ? *)' },
       retention: { keepDaily: 7 },
       keySource: { passphraseParameter: '/cairn/pitr/maria/passphrase' },
@@ -86,7 +92,13 @@ const prodOut = synthEnvironment('prod');
 const sentinelOut = synthEnvironment('sentinel', { sentinel });
 const pitrOut = synthEnvironment('pitr', { pitr: pitrConfig });
 
-type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, Record<string, unknown>>; Sid?: string };
+type Statement = {
+  Effect: string;
+  Action: string | string[];
+  Resource: unknown;
+  Condition?: Record<string, Record<string, unknown>>;
+  Sid?: string;
+};
 const actionsOf = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action : [s.Action]);
 
 function hostPolicies(json: Record<string, unknown>): Array<[string, Statement[]]> {
@@ -135,29 +147,51 @@ describe('CDK app', () => {
   test('the bucket is SSE-KMS, versioned, private, TLS-only and logged', () => {
     devOut.template.hasResourceProperties('AWS::S3::Bucket', {
       BucketName: 'cairn-dev-111111111111-eu-central-1',
-      BucketEncryption: { ServerSideEncryptionConfiguration: [Match.objectLike({ ServerSideEncryptionByDefault: Match.objectLike({ SSEAlgorithm: 'aws:kms' }) })] },
+      BucketEncryption: {
+        ServerSideEncryptionConfiguration: [
+          Match.objectLike({ ServerSideEncryptionByDefault: Match.objectLike({ SSEAlgorithm: 'aws:kms' }) }),
+        ],
+      },
       VersioningConfiguration: { Status: 'Enabled' },
-      PublicAccessBlockConfiguration: { BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true },
+      PublicAccessBlockConfiguration: {
+        BlockPublicAcls: true,
+        BlockPublicPolicy: true,
+        IgnorePublicAcls: true,
+        RestrictPublicBuckets: true,
+      },
       LoggingConfiguration: Match.objectLike({ DestinationBucketName: Match.anyValue() }),
     });
     devOut.template.hasResourceProperties('AWS::S3::BucketPolicy', {
-      PolicyDocument: { Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]) },
+      PolicyDocument: {
+        Statement: Match.arrayWith([Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+      },
     });
   });
 
   test('Object Lock and lifecycle follow the config: dev without a lock, prod COMPLIANCE', () => {
     const bucketProps = (out: typeof devOut): Record<string, unknown> =>
-      resourcesOf(out.json, 'AWS::S3::Bucket').find(([, r]) => String(r.Properties.BucketName).startsWith(`cairn-${out.config.envName}-`) && !String(r.Properties.BucketName).endsWith('-logs'))![1].Properties;
+      resourcesOf(out.json, 'AWS::S3::Bucket').find(
+        ([, r]) =>
+          String(r.Properties.BucketName).startsWith(`cairn-${out.config.envName}-`) && !String(r.Properties.BucketName).endsWith('-logs'),
+      )![1].Properties;
     const d = bucketProps(devOut);
     assert.notEqual(d.ObjectLockEnabled, true);
     assert.equal(d.ObjectLockConfiguration, undefined);
     assert.deepEqual((d.LifecycleConfiguration as { Rules: unknown[] }).Rules, [
       { Id: 'abort-incomplete-multipart-uploads', AbortIncompleteMultipartUpload: { DaysAfterInitiation: 2 }, Status: 'Enabled' },
-      { Id: 'expire-noncurrent-versions', NoncurrentVersionExpiration: { NoncurrentDays: 7 }, ExpiredObjectDeleteMarker: true, Status: 'Enabled' },
+      {
+        Id: 'expire-noncurrent-versions',
+        NoncurrentVersionExpiration: { NoncurrentDays: 7 },
+        ExpiredObjectDeleteMarker: true,
+        Status: 'Enabled',
+      },
     ]);
     const p = bucketProps(prodOut);
     assert.equal(p.ObjectLockEnabled, true);
-    assert.deepEqual(p.ObjectLockConfiguration, { ObjectLockEnabled: 'Enabled', Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 35 } } });
+    assert.deepEqual(p.ObjectLockConfiguration, {
+      ObjectLockEnabled: 'Enabled',
+      Rule: { DefaultRetention: { Mode: 'COMPLIANCE', Days: 35 } },
+    });
     assert.match(JSON.stringify(p.LifecycleConfiguration), /"NoncurrentDays":90/);
     assert.match(JSON.stringify(p.LifecycleConfiguration), /"DaysAfterInitiation":7/);
   });
@@ -202,12 +236,18 @@ describe('CDK app', () => {
           }
           if (actionsOf(s).includes('s3:PutObject')) {
             const c = JSON.stringify(s.Condition);
-            assert.ok(c === '{"StringEquals":{"s3:if-none-match":"*"}}' || c === '{"Bool":{"s3:ObjectCreationOperation":"false"}}', `${id}: unconditioned PutObject ${c}`);
+            assert.ok(
+              c === '{"StringEquals":{"s3:if-none-match":"*"}}' || c === '{"Bool":{"s3:ObjectCreationOperation":"false"}}',
+              `${id}: unconditioned PutObject ${c}`,
+            );
           }
           if (actionsOf(s).some((a) => a.startsWith('states:'))) {
             assert.deepEqual(actionsOf(s).sort(), ['states:SendTaskFailure', 'states:SendTaskHeartbeat', 'states:SendTaskSuccess']);
             assert.ok(Array.isArray(s.Resource) && s.Resource.length === 4, 'the four state machines');
-            assert.ok((s.Resource as unknown[]).every((r) => typeof r === 'object' && r !== null && 'Ref' in r), 'state machine ARNs, not *');
+            assert.ok(
+              (s.Resource as unknown[]).every((r) => typeof r === 'object' && r !== null && 'Ref' in r),
+              'state machine ARNs, not *',
+            );
           }
           assert.notEqual(s.Resource, '*', `${id} grants on *`);
         }
@@ -250,7 +290,11 @@ describe('CDK app', () => {
   test('every SSM document parameter is validated and passed as an environment variable', () => {
     const [[, doc]] = resourcesOf(prodOut.json, 'AWS::SSM::Document') as [[string, { Properties: Record<string, unknown> }]];
     assert.equal(doc.Properties.DocumentType, 'Command');
-    const content = doc.Properties.Content as { schemaVersion: string; parameters: Record<string, Record<string, unknown>>; mainSteps: Array<{ action: string; inputs: Record<string, unknown> }> };
+    const content = doc.Properties.Content as {
+      schemaVersion: string;
+      parameters: Record<string, Record<string, unknown>>;
+      mainSteps: Array<{ action: string; inputs: Record<string, unknown> }>;
+    };
     assert.equal(content.schemaVersion, '2.2');
     assert.deepEqual(Object.keys(content.parameters).sort(), ['operation', 'planId', 'request', 'taskToken']);
     for (const [name, param] of Object.entries(content.parameters)) {
@@ -259,7 +303,10 @@ describe('CDK app', () => {
     }
     assert.deepEqual(content.parameters.operation!.allowedValues, [...AGENT_OPERATIONS]);
     assert.deepEqual(content.parameters, JSON.parse(JSON.stringify(AGENT_DOCUMENT_PARAMETERS)));
-    assert.deepEqual(content.mainSteps.map((s) => s.action), ['aws:downloadContent', 'aws:runShellScript']);
+    assert.deepEqual(
+      content.mainSteps.map((s) => s.action),
+      ['aws:downloadContent', 'aws:runShellScript'],
+    );
     const script = (content.mainSteps[1]!.inputs.runCommand as string[]).join('\n');
     assert.doesNotMatch(script, /\{\{/, 'no text substitution of parameters');
     assert.match(script, /^operation="\$\{SSM_operation:-\}"$/m);
@@ -279,7 +326,8 @@ describe('CDK app', () => {
       assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
       assert.deepEqual(fn.Properties.TracingConfig, { Mode: 'Active' }, id);
       const env = (fn.Properties.Environment as { Variables: Record<string, unknown> }).Variables;
-      for (const name of ['ENV_NAME', 'PLAN_PARAMETER_PREFIX', 'BUCKET_NAME', 'DOCUMENT_NAME', 'POWERTOOLS_SERVICE_NAME']) assert.ok(env[name] !== undefined, `${id} lacks ${name}`);
+      for (const name of ['ENV_NAME', 'PLAN_PARAMETER_PREFIX', 'BUCKET_NAME', 'DOCUMENT_NAME', 'POWERTOOLS_SERVICE_NAME'])
+        assert.ok(env[name] !== undefined, `${id} lacks ${name}`);
       assert.equal(env.POWERTOOLS_METRICS_NAMESPACE, 'Cairn');
       assert.equal(env.PLAN_PARAMETER_PREFIX, '/cairn/prod/plans/');
     }
@@ -295,7 +343,10 @@ describe('CDK app', () => {
           deleters.add(id.replace(/ServiceRole.*$/, ''));
         }
       }
-      assert.deepEqual([...deleters].sort(), ['FunctionsApplyRetention', 'FunctionsGcSweep'].map((f) => [...deleters].find((d) => d.startsWith(f)) ?? f).sort());
+      assert.deepEqual(
+        [...deleters].sort(),
+        ['FunctionsApplyRetention', 'FunctionsGcSweep'].map((f) => [...deleters].find((d) => d.startsWith(f)) ?? f).sort(),
+      );
       assert.equal(deleters.size, 2);
     }
   });
@@ -317,7 +368,9 @@ describe('CDK app', () => {
 
   test('the Backup machine sends the agent command with the task token and heartbeat from the plan', () => {
     const backup = prodOut.stack.stateMachines.backup;
-    const [, m] = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(([id]) => id === prodOut.stack.getLogicalId(backup.node.defaultChild as CfnElement))!;
+    const [, m] = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(
+      ([id]) => id === prodOut.stack.getLogicalId(backup.node.defaultChild as CfnElement),
+    )!;
     const asl = definitionOf(m) as { StartAt: string; States: Record<string, Record<string, unknown>> };
     assert.equal(asl.StartAt, 'PlanBackup');
     const run = asl.States.RunAgent!;
@@ -347,7 +400,8 @@ describe('CDK app', () => {
   test('one backup and one retention schedule per plan, a verify schedule per plan with verification, each with a DLQ and retries', () => {
     for (const out of [devOut, prodOut]) {
       const schedules = resourcesOf(out.json, 'AWS::Scheduler::Schedule');
-      const named = (kind: string): typeof schedules => schedules.filter(([, s]) => String(s.Properties.Name).startsWith(`cairn-${out.config.envName}-${kind}-`));
+      const named = (kind: string): typeof schedules =>
+        schedules.filter(([, s]) => String(s.Properties.Name).startsWith(`cairn-${out.config.envName}-${kind}-`));
       assert.equal(named('backup').length, out.config.plans.length);
       assert.equal(named('retention').length, out.config.plans.length);
       assert.equal(named('verify').length, out.config.plans.filter((p) => p.verification !== undefined).length);
@@ -360,7 +414,10 @@ describe('CDK app', () => {
       }
       for (const plan of out.config.plans) {
         const [, s] = named('backup').find(([, r]) => r.Properties.Name === `cairn-${out.config.envName}-backup-${plan.id}`)!;
-        assert.deepEqual(JSON.parse((s.Properties.Target as { Input: string }).Input), { planId: plan.id, scheduledTime: '<aws.scheduler.scheduled-time>' });
+        assert.deepEqual(JSON.parse((s.Properties.Target as { Input: string }).Input), {
+          planId: plan.id,
+          scheduledTime: '<aws.scheduler.scheduled-time>',
+        });
         assert.equal(s.Properties.ScheduleExpression, plan.schedule.expression);
         assert.equal(s.Properties.ScheduleExpressionTimezone, plan.schedule.timeZone);
       }
@@ -386,12 +443,18 @@ describe('CDK app', () => {
     prodOut.template.resourceCountIs('AWS::SNS::Subscription', 1);
     devOut.template.resourceCountIs('AWS::SNS::Subscription', 0);
     const dashboard = JSON.stringify(prodOut.template.findResources('AWS::CloudWatch::Dashboard'));
-    for (const metric of ['SnapshotAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed']) assert.match(dashboard, new RegExp(metric));
+    for (const metric of ['SnapshotAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed'])
+      assert.match(dashboard, new RegExp(metric));
   });
 
   test('archive-lag runs every 5 minutes for the PITR plans; its function may only list their logs/ and read their plan parameters', () => {
-    assert.equal(resourcesOf(devOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) => String(r.Properties.Name).includes('archive-lag')).length, 0);
-    const [, schedule] = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').find(([, r]) => r.Properties.Name === 'cairn-pitr-archive-lag')!;
+    assert.equal(
+      resourcesOf(devOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) => String(r.Properties.Name).includes('archive-lag')).length,
+      0,
+    );
+    const [, schedule] = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').find(
+      ([, r]) => r.Properties.Name === 'cairn-pitr-archive-lag',
+    )!;
     assert.equal(schedule.Properties.ScheduleExpression, 'rate(5 minutes)');
     const target = schedule.Properties.Target as { Arn: unknown; Input: string };
     assert.deepEqual(JSON.parse(target.Input), { planIds: ['pg-pitr', 'maria-tagged', 'maria-ext', 'maria-follow'] });
@@ -406,20 +469,27 @@ describe('CDK app', () => {
     assert.deepEqual(actions, ['s3:ListBucket', 's3:ListBucket', 'ssm:GetParameter', 'xray:PutTelemetryRecords', 'xray:PutTraceSegments']);
     const get = statements.find((st) => actionsOf(st).includes('ssm:GetParameter'))!;
     const params = JSON.stringify(get.Resource);
-    for (const id of ['pg-pitr', 'maria-tagged', 'maria-ext', 'maria-follow']) assert.match(params, new RegExp(`:parameter/cairn/pitr/plans/${id}"`));
+    for (const id of ['pg-pitr', 'maria-tagged', 'maria-ext', 'maria-follow'])
+      assert.match(params, new RegExp(`:parameter/cairn/pitr/plans/${id}"`));
     assert.doesNotMatch(params, /app-db|passphrase|password/, 'neither plans without PITR nor secrets');
     const lists = statements.filter((st) => actionsOf(st).includes('s3:ListBucket'));
-    assert.deepEqual(lists.map((st) => st.Condition?.StringLike?.['s3:prefix']).sort(), [
-      ['cairn/maria-ext/logs/*'],
-      ['plans/pg-pitr/logs/*', 'plans/maria-tagged/logs/*', 'plans/maria-follow/logs/*'],
-    ].sort());
+    assert.deepEqual(
+      lists.map((st) => st.Condition?.StringLike?.['s3:prefix']).sort(),
+      [['cairn/maria-ext/logs/*'], ['plans/pg-pitr/logs/*', 'plans/maria-tagged/logs/*', 'plans/maria-follow/logs/*']].sort(),
+    );
     assert.match(JSON.stringify(lists.map((st) => st.Resource)), /s3:::other-team-bucket"/);
     assert.match(JSON.stringify(lists.map((st) => st.Resource)), /s3:::cairn-pitr-111111111111-eu-central-1"/);
   });
 
-  test('one binlog-push schedule per MariaDB PITR plan that pushes on a schedule: the agent document with operation archive on the plan\'s hosts', () => {
-    const pushes = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) => String(r.Properties.Name).startsWith('cairn-pitr-binlog-push-'));
-    assert.deepEqual(pushes.map(([, r]) => r.Properties.Name).sort(), ['cairn-pitr-binlog-push-maria-ext', 'cairn-pitr-binlog-push-maria-tagged'], 'none for PostgreSQL, none for a follower');
+  test("one binlog-push schedule per MariaDB PITR plan that pushes on a schedule: the agent document with operation archive on the plan's hosts", () => {
+    const pushes = resourcesOf(pitrOut.json, 'AWS::Scheduler::Schedule').filter(([, r]) =>
+      String(r.Properties.Name).startsWith('cairn-pitr-binlog-push-'),
+    );
+    assert.deepEqual(
+      pushes.map(([, r]) => r.Properties.Name).sort(),
+      ['cairn-pitr-binlog-push-maria-ext', 'cairn-pitr-binlog-push-maria-tagged'],
+      'none for PostgreSQL, none for a follower',
+    );
     const input = (name: string): Record<string, unknown> => {
       const [, r] = pushes.find(([, p]) => p.Properties.Name === name)!;
       const t = r.Properties.Target as { Arn: unknown; Input: unknown };
@@ -440,7 +510,11 @@ describe('CDK app', () => {
       .filter(([, p]) => JSON.stringify(p.Properties.Roles) === JSON.stringify([{ Ref: role }]))
       .flatMap(([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement);
     const sends = statements.filter((st) => actionsOf(st).includes('ssm:SendCommand'));
-    assert.deepEqual([...new Set(statements.flatMap(actionsOf))].sort(), ['lambda:InvokeFunction', 'sqs:SendMessage', 'ssm:SendCommand'], 'invoke archive-lag, run the document, dead-letter: nothing else');
+    assert.deepEqual(
+      [...new Set(statements.flatMap(actionsOf))].sort(),
+      ['lambda:InvokeFunction', 'sqs:SendMessage', 'ssm:SendCommand'],
+      'invoke archive-lag, run the document, dead-letter: nothing else',
+    );
     const resources = JSON.stringify(sends.map((st) => st.Resource));
     assert.match(resources, /:document\/Cairn-pitr-Agent"/);
     assert.match(resources, /:instance\/i-0123456789abcdef1"/);
@@ -448,14 +522,24 @@ describe('CDK app', () => {
     assert.match(resources, /:instance\/\*"/, 'a tag-selected plan: any instance, with this document only');
     assert.doesNotMatch(resources, /i-0123456789abcdef2/, 'the follower plan sends nothing');
 
-    const [, prodPush] = resourcesOf(prodOut.json, 'AWS::Scheduler::Schedule').find(([, r]) => r.Properties.Name === 'cairn-prod-binlog-push-orders-db')!;
-    assert.deepEqual((JSON.parse(resolveText((prodPush.Properties.Target as { Input: unknown }).Input)) as { InstanceIds: string[] }).InstanceIds, ['i-0a1b2c3d4e5f60718']);
+    const [, prodPush] = resourcesOf(prodOut.json, 'AWS::Scheduler::Schedule').find(
+      ([, r]) => r.Properties.Name === 'cairn-prod-binlog-push-orders-db',
+    )!;
+    assert.deepEqual(
+      (JSON.parse(resolveText((prodPush.Properties.Target as { Input: unknown }).Input)) as { InstanceIds: string[] }).InstanceIds,
+      ['i-0a1b2c3d4e5f60718'],
+    );
   });
 
   test('an archive-lag alarm per PITR plan: threshold from maxArchiveLagMinutes, missing data breaching, and on the dashboard', () => {
     const alarms = resourcesOf(pitrOut.json, 'AWS::CloudWatch::Alarm').filter(([, a]) => a.Properties.MetricName === 'ArchiveLagSeconds');
     const byName = Object.fromEntries(alarms.map(([, a]) => [a.Properties.AlarmName as string, a.Properties]));
-    assert.deepEqual(Object.keys(byName).sort(), ['cairn-pitr-maria-ext-archive-lag', 'cairn-pitr-maria-follow-archive-lag', 'cairn-pitr-maria-tagged-archive-lag', 'cairn-pitr-pg-pitr-archive-lag']);
+    assert.deepEqual(Object.keys(byName).sort(), [
+      'cairn-pitr-maria-ext-archive-lag',
+      'cairn-pitr-maria-follow-archive-lag',
+      'cairn-pitr-maria-tagged-archive-lag',
+      'cairn-pitr-pg-pitr-archive-lag',
+    ]);
     const pg = byName['cairn-pitr-pg-pitr-archive-lag']!;
     assert.equal(pg.Threshold, 20 * 60);
     assert.equal(pg.ComparisonOperator, 'GreaterThanThreshold');
@@ -473,8 +557,11 @@ describe('CDK app', () => {
 
   test('a PostgreSQL PITR plan gets its archive_command and restore_command as outputs; its hosts may create under logs/ and still not delete', () => {
     const outputs = pitrOut.json.Outputs as Record<string, { Value: unknown; Description?: string }>;
-    const values = Object.values(outputs).map((o) => o.Value).filter((v): v is string => typeof v === 'string' && /_command = /.test(v));
-    const cairn = "/usr/local/bin/cairn --repo s3://cairn-pitr-111111111111-eu-central-1/plans/pg-pitr/?region=eu-central-1 --password-file /etc/cairn/pg-pitr.passphrase";
+    const values = Object.values(outputs)
+      .map((o) => o.Value)
+      .filter((v): v is string => typeof v === 'string' && /_command = /.test(v));
+    const cairn =
+      '/usr/local/bin/cairn --repo s3://cairn-pitr-111111111111-eu-central-1/plans/pg-pitr/?region=eu-central-1 --password-file /etc/cairn/pg-pitr.passphrase';
     assert.deepEqual(values.sort(), [
       `archive_command = '${cairn} wal-push --stream pg-7000000000000000042 %p'`,
       `restore_command = '${cairn} wal-fetch --stream pg-7000000000000000042 %f "%p"'`,
@@ -484,7 +571,13 @@ describe('CDK app', () => {
     const listed = statements.find((st) => st.Sid === 'ListPlanPrefix')!.Condition!.StringLike!['s3:prefix'] as string[];
     assert.ok(listed.some((p) => glob(p).test('plans/pg-pitr/logs/pg-7000000000000000042/meta/')));
     const create = statements.find((st) => st.Sid === 'CreateOnlyIfAbsent')!;
-    const objects = (create.Resource as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1].filter((p): p is string => typeof p === 'string').join('');
-    assert.match(objects, /:s3:::cairn-pitr-111111111111-eu-central-1\/plans\/pg-pitr\/\*$/, 'logs/ is under the plan prefix the host may create in');
+    const objects = (create.Resource as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1]
+      .filter((p): p is string => typeof p === 'string')
+      .join('');
+    assert.match(
+      objects,
+      /:s3:::cairn-pitr-111111111111-eu-central-1\/plans\/pg-pitr\/\*$/,
+      'logs/ is under the plan prefix the host may create in',
+    );
   });
 });

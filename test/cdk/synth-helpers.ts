@@ -18,7 +18,10 @@ export interface Synthesized extends CairnApp {
  */
 export function synthEnvironment(envName: string, known?: Readonly<Record<string, unknown>>): Synthesized {
   const outdir = mkdtempSync(join(tmpdir(), 'cairn-cdk-test-'));
-  const built = buildApp(envName, { appProps: { outdir, context: { 'aws:cdk:bundling-stacks': [] } }, ...(known === undefined ? {} : { known }) });
+  const built = buildApp(envName, {
+    appProps: { outdir, context: { 'aws:cdk:bundling-stacks': [] } },
+    ...(known === undefined ? {} : { known }),
+  });
   try {
     built.app.synth();
   } catch (error) {
@@ -37,14 +40,19 @@ export function synthEnvironment(envName: string, known?: Readonly<Record<string
 }
 
 function summarizeReport(text: string): string {
-  const report = JSON.parse(text) as { pluginReports: { violations: { ruleName: string; violatingConstructs: { constructPath: string }[] }[] }[] };
+  const report = JSON.parse(text) as {
+    pluginReports: { violations: { ruleName: string; violatingConstructs: { constructPath: string }[] }[] }[];
+  };
   return report.pluginReports
     .flatMap((p) => p.violations.flatMap((v) => v.violatingConstructs.map((c) => `${v.ruleName} at ${c.constructPath}`)))
     .join('\n');
 }
 
 /** All resources of one type in a template JSON, by logical id. */
-export function resourcesOf(json: Record<string, unknown>, type: string): Array<[string, { Properties: Record<string, unknown> } & Record<string, unknown>]> {
+export function resourcesOf(
+  json: Record<string, unknown>,
+  type: string,
+): Array<[string, { Properties: Record<string, unknown> } & Record<string, unknown>]> {
   const resources = json.Resources as Record<string, { Type: string; Properties: Record<string, unknown> }>;
   return Object.entries(resources).filter(([, r]) => r.Type === type);
 }

@@ -101,8 +101,13 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     repository: { bucketName: bucket },
     plans,
   };
-  const built = buildApp(ENV, { appProps: { outdir: join(work, 'cdk.out'), context: { 'aws:cdk:bundling-stacks': [] } }, known: { [ENV]: config } });
-  const json = Template.fromStack(built.stack).toJSON() as { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+  const built = buildApp(ENV, {
+    appProps: { outdir: join(work, 'cdk.out'), context: { 'aws:cdk:bundling-stacks': [] } },
+    known: { [ENV]: config },
+  });
+  const json = Template.fromStack(built.stack).toJSON() as {
+    Resources: Record<string, { Type: string; Properties: Record<string, unknown> }>;
+  };
 
   const definitions = {} as System['definitions'];
   for (const [, r] of Object.entries(json.Resources)) {
@@ -115,7 +120,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     if (r.Type === 'AWS::SSM::Parameter') ssm.parameters.set(resolveIntrinsics(r.Properties.Name), resolveIntrinsics(r.Properties.Value));
   }
   const document = Object.values(json.Resources).find((r) => r.Type === 'AWS::SSM::Document');
-  const steps = ((document?.Properties.Content as { mainSteps: Array<{ action: string; inputs: { runCommand?: string[] } }> }).mainSteps);
+  const steps = (document?.Properties.Content as { mainSteps: Array<{ action: string; inputs: { runCommand?: string[] } }> }).mainSteps;
   const runCommand = steps.find((s) => s.action === 'aws:runShellScript')?.inputs.runCommand;
   if (!runCommand) throw new Error('the SSM document has no aws:runShellScript step');
 
@@ -123,7 +128,12 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   const bundle = bundleAgent(join(work, 'download'));
   const sha = createHash('sha256').update(readFileSync(bundle)).digest('hex');
   const script = runCommand
-    .map((line) => line.replace(/^export CAIRN_AGENT_SHA256='[^']*'$/, `export CAIRN_AGENT_SHA256='${sha}'`).replace(/^export CAIRN_AGENT_DOWNLOAD='[^']*'$/, `export CAIRN_AGENT_DOWNLOAD='${dirname(bundle)}'`).replace(/^export CAIRN_AGENT_OBJECT='[^']*'$/, "export CAIRN_AGENT_OBJECT='cairn.mjs'"))
+    .map((line) =>
+      line
+        .replace(/^export CAIRN_AGENT_SHA256='[^']*'$/, `export CAIRN_AGENT_SHA256='${sha}'`)
+        .replace(/^export CAIRN_AGENT_DOWNLOAD='[^']*'$/, `export CAIRN_AGENT_DOWNLOAD='${dirname(bundle)}'`)
+        .replace(/^export CAIRN_AGENT_OBJECT='[^']*'$/, "export CAIRN_AGENT_OBJECT='cairn.mjs'"),
+    )
     .join('\n');
   if (!script.includes(sha)) throw new Error('the document script does not export CAIRN_AGENT_SHA256 the way this harness expects');
 
@@ -132,7 +142,10 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   let executions = 0;
 
   // The document's script as SSM runs it on a host: parameters as SSM_* variables, in its own process group.
-  const spawnDocument = (params: { operation: string; planId: string; taskToken: string; request: string }, hostEnv?: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null>; closed: Promise<void> } => {
+  const spawnDocument = (
+    params: { operation: string; planId: string; taskToken: string; request: string },
+    hostEnv?: Record<string, string>,
+  ): { child: ChildProcess; output: () => string; exited: Promise<number | null>; closed: Promise<void> } => {
     const child = spawn('bash', ['-c', script], {
       env: {
         ...env,
@@ -167,13 +180,17 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     const result = sfn.waitFor(token, heartbeatSeconds);
     result.catch(() => undefined); // observed below; a run that fails elsewhere first must not leave it unhandled
     await options.beforeAgent?.();
-    const { child, output, exited } = spawnDocument({ operation: String(params.operation?.[0]), planId: String(params.planId?.[0]), taskToken: token, request }, options.hostEnv);
+    const { child, output, exited } = spawnDocument(
+      { operation: String(params.operation?.[0]), planId: String(params.planId?.[0]), taskToken: token, request },
+      options.hostEnv,
+    );
     options.onAgent?.({ child, output }, token);
     try {
       return await result;
     } catch (error) {
       // A stopped execution does not stop the SSM command: the agent must notice by itself.
-      if (error instanceof Error && error.name === 'States.Aborted') await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 60_000))]);
+      if (error instanceof Error && error.name === 'States.Aborted')
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 60_000))]);
       throw error;
     } finally {
       // Like SSM at the command's timeout: a frozen or orphaned agent is killed.
@@ -208,10 +225,18 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     async run(kind, input, options = {}) {
       const machine = new StateMachine(definitions[kind] as never, { validationOptions: { checkArn: false } });
       const token = randomBytes(24).toString('base64url');
-      const local = Object.fromEntries([...handlers].map(([state, handler]) => [state, (event: unknown) => handler(event) as Promise<never>]));
+      const local = Object.fromEntries(
+        [...handlers].map(([state, handler]) => [state, (event: unknown) => handler(event) as Promise<never>]),
+      );
       const execution = machine.run(input as never, {
-        overrides: { taskResourceLocalHandlers: { ...local, RunAgent: (event: unknown) => runAgent(event, options) as Promise<never> }, waitTimeOverrides: { WaitGrace: 0 } },
-        context: { Execution: { Id: `arn:aws:states:eu-central-1:123456789012:execution:cairn-${ENV}-${kind.toLowerCase()}:run-${++executions}` }, Task: { Token: token } },
+        overrides: {
+          taskResourceLocalHandlers: { ...local, RunAgent: (event: unknown) => runAgent(event, options) as Promise<never> },
+          waitTimeOverrides: { WaitGrace: 0 },
+        },
+        context: {
+          Execution: { Id: `arn:aws:states:eu-central-1:123456789012:execution:cairn-${ENV}-${kind.toLowerCase()}:run-${++executions}` },
+          Task: { Token: token },
+        },
       });
       return execution.result;
     },
@@ -239,7 +264,16 @@ export function resolveIntrinsics(value: unknown): string {
     const [separator, parts] = v['Fn::Join'] as [string, unknown[]];
     return parts.map(resolveIntrinsics).join(separator);
   }
-  if (typeof v.Ref === 'string') return v.Ref === 'AWS::Region' ? 'eu-central-1' : v.Ref === 'AWS::AccountId' ? '123456789012' : v.Ref === 'AWS::Partition' ? 'aws' : v.Ref === 'AWS::URLSuffix' ? 'amazonaws.com' : `ref-${v.Ref}`;
+  if (typeof v.Ref === 'string')
+    return v.Ref === 'AWS::Region'
+      ? 'eu-central-1'
+      : v.Ref === 'AWS::AccountId'
+        ? '123456789012'
+        : v.Ref === 'AWS::Partition'
+          ? 'aws'
+          : v.Ref === 'AWS::URLSuffix'
+            ? 'amazonaws.com'
+            : `ref-${v.Ref}`;
   if (Array.isArray(v['Fn::GetAtt'])) {
     const [id] = v['Fn::GetAtt'] as [string, string];
     return `arn:aws:lambda:eu-central-1:123456789012:function:${id}`;

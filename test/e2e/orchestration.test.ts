@@ -44,7 +44,12 @@ const pgPitrPlan = { ...plan('pg-pitr', []), engine: 'postgres', engineOptions: 
 // A MariaDB plan with PITR: its binlog-push schedule runs the document; the server's port is known once it runs, so the test
 // rewrites the plan's parameter then (as an operator's change to the plan would).
 const MARIA_PASSWORD_PARAMETER = '/cairn/e2e/maria-pitr/db-password';
-const mariaPitrPlan = { ...plan('maria-pitr', []), engine: 'mariadb', engineOptions: { connection: { host: '127.0.0.1', port: 3306, user: 'cairn' }, passwordParameter: MARIA_PASSWORD_PARAMETER }, pitr: { enabled: true } };
+const mariaPitrPlan = {
+  ...plan('maria-pitr', []),
+  engine: 'mariadb',
+  engineOptions: { connection: { host: '127.0.0.1', port: 3306, user: 'cairn' }, passwordParameter: MARIA_PASSWORD_PARAMETER },
+  pitr: { enabled: true },
+};
 
 describe('orchestration end to end', { timeout: 600_000 }, () => {
   let system: System;
@@ -56,7 +61,12 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     work = await mkdtemp(join(tmpdir(), 'cairn-e2e-data-'));
     data = join(work, 'data');
     await makeRandomTree(data, 11, { files: 20, maxFileSize: 200_000 });
-    system = await startSystem([plan('files-plan', [data]) as never, plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never, pgPitrPlan as never, mariaPitrPlan as never]);
+    system = await startSystem([
+      plan('files-plan', [data]) as never,
+      plan('broken-plan', ['/nonexistent/cairn-e2e-path']) as never,
+      pgPitrPlan as never,
+      mariaPitrPlan as never,
+    ]);
     system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
     for (const id of ['files-plan', 'broken-plan', 'pg-pitr', 'maria-pitr']) {
       const init = await runCli(['init', '--repo', system.repoUrl(id)], cliEnv());
@@ -71,7 +81,11 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
   const snapshots = async (planId: string): Promise<Array<{ id: string; time: string; plan?: string }>> => {
     const r = await runCli(['snapshots', '--json', '--repo', system.repoUrl(planId)], cliEnv());
     assert.equal(r.code, 0, r.stderr);
-    const line = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; snapshots?: Array<{ id: string; time: string; plan?: string }> }).find((l) => l.type === 'snapshots');
+    const line = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; snapshots?: Array<{ id: string; time: string; plan?: string }> })
+      .find((l) => l.type === 'snapshots');
     return line?.snapshots ?? [];
   };
   it('three scheduled backups, then retention forgets by policy and GC frees the forgotten unique chunks', async () => {
@@ -80,26 +94,55 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       // Each backup brings 18 MB only it holds: incompressible, so at least one 8 MiB pack holds nothing else.
       await writeFile(join(data, `unique-${i}.bin`), randomBytes(18_000_000));
       if (i > 0) await rm(join(data, `unique-${i - 1}.bin`));
-      outputs.push((await system.run('Backup', { planId: 'files-plan', scheduledTime: `2026-11-2${i}T02:00:00Z` })) as Record<string, unknown>);
+      outputs.push(
+        (await system.run('Backup', { planId: 'files-plan', scheduledTime: `2026-11-2${i}T02:00:00Z` })) as Record<string, unknown>,
+      );
     }
-    const third = outputs[2] as { agent: { snapshotId: string; bytesAdded: number }; finalized: { snapshotId: string }; retention: { forgotten: Array<{ id: string }>; kept: unknown[]; gc: { generation: string; packs: number; bytes: number; prefixes: string[] } } };
+    const third = outputs[2] as {
+      agent: { snapshotId: string; bytesAdded: number };
+      finalized: { snapshotId: string };
+      retention: {
+        forgotten: Array<{ id: string }>;
+        kept: unknown[];
+        gc: { generation: string; packs: number; bytes: number; prefixes: string[] };
+      };
+    };
     assert.equal(third.finalized.snapshotId, third.agent.snapshotId, 'finalize confirmed the manifest the agent reported');
     assert.equal(third.retention.forgotten.length, 1, 'keepLast 2 forgets the oldest of three');
     const first = (outputs[0] as { agent: { snapshotId: string } }).agent.snapshotId;
     assert.equal(third.retention.forgotten[0]?.id, first);
-    assert.ok(third.retention.gc.packs >= 1 && third.retention.gc.bytes >= 4_000_000, `GC marked the first backup's unique data: ${JSON.stringify(third.retention.gc)}`);
+    assert.ok(
+      third.retention.gc.packs >= 1 && third.retention.gc.bytes >= 4_000_000,
+      `GC marked the first backup's unique data: ${JSON.stringify(third.retention.gc)}`,
+    );
     const storage = await openStorage(system.repoUrl('files-plan'), system.env);
     const collection = await readCollection(storage, third.retention.gc.generation);
-    for (const pack of collection.packs) assert.equal(await storage.stat(`packs/${pack.slice(0, 2)}/${pack}`), undefined, `the sweep deleted pack ${pack}`);
+    for (const pack of collection.packs)
+      assert.equal(await storage.stat(`packs/${pack.slice(0, 2)}/${pack}`), undefined, `the sweep deleted pack ${pack}`);
     const left = await snapshots('files-plan');
-    assert.deepEqual(left.map((s) => s.id).sort(), outputs.slice(1).map((o) => (o as { agent: { snapshotId: string } }).agent.snapshotId).sort());
-    assert.ok(left.every((s) => s.plan === 'files-plan'), 'manifests carry the plan id');
+    assert.deepEqual(
+      left.map((s) => s.id).sort(),
+      outputs
+        .slice(1)
+        .map((o) => (o as { agent: { snapshotId: string } }).agent.snapshotId)
+        .sort(),
+    );
+    assert.ok(
+      left.every((s) => s.plan === 'files-plan'),
+      'manifests carry the plan id',
+    );
     const check = await runCli(['check', '--repo', system.repoUrl('files-plan')], cliEnv());
     assert.equal(check.code, 0, `the repository is consistent after the sweep: ${check.stdout}${check.stderr}`);
   });
 
   it('a console restore: the dry run returns a plan, then a real restore yields byte-identical data', async () => {
-    const dry = (await system.run('Restore', { planId: 'files-plan', dryRun: true })) as { snapshot: { id: string }; steps: string[]; estimatedSeconds: number; targetInstanceId: string; dryRun: boolean };
+    const dry = (await system.run('Restore', { planId: 'files-plan', dryRun: true })) as {
+      snapshot: { id: string };
+      steps: string[];
+      estimatedSeconds: number;
+      targetInstanceId: string;
+      dryRun: boolean;
+    };
     assert.equal(dry.dryRun, true);
     assert.equal(dry.targetInstanceId, INSTANCE);
     assert.ok(dry.estimatedSeconds >= 1 && dry.steps.length > 0);
@@ -107,14 +150,19 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     assert.equal(dry.snapshot.id, latest?.id, 'latest is the newest good snapshot');
 
     const target = join(work, 'restored');
-    const out = (await system.run('Restore', { planId: 'files-plan', snapshot: 'latest', targetPath: target })) as { agent: { snapshotId: string }; recorded: { outcome: string } };
+    const out = (await system.run('Restore', { planId: 'files-plan', snapshot: 'latest', targetPath: target })) as {
+      agent: { snapshotId: string };
+      recorded: { outcome: string };
+    };
     assert.equal(out.agent.snapshotId, latest?.id);
     assert.equal(out.recorded.outcome, 'success');
     assert.deepEqual(await describeTree(target), await describeTree(data));
   });
 
-  it('an agent failure fails the execution with the agent\'s error, records it in history and emits the failure metric', async () => {
-    const { error: failure, metrics } = await captureMetrics(() => system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' }));
+  it("an agent failure fails the execution with the agent's error, records it in history and emits the failure metric", async () => {
+    const { error: failure, metrics } = await captureMetrics(() =>
+      system.run('Backup', { planId: 'broken-plan', scheduledTime: '2026-11-23T02:00:00Z' }),
+    );
     assert.ok(failure instanceof Error, 'the execution failed');
     const text = `${failure.name} ${failure.message} ${JSON.stringify((failure as { cause?: unknown }).cause ?? '')}`;
     assert.match(text, /nonexistent\/cairn-e2e-path/, `the agent's own message reaches the execution: ${text}`);
@@ -131,9 +179,20 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     const gate = new Promise<void>((resolve) => (release = resolve));
     let entered!: () => void;
     const inAgent = new Promise<void>((resolve) => (entered = resolve));
-    const running = system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-24T02:00:00Z' }, { beforeAgent: async () => { entered(); await gate; } });
+    const running = system.run(
+      'Backup',
+      { planId: 'files-plan', scheduledTime: '2026-11-24T02:00:00Z' },
+      {
+        beforeAgent: async () => {
+          entered();
+          await gate;
+        },
+      },
+    );
     await inAgent;
-    const second = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-24T03:00:00Z' })) as { plan: { skip: boolean; reason: string } };
+    const second = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-24T03:00:00Z' })) as {
+      plan: { skip: boolean; reason: string };
+    };
     assert.equal(second.plan.skip, true);
     assert.match(second.plan.reason, /still running: execution .*run-/);
     release();
@@ -142,39 +201,55 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
 
     // A crashed run: its lease was taken long ago and never given back.
     const storage = await openStorage(system.repoUrl('files-plan'), system.env);
-    const crashed = await acquireRunLease(storage, { planId: 'files-plan', executionId: 'crashed-run', scheduledTime: '2026-11-01T02:00:00Z', leaseSeconds: 60, now: new Date(Date.now() - 3_600_000) });
+    const crashed = await acquireRunLease(storage, {
+      planId: 'files-plan',
+      executionId: 'crashed-run',
+      scheduledTime: '2026-11-01T02:00:00Z',
+      leaseSeconds: 60,
+      now: new Date(Date.now() - 3_600_000),
+    });
     assert.equal(crashed.acquired, true);
-    const next = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-25T02:00:00Z' })) as { plan: { skip: boolean }; finalized: { snapshotId: string } };
+    const next = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-25T02:00:00Z' })) as {
+      plan: { skip: boolean };
+      finalized: { snapshotId: string };
+    };
     assert.equal(next.plan.skip, false);
     assert.match(next.finalized.snapshotId, /^[0-9a-f]{64}$/);
   });
 
   it('invalid restore input fails at the first state with a readable error naming the field', async () => {
-    await assert.rejects(system.run('Restore', { planId: 'files-plan', snapshot: 'latest', pointInTime: 'yesterday' }), (error: unknown) => {
-      const e = error as Error & { cause?: unknown };
-      const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
-      assert.match(text, /Cairn\.InvalidInput/);
-      assert.match(text, /pointInTime/);
-      return true;
-    });
+    await assert.rejects(
+      system.run('Restore', { planId: 'files-plan', snapshot: 'latest', pointInTime: 'yesterday' }),
+      (error: unknown) => {
+        const e = error as Error & { cause?: unknown };
+        const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
+        assert.match(text, /Cairn\.InvalidInput/);
+        assert.match(text, /pointInTime/);
+        return true;
+      },
+    );
     await assert.rejects(system.run('Restore', { planId: 'no-such-plan' }), /no plan "no-such-plan"/);
   });
 
   it('a silent agent hits the heartbeat timeout; the failure is recorded', { timeout: 120_000 }, async () => {
     let failure: unknown;
     try {
-      await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-26T02:00:00Z' }, {
-        onAgent: (run, token) => {
-          // Freeze the host's agent after its first heartbeat: it neither works nor reports any more.
-          const timer = setInterval(() => {
-            if (system.sfn.heartbeats(token) > 0 && run.child.pid) {
-              clearInterval(timer);
-              process.kill(-run.child.pid, 'SIGSTOP');
-            }
-          }, 100);
-          run.child.once('exit', () => clearInterval(timer));
+      await system.run(
+        'Backup',
+        { planId: 'files-plan', scheduledTime: '2026-11-26T02:00:00Z' },
+        {
+          onAgent: (run, token) => {
+            // Freeze the host's agent after its first heartbeat: it neither works nor reports any more.
+            const timer = setInterval(() => {
+              if (system.sfn.heartbeats(token) > 0 && run.child.pid) {
+                clearInterval(timer);
+                process.kill(-run.child.pid, 'SIGSTOP');
+              }
+            }, 100);
+            run.child.once('exit', () => clearInterval(timer));
+          },
         },
-      });
+      );
     } catch (error) {
       failure = error;
     }
@@ -184,42 +259,63 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     assert.match(history.stdout, /orchestration\.backup\.failed[^\n]*States\.HeartbeatTimeout/);
   });
 
-  it('stopping the execution reaches the agent through its next heartbeat: it stops cleanly and commits nothing', { timeout: 120_000 }, async () => {
-    const before = (await snapshots('files-plan')).length;
-    await writeFile(join(data, 'unique-stop.bin'), randomBytes(18_000_000));
-    let agent: AgentRun | undefined;
-    let stoppedAt = 0;
-    const run = system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-27T02:00:00Z' }, {
-      // 18 MB of new data at 0.5 MB/s: the backup is still running when its next heartbeat is due.
-      hostEnv: { CAIRN_LIMIT_UPLOAD: '0.5' },
-      onAgent: (a, token) => {
-        agent = a;
-        const timer = setInterval(() => {
-          if (system.sfn.heartbeats(token) > 0) {
-            clearInterval(timer);
-            stoppedAt = Date.now();
-            system.sfn.stop(token); // what StopExecution does to a waiting task
-          }
-        }, 100);
-        a.child.once('exit', () => clearInterval(timer));
-      },
-    });
-    await assert.rejects(run, /stopped/);
-    assert.ok(agent && stoppedAt > 0);
-    const exitCode = agent.child.exitCode ?? (await new Promise<number | null>((resolve) => agent?.child.once('exit', (code) => resolve(code))));
-    assert.match(agent.output(), /no longer waits for this task \(TaskTimedOut\)/, 'the agent learned of the stop from a heartbeat');
-    assert.match(agent.output(), /Cairn\.Cancelled/);
-    assert.notEqual(exitCode, 0);
-    assert.equal((await snapshots('files-plan')).length, before, 'no snapshot was committed');
-    const locks = await runCli(['unlock', '--repo', system.repoUrl('files-plan')], cliEnv());
-    assert.match(locks.stdout, /"stillActive":0/, 'the agent released its lock');
-    await rm(join(data, 'unique-stop.bin'));
-  });
+  it(
+    'stopping the execution reaches the agent through its next heartbeat: it stops cleanly and commits nothing',
+    { timeout: 120_000 },
+    async () => {
+      const before = (await snapshots('files-plan')).length;
+      await writeFile(join(data, 'unique-stop.bin'), randomBytes(18_000_000));
+      let agent: AgentRun | undefined;
+      let stoppedAt = 0;
+      const run = system.run(
+        'Backup',
+        { planId: 'files-plan', scheduledTime: '2026-11-27T02:00:00Z' },
+        {
+          // 18 MB of new data at 0.5 MB/s: the backup is still running when its next heartbeat is due.
+          hostEnv: { CAIRN_LIMIT_UPLOAD: '0.5' },
+          onAgent: (a, token) => {
+            agent = a;
+            const timer = setInterval(() => {
+              if (system.sfn.heartbeats(token) > 0) {
+                clearInterval(timer);
+                stoppedAt = Date.now();
+                system.sfn.stop(token); // what StopExecution does to a waiting task
+              }
+            }, 100);
+            a.child.once('exit', () => clearInterval(timer));
+          },
+        },
+      );
+      await assert.rejects(run, /stopped/);
+      assert.ok(agent && stoppedAt > 0);
+      const exitCode =
+        agent.child.exitCode ?? (await new Promise<number | null>((resolve) => agent?.child.once('exit', (code) => resolve(code))));
+      assert.match(agent.output(), /no longer waits for this task \(TaskTimedOut\)/, 'the agent learned of the stop from a heartbeat');
+      assert.match(agent.output(), /Cairn\.Cancelled/);
+      assert.notEqual(exitCode, 0);
+      assert.equal((await snapshots('files-plan')).length, before, 'no snapshot was committed');
+      const locks = await runCli(['unlock', '--repo', system.repoUrl('files-plan')], cliEnv());
+      assert.match(locks.stdout, /"stillActive":0/, 'the agent released its lock');
+      await rm(join(data, 'unique-stop.bin'));
+    },
+  );
 
   it('a console point-in-time dry run on a PITR plan returns the replay plan; a time behind a gap fails naming it', async () => {
     const repo = await Repository.open(await openStorage(system.repoUrl('pg-pitr'), system.env), PASSPHRASE);
-    const fixture = await seedPostgresArchive(repo, { planId: 'pg-pitr', segments: [3, 4, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }, { segment: 6, minute: 6.2 }] });
-    const dry = (await system.run('Restore', { planId: 'pg-pitr', pointInTime: at(7.5), targetPath: '/var/lib/postgresql/restored', dryRun: true })) as {
+    const fixture = await seedPostgresArchive(repo, {
+      planId: 'pg-pitr',
+      segments: [3, 4, 6, 7, 8],
+      bases: [
+        { segment: 3, minute: 3.2 },
+        { segment: 6, minute: 6.2 },
+      ],
+    });
+    const dry = (await system.run('Restore', {
+      planId: 'pg-pitr',
+      pointInTime: at(7.5),
+      targetPath: '/var/lib/postgresql/restored',
+      dryRun: true,
+    })) as {
       dryRun: boolean;
       snapshot: { id: string };
       logRange: { stream: string; firstFile: string; lastFile: string; files: number; bytes: number; target: string };
@@ -228,59 +324,92 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     };
     assert.equal(dry.dryRun, true);
     assert.equal(dry.snapshot.id, fixture.bases[1]?.id, 'the newest base whose window reaches the time');
-    assert.deepEqual({ ...dry.logRange, window: undefined }, { stream: STREAM, target: `time ${at(7.5)}`, firstFile: walName(1, 6), lastFile: walName(1, 7), files: 2, bytes: 2 * SEGMENT_BYTES, window: undefined });
+    assert.deepEqual(
+      { ...dry.logRange, window: undefined },
+      {
+        stream: STREAM,
+        target: `time ${at(7.5)}`,
+        firstFile: walName(1, 6),
+        lastFile: walName(1, 7),
+        files: 2,
+        bytes: 2 * SEGMENT_BYTES,
+        window: undefined,
+      },
+    );
     assert.equal(dry.bytes, 1_000_000 + 2 * SEGMENT_BYTES);
     assert.match(dry.steps.join('\n'), /then replay logs to time/);
 
-    await assert.rejects(system.run('Restore', { planId: 'pg-pitr', pointInTime: at(5.5), targetPath: '/var/lib/postgresql/restored', dryRun: true }), (error: unknown) => {
-      const e = error as Error & { cause?: unknown };
-      const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
-      assert.match(text, /Cairn\.NotFound/);
-      assert.match(text, /WAL segment 000000010000000000000005 is missing/);
-      assert.match(text, /nearest recoverable times/);
-      return true;
-    });
+    await assert.rejects(
+      system.run('Restore', { planId: 'pg-pitr', pointInTime: at(5.5), targetPath: '/var/lib/postgresql/restored', dryRun: true }),
+      (error: unknown) => {
+        const e = error as Error & { cause?: unknown };
+        const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
+        assert.match(text, /Cairn\.NotFound/);
+        assert.match(text, /WAL segment 000000010000000000000005 is missing/);
+        assert.match(text, /nearest recoverable times/);
+        return true;
+      },
+    );
     const history = await runCli(['history', '--json', '--repo', system.repoUrl('pg-pitr')], cliEnv());
     assert.match(history.stdout, /orchestration\.restore\.failed[^\n]*Cairn\.NotFound/, 'the refusal is in the audit trail');
   });
 
-  it('the binlog-push schedule runs the document with operation archive: binlogs reach the repository and the archive lag is measured', { skip: missingMariadb() }, async () => {
-    const server = await startMariadb();
-    try {
-      const parameter = `/cairn/e2e/plans/maria-pitr`;
-      const stored = JSON.parse(system.ssm.parameters.get(parameter) ?? '{}') as { engineOptions: { connection: Record<string, unknown> } };
-      stored.engineOptions.connection.port = server.port;
-      system.ssm.parameters.set(parameter, JSON.stringify(stored));
-      system.ssm.parameters.set(MARIA_PASSWORD_PARAMETER, server.password);
-      server.sql('CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note TEXT); INSERT INTO shop.orders VALUES (1, "first"), (2, "second"); FLUSH BINARY LOGS;');
+  it(
+    'the binlog-push schedule runs the document with operation archive: binlogs reach the repository and the archive lag is measured',
+    { skip: missingMariadb() },
+    async () => {
+      const server = await startMariadb();
+      try {
+        const parameter = `/cairn/e2e/plans/maria-pitr`;
+        const stored = JSON.parse(system.ssm.parameters.get(parameter) ?? '{}') as {
+          engineOptions: { connection: Record<string, unknown> };
+        };
+        stored.engineOptions.connection.port = server.port;
+        system.ssm.parameters.set(parameter, JSON.stringify(stored));
+        system.ssm.parameters.set(MARIA_PASSWORD_PARAMETER, server.password);
+        server.sql(
+          'CREATE DATABASE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, note TEXT); INSERT INTO shop.orders VALUES (1, "first"), (2, "second"); FLUSH BINARY LOGS;',
+        );
 
-      // What the schedule sends, from the template: the document, operation archive, the plan, no token and no request.
-      const schedule = Object.values(system.resources).find((r) => r.Type === 'AWS::Scheduler::Schedule' && r.Properties.Name === 'cairn-e2e-binlog-push-maria-pitr');
-      const input = JSON.parse(resolveIntrinsics((schedule?.Properties.Target as { Input: unknown }).Input)) as { Parameters: { operation: string[]; planId: string[] } };
-      assert.deepEqual(input.Parameters, { operation: ['archive'], planId: ['maria-pitr'] });
-      const first = await system.runDocument(input.Parameters.operation[0]!, input.Parameters.planId[0]!);
-      assert.equal(first.code, 0, first.output);
-      assert.match(first.output, /"operation":"binlog-push"/);
+        // What the schedule sends, from the template: the document, operation archive, the plan, no token and no request.
+        const schedule = Object.values(system.resources).find(
+          (r) => r.Type === 'AWS::Scheduler::Schedule' && r.Properties.Name === 'cairn-e2e-binlog-push-maria-pitr',
+        );
+        const input = JSON.parse(resolveIntrinsics((schedule?.Properties.Target as { Input: unknown }).Input)) as {
+          Parameters: { operation: string[]; planId: string[] };
+        };
+        assert.deepEqual(input.Parameters, { operation: ['archive'], planId: ['maria-pitr'] });
+        const first = await system.runDocument(input.Parameters.operation[0]!, input.Parameters.planId[0]!);
+        assert.equal(first.code, 0, first.output);
+        assert.match(first.output, /"operation":"binlog-push"/);
 
-      const repo = await Repository.open(await openStorage(system.repoUrl('maria-pitr'), system.env), PASSPHRASE);
-      assert.deepEqual(await LogArchive.streams(repo), ['mariadb-default']);
-      const archived = await new LogArchive(repo, 'mariadb-default').read();
-      assert.ok(archived.records.some((r) => r.kind === 'binlog' && r.binlog?.closed && r.binlog.transactions >= 1), JSON.stringify(archived.records.map((r) => [r.name, r.binlog?.transactions])));
-      const again = await system.runDocument('archive', 'maria-pitr');
-      assert.equal(again.code, 0, again.output);
-      assert.equal((await new LogArchive(repo, 'mariadb-default').read()).records.length, archived.records.length, 'a second push archives nothing new');
+        const repo = await Repository.open(await openStorage(system.repoUrl('maria-pitr'), system.env), PASSPHRASE);
+        assert.deepEqual(await LogArchive.streams(repo), ['mariadb-default']);
+        const archived = await new LogArchive(repo, 'mariadb-default').read();
+        assert.ok(
+          archived.records.some((r) => r.kind === 'binlog' && r.binlog?.closed && r.binlog.transactions >= 1),
+          JSON.stringify(archived.records.map((r) => [r.name, r.binlog?.transactions])),
+        );
+        const again = await system.runDocument('archive', 'maria-pitr');
+        assert.equal(again.code, 0, again.output);
+        assert.equal(
+          (await new LogArchive(repo, 'mariadb-default').read()).records.length,
+          archived.records.length,
+          'a second push archives nothing new',
+        );
 
-      const { value } = await captureMetrics(() => archiveLag({ planIds: ['maria-pitr'] }));
-      const [lag] = value ?? [];
-      assert.equal(lag?.stream, 'mariadb-default');
-      assert.ok(lag?.lagSeconds !== undefined && lag.lagSeconds < 600, JSON.stringify(lag));
+        const { value } = await captureMetrics(() => archiveLag({ planIds: ['maria-pitr'] }));
+        const [lag] = value ?? [];
+        assert.equal(lag?.stream, 'mariadb-default');
+        assert.ok(lag?.lagSeconds !== undefined && lag.lagSeconds < 600, JSON.stringify(lag));
 
-      // A PostgreSQL plan archives through archive_command: the operation refuses, with its reason, and exits non-zero.
-      const pg = await system.runDocument('archive', 'pg-pitr');
-      assert.equal(pg.code, 2, pg.output);
-      assert.match(pg.output, /does not push binlogs[^\n]*archive_command/);
-    } finally {
-      await server.stop();
-    }
-  });
+        // A PostgreSQL plan archives through archive_command: the operation refuses, with its reason, and exits non-zero.
+        const pg = await system.runDocument('archive', 'pg-pitr');
+        assert.equal(pg.code, 2, pg.output);
+        assert.match(pg.output, /does not push binlogs[^\n]*archive_command/);
+      } finally {
+        await server.stop();
+      }
+    },
+  );
 });

@@ -30,7 +30,10 @@ async function startJsonServer(handle: (target: string, body: Record<string, unk
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const target = String(req.headers['x-amz-target'] ?? '').split('.').pop() ?? '';
+      const target =
+        String(req.headers['x-amz-target'] ?? '')
+          .split('.')
+          .pop() ?? '';
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
       calls.push({ target, body });
       void (async () => {
@@ -75,7 +78,13 @@ export async function startSsmStandin(): Promise<SsmStandin> {
       const filters = (body.Filters ?? []) as Array<{ Key: string; Values: string[] }>;
       const list = [...instances.entries()]
         .filter(([id, tags]) =>
-          filters.every((f) => (f.Key === 'InstanceIds' ? f.Values.includes(id) : f.Key.startsWith('tag:') ? f.Values.includes(tags[f.Key.slice(4)] ?? '') : true)),
+          filters.every((f) =>
+            f.Key === 'InstanceIds'
+              ? f.Values.includes(id)
+              : f.Key.startsWith('tag:')
+                ? f.Values.includes(tags[f.Key.slice(4)] ?? '')
+                : true,
+          ),
         )
         .map(([id]) => ({ InstanceId: id, PingStatus: 'Online', PlatformType: 'Linux' }));
       return { InstanceInformationList: list };
@@ -149,7 +158,9 @@ export async function startSfnStandin(): Promise<SfnStandin> {
       return {};
     }
     if (target === 'SendTaskFailure') {
-      finish(token).reject(new TaskFailure(typeof body.error === 'string' ? body.error : '', typeof body.cause === 'string' ? body.cause : ''));
+      finish(token).reject(
+        new TaskFailure(typeof body.error === 'string' ? body.error : '', typeof body.cause === 'string' ? body.cause : ''),
+      );
       return {};
     }
     throw new ServiceError('UnknownOperationException', `the Step Functions stand-in does not implement ${target}`);

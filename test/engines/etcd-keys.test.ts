@@ -26,7 +26,9 @@ async function gateway<T>(server: EtcdServer, path: string, body: unknown): Prom
 
 async function putAll(server: EtcdServer, pairs: Array<[Buffer, Buffer]>, lease?: string): Promise<void> {
   for (let i = 0; i < pairs.length; i += 64) {
-    const success = pairs.slice(i, i + 64).map(([k, v]) => ({ request_put: { key: k.toString('base64'), value: v.toString('base64'), ...(lease ? { lease } : {}) } }));
+    const success = pairs
+      .slice(i, i + 64)
+      .map(([k, v]) => ({ request_put: { key: k.toString('base64'), value: v.toString('base64'), ...(lease ? { lease } : {}) } }));
     await gateway(server, '/v3/kv/txn', { success });
   }
 }
@@ -38,8 +40,13 @@ interface Entry {
 
 /** Every key of the member (hex) with its value (base64) and lease. */
 async function everything(server: EtcdServer): Promise<Map<string, Entry>> {
-  const out = await gateway<{ kvs?: Array<{ key: string; value?: string; lease?: string }> }>(server, '/v3/kv/range', { key: 'AA==', range_end: 'AA==' });
-  return new Map((out.kvs ?? []).map((kv) => [Buffer.from(kv.key, 'base64').toString('hex'), { value: kv.value ?? '', lease: kv.lease ?? '0' }]));
+  const out = await gateway<{ kvs?: Array<{ key: string; value?: string; lease?: string }> }>(server, '/v3/kv/range', {
+    key: 'AA==',
+    range_end: 'AA==',
+  });
+  return new Map(
+    (out.kvs ?? []).map((kv) => [Buffer.from(kv.key, 'base64').toString('hex'), { value: kv.value ?? '', lease: kv.lease ?? '0' }]),
+  );
 }
 
 async function revision(server: EtcdServer): Promise<number> {
@@ -82,7 +89,8 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
     const pairs: Array<[Buffer, Buffer]> = [];
     for (let i = 0; i < 300; i++) {
       // Values: text, binary (every byte value), and empty.
-      const value = i % 3 === 0 ? Buffer.from(`value ${i}`) : i % 3 === 1 ? createHash('sha512').update(String(i)).digest() : Buffer.alloc(0);
+      const value =
+        i % 3 === 0 ? Buffer.from(`value ${i}`) : i % 3 === 1 ? createHash('sha512').update(String(i)).digest() : Buffer.alloc(0);
       pairs.push([Buffer.from(`${A}key-${String(i).padStart(4, '0')}`), value]);
       pairs.push([Buffer.from(`/pool/beta/key-${i}`), Buffer.from(`beta ${i}`)]);
     }
@@ -103,9 +111,17 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
   it('backs up one prefix at one revision and restores it under a renamed prefix into another etcd, writing nothing else', async () => {
     const atBackup = await everything(source);
     const rev = await revision(source);
-    const backup = await runCli(['backup', '--engine', 'etcd-keys', '--db-host', '127.0.0.1', '--db-port', String(source.clientPort), '--etcd-prefix', A], env);
+    const backup = await runCli(
+      ['backup', '--engine', 'etcd-keys', '--db-host', '127.0.0.1', '--db-port', String(source.clientPort), '--etcd-prefix', A],
+      env,
+    );
     assert.equal(backup.code, 0, backup.stderr);
-    const summary = lastOfType(backup, 'summary') as { snapshotId: string; bytesAdded: number; engine: string; engineMetadata: Record<string, unknown> };
+    const summary = lastOfType(backup, 'summary') as {
+      snapshotId: string;
+      bytesAdded: number;
+      engine: string;
+      engineMetadata: Record<string, unknown>;
+    };
     snapshotId = summary.snapshotId;
     assert.equal(summary.engine, 'etcd-keys');
     assert.equal(summary.engineMetadata.revision, rev, 'the revision the keys were read at');
@@ -117,7 +133,10 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
     await putAll(source, [[Buffer.from(`${A}late`), Buffer.from('after the backup')]]);
 
     const before = await everything(target);
-    const restored = await runCli(['restore', snapshotId, '--etcd-endpoints', `http://127.0.0.1:${target.clientPort}`, '--rename-prefix', `${A}:${B}`], env);
+    const restored = await runCli(
+      ['restore', snapshotId, '--etcd-endpoints', `http://127.0.0.1:${target.clientPort}`, '--rename-prefix', `${A}:${B}`],
+      env,
+    );
     assert.equal(restored.code, 0, restored.stderr);
     const after = await everything(target);
     const expected = renamed(atBackup, A, B);
@@ -131,7 +150,10 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
 
   it('stores unchanged keys once: a re-backup after one key changed adds a small part of the first', async () => {
     // ~11 MB of records (random values do not compress), so the chunker cuts it into several pieces.
-    await putAll(target, Array.from({ length: 4000 }, (_, i): [Buffer, Buffer] => [Buffer.from(`/bulk/${String(i).padStart(5, '0')}`), randomBytes(2000)]));
+    await putAll(
+      target,
+      Array.from({ length: 4000 }, (_, i): [Buffer, Buffer] => [Buffer.from(`/bulk/${String(i).padStart(5, '0')}`), randomBytes(2000)]),
+    );
     const conn = ['backup', '--engine', 'etcd-keys', '--db-port', String(target.clientPort), '--etcd-prefix', '/bulk/'];
     const first = await runCli(conn, env);
     assert.equal(first.code, 0, first.stderr);
@@ -156,24 +178,37 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
     assert.match(refused.stderr, /already holds keys under "\/pool\/gamma\/"/);
     assert.equal(await revision(target), rev, 'nothing was written (the revision did not move)');
 
-    const forced = await runCli(['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', `${A}:${B}`, '--force'], env);
+    const forced = await runCli(
+      ['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', `${A}:${B}`, '--force'],
+      env,
+    );
     assert.equal(forced.code, 0, forced.stderr);
-    assert.equal((await everything(target)).get(hex(`${B}stale`))?.value, Buffer.from('stale').toString('base64'), '--force writes over, keeps other keys');
+    assert.equal(
+      (await everything(target)).get(hex(`${B}stale`))?.value,
+      Buffer.from('stale').toString('base64'),
+      '--force writes over, keeps other keys',
+    );
 
     const outsideBefore = new Map([...(await everything(target))].filter(([k]) => !k.startsWith(hex(B))));
-    const cleared = await runCli(['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', `${A}:${B}`, '--clear-prefix'], env);
+    const cleared = await runCli(
+      ['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', `${A}:${B}`, '--clear-prefix'],
+      env,
+    );
     assert.equal(cleared.code, 0, cleared.stderr);
     const after = await everything(target);
     assert.equal(after.has(hex(`${B}stale`)), false, 'the stale key is gone');
     assert.deepEqual(new Map([...after].filter(([k]) => !k.startsWith(hex(B)))), outsideBefore, 'keys outside the prefix are untouched');
     assert.ok(after.has(hex('/pool/gamma-outside')));
-    assert.deepEqual(values(underPrefix(after, B)), expectedUnderB, 'exactly the snapshot\'s keys under the prefix');
-    assert.equal(after.has(hex(`${B}late`)), false, 'the restore is the backup\'s point in time');
+    assert.deepEqual(values(underPrefix(after, B)), expectedUnderB, "exactly the snapshot's keys under the prefix");
+    assert.equal(after.has(hex(`${B}late`)), false, "the restore is the backup's point in time");
   });
 
   it('refuses a rename that does not cover every restored key, writing nothing', async () => {
     const rev = await revision(target);
-    const result = await runCli(['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', '/pool/alpha/key-:/x/', '--clear-prefix'], env);
+    const result = await runCli(
+      ['restore', snapshotId, '--db-port', String(target.clientPort), '--rename-prefix', '/pool/alpha/key-:/x/', '--clear-prefix'],
+      env,
+    );
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /outside "\/pool\/alpha\/key-"/);
     assert.equal(await revision(target), rev);
@@ -221,7 +256,11 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
         restoreTo: async () => undefined,
       };
       events.length = 0;
-      await etcdKeysEngine.restore(etcdKeysEngine.parseOptions({ port: third.clientPort, prefixes: ['/pool/beta/'], batchOps: 50 }), snapshot, { ...ctx, target: {} });
+      await etcdKeysEngine.restore(
+        etcdKeysEngine.parseOptions({ port: third.clientPort, prefixes: ['/pool/beta/'], batchOps: 50 }),
+        snapshot,
+        { ...ctx, target: {} },
+      );
       const restored = await everything(third);
       assert.deepEqual(values(restored), values(underPrefix(all, '/pool/beta/')), 'only the chosen prefix');
       const restoring = events.filter((e) => e.phase === 'restore');
@@ -252,45 +291,125 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
     }
   });
 
-  it('connects over TLS with a CA and a client certificate, and fails clearly without them', { skip: spawnSync('sh', ['-c', 'command -v openssl']).status !== 0 ? 'needs openssl: apt-get install openssl' : false }, async () => {
-    const dir = join(work.path, 'tls');
-    const ssl = (...args: string[]): void => {
-      const out = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-      assert.equal(out.status, 0, `openssl ${args.join(' ')}: ${out.stderr}`);
-    };
-    spawnSync('mkdir', ['-p', dir]);
-    await writeFile(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=cairn test CA');
-    for (const name of ['server', 'client']) {
-      ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}-key.pem`, '-out', `${name}.csr`, '-subj', `/CN=${name === 'server' ? '127.0.0.1' : 'root'}`);
-      ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', 'ext.cnf');
-    }
-    const [clientPort, peerPort] = [await freePort(), await freePort()];
-    const url = `https://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
-    const etcd = spawn('etcd', ['--data-dir', join(dir, 'data'), '--listen-client-urls', url, '--advertise-client-urls', url, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `default=${peer}`,
-      '--cert-file', join(dir, 'server.pem'), '--key-file', join(dir, 'server-key.pem'), '--trusted-ca-file', join(dir, 'ca.pem'), '--client-cert-auth', '--log-level', 'error'], { stdio: 'ignore' });
-    const tls = ['--cacert', join(dir, 'ca.pem'), '--cert', join(dir, 'client.pem'), '--key', join(dir, 'client-key.pem')];
-    const ctl = (...args: string[]): ReturnType<typeof spawnSync> => spawnSync('etcdctl', ['--endpoints', url, ...tls, ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
-    try {
-      for (let i = 0; ctl('endpoint', 'health').status !== 0; i++) {
-        assert.ok(i < 200 && etcd.exitCode === null, 'etcd with TLS did not start');
-        await sleep(100);
+  it(
+    'connects over TLS with a CA and a client certificate, and fails clearly without them',
+    { skip: spawnSync('sh', ['-c', 'command -v openssl']).status !== 0 ? 'needs openssl: apt-get install openssl' : false },
+    async () => {
+      const dir = join(work.path, 'tls');
+      const ssl = (...args: string[]): void => {
+        const out = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+        assert.equal(out.status, 0, `openssl ${args.join(' ')}: ${out.stderr}`);
+      };
+      spawnSync('mkdir', ['-p', dir]);
+      await writeFile(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+      ssl(
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        'ca-key.pem',
+        '-out',
+        'ca.pem',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=cairn test CA',
+      );
+      for (const name of ['server', 'client']) {
+        ssl(
+          'req',
+          '-newkey',
+          'rsa:2048',
+          '-nodes',
+          '-keyout',
+          `${name}-key.pem`,
+          '-out',
+          `${name}.csr`,
+          '-subj',
+          `/CN=${name === 'server' ? '127.0.0.1' : 'root'}`,
+        );
+        ssl(
+          'x509',
+          '-req',
+          '-in',
+          `${name}.csr`,
+          '-CA',
+          'ca.pem',
+          '-CAkey',
+          'ca-key.pem',
+          '-CAcreateserial',
+          '-out',
+          `${name}.pem`,
+          '-days',
+          '2',
+          '-extfile',
+          'ext.cnf',
+        );
       }
-      assert.equal(ctl('put', '/tls/k', 'over tls').status, 0);
-      const plain = await runCli(['backup', '--engine', 'etcd-keys', '--etcd-endpoints', url, '--etcd-prefix', '/tls/'], env);
-      assert.equal(plain.code, 1, 'no CA given: the server certificate is not trusted');
-      assert.match(plain.stderr, /not reachable.*(certificate|self.signed)/i);
-      const flags = ['--etcd-endpoints', url, '--etcd-cacert', join(dir, 'ca.pem'), '--etcd-cert', join(dir, 'client.pem'), '--etcd-key', join(dir, 'client-key.pem')];
-      const backedUp = await runCli(['backup', '--engine', 'etcd-keys', ...flags, '--etcd-prefix', '/tls/'], env);
-      assert.equal(backedUp.code, 0, backedUp.stderr);
-      const id = (lastOfType(backedUp, 'summary') as { snapshotId: string; engineMetadata: { keyCount: number } }).snapshotId;
-      const restored = await runCli(['restore', id, ...flags, '--rename-prefix', '/tls/:/tls-copy/'], env);
-      assert.equal(restored.code, 0, restored.stderr);
-      assert.equal(String(ctl('get', '/tls-copy/k', '--print-value-only').stdout).trim(), 'over tls');
-    } finally {
-      etcd.kill('SIGTERM');
-      if (etcd.exitCode === null) await new Promise((r) => etcd.once('exit', r));
-    }
-  });
+      const [clientPort, peerPort] = [await freePort(), await freePort()];
+      const url = `https://127.0.0.1:${clientPort}`;
+      const peer = `http://127.0.0.1:${peerPort}`;
+      const etcd = spawn(
+        'etcd',
+        [
+          '--data-dir',
+          join(dir, 'data'),
+          '--listen-client-urls',
+          url,
+          '--advertise-client-urls',
+          url,
+          '--listen-peer-urls',
+          peer,
+          '--initial-advertise-peer-urls',
+          peer,
+          '--initial-cluster',
+          `default=${peer}`,
+          '--cert-file',
+          join(dir, 'server.pem'),
+          '--key-file',
+          join(dir, 'server-key.pem'),
+          '--trusted-ca-file',
+          join(dir, 'ca.pem'),
+          '--client-cert-auth',
+          '--log-level',
+          'error',
+        ],
+        { stdio: 'ignore' },
+      );
+      const tls = ['--cacert', join(dir, 'ca.pem'), '--cert', join(dir, 'client.pem'), '--key', join(dir, 'client-key.pem')];
+      const ctl = (...args: string[]): ReturnType<typeof spawnSync> =>
+        spawnSync('etcdctl', ['--endpoints', url, ...tls, ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+      try {
+        for (let i = 0; ctl('endpoint', 'health').status !== 0; i++) {
+          assert.ok(i < 200 && etcd.exitCode === null, 'etcd with TLS did not start');
+          await sleep(100);
+        }
+        assert.equal(ctl('put', '/tls/k', 'over tls').status, 0);
+        const plain = await runCli(['backup', '--engine', 'etcd-keys', '--etcd-endpoints', url, '--etcd-prefix', '/tls/'], env);
+        assert.equal(plain.code, 1, 'no CA given: the server certificate is not trusted');
+        assert.match(plain.stderr, /not reachable.*(certificate|self.signed)/i);
+        const flags = [
+          '--etcd-endpoints',
+          url,
+          '--etcd-cacert',
+          join(dir, 'ca.pem'),
+          '--etcd-cert',
+          join(dir, 'client.pem'),
+          '--etcd-key',
+          join(dir, 'client-key.pem'),
+        ];
+        const backedUp = await runCli(['backup', '--engine', 'etcd-keys', ...flags, '--etcd-prefix', '/tls/'], env);
+        assert.equal(backedUp.code, 0, backedUp.stderr);
+        const id = (lastOfType(backedUp, 'summary') as { snapshotId: string; engineMetadata: { keyCount: number } }).snapshotId;
+        const restored = await runCli(['restore', id, ...flags, '--rename-prefix', '/tls/:/tls-copy/'], env);
+        assert.equal(restored.code, 0, restored.stderr);
+        assert.equal(String(ctl('get', '/tls-copy/k', '--print-value-only').stdout).trim(), 'over tls');
+      } finally {
+        etcd.kill('SIGTERM');
+        if (etcd.exitCode === null) await new Promise((r) => etcd.once('exit', r));
+      }
+    },
+  );
 });

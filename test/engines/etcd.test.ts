@@ -37,13 +37,17 @@ describe('etcd engine against a real etcd member', { skip }, () => {
         const i = batch * 100 + j;
         return `put /registry/pods/ns-${i % 7}/pod-${i} "${randomBytes(1200).toString('base64')}"`;
       });
-      source.txn(`\n${ops.join("\n")}\n\n\n`);
+      source.txn(`\n${ops.join('\n')}\n\n\n`);
     }
     const expected = listing(source);
     const conn = ['--engine', 'etcd', '--db-host', '127.0.0.1', '--db-port', String(source.clientPort)];
     const first = await runCli(['backup', ...conn], env);
     assert.equal(first.code, 0, first.stderr);
-    const summary = lastOfType(first, 'summary') as { snapshotId: string; bytesAdded: number; engineMetadata: { revision: number; totalKeys: number } };
+    const summary = lastOfType(first, 'summary') as {
+      snapshotId: string;
+      bytesAdded: number;
+      engineMetadata: { revision: number; totalKeys: number };
+    };
     assert.ok(summary.engineMetadata.revision >= 31, `revision ${summary.engineMetadata.revision}`);
     assert.ok(summary.engineMetadata.totalKeys >= 6000);
 
@@ -55,19 +59,52 @@ describe('etcd engine against a real etcd member', { skip }, () => {
 
     const dataDir = join(work.path, 'restored-member');
     const peerPort = await freePort();
-    const restored = await runCli(['restore', summary.snapshotId, '--target', dataDir, '--etcd-name', 'copy', '--etcd-initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`], env);
+    const restored = await runCli(
+      [
+        'restore',
+        summary.snapshotId,
+        '--target',
+        dataDir,
+        '--etcd-name',
+        'copy',
+        '--etcd-initial-advertise-peer-urls',
+        `http://127.0.0.1:${peerPort}`,
+      ],
+      env,
+    );
     assert.equal(restored.code, 0, restored.stderr);
     const copy = await startEtcd({ dataDir, name: 'copy', peerPort });
     try {
       assert.equal(listing(copy), expected);
-      assert.equal(copy.ctl('get', '/registry/pods/ns-0/late', '--print-value-only').trim(), '', 'a key written after the snapshot is absent');
+      assert.equal(
+        copy.ctl('get', '/registry/pods/ns-0/late', '--print-value-only').trim(),
+        '',
+        'a key written after the snapshot is absent',
+      );
     } finally {
       await copy.stop();
     }
     const secondDir = join(work.path, 'restored-second');
     const secondPeer = await freePort();
     const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
-    assert.equal((await runCli(['restore', secondId, '--target', secondDir, '--etcd-name', 'copy2', '--etcd-initial-advertise-peer-urls', `http://127.0.0.1:${secondPeer}`], env)).code, 0);
+    assert.equal(
+      (
+        await runCli(
+          [
+            'restore',
+            secondId,
+            '--target',
+            secondDir,
+            '--etcd-name',
+            'copy2',
+            '--etcd-initial-advertise-peer-urls',
+            `http://127.0.0.1:${secondPeer}`,
+          ],
+          env,
+        )
+      ).code,
+      0,
+    );
     const copy2 = await startEtcd({ dataDir: secondDir, name: 'copy2', peerPort: secondPeer });
     try {
       assert.equal(copy2.ctl('get', '/registry/pods/ns-0/late', '--print-value-only').trim(), 'after the snapshot');

@@ -21,7 +21,21 @@ describe('hooks and the files engine cold copy', () => {
 
   it('stops the service before the copy and starts it after, in order, around a successful backup', async () => {
     const log = join(work.path, 'log-ok');
-    const r = await runCli(['backup', join(work.path, 'data'), '--stop-cmd', `echo stop >> ${log}`, '--start-cmd', `echo start >> ${log}`, '--pre-hook', `echo pre >> ${log}`, '--post-hook', `echo "post $CAIRN_RESULT" >> ${log}`], env);
+    const r = await runCli(
+      [
+        'backup',
+        join(work.path, 'data'),
+        '--stop-cmd',
+        `echo stop >> ${log}`,
+        '--start-cmd',
+        `echo start >> ${log}`,
+        '--pre-hook',
+        `echo pre >> ${log}`,
+        '--post-hook',
+        `echo "post $CAIRN_RESULT" >> ${log}`,
+      ],
+      env,
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await readFile(log, 'utf8'), 'pre\nstop\nstart\npost success\n');
   });
@@ -29,7 +43,19 @@ describe('hooks and the files engine cold copy', () => {
   it('starts the service again and runs the post hook when the copy fails; no snapshot is committed', async () => {
     const log = join(work.path, 'log-fail');
     const before = (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length;
-    const r = await runCli(['backup', join(work.path, 'does-not-exist'), '--stop-cmd', `echo stop >> ${log}`, '--start-cmd', `echo start >> ${log}`, '--post-hook', `echo "post $CAIRN_RESULT" >> ${log}`], env);
+    const r = await runCli(
+      [
+        'backup',
+        join(work.path, 'does-not-exist'),
+        '--stop-cmd',
+        `echo stop >> ${log}`,
+        '--start-cmd',
+        `echo start >> ${log}`,
+        '--post-hook',
+        `echo "post $CAIRN_RESULT" >> ${log}`,
+      ],
+      env,
+    );
     assert.notEqual(r.code, 0);
     assert.equal(await readFile(log, 'utf8'), 'stop\nstart\npost failure\n');
     assert.equal((lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length, before);
@@ -37,7 +63,10 @@ describe('hooks and the files engine cold copy', () => {
 
   it('a failing stop command or pre hook stops the backup with its stderr, and the start command still runs', async () => {
     const log = join(work.path, 'log-stopfail');
-    const r = await runCli(['backup', join(work.path, 'data'), '--stop-cmd', 'echo cannot stop the service >&2; exit 3', '--start-cmd', `echo start >> ${log}`], env);
+    const r = await runCli(
+      ['backup', join(work.path, 'data'), '--stop-cmd', 'echo cannot stop the service >&2; exit 3', '--start-cmd', `echo start >> ${log}`],
+      env,
+    );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /the stop command failed: .*exited with code 3: cannot stop the service/);
     const pre = await runCli(['backup', join(work.path, 'data'), '--pre-hook', 'exit 4'], env);

@@ -46,10 +46,26 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     const before = checksums(server, 'shop');
     const viewBefore = server.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop');
     assert.ok(Number(viewBefore.split('\t')[0]) > 0);
-    const conn = ['--engine', 'mysqldump', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user, '--db-name', 'shop'];
+    const conn = [
+      '--engine',
+      'mysqldump',
+      '--db-host',
+      '127.0.0.1',
+      '--db-port',
+      String(server.port),
+      '--db-user',
+      server.user,
+      '--db-name',
+      'shop',
+    ];
     const first = await runCli(['backup', ...conn], env);
     assert.equal(first.code, 0, first.stderr);
-    const summary = lastOfType(first, 'summary') as { snapshotId: string; bytesAdded: number; engine: string; engineMetadata: { binlogFile?: string; binlogPosition?: number; gtid?: string } };
+    const summary = lastOfType(first, 'summary') as {
+      snapshotId: string;
+      bytesAdded: number;
+      engine: string;
+      engineMetadata: { binlogFile?: string; binlogPosition?: number; gtid?: string };
+    };
     assert.equal(summary.engine, 'mysqldump');
     assert.match(summary.engineMetadata.binlogFile ?? '', /^mariadb-bin\.\d+$/);
     assert.ok((summary.engineMetadata.binlogPosition ?? 0) > 0);
@@ -58,7 +74,10 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     // A contiguous range of rows: with ~1 MiB content-defined pieces and a keyed (per-repository) chunker, rows
     // changed every 50th id touched every piece of the customers section, and the share re-uploaded swung around
     // the threshold with the random cut points (a flaky 0.63 in one CI run).
-    server.sql("UPDATE customers SET balance = balance + 1 WHERE id BETWEEN 20000 AND 20400; INSERT INTO orders (customer, amount, status) VALUES (7, 1.5, 'new')", 'shop');
+    server.sql(
+      "UPDATE customers SET balance = balance + 1 WHERE id BETWEEN 20000 AND 20400; INSERT INTO orders (customer, amount, status) VALUES (7, 1.5, 'new')",
+      'shop',
+    );
     const second = await runCli(['backup', ...conn], env);
     assert.equal(second.code, 0, second.stderr);
     const added = (lastOfType(second, 'summary') as { bytesAdded: number }).bytesAdded;
@@ -69,28 +88,51 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     // The first snapshot into a fresh server, under its own name; the second under another name.
     const fresh = await startMariadb();
     try {
-      const intoFresh = await runCli(['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', 'cairn'], { ...env, CAIRN_DB_PASSWORD: fresh.password });
+      const intoFresh = await runCli(
+        ['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', 'cairn'],
+        { ...env, CAIRN_DB_PASSWORD: fresh.password },
+      );
       assert.equal(intoFresh.code, 0, intoFresh.stderr);
       assert.equal(checksums(fresh, 'shop'), before);
       assert.equal(fresh.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop'), viewBefore, 'the view came back too');
     } finally {
       await fresh.stop();
     }
-    const restored = await runCli(['restore', secondId, '--target-database', 'shop_copy', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user], env);
+    const restored = await runCli(
+      [
+        'restore',
+        secondId,
+        '--target-database',
+        'shop_copy',
+        '--db-host',
+        '127.0.0.1',
+        '--db-port',
+        String(server.port),
+        '--db-user',
+        server.user,
+      ],
+      env,
+    );
     assert.equal(restored.code, 0, restored.stderr);
     assert.equal(checksums(server, 'shop_copy'), after);
-
   });
 
   it('a wrong password or a server that is down fails clearly and commits no snapshot', async () => {
-    const count = async (): Promise<number> => (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length;
+    const count = async (): Promise<number> =>
+      (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length;
     const before = await count();
-    const wrong = await runCli(['backup', '--engine', 'mysqldump', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user], { ...env, CAIRN_DB_PASSWORD: 'wrong' });
+    const wrong = await runCli(
+      ['backup', '--engine', 'mysqldump', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user],
+      { ...env, CAIRN_DB_PASSWORD: 'wrong' },
+    );
     assert.notEqual(wrong.code, 0);
     assert.match(wrong.stderr, /Access denied/);
     assert.match(wrong.stderr, /check the user and CAIRN_DB_PASSWORD/);
     assert.ok(!wrong.stderr.includes('wrong'), 'the password is not echoed');
-    const down = await runCli(['backup', '--engine', 'mysqldump', '--db-host', '127.0.0.1', '--db-port', '1', '--db-user', server.user], env);
+    const down = await runCli(
+      ['backup', '--engine', 'mysqldump', '--db-host', '127.0.0.1', '--db-port', '1', '--db-user', server.user],
+      env,
+    );
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /not reachable/);
     assert.equal(await count(), before);

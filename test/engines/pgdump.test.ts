@@ -8,7 +8,9 @@ import { missingPostgres, startPostgres, type PostgresServer } from '../helpers/
 const skip = missingPostgres();
 
 function tableHash(server: PostgresServer, db: string, table: string): string {
-  return createHash('sha256').update(server.sql(`SELECT * FROM ${table} ORDER BY 1`, db)).digest('hex');
+  return createHash('sha256')
+    .update(server.sql(`SELECT * FROM ${table} ORDER BY 1`, db))
+    .digest('hex');
 }
 
 describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
@@ -23,11 +25,14 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
     conn = ['--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', server.user];
     assert.equal((await runCli(['init'], env)).code, 0);
     server.sql('CREATE DATABASE shop');
-    server.sql(`CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, balance numeric(12,2), tags text[], created timestamptz, doc jsonb);
+    server.sql(
+      `CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, balance numeric(12,2), tags text[], created timestamptz, doc jsonb);
       CREATE INDEX ON customers (name);
       CREATE TABLE orders (id bigserial PRIMARY KEY, customer int REFERENCES customers, amount float8, payload bytea);
       INSERT INTO customers SELECT g, 'customer-' || g, g * 1.25, ARRAY['a' || g % 7, 'b'], '2026-01-01'::timestamptz + g * interval '1 minute', jsonb_build_object('n', g, 'md5', md5(g::text)) FROM generate_series(1, 40000) g;
-      INSERT INTO orders (customer, amount, payload) SELECT 1 + g % 40000, g * 0.37, sha256(g::text::bytea) FROM generate_series(1, 80000) g;`, 'shop');
+      INSERT INTO orders (customer, amount, payload) SELECT 1 + g % 40000, g * 0.37, sha256(g::text::bytea) FROM generate_series(1, 80000) g;`,
+      'shop',
+    );
   });
   after(async () => {
     await server?.stop();
@@ -38,7 +43,11 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
     const before = { customers: tableHash(server, 'shop', 'customers'), orders: tableHash(server, 'shop', 'orders') };
     const first = await runCli(['backup', '--engine', 'pgdump', ...conn, '--db-name', 'shop'], env);
     assert.equal(first.code, 0, first.stderr);
-    const summary = lastOfType(first, 'summary') as { snapshotId: string; bytesAdded: number; engineMetadata: { serverVersion: string; databases: string[] } };
+    const summary = lastOfType(first, 'summary') as {
+      snapshotId: string;
+      bytesAdded: number;
+      engineMetadata: { serverVersion: string; databases: string[] };
+    };
     assert.match(summary.engineMetadata.serverVersion, /^15\./);
     assert.deepEqual(summary.engineMetadata.databases, ['shop']);
 
@@ -54,7 +63,10 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
     // The first snapshot into a fresh server under its own name; the second under another name.
     const fresh = await startPostgres();
     try {
-      const intoFresh = await runCli(['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', fresh.user], { ...env, CAIRN_DB_PASSWORD: fresh.password });
+      const intoFresh = await runCli(
+        ['restore', summary.snapshotId, '--db-host', '127.0.0.1', '--db-port', String(fresh.port), '--db-user', fresh.user],
+        { ...env, CAIRN_DB_PASSWORD: fresh.password },
+      );
       assert.equal(intoFresh.code, 0, intoFresh.stderr);
       assert.deepEqual({ customers: tableHash(fresh, 'shop', 'customers'), orders: tableHash(fresh, 'shop', 'orders') }, before);
     } finally {
@@ -67,11 +79,16 @@ describe('pgdump engine against a real PostgreSQL server', { skip }, () => {
 
     const all = await runCli(['backup', '--engine', 'pgdump', ...conn], env);
     assert.equal(all.code, 0, all.stderr);
-    assert.deepEqual((lastOfType(all, 'summary') as { engineMetadata: { databases: string[] } }).engineMetadata.databases, ['postgres', 'shop', 'shop_copy']);
+    assert.deepEqual((lastOfType(all, 'summary') as { engineMetadata: { databases: string[] } }).engineMetadata.databases, [
+      'postgres',
+      'shop',
+      'shop_copy',
+    ]);
   });
 
   it('a wrong password fails clearly and commits nothing', async () => {
-    const count = async (): Promise<number> => (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length;
+    const count = async (): Promise<number> =>
+      (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length;
     const before = await count();
     const wrong = await runCli(['backup', '--engine', 'pgdump', ...conn], { ...env, CAIRN_DB_PASSWORD: 'wrong' });
     assert.notEqual(wrong.code, 0);

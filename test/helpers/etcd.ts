@@ -30,13 +30,34 @@ export async function startEtcd(options: { dataDir?: string; name?: string; peer
   const peer = `http://127.0.0.1:${peerPort}`;
   const child: ChildProcess = spawn(
     'etcd',
-    ['--name', name, '--data-dir', dataDir, '--listen-client-urls', `http://127.0.0.1:${clientPort}`, '--advertise-client-urls', `http://127.0.0.1:${clientPort}`, '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `${name}=${peer}`, '--log-level', 'error'],
+    [
+      '--name',
+      name,
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      `http://127.0.0.1:${clientPort}`,
+      '--advertise-client-urls',
+      `http://127.0.0.1:${clientPort}`,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `${name}=${peer}`,
+      '--log-level',
+      'error',
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const ctl = (...args: string[]): string => {
-    const out = spawnSync('etcdctl', ['--endpoints', `http://127.0.0.1:${clientPort}`, ...args], { encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' }, maxBuffer: 1 << 28 });
+    const out = spawnSync('etcdctl', ['--endpoints', `http://127.0.0.1:${clientPort}`, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, ETCDCTL_API: '3' },
+      maxBuffer: 1 << 28,
+    });
     if (out.status !== 0) throw new Error(`etcdctl ${args.join(' ')} failed: ${out.stderr}`);
     return out.stdout;
   };
@@ -51,7 +72,11 @@ export async function startEtcd(options: { dataDir?: string; name?: string; peer
     }
   }
   const txn = (input: string): string => {
-    const out = spawnSync('etcdctl', ['--endpoints', `http://127.0.0.1:${clientPort}`, 'txn'], { input, encoding: 'utf8', env: { ...process.env, ETCDCTL_API: '3' } });
+    const out = spawnSync('etcdctl', ['--endpoints', `http://127.0.0.1:${clientPort}`, 'txn'], {
+      input,
+      encoding: 'utf8',
+      env: { ...process.env, ETCDCTL_API: '3' },
+    });
     if (out.status !== 0) throw new Error(`etcdctl txn failed: ${out.stderr}`);
     return out.stdout;
   };

@@ -134,13 +134,20 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       return;
     }
     const url = new URL(req.url ?? '/', 'http://proxy');
-    const isObjectWrite = (req.method === 'PUT' && !url.searchParams.has('partNumber')) || (req.method === 'POST' && url.searchParams.has('uploadId'));
+    const isObjectWrite =
+      (req.method === 'PUT' && !url.searchParams.has('partNumber')) || (req.method === 'POST' && url.searchParams.has('uploadId'));
     const answer =
       isObjectWrite && req.headers['if-none-match'] === '*'
         ? await withKeyLock(url.pathname, async () => {
             if (await objectExists(url.pathname)) {
               counts.preconditionFailures++;
-              return s3Error(412, 'PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', req.url, '<Condition>If-None-Match</Condition>');
+              return s3Error(
+                412,
+                'PreconditionFailed',
+                'At least one of the pre-conditions you specified did not hold',
+                req.url,
+                '<Condition>If-None-Match</Condition>',
+              );
             }
             return forward(req, body);
           })
@@ -164,7 +171,9 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     counts.requests++;
     log.push({ method: req.method ?? '', url: req.url ?? '' });
     const query = new URL(req.url ?? '/', 'http://proxy').searchParams;
-    const at = faults.findIndex((f) => (f.method === undefined || f.method === req.method) && (f.parameter === undefined || query.has(f.parameter)));
+    const at = faults.findIndex(
+      (f) => (f.method === undefined || f.method === req.method) && (f.parameter === undefined || query.has(f.parameter)),
+    );
     const fault = at >= 0 ? faults.splice(at, 1)[0] : undefined;
     if (fault?.kind === 'reset') {
       // Mid-request: after the first body bytes arrived (or at once, for a request without a body).
@@ -201,7 +210,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     log,
     failNext(count, kind, match) {
       const [method, parameter] = match === undefined ? [] : match.split('?');
-      for (let i = 0; i < count; i++) faults.push({ kind, method: method ? method.toUpperCase() : undefined, parameter: parameter || undefined });
+      for (let i = 0; i < count; i++)
+        faults.push({ kind, method: method ? method.toUpperCase() : undefined, parameter: parameter || undefined });
     },
     pendingFaults: () => faults.length,
     stop: async () => {

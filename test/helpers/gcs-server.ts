@@ -144,11 +144,27 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
     return found;
   };
 
-  const store = (bucket: string, name: string, data: Buffer, contentType: string, metadata: Record<string, string>, ifGenerationMatch: string | null): Record<string, unknown> => {
+  const store = (
+    bucket: string,
+    name: string,
+    data: Buffer,
+    contentType: string,
+    metadata: Record<string, string>,
+    ifGenerationMatch: string | null,
+  ): Record<string, unknown> => {
     const objects = bucketOf(bucket);
     checkPrecondition(objects.get(name), ifGenerationMatch);
     const now = new Date().toISOString();
-    const object: StoredObject = { name, data, generation: ++counts.generation, metageneration: 1, contentType, metadata, timeCreated: now, updated: now };
+    const object: StoredObject = {
+      name,
+      data,
+      generation: ++counts.generation,
+      metageneration: 1,
+      contentType,
+      metadata,
+      timeCreated: now,
+      updated: now,
+    };
     objects.set(name, object);
     return objectJson(bucket, object);
   };
@@ -162,16 +178,28 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
     }
   };
 
-  const handle = (req: IncomingMessage, info: GcsRequestInfo, body: Buffer, origin: string): { status: number; headers?: Record<string, string>; body?: Buffer | Record<string, unknown> } => {
+  const handle = (
+    req: IncomingMessage,
+    info: GcsRequestInfo,
+    body: Buffer,
+    origin: string,
+  ): { status: number; headers?: Record<string, string>; body?: Buffer | Record<string, unknown> } => {
     const { method, path, query } = info;
-    const parts = path.split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+    const parts = path
+      .split('/')
+      .filter((p) => p !== '')
+      .map((p) => decodeURIComponent(p));
     // POST /b?project= : create a bucket.
     if (parts.length === 1 && parts[0] === 'b') {
       if (method !== 'POST') throw new HttpError(405, 'method not allowed', 'invalid');
       const name = (JSON.parse(body.toString() || '{}') as { name?: string }).name ?? '';
-      if (buckets.has(name)) throw new HttpError(409, 'Your previous request to create the named bucket succeeded and you already own it.', 'conflict');
+      if (buckets.has(name))
+        throw new HttpError(409, 'Your previous request to create the named bucket succeeded and you already own it.', 'conflict');
       buckets.set(name, new Map());
-      return { status: 200, body: { kind: 'storage#bucket', id: name, name, location: 'US', storageClass: 'STANDARD', timeCreated: new Date().toISOString() } };
+      return {
+        status: 200,
+        body: { kind: 'storage#bucket', id: name, name, location: 'US', storageClass: 'STANDARD', timeCreated: new Date().toISOString() },
+      };
     }
     if (parts[0] !== 'b' || parts[1] === undefined) throw new HttpError(404, 'Not Found', 'notFound');
     const bucket = parts[1];
@@ -272,16 +300,35 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
     return { status: 206, headers, body: object.data.subarray(start, end + 1) };
   };
 
-  const upload = (req: IncomingMessage, bucket: string, body: Buffer, query: URLSearchParams, origin: string): { status: number; headers?: Record<string, string>; body?: Record<string, unknown> } => {
+  const upload = (
+    req: IncomingMessage,
+    bucket: string,
+    body: Buffer,
+    query: URLSearchParams,
+    origin: string,
+  ): { status: number; headers?: Record<string, string>; body?: Record<string, unknown> } => {
     const type = query.get('uploadType');
     if (type === 'media') {
       const name = query.get('name') ?? '';
-      return { status: 200, body: store(bucket, name, body, req.headers['content-type'] ?? 'application/octet-stream', {}, query.get('ifGenerationMatch')) };
+      return {
+        status: 200,
+        body: store(bucket, name, body, req.headers['content-type'] ?? 'application/octet-stream', {}, query.get('ifGenerationMatch')),
+      };
     }
     if (type === 'multipart') {
       const { meta, media: data, mediaType } = parseMultipart(req, body);
       const name = (meta.name as string | undefined) ?? query.get('name') ?? '';
-      return { status: 200, body: store(bucket, name, data, (meta.contentType as string | undefined) ?? mediaType, (meta.metadata as Record<string, string> | undefined) ?? {}, query.get('ifGenerationMatch')) };
+      return {
+        status: 200,
+        body: store(
+          bucket,
+          name,
+          data,
+          (meta.contentType as string | undefined) ?? mediaType,
+          (meta.metadata as Record<string, string> | undefined) ?? {},
+          query.get('ifGenerationMatch'),
+        ),
+      };
     }
     if (type !== 'resumable') throw new HttpError(400, `unsupported uploadType ${type ?? ''}`, 'invalid');
     const uploadId = query.get('upload_id');
@@ -332,7 +379,8 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
     // `a-*` streams the rest of the object in this request: its end is the object's end.
     const last = chunk[2] === '*' || (total !== undefined && session.size >= total);
     if (!last) return { status: 308, headers: persisted() };
-    if (total !== undefined && session.size !== total) throw new HttpError(400, `upload ended after ${session.size} of ${total} bytes`, 'invalid');
+    if (total !== undefined && session.size !== total)
+      throw new HttpError(400, `upload ended after ${session.size} of ${total} bytes`, 'invalid');
     return finalize(session);
   };
 
@@ -344,9 +392,17 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
     return { status: 200, body: result };
   };
 
-  const respond = (res: ServerResponse, status: number, headers: Record<string, string> = {}, body?: Buffer | Record<string, unknown>): Buffer => {
+  const respond = (
+    res: ServerResponse,
+    status: number,
+    headers: Record<string, string> = {},
+    body?: Buffer | Record<string, unknown>,
+  ): Buffer => {
     const payload = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(JSON.stringify(body));
-    const all: Record<string, string> = { ...(Buffer.isBuffer(body) ? {} : { 'content-type': 'application/json; charset=UTF-8' }), ...headers };
+    const all: Record<string, string> = {
+      ...(Buffer.isBuffer(body) ? {} : { 'content-type': 'application/json; charset=UTF-8' }),
+      ...headers,
+    };
     if (status !== 204 && status !== 308) all['content-length'] = String(payload.length);
     if (status === 308) all['content-length'] = '0';
     res.writeHead(status, all);
@@ -365,7 +421,14 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
       path = path.slice('/download'.length);
     }
     if (path.startsWith('/storage/v1/')) path = path.slice('/storage/v1'.length);
-    const info: GcsRequestInfo = { method: req.method ?? 'GET', path, query: url.searchParams, upload, rawPath: url.pathname, headers: req.headers };
+    const info: GcsRequestInfo = {
+      method: req.method ?? 'GET',
+      path,
+      query: url.searchParams,
+      upload,
+      rawPath: url.pathname,
+      headers: req.headers,
+    };
     log.push({ ...info, authorization: typeof req.headers.authorization === 'string' ? req.headers.authorization : undefined });
     const at = faults.findIndex((f) => f.match === undefined || f.match(info));
     const fault = at >= 0 ? faults.splice(at, 1)[0] : undefined;
@@ -390,7 +453,8 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
           '503': 'We encountered an internal error. Please try again.',
           '500': 'We encountered an internal error. Please try again.',
           '429': 'The rate of change requests to the object is too high. Please slow down.',
-          '403': 'cairn-test@example.iam.gserviceaccount.com does not have storage.objects.get access to the Google Cloud Storage object. Permission \'storage.objects.get\' denied on resource (or it may not exist).',
+          '403':
+            "cairn-test@example.iam.gserviceaccount.com does not have storage.objects.get access to the Google Cloud Storage object. Permission 'storage.objects.get' denied on resource (or it may not exist).",
         } as const;
         answer = errorAnswer(new HttpError(Number(fault.kind), messages[fault.kind], reasons[fault.kind]));
       } else {
@@ -398,7 +462,9 @@ export async function startGcsTestServer(options: { buckets?: string[] } = {}): 
           answer = handle(req, info, body, `http://${req.headers.host ?? '127.0.0.1'}`);
         } catch (error) {
           if (!(error instanceof HttpError)) {
-            answer = errorAnswer(new HttpError(500, `test server: ${error instanceof Error ? error.message : String(error)}`, 'internalError'));
+            answer = errorAnswer(
+              new HttpError(500, `test server: ${error instanceof Error ? error.message : String(error)}`, 'internalError'),
+            );
           } else {
             answer = errorAnswer(error);
           }
@@ -462,7 +528,11 @@ function rawPath(req: IncomingMessage): string {
 }
 
 function denial(bucket: string): HttpError {
-  return new HttpError(403, `cairn-test@example.iam.gserviceaccount.com does not have storage.objects.get access to the Google Cloud Storage bucket ${bucket}. Permission 'storage.objects.get' denied on resource (or it may not exist).`, 'forbidden');
+  return new HttpError(
+    403,
+    `cairn-test@example.iam.gserviceaccount.com does not have storage.objects.get access to the Google Cloud Storage bucket ${bucket}. Permission 'storage.objects.get' denied on resource (or it may not exist).`,
+    'forbidden',
+  );
 }
 
 function noSuchObject(bucket: string, name: string): HttpError {
@@ -470,7 +540,12 @@ function noSuchObject(bucket: string, name: string): HttpError {
 }
 
 function errorAnswer(error: HttpError): { status: number; body: Record<string, unknown> } {
-  return { status: error.status, body: { error: { code: error.status, message: error.message, errors: [{ message: error.message, domain: 'global', reason: error.reason }] } } };
+  return {
+    status: error.status,
+    body: {
+      error: { code: error.status, message: error.message, errors: [{ message: error.message, domain: 'global', reason: error.reason }] },
+    },
+  };
 }
 
 /** multipart/related: a JSON metadata part, then the media part. */
@@ -495,5 +570,9 @@ function parseMultipart(req: IncomingMessage, body: Buffer): { meta: Record<stri
     return { contentType: /content-type:\s*([^\r\n]+)/i.exec(head)?.[1] ?? 'application/octet-stream', content };
   });
   if (parsed.length < 2) throw new HttpError(400, `multipart upload with ${parsed.length} parts`, 'invalid');
-  return { meta: JSON.parse(parsed[0]!.content.toString() || '{}') as Record<string, unknown>, media: parsed[1]!.content, mediaType: parsed[1]!.contentType };
+  return {
+    meta: JSON.parse(parsed[0]!.content.toString() || '{}') as Record<string, unknown>,
+    media: parsed[1]!.content,
+    mediaType: parsed[1]!.contentType,
+  };
 }

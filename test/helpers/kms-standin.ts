@@ -81,7 +81,11 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
     return key;
   };
   const usable = (key: StandInKey, action: string): void => {
-    if (key.denied) throw new KmsFault('AccessDeniedException', `User: arn:aws:iam::${account}:user/standin is not authorized to perform: ${action} on resource: ${key.arn} because no identity-based policy allows the ${action} action`);
+    if (key.denied)
+      throw new KmsFault(
+        'AccessDeniedException',
+        `User: arn:aws:iam::${account}:user/standin is not authorized to perform: ${action} on resource: ${key.arn} because no identity-based policy allows the ${action} action`,
+      );
     if (key.state === 'Disabled') throw new KmsFault('DisabledException', `${key.arn} is disabled.`);
   };
   const encrypt = (key: StandInKey, plaintext: Buffer, context: unknown): Buffer => {
@@ -100,7 +104,11 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
       usable(key, 'kms:Encrypt');
       const plaintext = Buffer.from(str(body.Plaintext), 'base64');
       if (plaintext.length === 0 || plaintext.length > 4096) throw new KmsFault('ValidationException', 'Plaintext must be 1 to 4096 bytes');
-      return { CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'), KeyId: key.arn, EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' };
+      return {
+        CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'),
+        KeyId: key.arn,
+        EncryptionAlgorithm: 'SYMMETRIC_DEFAULT',
+      };
     },
     GenerateDataKey(body) {
       const key = find(body.KeyId);
@@ -108,17 +116,23 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
       usable(key, 'kms:GenerateDataKey');
       const bytes = typeof body.NumberOfBytes === 'number' ? body.NumberOfBytes : body.KeySpec === 'AES_128' ? 16 : 32;
       const plaintext = randomBytes(bytes);
-      return { CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'), Plaintext: plaintext.toString('base64'), KeyId: key.arn };
+      return {
+        CiphertextBlob: encrypt(key, plaintext, body.EncryptionContext).toString('base64'),
+        Plaintext: plaintext.toString('base64'),
+        KeyId: key.arn,
+      };
     },
     Decrypt(body) {
       const blob = Buffer.from(str(body.CiphertextBlob), 'base64');
-      if (blob.length < MAGIC.length + 1 + 12 + 16 || !blob.subarray(0, 4).equals(MAGIC)) throw new KmsFault('InvalidCiphertextException', 'The ciphertext is invalid');
+      if (blob.length < MAGIC.length + 1 + 12 + 16 || !blob.subarray(0, 4).equals(MAGIC))
+        throw new KmsFault('InvalidCiphertextException', 'The ciphertext is invalid');
       const idLength = blob[4] as number;
       const id = blob.subarray(5, 5 + idLength).toString('utf8');
       const key = keys.get(id);
       if (!key) throw new KmsFault('InvalidCiphertextException', 'The ciphertext refers to a customer master key that does not exist');
       bump(`Decrypt ${key.arn}`);
-      if (body.KeyId !== undefined && find(body.KeyId) !== key) throw new KmsFault('IncorrectKeyException', 'The key ID in the request does not identify the key that encrypted the ciphertext');
+      if (body.KeyId !== undefined && find(body.KeyId) !== key)
+        throw new KmsFault('IncorrectKeyException', 'The key ID in the request does not identify the key that encrypted the ciphertext');
       usable(key, 'kms:Decrypt');
       let at = 5 + idLength;
       const nonce = blob.subarray(at, (at += 12));
@@ -159,7 +173,8 @@ export async function startKmsStandIn(options: { region?: string; account?: stri
         throw new KmsFault('UnrecognizedClientException', 'The security token included in the request is invalid.');
       }
       const handler = handlers[operation];
-      if (req.method !== 'POST' || !handler) throw new KmsFault('UnknownOperationException', `operation ${target} is not supported by this stand-in`);
+      if (req.method !== 'POST' || !handler)
+        throw new KmsFault('UnknownOperationException', `operation ${target} is not supported by this stand-in`);
       reply(res, 200, handler(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>));
     } catch (error) {
       const fault = error instanceof KmsFault ? error : new KmsFault('KMSInternalException', String(error));

@@ -56,19 +56,40 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
   const port = await freePort();
   const asRoot = process.getuid?.() === 0 ? ['--user=root'] : [];
   if (!options.datadir) {
-    const install = spawnSync('mariadb-install-db', ['--no-defaults', `--datadir=${datadir}`, '--auth-root-authentication-method=socket', '--skip-test-db', ...asRoot], { encoding: 'utf8' });
+    const install = spawnSync(
+      'mariadb-install-db',
+      ['--no-defaults', `--datadir=${datadir}`, '--auth-root-authentication-method=socket', '--skip-test-db', ...asRoot],
+      { encoding: 'utf8' },
+    );
     if (install.status !== 0) throw new Error(`mariadb-install-db failed: ${install.stderr}`);
   }
   const child: ChildProcess = spawn(
     '/usr/sbin/mariadbd',
-    ['--no-defaults', `--datadir=${datadir}`, `--socket=${socket}`, `--port=${port}`, '--bind-address=127.0.0.1', `--log-bin=${options.logBin ?? 'mariadb-bin'}`, `--server-id=${options.serverId ?? 1}`, '--innodb-buffer-pool-size=64M', '--skip-name-resolve', `--pid-file=${join(base, 'mysqld.pid')}`,
-      ...(options.maxBinlogSize ? [`--max-binlog-size=${options.maxBinlogSize}`] : []), ...(options.extraArgs ?? []), ...asRoot],
+    [
+      '--no-defaults',
+      `--datadir=${datadir}`,
+      `--socket=${socket}`,
+      `--port=${port}`,
+      '--bind-address=127.0.0.1',
+      `--log-bin=${options.logBin ?? 'mariadb-bin'}`,
+      `--server-id=${options.serverId ?? 1}`,
+      '--innodb-buffer-pool-size=64M',
+      '--skip-name-resolve',
+      `--pid-file=${join(base, 'mysqld.pid')}`,
+      ...(options.maxBinlogSize ? [`--max-binlog-size=${options.maxBinlogSize}`] : []),
+      ...(options.extraArgs ?? []),
+      ...asRoot,
+    ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const sql = (statement: string, database?: string): string => {
-    const out = spawnSync('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot', '-N', '-B', ...(database ? [database] : []), '-e', statement], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    const out = spawnSync(
+      'mariadb',
+      ['--no-defaults', `--socket=${socket}`, '-uroot', '-N', '-B', ...(database ? [database] : []), '-e', statement],
+      { encoding: 'utf8', maxBuffer: 1 << 28 },
+    );
     if (out.status !== 0) throw new Error(`SQL failed: ${statement.slice(0, 200)}: ${out.stderr}`);
     return out.stdout;
   };
@@ -79,7 +100,10 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
     await sleep(100);
   }
   const password = 'cairn-test-pw';
-  if (!options.datadir) sql(`CREATE USER 'cairn'@'127.0.0.1' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO 'cairn'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;`);
+  if (!options.datadir)
+    sql(
+      `CREATE USER 'cairn'@'127.0.0.1' IDENTIFIED BY '${password}'; GRANT ALL PRIVILEGES ON *.* TO 'cairn'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;`,
+    );
   return {
     port,
     socket,

@@ -23,7 +23,8 @@ const BIN = '/usr/lib/postgresql/15/bin';
 
 export function missingPostgres(): string | undefined {
   const missing = ['initdb', 'postgres'].filter((b) => spawnSync('test', ['-x', join(BIN, b)]).status !== 0);
-  for (const b of ['pg_dump', 'pg_restore', 'pg_dumpall', 'psql']) if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
+  for (const b of ['pg_dump', 'pg_restore', 'pg_dumpall', 'psql'])
+    if (spawnSync('sh', ['-c', `command -v ${b}`]).status !== 0) missing.push(b);
   return missing.length ? `needs ${missing.join(', ')}: apt-get install postgresql postgresql-client` : undefined;
 }
 
@@ -32,7 +33,9 @@ export function missingPostgres(): string | undefined {
  * port, password authentication over TCP. PostgreSQL refuses to run as root, so
  * under root the server runs as the `postgres` user the package created.
  */
-export async function startPostgres(options: { dataDir?: string; settings?: Record<string, string>; env?: Record<string, string> } = {}): Promise<PostgresServer> {
+export async function startPostgres(
+  options: { dataDir?: string; settings?: Record<string, string>; env?: Record<string, string> } = {},
+): Promise<PostgresServer> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-pg-'));
   const data = options.dataDir ?? join(base, 'data');
   const port = await freePort();
@@ -49,19 +52,53 @@ export async function startPostgres(options: { dataDir?: string; settings?: Reco
   }
   await chmod(base, 0o700);
   if (!options.dataDir) {
-    const initArgv = as([join(BIN, 'initdb'), '-D', data, '-U', 'postgres', `--pwfile=${join(base, 'pw')}`, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C.UTF-8']);
+    const initArgv = as([
+      join(BIN, 'initdb'),
+      '-D',
+      data,
+      '-U',
+      'postgres',
+      `--pwfile=${join(base, 'pw')}`,
+      '--auth-local=trust',
+      '--auth-host=scram-sha-256',
+      '-E',
+      'UTF8',
+      '--locale=C.UTF-8',
+    ]);
     const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
     if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   }
   // Extra settings (archive_mode, archive_command…) and environment (what archive_command and restore_command see).
   const extra = Object.entries(options.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
-  const serverArgv = as([join(BIN, 'postgres'), '-D', data, '-p', String(port), '-k', base, '-c', 'listen_addresses=127.0.0.1', '-c', 'shared_buffers=32MB', '-c', 'fsync=off', ...extra]);
-  const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...options.env } });
+  const serverArgv = as([
+    join(BIN, 'postgres'),
+    '-D',
+    data,
+    '-p',
+    String(port),
+    '-k',
+    base,
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'shared_buffers=32MB',
+    '-c',
+    'fsync=off',
+    ...extra,
+  ]);
+  const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
   const env = { ...process.env, PGPASSWORD: password };
   const sql = (statement: string, database = 'postgres'): string => {
-    const out = spawnSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1', '-At', '-c', statement], { encoding: 'utf8', env, maxBuffer: 1 << 28 });
+    const out = spawnSync(
+      'psql',
+      ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', database, '-v', 'ON_ERROR_STOP=1', '-At', '-c', statement],
+      { encoding: 'utf8', env, maxBuffer: 1 << 28 },
+    );
     if (out.status !== 0) throw new Error(`SQL failed: ${statement.slice(0, 200)}: ${out.stderr}`);
     return out.stdout;
   };
@@ -98,7 +135,11 @@ export async function startPostgres(options: { dataDir?: string; settings?: Reco
 export async function postgresWorkDir(): Promise<string> {
   const base = await mkdtemp(join(tmpdir(), 'cairn-pgwork-'));
   if (process.getuid?.() === 0) {
-    await chown(base, Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim()), Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim()));
+    await chown(
+      base,
+      Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim()),
+      Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim()),
+    );
   }
   await chmod(base, 0o755);
   return base;

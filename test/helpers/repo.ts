@@ -30,9 +30,27 @@ export function fileRepo(path: string): FileStorage {
 }
 
 export async function backupDir(repo: Repository, path: string, extra: Partial<Parameters<typeof backup>[1]> = {}) {
-  return backup(repo, { paths: [path], excludes: [], tags: [], who: { host: 'test-host', user: 'tester' }, concurrency: 3, progress: silentProgress, ...extra });
+  return backup(repo, {
+    paths: [path],
+    excludes: [],
+    tags: [],
+    who: { host: 'test-host', user: 'tester' },
+    concurrency: 3,
+    progress: silentProgress,
+    ...extra,
+  });
 }
 
 export async function restoreTo(repo: Repository, snapshot: string, target: string, extra: Partial<Parameters<typeof restore>[1]> = {}) {
-  return restore(repo, { snapshot, target, includes: [], force: false, ignoreErrors: false, concurrency: 3, progress: silentProgress, who: { host: 'test-host', user: 'tester' }, ...extra });
+  return restore(repo, {
+    snapshot,
+    target,
+    includes: [],
+    force: false,
+    ignoreErrors: false,
+    concurrency: 3,
+    progress: silentProgress,
+    who: { host: 'test-host', user: 'tester' },
+    ...extra,
+  });
 }

@@ -32,7 +32,19 @@ const STARTUP_TIMEOUT_MS = 20_000;
 export async function startS3rver(): Promise<S3rver> {
   const directory = await mkdtemp(join(tmpdir(), 'cairn-s3rver-'));
   const cli = join(dirname(createRequire(import.meta.url).resolve('s3rver/package.json')), 'bin', 's3rver.js');
-  const args = ['--openssl-legacy-provider', cli, '--directory', directory, '--port', '0', '--address', '127.0.0.1', '--silent', '--configure-bucket', BUCKET];
+  const args = [
+    '--openssl-legacy-provider',
+    cli,
+    '--directory',
+    directory,
+    '--port',
+    '0',
+    '--address',
+    '127.0.0.1',
+    '--silent',
+    '--configure-bucket',
+    BUCKET,
+  ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -40,7 +52,10 @@ export async function startS3rver(): Promise<S3rver> {
   try {
     // The CLI prints "S3rver listening on <address>:<port>" (even with --silent) once the bucket exists.
     const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`s3rver did not start within ${STARTUP_TIMEOUT_MS} ms:\n${output}`)), STARTUP_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => reject(new Error(`s3rver did not start within ${STARTUP_TIMEOUT_MS} ms:\n${output}`)),
+        STARTUP_TIMEOUT_MS,
+      );
       const onData = (chunk: Buffer): void => {
         output += chunk.toString();
         const match = /listening on [^\s:]+:(\d+)/.exec(output);

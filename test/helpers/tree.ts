@@ -131,7 +131,15 @@ export async function describeTree(root: string): Promise<Described[]> {
       } else {
         const key = `${st.dev}:${st.ino}`;
         const group = st.nlink > 1 ? (inodes.get(key) ?? (inodes.set(key, relPath), relPath)) : undefined;
-        out.push({ ...base, type: 'file', size: st.size, sha256: createHash('sha256').update(await readFile(path)).digest('hex'), ...(group ? { linkGroup: group } : {}) });
+        out.push({
+          ...base,
+          type: 'file',
+          size: st.size,
+          sha256: createHash('sha256')
+            .update(await readFile(path))
+            .digest('hex'),
+          ...(group ? { linkGroup: group } : {}),
+        });
       }
     }
   };

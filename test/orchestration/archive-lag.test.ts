@@ -18,7 +18,18 @@ const NOW = new Date('2026-11-23T12:00:00.000Z');
 const minutesAgo = (m: number): string => new Date(NOW.getTime() - m * 60_000).toISOString();
 
 function record(name: string, lastEventTime: string | null, archivedAt: string): LogFileRecord {
-  return { name, key: name, kind: 'wal', size: 1, hash: '0'.repeat(64), archivedAt, host: 'db1', firstEventTime: lastEventTime, lastEventTime, wal: { timeline: 1, segment: 1 } };
+  return {
+    name,
+    key: name,
+    kind: 'wal',
+    size: 1,
+    hash: '0'.repeat(64),
+    archivedAt,
+    host: 'db1',
+    firstEventTime: lastEventTime,
+    lastEventTime,
+    wal: { timeline: 1, segment: 1 },
+  };
 }
 
 /** Records every call the function makes on the storage: it may list, and nothing else. */
@@ -71,7 +82,7 @@ describe('archive-lag function', () => {
     assert.deepEqual(calls, ['list logs/'], 'one listing of the archive; no get, no stat: no key needed');
   });
 
-  it('with pitr.archiveStream it lists that stream\'s meta objects only, and measures that stream', async () => {
+  it("with pitr.archiveStream it lists that stream's meta objects only, and measures that stream", async () => {
     const { storage, calls } = recording(await openStorage(plans.named!.repository.url));
     const lag = await lagOf(plans.named!, storage, () => NOW);
     assert.equal(lag.stream, 'pg-2');
@@ -80,14 +91,33 @@ describe('archive-lag function', () => {
   });
 
   it('publishes ArchiveLagSeconds per plan with the PlanId dimension alone, and nothing for a plan with no archive or no pitr', async () => {
-    const { value, error, metrics: emf } = await captureMetrics(() => archiveLag({ planIds: ['pg-main', 'pg-named', 'maria-quiet', 'dump-only', 'no-such-plan'] }, () => NOW));
+    const {
+      value,
+      error,
+      metrics: emf,
+    } = await captureMetrics(() => archiveLag({ planIds: ['pg-main', 'pg-named', 'maria-quiet', 'dump-only', 'no-such-plan'] }, () => NOW));
     assert.equal(error, undefined);
     const results = value ?? [];
-    assert.deepEqual(results.map((r) => [r.planId, r.lagSeconds]), [['pg-main', 420], ['pg-named', 2700], ['maria-quiet', undefined], ['dump-only', undefined], ['no-such-plan', undefined]]);
+    assert.deepEqual(
+      results.map((r) => [r.planId, r.lagSeconds]),
+      [
+        ['pg-main', 420],
+        ['pg-named', 2700],
+        ['maria-quiet', undefined],
+        ['dump-only', undefined],
+        ['no-such-plan', undefined],
+      ],
+    );
     assert.match(results[2]?.problem ?? '', /nothing is archived .* for mariadb yet/);
     assert.match(results[3]?.problem ?? '', /does not have pitr\.enabled/);
     assert.match(results[4]?.problem ?? '', /no plan "no-such-plan"/);
-    assert.deepEqual(emf.map((e) => [e.PlanId, e.ArchiveLagSeconds]), [['pg-main', 420], ['pg-named', 2700]]);
+    assert.deepEqual(
+      emf.map((e) => [e.PlanId, e.ArchiveLagSeconds]),
+      [
+        ['pg-main', 420],
+        ['pg-named', 2700],
+      ],
+    );
     for (const e of emf) {
       assert.deepEqual(e._aws.CloudWatchMetrics[0]?.Dimensions, [['PlanId']], 'the alarms watch {PlanId}: no other dimension may be added');
       assert.equal(e._aws.CloudWatchMetrics[0]?.Namespace, 'Cairn');

@@ -12,10 +12,10 @@ export interface EmfRecord {
 export async function captureMetrics<T>(fn: () => Promise<T>): Promise<{ value: T | undefined; error: unknown; metrics: EmfRecord[] }> {
   const printed: string[] = [];
   const write = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+  process.stdout.write = (chunk: string | Uint8Array, ...rest: never[]) => {
     printed.push(String(chunk));
     return write(chunk, ...rest);
-  });
+  };
   let value: T | undefined;
   let error: unknown;
   try {

@@ -26,7 +26,10 @@ export interface PgArchiveFixture {
   records: LogFileRecord[];
 }
 
-export async function seedPostgresArchive(repo: Repository, options: { planId: string; segments: number[]; bases: Array<{ segment: number; minute: number }> }): Promise<PgArchiveFixture> {
+export async function seedPostgresArchive(
+  repo: Repository,
+  options: { planId: string; segments: number[]; bases: Array<{ segment: number; minute: number }> },
+): Promise<PgArchiveFixture> {
   const log = new LogArchive(repo, STREAM);
   const records: LogFileRecord[] = [];
   for (const n of options.segments) {
@@ -34,8 +37,16 @@ export async function seedPostgresArchive(repo: Repository, options: { planId: s
     const data = randomBytes(SEGMENT_BYTES);
     await log.putFile(name, data);
     records.push({
-      name, key: name, kind: 'wal', size: data.length, hash: log.hash(data), archivedAt: at(n + 1), host: 'db1',
-      firstEventTime: at(n), lastEventTime: at(n + 0.9), wal: { timeline: 1, segment: n, segmentSize: 16 * 1024 * 1024 },
+      name,
+      key: name,
+      kind: 'wal',
+      size: data.length,
+      hash: log.hash(data),
+      archivedAt: at(n + 1),
+      host: 'db1',
+      firstEventTime: at(n),
+      lastEventTime: at(n + 0.9),
+      wal: { timeline: 1, segment: n, segmentSize: 16 * 1024 * 1024 },
     });
   }
   await log.writeRecords(records);
@@ -61,7 +72,12 @@ export async function seedPostgresArchive(repo: Repository, options: { planId: s
       host: 'db1',
       engine: 'postgres',
       plan: options.planId,
-      engineMetadata: { systemIdentifier: SYSTEM_ID, timeline: 1, startLsn: `0/${lsn.toString(16).toUpperCase()}`, stopLsn: `0/${(lsn + 100).toString(16).toUpperCase()}` },
+      engineMetadata: {
+        systemIdentifier: SYSTEM_ID,
+        timeline: 1,
+        startLsn: `0/${lsn.toString(16).toUpperCase()}`,
+        stopLsn: `0/${(lsn + 100).toString(16).toUpperCase()}`,
+      },
       summary: { ...tree.summary, totalBytes: 1_000_000 },
     };
     await repo.saveSnapshot(snapshot);

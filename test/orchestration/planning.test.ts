@@ -18,8 +18,18 @@ import { LEASE_KEY, acquireRunLease, readLease, releaseRunLease } from '../../ag
 import { FileStorage } from '../../agent/storage/file.ts';
 import { Random } from '../helpers/tree.ts';
 
-const snap = (id: string, time: string, totalBytes = 1000): PlannableSnapshot => ({ id: id.padEnd(64, '0'), time, host: 'db1', engine: 'files', totalBytes });
-const history = [snap('aaaa1111', '2026-11-20T02:00:00.000Z'), snap('bbbb2222', '2026-11-21T02:00:00.000Z', 5000), snap('cccc3333', '2026-11-22T02:00:00.000Z')];
+const snap = (id: string, time: string, totalBytes = 1000): PlannableSnapshot => ({
+  id: id.padEnd(64, '0'),
+  time,
+  host: 'db1',
+  engine: 'files',
+  totalBytes,
+});
+const history = [
+  snap('aaaa1111', '2026-11-20T02:00:00.000Z'),
+  snap('bbbb2222', '2026-11-21T02:00:00.000Z', 5000),
+  snap('cccc3333', '2026-11-22T02:00:00.000Z'),
+];
 const ctx = { snapshots: history, throughputs: [], planInstanceIds: ['i-0123456789abcdef0'], instanceOnline: () => true };
 
 describe('restore planning', () => {
@@ -29,9 +39,19 @@ describe('restore planning', () => {
     const between = planRestore({ planId: 'db', pointInTime: '2026-11-21T12:00:00Z' }, ctx);
     assert.equal(between.snapshot.id.slice(0, 8), 'bbbb2222');
     assert.match(between.warnings.join('\n'), /no log archive/);
-    assert.equal(planRestore({ planId: 'db', pointInTime: '2026-11-21T02:00:00.000Z' }, ctx).snapshot.id.slice(0, 8), 'bbbb2222', 'a snapshot taken exactly at the time counts');
+    assert.equal(
+      planRestore({ planId: 'db', pointInTime: '2026-11-21T02:00:00.000Z' }, ctx).snapshot.id.slice(0, 8),
+      'bbbb2222',
+      'a snapshot taken exactly at the time counts',
+    );
     assert.equal(planRestore({ planId: 'db', pointInTime: '2030-01-01T00:00:00Z' }, ctx).snapshot.id.slice(0, 8), 'cccc3333');
-    assert.throws(() => planRestore({ planId: 'db', pointInTime: '2026-11-19T00:00:00Z' }, ctx), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.NotFound' && /no snapshot at or before 2026-11-19T00:00:00Z; the oldest is aaaa1111/.test(e.message));
+    assert.throws(
+      () => planRestore({ planId: 'db', pointInTime: '2026-11-19T00:00:00Z' }, ctx),
+      (e: unknown) =>
+        e instanceof CairnError &&
+        e.code === 'Cairn.NotFound' &&
+        /no snapshot at or before 2026-11-19T00:00:00Z; the oldest is aaaa1111/.test(e.message),
+    );
   });
 
   it('refuses unknown ids, an offline target and a plan with no snapshot, naming what exists', () => {
@@ -41,7 +61,18 @@ describe('restore planning', () => {
   });
 
   it('estimates the duration from the median of past restores, else backups, else a stated default', () => {
-    const fromRestores = planRestore({ planId: 'db', snapshot: 'bbbb2222' }, { ...ctx, throughputs: [{ kind: 'restore', bytes: 1000, durationMs: 1000 }, { kind: 'restore', bytes: 3000, durationMs: 1000 }, { kind: 'restore', bytes: 2000, durationMs: 1000 }, { kind: 'backup', bytes: 1, durationMs: 1000 }] });
+    const fromRestores = planRestore(
+      { planId: 'db', snapshot: 'bbbb2222' },
+      {
+        ...ctx,
+        throughputs: [
+          { kind: 'restore', bytes: 1000, durationMs: 1000 },
+          { kind: 'restore', bytes: 3000, durationMs: 1000 },
+          { kind: 'restore', bytes: 2000, durationMs: 1000 },
+          { kind: 'backup', bytes: 1, durationMs: 1000 },
+        ],
+      },
+    );
     assert.equal(fromRestores.throughput.bytesPerSecond, 2000);
     assert.equal(fromRestores.estimatedSeconds, 3);
     const fromBackups = planRestore({ planId: 'db' }, { ...ctx, throughputs: [{ kind: 'backup', bytes: 500, durationMs: 1000 }] });
@@ -52,9 +83,18 @@ describe('restore planning', () => {
   });
 
   it('validates console input with errors that name the field', () => {
-    assert.throws(() => parseOrExplain(restoreInputSchema, { planId: 'db', snapshot: 'latest', pointInTime: '2026-11-21T00:00:00Z' }, 'restore input'), /pointInTime: give at most one of snapshot and pointInTime/);
-    assert.throws(() => parseOrExplain(restoreInputSchema, { planId: 'db', pointInTime: 'yesterday' }, 'restore input'), /pointInTime: an ISO-8601 time/);
-    assert.throws(() => parseOrExplain(restoreInputSchema, { planId: 'db', targetPath: '/srv/../etc' }, 'restore input'), /targetPath: a path without "\.\."/);
+    assert.throws(
+      () => parseOrExplain(restoreInputSchema, { planId: 'db', snapshot: 'latest', pointInTime: '2026-11-21T00:00:00Z' }, 'restore input'),
+      /pointInTime: give at most one of snapshot and pointInTime/,
+    );
+    assert.throws(
+      () => parseOrExplain(restoreInputSchema, { planId: 'db', pointInTime: 'yesterday' }, 'restore input'),
+      /pointInTime: an ISO-8601 time/,
+    );
+    assert.throws(
+      () => parseOrExplain(restoreInputSchema, { planId: 'db', targetPath: '/srv/../etc' }, 'restore input'),
+      /targetPath: a path without "\.\."/,
+    );
     assert.throws(() => parseOrExplain(restoreInputSchema, { planId: 'db', dryrun: true }, 'restore input'), /dryrun/);
     assert.throws(() => parseOrExplain(restoreInputSchema, {}, 'restore input'), /planId/);
   });
@@ -64,7 +104,10 @@ describe('restore planning', () => {
     assert.match(encoded, /^[A-Za-z0-9_-]+$/);
     assert.deepEqual(decodeRequest(encoded), { operation: 'backup', planId: 'orders-db', runId: 'orders-db@x', heartbeatSeconds: 60 });
     assert.throws(() => decodeRequest('$(reboot)'), /not base64url/);
-    assert.throws(() => decodeRequest(Buffer.from('{"operation":"wipe","planId":"x"}').toString('base64url')), /invalid request: operation/);
+    assert.throws(
+      () => decodeRequest(Buffer.from('{"operation":"wipe","planId":"x"}').toString('base64url')),
+      /invalid request: operation/,
+    );
   });
 });
 
@@ -95,7 +138,14 @@ describe('point-in-time restore planning against a repository with a log archive
   before(async () => {
     dir = await tempDir('pitr-plan');
     repo = await initSmallRepo(fileRepo(dir.path));
-    fixture = await seedPostgresArchive(repo, { planId: 'pg-main', segments: [3, 4, 5, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }, { segment: 6, minute: 6.2 }] });
+    fixture = await seedPostgresArchive(repo, {
+      planId: 'pg-main',
+      segments: [3, 4, 5, 6, 7, 8],
+      bases: [
+        { segment: 3, minute: 3.2 },
+        { segment: 6, minute: 6.2 },
+      ],
+    });
   });
   after(() => dir.remove());
 
@@ -114,12 +164,20 @@ describe('point-in-time restore planning against a repository with a log archive
       window: { from: at(6.3), to: at(8.9) },
     });
     assert.equal(planned.bytes, 1_000_000 + 2 * SEGMENT_BYTES, 'bytes include the logs');
-    assert.match(planned.steps.join('\n'), new RegExp(`restore base snapshot ${newer?.id.slice(0, 8)} .* onto ${INSTANCE_ID}, into /var/lib/postgresql/restored, then replay logs to time ${at(7.5).replace(/\./g, '\\.')}`));
+    assert.match(
+      planned.steps.join('\n'),
+      new RegExp(
+        `restore base snapshot ${newer?.id.slice(0, 8)} .* onto ${INSTANCE_ID}, into /var/lib/postgresql/restored, then replay logs to time ${at(7.5).replace(/\./g, '\\.')}`,
+      ),
+    );
     assert.match(planned.steps.join('\n'), /fetches 2 archived WAL file\(s\) through wal-fetch/);
     assert.equal(planned.request, undefined, 'a dry run builds no request');
 
     // What the CLI's dry run prints, from the same repository.
-    const cli = describeReplay(...((r) => [r.plan, r.snapshot] as const)(await planPointInTime(repo, { target: { time: at(7.5) } })), await measuredThroughputs(repo));
+    const cli = describeReplay(
+      ...((r) => [r.plan, r.snapshot] as const)(await planPointInTime(repo, { target: { time: at(7.5) } })),
+      await measuredThroughputs(repo),
+    );
     assert.equal(planned.snapshot.id, cli.snapshot.id);
     assert.deepEqual(planned.logRange, cli.logRange);
     assert.equal(planned.bytes, cli.bytes);
@@ -128,7 +186,12 @@ describe('point-in-time restore planning against a repository with a log archive
   });
 
   it('an earlier time replays from the older base; the agent request carries the base, the time and the stream', async () => {
-    const planned = await planRestoreFor({ planId: 'pg-main', pointInTime: '2026-11-23T11:04:30+01:00', targetPath: '/srv/restored' }, pgPlan(true), repo, hosts);
+    const planned = await planRestoreFor(
+      { planId: 'pg-main', pointInTime: '2026-11-23T11:04:30+01:00', targetPath: '/srv/restored' },
+      pgPlan(true),
+      repo,
+      hosts,
+    );
     assert.equal(planned.snapshot.id, fixture.bases[0]?.id);
     assert.equal(planned.logRange?.firstFile, walName(1, 3));
     assert.equal(planned.logRange?.lastFile, walName(1, 4));
@@ -144,19 +207,30 @@ describe('point-in-time restore planning against a repository with a log archive
   });
 
   it('refuses a time past the archive, naming the last recoverable time and the way to restore a snapshot instead', async () => {
-    await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(20), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
-      assert.ok(error instanceof CairnError);
-      assert.equal(error.code, 'Cairn.NotFound');
-      assert.match(error.message, new RegExp(`plan pg-main: cannot recover ${STREAM} to time ${at(20).replace(/\./g, '\\.')}: nothing has been archived after ${at(8.9).replace(/\./g, '\\.')}`));
-      assert.match(error.hint ?? '', /nearest recoverable times are .*\(the last event before it\)/);
-      assert.match(error.hint ?? '', /give "snapshot" in place of "pointInTime"/);
-      return true;
-    });
+    await assert.rejects(
+      planRestoreFor({ planId: 'pg-main', pointInTime: at(20), targetPath: '/srv/r' }, pgPlan(true), repo, hosts),
+      (error: unknown) => {
+        assert.ok(error instanceof CairnError);
+        assert.equal(error.code, 'Cairn.NotFound');
+        assert.match(
+          error.message,
+          new RegExp(
+            `plan pg-main: cannot recover ${STREAM} to time ${at(20).replace(/\./g, '\\.')}: nothing has been archived after ${at(8.9).replace(/\./g, '\\.')}`,
+          ),
+        );
+        assert.match(error.hint ?? '', /nearest recoverable times are .*\(the last event before it\)/);
+        assert.match(error.hint ?? '', /give "snapshot" in place of "pointInTime"/);
+        return true;
+      },
+    );
   });
 
   it('a point-in-time restore needs a target directory: refused for a run, a warning in a dry run', async () => {
     await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5) }, pgPlan(true), repo, hosts), /Cairn|targetPath/);
-    await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5) }, pgPlan(true), repo, hosts), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.InvalidInput');
+    await assert.rejects(
+      planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5) }, pgPlan(true), repo, hosts),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.InvalidInput',
+    );
     const dry = await planRestoreFor({ planId: 'pg-main', pointInTime: at(7.5), dryRun: true }, pgPlan(true), repo, hosts);
     assert.match(dry.warnings.join('\n'), /needs targetPath/);
   });
@@ -178,13 +252,19 @@ describe('point-in-time restore planning with a gap or no archive', () => {
     try {
       const repo = await initSmallRepo(fileRepo(dir.path));
       await seedPostgresArchive(repo, { planId: 'pg-main', segments: [3, 4, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }] });
-      await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
-        assert.ok(error instanceof CairnError);
-        assert.equal(error.code, 'Cairn.NotFound');
-        assert.match(error.message, /the log has a gap there: WAL segment 000000010000000000000005 is missing after 000000010000000000000004 \(never archived/);
-        assert.match(error.hint ?? '', new RegExp(`${at(4.9).replace(/\./g, '\\.')} \\(the last event before it\\)`));
-        return true;
-      });
+      await assert.rejects(
+        planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts),
+        (error: unknown) => {
+          assert.ok(error instanceof CairnError);
+          assert.equal(error.code, 'Cairn.NotFound');
+          assert.match(
+            error.message,
+            /the log has a gap there: WAL segment 000000010000000000000005 is missing after 000000010000000000000004 \(never archived/,
+          );
+          assert.match(error.hint ?? '', new RegExp(`${at(4.9).replace(/\./g, '\\.')} \\(the last event before it\\)`));
+          return true;
+        },
+      );
       const before = await planRestoreFor({ planId: 'pg-main', pointInTime: at(4.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts);
       assert.equal(before.logRange?.lastFile, walName(1, 4));
     } finally {
@@ -196,12 +276,15 @@ describe('point-in-time restore planning with a gap or no archive', () => {
     const dir = await tempDir('pitr-none');
     try {
       const repo = await initSmallRepo(fileRepo(dir.path));
-      await assert.rejects(planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts), (error: unknown) => {
-        assert.ok(error instanceof CairnError);
-        assert.equal(error.code, 'Cairn.NotFound');
-        assert.match(error.message, /has no log archive for postgres: point-in-time recovery needs one/);
-        return true;
-      });
+      await assert.rejects(
+        planRestoreFor({ planId: 'pg-main', pointInTime: at(6.5), targetPath: '/srv/r' }, pgPlan(true), repo, hosts),
+        (error: unknown) => {
+          assert.ok(error instanceof CairnError);
+          assert.equal(error.code, 'Cairn.NotFound');
+          assert.match(error.message, /has no log archive for postgres: point-in-time recovery needs one/);
+          return true;
+        },
+      );
     } finally {
       await dir.remove();
     }
@@ -223,7 +306,9 @@ describe('retention with Object Lock', () => {
       const result = applyPolicy(candidates, { keepLast: rnd.int(3) });
       const removed = new Set(result.remove.map((d) => d.id));
       for (const c of candidates) if (c.lockedUntil) assert.ok(!removed.has(c.id), `round ${round}: locked ${c.id} removed`);
-      const newestGood = candidates.filter((c) => !c.damaged).sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1))[0];
+      const newestGood = candidates
+        .filter((c) => !c.damaged)
+        .sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1))[0];
       if (newestGood) assert.ok(!removed.has(newestGood.id), `round ${round}: newest good removed`);
       assert.equal(result.keep.length + result.remove.length, n);
     }
@@ -236,14 +321,38 @@ describe('run lease', () => {
     try {
       const storage = new FileStorage(dir);
       const t0 = new Date('2026-11-23T02:00:00Z');
-      const first = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-1', scheduledTime: '2026-11-23T02:00:00Z', leaseSeconds: 600, now: t0 });
+      const first = await acquireRunLease(storage, {
+        planId: 'db',
+        executionId: 'exec-1',
+        scheduledTime: '2026-11-23T02:00:00Z',
+        leaseSeconds: 600,
+        now: t0,
+      });
       assert.equal(first.acquired, true);
-      const second = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-2', scheduledTime: '2026-11-23T03:00:00Z', leaseSeconds: 600, now: new Date(t0.getTime() + 60_000) });
+      const second = await acquireRunLease(storage, {
+        planId: 'db',
+        executionId: 'exec-2',
+        scheduledTime: '2026-11-23T03:00:00Z',
+        leaseSeconds: 600,
+        now: new Date(t0.getTime() + 60_000),
+      });
       assert.equal(second.acquired, false);
       assert.match(second.acquired ? '' : second.reason, /still running: execution exec-1/);
-      const duplicate = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-3', scheduledTime: '2026-11-23T02:00:00Z', leaseSeconds: 600, now: new Date(t0.getTime() + 700_000) });
+      const duplicate = await acquireRunLease(storage, {
+        planId: 'db',
+        executionId: 'exec-3',
+        scheduledTime: '2026-11-23T02:00:00Z',
+        leaseSeconds: 600,
+        now: new Date(t0.getTime() + 700_000),
+      });
       assert.match(duplicate.acquired ? '' : duplicate.reason, /already started by execution exec-1/);
-      const afterCrash = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-4', scheduledTime: '2026-11-23T04:00:00Z', leaseSeconds: 600, now: new Date(t0.getTime() + 700_000) });
+      const afterCrash = await acquireRunLease(storage, {
+        planId: 'db',
+        executionId: 'exec-4',
+        scheduledTime: '2026-11-23T04:00:00Z',
+        leaseSeconds: 600,
+        now: new Date(t0.getTime() + 700_000),
+      });
       assert.equal(afterCrash.acquired, true);
       assert.equal(afterCrash.acquired && afterCrash.tookOver?.executionId, 'exec-1');
       assert.equal(await releaseRunLease(storage, 'exec-1'), false, 'a stale holder cannot release the new lease');

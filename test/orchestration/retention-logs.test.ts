@@ -24,15 +24,25 @@ describe('apply-retention and the log archive', () => {
   });
   after(() => cp.stop());
 
-  it('deletes the WAL only the forgotten base needed, keeps the kept base\'s window whole, and records it', async () => {
+  it("deletes the WAL only the forgotten base needed, keeps the kept base's window whole, and records it", async () => {
     const plan = cp.addPlan({ id: 'pg-main', engine: 'postgres', retention: { keepLast: 1 }, pitr: { enabled: true } });
     cp.ssm.parameters.set('/cairn/ret/pg-main/passphrase', PASSPHRASE);
     const storage = await openStorage(plan.repository.url);
     const repo = await Repository.init(storage, PASSPHRASE, { host: 'test', user: 'test' });
-    const fixture = await seedPostgresArchive(repo, { planId: 'pg-main', segments: [3, 4, 5, 6, 7, 8], bases: [{ segment: 3, minute: 3.2 }, { segment: 6, minute: 6.2 }] });
+    const fixture = await seedPostgresArchive(repo, {
+      planId: 'pg-main',
+      segments: [3, 4, 5, 6, 7, 8],
+      bases: [
+        { segment: 3, minute: 3.2 },
+        { segment: 6, minute: 6.2 },
+      ],
+    });
 
     const outcome = await applyRetention({ planId: 'pg-main' });
-    assert.deepEqual(outcome.forgotten.map((f) => f.id), [fixture.bases[0]?.id]);
+    assert.deepEqual(
+      outcome.forgotten.map((f) => f.id),
+      [fixture.bases[0]?.id],
+    );
     assert.deepEqual(outcome.logs, [{ stream: STREAM, filesRemoved: 3, bytesRemoved: 3 * 4096 }]);
     for (const n of [3, 4, 5]) assert.equal(await storage.stat(fileObjectKey(STREAM, walName(1, n))), undefined, `segment ${n} deleted`);
     for (const n of [6, 7, 8]) assert.ok(await storage.stat(fileObjectKey(STREAM, walName(1, n))), `segment ${n} kept`);

@@ -8,10 +8,17 @@ import { CairnError } from '../../agent/core/errors.ts';
 import { findStop, gtidStateAt, parseBinlog, type BinlogInfo, type ReplayFile } from '../../agent/pitr/binlog-parser.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
 
-const skip = missingMariadb() ?? (spawnSync('sh', ['-c', 'command -v mariadb-binlog']).status === 0 ? undefined : 'needs mariadb-binlog: apt-get install mariadb-client');
+const skip =
+  missingMariadb() ??
+  (spawnSync('sh', ['-c', 'command -v mariadb-binlog']).status === 0 ? undefined : 'needs mariadb-binlog: apt-get install mariadb-client');
 
 function binlogs(server: MariadbServer): Array<{ name: string; size: number }> {
-  return server.sql('SHOW BINARY LOGS').trim().split('\n').map((l) => l.split('\t')).map(([name, size]) => ({ name: name as string, size: Number(size) }));
+  return server
+    .sql('SHOW BINARY LOGS')
+    .trim()
+    .split('\n')
+    .map((l) => l.split('\t'))
+    .map(([name, size]) => ({ name: name as string, size: Number(size) }));
 }
 
 async function read(server: MariadbServer, name: string): Promise<Buffer> {
@@ -41,10 +48,14 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
   let closed: ReplayFile[] = [];
   before(async () => {
     server = await startMariadb({ serverId: 42, logBin: 'pbin' });
-    server.sql('CREATE DATABASE p; CREATE TABLE p.t (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB; CREATE TABLE p.m (id INT PRIMARY KEY) ENGINE=MyISAM');
+    server.sql(
+      'CREATE DATABASE p; CREATE TABLE p.t (id INT PRIMARY KEY, v VARCHAR(200)) ENGINE=InnoDB; CREATE TABLE p.m (id INT PRIMARY KEY) ENGINE=MyISAM',
+    );
     server.sql('FLUSH BINARY LOGS');
     for (let round = 1; round <= 3; round++) {
-      server.sql(`INSERT INTO p.t VALUES (${round * 10 + 1}, 'a'); BEGIN; INSERT INTO p.t VALUES (${round * 10 + 2}, 'b'); INSERT INTO p.t VALUES (${round * 10 + 3}, 'c'); COMMIT; INSERT INTO p.m VALUES (${round})`);
+      server.sql(
+        `INSERT INTO p.t VALUES (${round * 10 + 1}, 'a'); BEGIN; INSERT INTO p.t VALUES (${round * 10 + 2}, 'b'); INSERT INTO p.t VALUES (${round * 10 + 3}, 'c'); COMMIT; INSERT INTO p.m VALUES (${round})`,
+      );
       if (round === 2) server.sql('FLUSH BINARY LOGS');
       if (round < 3) {
         await sleep(1100);
@@ -54,7 +65,9 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
     }
     server.sql('FLUSH BINARY LOGS');
     const files = binlogs(server);
-    closed = await Promise.all(files.slice(1, -1).map(async (f) => ({ name: f.name, info: parseBinlog(await read(server, f.name), f.name) })));
+    closed = await Promise.all(
+      files.slice(1, -1).map(async (f) => ({ name: f.name, info: parseBinlog(await read(server, f.name), f.name) })),
+    );
   });
   after(async () => {
     await server?.stop();
@@ -75,13 +88,20 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
       assert.equal(info.nextFile, files[files.findIndex((f) => f.name === name) + 1]?.name, 'ROTATE names the next file');
       assert.ok(Math.abs(Date.parse(info.createdAt) - Date.now()) < 60_000, info.createdAt);
       assert.ok(info.startPosition > 4 && info.startPosition <= (info.transactions[0]?.position ?? Infinity));
-      assert.deepEqual(info.transactions.map((t) => t.gtid), gtidsByMariadbBinlog(join(server.datadir, name)), 'the same transactions mariadb-binlog lists');
+      assert.deepEqual(
+        info.transactions.map((t) => t.gtid),
+        gtidsByMariadbBinlog(join(server.datadir, name)),
+        'the same transactions mariadb-binlog lists',
+      );
       assert.ok(info.transactions.every((t) => t.complete && t.end > t.position && t.serverId === 42));
       if (i > 0) assert.equal(info.startGtid, closed[i - 1]?.info.endGtid, 'a file starts where its predecessor ended');
     }
     // Round 1 and 2 in the first file, round 3 in the second: three transactions each.
-    assert.deepEqual(closed.map((f) => f.info.transactions.length), [6, 3]);
-    assert.equal(closed[1]?.info.endGtid, state, 'the end state is the server\'s binlog state');
+    assert.deepEqual(
+      closed.map((f) => f.info.transactions.length),
+      [6, 3],
+    );
+    assert.equal(closed[1]?.info.endGtid, state, "the end state is the server's binlog state");
     assert.equal(closed[0]?.info.firstEventTime, closed[0]?.info.transactions[0]?.time);
     assert.ok((closed[0]?.info.lastEventTime ?? '') > (closed[0]?.info.firstEventTime ?? ''), 'two rounds, seconds apart');
   });
@@ -90,20 +110,37 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
     const [first, second] = closed as [ReplayFile, ReplayFile];
     const start = first.info.transactions[0]?.position as number;
     const atTime = findStop(closed, start, { time: between[0] as string });
-    assert.deepEqual([atTime.fileIndex, atTime.position, atTime.transactions], [0, first.info.transactions[3]?.position, 3], 'round 2 starts after the first time');
+    assert.deepEqual(
+      [atTime.fileIndex, atTime.position, atTime.transactions],
+      [0, first.info.transactions[3]?.position, 3],
+      'round 2 starts after the first time',
+    );
     assert.equal(atTime.endGtid, `0-42-${first.info.transactions[2]?.seq}`, 'the state after round 1');
     assert.equal(gtidStateAt(first.info, 0), first.info.startGtid);
     // mariadb-binlog stopping there prints exactly round 1.
-    assert.deepEqual(gtidsByMariadbBinlog(join(server.datadir, first.name), [`--stop-position=${atTime.position}`]), first.info.transactions.slice(0, 3).map((t) => t.gtid));
+    assert.deepEqual(
+      gtidsByMariadbBinlog(join(server.datadir, first.name), [`--stop-position=${atTime.position}`]),
+      first.info.transactions.slice(0, 3).map((t) => t.gtid),
+    );
 
     const atSecondTime = findStop(closed, start, { time: between[1] as string });
-    assert.deepEqual([atSecondTime.fileIndex, atSecondTime.position, atSecondTime.transactions], [1, second.info.transactions[0]?.position, 6]);
+    assert.deepEqual(
+      [atSecondTime.fileIndex, atSecondTime.position, atSecondTime.transactions],
+      [1, second.info.transactions[0]?.position, 6],
+    );
     const past = findStop(closed, start, { time: new Date(Date.now() + 3600_000).toISOString() });
-    assert.deepEqual([past.fileIndex, past.position, past.transactions, past.endGtid], [1, second.info.endPosition, 9, second.info.endGtid]);
+    assert.deepEqual(
+      [past.fileIndex, past.position, past.transactions, past.endGtid],
+      [1, second.info.endPosition, 9, second.info.endGtid],
+    );
 
     const target = first.info.transactions[4] as BinlogInfo['transactions'][number];
     const atGtid = findStop(closed, start, { gtid: target.gtid });
-    assert.deepEqual([atGtid.fileIndex, atGtid.position, atGtid.transactions, atGtid.last?.gtid], [0, target.end, 5, target.gtid], 'the target GTID is replayed, nothing after it');
+    assert.deepEqual(
+      [atGtid.fileIndex, atGtid.position, atGtid.transactions, atGtid.last?.gtid],
+      [0, target.end, 5, target.gtid],
+      'the target GTID is replayed, nothing after it',
+    );
     // A position inside a transaction replays that transaction whole.
     const inside = findStop(closed, start, { file: first.name, position: target.position + 1 });
     assert.equal(inside.position, first.info.transactions[5]?.position);
@@ -113,13 +150,17 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
     const fromMiddle = findStop(closed, target.position, { time: between[1] as string });
     assert.equal(fromMiddle.transactions, 2);
 
-    expectError(() => findStop(closed, start, { gtid: `0-42-${(second.info.transactions.at(-1)?.seq ?? 0) + 5}` }), 'Cairn.NotFound', /not in the archived binlogs/);
+    expectError(
+      () => findStop(closed, start, { gtid: `0-42-${(second.info.transactions.at(-1)?.seq ?? 0) + 5}` }),
+      'Cairn.NotFound',
+      /not in the archived binlogs/,
+    );
     expectError(() => findStop(closed, start, { gtid: '0-42-3,1-42-4' }), 'Cairn.Usage', /one GTID/);
     expectError(() => findStop(closed, start, { file: 'pbin.999999', position: 4 }), 'Cairn.NotFound', /not among the files/);
   });
 
   it('reads the file the server is still writing, up to its last complete event, and survives a cut in the middle of an event', async () => {
-    server.sql('INSERT INTO p.t VALUES (100, REPEAT(\'x\', 150))');
+    server.sql("INSERT INTO p.t VALUES (100, REPEAT('x', 150))");
     const active = binlogs(server).at(-1) as { name: string; size: number };
     const data = await read(server, active.name);
     const info = parseBinlog(data, active.name);
@@ -138,13 +179,21 @@ describe('binlog parser on binlogs written by a real MariaDB server (CRC32 check
   });
 
   it('refuses what is not a MariaDB binlog, and damaged events', async () => {
-    expectError(() => parseBinlog(Buffer.from('-- MariaDB dump 10.19\nCREATE TABLE t (id INT);\n'), 'dump.sql'), 'Cairn.InvalidInput', /dump\.sql is not a MariaDB binary log/);
+    expectError(
+      () => parseBinlog(Buffer.from('-- MariaDB dump 10.19\nCREATE TABLE t (id INT);\n'), 'dump.sql'),
+      'Cairn.InvalidInput',
+      /dump\.sql is not a MariaDB binary log/,
+    );
     expectError(() => parseBinlog(Buffer.alloc(0), 'empty'), 'Cairn.InvalidInput', /not a MariaDB binary log/);
     const data = Buffer.from(await read(server, closed[0]?.name as string));
     const tx = closed[0]?.info.transactions[1] as BinlogInfo['transactions'][number];
     const flipped = Buffer.from(data);
     flipped[tx.position + 25] = (flipped[tx.position + 25] as number) ^ 0xff;
-    expectError(() => parseBinlog(flipped, 'flipped'), 'Cairn.Damaged', new RegExp(`flipped is damaged at offset ${tx.position}: event checksum mismatch`));
+    expectError(
+      () => parseBinlog(flipped, 'flipped'),
+      'Cairn.Damaged',
+      new RegExp(`flipped is damaged at offset ${tx.position}: event checksum mismatch`),
+    );
     const lying = Buffer.from(data);
     lying.writeUInt32LE(7, tx.position + 9);
     expectError(() => parseBinlog(lying, 'lying'), 'Cairn.Damaged', /less than its header/);
@@ -155,7 +204,9 @@ describe('binlog parser without event checksums (binlog_checksum=NONE)', { skip 
   let server: MariadbServer;
   before(async () => {
     server = await startMariadb({ extraArgs: ['--binlog-checksum=NONE'] });
-    server.sql('CREATE DATABASE q; CREATE TABLE q.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO q.t VALUES (1), (2); FLUSH BINARY LOGS');
+    server.sql(
+      'CREATE DATABASE q; CREATE TABLE q.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO q.t VALUES (1), (2); FLUSH BINARY LOGS',
+    );
   });
   after(async () => {
     await server?.stop();
@@ -168,7 +219,10 @@ describe('binlog parser without event checksums (binlog_checksum=NONE)', { skip 
     assert.equal(info.checksum, false);
     assert.equal(info.closed, true);
     assert.equal(info.endPosition, data.length);
-    assert.deepEqual(info.transactions.map((t) => t.gtid), gtidsByMariadbBinlog(join(server.datadir, name)));
+    assert.deepEqual(
+      info.transactions.map((t) => t.gtid),
+      gtidsByMariadbBinlog(join(server.datadir, name)),
+    );
     assert.equal(info.endGtid, server.sql('SELECT @@gtid_binlog_state').trim());
     const mysql = Buffer.from(data);
     mysql[(info.transactions[0]?.position as number) + 4] = 33;

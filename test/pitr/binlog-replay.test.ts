@@ -28,7 +28,9 @@ describe('binlog replay refuses a damaged archive and a binlog cut inside a tran
   let name: string;
   before(async () => {
     server = await startMariadb();
-    server.sql('CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO r.t VALUES (1); INSERT INTO r.t VALUES (2); FLUSH BINARY LOGS');
+    server.sql(
+      'CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO r.t VALUES (1); INSERT INTO r.t VALUES (2); FLUSH BINARY LOGS',
+    );
     name = server.sql('SHOW BINARY LOGS').trim().split('\n').at(-2)?.split('\t')[0] as string;
     closed = await readFile(join(server.datadir, name));
     work = await tempDir('binlog-replay');
@@ -51,8 +53,21 @@ describe('binlog replay refuses a damaged archive and a binlog cut inside a tran
     const plan: ReplayPlan = {
       stream: archive.stream,
       window: {
-        snapshot: { id: 'f'.repeat(64), time: '2026-01-01T00:00:00.000Z', endTime: '2026-01-01T00:00:01.000Z', host: 'test', engine: 'mariadb', engineMetadata: { binlogFile: name, binlogPosition: 4 }, totalBytes: 0 },
-        line: 'test', from: '2026-01-01T00:00:01.000Z', to: '2099-01-01T00:00:00.000Z', files, endedBy: 'end', startPosition: 4,
+        snapshot: {
+          id: 'f'.repeat(64),
+          time: '2026-01-01T00:00:00.000Z',
+          endTime: '2026-01-01T00:00:01.000Z',
+          host: 'test',
+          engine: 'mariadb',
+          engineMetadata: { binlogFile: name, binlogPosition: 4 },
+          totalBytes: 0,
+        },
+        line: 'test',
+        from: '2026-01-01T00:00:01.000Z',
+        to: '2099-01-01T00:00:00.000Z',
+        files,
+        endedBy: 'end',
+        startPosition: 4,
       },
       target: { time: '2099-01-01T00:00:00.000Z' },
       files,

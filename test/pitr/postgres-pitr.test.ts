@@ -9,7 +9,11 @@ import { PASSPHRASE } from '../helpers/repo.ts';
 import { missingPostgres, postgresWorkDir, startPostgres, type PostgresServer } from '../helpers/postgres.ts';
 
 const BIN = '/usr/lib/postgresql/15/bin';
-const skip = missingPostgres() ?? (spawnSync('sh', ['-c', `command -v pg_basebackup && test -x ${BIN}/pg_waldump`]).status === 0 ? undefined : 'needs pg_basebackup and pg_waldump: apt-get install postgresql postgresql-client');
+const skip =
+  missingPostgres() ??
+  (spawnSync('sh', ['-c', `command -v pg_basebackup && test -x ${BIN}/pg_waldump`]).status === 0
+    ? undefined
+    : 'needs pg_basebackup and pg_waldump: apt-get install postgresql postgresql-client');
 const asRoot = process.getuid?.() === 0;
 const owner = asRoot ? ['--owner', 'postgres'] : [];
 
@@ -20,11 +24,18 @@ interface Row {
 
 /** Rows with their commit times (track_commit_timestamp), as ISO strings with microseconds. */
 function rows(server: PostgresServer): Row[] {
-  const out = server.sql("SELECT id, to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM t ORDER BY id", 'app');
-  return out.trim().split('\n').filter(Boolean).map((line) => {
-    const [id, committed] = line.split('|');
-    return { id: Number(id), committed: committed as string };
-  });
+  const out = server.sql(
+    'SELECT id, to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE \'UTC\', \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') FROM t ORDER BY id',
+    'app',
+  );
+  return out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, committed] = line.split('|');
+      return { id: Number(id), committed: committed as string };
+    });
 }
 
 function ids(server: PostgresServer): number[] {
@@ -54,7 +65,8 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     for (;;) {
       const [last, failed] = server.sql('SELECT last_archived_wal, failed_count FROM pg_stat_archiver').trim().split('|');
       if (last && last >= segment) return;
-      if (Date.now() > deadline) assert.fail(`${segment} was not archived (last ${last}, ${failed} failures): ${server.serverLog().slice(-3000)}`);
+      if (Date.now() > deadline)
+        assert.fail(`${segment} was not archived (last ${last}, ${failed} failures): ${server.serverLog().slice(-3000)}`);
       await sleep(100);
     }
   }
@@ -70,7 +82,11 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
       if (Date.now() > deadline) assert.fail(`recovery did not finish: ${copy.serverLog().slice(-3000)}`);
       await sleep(100);
     }
-    assert.match(copy.serverLog(), /recovery stopping before commit|recovery stopping after commit/, 'replay stopped at the target, not at the end of the archive');
+    assert.match(
+      copy.serverLog(),
+      /recovery stopping before commit|recovery stopping after commit/,
+      'replay stopped at the target, not at the end of the archive',
+    );
     return copy;
   }
 
@@ -99,7 +115,9 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
   after(async () => {
     if (server) {
       // The daemon runs as postgres, with the server's spool: stop it as that user.
-      const stop = asRoot ? ['runuser', '-u', 'postgres', '--', process.execPath, CAIRN_BIN, 'wal-daemon', '--stop'] : [process.execPath, CAIRN_BIN, 'wal-daemon', '--stop'];
+      const stop = asRoot
+        ? ['runuser', '-u', 'postgres', '--', process.execPath, CAIRN_BIN, 'wal-daemon', '--stop']
+        : [process.execPath, CAIRN_BIN, 'wal-daemon', '--stop'];
       spawnSync(stop[0] as string, stop.slice(1), { env: { ...process.env, ...serverEnv }, stdio: 'ignore' });
       await server.stop();
     }
@@ -107,7 +125,10 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
   });
 
   it('restores to a time between two rounds of writes: exactly the rows committed by then; a removed segment is a gap that refuses later times', async () => {
-    const backup = await runCli(['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'], env);
+    const backup = await runCli(
+      ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'],
+      env,
+    );
     assert.equal(backup.code, 0, backup.stderr);
     const metadata = (lastOfType(backup, 'summary') as { engineMetadata: { systemIdentifier?: string } }).engineMetadata;
     assert.equal(`pg-${metadata.systemIdentifier ?? ''}`, stream, 'the snapshot names its WAL stream');
@@ -115,7 +136,10 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     for (let round = 1; round <= 4; round++) {
       if (round > 1) await sleep(1500);
       const before = new Set(rows(server).map((r) => r.id));
-      server.sql(`BEGIN; INSERT INTO t (round, body) SELECT ${round}, md5(g::text) FROM generate_series(1, 3) g; COMMIT; INSERT INTO t (round, body) VALUES (${round}, 'single');`, 'app');
+      server.sql(
+        `BEGIN; INSERT INTO t (round, body) SELECT ${round}, md5(g::text) FROM generate_series(1, 3) g; COMMIT; INSERT INTO t (round, body) VALUES (${round}, 'single');`,
+        'app',
+      );
       rounds.push(rows(server).filter((r) => !before.has(r.id)));
       const segment = server.sql('SELECT pg_walfile_name(pg_switch_wal())').trim();
       roundSegments.push(segment);
@@ -143,7 +167,9 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
 
     const status = await runCli(['pitr', 'status', '--json'], env);
     assert.equal(status.code, 0, status.stderr);
-    const report = (lastOfType(status, 'pitr-status') as { streams: Array<{ stream: string; gaps: Array<{ missing: string; cause: string }> }> }).streams.find((s) => s.stream === stream);
+    const report = (
+      lastOfType(status, 'pitr-status') as { streams: Array<{ stream: string; gaps: Array<{ missing: string; cause: string }> }> }
+    ).streams.find((s) => s.stream === stream);
     assert.ok(report, status.stdout);
     assert.equal(report.gaps.length, 1, JSON.stringify(report.gaps));
     assert.match(report.gaps[0]?.missing ?? '', new RegExp(lost));
@@ -158,7 +184,11 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     const t0 = between((rounds[0]?.at(-1) as Row).committed, (rounds[1]?.[0] as Row).committed);
     const second = await restoreAndStart(t0, join(pgWork, 'restored-2'));
     try {
-      assert.deepEqual(ids(second), all.filter((r) => r.committed <= t0).map((r) => r.id), 'a time before the gap still recovers');
+      assert.deepEqual(
+        ids(second),
+        all.filter((r) => r.committed <= t0).map((r) => r.id),
+        'a time before the gap still recovers',
+      );
     } finally {
       await second.stop();
     }

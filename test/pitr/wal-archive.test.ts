@@ -18,7 +18,11 @@ const SEGMENT = 1 << 20;
 /** The CLI run in a directory: archive_command runs in the data directory. */
 function cairnIn(cwd: string, args: string[], env: Record<string, string>): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CAIRN_BIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CAIRN_BIN, ...args], {
+      cwd,
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -63,7 +67,8 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
   let restoreDir: string;
   let spool: ReturnType<typeof spoolPaths>;
   const daemonPid = async (): Promise<number> => Number((await readFile(spool.pid, 'utf8')).trim());
-  const unwrapCount = async (): Promise<number> => (await readFile(spool.log, 'utf8')).split('\n').filter((l) => l.includes('master key unwrapped')).length;
+  const unwrapCount = async (): Promise<number> =>
+    (await readFile(spool.log, 'utf8')).split('\n').filter((l) => l.includes('master key unwrapped')).length;
   const stopDaemons = async (): Promise<void> => {
     const stop = await runCli(['wal-daemon', '--stop'], env);
     assert.equal(stop.code, 0, stop.stderr);
@@ -75,7 +80,8 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     if (result.code === 0) await rename(`${status}.ready`, `${status}.done`).catch(() => undefined);
     return result;
   };
-  const fetch = (name: string, dest = 'pg_wal/RECOVERYXLOG', extra: Record<string, string> = {}): Promise<CliResult> => cairnIn(restoreDir, ['wal-fetch', '--stream', STREAM, name, dest], { ...env, ...extra });
+  const fetch = (name: string, dest = 'pg_wal/RECOVERYXLOG', extra: Record<string, string> = {}): Promise<CliResult> =>
+    cairnIn(restoreDir, ['wal-fetch', '--stream', STREAM, name, dest], { ...env, ...extra });
   const archived = async (): Promise<string[]> => readdir(join(repoPath, 'logs', STREAM, 'files')).catch(() => []);
 
   before(async () => {
@@ -84,7 +90,12 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     dataDir = join(work.path, 'data');
     restoreDir = join(work.path, 'restore');
     await mkdir(join(restoreDir, 'pg_wal'), { recursive: true });
-    env = { CAIRN_REPOSITORY: repoPath, CAIRN_PASSWORD: PASSPHRASE, CAIRN_SPOOL_DIR: join(work.path, 'spool'), CAIRN_WAL_DAEMON_IDLE: '60' };
+    env = {
+      CAIRN_REPOSITORY: repoPath,
+      CAIRN_PASSWORD: PASSPHRASE,
+      CAIRN_SPOOL_DIR: join(work.path, 'spool'),
+      CAIRN_WAL_DAEMON_IDLE: '60',
+    };
     assert.equal((await runCli(['init'], env)).code, 0);
     await fakeDataDir(dataDir);
     spool = spoolPaths(join(work.path, 'spool'), repoPath, STREAM);
@@ -176,7 +187,8 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     const log = await new LogArchive(repo, STREAM).read();
     const batch = log.batches.find((b) => b.files.includes(segmentName(0x10)));
     assert.ok(batch);
-    for (let n = 0x10; n < 0x16; n++) assert.ok(batch.files.includes(segmentName(n)), `${segmentName(n)} is in the first push's record batch`);
+    for (let n = 0x10; n < 0x16; n++)
+      assert.ok(batch.files.includes(segmentName(n)), `${segmentName(n)} is in the first push's record batch`);
     const record = log.records.find((x) => x.name === segmentName(0x12));
     assert.equal(record?.kind, 'wal');
     assert.deepEqual(record?.wal, { timeline: 1, segment: 0x12, segmentSize: SEGMENT });
@@ -207,14 +219,19 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     const content = await addSegment(dataDir, 0x30);
     // 50 kB/s: the 1 MiB upload takes ~20 s, so the kill lands while it is under way.
     const slow = push(0x30, { CAIRN_LIMIT_UPLOAD: '0.05' });
-    await waitFor('the daemon to start', () => stat(spool.pid).then(() => true, () => false));
+    await waitFor('the daemon to start', () =>
+      stat(spool.pid).then(
+        () => true,
+        () => false,
+      ),
+    );
     await sleep(1500);
     const pid = await daemonPid();
     process.kill(pid, 'SIGKILL');
     const killed = await slow;
     assert.notEqual(killed.code, 0);
     assert.match(killed.stderr, /closed the connection before answering/);
-    assert.ok(!(await archived()).includes(segmentName(0x30)), 'no object under the segment\'s key');
+    assert.ok(!(await archived()).includes(segmentName(0x30)), "no object under the segment's key");
 
     const fetched = await fetch(segmentName(0x30));
     assert.equal(fetched.code, 1, 'fetch finds nothing to return');
@@ -233,7 +250,8 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     await stopDaemons();
 
     assert.equal((await fetch(segmentName(0x40))).code, 0);
-    const prefetched = async (): Promise<string[]> => (await readdir(spool.prefetch).catch(() => [] as string[])).filter((f) => !f.endsWith('.tmp')).sort();
+    const prefetched = async (): Promise<string[]> =>
+      (await readdir(spool.prefetch).catch(() => [] as string[])).filter((f) => !f.endsWith('.tmp')).sort();
     await waitFor('the next four segments in the spool', async () => (await prefetched()).length === 4);
     assert.deepEqual(await prefetched(), [0x41, 0x42, 0x43, 0x44].map(segmentName));
 
@@ -241,7 +259,9 @@ describe('wal-push and wal-fetch through the WAL daemon', () => {
     assert.equal(second.code, 0);
     assert.deepEqual(await readFile(join(restoreDir, 'pg_wal', 'RECOVERYXLOG')), contents.get(0x41));
     const status = await runCli(['wal-daemon', '--status', '--json'], env);
-    const running = (status.lines.find((l) => l.type === 'wal-daemon') as { running: Array<{ servedFromPrefetch: number; fetched: number }> }).running[0];
+    const running = (
+      status.lines.find((l) => l.type === 'wal-daemon') as { running: Array<{ servedFromPrefetch: number; fetched: number }> }
+    ).running[0];
     assert.equal(running?.fetched, 2);
     assert.equal(running?.servedFromPrefetch, 1, 'the second segment came from the spool');
 

@@ -18,8 +18,15 @@ pg_waldump: error: error in WAL record at 0/1FFFFD8: invalid record length at 0/
 
 describe('WAL file metadata', () => {
   it('reads commit and abort times (milliseconds, UTC) and the transaction id range from pg_waldump', () => {
-    assert.deepEqual(parseWaldump(WALDUMP), { firstEventTime: '2026-11-23T17:52:56.238Z', lastEventTime: '2026-11-23T17:52:59.500Z', xids: [720, 731] });
-    assert.deepEqual(parseWaldump('pg_waldump: error: could not find a valid record after 0/3000000\n'), { firstEventTime: null, lastEventTime: null });
+    assert.deepEqual(parseWaldump(WALDUMP), {
+      firstEventTime: '2026-11-23T17:52:56.238Z',
+      lastEventTime: '2026-11-23T17:52:59.500Z',
+      xids: [720, 731],
+    });
+    assert.deepEqual(parseWaldump('pg_waldump: error: could not find a valid record after 0/3000000\n'), {
+      firstEventTime: null,
+      lastEventTime: null,
+    });
   });
 
   it('classifies what PostgreSQL archives: segments as wal, history, backup and partial files as history', () => {
@@ -27,13 +34,28 @@ describe('WAL file metadata', () => {
     assert.deepEqual(classifyWalFile('0000000A.history'), { kind: 'history', timeline: 10 });
     assert.deepEqual(classifyWalFile('000000010000000000000003.00000028.backup'), { kind: 'history', timeline: 1 });
     assert.deepEqual(classifyWalFile('000000020000000000000005.partial'), { kind: 'history', timeline: 2 });
-    for (const bad of ['RECOVERYXLOG', '00000001000000000000000', '000000010000000000000003.tmp', '../000000010000000000000003', '000000010000000a000000ff']) {
+    for (const bad of [
+      'RECOVERYXLOG',
+      '00000001000000000000000',
+      '000000010000000000000003.tmp',
+      '../000000010000000000000003',
+      '000000010000000a000000ff',
+    ]) {
       assert.equal(classifyWalFile(bad), undefined, bad);
     }
   });
 
   it('describes a segment by its name and size, and refuses a file whose size is not a segment size', () => {
-    const base = { hash: 'a'.repeat(64), host: 'h', archivedAt: '2026-11-23T17:00:00.000Z', transactions: { firstEventTime: '2026-11-23T17:00:00.000Z', lastEventTime: '2026-11-23T17:00:01.000Z', xids: [5, 9] as [number, number] } };
+    const base = {
+      hash: 'a'.repeat(64),
+      host: 'h',
+      archivedAt: '2026-11-23T17:00:00.000Z',
+      transactions: {
+        firstEventTime: '2026-11-23T17:00:00.000Z',
+        lastEventTime: '2026-11-23T17:00:01.000Z',
+        xids: [5, 9] as [number, number],
+      },
+    };
     const record = describeWalFile({ ...base, name: '000000020000000100000003', size: 16 << 20 });
     assert.deepEqual(record.wal, { timeline: 2, segment: 256 + 3, segmentSize: 16 << 20, xids: [5, 9] });
     assert.equal(record.kind, 'wal');
@@ -41,9 +63,18 @@ describe('WAL file metadata', () => {
     const small = describeWalFile({ ...base, name: '000000010000000000000040', size: 1 << 20 });
     assert.equal(small.wal?.segment, 0x40, '1 MiB segments: 4096 per log id');
     const history = describeWalFile({ ...base, name: '00000003.history', size: 42, transactions: undefined });
-    assert.deepEqual({ kind: history.kind, wal: history.wal, first: history.firstEventTime }, { kind: 'history', wal: { timeline: 3 }, first: null });
-    assert.throws(() => describeWalFile({ ...base, name: '000000010000000000000003', size: 5000 }), (e: unknown) => e instanceof CairnError && /not a WAL segment/.test(e.message));
-    assert.throws(() => describeWalFile({ ...base, name: 'base.tar', size: 1 << 24 }), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage');
+    assert.deepEqual(
+      { kind: history.kind, wal: history.wal, first: history.firstEventTime },
+      { kind: 'history', wal: { timeline: 3 }, first: null },
+    );
+    assert.throws(
+      () => describeWalFile({ ...base, name: '000000010000000000000003', size: 5000 }),
+      (e: unknown) => e instanceof CairnError && /not a WAL segment/.test(e.message),
+    );
+    assert.throws(
+      () => describeWalFile({ ...base, name: 'base.tar', size: 1 << 24 }),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage',
+    );
   });
 
   it('reads the system identifier from the first 8 bytes of pg_control, little-endian', () => {
@@ -53,9 +84,19 @@ describe('WAL file metadata', () => {
     assert.throws(() => systemIdentifier(Buffer.alloc(4)), CairnError);
   });
 
-  it('finds a pg_waldump of the server\'s own version', async (t) => {
-    if (!(await access('/usr/lib/postgresql/15/bin/pg_waldump').then(() => true, () => false))) return t.skip('needs PostgreSQL 15: apt-get install postgresql');
+  it("finds a pg_waldump of the server's own version", async (t) => {
+    if (
+      !(await access('/usr/lib/postgresql/15/bin/pg_waldump').then(
+        () => true,
+        () => false,
+      ))
+    )
+      return t.skip('needs PostgreSQL 15: apt-get install postgresql');
     assert.equal(await findPgWaldump({ PATH: '/usr/bin:/bin' }, '15'), '/usr/lib/postgresql/15/bin/pg_waldump');
-    assert.equal(await findPgWaldump({ PATH: '/nonexistent' }, '99'), '/usr/lib/postgresql/15/bin/pg_waldump', 'another version beats none');
+    assert.equal(
+      await findPgWaldump({ PATH: '/nonexistent' }, '99'),
+      '/usr/lib/postgresql/15/bin/pg_waldump',
+      'another version beats none',
+    );
   });
 });

@@ -1,7 +1,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { decodeRequest, decodeResponse, encodeLine, ProtocolError, type WalRequest, type WalResponse } from '../../agent/pitr/wal-protocol.ts';
+import {
+  decodeRequest,
+  decodeResponse,
+  encodeLine,
+  ProtocolError,
+  type WalRequest,
+  type WalResponse,
+} from '../../agent/pitr/wal-protocol.ts';
 
 const requests: WalRequest[] = [
   { v: 1, op: 'push', path: '/data/pg_wal/000000010000000000000003', dataDir: '/data' },

@@ -113,7 +113,10 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
     it('a create-if-absent put creates a new key, and on an existing key throws AlreadyExistsError and keeps the original', async () => {
       await s.put('exclusive/new', Buffer.from('first'), { ifAbsent: true });
       assert.equal((await s.get('exclusive/new')).toString(), 'first');
-      await assert.rejects(s.put('exclusive/new', Buffer.from('second'), { ifAbsent: true }), (error: AlreadyExistsError) => error instanceof AlreadyExistsError && error.key === 'exclusive/new');
+      await assert.rejects(
+        s.put('exclusive/new', Buffer.from('second'), { ifAbsent: true }),
+        (error: AlreadyExistsError) => error instanceof AlreadyExistsError && error.key === 'exclusive/new',
+      );
       assert.equal((await s.get('exclusive/new')).toString(), 'first');
     });
 
@@ -126,7 +129,8 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
       const results = await Promise.allSettled(contenders.map((data) => s.put('exclusive/raced', data, { ifAbsent: true })));
       const winners = results.flatMap((result, i) => (result.status === 'fulfilled' ? [i] : []));
       assert.equal(winners.length, 1, 'exactly one put succeeded');
-      for (const result of results) if (result.status === 'rejected') assert.ok(result.reason instanceof AlreadyExistsError, String(result.reason));
+      for (const result of results)
+        if (result.status === 'rejected') assert.ok(result.reason instanceof AlreadyExistsError, String(result.reason));
       assert.deepEqual(await s.get('exclusive/raced'), contenders[winners[0]!]);
     });
 
@@ -189,78 +193,78 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
     // Registered only where it applies, so a backend without a network shows no skipped test.
     if (options.faults)
       it('transient 503s and connection resets are retried, and writes, reads and listings then succeed', async (t) => {
-      const faults = options.faults;
-      if (!faults) {
-        t.skip('this backend has no network to fault');
-        return;
-      }
-      const data = randomBytes(100_000);
-      faults.failNext(2, 'unavailable', 'write');
-      faults.failNext(1, 'reset', 'write');
-      await s.put('faults/written', data, { ifAbsent: true });
-      assert.equal(faults.pending(), 0, 'every write fault was met');
-      faults.failNext(1, 'unavailable', 'read');
-      faults.failNext(1, 'reset', 'read');
-      assert.deepEqual(await s.get('faults/written'), data);
-      assert.equal(faults.pending(), 0, 'every read fault was met');
-      faults.failNext(1, 'reset', 'read');
-      assert.deepEqual(await s.getRange('faults/written', 10, 1000), data.subarray(10, 1010));
-      faults.failNext(1, 'unavailable', 'list');
-      faults.failNext(1, 'reset', 'list');
-      assert.deepEqual(await listed(s, 'faults/'), [{ key: 'faults/written', size: 100_000 }]);
-      assert.equal(faults.pending(), 0, 'every list fault was met');
-    });
+        const faults = options.faults;
+        if (!faults) {
+          t.skip('this backend has no network to fault');
+          return;
+        }
+        const data = randomBytes(100_000);
+        faults.failNext(2, 'unavailable', 'write');
+        faults.failNext(1, 'reset', 'write');
+        await s.put('faults/written', data, { ifAbsent: true });
+        assert.equal(faults.pending(), 0, 'every write fault was met');
+        faults.failNext(1, 'unavailable', 'read');
+        faults.failNext(1, 'reset', 'read');
+        assert.deepEqual(await s.get('faults/written'), data);
+        assert.equal(faults.pending(), 0, 'every read fault was met');
+        faults.failNext(1, 'reset', 'read');
+        assert.deepEqual(await s.getRange('faults/written', 10, 1000), data.subarray(10, 1010));
+        faults.failNext(1, 'unavailable', 'list');
+        faults.failNext(1, 'reset', 'list');
+        assert.deepEqual(await listed(s, 'faults/'), [{ key: 'faults/written', size: 100_000 }]);
+        assert.equal(faults.pending(), 0, 'every list fault was met');
+      });
 
     // Registered only where it applies, so a backend without a network shows no skipped test.
     if (options.faults && options.bucket)
       it('access denied is a Cairn.Storage error naming the operation, key and bucket, with a hint at the permission', async (t) => {
-      const { faults, bucket } = options;
-      if (!faults || !bucket) {
-        t.skip('this backend has no permission fault to inject');
-        return;
-      }
-      const denied = (operation: string, key: string) => (error: unknown) => {
-        assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
-        const { message, hint } = error as CairnError;
-        assert.match(message, /access denied/);
-        assert.ok(message.includes(`${operation} ${key}`), `${message} names the operation and key`);
-        assert.ok(message.includes(bucket.name), `${message} names the bucket`);
-        assert.match(hint ?? '', bucket.permissionHint);
-        return true;
-      };
-      await s.put('denied/a', Buffer.from('a'));
-      faults.failNext(1, 'denied', 'read');
-      await assert.rejects(s.get('denied/a'), denied('read', 'denied/a'));
-      faults.failNext(1, 'denied', 'write');
-      await assert.rejects(s.put('denied/b', Buffer.from('b'), { ifAbsent: true }), denied('write', 'denied/b'));
-      faults.failNext(1, 'denied', 'list');
-      await assert.rejects(listed(s, 'denied/'), denied('list', 'denied/'));
-      assert.equal(faults.pending(), 0);
-      assert.equal(await s.stat('denied/b'), undefined, 'the refused write left no object');
-    });
+        const { faults, bucket } = options;
+        if (!faults || !bucket) {
+          t.skip('this backend has no permission fault to inject');
+          return;
+        }
+        const denied = (operation: string, key: string) => (error: unknown) => {
+          assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
+          const { message, hint } = error as CairnError;
+          assert.match(message, /access denied/);
+          assert.ok(message.includes(`${operation} ${key}`), `${message} names the operation and key`);
+          assert.ok(message.includes(bucket.name), `${message} names the bucket`);
+          assert.match(hint ?? '', bucket.permissionHint);
+          return true;
+        };
+        await s.put('denied/a', Buffer.from('a'));
+        faults.failNext(1, 'denied', 'read');
+        await assert.rejects(s.get('denied/a'), denied('read', 'denied/a'));
+        faults.failNext(1, 'denied', 'write');
+        await assert.rejects(s.put('denied/b', Buffer.from('b'), { ifAbsent: true }), denied('write', 'denied/b'));
+        faults.failNext(1, 'denied', 'list');
+        await assert.rejects(listed(s, 'denied/'), denied('list', 'denied/'));
+        assert.equal(faults.pending(), 0);
+        assert.equal(await s.stat('denied/b'), undefined, 'the refused write left no object');
+      });
 
     // Registered only where it applies, so a backend without a network shows no skipped test.
     if (options.missingBucket)
       it('a missing bucket is a Cairn.Storage error naming the bucket on every operation, never NotFound or an empty listing', async (t) => {
-      if (!options.missingBucket) {
-        t.skip('this backend has no bucket');
-        return;
-      }
-      const { storage: missing, bucket } = await options.missingBucket();
-      const named = (error: unknown): boolean => {
-        assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
-        assert.match((error as CairnError).message, new RegExp(`bucket ${bucket} does not exist`));
-        assert.ok(((error as CairnError).hint ?? '').includes(bucket), 'the hint names the bucket');
-        return true;
-      };
-      await assert.rejects(missing.get('config'), named);
-      await assert.rejects(missing.getRange('config', 0, 4), named);
-      await assert.rejects(missing.put('config', Buffer.from('x')), named);
-      await assert.rejects(missing.put('config', Buffer.from('x'), { ifAbsent: true }), named);
-      await assert.rejects(missing.stat('config'), named);
-      await assert.rejects(missing.delete('config'), named);
-      await assert.rejects(listed(missing, ''), named);
-    });
+        if (!options.missingBucket) {
+          t.skip('this backend has no bucket');
+          return;
+        }
+        const { storage: missing, bucket } = await options.missingBucket();
+        const named = (error: unknown): boolean => {
+          assert.ok(isStorageError(error), `a Cairn.Storage error, not ${String(error)}`);
+          assert.match((error as CairnError).message, new RegExp(`bucket ${bucket} does not exist`));
+          assert.ok(((error as CairnError).hint ?? '').includes(bucket), 'the hint names the bucket');
+          return true;
+        };
+        await assert.rejects(missing.get('config'), named);
+        await assert.rejects(missing.getRange('config', 0, 4), named);
+        await assert.rejects(missing.put('config', Buffer.from('x')), named);
+        await assert.rejects(missing.put('config', Buffer.from('x'), { ifAbsent: true }), named);
+        await assert.rejects(missing.stat('config'), named);
+        await assert.rejects(missing.delete('config'), named);
+        await assert.rejects(listed(missing, ''), named);
+      });
 
     it('delete removes the object, and deleting a missing key is fine', async () => {
       await s.put('delete/a', Buffer.from('a'));

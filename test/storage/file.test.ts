@@ -25,7 +25,10 @@ describe('file:// storage specifics', () => {
       const storage = new FileStorage(dir.path);
       // A file where the object's directory should be: the data reaches tmp/, then placing it fails.
       await writeFile(join(dir.path, 'blocked'), 'not a directory');
-      await assert.rejects(storage.put('blocked/object', Buffer.from('y')), (e: CairnError) => e.code === 'Cairn.Storage' && /blocked\/object/.test(e.message) && e.hint !== undefined);
+      await assert.rejects(
+        storage.put('blocked/object', Buffer.from('y')),
+        (e: CairnError) => e.code === 'Cairn.Storage' && /blocked\/object/.test(e.message) && e.hint !== undefined,
+      );
       assert.deepEqual(await readdir(join(dir.path, 'tmp')), [], 'the temporary file was removed');
       assert.deepEqual(await listAll(storage), ['blocked']);
     } finally {

@@ -52,8 +52,14 @@ storageConformance(
       failNext: (count, fault, on) => conformanceServer?.failNext(count, GCS_FAULTS[fault], GCS_REQUESTS[on]),
       pending: () => conformanceServer?.pendingFaults() ?? 0,
     },
-    bucket: { name: BUCKET, permissionHint: /roles\/storage\.object(Viewer|Creator) \(storage\.objects\.(get|create|list)\) on gs:\/\/cairn-gcs-test/ },
-    missingBucket: async () => ({ storage: await storageAt('conformance', { bucket: 'no-such-bucket', maxAttempts: 1 }), bucket: 'no-such-bucket' }),
+    bucket: {
+      name: BUCKET,
+      permissionHint: /roles\/storage\.object(Viewer|Creator) \(storage\.objects\.(get|create|list)\) on gs:\/\/cairn-gcs-test/,
+    },
+    missingBucket: async () => ({
+      storage: await storageAt('conformance', { bucket: 'no-such-bucket', maxAttempts: 1 }),
+      bucket: 'no-such-bucket',
+    }),
   },
 );
 
@@ -90,7 +96,10 @@ describe('gs:// storage specifics', () => {
     const nested = await storageAt('nested//deeper/');
     assert.equal(nested.location, 'gs://cairn-gcs-test/nested/deeper');
     await nested.put('config', Buffer.from('c'));
-    assert.deepEqual([...server.objects(BUCKET).keys()].filter((name) => name.startsWith('nested/')), ['nested/deeper/config']);
+    assert.deepEqual(
+      [...server.objects(BUCKET).keys()].filter((name) => name.startsWith('nested/')),
+      ['nested/deeper/config'],
+    );
     const root = await storageAt('');
     assert.equal(root.location, 'gs://cairn-gcs-test');
     assert.equal((await root.get('nested/deeper/config')).toString(), 'c');
@@ -158,11 +167,17 @@ describe('gs:// storage specifics', () => {
     await storage.put('object', Buffer.from('data'));
     server.failNext(2, '503', isMedia);
     const before = server.requests;
-    await assert.rejects(storage.get('object'), storageError(/^read object in gs:\/\/cairn-gcs-test\/persistent: .*HTTP 503/, /run the command again/));
+    await assert.rejects(
+      storage.get('object'),
+      storageError(/^read object in gs:\/\/cairn-gcs-test\/persistent: .*HTTP 503/, /run the command again/),
+    );
     assert.equal(server.requests - before, 2);
     server.failNext(2, '503', isUpload);
     const from = server.log.length;
-    await assert.rejects(storage.put('never', Buffer.from('x'), { ifAbsent: true }), storageError(/^write never in gs:\/\/cairn-gcs-test\/persistent: /));
+    await assert.rejects(
+      storage.put('never', Buffer.from('x'), { ifAbsent: true }),
+      storageError(/^write never in gs:\/\/cairn-gcs-test\/persistent: /),
+    );
     assert.equal(server.log.slice(from).filter(isUpload).length, 2, 'two upload attempts (then one look whether the object is its own)');
     assert.equal(await storage.stat('never'), undefined);
   });
@@ -170,7 +185,13 @@ describe('gs:// storage specifics', () => {
   it('an overwrite refused for lack of delete permission says hosts only create', async () => {
     const storage = await storageAt('denied-write', { maxAttempts: 1 });
     server.failNext(1, '403', isUpload);
-    await assert.rejects(storage.put('packs/p1', Buffer.from('x')), storageError(/access denied: write packs\/p1 .*bucket cairn-gcs-test, object denied-write\/packs\/p1/, /roles\/storage\.objectCreator and roles\/storage\.objectViewer/));
+    await assert.rejects(
+      storage.put('packs/p1', Buffer.from('x')),
+      storageError(
+        /access denied: write packs\/p1 .*bucket cairn-gcs-test, object denied-write\/packs\/p1/,
+        /roles\/storage\.objectCreator and roles\/storage\.objectViewer/,
+      ),
+    );
     server.deny(BUCKET);
     try {
       await assert.rejects(storage.stat('packs/p1'), storageError(/access denied: stat packs\/p1/, /roles\/storage\.objectViewer/));
@@ -185,7 +206,10 @@ describe('gs:// storage specifics', () => {
     let from = server.log.length;
     await viaEndpoint.put('x', Buffer.from('a'));
     assert.equal((await viaEndpoint.get('x')).toString(), 'a');
-    assert.ok(server.log.slice(from).every((r) => r.rawPath.startsWith('/storage/v1/') || r.rawPath.startsWith('/upload/storage/v1/')), 'apiEndpoint paths');
+    assert.ok(
+      server.log.slice(from).every((r) => r.rawPath.startsWith('/storage/v1/') || r.rawPath.startsWith('/upload/storage/v1/')),
+      'apiEndpoint paths',
+    );
 
     const saved = process.env.STORAGE_EMULATOR_HOST;
     process.env.STORAGE_EMULATOR_HOST = server.endpoint;
@@ -194,20 +218,25 @@ describe('gs:// storage specifics', () => {
       from = server.log.length;
       await viaEmulator.put('x', Buffer.from('b'));
       assert.equal((await viaEmulator.get('x')).toString(), 'b');
-      assert.ok(server.log.slice(from).some((r) => r.rawPath.startsWith('/b/')), 'emulator paths for JSON calls');
+      assert.ok(
+        server.log.slice(from).some((r) => r.rawPath.startsWith('/b/')),
+        'emulator paths for JSON calls',
+      );
     } finally {
       if (saved === undefined) delete process.env.STORAGE_EMULATOR_HOST;
       else process.env.STORAGE_EMULATOR_HOST = saved;
     }
   });
 
-  it('a key file is read and its service account is the client\'s identity; a bad one is a clear error that never shows the key', async () => {
+  it("a key file is read and its service account is the client's identity; a bad one is a clear error that never shows the key", async () => {
     const dir = await tempDir('gcs-key');
     try {
       const key = serviceAccountKey('cairn-host@cairn-test-project.iam.gserviceaccount.com');
       const path = join(dir.path, 'key.json');
       await writeFile(path, JSON.stringify(key));
-      const storage = new GcsStorage(parseGcsUrl(`gs://${BUCKET}/keyed?key-file=${encodeURIComponent(path)}&endpoint=${encodeURIComponent(server.endpoint)}`, {}));
+      const storage = new GcsStorage(
+        parseGcsUrl(`gs://${BUCKET}/keyed?key-file=${encodeURIComponent(path)}&endpoint=${encodeURIComponent(server.endpoint)}`, {}),
+      );
       assert.equal(await storage.identity(), key.client_email);
       await storage.put('x', Buffer.from('k'));
       assert.equal((await storage.get('x')).toString(), 'k');
@@ -217,7 +246,10 @@ describe('gs:// storage specifics', () => {
       const missing = new GcsStorage({ bucket: BUCKET, prefix: 'p', endpoint: server.endpoint, keyFile: join(dir.path, 'nope.json') });
       await assert.rejects(missing.get('x'), storageError(/cannot read the GCS key file .*nope\.json/, /key-file/));
       const notAKey = join(dir.path, 'user.json');
-      await writeFile(notAKey, JSON.stringify({ type: 'external_account', credential_source: { executable: { command: '/bin/true' } }, secret: 'hunter2' }));
+      await writeFile(
+        notAKey,
+        JSON.stringify({ type: 'external_account', credential_source: { executable: { command: '/bin/true' } }, secret: 'hunter2' }),
+      );
       const wrong = new GcsStorage({ bucket: BUCKET, prefix: 'p', endpoint: server.endpoint, keyFile: notAKey });
       await assert.rejects(wrong.get('x'), (error: CairnError) => {
         storageError(/is not a service-account key/)(error);
@@ -273,40 +305,62 @@ describe('gs:// storage specifics', () => {
       await new Promise<void>((resolve) => ssm.close(() => resolve()));
     });
 
-    it('the key is read with GetParameter WithDecryption and becomes the client\'s identity', async () => {
-      const storage = new GcsStorage(parseGcsUrl(`gs://${BUCKET}/ssm-keyed?key-ssm=/cairn/gcs-key&endpoint=${encodeURIComponent(server.endpoint)}`, {}));
+    it("the key is read with GetParameter WithDecryption and becomes the client's identity", async () => {
+      const storage = new GcsStorage(
+        parseGcsUrl(`gs://${BUCKET}/ssm-keyed?key-ssm=/cairn/gcs-key&endpoint=${encodeURIComponent(server.endpoint)}`, {}),
+      );
       assert.equal(await storage.identity(), key.client_email);
       assert.deepEqual(calls.at(-1), { target: 'AmazonSSM.GetParameter', body: { Name: '/cairn/gcs-key', WithDecryption: true } });
       await storage.put('x', Buffer.from('s'));
       assert.equal((await storage.get('x')).toString(), 's');
       server.failNext(1, '403', isMedia);
-      await assert.rejects(storage.get('x'), storageError(/access denied/, /cairn-ssm@cairn-test-project\.iam\.gserviceaccount\.com needs roles\/storage\.objectViewer/));
+      await assert.rejects(
+        storage.get('x'),
+        storageError(/access denied/, /cairn-ssm@cairn-test-project\.iam\.gserviceaccount\.com needs roles\/storage\.objectViewer/),
+      );
     });
 
     it('a missing parameter is a clear error naming it', async () => {
-      const storage = new GcsStorage(parseGcsUrl(`gs://${BUCKET}/ssm-missing?key-ssm=/cairn/nothing&endpoint=${encodeURIComponent(server.endpoint)}`, {}));
-      await assert.rejects(storage.stat('x'), storageError(/SSM parameter \/cairn\/nothing/, /create the SecureString parameter \/cairn\/nothing/));
+      const storage = new GcsStorage(
+        parseGcsUrl(`gs://${BUCKET}/ssm-missing?key-ssm=/cairn/nothing&endpoint=${encodeURIComponent(server.endpoint)}`, {}),
+      );
+      await assert.rejects(
+        storage.stat('x'),
+        storageError(/SSM parameter \/cairn\/nothing/, /create the SecureString parameter \/cairn\/nothing/),
+      );
     });
   });
 });
 
 describe('parseGcsUrl', () => {
   it('reads bucket, prefix and options from the URL', () => {
-    assert.deepEqual(parseGcsUrl('gs://my-bucket/some//prefix/?endpoint=http://127.0.0.1:4443/&key-file=/etc/cairn/key.json&project=p1', {}), {
-      bucket: 'my-bucket',
-      prefix: 'some/prefix',
-      endpoint: 'http://127.0.0.1:4443',
-      keyFile: '/etc/cairn/key.json',
-      projectId: 'p1',
-    });
+    assert.deepEqual(
+      parseGcsUrl('gs://my-bucket/some//prefix/?endpoint=http://127.0.0.1:4443/&key-file=/etc/cairn/key.json&project=p1', {}),
+      {
+        bucket: 'my-bucket',
+        prefix: 'some/prefix',
+        endpoint: 'http://127.0.0.1:4443',
+        keyFile: '/etc/cairn/key.json',
+        projectId: 'p1',
+      },
+    );
     assert.deepEqual(parseGcsUrl('gs://my_bucket.example', {}), { bucket: 'my_bucket.example', prefix: '' });
-    assert.deepEqual(parseGcsUrl('gs://b1x/p?key-ssm=/cairn/plan-a/gcs-key', {}), { bucket: 'b1x', prefix: 'p', keySsm: '/cairn/plan-a/gcs-key' });
+    assert.deepEqual(parseGcsUrl('gs://b1x/p?key-ssm=/cairn/plan-a/gcs-key', {}), {
+      bucket: 'b1x',
+      prefix: 'p',
+      keySsm: '/cairn/plan-a/gcs-key',
+    });
     assert.equal(parseGcsUrl('gs://b1x/p', { STORAGE_EMULATOR_HOST: 'http://localhost:9023' }).endpoint, 'http://localhost:9023');
-    assert.equal(parseGcsUrl('gs://b1x/p?endpoint=http://a:1', { STORAGE_EMULATOR_HOST: 'http://b:2' }).endpoint, 'http://a:1', 'the URL wins');
+    assert.equal(
+      parseGcsUrl('gs://b1x/p?endpoint=http://a:1', { STORAGE_EMULATOR_HOST: 'http://b:2' }).endpoint,
+      'http://a:1',
+      'the URL wins',
+    );
   });
 
   it('refuses malformed URLs with a usage error that never repeats credentials', () => {
-    const usage = (pattern: RegExp) => (error: unknown) => error instanceof CairnError && error.code === 'Cairn.Usage' && pattern.test(error.message);
+    const usage = (pattern: RegExp) => (error: unknown) =>
+      error instanceof CairnError && error.code === 'Cairn.Usage' && pattern.test(error.message);
     assert.throws(() => parseGcsUrl('gs:///x', {}), usage(/no valid bucket/));
     assert.throws(() => parseGcsUrl('gs://Bad/x', {}), usage(/no valid bucket/));
     assert.throws(() => parseGcsUrl('s3://bucket/x', {}), usage(/not gs/));
@@ -316,8 +370,8 @@ describe('parseGcsUrl', () => {
     assert.throws(() => parseGcsUrl('gs://bucket/x?endpoint=ftp://h', {}), usage(/http:\/\/ or https:\/\//));
     assert.throws(
       () => parseGcsUrl('gs://user:topsecret@bucket/x', {}),
-      (error: unknown) => error instanceof CairnError && /credentials do not belong in the URL/.test(error.message) && !error.message.includes('topsecret'),
+      (error: unknown) =>
+        error instanceof CairnError && /credentials do not belong in the URL/.test(error.message) && !error.message.includes('topsecret'),
     );
   });
 });
-

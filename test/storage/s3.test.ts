@@ -73,7 +73,10 @@ storageConformance(
       pending: () => conformanceProxy?.pendingFaults() ?? 0,
     },
     bucket: { name: 'cairn-test', permissionHint: /s3:(GetObject|PutObject|ListBucket) on arn:aws:s3:::cairn-test\/conformance\/\*/ },
-    missingBucket: async () => ({ storage: await storageAt('conformance', { bucket: 'no-such-bucket', maxAttempts: 1 }), bucket: 'no-such-bucket' }),
+    missingBucket: async () => ({
+      storage: await storageAt('conformance', { bucket: 'no-such-bucket', maxAttempts: 1 }),
+      bucket: 'no-such-bucket',
+    }),
   },
 );
 
@@ -170,7 +173,10 @@ describe('s3:// storage specifics', () => {
     await storage.put('object', Buffer.from('data'));
     proxy.failNext(3, '500', 'GET');
     let before = proxy.requests;
-    await assert.rejects(storage.get('object'), storageError(/^read object in s3:\/\/cairn-test\/faults-persistent: .*HTTP 500, 3 attempts/, /run the command again/));
+    await assert.rejects(
+      storage.get('object'),
+      storageError(/^read object in s3:\/\/cairn-test\/faults-persistent: .*HTTP 500, 3 attempts/, /run the command again/),
+    );
     assert.equal(proxy.requests - before, 3);
     proxy.failNext(3, '500', 'PUT');
     before = proxy.requests;
@@ -195,12 +201,24 @@ describe('s3:// storage specifics', () => {
   it('access denied names the bucket, key and operation and hints at the IAM permission', async () => {
     const storage = await storageAt('denied', { maxAttempts: 1 });
     proxy.failNext(1, '403', 'GET');
-    await assert.rejects(storage.get('packs/p1'), storageError(/access denied: read packs\/p1 .*bucket cairn-test, key denied\/packs\/p1/, /s3:GetObject on arn:aws:s3:::cairn-test\/denied\/\*/));
+    await assert.rejects(
+      storage.get('packs/p1'),
+      storageError(
+        /access denied: read packs\/p1 .*bucket cairn-test, key denied\/packs\/p1/,
+        /s3:GetObject on arn:aws:s3:::cairn-test\/denied\/\*/,
+      ),
+    );
   });
 
   it('refused credentials are a storage error that never shows the secret', async () => {
     const secret = 'wJalrXUtnFEMI-not-a-real-secret';
-    const client = new S3Client({ region: 'us-east-1', endpoint: proxy.endpoint, forcePathStyle: true, maxAttempts: 1, credentials: { accessKeyId: 'AKIAWRONG', secretAccessKey: secret } });
+    const client = new S3Client({
+      region: 'us-east-1',
+      endpoint: proxy.endpoint,
+      forcePathStyle: true,
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'AKIAWRONG', secretAccessKey: secret },
+    });
     const storage = new S3Storage({ bucket: server.bucket, prefix: 'creds', client });
     await assert.rejects(storage.get('config'), (error: CairnError) => {
       storageError(/credentials were refused/, /credentials/)(error);
@@ -230,7 +248,10 @@ describe('s3:// storage specifics', () => {
     const from = proxy.log.length;
     await assert.rejects(storage.put('big', randomBytes(6 * MiB), { ifAbsent: true }), AlreadyExistsError);
     assert.equal((await storage.get('big')).toString(), 'original');
-    assert.ok(proxy.log.slice(from).some((request) => request.method === 'DELETE' && request.url.includes('uploadId=')), 'AbortMultipartUpload was sent');
+    assert.ok(
+      proxy.log.slice(from).some((request) => request.method === 'DELETE' && request.url.includes('uploadId=')),
+      'AbortMultipartUpload was sent',
+    );
   });
 });
 
@@ -254,7 +275,11 @@ describe('parseS3Url', () => {
   });
 
   it('falls back to the environment, the URL winning over it', () => {
-    assert.deepEqual(parseS3Url('s3://bucket/p', { AWS_REGION: 'ap-south-1', AWS_DEFAULT_REGION: 'us-west-2' }), { bucket: 'bucket', prefix: 'p', region: 'ap-south-1' });
+    assert.deepEqual(parseS3Url('s3://bucket/p', { AWS_REGION: 'ap-south-1', AWS_DEFAULT_REGION: 'us-west-2' }), {
+      bucket: 'bucket',
+      prefix: 'p',
+      region: 'ap-south-1',
+    });
     assert.equal(parseS3Url('s3://bucket/p', { AWS_DEFAULT_REGION: 'us-west-2' }).region, 'us-west-2');
     assert.equal(parseS3Url('s3://bucket/p?region=eu-central-1', { AWS_REGION: 'ap-south-1' }).region, 'eu-central-1');
     assert.deepEqual(parseS3Url('s3://bucket', { CAIRN_S3_ENDPOINT: 'http://rgw:7480', CAIRN_S3_PATH_STYLE: 'true' }), {
@@ -265,11 +290,16 @@ describe('parseS3Url', () => {
       forcePathStyle: true,
     });
     assert.equal(parseS3Url('s3://bucket?path-style=false', { CAIRN_S3_PATH_STYLE: 'true' }).forcePathStyle, false);
-    assert.equal(parseS3Url('s3://bucket?endpoint=https://minio:9000', { AWS_REGION: 'eu-west-3' }).region, 'eu-west-3', 'the us-east-1 default only when no region is set');
+    assert.equal(
+      parseS3Url('s3://bucket?endpoint=https://minio:9000', { AWS_REGION: 'eu-west-3' }).region,
+      'eu-west-3',
+      'the us-east-1 default only when no region is set',
+    );
   });
 
   it('refuses malformed URLs with a usage error that never repeats credentials', () => {
-    const usage = (pattern: RegExp) => (error: unknown) => error instanceof CairnError && error.code === 'Cairn.Usage' && pattern.test(error.message);
+    const usage = (pattern: RegExp) => (error: unknown) =>
+      error instanceof CairnError && error.code === 'Cairn.Usage' && pattern.test(error.message);
     assert.throws(() => parseS3Url('s3:///no-bucket', {}), usage(/no valid bucket/));
     assert.throws(() => parseS3Url('s3://Bad_Bucket/x', {}), usage(/no valid bucket/));
     assert.throws(() => parseS3Url('gs://bucket/x', {}), usage(/not s3/));
@@ -278,7 +308,11 @@ describe('parseS3Url', () => {
     assert.throws(() => parseS3Url('s3://bucket/x?endpoint=ftp://host', {}), usage(/http:\/\/ or https:\/\//));
     assert.throws(
       () => parseS3Url('s3://AKIAEXAMPLE:topsecret@bucket/x', {}),
-      (error: unknown) => error instanceof CairnError && error.code === 'Cairn.Usage' && /credentials do not belong in the URL/.test(error.message) && !error.message.includes('topsecret'),
+      (error: unknown) =>
+        error instanceof CairnError &&
+        error.code === 'Cairn.Usage' &&
+        /credentials do not belong in the URL/.test(error.message) &&
+        !error.message.includes('topsecret'),
     );
   });
 

@@ -27,7 +27,11 @@ describe('content-defined chunker', () => {
     const a = await chunksOf(data, small);
     const b = await chunksOf(data, small, 300_000);
     assert.deepEqual(Buffer.concat(a), data);
-    assert.deepEqual(a.map((c) => c.length), b.map((c) => c.length), 'same cuts whatever the read size');
+    assert.deepEqual(
+      a.map((c) => c.length),
+      b.map((c) => c.length),
+      'same cuts whatever the read size',
+    );
     for (const c of a.slice(0, -1)) assert.ok(c.length >= 4096 && c.length <= 65536, `chunk of ${c.length}`);
     const mean = data.length / a.length;
     assert.ok(mean > 8192 && mean < 40000, `mean chunk ${mean} near avg`);

@@ -3,7 +3,19 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { DamagedError, CairnError } from '../../../agent/core/errors.ts';
 import { openObject, sealObject } from '../../../agent/core/envelope.ts';
-import { Codec, PieceType, decodeFrame, decodeIndexEntries, decodeTrailer, encodeFrame, encodeIndexEntries, encodeTrailer, newPackHeader, packDataKey, type IndexEntry } from '../../../agent/core/pack.ts';
+import {
+  Codec,
+  PieceType,
+  decodeFrame,
+  decodeIndexEntries,
+  decodeTrailer,
+  encodeFrame,
+  encodeIndexEntries,
+  encodeTrailer,
+  newPackHeader,
+  packDataKey,
+  type IndexEntry,
+} from '../../../agent/core/pack.ts';
 import { PieceIndex } from '../../../agent/core/piece-index.ts';
 import { decodeTree } from '../../../agent/core/tree.ts';
 import { decodeSnapshot } from '../../../agent/core/snapshot.ts';
@@ -22,7 +34,11 @@ function entry(i: number, packId: string): IndexEntry {
  * Random inputs, truncations and single-byte mutations of a valid input: a decoder
  * must return or throw a CairnError, never crash; an authenticated one must reject every mutation.
  */
-function fuzz(valid: Buffer, decode: (data: Buffer) => unknown, options: { authenticated: boolean; rounds?: number } = { authenticated: true }): void {
+function fuzz(
+  valid: Buffer,
+  decode: (data: Buffer) => unknown,
+  options: { authenticated: boolean; rounds?: number } = { authenticated: true },
+): void {
   const rounds = options.rounds ?? 300;
   const rnd = new Random(valid.length);
   for (let i = 0; i < rounds; i++) {
@@ -73,11 +89,11 @@ describe('repository formats', () => {
     const packB = randomBytes(32).toString('hex');
     const entries = [entry(1, packA), entry(2, packB), entry(3, packA)];
     const decoded = decodeIndexEntries(encodeIndexEntries(entries), 'test');
+    assert.deepEqual(decoded.map((e) => e.id.toString('hex')).sort(), entries.map((e) => e.id.toString('hex')).sort());
     assert.deepEqual(
-      decoded.map((e) => e.id.toString('hex')).sort(),
-      entries.map((e) => e.id.toString('hex')).sort(),
+      decoded.find((e) => e.id.equals(entries[1]!.id)),
+      entries[1],
     );
-    assert.deepEqual(decoded.find((e) => e.id.equals(entries[1]!.id)), entries[1]);
     const { header, salt } = newPackHeader();
     const key = packDataKey(master, salt);
     const trailer = encodeTrailer(key, entries);
@@ -104,7 +120,9 @@ describe('repository formats', () => {
   });
 
   it('trees, snapshots, configs and key files reject malformed JSON with a damage error', () => {
-    const tree = Buffer.from(JSON.stringify({ version: 1, entries: [{ name: 'a', type: 'file', mode: 420, uid: 0, gid: 0, mtimeNs: '1', size: 0, content: [] }] }));
+    const tree = Buffer.from(
+      JSON.stringify({ version: 1, entries: [{ name: 'a', type: 'file', mode: 420, uid: 0, gid: 0, mtimeNs: '1', size: 0, content: [] }] }),
+    );
     assert.equal(decodeTree(tree, 't').entries.length, 1);
     fuzz(tree, (d) => decodeTree(d, 't'), { authenticated: false, rounds: 200 });
     assert.throws(() => decodeTree(Buffer.from('{"version":1,"entries":[{"name":"a","type":"device"}]}'), 't'), DamagedError);
@@ -126,7 +144,10 @@ describe('repository formats', () => {
   it('compression specs parse, and bad ones say what is accepted', () => {
     assert.deepEqual(parseCompression('none'), { codec: 'none' });
     assert.deepEqual(parseCompression('zstd:7'), { codec: 'zstd', level: 7 });
-    assert.throws(() => parseCompression('gzip'), (e: CairnError) => /use none, zstd or zstd:LEVEL/.test(e.hint ?? ''));
+    assert.throws(
+      () => parseCompression('gzip'),
+      (e: CairnError) => /use none, zstd or zstd:LEVEL/.test(e.hint ?? ''),
+    );
     assert.throws(() => parseCompression('zstd:99'), /level/);
   });
 

@@ -14,8 +14,15 @@ const at = (minutes: number): string => new Date(T0 + minutes * 60_000).toISOStr
 function wal(n: number, timeline = 1): LogFileRecord {
   const name = walName(timeline, n);
   return {
-    name, key: name, kind: 'wal', size: SEG, hash: '0'.repeat(64), archivedAt: at(n + 1), host: 'db1',
-    firstEventTime: at(n), lastEventTime: at(n + 0.9),
+    name,
+    key: name,
+    kind: 'wal',
+    size: SEG,
+    hash: '0'.repeat(64),
+    archivedAt: at(n + 1),
+    host: 'db1',
+    firstEventTime: at(n),
+    lastEventTime: at(n + 0.9),
     wal: { timeline, segment: n, segmentSize: SEG },
   };
 }
@@ -23,8 +30,19 @@ function wal(n: number, timeline = 1): LogFileRecord {
 function pgBase(id: string, segment: number, minute: number): BaseSnapshot {
   const lsn = segment * SEG + 40;
   return {
-    id: id.padEnd(64, '0'), time: at(minute), endTime: at(minute + 0.1), host: 'db1', engine: 'postgres', totalBytes: 1000,
-    engineMetadata: { startLsn: `${Math.floor(lsn / 2 ** 32).toString(16).toUpperCase()}/${(lsn % 2 ** 32).toString(16).toUpperCase()}`, timeline: 1, stopLsn: '0/0' },
+    id: id.padEnd(64, '0'),
+    time: at(minute),
+    endTime: at(minute + 0.1),
+    host: 'db1',
+    engine: 'postgres',
+    totalBytes: 1000,
+    engineMetadata: {
+      startLsn: `${Math.floor(lsn / 2 ** 32)
+        .toString(16)
+        .toUpperCase()}/${(lsn % 2 ** 32).toString(16).toUpperCase()}`,
+      timeline: 1,
+      stopLsn: '0/0',
+    },
   };
 }
 
@@ -46,7 +64,10 @@ describe('WAL chain', () => {
     assert.equal(report.windows[0]?.from, at(4.3));
     assert.equal(report.windows[0]?.to, at(6.9));
     const plan = planReplay(report, { time: at(5.5) });
-    assert.deepEqual(plan.files.map((f) => f.wal?.segment), [4, 5]);
+    assert.deepEqual(
+      plan.files.map((f) => f.wal?.segment),
+      [4, 5],
+    );
     assert.equal(plan.bytes, 2 * SEG);
   });
 
@@ -58,13 +79,16 @@ describe('WAL chain', () => {
     assert.match(report.gaps[0]?.cause ?? '', /no longer in the repository/);
     assert.equal(report.windows[0]?.to, at(5.9));
     assert.ok(planReplay(report, { time: at(5.5) }));
-    assert.throws(() => planReplay(report, { time: at(7.5) }), (error: unknown) => {
-      assert.ok(error instanceof CairnError);
-      assert.equal(error.code, 'Cairn.NotFound');
-      assert.match(error.message, /gap.*000000010000000000000006/);
-      assert.match(error.hint ?? '', new RegExp(at(5.9).replace(/[.]/g, '\\.')));
-      return true;
-    });
+    assert.throws(
+      () => planReplay(report, { time: at(7.5) }),
+      (error: unknown) => {
+        assert.ok(error instanceof CairnError);
+        assert.equal(error.code, 'Cairn.NotFound');
+        assert.match(error.message, /gap.*000000010000000000000006/);
+        assert.match(error.hint ?? '', new RegExp(at(5.9).replace(/[.]/g, '\\.')));
+        return true;
+      },
+    );
   });
 
   it('says why a snapshot has no window', () => {
@@ -78,22 +102,53 @@ describe('WAL chain', () => {
 /** A binlog file: GTIDs domain 0, server 1, seq start+1..end. */
 function binlog(name: string, minute: number, start: number, end: number, next?: string, serverId = 1): LogFileRecord {
   return {
-    name, key: `${minute}-${name}`.replace(/[^A-Za-z0-9_.+-]/g, '_'), kind: 'binlog', size: 1000, hash: '0'.repeat(64), archivedAt: at(minute + 1), host: 'db1',
-    firstEventTime: at(minute), lastEventTime: at(minute + 0.9),
-    binlog: { serverId, startGtid: start ? `0-${serverId}-${start}` : '', endGtid: `0-${serverId}-${end}`, startPosition: 256, endPosition: 1000, closed: next !== undefined, transactions: end - start, ...(next ? { nextFile: next, closedAt: at(minute + 1) } : {}) },
+    name,
+    key: `${minute}-${name}`.replace(/[^A-Za-z0-9_.+-]/g, '_'),
+    kind: 'binlog',
+    size: 1000,
+    hash: '0'.repeat(64),
+    archivedAt: at(minute + 1),
+    host: 'db1',
+    firstEventTime: at(minute),
+    lastEventTime: at(minute + 0.9),
+    binlog: {
+      serverId,
+      startGtid: start ? `0-${serverId}-${start}` : '',
+      endGtid: `0-${serverId}-${end}`,
+      startPosition: 256,
+      endPosition: 1000,
+      closed: next !== undefined,
+      transactions: end - start,
+      ...(next ? { nextFile: next, closedAt: at(minute + 1) } : {}),
+    },
   };
 }
 
 function myBase(id: string, file: string, minute: number, gtid: string): BaseSnapshot {
-  return { id: id.padEnd(64, '0'), time: at(minute), endTime: at(minute + 0.1), host: 'db1', engine: 'mariadb', totalBytes: 1000, engineMetadata: { binlogFile: file, binlogPosition: 500, gtid } };
+  return {
+    id: id.padEnd(64, '0'),
+    time: at(minute),
+    endTime: at(minute + 0.1),
+    host: 'db1',
+    engine: 'mariadb',
+    totalBytes: 1000,
+    engineMetadata: { binlogFile: file, binlogPosition: 500, gtid },
+  };
 }
 
 describe('binlog chain', () => {
   it('follows files by GTID state, so a renumbered server starts a new line instead of continuing an old one', () => {
-    const old = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), binlog('bin.000002', 1, 10, 20, 'bin.000003'), binlog('bin.000003', 2, 20, 30, 'bin.000004')];
+    const old = [
+      binlog('bin.000001', 0, 0, 10, 'bin.000002'),
+      binlog('bin.000002', 1, 10, 20, 'bin.000003'),
+      binlog('bin.000003', 2, 20, 30, 'bin.000004'),
+    ];
     // Restored from the base at minute 0.5: numbering restarts, GTIDs replayed then continue.
     const renumbered = [binlog('bin.000001', 10, 0, 35, 'bin.000002'), binlog('bin.000002', 11, 35, 40, 'bin.000003')];
-    const report = analyzeChain('mariadb-default', archive([...old, ...renumbered]), [myBase('aa', 'bin.000001', 0.5, '0-1-5'), myBase('bb', 'bin.000001', 10.5, '0-1-33')]);
+    const report = analyzeChain('mariadb-default', archive([...old, ...renumbered]), [
+      myBase('aa', 'bin.000001', 0.5, '0-1-5'),
+      myBase('bb', 'bin.000001', 10.5, '0-1-33'),
+    ]);
     assert.equal(report.lines.length, 2);
     assert.equal(report.gaps.length, 0);
     const [first, second] = report.windows;
@@ -107,16 +162,31 @@ describe('binlog chain', () => {
 
   it('keeps a plainly restored server that repeats the old GTIDs apart from the old line (rotation time ties a file to its successor)', () => {
     const old = [binlog('bin.000001', 0, 0, 5, 'bin.000002'), binlog('bin.000002', 1, 5, 9, 'bin.000003'), binlog('bin.000003', 2, 9, 12)];
-    const again = [binlog('bin.000001', 20, 0, 5, 'bin.000002'), binlog('bin.000002', 21, 5, 9, 'bin.000003'), binlog('bin.000003', 22, 9, 14)];
-    const report = analyzeChain('mariadb-default', archive([...old, ...again]), [myBase('aa', 'bin.000001', 0.5, '0-1-2'), myBase('bb', 'bin.000001', 20.5, '0-1-2')]);
-    assert.deepEqual(report.lines.map((l) => l.files.map((f) => f.key)), [old.map((f) => f.key), again.map((f) => f.key)]);
-    assert.deepEqual(report.windows.map((w) => w.files.length), [3, 3]);
+    const again = [
+      binlog('bin.000001', 20, 0, 5, 'bin.000002'),
+      binlog('bin.000002', 21, 5, 9, 'bin.000003'),
+      binlog('bin.000003', 22, 9, 14),
+    ];
+    const report = analyzeChain('mariadb-default', archive([...old, ...again]), [
+      myBase('aa', 'bin.000001', 0.5, '0-1-2'),
+      myBase('bb', 'bin.000001', 20.5, '0-1-2'),
+    ]);
+    assert.deepEqual(
+      report.lines.map((l) => l.files.map((f) => f.key)),
+      [old.map((f) => f.key), again.map((f) => f.key)],
+    );
+    assert.deepEqual(
+      report.windows.map((w) => w.files.length),
+      [3, 3],
+    );
     assert.equal(planReplay(report, { time: at(21.5) }).window.snapshot.id, myBase('bb', '', 0, '').id);
   });
 
   it('reports a missing file as a gap and ends the window there', () => {
     const files = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), binlog('bin.000003', 2, 20, 30, 'bin.000004')];
-    const report = analyzeChain('mariadb-default', archive(files, [binlog('bin.000002', 1, 10, 20, 'bin.000003')]), [myBase('aa', 'bin.000001', 0.5, '0-1-5')]);
+    const report = analyzeChain('mariadb-default', archive(files, [binlog('bin.000002', 1, 10, 20, 'bin.000003')]), [
+      myBase('aa', 'bin.000001', 0.5, '0-1-5'),
+    ]);
     assert.equal(report.gaps.length, 1);
     assert.match(report.gaps[0]?.missing ?? '', /bin\.000002/);
     assert.equal(report.windows[0]?.to, at(0.9));
@@ -125,7 +195,7 @@ describe('binlog chain', () => {
 });
 
 describe('log retention', () => {
-  it('keeps every file of every kept base\'s window, over random histories (property)', () => {
+  it("keeps every file of every kept base's window, over random histories (property)", () => {
     const rnd = new Random(99);
     for (let round = 0; round < 300; round++) {
       const count = 5 + rnd.int(40);
@@ -141,17 +211,23 @@ describe('log retention', () => {
       const removed = new Set(release.remove.map((r) => r.record.key));
       const after = analyzeChain('pg-1', archive(records.filter((r) => !removed.has(r.key))), snapshots);
       for (const w of before.windows) {
-        for (const f of w.files) assert.ok(!removed.has(f.key), `round ${round}: ${f.name} of ${w.snapshot.id.slice(0, 6)}'s window was removed`);
+        for (const f of w.files)
+          assert.ok(!removed.has(f.key), `round ${round}: ${f.name} of ${w.snapshot.id.slice(0, 6)}'s window was removed`);
         const still = after.windows.find((x) => x.snapshot.id === w.snapshot.id);
-        assert.deepEqual(still?.files.map((f) => f.key), w.files.map((f) => f.key), `round ${round}: window of ${w.snapshot.id.slice(0, 6)} changed`);
+        assert.deepEqual(
+          still?.files.map((f) => f.key),
+          w.files.map((f) => f.key),
+          `round ${round}: window of ${w.snapshot.id.slice(0, 6)} changed`,
+        );
       }
       // And something does go when it can: files before the oldest base's start.
       const starts = before.starts.map((s) => s.index);
-      if (starts.length > 0) assert.equal(release.remove.length, Math.min(...starts), `round ${round}: the prefix before the oldest base goes`);
+      if (starts.length > 0)
+        assert.equal(release.remove.length, Math.min(...starts), `round ${round}: the prefix before the oldest base goes`);
     }
   });
 
-  it('keeps every file of every kept base\'s window in binlog archives with renumbered servers and gaps (property)', () => {
+  it("keeps every file of every kept base's window in binlog archives with renumbered servers and gaps (property)", () => {
     const rnd = new Random(7);
     for (let round = 0; round < 300; round++) {
       const all: LogFileRecord[] = [];
@@ -176,9 +252,14 @@ describe('log retention', () => {
       const removed = new Set(releasableLogs(before).remove.map((r) => r.record.key));
       const after = analyzeChain('mariadb-default', archive(all.filter((r) => !removed.has(r.key))), snapshots);
       for (const w of before.windows) {
-        for (const f of w.files) assert.ok(!removed.has(f.key), `round ${round}: ${f.name} of ${w.snapshot.id.slice(0, 10)}'s window was removed`);
+        for (const f of w.files)
+          assert.ok(!removed.has(f.key), `round ${round}: ${f.name} of ${w.snapshot.id.slice(0, 10)}'s window was removed`);
         const still = after.windows.find((x) => x.snapshot.id === w.snapshot.id);
-        assert.deepEqual(still?.files.map((f) => f.key), w.files.map((f) => f.key), `round ${round}: window of ${w.snapshot.id.slice(0, 10)} changed`);
+        assert.deepEqual(
+          still?.files.map((f) => f.key),
+          w.files.map((f) => f.key),
+          `round ${round}: window of ${w.snapshot.id.slice(0, 10)} changed`,
+        );
       }
     }
   });

@@ -1,7 +1,14 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { applyPolicy, bucketKey, retentionPolicySchema, subtractDuration, type RetentionCandidate, type RetentionPolicy } from '../../../agent/core/retention.ts';
+import {
+  applyPolicy,
+  bucketKey,
+  retentionPolicySchema,
+  subtractDuration,
+  type RetentionCandidate,
+  type RetentionPolicy,
+} from '../../../agent/core/retention.ts';
 import { Random } from '../../helpers/tree.ts';
 
 interface GoldenCase {
@@ -17,9 +24,15 @@ const golden = JSON.parse(readFileSync(new URL('golden/retention.json', import.m
 describe('retention policy', () => {
   for (const c of golden) {
     it(`golden: ${c.name}`, () => {
-      const result = applyPolicy(c.snapshots.map((s) => ({ tags: [], ...s })), retentionPolicySchema.parse(c.policy));
+      const result = applyPolicy(
+        c.snapshots.map((s) => ({ tags: [], ...s })),
+        retentionPolicySchema.parse(c.policy),
+      );
       assert.deepEqual(Object.fromEntries(result.keep.map((d) => [d.id, d.reasons])), c.keep);
-      assert.deepEqual(result.remove.map((d) => d.id), c.remove);
+      assert.deepEqual(
+        result.remove.map((d) => d.id),
+        c.remove,
+      );
     });
   }
 
@@ -37,7 +50,12 @@ describe('retention policy', () => {
       }));
       const pick = (): number | undefined => (rnd.int(3) === 0 ? undefined : rnd.int(6));
       const policy: RetentionPolicy = {
-        keepLast: pick(), keepHourly: pick(), keepDaily: pick(), keepWeekly: pick(), keepMonthly: pick(), keepYearly: pick(),
+        keepLast: pick(),
+        keepHourly: pick(),
+        keepDaily: pick(),
+        keepWeekly: pick(),
+        keepMonthly: pick(),
+        keepYearly: pick(),
         ...(rnd.int(3) === 0 ? { keepWithin: rnd.pick(['1d', '2w', '3M', '36h']) } : {}),
         ...(rnd.int(2) === 0 ? { keepTags: ['keep'] } : {}),
       };
@@ -47,17 +65,36 @@ describe('retention policy', () => {
       assert.deepEqual(new Set([...keep, ...remove].map((d) => d.id)), new Set(snapshots.map((s) => s.id)), label);
       for (const d of [...keep, ...remove]) assert.ok(d.reasons.length > 0, `${label}: ${d.id} has a reason`);
       const good = snapshots.filter((s) => !s.damaged).sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
-      if (good[0]) assert.ok(keep.some((d) => d.id === good[0]!.id), `${label}: newest good snapshot kept`);
+      if (good[0])
+        assert.ok(
+          keep.some((d) => d.id === good[0]!.id),
+          `${label}: newest good snapshot kept`,
+        );
       for (const s of snapshots) {
-        if (s.damaged || s.pinned || (policy.keepTags && s.tags.includes('keep'))) assert.ok(keep.some((d) => d.id === s.id), `${label}: ${s.id} protected`);
+        if (s.damaged || s.pinned || (policy.keepTags && s.tags.includes('keep')))
+          assert.ok(
+            keep.some((d) => d.id === s.id),
+            `${label}: ${s.id} protected`,
+          );
       }
-      for (const [rule, limit] of [['last', policy.keepLast], ['hourly', policy.keepHourly], ['daily', policy.keepDaily], ['weekly', policy.keepWeekly], ['monthly', policy.keepMonthly], ['yearly', policy.keepYearly]] as const) {
+      for (const [rule, limit] of [
+        ['last', policy.keepLast],
+        ['hourly', policy.keepHourly],
+        ['daily', policy.keepDaily],
+        ['weekly', policy.keepWeekly],
+        ['monthly', policy.keepMonthly],
+        ['yearly', policy.keepYearly],
+      ] as const) {
         const kept = keep.filter((d) => d.reasons.some((r) => r.startsWith(`${rule} `))).length;
         assert.ok(kept <= (limit ?? 0), `${label}: ${rule} keeps ${kept} ≤ ${limit}`);
       }
       for (const d of keep) {
         const s = snapshots.find((x) => x.id === d.id)!;
-        if (s.damaged) assert.ok(d.reasons.every((r) => r.startsWith('damaged') || r === 'pinned' || r.startsWith('tag ')), `${label}: a damaged snapshot is never counted`);
+        if (s.damaged)
+          assert.ok(
+            d.reasons.every((r) => r.startsWith('damaged') || r === 'pinned' || r.startsWith('tag ')),
+            `${label}: a damaged snapshot is never counted`,
+          );
       }
     }
   });

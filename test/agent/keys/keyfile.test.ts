@@ -47,11 +47,20 @@ describe('key files', () => {
     const parsed = parseKeyFile(Buffer.from(JSON.stringify(file)), 'keys/k');
     assert.equal(parsed.kind, 'kms');
     assert.equal(parsed.kind === 'kms' ? parsed.keyArn : '', ARN);
-    assert.throws(() => parseKeyFile(Buffer.from(JSON.stringify({ ...file, keyArn: 'alias/foo' })), 'keys/k'), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Damaged' && /keyArn/.test(e.message));
-    assert.throws(() => parseKeyFile(Buffer.from(JSON.stringify({ ...file, kind: 'hsm' })), 'keys/k'), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Damaged');
+    assert.throws(
+      () => parseKeyFile(Buffer.from(JSON.stringify({ ...file, keyArn: 'alias/foo' })), 'keys/k'),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Damaged' && /keyArn/.test(e.message),
+    );
+    assert.throws(
+      () => parseKeyFile(Buffer.from(JSON.stringify({ ...file, kind: 'hsm' })), 'keys/k'),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Damaged',
+    );
     assert.equal(kmsRegion(ARN), 'eu-west-1');
     assert.equal(kmsRegion('arn:aws-us-gov:kms:us-gov-west-1:111122223333:alias/cairn'), 'us-gov-west-1');
-    assert.throws(() => kmsRegion('1234abcd-12ab-34cd-56ef-1234567890ab'), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage' && /full ARN/.test(e.hint ?? ''));
+    assert.throws(
+      () => kmsRegion('1234abcd-12ab-34cd-56ef-1234567890ab'),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage' && /full ARN/.test(e.hint ?? ''),
+    );
   });
 
   it('init writes every wrapping it is given; a passphrase opens only passphrase keys and says when there are none', async () => {
@@ -59,7 +68,11 @@ describe('key files', () => {
     dirs.push(dir.remove);
     const storage = fileRepo(join(dir.path, 'repo'));
     const fakeKms = kmsKeyFile(ARN, randomBytes(64), WHO);
-    const repo = await Repository.init(storage, async (master, id) => [await wrapMasterKey(master, 'pw', id, WHO, { N: 1024, r: 8, p: 1 }), fakeKms], WHO);
+    const repo = await Repository.init(
+      storage,
+      async (master, id) => [await wrapMasterKey(master, 'pw', id, WHO, { N: 1024, r: 8, p: 1 }), fakeKms],
+      WHO,
+    );
     const names = await readdir(join(dir.path, 'repo', 'keys'));
     assert.equal(names.length, 2);
     const kinds = await Promise.all(names.map(async (n) => parseKeyFile(await readFile(join(dir.path, 'repo', 'keys', n)), n).kind));
@@ -72,7 +85,8 @@ describe('key files', () => {
     const onlyKms = passphraseUnlocker('pw');
     await assert.rejects(
       onlyKms({ config: repo.config, keys: [{ id: 'k', name: 'keys/k', file: fakeKms }], location: 'here' }),
-      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.WrongKey' && e.message.includes(ARN) && /no passphrase key/.test(e.message),
+      (e: unknown) =>
+        e instanceof CairnError && e.code === 'Cairn.WrongKey' && e.message.includes(ARN) && /no passphrase key/.test(e.message),
     );
   });
 
@@ -80,7 +94,11 @@ describe('key files', () => {
     const dir = await tempDir('unlock');
     dirs.push(dir.remove);
     const storage = fileRepo(join(dir.path, 'repo'));
-    const repo = await Repository.init(storage, async (master, id) => [await wrapMasterKey(master, 'pw', id, WHO, { N: 1024, r: 8, p: 1 })], WHO);
+    const repo = await Repository.init(
+      storage,
+      async (master, id) => [await wrapMasterKey(master, 'pw', id, WHO, { N: 1024, r: 8, p: 1 })],
+      WHO,
+    );
     const tried: string[] = [];
     const source = (name: string, result: 'skip' | 'open' | 'fail'): UnlockSource => ({
       name,
@@ -99,6 +117,9 @@ describe('key files', () => {
     await assert.rejects(openRepository(storage, [source('a', 'fail'), source('b', 'open')]), /a failed/);
     assert.deepEqual(tried, ['a'], 'a failing source that applies is final');
 
-    await assert.rejects(openRepository(storage, [source('a', 'skip')]), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage' && /no passphrase given/.test(e.message));
+    await assert.rejects(
+      openRepository(storage, [source('a', 'skip')]),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage' && /no passphrase given/.test(e.message),
+    );
   });
 });

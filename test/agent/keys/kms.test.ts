@@ -106,7 +106,10 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     assert.equal(lastOfType(removeA, 'key.removed')?.keyArn, keyA);
 
     const afterRotation = lastOfType(await runCli(['key', 'list'], noPass), 'keys') as { keys: KeyRow[] };
-    assert.deepEqual(afterRotation.keys.filter((k) => k.kind === 'kms').map((k) => k.keyArn), [keyB]);
+    assert.deepEqual(
+      afterRotation.keys.filter((k) => k.kind === 'kms').map((k) => k.keyArn),
+      [keyB],
+    );
     assert.ok(afterRotation.keys.find((k) => k.keyArn === keyB)?.current, 'B opened it');
     const targetB = join(work.path, 'rot-restore-b');
     const restoredB = await runCli(['restore', 'latest', '--target', targetB], noPass);

@@ -49,25 +49,49 @@ describe('recovery kit format', () => {
     assert.match(kit, /key import --recovery-kit/);
     assert.deepEqual(await openRecoveryKit(parseRecoveryKit(kit), 'recovery words', REPO_ID), master);
 
-    const retyped = kit.replace(/^(\d\d: )(.*)$/gm, (_m, label: string, rest: string) => label + rest.toLowerCase().replace(/ /g, '  ').replace(/0/g, 'o'));
+    const retyped = kit.replace(
+      /^(\d\d: )(.*)$/gm,
+      (_m, label: string, rest: string) => label + rest.toLowerCase().replace(/ /g, '  ').replace(/0/g, 'o'),
+    );
     assert.deepEqual(await openRecoveryKit(parseRecoveryKit(retyped), 'recovery words', REPO_ID), master);
 
-    await assert.rejects(openRecoveryKit(parseRecoveryKit(kit), 'other words', REPO_ID), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.WrongKey' && /recovery passphrase does not open/.test(e.message));
-    await assert.rejects(openRecoveryKit(parseRecoveryKit(kit), 'recovery words', 'cd'.repeat(32)), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.WrongKey' && /belongs to repository abababab/.test(e.message));
+    await assert.rejects(
+      openRecoveryKit(parseRecoveryKit(kit), 'other words', REPO_ID),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.WrongKey' && /recovery passphrase does not open/.test(e.message),
+    );
+    await assert.rejects(
+      openRecoveryKit(parseRecoveryKit(kit), 'recovery words', 'cd'.repeat(32)),
+      (e: unknown) => e instanceof CairnError && e.code === 'Cairn.WrongKey' && /belongs to repository abababab/.test(e.message),
+    );
   });
 
   it('names the mistyped line, a missing line, and a wrong whole-kit checksum', async () => {
     const kit = await createRecoveryKit(randomBytes(32), 'pw', { repositoryId: REPO_ID }, FAST);
     for (const n of [1, 3, 12]) {
-      assert.throws(() => parseRecoveryKit(mistype(kit, n)), (e: unknown) => e instanceof CairnError && e.code === 'Cairn.Usage' && e.message.includes(`line ${String(n).padStart(2, '0')} does not match its checksum`));
+      assert.throws(
+        () => parseRecoveryKit(mistype(kit, n)),
+        (e: unknown) =>
+          e instanceof CairnError &&
+          e.code === 'Cairn.Usage' &&
+          e.message.includes(`line ${String(n).padStart(2, '0')} does not match its checksum`),
+      );
     }
-    const withoutLine5 = kit.split('\n').filter((l) => !l.startsWith('05: ')).join('\n');
+    const withoutLine5 = kit
+      .split('\n')
+      .filter((l) => !l.startsWith('05: '))
+      .join('\n');
     assert.throws(() => parseRecoveryKit(withoutLine5), /line 06 is out of place: line 05 was expected/);
-    const withoutLast = kit.split('\n').filter((l) => !l.startsWith('12: ')).join('\n');
+    const withoutLast = kit
+      .split('\n')
+      .filter((l) => !l.startsWith('12: '))
+      .join('\n');
     assert.throws(() => parseRecoveryKit(withoutLast), /whole kit does not/);
     const badSum = kit.replace(/Kit checksum: (\S)/, (_m, c: string) => `Kit checksum: ${c === 'A' ? 'B' : 'A'}`);
     assert.throws(() => parseRecoveryKit(badSum), /whole kit does not/);
-    assert.throws(() => parseRecoveryKit(kit.replace(/^03: (\S)/m, '03: U')), /line 03: "U" \(character 1\) is not a recovery-kit character/);
+    assert.throws(
+      () => parseRecoveryKit(kit.replace(/^03: (\S)/m, '03: U')),
+      /line 03: "U" \(character 1\) is not a recovery-kit character/,
+    );
     assert.throws(() => parseRecoveryKit('hello'), /not a cairn recovery kit/);
   });
 });
@@ -128,17 +152,29 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
     // A kit with one mistyped character: refused, naming the line; nothing added.
     const typo = join(work.path, 'kit-typo.txt');
     await writeFile(typo, mistype(kitText, 4));
-    const mistyped = await runCli(['key', 'import', '--recovery-kit', typo], { CAIRN_REPOSITORY: repo, CAIRN_RECOVERY_PASSWORD: 'kit passphrase', CAIRN_NEW_PASSWORD: 'new one' });
+    const mistyped = await runCli(['key', 'import', '--recovery-kit', typo], {
+      CAIRN_REPOSITORY: repo,
+      CAIRN_RECOVERY_PASSWORD: 'kit passphrase',
+      CAIRN_NEW_PASSWORD: 'new one',
+    });
     assert.equal(mistyped.code, 2);
     assert.match(errorOf(mistyped).message, /line 04 does not match its checksum/);
 
-    const wrongPass = await runCli(['key', 'import', '--recovery-kit', kitFile], { CAIRN_REPOSITORY: repo, CAIRN_RECOVERY_PASSWORD: 'not the kit passphrase', CAIRN_NEW_PASSWORD: 'new one' });
+    const wrongPass = await runCli(['key', 'import', '--recovery-kit', kitFile], {
+      CAIRN_REPOSITORY: repo,
+      CAIRN_RECOVERY_PASSWORD: 'not the kit passphrase',
+      CAIRN_NEW_PASSWORD: 'new one',
+    });
     assert.equal(wrongPass.code, 11);
     assert.match(errorOf(wrongPass).message, /recovery passphrase does not open/);
     assert.deepEqual(await readdir(join(repo, 'keys')), [], 'refused imports add no key');
 
     // The kit alone (no AWS credentials, no key file) brings the repository back.
-    const imported = await runCli(['key', 'import', '--recovery-kit', kitFile], { CAIRN_REPOSITORY: repo, CAIRN_RECOVERY_PASSWORD: 'kit passphrase', CAIRN_NEW_PASSWORD: 'new one' });
+    const imported = await runCli(['key', 'import', '--recovery-kit', kitFile], {
+      CAIRN_REPOSITORY: repo,
+      CAIRN_RECOVERY_PASSWORD: 'kit passphrase',
+      CAIRN_NEW_PASSWORD: 'new one',
+    });
     assert.equal(imported.code, 0, imported.stdout + imported.stderr);
     const target = join(work.path, 'restored');
     const restored = await runCli(['restore', 'latest', '--target', target], { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: 'new one' });

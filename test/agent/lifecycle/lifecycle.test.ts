@@ -22,7 +22,8 @@ async function dataBytes(repo: string): Promise<number> {
 
 async function listPacks(repo: string): Promise<string[]> {
   const out: string[] = [];
-  for (const d of await readdir(join(repo, 'packs'))) for (const f of await readdir(join(repo, 'packs', d))) out.push(`${f}:${(await stat(join(repo, 'packs', d, f))).size}`);
+  for (const d of await readdir(join(repo, 'packs')))
+    for (const f of await readdir(join(repo, 'packs', d))) out.push(`${f}:${(await stat(join(repo, 'packs', d, f))).size}`);
   return out.sort();
 }
 
@@ -53,10 +54,16 @@ describe('repository lifecycle through the CLI', () => {
     const before = await dataBytes(repo);
     const dry = await runCli(['forget', '--keep-last', '2', '--dry-run'], env);
     assert.equal(dry.code, 0, dry.stderr);
-    const plan = lastOfType(dry, 'forget') as { groups: Array<{ keep: Array<{ id: string; reasons: string[] }>; remove: Array<{ id: string; reasons: string[] }> }> };
+    const plan = lastOfType(dry, 'forget') as {
+      groups: Array<{ keep: Array<{ id: string; reasons: string[] }>; remove: Array<{ id: string; reasons: string[] }> }>;
+    };
     assert.deepEqual(plan.groups[0]!.remove.map((d) => d.id).sort(), [ids[0], ids[1]].sort());
     assert.ok(plan.groups[0]!.keep.every((d) => d.reasons.length > 0));
-    assert.equal((lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length, 4, 'a dry run deletes nothing');
+    assert.equal(
+      (lastOfType(await runCli(['snapshots'], env), 'snapshots') as { snapshots: unknown[] }).snapshots.length,
+      4,
+      'a dry run deletes nothing',
+    );
 
     assert.equal((await runCli(['forget', '--keep-last', '2'], env)).code, 0);
     const pruned = await runCli(['prune'], env);
@@ -82,9 +89,29 @@ describe('repository lifecycle through the CLI', () => {
     assert.equal((await runCli(['key', 'add'], { ...env, CAIRN_NEW_PASSWORD: 'second' })).code, 0);
 
     const history = await runCli(['history', '--json'], env);
-    const events = (lastOfType(history, 'history') as { events: Array<{ event: string; time: string; host: string; user: string; tool: string }> }).events;
-    const expected = ['init', 'backup.started', 'backup.committed', 'backup.started', 'backup.committed', 'backup.started', 'backup.committed', 'backup.started', 'backup.committed', 'forget', 'prune', 'restore.finished', 'verify.finished', 'key.added'];
-    assert.deepEqual(events.map((e) => e.event), expected);
+    const events = (
+      lastOfType(history, 'history') as { events: Array<{ event: string; time: string; host: string; user: string; tool: string }> }
+    ).events;
+    const expected = [
+      'init',
+      'backup.started',
+      'backup.committed',
+      'backup.started',
+      'backup.committed',
+      'backup.started',
+      'backup.committed',
+      'backup.started',
+      'backup.committed',
+      'forget',
+      'prune',
+      'restore.finished',
+      'verify.finished',
+      'key.added',
+    ];
+    assert.deepEqual(
+      events.map((e) => e.event),
+      expected,
+    );
     for (const e of events) assert.ok(e.time && e.host && e.user && e.tool.startsWith('cairn '), JSON.stringify(e));
     const times = events.map((e) => e.time);
     assert.deepEqual([...times].sort(), times, 'in time order');
@@ -101,13 +128,16 @@ describe('repository lifecycle through the CLI', () => {
     const victim = runCli(['backup', src], env, {
       onSpawn: (pid) => {
         const poll = setInterval(() => {
-          void readdir(join(repo, 'packs')).then((d) => {
-            if (d.length > 0 && !killed) {
-              killed = true;
-              clearInterval(poll);
-              process.kill(pid, 'SIGKILL');
-            }
-          }, () => undefined);
+          void readdir(join(repo, 'packs')).then(
+            (d) => {
+              if (d.length > 0 && !killed) {
+                killed = true;
+                clearInterval(poll);
+                process.kill(pid, 'SIGKILL');
+              }
+            },
+            () => undefined,
+          );
         }, 5);
       },
     });
@@ -118,7 +148,10 @@ describe('repository lifecycle through the CLI', () => {
     await sleep(3500);
     const next = await runCli(['backup', src], env);
     assert.equal(next.code, 0, next.stderr);
-    assert.ok(next.lines.some((l) => l.type === 'warning' && /took over a stale lock: backup/.test(String(l.message))), 'the takeover is reported');
+    assert.ok(
+      next.lines.some((l) => l.type === 'warning' && /took over a stale lock: backup/.test(String(l.message))),
+      'the takeover is reported',
+    );
     const history = lastOfType(await runCli(['history'], env), 'history') as { events: Array<{ event: string }> };
     assert.ok(history.events.some((e) => e.event === 'lock.takeover'));
     const again = await runCli(['backup', src], env);
@@ -176,7 +209,11 @@ describe('repository lifecycle through the CLI', () => {
     assert.equal((await runCli(['snapshots'], { ...env, CAIRN_PASSWORD: 'second' })).code, 11);
     assert.equal((await runCli(['verify', '--read-data'], { ...env, CAIRN_PASSWORD: 'third' })).code, 0);
     assert.deepEqual(await listPacks(repo), packs, 'no pack was rewritten');
-    const st = lastOfType(await runCli(['stats'], { ...env, CAIRN_PASSWORD: 'third' }), 'stats') as { snapshots: number; logicalBytes: number; storedBytes: number };
+    const st = lastOfType(await runCli(['stats'], { ...env, CAIRN_PASSWORD: 'third' }), 'stats') as {
+      snapshots: number;
+      logicalBytes: number;
+      storedBytes: number;
+    };
     assert.equal(st.snapshots, 1);
     assert.equal(st.logicalBytes, 100_000);
     assert.ok(st.storedBytes > 100_000 && st.storedBytes < 110_000);
@@ -195,12 +232,22 @@ describe('repository lifecycle through the CLI', () => {
       ids.push(lastOfType(await runCli(['backup', src], env), 'summary')?.snapshotId as string);
     }
     assert.equal((await runCli(['pin', ids[0]!.slice(0, 8)], env)).code, 0);
-    const f = lastOfType(await runCli(['forget', '--keep-last', '1'], env), 'forget') as { groups: Array<{ keep: Array<{ id: string; reasons: string[] }>; remove: Array<{ id: string }> }> };
-    assert.deepEqual(f.groups[0]!.remove.map((d) => d.id), [ids[1]]);
+    const f = lastOfType(await runCli(['forget', '--keep-last', '1'], env), 'forget') as {
+      groups: Array<{ keep: Array<{ id: string; reasons: string[] }>; remove: Array<{ id: string }> }>;
+    };
+    assert.deepEqual(
+      f.groups[0]!.remove.map((d) => d.id),
+      [ids[1]],
+    );
     assert.deepEqual(f.groups[0]!.keep.find((d) => d.id === ids[0])?.reasons, ['pinned']);
     assert.equal((await runCli(['unpin', ids[0]!], env)).code, 0);
-    const g = lastOfType(await runCli(['forget', '--keep-last', '1'], env), 'forget') as { groups: Array<{ remove: Array<{ id: string }> }> };
-    assert.deepEqual(g.groups[0]!.remove.map((d) => d.id), [ids[0]]);
+    const g = lastOfType(await runCli(['forget', '--keep-last', '1'], env), 'forget') as {
+      groups: Array<{ remove: Array<{ id: string }> }>;
+    };
+    assert.deepEqual(
+      g.groups[0]!.remove.map((d) => d.id),
+      [ids[0]],
+    );
     const bad = await runCli(['forget'], env);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /no retention rule/);

@@ -50,7 +50,10 @@ describe('prune', () => {
       const faulty = new FaultyStorage(storage);
       faulty.failAfter = failAfter;
       const crashing = await Repository.open(faulty, PASSPHRASE);
-      await assert.rejects(prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05, leaseMs: 1000 }), /injected failure/);
+      await assert.rejects(
+        prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05, leaseMs: 1000 }),
+        /injected failure/,
+      );
 
       // The crashed run's lock expires; the data of the kept snapshot is intact meanwhile.
       await new Promise((r) => setTimeout(r, 1100));
