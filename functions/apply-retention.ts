@@ -6,10 +6,10 @@ import { recordEvent } from '../agent/core/history.ts';
 import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
 import { applyPolicy, type RetentionDecision } from '../agent/core/retention.ts';
-import { TOOL } from '../agent/version.ts';
+import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
 import { writeCollection } from '../agent/core/collection.ts';
-import { collectLogs, type LogCollection } from '../agent/commands/pitr.ts';
+import { collectLogs, type LogCollection } from '../agent/core/pitr-planning.ts';
 import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface RetentionEvent {

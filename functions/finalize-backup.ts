@@ -3,7 +3,7 @@ import { CairnError } from '../agent/core/errors.ts';
 import { recordEvent } from '../agent/core/history.ts';
 import { parseOrExplain, runSummarySchema } from '../agent/core/orchestration.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
-import { TOOL } from '../agent/version.ts';
+import { TOOL } from '../agent/core/version.ts';
 import { controlPlaneWho, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FinalizeEvent {

@@ -1,4 +1,4 @@
-import { describeReplay, measuredThroughputs, planPointInTime } from '../agent/commands/pitr.ts';
+import { describeReplay, measuredThroughputs, planPointInTime } from '../agent/core/pitr-planning.ts';
 import { CairnError } from '../agent/core/errors.ts';
 import { encodeRequest, parseOrExplain, restoreInputSchema, type RestoreInput } from '../agent/core/orchestration.ts';
 import { pitrOf, type Plan } from '../agent/core/plan.ts';

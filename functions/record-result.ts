@@ -1,7 +1,7 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { recordEvent } from '../agent/core/history.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
-import { TOOL } from '../agent/version.ts';
+import { TOOL } from '../agent/core/version.ts';
 import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface RecordEvent {

@@ -19,7 +19,7 @@ import { engineByName, engines } from '../engines/registry.ts';
 import { readLocks } from '../core/locks.ts';
 import { retentionPolicySchema } from '../core/retention.ts';
 import type { DeletableStorage } from '../core/storage.ts';
-import { VERSION } from '../version.ts';
+import { VERSION } from '../core/version.ts';
 import { Output, formatBytes, formatDuration } from './output.ts';
 import { initKeys, registerKeyCommands } from './key-commands.ts';
 import { register as registerAgent } from './agent-commands.ts';
@@ -32,7 +32,7 @@ import { register as registerWal } from './wal-commands.ts';
 import { register as registerBinlog } from './binlog-commands.ts';
 import { register as registerPitr } from './pitr-commands.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../commands/browse.ts';
-import { describeReplay, measuredThroughputs, planPointInTime, type PointInTimePlan } from '../commands/pitr.ts';
+import { describeReplay, measuredThroughputs, planPointInTime, type PointInTimePlan } from '../core/pitr-planning.ts';
 import type { RecoveryTarget } from '../core/log-chain.ts';
 
 /** Command modules: each adds its commands to the program (see context.ts). */

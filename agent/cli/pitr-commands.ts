@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { ChainReport, LogGap } from '../core/log-chain.ts';
 import { shortId } from '../core/snapshot.ts';
-import { readChains } from '../commands/pitr.ts';
+import { readChains } from '../core/pitr-planning.ts';
 import type { Cli } from './context.ts';
 import { formatDuration } from './output.ts';
 

@@ -9,7 +9,7 @@ import { scan, type ScanTotals } from '../files/scanner.ts';
 import { Chunker } from '../pipeline/chunker.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { TOOL } from '../version.ts';
+import { TOOL } from '../core/version.ts';
 import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { Engine } from '../engines/engine.ts';
 import { TreeSink } from '../engines/sink.ts';
 import { runHook } from '../process/run.ts';
-import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
+import { failureDetails, record, underLock, operationContext } from './operation.ts';
 
 export interface BackupOptions {
   paths: string[];
@@ -53,13 +53,7 @@ export interface BackupOptions {
  * prune removes, and that the next backup may reuse through their index).
  */
 export async function backup(repo: Repository, options: BackupOptions): Promise<Snapshot> {
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'backup', false, async (lease) => {
     const started = Date.now();
     const paths = options.engine ? [options.engine.source] : options.paths.map((p) => resolve(p));

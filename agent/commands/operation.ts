@@ -3,14 +3,25 @@ import { recordEvent } from '../core/history.ts';
 import { Lease } from '../core/locks.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { TOOL } from '../version.ts';
+import { TOOL } from '../core/version.ts';
 
-export interface OperationContext {
-  repo: Repository;
+/** Who runs an operation, where its warnings go and how it locks: what every repository command is given. */
+export interface OperationOptions {
   who: Who;
   progress: ProgressListener;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** The lease clock (Date.now unless a test injects one: see AcquireOptions.now). */
+  now?: (() => number) | undefined;
+}
+
+export interface OperationContext extends OperationOptions {
+  repo: Repository;
+}
+
+/** The one place an operation's context is built from its options (which may carry more than the context needs). */
+export function operationContext(repo: Repository, options: OperationOptions): OperationContext {
+  return { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
 }
 
 /**
@@ -30,6 +41,7 @@ export async function underLock<T>(
     who: ctx.who,
     leaseMs: ctx.leaseMs,
     waitMs: ctx.lockWaitMs,
+    now: ctx.now,
     onTakeover: async (stale) => {
       const expired = new Date(Math.min(Date.parse(stale.expires), Date.parse(stale.time) + 30 * 60_000)).toISOString();
       ctx.progress.warn(

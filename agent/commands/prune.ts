@@ -6,8 +6,8 @@ import type { Repository, Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
-import { collectLogs, type LogCollection } from './pitr.ts';
+import { failureDetails, record, underLock, operationContext } from './operation.ts';
+import { collectLogs, type LogCollection } from '../core/pitr-planning.ts';
 
 export interface PruneOptions {
   who: Who;
@@ -44,13 +44,7 @@ export interface PruneReport {
  * and finishes the job: every decision is recomputed, none is remembered.
  */
 export async function prune(repo: Repository, storage: DeletableStorage, options: PruneOptions): Promise<PruneReport> {
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'prune', !options.dryRun, async (lease) => {
     try {
       const report = await pruneLocked(repo, storage, options, () => lease.assertHeld());

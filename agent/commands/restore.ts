@@ -6,7 +6,7 @@ import { engineByName } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
-import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
+import { failureDetails, record, underLock, operationContext } from './operation.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { Restorer, prepareTarget, type RestoreResult } from '../files/restorer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
@@ -15,7 +15,7 @@ import type { RecoveryTarget, ReplayPlan } from '../core/log-chain.ts';
 import { shortId } from '../core/snapshot.ts';
 import { replayerFor } from '../pitr/replayers.ts';
 import type { ReplayResult } from '../pitr/replay.ts';
-import { planPointInTime } from './pitr.ts';
+import { planPointInTime } from '../core/pitr-planning.ts';
 
 export interface RestoreCommandOptions {
   snapshot: string;
@@ -56,13 +56,7 @@ export interface RestoreDone {
 }
 
 export async function restore(repo: Repository, options: RestoreCommandOptions): Promise<RestoreDone> {
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'restore', false, async () => {
     const started = Date.now();
     try {

@@ -33,7 +33,7 @@ export interface LogRange {
 }
 
 /**
- * A replay the log archive allows: agent/commands/pitr.ts describeReplay, the
+ * A replay the log archive allows: agent/core/pitr-planning.ts describeReplay, the
  * plan `cairn restore --to-time --dry-run` prints, so the console and the CLI
  * agree on the base, the log range and the steps.
  */

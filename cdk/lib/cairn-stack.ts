@@ -1,7 +1,7 @@
 import { CfnOutput, Stack, type StackProps } from 'aws-cdk-lib';
 import type { Construct } from 'constructs';
 import { pitrOf, type EnvironmentConfig } from '../../agent/core/plan.ts';
-import { CairnStateMachines } from '../state-machines.ts';
+import { CairnStateMachines } from './state-machines.ts';
 import { AgentBundle } from './agent-bundle.ts';
 import { AgentCommandDocument, postgresArchiveSettings } from './agent-command-document.ts';
 import { AgentHostPolicy } from './agent-host-policy.ts';

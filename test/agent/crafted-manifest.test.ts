@@ -7,7 +7,7 @@ import { PieceType } from '../../agent/core/pack.ts';
 import type { Repository } from '../../agent/core/repository.ts';
 import { encodeTree, type TreeEntry } from '../../agent/core/tree.ts';
 import { PackWriter } from '../../agent/pipeline/pack-writer.ts';
-import { TOOL } from '../../agent/version.ts';
+import { TOOL } from '../../agent/core/version.ts';
 import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../helpers/repo.ts';
 
 const meta = { mode: 0o644, uid: 0, gid: 0, mtimeNs: '1600000000000000000' };

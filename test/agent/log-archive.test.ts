@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { CairnError, NotFoundError } from '../../agent/core/errors.ts';
 import { LogArchive, fileObjectKey, newestArchivedEvent, type LogFileRecord } from '../../agent/core/log-archive.ts';
 import { walName } from '../../agent/core/log-chain.ts';
-import { collectLogs } from '../../agent/commands/pitr.ts';
+import { collectLogs } from '../../agent/core/pitr-planning.ts';
 import type { Repository } from '../../agent/core/repository.ts';
 import type { Snapshot } from '../../agent/core/snapshot.ts';
 import { fileRepo, initSmallRepo, tempDir } from '../helpers/repo.ts';

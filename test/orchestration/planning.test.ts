@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describeReplay, measuredThroughputs, planPointInTime } from '../../agent/commands/pitr.ts';
+import { describeReplay, measuredThroughputs, planPointInTime } from '../../agent/core/pitr-planning.ts';
 import { CairnError } from '../../agent/core/errors.ts';
 import { walName } from '../../agent/core/log-chain.ts';
 import { parsePlan, type Plan } from '../../agent/core/plan.ts';

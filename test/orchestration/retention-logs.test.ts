@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { planPointInTime } from '../../agent/commands/pitr.ts';
+import { planPointInTime } from '../../agent/core/pitr-planning.ts';
 import { readHistory } from '../../agent/core/history.ts';
 import { fileObjectKey } from '../../agent/core/log-archive.ts';
 import { walName } from '../../agent/core/log-chain.ts';

@@ -5,7 +5,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import * as tasks from 'aws-cdk-lib/aws-stepfunctions-tasks';
 import { Construct } from 'constructs';
-import { acknowledgeFindings, arnFinding, attrFinding } from './lib/nag.ts';
+import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 
 /**
  * The state machines, one function each, written in JSONPath (the local

@@ -1,7 +1,7 @@
-import { CairnError } from '../core/errors.ts';
-import { LogArchive, fileObjectKey } from '../core/log-archive.ts';
-import { releasableLogs } from '../core/log-retention.ts';
-import type { DeletableStorage } from '../core/storage.ts';
+import { CairnError } from './errors.ts';
+import { LogArchive, fileObjectKey } from './log-archive.ts';
+import { releasableLogs } from './log-retention.ts';
+import type { DeletableStorage } from './storage.ts';
 import {
   analyzeChain,
   baseEngines,
@@ -11,11 +11,11 @@ import {
   type ChainReport,
   type RecoveryTarget,
   type ReplayPlan,
-} from '../core/log-chain.ts';
-import type { Repository } from '../core/repository.ts';
-import { markedDamaged, shortId, type Snapshot } from '../core/snapshot.ts';
-import { readHistory } from '../core/history.ts';
-import { estimateThroughput, type LogRange, type Throughput } from '../core/restore-planning.ts';
+} from './log-chain.ts';
+import type { Repository } from './repository.ts';
+import { markedDamaged, shortId, type Snapshot } from './snapshot.ts';
+import { readHistory } from './history.ts';
+import { estimateThroughput, type LogRange, type Throughput } from './restore-planning.ts';
 
 /**
  * Reading the log archive against the snapshots: what `pitr status`, `restore
