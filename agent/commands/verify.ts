@@ -7,9 +7,9 @@ import { packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.t
 import type { PieceIndex } from '../core/piece-index.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
-import { record, underLock, type OperationContext } from './operation.ts';
+import { record, underLock, operationContext } from './operation.ts';
 import { decodeTree } from '../core/tree.ts';
-import { contentIds } from '../files/archiver.ts';
+import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
 export interface VerifyOptions {
@@ -43,13 +43,7 @@ export interface VerifyReport {
  * and files it affects.
  */
 export async function verify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'verify', false, async () => {
     const report = await verifyLocked(repo, options);
     options.signal?.throwIfAborted();

@@ -37,6 +37,11 @@ export const treeSchema = z.object({
 });
 export type Tree = z.infer<typeof treeSchema>;
 
+/** Byte order of UTF-8 names, the same on every host: the order of a tree's entries. */
+export function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
 export function encodeTree(tree: Tree): Buffer {
   return Buffer.from(JSON.stringify(tree), 'utf8');
 }

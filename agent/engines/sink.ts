@@ -1,8 +1,7 @@
 import type { Readable } from 'node:stream';
 import { CairnError } from '../core/errors.ts';
-import type { TreeEntry } from '../core/tree.ts';
-import { compareNames, type Archiver } from '../files/archiver.ts';
-import { chunkStream } from '../pipeline/chunker.ts';
+import { compareNames, type TreeEntry } from '../core/tree.ts';
+import type { TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { FileMeta, SnapshotSink } from './engine.ts';
 
 interface Dir {
@@ -13,21 +12,21 @@ interface Dir {
 /**
  * Builds a snapshot tree from files an engine hands over by path, in any order
  * (a tar or xbstream stream, a set of dumps). Directories are kept as entry maps
- * and stored bottom-up at the end; file contents go through the archiver's
- * pipeline as they arrive.
+ * and stored bottom-up at the end; file contents go through the snapshot
+ * writer (the same one the files engine uses) as they arrive.
  */
 export class TreeSink implements SnapshotSink {
-  private readonly archiver: Archiver;
+  private readonly writer: TreeStore;
   private readonly dirs = new Map<string, Dir>([['', { entries: new Map(), meta: {} }]]);
   readonly counts = { files: 0, bytes: 0 };
 
-  constructor(archiver: Archiver) {
-    this.archiver = archiver;
+  constructor(writer: TreeStore) {
+    this.writer = writer;
   }
 
   async addStream(path: string, data: Readable | AsyncIterable<Buffer>, meta: FileMeta = {}): Promise<void> {
     const { parent, name } = this.place(path);
-    const content = await this.archiver.storeContent(chunkStream(streamReader(data), this.archiver.chunking), path);
+    const content = await this.writer.storeStream(data, path);
     this.counts.files++;
     this.counts.bytes += content.size ?? 0;
     parent.entries.set(name, { ...base(name, meta, 0o640), type: 'file', ...content });
@@ -50,7 +49,7 @@ export class TreeSink implements SnapshotSink {
     for (const path of paths) {
       const dir = this.dirs.get(path) as Dir;
       const entries = [...dir.entries.values()].sort((a, b) => compareNames(a.name, b.name));
-      const id = await this.archiver.storeTree({ version: 1, entries });
+      const id = await this.writer.storeTree({ version: 1, entries });
       if (path === '') {
         root = id;
         continue;
@@ -103,33 +102,5 @@ function base(name: string, meta: FileMeta, mode: number): Omit<TreeEntry, 'type
     uid: meta.uid ?? process.getuid?.() ?? 0,
     gid: meta.gid ?? process.getgid?.() ?? 0,
     mtimeNs: mtime.toString(),
-  };
-}
-
-/** Adapts a byte stream to the chunker's read(buffer) → bytes interface. */
-export function streamReader(data: Readable | AsyncIterable<Buffer>): (buffer: Buffer) => Promise<number> {
-  const iterator = (data as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]();
-  let pending: Buffer = Buffer.alloc(0);
-  let done = false;
-  return async (buffer: Buffer): Promise<number> => {
-    let filled = 0;
-    while (filled < buffer.length) {
-      if (pending.length === 0) {
-        if (done) break;
-        const next = await iterator.next();
-        if (next.done) {
-          done = true;
-          break;
-        }
-        pending = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
-        continue;
-      }
-      const n = pending.copy(buffer, filled);
-      pending = pending.subarray(n);
-      filled += n;
-      // Return what we have rather than waiting on a slow producer once something is there.
-      if (filled > 0 && pending.length === 0) break;
-    }
-    return filled;
   };
 }

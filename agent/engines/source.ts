@@ -3,7 +3,7 @@ import { CairnError } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, type TreeEntry } from '../core/tree.ts';
-import { contentIds } from '../files/archiver.ts';
+import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { SnapshotSource } from './engine.ts';
 
 /** A snapshot's files as an engine sees them at restore time. */

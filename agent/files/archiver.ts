@@ -2,25 +2,21 @@ import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
 import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
+import type { Readable } from 'node:stream';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { mapLimit } from '../core/concurrency.ts';
-import { ID_BYTES } from '../core/crypto.ts';
-import { PieceType } from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import type { SnapshotSummary } from '../core/snapshot.ts';
-import { decodeTree, encodeTree, type Tree, type TreeEntry } from '../core/tree.ts';
+import { compareNames, decodeTree, type Tree, type TreeEntry } from '../core/tree.ts';
 import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
+import { SnapshotWriter, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { PathMatcher } from './glob.ts';
 import type { ScanTotals } from './scanner.ts';
 
-/** Files with more pieces than this keep their piece list in `list` pieces instead of the tree. */
-export const INLINE_PIECES = 1024;
-/** Piece ids per `list` piece (512 KiB of ids). */
-export const LIST_PIECES = 16384;
 /** Files below this size are read synchronously into one reused buffer. */
 const SMALL_FILE = 256 << 10;
 const IS_ROOT = process.getuid?.() === 0;
@@ -48,7 +44,7 @@ export type ArchiveCounts = Omit<SnapshotSummary, 'piecesAdded' | 'rawBytesAdded
  * other files are cut into pieces and only pieces the repository lacks are
  * uploaded. Returns the root tree id.
  */
-export class Archiver {
+export class Archiver implements TreeStore {
   readonly counts: ArchiveCounts = {
     filesNew: 0,
     filesChanged: 0,
@@ -62,7 +58,8 @@ export class Archiver {
     bytesRead: 0,
     errors: 0,
   };
-  private readonly repo: Repository;
+  /** The snapshot-writing core this walk feeds. */
+  private readonly snapshotWriter: SnapshotWriter;
   private readonly writer: PackWriter;
   private readonly index: PieceIndex;
   private readonly reader: PieceReader;
@@ -70,23 +67,24 @@ export class Archiver {
   private readonly excludes: PathMatcher;
   private readonly smallBuffer = Buffer.allocUnsafe(SMALL_FILE + 1);
 
-  get chunking(): Chunking {
-    return this.options.chunking;
-  }
-
-  private readonly hardlinks = new Map<string, Pick<TreeEntry, 'content' | 'contentLists' | 'size'>>();
-  private readonly inlinePieces: number;
-  private readonly listPieces: number;
+  private readonly hardlinks = new Map<string, FileContent>();
 
   constructor(repo: Repository, writer: PackWriter, index: PieceIndex, reader: PieceReader, options: ArchiveOptions) {
-    this.repo = repo;
     this.writer = writer;
     this.index = index;
     this.reader = reader;
     this.options = options;
     this.excludes = new PathMatcher(options.excludes);
-    this.inlinePieces = options.inlinePieces ?? INLINE_PIECES;
-    this.listPieces = options.listPieces ?? LIST_PIECES;
+    this.snapshotWriter = new SnapshotWriter(repo, writer, {
+      chunking: options.chunking,
+      signal: options.signal,
+      inlinePieces: options.inlinePieces,
+      listPieces: options.listPieces,
+      onPiece: (rel, bytes) => {
+        this.counts.bytesRead += bytes;
+        this.report(rel);
+      },
+    });
   }
 
   async run(): Promise<string> {
@@ -112,7 +110,7 @@ export class Archiver {
       if (entry) entries.push(entry);
     }
     entries.sort((a, b) => compareNames(a.name, b.name));
-    return this.storeTree({ version: 1, entries });
+    return this.snapshotWriter.storeTree({ version: 1, entries });
   }
 
   private async statSource(path: string): Promise<BigIntStats> {
@@ -134,7 +132,7 @@ export class Archiver {
       names = readdirSync(dir).sort(compareNames);
     } catch (error) {
       this.fail(rel || '.', error);
-      return this.storeTree({ version: 1, entries: [] });
+      return this.snapshotWriter.storeTree({ version: 1, entries: [] });
     }
     const parentEntries = parent ? byName(parent) : undefined;
     const slots = new Array<TreeEntry | undefined>(names.length);
@@ -169,7 +167,7 @@ export class Archiver {
     for (const i of small) await entry(i);
     await mapLimit(large, this.options.concurrency, entry);
     for (const i of dirs) await entry(i);
-    return this.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
+    return this.snapshotWriter.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
   }
 
   private async archiveEntry(
@@ -227,7 +225,7 @@ export class Archiver {
       this.report(rel);
       return { ...linked, hardlink };
     }
-    let result: Pick<TreeEntry, 'size' | 'content' | 'contentLists'>;
+    let result: FileContent;
     if (previous && this.unchanged(previous, st)) {
       this.counts.filesUnchanged++;
       this.counts.bytesUnchanged += size;
@@ -256,13 +254,13 @@ export class Archiver {
     return ids.every((id) => this.index.has(Buffer.from(id, 'hex')));
   }
 
-  private async readContent(path: string, rel: string, st: BigIntStats): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
+  private async readContent(path: string, rel: string, st: BigIntStats): Promise<FileContent> {
     const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (IS_ROOT ? fsConstants.O_NOATIME : 0);
     if (st.size < BigInt(SMALL_FILE)) {
       const fd = openSync(path, flags);
       try {
         const read = async (buffer: Buffer): Promise<number> => readSync(fd, buffer, 0, buffer.length, null);
-        const result = await this.storeContent(chunkStream(read, this.options.chunking, undefined, this.smallBuffer), rel);
+        const result = await this.snapshotWriter.storeContent(chunkStream(read, this.options.chunking, undefined, this.smallBuffer), rel);
         this.checkUnchangedWhileRead(fstatSync(fd, { bigint: true }), st, rel);
         return result;
       } finally {
@@ -272,7 +270,7 @@ export class Archiver {
     const handle = await open(path, flags);
     try {
       const read = async (buffer: Buffer): Promise<number> => (await handle.read(buffer, 0, buffer.length, null)).bytesRead;
-      const result = await this.storeContent(chunkStream(read, this.options.chunking), rel);
+      const result = await this.snapshotWriter.storeContent(chunkStream(read, this.options.chunking), rel);
       this.checkUnchangedWhileRead(await handle.stat({ bigint: true }), st, rel);
       return result;
     } finally {
@@ -286,52 +284,13 @@ export class Archiver {
     }
   }
 
-  /** Stores a file's pieces; the piece list goes inline, or into `list` pieces when it is long. */
-  async storeContent(pieces: AsyncIterable<Buffer>, rel: string): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists'>> {
-    const lists: string[] = [];
-    let ids = Buffer.allocUnsafe(ID_BYTES * 4);
-    let count = 0;
-    let size = 0;
-    for await (const piece of pieces) {
-      this.options.signal?.throwIfAborted();
-      const id = this.repo.pieceId(piece);
-      await this.writer.add(id, PieceType.data, piece);
-      size += piece.length;
-      this.counts.bytesRead += piece.length;
-      if (count === this.listPieces) {
-        lists.push(await this.storeList(ids, count));
-        count = 0;
-      }
-      if ((count + 1) * ID_BYTES > ids.length) {
-        const grown = Buffer.allocUnsafe(Math.min(ids.length * 2, ID_BYTES * this.listPieces));
-        ids.copy(grown, 0, 0, count * ID_BYTES);
-        ids = grown;
-      }
-      id.copy(ids, count * ID_BYTES);
-      count++;
-      this.report(rel);
-    }
-    if (lists.length === 0 && count <= this.inlinePieces) {
-      const content: string[] = [];
-      for (let i = 0; i < count; i++) content.push(ids.toString('hex', i * ID_BYTES, (i + 1) * ID_BYTES));
-      return { size, content };
-    }
-    if (count > 0) lists.push(await this.storeList(ids, count));
-    return { size, contentLists: lists };
+  /** An engine's sink writes through the same core as the walk, into the same counts (TreeStore). */
+  storeStream(data: Readable | AsyncIterable<Buffer>, rel: string): Promise<FileContent> {
+    return this.snapshotWriter.storeStream(data, rel);
   }
 
-  private async storeList(ids: Buffer, count: number): Promise<string> {
-    const data = Buffer.from(ids.subarray(0, count * ID_BYTES));
-    const id = this.repo.pieceId(data);
-    await this.writer.add(id, PieceType.list, data);
-    return id.toString('hex');
-  }
-
-  async storeTree(tree: Tree): Promise<string> {
-    const data = encodeTree(tree);
-    const id = this.repo.pieceId(data);
-    await this.writer.add(id, PieceType.tree, data);
-    return id.toString('hex');
+  storeTree(tree: Tree): Promise<string> {
+    return this.snapshotWriter.storeTree(tree);
   }
 
   private async loadTree(id: string): Promise<Tree> {
@@ -367,22 +326,4 @@ function isFileSystemError(error: unknown): boolean {
 
 function byName(tree: Tree): Map<string, TreeEntry> {
   return new Map(tree.entries.map((e) => [e.name, e]));
-}
-
-/** Byte order of UTF-8 names, the same on every host. */
-export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-}
-
-/** Reads every piece id of a file entry, streaming `list` pieces one at a time. */
-export async function* contentIds(entry: TreeEntry, reader: PieceReader): AsyncGenerator<Buffer> {
-  if (entry.content) {
-    for (const id of entry.content) yield Buffer.from(id, 'hex');
-    return;
-  }
-  for (const listId of entry.contentLists ?? []) {
-    const list = await reader.read(Buffer.from(listId, 'hex'));
-    if (list.length % ID_BYTES !== 0) throw new CairnError('Cairn.Damaged', `content list ${listId} has a bad length`);
-    for (let at = 0; at < list.length; at += ID_BYTES) yield list.subarray(at, at + ID_BYTES);
-  }
 }

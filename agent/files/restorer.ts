@@ -22,7 +22,7 @@ import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, type TreeEntry } from '../core/tree.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { contentIds } from './archiver.ts';
+import { contentIds } from '../pipeline/snapshot-writer.ts';
 import { PathMatcher } from './glob.ts';
 import { isErrno } from '../storage/file.ts';
 

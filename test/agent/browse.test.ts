@@ -9,7 +9,7 @@ import { PieceReader } from '../../agent/core/piece-reader.ts';
 import type { Snapshot } from '../../agent/core/snapshot.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../../agent/core/storage.ts';
 import { SnapshotBrowser, dump } from '../../agent/commands/browse.ts';
-import { contentIds } from '../../agent/files/archiver.ts';
+import { contentIds } from '../../agent/pipeline/snapshot-writer.ts';
 import { PathMatcher } from '../../agent/files/glob.ts';
 import { Restorer } from '../../agent/files/restorer.ts';
 import { silentProgress } from '../../agent/progress/progress.ts';
