@@ -83,6 +83,12 @@ export interface AcquireOptions {
   waitMs?: number;
   /** Told about each stale lock (a dead holder) that this acquisition ignores. */
   onTakeover?: (stale: LockRecord) => void | Promise<void>;
+  /**
+   * The time in milliseconds since the epoch (Date.now by default). Every lease
+   * decision reads it (record times, expiry of other holders, the wait deadline),
+   * so a test can advance time past a lease instead of waiting it out.
+   */
+  now?: (() => number) | undefined;
 }
 
 /** A held lock; refreshed in the background until released. */
@@ -91,6 +97,7 @@ export class Lease {
   private readonly repo: Repository;
   private readonly options: AcquireOptions;
   private readonly leaseMs: number;
+  private readonly now: () => number;
   private readonly started: string;
   private seq = 0;
   private expires = 0;
@@ -103,12 +110,14 @@ export class Lease {
     this.repo = repo;
     this.options = options;
     this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.now = options.now ?? ((): number => Date.now());
     this.holder = randomBytes(8).toString('hex');
-    this.started = new Date().toISOString();
+    this.started = new Date(this.now()).toISOString();
   }
 
   static async acquire(repo: Repository, options: AcquireOptions): Promise<Lease> {
-    const deadline = Date.now() + (options.waitMs ?? 0);
+    const now = options.now ?? ((): number => Date.now());
+    const deadline = now() + (options.waitMs ?? 0);
     for (;;) {
       const lease = new Lease(repo, options);
       await lease.write(false);
@@ -119,7 +128,7 @@ export class Lease {
         return lease;
       }
       await lease.release();
-      if (Date.now() >= deadline) {
+      if (now() >= deadline) {
         const c = conflict.record;
         throw new CairnError(
           'Cairn.Locked',
@@ -129,7 +138,7 @@ export class Lease {
           },
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(1000, Math.max(50, deadline - Date.now()))));
+      await new Promise((resolve) => setTimeout(resolve, Math.min(1000, Math.max(50, deadline - now()))));
     }
   }
 
@@ -140,7 +149,7 @@ export class Lease {
         cause: this.lostError,
       });
     }
-    if (Date.now() + marginMs >= this.expires) {
+    if (this.now() + marginMs >= this.expires) {
       throw new CairnError(
         'Cairn.Locked',
         'the repository lock expired before the operation could commit (the process was stalled); nothing was committed',
@@ -172,7 +181,7 @@ export class Lease {
   }
 
   private async write(released: boolean): Promise<void> {
-    const now = Date.now();
+    const now = this.now();
     const record: LockRecord = {
       holder: this.holder,
       seq: this.seq,
@@ -199,7 +208,13 @@ export class Lease {
    */
   private async closeStale(stale: LockRecord): Promise<void> {
     const name = `${LOCKS_PREFIX}${stale.holder}-${String(stale.seq + 1).padStart(8, '0')}`;
-    const record: LockRecord = { ...stale, seq: stale.seq + 1, time: new Date().toISOString(), released: true, releasedBy: this.holder };
+    const record: LockRecord = {
+      ...stale,
+      seq: stale.seq + 1,
+      time: new Date(this.now()).toISOString(),
+      released: true,
+      releasedBy: this.holder,
+    };
     try {
       await this.repo.storage.put(name, this.repo.seal('lock', name, Buffer.from(JSON.stringify(record))), { ifAbsent: true });
     } catch (error) {
@@ -210,7 +225,7 @@ export class Lease {
   }
 
   private async findConflict(): Promise<LockState | undefined> {
-    const states = await readLocks(this.repo);
+    const states = await readLocks(this.repo, this.now());
     let conflict: LockState | undefined;
     for (const s of states) {
       if (s.record.holder === this.holder) continue;
