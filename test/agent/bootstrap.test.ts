@@ -2,8 +2,9 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { runCli, lastOfType } from '../helpers/cli.ts';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { CAIRN_BIN, runCli, lastOfType } from '../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../helpers/repo.ts';
 
 describe('bootstrapping a replica from the latest snapshot', () => {
@@ -23,15 +24,27 @@ describe('bootstrapping a replica from the latest snapshot', () => {
     await mkdir(src);
     await writeFile(join(src, 'data.txt'), 'the first backup');
     const target = join(work.path, 'replica');
-    const waiting = runCli(['restore', 'latest', '--target', target, '--wait-for-snapshot', '30s'], env);
-    await sleep(1500);
+    // The backup starts once the restore has said it is waiting (not after a fixed time): then it has really looked and found nothing.
+    const waiting = spawn(process.execPath, [CAIRN_BIN, 'restore', 'latest', '--target', target, '--wait-for-snapshot', '120s'], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    waiting.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = once(waiting, 'close') as Promise<[number | null]>;
+    await new Promise<void>((resolve, reject) => {
+      waiting.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (/"type":"warning".*no snapshot latest yet; waiting/.test(stdout)) resolve();
+      });
+      void exited.then(([code]) =>
+        reject(new Error(`the restore ended (exit ${code}) before it said it was waiting: ${stdout} ${stderr}`)),
+      );
+    });
     assert.equal((await runCli(['backup', src], env)).code, 0);
-    const restored = await waiting;
-    assert.equal(restored.code, 0, restored.stderr);
-    assert.ok(
-      restored.lines.some((l) => l.type === 'warning' && /no snapshot latest yet; waiting/.test(String(l.message))),
-      'it said it was waiting',
-    );
+    const [code] = await exited;
+    assert.equal(code, 0, stderr);
     assert.equal(await readFile(join(target, 'data.txt'), 'utf8'), 'the first backup');
     const gaveUp = await runCli(['restore', 'ffff', '--target', join(work.path, 'never'), '--wait-for-snapshot', '1s'], env);
     assert.equal(gaveUp.code, 13);
