@@ -114,6 +114,7 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     engineMetadata,
     ...(options.plan ? { plan: options.plan } : {}),
     tree,
+    ...(archiver.root ? { root: archiver.root } : {}),
     ...(parent ? { parent: parent.id } : {}),
     summary: {
       ...archiver.counts,

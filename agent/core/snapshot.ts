@@ -24,6 +24,19 @@ export const snapshotSummarySchema = z.object({
 export type SnapshotSummary = z.infer<typeof snapshotSummarySchema>;
 
 /**
+ * The metadata of the one directory a snapshot was taken of (its root tree
+ * holds only the directory's children): a restore applies it to the target.
+ * Absent for several paths, one file, engine snapshots and older snapshots.
+ */
+export const rootMetaSchema = z.object({
+  mode: z.number().int().min(0).max(0o7777),
+  uid: z.number().int().min(0),
+  gid: z.number().int().min(0),
+  mtimeNs: z.string().regex(/^-?\d{1,30}$/),
+});
+export type RootMeta = z.infer<typeof rootMetaSchema>;
+
+/**
  * snapshots/<id>: the small root of a snapshot, written last. Everything else
  * (trees, content lists, data) sits in packs and is reached from `tree`.
  */
@@ -40,6 +53,7 @@ export const snapshotSchema = z.object({
   engineMetadata: z.record(z.string(), z.unknown()),
   plan: z.string().optional(),
   tree: z.string().regex(/^[0-9a-f]{64}$/),
+  root: rootMetaSchema.optional(),
   parent: z.string().optional(),
   /** Set when `cairn tag` rewrote the manifest under a new id: the id the snapshot was first committed as. */
   original: z

@@ -1,16 +1,23 @@
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { DamagedError } from './errors.ts';
 
 const hexId = z.string().regex(/^[0-9a-f]{64}$/);
 const decimal = z.string().regex(/^-?\d{1,30}$/);
+const base64 = z.string().regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/);
 
 /**
  * One directory of a snapshot, stored as a `tree` piece (JSON). Entry names are
- * single path components; the restorer re-checks them (a manifest is input like
- * any other). `dev`/`inode`/`ctimeNs` serve change detection on the next backup.
+ * single path components, kept as the bytes the filesystem gave (see nameFields);
+ * the restorer re-checks them with the same rule the archiver applied
+ * (nameProblem), since a manifest is input like any other. `dev`/`inode`/`ctimeNs`
+ * serve change detection on the next backup.
  */
 export const treeEntrySchema = z.object({
+  /** The name; when `nameBytes` is present, only a display form of it (invalid UTF-8 sequences as U+FFFD). */
   name: z.string().min(1),
+  /** Base64 of the name's bytes, present only when they are not valid UTF-8. */
+  nameBytes: base64.optional(),
   type: z.enum(['file', 'dir', 'symlink']),
   mode: z.number().int().min(0).max(0o7777),
   uid: z.number().int().min(0),
@@ -26,6 +33,8 @@ export const treeEntrySchema = z.object({
   contentLists: z.array(hexId).optional(),
   subtree: hexId.optional(),
   target: z.string().optional(),
+  /** Base64 of a symlink target's bytes, present only when they are not valid UTF-8 (`target` is then for display). */
+  targetBytes: base64.optional(),
   /** Files sharing this key were hard links to one inode at backup time. */
   hardlink: z.string().optional(),
 });
@@ -37,9 +46,57 @@ export const treeSchema = z.object({
 });
 export type Tree = z.infer<typeof treeSchema>;
 
-/** Byte order of UTF-8 names, the same on every host: the order of a tree's entries. */
-export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+/**
+ * The one rule for a name, applied by the archiver before it stores one and by
+ * the restorer before it writes one (so a snapshot a backup commits is one a
+ * restore accepts): any byte string a Linux filesystem allows as a directory
+ * entry — not empty, not `.` or `..`, no `/`, no NUL. Everything else, `\`,
+ * newlines and leading dashes included, is an ordinary name.
+ */
+export function nameProblem(name: Buffer): string | undefined {
+  const shown = JSON.stringify(name.toString('utf8'));
+  if (name.length === 0) return 'an empty name';
+  if ((name.length === 1 && name[0] === DOT) || (name.length === 2 && name[0] === DOT && name[1] === DOT))
+    return `the path component ${shown}`;
+  if (name.includes(SLASH) || name.includes(0)) return `a name with a separator or NUL: ${shown}`;
+  return undefined;
+}
+
+const DOT = 0x2e;
+const SLASH = 0x2f;
+
+/**
+ * A name's fields in a tree entry: the name itself when it is valid UTF-8 (RFC 3629,
+ * which a JSON string carries exactly), else a display form plus its bytes in base64. */
+export function nameFields(bytes: Buffer): Pick<TreeEntry, 'name' | 'nameBytes'> {
+  if (isUtf8(bytes)) return { name: bytes.toString('utf8') };
+  return { name: bytes.toString('utf8'), nameBytes: bytes.toString('base64') };
+}
+
+/** A symlink target's fields, encoded as names are. */
+export function targetFields(bytes: Buffer): Pick<TreeEntry, 'target' | 'targetBytes'> {
+  if (isUtf8(bytes)) return { target: bytes.toString('utf8') };
+  return { target: bytes.toString('utf8'), targetBytes: bytes.toString('base64') };
+}
+
+/** The bytes of an entry's name, as the filesystem had them. */
+export function entryName(entry: Pick<TreeEntry, 'name' | 'nameBytes'>): Buffer {
+  return entry.nameBytes === undefined ? Buffer.from(entry.name, 'utf8') : Buffer.from(entry.nameBytes, 'base64');
+}
+
+/** The bytes of a symlink's target. */
+export function entryTarget(entry: Pick<TreeEntry, 'target' | 'targetBytes'>): Buffer {
+  return entry.targetBytes === undefined ? Buffer.from(entry.target ?? '', 'utf8') : Buffer.from(entry.targetBytes, 'base64');
+}
+
+/** Byte order of names, the same on every host. */
+export function compareNames(a: string | Buffer, b: string | Buffer): number {
+  return Buffer.compare(typeof a === 'string' ? Buffer.from(a, 'utf8') : a, typeof b === 'string' ? Buffer.from(b, 'utf8') : b);
+}
+
+/** The order of a tree's entries: by the bytes of their names. */
+export function compareEntries(a: Pick<TreeEntry, 'name' | 'nameBytes'>, b: Pick<TreeEntry, 'name' | 'nameBytes'>): number {
+  return Buffer.compare(entryName(a), entryName(b));
 }
 
 export function encodeTree(tree: Tree): Buffer {

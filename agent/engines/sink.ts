@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { CairnError } from '../core/errors.ts';
-import { compareNames, type TreeEntry } from '../core/tree.ts';
+import { compareNames, nameProblem, type TreeEntry } from '../core/tree.ts';
 import type { TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { FileMeta, SnapshotSink } from './engine.ts';
 
@@ -85,7 +85,7 @@ export class TreeSink implements SnapshotSink {
 
 function normalize(path: string): string {
   const parts = path.split('/').filter((p) => p !== '' && p !== '.');
-  if (parts.some((p) => p === '..' || p.includes('\0')))
+  if (parts.some((p) => nameProblem(Buffer.from(p)) !== undefined))
     throw new CairnError('Cairn.Failure', `the engine produced an unsafe path ${JSON.stringify(path)}`);
   return parts.join('/');
 }

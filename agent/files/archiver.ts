@@ -1,15 +1,25 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
 import { lstat, open, readlink } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { mapLimit } from '../core/concurrency.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
-import type { SnapshotSummary } from '../core/snapshot.ts';
-import { compareNames, decodeTree, type Tree, type TreeEntry } from '../core/tree.ts';
+import type { RootMeta, SnapshotSummary } from '../core/snapshot.ts';
+import {
+  compareEntries,
+  compareNames,
+  decodeTree,
+  entryName,
+  nameFields,
+  nameProblem,
+  targetFields,
+  type Tree,
+  type TreeEntry,
+} from '../core/tree.ts';
 import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
 import { SnapshotWriter, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
@@ -58,6 +68,8 @@ export class Archiver implements TreeStore {
     bytesRead: 0,
     errors: 0,
   };
+  /** The metadata of the one directory backed up, for the manifest; undefined for several paths or one file. */
+  root: RootMeta | undefined;
   /** The snapshot-writing core this walk feeds. */
   private readonly snapshotWriter: SnapshotWriter;
   private readonly writer: PackWriter;
@@ -93,23 +105,33 @@ export class Archiver implements TreeStore {
     const first = paths[0];
     if (paths.length === 1 && first !== undefined) {
       const stats = await this.statSource(first);
-      // One directory: the snapshot root is its contents, so a restore lands them directly in the target.
-      if (stats.isDirectory()) return this.archiveDir(first, '', parent);
+      // One directory: the snapshot root is its contents, so a restore lands them directly in the target,
+      // and the directory's own metadata goes into the manifest (`root`) for the restore to give the target.
+      if (stats.isDirectory()) {
+        const { mode, uid, gid, mtimeNs } = entryMeta(stats);
+        this.root = { mode, uid, gid, mtimeNs };
+        return this.archiveDir(Buffer.from(first), '', parent);
+      }
     }
     const seen = new Set<string>();
     const entries: TreeEntry[] = [];
     for (const path of paths) {
       const name = basename(path);
+      const problem = nameProblem(Buffer.from(name));
+      if (problem)
+        throw new CairnError('Cairn.Usage', `cannot back up ${path} beside other paths: its name is ${problem}`, {
+          hint: 'back it up alone (its contents become the snapshot root)',
+        });
       if (seen.has(name))
         throw new CairnError('Cairn.Usage', `two backup paths share the name ${JSON.stringify(name)}`, {
           hint: 'back them up in separate snapshots, or back up their common parent',
         });
       seen.add(name);
       const stats = await this.statSource(path);
-      const entry = await this.archiveEntry(path, name, name, stats, parent ? byName(parent) : undefined);
+      const entry = await this.archiveEntry(Buffer.from(path), Buffer.from(name), name, stats, parent ? byName(parent) : undefined);
       if (entry) entries.push(entry);
     }
-    entries.sort((a, b) => compareNames(a.name, b.name));
+    entries.sort(compareEntries);
     return this.snapshotWriter.storeTree({ version: 1, entries });
   }
 
@@ -124,12 +146,13 @@ export class Archiver implements TreeStore {
     }
   }
 
-  private async archiveDir(dir: string, rel: string, parent: Tree | undefined): Promise<string> {
+  private async archiveDir(dir: Buffer, rel: string, parent: Tree | undefined): Promise<string> {
     this.options.signal?.throwIfAborted();
     this.counts.dirs++;
-    let names: string[];
+    let names: Buffer[];
     try {
-      names = readdirSync(dir).sort(compareNames);
+      // Names as the bytes the filesystem holds: not every name is UTF-8.
+      names = readdirSync(dir, { encoding: 'buffer' }).sort(compareNames);
     } catch (error) {
       this.fail(rel || '.', error);
       return this.snapshotWriter.storeTree({ version: 1, entries: [] });
@@ -140,11 +163,16 @@ export class Archiver implements TreeStore {
     const large: number[] = [];
     const dirs: number[] = [];
     const stats = names.map((name, i) => {
-      const relPath = rel === '' ? name : `${rel}/${name}`;
+      const relPath = childRel(rel, name);
       if (this.excludes.matches(relPath)) return undefined;
+      const problem = nameProblem(name);
+      if (problem) {
+        this.fail(relPath, new Error(`the filesystem returned ${problem}`));
+        return undefined;
+      }
       try {
         // Synchronous: from the inode cache this is microseconds, a promise round trip costs far more.
-        const st = lstatSync(join(dir, name), { bigint: true });
+        const st = lstatSync(childPath(dir, name), { bigint: true });
         (st.isDirectory() ? dirs : st.isFile() && st.size >= SMALL_FILE ? large : small).push(i);
         return st;
       } catch (error) {
@@ -153,14 +181,8 @@ export class Archiver implements TreeStore {
       }
     });
     const entry = async (i: number): Promise<void> => {
-      const name = names[i] as string;
-      slots[i] = await this.archiveEntry(
-        join(dir, name),
-        name,
-        rel === '' ? name : `${rel}/${name}`,
-        stats[i] as BigIntStats,
-        parentEntries,
-      );
+      const name = names[i] as Buffer;
+      slots[i] = await this.archiveEntry(childPath(dir, name), name, childRel(rel, name), stats[i] as BigIntStats, parentEntries);
     };
     // Small files one after another with synchronous reads into one buffer; large
     // files in parallel (they share the pack writer); directories depth first.
@@ -171,33 +193,24 @@ export class Archiver implements TreeStore {
   }
 
   private async archiveEntry(
-    path: string,
-    name: string,
+    path: Buffer,
+    name: Buffer,
     rel: string,
     st: BigIntStats,
     parent: Map<string, TreeEntry> | undefined,
   ): Promise<TreeEntry | undefined> {
-    const base = {
-      name,
-      mode: Number(st.mode & 0o7777n),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      mtimeNs: st.mtimeNs.toString(),
-      ctimeNs: st.ctimeNs.toString(),
-      dev: st.dev.toString(),
-      inode: st.ino.toString(),
-    };
+    const base = { ...nameFields(name), ...entryMeta(st) };
+    const previous = parent?.get(name.toString('latin1'));
     try {
       if (st.isDirectory()) {
-        const previous = parent?.get(name);
         const parentTree =
           previous?.type === 'dir' && previous.subtree ? await this.loadTree(previous.subtree).catch(() => undefined) : undefined;
         return { ...base, type: 'dir', subtree: await this.archiveDir(path, rel, parentTree) };
       }
       if (st.isSymbolicLink()) {
-        return { ...base, type: 'symlink', target: await readlink(path) };
+        return { ...base, type: 'symlink', ...targetFields(await readlink(path, { encoding: 'buffer' })) };
       }
-      if (st.isFile()) return { ...base, type: 'file', ...(await this.archiveFile(path, rel, st, parent?.get(name))) };
+      if (st.isFile()) return { ...base, type: 'file', ...(await this.archiveFile(path, rel, st, previous)) };
       this.options.progress.warn(`skipped ${rel}: sockets, FIFOs and device files are not backed up`, { path: rel });
       return undefined;
     } catch (error) {
@@ -209,7 +222,7 @@ export class Archiver implements TreeStore {
   }
 
   private async archiveFile(
-    path: string,
+    path: Buffer,
     rel: string,
     st: BigIntStats,
     previous: TreeEntry | undefined,
@@ -254,7 +267,7 @@ export class Archiver implements TreeStore {
     return ids.every((id) => this.index.has(Buffer.from(id, 'hex')));
   }
 
-  private async readContent(path: string, rel: string, st: BigIntStats): Promise<FileContent> {
+  private async readContent(path: Buffer, rel: string, st: BigIntStats): Promise<FileContent> {
     const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (IS_ROOT ? fsConstants.O_NOATIME : 0);
     if (st.size < BigInt(SMALL_FILE)) {
       const fd = openSync(path, flags);
@@ -324,6 +337,32 @@ function isFileSystemError(error: unknown): boolean {
   return error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string' && !(error instanceof CairnError);
 }
 
+/** A tree's entries by the bytes of their names (as latin1 strings: one character per byte). */
 function byName(tree: Tree): Map<string, TreeEntry> {
-  return new Map(tree.entries.map((e) => [e.name, e]));
+  return new Map(tree.entries.map((e) => [entryName(e).toString('latin1'), e]));
+}
+
+function childPath(dir: Buffer, name: Buffer): Buffer {
+  return dir[dir.length - 1] === 0x2f ? Buffer.concat([dir, name]) : Buffer.concat([dir, SLASH, name]);
+}
+
+/** The path shown in messages and matched by --exclude: names as UTF-8 (an invalid sequence shows as U+FFFD). */
+function childRel(rel: string, name: Buffer): string {
+  const shown = name.toString('utf8');
+  return rel === '' ? shown : `${rel}/${shown}`;
+}
+
+const SLASH = Buffer.from('/');
+
+/** What every entry records of its inode. */
+function entryMeta(st: BigIntStats): Omit<TreeEntry, 'name' | 'type'> & RootMeta {
+  return {
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    mtimeNs: st.mtimeNs.toString(),
+    ctimeNs: st.ctimeNs.toString(),
+    dev: st.dev.toString(),
+    inode: st.ino.toString(),
+  };
 }
