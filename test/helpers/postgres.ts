@@ -1,8 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmod, chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
+import type { CliResult } from './cli.ts';
 import { freePort } from './mariadb.ts';
 
 export interface PostgresServer {
@@ -42,6 +45,8 @@ export async function startPostgres(
   const password = 'cairn-test-pw';
   const asRoot = process.getuid?.() === 0;
   const as = (argv: string[]): string[] => (asRoot ? ['runuser', '-u', 'postgres', '--', ...argv] : argv);
+  // Commands run as postgres start in `base`: PostgreSQL's programs look up their working directory
+  // (find_my_exec), which fails in a checkout that user cannot enter.
   await writeFile(join(base, 'pw'), password);
   if (asRoot) {
     const pg = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
@@ -65,7 +70,7 @@ export async function startPostgres(
       'UTF8',
       '--locale=C.UTF-8',
     ]);
-    const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8' });
+    const init = spawnSync(initArgv[0] as string, initArgv.slice(1), { encoding: 'utf8', cwd: base });
     if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr}`);
   }
   // Extra settings (archive_mode, archive_command…) and environment (what archive_command and restore_command see).
@@ -87,6 +92,7 @@ export async function startPostgres(
     ...extra,
   ]);
   const child: ChildProcess = spawn(serverArgv[0] as string, serverArgv.slice(1), {
+    cwd: base,
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...options.env },
   });
@@ -121,7 +127,7 @@ export async function startPostgres(
         // runuser does not pass SIGINT on to the server: ask pg_ctl, as the server's own user.
         const exited = new Promise((r) => child.once('exit', r));
         const stop = as([join(BIN, 'pg_ctl'), '-D', data, '-m', 'fast', '-w', 'stop']);
-        spawnSync(stop[0] as string, stop.slice(1), { stdio: 'ignore' });
+        spawnSync(stop[0] as string, stop.slice(1), { stdio: 'ignore', cwd: base });
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
         await exited;
         clearTimeout(timer);
@@ -143,4 +149,72 @@ export async function postgresWorkDir(): Promise<string> {
   }
   await chmod(base, 0o755);
   return base;
+}
+
+/** The cairn program the database server's user runs: `node` and the CLI script, each reachable by that user. */
+export interface ServerCairn {
+  node: string;
+  script: string;
+  /** `node script`, shell-quoted for archive_command. */
+  command: string;
+  remove(): Promise<void>;
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+/**
+ * The server runs cairn as its own user (archive_command, restore_command, the
+ * WAL daemon they start), and that user may not be able to enter the checkout
+ * (a clone under /root, a 0700 temp directory). So this builds the CLI with
+ * esbuild into one file, as the CDK bundles it for hosts (cdk/lib/agent-bundle.ts),
+ * in a directory everyone can read, next to a hard link (or copy) of the Node
+ * binary running the tests. The bundle sits at `cli/cairn.js`, where the WAL
+ * client looks for the CLI relative to its own module to start the daemon.
+ */
+export async function serverCairn(): Promise<ServerCairn> {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-server-cli-'));
+  await chmod(dir, 0o755);
+  await mkdir(join(dir, 'cli'), { mode: 0o755 });
+  const script = join(dir, 'cli', 'cairn.js');
+  await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n', { mode: 0o644 });
+  await build({
+    entryPoints: [join(REPO_ROOT, 'agent', 'cli', 'cairn.js')],
+    outfile: script,
+    bundle: true,
+    platform: 'node',
+    target: 'node22',
+    format: 'esm',
+    logLevel: 'error',
+    // CommonJS dependencies call require() for Node built-ins.
+    banner: { js: "import { createRequire as __cairnRequire } from 'node:module'; const require = __cairnRequire(import.meta.url);" },
+  });
+  await chmod(script, 0o644);
+  const node = join(dir, 'node');
+  await link(process.execPath, node).catch(async () => {
+    await copyFile(process.execPath, node);
+    await chmod(node, 0o755);
+  });
+  return { node, script, command: `${node} ${script}`, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Runs `cairn` from a ServerCairn (as the current user), as runCli runs the checkout's: JSON lines on stdout. */
+export function runServerCairn(cairn: ServerCairn, args: string[], env: Record<string, string>): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cairn.node, [cairn.script, ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      const lines = stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      resolve({ code, signal, stdout, stderr, lines });
+    });
+  });
 }

@@ -4,9 +4,17 @@ import { spawnSync } from 'node:child_process';
 import { readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CAIRN_BIN, lastOfType, runCli } from '../helpers/cli.ts';
+import { lastOfType, runCli } from '../helpers/cli.ts';
 import { PASSPHRASE } from '../helpers/repo.ts';
-import { missingPostgres, postgresWorkDir, startPostgres, type PostgresServer } from '../helpers/postgres.ts';
+import {
+  missingPostgres,
+  postgresWorkDir,
+  runServerCairn,
+  serverCairn,
+  startPostgres,
+  type PostgresServer,
+  type ServerCairn,
+} from '../helpers/postgres.ts';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 const skip =
@@ -53,6 +61,7 @@ function between(a: string, b: string): string {
 
 describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () => {
   let server: PostgresServer;
+  let cairn: ServerCairn | undefined;
   let pgWork: string;
   let env: Record<string, string>;
   let serverEnv: Record<string, string>;
@@ -72,7 +81,8 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
   }
 
   async function restoreAndStart(time: string, dir: string): Promise<PostgresServer> {
-    const restored = await runCli(['restore', '--to-time', time, '--target', dir, ...owner], env);
+    // The restore writes restore_command naming the program that ran it: the one the server's user can run.
+    const restored = await runServerCairn(cairn as ServerCairn, ['restore', '--to-time', time, '--target', dir, ...owner], env);
     assert.equal(restored.code, 0, restored.stderr);
     const summary = lastOfType(restored, 'summary') as { replay?: string; logFiles?: number };
     assert.match(summary.replay ?? '', /start the server/);
@@ -92,6 +102,7 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
 
   before(async () => {
     pgWork = await postgresWorkDir();
+    cairn = await serverCairn();
     const repo = join(pgWork, 'repo');
     env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE };
     assert.equal((await runCli(['init'], env)).code, 0);
@@ -102,7 +113,7 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
       settings: {
         wal_level: 'replica',
         archive_mode: 'on',
-        archive_command: `${process.execPath} ${CAIRN_BIN} wal-push %p`,
+        archive_command: `${cairn.command} wal-push %p`,
         track_commit_timestamp: 'on',
       },
       env: serverEnv,
@@ -115,12 +126,12 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
   after(async () => {
     if (server) {
       // The daemon runs as postgres, with the server's spool: stop it as that user.
-      const stop = asRoot
-        ? ['runuser', '-u', 'postgres', '--', process.execPath, CAIRN_BIN, 'wal-daemon', '--stop']
-        : [process.execPath, CAIRN_BIN, 'wal-daemon', '--stop'];
-      spawnSync(stop[0] as string, stop.slice(1), { env: { ...process.env, ...serverEnv }, stdio: 'ignore' });
+      const program = [cairn?.node ?? process.execPath, cairn?.script ?? '', 'wal-daemon', '--stop'];
+      const stop = asRoot ? ['runuser', '-u', 'postgres', '--', ...program] : program;
+      spawnSync(stop[0] as string, stop.slice(1), { env: { ...process.env, ...serverEnv }, stdio: 'ignore', cwd: pgWork });
       await server.stop();
     }
+    await cairn?.remove();
     if (pgWork) await rm(pgWork, { recursive: true, force: true });
   });
 
@@ -134,7 +145,6 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     assert.equal(`pg-${metadata.systemIdentifier ?? ''}`, stream, 'the snapshot names its WAL stream');
 
     for (let round = 1; round <= 4; round++) {
-      if (round > 1) await sleep(1500);
       const before = new Set(rows(server).map((r) => r.id));
       server.sql(
         `BEGIN; INSERT INTO t (round, body) SELECT ${round}, md5(g::text) FROM generate_series(1, 3) g; COMMIT; INSERT INTO t (round, body) VALUES (${round}, 'single');`,
@@ -176,7 +186,11 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     assert.match(report.gaps[0]?.cause ?? '', /no longer in the repository/);
 
     const late = between((rounds[3]?.[0] as Row).committed, (rounds[3]?.at(-1) as Row).committed);
-    const refused = await runCli(['restore', '--to-time', late, '--target', join(pgWork, 'refused'), ...owner], env);
+    const refused = await runServerCairn(
+      cairn as ServerCairn,
+      ['restore', '--to-time', late, '--target', join(pgWork, 'refused'), ...owner],
+      env,
+    );
     assert.equal(refused.code, 13, refused.stderr);
     assert.match(refused.stderr, new RegExp(`gap.*${lost}`));
     assert.deepEqual(await readdir(join(pgWork, 'refused')).catch(() => []), [], 'nothing was restored');
