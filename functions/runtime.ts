@@ -5,7 +5,7 @@ import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import { DescribeInstanceInformationCommand, SSMClient } from '@aws-sdk/client-ssm';
-import middy from '@middy/core';
+import middy, { type MiddlewareObj } from '@middy/core';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { planParameterPrefix, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
@@ -44,11 +44,19 @@ export function handlerOf<E, R>(name: string, fn: (event: E) => Promise<R>): (ev
       throw namedError(error);
     }
   };
+  const handlerKey: MiddlewareObj<E, R> = {
+    before: () => {
+      logger.appendPersistentKeys({ handler: name });
+    },
+  };
   const wrapped = middy(named)
+    // `handler` is a persistent key: resetKeys clears temporary keys after every invocation, so a key
+    // appended once would be on the first invocation's lines only. It is set on each invocation (not
+    // once at module scope) because the local runner and the tests load several handlers in one process.
+    .use(handlerKey)
     .use(captureLambdaHandler(tracer))
     .use(injectLambdaContext(logger, { resetKeys: true }))
     .use(logMetrics(metrics));
-  logger.appendKeys({ handler: name });
   return (event: E, context?: unknown) => wrapped(event, (context ?? localContext(name)) as never);
 }
 
