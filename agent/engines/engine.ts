@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { EngineSpec } from '../core/engine-options/spec.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
 /**
@@ -8,10 +9,15 @@ import type { ProgressListener } from '../progress/progress.ts';
  * records the consistency point (binlog position, LSN, revision) as metadata;
  * and turns a snapshot back into something the database can use. Engines take
  * options, never argv, and never see the repository: the sink hides it.
+ * Its pure part (name, options schema, flags, capabilities) is its spec in
+ * core/engine-options/<engine>.ts, which the engine carries as `spec`.
  */
 export interface Engine<Options = Record<string, unknown>> {
+  /** The spec's name. */
   readonly name: string;
   readonly description: string;
+  /** The options schema, flags and capabilities (core/engine-options/<engine>.ts). */
+  readonly spec: EngineSpec;
   /** What the engine needs on the host, for `cairn engines`. */
   readonly requires: readonly string[];
   parseOptions(raw: Record<string, unknown>): Options;

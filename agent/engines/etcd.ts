@@ -2,22 +2,16 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { z } from 'zod';
-import { CairnError } from '../core/errors.ts';
+import type { z } from 'zod';
+import { etcdSpec } from '../core/engine-options/etcd.ts';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { etcdctlEnvironment, resolveEtcdConnection, type EtcdConnection } from '../db-client/etcd-connection.ts';
 import { ProcessError, run } from '../process/run.ts';
 import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineContext } from './engine.ts';
 
-const optionsSchema = z.object({
-  host: z.string().default('127.0.0.1'),
-  port: z.coerce.number().int().min(1).max(65535).default(2379),
-  /** Restore: the new member's name and cluster, as `etcdctl snapshot restore` takes them. */
-  name: z.string().default('default'),
-  initialCluster: z.string().optional(),
-  initialAdvertisePeerUrls: z.string().optional(),
-  initialClusterToken: z.string().default('etcd-cluster'),
-});
-type Options = z.infer<typeof optionsSchema>;
+export { etcdSpec };
+type Options = z.infer<typeof etcdSpec.schema>;
 
 const SNAPSHOT_FILE = 'etcd.snapshot';
 
@@ -26,24 +20,29 @@ const SNAPSHOT_FILE = 'etcd.snapshot';
  * (a named exception to streaming, CONTRACTS §7): the file goes to a private
  * temp directory after a free-space check against the member's database size,
  * is stored, and is removed. The revision is recorded. Restore runs
- * `etcdctl snapshot restore` into a new, empty data directory.
+ * `etcdctl snapshot restore` into a new, empty data directory. The member is
+ * reached through the endpoints and TLS files of the options (etcdctl's own
+ * variables otherwise); a snapshot comes from one member, the first of the
+ * endpoints that answers.
  */
 export const etcdEngine: Engine<Options> = {
-  name: 'etcd',
-  description: 'etcd v3 snapshot of a running member (etcdctl snapshot save), revision recorded',
+  name: etcdSpec.name,
+  description: etcdSpec.description,
+  spec: etcdSpec,
   requires: ['etcdctl (v3 API)', 'free temp space about the size of the member database'],
 
   parseOptions(raw) {
-    return parseEngineOptions('etcd', optionsSchema, raw);
+    return parseEngineOptions('etcd', etcdSpec.schema, raw);
   },
 
   async check(options, ctx) {
-    await etcdctl(ctx, ['--endpoints', endpoint(options), 'endpoint', 'health'], 'checking the member');
+    await firstMember(await resolveEtcdConnection(options, ctx.env), ctx);
   },
 
   async backup(options, sink, ctx) {
+    const member = await firstMember(await resolveEtcdConnection(options, ctx.env), ctx);
     const status = JSON.parse(
-      (await etcdctl(ctx, ['--endpoints', endpoint(options), 'endpoint', 'status', '-w', 'json'], 'reading the member status')).stdout,
+      (await etcdctl(ctx, member, ['endpoint', 'status', '-w', 'json'], 'reading the member status')).stdout,
     ) as Array<{ Status: { dbSize: number; header: { revision: number; cluster_id: number; member_id: number } } }>;
     const dbSize = status[0]?.Status.dbSize ?? 0;
     const space = await statfs(ctx.tempDir);
@@ -53,8 +52,8 @@ export const etcdEngine: Engine<Options> = {
       });
     }
     const file = join(ctx.tempDir, SNAPSHOT_FILE);
-    await etcdctl(ctx, ['--endpoints', endpoint(options), 'snapshot', 'save', file], 'saving the snapshot');
-    const info = JSON.parse((await etcdctl(ctx, ['snapshot', 'status', file, '-w', 'json'], 'reading the snapshot')).stdout) as {
+    await etcdctl(ctx, member, ['snapshot', 'save', file], 'saving the snapshot');
+    const info = JSON.parse((await etcdctl(ctx, undefined, ['snapshot', 'status', file, '-w', 'json'], 'reading the snapshot')).stdout) as {
       hash: number;
       revision: number;
       totalKey: number;
@@ -79,6 +78,7 @@ export const etcdEngine: Engine<Options> = {
     const peer = options.initialAdvertisePeerUrls ?? 'http://127.0.0.1:2380';
     await etcdctl(
       ctx,
+      undefined,
       [
         'snapshot',
         'restore',
@@ -100,22 +100,42 @@ export const etcdEngine: Engine<Options> = {
   },
 };
 
-function endpoint(options: Options): string {
-  return `http://${options.host}:${options.port}`;
+/**
+ * The first endpoint whose member is healthy, as a connection to it alone
+ * (`etcdctl snapshot save` takes exactly one endpoint).
+ */
+async function firstMember(connection: EtcdConnection, ctx: EngineContext): Promise<EtcdConnection> {
+  const failures: string[] = [];
+  for (const endpoint of connection.endpoints) {
+    const member = { ...connection, endpoints: [endpoint] };
+    try {
+      await etcdctl(ctx, member, ['endpoint', 'health'], `checking the member at ${endpoint.origin}`);
+      return member;
+    } catch (error) {
+      if (ctx.signal?.aborted) throw error;
+      failures.push(errorMessage(error));
+    }
+  }
+  throw new CairnError('Cairn.Failure', `no etcd member answered: ${failures.join('; ')}`, {
+    hint: 'check that etcd runs and --etcd-endpoints (or --db-host/--db-port); for TLS give --etcd-cacert (and --etcd-cert/--etcd-key)',
+  });
 }
 
-async function etcdctl(ctx: EngineContext, args: string[], doing: string): Promise<{ stdout: string }> {
+/** etcdctl with the member's connection in its environment (none for the offline snapshot commands). */
+async function etcdctl(ctx: EngineContext, member: EtcdConnection | undefined, args: string[], doing: string): Promise<{ stdout: string }> {
   try {
     return await run(['etcdctl', ...args], {
-      env: { ...ctx.env, ETCDCTL_API: '3' },
+      env: member ? etcdctlEnvironment(member, ctx.env) : { ...ctx.env, ETCDCTL_API: '3' },
       signal: ctx.signal,
       hint: 'install etcdctl (Debian: apt-get install etcd-client)',
     });
   } catch (error) {
     if (error instanceof ProcessError) {
-      const unreachable = /connection refused|context deadline exceeded|unavailable/i.test(error.stderr);
+      const unreachable = /connection refused|context deadline exceeded|unavailable|unhealthy/i.test(error.stderr);
       throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, {
-        hint: unreachable ? 'the etcd member is not reachable: check --db-host/--db-port' : error.hint,
+        hint: unreachable
+          ? 'the etcd member is not reachable: check --etcd-endpoints (or --db-host/--db-port) and the TLS files'
+          : error.hint,
         cause: error,
       });
     }

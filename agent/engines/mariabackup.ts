@@ -1,18 +1,15 @@
-import { z } from 'zod';
+import type { z } from 'zod';
+import { mariadbSpec } from '../core/engine-options/mariadb.ts';
 import { CairnError } from '../core/errors.ts';
+import { explainMysqlError, mysqlOptionFile } from '../db-client/mysql-option-file.ts';
+import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata } from './engine.ts';
-import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile } from './mysql-connection.ts';
-import { findBinary } from './mysqldump.ts';
 import { splitXbstream } from './xbstream.ts';
 
-const optionsSchema = mysqlConnectionSchema.extend({
-  parallel: z.coerce.number().int().min(1).max(64).default(1),
-  /** Restore: the user the server runs as (e.g. mysql), who must own the datadir. */
-  owner: z.string().optional(),
-});
-type Options = z.infer<typeof optionsSchema>;
+export { mariadbSpec };
+type Options = z.infer<typeof mariadbSpec.schema>;
 
 /**
  * MariaDB physical, online: `mariabackup --backup --stream=xbstream` (or
@@ -22,9 +19,9 @@ type Options = z.infer<typeof optionsSchema>;
  * Restore: the files into an empty datadir, `--prepare`, ownership, ready to start.
  */
 export const mariabackupEngine: Engine<Options> = {
-  name: 'mariadb',
-  description:
-    'MariaDB/MySQL physical online backup (mariabackup/xtrabackup --stream=xbstream, split into files), binlog position and GTID recorded',
+  name: mariadbSpec.name,
+  description: mariadbSpec.description,
+  spec: mariadbSpec,
   requires: [
     'mariabackup (or xtrabackup for MySQL)',
     'RELOAD, PROCESS, LOCK TABLES, BINLOG MONITOR (REPLICATION CLIENT on MySQL)',
@@ -32,7 +29,7 @@ export const mariabackupEngine: Engine<Options> = {
   ],
 
   parseOptions(raw) {
-    return parseEngineOptions('mariadb', optionsSchema, raw);
+    return parseEngineOptions('mariadb', mariadbSpec.schema, raw);
   },
 
   async check() {

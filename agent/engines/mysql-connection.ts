@@ -1,54 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { z } from 'zod';
-import { databasePassword } from './db-password.ts';
-
 /**
- * How to reach a MariaDB/MySQL server. The password never goes on a command
- * line: it is written to a private option file passed with
- * --defaults-extra-file (mode 0600, removed afterwards).
+ * Moved: the option-file code is in agent/db-client/mysql-option-file.ts, the
+ * schema in core/engine-options/connection.ts. Only agent/cli/binlog-commands.ts
+ * still imports this path; remove the file once it imports those.
  */
-export const mysqlConnectionSchema = z.object({
-  host: z.string().optional(),
-  port: z.coerce.number().int().min(1).max(65535).optional(),
-  socket: z.string().optional(),
-  user: z.string().optional(),
-  /** An existing option file with [client] settings (user, password, host...). */
-  defaultsFile: z.string().optional(),
-  passwordFile: z.string().optional(),
-});
-export type MysqlConnection = z.infer<typeof mysqlConnectionSchema>;
-
-export interface OptionFile {
-  args: string[];
-  dispose(): Promise<void>;
-}
-
-export async function mysqlOptionFile(connection: MysqlConnection, env: NodeJS.ProcessEnv, tempDir: string): Promise<OptionFile> {
-  if (connection.defaultsFile) return { args: [`--defaults-extra-file=${connection.defaultsFile}`], dispose: async () => undefined };
-  const password = await databasePassword(connection.passwordFile, env, 'MYSQL_PWD');
-  const lines = ['[client]'];
-  if (connection.user) lines.push(`user=${quote(connection.user)}`);
-  if (password !== undefined) lines.push(`password=${quote(password)}`);
-  if (connection.host) lines.push(`host=${quote(connection.host)}`);
-  if (connection.port) lines.push(`port=${connection.port}`);
-  if (connection.socket) lines.push(`socket=${quote(connection.socket)}`);
-  if (connection.host && !connection.socket) lines.push('protocol=TCP');
-  const path = join(tempDir, `client-${randomBytes(6).toString('hex')}.cnf`);
-  await writeFile(path, `${lines.join('\n')}\n`, { mode: 0o600 });
-  return { args: [`--defaults-extra-file=${path}`], dispose: () => rm(path, { force: true }) };
-}
-
-function quote(value: string): string {
-  return `"${value.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
-}
-
-/** Turns the client's own error text into a message that names the fix. */
-export function explainMysqlError(stderr: string): string | undefined {
-  if (/Access denied/i.test(stderr)) return 'the server refused the login: check the user and CAIRN_DB_PASSWORD / --db-password-file';
-  if (/Can't connect|Connection refused|No such file or directory.*socket/i.test(stderr))
-    return 'the server is not reachable: check it runs and --db-host/--db-port/--db-socket';
-  if (/Unknown database/i.test(stderr)) return 'that database does not exist on the server';
-  return undefined;
-}
+export { mysqlConnectionSchema, type MysqlConnection } from '../core/engine-options/connection.ts';
+export { explainMysqlError, mysqlOptionFile, type OptionFile } from '../db-client/mysql-option-file.ts';

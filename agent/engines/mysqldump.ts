@@ -1,15 +1,14 @@
-import { z } from 'zod';
+import type { z } from 'zod';
+import { mysqldumpSpec } from '../core/engine-options/mysqldump.ts';
 import { CairnError } from '../core/errors.ts';
+import { explainMysqlError, mysqlOptionFile, type MysqlConnection } from '../db-client/mysql-option-file.ts';
+import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
-import type { Engine, EngineContext, EngineMetadata, SnapshotSink, SnapshotSource } from './engine.ts';
-import { explainMysqlError, mysqlConnectionSchema, mysqlOptionFile, type MysqlConnection } from './mysql-connection.ts';
+import type { Engine, EngineContext, EngineMetadata, SnapshotSink } from './engine.ts';
 
-const optionsSchema = mysqlConnectionSchema.extend({
-  /** Databases to dump, one file each; empty = every database (one file, with users and grants). */
-  databases: z.array(z.string().min(1)).default([]),
-});
-type Options = z.infer<typeof optionsSchema>;
+export { mysqldumpSpec };
+type Options = z.infer<typeof mysqldumpSpec.schema>;
 
 /**
  * Finds the dump's recorded consistency point while the dump streams past: the
@@ -41,8 +40,9 @@ function watchCoordinates(metadata: EngineMetadata): (chunk: Buffer) => void {
  * the binlog coordinates and GTID of that point (when binary logging is on).
  */
 export const mysqldumpEngine: Engine<Options> = {
-  name: 'mysqldump',
-  description: 'MariaDB/MySQL logical dump (mariadb-dump --single-transaction), one file per database, binlog coordinates recorded',
+  name: mysqldumpSpec.name,
+  description: mysqldumpSpec.description,
+  spec: mysqldumpSpec,
   requires: [
     'mariadb-dump or mysqldump',
     'mariadb or mysql client',
@@ -50,7 +50,7 @@ export const mysqldumpEngine: Engine<Options> = {
   ],
 
   parseOptions(raw) {
-    return parseEngineOptions('mysqldump', optionsSchema, raw);
+    return parseEngineOptions('mysqldump', mysqldumpSpec.schema, raw);
   },
 
   async check(options, ctx) {
@@ -161,19 +161,3 @@ function rethrow(error: unknown, doing: string): never {
   }
   throw error;
 }
-
-export async function findBinary(names: string[]): Promise<string> {
-  for (const name of names) {
-    try {
-      await run(['sh', '-c', `command -v ${name}`]);
-      return name;
-    } catch {
-      // try the next name
-    }
-  }
-  throw new CairnError('Cairn.Usage', `none of ${names.join(', ')} is installed`, {
-    hint: 'install the database client tools (Debian: apt-get install mariadb-client / postgresql-client)',
-  });
-}
-
-export type { SnapshotSource };

@@ -2,21 +2,17 @@ import { createWriteStream } from 'node:fs';
 import { rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { pgdumpSpec } from '../core/engine-options/pgdump.ts';
 import { CairnError } from '../core/errors.ts';
+import { explainPgError, pgEnvironment, type PgConnection } from '../db-client/pg-environment.ts';
+import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, SnapshotSink } from './engine.ts';
-import { findBinary } from './mysqldump.ts';
-import { explainPgError, pgConnectionSchema, pgEnvironment, type PgConnection } from './pg-connection.ts';
 
-const optionsSchema = pgConnectionSchema.extend({
-  /** Databases to dump (one custom-format file each); empty = every database that accepts connections. */
-  databases: z.array(z.string().min(1)).default([]),
-  /** pg_restore --jobs; above 1 the dump is first written to local temp space (pg_restore needs a file then). */
-  jobs: z.coerce.number().int().min(1).max(64).default(1),
-});
-type Options = z.infer<typeof optionsSchema>;
+export { pgdumpSpec };
+type Options = z.infer<typeof pgdumpSpec.schema>;
 
 /**
  * Logical backups with pg_dump: one custom-format (-Fc) dump per database,
@@ -24,15 +20,16 @@ type Options = z.infer<typeof optionsSchema>;
  * the database (optionally under another name) and runs pg_restore into it.
  */
 export const pgdumpEngine: Engine<Options> = {
-  name: 'pgdump',
-  description: 'PostgreSQL logical dump (pg_dump -Fc per database, plus pg_dumpall --globals-only)',
+  name: pgdumpSpec.name,
+  description: pgdumpSpec.description,
+  spec: pgdumpSpec,
   requires: [
     'pg_dump, pg_dumpall, pg_restore, psql',
     'a role that can read every table (pg_read_all_data or superuser); roles listing needs a superuser for passwords',
   ],
 
   parseOptions(raw) {
-    return parseEngineOptions('pgdump', optionsSchema, raw);
+    return parseEngineOptions('pgdump', pgdumpSpec.schema, raw);
   },
 
   async check(options, ctx) {

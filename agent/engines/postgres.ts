@@ -1,18 +1,16 @@
 import { chmod } from 'node:fs/promises';
 import { extract, type Header } from 'tar-stream';
-import { z } from 'zod';
+import type { z } from 'zod';
+import { postgresSpec } from '../core/engine-options/postgres.ts';
 import { CairnError } from '../core/errors.ts';
+import { systemIdentifier } from '../db-client/pg-control.ts';
+import { explainPgError, pgEnvironment } from '../db-client/pg-environment.ts';
 import { ProcessError, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
-import { explainPgError, pgConnectionSchema, pgEnvironment } from './pg-connection.ts';
-import { systemIdentifier } from '../pitr/wal-control.ts';
 
-const optionsSchema = pgConnectionSchema.extend({
-  /** Restore: the user the server runs as, who must own the data directory. */
-  owner: z.string().optional(),
-});
-type Options = z.infer<typeof optionsSchema>;
+export { postgresSpec };
+type Options = z.infer<typeof postgresSpec.schema>;
 
 /**
  * Physical backups with pg_basebackup, streamed: `-D - -Ft -X fetch` writes one
@@ -23,13 +21,13 @@ type Options = z.infer<typeof optionsSchema>;
  * Restore writes the files into an empty directory, ready to start.
  */
 export const postgresEngine: Engine<Options> = {
-  name: 'postgres',
-  description:
-    'PostgreSQL physical backup (pg_basebackup -Ft -X fetch, streamed and split into files), start/stop LSN, timeline and system identifier recorded',
+  name: postgresSpec.name,
+  description: postgresSpec.description,
+  spec: postgresSpec,
   requires: ['pg_basebackup', 'a role with REPLICATION (and a pg_hba.conf replication entry)', 'no extra tablespaces'],
 
   parseOptions(raw) {
-    return parseEngineOptions('postgres', optionsSchema, raw);
+    return parseEngineOptions('postgres', postgresSpec.schema, raw);
   },
 
   async check() {

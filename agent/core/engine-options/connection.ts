@@ -20,6 +20,11 @@ export const mysqlConnectionShape = {
   defaultsFile: z.string().optional(),
 };
 
+export const pgConnectionSchema = z.object(serverConnectionShape);
+export type PgConnection = z.infer<typeof pgConnectionSchema>;
+export const mysqlConnectionSchema = z.object(mysqlConnectionShape);
+export type MysqlConnection = z.infer<typeof mysqlConnectionSchema>;
+
 /** Databases to back up; empty = every database. */
 export const databasesField = z.array(z.string().min(1)).default([]);
 

@@ -5,7 +5,11 @@ import { defineEngineSpec, type EngineFlag } from './spec.ts';
 
 const prefixFlag: EngineFlag = {
   flags: '--etcd-prefix <prefix>',
-  description: "etcd-keys: back up only keys under this prefix; on restore, restore only the snapshot's keys under it (repeatable)",
+  description: 'etcd-keys: keys under this prefix only (repeatable)',
+  help: {
+    backup: 'etcd-keys: back up only keys under this prefix (repeatable; default: every key)',
+    restore: "etcd-keys: restore only the snapshot's keys under this prefix (repeatable)",
+  },
   key: 'prefixes',
   commands: ['backup', 'restore'],
   parse: collectValues,

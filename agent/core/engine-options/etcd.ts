@@ -9,6 +9,9 @@ export const etcdSpec = defineEngineSpec({
   description: 'etcd v3 snapshot of a running member (etcdctl snapshot save), revision recorded',
   schema: z.object({
     ...etcdConnectionShape,
+    /** With auth on: the user, and its password from passwordFile (else CAIRN_DB_PASSWORD or ETCDCTL_PASSWORD), handed to etcdctl through its environment. */
+    user: z.string().optional(),
+    passwordFile: z.string().optional(),
     /** Restore: the new member's name and cluster, as `etcdctl snapshot restore` takes them. */
     name: z.string().default('default'),
     initialCluster: z.string().optional(),
@@ -18,6 +21,8 @@ export const etcdSpec = defineEngineSpec({
   flags: [
     connectionFlags.host,
     connectionFlags.port,
+    connectionFlags.user,
+    connectionFlags.passwordFile,
     ...Object.values(etcdConnectionFlags),
     { flags: '--etcd-name <name>', description: "etcd: the restored member's name (default: default)", key: 'name', commands: ['restore'] },
     {

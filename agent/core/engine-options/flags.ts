@@ -21,24 +21,26 @@ export function collectValues(value: string, previous: unknown): string[] {
 }
 
 const both: readonly EngineCommand[] = ['backup', 'restore'];
+/** The server connection flags also serve `cairn binlog-push`, which reads a MariaDB server's binlogs. */
+const server: readonly EngineCommand[] = ['backup', 'restore', 'binlog-push'];
 
 /** How to reach a database server: every database engine takes these. */
 export const connectionFlags = {
-  host: { flags: '--db-host <host>', description: 'database server host', key: 'host', commands: both, env: 'CAIRN_DB_HOST' },
-  port: { flags: '--db-port <port>', description: 'database server port', key: 'port', commands: both, env: 'CAIRN_DB_PORT' },
+  host: { flags: '--db-host <host>', description: 'database server host', key: 'host', commands: server, env: 'CAIRN_DB_HOST' },
+  port: { flags: '--db-port <port>', description: 'database server port', key: 'port', commands: server, env: 'CAIRN_DB_PORT' },
   socket: {
     flags: '--db-socket <path>',
     description: 'database server Unix socket',
     key: 'socket',
-    commands: both,
+    commands: server,
     env: 'CAIRN_DB_SOCKET',
   },
-  user: { flags: '--db-user <user>', description: 'database user', key: 'user', commands: both, env: 'CAIRN_DB_USER' },
+  user: { flags: '--db-user <user>', description: 'database user', key: 'user', commands: server, env: 'CAIRN_DB_USER' },
   passwordFile: {
     flags: '--db-password-file <file>',
     description: 'read the database password from this file (or set CAIRN_DB_PASSWORD)',
     key: 'passwordFile',
-    commands: both,
+    commands: server,
   },
 } as const satisfies Record<string, EngineFlag>;
 
@@ -46,7 +48,7 @@ export const defaultsFileFlag: EngineFlag = {
   flags: '--db-defaults-file <file>',
   description: 'MariaDB/MySQL option file with the client settings',
   key: 'defaultsFile',
-  commands: both,
+  commands: server,
 };
 
 export const databasesFlag: EngineFlag = {
@@ -84,6 +86,11 @@ export const etcdConnectionFlags = {
   cert: { flags: '--etcd-cert <file>', description: 'etcd: client certificate (TLS)', key: 'cert', commands: both, env: 'ETCDCTL_CERT' },
   key: { flags: '--etcd-key <file>', description: 'etcd: client certificate key (TLS)', key: 'key', commands: both, env: 'ETCDCTL_KEY' },
 } as const satisfies Record<string, EngineFlag>;
+
+/** The flag's help on this command. */
+export function flagHelp(flag: EngineFlag, command: EngineCommand): string {
+  return flag.help?.[command] ?? flag.description;
+}
 
 /** The long flag of a commander flag string: `--db-host <host>` → `--db-host`. */
 export function longFlag(flag: EngineFlag): string {

@@ -46,8 +46,8 @@ export interface EngineCapabilities {
 /** The log kinds Cairn can archive and replay. */
 export type PitrLogKind = 'wal' | 'binlog';
 
-/** The commands whose flags fill engine options. */
-export type EngineCommand = 'backup' | 'restore';
+/** The commands whose flags fill engine options (binlog-push reaches a MariaDB server with the mariadb engine's connection flags). */
+export type EngineCommand = 'backup' | 'restore' | 'binlog-push';
 
 /**
  * One CLI flag of an engine, in the shape commander takes:
@@ -60,6 +60,8 @@ export interface EngineFlag {
   /** Commander flag syntax: the long flag and, when it takes a value, `<name>` (e.g. `--db-host <host>`, `--clear-prefix`). */
   readonly flags: string;
   readonly description: string;
+  /** Help for one command where it differs from the description (e.g. what --etcd-prefix selects on backup and on restore). */
+  readonly help?: Partial<Record<EngineCommand, string>> | undefined;
   /** The engine option the value fills. */
   readonly key: string;
   /** The commands that take the flag. */

@@ -4,8 +4,9 @@ import { CairnError } from '../core/errors.ts';
 
 /**
  * A cluster's identity, from global/pg_control: the WAL archive's stream is
- * `pg-<system identifier>`. Kept apart from wal-metadata.ts so the thin
- * clients (run once per segment) load nothing heavy.
+ * `pg-<system identifier>`, and the postgres engine records it with each base
+ * backup. Kept apart from pitr/wal-metadata.ts so the thin WAL clients (run
+ * once per segment) load nothing heavy.
  */
 
 /** The first 8 bytes of pg_control (uint64, little-endian on every platform PostgreSQL writes it on here). */

@@ -1,21 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
-import { databasePassword } from './db-password.ts';
+import type { PgConnection } from '../core/engine-options/connection.ts';
+import { databasePassword } from './password.ts';
 
 /**
- * How to reach a PostgreSQL server. The password goes into a private
- * PGPASSFILE (mode 0600), never on a command line.
+ * How the PostgreSQL clients (psql, pg_dump, pg_basebackup) reach a server:
+ * libpq's environment. The password goes into a private PGPASSFILE (mode
+ * 0600), never on a command line.
  */
-export const pgConnectionSchema = z.object({
-  host: z.string().optional(),
-  port: z.coerce.number().int().min(1).max(65535).optional(),
-  socket: z.string().optional(),
-  user: z.string().optional(),
-  passwordFile: z.string().optional(),
-});
-export type PgConnection = z.infer<typeof pgConnectionSchema>;
+export type { PgConnection };
 
 export interface PgEnvironment {
   env: NodeJS.ProcessEnv;
