@@ -26,6 +26,12 @@
  * - `list(prefix)` yields every key under the prefix exactly once, in no
  *   promised order, streaming (never the whole listing in memory), with keys
  *   relative to the repository root.
+ * - Modification times come from the storage's clock: `list` and `stat` give
+ *   each object's `modified` (see ObjectInfo), which the storage sets when the
+ *   object's current content is stored. A writer cannot choose it, so a
+ *   reader can judge a record's age (a lease's) without trusting the
+ *   writer's clock. A backend that cannot learn it fails the call with
+ *   Cairn.Storage rather than inventing a time.
  *
  * Deleting is not part of Storage: only garbage collection and the
  * control plane hold a DeletableStorage (hosts cannot destroy backups).
@@ -45,7 +51,7 @@ export interface Storage {
   get(key: string): Promise<Buffer>;
   getRange(key: string, offset: number, length: number): Promise<Buffer>;
   put(key: string, data: Buffer, options?: PutOptions): Promise<void>;
-  /** Size of the object, or undefined when it does not exist. */
+  /** Size and modification time of the object, or undefined when it does not exist. */
   stat(key: string): Promise<ObjectInfo | undefined>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
 }
@@ -57,6 +63,15 @@ export interface PutOptions {
 export interface ObjectInfo {
   key: string;
   size: number;
+  /**
+   * When the object's current content was stored, by the storage's clock, in
+   * whole milliseconds since the Unix epoch (UTC) — a number, not a Date, so it
+   * compares and subtracts directly. Precision is the backend's: S3 keeps whole
+   * seconds, GCS milliseconds, a local disk its mtime (the writing host's clock,
+   * or the NFS server's). Stable: listing or stat-ing an unchanged object again
+   * gives the same value; a put without ifAbsent over it sets a new one.
+   */
+  modified: number;
 }
 
 export interface DeletableStorage extends Storage {

@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, readdir, rename, link, unlink, stat as fsStat } from 'node:fs/promises';
 import { dirname, join, sep } from 'node:path';
-import { CairnError, NotFoundError, AlreadyExistsError } from '../core/errors.ts';
+import { CairnError, NotFoundError, AlreadyExistsError, errorMessage } from '../core/errors.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.ts';
+import { checkRange, shortRangeError } from './ranges.ts';
 
 const TMP_DIR = 'tmp';
 
@@ -11,6 +12,12 @@ const TMP_DIR = 'tmp';
  * temporary file in the repository's own tmp/ (same filesystem), are fsynced,
  * then renamed (or hard-linked, for create-if-absent) into place, and the
  * directory is fsynced, so a crash leaves either the whole object or none.
+ * A directory created on the way (packs/ab/) is fsynced into its parent
+ * before the object is placed in it: otherwise a crash could lose the new
+ * directory's entry, and with it an object whose put had resolved.
+ *
+ * Modification times are the files' mtimes: the clock of the host that wrote
+ * them, or on NFS usually the server's.
  */
 export class FileStorage implements DeletableStorage {
   readonly location: string;
@@ -31,6 +38,7 @@ export class FileStorage implements DeletableStorage {
   }
 
   async getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    checkRange(key, offset, length);
     let handle;
     try {
       handle = await open(this.path(key), 'r');
@@ -41,15 +49,7 @@ export class FileStorage implements DeletableStorage {
         if (bytesRead === 0) break;
         done += bytesRead;
       }
-      if (done !== length) {
-        throw new CairnError(
-          'Cairn.Storage',
-          `short read of ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, got ${done}`,
-          {
-            hint: 'the object is truncated; run `cairn verify --read-data`',
-          },
-        );
-      }
+      if (done !== length) throw shortRangeError(this.location, key, offset, length, done);
       return buffer;
     } catch (error) {
       throw this.translate(error, key, 'read');
@@ -63,7 +63,7 @@ export class FileStorage implements DeletableStorage {
     const tmp = join(this.root, TMP_DIR, `${randomBytes(12).toString('hex')}.tmp`);
     try {
       await this.writeDurably(tmp, data);
-      await mkdir(dirname(target), { recursive: true });
+      await makeDirectoryDurably(dirname(target));
       if (options.ifAbsent) {
         // link(2) fails with EEXIST instead of replacing: an atomic create-if-absent.
         try {
@@ -86,7 +86,7 @@ export class FileStorage implements DeletableStorage {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     try {
       const info = await fsStat(this.path(key));
-      return { key, size: info.size };
+      return { key, size: info.size, modified: Math.floor(info.mtimeMs) };
     } catch (error) {
       if (isErrno(error, 'ENOENT')) return undefined;
       throw this.translate(error, key, 'stat');
@@ -172,9 +172,23 @@ export class FileStorage implements DeletableStorage {
         cause: error,
       });
     }
-    const message = error instanceof Error ? error.message : String(error);
-    return new CairnError('Cairn.Storage', `cannot ${action} ${key} in ${this.location}: ${message}`, { cause: error });
+    return new CairnError('Cairn.Storage', `cannot ${action} ${key} in ${this.location}: ${errorMessage(error)}`, { cause: error });
   }
+}
+
+/**
+ * mkdir -p, then fsync the parent of every directory it created (top down),
+ * so each new entry is on disk before anything is placed below it.
+ */
+async function makeDirectoryDurably(path: string): Promise<void> {
+  const first = await mkdir(path, { recursive: true });
+  if (first === undefined) return;
+  const created = [path];
+  for (let dir = path; dir !== first && dirname(dir) !== dir;) {
+    dir = dirname(dir);
+    created.unshift(dir);
+  }
+  for (const dir of created) await syncDirectory(dirname(dir));
 }
 
 async function syncDirectory(path: string): Promise<void> {

@@ -1,15 +1,24 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { IdempotencyStrategy, Storage as GoogleStorage } from '@google-cloud/storage';
 import type { Bucket, File, StorageOptions } from '@google-cloud/storage';
-import { AlreadyExistsError, CairnError, NotFoundError } from '../core/errors.ts';
+import { AlreadyExistsError, CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.ts';
-import { httpHandlerOptions } from './proxy.ts';
+import {
+  accessDeniedError,
+  credentialsError,
+  describeOperation,
+  missingBucketError,
+  serviceFailure,
+  type Operation,
+} from './cloud-errors.ts';
+import { checkEndpoint, parseCloudUrl, positiveOption } from './cloud-url.ts';
+import { readKeyFile, readKeyFromSsm, withoutCredentialsNotice, type ParameterReader } from './gcs-credentials.ts';
+import { listBucket, modifiedTime } from './listing.ts';
+import { BucketKeys } from './object-keys.ts';
+import { exactRange, pastEndError } from './ranges.ts';
+import { isNetworkError, repeatOnNetworkError } from './retry.ts';
 
-/** What reads the SSM parameter holding a key: the real SSMClient, or a stand-in with its interface in tests. */
-export interface ParameterReader {
-  send(command: { input: { Name?: string; WithDecryption?: boolean } }): Promise<{ Parameter?: { Value?: string } }>;
-}
+export type { ParameterReader } from './gcs-credentials.ts';
 
 export interface GcsStorageOptions {
   bucket: string;
@@ -38,23 +47,11 @@ export interface GcsStorageOptions {
   parameterReader?: ParameterReader;
 }
 
-type Operation = 'read' | 'write' | 'stat' | 'list' | 'delete';
-
 const MiB = 1 << 20;
 const CHUNK_UNIT = 256 * 1024;
 const DEFAULTS = { maxAttempts: 6, maxRetryDelaySeconds: 32, resumableThreshold: 8 * MiB, chunkSize: 8 * MiB };
-const URL_OPTIONS = new Set(['endpoint', 'key-file', 'key-ssm', 'project']);
 /** Custom metadata naming one put (a random id): a put whose answer was lost checks whether the object is its own. */
 const PUT_ID = 'cairn-put-id';
-const NETWORK_ERROR_CODES = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'ERR_STREAM_PREMATURE_CLOSE',
-  'CONTENT_DOWNLOAD_MISMATCH',
-]);
 const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
   read: { role: 'roles/storage.objectViewer', permission: 'storage.objects.get' },
   stat: { role: 'roles/storage.objectViewer', permission: 'storage.objects.get' },
@@ -62,6 +59,16 @@ const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
   write: { role: 'roles/storage.objectCreator', permission: 'storage.objects.create' },
   delete: { role: 'roles/storage.objectUser', permission: 'storage.objects.delete' },
 };
+
+const URL_RULES = {
+  scheme: 'gs',
+  service: 'GCS',
+  form: 'gs://bucket/prefix[?key-file=/path/key.json | ?key-ssm=/parameter/name][&endpoint=http://host:port]',
+  bucketPattern: /^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/,
+  bucketRule: 'lowercase letters, digits, dots, hyphens and underscores',
+  credentials: 'use key-file, key-ssm or Application Default Credentials',
+  options: new Set(['endpoint', 'key-file', 'key-ssm', 'project']),
+} as const;
 
 /**
  * `gs://bucket/some/prefix[?endpoint=…&key-file=…&key-ssm=…&project=…]`.
@@ -72,45 +79,11 @@ const ROLE_FOR: Record<Operation, { role: string; permission: string }> = {
  * `endpoint` when the URL has none.
  */
 export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOptions {
-  const shown = url.replace(/\/\/[^/@]*@/, '//…@');
-  const usage = (problem: string): CairnError =>
-    new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}: ${problem}`, {
-      hint: 'use gs://bucket/prefix[?key-file=/path/key.json | ?key-ssm=/parameter/name][&endpoint=http://host:port]',
-    });
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch (cause) {
-    throw new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}`, { hint: 'use gs://bucket/prefix', cause });
-  }
-  if (parsed.protocol !== 'gs:') throw usage('the scheme is not gs://');
-  if (parsed.username || parsed.password)
-    throw usage('credentials do not belong in the URL; use key-file, key-ssm or Application Default Credentials');
-  const bucket = parsed.hostname;
-  if (!/^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$/.test(bucket))
-    throw usage('no valid bucket name (lowercase letters, digits, dots, hyphens and underscores)');
-  for (const name of parsed.searchParams.keys()) {
-    if (!URL_OPTIONS.has(name)) throw usage(`unknown option ${JSON.stringify(name)} (known: ${[...URL_OPTIONS].join(', ')})`);
-  }
-  let prefix: string;
-  try {
-    prefix = normalizePrefix(decodeURIComponent(parsed.pathname));
-  } catch (cause) {
-    throw new CairnError('Cairn.Usage', `invalid GCS repository URL ${shown}: the prefix is not valid percent-encoding`, { cause });
-  }
-  const query = parsed.searchParams;
+  const { bucket, prefix, query, usage } = parseCloudUrl(url, URL_RULES);
   const options: GcsStorageOptions = { bucket, prefix };
   const endpoint = query.get('endpoint') || env.STORAGE_EMULATOR_HOST || undefined;
   if (endpoint !== undefined) {
-    let endpointUrl: URL | undefined;
-    try {
-      endpointUrl = new URL(endpoint);
-    } catch {
-      endpointUrl = undefined;
-    }
-    if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:'))
-      throw usage('the endpoint must be an http:// or https:// URL');
-    if (endpointUrl.username || endpointUrl.password) throw usage('the endpoint must not carry credentials');
+    checkEndpoint(endpoint, usage);
     options.endpoint = endpoint.replace(/\/+$/, '');
   }
   const keyFile = query.get('key-file');
@@ -131,7 +104,8 @@ export function parseGcsUrl(url: string, env: NodeJS.ProcessEnv): GcsStorageOpti
  * `ifGenerationMatch=0` (what roles/storage.objectCreator allows; it cannot
  * overwrite). Objects above the resumable threshold go up as a resumable
  * upload in chunks (an unfinished session is never an object); smaller ones
- * as one multipart request.
+ * as one multipart request. Modification times are the generation's
+ * `timeCreated` (milliseconds).
  *
  * Retries: the client's own (every operation, uploads included: our writes
  * are idempotent, and a conditional one is settled below), with its
@@ -150,8 +124,7 @@ export class GcsStorage implements DeletableStorage {
   readonly atomicCreate = true;
   private readonly options: GcsStorageOptions;
   private readonly bucket: string;
-  /** The prefix with its trailing slash, or '' for the bucket root. */
-  private readonly base: string;
+  private readonly keys: BucketKeys;
   private readonly maxAttempts: number;
   private readonly resumableThreshold: number;
   private readonly chunkSize: number;
@@ -161,43 +134,28 @@ export class GcsStorage implements DeletableStorage {
   private principal: string | undefined;
 
   constructor(options: GcsStorageOptions) {
-    const prefix = normalizePrefix(options.prefix);
     this.options = options;
     this.bucket = options.bucket;
-    this.base = prefix === '' ? '' : `${prefix}/`;
-    this.location = prefix === '' ? `gs://${options.bucket}` : `gs://${options.bucket}/${prefix}`;
-    this.maxAttempts = positive(options.maxAttempts, DEFAULTS.maxAttempts);
-    this.resumableThreshold = positive(options.resumableThreshold, DEFAULTS.resumableThreshold);
-    this.chunkSize = Math.max(CHUNK_UNIT, Math.floor(positive(options.chunkSize, DEFAULTS.chunkSize) / CHUNK_UNIT) * CHUNK_UNIT);
+    this.keys = new BucketKeys('gs', options.bucket, options.prefix);
+    this.location = this.keys.location;
+    this.maxAttempts = positiveOption(options.maxAttempts, DEFAULTS.maxAttempts);
+    this.resumableThreshold = positiveOption(options.resumableThreshold, DEFAULTS.resumableThreshold);
+    this.chunkSize = Math.max(CHUNK_UNIT, Math.floor(positiveOption(options.chunkSize, DEFAULTS.chunkSize) / CHUNK_UNIT) * CHUNK_UNIT);
   }
 
   async get(key: string): Promise<Buffer> {
     return this.download(key, undefined);
   }
 
-  async getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-      throw new CairnError('Cairn.Usage', `invalid range of ${key}: offset ${offset}, length ${length}`);
-    }
-    if (length === 0) {
-      if ((await this.stat(key)) === undefined) throw new NotFoundError(key);
-      return Buffer.alloc(0);
-    }
-    const data = await this.download(key, { offset, length });
-    if (data.length !== length) {
-      throw new CairnError(
-        'Cairn.Storage',
-        `read ${key} in ${this.location}: wanted ${length} bytes at offset ${offset}, the object has only ${data.length} there`,
-        {
-          hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
-        },
-      );
-    }
-    return data;
+  getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    return exactRange(this.location, key, offset, length, {
+      exists: async () => (await this.stat(key)) !== undefined,
+      read: () => this.download(key, { offset, length }),
+    });
   }
 
   async put(key: string, data: Buffer, options: PutOptions = {}): Promise<void> {
-    const file = (await this.bucketHandle()).file(this.objectKey(key));
+    const file = (await this.bucketHandle()).file(this.keys.objectName(key));
     const ifAbsent = options.ifAbsent === true;
     const putId = randomUUID();
     const resumable = data.length > this.resumableThreshold;
@@ -221,10 +179,10 @@ export class GcsStorage implements DeletableStorage {
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
-    const file = (await this.bucketHandle()).file(this.objectKey(key));
+    const file = (await this.bucketHandle()).file(this.keys.objectName(key));
     try {
       const [metadata] = await file.getMetadata();
-      return { key, size: Number(metadata.size ?? 0) };
+      return { key, size: Number(metadata.size ?? 0), modified: modifiedTime(storedAt(metadata), key, this.location) };
     } catch (error) {
       const translated = this.translate(error, 'stat', key);
       if (translated instanceof NotFoundError) return undefined;
@@ -232,35 +190,29 @@ export class GcsStorage implements DeletableStorage {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    if (prefix.startsWith('/')) throw new CairnError('Cairn.Usage', `invalid list prefix ${JSON.stringify(prefix)}`);
-    const bucket = await this.bucketHandle();
-    let pageToken: string | undefined;
-    do {
-      let files: File[];
-      let next: unknown;
-      try {
-        [files, next] = await bucket.getFiles({
-          prefix: this.base + prefix,
+  list(prefix: string): AsyncIterable<ObjectInfo> {
+    return listBucket(
+      this.keys,
+      prefix,
+      async (namePrefix, token) => {
+        const bucket = await this.bucketHandle();
+        const [files, next] = await bucket.getFiles({
+          prefix: namePrefix,
           autoPaginate: false,
           maxResults: 1000,
-          ...(pageToken ? { pageToken } : {}),
+          ...(token ? { pageToken: token } : {}),
         });
-      } catch (error) {
-        throw this.translate(error, 'list', prefix);
-      }
-      for (const file of files) {
-        const name = file.name;
-        // Names ending in '/' are "folder" placeholders that consoles create, not objects of ours.
-        if (!name.startsWith(this.base) || name.endsWith('/')) continue;
-        yield { key: name.slice(this.base.length), size: Number(file.metadata.size ?? 0) };
-      }
-      pageToken = (next as { pageToken?: string } | null | undefined)?.pageToken || undefined;
-    } while (pageToken !== undefined);
+        return {
+          objects: files.map((file) => ({ name: file.name, size: file.metadata.size, modified: storedAt(file.metadata) })),
+          next: (next as { pageToken?: string } | null | undefined)?.pageToken || undefined,
+        };
+      },
+      (error) => this.translate(error, 'list', prefix),
+    );
   }
 
   async delete(key: string): Promise<void> {
-    const file = (await this.bucketHandle()).file(this.objectKey(key));
+    const file = (await this.bucketHandle()).file(this.keys.objectName(key));
     try {
       await file.delete();
     } catch (error) {
@@ -271,20 +223,16 @@ export class GcsStorage implements DeletableStorage {
 
   /** The object's bytes; a body that breaks or fails its checksum repeats the download (the client's retries end at the headers). */
   private async download(key: string, range: { offset: number; length: number } | undefined): Promise<Buffer> {
-    const file = (await this.bucketHandle()).file(this.objectKey(key));
-    for (let attempt = 1; ; attempt++) {
-      try {
+    const file = (await this.bucketHandle()).file(this.keys.objectName(key));
+    try {
+      return await repeatOnNetworkError(this.maxAttempts, async () => {
         const [data] = await file.download(
           range ? { start: range.offset, end: range.offset + range.length - 1, validation: false } : { validation: 'crc32c' },
         );
         return data;
-      } catch (error) {
-        if (attempt < this.maxAttempts && isNetworkError(error)) {
-          await sleep(backoff(attempt));
-          continue;
-        }
-        throw this.translate(error, 'read', key);
-      }
+      });
+    } catch (error) {
+      throw this.translate(error, 'read', key);
     }
   }
 
@@ -350,25 +298,9 @@ export class GcsStorage implements DeletableStorage {
     return credentials ? withoutCredentialsNotice(() => new GoogleStorage(config)) : new GoogleStorage(config);
   }
 
-  private objectKey(key: string): string {
-    if (
-      key === '' ||
-      key.startsWith('/') ||
-      key.endsWith('/') ||
-      key.includes('//') ||
-      key.includes('\\') ||
-      key.split('/').some((part) => part === '.' || part === '..')
-    ) {
-      throw new CairnError('Cairn.Usage', `invalid object key ${JSON.stringify(key)}`);
-    }
-    return this.base + key;
-  }
-
   private missingBucket(operation: Operation, key: string, cause: unknown): CairnError {
-    return new CairnError('Cairn.Storage', `the bucket ${this.bucket} does not exist (${operation} ${key} in ${this.location})`, {
-      hint: `create the bucket gs://${this.bucket}, or fix the bucket name or endpoint in the repository URL`,
-      cause,
-    });
+    const hint = `create the bucket gs://${this.bucket}, or fix the bucket name or endpoint in the repository URL`;
+    return missingBucketError(this.bucket, describeOperation(operation, key, this.location), hint, cause);
   }
 
   /** The one place where client and network errors become the Storage contract's errors. */
@@ -376,7 +308,7 @@ export class GcsStorage implements DeletableStorage {
     if (error instanceof CairnError) return error;
     const status = statusOf(error);
     const message = errorMessage(error);
-    const where = `${operation} ${key} in ${this.location}`;
+    const where = describeOperation(operation, key, this.location);
     if (status === 404 && /bucket does not exist/i.test(message)) return this.missingBucket(operation, key, error);
     if (status === 404) return new NotFoundError(key, { cause: error });
     if (operation === 'write' && status === 412) return new AlreadyExistsError(key, { cause: error });
@@ -384,138 +316,25 @@ export class GcsStorage implements DeletableStorage {
       status === 401 ||
       /could not load the default credentials|invalid_grant|could not refresh access token|unable to detect a project id/i.test(message)
     ) {
-      return new CairnError('Cairn.Storage', `${where}: the Google credentials were refused or could not be loaded`, {
-        hint: "check the credentials: key-file or key-ssm in the repository URL, GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, or the VM's service account",
-        cause: error,
-      });
+      const hint =
+        "check the credentials: key-file or key-ssm in the repository URL, GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, or the VM's service account";
+      return credentialsError(where, 'the Google credentials were refused or could not be loaded', hint, error);
     }
     if (status === 403) {
       const { role, permission } = ROLE_FOR[operation];
-      return new CairnError('Cairn.Storage', `access denied: ${where} (bucket ${this.bucket}, object ${this.base + key})`, {
-        hint:
-          `${this.principal ?? 'the identity in use'} needs ${role} (${permission}) on gs://${this.bucket}` +
-          (operation === 'write'
-            ? '; hosts get roles/storage.objectCreator and roles/storage.objectViewer, which create objects but never overwrite one (that needs storage.objects.delete)'
-            : '') +
-          (operation === 'delete' ? '; hosts are not meant to delete: use operator credentials' : ''),
-        cause: error,
-      });
+      const hint =
+        `${this.principal ?? 'the identity in use'} needs ${role} (${permission}) on gs://${this.bucket}` +
+        (operation === 'write'
+          ? '; hosts get roles/storage.objectCreator and roles/storage.objectViewer, which create objects but never overwrite one (that needs storage.objects.delete)'
+          : '') +
+        (operation === 'delete' ? '; hosts are not meant to delete: use operator credentials' : '');
+      return accessDeniedError(where, this.bucket, `object ${this.keys.base + key}`, hint, error);
     }
-    if (status === 416) {
-      return new CairnError('Cairn.Storage', `${where}: the range starts past the end of the object`, {
-        hint: 'the object is shorter than the index says; run `cairn verify --read-data`',
-        cause: error,
-      });
-    }
+    if (status === 416) return pastEndError(where, error);
     const transient = status === undefined || status >= 500 || status === 429 || status === 408 || isNetworkError(error);
-    return new CairnError('Cairn.Storage', `${where}: ${message}${status !== undefined ? ` (HTTP ${status})` : ''}`, {
-      ...(transient
-        ? { hint: 'GCS or the network kept failing through the retries; run the command again later (a failed write leaves no object)' }
-        : {}),
-      cause: error,
-    });
+    const details = [status !== undefined ? `HTTP ${status}` : undefined];
+    return serviceFailure(where, message, details, transient ? { service: 'GCS' } : undefined, error);
   }
-}
-
-async function readKeyFile(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (cause) {
-    throw new CairnError('Cairn.Storage', `cannot read the GCS key file ${path}: ${errorMessage(cause)}`, {
-      hint: 'fix key-file in the repository URL; the file holds a service-account key JSON',
-      cause,
-    });
-  }
-  return parseCredentials(text, `the key file ${path}`);
-}
-
-async function readKeyFromSsm(name: string, reader: ParameterReader | undefined): Promise<Record<string, unknown>> {
-  let value: string | undefined;
-  try {
-    let ssm = reader;
-    if (!ssm) {
-      const { SSMClient } = await import('@aws-sdk/client-ssm');
-      ssm = new SSMClient({ requestHandler: httpHandlerOptions(process.env) });
-    }
-    const { GetParameterCommand } = await import('@aws-sdk/client-ssm');
-    const out = await ssm.send(new GetParameterCommand({ Name: name, WithDecryption: true }));
-    value = out.Parameter?.Value;
-  } catch (cause) {
-    const errorName = typeof cause === 'object' && cause !== null ? (cause as { name?: unknown }).name : undefined;
-    const code = typeof errorName === 'string' ? errorName : '';
-    const hint =
-      code === 'ParameterNotFound'
-        ? `create the SecureString parameter ${name} holding the service-account key JSON, or fix key-ssm in the repository URL`
-        : code === 'AccessDeniedException'
-          ? `the AWS identity in use needs ssm:GetParameter on the parameter ${name} (and kms:Decrypt on its key)`
-          : 'check AWS_REGION and the AWS credentials; the agent reads the parameter with ssm:GetParameter';
-    throw new CairnError('Cairn.Storage', `cannot read the GCS key from the SSM parameter ${name}: ${errorMessage(cause)}`, {
-      hint,
-      cause,
-    });
-  }
-  if (value === undefined)
-    throw new CairnError('Cairn.Storage', `the SSM parameter ${name} has no value`, { hint: 'store the service-account key JSON in it' });
-  return parseCredentials(value, `the SSM parameter ${name}`);
-}
-
-function parseCredentials(text: string, where: string): Record<string, unknown> {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (cause) {
-    // Never repeat the text: it is a secret.
-    throw new CairnError('Cairn.Storage', `${where} is not JSON`, {
-      hint: 'it must hold a service-account key JSON as downloaded from the console',
-      cause,
-    });
-  }
-  const key = json as { type?: unknown; client_email?: unknown; private_key?: unknown } | null;
-  if (
-    typeof key !== 'object' ||
-    key === null ||
-    key.type !== 'service_account' ||
-    typeof key.client_email !== 'string' ||
-    typeof key.private_key !== 'string'
-  ) {
-    throw new CairnError(
-      'Cairn.Storage',
-      `${where} is not a service-account key (type "service_account" with client_email and private_key)`,
-      {
-        hint: 'store the service-account key JSON as downloaded from the console; for other credential kinds use GOOGLE_APPLICATION_CREDENTIALS (Application Default Credentials)',
-      },
-    );
-  }
-  return json as Record<string, unknown>;
-}
-
-/**
- * google-auth-library prints a deprecation notice for the `credentials` option
- * on stderr (it concerns unvalidated external configs; we accept only
- * service-account keys). Building its JWT client ourselves would need
- * google-auth-library as a direct dependency; until then, that one line is
- * kept off the CLI's stderr.
- */
-function withoutCredentialsNotice<T>(make: () => T): T {
-  const warn = console.warn;
-  console.warn = (...args: unknown[]) => {
-    if (typeof args[0] === 'string' && args[0].startsWith('The `credentials` option is deprecated')) return;
-    warn.apply(console, args);
-  };
-  try {
-    return make();
-  } finally {
-    console.warn = warn;
-  }
-}
-
-function normalizePrefix(prefix: string): string {
-  return prefix.replace(/\/{2,}/g, '/').replace(/^\/+|\/+$/g, '');
-}
-
-function positive(value: number | undefined, fallback: number): number {
-  return value !== undefined && Number.isFinite(value) && value >= 1 ? Math.floor(value) : fallback;
 }
 
 /** The HTTP status of an ApiError (code), a GaxiosError (status) or a resumable upload failure (code). */
@@ -528,24 +347,10 @@ function statusOf(error: unknown): number | undefined {
   return undefined;
 }
 
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-function isNetworkError(error: unknown, depth = 0): boolean {
-  if (typeof error !== 'object' || error === null || depth > 4) return false;
-  const { code, name, cause, message } = error as { code?: unknown; name?: unknown; cause?: unknown; message?: unknown };
-  if (typeof code === 'string' && NETWORK_ERROR_CODES.has(code)) return true;
-  if (name === 'TimeoutError' || name === 'AbortError') return true;
-  if (typeof message === 'string' && /premature close|socket hang up|ECONNRESET|aborted/i.test(message)) return true;
-  return cause !== undefined && cause !== error && isNetworkError(cause, depth + 1);
-}
-
-/** Full-jitter exponential backoff: up to 100 ms, 200 ms, 400 ms … capped at 20 s. */
-function backoff(attempt: number): number {
-  return Math.floor(Math.random() * Math.min(20_000, 100 * 2 ** (attempt - 1)));
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/**
+ * When the object's current generation was stored. `timeCreated`, not
+ * `updated`: a metadata change moves `updated`, never the content's time.
+ */
+function storedAt(metadata: { timeCreated?: string | undefined; updated?: string | undefined }): string | undefined {
+  return metadata.timeCreated ?? metadata.updated;
 }

@@ -25,6 +25,7 @@ import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.t
  * bytes (learning the original ones would mean reading every object), which is
  * why this wrapper sets `transform`: callers that compare listed sizes with
  * offsets (verify's truncation check) skip that check and rely on reading.
+ * Modification times are the stored object's, from the backend's clock.
  */
 export interface HookOptions {
   /** A shell line; `--operation read|write` is appended as arguments. */
@@ -89,7 +90,7 @@ export class HookStorage implements DeletableStorage {
     const info = await this.inner.stat(key);
     if (!info || key === CONFIG_KEY) return info;
     try {
-      return { key, size: (await this.whole(key)).length };
+      return { key, size: (await this.whole(key)).length, modified: info.modified };
     } catch (error) {
       if (error instanceof NotFoundError) return undefined;
       throw error;

@@ -7,7 +7,8 @@ import { tempDir } from '../helpers/repo.ts';
 import { describeTree, makeRandomTree, Random } from '../helpers/tree.ts';
 import { TokenBucket, TransferStorage, Semaphore, parseMBps, type Clock } from '../../agent/storage/throttle.ts';
 import { CairnError } from '../../agent/core/errors.ts';
-import type { DeletableStorage, ObjectInfo } from '../../agent/core/storage.ts';
+import { MemoryStorage } from '../helpers/memory-storage.ts';
+import { storageConformance } from '../storage/conformance.ts';
 
 /** A clock that only moves when someone sleeps (or the test advances it). */
 class FakeClock implements Clock {
@@ -21,40 +22,6 @@ class FakeClock implements Clock {
     this.sleeps.push(ms);
     this.time += ms;
     return Promise.resolve();
-  }
-}
-
-/** An in-memory backend that records how many requests overlap. */
-class MemoryStorage implements DeletableStorage {
-  readonly location = 'memory://test';
-  readonly atomicCreate = true;
-  readonly objects = new Map<string, Buffer>();
-  inFlight = 0;
-  maxInFlight = 0;
-  private async request<T>(fn: () => T): Promise<T> {
-    this.inFlight++;
-    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
-    await new Promise((resolve) => setImmediate(resolve));
-    this.inFlight--;
-    return fn();
-  }
-  get(key: string): Promise<Buffer> {
-    return this.request(() => this.objects.get(key) as Buffer);
-  }
-  getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    return this.request(() => (this.objects.get(key) as Buffer).subarray(offset, offset + length));
-  }
-  put(key: string, data: Buffer): Promise<void> {
-    return this.request(() => void this.objects.set(key, data));
-  }
-  stat(key: string): Promise<ObjectInfo | undefined> {
-    return this.request(() => (this.objects.has(key) ? { key, size: (this.objects.get(key) as Buffer).length } : undefined));
-  }
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    for (const [key, data] of this.objects) if (key.startsWith(prefix)) yield { key, size: data.length };
-  }
-  delete(key: string): Promise<void> {
-    return this.request(() => void this.objects.delete(key));
   }
 }
 
@@ -148,6 +115,20 @@ describe('TransferStorage', () => {
     assert.deepEqual(order, [1, 2, 3]);
   });
 });
+
+// Limits on, with a clock that makes every wait free: the throttle must pass every call through unchanged.
+storageConformance('the throttling storage (TransferStorage over the memory storage)', () =>
+  Promise.resolve({
+    storage: new TransferStorage(new MemoryStorage(), {
+      uploadBytesPerSecond: 1_000_000,
+      downloadBytesPerSecond: 1_000_000,
+      maxTransfers: 3,
+      clock: new FakeClock(),
+      signal: new AbortController().signal,
+    }),
+    teardown: () => Promise.resolve(),
+  }),
+);
 
 describe('limits on the CLI', () => {
   let work: Awaited<ReturnType<typeof tempDir>>;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { AlreadyExistsError, CairnError, NotFoundError } from '../../agent/core/errors.ts';
 import { mapLimit } from '../../agent/core/concurrency.ts';
-import type { DeletableStorage, Storage } from '../../agent/core/storage.ts';
+import type { DeletableStorage, ObjectInfo, Storage } from '../../agent/core/storage.ts';
 
 export interface ConformanceSetup {
   storage: DeletableStorage;
@@ -41,6 +41,36 @@ async function listed(storage: Storage, prefix: string): Promise<Array<{ key: st
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
 
+/** Whole ObjectInfo records of a listing, sorted by key. */
+async function listedInfo(storage: Storage, prefix: string): Promise<ObjectInfo[]> {
+  const out: ObjectInfo[] = [];
+  for await (const info of storage.list(prefix)) out.push(info);
+  return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+}
+
+/** 2020-01-01: any modification time before it is not one a backend could set for an object written now. */
+const PLAUSIBLE_SINCE = Date.UTC(2020, 0, 1);
+/**
+ * How far back a later write's modification time may lie behind an earlier one's:
+ * S3 keeps whole seconds (two puts within one second may both truncate to it),
+ * and a service's servers share a clock only within such a margin. Ordering, not timing.
+ */
+const ORDER_TOLERANCE_MS = 2000;
+
+/** A stat answer for key: its size, and a modification time in whole epoch milliseconds. */
+function assertInfo(info: ObjectInfo | undefined, key: string, size: number): asserts info is ObjectInfo {
+  assert.ok(info, `stat of ${key} found the object`);
+  assert.equal(info.key, key);
+  assert.equal(info.size, size);
+  assertTime(info.modified, key);
+}
+
+function assertTime(modified: unknown, key: string): void {
+  assert.equal(typeof modified, 'number', `${key}: modified is a number of milliseconds, not ${typeof modified}`);
+  assert.ok(Number.isSafeInteger(modified), `${key}: modified ${String(modified)} is whole milliseconds`);
+  assert.ok((modified as number) > PLAUSIBLE_SINCE, `${key}: modified ${new Date(modified as number).toISOString()} is a real time`);
+}
+
 async function keys(storage: Storage, prefix: string): Promise<string[]> {
   return (await listed(storage, prefix)).map((info) => info.key);
 }
@@ -70,10 +100,10 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
       const data = randomBytes(100_000);
       await s.put('roundtrip/a', data);
       assert.deepEqual(await s.get('roundtrip/a'), data);
-      assert.deepEqual(await s.stat('roundtrip/a'), { key: 'roundtrip/a', size: 100_000 });
+      assertInfo(await s.stat('roundtrip/a'), 'roundtrip/a', 100_000);
       await s.put('roundtrip/empty', Buffer.alloc(0));
       assert.equal((await s.get('roundtrip/empty')).length, 0);
-      assert.deepEqual(await s.stat('roundtrip/empty'), { key: 'roundtrip/empty', size: 0 });
+      assertInfo(await s.stat('roundtrip/empty'), 'roundtrip/empty', 0);
     });
 
     it('getRange returns exactly the requested bytes', async () => {
@@ -148,6 +178,30 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
       assert.deepEqual(await keys(s, 'nothing/'), []);
     });
 
+    it("lists and stats every object with its modification time by the storage's clock, the same each time it is asked", async () => {
+      await s.put('modified/first', Buffer.from('first'));
+      await s.put('modified/second', Buffer.from('second'), { ifAbsent: true });
+      const listing = await listedInfo(s, 'modified/');
+      assert.deepEqual(
+        listing.map((info) => info.key),
+        ['modified/first', 'modified/second'],
+      );
+      for (const info of listing) {
+        assertTime(info.modified, info.key);
+        assert.equal((await s.stat(info.key))?.modified, info.modified, `${info.key}: stat and list give the same time`);
+      }
+      assert.deepEqual(await listedInfo(s, 'modified/'), listing, 'a second listing gives the same times');
+      const [first, second] = listing as [ObjectInfo, ObjectInfo];
+      assert.ok(
+        second.modified >= first.modified - ORDER_TOLERANCE_MS,
+        `written after the first, the second (${second.modified}) is not dated before it (${first.modified})`,
+      );
+      await s.put('modified/first', Buffer.from('first, again'));
+      const rewritten = await s.stat('modified/first');
+      assertInfo(rewritten, 'modified/first', 'first, again'.length);
+      assert.ok(rewritten.modified >= second.modified - ORDER_TOLERANCE_MS, 'a put over an object dates it anew');
+    });
+
     it('lists by a prefix that ends in the middle of a name', async () => {
       for (const key of ['mid/alpha/1', 'mid/alphabet', 'mid/al', 'mid/beta']) await s.put(key, Buffer.from('x'));
       assert.deepEqual(await keys(s, 'mid/al'), ['mid/al', 'mid/alpha/1', 'mid/alphabet']);
@@ -166,20 +220,21 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
     it('lists more than 1000 keys across pages, each exactly once', async () => {
       const names = Array.from({ length: 1100 }, (_, i) => `many/${String(i).padStart(4, '0')}`);
       await mapLimit(names, 16, async (key) => s.put(key, Buffer.from(key)));
-      const found = await listed(s, 'many/');
+      const found = await listedInfo(s, 'many/');
       assert.equal(found.length, 1100);
       assert.deepEqual(
         found.map((info) => info.key),
         names,
       );
       assert.ok(found.every((info) => info.size === 9));
+      for (const info of found) assertTime(info.modified, info.key); // on every page
     });
 
     it('round-trips a large object, and a create-if-absent put over it fails and keeps it', async () => {
       const size = options.largeObjectSize ?? 20 << 20;
       const data = randomBytes(size);
       await s.put('large/one', data, { ifAbsent: true });
-      assert.deepEqual(await s.stat('large/one'), { key: 'large/one', size });
+      assertInfo(await s.stat('large/one'), 'large/one', size);
       assert.ok((await s.get('large/one')).equals(data), 'the whole object reads back');
       const middle = Math.floor(size / 2) - 3;
       assert.deepEqual(await s.getRange('large/one', middle, 1 << 20), data.subarray(middle, middle + (1 << 20)));
@@ -187,7 +242,7 @@ export function storageConformance(name: string, setup: () => Promise<Conformanc
       const other = Buffer.alloc(size, 1);
       await assert.rejects(s.put('large/one', other, { ifAbsent: true }), AlreadyExistsError);
       assert.deepEqual(await s.getRange('large/one', 0, 4096), data.subarray(0, 4096), 'the original is kept');
-      assert.deepEqual(await s.stat('large/one'), { key: 'large/one', size });
+      assertInfo(await s.stat('large/one'), 'large/one', size);
     });
 
     // Registered only where it applies, so a backend without a network shows no skipped test.
