@@ -1,6 +1,7 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
-import { LOGS_PREFIX, newestArchivedEvent } from '../agent/core/log-archive.ts';
+import { LOG_BATCHES_DIR, LOGS_PREFIX, logStreamPrefix } from '../agent/core/layout.ts';
+import { newestArchivedEvent } from '../agent/core/log-archive.ts';
 import { baseEngines, engineOfStream } from '../agent/core/log-chain.ts';
 import { pitrOf, type Plan } from '../agent/core/plan.ts';
 import type { Storage } from '../agent/core/storage.ts';
@@ -62,7 +63,7 @@ export async function lagOf(plan: Plan, storage: Storage, now: () => Date): Prom
   const pitr = pitrOf(plan);
   if (pitr === undefined) return { planId: plan.id, problem: `plan ${plan.id} does not have pitr.enabled` };
   // Listing one stream's meta keys when the plan names it keeps the listing small; otherwise every stream of the engine.
-  const prefix = pitr.archiveStream === undefined ? LOGS_PREFIX : `${LOGS_PREFIX}${pitr.archiveStream}/meta/`;
+  const prefix = pitr.archiveStream === undefined ? LOGS_PREFIX : `${logStreamPrefix(pitr.archiveStream)}${LOG_BATCHES_DIR}`;
   const newest = await newestArchivedEvent(storage.list(prefix));
   const candidates = [...newest].filter(([stream]) =>
     pitr.archiveStream === undefined ? baseEngines(engineOfStream(stream)).includes(plan.engine) : stream === pitr.archiveStream,

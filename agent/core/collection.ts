@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PACKS_PREFIX, packKey } from './layout.ts';
+import { PACKS_PREFIX, collectionKey, packKey } from './layout.ts';
 import type { DeletableStorage } from './storage.ts';
 
 /**
@@ -9,8 +9,6 @@ import type { DeletableStorage } from './storage.ts';
  * deletes them; a sweep that is retried or runs twice only deletes what is
  * still there. Pack ids are random and reveal nothing, so the record is plain.
  */
-export const COLLECTIONS_PREFIX = 'orchestration/gc/';
-
 export const collectionSchema = z.object({
   generation: z.string().regex(/^[0-9A-Za-z-]{1,80}$/),
   planId: z.string(),
@@ -20,14 +18,14 @@ export const collectionSchema = z.object({
 export type Collection = z.infer<typeof collectionSchema>;
 
 export async function writeCollection(storage: DeletableStorage, collection: Collection): Promise<void> {
-  await storage.put(`${COLLECTIONS_PREFIX}${collection.generation}`, Buffer.from(JSON.stringify(collectionSchema.parse(collection))), {
+  await storage.put(collectionKey(collection.generation), Buffer.from(JSON.stringify(collectionSchema.parse(collection))), {
     ifAbsent: true,
   });
 }
 
 export async function readCollection(storage: DeletableStorage, generation: string): Promise<Collection> {
   if (!/^[0-9A-Za-z-]{1,80}$/.test(generation)) throw new Error(`invalid GC generation ${JSON.stringify(generation)}`);
-  return collectionSchema.parse(JSON.parse((await storage.get(`${COLLECTIONS_PREFIX}${generation}`)).toString('utf8')));
+  return collectionSchema.parse(JSON.parse((await storage.get(collectionKey(generation))).toString('utf8')));
 }
 
 /** Deletes the collection's packs under one two-hex prefix; returns how many were there and their bytes. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { mapLimit } from './concurrency.ts';
 import { errorMessage } from './errors.ts';
-import { HISTORY_PREFIX } from './layout.ts';
+import { HISTORY_PREFIX, historyKey } from './layout.ts';
 import type { Repository, Who } from './repository.ts';
 
 /**
@@ -34,7 +34,7 @@ export async function recordEvent(
 ): Promise<void> {
   const time = new Date();
   const stamp = time.toISOString().replace(/[-:]/g, '').replace('.', '');
-  const name = `${HISTORY_PREFIX}${stamp}-${run}-${String(sequence++).padStart(6, '0')}`;
+  const name = historyKey(stamp, run, sequence++);
   const record: HistoryEvent = { time: time.toISOString(), event, host: who.host, user: who.user, tool, ...details };
   await repo.storage.put(name, repo.seal('history', name, Buffer.from(JSON.stringify(record))), { ifAbsent: true });
 }

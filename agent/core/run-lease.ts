@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { AlreadyExistsError, NotFoundError } from './errors.ts';
+import { LEASE_KEY, RUNS_PREFIX } from './layout.ts';
 import type { DeletableStorage } from './storage.ts';
 
 /**
@@ -17,8 +18,6 @@ import type { DeletableStorage } from './storage.ts';
  *   taken over, so a crashed run never blocks the next one for longer than its
  *   own timeout.
  */
-export const RUNS_PREFIX = 'orchestration/runs/';
-export const LEASE_KEY = 'orchestration/lease';
 
 export const runLeaseSchema = z.object({
   planId: z.string(),

@@ -3,7 +3,6 @@ import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import { Construct } from 'constructs';
-import { LOGS_PREFIX } from '../../agent/core/log-archive.ts';
 import {
   pitrOf,
   planParameterName,
@@ -12,7 +11,7 @@ import {
   repositoryLocation,
   type Plan,
 } from '../../agent/core/plan.ts';
-import { LEASE_KEY } from '../../agent/core/run-lease.ts';
+import { LEASE_KEY, LOGS_PREFIX } from '../../agent/core/layout.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 

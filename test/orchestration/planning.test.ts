@@ -14,7 +14,8 @@ import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive, type PgArchiveFixture }
 import { decodeRequest, encodeRequest, parseOrExplain, restoreInputSchema } from '../../agent/core/orchestration.ts';
 import { applyPolicy } from '../../agent/core/retention.ts';
 import { DEFAULT_RESTORE_BYTES_PER_SECOND, planRestore, type PlannableSnapshot } from '../../agent/core/restore-planning.ts';
-import { LEASE_KEY, acquireRunLease, readLease, releaseRunLease } from '../../agent/core/run-lease.ts';
+import { LEASE_KEY } from '../../agent/core/layout.ts';
+import { acquireRunLease, readLease, releaseRunLease } from '../../agent/core/run-lease.ts';
 import { FileStorage } from '../../agent/storage/file.ts';
 import { Random } from '../helpers/tree.ts';
 
