@@ -1,30 +1,17 @@
 import { constants as fsConstants } from 'node:fs';
-import {
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  rm,
-  chmod,
-  chown,
-  stat,
-  symlink,
-  unlink,
-  utimes,
-  type FileHandle,
-} from 'node:fs/promises';
-import { join } from 'node:path';
+import { link, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
-import { decodeTree, type TreeEntry } from '../core/tree.ts';
-import type { ProgressListener } from '../progress/progress.ts';
+import { decodeTree, entryName, entryTarget, nameProblem, type TreeEntry } from '../core/tree.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
-import { isErrno } from '../storage/file.ts';
+import { applyMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
+import { TargetTree } from './restore-target.ts';
+
+export { prepareTarget } from './restore-target.ts';
 
 export interface RestoreOptions {
   target: string;
@@ -45,112 +32,26 @@ export interface RestoreResult {
   errors: Array<{ path: string; error: string }>;
 }
 
+/**
+ * What the tree walk hands the writer. `rel` is the path shown in messages and
+ * matched by --include (names as UTF-8); `key` is the exact path: its bytes as
+ * a latin1 string.
+ */
 type Item =
-  | { kind: 'dir'; rel: string; entry: TreeEntry; included: boolean }
-  | { kind: 'symlink'; rel: string; entry: TreeEntry }
-  | { kind: 'file'; rel: string; entry: TreeEntry }
-  | { kind: 'piece'; rel: string; id: Buffer; length: number; data: Promise<Buffer> }
+  | { kind: 'dir'; rel: string; key: string; entry: TreeEntry; included: boolean }
+  | { kind: 'symlink'; rel: string; key: string; entry: TreeEntry }
+  | { kind: 'file'; rel: string; key: string; entry: TreeEntry }
+  | PieceItem
   | { kind: 'end'; rel: string; entry: TreeEntry }
   | { kind: 'bad'; rel: string; error: Error };
 
-const ZERO = Buffer.alloc(64 << 10);
 /** Files written at once: small files are bound by per-file system calls, not bandwidth. */
 const FILE_JOBS = 32;
 
-type PieceItem = Extract<Item, { kind: 'piece' }>;
-
-/** The pieces of one file, handed from the tree walk to that file's writer as they are fetched. */
-class FileJob {
-  readonly rel: string;
-  readonly entry: TreeEntry;
-  /** For the first file of a hard-link group: resolved with its path once created. */
-  created: PromiseWithResolvers<string> | undefined;
-  /** For the other files of the group: the first file's path. */
-  linkTo: Promise<string> | undefined;
-  private readonly queue: PieceItem[] = [];
-  private closed = false;
-  private error: Error | undefined;
-  private waiter: (() => void) | undefined;
-  private settled = false;
-
-  constructor(rel: string, entry: TreeEntry) {
-    this.rel = rel;
-    this.entry = entry;
-  }
-
-  push(item: PieceItem): void {
-    if (this.settled) {
-      item.data.catch(() => undefined);
-      return;
-    }
-    this.queue.push(item);
-    this.notify();
-  }
-
-  close(): void {
-    this.closed = true;
-    this.notify();
-  }
-
-  fail(error: Error): void {
-    this.error ??= error;
-    this.close();
-  }
-
-  /** The next piece, or undefined at the end of the file; throws what the walk reported for this file. */
-  async next(): Promise<PieceItem | undefined> {
-    for (;;) {
-      const item = this.queue.shift();
-      if (item) return item;
-      if (this.error) throw this.error;
-      if (this.closed) return undefined;
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-    }
-  }
-
-  /** After a failure: let go of pieces still queued. */
-  drain(release: (bytes: number) => void): void {
-    for (const item of this.queue.splice(0)) {
-      item.data.catch(() => undefined);
-      release(item.length);
-    }
-  }
-
-  settle(): void {
-    this.settled = true;
-  }
-
-  private notify(): void {
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.();
-  }
-}
-const isRoot = process.getuid?.() === 0;
-const ourUid = process.getuid?.() ?? -1;
-const ourGid = process.getgid?.() ?? -1;
-
-/** Refuses a non-empty target unless forced, before anything is written. */
-export async function prepareTarget(target: string, force: boolean): Promise<void> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(target)).isDirectory();
-  } catch (error) {
-    if (!isErrno(error, 'ENOENT')) throw error;
-    await mkdir(target, { recursive: true });
-    return;
-  }
-  if (!isDir) throw new CairnError('Cairn.Usage', `restore target ${target} exists and is not a directory`, { hint: 'choose a directory' });
-  if (!force && (await readdir(target)).length > 0) {
-    throw new CairnError('Cairn.TargetNotEmpty', `restore target ${target} is not empty; nothing was written`, {
-      hint: 'restore into an empty or new directory, or pass --force to overwrite what is there',
-    });
-  }
-}
-
 /**
- * Writes a snapshot's tree under `target` and nowhere else: every name is a
- * checked single path component, directories on the way are created (or, with
+ * Writes a snapshot's tree under `target` and nowhere else: every name is
+ * checked by the rule the archiver applied (core/tree.ts nameProblem) and must
+ * be unique in its directory, directories on the way are created (or, with
  * --force, checked to be real directories), and files are created with
  * O_EXCL|O_NOFOLLOW, so no manifest — however crafted — can write through a
  * symlink or outside the target. Pieces are fetched ahead of the writer.
@@ -160,17 +61,20 @@ export class Restorer {
   private readonly reader: PieceReader;
   private readonly options: RestoreOptions;
   private readonly includes: PathMatcher;
-  private readonly dirEntries = new Map<string, TreeEntry>();
-  private readonly created = new Set<string>(['']);
-  private readonly createdDirs: Array<{ path: string; entry: TreeEntry }> = [];
-  private readonly hardlinks = new Map<string, Promise<string>>();
+  private readonly target: TargetTree;
+  private readonly hardlinks = new Map<string, Promise<Buffer>>();
+  private readonly queuedLinks = new Set<string>();
   private lastReport = 0;
   private totals: { totalFiles: number; totalBytes: number } | undefined;
+  private buffered = 0;
+  private wake: (() => void) | undefined;
+  private failure: Error | undefined;
 
   constructor(reader: PieceReader, options: RestoreOptions) {
     this.reader = reader;
     this.options = options;
     this.includes = new PathMatcher(options.includes);
+    this.target = new TargetTree(options.target, options.force, () => this.result.dirs++);
   }
 
   async run(snapshot: Snapshot): Promise<RestoreResult> {
@@ -178,7 +82,7 @@ export class Restorer {
     const jobs = new Set<Promise<void>>();
     let job: FileJob | undefined;
     try {
-      for await (const item of this.walk(snapshot.tree, '')) {
+      for await (const item of this.walk(snapshot.tree, '', '')) {
         this.options.signal?.throwIfAborted();
         this.throwIfFailed();
         // Bound what is fetched but not yet written: the restore's memory.
@@ -192,16 +96,16 @@ export class Restorer {
               }
               throw item.error;
             case 'dir':
-              this.dirEntries.set(item.rel, item.entry);
-              if (item.included) await this.ensureDir(item.rel);
+              this.target.noteDir(item.key, item.entry);
+              if (item.included) await this.target.ensureDir(item.key);
               break;
             case 'symlink':
-              await this.restoreSymlink(item.rel, item.entry);
+              await this.restoreSymlink(item.key, item.entry);
               break;
             case 'file': {
-              await this.ensureParent(item.rel);
+              await this.target.ensureParent(item.key);
               while (jobs.size >= FILE_JOBS) await Promise.race(jobs);
-              job = new FileJob(item.rel, item.entry);
+              job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
               const running = this.writeFile(job).finally(() => jobs.delete(running));
               jobs.add(running);
@@ -227,14 +131,12 @@ export class Restorer {
       await Promise.allSettled(jobs);
       throw error;
     }
-    // Directory metadata last, deepest first, so writing their contents did not change it.
-    for (const { path, entry } of this.createdDirs.reverse()) await applyMeta(path, entry, false);
+    // Directory metadata last, deepest first, so writing their contents did not change it;
+    // the target itself last of all, from the directory the snapshot was taken of.
+    for (const { path, entry } of this.target.createdDirs.reverse()) await applyMeta(path, entry, false);
+    if (snapshot.root) await applyMeta(this.target.path(''), snapshot.root, false);
     return this.result;
   }
-
-  private buffered = 0;
-  private wake: (() => void) | undefined;
-  private failure: Error | undefined;
 
   private written(): Promise<void> {
     return new Promise((resolve) => (this.wake = resolve));
@@ -249,7 +151,7 @@ export class Restorer {
 
   /** One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last. */
   private async writeFile(job: FileJob): Promise<void> {
-    const path = this.path(job.rel);
+    const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
     try {
       const created = await this.startFile(job);
@@ -307,7 +209,7 @@ export class Restorer {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  private async *walk(treeId: string, rel: string): AsyncGenerator<Item> {
+  private async *walk(treeId: string, rel: string, key: string): AsyncGenerator<Item> {
     let entries: TreeEntry[];
     try {
       entries = decodeTree(await this.reader.read(Buffer.from(treeId, 'hex')), treeId).entries;
@@ -317,9 +219,10 @@ export class Restorer {
     }
     const seen = new Set<string>();
     for (const entry of entries) {
-      const unsafe = unsafeName(entry.name, seen);
-      seen.add(entry.name);
-      const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      const name = entryName(entry);
+      const nameKey = name.toString('latin1');
+      const unsafe = nameProblem(name) ?? (seen.has(nameKey) ? `the name ${JSON.stringify(entry.name)} twice in one directory` : undefined);
+      seen.add(nameKey);
       if (unsafe) {
         yield {
           kind: 'bad',
@@ -328,20 +231,22 @@ export class Restorer {
         };
         continue;
       }
+      const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      const childKey = key === '' ? nameKey : `${key}/${nameKey}`;
       const included = this.includes.empty || this.includes.matchesSelfOrAncestor(childRel);
       if (entry.type === 'dir') {
         // With --include, read only the trees of directories that may hold a match.
         if (!included && !this.includes.mayMatchBelow(childRel)) continue;
-        yield { kind: 'dir', rel: childRel, entry, included };
-        if (entry.subtree) yield* this.walk(entry.subtree, childRel);
+        yield { kind: 'dir', rel: childRel, key: childKey, entry, included };
+        if (entry.subtree) yield* this.walk(entry.subtree, childRel, childKey);
         continue;
       }
       if (!included) continue;
       if (entry.type === 'symlink') {
-        yield { kind: 'symlink', rel: childRel, entry };
+        yield { kind: 'symlink', rel: childRel, key: childKey, entry };
         continue;
       }
-      yield { kind: 'file', rel: childRel, entry };
+      yield { kind: 'file', rel: childRel, key: childKey, entry };
       if (!entry.hardlink || !this.hardlinkQueued(entry.hardlink)) {
         try {
           for await (const id of contentIds(entry, this.reader)) {
@@ -358,80 +263,41 @@ export class Restorer {
     }
   }
 
-  private readonly queuedLinks = new Set<string>();
-
   /** The first file of a hard-link group carries the data; the others become links to it. */
-  private hardlinkQueued(key: string): boolean {
-    if (this.queuedLinks.has(key)) return true;
-    this.queuedLinks.add(key);
+  private hardlinkQueued(group: string): boolean {
+    if (this.queuedLinks.has(group)) return true;
+    this.queuedLinks.add(group);
     return false;
   }
 
-  private path(rel: string): string {
-    return join(this.options.target, ...rel.split('/'));
-  }
-
-  private async ensureDir(rel: string): Promise<void> {
-    if (this.created.has(rel)) return;
-    const slash = rel.lastIndexOf('/');
-    await this.ensureDir(slash < 0 ? '' : rel.slice(0, slash));
-    const path = this.path(rel);
-    try {
-      await mkdir(path, { mode: 0o700 });
-    } catch (error) {
-      if (!isErrno(error, 'EEXIST')) throw error;
-      const existing = await lstat(path);
-      if (!existing.isDirectory()) {
-        // Only reachable with --force: replace what is there, never follow it.
-        await unlink(path);
-        await mkdir(path, { mode: 0o700 });
-      }
-    }
-    this.created.add(rel);
-    this.result.dirs++;
-    const entry = this.dirEntries.get(rel);
-    if (entry) this.createdDirs.push({ path, entry });
-  }
-
-  private async clearForEntry(path: string): Promise<void> {
-    if (!this.options.force) return;
-    try {
-      const existing = await lstat(path);
-      if (existing.isDirectory()) await rm(path, { recursive: true, force: true });
-      else await unlink(path);
-    } catch (error) {
-      if (!isErrno(error, 'ENOENT')) throw error;
-    }
-  }
-
-  private async restoreSymlink(rel: string, entry: TreeEntry): Promise<void> {
-    await this.ensureParent(rel);
-    const path = this.path(rel);
-    await this.clearForEntry(path);
-    await symlink(entry.target ?? '', path);
+  private async restoreSymlink(key: string, entry: TreeEntry): Promise<void> {
+    await this.target.ensureParent(key);
+    const path = this.target.path(key);
+    await this.target.clearForEntry(path);
+    await symlink(entryTarget(entry), path);
     await applyMeta(path, entry, true);
     this.result.symlinks++;
   }
 
   /** Decided in walk order: the first file of a hard-link group is created, the others link to it. */
   private planHardlink(job: FileJob): void {
-    const key = job.entry.hardlink;
-    if (!key) return;
-    const first = this.hardlinks.get(key);
+    const group = job.entry.hardlink;
+    if (!group) return;
+    const first = this.hardlinks.get(group);
     if (first) {
       job.linkTo = first;
       return;
     }
-    const created = Promise.withResolvers<string>();
+    const created = Promise.withResolvers<Buffer>();
     created.promise.catch(() => undefined);
     job.created = created;
-    this.hardlinks.set(key, created.promise);
+    this.hardlinks.set(group, created.promise);
   }
 
   private async startFile(job: FileJob): Promise<FileHandle | 'linked'> {
-    const path = this.path(job.rel);
+    const path = this.target.path(job.key);
     try {
-      await this.clearForEntry(path);
+      await this.target.clearForEntry(path);
       if (job.linkTo) {
         // Link once the first file exists (its writer may still be running: it is the same inode).
         await link(await job.linkTo, path);
@@ -446,71 +312,12 @@ export class Restorer {
     }
   }
 
-  private async ensureParent(rel: string): Promise<void> {
-    const slash = rel.lastIndexOf('/');
-    await this.ensureDir(slash < 0 ? '' : rel.slice(0, slash));
-  }
-
   private report(current: string): void {
     const now = Date.now();
     if (now - this.lastReport < 200) return;
     this.lastReport = now;
     this.options.progress.progress({ phase: 'restore', files: this.result.files, bytes: this.result.bytes, current, ...this.totals });
   }
-}
-
-function isZero(data: Buffer): boolean {
-  for (let at = 0; at < data.length; at += ZERO.length) {
-    const end = Math.min(data.length, at + ZERO.length);
-    if (data.compare(ZERO, 0, end - at, at, end) !== 0) return false;
-  }
-  return true;
-}
-
-function unsafeName(name: string, seen: Set<string>): string | undefined {
-  if (name === '' || name === '.' || name === '..') return `the path component ${JSON.stringify(name)}`;
-  if (name.includes('/') || name.includes('\\') || name.includes('\0')) return `a name with a separator or NUL: ${JSON.stringify(name)}`;
-  if (seen.has(name)) return `the name ${JSON.stringify(name)} twice in one directory`;
-  return undefined;
-}
-
-async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-/**
- * Size, owner, mode, mtime. Each is a system call on a latency-bound pool, so
- * the ones that would change nothing are skipped: truncate only when the file
- * ends in a hole, chown only when the owner differs from ours.
- */
-async function finishFile(handle: FileHandle, size: number, written: number, entry: TreeEntry): Promise<void> {
-  if (entry.size !== undefined && entry.size !== size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${entry.size}`);
-  if (written < size) await handle.truncate(size);
-  if (isRoot && (entry.uid !== ourUid || entry.gid !== ourGid)) await handle.chown(entry.uid, entry.gid);
-  await handle.chmod(entry.mode);
-  const mtime = nsToSeconds(entry.mtimeNs);
-  await handle.utimes(mtime, mtime);
-}
-
-async function applyMeta(path: string, entry: TreeEntry, isLink: boolean): Promise<void> {
-  const mtime = nsToSeconds(entry.mtimeNs);
-  if (isLink) {
-    if (isRoot) await lchown(path, entry.uid, entry.gid);
-    await lutimes(path, mtime, mtime);
-    return;
-  }
-  if (isRoot) await chown(path, entry.uid, entry.gid);
-  await chmod(path, entry.mode);
-  await utimes(path, mtime, mtime);
-}
-
-function nsToSeconds(ns: string): number {
-  const value = BigInt(ns);
-  return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
 }
 
 function isStorageFailure(error: unknown): boolean {
