@@ -22,6 +22,16 @@ const wal = walCommand ? await (await import('../pitr/wal-fast.ts')).runWalComma
 if (wal !== undefined) {
   process.exitCode = wal;
 } else {
+  // main() cancels the command at the first SIGINT/SIGTERM and lets it clean up; a second one means "now":
+  // exit at once (130, docs/exit-codes.md). Here, not in main(), which never exits the process.
+  let signals = 0;
+  const force = () => {
+    if (++signals > 1) process.exit(130);
+  };
+  process.on('SIGINT', force);
+  process.on('SIGTERM', force);
   const { main } = await import('./main.ts');
   process.exitCode = await main(process.argv);
+  process.off('SIGINT', force);
+  process.off('SIGTERM', force);
 }

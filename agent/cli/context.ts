@@ -4,12 +4,12 @@ import { parseDurationMs } from '../core/duration.ts';
 import { CairnError } from '../core/errors.ts';
 import { Repository, type Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
-import type { OperationContext } from '../commands/operation.ts';
+import type { OperationOptions } from '../commands/operation.ts';
 import { openStorage } from '../storage/open.ts';
-import { Output } from './output.ts';
+import { Output, processStreams, type CliStreams } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
-import { defaultSources, openRepository } from './unlock.ts';
+import { defaultSources, openRepository } from './open-repository.ts';
 
 /** Options every command inherits from the program. */
 export interface GlobalOptions {
@@ -22,13 +22,14 @@ export interface GlobalOptions {
 }
 
 /**
- * What a command module needs from the CLI around it: the output, the
- * cancellation signal, the environment and the ways to open a repository.
- * Each command module exports `register(program, cli)`, so adding a command
- * touches one line of main.ts.
+ * What a command needs from the CLI around it: the output, the cancellation
+ * signal, the environment and the ways to open a repository. Each command file
+ * under commands/ exports one `register…(program, cli)`, so adding a command
+ * is one file and one line of main.ts.
  */
 export class Cli {
   readonly env: NodeJS.ProcessEnv;
+  readonly streams: CliStreams;
   readonly controller = new AbortController();
   /** Replaced once the global flags are parsed (--json, --quiet). */
   output: Output;
@@ -37,9 +38,19 @@ export class Cli {
   /** An exit code for an outcome that is not an error to report (wal-fetch: "never archived" is exit 1, silently). */
   quietExitCode: number | undefined;
 
-  constructor(env: NodeJS.ProcessEnv) {
+  constructor(env: NodeJS.ProcessEnv, streams: CliStreams = processStreams()) {
     this.env = env;
-    this.output = new Output({ json: !process.stdout.isTTY, quiet: false });
+    this.streams = streams;
+    this.output = new Output({ json: !streams.stdout.isTTY, quiet: false, streams });
+  }
+
+  /** The output for the global flags (--json, --quiet); `dump`, whose stdout is the file, asks for quiet text. */
+  setOutput(flags: { json?: boolean | undefined; quiet?: boolean | undefined }): void {
+    this.output = new Output({
+      json: Boolean(flags.json) || !this.streams.stdout.isTTY,
+      quiet: Boolean(flags.quiet),
+      streams: this.streams,
+    });
   }
 
   get signal(): AbortSignal {
@@ -54,17 +65,18 @@ export class Cli {
   async storage(cmd: Command): Promise<DeletableStorage> {
     const g = this.globals(cmd);
     if (!g.repo) throw new CairnError('Cairn.Usage', 'no repository given', { hint: 'pass --repo URL or set CAIRN_REPOSITORY' });
-    const storage = wrapStorage(await openStorage(g.repo, this.env), cmd.optsWithGlobals<StorageFlags>(), {
-      env: this.env,
-      signal: this.signal,
-    });
+    const storage = await this.storageAt(g.repo, cmd);
     this.run.repository ??= storage.location;
     return storage;
   }
 
   /** Another repository's storage (e.g. copy's target), under the same limits, cancellation and --storage-hook. */
   async storageAt(url: string, cmd: Command): Promise<DeletableStorage> {
-    return wrapStorage(await openStorage(url, this.env), cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal });
+    return wrapStorage(await openStorage(url, this.env), cmd.optsWithGlobals<StorageFlags>(), {
+      env: this.env,
+      signal: this.signal,
+      stderr: this.streams.stderr,
+    });
   }
 
   /** The passphrase from CAIRN_PASSWORD, --password-file or a prompt (confirm: ask twice). */
@@ -92,8 +104,13 @@ export class Cli {
     };
   }
 
-  operation(repo: Repository, g: GlobalOptions): OperationContext {
-    return { repo, who: this.who(), progress: this.output, ...this.locking(g) };
+  /**
+   * What every repository command is given, in one place: who runs it, where
+   * its progress goes, the lease and lock wait, the concurrency and the
+   * cancellation signal. The library turns it into its OperationContext.
+   */
+  operation(g: GlobalOptions, host?: string): OperationOptions & { concurrency: number; signal: AbortSignal } {
+    return { who: this.who(host), progress: this.output, concurrency: g.concurrency, signal: this.signal, ...this.locking(g) };
   }
 }
 

@@ -1,4 +1,13 @@
+import type { Writable } from 'node:stream';
 import type { ProgressEvent, ProgressListener } from '../progress/progress.ts';
+
+/** Where the CLI writes: the process's streams, or a test's (main's third argument). */
+export interface CliStreams {
+  stdout: Writable & { isTTY?: boolean };
+  stderr: Writable & { isTTY?: boolean; columns?: number };
+}
+
+export const processStreams = (): CliStreams => ({ stdout: process.stdout, stderr: process.stderr });
 
 /**
  * Where a command's words go. On a terminal: a progress line on stderr and
@@ -13,9 +22,11 @@ export class Output implements ProgressListener {
   private lastJson = 0;
   private lineShown = false;
   private rate: { at: number; bytes: number } | undefined;
+  private readonly streams: CliStreams;
 
-  constructor(options: { json: boolean; quiet: boolean }) {
-    this.tty = process.stderr.isTTY && !options.json;
+  constructor(options: { json: boolean; quiet: boolean; streams?: CliStreams | undefined }) {
+    this.streams = options.streams ?? processStreams();
+    this.tty = Boolean(this.streams.stderr.isTTY) && !options.json;
     this.json = options.json;
     this.quiet = options.quiet;
   }
@@ -46,7 +57,7 @@ export class Output implements ProgressListener {
       parts.push(`ETA ${formatDuration(((event.totalBytes - event.bytes) / speed) * 1000)}`);
     if (event.bytesAdded !== undefined) parts.push(`added ${formatBytes(event.bytesAdded)}`);
     const line = parts.join(', ');
-    process.stderr.write(`\r\x1b[K${line.slice(0, (process.stderr.columns || 100) - 1)}`);
+    this.streams.stderr.write(`\r\x1b[K${line.slice(0, (this.streams.stderr.columns || 100) - 1)}`);
     this.lineShown = true;
   }
 
@@ -54,7 +65,7 @@ export class Output implements ProgressListener {
     if (this.json) this.emit({ type: 'warning', message, ...details });
     else {
       this.clearLine();
-      process.stderr.write(`warning: ${message}\n`);
+      this.streams.stderr.write(`warning: ${message}\n`);
     }
   }
 
@@ -62,24 +73,24 @@ export class Output implements ProgressListener {
   result(data: Record<string, unknown>, text: string): void {
     this.clearLine();
     if (this.json) this.emit(data);
-    else if (text.length > 0) process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+    else if (text.length > 0) this.streams.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
   }
 
   error(data: { code: string; message: string; hint?: string | undefined; exitCode: number }): void {
     this.clearLine();
     if (this.json) this.emit({ type: 'error', ...data });
-    process.stderr.write(`cairn: ${data.message}\n${data.hint ? `hint: ${data.hint}\n` : ''}`);
+    this.streams.stderr.write(`cairn: ${data.message}\n${data.hint ? `hint: ${data.hint}\n` : ''}`);
   }
 
   private clearLine(): void {
     if (this.lineShown) {
-      process.stderr.write('\r\x1b[K');
+      this.streams.stderr.write('\r\x1b[K');
       this.lineShown = false;
     }
   }
 
   private emit(data: Record<string, unknown>): void {
-    process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...data })}\n`);
+    this.streams.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...data })}\n`);
   }
 }
 

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import type { Writable } from 'node:stream';
 import { Option, type Command } from 'commander';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import type { DeletableStorage } from '../core/storage.ts';
@@ -62,7 +63,7 @@ function transferCount(value: string): number {
 export function wrapStorage(
   base: DeletableStorage,
   flags: StorageFlags,
-  context: { env: NodeJS.ProcessEnv; signal: AbortSignal },
+  context: { env: NodeJS.ProcessEnv; signal: AbortSignal; stderr: Writable },
 ): DeletableStorage {
   const storage: DeletableStorage = new TransferStorage(base, {
     uploadBytesPerSecond: flags.limitUpload ? parseMBps(flags.limitUpload, '--limit-upload') : undefined,
@@ -74,7 +75,7 @@ export function wrapStorage(
   return new HookStorage(storage, {
     command: flags.storageHook,
     env: context.env,
-    onStderr: (line) => process.stderr.write(`storage-hook: ${line}\n`),
+    onStderr: (line) => context.stderr.write(`storage-hook: ${line}\n`),
   });
 }
 
@@ -87,7 +88,7 @@ export interface RunRecord {
 }
 
 /** Writes the metrics file after a command, when asked for one. A failure to write warns and does not change the exit code. */
-export async function finishRun(flags: StorageFlags, run: RunRecord, success: boolean): Promise<void> {
+export async function finishRun(flags: StorageFlags, run: RunRecord, success: boolean, stderr: Writable): Promise<void> {
   if (!flags.metricsFile || !run.operation || !METRICS_OPERATIONS.has(run.operation)) return;
   try {
     await writeMetricsFile(flags.metricsFile, {
@@ -100,6 +101,6 @@ export async function finishRun(flags: StorageFlags, run: RunRecord, success: bo
       backup: success ? run.backup : undefined,
     });
   } catch (error) {
-    process.stderr.write(`warning: could not write the metrics file ${flags.metricsFile}: ${errorMessage(error)}\n`);
+    stderr.write(`warning: could not write the metrics file ${flags.metricsFile}: ${errorMessage(error)}\n`);
   }
 }

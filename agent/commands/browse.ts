@@ -25,9 +25,7 @@ async function browsing<T>(
   operation: string,
   fn: (browser: () => Promise<SnapshotBrowser>) => Promise<T>,
 ): Promise<T> {
-  return underLock(operationContext(repo, options), operation, false, () =>
-    fn(() => SnapshotBrowser.open(repo, options.concurrency * 2)),
-  );
+  return underLock(operationContext(repo, options), operation, false, () => fn(() => SnapshotBrowser.open(repo, options.concurrency * 2)));
 }
 
 /** `ls`: the entries of a directory of a snapshot (all below it with `recursive`), or the one entry a file is. */

@@ -11,7 +11,9 @@ import { encodeTree, decodeTree, type TreeEntry } from '../core/tree.ts';
 import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { failureDetails, record, underLock, type OperationContext } from './operation.ts';
+import { IdMap } from './id-map.ts';
+import { selectSnapshots } from './snapshot-selector.ts';
+import { failureDetails, record, underLock, operationContext, type OperationContext } from './operation.ts';
 
 export interface CopyOptions {
   /** Snapshot refs (ids, prefixes, "latest"); empty: every snapshot (after the filters). */
@@ -74,9 +76,8 @@ export async function copy(source: Repository, target: Repository, options: Copy
       hint: 'give --to-repo another repository',
     });
   }
-  const base = { who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
-  const sourceCtx: OperationContext = { repo: source, ...base };
-  const targetCtx: OperationContext = { repo: target, ...base };
+  const sourceCtx = operationContext(source, options);
+  const targetCtx = operationContext(target, options);
   return underLock(sourceCtx, 'copy', false, () =>
     underLock(targetCtx, 'copy', false, async (targetLease) => {
       const started = Date.now();
@@ -119,7 +120,7 @@ async function copyLocked(
   targetCtx: OperationContext,
 ): Promise<CopyReport> {
   const started = Date.now();
-  const selected = await selectSnapshots(source, options);
+  const selected = await snapshotsToCopy(source, options);
   const present = new Set(await target.listSnapshotIds());
   const todo = selected.filter((s) => !present.has(s.id));
   const skipped = selected.filter((s) => present.has(s.id)).map((s) => s.id);
@@ -177,28 +178,14 @@ async function copyLocked(
   return report;
 }
 
-/** The snapshots to copy, oldest first: the named ones (or all), narrowed by host and tag. */
-export async function selectSnapshots(
+/** The snapshots to copy, oldest first: the named ones (or all), narrowed by host and tag (any of the tags). */
+export function snapshotsToCopy(
   source: Repository,
   options: Pick<CopyOptions, 'snapshots' | 'hosts' | 'tags' | 'progress'>,
 ): Promise<Snapshot[]> {
-  let chosen: Snapshot[];
-  if (options.snapshots.length > 0) {
-    const byId = new Map<string, Snapshot>();
-    for (const ref of options.snapshots) {
-      const s = await source.findSnapshot(ref);
-      byId.set(s.id, s);
-    }
-    chosen = [...byId.values()];
-  } else {
-    const { snapshots, unreadable } = await source.listSnapshots();
-    for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is not copied: ${u.error}`, { snapshot: u.id });
-    chosen = snapshots;
-  }
-  return chosen
-    .filter((s) => options.hosts.length === 0 || options.hosts.includes(s.host))
-    .filter((s) => options.tags.length === 0 || s.tags.some((t) => options.tags.includes(t)))
-    .sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+  return selectSnapshots(source, { refs: options.snapshots, hosts: options.hosts, anyTags: options.tags }, (u) =>
+    options.progress.warn(`snapshot ${u.id} cannot be read and is not copied: ${u.error}`, { snapshot: u.id }),
+  );
 }
 
 /**
@@ -330,65 +317,6 @@ class Translator {
       bytes: this.report.bytesRead,
       bytesAdded: this.report.bytesUploaded,
     });
-  }
-}
-
-/**
- * Source piece id → target piece id, 64 bytes a pair in one growing buffer
- * with an open-addressing table (ids are HMACs: uniformly spread), so a run
- * over millions of pieces stays within tens of MB.
- */
-export class IdMap {
-  private records = Buffer.alloc(ID_BYTES * 2 * 1024);
-  private slots = new Uint32Array(2048);
-  private count = 0;
-
-  get size(): number {
-    return this.count;
-  }
-
-  get(key: Buffer): Buffer | undefined {
-    const record = this.find(key);
-    if (record < 0) return undefined;
-    const at = record * ID_BYTES * 2 + ID_BYTES;
-    return Buffer.from(this.records.subarray(at, at + ID_BYTES));
-  }
-
-  set(key: Buffer, value: Buffer): void {
-    if (this.find(key) >= 0) return;
-    if ((this.count + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
-    if ((this.count + 1) * ID_BYTES * 2 > this.records.length) {
-      const grown = Buffer.alloc(this.records.length * 2);
-      this.records.copy(grown);
-      this.records = grown;
-    }
-    const at = this.count * ID_BYTES * 2;
-    key.copy(this.records, at, 0, ID_BYTES);
-    value.copy(this.records, at + ID_BYTES, 0, ID_BYTES);
-    this.insert(this.count);
-    this.count++;
-  }
-
-  private find(key: Buffer): number {
-    const mask = this.slots.length - 1;
-    for (let slot = key.readUInt32LE(0) & mask; ; slot = (slot + 1) & mask) {
-      const value = this.slots[slot] as number;
-      if (value === 0) return -1;
-      const at = (value - 1) * ID_BYTES * 2;
-      if (this.records.compare(key, 0, ID_BYTES, at, at + ID_BYTES) === 0) return value - 1;
-    }
-  }
-
-  private insert(record: number): void {
-    const mask = this.slots.length - 1;
-    let slot = this.records.readUInt32LE(record * ID_BYTES * 2) & mask;
-    while (this.slots[slot] !== 0) slot = (slot + 1) & mask;
-    this.slots[slot] = record + 1;
-  }
-
-  private rehash(size: number): void {
-    this.slots = new Uint32Array(size);
-    for (let record = 0; record < this.count; record++) this.insert(record);
   }
 }
 

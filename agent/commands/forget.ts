@@ -6,9 +6,10 @@ import { applyPolicy, isEmptyPolicy, type RetentionDecision, type RetentionPolic
 import type { Snapshot } from '../core/snapshot.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { ProgressListener } from '../progress/progress.ts';
-import { record, underLock, type OperationContext } from './operation.ts';
+import { record, underLock, operationContext, type OperationContext } from './operation.ts';
+import { groupKey, selectSnapshot, selectSnapshotList, type GroupField } from './snapshot-selector.ts';
 
-export type GroupField = 'host' | 'paths' | 'plan' | 'tags';
+export type { GroupField };
 
 export interface ForgetOptions {
   policy: RetentionPolicy;
@@ -26,17 +27,6 @@ export interface ForgetGroup {
   remove: RetentionDecision[];
 }
 
-export function groupKey(snapshot: Snapshot, fields: GroupField[]): Record<string, unknown> {
-  const key: Record<string, unknown> = {};
-  for (const field of fields) {
-    if (field === 'host') key.host = snapshot.host;
-    else if (field === 'paths') key.paths = [...snapshot.paths].sort();
-    else if (field === 'plan') key.plan = snapshot.plan ?? null;
-    else key.tags = [...snapshot.tags].sort();
-  }
-  return key;
-}
-
 export { pinnedIds };
 
 /**
@@ -50,13 +40,7 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
       hint: 'give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within, --keep-tag',
     });
   }
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
     const { snapshots, unreadable } = await repo.listSnapshots();
     for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is left alone: ${u.error}`);
@@ -98,7 +82,7 @@ export async function setPin(
   pinned: boolean,
   ctx: OperationContext,
 ): Promise<Snapshot> {
-  const snapshot = await repo.findSnapshot(ref);
+  const snapshot = await selectSnapshot(repo, ref);
   const name = `${PINS_PREFIX}${snapshot.id}`;
   if (pinned) {
     if (!(await storage.stat(name))) {
@@ -144,21 +128,11 @@ export async function forgetIds(repo: Repository, storage: DeletableStorage, opt
     throw new CairnError('Cairn.Usage', 'no snapshot given', {
       hint: 'name snapshots by id or prefix, or give a retention policy (--keep-*)',
     });
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
-    const targets = new Map<string, Snapshot>();
-    for (const ref of options.ids) {
-      const snapshot = await repo.findSnapshot(ref);
-      targets.set(snapshot.id, snapshot);
-    }
+    const targets = await selectSnapshotList(repo, options.ids);
     const pins = await pinnedIds(repo);
-    const result = [...targets.values()].map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) }));
+    const result = targets.map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) }));
     const pinned = result.filter((s) => s.pinned);
     if (pinned.length > 0 && !options.force) {
       throw new CairnError(

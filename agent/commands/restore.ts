@@ -1,8 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CairnError } from '../core/errors.ts';
-import { engineByName } from '../engines/registry.ts';
+import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
@@ -16,6 +16,7 @@ import { shortId } from '../core/snapshot.ts';
 import { replayerFor } from '../pitr/replayers.ts';
 import type { ReplayResult } from '../pitr/replay.ts';
 import { planPointInTime } from '../core/pitr-planning.ts';
+import { waitForSnapshot } from './snapshot-selector.ts';
 
 export interface RestoreCommandOptions {
   snapshot: string;
@@ -25,9 +26,13 @@ export interface RestoreCommandOptions {
   targetDatabase?: string | undefined;
   /** Connection and other options for the snapshot's engine. */
   engineOptions?: Record<string, unknown> | undefined;
+  /** The engines a snapshot's engine is looked up in (default: the shipped ones). */
+  engines?: EngineRegistry | undefined;
   /** Keep looking for a snapshot this long before giving up (bootstrapping a replica while the first backup runs). */
   waitForSnapshotMs?: number | undefined;
   env?: NodeJS.ProcessEnv | undefined;
+  /** Where engines that need local files (pg_restore --jobs, log replay) write them; default: the system temp dir. */
+  tempDir?: string | undefined;
   includes: string[];
   force: boolean;
   ignoreErrors: boolean;
@@ -107,7 +112,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       `restoring base snapshot ${shortId(snapshot.id)} (${snapshot.time}), then replaying ${planned.plan.files.length} archived log file(s) of ${planned.plan.stream} to ${planned.plan.describe}`,
     );
   } else {
-    snapshot = await findWaiting(repo, options);
+    snapshot = await waitForSnapshot(repo, options.snapshot, { waitMs: options.waitForSnapshotMs, ...options });
   }
   const index = await repo.loadIndex(options.concurrency * 2);
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
@@ -131,13 +136,13 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     return { snapshot, result: await intoDirectory(options.target) };
   }
   // The engine recorded in the manifest restores its own snapshot (Vitess's rule).
-  const engine = engineByName(snapshot.engine);
+  const engine = (options.engines ?? engineRegistry).byName(snapshot.engine);
   const engineOptions = engine.parseOptions(options.engineOptions ?? {});
   let result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
   const source = new RepositorySource(snapshot, reader, async (directory) => {
     result = await intoDirectory(directory);
   });
-  const tempDir = await mkdtemp(join(tmpdir(), 'cairn-engine-'));
+  const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
   try {
     await engine.restore(engineOptions, source, {
       progress: options.progress,
@@ -151,7 +156,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   }
   if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   if (!replayPlan || !options.pointInTime || !options.target) return { snapshot, result };
-  const replayTemp = await mkdtemp(join(tmpdir(), 'cairn-replay-'));
+  const replayTemp = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-replay-'));
   try {
     const replay = await replayerFor(snapshot.engine);
     const owner =
@@ -175,16 +180,8 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   }
 }
 
-async function findWaiting(repo: Repository, options: RestoreCommandOptions): Promise<Snapshot> {
-  const deadline = Date.now() + (options.waitForSnapshotMs ?? 0);
-  for (;;) {
-    try {
-      return await repo.findSnapshot(options.snapshot);
-    } catch (error) {
-      if (!(error instanceof CairnError && error.code === 'Cairn.NotFound') || Date.now() >= deadline) throw error;
-      options.progress.warn(`no snapshot ${options.snapshot} yet; waiting`);
-      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, Math.max(100, deadline - Date.now()))));
-      options.signal?.throwIfAborted();
-    }
-  }
+/** `--if-empty` (bootstrapping a replica): the restore is skipped when its target directory already holds data. */
+export async function targetAlreadyHoldsData(options: { ifEmpty?: boolean | undefined; target?: string | undefined }): Promise<boolean> {
+  if (!options.ifEmpty || !options.target) return false;
+  return (await readdir(options.target).catch(() => [])).length > 0;
 }

@@ -6,7 +6,8 @@ import type { Snapshot } from '../core/snapshot.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { pinnedIds } from './forget.ts';
-import { record, underLock, type OperationContext } from './operation.ts';
+import { record, underLock, operationContext } from './operation.ts';
+import { selectSnapshotList } from './snapshot-selector.ts';
 
 export interface TagOptions {
   /** Snapshot ids, unique prefixes or "latest". */
@@ -64,22 +65,12 @@ export async function tagSnapshots(repo: Repository, storage: DeletableStorage, 
     throw new CairnError('Cairn.Usage', 'nothing to change', { hint: 'give --add TAG, --remove TAG and/or --set TAG' });
   }
   for (const t of [...options.add, ...options.remove, ...(options.set ?? [])]) checkTag(t);
-  const ctx: OperationContext = {
-    repo,
-    who: options.who,
-    progress: options.progress,
-    leaseMs: options.leaseMs,
-    lockWaitMs: options.lockWaitMs,
-  };
+  const ctx = operationContext(repo, options);
   return underLock(ctx, 'tag', !options.dryRun, async (lease) => {
-    const targets = new Map<string, Snapshot>();
-    for (const ref of options.refs) {
-      const snapshot = await repo.findSnapshot(ref);
-      targets.set(snapshot.id, snapshot);
-    }
+    const targets = await selectSnapshotList(repo, options.refs);
     const pins = await pinnedIds(repo);
     const changes: TagChange[] = [];
-    for (const snapshot of targets.values()) {
+    for (const snapshot of targets) {
       const tags = newTags(snapshot.tags, options);
       const original = snapshot.original ?? snapshot.id;
       const changed = tags.length !== snapshot.tags.length || tags.some((t, i) => t !== snapshot.tags[i]);

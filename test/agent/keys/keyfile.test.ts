@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { kmsKeyFile, kmsRegion, parseKeyFile, passphraseUnlocker, unwrapMasterKey, wrapMasterKey } from '../../../agent/core/keyfile.ts';
 import { Repository } from '../../../agent/core/repository.ts';
-import { openRepository, type UnlockSource } from '../../../agent/cli/unlock.ts';
+import { openRepository, type UnlockSource } from '../../../agent/cli/open-repository.ts';
 import { fileRepo, tempDir } from '../../helpers/repo.ts';
 
 /** Written by the key file code before KMS keys existed (commit 8ec5ac3), byte for byte. */

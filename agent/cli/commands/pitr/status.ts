@@ -1,13 +1,12 @@
 import type { Command } from 'commander';
-import type { ChainReport, LogGap } from '../core/log-chain.ts';
-import { shortId } from '../core/snapshot.ts';
-import { readChains } from '../core/pitr-planning.ts';
-import type { Cli } from './context.ts';
-import { formatDuration } from './output.ts';
+import type { ChainReport, LogGap } from '../../../core/log-chain.ts';
+import { shortId } from '../../../core/snapshot.ts';
+import { readChains } from '../../../core/pitr-planning.ts';
+import type { Cli } from '../../context.ts';
+import { formatDuration } from '../../output.ts';
 
 /** `cairn pitr status`: the recoverable windows and every gap of each log stream (docs/pitr.md). */
-export function register(program: Command, cli: Cli): void {
-  const pitr = program.command('pitr').description("point-in-time recovery: the log archive's state");
+export function registerPitrStatus(pitr: Command, cli: Cli): void {
   pitr
     .command('status')
     .description('per log stream: the recoverable window, every gap with its cause, and the last archived event (archive lag)')

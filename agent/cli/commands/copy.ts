@@ -1,13 +1,13 @@
 import { Option, type Command } from 'commander';
-import { copy, initCopyTarget, type CopyReport } from '../commands/copy.ts';
-import { record } from '../commands/operation.ts';
-import { CairnError } from '../core/errors.ts';
-import { CONFIG_KEY } from '../core/layout.ts';
-import { Repository } from '../core/repository.ts';
-import { shortId } from '../core/snapshot.ts';
-import { collect, type Cli } from './context.ts';
-import { formatBytes, formatDuration } from './output.ts';
-import { readPassphrase } from './passphrase.ts';
+import { copy, initCopyTarget, type CopyReport } from '../../commands/copy.ts';
+import { record } from '../../commands/operation.ts';
+import { CairnError } from '../../core/errors.ts';
+import { CONFIG_KEY } from '../../core/layout.ts';
+import { Repository } from '../../core/repository.ts';
+import { shortId } from '../../core/snapshot.ts';
+import { collect, type Cli } from '../context.ts';
+import { formatBytes, formatDuration } from '../output.ts';
+import { readPassphrase } from '../passphrase.ts';
 
 interface CopyCliOptions {
   toRepo?: string;
@@ -20,7 +20,7 @@ interface CopyCliOptions {
 }
 
 /** `cairn copy`: snapshots from --repo into --to-repo (agent/commands/copy.ts, docs/copy.md). */
-export function register(program: Command, cli: Cli): void {
+export function registerCopy(program: Command, cli: Cli): void {
   program
     .command('copy')
     .description('copy snapshots into another repository (default: every snapshot the target lacks)')
@@ -64,16 +64,7 @@ export function register(program: Command, cli: Cli): void {
       } else {
         target = await Repository.open(targetStorage, passphrase);
       }
-      const report = await copy(source, target, {
-        snapshots: opts.snapshot,
-        hosts: opts.host,
-        tags: opts.tag,
-        who,
-        concurrency: g.concurrency,
-        progress: cli.output,
-        signal: cli.signal,
-        ...cli.locking(g),
-      });
+      const report = await copy(source, target, { ...cli.operation(g), snapshots: opts.snapshot, hosts: opts.host, tags: opts.tag });
       cli.output.result(
         {
           type: 'summary',

@@ -1,56 +1,19 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Command } from 'commander';
-import { parseDurationMs } from '../core/duration.ts';
-import { CairnError } from '../core/errors.ts';
-import { LogArchive, validateStream } from '../core/log-archive.ts';
-import { askRunning, clientOptionsFrom, walFetch, walPush, type WalClientOptions } from '../pitr/wal-client.ts';
-import { runWalDaemon } from '../pitr/wal-daemon.ts';
-import type { DaemonStatus } from '../pitr/wal-protocol.ts';
-import { chooseSpoolDir, processAlive, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../pitr/wal-spool.ts';
-import type { Cli, GlobalOptions } from './context.ts';
-import type { StorageFlags } from './storage-options.ts';
+import { parseDurationMs } from '../../core/duration.ts';
+import { CairnError } from '../../core/errors.ts';
+import { LogArchive, validateStream } from '../../core/log-archive.ts';
+import { askRunning } from '../../pitr/wal-client.ts';
+import { runWalDaemon } from '../../pitr/wal-daemon.ts';
+import type { DaemonStatus } from '../../pitr/wal-protocol.ts';
+import { chooseSpoolDir, processAlive, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../../pitr/wal-spool.ts';
+import type { Cli } from '../context.ts';
+import { requireRepo, type WalFlags } from '../wal-options.ts';
 
 const DEFAULT_IDLE_MS = 10 * 60_000;
 
-interface WalOptions {
-  stream?: string;
-  spoolDir?: string;
-}
-
-/** Commands of the log archive (docs/pitr.md): PostgreSQL's archive_command and restore_command, and the daemon behind them. */
-export function register(program: Command, cli: Cli): void {
-  program
-    .command('wal-push')
-    .description(
-      "PostgreSQL archive_command: archive one WAL file into the repository (archive_command = 'cairn wal-push %p'); prints nothing on success",
-    )
-    .argument('<path>', '%p: the file to archive, relative to the data directory')
-    .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
-    .option(
-      '--spool-dir <dir>',
-      "the WAL daemon's directory (default: CAIRN_SPOOL_DIR, /var/spool/cairn, $XDG_RUNTIME_DIR/cairn or <tmp>/cairn-<uid>)",
-    )
-    .action(async (path: string, opts: WalOptions, cmd: Command) => {
-      await walPush(path, clientOptions(cli, cmd, opts));
-    });
-
-  program
-    .command('wal-fetch')
-    .description(
-      'PostgreSQL restore_command: write an archived WAL file (restore_command = \'cairn wal-fetch --stream pg-<id> %f "%p"\'); exit 1 without a message when it was never archived',
-    )
-    .argument('<name>', '%f: the file PostgreSQL wants')
-    .argument('<dest>', '%p: where to write it, relative to the data directory')
-    .option('--stream <name>', 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)')
-    .option('--spool-dir <dir>', "the WAL daemon's directory (see wal-push)")
-    .action(async (name: string, dest: string, opts: WalOptions, cmd: Command) => {
-      if (!(await walFetch(name, dest, clientOptions(cli, cmd, opts)))) {
-        // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads
-        // exit 1 as "not there": a message for each would fill its log.
-        cli.quietExitCode = 1;
-      }
-    });
-
+/** `cairn wal-daemon`: the process behind wal-push and wal-fetch, or --status/--stop of the running ones. */
+export function registerWalDaemon(program: Command, cli: Cli): void {
   program
     .command('wal-daemon')
     .description(
@@ -63,7 +26,7 @@ export function register(program: Command, cli: Cli): void {
       'stop the daemon of this repository and --stream, or without --stream every daemon in the spool directory, and wait for it to exit',
     )
     .option('--status', "print the running daemon's state (pid, requests, prefetched files)")
-    .action(async (opts: WalOptions & { stop?: boolean; status?: boolean }, cmd: Command) => {
+    .action(async (opts: WalFlags & { stop?: boolean; status?: boolean }, cmd: Command) => {
       const dir = await chooseSpoolDir(opts.spoolDir, cli.env);
       if (opts.stop || opts.status) {
         const g = cli.globals(cmd);
@@ -90,28 +53,6 @@ export function register(program: Command, cli: Cli): void {
         signal: cli.signal,
       });
     });
-}
-
-function requireRepo(g: GlobalOptions): string {
-  if (!g.repo)
-    throw new CairnError('Cairn.Usage', 'no repository given', {
-      hint: "pass --repo URL or set CAIRN_REPOSITORY (archive_command and restore_command see the server's environment)",
-    });
-  return g.repo;
-}
-
-/** What the thin clients need: where the daemon is, and the global options it must be started with. */
-function clientOptions(cli: Cli, cmd: Command, opts: WalOptions): WalClientOptions {
-  const g = cmd.optsWithGlobals<GlobalOptions & StorageFlags>();
-  return clientOptionsFrom(
-    { ...g, repo: requireRepo(g) },
-    {
-      spoolDir: opts.spoolDir,
-      stream: opts.stream === undefined ? undefined : validateStream(opts.stream),
-      env: cli.env,
-      cwd: process.cwd(),
-    },
-  );
 }
 
 function idleMs(env: NodeJS.ProcessEnv): number {

@@ -1,0 +1,107 @@
+import type { Command } from 'commander';
+import { parseCompression } from '../../core/config.ts';
+import { CairnError } from '../../core/errors.ts';
+import { shortId, type Snapshot } from '../../core/snapshot.ts';
+import { backup } from '../../commands/backup.ts';
+import { engineByName } from '../../engines/registry.ts';
+import { collect, type Cli } from '../context.ts';
+import { addEngineFlags, engineOptionsFrom } from '../engine-flags.ts';
+import { formatBytes, formatDuration } from '../output.ts';
+
+interface BackupFlags {
+  exclude: string[];
+  tag: string[];
+  host?: string;
+  parent?: string;
+  compression?: string;
+  engine?: string;
+  stopCmd?: string;
+  startCmd?: string;
+  preHook?: string;
+  postHook?: string;
+  tempDir?: string;
+  dbHost?: string;
+  dbPort?: string;
+  dbSocket?: string;
+  dbName: string[];
+}
+
+/** `cairn backup`: files and directories, or a database with --engine (docs/engines.md). */
+export function registerBackup(program: Command, cli: Cli): void {
+  const command = program
+    .command('backup')
+    .description('back up files and directories, or a database with --engine')
+    .argument('[path...]', 'files or directories to back up (the files engine)')
+    .option('-e, --exclude <pattern>', 'skip paths matching the pattern (repeatable)', collect, [])
+    .option('-t, --tag <tag>', 'tag the snapshot (repeatable)', collect, [])
+    .option('--host <name>', 'host name recorded in the snapshot')
+    .option('--parent <snapshot>', 'compare against this snapshot instead of the latest of the same host and paths')
+    .option('--compression <codec>', "zstd, zstd:LEVEL or none (default: the repository's)")
+    .option('--engine <name>', 'a database engine instead of files (see `cairn engines`)')
+    .option('--stop-cmd <command>', 'files engine, cold copy: run before reading (stops the service)')
+    .option('--start-cmd <command>', 'files engine, cold copy: run afterwards, whatever happened (starts it again)')
+    .option('--pre-hook <command>', 'run before the backup (any engine)')
+    .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
+    .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)');
+  addEngineFlags(command, 'backup').action(async (paths: string[], opts: BackupFlags, cmd: Command) => {
+    const { g, repo } = await cli.openRepo(cmd);
+    const engine = opts.engine && opts.engine !== 'files' ? engineByName(opts.engine) : undefined;
+    if (!engine && paths.length === 0)
+      throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
+    if (engine && paths.length > 0)
+      throw new CairnError('Cairn.Usage', `the ${engine.name} engine takes no paths`, {
+        hint: 'give the connection with --db-host/--db-socket and the databases with --db-name',
+      });
+    const where = opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`;
+    const snapshot = await backup(repo, {
+      ...cli.operation(g, opts.host),
+      paths,
+      excludes: opts.exclude,
+      tags: opts.tag,
+      compression: opts.compression ? parseCompression(opts.compression) : undefined,
+      parent: opts.parent,
+      engine: engine
+        ? {
+            engine,
+            options: engine.parseOptions(engineOptionsFrom(cmd.opts(), 'backup')),
+            source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${where}`,
+          }
+        : undefined,
+      preHook: opts.preHook,
+      postHook: opts.postHook,
+      stopCmd: opts.stopCmd,
+      startCmd: opts.startCmd,
+      tempDir: opts.tempDir,
+      env: cli.env,
+    });
+    cli.run.backup = snapshot.summary;
+    cli.output.result(
+      {
+        type: 'summary',
+        operation: 'backup',
+        snapshotId: snapshot.id,
+        engine: snapshot.engine,
+        engineMetadata: snapshot.engineMetadata,
+        ...snapshot.summary,
+      },
+      backupText(snapshot),
+    );
+    if (snapshot.summary.errors > 0) {
+      throw new CairnError(
+        'Cairn.PartialFailure',
+        `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`,
+        { hint: 'see the warnings above' },
+      );
+    }
+  });
+}
+
+function backupText(s: Snapshot): string {
+  const m = s.summary;
+  return [
+    `snapshot ${shortId(s.id)} saved`,
+    `  files: ${m.filesNew} new, ${m.filesChanged} changed, ${m.filesUnchanged} unchanged (${m.dirs} directories)`,
+    `  data:  ${formatBytes(m.bytesNew)} new, ${formatBytes(m.bytesChanged)} changed, ${formatBytes(m.bytesUnchanged)} unchanged; ${formatBytes(m.bytesRead)} read`,
+    `  added to the repository: ${formatBytes(m.bytesAdded)} stored (${formatBytes(m.rawBytesAdded)} before compression) in ${formatDuration(m.durationMs)}`,
+  ].join('\n');
+}

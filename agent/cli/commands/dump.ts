@@ -1,0 +1,19 @@
+import type { Command } from 'commander';
+import { dumpSnapshotFile } from '../../commands/browse.ts';
+import type { Cli } from '../context.ts';
+import { Output } from '../output.ts';
+
+/** `cairn dump`: one file of a snapshot on stdout. */
+export function registerDump(program: Command, cli: Cli): void {
+  program
+    .command('dump')
+    .description('write one file of a snapshot to stdout, byte for byte')
+    .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
+    .argument('<file>', 'path of the file inside the snapshot')
+    .action(async (ref: string, path: string, _opts: unknown, cmd: Command) => {
+      // stdout carries the file's bytes only: messages go to stderr, as text.
+      cli.output = new Output({ json: false, quiet: true, streams: cli.streams });
+      const { g, repo } = await cli.openRepo(cmd);
+      await dumpSnapshotFile(repo, { ...cli.operation(g), snapshot: ref, path, out: cli.streams.stdout });
+    });
+}

@@ -1,0 +1,77 @@
+import type { Command } from 'commander';
+import { parseCompression } from '../../core/config.ts';
+import { kmsRegion, wrapMasterKey, type KeyFile } from '../../core/keyfile.ts';
+import { Repository } from '../../core/repository.ts';
+import { record } from '../../commands/operation.ts';
+import { kmsWrapMasterKey } from '../../keys/kms.ts';
+import type { Cli } from '../context.ts';
+
+/** `cairn init`: a new repository, its master key wrapped by a passphrase and/or a KMS key (docs/keys.md). */
+export function registerInit(program: Command, cli: Cli): void {
+  program
+    .command('init')
+    .description('create a new repository')
+    .option('--compression <codec>', 'default compression: zstd, zstd:LEVEL or none', 'zstd:1')
+    .option(
+      '--kms-key-id <arn>',
+      'wrap the master key with this AWS KMS key (see docs/keys.md); with no passphrase given, restoring then needs KMS',
+    )
+    .action(async (opts: { compression: string; kmsKeyId?: string }, cmd: Command) => {
+      const storage = await cli.storage(cmd);
+      const keys = await initKeys(cli, cmd, opts.kmsKeyId);
+      const who = cli.who();
+      const repo = await Repository.init(storage, keys.wrap, who, { compression: parseCompression(opts.compression) });
+      await record({ repo, who, progress: cli.output }, 'init', {
+        repositoryId: repo.id,
+        location: storage.location,
+        ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+      });
+      if (keys.kmsOnly) cli.output.warn(keys.notice, { kmsOnly: true });
+      cli.output.result(
+        { type: 'init', repository: storage.location, id: repo.id, kmsOnly: keys.kmsOnly },
+        `created repository ${repo.id.slice(0, 8)} at ${storage.location}\n${keys.notice}`,
+      );
+    });
+}
+
+/**
+ * The key files `cairn init` writes. Without --kms-key-id: one passphrase
+ * (CAIRN_PASSWORD, --password-file or a prompt asked twice). With it: the KMS
+ * wrapping, plus a passphrase wrapping only when one is given explicitly; a
+ * KMS-only repository needs KMS to restore, and `notice` says so.
+ */
+async function initKeys(
+  cli: Cli,
+  cmd: Command,
+  kmsKeyId: string | undefined,
+): Promise<{ wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>); kmsOnly: boolean; notice: string }> {
+  if (!kmsKeyId) {
+    return {
+      wrap: await cli.passphrase(cmd, true),
+      kmsOnly: false,
+      notice: 'Keep the passphrase safe: without it the backups cannot be read.',
+    };
+  }
+  kmsRegion(kmsKeyId);
+  const g = cli.globals(cmd);
+  const passphrase = g.passwordFile || cli.env.CAIRN_PASSWORD ? await cli.passphrase(cmd) : undefined;
+  const owner = cli.who();
+  const wrap = async (master: Buffer, repositoryId: string): Promise<KeyFile[]> => [
+    await kmsWrapMasterKey(master, kmsKeyId, repositoryId, owner),
+    ...(passphrase ? [await wrapMasterKey(master, passphrase, repositoryId, owner)] : []),
+  ];
+  return passphrase
+    ? {
+        wrap,
+        kmsOnly: false,
+        notice: `The master key is wrapped by KMS key ${kmsKeyId} and by the passphrase: either opens the repository; keep the passphrase safe.`,
+      }
+    : {
+        wrap,
+        kmsOnly: true,
+        notice:
+          `The master key is wrapped only by KMS key ${kmsKeyId}: restoring needs AWS credentials allowed kms:Decrypt on it, ` +
+          'and if the key is disabled or deleted the backups cannot be read.\n' +
+          'Add a way in that needs no AWS now: `cairn key export --recovery-kit FILE` (a printable kit), or `cairn key add` (a passphrase).',
+      };
+}

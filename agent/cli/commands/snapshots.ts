@@ -1,0 +1,54 @@
+import type { Command } from 'commander';
+import { shortId, type Snapshot } from '../../core/snapshot.ts';
+import { filterSnapshots, groupSnapshots, parseGroupBy } from '../../commands/snapshot-selector.ts';
+import { collect, type Cli } from '../context.ts';
+import { formatBytes } from '../output.ts';
+
+/** `cairn snapshots`: the snapshots, filtered and optionally grouped. */
+export function registerSnapshots(program: Command, cli: Cli): void {
+  program
+    .command('snapshots')
+    .description('list snapshots')
+    .option('--host <name>', 'only snapshots of this host (repeatable)', collect, [])
+    .option('--tag <tags>', 'only snapshots with these tags (a,b: both; repeatable: any)', collect, [])
+    .option('--group-by <fields>', 'group by host, paths, plan and/or tags (e.g. host,plan)')
+    .action(async (opts: { host: string[]; tag: string[]; groupBy?: string }, cmd: Command) => {
+      const { repo } = await cli.openRepo(cmd);
+      const listed = await repo.listSnapshots();
+      for (const u of listed.unreadable) cli.output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
+      const snapshots = filterSnapshots(listed.snapshots, { hosts: opts.host, tags: opts.tag });
+      if (opts.groupBy === undefined) {
+        cli.output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
+        return;
+      }
+      const groupBy = parseGroupBy(opts.groupBy);
+      const groups = groupSnapshots(snapshots, groupBy);
+      cli.output.result(
+        { type: 'snapshots', groupBy, groups },
+        groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots',
+      );
+    });
+}
+
+function snapshotTable(snapshots: Snapshot[]): string {
+  if (snapshots.length === 0) return 'no snapshots';
+  const rows = snapshots.map((s) => [
+    shortId(s.id),
+    s.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+    s.host,
+    s.tags.join(','),
+    formatBytes(s.summary.totalBytes),
+    formatBytes(s.summary.bytesAdded),
+    s.paths.join(' '),
+  ]);
+  const header = ['ID', 'Time', 'Host', 'Tags', 'Size', 'Added', 'Paths'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
+  return [line(header), ...rows.map(line), `${snapshots.length} snapshot(s)`].join('\n');
+}
+
+function groupTitle(group: Record<string, unknown>): string {
+  return Object.entries(group)
+    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`)
+    .join(', ');
+}

@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import { CairnError } from '../../core/errors.ts';
+import { shortId } from '../../core/snapshot.ts';
+import { verify, type VerifyReport } from '../../commands/verify.ts';
+import { parsePercent, type Cli } from '../context.ts';
+import { formatBytes } from '../output.ts';
+
+/** `cairn verify`: the repository's structure, and with --read-data (or a subset) its data. */
+export function registerVerify(program: Command, cli: Cli): void {
+  program
+    .command('verify')
+    .description('check the repository; with --read-data, read and authenticate all data')
+    .option('--read-data', 'read every pack and check every piece')
+    .option('--read-data-subset <percent>', 'read this percentage of the packs, chosen at random (e.g. 10%)')
+    .action(async (opts: { readData?: boolean; readDataSubset?: string }, cmd: Command) => {
+      const { g, repo } = await cli.openRepo(cmd);
+      const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
+      const report = await verify(repo, { ...cli.operation(g), readData });
+      cli.output.result({ type: 'verify', ...report }, verifyText(report));
+      if (!report.ok)
+        throw new CairnError(
+          'Cairn.Damaged',
+          `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`,
+          {
+            hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist',
+          },
+        );
+    });
+}
+
+export function verifyText(r: VerifyReport): string {
+  const lines = [
+    `checked ${r.snapshots} snapshot(s), ${r.packs} pack(s)${r.packsRead ? `; read ${r.packsRead} pack(s), ${r.piecesChecked} piece(s), ${formatBytes(r.bytesRead)}` : ''}`,
+  ];
+  for (const p of r.problems) lines.push(`damaged: ${p.object}: ${p.problem}`);
+  for (const a of r.affected) lines.push(`affected: snapshot ${shortId(a.snapshot)} ${a.path}: ${a.problem}`);
+  lines.push(r.ok ? 'no problems found' : `${r.problems.length} problem(s), ${r.affected.length} affected file(s)`);
+  return lines.join('\n');
+}

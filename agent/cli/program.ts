@@ -1,0 +1,30 @@
+import { availableParallelism } from 'node:os';
+import { Command, Option } from 'commander';
+import { VERSION } from '../core/version.ts';
+import { positiveInt, type Cli, type GlobalOptions } from './context.ts';
+import { addStorageOptions } from './storage-options.ts';
+
+/** The `cairn` program with the global flags every command inherits; the commands are added by main.ts. */
+export function createProgram(cli: Cli): Command {
+  const program = new Command('cairn')
+    .description('Encrypted, deduplicated, incremental backups of databases and directories')
+    .version(VERSION)
+    .addOption(new Option('-r, --repo <url>', 'repository: a directory, file:///path or s3://bucket/prefix').env('CAIRN_REPOSITORY'))
+    .option('--password-file <file>', 'read the passphrase from this file (default: CAIRN_PASSWORD, or a prompt)')
+    .option('--json', 'print JSON lines (the default when stdout is not a terminal)')
+    .option('-q, --quiet', 'no progress line')
+    .option('--lock-wait <duration>', 'when the repository is locked, keep trying this long (e.g. 30s, 10m)')
+    .option(
+      '--concurrency <n>',
+      'pieces compressed and objects transferred at once (memory ≈ n × 24 MiB)',
+      positiveInt,
+      Math.min(8, Math.max(2, availableParallelism())),
+    )
+    .exitOverride()
+    .configureOutput({ writeOut: (text) => cli.streams.stdout.write(text), writeErr: (text) => cli.streams.stderr.write(text) })
+    .hook('preAction', (_cmd, action) => {
+      cli.setOutput(action.optsWithGlobals<GlobalOptions>());
+      cli.run.operation ??= action.name();
+    });
+  return addStorageOptions(program);
+}

@@ -1,0 +1,224 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CairnError } from '../core/errors.ts';
+import type { AgentRequest, RunSummary } from '../core/orchestration.ts';
+import { pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
+import type { DeletableStorage } from '../core/storage.ts';
+import { engineByName } from '../engines/registry.ts';
+import { PlanSource } from '../orchestration/plan-source.ts';
+import type { ArchivedBinlog, PushSummary } from '../pitr/binlog-push.ts';
+import { backup } from './backup.ts';
+import { binlogPush } from './binlog-push.ts';
+import type { OperationOptions } from './operation.ts';
+import { restore } from './restore.ts';
+import { verify } from './verify.ts';
+
+export interface AgentRunOptions extends OperationOptions {
+  concurrency: number;
+  signal: AbortSignal;
+  env: NodeJS.ProcessEnv;
+  /** A repository's storage as the CLI opens it: bandwidth limits, the transfer cap, cancellation and the storage hook apply. */
+  openStorage: (url: string) => Promise<DeletableStorage>;
+  /** How a restored PostgreSQL calls this program back for its WAL: [node, cairn.js]. */
+  cairnProgram: string[];
+  /** archive: each binlog archived, then the push's summary. */
+  onArchived: (stream: string, file: ArchivedBinlog) => void;
+  onPushed: (stream: string, summary: PushSummary) => void;
+}
+
+/**
+ * One orchestrated operation for a plan (docs/orchestration.md): the plan
+ * and its secrets from Parameter Store, then the backup, restore, verify,
+ * restore drill or binlog push it asks for. Returns what Step Functions gets
+ * back; a failure is thrown as the CairnError it is, so its code reaches the
+ * state machine's Catch.
+ */
+export async function runAgentOperation(request: AgentRequest, options: AgentRunOptions): Promise<RunSummary> {
+  const source = new PlanSource(options.env);
+  const plan = await source.plan(request.planId);
+  const env = { ...options.env };
+  if (plan.engineOptions.passwordParameter) env.CAIRN_DB_PASSWORD = await source.secret(plan.engineOptions.passwordParameter);
+  const startedAt = new Date().toISOString();
+  const base = { operation: request.operation, planId: plan.id, host: options.who.host, startedAt };
+  if (request.operation === 'archive') {
+    await pushBinlogs(plan, env, source, options);
+    return { ...base, finishedAt: new Date().toISOString() };
+  }
+  const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
+  const common = {
+    who: options.who,
+    progress: options.progress,
+    concurrency: options.concurrency,
+    signal: options.signal,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+  };
+
+  switch (request.operation) {
+    case 'backup': {
+      const engine = plan.engine === 'files' ? undefined : engineByName(plan.engine);
+      const snapshot = await backup(repo, {
+        ...common,
+        paths: plan.engine === 'files' ? (plan.engineOptions.paths ?? []) : [],
+        excludes: [],
+        tags: [],
+        plan: plan.id,
+        env,
+        engine: engine
+          ? { engine, options: engine.parseOptions(engineOptionsOf(plan)), source: `${engine.name}:plan ${plan.id}` }
+          : undefined,
+      });
+      const s = snapshot.summary;
+      return {
+        ...base,
+        finishedAt: new Date().toISOString(),
+        snapshotId: snapshot.id,
+        engine: snapshot.engine,
+        bytesRead: s.bytesRead,
+        bytesAdded: s.bytesAdded,
+        totalBytes: s.totalBytes,
+        files: { new: s.filesNew, changed: s.filesChanged, unchanged: s.filesUnchanged },
+        engineMetadata: snapshot.engineMetadata,
+      };
+    }
+    case 'restore': {
+      // A restored PostgreSQL fetches its WAL through this same program, with the plan's repository and passphrase file.
+      const cairnArgv = [...options.cairnProgram, ...walCairnArgs(plan, env.AWS_REGION ?? env.AWS_DEFAULT_REGION)];
+      const { snapshot, result, replay } = await restore(repo, {
+        ...common,
+        snapshot: request.snapshotId,
+        target: request.targetPath,
+        targetDatabase: request.targetDatabase,
+        engineOptions: engineOptionsOf(plan),
+        env,
+        includes: [],
+        force: false,
+        ignoreErrors: false,
+        ...(request.pointInTime !== undefined
+          ? { pointInTime: { target: { time: request.pointInTime }, stream: request.stream, cairnArgv } }
+          : {}),
+      });
+      if (result.errors.length > 0)
+        throw new CairnError(
+          'Cairn.PartialFailure',
+          `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path ?? ''}: ${result.errors[0]?.error ?? ''}`,
+        );
+      return {
+        ...base,
+        finishedAt: new Date().toISOString(),
+        snapshotId: snapshot.id,
+        engine: snapshot.engine,
+        totalBytes: result.bytes,
+        target: request.targetPath ?? request.targetDatabase ?? 'the server',
+        ...(replay
+          ? {
+              replay: {
+                pointInTime: replay.plan.describe,
+                stream: replay.plan.stream,
+                files: replay.files,
+                bytes: replay.bytes,
+                summary: replay.summary,
+              },
+            }
+          : {}),
+      };
+    }
+    case 'verify': {
+      const report = await verify(repo, { ...common, readData: request.readDataSubset });
+      if (!report.ok) {
+        throw new CairnError(
+          'Cairn.Damaged',
+          `verify found ${report.problems.length} problem(s) affecting ${report.affected.length} file(s): ${report.problems
+            .slice(0, 3)
+            .map((p) => `${p.object}: ${p.problem}`)
+            .join('; ')}`,
+        );
+      }
+      return { ...base, finishedAt: new Date().toISOString(), verify: { ok: true, problems: 0, packsRead: report.packsRead } };
+    }
+    case 'drill': {
+      // A restore drill: the snapshot restored into a scratch directory and checked against its manifest, then removed.
+      const scratch = await mkdtemp(join(env.CAIRN_DRILL_DIR ?? tmpdir(), 'cairn-drill-'));
+      try {
+        const { snapshot, result } = await restore(repo, {
+          ...common,
+          snapshot: request.snapshotId ?? 'latest',
+          target: scratch,
+          engineOptions: {},
+          env,
+          includes: [],
+          force: false,
+          ignoreErrors: false,
+        });
+        if (result.errors.length > 0 || (snapshot.engine === 'files' && result.bytes !== snapshot.summary.totalBytes)) {
+          throw new CairnError(
+            'Cairn.Damaged',
+            `the restore drill of snapshot ${snapshot.id.slice(0, 8)} restored ${result.bytes} of ${snapshot.summary.totalBytes} bytes with ${result.errors.length} error(s)`,
+          );
+        }
+        return {
+          ...base,
+          finishedAt: new Date().toISOString(),
+          snapshotId: snapshot.id,
+          engine: snapshot.engine,
+          totalBytes: result.bytes,
+          target: 'scratch directory (removed)',
+        };
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    }
+  }
+}
+
+/**
+ * One-shot `cairn binlog-push --rotate` for a MariaDB PITR plan: the library
+ * command itself, with the plan's repository, connection and archive name,
+ * under this run's cancellation, its errors passed on as they are.
+ */
+async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSource, options: AgentRunOptions): Promise<void> {
+  const pitr = pitrOf(plan);
+  if (plan.engine !== 'mariadb' || pitr === undefined) {
+    throw new CairnError('Cairn.Usage', `plan ${plan.id} does not push binlogs: archive is for mariadb plans with pitr.enabled`, {
+      hint:
+        plan.engine === 'postgres'
+          ? 'PostgreSQL archives its WAL itself, through archive_command (cairn wal-push)'
+          : 'set pitr.enabled in the plan',
+    });
+  }
+  const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
+  const connection = plan.engineOptions.connection;
+  const { stream, summary } = await binlogPush(repo, {
+    connection: withoutUndefined({
+      host: connection?.host,
+      port: connection?.port === undefined ? undefined : String(connection.port),
+      socket: connection?.socket,
+      user: connection?.user,
+    }),
+    archiveName: pitr.archiveStream?.replace(/^mariadb-/, '') ?? 'default',
+    host: options.who.host,
+    env,
+    signal: options.signal,
+    rotate: true,
+    onArchived: options.onArchived,
+    warn: (message, details) => options.progress.warn(message, details),
+  });
+  if (summary) options.onPushed(stream, summary);
+}
+
+function withoutUndefined(raw: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
+}
+
+function engineOptionsOf(plan: Plan): Record<string, unknown> {
+  const o = plan.engineOptions;
+  return withoutUndefined({
+    host: o.connection?.host,
+    port: o.connection?.port === undefined ? undefined : String(o.connection.port),
+    socket: o.connection?.socket,
+    user: o.connection?.user,
+    databases: o.databases,
+    owner: o.owner,
+  });
+}

@@ -1,0 +1,144 @@
+import { CairnError } from '../core/errors.ts';
+import type { Repository } from '../core/repository.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+
+/**
+ * How every command turns what the user typed into snapshots: one reference
+ * ("latest", a full id or a unique prefix of at least 4 hex digits), several
+ * of them, or a selection narrowed by host, tag and plan. Commands never call
+ * the repository's lookup themselves, so the rules are the same everywhere.
+ */
+
+/** One snapshot: "latest" (of those `filter` accepts), a full id or a unique prefix. */
+export function selectSnapshot(repo: Repository, ref: string, filter?: (s: Snapshot) => boolean): Promise<Snapshot> {
+  return repo.findSnapshot(ref, filter);
+}
+
+/** Several references, each resolved (an ambiguous prefix is refused); a snapshot named twice comes once, in the order first named. */
+export async function selectSnapshotList(repo: Repository, refs: string[]): Promise<Snapshot[]> {
+  const byId = new Map<string, Snapshot>();
+  for (const ref of refs) {
+    const snapshot = await selectSnapshot(repo, ref);
+    byId.set(snapshot.id, snapshot);
+  }
+  return [...byId.values()];
+}
+
+/** One reference, looking again until `waitMs` has passed while there is no such snapshot yet (a replica bootstrapping while the first backup runs). */
+export async function waitForSnapshot(
+  repo: Repository,
+  ref: string,
+  options: { waitMs?: number | undefined; progress: ProgressListener; signal?: AbortSignal | undefined },
+): Promise<Snapshot> {
+  const deadline = Date.now() + (options.waitMs ?? 0);
+  for (;;) {
+    try {
+      return await selectSnapshot(repo, ref);
+    } catch (error) {
+      if (!(error instanceof CairnError && error.code === 'Cairn.NotFound') || Date.now() >= deadline) throw error;
+      options.progress.warn(`no snapshot ${ref} yet; waiting`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, Math.max(100, deadline - Date.now()))));
+      options.signal?.throwIfAborted();
+    }
+  }
+}
+
+export interface SnapshotFilter {
+  /** Any of these hosts (empty: any host). */
+  hosts?: string[] | undefined;
+  /** Any of these tag sets; each "a,b" needs both a and b (restic's rule). */
+  tags?: string[] | undefined;
+  /** Any of these single tags (copy's rule: a snapshot matches any of the tags). */
+  anyTags?: string[] | undefined;
+  /** Any of these plans. */
+  plans?: string[] | undefined;
+}
+
+export function filterSnapshots(snapshots: Snapshot[], filter: SnapshotFilter): Snapshot[] {
+  const hosts = filter.hosts ?? [];
+  const tagSets = (filter.tags ?? []).map((t) =>
+    t
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+  );
+  const anyTags = filter.anyTags ?? [];
+  const plans = filter.plans ?? [];
+  return snapshots.filter(
+    (s) =>
+      (hosts.length === 0 || hosts.includes(s.host)) &&
+      (plans.length === 0 || (s.plan !== undefined && plans.includes(s.plan))) &&
+      (tagSets.length === 0 || tagSets.some((set) => set.every((t) => s.tags.includes(t)))) &&
+      (anyTags.length === 0 || s.tags.some((t) => anyTags.includes(t))),
+  );
+}
+
+export interface SnapshotSelection extends SnapshotFilter {
+  /** Snapshot references; empty: every readable snapshot. */
+  refs: string[];
+}
+
+/**
+ * The snapshots a selection names (or all of them), narrowed by the filter,
+ * oldest first. A manifest that cannot be read is reported through
+ * `onUnreadable` and left out.
+ */
+export async function selectSnapshots(
+  repo: Repository,
+  selection: SnapshotSelection,
+  onUnreadable: (unreadable: { id: string; error: string }) => void,
+): Promise<Snapshot[]> {
+  let chosen: Snapshot[];
+  if (selection.refs.length > 0) {
+    chosen = await selectSnapshotList(repo, selection.refs);
+  } else {
+    const listed = await repo.listSnapshots();
+    for (const u of listed.unreadable) onUnreadable(u);
+    chosen = listed.snapshots;
+  }
+  return filterSnapshots(chosen, selection).sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+}
+
+export type GroupField = 'host' | 'paths' | 'plan' | 'tags';
+
+/** The fields of `fields` a snapshot is grouped by (forget's groups, `snapshots --group-by`). */
+export function groupKey(snapshot: Snapshot, fields: GroupField[]): Record<string, unknown> {
+  const key: Record<string, unknown> = {};
+  for (const field of fields) {
+    if (field === 'host') key.host = snapshot.host;
+    else if (field === 'paths') key.paths = [...snapshot.paths].sort();
+    else if (field === 'plan') key.plan = snapshot.plan ?? null;
+    else key.tags = [...snapshot.tags].sort();
+  }
+  return key;
+}
+
+export interface SnapshotGroup {
+  group: Record<string, unknown>;
+  snapshots: Snapshot[];
+}
+
+/** Snapshots grouped by host, paths, plan and/or tags (tags as a sorted set), groups in order of their oldest snapshot. */
+export function groupSnapshots(snapshots: Snapshot[], fields: GroupField[]): SnapshotGroup[] {
+  const groups = new Map<string, SnapshotGroup>();
+  for (const s of snapshots) {
+    const group = groupKey(s, fields);
+    const key = JSON.stringify(group);
+    const found = groups.get(key) ?? { group, snapshots: [] };
+    found.snapshots.push(s);
+    groups.set(key, found);
+  }
+  return [...groups.values()];
+}
+
+export function parseGroupBy(text: string): GroupField[] {
+  const fields = text
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
+  for (const f of fields)
+    if (!['host', 'paths', 'plan', 'tags'].includes(f))
+      throw new CairnError('Cairn.Usage', `cannot group by ${JSON.stringify(f)}`, { hint: 'use host, paths, plan and/or tags' });
+  return fields as GroupField[];
+}
