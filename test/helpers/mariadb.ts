@@ -120,3 +120,19 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
     },
   };
 }
+
+/**
+ * Waits until the server's clock is past the whole second `time` falls in. Binary log events carry
+ * whole seconds: after this, whatever the server logs is stamped later than `time` (a restore to
+ * `time` leaves it out), and a binlog file it creates gets a creation second of its own.
+ */
+export async function serverClockPast(server: Pick<MariadbServer, 'sql'>, time: string): Promise<void> {
+  const second = Math.floor(Date.parse(time) / 1000);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const now = Number(server.sql('SELECT UNIX_TIMESTAMP()').trim());
+    if (now > second) return;
+    if (Date.now() > deadline) throw new Error(`the server's clock stays at ${now}, not past ${time}`);
+    await sleep(50);
+  }
+}

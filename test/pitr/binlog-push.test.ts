@@ -9,7 +9,7 @@ import { Repository } from '../../agent/core/repository.ts';
 import { FileStorage } from '../../agent/storage/file.ts';
 import { parseBinlog } from '../../agent/pitr/binlog-parser.ts';
 import { CAIRN_BIN, runCli, lastOfType } from '../helpers/cli.ts';
-import { missingMariadb, startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
+import { missingMariadb, serverClockPast, startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
 import { PASSPHRASE, tempDir } from '../helpers/repo.ts';
 
 const skip =
@@ -126,7 +126,10 @@ describe('binlog-push against a real MariaDB server', { skip }, () => {
     const old = await Promise.all(
       before.map(async (r) => [r.key, (await archivedBytes(repoPath, 'mariadb-default', r.key)).toString('hex')] as const),
     );
-    await sleep(1100); // a new creation second, as a restored server's files would have
+    // The new pushbin.000001 gets a creation second of its own, as a restored server's files would have.
+    const first = before.find((r) => r.name === 'pushbin.000001');
+    assert.ok(first?.firstEventTime, 'the first file is archived with its creation time');
+    await serverClockPast(server, first.firstEventTime);
     server.sql('RESET MASTER');
     server.sql("INSERT INTO w.t VALUES (1000, 'after reset'); FLUSH BINARY LOGS");
     const pushed = await runCli(['binlog-push', ...conn], env);
