@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import type { z } from 'zod';
 import { etcdKeysSpec } from '../core/engine-options/etcd-keys.ts';
 import { CairnError } from '../core/errors.ts';
-import { connectGateway, type EtcdClient, type GatewayHeader as Header } from '../db-client/etcd-gateway.ts';
+import { connectGateway, type EtcdClient, type GatewayHeader as Header } from './etcd-gateway.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, EngineMetadata } from './engine.ts';
 import { b64, normalizePrefixes, parseRename, prefixRange, printable, restoreScope, startsWith } from './etcd-key-ranges.ts';

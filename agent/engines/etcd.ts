@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { z } from 'zod';
 import { etcdSpec } from '../core/engine-options/etcd.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
-import { etcdctlEnvironment, resolveEtcdConnection, type EtcdConnection } from '../db-client/etcd-connection.ts';
+import { etcdctlEnvironment, resolveEtcdConnection, type EtcdConnection } from './etcd-connection.ts';
 import { ProcessError, run } from '../process/run.ts';
 import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineContext } from './engine.ts';

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { mariadbSpec } from '../core/engine-options/mariadb.ts';
 import { CairnError } from '../core/errors.ts';
-import { explainMysqlError, mysqlOptionFile } from '../db-client/mysql-option-file.ts';
+import { explainMysqlError, mysqlOptionFile } from '../process/mysql-option-file.ts';
 import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';

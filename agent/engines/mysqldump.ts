@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { mysqldumpSpec } from '../core/engine-options/mysqldump.ts';
 import { CairnError } from '../core/errors.ts';
-import { explainMysqlError, mysqlOptionFile, type MysqlConnection } from '../db-client/mysql-option-file.ts';
+import { explainMysqlError, mysqlOptionFile, type MysqlConnection } from '../process/mysql-option-file.ts';
 import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { z } from 'zod';
 import { pgdumpSpec } from '../core/engine-options/pgdump.ts';
 import { CairnError } from '../core/errors.ts';
-import { explainPgError, pgEnvironment, type PgConnection } from '../db-client/pg-environment.ts';
+import { explainPgError, pgEnvironment, type PgConnection } from '../process/pg-environment.ts';
 import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';

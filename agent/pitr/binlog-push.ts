@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { compactTime, type LogArchive, type LogFileRecord, type PushOutcome } from '../core/log-archive.ts';
-import { explainMysqlError, mysqlOptionFile, type MysqlConnection, type OptionFile } from '../db-client/mysql-option-file.ts';
+import { explainMysqlError, mysqlOptionFile, type MysqlConnection, type OptionFile } from '../process/mysql-option-file.ts';
 import { ProcessError, run } from '../process/run.ts';
 import { parseBinlog, type BinlogInfo } from './binlog-parser.ts';
 import { ensureSpoolDir, processAlive } from './wal-spool.ts';

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { CairnError, type ErrorCode } from '../core/errors.ts';
 import { decodeResponse, encodeLine, MAX_LINE, type WalRequest, type WalResponse } from './wal-protocol.ts';
 import { chooseSpoolDir, ensureSpoolDir, repositoryIdentity, spoolPaths, type SpoolPaths } from './wal-spool.ts';
-import { streamOfDataDirectory } from '../db-client/pg-control.ts';
+import { streamOfDataDirectory } from '../process/pg-control.ts';
 
 /**
  * wal-push and wal-fetch: thin clients of the WAL daemon (wal-daemon.ts).

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { access } from 'node:fs/promises';
 import { classifyWalFile, describeWalFile, findPgWaldump, parseWaldump } from '../../agent/pitr/wal-metadata.ts';
-import { systemIdentifier } from '../../agent/db-client/pg-control.ts';
+import { systemIdentifier } from '../../agent/process/pg-control.ts';
 import { logFileRecordSchema } from '../../agent/core/log-archive.ts';
 import { CairnError } from '../../agent/core/errors.ts';
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MysqlConnection } from '../core/engine-options/connection.ts';
-import { databasePassword } from './password.ts';
+import { databasePassword } from './db-password.ts';
 
 /**
  * How the MariaDB/MySQL clients (mariadb, mariadb-dump, mariabackup,

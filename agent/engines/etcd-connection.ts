@@ -1,5 +1,5 @@
 import { CairnError } from '../core/errors.ts';
-import { databasePassword } from './password.ts';
+import { databasePassword } from '../process/db-password.ts';
 
 /**
  * How both etcd engines reach a member, resolved once from their options with
@@ -62,9 +62,8 @@ export async function resolveEtcdConnection(options: EtcdConnectionOptions, env:
  * inherited from the caller cannot conflict with a flag).
  */
 export function etcdctlEnvironment(connection: EtcdConnection, base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...base, ETCDCTL_API: '3' };
-  for (const name of ['ETCDCTL_ENDPOINTS', 'ETCDCTL_CACERT', 'ETCDCTL_CERT', 'ETCDCTL_KEY', 'ETCDCTL_USER', 'ETCDCTL_PASSWORD'])
-    delete env[name];
+  const inherited = new Set(['ETCDCTL_ENDPOINTS', 'ETCDCTL_CACERT', 'ETCDCTL_CERT', 'ETCDCTL_KEY', 'ETCDCTL_USER', 'ETCDCTL_PASSWORD']);
+  const env: NodeJS.ProcessEnv = { ...Object.fromEntries(Object.entries(base).filter(([name]) => !inherited.has(name))), ETCDCTL_API: '3' };
   env.ETCDCTL_ENDPOINTS = connection.endpoints.map((u) => u.origin).join(',');
   if (connection.cacert) env.ETCDCTL_CACERT = connection.cacert;
   if (connection.cert) env.ETCDCTL_CERT = connection.cert;

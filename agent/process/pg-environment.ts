@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { PgConnection } from '../core/engine-options/connection.ts';
-import { databasePassword } from './password.ts';
+import { databasePassword } from './db-password.ts';
 
 /**
  * How the PostgreSQL clients (psql, pg_dump, pg_basebackup) reach a server:
