@@ -57,6 +57,7 @@ const layering = {
         '{{from}} may not import the package {{specifier}}: {{from}} imports only {{allowed}} and node: builtins (docs/architecture.md)',
       outside: '{{from}} imports {{specifier}}, which is in no layer of the table (.ci/eslint.config.js, docs/architecture.md)',
       unplaced: '{{file}} is in no layer: add its folder to the layering table in .ci/eslint.config.js and to docs/architecture.md',
+      stale: 'the layering exception {{from}} → {{to}} excuses an import this file no longer has: remove it from .ci/eslint.config.js',
     },
   },
   create(context) {
@@ -73,6 +74,8 @@ const layering = {
       };
     }
     const allowed = new Set([self.name, ...self.may]);
+    const excused = exceptions.filter((e) => e.from === file);
+    const used = new Set();
 
     function check(node, specifier) {
       if (typeof specifier !== 'string') return;
@@ -89,7 +92,11 @@ const layering = {
       }
       const target = repoPath(normalize(specifier.startsWith('/') ? specifier : join(dirname(context.filename), specifier)));
       if (target === undefined) return;
-      if (exceptions.some((e) => e.from === file && e.to === target)) return;
+      const exception = excused.find((e) => e.to === target);
+      if (exception) {
+        used.add(exception);
+        return;
+      }
       const to = layerOf(layers, target);
       if (!to) {
         context.report({ node, messageId: 'outside', data: { from: self.name, specifier } });
@@ -115,6 +122,9 @@ const layering = {
       TSImportType(node) {
         const source = node.source ?? node.argument?.literal;
         if (source) check(source, source.value);
+      },
+      'Program:exit'(node) {
+        for (const e of excused) if (!used.has(e)) context.report({ node, messageId: 'stale', data: { from: e.from, to: e.to } });
       },
     };
   },

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { ESLint, type Linter } from 'eslint';
+import { layers } from '../../.ci/eslint.config.js';
 
 /**
  * The layering rule (docs/architecture.md, "Layers") run through ESLint's API with the
@@ -91,6 +92,45 @@ describe('cairn/layering', () => {
     assert.deepEqual(
       (await lint({ text }, 'cdk/lib/x.ts')).map((m) => m.line),
       [1],
+    );
+  });
+
+  it('excuses an exception by its exact edge, and reports an exception whose import is gone', async () => {
+    const excusing = new ESLint({
+      cwd: root,
+      overrideConfigFile: `${root}.ci/eslint.config.js`,
+      overrideConfig: [
+        { files: ['**/*.ts'], languageOptions: { parserOptions: { projectService: false } } },
+        {
+          rules: {
+            'cairn/layering': [
+              'error',
+              {
+                layers,
+                placed: ['agent'],
+                exceptions: [
+                  { from: 'agent/core/x.ts', to: 'agent/storage/file.ts', todo: 'test' },
+                  { from: 'agent/core/x.ts', to: 'agent/storage/s3.ts', todo: 'test' },
+                ],
+              },
+            ],
+          },
+        },
+      ],
+      ruleFilter: ({ ruleId }) => ruleId === 'cairn/layering',
+    });
+    const text =
+      "import { FileStorage } from '../storage/file.ts';\nimport { GcsStorage } from '../storage/gcs.ts';\nexport const x = [FileStorage, GcsStorage];\n";
+    const [result] = await excusing.lintText(text, { filePath: `${root}agent/core/x.ts` });
+    assert.deepEqual(
+      result?.messages.map((m) => [m.line, m.message]),
+      [
+        [
+          1,
+          'the layering exception agent/core/x.ts → agent/storage/s3.ts excuses an import this file no longer has: remove it from .ci/eslint.config.js',
+        ],
+        [2, 'core may not import storage (../storage/gcs.ts): core imports only core (docs/architecture.md, "Layers")'],
+      ],
     );
   });
 
