@@ -6,7 +6,7 @@ import { chmod, mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CAIRN_BIN, runCli, lastOfType, type CliResult } from '../helpers/cli.ts';
-import { missingMariadb, startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
+import { missingMariadb, serverClockPast, startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
 import { PASSPHRASE, tempDir } from '../helpers/repo.ts';
 
 const skip =
@@ -21,7 +21,7 @@ interface Round {
   /** The table's rows once the round committed, and the server's GTID position then. */
   rows: string;
   gtid: string;
-  /** A moment after the round's commits and at least 1.5 s before the next round's (binlog times have whole seconds). */
+  /** A moment after the round's commits and before the next round's, which are logged in a later whole second (binlog times have whole seconds). */
   after: string;
 }
 
@@ -41,7 +41,7 @@ async function timedRound(server: MariadbServer, n: number, flush = true): Promi
   round(server, n);
   const done: Round = { rows: rowsOf(server), gtid: server.sql('SELECT @@gtid_binlog_pos').trim(), after: new Date().toISOString() };
   if (flush) server.sql('FLUSH BINARY LOGS');
-  await sleep(1600);
+  await serverClockPast(server, done.after);
   return done;
 }
 
