@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Lease } from '../../../agent/core/locks.ts';
+import { DEFAULT_LEASE_MS, Lease } from '../../../agent/core/locks.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { forget } from '../../../agent/commands/forget.ts';
 import { prune } from '../../../agent/commands/prune.ts';
@@ -52,13 +52,18 @@ describe('prune', () => {
       faulty.failAfter = failAfter;
       const crashing = await Repository.open(faulty, PASSPHRASE);
       await assert.rejects(
-        prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05, leaseMs: 1000 }),
+        prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05 }),
         /injected failure/,
       );
 
       // The crashed run may have left its lock (its release failed too): the next operation, with a clock
-      // past that 1 s lease, closes it as a dead holder's; the data of the kept snapshot is intact meanwhile.
-      const next = await Lease.acquire(repo, { operation: 'test', exclusive: true, who, now: () => Date.now() + 2000 });
+      // past that lease (the default length), closes it as a dead holder's; the kept snapshot's data is intact meanwhile.
+      const next = await Lease.acquire(repo, {
+        operation: 'test',
+        exclusive: true,
+        who,
+        now: () => Date.now() + DEFAULT_LEASE_MS + 60_000,
+      });
       await next.release();
       const report = await verify(repo, { readData: 1, concurrency: 2, progress: silentProgress, who });
       assert.equal(report.ok, true, JSON.stringify(report.problems));
