@@ -54,8 +54,36 @@ export function openObject(master: Buffer, kind: EnvelopeKindName, name: string,
     throw new DamagedError(`${name} failed authentication: it was altered, truncated, or written by another repository`);
   const body = plain.subarray(1);
   if (plain[0] === CODEC_RAW) return body;
-  if (plain[0] === CODEC_ZSTD) return zstdDecompressSync(body);
+  if (plain[0] === CODEC_ZSTD) return decompress(body, kind, name);
   throw new DamagedError(`${name} uses unknown codec ${plain[0]}`);
+}
+
+/**
+ * The most an object may expand to: log segments (WAL, binlogs) up to 2 GiB, every other object 1 GiB, far
+ * above any real one. A host with the key can seal any bytes, so a body that is not zstd, or one that would
+ * expand without bound, is damage (Cairn.Damaged), never a zlib error or an allocation that takes the process down.
+ */
+const MAX_PLAIN_BYTES: Record<EnvelopeKindName, number> = {
+  snapshot: 1 << 30,
+  index: 1 << 30,
+  lock: 1 << 30,
+  history: 1 << 30,
+  pin: 1 << 30,
+  log: 2 ** 31,
+  logBatch: 1 << 30,
+};
+
+function decompress(body: Buffer, kind: EnvelopeKindName, name: string): Buffer {
+  try {
+    return zstdDecompressSync(body, { maxOutputLength: MAX_PLAIN_BYTES[kind] });
+  } catch (cause) {
+    throw new DamagedError(
+      `${name} has a compressed body that does not decompress: ${cause instanceof Error ? cause.message : String(cause)}`,
+      {
+        cause,
+      },
+    );
+  }
 }
 
 function aad(header: Buffer, name: string): Buffer {
