@@ -18,7 +18,9 @@ import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.t
  * Ranged reads cannot transform a range: `getRange` reads the whole object
  * through the hook and slices it. A small LRU of recently transformed objects,
  * bounded in bytes, keeps reading many frames of one pack from running the hook
- * per frame. Objects are never updated in place, so the cache cannot go stale.
+ * per frame. A put through this storage drops the key from the cache (a put
+ * without ifAbsent replaces the object); repository objects are never replaced
+ * by anyone else, so nothing else can make the cache stale.
  *
  * Sizes: `stat` reports the original (transformed back) size, which is what
  * offsets inside the object refer to. `list` reports the sizes of the stored
@@ -83,7 +85,14 @@ export class HookStorage implements DeletableStorage {
 
   async put(key: string, data: Buffer, options?: PutOptions): Promise<void> {
     if (key === CONFIG_KEY) return this.inner.put(key, data, options);
-    await this.inner.put(key, await this.runHook('write', key, data), options);
+    const stored = await this.runHook('write', key, data);
+    try {
+      await this.inner.put(key, stored, options);
+    } finally {
+      // A put without ifAbsent replaces the object: what was cached of it (or read while the put ran) is stale.
+      // A refused create-if-absent changed nothing, but forgetting a cached copy is harmless.
+      this.evict(key);
+    }
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {

@@ -8,6 +8,7 @@ import { tempDir } from '../helpers/repo.ts';
 import { describeTree, makeRandomTree } from '../helpers/tree.ts';
 import { FileStorage } from '../../agent/storage/file.ts';
 import { HookStorage } from '../../agent/storage/hook.ts';
+import { storageConformance } from '../storage/conformance.ts';
 
 /** A transform hook: XORs every byte with 0x5a (its own inverse); can be told to fail on writes of some objects. */
 const XOR_HOOK = `
@@ -41,6 +42,30 @@ function xor(data: Buffer): Buffer {
   for (let i = 0; i < out.length; i++) out[i] = (out[i] as number) ^ 0x5a;
   return out;
 }
+
+/**
+ * A cheap transform for the conformance suite's thousands of objects (one shell and one tr per object,
+ * not a node process): rot13 on the bytes, its own inverse. The appended `--operation X` goes to `:`.
+ */
+const ROT13_HOOK = "LC_ALL=C tr 'A-Za-z' 'N-ZA-Mn-za-m'; :";
+
+// The hook's list passes straight through to the file backend (whose own suite lists 1100 keys): 150 here.
+storageConformance(
+  'the storage hook (HookStorage with a rot13 hook over the file backend)',
+  async () => {
+    const dir = await tempDir('hook-conformance');
+    const storage = new HookStorage(new FileStorage(dir.path), { command: ROT13_HOOK });
+    return {
+      storage,
+      teardown: async () => {
+        // The stored bytes are the hook's output, not what was put.
+        assert.equal((await readFile(join(dir.path, 'exclusive', 'new'))).toString(), 'svefg');
+        await dir.remove();
+      },
+    };
+  },
+  { pagedKeys: 150 },
+);
 
 describe('storage hook (--storage-hook)', () => {
   let work: Awaited<ReturnType<typeof tempDir>>;
