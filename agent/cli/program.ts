@@ -23,8 +23,32 @@ export function createProgram(cli: Cli): Command {
     .exitOverride()
     .configureOutput({ writeOut: (text) => cli.streams.stdout.write(text), writeErr: (text) => cli.streams.stderr.write(text) })
     .hook('preAction', (_cmd, action) => {
+      if (cli.env !== process.env) readEnvironment(action, cli.env);
       cli.setOutput(action.optsWithGlobals<GlobalOptions>());
       cli.run.operation ??= action.name();
     });
   return addStorageOptions(program);
+}
+
+/**
+ * Commander reads an option's environment variable (`.env(...)`) from
+ * process.env; main() called in-process with its own environment reads them
+ * from that one instead, as the bin does from the process's.
+ */
+function readEnvironment(action: Command, env: NodeJS.ProcessEnv): void {
+  for (let cmd: Command | null = action; cmd; cmd = cmd.parent) {
+    for (const option of cmd.options) {
+      if (!option.envVar) continue;
+      const key = option.attributeName();
+      const source = cmd.getOptionValueSource(key);
+      if (source !== undefined && source !== 'default' && source !== 'env') continue; // given on the command line
+      const raw = env[option.envVar];
+      if (raw === undefined) {
+        if (source === 'env') cmd.setOptionValueWithSource(key, option.defaultValue, 'default');
+        continue;
+      }
+      const value: unknown = option.parseArg ? option.parseArg(raw, option.defaultValue) : option.isBoolean() ? true : raw;
+      cmd.setOptionValueWithSource(key, value, 'env');
+    }
+  }
 }

@@ -12,6 +12,7 @@ import { captureMetrics } from '../orchestration/emf.ts';
 import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive } from '../orchestration/pitr-fixture.ts';
 import { walName } from '../../agent/core/log-chain.ts';
 import { Repository } from '../../agent/core/repository.ts';
+import { ExitCode } from '../../agent/core/errors.ts';
 import { describeTree, makeRandomTree } from '../helpers/tree.ts';
 import { INSTANCE, PASSPHRASE_PARAMETER, resolveIntrinsics, startSystem, type AgentRun, type System } from './harness.ts';
 import { LogArchive } from '../../agent/core/log-archive.ts';
@@ -407,6 +408,18 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
         const pg = await system.runDocument('archive', 'pg-pitr');
         assert.equal(pg.code, 2, pg.output);
         assert.match(pg.output, /does not push binlogs[^\n]*archive_command/);
+
+        // A failure of the push itself keeps its own code and exit code (the push once ran as a nested CLI whose every
+        // failure became Cairn.Failure): here the plan's passphrase parameter holds a wrong passphrase.
+        system.ssm.parameters.set(PASSPHRASE_PARAMETER, 'not the passphrase of this repository');
+        try {
+          const wrong = await system.runDocument('archive', 'maria-pitr');
+          assert.equal(wrong.code, ExitCode.wrongKey, wrong.output);
+          assert.match(wrong.output, /"type":"error","code":"Cairn\.WrongKey"/);
+          assert.doesNotMatch(wrong.output, /Cairn\.Failure/);
+        } finally {
+          system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
+        }
       } finally {
         await server.stop();
       }
