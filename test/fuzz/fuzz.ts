@@ -321,9 +321,10 @@ function applyJsonMutation(root: Json, m: JsonMutation): Json {
 
 /** A valid JSON document with one to `max` structural mutations (fields replaced, deleted, added, swapped, retyped). */
 export function mutatedJson(valid: fc.Arbitrary<unknown>, max = 3): fc.Arbitrary<unknown> {
-  return fc
-    .tuple(valid, fc.array(jsonMutationArbitrary, { minLength: 1, maxLength: max }))
-    .map(([value, mutations]) => mutations.reduce<Json>(applyJsonMutation, JSON.parse(JSON.stringify(value)) as Json));
+  return fc.tuple(valid, fc.array(jsonMutationArbitrary, { minLength: 1, maxLength: max })).map(([value, mutations]) => {
+    const start = JSON.parse(JSON.stringify(value)) as Json;
+    return mutations.reduce(applyJsonMutation, start);
+  });
 }
 
 /**
