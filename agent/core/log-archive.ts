@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { zstdCompress as zstdCompressCb } from 'node:zlib';
 import { z } from 'zod';
+import { engineCatalog } from './engine-options/catalog.ts';
+import type { PitrLogKind } from './engine-options/spec.ts';
 import { sealCompressed } from './envelope.ts';
 import { AlreadyExistsError, CairnError, DamagedError, NotFoundError } from './errors.ts';
 import { mapLimit } from './concurrency.ts';
@@ -27,7 +29,26 @@ const zstdCompress = promisify(zstdCompressCb);
  */
 export const LOGS_PREFIX = 'logs/';
 
-const STREAM_PATTERN = /^(pg-\d{1,20}|mariadb-[a-z0-9][a-z0-9_.-]{0,62})$/;
+/**
+ * A stream is named by the engine whose log it holds (its capabilities' stream
+ * prefix) and by what identifies the database in that kind of log: a WAL
+ * stream by the cluster's system identifier, a binlog stream by a chosen name.
+ */
+const STREAM_NAME_BY_LOG: Record<PitrLogKind, string> = { wal: '\\d{1,20}', binlog: '[a-z0-9][a-z0-9_.-]{0,62}' };
+const STREAM_PATTERN = new RegExp(
+  `^(?:${engineCatalog
+    .pitrEngines()
+    .map((s) => `${escapeRegExp(s.capabilities.pitr!.streamPrefix)}${STREAM_NAME_BY_LOG[s.capabilities.pitr!.log]}`)
+    .join('|')})$`,
+);
+const STREAM_FORMS = engineCatalog
+  .pitrEngines()
+  .map((s) => `${s.capabilities.pitr!.streamPrefix}<${s.capabilities.pitr!.log === 'wal' ? 'system identifier' : 'name'}>`)
+  .join(' or ');
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
 const FILE_KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,200}$/;
 
 export const walPositionSchema = z.object({
@@ -100,7 +121,7 @@ export type PushOutcome = 'stored' | 'already-archived';
 export function validateStream(stream: string): string {
   if (!STREAM_PATTERN.test(stream)) {
     throw new CairnError('Cairn.Usage', `invalid log stream name ${JSON.stringify(stream)}`, {
-      hint: 'a stream is pg-<system identifier> or mariadb-<name> (letters, digits, . _ -)',
+      hint: `a stream is ${STREAM_FORMS} (letters, digits, . _ -)`,
     });
   }
   return stream;
