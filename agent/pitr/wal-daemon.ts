@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, type WriteStream } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Semaphore } from '../core/concurrency.ts';
@@ -26,7 +25,8 @@ import {
   type WalResponse,
   type WireError,
 } from './wal-protocol.ts';
-import { ensureSpoolDir, processAlive, type SpoolPaths } from './wal-spool.ts';
+import { acquireStartLock, DaemonLog } from './wal-daemon-start.ts';
+import { ensureSpoolDir, type SpoolPaths } from './wal-spool.ts';
 
 /**
  * The long-running half of wal-push / wal-fetch: it opens the repository
@@ -48,11 +48,13 @@ import { ensureSpoolDir, processAlive, type SpoolPaths } from './wal-spool.ts';
  * spool, checks that no daemon answers on the socket, then binds it. A daemon
  * that finds its socket replaced (a start that raced past a stale lock) stops
  * once idle, so clients only ever reach one. It stops after an idle time, on
- * a stop request and on SIGTERM, removing its socket and pid file.
+ * a stop request and on SIGTERM, removing its socket and pid file (the
+ * start lock and the daemon's log file are in wal-daemon-start.ts).
+ *
+ * Over 400 lines as one unit: the WalDaemon class's push and fetch paths share
+ * its request loop, its in-flight and prefetch maps and its idle timer, and
+ * split apart they would pass that state back and forth.
  */
-
-const LOG_ROTATE_BYTES = 10 * 1024 * 1024;
-const STALE_LOCK_MS = 120_000;
 
 export interface WalDaemonOptions {
   spool: SpoolPaths;
@@ -105,83 +107,6 @@ export async function runWalDaemon(options: WalDaemonOptions): Promise<DaemonOut
   log.info(`stopped (${reason})`);
   await log.close();
   return 'stopped';
-}
-
-class DaemonLog {
-  private readonly out: WriteStream;
-
-  private constructor(out: WriteStream) {
-    this.out = out;
-  }
-
-  static async open(path: string): Promise<DaemonLog> {
-    const size = (await stat(path).catch(() => undefined))?.size ?? 0;
-    if (size > LOG_ROTATE_BYTES) await rename(path, `${path}.1`).catch(() => undefined);
-    const out = createWriteStream(path, { flags: 'a', mode: 0o600 });
-    out.on('error', () => undefined);
-    return new DaemonLog(out);
-  }
-
-  info(message: string): void {
-    this.write('info', message);
-  }
-
-  warn(message: string): void {
-    this.write('warning', message);
-  }
-
-  error(message: string): void {
-    this.write('error', message);
-  }
-
-  private write(level: string, message: string): void {
-    this.out.write(`${new Date().toISOString()} ${level} ${message}\n`);
-  }
-
-  close(): Promise<void> {
-    return new Promise((resolve) => this.out.end(resolve));
-  }
-}
-
-/** The start lock: a file holding the starter's pid, created exclusively. 'running' when a daemon already answers. */
-async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise<{ release: () => Promise<void> } | 'running'> {
-  const deadline = Date.now() + STALE_LOCK_MS + 10_000;
-  for (;;) {
-    signal.throwIfAborted();
-    if (await answers(spool.socket)) return 'running';
-    try {
-      await writeFile(spool.lock, String(process.pid), { flag: 'wx', mode: 0o600 });
-      return {
-        release: async () => {
-          if ((await readFile(spool.lock, 'utf8').catch(() => '')) === String(process.pid)) await unlink(spool.lock).catch(() => undefined);
-        },
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const text = await readFile(spool.lock, 'utf8').catch(() => '');
-    const age = Date.now() - ((await stat(spool.lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-    // A starter that died (killed while opening the repository) leaves its lock: take it over. An empty lock is one
-    // whose holder has created it and not yet written its pid.
-    const dead = text === '' ? age > 5000 : !processAlive(Number(text));
-    if (dead || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
-    else await sleep(50);
-    if (Date.now() > deadline)
-      throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, {
-        hint: `remove ${spool.lock} if no cairn wal-daemon is running`,
-      });
-  }
-}
-
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.on('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.on('error', () => resolve(false));
-  });
 }
 
 interface PushItem {
