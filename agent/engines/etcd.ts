@@ -116,7 +116,7 @@ async function firstMember(connection: EtcdConnection, ctx: EngineContext): Prom
       failures.push(errorMessage(error));
     }
   }
-  throw new CairnError('Cairn.Failure', `no etcd member answered: ${failures.join('; ')}`, {
+  throw new CairnError('Cairn.Failure', `etcd is not reachable: no member answered (${failures.join('; ')})`, {
     hint: 'check that etcd runs and --etcd-endpoints (or --db-host/--db-port); for TLS give --etcd-cacert (and --etcd-cert/--etcd-key)',
   });
 }

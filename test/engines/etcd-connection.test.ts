@@ -130,7 +130,7 @@ describe('the etcd engines honour their endpoints and TLS options', { skip }, ()
     const dead = `http://127.0.0.1:${await freePort()}`;
     await assert.rejects(snapshotOf('etcd', { endpoints: [dead] }), (error: unknown) => {
       assert.ok(error instanceof CairnError);
-      assert.match(error.message, /no etcd member answered/);
+      assert.match(error.message, /etcd is not reachable: no member answered/);
       assert.match(error.hint ?? '', /--etcd-endpoints/);
       return true;
     });
@@ -160,8 +160,8 @@ describe('the etcd engines honour their endpoints and TLS options', { skip }, ()
     assert.equal(keys.engineMetadata.keyCount, 1);
 
     // Without the client certificate the member refuses the connection; without the CA the server is not trusted.
-    await assert.rejects(snapshotOf('etcd', { endpoints, cacert: files.cacert }), /no etcd member answered/);
-    await assert.rejects(snapshotOf('etcd', { endpoints, cert: files.cert, key: files.key }), /no etcd member answered/);
+    await assert.rejects(snapshotOf('etcd', { endpoints, cacert: files.cacert }), /etcd is not reachable: no member answered/);
+    await assert.rejects(snapshotOf('etcd', { endpoints, cert: files.cert, key: files.key }), /etcd is not reachable: no member answered/);
     await assert.rejects(snapshotOf('etcd-keys', { endpoints, cacert: files.cacert }), CairnError);
   });
 });
