@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CairnError } from '../../agent/core/errors.ts';
 import {
+  engineOptionsOfPlan,
   parseEnvironmentConfig,
   parsePlan,
   pitrOf,
@@ -227,6 +228,51 @@ describe('environment config', () => {
     ).plans[0]!;
     assert.equal(pitrOf(follow)?.binlogPushSchedule, 'follow');
     assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(ok)), 'round trip'), ok);
+  });
+
+  test("engine options are the engine's own, checked against its schema and named in errors", () => {
+    const parse = (p: PlanInput) => parseEnvironmentConfig(env([p]), 'prod').plans[0]!;
+    const pg = parse(plan({ engineOptions: { connection: { host: 'db', port: 5432 }, databases: ['app'], jobs: 4 } }));
+    assert.deepEqual(engineOptionsOfPlan(pg), { databases: ['app'], jobs: 4, host: 'db', port: 5432 });
+    const etcd = parse(
+      plan({
+        engine: 'etcd',
+        engineOptions: {
+          endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379'],
+          cacert: '/etc/etcd/ca.pem',
+          cert: '/etc/etcd/client.pem',
+          key: '/etc/etcd/client-key.pem',
+        },
+      }),
+    );
+    assert.deepEqual(engineOptionsOfPlan(etcd).endpoints, ['https://10.0.0.1:2379', 'https://10.0.0.2:2379']);
+    assert.equal(parse(plan({ engine: 'mariadb', engineOptions: { parallel: 8, owner: 'mysql' } })).engineOptions.parallel, 8);
+    const fails = (p: PlanInput): string => configError(() => parseEnvironmentConfig(env([p]), 'prod')).message;
+    assert.match(fails(plan({ engineOptions: { jobs: 0 } })), /plan orders-db: engineOptions\.jobs: /);
+    assert.match(
+      fails(plan({ engine: 'etcd', engineOptions: { jobs: 2 } })),
+      /engineOptions\.jobs: jobs is for the pgdump engine, not etcd/,
+    );
+    assert.match(
+      fails(plan({ engine: 'etcd', engineOptions: { connection: { socket: '/run/etcd.sock' } } })),
+      /engineOptions\.connection\.socket: socket is for the pgdump, postgres, mysqldump, mariadb engines, not etcd/,
+    );
+    assert.match(
+      fails(plan({ engineOptions: { host: 'db' } })),
+      /engineOptions\.host: a plan gives the host in engineOptions\.connection\.host/,
+    );
+    assert.match(
+      fails(plan({ engineOptions: { bogus: 1 } })),
+      /engineOptions\.bogus: bogus is not an option of the pgdump engine \(its options: passwordFile, databases, jobs/,
+    );
+    assert.match(
+      fails(plan({ engine: 'nosql' })),
+      /plan orders-db: engine: unknown engine "nosql": one of files, pgdump, postgres, mysqldump, mariadb, etcd, etcd-keys/,
+    );
+    assert.match(
+      fails(plan({ verification: { schedule: { expression: 'rate(7 days)' }, drill: true } })),
+      /verification\.drill: a restore drill restores into a scratch directory; the pgdump engine restores into a running server/,
+    );
   });
 
   test('wal-push and wal-fetch get the repository with its region and the passphrase file; a KMS plan none', () => {
