@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import type { Engine } from '../engines/engine.ts';
 import { TreeSink } from '../engines/sink.ts';
 import { runHook } from '../process/run.ts';
+import { selectSnapshot } from './snapshot-selector.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 
 export interface BackupOptions {
@@ -74,8 +75,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   const index = await repo.loadIndex(options.concurrency * 2);
   const reader = new PieceReader(repo, index);
   const parent = options.parent
-    ? await repo.findSnapshot(options.parent)
-    : await repo.findSnapshot('latest', (s) => s.host === options.who.host && sameList(s.paths, paths)).catch(() => undefined);
+    ? await selectSnapshot(repo, options.parent)
+    : await selectSnapshot(repo, 'latest', (s) => s.host === options.who.host && sameList(s.paths, paths)).catch(() => undefined);
   const writer = new PackWriter(repo, index, {
     compression: options.compression ?? repo.config.compression,
     concurrency: options.concurrency,
