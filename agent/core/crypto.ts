@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
+import { CairnError } from './errors.ts';
 
 const scrypt = promisify(scryptCb) as (
   password: string | Buffer,
@@ -66,6 +67,26 @@ export interface ScryptParams {
 /** 2^15 × 8 × 128 B = 32 MiB of memory and ~0.1 s per unlock on this machine's cores. */
 export const DEFAULT_SCRYPT: ScryptParams = { N: 1 << 15, r: 8, p: 1 };
 
+/**
+ * The most one unlock may cost, whatever a key file or recovery kit asks for (both are read before any
+ * key, so their parameters are unauthenticated): 256 MiB of scrypt memory (128·N·r bytes; a key file's
+ * default takes 32 MiB, a recovery kit 128 MiB) and p ≤ 16 passes over it.
+ */
+export const MAX_SCRYPT_MEMORY = 256 << 20;
+export const MAX_SCRYPT_P = 16;
+
+/** Why scrypt parameters are refused (not runnable, or above the maximum), or undefined when they are fine. */
+export function scryptParamsProblem({ N, r, p }: ScryptParams): string | undefined {
+  if (!Number.isSafeInteger(N) || N < 2 || N > 2 ** 30 || (N & (N - 1)) !== 0) return `N=${N} is not a power of two`;
+  if (!Number.isSafeInteger(r) || r < 1) return `r=${r} is not a positive integer`;
+  if (!Number.isSafeInteger(p) || p < 1 || p > MAX_SCRYPT_P) return `p=${p} is not an integer from 1 to ${MAX_SCRYPT_P}`;
+  if (128 * N * r > MAX_SCRYPT_MEMORY)
+    return `N=${N}, r=${r} need ${Math.round((128 * N * r) / 2 ** 20)} MiB, above the maximum of ${MAX_SCRYPT_MEMORY / 2 ** 20} MiB`;
+  return undefined;
+}
+
 export async function passphraseKey(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  const problem = scryptParamsProblem(params);
+  if (problem) throw new CairnError('Cairn.Damaged', `refusing scrypt parameters: ${problem}`);
   return scrypt(passphrase.normalize('NFC'), salt, KEY_BYTES, { ...params, maxmem: 256 * params.N * params.r + (1 << 20) });
 }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { DEFAULT_SCRYPT, KEY_BYTES, SALT_BYTES, open, passphraseKey, seal, type ScryptParams } from './crypto.ts';
+import { DEFAULT_SCRYPT, KEY_BYTES, SALT_BYTES, open, passphraseKey, scryptParamsProblem, seal, type ScryptParams } from './crypto.ts';
 import { CairnError } from './errors.ts';
 import type { RepositoryConfig } from './config.ts';
 
@@ -25,17 +25,23 @@ const who = {
 export const passphraseKeyFileSchema = z.object({
   version: z.literal(1),
   kind: z.literal('passphrase'),
-  kdf: z.object({
-    name: z.literal('scrypt'),
-    N: z
-      .number()
-      .int()
-      .min(1 << 10)
-      .max(1 << 22),
-    r: z.number().int().min(1).max(32),
-    p: z.number().int().min(1).max(16),
-    salt: z.string().min(16),
-  }),
+  kdf: z
+    .object({
+      name: z.literal('scrypt'),
+      N: z
+        .number()
+        .int()
+        .min(1 << 10)
+        .max(1 << 22),
+      r: z.number().int().min(1).max(32),
+      p: z.number().int().min(1).max(16),
+      salt: z.string().min(16),
+    })
+    .superRefine((kdf, ctx) => {
+      // Checked before any scrypt runs: the parameters are unauthenticated (docs/keys.md, MAX_SCRYPT_MEMORY).
+      const problem = scryptParamsProblem(kdf);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
   wrapped: z.string().min(40),
   ...who,
 });

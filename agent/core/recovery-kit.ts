@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { KEY_BYTES, SALT_BYTES, open, passphraseKey, seal, type ScryptParams } from './crypto.ts';
+import { KEY_BYTES, SALT_BYTES, open, passphraseKey, scryptParamsProblem, seal, type ScryptParams } from './crypto.ts';
 import { CairnError } from './errors.ts';
 
 /**
@@ -105,7 +105,7 @@ export async function createRecoveryKit(
 ): Promise<string> {
   if (!/^[0-9a-f]{64}$/.test(info.repositoryId)) throw new CairnError('Cairn.Usage', `invalid repository id ${info.repositoryId}`);
   const log2N = Math.log2(params.N);
-  if (!Number.isInteger(log2N) || log2N < 10 || log2N > 22 || params.r > 32 || params.p > 16)
+  if (!Number.isInteger(log2N) || log2N < 10 || log2N > 22 || params.r > 32 || params.p > 16 || scryptParamsProblem(params))
     throw new CairnError('Cairn.Usage', 'unsupported scrypt parameters for a recovery kit');
   const salt = randomBytes(SALT_BYTES);
   const sealed = seal(await passphraseKey(passphrase, salt, params), master, aad(info.repositoryId));
@@ -214,7 +214,8 @@ export function parseRecoveryKit(text: string): RecoveryKit {
   const repositoryId = payload.subarray(at, (at += ID_BYTES)).toString('hex');
   const [log2N, r, p] = [payload[at] as number, payload[at + 1] as number, payload[at + 2] as number];
   at += 3;
-  if (log2N < 10 || log2N > 22 || r < 1 || r > 32 || p < 1 || p > 16) throw bad('the recovery kit has invalid scrypt parameters');
+  if (log2N < 10 || log2N > 22 || r < 1 || r > 32 || p < 1 || p > 16 || scryptParamsProblem({ N: 2 ** log2N, r, p }))
+    throw bad('the recovery kit has invalid scrypt parameters');
   const salt = payload.subarray(at, (at += SALT_BYTES));
   const sealed = payload.subarray(at);
   return { repositoryId, params: { N: 2 ** log2N, r, p }, salt, sealed };
