@@ -55,12 +55,12 @@ export function createEngineRegistry(list: ReadonlyArray<Engine<never>>): Engine
  * test/agent/engines/registry.test.ts fails when the two lists differ.
  */
 export const engineRegistry: EngineRegistry = createEngineRegistry([
-  pgdumpEngine as Engine<never>,
-  postgresEngine as Engine<never>,
   mysqldumpEngine as Engine<never>,
-  mariabackupEngine as Engine<never>,
+  pgdumpEngine as Engine<never>,
   etcdEngine as Engine<never>,
   etcdKeysEngine as Engine<never>,
+  postgresEngine as Engine<never>,
+  mariabackupEngine as Engine<never>,
 ]);
 
 /** The shipped engines by name (what `cairn engines` lists). */

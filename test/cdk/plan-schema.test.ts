@@ -255,7 +255,7 @@ describe('environment config', () => {
     );
     assert.match(
       fails(plan({ engine: 'etcd', engineOptions: { connection: { socket: '/run/etcd.sock' } } })),
-      /engineOptions\.connection\.socket: socket is for the pgdump, postgres, mysqldump, mariadb engines, not etcd/,
+      /engineOptions\.connection\.socket: socket is for the mysqldump, pgdump, postgres, mariadb engines, not etcd/,
     );
     assert.match(
       fails(plan({ engineOptions: { host: 'db' } })),
@@ -267,7 +267,7 @@ describe('environment config', () => {
     );
     assert.match(
       fails(plan({ engine: 'nosql' })),
-      /plan orders-db: engine: unknown engine "nosql": one of files, pgdump, postgres, mysqldump, mariadb, etcd, etcd-keys/,
+      /plan orders-db: engine: unknown engine "nosql": one of files, mysqldump, pgdump, etcd, etcd-keys, postgres, mariadb/,
     );
     assert.match(
       fails(plan({ verification: { schedule: { expression: 'rate(7 days)' }, drill: true } })),

@@ -35,14 +35,14 @@ describe('the engine registry and the core spec list', () => {
     assert.equal(engineCatalog.engineOfStream('other-1'), undefined);
     assert.deepEqual(
       engineCatalog.specs.filter((s) => s.capabilities.drill).map((s) => s.name),
-      ['files', 'postgres', 'mariadb', 'etcd'],
+      ['files', 'etcd', 'postgres', 'mariadb'],
     );
   });
 
   it('refuses unknown engines with the list, and a registry that would be inconsistent', () => {
     assert.throws(
       () => engineByName('oracle'),
-      (e: unknown) => e instanceof CairnError && /unknown engine "oracle"/.test(e.message) && /files, pgdump/.test(e.hint ?? ''),
+      (e: unknown) => e instanceof CairnError && /unknown engine "oracle"/.test(e.message) && /files, mysqldump, pgdump/.test(e.hint ?? ''),
     );
     const pgdump = engineRegistry.byName('pgdump') as Engine<never>;
     assert.throws(() => createEngineRegistry([pgdump, pgdump]), /listed twice/);

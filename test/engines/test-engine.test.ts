@@ -157,7 +157,7 @@ describe('a test-only engine added through createEngineRegistry', () => {
     );
     assert.match(
       refusal(() => parsePlan(plan('test-kv', { dir: '/srv', connection: { socket: '/run/x.sock' } }), 'test', registry.catalog)),
-      /engineOptions\.connection\.socket: socket is for the pgdump, postgres, mysqldump, mariadb engines, not test-kv/,
+      /engineOptions\.connection\.socket: socket is for the mysqldump, pgdump, postgres, mariadb engines, not test-kv/,
     );
     assert.match(
       refusal(() => parsePlan(plan('test-kv', { dir: '/srv', pitr: true }), 'test', registry.catalog)),

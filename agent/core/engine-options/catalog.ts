@@ -16,12 +16,12 @@ import type { EngineSpec, PitrLogKind } from './spec.ts';
  */
 export const ENGINE_SPECS: readonly EngineSpec[] = [
   filesSpec,
-  pgdumpSpec,
-  postgresSpec,
   mysqldumpSpec,
-  mariadbSpec,
+  pgdumpSpec,
   etcdSpec,
   etcdKeysSpec,
+  postgresSpec,
+  mariadbSpec,
 ];
 
 /** Engines by name, and the questions core asks of their capabilities. */
