@@ -39,7 +39,7 @@ const planVariants: PlanInput[] = [
   },
   {
     id: 'web-files',
-    targets: { tag: { key: 'role', value: 'web' } } as unknown as PlanInput['targets'],
+    targets: { tag: { key: 'role', value: 'web' } },
     engine: 'files',
     engineOptions: { paths: ['/srv/www', '/etc'] },
     schedule: { expression: 'rate(6 hours)' },
@@ -53,7 +53,7 @@ const planVariants: PlanInput[] = [
     engine: 'mariadb',
     engineOptions: { connection: { host: 'db', port: 3306, user: 'backup' }, passwordParameter: '/cairn/test/shop/password', parallel: 4 },
     schedule: { expression: 'cron(0 3 * * ? *)' },
-    retention: { keepDaily: 14, keepWithinPitr: '3d' } as unknown as PlanInput['retention'],
+    retention: { keepDaily: 14, keepWithinPitr: '3d' },
     keySource: { passphraseParameter: '/cairn/test/shop/passphrase' },
     rpo: '26h',
     pitr: { enabled: true },

@@ -1,0 +1,88 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { splitXbstream } from '../../agent/engines/xbstream.ts';
+import { anyBytes, decodesAsync, fuzzAsync, mutatedBytes } from './fuzz.ts';
+import { CollectingSink, chunked } from './sink.ts';
+
+/**
+ * xbstream (mariabackup's output, split into files): splitXbstream returns the
+ * number of files it stored, each stream to its end, or throws Cairn.Failure.
+ * Inputs are delivered in random chunks, as a pipe would.
+ */
+function chunk(type: 'P' | 'E', path: string, offset = 0, payload = Buffer.alloc(0)): Buffer {
+  const name = Buffer.from(path, 'utf8');
+  const head = Buffer.alloc(14);
+  head.write('XBSTCK01', 0, 'latin1');
+  head.writeUInt8(0, 8);
+  head.write(type, 9, 'latin1');
+  head.writeUInt32LE(name.length, 10);
+  if (type === 'E') return Buffer.concat([head, name]);
+  const meta = Buffer.alloc(20);
+  meta.writeBigUInt64LE(BigInt(payload.length), 0);
+  meta.writeBigUInt64LE(BigInt(offset), 8);
+  return Buffer.concat([head, name, meta, payload]);
+}
+
+/** A valid stream: files cut into chunks, interleaved, each ended. */
+const validStream = fc
+  .array(
+    fc.tuple(
+      fc.constantFrom('ibdata1', 'db/t.ibd', 'xtrabackup_checkpoints', 'ib_logfile0'),
+      fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 3 }),
+    ),
+    { minLength: 1, maxLength: 3 },
+  )
+  .map((files) => {
+    const parts: Buffer[] = [];
+    const seen = new Set<string>();
+    for (const [path, pieces] of files) {
+      if (seen.has(path)) continue;
+      seen.add(path);
+      let offset = 0;
+      for (const piece of pieces) {
+        parts.push(chunk('P', path, offset, Buffer.from(piece)));
+        offset += piece.length;
+      }
+      if (pieces.length === 0) parts.push(chunk('P', path));
+      parts.push(chunk('E', path));
+    }
+    return Buffer.concat(parts);
+  });
+
+async function* source(chunks: Buffer[]): AsyncIterable<Buffer> {
+  for (const c of chunks) {
+    await Promise.resolve();
+    yield c;
+  }
+}
+
+describe('fuzz: xbstream', () => {
+  it(
+    'arbitrary bytes and mutations of valid streams split into files or fail as Cairn.Failure',
+    {
+      todo: "crashes: xbstream.ts ByteReader.read returns undefined at a clean end of stream and splitXbstream casts it to Buffer: a 'P' chunk cut right after its path throws TypeError (reading 'readBigUInt64LE'), likewise a path length of 0 at the end — owner must fix",
+    },
+    async () => {
+      const input = fc.tuple(
+        fc.oneof(anyBytes(300), { weight: 4, arbitrary: mutatedBytes(validStream) }, validStream),
+        fc.array(fc.nat(), { maxLength: 6 }),
+      );
+      await fuzzAsync(
+        'xbstream/split',
+        input,
+        async ([data, cuts]) => {
+          const sink = new CollectingSink();
+          await decodesAsync(
+            () => splitXbstream(source(chunked(data, cuts)), sink),
+            ['Cairn.Failure'],
+            (files) => {
+              assert.equal(files, sink.files.size);
+            },
+          );
+        },
+        1000,
+      );
+    },
+  );
+});
