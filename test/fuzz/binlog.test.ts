@@ -34,7 +34,7 @@ function u64(n: number): Buffer {
 function binlog(events: EventSpec[], checksum: boolean, serverId = 7): Buffer {
   const parts = [MAGIC];
   let offset = MAGIC.length;
-  let time = 1_700_000_000;
+  const time = 1_700_000_000;
   for (const [i, { type, body }] of events.entries()) {
     const fde = type === 15;
     const withCrc = checksum || fde; // an FDE always ends with the algorithm byte and 4 checksum bytes
@@ -50,7 +50,6 @@ function binlog(events: EventSpec[], checksum: boolean, serverId = 7): Buffer {
     parts.push(event, withCrc ? u32(crc32(event)) : Buffer.alloc(0));
     offset += length;
   }
-  time += events.length;
   return Buffer.concat(parts);
 }
 
