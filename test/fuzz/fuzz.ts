@@ -192,11 +192,14 @@ function applyMutation(data: Buffer, m: Mutation): Buffer {
   }
 }
 
-/** A valid encoding with one to `max` byte-level mutations applied (flips, field overwrites, truncations, extensions, swaps). */
+/** A valid encoding with one to `max` byte-level mutations applied (flips, field overwrites, truncations, extensions, swaps); never the encoding unchanged. */
 export function mutatedBytes(valid: fc.Arbitrary<Buffer>, max = 4): fc.Arbitrary<Buffer> {
-  return fc
-    .tuple(valid, fc.array(mutationArbitrary, { minLength: 1, maxLength: max }))
-    .map(([data, mutations]) => mutations.reduce(applyMutation, data));
+  return fc.tuple(valid, fc.array(mutationArbitrary, { minLength: 1, maxLength: max })).map(([data, mutations]) => {
+    const out = mutations.reduce(applyMutation, data);
+    // A mutation always changes something (a byte set to its own value, or swapped regions that were equal, change nothing).
+    if (!out.equals(data)) return out;
+    return data.length === 0 ? Buffer.from([0]) : applyMutation(data, { op: 'flip', at: 0, bit: 0 });
+  });
 }
 
 /** Arbitrary bytes, up to `maxLength`. */
