@@ -32,7 +32,7 @@ function u64(n: number): Buffer {
 }
 
 function binlog(events: EventSpec[], checksum: boolean, serverId = 7): Buffer {
-  const parts = [MAGIC];
+  const parts: Buffer[] = [MAGIC];
   let offset = MAGIC.length;
   const time = 1_700_000_000;
   for (const [i, { type, body }] of events.entries()) {
