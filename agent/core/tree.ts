@@ -79,6 +79,36 @@ export function targetFields(bytes: Buffer): Pick<TreeEntry, 'target' | 'targetB
   return { target: bytes.toString('utf8'), targetBytes: bytes.toString('base64') };
 }
 
+/**
+ * What a restore refuses in an entry it read: the name rule on the name's bytes,
+ * and any second form that disagrees with them. `nameBytes` (and `targetBytes`)
+ * exist only for bytes that are not UTF-8, with `name` (`target`) their display
+ * form, exactly as nameFields writes them: a crafted entry whose display name says
+ * one thing while its bytes say another would make messages, `--include` and
+ * listings lie about what is written.
+ */
+export function entryProblem(entry: TreeEntry): string | undefined {
+  const name = entryName(entry);
+  const problem = nameProblem(name);
+  if (problem) return problem;
+  if (entry.nameBytes !== undefined && !sameForms(nameFields(name), entry.name, entry.nameBytes))
+    return `a name whose two forms disagree: ${JSON.stringify(entry.name)} and the bytes ${name.toString('hex')}`;
+  if (entry.type === 'symlink' && entry.targetBytes !== undefined) {
+    const target = entryTarget(entry);
+    if (!sameForms(targetFields(target), entry.target, entry.targetBytes))
+      return `a symlink target whose two forms disagree: ${JSON.stringify(entry.target)} and the bytes ${target.toString('hex')}`;
+  }
+  return undefined;
+}
+
+function sameForms(
+  canonical: { name?: string; nameBytes?: string; target?: string; targetBytes?: string },
+  text?: string,
+  bytes?: string,
+): boolean {
+  return (canonical.name ?? canonical.target) === text && (canonical.nameBytes ?? canonical.targetBytes) === bytes;
+}
+
 /** The bytes of an entry's name, as the filesystem had them. */
 export function entryName(entry: Pick<TreeEntry, 'name' | 'nameBytes'>): Buffer {
   return entry.nameBytes === undefined ? Buffer.from(entry.name, 'utf8') : Buffer.from(entry.nameBytes, 'base64');

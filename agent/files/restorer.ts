@@ -3,7 +3,7 @@ import { link, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
-import { decodeTree, entryName, entryTarget, nameProblem, type TreeEntry } from '../core/tree.ts';
+import { decodeTree, entryName, entryProblem, entryTarget, type TreeEntry } from '../core/tree.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { FileJob, type PieceItem } from './file-job.ts';
@@ -221,7 +221,8 @@ export class Restorer {
     for (const entry of entries) {
       const name = entryName(entry);
       const nameKey = name.toString('latin1');
-      const unsafe = nameProblem(name) ?? (seen.has(nameKey) ? `the name ${JSON.stringify(entry.name)} twice in one directory` : undefined);
+      const unsafe =
+        entryProblem(entry) ?? (seen.has(nameKey) ? `the name ${JSON.stringify(entry.name)} twice in one directory` : undefined);
       seen.add(nameKey);
       if (unsafe) {
         yield {
