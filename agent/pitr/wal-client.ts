@@ -16,7 +16,13 @@ import { streamOfDataDirectory } from '../process/pg-control.ts';
  * when there is none, send one request and wait for its answer.
  */
 
-const CAIRN_SCRIPT = fileURLToPath(new URL('../cli/cairn.js', import.meta.url));
+/**
+ * The CLI entry the daemon is started with. From the sources that is agent/cli/cairn.js; in the
+ * agent bundle (one file, cdk/lib/agent-bundle.ts) this module is the bundle itself, which is the
+ * CLI entry: a path relative to it would point outside the install directory.
+ */
+const HERE = fileURLToPath(import.meta.url);
+const CAIRN_SCRIPT = HERE.endsWith('wal-client.ts') ? fileURLToPath(new URL('../cli/cairn.js', import.meta.url)) : HERE;
 const START_TIMEOUT_MS = 60_000;
 
 export interface WalClientOptions {

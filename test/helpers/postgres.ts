@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmod, chown, copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, link, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -168,15 +168,13 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
  * (a clone under /root, a 0700 temp directory). So this builds the CLI with
  * esbuild into one file, as the CDK bundles it for hosts (cdk/lib/agent-bundle.ts),
  * in a directory everyone can read, next to a hard link (or copy) of the Node
- * binary running the tests. The bundle sits at `cli/cairn.js`, where the WAL
- * client looks for the CLI relative to its own module to start the daemon.
+ * binary running the tests. The bundle is `cairn.mjs` at the directory's top, as
+ * hosts install it, so the WAL client starts its daemon from the bundle as it does there.
  */
 export async function serverCairn(): Promise<ServerCairn> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-server-cli-'));
   await chmod(dir, 0o755);
-  await mkdir(join(dir, 'cli'), { mode: 0o755 });
-  const script = join(dir, 'cli', 'cairn.js');
-  await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n', { mode: 0o644 });
+  const script = join(dir, 'cairn.mjs');
   await build({
     entryPoints: [join(REPO_ROOT, 'agent', 'cli', 'cairn.js')],
     outfile: script,
