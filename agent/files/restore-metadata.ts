@@ -1,4 +1,5 @@
-import { chmod, chown, lchown, lutimes, utimes, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, lchown, lstat, lutimes, open, utimes, type FileHandle } from 'node:fs/promises';
 import { DamagedError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
 
@@ -21,26 +22,56 @@ export async function finishFile(handle: FileHandle, size: number, written: numb
   if (written < size) await handle.truncate(size);
   if (isRoot && (entry.uid !== ourUid || entry.gid !== ourGid)) await handle.chown(entry.uid, entry.gid);
   await handle.chmod(entry.mode);
-  const mtime = nsToSeconds(entry.mtimeNs);
+  const mtime = timeArg(entry.mtimeNs);
   await handle.utimes(mtime, mtime);
 }
 
-/** A directory's or symlink's metadata (a symlink's mode is not settable on Linux). */
-export async function applyMeta(path: Buffer, meta: Meta, isLink: boolean): Promise<void> {
-  const mtime = nsToSeconds(meta.mtimeNs);
-  if (isLink) {
-    if (isRoot) await lchown(path, meta.uid, meta.gid);
-    await lutimes(path, mtime, mtime);
+/** A symlink's metadata (its mode is not settable on Linux): the link itself, never what it points to. */
+export async function applyLinkMeta(path: Buffer, meta: Meta): Promise<void> {
+  const mtime = timeArg(meta.mtimeNs);
+  if (isRoot) await lchown(path, meta.uid, meta.gid);
+  await lutimes(path, mtime, mtime);
+}
+
+/**
+ * A directory's metadata, through a handle opened with O_NOFOLLOW|O_DIRECTORY:
+ * whatever sits at the path by now (a symlink swapped in, or a target the
+ * operator named through a symlink), owner and mode go only to a real
+ * directory. Throws ELOOP/ENOTDIR when the path is not one.
+ */
+export async function applyDirMeta(path: Buffer, meta: Meta): Promise<void> {
+  const mtime = timeArg(meta.mtimeNs);
+  let handle: FileHandle;
+  try {
+    handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
+  } catch (error) {
+    // A directory we may change but not read (an existing one under --force, not as root): by path, once lstat says it is no link.
+    if ((error as NodeJS.ErrnoException).code !== 'EACCES' || !(await lstat(path)).isDirectory()) throw error;
+    await chmod(path, meta.mode);
+    await utimes(path, mtime, mtime);
     return;
   }
-  if (isRoot) await chown(path, meta.uid, meta.gid);
-  await chmod(path, meta.mode);
-  await utimes(path, mtime, mtime);
+  try {
+    if (isRoot) await handle.chown(meta.uid, meta.gid);
+    await handle.chmod(meta.mode);
+    await handle.utimes(mtime, mtime);
+  } finally {
+    await handle.close();
+  }
 }
 
 export function nsToSeconds(ns: string): number {
   const value = BigInt(ns);
   return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
+}
+
+/**
+ * A time for utimes: seconds as a decimal string, because Node turns a negative
+ * number into "now" while it passes a numeric string through, and times before
+ * 1970 are as real as any (mtimeNs is negative for them).
+ */
+export function timeArg(ns: string): string {
+  return String(nsToSeconds(ns));
 }
 
 export async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {

@@ -29,7 +29,7 @@ export async function prepareTarget(target: string, force: boolean): Promise<voi
  */
 export class TargetTree {
   /** Directories created, in creation order, with the entry whose metadata they get at the end. */
-  readonly createdDirs: Array<{ path: Buffer; entry: TreeEntry }> = [];
+  readonly createdDirs: Array<{ path: Buffer; entry: TreeEntry; rel: string }> = [];
   private readonly root: Buffer;
   private readonly force: boolean;
   private readonly onCreated: () => void;
@@ -70,7 +70,7 @@ export class TargetTree {
     this.created.add(key);
     this.onCreated();
     const entry = this.dirEntries.get(key);
-    if (entry) this.createdDirs.push({ path, entry });
+    if (entry) this.createdDirs.push({ path, entry, rel: Buffer.from(key, 'latin1').toString('utf8') });
   }
 
   async ensureParent(key: string): Promise<void> {

@@ -1,14 +1,14 @@
 import { constants as fsConstants } from 'node:fs';
-import { link, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
-import type { Snapshot } from '../core/snapshot.ts';
+import type { RootMeta, Snapshot } from '../core/snapshot.ts';
 import { decodeTree, entryName, entryProblem, entryTarget, type TreeEntry } from '../core/tree.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
-import { applyMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
+import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 
 export { prepareTarget } from './restore-target.ts';
@@ -133,9 +133,33 @@ export class Restorer {
     }
     // Directory metadata last, deepest first, so writing their contents did not change it;
     // the target itself last of all, from the directory the snapshot was taken of.
-    for (const { path, entry } of this.target.createdDirs.reverse()) await applyMeta(path, entry, false);
-    if (snapshot.root) await applyMeta(this.target.path(''), snapshot.root, false);
+    for (const { path, entry, rel } of this.target.createdDirs.reverse()) {
+      try {
+        await applyDirMeta(path, entry);
+      } catch (error) {
+        this.handleError(rel, error);
+      }
+    }
+    if (snapshot.root) await this.applyRoot(snapshot.root);
+    this.throwIfFailed();
     return this.result;
+  }
+
+  /** The snapshot's own directory metadata onto the target: never through a symlink, errors like any entry's. */
+  private async applyRoot(root: RootMeta): Promise<void> {
+    try {
+      await applyDirMeta(this.target.path(''), root);
+    } catch (error) {
+      const code = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+      if ((code === 'ELOOP' || code === 'ENOTDIR') && (await lstat(this.target.path('')).catch(() => undefined))?.isSymbolicLink()) {
+        this.options.progress.warn(
+          `restore target ${this.options.target} is a symlink: the directory it points to keeps its owner, mode and times (the snapshot's were not applied)`,
+          { path: '.' },
+        );
+        return;
+      }
+      this.handleError(". (the target's own metadata)", error);
+    }
   }
 
   private written(): Promise<void> {
@@ -276,7 +300,7 @@ export class Restorer {
     const path = this.target.path(key);
     await this.target.clearForEntry(path);
     await symlink(entryTarget(entry), path);
-    await applyMeta(path, entry, true);
+    await applyLinkMeta(path, entry);
     this.result.symlinks++;
   }
 
