@@ -39,6 +39,18 @@ const entry = fc.record({
   body: fc.uint8Array({ maxLength: 700 }),
 });
 
+/** The first header of a tar re-typed and re-sized with its checksum fixed, then cut: reaches the entry handling past tar-stream's checks. */
+function reheadered(tar: Buffer, type: number, size: number, cut: number): Buffer {
+  const h = Buffer.from(tar);
+  h[156] = type;
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h.subarray(0, 512)) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return h.subarray(0, 512 + (cut % (size + 1100)));
+}
+
 function isClean(error: unknown): boolean {
   return error instanceof CairnError || (error instanceof Error && error.constructor === Error);
 }
@@ -46,17 +58,33 @@ function isClean(error: unknown): boolean {
 describe('fuzz: pg_basebackup tar', () => {
   it(
     'arbitrary bytes and mutations of valid tars split into files or fail cleanly',
-    { todo: splitTar ? false : 'needs `export` on splitTar in agent/engines/postgres.ts so the fuzzer can reach it — owner must add' },
-    async () => {
+    {
+      todo: splitTar
+        ? false
+        : 'needs `export` on splitTar in agent/engines/postgres.ts so the fuzzer can reach it; run with a temporary export it found a directory entry whose body is cut off: splitTar resolves, then an uncaught "Unexpected end of data" is thrown (body.resume() with no error listener) — owner must fix',
+    },
+    async (t) => {
       assert.ok(splitTar, 'splitTar is not exported from agent/engines/postgres.ts');
       const valid = await Promise.all(
         fc.sample(fc.array(entry, { minLength: 1, maxLength: 4 }), { numRuns: 40, seed: 1 }).map((entries) => tarOf(entries)),
       );
       const validTar = fc.nat().map((n) => valid[n % valid.length] as Buffer);
       const input = fc.tuple(
-        fc.oneof(anyBytes(1500), { weight: 4, arbitrary: mutatedBytes(validTar, 6) }, validTar),
+        fc.oneof(anyBytes(1500), { weight: 4, arbitrary: mutatedBytes(validTar, 6) }, validTar, {
+          weight: 2,
+          arbitrary: fc
+            .tuple(validTar, fc.constantFrom(0x30, 0x32, 0x35, 0x31, 0x37), fc.nat(2000), fc.nat())
+            .map(([t, type, size, cut]) => reheadered(t, type, size, cut)),
+        }),
         fc.array(fc.nat(), { maxLength: 6 }),
       );
+      // An error no one listens for (an entry's body failing after splitTar settled) would take the agent down.
+      const uncaught: unknown[] = [];
+      const onUncaught = (error: unknown): void => {
+        uncaught.push(error);
+      };
+      process.on('uncaughtException', onUncaught);
+      t.after(() => process.off('uncaughtException', onUncaught));
       await fuzzAsync(
         'tar/split',
         input,
@@ -70,6 +98,8 @@ describe('fuzz: pg_basebackup tar', () => {
               `not a clean error: ${error instanceof Error ? `${error.name}: ${error.message}\n${error.stack}` : String(error)}`,
             );
           }
+          await new Promise((resolve) => setImmediate(resolve));
+          assert.equal(uncaught.length, 0, `uncaught after splitTar settled: ${uncaught.map(String).join('; ')}`);
         },
         500,
       );
