@@ -4,19 +4,23 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as s3assets from 'aws-cdk-lib/aws-s3-assets';
-import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Construct } from 'constructs';
 import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
+import { ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
+import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { planParameterName, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
 
 export interface AgentHostPolicyProps {
   envName: string;
   plan: Plan;
   bucket: s3.IBucket;
+  /** The environment bucket's name as a plain string (the config's): `bucket.bucketName` is a token at synth time. */
+  bucketName: string;
   bucketKey: kms.IKey;
+  /** The key Cairn's SecureString parameters are encrypted with (plan-parameters.ts). */
+  parameterKey: kms.IKey;
   agentAsset: s3assets.Asset;
   commandLogGroup: logs.ILogGroup;
-  stateMachines: readonly sfn.IStateMachine[];
 }
 
 /** Every S3 action a host is granted: none of them deletes or overwrites (DESIGN §4). */
@@ -25,8 +29,8 @@ export const HOST_S3_READ_ACTIONS = ['s3:GetObject'];
 /**
  * The managed policy a plan's hosts attach to their instance role: read and
  * create-only on the plan's repository prefix, no delete; the plan's parameter
- * and the secrets it names; the repository keys; task-token reporting to this
- * stack's state machines; the agent bundle; the command log group.
+ * and the secrets it names (decrypted per parameter); the repository keys (decrypt only);
+ * task-token reporting; the agent bundle; the command log group.
  */
 export class AgentHostPolicy extends Construct {
   readonly policy: iam.ManagedPolicy;
@@ -70,36 +74,74 @@ export class AgentHostPolicy extends Construct {
           resources: [objects],
         }),
       );
-      if (location.bucket === props.bucket.bucketName || plan.repository.url.startsWith(`s3://${props.bucket.bucketName}/`)) {
+      // Hosts never write the control plane's records (lease, run markers, GC generations):
+      // an explicit deny, so no other grant (a broader role policy) can let a forged lease in.
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'DenyControlPlaneRecords',
+          effect: iam.Effect.DENY,
+          actions: ['s3:PutObject', 's3:DeleteObject', 's3:DeleteObjectVersion'],
+          resources: [`${bucketArn}/${location.prefix}${ORCHESTRATION_PREFIX}*`],
+        }),
+      );
+      // The environment's bucket is SSE-KMS: every read and write makes S3 call KMS on the host's behalf.
+      // With S3 Bucket Keys on, the encryption context S3 sends is the bucket's ARN (not the object's), so
+      // the plan's prefix cannot be named here: the S3 statements above hold the host to it.
+      if (location.bucket === props.bucketName) {
         statements.push(
           new iam.PolicyStatement({
             sid: 'RepositoryBucketKey',
             actions: ['kms:Decrypt', 'kms:GenerateDataKey'],
             resources: [props.bucketKey.keyArn],
+            conditions: {
+              StringEquals: { 'kms:ViaService': `s3.${stack.region}.amazonaws.com`, 'kms:EncryptionContext:aws:s3:arn': bucketArn },
+            },
           }),
         );
       }
     }
     if ('kmsKeyArn' in plan.keySource) {
+      // Hosts only unwrap the master key (the control plane or an operator wraps it): no kms:Encrypt.
+      // The agent sends {"cairn:repository": <id>}; the id is made at init, so the template can only
+      // insist that the context is Cairn's (a key file of another use does not decrypt here).
       statements.push(
         new iam.PolicyStatement({
           sid: 'RepositoryMasterKey',
-          actions: ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey'],
+          actions: ['kms:Decrypt'],
           resources: [plan.keySource.kmsKeyArn],
+          conditions: { StringLike: { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: '?*' } },
         }),
       );
     }
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
+    const secrets = referencedParameters(plan).map(parameterArn);
     statements.push(
       new iam.PolicyStatement({
         sid: 'ReadPlanAndSecrets',
         actions: ['ssm:GetParameter'],
-        resources: [planParameterName(envName, plan.id), ...referencedParameters(plan)].map(parameterArn),
+        resources: [parameterArn(planParameterName(envName, plan.id)), ...secrets],
       }),
+    );
+    if (secrets.length > 0) {
+      // SecureStrings under Cairn's parameter key: decrypt only this plan's, through SSM. Without this
+      // condition AmazonSSMManagedInstanceCore's ssm:GetParameter on * would read every plan's secrets.
+      statements.push(
+        new iam.PolicyStatement({
+          sid: 'DecryptPlanSecrets',
+          actions: ['kms:Decrypt'],
+          resources: [props.parameterKey.keyArn],
+          conditions: {
+            StringEquals: { 'kms:ViaService': `ssm.${stack.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': secrets },
+          },
+        }),
+      );
+    }
+    statements.push(
+      // SendTask* authorize no resource (the task token is the capability): IAM matches them only on "*".
       new iam.PolicyStatement({
         sid: 'ReportToStateMachines',
         actions: ['states:SendTaskSuccess', 'states:SendTaskFailure', 'states:SendTaskHeartbeat'],
-        resources: props.stateMachines.map((m) => m.stateMachineArn),
+        resources: ['*'],
       }),
       new iam.PolicyStatement({
         sid: 'DownloadAgentBundle',
@@ -117,13 +159,13 @@ export class AgentHostPolicy extends Construct {
       description: `Cairn ${envName}: attach to the instance role of plan ${plan.id}'s hosts (read and create-only on its repository; never delete)`,
       statements,
     });
-    const findings = [`Resource::${attrFinding(props.commandLogGroup.node.defaultChild as CfnElement)}:log-stream:*`];
+    const findings = [`Resource::${attrFinding(props.commandLogGroup.node.defaultChild as CfnElement)}:log-stream:*`, 'Resource::*'];
     if (location.scheme === 's3') findings.push(`Resource::${arnFinding(stack, `s3:::${location.bucket}/${location.prefix}*`)}`);
     acknowledgeFindings(
       this.policy,
       'AwsSolutions-IAM5',
       findings,
-      "Object grants are scoped to the plan's own repository prefix (its objects are content-addressed, so not known in advance) and to the command log group's streams; the host cannot delete, and can create only with If-None-Match: *.",
+      "Object grants are scoped to the plan's own repository prefix (its objects are content-addressed, so not known in advance) and to the command log group's streams; the host cannot delete, and can create only with If-None-Match: *. states:SendTask* support no resource scoping (the task token names the execution).",
     );
   }
 }

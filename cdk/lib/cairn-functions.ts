@@ -12,6 +12,7 @@ import {
   type Plan,
 } from '../../agent/core/plan.ts';
 import { LEASE_KEY, LOGS_PREFIX } from '../../agent/core/layout.ts';
+import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 
@@ -19,7 +20,11 @@ export interface CairnFunctionsProps {
   envName: string;
   plans: readonly Plan[];
   bucket: s3.IBucket;
+  /** The bucket's name from the config: `bucket.bucketName` is a token at synth time and matches no plan URL. */
+  bucketName: string;
   bucketKey: kms.IKey;
+  /** Cairn's SecureString key (plan-parameters.ts). */
+  parameterKey: kms.IKey;
   documentName: string;
 }
 
@@ -94,12 +99,41 @@ export class CairnFunctions extends Construct {
           resources: [parameterArn(`${planParameterPrefix(props.envName)}*`), ...secretNames.map(parameterArn)],
         }),
       );
+      if (secretNames.length > 0) {
+        // The plans' SecureStrings, decrypted through SSM with the parameter's ARN as encryption context.
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            actions: ['kms:Decrypt'],
+            resources: [props.parameterKey.keyArn],
+            conditions: {
+              StringEquals: {
+                'kms:ViaService': `ssm.${stack.region}.amazonaws.com`,
+                'kms:EncryptionContext:PARAMETER_ARN': secretNames.map(parameterArn),
+              },
+            },
+          }),
+        );
+      }
       const kmsKeys = [...new Set(props.plans.flatMap((p) => ('kmsKeyArn' in p.keySource ? [p.keySource.kmsKeyArn] : [])))];
-      if (kmsKeys.length > 0) fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: kmsKeys }));
+      if (kmsKeys.length > 0)
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            actions: ['kms:Decrypt'],
+            resources: kmsKeys,
+            conditions: { StringLike: { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: '?*' } },
+          }),
+        );
     }
     for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) props.bucket.grantPut(fn);
+    // Deletes stay inside the plans' prefixes of the environment's bucket (current objects only: no
+    // s3:DeleteObjectVersion, so a delete leaves a noncurrent version until the lifecycle expires it).
+    const ownPrefixes = props.plans
+      .map((p) => repositoryLocation(p.repository.url))
+      .filter((l) => l.scheme === 's3' && l.bucket === props.bucketName)
+      .map((l) => props.bucket.arnForObjects(`${l.prefix}*`));
     for (const fn of [this.applyRetention, this.gcSweep]) {
-      props.bucket.grantDelete(fn);
+      if (ownPrefixes.length > 0)
+        fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'DeleteInPlanPrefixes', actions: ['s3:DeleteObject'], resources: ownPrefixes }));
       // Object Lock: retention extends the lock of packs later snapshots still reference (CONTRACTS §4).
       fn.addToRolePolicy(
         new iam.PolicyStatement({
@@ -120,7 +154,7 @@ export class CairnFunctions extends Construct {
       }
     }
     // Plans whose repository is another bucket than the environment's: the same split of read, write and delete on their prefix.
-    const external = s3Plans.filter((l) => l.bucket !== props.bucket.bucketName);
+    const external = s3Plans.filter((l) => l.bucket !== props.bucketName);
     const externalFindings: string[] = [];
     if (external.length > 0) {
       const objects = external.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}*`);
@@ -152,7 +186,10 @@ export class CairnFunctions extends Construct {
           'Action::s3:GetBucket*',
           'Action::s3:List*',
           'Action::s3:Abort*',
-          'Action::s3:DeleteObject*',
+          ...props.plans
+            .map((p) => repositoryLocation(p.repository.url))
+            .filter((l) => l.scheme === 's3' && l.bucket === props.bucketName)
+            .map((l) => `Resource::${bucketFinding}`.replace(/\/\*$/, `/${l.prefix}*`)),
           'Action::kms:GenerateDataKey*',
           'Action::kms:ReEncrypt*',
           `Resource::${arnFinding(stack, `ssm:${stack.region}:${stack.account}:parameter${planParameterPrefix(props.envName)}*`)}`,

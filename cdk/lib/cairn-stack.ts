@@ -8,7 +8,7 @@ import { AgentHostPolicy } from './agent-host-policy.ts';
 import { BackupBucket, ReplicaBucket } from './backup-bucket.ts';
 import { CairnFunctions } from './cairn-functions.ts';
 import { CairnMonitoring } from './cairn-monitoring.ts';
-import { PlanParameters } from './plan-parameters.ts';
+import { PlanParameters, parameterKeyAliasName } from './plan-parameters.ts';
 import { PitrSchedules } from './pitr-schedules.ts';
 import { PlanSchedules } from './plan-schedules.ts';
 
@@ -43,7 +43,9 @@ export class CairnStack extends Stack {
       envName,
       plans: config.plans,
       bucket: this.storage.bucket,
+      bucketName: config.repository.bucketName,
       bucketKey: this.storage.key,
+      parameterKey: this.planParameters.key,
       documentName: this.agentDocument.documentName,
     });
     this.stateMachines = new CairnStateMachines(this, 'StateMachines', {
@@ -59,10 +61,11 @@ export class CairnStack extends Stack {
           envName,
           plan,
           bucket: this.storage.bucket,
+          bucketName: config.repository.bucketName,
           bucketKey: this.storage.key,
+          parameterKey: this.planParameters.key,
           agentAsset: this.agentBundle.asset,
           commandLogGroup: this.agentDocument.logGroup,
-          stateMachines: this.stateMachines.all,
         }),
       );
     }
@@ -91,6 +94,10 @@ export class CairnStack extends Stack {
     });
 
     new CfnOutput(this, 'BucketName', { value: this.storage.bucket.bucketName });
+    new CfnOutput(this, 'ParameterKeyAlias', {
+      value: parameterKeyAliasName(envName),
+      description: 'the --key-id of the secret parameters the plans name (aws ssm put-parameter, docs/cdk.md)',
+    });
     new CfnOutput(this, 'RestoreStateMachineArn', { value: this.stateMachines.restore.stateMachineArn });
     for (const [planId, host] of this.hostPolicies) {
       new CfnOutput(this, `HostPolicyArn-${planId}`, {
