@@ -113,8 +113,8 @@ export class Archiver implements TreeStore {
         return this.archiveDir(Buffer.from(first), '', parent);
       }
     }
+    // Every name is checked and every path found before any is read: a refused argument list uploads nothing.
     const seen = new Set<string>();
-    const entries: TreeEntry[] = [];
     for (const path of paths) {
       const name = basename(path);
       const problem = nameProblem(Buffer.from(name));
@@ -127,7 +127,11 @@ export class Archiver implements TreeStore {
           hint: 'back them up in separate snapshots, or back up their common parent',
         });
       seen.add(name);
-      const stats = await this.statSource(path);
+    }
+    const sources: Array<{ path: string; name: string; stats: BigIntStats }> = [];
+    for (const path of paths) sources.push({ path, name: basename(path), stats: await this.statSource(path) });
+    const entries: TreeEntry[] = [];
+    for (const { path, name, stats } of sources) {
       const entry = await this.archiveEntry(Buffer.from(path), Buffer.from(name), name, stats, parent ? byName(parent) : undefined);
       if (entry) entries.push(entry);
     }
