@@ -1,3 +1,6 @@
+// Over 400 lines as one unit: the WalDaemon class's push and fetch paths share its request
+// loop, its in-flight and prefetch maps and its idle timer; split apart they would pass that
+// state back and forth.
 import { randomBytes } from 'node:crypto';
 import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -50,10 +53,6 @@ import { ensureSpoolDir, type SpoolPaths } from './wal-spool.ts';
  * once idle, so clients only ever reach one. It stops after an idle time, on
  * a stop request and on SIGTERM, removing its socket and pid file (the
  * start lock and the daemon's log file are in wal-daemon-start.ts).
- *
- * Over 400 lines as one unit: the WalDaemon class's push and fetch paths share
- * its request loop, its in-flight and prefetch maps and its idle timer, and
- * split apart they would pass that state back and forth.
  */
 
 export interface WalDaemonOptions {
