@@ -82,7 +82,7 @@ export class Restorer {
     const jobs = new Set<Promise<void>>();
     let job: FileJob | undefined;
     try {
-      for await (const item of this.walk(snapshot.tree, '', '')) {
+      for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
         this.options.signal?.throwIfAborted();
         this.throwIfFailed();
         // Bound what is fetched but not yet written: the restore's memory.
@@ -233,7 +233,21 @@ export class Restorer {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  private async *walk(treeId: string, rel: string, key: string): AsyncGenerator<Item> {
+  /**
+   * `ancestors`: the tree ids on the way down. An honest tree can never hold
+   * itself (ids are keyed hashes of the content), but a crafted pack can claim
+   * any id for any bytes, and a loop would otherwise be walked forever under
+   * --ignore-errors.
+   */
+  private async *walk(treeId: string, rel: string, key: string, ancestors: Set<string>): AsyncGenerator<Item> {
+    if (ancestors.has(treeId)) {
+      yield {
+        kind: 'bad',
+        rel: rel || '.',
+        error: new DamagedError(`tree ${treeId} holds itself (a loop of directories); refusing to write it`),
+      };
+      return;
+    }
     let entries: TreeEntry[];
     try {
       entries = decodeTree(await this.reader.read(Buffer.from(treeId, 'hex')), treeId).entries;
@@ -263,7 +277,11 @@ export class Restorer {
         // With --include, read only the trees of directories that may hold a match.
         if (!included && !this.includes.mayMatchBelow(childRel)) continue;
         yield { kind: 'dir', rel: childRel, key: childKey, entry, included };
-        if (entry.subtree) yield* this.walk(entry.subtree, childRel, childKey);
+        if (entry.subtree) {
+          ancestors.add(treeId);
+          yield* this.walk(entry.subtree, childRel, childKey, ancestors);
+          ancestors.delete(treeId);
+        }
         continue;
       }
       if (!included) continue;

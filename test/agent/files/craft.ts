@@ -10,6 +10,8 @@ export const META = { mode: 0o644, uid: 0, gid: 0, mtimeNs: '1600000000000000000
 export const CONTENT = Buffer.from('attacker controlled bytes\n');
 
 export type AddTree = (entries: TreeEntry[]) => Promise<string>;
+/** Stores a tree under an id of the caller's choosing (which no honest writer would use: ids are keyed hashes of the content). */
+export type AddTreeAs = (id: Buffer, entries: TreeEntry[]) => Promise<void>;
 
 /**
  * Writes trees exactly as given — bypassing the archiver and any encoder check —
@@ -18,7 +20,7 @@ export type AddTree = (entries: TreeEntry[]) => Promise<string>;
  */
 export async function craftSnapshot(
   repo: Repository,
-  build: (addTree: AddTree, file: TreeEntry) => Promise<TreeEntry[]>,
+  build: (addTree: AddTree, file: TreeEntry, addTreeAs: AddTreeAs) => Promise<TreeEntry[]>,
   root?: RootMeta,
 ): Promise<string> {
   const index = await repo.loadIndex();
@@ -31,8 +33,11 @@ export async function craftSnapshot(
     await writer.add(id, PieceType.tree, bytes);
     return id.toString('hex');
   };
+  const addTreeAs: AddTreeAs = async (id, entries) => {
+    await writer.add(id, PieceType.tree, encodeTree({ version: 1, entries }));
+  };
   const file: TreeEntry = { ...META, name: 'x', type: 'file', size: CONTENT.length, content: [dataId.toString('hex')] };
-  const tree = await addTree(await build(addTree, file));
+  const tree = await addTree(await build(addTree, file, addTreeAs));
   await writer.flush();
   const id = randomBytes(32).toString('hex');
   const now = new Date().toISOString();

@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from '../../../agent/core/repository.ts';
@@ -131,5 +132,18 @@ describe('crafted byte names: a restore refuses what the name rule refuses, by t
     assert.equal(result.errors.length, 3, JSON.stringify(result.errors));
     assert.ok(result.errors.every((e) => /name too long/.test(e.error)));
     assert.deepEqual(await readFile(Buffer.concat([Buffer.from(`${into}/`), long255])), CONTENT);
+  });
+
+  it('refuses a crafted loop of trees (a pack claiming a tree id for bytes that name it), even with --ignore-errors', async () => {
+    const id = await craftSnapshot(repo, async (_t, f, addTreeAs) => {
+      const loop = randomBytes(32);
+      await addTreeAs(loop, [{ ...META, name: 'loop', type: 'dir', subtree: loop.toString('hex') }, f]);
+      return [{ ...META, name: 'loop', type: 'dir', subtree: loop.toString('hex') }];
+    });
+    await assert.rejects(restoreTo(repo, id, target()), /holds itself/);
+    const into = target();
+    const { result } = await restoreTo(repo, id, into, { ignoreErrors: true });
+    assert.equal(result.errors.length, 1, JSON.stringify(result.errors));
+    assert.deepEqual(await readFile(join(into, 'loop', 'x')), CONTENT);
   });
 });
