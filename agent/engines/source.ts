@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { CairnError } from '../core/errors.ts';
+import { CairnError, DamagedError } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, type TreeEntry } from '../core/tree.ts';
@@ -43,14 +43,18 @@ export class RepositorySource implements SnapshotSource {
   private async index(): Promise<Map<string, TreeEntry>> {
     if (this.files) return this.files;
     const files = new Map<string, TreeEntry>();
-    const walk = async (treeId: string, prefix: string): Promise<void> => {
+    // `ancestors`: a crafted pack can claim a tree id for bytes that name it; such a loop would be walked forever.
+    const walk = async (treeId: string, prefix: string, ancestors: Set<string>): Promise<void> => {
+      if (ancestors.has(treeId)) throw new DamagedError(`tree ${treeId} holds itself (a loop of directories) at ${prefix}`);
+      ancestors.add(treeId);
       for (const entry of decodeTree(await this.reader.read(Buffer.from(treeId, 'hex')), treeId).entries) {
         const path = prefix ? `${prefix}/${entry.name}` : entry.name;
-        if (entry.type === 'dir' && entry.subtree) await walk(entry.subtree, path);
+        if (entry.type === 'dir' && entry.subtree) await walk(entry.subtree, path, ancestors);
         else if (entry.type === 'file') files.set(path, entry);
       }
+      ancestors.delete(treeId);
     };
-    await walk(this.snapshot.tree, '');
+    await walk(this.snapshot.tree, '', new Set());
     this.files = files;
     return files;
   }
