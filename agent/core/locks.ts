@@ -1,18 +1,27 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { CairnError, errorMessage } from './errors.ts';
-import { LOCKS_PREFIX } from './layout.ts';
+import { AlreadyExistsError, CairnError, errorMessage } from './errors.ts';
+import { LOCKS_PREFIX, lockKey } from './layout.ts';
 import type { Repository, Who } from './repository.ts';
+import type { ObjectInfo } from './storage.ts';
 import { mapLimit } from './concurrency.ts';
 
 /**
  * Lease locks (docs/locks-and-gc.md). A holder never updates an object: each
  * lease period is a new record `locks/<holder>-<seq>`, a refresh writes the
  * next one, and a release writes a final record with `released: true`. A
- * holder's latest record says whether it is active. Readers cap every lease at
- * MAX_LEASE from the record's own time, so a forged or buggy never-expiring
- * record cannot block the repository for longer than that.
+ * holder's latest readable record says whether it is active.
+ *
+ * A lease's age is judged by the storage's clock alone: storage-now minus the
+ * `modified` time the storage gave the holder's latest record. Storage-now is
+ * the `modified` of an object the reader itself has just written (its own
+ * lock record, or a clock probe), so neither the writer's timestamps nor the
+ * reader's clock can make a live lease look expired or a dead one look live.
+ * The record's own `time`/`expires` say only how long the lease is, capped at
+ * MAX_LEASE_MS.
  */
+const isoTime = z.string().refine((s) => Number.isFinite(Date.parse(s)), 'not a time');
+
 export const lockRecordSchema = z.object({
   holder: z.string().regex(/^[0-9a-f]{16}$/),
   seq: z.number().int().min(0),
@@ -21,9 +30,9 @@ export const lockRecordSchema = z.object({
   host: z.string(),
   user: z.string(),
   pid: z.number().int(),
-  started: z.string(),
-  time: z.string(),
-  expires: z.string(),
+  started: isoTime,
+  time: isoTime,
+  expires: isoTime,
   released: z.boolean(),
   /** Set when another operation closed this lease after it expired (its holder was presumed dead). */
   releasedBy: z.string().optional(),
@@ -37,41 +46,140 @@ export interface LockState {
   record: LockRecord;
   /** Active (not released, not expired), expired (holder presumably dead) or released. */
   state: 'active' | 'expired' | 'released';
+  /** When the lease runs out, by the storage's clock: its latest record's `modified` plus its lease length. */
   effectiveExpiry: number;
-  /** Every object of this holder, for cleanup. */
+  /** Every object of this holder, for cleanup (unreadable ones included). */
   keys: string[];
 }
 
-export async function readLocks(repo: Repository, now = Date.now()): Promise<LockState[]> {
-  const keys: string[] = [];
-  for await (const object of repo.storage.list(LOCKS_PREFIX)) keys.push(object.key);
+/** A lock record that cannot be read (junk, truncated, sealed under another key): it blocks no one. */
+export interface UnreadableLock {
+  key: string;
+  /** Its modification time by the storage's clock. */
+  modified: number;
+  error: string;
+  /** One maximum lease of storage time has passed since it was stored: `unlock` removes it. */
+  expired: boolean;
+}
+
+export interface LockTable {
+  /** One per holder with a readable record, ordered by start. */
+  states: LockState[];
+  unreadable: UnreadableLock[];
+  /** The storage's current time the states were judged by. */
+  storageNow: number;
+}
+
+export interface ReadLocksOptions {
+  /**
+   * The storage's current time (epoch ms), or the key of an object the reader
+   * has just written, whose listed `modified` is then taken as storage-now.
+   * Without either, the newest `modified` among the lock objects (a time no
+   * later than storage-now: leases can then only look younger than they are).
+   */
+  storageNow?: number | undefined;
+  clockKey?: string | undefined;
+}
+
+const LOCK_NAME = /^locks\/([0-9a-f]{16})-(\d{8})$/;
+
+/** Every lock, judged by the storage's clock; unreadable records are returned beside them, never thrown. */
+export async function readLockTable(repo: Repository, options: ReadLocksOptions = {}): Promise<LockTable> {
+  const objects = new Map<string, ObjectInfo>();
+  for await (const object of repo.storage.list(LOCKS_PREFIX)) objects.set(object.key, object);
+  let storageNow = options.storageNow;
+  if (storageNow === undefined && options.clockKey !== undefined) {
+    const own = objects.get(options.clockKey) ?? (await repo.storage.stat(options.clockKey));
+    if (!own)
+      throw new CairnError('Cairn.Storage', `${repo.storage.location}: the lock record ${options.clockKey} just written is missing`);
+    storageNow = own.modified;
+  }
+  storageNow ??= Math.max(0, ...[...objects.values()].map((o) => o.modified));
+  const now = storageNow;
   const byHolder = new Map<string, string[]>();
-  for (const key of keys) {
-    const match = /^locks\/([0-9a-f]{16})-(\d{8})$/.exec(key);
+  for (const key of objects.keys()) {
+    const match = LOCK_NAME.exec(key);
     if (!match) continue;
     const list = byHolder.get(match[1] as string) ?? [];
     list.push(key);
     byHolder.set(match[1] as string, list);
   }
   const states: LockState[] = [];
+  const unreadable: UnreadableLock[] = [];
   await mapLimit(byHolder.values(), 16, async (holderKeys) => {
     holderKeys.sort();
-    const latest = holderKeys[holderKeys.length - 1] as string;
-    let record: LockRecord;
-    try {
-      record = lockRecordSchema.parse(JSON.parse(repo.unseal('lock', latest, await repo.storage.get(latest)).toString('utf8')));
-    } catch (error) {
-      if (error instanceof CairnError && error.code === 'Cairn.NotFound') return; // cleared while we listed
-      throw new CairnError('Cairn.Damaged', `lock record ${latest} cannot be read: ${errorMessage(error)}`, {
-        hint: 'remove it with `cairn unlock --all`',
-        cause: error,
-      });
+    // The latest record that reads decides: junk written above a live holder's records cannot hide its lease.
+    for (let i = holderKeys.length - 1; i >= 0; i--) {
+      const key = holderKeys[i] as string;
+      const modified = (objects.get(key) as ObjectInfo).modified;
+      let record: LockRecord;
+      try {
+        record = lockRecordSchema.parse(JSON.parse(repo.unseal('lock', key, await repo.storage.get(key)).toString('utf8')));
+      } catch (error) {
+        if (error instanceof CairnError && error.code === 'Cairn.NotFound') return; // cleared while we listed
+        // A storage failure or a cancellation says nothing about the record: only its bytes make it unreadable.
+        if (error instanceof CairnError && error.code !== 'Cairn.Damaged') throw error;
+        unreadable.push({ key, modified, error: errorMessage(error), expired: now - modified >= MAX_LEASE_MS });
+        continue;
+      }
+      const effectiveExpiry = modified + leaseLength(record);
+      const state = record.released ? 'released' : effectiveExpiry <= now ? 'expired' : 'active';
+      states.push({ record, state, effectiveExpiry, keys: holderKeys });
+      return;
     }
-    const effectiveExpiry = Math.min(Date.parse(record.expires), Date.parse(record.time) + MAX_LEASE_MS);
-    const state = record.released ? 'released' : effectiveExpiry <= now ? 'expired' : 'active';
-    states.push({ record, state, effectiveExpiry, keys: holderKeys });
   });
-  return states.sort((a, b) => a.record.started.localeCompare(b.record.started));
+  states.sort((a, b) => a.record.started.localeCompare(b.record.started));
+  unreadable.sort((a, b) => a.key.localeCompare(b.key));
+  return { states, unreadable, storageNow: now };
+}
+
+/** How long a record's lease runs: what it declares, never less than 0 nor more than MAX_LEASE_MS. */
+export function leaseLength(record: LockRecord): number {
+  const declared = Date.parse(record.expires) - Date.parse(record.time);
+  return Number.isFinite(declared) ? Math.min(MAX_LEASE_MS, Math.max(0, declared)) : MAX_LEASE_MS;
+}
+
+/**
+ * The readable locks, failing as Cairn.Damaged if any record cannot be read
+ * (for inspection; acquiring and `unlock` use readLockTable, which skips them).
+ */
+export async function readLocks(repo: Repository, options: ReadLocksOptions = {}): Promise<LockState[]> {
+  const table = await readLockTable(repo, options);
+  const bad = table.unreadable[0];
+  if (bad) {
+    throw new CairnError('Cairn.Damaged', `lock record ${bad.key} cannot be read: ${bad.error}`, {
+      hint: 'it blocks no one; `cairn unlock` removes it once a lease has passed, `cairn unlock --all` at once',
+    });
+  }
+  return table.states;
+}
+
+/**
+ * The storage's current time: writes a released lock record for a new holder
+ * (a create, allowed to hosts; `unlock` removes it with the other released
+ * ones) and returns its `modified` with its key.
+ */
+export async function probeStorageClock(repo: Repository, who: Who): Promise<{ key: string; storageNow: number }> {
+  const holder = randomBytes(8).toString('hex');
+  const key = lockKey(holder, 0);
+  const time = new Date().toISOString();
+  const record: LockRecord = {
+    holder,
+    seq: 0,
+    operation: 'clock',
+    exclusive: false,
+    host: who.host,
+    user: who.user,
+    pid: process.pid,
+    started: time,
+    time,
+    expires: time,
+    released: true,
+  };
+  await repo.storage.put(key, repo.seal('lock', key, Buffer.from(JSON.stringify(record))), { ifAbsent: true });
+  const info = await repo.storage.stat(key);
+  if (!info) throw new CairnError('Cairn.Storage', `${repo.storage.location}: the clock probe ${key} just written is missing`);
+  return { key, storageNow: info.modified };
 }
 
 export interface AcquireOptions {
@@ -82,13 +190,23 @@ export interface AcquireOptions {
   /** Keep trying this long while the repository is locked. */
   waitMs?: number;
   /** Told about each stale lock (a dead holder) that this acquisition ignores. */
-  onTakeover?: (stale: LockRecord) => void | Promise<void>;
+  onTakeover?: (stale: LockRecord, state: LockState) => void | Promise<void>;
+  /** Told about each lock record that cannot be read and is skipped (stderr `warning:` lines unless given). */
+  onWarning?: (message: string) => void;
   /**
-   * The time in milliseconds since the epoch (Date.now by default). Every lease
-   * decision reads it (record times, expiry of other holders, the wait deadline),
-   * so a test can advance time past a lease instead of waiting it out.
+   * The time in milliseconds since the epoch (Date.now by default), for the
+   * holder's own timing: record times, when its lease runs out for itself, the
+   * wait deadline. Other holders' leases are judged by the storage's clock.
    */
   now?: (() => number) | undefined;
+}
+
+function takenOver(holder: string, operation: string, cause?: unknown): CairnError {
+  return new CairnError(
+    'Cairn.Locked',
+    `the repository lock of this ${operation} (holder ${holder}) was taken over by another operation: its lease looked expired by the storage's clock (the process was stalled or cut off from the storage); nothing it writes from then on is protected`,
+    { hint: 'run the operation again; if it had committed, run `cairn check` to confirm the repository', cause },
+  );
 }
 
 /** A held lock; refreshed in the background until released. */
@@ -109,7 +227,7 @@ export class Lease {
   private constructor(repo: Repository, options: AcquireOptions) {
     this.repo = repo;
     this.options = options;
-    this.leaseMs = options.leaseMs ?? DEFAULT_LEASE_MS;
+    this.leaseMs = Math.min(options.leaseMs ?? DEFAULT_LEASE_MS, MAX_LEASE_MS);
     this.now = options.now ?? ((): number => Date.now());
     this.holder = randomBytes(8).toString('hex');
     this.started = new Date(this.now()).toISOString();
@@ -134,7 +252,7 @@ export class Lease {
           'Cairn.Locked',
           `the repository is locked: ${c.exclusive ? 'exclusive' : 'shared'} lock for ${c.operation} by ${c.user}@${c.host} pid ${c.pid} since ${c.started}`,
           {
-            hint: `wait until it ends (its lease runs out at ${new Date(conflict.effectiveExpiry).toISOString()} if that process is gone), pass --lock-wait, or remove a lock you know is dead with \`cairn unlock\``,
+            hint: `wait until it ends (its lease runs out at ${new Date(conflict.effectiveExpiry).toISOString()} by the storage's clock if that process is gone), pass --lock-wait, or remove a lock you know is dead with \`cairn unlock\``,
           },
         );
       }
@@ -149,6 +267,7 @@ export class Lease {
         cause: this.lostError,
       });
     }
+    // Measured on our own clock from before our latest record was stored: never later than others see it run out.
     if (this.now() + marginMs >= this.expires) {
       throw new CairnError(
         'Cairn.Locked',
@@ -160,11 +279,25 @@ export class Lease {
     }
   }
 
+  /**
+   * assertHeld, then asks the storage whether another operation has closed
+   * this lease (the name of our next record is taken): what a commit checks
+   * just before writing the object that commits.
+   */
+  async confirmHeld(marginMs = 0): Promise<void> {
+    await this.refreshing;
+    this.assertHeld(marginMs);
+    if (await this.repo.storage.stat(lockKey(this.holder, this.seq))) {
+      this.lostError ??= takenOver(this.holder, this.options.operation);
+      this.assertHeld(marginMs);
+    }
+  }
+
   async refresh(): Promise<void> {
     if (this.released || this.refreshing) return;
     this.refreshing = this.write(false)
       .catch((error: unknown) => {
-        this.lostError ??= error;
+        this.lostError ??= error instanceof AlreadyExistsError ? takenOver(this.holder, this.options.operation, error) : error;
       })
       .finally(() => {
         this.refreshing = undefined;
@@ -172,12 +305,29 @@ export class Lease {
     await this.refreshing;
   }
 
+  /**
+   * Writes the final record. Fails with Cairn.Locked if another operation took
+   * the lease over meanwhile (found on a refresh or now): what ran under it
+   * was not protected, and the caller must not report success.
+   */
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
     if (this.timer) clearInterval(this.timer);
     await this.refreshing;
-    await this.write(true);
+    try {
+      await this.write(true);
+    } catch (error) {
+      if (error instanceof AlreadyExistsError) throw takenOver(this.holder, this.options.operation, error);
+      throw error;
+    }
+    if (this.lostError !== undefined) {
+      throw this.lostError instanceof CairnError && this.lostError.code === 'Cairn.Locked'
+        ? this.lostError
+        : new CairnError('Cairn.Locked', `lost the repository lock while it ran: ${errorMessage(this.lostError)}`, {
+            cause: this.lostError,
+          });
+    }
   }
 
   private async write(released: boolean): Promise<void> {
@@ -195,7 +345,7 @@ export class Lease {
       expires: new Date(now + this.leaseMs).toISOString(),
       released,
     };
-    const name = `${LOCKS_PREFIX}${this.holder}-${String(this.seq).padStart(8, '0')}`;
+    const name = lockKey(this.holder, this.seq);
     this.seq++;
     await this.repo.storage.put(name, this.repo.seal('lock', name, Buffer.from(JSON.stringify(record))), { ifAbsent: true });
     if (!released) this.expires = now + this.leaseMs;
@@ -204,13 +354,13 @@ export class Lease {
   /**
    * Closes a dead holder's lease with the next record in its own sequence, so
    * later operations see it released. If the holder was only stalled, its next
-   * refresh finds that name taken and it stops before committing anything.
+   * refresh (or its release) finds that name taken and fails.
    */
-  private async closeStale(stale: LockRecord): Promise<void> {
-    const name = `${LOCKS_PREFIX}${stale.holder}-${String(stale.seq + 1).padStart(8, '0')}`;
+  private async closeStale(stale: LockState): Promise<void> {
+    const name = lockKey(stale.record.holder, stale.record.seq + 1);
     const record: LockRecord = {
-      ...stale,
-      seq: stale.seq + 1,
+      ...stale.record,
+      seq: stale.record.seq + 1,
       time: new Date(this.now()).toISOString(),
       released: true,
       releasedBy: this.holder,
@@ -221,16 +371,21 @@ export class Lease {
       if (error instanceof CairnError && error.code === 'Cairn.AlreadyExists') return; // it refreshed or someone else closed it
       throw error;
     }
-    await this.options.onTakeover?.(stale);
+    await this.options.onTakeover?.(stale.record, stale);
   }
 
   private async findConflict(): Promise<LockState | undefined> {
-    const states = await readLocks(this.repo, this.now());
+    // Our own record, just stored, dates the storage's now.
+    const table = await readLockTable(this.repo, { clockKey: lockKey(this.holder, 0) });
+    const warn = this.options.onWarning ?? ((message: string): void => void process.stderr.write(`warning: ${message}\n`));
+    for (const bad of table.unreadable) {
+      warn(`skipped the lock record ${bad.key}, which cannot be read (${bad.error}); \`cairn unlock\` removes it`);
+    }
     let conflict: LockState | undefined;
-    for (const s of states) {
+    for (const s of table.states) {
       if (s.record.holder === this.holder) continue;
       if (s.state === 'expired') {
-        await this.closeStale(s.record);
+        await this.closeStale(s);
         continue;
       }
       if (s.state === 'active' && (this.options.exclusive || s.record.exclusive)) conflict ??= s;
