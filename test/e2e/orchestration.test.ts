@@ -8,8 +8,8 @@ import { readCollection } from '../../agent/core/collection.ts';
 import { acquireRunLease } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { runCli } from '../helpers/cli.ts';
-import { captureMetrics } from '../orchestration/emf.ts';
-import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive } from '../orchestration/pitr-fixture.ts';
+import { captureMetrics } from '../helpers/emf.ts';
+import { SEGMENT_BYTES, STREAM, at, seedPostgresArchive } from '../helpers/pitr-fixture.ts';
 import { walName } from '../../agent/core/log-chain.ts';
 import { Repository } from '../../agent/core/repository.ts';
 import { ExitCode } from '../../agent/core/errors.ts';
@@ -40,7 +40,7 @@ const plan = (id: string, paths: string[], extra: Record<string, unknown> = {}):
   ...extra,
 });
 
-// A PostgreSQL plan with PITR: its repository gets archived WAL and base snapshots written directly (./../orchestration/pitr-fixture.ts).
+// A PostgreSQL plan with PITR: its repository gets archived WAL and base snapshots written directly (../helpers/pitr-fixture.ts).
 const pgPitrPlan = { ...plan('pg-pitr', []), engine: 'postgres', engineOptions: {}, pitr: { enabled: true } };
 // A MariaDB plan with PITR: its binlog-push schedule runs the document; the server's port is known once it runs, so the test
 // rewrites the plan's parameter then (as an operator's change to the plan would).

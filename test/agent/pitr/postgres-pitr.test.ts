@@ -1,0 +1,210 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdir, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { lastOfType, runCli } from '../../helpers/cli.ts';
+import { PASSPHRASE } from '../../helpers/repo.ts';
+import {
+  missingPostgres,
+  postgresWorkDir,
+  runServerCairn,
+  serverCairn,
+  startPostgres,
+  type PostgresServer,
+  type ServerCairn,
+} from '../../helpers/postgres.ts';
+
+const BIN = '/usr/lib/postgresql/15/bin';
+const skip =
+  missingPostgres() ??
+  (spawnSync('sh', ['-c', `command -v pg_basebackup && test -x ${BIN}/pg_waldump`]).status === 0
+    ? undefined
+    : 'needs pg_basebackup and pg_waldump: apt-get install postgresql postgresql-client');
+const asRoot = process.getuid?.() === 0;
+const owner = asRoot ? ['--owner', 'postgres'] : [];
+
+interface Row {
+  id: number;
+  committed: string;
+}
+
+/** Rows with their commit times (track_commit_timestamp), as ISO strings with microseconds. */
+function rows(server: PostgresServer): Row[] {
+  const out = server.sql(
+    'SELECT id, to_char(pg_xact_commit_timestamp(xmin) AT TIME ZONE \'UTC\', \'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\') FROM t ORDER BY id',
+    'app',
+  );
+  return out
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [id, committed] = line.split('|');
+      return { id: Number(id), committed: committed as string };
+    });
+}
+
+function ids(server: PostgresServer): number[] {
+  return server.sql('SELECT id FROM t ORDER BY id', 'app').trim().split('\n').filter(Boolean).map(Number);
+}
+
+/** A time halfway between two commits (microsecond precision, as PostgreSQL compares). */
+function between(a: string, b: string): string {
+  const us = (t: string): bigint => BigInt(Date.parse(t.replace(/\.\d+Z$/, 'Z'))) * 1000n + BigInt(/\.(\d{6})Z$/.exec(t)?.[1] ?? '0');
+  const mid = (us(a) + us(b)) / 2n;
+  const ms = mid / 1000n;
+  const iso = new Date(Number(ms)).toISOString();
+  return iso.replace(/\.(\d{3})Z$/, `.$1${(mid % 1000n).toString().padStart(3, '0')}Z`);
+}
+
+describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () => {
+  let server: PostgresServer;
+  let cairn: ServerCairn | undefined;
+  let pgWork: string;
+  let env: Record<string, string>;
+  let serverEnv: Record<string, string>;
+  const rounds: Row[][] = [];
+  const roundSegments: string[] = [];
+  let stream: string;
+
+  async function waitArchived(segment: string): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const [last, failed] = server.sql('SELECT last_archived_wal, failed_count FROM pg_stat_archiver').trim().split('|');
+      if (last && last >= segment) return;
+      if (Date.now() > deadline)
+        assert.fail(`${segment} was not archived (last ${last}, ${failed} failures): ${server.serverLog().slice(-3000)}`);
+      await sleep(100);
+    }
+  }
+
+  async function restoreAndStart(time: string, dir: string): Promise<PostgresServer> {
+    // The restore writes restore_command naming the program that ran it: the one the server's user can run.
+    const restored = await runServerCairn(cairn as ServerCairn, ['restore', '--to-time', time, '--target', dir, ...owner], env);
+    assert.equal(restored.code, 0, restored.stderr);
+    const summary = lastOfType(restored, 'summary') as { replay?: string; logFiles?: number };
+    assert.match(summary.replay ?? '', /start the server/);
+    const copy = await startPostgres({ dataDir: dir, env: serverEnv });
+    const deadline = Date.now() + 60_000;
+    while (copy.sql('SELECT pg_is_in_recovery()').trim() !== 'f') {
+      if (Date.now() > deadline) assert.fail(`recovery did not finish: ${copy.serverLog().slice(-3000)}`);
+      await sleep(100);
+    }
+    assert.match(
+      copy.serverLog(),
+      /recovery stopping before commit|recovery stopping after commit/,
+      'replay stopped at the target, not at the end of the archive',
+    );
+    return copy;
+  }
+
+  before(async () => {
+    pgWork = await postgresWorkDir();
+    cairn = await serverCairn();
+    const repo = join(pgWork, 'repo');
+    env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE };
+    assert.equal((await runCli(['init'], env)).code, 0);
+    // The server (and so archive_command) runs as postgres: the repository must be its to write.
+    if (asRoot) spawnSync('chown', ['-R', 'postgres:', repo]);
+    serverEnv = { ...env, CAIRN_SPOOL_DIR: join(pgWork, 'spool'), CAIRN_WAL_DAEMON_IDLE: '120' };
+    server = await startPostgres({
+      settings: {
+        wal_level: 'replica',
+        archive_mode: 'on',
+        archive_command: `${cairn.command} wal-push %p`,
+        track_commit_timestamp: 'on',
+      },
+      env: serverEnv,
+    });
+    env.CAIRN_DB_PASSWORD = server.password;
+    server.sql('CREATE DATABASE app');
+    server.sql('CREATE TABLE t (id serial PRIMARY KEY, round int NOT NULL, body text)', 'app');
+    stream = `pg-${server.sql('SELECT system_identifier FROM pg_control_system()').trim()}`;
+  });
+  after(async () => {
+    if (server) {
+      // The daemon runs as postgres, with the server's spool: stop it as that user.
+      const program = [cairn?.node ?? process.execPath, cairn?.script ?? '', 'wal-daemon', '--stop'];
+      const stop = asRoot ? ['runuser', '-u', 'postgres', '--', ...program] : program;
+      spawnSync(stop[0] as string, stop.slice(1), { env: { ...process.env, ...serverEnv }, stdio: 'ignore', cwd: pgWork });
+      await server.stop();
+    }
+    await cairn?.remove();
+    if (pgWork) await rm(pgWork, { recursive: true, force: true });
+  });
+
+  it('restores to a time between two rounds of writes: exactly the rows committed by then; a removed segment is a gap that refuses later times', async () => {
+    const backup = await runCli(
+      ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'],
+      env,
+    );
+    assert.equal(backup.code, 0, backup.stderr);
+    const metadata = (lastOfType(backup, 'summary') as { engineMetadata: { systemIdentifier?: string } }).engineMetadata;
+    assert.equal(`pg-${metadata.systemIdentifier ?? ''}`, stream, 'the snapshot names its WAL stream');
+
+    for (let round = 1; round <= 4; round++) {
+      const before = new Set(rows(server).map((r) => r.id));
+      server.sql(
+        `BEGIN; INSERT INTO t (round, body) SELECT ${round}, md5(g::text) FROM generate_series(1, 3) g; COMMIT; INSERT INTO t (round, body) VALUES (${round}, 'single');`,
+        'app',
+      );
+      rounds.push(rows(server).filter((r) => !before.has(r.id)));
+      const segment = server.sql('SELECT pg_walfile_name(pg_switch_wal())').trim();
+      roundSegments.push(segment);
+      await waitArchived(segment);
+    }
+    const all = rounds.flat();
+    assert.equal(all.length, 16);
+
+    const t1 = between((rounds[1]?.at(-1) as Row).committed, (rounds[2]?.[0] as Row).committed);
+    const expected = all.filter((r) => r.committed <= t1).map((r) => r.id);
+    assert.equal(expected.length, 8, 'two rounds before the target');
+
+    const first = await restoreAndStart(t1, join(pgWork, 'restored-1'));
+    try {
+      assert.deepEqual(ids(first), expected, `rows committed at or before ${t1}`);
+    } finally {
+      await first.stop();
+    }
+
+    // Round 3's segment disappears from the repository: a gap between rounds 2 and 4.
+    const lost = roundSegments[2] as string;
+    const files = join(pgWork, 'repo', 'logs', stream, 'files');
+    assert.ok((await readdir(files)).includes(lost));
+    await unlink(join(files, lost));
+
+    const status = await runCli(['pitr', 'status', '--json'], env);
+    assert.equal(status.code, 0, status.stderr);
+    const report = (
+      lastOfType(status, 'pitr-status') as { streams: Array<{ stream: string; gaps: Array<{ missing: string; cause: string }> }> }
+    ).streams.find((s) => s.stream === stream);
+    assert.ok(report, status.stdout);
+    assert.equal(report.gaps.length, 1, JSON.stringify(report.gaps));
+    assert.match(report.gaps[0]?.missing ?? '', new RegExp(lost));
+    assert.match(report.gaps[0]?.cause ?? '', /no longer in the repository/);
+
+    const late = between((rounds[3]?.[0] as Row).committed, (rounds[3]?.at(-1) as Row).committed);
+    const refused = await runServerCairn(
+      cairn as ServerCairn,
+      ['restore', '--to-time', late, '--target', join(pgWork, 'refused'), ...owner],
+      env,
+    );
+    assert.equal(refused.code, 13, refused.stderr);
+    assert.match(refused.stderr, new RegExp(`gap.*${lost}`));
+    assert.deepEqual(await readdir(join(pgWork, 'refused')).catch(() => []), [], 'nothing was restored');
+
+    const t0 = between((rounds[0]?.at(-1) as Row).committed, (rounds[1]?.[0] as Row).committed);
+    const second = await restoreAndStart(t0, join(pgWork, 'restored-2'));
+    try {
+      assert.deepEqual(
+        ids(second),
+        all.filter((r) => r.committed <= t0).map((r) => r.id),
+        'a time before the gap still recovers',
+      );
+    } finally {
+      await second.stop();
+    }
+  });
+});

@@ -1,0 +1,113 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseWalArgv } from '../../../agent/pitr/wal-fast.ts';
+import { runCli } from '../../helpers/cli.ts';
+import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
+
+const ENTRY = new URL('../../../agent/pitr/wal-fast.ts', import.meta.url).href;
+
+describe('wal-push / wal-fetch without the full CLI', () => {
+  it("parses the global options before the command and the command's own after it", () => {
+    assert.deepEqual(parseWalArgv(['--repo', '/r', '--password-file=/p', '-q', 'wal-push', 'pg_wal/000000010000000000000003']), {
+      command: 'wal-push',
+      flags: { repo: '/r', passwordFile: '/p' },
+      options: {},
+      args: ['pg_wal/000000010000000000000003'],
+    });
+    assert.deepEqual(
+      parseWalArgv([
+        '-r',
+        's3://b/p',
+        '--limit-download',
+        '5',
+        'wal-fetch',
+        '--stream',
+        'pg-1',
+        '00000002.history',
+        'pg_wal/RECOVERYHISTORY',
+        '--spool-dir=/s',
+      ]),
+      {
+        command: 'wal-fetch',
+        flags: { repo: 's3://b/p', limitDownload: '5' },
+        options: { stream: 'pg-1', spoolDir: '/s' },
+        args: ['00000002.history', 'pg_wal/RECOVERYHISTORY'],
+      },
+    );
+  });
+
+  it('leaves to the full CLI whatever it does not know: help, other commands and options, wrong argument counts', () => {
+    for (const argv of [
+      ['wal-push', '--help'],
+      ['wal-push', '-h', 'x'],
+      ['backup', 'wal-push'],
+      ['--unknown', 'wal-push', 'x'],
+      ['wal-push'],
+      ['wal-fetch', 'x'],
+      ['wal-push', 'a', 'b'],
+      ['--repo'],
+      ['snapshots'],
+    ]) {
+      assert.equal(parseWalArgv(argv), undefined, argv.join(' '));
+    }
+  });
+
+  it('pushes and fetches through the daemon, exit 1 and silence for a missing file, the same as the CLI', async () => {
+    const work = await tempDir('walfast');
+    try {
+      const env = {
+        PATH: process.env.PATH ?? '',
+        CAIRN_REPOSITORY: join(work.path, 'repo'),
+        CAIRN_PASSWORD: PASSPHRASE,
+        CAIRN_SPOOL_DIR: join(work.path, 'spool'),
+        CAIRN_WAL_DAEMON_IDLE: '30',
+      };
+      assert.equal((await runCli(['init'], env)).code, 0);
+      const data = join(work.path, 'data');
+      await mkdir(join(data, 'global'), { recursive: true });
+      await mkdir(join(data, 'pg_wal'), { recursive: true });
+      const control = randomBytes(64);
+      control.writeBigUInt64LE(42n, 0);
+      await writeFile(join(data, 'global', 'pg_control'), control);
+      const segment = randomBytes(1 << 20);
+      await writeFile(join(data, 'pg_wal', '000000010000000000000007'), segment);
+      const fast = (args: string[]) =>
+        spawnSync(
+          process.execPath,
+          [
+            '--input-type=module',
+            '-e',
+            `const { runWalCommand } = await import(${JSON.stringify(ENTRY)}); process.exitCode = (await runWalCommand(process.argv.slice(1), process.env)) ?? 99;`,
+            ...args,
+          ],
+          { cwd: data, env, encoding: 'utf8' },
+        );
+      const pushed = fast(['wal-push', 'pg_wal/000000010000000000000007']);
+      assert.equal(pushed.status, 0, pushed.stderr);
+      assert.equal(pushed.stdout + pushed.stderr, '');
+      const fetched = fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG']);
+      assert.equal(fetched.status, 0, fetched.stderr);
+      assert.deepEqual(await readFile(join(data, 'pg_wal', 'RECOVERYXLOG')), segment);
+      const missing = fast(['wal-fetch', '000000010000000000000008', 'pg_wal/RECOVERYXLOG']);
+      assert.equal(missing.status, 1);
+      assert.equal(missing.stderr, '');
+      await writeFile(join(data, 'pg_wal', '000000010000000000000007'), randomBytes(1 << 20));
+      const conflict = fast(['wal-push', 'pg_wal/000000010000000000000007']);
+      assert.equal(conflict.status, 17);
+      assert.match(conflict.stderr, /^cairn: .*different content; nothing was overwritten\nhint: /);
+      assert.equal(
+        (JSON.parse(conflict.stdout) as { code: string }).code,
+        'Cairn.AlreadyExists',
+        'the JSON error line, as the full CLI prints on a pipe',
+      );
+      assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
+    } finally {
+      await runCli(['wal-daemon', '--stop', '--spool-dir', join(work.path, 'spool')], {}).catch(() => undefined);
+      await work.remove();
+    }
+  });
+});
