@@ -11,7 +11,7 @@ import {
   repositoryLocation,
   type Plan,
 } from '../../agent/core/plan.ts';
-import { LEASE_KEY, LOGS_PREFIX } from '../../agent/core/layout.ts';
+import { LEASE_KEY, LOGS_PREFIX, RUNS_PREFIX } from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
@@ -143,13 +143,29 @@ export class CairnFunctions extends Construct {
       );
     }
     // The run lease (one object per plan, orchestration/lease) is taken by plan-backup and
-    // given back by finalize-backup or record-result: put and delete on that key only.
+    // given back by finalize-backup or record-result: put and delete on that key only. plan-backup
+    // also creates the scheduled time's run record (orchestration/runs/<hash>, create-if-absent),
+    // and writing into the environment's SSE-KMS bucket needs a data key.
+    const runFindings: string[] = [];
     const s3Plans = props.plans.map((p) => repositoryLocation(p.repository.url)).filter((l) => l.scheme === 's3');
     const leaseArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${LEASE_KEY}`);
     if (leaseArns.length > 0) {
       for (const fn of [this.planBackup, this.finalizeBackup, this.recordResult]) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({ sid: 'RunLease', actions: ['s3:PutObject', 's3:DeleteObject'], resources: leaseArns }),
+        );
+      }
+      const runArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${RUNS_PREFIX}*`);
+      this.planBackup.addToRolePolicy(new iam.PolicyStatement({ sid: 'RunRecords', actions: ['s3:PutObject'], resources: runArns }));
+      runFindings.push(...s3Plans.map((l) => `Resource::${arnFinding(stack, `s3:::${l.bucket}/${l.prefix}${RUNS_PREFIX}*`)}`));
+      if (s3Plans.some((l) => l.bucket === props.bucketName)) {
+        this.planBackup.addToRolePolicy(
+          new iam.PolicyStatement({
+            sid: 'RunLeaseDataKey',
+            actions: ['kms:GenerateDataKey'],
+            resources: [props.bucketKey.keyArn],
+            conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.amazonaws.com` } },
+          }),
         );
       }
     }
@@ -194,6 +210,7 @@ export class CairnFunctions extends Construct {
           'Action::kms:ReEncrypt*',
           `Resource::${arnFinding(stack, `ssm:${stack.region}:${stack.account}:parameter${planParameterPrefix(props.envName)}*`)}`,
           ...externalFindings,
+          ...runFindings,
         ],
         "The control plane reads (and, per function, writes or deletes) every plan's prefix of this environment's repository bucket and every plan parameter of the environment; the action groups are the CDK grant sets for read, put and delete on that one bucket and its key.",
       );

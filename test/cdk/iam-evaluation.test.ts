@@ -1,0 +1,413 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { CfnElement } from 'aws-cdk-lib';
+import { agentCalls, functionCalls, CallBuilder, type AwsCall, type CallScope, type FunctionName } from '../../agent/core/aws-calls.ts';
+import {
+  planParameterName,
+  referencedParameters,
+  repositoryLocation,
+  type EnvironmentConfigInput,
+  type Plan,
+} from '../../agent/core/plan.ts';
+import { dev } from '../../cdk/config/dev.ts';
+import { AMAZON_SSM_MANAGED_INSTANCE_CORE } from './amazon-ssm-managed-instance-core.ts';
+import { evaluate, TemplateModel, type Caller, type Decision, type PolicyDocument } from './iam-evaluator.ts';
+import { synthEnvironment, type Synthesized } from './synth-helpers.ts';
+
+/**
+ * Every AWS call in the inventory (agent/core/aws-calls.ts), made by the principal that makes it,
+ * evaluated with iam-simulate against the synthesized template: the host's policies (its plan's
+ * host policy and AmazonSSMManagedInstanceCore, which the README has users attach), each
+ * function's role, the bucket policy and the key policies. Then the calls that must be refused,
+ * and mutations of the template that must flip a decision. What the evaluator cannot judge, and
+ * its stand-ins, are listed in iam-evaluator.ts.
+ */
+
+// A plan whose master key is wrapped by KMS, in the environment's bucket (no repository URL).
+const KMS_KEY = 'arn:aws:kms:eu-central-1:111111111111:key/0d2a3e7b-1111-2222-3333-444455556666';
+const withKmsPlan: EnvironmentConfigInput = {
+  ...dev,
+  plans: [
+    dev.plans[0]!,
+    {
+      id: 'files-kms',
+      targets: { instanceIds: ['i-0123456789abcdef0'] },
+      engine: 'files',
+      engineOptions: { paths: ['/etc'] },
+      schedule: { expression: 'rate(12 hours)' },
+      retention: { keepLast: 3 },
+      keySource: { kmsKeyArn: KMS_KEY },
+      rpo: '13h',
+    },
+  ],
+};
+
+const outs = { dev: synthEnvironment('dev'), prod: synthEnvironment('prod'), kms: synthEnvironment('kms', { kms: withKmsPlan }) };
+type Out = Synthesized;
+
+const logicalId = (out: Out, element: unknown): string => out.stack.getLogicalId(element as CfnElement);
+const FUNCTION_NAMES: FunctionName[] = [
+  'planBackup',
+  'finalizeBackup',
+  'applyRetention',
+  'gcSweep',
+  'planRestore',
+  'planVerify',
+  'recordResult',
+  'archiveLag',
+];
+
+function modelOf(out: Out, json: Record<string, unknown> = out.json): TemplateModel {
+  return new TemplateModel(json, out.config.account, out.config.region);
+}
+
+function scopeOf(out: Out, model: TemplateModel, plan: Plan): CallScope {
+  const location = repositoryLocation(plan.repository.url);
+  const keyArn = (key: unknown): string => model.text({ 'Fn::GetAtt': [logicalId(out, key), 'Arn'] });
+  return {
+    partition: 'aws',
+    region: out.config.region,
+    account: out.config.account,
+    bucket: location.bucket,
+    prefix: location.prefix,
+    bucketKeyArn: keyArn(out.stack.storage.key.node.defaultChild),
+    planParameterName: planParameterName(out.config.envName, plan.id),
+    secretParameterNames: referencedParameters(plan),
+    parameterKeyArn: keyArn(out.stack.planParameters.key.node.defaultChild),
+    ...('kmsKeyArn' in plan.keySource ? { repositoryKeyArn: plan.keySource.kmsKeyArn } : {}),
+    repositoryId: 'c0ffee0123456789',
+    stateMachineArn: `arn:aws:states:${out.config.region}:${out.config.account}:stateMachine:backup`,
+  };
+}
+
+function hostOf(out: Out, model: TemplateModel, plan: Plan): Caller {
+  const policy = out.stack.hostPolicies.get(plan.id)!.policy.node.defaultChild;
+  return {
+    principal: `arn:aws:iam::${out.config.account}:role/cairn-host-${plan.id}`,
+    policies: [
+      { name: `host-policy-${plan.id}`, policy: model.managedPolicy(logicalId(out, policy)) },
+      { name: 'AmazonSSMManagedInstanceCore', policy: AMAZON_SSM_MANAGED_INSTANCE_CORE as unknown as PolicyDocument },
+    ],
+  };
+}
+
+function functionOf(out: Out, model: TemplateModel, name: FunctionName): Caller | undefined {
+  const fn = out.stack.functions[name];
+  if (fn === undefined) return undefined;
+  const role = logicalId(out, fn.role!.node.defaultChild);
+  return {
+    principal: `arn:aws:iam::${out.config.account}:role/${role}`,
+    policies: model.rolePolicies(role).map((policy, i) => ({ name: `${name}-${i}`, policy })),
+  };
+}
+
+const describeCall = (who: string, c: AwsCall): string => `${who}: ${c.api} (${c.action} ${c.resource} ${JSON.stringify(c.context)})`;
+
+/** Evaluates calls and returns those whose decision is not the expected one, as readable lines. */
+async function mismatches(model: TemplateModel, caller: Caller, who: string, calls: AwsCall[], expected: Decision[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const call of calls) {
+    const decision = await evaluate(model, caller, call);
+    if (!expected.includes(decision)) out.push(`${describeCall(who, call)} → ${decision}`);
+  }
+  return out;
+}
+const DENIED: Decision[] = ['ImplicitlyDenied', 'ExplicitlyDenied'];
+
+describe('every inventoried AWS call is allowed for the principal that makes it', () => {
+  for (const [env, out] of Object.entries(outs)) {
+    test(`${env}: the agent on each plan's hosts, and each function, for each plan`, async () => {
+      const model = modelOf(out);
+      const failures: string[] = [];
+      let evaluated = 0;
+      for (const plan of out.config.plans) {
+        const scope = scopeOf(out, model, plan);
+        const host = hostOf(out, model, plan);
+        for (const [operation, calls] of Object.entries(agentCalls(scope))) {
+          failures.push(...(await mismatches(model, host, `host of ${plan.id} ${operation}`, calls, ['Allowed'])));
+          evaluated += calls.length;
+        }
+        for (const [name, calls] of Object.entries(functionCalls(scope)) as Array<[FunctionName, AwsCall[]]>) {
+          // archive-lag exists only with PITR plans, and lists only theirs.
+          if (name === 'archiveLag' && plan.pitr?.enabled !== true) continue;
+          const caller = functionOf(out, model, name);
+          assert.ok(caller, `${env} has no ${name} function`);
+          failures.push(...(await mismatches(model, caller, `${name} for ${plan.id}`, calls, ['Allowed'])));
+          evaluated += calls.length;
+        }
+      }
+      assert.deepEqual(failures, []);
+      assert.ok(evaluated > 100, `evaluated ${evaluated} calls`);
+    });
+  }
+
+  test('the inventory covers every function the stack deploys', () => {
+    for (const out of Object.values(outs)) {
+      const deployed = FUNCTION_NAMES.filter((n) => out.stack.functions[n] !== undefined);
+      assert.deepEqual(out.stack.functions.all.length, deployed.length);
+    }
+  });
+});
+
+/** The calls a host or a function must never get through, with the decision each must get. */
+function forbidden(
+  out: Out,
+  model: TemplateModel,
+  plan: Plan,
+): Array<{ who: 'host' | FunctionName; why: string; call: AwsCall; expect: Decision[] }> {
+  const scope = scopeOf(out, model, plan);
+  const b = new CallBuilder(scope);
+  const other = out.config.plans.find((p) => p.id !== plan.id && repositoryLocation(p.repository.url).bucket === scope.bucket);
+  const otherPrefix = other ? repositoryLocation(other.repository.url).prefix : 'plans/another-plan/';
+  const otherScope = { ...scope, prefix: otherPrefix };
+  const o = new CallBuilder(otherScope);
+  const otherSecret = other
+    ? (referencedParameters(other)[0] ?? '/cairn/x/passphrase')
+    : `/cairn/${out.config.envName}/another-plan/passphrase`;
+  const list: Array<{ who: 'host' | FunctionName; why: string; call: AwsCall; expect: Decision[] }> = [
+    { who: 'host', why: 'a host deletes an object', call: b.delete('snapshots/s1')[0]!, expect: DENIED },
+    {
+      who: 'host',
+      why: 'a host overwrites (PutObject without If-None-Match)',
+      call: { ...b.create('snapshots/s1')[0]!, context: { 's3:ObjectCreationOperation': 'true' } },
+      expect: DENIED,
+    },
+    {
+      who: 'host',
+      why: "a host writes the control plane's lease",
+      call: b.create('orchestration/lease')[0]!,
+      expect: ['ExplicitlyDenied'],
+    },
+    { who: 'host', why: 'a host writes a run record', call: b.create('orchestration/runs/r9')[0]!, expect: ['ExplicitlyDenied'] },
+    { who: 'host', why: "a host reads another plan's prefix", call: o.read('config')[0]!, expect: DENIED },
+    { who: 'host', why: "a host writes another plan's prefix", call: o.create('packs/ab/ab09')[0]!, expect: DENIED },
+    { who: 'host', why: "a host lists another plan's prefix", call: o.list('snapshots/')[0]!, expect: DENIED },
+    {
+      who: 'host',
+      why: "a host decrypts another plan's secret",
+      call: { ...b.getSecret(otherSecret)[1]! },
+      expect: DENIED,
+    },
+    {
+      who: 'host',
+      why: 'a host uses the bucket key directly, not through S3',
+      call: { api: 'Decrypt', action: 'kms:Decrypt', resource: scope.bucketKeyArn, context: {} },
+      expect: DENIED,
+    },
+    {
+      who: 'applyRetention',
+      why: 'a function deletes outside the plan prefixes',
+      call: { api: 'DeleteObject', action: 's3:DeleteObject', resource: `arn:aws:s3:::${scope.bucket}/elsewhere/x`, context: {} },
+      expect: DENIED,
+    },
+    {
+      who: 'gcSweep',
+      why: 'a function deletes outside the plan prefixes',
+      call: { api: 'DeleteObject', action: 's3:DeleteObject', resource: `arn:aws:s3:::${scope.bucket}/elsewhere/x`, context: {} },
+      expect: DENIED,
+    },
+    {
+      who: 'gcSweep',
+      why: 'a function deletes an object version',
+      call: { ...b.delete('packs/ab/ab00')[0]!, api: 'DeleteObject (VersionId)', action: 's3:DeleteObjectVersion' },
+      expect: DENIED,
+    },
+  ];
+  if (scope.repositoryKeyArn !== undefined) {
+    const key = scope.repositoryKeyArn;
+    list.push(
+      {
+        who: 'host',
+        why: 'a host encrypts with the repository key',
+        call: {
+          api: 'Encrypt',
+          action: 'kms:Encrypt',
+          resource: key,
+          context: { 'kms:EncryptionContext:cairn:repository': scope.repositoryId },
+        },
+        expect: DENIED,
+      },
+      {
+        who: 'host',
+        why: "a host decrypts with the repository key without Cairn's encryption context",
+        call: { api: 'Decrypt', action: 'kms:Decrypt', resource: key, context: {} },
+        expect: DENIED,
+      },
+    );
+  }
+  return list;
+}
+
+async function decide(out: Out, model: TemplateModel, plan: Plan, who: 'host' | FunctionName, call: AwsCall): Promise<Decision> {
+  const caller = who === 'host' ? hostOf(out, model, plan) : functionOf(out, model, who)!;
+  return evaluate(model, caller, call);
+}
+
+describe('the calls that must be refused are refused', () => {
+  for (const [env, out] of Object.entries(outs)) {
+    test(`${env}: deletes, overwrites, the control plane's records, other plans, repository keys`, async () => {
+      const model = modelOf(out);
+      const failures: string[] = [];
+      for (const plan of out.config.plans) {
+        for (const { who, why, call, expect } of forbidden(out, model, plan)) {
+          const decision = await decide(out, model, plan, who, call);
+          if (!expect.includes(decision)) failures.push(`${env} ${plan.id}: ${why}: ${describeCall(who, call)} → ${decision}`);
+        }
+      }
+      assert.deepEqual(failures, []);
+    });
+  }
+
+  test("AmazonSSMManagedInstanceCore lets a host fetch another plan's SecureString, which it cannot decrypt", async () => {
+    const out = outs.prod;
+    const model = modelOf(out);
+    const [mine, theirs] = out.config.plans as [Plan, Plan];
+    const b = new CallBuilder(scopeOf(out, model, mine));
+    const [get, decrypt] = b.getSecret(referencedParameters(theirs)[0]!) as [AwsCall, AwsCall];
+    assert.equal(await decide(out, model, mine, 'host', get), 'Allowed');
+    assert.equal(await decide(out, model, mine, 'host', decrypt), 'ImplicitlyDenied');
+    // Its own secret decrypts, through SSM only.
+    const [, own] = b.getSecret(referencedParameters(mine)[0]!) as [AwsCall, AwsCall];
+    assert.equal(await decide(out, model, mine, 'host', own), 'Allowed');
+    assert.equal(
+      await decide(out, model, mine, 'host', { ...own, context: { ...own.context, 'kms:ViaService': 's3.eu-central-1.amazonaws.com' } }),
+      'ExplicitlyDenied',
+    );
+  });
+});
+
+/** Statements of the dev template's host policy of its first plan, and of a function's role, to mutate. */
+function hostStatements(out: Out, json: Record<string, unknown>, planId: string): Array<Record<string, unknown>> {
+  const id = logicalId(out, out.stack.hostPolicies.get(planId)!.policy.node.defaultChild);
+  const resources = json.Resources as Record<string, { Properties: { PolicyDocument: { Statement: Array<Record<string, unknown>> } } }>;
+  return resources[id]!.Properties.PolicyDocument.Statement;
+}
+
+function roleStatements(out: Out, json: Record<string, unknown>, name: FunctionName): Array<Record<string, unknown>> {
+  const role = logicalId(out, out.stack.functions[name]!.role!.node.defaultChild);
+  const resources = json.Resources as Record<
+    string,
+    { Type: string; Properties: { Roles?: unknown[]; PolicyDocument: { Statement: Array<Record<string, unknown>> } } }
+  >;
+  return Object.values(resources)
+    .filter((r) => r.Type === 'AWS::IAM::Policy' && JSON.stringify(r.Properties.Roles).includes(`"${role}"`))
+    .flatMap((r) => r.Properties.PolicyDocument.Statement);
+}
+
+describe('mutations of the template flip the evaluation', () => {
+  const out = outs.dev;
+  const plan = out.config.plans[0]!;
+
+  async function flip(
+    mutate: (json: Record<string, unknown>) => void,
+    who: 'host' | FunctionName,
+    call: AwsCall,
+    before: Decision[],
+    after: Decision[],
+  ): Promise<void> {
+    assert.ok(before.includes(await decide(out, modelOf(out), plan, who, call)), `before the mutation: ${describeCall(who, call)}`);
+    const json = structuredClone(out.json);
+    mutate(json);
+    const mutated = modelOf(out, json);
+    const decision = await decide(out, mutated, plan, who, call);
+    assert.ok(after.includes(decision), `after the mutation: ${describeCall(who, call)} → ${decision}`);
+  }
+  const bucketKeyDecrypt = (): AwsCall => new CallBuilder(scopeOf(out, modelOf(out), plan)).read('config')[1]!;
+  const b = (): CallBuilder => new CallBuilder(scopeOf(out, modelOf(out), plan));
+
+  test("dropping the host's bucket-key grant denies the KMS call behind every read", async () => {
+    assert.equal(bucketKeyDecrypt().action, 'kms:Decrypt');
+    await flip(
+      (json) => {
+        const statements = hostStatements(out, json, plan.id);
+        statements.splice(
+          statements.findIndex((s) => s.Sid === 'RepositoryBucketKey'),
+          1,
+        );
+      },
+      'host',
+      bucketKeyDecrypt(),
+      ['Allowed'],
+      DENIED,
+    );
+  });
+
+  test('dropping the s3:if-none-match condition lets a host overwrite', async () => {
+    const overwrite = { ...b().create('snapshots/s1')[0]!, context: { 's3:ObjectCreationOperation': 'true' } };
+    await flip(
+      (json) => {
+        delete hostStatements(out, json, plan.id).find((s) => s.Sid === 'CreateOnlyIfAbsent')!.Condition;
+      },
+      'host',
+      overwrite,
+      DENIED,
+      ['Allowed'],
+    );
+  });
+
+  test("widening the plan prefix to the whole bucket lets a host read another plan's objects", async () => {
+    const scope = scopeOf(out, modelOf(out), plan);
+    const foreign = new CallBuilder({ ...scope, prefix: 'plans/another-plan/' }).read('config')[0]!;
+    await flip(
+      (json) => {
+        for (const s of hostStatements(out, json, plan.id)) {
+          if (s.Effect === 'Allow' && JSON.stringify(s.Resource).includes(`/${scope.prefix}*`))
+            s.Resource = `arn:aws:s3:::${scope.bucket}/*`;
+        }
+      },
+      'host',
+      foreign,
+      DENIED,
+      ['Allowed'],
+    );
+  });
+
+  test("dropping the explicit deny lets a host forge the control plane's lease", async () => {
+    await flip(
+      (json) => {
+        const statements = hostStatements(out, json, plan.id);
+        statements.splice(
+          statements.findIndex((s) => s.Sid === 'DenyControlPlaneRecords'),
+          1,
+        );
+      },
+      'host',
+      b().create('orchestration/lease')[0]!,
+      ['ExplicitlyDenied'],
+      ['Allowed'],
+    );
+  });
+
+  test("dropping the PARAMETER_ARN condition lets a host decrypt another plan's secret", async () => {
+    await flip(
+      (json) => {
+        const s = hostStatements(out, json, plan.id).find((x) => x.Sid === 'DecryptPlanSecrets')!;
+        s.Condition = { StringEquals: { 'kms:ViaService': 'ssm.eu-central-1.amazonaws.com' } };
+      },
+      'host',
+      b().getSecret('/cairn/dev/another-plan/passphrase')[1]!,
+      DENIED,
+      ['Allowed'],
+    );
+  });
+
+  test("widening a function's delete to the whole bucket lets it delete outside the plan prefixes", async () => {
+    const scope = scopeOf(out, modelOf(out), plan);
+    const outside: AwsCall = {
+      api: 'DeleteObject',
+      action: 's3:DeleteObject',
+      resource: `arn:aws:s3:::${scope.bucket}/elsewhere/x`,
+      context: {},
+    };
+    await flip(
+      (json) => {
+        const s = roleStatements(out, json, 'gcSweep').find((x) => x.Sid === 'DeleteInPlanPrefixes')!;
+        s.Resource = { 'Fn::Join': ['', [{ 'Fn::GetAtt': [logicalId(out, out.stack.storage.bucket.node.defaultChild), 'Arn'] }, '/*']] };
+      },
+      'gcSweep',
+      outside,
+      DENIED,
+      ['Allowed'],
+    );
+  });
+});
