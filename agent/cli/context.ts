@@ -5,6 +5,7 @@ import { CairnError } from '../core/errors.ts';
 import { Repository, type Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { OperationOptions } from '../commands/operation.ts';
+import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { openStorage } from '../storage/open.ts';
 import { Output, processStreams, type CliStreams } from './output.ts';
 import { readPassphrase } from './passphrase.ts';
@@ -30,6 +31,8 @@ export interface GlobalOptions {
 export class Cli {
   readonly env: NodeJS.ProcessEnv;
   readonly streams: CliStreams;
+  /** The engines --engine names and snapshots are restored with, whose flags backup and restore take (a test adds its own). */
+  readonly engines: EngineRegistry;
   readonly controller = new AbortController();
   /** Replaced once the global flags are parsed (--json, --quiet). */
   output: Output;
@@ -38,9 +41,10 @@ export class Cli {
   /** An exit code for an outcome that is not an error to report (wal-fetch: "never archived" is exit 1, silently). */
   quietExitCode: number | undefined;
 
-  constructor(env: NodeJS.ProcessEnv, streams: CliStreams = processStreams()) {
+  constructor(env: NodeJS.ProcessEnv, streams: CliStreams = processStreams(), engines: EngineRegistry = engineRegistry) {
     this.env = env;
     this.streams = streams;
+    this.engines = engines;
     this.output = new Output({ json: !streams.stdout.isTTY, quiet: false, streams });
   }
 

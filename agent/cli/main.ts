@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CommanderError } from 'commander';
 import { CairnError, ExitCode, errorMessage } from '../core/errors.ts';
+import type { EngineRegistry } from '../engines/registry.ts';
 import { Cli } from './context.ts';
 import type { CliStreams } from './output.ts';
 import { createProgram } from './program.ts';
@@ -65,11 +66,17 @@ const COMMANDS: ((program: Command, cli: Cli) => void)[] = [
 /**
  * Runs the CLI and returns the process exit code (docs/exit-codes.md); never
  * exits the process, so tests call it in-process: `main(['node', 'cairn',
- * ...args], env, { stdout, stderr })` with any writable streams. The first
- * SIGINT/SIGTERM cancels the command; the bin (cairn.js) exits at a second.
+ * ...args], env, { stdout, stderr })` with any writable streams, and an
+ * engine registry of their own (createEngineRegistry) to add a test engine.
+ * The first SIGINT/SIGTERM cancels the command; the bin (cairn.js) exits at a second.
  */
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, streams?: CliStreams): Promise<number> {
-  const cli = new Cli(env, streams);
+export async function main(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  streams?: CliStreams,
+  engines?: EngineRegistry,
+): Promise<number> {
+  const cli = new Cli(env, streams, engines);
   const onSignal = (signal: NodeJS.Signals): void => {
     if (cli.signal.aborted) return;
     const outcome =

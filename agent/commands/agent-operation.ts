@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { AgentRequest, RunSummary } from '../core/orchestration.ts';
-import { pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
+import { engineOptionsOfPlan, pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
 import type { DeletableStorage } from '../core/storage.ts';
-import { engineByName } from '../engines/registry.ts';
+import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { PlanSource } from '../orchestration/plan-source.ts';
 import type { ArchivedBinlog, PushSummary } from '../pitr/binlog-push.ts';
 import { backup } from './backup.ts';
@@ -25,6 +25,8 @@ export interface AgentRunOptions extends OperationOptions {
   /** archive: each binlog archived, then the push's summary. */
   onArchived: (stream: string, file: ArchivedBinlog) => void;
   onPushed: (stream: string, summary: PushSummary) => void;
+  /** The engines plans are run with (default: the shipped ones; a test passes its own). */
+  engines?: EngineRegistry | undefined;
 }
 
 /**
@@ -46,6 +48,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
     return { ...base, finishedAt: new Date().toISOString() };
   }
   const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
+  const engines = options.engines ?? engineRegistry;
   const common = {
     who: options.who,
     progress: options.progress,
@@ -57,7 +60,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
 
   switch (request.operation) {
     case 'backup': {
-      const engine = plan.engine === 'files' ? undefined : engineByName(plan.engine);
+      const engine = plan.engine === 'files' ? undefined : engines.byName(plan.engine);
       const snapshot = await backup(repo, {
         ...common,
         paths: plan.engine === 'files' ? (plan.engineOptions.paths ?? []) : [],
@@ -66,7 +69,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
         plan: plan.id,
         env,
         engine: engine
-          ? { engine, options: engine.parseOptions(engineOptionsOf(plan)), source: `${engine.name}:plan ${plan.id}` }
+          ? { engine, options: engine.parseOptions(engineOptionsOfPlan(plan)), source: `${engine.name}:plan ${plan.id}` }
           : undefined,
       });
       const s = snapshot.summary;
@@ -90,7 +93,8 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
         snapshot: request.snapshotId,
         target: request.targetPath,
         targetDatabase: request.targetDatabase,
-        engineOptions: engineOptionsOf(plan),
+        engineOptions: engineOptionsOfPlan(plan),
+        engines,
         env,
         includes: [],
         force: false,
@@ -146,6 +150,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
           snapshot: request.snapshotId ?? 'latest',
           target: scratch,
           engineOptions: {},
+          engines,
           env,
           includes: [],
           force: false,
@@ -179,24 +184,20 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
  */
 async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSource, options: AgentRunOptions): Promise<void> {
   const pitr = pitrOf(plan);
-  if (plan.engine !== 'mariadb' || pitr === undefined) {
+  const log = (options.engines ?? engineRegistry).catalog.get(plan.engine)?.capabilities.pitr;
+  if (log?.log !== 'binlog' || pitr === undefined) {
     throw new CairnError('Cairn.Usage', `plan ${plan.id} does not push binlogs: archive is for mariadb plans with pitr.enabled`, {
       hint:
-        plan.engine === 'postgres'
+        log?.log === 'wal'
           ? 'PostgreSQL archives its WAL itself, through archive_command (cairn wal-push)'
           : 'set pitr.enabled in the plan',
     });
   }
   const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
-  const connection = plan.engineOptions.connection;
   const { stream, summary } = await binlogPush(repo, {
-    connection: withoutUndefined({
-      host: connection?.host,
-      port: connection?.port === undefined ? undefined : String(connection.port),
-      socket: connection?.socket,
-      user: connection?.user,
-    }),
-    archiveName: pitr.archiveStream?.replace(/^mariadb-/, '') ?? 'default',
+    connection: engineOptionsOfPlan(plan),
+    // The plan schema checks the stream starts with the engine's prefix.
+    archiveName: pitr.archiveStream === undefined ? 'default' : pitr.archiveStream.slice(log.streamPrefix.length),
     host: options.who.host,
     env,
     signal: options.signal,
@@ -205,20 +206,4 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
     warn: (message, details) => options.progress.warn(message, details),
   });
   if (summary) options.onPushed(stream, summary);
-}
-
-function withoutUndefined(raw: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined));
-}
-
-function engineOptionsOf(plan: Plan): Record<string, unknown> {
-  const o = plan.engineOptions;
-  return withoutUndefined({
-    host: o.connection?.host,
-    port: o.connection?.port === undefined ? undefined : String(o.connection.port),
-    socket: o.connection?.socket,
-    user: o.connection?.user,
-    databases: o.databases,
-    owner: o.owner,
-  });
 }

@@ -1,7 +1,8 @@
 import { LogArchive, validateStream } from '../core/log-archive.ts';
 import type { Repository } from '../core/repository.ts';
 import { parseEngineOptions } from '../engines/engine-helpers.ts';
-import { mysqlConnectionSchema } from '../engines/mysql-connection.ts';
+import { mysqlConnectionSchema } from '../core/engine-options/connection.ts';
+import { mariadbSpec } from '../core/engine-options/mariadb.ts';
 import { followBinlogs, pushClosedBinlogs, type ArchivedBinlog, type PushSummary } from '../pitr/binlog-push.ts';
 import { chooseSpoolDir } from '../pitr/wal-spool.ts';
 
@@ -34,7 +35,7 @@ export async function binlogPush(
   repo: Repository,
   options: BinlogPushCommandOptions,
 ): Promise<{ stream: string; summary: PushSummary | undefined }> {
-  const stream = validateStream(`mariadb-${options.archiveName}`);
+  const stream = validateStream(`${mariadbSpec.capabilities.pitr.streamPrefix}${options.archiveName}`);
   const connection = parseEngineOptions('binlog-push', mysqlConnectionSchema, options.connection);
   const push = {
     connection,

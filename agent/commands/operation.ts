@@ -21,7 +21,14 @@ export interface OperationContext extends OperationOptions {
 
 /** The one place an operation's context is built from its options (which may carry more than the context needs). */
 export function operationContext(repo: Repository, options: OperationOptions): OperationContext {
-  return { repo, who: options.who, progress: options.progress, leaseMs: options.leaseMs, lockWaitMs: options.lockWaitMs };
+  return {
+    repo,
+    who: options.who,
+    progress: options.progress,
+    leaseMs: options.leaseMs,
+    lockWaitMs: options.lockWaitMs,
+    now: options.now,
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { EngineSpec } from '../core/engine-options/spec.ts';
 import { CairnError } from '../core/errors.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
@@ -24,8 +25,12 @@ export interface RestoreCommandOptions {
   target?: string | undefined;
   /** Database to restore into (logical engines), instead of the one backed up. */
   targetDatabase?: string | undefined;
-  /** Connection and other options for the snapshot's engine. */
-  engineOptions?: Record<string, unknown> | undefined;
+  /**
+   * Connection and other options for the snapshot's engine, or how to read
+   * them for that engine's spec (the CLI: the engine's own flags, once the
+   * snapshot names the engine).
+   */
+  engineOptions?: Record<string, unknown> | ((spec: EngineSpec) => Record<string, unknown>) | undefined;
   /** The engines a snapshot's engine is looked up in (default: the shipped ones). */
   engines?: EngineRegistry | undefined;
   /** Keep looking for a snapshot this long before giving up (bootstrapping a replica while the first backup runs). */
@@ -137,7 +142,8 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   }
   // The engine recorded in the manifest restores its own snapshot (Vitess's rule).
   const engine = (options.engines ?? engineRegistry).byName(snapshot.engine);
-  const engineOptions = engine.parseOptions(options.engineOptions ?? {});
+  const raw = typeof options.engineOptions === 'function' ? options.engineOptions(engine.spec) : options.engineOptions;
+  const engineOptions = engine.parseOptions(raw ?? {});
   let result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
   const source = new RepositorySource(snapshot, reader, async (directory) => {
     result = await intoDirectory(directory);

@@ -1,3 +1,4 @@
+import { engineCatalog } from './engine-options/catalog.ts';
 import { CairnError } from './errors.ts';
 import { LogArchive, fileObjectKey } from './log-archive.ts';
 import { releasableLogs } from './log-retention.ts';
@@ -188,7 +189,7 @@ export function describeReplay(plan: ReplayPlan, snapshot: Snapshot, throughputs
   const throughput = estimateThroughput(throughputs);
   const bytes = snapshot.summary.totalBytes + plan.bytes;
   const replayStep =
-    snapshot.engine === 'postgres'
+    engineCatalog.get(snapshot.engine)?.capabilities.pitr?.log === 'wal'
       ? `write recovery.signal and the recovery target (${plan.describe}); when started, PostgreSQL fetches ${plan.files.length} archived WAL file(s) through wal-fetch and stops there`
       : `start a private server on the restored datadir, replay ${plan.files.length} archived binlog file(s) up to ${plan.describe}, shut it down`;
   return {

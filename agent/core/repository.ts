@@ -103,7 +103,7 @@ export class Repository {
     return Repository.openWith(storage, passphraseUnlocker(passphrase));
   }
 
-  /** Opens with whatever `unlock` makes of the key files (passphrase, KMS, a recovery kit: agent/cli/unlock.ts). */
+  /** Opens with whatever `unlock` makes of the key files (passphrase, KMS, a recovery kit: agent/cli/open-repository.ts). */
   static async openWith(storage: Storage, unlock: Unlocker): Promise<Repository> {
     let raw: Buffer;
     try {

@@ -7,7 +7,7 @@ import { clientOptionsFrom, walFetch, walPush, type ForwardedFlags } from './wal
  * commander, zod…) costs about half a second each time, which caps archiving
  * at two segments a second. cairn.js hands those two commands here first;
  * anything this small parser does not recognise (help, an option it does not
- * know) returns undefined and goes through the full CLI (wal-commands.ts),
+ * know) returns undefined and goes through the full CLI (agent/cli/commands/wal-push.ts, wal-fetch.ts),
  * which behaves the same.
  */
 

@@ -3,9 +3,9 @@ import { parseCompression } from '../../core/config.ts';
 import { CairnError } from '../../core/errors.ts';
 import { shortId, type Snapshot } from '../../core/snapshot.ts';
 import { backup } from '../../commands/backup.ts';
-import { engineByName } from '../../engines/registry.ts';
+import { engineOptionsFromFlags } from '../../core/engine-options/flags.ts';
 import { collect, type Cli } from '../context.ts';
-import { addEngineFlags, engineOptionsFrom } from '../engine-flags.ts';
+import { addEngineFlags } from '../engine-flags.ts';
 import { formatBytes, formatDuration } from '../output.ts';
 
 interface BackupFlags {
@@ -43,9 +43,9 @@ export function registerBackup(program: Command, cli: Cli): void {
     .option('--pre-hook <command>', 'run before the backup (any engine)')
     .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
     .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)');
-  addEngineFlags(command, 'backup').action(async (paths: string[], opts: BackupFlags, cmd: Command) => {
+  addEngineFlags(command, 'backup', cli.engines.catalog.specs).action(async (paths: string[], opts: BackupFlags, cmd: Command) => {
     const { g, repo } = await cli.openRepo(cmd);
-    const engine = opts.engine && opts.engine !== 'files' ? engineByName(opts.engine) : undefined;
+    const engine = opts.engine && opts.engine !== 'files' ? cli.engines.byName(opts.engine) : undefined;
     if (!engine && paths.length === 0)
       throw new CairnError('Cairn.Usage', 'nothing to back up', { hint: 'give paths, or --engine NAME with its connection options' });
     if (engine && paths.length > 0)
@@ -63,7 +63,7 @@ export function registerBackup(program: Command, cli: Cli): void {
       engine: engine
         ? {
             engine,
-            options: engine.parseOptions(engineOptionsFrom(cmd.opts(), 'backup')),
+            options: engine.parseOptions(engineOptionsFromFlags(engine.spec, 'backup', cmd.opts())),
             source: `${engine.name}:${opts.dbName.length ? opts.dbName.join(',') : 'all'}@${where}`,
           }
         : undefined,

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { binlogPush } from '../../commands/binlog-push.ts';
+import { engineOptionsFromFlags } from '../../core/engine-options/flags.ts';
+import { mariadbSpec } from '../../core/engine-options/mariadb.ts';
 import type { ArchivedBinlog, PushSummary } from '../../pitr/binlog-push.ts';
 import type { Cli } from '../context.ts';
-import { addEngineFlags, engineOptionsFrom } from '../engine-flags.ts';
+import { addEngineFlags } from '../engine-flags.ts';
 import { formatBytes } from '../output.ts';
 
 interface BinlogPushFlags {
@@ -31,10 +33,11 @@ export function registerBinlogPush(program: Command, cli: Cli): void {
       'one-shot: first close the binlog the server is writing when it holds transactions not yet archived (FLUSH BINARY LOGS, needs RELOAD), so a schedule bounds the archive lag on a quiet server',
     )
     .option('--host <name>', 'host name recorded with each archived file');
-  addEngineFlags(command, 'binlog-push').action(async (opts: BinlogPushFlags, cmd: Command) => {
+  // The mariadb engine's connection flags: binlog-push reads the binlogs of the server its snapshots are taken from.
+  addEngineFlags(command, 'binlog-push', [mariadbSpec]).action(async (opts: BinlogPushFlags, cmd: Command) => {
     const { repo } = await cli.openRepo(cmd);
     const { stream, summary } = await binlogPush(repo, {
-      connection: engineOptionsFrom(cmd.opts(), 'binlog-push'),
+      connection: engineOptionsFromFlags(mariadbSpec, 'binlog-push', cmd.opts()),
       archiveName: opts.archiveName,
       spoolDir: opts.spoolDir,
       host: cli.who(opts.host).host,

@@ -1,12 +1,13 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../../core/duration.ts';
+import { engineOptionsFromFlags } from '../../core/engine-options/flags.ts';
 import { CairnError } from '../../core/errors.ts';
 import { describeReplay, measuredThroughputs, planPointInTime, type PointInTimePlan } from '../../core/pitr-planning.ts';
 import { shortId } from '../../core/snapshot.ts';
 import { restore, targetAlreadyHoldsData, type RestoreDone } from '../../commands/restore.ts';
 import { collect, type Cli, type GlobalOptions } from '../context.ts';
-import { addEngineFlags, engineOptionsFrom } from '../engine-flags.ts';
+import { addEngineFlags } from '../engine-flags.ts';
 import { formatBytes, formatDuration } from '../output.ts';
 import { recoveryTargetFrom, type RecoveryTargetFlags } from '../recovery-target.ts';
 
@@ -51,7 +52,7 @@ export function registerRestore(program: Command, cli: Cli): void {
       '--temp-dir <dir>',
       'where engines that need local files may write them, e.g. pgdump with --jobs (default: the system temp dir)',
     );
-  addEngineFlags(command, 'restore').action(async (ref: string, opts: RestoreFlags, cmd: Command) => {
+  addEngineFlags(command, 'restore', cli.engines.catalog.specs).action(async (ref: string, opts: RestoreFlags, cmd: Command) => {
     const { g, repo } = await cli.openRepo(cmd);
     const target = recoveryTargetFrom(opts);
     if (opts.dryRun && !target)
@@ -79,7 +80,9 @@ export function registerRestore(program: Command, cli: Cli): void {
       waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
       target: opts.target,
       targetDatabase: opts.targetDatabase,
-      engineOptions: { ...engineOptionsFrom(cmd.opts(), 'restore'), ...(opts.force ? { force: true } : {}) },
+      // The snapshot's engine reads its own flags (restore's --force too, for etcd-keys).
+      engineOptions: (spec) => engineOptionsFromFlags(spec, 'restore', cmd.opts()),
+      engines: cli.engines,
       env: cli.env,
       tempDir: opts.tempDir,
       includes: opts.include,
