@@ -124,8 +124,11 @@ async function firstMember(connection: EtcdConnection, ctx: EngineContext): Prom
 /** etcdctl with the member's connection in its environment (none for the offline snapshot commands). */
 async function etcdctl(ctx: EngineContext, member: EtcdConnection | undefined, args: string[], doing: string): Promise<{ stdout: string }> {
   try {
+    const env = member ? etcdctlEnvironment(member, ctx.env) : { ...ctx.env, ETCDCTL_API: '3' };
     return await run(['etcdctl', ...args], {
-      env: member ? etcdctlEnvironment(member, ctx.env) : { ...ctx.env, ETCDCTL_API: '3' },
+      env,
+      // etcdctl has no option file: its login (ETCDCTL_USER=name:password) is granted to it alone, past the scrubbing.
+      grant: member ? { ETCDCTL_USER: env.ETCDCTL_USER } : undefined,
       signal: ctx.signal,
       hint: 'install etcdctl (Debian: apt-get install etcd-client)',
     });

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, lstat, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { childEnvironment } from '../core/child-env.ts';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { LogFileRecord } from '../core/log-archive.ts';
 import { parseGtidState, splitPosition, type RecoveryTarget } from '../core/log-chain.ts';
@@ -242,7 +243,7 @@ class PrivateServer {
       '--max-allowed-packet=1G',
       ...asUser,
     ];
-    const child = spawn(await serverBinary(ctx.env), args, { env: ctx.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(await serverBinary(ctx.env), args, { env: childEnvironment(ctx.env, 'tool'), stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8192)));
     const spawned = await new Promise<Error | undefined>((resolve) => {

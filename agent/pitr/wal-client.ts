@@ -4,6 +4,7 @@ import { connect } from 'node:net';
 import { basename, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { childEnvironment } from '../core/child-env.ts';
 import { CairnError, type ErrorCode } from '../core/errors.ts';
 import { decodeResponse, encodeLine, MAX_LINE, type WalRequest, type WalResponse } from './wal-protocol.ts';
 import { chooseSpoolDir, ensureSpoolDir, repositoryIdentity, spoolPaths, type SpoolPaths } from './wal-spool.ts';
@@ -230,7 +231,8 @@ function startDaemon(daemon: DaemonHandle): Starter {
       child = spawn(daemon.startArgv[0] as string, daemon.startArgv.slice(1), {
         detached: true,
         cwd: daemon.spool.dir,
-        env: daemon.env,
+        // Cairn itself: it keeps the repository passphrase, nothing else secret (core/child-env.ts).
+        env: childEnvironment(daemon.env, 'cairn'),
         stdio: ['ignore', 'pipe', log.fd],
       });
     } finally {

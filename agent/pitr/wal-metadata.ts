@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { access, constants, readdir } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
+import { childEnvironment } from '../core/child-env.ts';
 import { CairnError } from '../core/errors.ts';
 import type { LogFileRecord } from '../core/log-archive.ts';
 import { parseWalName } from '../core/log-chain.ts';
@@ -177,7 +178,7 @@ async function output(argv: string[], env: NodeJS.ProcessEnv): Promise<string> {
 /** pg_waldump exits non-zero at the end of a segment it could still describe, so its output is wanted whatever the exit code. */
 function capture(argv: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string; code: number | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(argv[0] as string, argv.slice(1), { env: childEnvironment(env, 'tool'), stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));

@@ -1,13 +1,16 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { CairnError } from '../core/errors.ts';
+import { childEnvironment, type ChildKind } from '../core/child-env.ts';
 
 /**
  * Child processes, spawned from argv arrays only (never a shell string), so no
  * value can inject a command. A failure says which of three things happened:
  * the program could not be started, it exited non-zero, or a signal killed it,
- * and carries the end of its stderr. Secrets go through the environment or a
- * file descriptor, never argv (argv is world-readable in /proc).
+ * and carries the end of its stderr. Secrets go through a private file, a
+ * file descriptor or (etcdctl's login, granted explicitly) the environment,
+ * never argv (argv is world-readable in /proc). Every child's environment is
+ * built by childEnvironment (core/child-env.ts): no Cairn secret reaches it.
  */
 export type ProcessFailureKind = 'spawn' | 'exit' | 'signal';
 
@@ -43,7 +46,12 @@ function lastLines(text: string, count: number): string {
 }
 
 export interface RunOptions {
+  /** The environment the child's is built from (process.env by default); what the child's kind is denied is removed. */
   env?: NodeJS.ProcessEnv;
+  /** What the child is (core/child-env.ts); `tool` by default, runHook passes `hook`. */
+  kind?: ChildKind;
+  /** Variables the child is given on purpose, added after the environment is scrubbed (etcdctl's ETCDCTL_USER=name:password). */
+  grant?: Readonly<Record<string, string | undefined>>;
   cwd?: string;
   /** Bytes to write to stdin (then it is closed). */
   input?: Buffer | string;
@@ -82,7 +90,7 @@ function start(argv: readonly string[], options: RunOptions, streaming = false):
   const [program, ...args] = argv;
   if (!program) throw new CairnError('Cairn.Usage', 'empty command');
   const spawnOptions: SpawnOptions = {
-    env: options.env ?? process.env,
+    env: childEnvironment(options.env ?? process.env, options.kind ?? 'tool', options.grant),
     cwd: options.cwd,
     stdio: [options.input !== undefined || options.stdin ? 'pipe' : 'ignore', options.stdout || streaming ? 'pipe' : 'pipe', 'pipe'],
     signal: options.signal,
@@ -136,7 +144,7 @@ function finish(child: ChildProcess, argv: readonly string[], options: RunOption
 /** Runs an operator-supplied hook command (`--pre-hook`, `--stop-cmd`): through `sh -c`, since the operator wrote it as a shell line. */
 export async function runHook(kind: string, command: string, options: RunOptions = {}): Promise<RunResult> {
   try {
-    return await run(['/bin/sh', '-c', command], options);
+    return await run(['/bin/sh', '-c', command], { ...options, kind: 'hook' });
   } catch (error) {
     if (error instanceof ProcessError) {
       throw new CairnError('Cairn.Failure', `the ${kind} command failed: ${error.message.replace(/^\/bin\/sh /, '')}`, {

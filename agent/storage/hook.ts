@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { CairnError, NotFoundError } from '../core/errors.ts';
 import { CONFIG_KEY } from '../core/layout.ts';
+import { childEnvironment } from '../core/child-env.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.ts';
 
 /**
@@ -40,8 +41,6 @@ export interface HookOptions {
 }
 
 const DEFAULT_CACHE_BYTES = 64 << 20;
-/** Secrets cairn itself reads; a hook has no business seeing them. */
-const WITHHELD_ENV = ['CAIRN_PASSWORD', 'CAIRN_NEW_PASSWORD', 'CAIRN_DB_PASSWORD'];
 
 export class HookStorage implements DeletableStorage {
   readonly location: string;
@@ -158,10 +157,12 @@ export class HookStorage implements DeletableStorage {
 
   private runHook(operation: 'read' | 'write', key: string, input: Buffer): Promise<Buffer> {
     const { command, onStderr } = this.options;
-    const env: NodeJS.ProcessEnv = Object.fromEntries(
-      Object.entries(this.options.env ?? process.env).filter(([name]) => !WITHHELD_ENV.includes(name)),
-    );
-    Object.assign(env, { CAIRN_OBJECT: key, CAIRN_HOOK_OPERATION: operation, CAIRN_REPOSITORY_LOCATION: this.location });
+    // The operator's command: no Cairn secret, task token or database password (core/child-env.ts).
+    const env = childEnvironment(this.options.env ?? process.env, 'hook', {
+      CAIRN_OBJECT: key,
+      CAIRN_HOOK_OPERATION: operation,
+      CAIRN_REPOSITORY_LOCATION: this.location,
+    });
     return new Promise((resolve, reject) => {
       // `sh -c 'CMD "$@"' sh --operation X`: the operator's shell line, with the operation appended as arguments.
       const child = spawn('/bin/sh', ['-c', `${command} "$@"`, 'cairn-storage-hook', '--operation', operation], {
