@@ -2,14 +2,15 @@
  * Path patterns for --exclude and --include. `*` and `?` stay within one path
  * component, `**` crosses them, `[...]` is a class. A pattern without a slash
  * matches any component's name; with one, it matches the whole relative path
- * (a leading slash anchors it at the snapshot root).
+ * (a leading slash anchors it at the snapshot root). A name that is not UTF-8 is
+ * matched by its display form (each invalid sequence as U+FFFD).
  */
 export class PathMatcher {
   private readonly patterns: Array<{ regex: RegExp; byName: boolean; parts: string[] }>;
 
   constructor(patterns: string[]) {
+    // Patterns are taken as written: spaces are ordinary characters of names (issue 20).
     this.patterns = patterns
-      .map((p) => p.trim())
       .filter((p) => p.length > 0)
       .map((p) => {
         const trimmed = p.replace(/\/+$/, '');
@@ -90,5 +91,6 @@ export function globToRegExp(glob: string): RegExp {
       out += c.replace(/[.+^${}()|\\]/g, '\\$&');
     }
   }
-  return new RegExp(`^${out}$`);
+  // dotAll: `**` crosses names holding a newline too, an ordinary character in a name.
+  return new RegExp(`^${out}$`, 's');
 }
