@@ -34,6 +34,11 @@ export interface Who {
   user: string;
 }
 
+export interface OpenOptions {
+  /** Told about each key file skipped because it cannot be read (stderr `warning:` lines unless given). */
+  warn?: ((message: string) => void) | undefined;
+}
+
 export interface InitOptions {
   chunker?: ChunkerParams;
   compression?: Compression;
@@ -99,12 +104,16 @@ export class Repository {
     return new Repository(storage, config, master, keyId);
   }
 
-  static async open(storage: Storage, passphrase: string): Promise<Repository> {
-    return Repository.openWith(storage, passphraseUnlocker(passphrase));
+  static async open(storage: Storage, passphrase: string, options: OpenOptions = {}): Promise<Repository> {
+    return Repository.openWith(storage, passphraseUnlocker(passphrase), options);
   }
 
-  /** Opens with whatever `unlock` makes of the key files (passphrase, KMS, a recovery kit: agent/cli/open-repository.ts). */
-  static async openWith(storage: Storage, unlock: Unlocker): Promise<Repository> {
+  /**
+   * Opens with whatever `unlock` makes of the key files (passphrase, KMS, a recovery kit: agent/cli/open-repository.ts).
+   * A key file that cannot be parsed is skipped with a warning, so one junk object under keys/ cannot lock
+   * everyone out: the unlocker tries the others.
+   */
+  static async openWith(storage: Storage, unlock: Unlocker, options: OpenOptions = {}): Promise<Repository> {
     let raw: Buffer;
     try {
       raw = await storage.get(CONFIG_KEY);
@@ -132,9 +141,18 @@ export class Repository {
       );
     }
     const keys: StoredKey[] = [];
+    const warn = options.warn ?? ((message: string): void => void process.stderr.write(`warning: ${message}\n`));
     for await (const object of storage.list(KEYS_PREFIX)) {
       const id = idFromKey(object.key, KEYS_PREFIX);
-      if (id) keys.push({ id, name: keyFileKey(id), file: parseKeyFile(await storage.get(keyFileKey(id)), keyFileKey(id)) });
+      if (!id) continue;
+      const name = keyFileKey(id);
+      try {
+        keys.push({ id, name, file: parseKeyFile(await storage.get(name), name) });
+      } catch (error) {
+        if (error instanceof NotFoundError) continue; // removed while we listed
+        if (!(error instanceof CairnError && error.code === 'Cairn.Damaged')) throw error; // storage failures are not junk
+        warn(`skipped the key file ${name}, which cannot be read (${errorMessage(error)}); the other key files are tried`);
+      }
     }
     keys.sort((a, b) => a.id.localeCompare(b.id));
     const { master, keyId } = await unlock({ config, keys, location: storage.location });
