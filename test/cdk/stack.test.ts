@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import type { CfnElement } from 'aws-cdk-lib';
 import { Match } from 'aws-cdk-lib/assertions';
-import { parsePlan, type EnvironmentConfigInput } from '../../agent/core/plan.ts';
+import { parsePlan, referencedParameters, type EnvironmentConfigInput } from '../../agent/core/plan.ts';
 import { AGENT_DOCUMENT_PARAMETERS, AGENT_OPERATIONS } from '../../cdk/lib/agent-command-document.ts';
 import { dev } from '../../cdk/config/dev.ts';
 import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
@@ -275,6 +275,53 @@ describe('CDK app', () => {
     assert.match(JSON.stringify(kmsStatements), /other-team-bucket\/cairn\/files-kms\/\*/);
     assert.match(JSON.stringify(kmsStatements), /key\/0d2a3e7b-1111-2222-3333-444455556666/);
     assert.ok(!kmsStatements.some((s) => s.Sid === 'RepositoryBucketKey'));
+  });
+
+  test('the parameter key: rotated, retained, usable only through SSM, and decrypting per plan through PARAMETER_ARN', () => {
+    for (const out of [devOut, prodOut, sentinelOut]) {
+      const { envName, region, account } = out.config;
+      const keyId = out.stack.getLogicalId(out.stack.planParameters.key.node.defaultChild as CfnElement);
+      const key = resourcesOf(out.json, 'AWS::KMS::Key').find(([id]) => id === keyId)![1];
+      assert.equal(key.Properties.EnableKeyRotation, true);
+      assert.equal(key.DeletionPolicy, 'Retain');
+      const aliases = resourcesOf(out.json, 'AWS::KMS::Alias').filter(
+        ([, a]) => a.Properties.AliasName === `alias/cairn-${envName}-parameters`,
+      );
+      assert.equal(aliases.length, 1);
+      assert.deepEqual(aliases[0]![1].Properties.TargetKeyId, { 'Fn::GetAtt': [keyId, 'Arn'] });
+      const statements = (key.Properties.KeyPolicy as { Statement: Statement[] }).Statement;
+      assert.equal(statements.length, 2, 'the account root (IAM delegation) and the SSM-only deny');
+      const [root, deny] = statements as [Statement, Statement];
+      assert.equal(root.Effect, 'Allow');
+      assert.match(resolveText((root as unknown as { Principal: { AWS: unknown } }).Principal.AWS), new RegExp(`:iam::${account}:root$`));
+      assert.equal(deny.Effect, 'Deny');
+      assert.deepEqual((deny as unknown as { Principal: unknown }).Principal, { AWS: '*' });
+      assert.deepEqual(actionsOf(deny).sort(), ['kms:Decrypt', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*']);
+      assert.deepEqual(deny.Condition, { StringNotEquals: { 'kms:ViaService': `ssm.${region}.amazonaws.com` } });
+      // Each host decrypts exactly its own plan's secrets, through SSM.
+      for (const plan of out.config.plans) {
+        const policyId = out.stack.getLogicalId(out.stack.hostPolicies.get(plan.id)!.policy.node.defaultChild as CfnElement);
+        const [, statements] = hostPolicies(out.json).find(([id]) => id === policyId)!;
+        const secrets = referencedParameters(plan);
+        const found = statements.find((x) => x.Sid === 'DecryptPlanSecrets');
+        if (secrets.length === 0) {
+          assert.equal(found, undefined, `${plan.id} names no secret, so decrypts none`);
+          continue;
+        }
+        const decrypt = found!;
+        assert.deepEqual(decrypt.Resource, { 'Fn::GetAtt': [keyId, 'Arn'] });
+        assert.deepEqual(actionsOf(decrypt), ['kms:Decrypt']);
+        const condition = decrypt.Condition!.StringEquals!;
+        assert.equal(condition['kms:ViaService'], `ssm.${region}.amazonaws.com`);
+        const named = [condition['kms:EncryptionContext:PARAMETER_ARN']].flat().map((v) => JSON.stringify(v));
+        assert.equal(named.length, secrets.length, `${plan.id}: its own secrets only`);
+        for (const name of secrets)
+          assert.ok(
+            named.some((n) => n.includes(`:ssm:${region}:${account}:parameter${name}"`)),
+            `${plan.id}: ${name}`,
+          );
+      }
+    }
   });
 
   test('one plan parameter per plan holds the validated plan JSON', () => {
