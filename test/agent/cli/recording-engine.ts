@@ -18,12 +18,12 @@ export interface RecordedCall {
  */
 export function recordingEngine(spec: EngineSpec): { engine: Engine<never>; calls: RecordedCall[] } {
   const calls: RecordedCall[] = [];
-  const engine: Engine<Record<string, unknown>> = {
+  const engine: Engine = {
     name: spec.name,
     description: `test only: records its options (${spec.name}'s spec)`,
     spec,
     requires: [],
-    parseOptions: (raw) => parseEngineOptions(spec.name, spec.schema, raw) as Record<string, unknown>,
+    parseOptions: (raw): Record<string, unknown> => parseEngineOptions(spec.name, spec.schema, raw),
     async check() {},
     async backup(options, sink) {
       calls.push({ operation: 'backup', options });
