@@ -13,7 +13,10 @@ import { record, type OperationContext } from './operation.ts';
 export interface KeyInfo {
   id: string;
   current: boolean;
-  kind: KeyFile['kind'];
+  /** unreadable: the object under keys/ cannot be parsed (shown, skipped when opening; `key remove` deletes it). */
+  kind: KeyFile['kind'] | 'unreadable';
+  /** unreadable: why. */
+  error?: string;
   /** kms: the KMS key's ARN. */
   keyArn?: string;
   created: string;
@@ -26,7 +29,14 @@ export async function listKeys(repo: Repository): Promise<KeyInfo[]> {
   for await (const object of repo.storage.list(KEYS_PREFIX)) {
     const id = idFromKey(object.key, KEYS_PREFIX);
     if (!id) continue;
-    const file = parseKeyFile(await repo.storage.get(object.key), object.key);
+    let file: KeyFile;
+    try {
+      file = parseKeyFile(await repo.storage.get(object.key), object.key);
+    } catch (error) {
+      if (!(error instanceof CairnError && error.code === 'Cairn.Damaged')) throw error;
+      keys.push({ id, current: false, kind: 'unreadable', error: errorMessage(error), created: '?', host: '?', user: '?' });
+      continue;
+    }
     keys.push({
       id,
       current: id === repo.keyId,
@@ -86,7 +96,7 @@ export async function removeKey(
     });
   const key = matches[0];
   if (!key) throw new CairnError('Cairn.NotFound', `no key ${id} in ${repo.storage.location}`, { hint: 'list them with `cairn key list`' });
-  const rest = keys.filter((k) => k.id !== key.id);
+  const rest = keys.filter((k) => k.id !== key.id && k.kind !== 'unreadable');
   // The last key file is necessarily the one opened with: the last-key rule below decides that case.
   if (key.current && !options.allowCurrent && rest.length > 0) {
     throw new CairnError('Cairn.Usage', `key ${key.id.slice(0, 8)} is the one this command opened the repository with`, {
