@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from '../../../agent/core/repository.ts';
-import type { TreeEntry } from '../../../agent/core/tree.ts';
+import fc from 'fast-check';
+import { entryProblem, nameFields, nameProblem, targetFields, type TreeEntry } from '../../../agent/core/tree.ts';
 import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../../helpers/repo.ts';
 import { craftSnapshot, CONTENT, META, type AddTree } from './craft.ts';
 
@@ -145,5 +146,16 @@ describe('crafted byte names: a restore refuses what the name rule refuses, by t
     const { result } = await restoreTo(repo, id, into, { ignoreErrors: true });
     assert.equal(result.errors.length, 1, JSON.stringify(result.errors));
     assert.deepEqual(await readFile(join(into, 'loop', 'x')), CONTENT);
+  });
+
+  it('every entry the encoder writes passes the restore check exactly when its name passes the rule (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 40 }), fc.uint8Array({ minLength: 1, maxLength: 40 }), (name, target) => {
+        const bytes = Buffer.from(name);
+        const entry: TreeEntry = { ...META, ...nameFields(bytes), ...targetFields(Buffer.from(target)), type: 'symlink' };
+        assert.equal(entryProblem(entry), nameProblem(bytes));
+      }),
+      { numRuns: 2000 },
+    );
   });
 });
