@@ -62,8 +62,10 @@ export class TreeSink implements SnapshotSink {
     return root;
   }
 
+  /** Where a file or symlink goes; a directory already at that path is an error (it would be lost silently at finish). */
   private place(path: string): { parent: Dir; name: string } {
     const clean = normalize(path);
+    if (this.dirs.has(clean)) throw conflict(clean);
     const slash = clean.lastIndexOf('/');
     const name = clean.slice(slash + 1);
     return { parent: this.dir(slash < 0 ? '' : clean.slice(0, slash)), name };
@@ -74,7 +76,8 @@ export class TreeSink implements SnapshotSink {
     if (!dir) {
       if (path !== '') {
         const slash = path.lastIndexOf('/');
-        this.dir(slash < 0 ? '' : path.slice(0, slash));
+        const parent = this.dir(slash < 0 ? '' : path.slice(0, slash));
+        if (parent.entries.has(path.slice(slash + 1))) throw conflict(path);
       }
       dir = { entries: new Map(), meta: {} };
       this.dirs.set(path, dir);
@@ -88,6 +91,12 @@ function normalize(path: string): string {
   if (parts.some((p) => nameProblem(Buffer.from(p)) !== undefined))
     throw new CairnError('Cairn.Failure', `the engine produced an unsafe path ${JSON.stringify(path)}`);
   return parts.join('/');
+}
+
+function conflict(path: string): CairnError {
+  return new CairnError('Cairn.Failure', `the engine produced both a directory and a file or symlink at ${JSON.stringify(path)}`, {
+    hint: 'the source stream is inconsistent; nothing was committed',
+  });
 }
 
 function depth(path: string): number {
