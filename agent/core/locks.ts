@@ -280,17 +280,14 @@ export class Lease {
   }
 
   /**
-   * assertHeld, then asks the storage whether another operation has closed
-   * this lease (the name of our next record is taken): what a commit checks
+   * Asks the storage whether another operation has closed this lease (the
+   * name of our next record is taken), then assertHeld: what a commit checks
    * just before writing the object that commits.
    */
   async confirmHeld(marginMs = 0): Promise<void> {
     await this.refreshing;
+    if (await this.repo.storage.stat(lockKey(this.holder, this.seq))) this.lostError ??= takenOver(this.holder, this.options.operation);
     this.assertHeld(marginMs);
-    if (await this.repo.storage.stat(lockKey(this.holder, this.seq))) {
-      this.lostError ??= takenOver(this.holder, this.options.operation);
-      this.assertHeld(marginMs);
-    }
   }
 
   async refresh(): Promise<void> {
