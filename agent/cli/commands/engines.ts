@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { engines } from '../../engines/registry.ts';
 import type { Cli } from '../context.ts';
 
 /** `cairn engines`: the backup engines and what each needs. */
@@ -14,7 +13,7 @@ export function registerEngines(program: Command, cli: Cli): void {
           description: 'files and directories; --stop-cmd/--start-cmd for a cold copy',
           requires: ['read access to the paths'],
         },
-        ...[...engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
+        ...[...cli.engines.engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
       ];
       cli.output.result(
         { type: 'engines', engines: list },
