@@ -7,6 +7,7 @@ import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
 import { missingPostgres, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
+import { missingEtcd, startEtcd, type EtcdServer } from '../../helpers/etcd.ts';
 
 /**
  * Issue 16, item 7: the secrets Cairn holds in its environment never reach a
@@ -204,5 +205,52 @@ describe('the pgdump engine: the PostgreSQL tools log in through PGPASSFILE only
       assertNoSecret(text, [PASSPHRASE, server.password, TASK_TOKEN, AWS_SECRET], name);
       assert.match(text, /^PGPASSFILE=/m, `${name} got the private password file`);
     }
+  });
+});
+
+describe('the etcd engine: etcdctl gets its own login, granted on purpose, and nothing else secret', { skip: missingEtcd() }, () => {
+  let server: EtcdServer;
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    server = await startEtcd();
+    work = await tempDir('child-secrets-etcd');
+    server.ctl('user', 'add', 'root:rootpw-6e0b');
+    server.ctl('role', 'add', 'root');
+    server.ctl('user', 'grant-role', 'root', 'root');
+    server.ctl('--user', 'root:rootpw-6e0b', 'put', '/k', 'v');
+    server.ctl('auth', 'enable');
+  });
+  after(async () => {
+    await server?.stop();
+    await work?.remove();
+  });
+
+  it('a snapshot through etcdctl with auth enabled succeeds; its environment holds ETCDCTL_USER but no Cairn secret', async () => {
+    const bin = join(work.path, 'bin');
+    const log = join(work.path, 'log');
+    await wrapTools(bin, log, ['etcdctl']);
+    const env = {
+      PATH: `${bin}:${process.env.PATH ?? ''}`,
+      CAIRN_REPOSITORY: join(work.path, 'repo'),
+      CAIRN_PASSWORD: PASSPHRASE,
+      CAIRN_DB_PASSWORD: 'rootpw-6e0b',
+      CAIRN_TASK_TOKEN: TASK_TOKEN,
+      AWS_SECRET_ACCESS_KEY: AWS_SECRET,
+    };
+    assert.equal((await runCli(['init'], env)).code, 0);
+    const r = await runCli(
+      ['backup', '--engine', 'etcd', '--db-host', '127.0.0.1', '--db-port', String(server.clientPort), '--db-user', 'root'],
+      env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const seen = await records(log);
+    const online = [...seen].filter(([, text]) => /^ETCDCTL_ENDPOINTS=/m.test(text));
+    assert.ok(online.length > 0, 'etcdctl ran against the member through the wrapper');
+    for (const [name, text] of seen) {
+      assertNoSecret(text, [PASSPHRASE, TASK_TOKEN, AWS_SECRET], name);
+      assert.doesNotMatch(text, /^(CAIRN_DB_PASSWORD|ETCDCTL_PASSWORD)=/m, name);
+      assert.doesNotMatch(text, /^argv: .*rootpw/, `${name}: the password stays off argv`);
+    }
+    for (const [name, text] of online) assert.match(text, /^ETCDCTL_USER=root:rootpw-6e0b$/m, `${name} got its login`);
   });
 });
