@@ -36,6 +36,8 @@ export interface AwsCall {
   action: string;
   resource: string;
   context: Record<string, string | string[]>;
+  /** Set when the code expects and handles a refusal of this call (why a 403 is harmless). */
+  refusalHandled?: string;
 }
 
 /** Where one plan's calls go: concrete names for one account and region. */
@@ -46,8 +48,8 @@ export interface CallScope {
   bucket: string;
   /** The plan's key prefix in the bucket ('' or ending in /). */
   prefix: string;
-  /** The bucket's SSE-KMS key (S3 calls it on the caller's behalf). */
-  bucketKeyArn: string;
+  /** The bucket's SSE-KMS key (S3 calls it on the caller's behalf); absent for a bucket outside the stack, whose encryption it does not know. */
+  bucketKeyArn?: string;
   planParameterName: string;
   /** SecureString parameters the plan names (passphrase, database password). */
   secretParameterNames: readonly string[];
@@ -83,22 +85,38 @@ export class CallBuilder {
    * What S3 asks KMS for on the caller's behalf. The bucket has S3 Bucket Keys on, so the
    * encryption context is the bucket's ARN, not the object's.
    */
-  private bucketKey(action: 'kms:Decrypt' | 'kms:GenerateDataKey'): AwsCall {
-    return {
-      api: `(S3 SSE-KMS) ${action.slice(4)}`,
-      action,
-      resource: this.scope.bucketKeyArn,
-      context: { 'kms:ViaService': `s3.${this.scope.region}.amazonaws.com`, 'kms:EncryptionContext:aws:s3:arn': this.bucketArn },
-    };
+  private bucketKey(action: 'kms:Decrypt' | 'kms:GenerateDataKey'): AwsCall[] {
+    if (this.scope.bucketKeyArn === undefined) return [];
+    return [
+      {
+        api: `(S3 SSE-KMS) ${action.slice(4)}`,
+        action,
+        resource: this.scope.bucketKeyArn,
+        context: { 'kms:ViaService': `s3.${this.scope.region}.amazonaws.com`, 'kms:EncryptionContext:aws:s3:arn': this.bucketArn },
+      },
+    ];
   }
 
   read(key: string): AwsCall[] {
-    return [{ api: 'GetObject', action: 's3:GetObject', resource: this.objectArn(key), context: {} }, this.bucketKey('kms:Decrypt')];
+    return [{ api: 'GetObject', action: 's3:GetObject', resource: this.objectArn(key), context: {} }, ...this.bucketKey('kms:Decrypt')];
   }
 
   /** HeadObject needs s3:GetObject and makes no KMS call. */
   stat(key: string): AwsCall[] {
     return [{ api: 'HeadObject', action: 's3:GetObject', resource: this.objectArn(key), context: {} }];
+  }
+
+  /** s3.ts checkBucket: after a 404 on HeadObject, tells a missing bucket from a missing key (needs an unconditioned s3:ListBucket). */
+  headBucket(): AwsCall[] {
+    return [
+      {
+        api: 'HeadBucket',
+        action: 's3:ListBucket',
+        resource: this.bucketArn,
+        context: {},
+        refusalHandled: 'checkBucket treats any answer but 404 as "the bucket exists" and keeps the 404 of the object',
+      },
+    ];
   }
 
   list(prefix: string): AwsCall[] {
@@ -121,7 +139,7 @@ export class CallBuilder {
         resource: this.objectArn(key),
         context: { 's3:if-none-match': '*', 's3:ObjectCreationOperation': 'true' },
       },
-      this.bucketKey('kms:GenerateDataKey'),
+      ...this.bucketKey('kms:GenerateDataKey'),
     ];
   }
 
@@ -131,9 +149,9 @@ export class CallBuilder {
     const part = { 's3:ObjectCreationOperation': 'false' };
     return [
       { api: 'CreateMultipartUpload', action: 's3:PutObject', resource: object, context: part },
-      this.bucketKey('kms:GenerateDataKey'),
+      ...this.bucketKey('kms:GenerateDataKey'),
       { api: 'UploadPart', action: 's3:PutObject', resource: object, context: part },
-      this.bucketKey('kms:Decrypt'),
+      ...this.bucketKey('kms:Decrypt'),
       {
         api: 'CompleteMultipartUpload',
         action: 's3:PutObject',
@@ -191,6 +209,7 @@ export class CallBuilder {
   openRepository(): AwsCall[] {
     return [
       ...this.stat(CONFIG_KEY),
+      ...this.headBucket(),
       ...this.read(CONFIG_KEY),
       ...this.list(KEYS_PREFIX),
       ...this.read(`${KEYS_PREFIX}k1`),
