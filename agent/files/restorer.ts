@@ -69,6 +69,8 @@ export class Restorer {
   private buffered = 0;
   private wake: (() => void) | undefined;
   private failure: Error | undefined;
+  /** The key of a file whose writing never started: the walk yields none of its pieces. */
+  private skipping: string | undefined;
 
   constructor(reader: PieceReader, options: RestoreOptions) {
     this.reader = reader;
@@ -121,6 +123,9 @@ export class Restorer {
               break;
           }
         } catch (error) {
+          // A file that could not even start (its directory cannot be created): the walk skips its pieces,
+          // which nothing would write or release (under --ignore-errors the read-ahead would never drain).
+          if (item.kind === 'file') this.skipping = item.key;
           this.handleError(item.rel, error);
         }
       }
@@ -293,6 +298,7 @@ export class Restorer {
       if (!entry.hardlink || !this.hardlinkQueued(entry.hardlink)) {
         try {
           for await (const id of contentIds(entry, this.reader)) {
+            if (this.skipping === childKey) break;
             const location = this.reader.location(id);
             const data = this.reader.read(id);
             data.catch(() => undefined);

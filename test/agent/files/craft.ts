@@ -12,6 +12,8 @@ export const CONTENT = Buffer.from('attacker controlled bytes\n');
 export type AddTree = (entries: TreeEntry[]) => Promise<string>;
 /** Stores a tree under an id of the caller's choosing (which no honest writer would use: ids are keyed hashes of the content). */
 export type AddTreeAs = (id: Buffer, entries: TreeEntry[]) => Promise<void>;
+/** Stores a data piece; returns its id (hex). */
+export type AddData = (bytes: Buffer) => Promise<string>;
 
 /**
  * Writes trees exactly as given — bypassing the archiver and any encoder check —
@@ -20,7 +22,7 @@ export type AddTreeAs = (id: Buffer, entries: TreeEntry[]) => Promise<void>;
  */
 export async function craftSnapshot(
   repo: Repository,
-  build: (addTree: AddTree, file: TreeEntry, addTreeAs: AddTreeAs) => Promise<TreeEntry[]>,
+  build: (addTree: AddTree, file: TreeEntry, addTreeAs: AddTreeAs, addData: AddData) => Promise<TreeEntry[]>,
   root?: RootMeta,
 ): Promise<string> {
   const index = await repo.loadIndex();
@@ -36,8 +38,13 @@ export async function craftSnapshot(
   const addTreeAs: AddTreeAs = async (id, entries) => {
     await writer.add(id, PieceType.tree, encodeTree({ version: 1, entries }));
   };
+  const addData: AddData = async (bytes) => {
+    const id = repo.pieceId(bytes);
+    await writer.add(id, PieceType.data, bytes);
+    return id.toString('hex');
+  };
   const file: TreeEntry = { ...META, name: 'x', type: 'file', size: CONTENT.length, content: [dataId.toString('hex')] };
-  const tree = await addTree(await build(addTree, file, addTreeAs));
+  const tree = await addTree(await build(addTree, file, addTreeAs, addData));
   await writer.flush();
   const id = randomBytes(32).toString('hex');
   const now = new Date().toISOString();

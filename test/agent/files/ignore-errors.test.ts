@@ -1,0 +1,42 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Repository } from '../../../agent/core/repository.ts';
+import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../../helpers/repo.ts';
+import { craftSnapshot, CONTENT, META } from './craft.ts';
+
+describe('restore --ignore-errors past a file whose directory cannot be created', () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  let repo: Repository;
+  before(async () => {
+    work = await tempDir('ignore-errors');
+    repo = await initSmallRepo(fileRepo(join(work.path, 'repo')));
+  });
+  after(async () => {
+    await work.remove();
+  });
+
+  it('skips the file (larger than the read-ahead) and restores the rest, instead of waiting forever for memory it never frees', async () => {
+    // 40 MiB of content from one 4 MiB piece: more than the restore's read-ahead (3 × 8 MiB in the test helper).
+    const big = randomBytes(4 << 20);
+    const id = await craftSnapshot(repo, async (t, f, _as, addData) => {
+      const piece = await addData(big);
+      const large = { ...META, name: 'large', type: 'file' as const, size: big.length * 10, content: new Array<string>(10).fill(piece) };
+      // A directory name no Linux filesystem takes (256 bytes): its mkdir fails, as a vfat target fails on 'a:b'.
+      return [
+        { ...META, name: 'd'.repeat(256), type: 'dir', subtree: await t([large]) },
+        { ...f, name: 'z-after' },
+      ];
+    });
+    const target = join(work.path, 'target');
+    const { result } = await restoreTo(repo, id, target, { ignoreErrors: true });
+    assert.ok(result.errors.length >= 1);
+    assert.ok(
+      result.errors.every((e) => /name too long/.test(e.error)),
+      JSON.stringify(result.errors),
+    );
+    assert.deepEqual(await readFile(join(target, 'z-after')), CONTENT);
+  });
+});
