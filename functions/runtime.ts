@@ -18,6 +18,10 @@ import { openStorage } from '../agent/storage/open.ts';
  * from Parameter Store, the plan's repository, and errors whose `name` is the
  * `Cairn.*` code, because that name is what a state machine's Catch and an
  * execution's failure show.
+ *
+ * Every AWS call a handler makes (directly or through the agent's storage and plan source) is
+ * listed in agent/core/aws-calls.ts, which test/cdk/iam-evaluation.test.ts evaluates against
+ * the function roles the CDK app synthesizes: a new call belongs there, or it fails in AWS.
  */
 export const logger = new Logger({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 'cairn' });
 export const metrics = new Metrics({
