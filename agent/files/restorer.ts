@@ -125,6 +125,7 @@ export class Restorer {
         } catch (error) {
           // A file that could not even start (its directory cannot be created): the walk skips its pieces,
           // which nothing would write or release (under --ignore-errors the read-ahead would never drain).
+          // (Nor does it count as its hard-link group's first member: the next one carries the data.)
           if (item.kind === 'file') this.skipping = item.key;
           this.handleError(item.rel, error);
         }
@@ -295,10 +296,9 @@ export class Restorer {
         continue;
       }
       yield { kind: 'file', rel: childRel, key: childKey, entry };
-      if (!entry.hardlink || !this.hardlinkQueued(entry.hardlink)) {
+      if (this.skipping !== childKey && (!entry.hardlink || !this.hardlinkQueued(entry.hardlink))) {
         try {
           for await (const id of contentIds(entry, this.reader)) {
-            if (this.skipping === childKey) break;
             const location = this.reader.location(id);
             const data = this.reader.read(id);
             data.catch(() => undefined);

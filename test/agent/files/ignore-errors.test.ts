@@ -39,4 +39,24 @@ describe('restore --ignore-errors past a file whose directory cannot be created'
     );
     assert.deepEqual(await readFile(join(target, 'z-after')), CONTENT);
   });
+
+  it('a hard-link group whose first member cannot be written comes back through its next member', async () => {
+    const id = await craftSnapshot(repo, async (t, f) => [
+      { ...META, name: 'd'.repeat(256), type: 'dir', subtree: await t([{ ...f, name: 'first', hardlink: '1:2' }]) },
+      {
+        ...META,
+        name: 'ok',
+        type: 'dir',
+        subtree: await t([
+          { ...f, name: 'second', hardlink: '1:2' },
+          { ...f, name: 'third', hardlink: '1:2' },
+        ]),
+      },
+    ]);
+    const target = join(work.path, 'target-links');
+    const { result } = await restoreTo(repo, id, target, { ignoreErrors: true });
+    assert.equal(result.errors.length, 2, JSON.stringify(result.errors)); // the directory and its one member
+    assert.deepEqual(await readFile(join(target, 'ok', 'second')), CONTENT);
+    assert.deepEqual(await readFile(join(target, 'ok', 'third')), CONTENT);
+  });
 });
