@@ -48,6 +48,8 @@ export interface LockState {
   state: 'active' | 'expired' | 'released';
   /** When the lease runs out, by the storage's clock: its latest record's `modified` plus its lease length. */
   effectiveExpiry: number;
+  /** When the storage stored the record that decides (its `modified`). */
+  modified: number;
   /** Every object of this holder, for cleanup (unreadable ones included). */
   keys: string[];
 }
@@ -124,7 +126,7 @@ export async function readLockTable(repo: Repository, options: ReadLocksOptions 
       }
       const effectiveExpiry = modified + leaseLength(record);
       const state = record.released ? 'released' : effectiveExpiry <= now ? 'expired' : 'active';
-      states.push({ record, state, effectiveExpiry, keys: holderKeys });
+      states.push({ record, state, effectiveExpiry, modified, keys: holderKeys });
       return;
     }
   });
