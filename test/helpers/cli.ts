@@ -1,10 +1,14 @@
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { main } from '../../agent/cli/main.ts';
+import type { EngineRegistry } from '../../agent/engines/registry.ts';
 
 export const CAIRN_BIN = fileURLToPath(new URL('../../agent/cli/cairn.js', import.meta.url));
 
 export interface CliResult {
   code: number | null;
+  /** The signal that ended the process (runCliProcess only; always null in-process). */
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
@@ -12,12 +16,103 @@ export interface CliResult {
   lines: Array<Record<string, unknown>>;
 }
 
-/** Runs the real `cairn` CLI as a child process (stdout is a pipe, so it speaks JSON lines). */
-export function runCli(args: string[], env: Record<string, string>, options: { onSpawn?: (pid: number) => void } = {}): Promise<CliResult> {
+/** The environment a run sees: the caller's variables over PATH and HOME, nothing else of the test's own. */
+function runEnvironment(env: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env };
+}
+
+function result(code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string): CliResult {
+  const lines = stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { code, signal, stdout, stderr, lines };
+}
+
+/** Keeps what is written to it; not a terminal, so the CLI speaks JSON lines as it does into a pipe. */
+class Captured extends Writable {
+  text = '';
+  override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: () => void): void {
+    this.text += chunk.toString();
+    done();
+  }
+}
+
+/**
+ * Variables that libraries read from process.env themselves, not from the environment main() is
+ * given: the AWS SDK's credential and endpoint chain (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL_KMS, ...),
+ * Google's client (GOOGLE_APPLICATION_CREDENTIALS, its proxies), os.tmpdir() (TMPDIR). An
+ * in-process run puts the caller's values of these into process.env while it runs, and takes the
+ * test's own out, as a child given only the caller's environment would see them.
+ */
+const PROCESS_GLOBAL = /^(AWS_|GOOGLE_|GCLOUD_|CLOUDSDK_)|^((https?|no)_proxy|TMPDIR)$/i;
+
+/** The process.env overlay of the in-process runs in flight: they may share it only if they agree on it. */
+let overlay: { values: Map<string, string>; saved: Map<string, string | undefined>; runs: number } | undefined;
+
+function applyOverlay(env: Record<string, string>): () => void {
+  const values = new Map(Object.entries(env).filter(([key]) => PROCESS_GLOBAL.test(key)));
+  if (overlay) {
+    const mine = [...values].map(([k, v]) => `${k}=${v}`).sort();
+    const theirs = [...overlay.values].map(([k, v]) => `${k}=${v}`).sort();
+    if (mine.join('\n') !== theirs.join('\n')) {
+      throw new Error(
+        `runCli: in-process runs at the same time need the same process-global variables (${[...new Set([...values.keys(), ...overlay.values.keys()])].join(', ')}); use runCliProcess for one of them`,
+      );
+    }
+    overlay.runs++;
+  } else {
+    const saved = new Map<string, string | undefined>();
+    for (const key of Object.keys(process.env)) if (PROCESS_GLOBAL.test(key)) saved.set(key, process.env[key]);
+    for (const key of saved.keys()) Reflect.deleteProperty(process.env, key);
+    for (const [key, value] of values) {
+      if (!saved.has(key)) saved.set(key, undefined);
+      process.env[key] = value;
+    }
+    overlay = { values, saved, runs: 1 };
+  }
+  return () => {
+    if (!overlay || --overlay.runs > 0) return;
+    for (const [key, value] of overlay.saved) {
+      if (value === undefined) Reflect.deleteProperty(process.env, key);
+      else process.env[key] = value;
+    }
+    overlay = undefined;
+  };
+}
+
+/**
+ * Runs `cairn` in this process: main(argv, env, streams) from agent/cli/main.ts, the same
+ * function the bin calls, with captured (non-TTY) streams, so it speaks JSON lines as it does
+ * into a pipe. The result has the shape of runCliProcess's (signal always null). Use
+ * runCliProcess when the test is about the process: signals, exit, memory, stdin, cwd, the
+ * bin's own start (cairn.js: wal-push/wal-fetch's fast entry, UV_THREADPOOL_SIZE), a daemon,
+ * or another user.
+ */
+export async function runCli(args: string[], env: Record<string, string>, options: { engines?: EngineRegistry } = {}): Promise<CliResult> {
+  const stdout = new Captured();
+  const stderr = new Captured();
+  const runEnv = runEnvironment(env);
+  const restore = applyOverlay(runEnv);
+  try {
+    const code = await main(['node', 'cairn', ...args], runEnv, { stdout, stderr }, options.engines);
+    return result(code, null, stdout.text, stderr.text);
+  } finally {
+    restore();
+  }
+}
+
+/** Runs the real `cairn` bin as a child process (stdout is a pipe, so it speaks JSON lines). */
+export function runCliProcess(
+  args: string[],
+  env: Record<string, string>,
+  options: { onSpawn?: (pid: number) => void; cwd?: string } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CAIRN_BIN, ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      env: runEnvironment(env),
       stdio: ['ignore', 'pipe', 'pipe'],
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
     });
     let stdout = '';
     let stderr = '';
@@ -25,13 +120,7 @@ export function runCli(args: string[], env: Record<string, string>, options: { o
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     if (child.pid !== undefined) options.onSpawn?.(child.pid);
-    child.on('close', (code, signal) => {
-      const lines = stdout
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      resolve({ code, signal, stdout, stderr, lines });
-    });
+    child.on('close', (code, signal) => resolve(result(code, signal, stdout, stderr)));
   });
 }
 

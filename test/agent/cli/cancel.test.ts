@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { runCli, lastOfType, type CliResult } from '../../helpers/cli.ts';
+import { runCli, runCliProcess, lastOfType, type CliResult } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/repo.ts';
 import { Random, describeTree } from '../../helpers/tree.ts';
 import { Repository } from '../../../agent/core/repository.ts';
@@ -28,7 +28,7 @@ async function terminateOnceLocked(
 ): Promise<{ result: CliResult; sawLock: boolean }> {
   const known = new Set(await lockNames(repo));
   let pid: number | undefined;
-  const running = runCli(args, env, { onSpawn: (p) => (pid = p) });
+  const running = runCliProcess(args, env, { onSpawn: (p) => (pid = p) });
   let finished = false;
   void running.then(() => (finished = true));
   let sawLock = false;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { PieceReader } from '../../../agent/core/piece-reader.ts';
 import { decodeTree } from '../../../agent/core/tree.ts';
 import { packKey } from '../../../agent/core/layout.ts';
-import { runCli, lastOfType } from '../../helpers/cli.ts';
+import { runCli, runCliProcess, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, initSmallRepo, fileRepo, backupDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { describeTree } from '../../helpers/tree.ts';
 
@@ -154,7 +154,7 @@ describe('integrity and failure handling', () => {
     const env = { CAIRN_REPOSITORY: repoPath, CAIRN_PASSWORD: PASSPHRASE };
     assert.equal((await runCli(['init'], env)).code, 0);
     let killed = false;
-    const run = runCli(['--concurrency', '2', 'backup', src], env, {
+    const run = runCliProcess(['--concurrency', '2', 'backup', src], env, {
       onSpawn: (pid) => {
         const poll = setInterval(() => {
           void readdir(join(repoPath, 'packs')).then(

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, writeFile, stat, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, lastOfType } from '../../helpers/cli.ts';
+import { runCli, runCliProcess, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { underLock } from '../../../agent/commands/operation.ts';
 import { Repository } from '../../../agent/core/repository.ts';
@@ -130,7 +130,7 @@ describe('repository lifecycle through the CLI', () => {
     const env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE, CAIRN_LOCK_LEASE: String(leaseMs / 1000) };
     assert.equal((await runCli(['init'], env)).code, 0);
     let killed = false;
-    const victim = runCli(['backup', src], env, {
+    const victim = runCliProcess(['backup', src], env, {
       onSpawn: (pid) => {
         const poll = setInterval(() => {
           void readdir(join(repo, 'packs')).then(

@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCli, lastOfType } from '../../helpers/cli.ts';
+import { runCli, runCliProcess, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 
 describe('hooks and the files engine cold copy', () => {
@@ -77,7 +77,8 @@ describe('hooks and the files engine cold copy', () => {
 
   it('an engine whose tools are missing says which to install, and commits nothing', async () => {
     for (const engine of ['pgdump', 'mysqldump', 'mariadb']) {
-      const r = await runCli(['backup', '--engine', engine], { ...env, PATH: '/nonexistent' });
+      // A subprocess: the PATH must be the process's own (finding the tools reads process.env).
+      const r = await runCliProcess(['backup', '--engine', engine], { ...env, PATH: '/nonexistent' });
       assert.notEqual(r.code, 0, engine);
       assert.match(r.stderr, /is installed[\s\S]*hint: install/, engine);
     }

@@ -5,7 +5,7 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { runCli, lastOfType, type CliResult } from '../../helpers/cli.ts';
+import { runCli, runCliProcess, lastOfType, type CliResult } from '../../helpers/cli.ts';
 import { startKmsStandIn, type KmsStandIn } from '../../helpers/kms-standin.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
 import { describeTree, makeRandomTree } from '../../helpers/tree.ts';
@@ -172,7 +172,8 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     assert.match(foreignError.hint ?? '', /encryption context/);
 
     const endpoint = `http://127.0.0.1:${await closedPort()}`;
-    const unreachable = await runCli(['snapshots'], { ...env, AWS_ENDPOINT_URL_KMS: endpoint });
+    // A subprocess: the agent keeps one KMS client per region for its whole process, made with the first endpoint.
+    const unreachable = await runCliProcess(['snapshots'], { ...env, AWS_ENDPOINT_URL_KMS: endpoint });
     assert.equal(unreachable.code, 16, unreachable.stdout);
     assert.match(errorLine(unreachable).message, escaped);
     assert.match(errorLine(unreachable).message, /could not be reached/);

@@ -8,7 +8,7 @@ import { LogArchive, type LogFileRecord } from '../../../agent/core/log-archive.
 import { Repository } from '../../../agent/core/repository.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { parseBinlog } from '../../../agent/pitr/binlog-parser.ts';
-import { CAIRN_BIN, runCli, lastOfType } from '../../helpers/cli.ts';
+import { CAIRN_BIN, runCli, runCliProcess, lastOfType } from '../../helpers/cli.ts';
 import { missingMariadb, serverClockPast, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
 
@@ -114,7 +114,8 @@ describe('binlog-push against a real MariaDB server', { skip }, () => {
     assert.deepEqual(await readdir(spool), [], 'nothing is left in the spool');
 
     // In another time zone: mariadb-binlog prints local times, and the keys must not depend on them.
-    const again = await runCli(['binlog-push', ...conn], { ...env, TZ: 'Asia/Kolkata' });
+    // A subprocess: TZ applies to a whole process.
+    const again = await runCliProcess(['binlog-push', ...conn], { ...env, TZ: 'Asia/Kolkata' });
     assert.equal(again.code, 0, again.stderr);
     assert.equal(again.lines.filter((l) => l.type === 'binlog-push').length, 0);
     assert.deepEqual([lastOfType(again, 'summary')?.archived, lastOfType(again, 'summary')?.alreadyArchived], [0, files.length - 1]);
