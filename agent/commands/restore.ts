@@ -123,9 +123,10 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
     const target = resolve(directory);
-    await prepareTarget(target, options.force);
+    const state = await prepareTarget(target, options.force);
     const restorer = new Restorer(reader, {
       target,
+      applyRoot: state !== 'holds-data',
       includes: options.includes,
       force: options.force,
       ignoreErrors: options.ignoreErrors,

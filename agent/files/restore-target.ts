@@ -3,21 +3,26 @@ import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
 
 /** Refuses a non-empty target unless forced, before anything is written. */
-export async function prepareTarget(target: string, force: boolean): Promise<void> {
+/** What the restore found at its target: it decides whether the snapshot's own directory metadata is applied to it. */
+export type TargetState = 'created' | 'empty' | 'holds-data';
+
+export async function prepareTarget(target: string, force: boolean): Promise<TargetState> {
   let isDir: boolean;
   try {
     isDir = (await stat(target)).isDirectory();
   } catch (error) {
     if (!isErrno(error, 'ENOENT')) throw error;
     await mkdir(target, { recursive: true });
-    return;
+    return 'created';
   }
   if (!isDir) throw new CairnError('Cairn.Usage', `restore target ${target} exists and is not a directory`, { hint: 'choose a directory' });
-  if (!force && (await readdir(target)).length > 0) {
+  const empty = (await readdir(target)).length === 0;
+  if (!force && !empty) {
     throw new CairnError('Cairn.TargetNotEmpty', `restore target ${target} is not empty; nothing was written`, {
       hint: 'restore into an empty or new directory, or pass --force to overwrite what is there',
     });
   }
+  return empty ? 'empty' : 'holds-data';
 }
 
 /**

@@ -11,7 +11,7 @@ import { PathMatcher } from './glob.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 
-export { prepareTarget } from './restore-target.ts';
+export { prepareTarget, type TargetState } from './restore-target.ts';
 
 export interface RestoreOptions {
   target: string;
@@ -22,6 +22,12 @@ export interface RestoreOptions {
   readAheadBytes: number;
   progress: ProgressListener;
   signal?: AbortSignal | undefined;
+  /**
+   * Whether the snapshot's own directory metadata (`root`) goes onto the target: only when the
+   * restore created the target or found it empty. A --force restore into a directory that holds
+   * data (say `--target /`) must not chown or chmod that directory itself.
+   */
+  applyRoot?: boolean | undefined;
 }
 
 export interface RestoreResult {
@@ -146,7 +152,12 @@ export class Restorer {
         this.handleError(rel, error);
       }
     }
-    if (snapshot.root) await this.applyRoot(snapshot.root);
+    if (snapshot.root && this.options.applyRoot !== false) await this.applyRoot(snapshot.root);
+    else if (snapshot.root)
+      this.options.progress.warn(
+        `restore target ${this.options.target} held data before this restore (--force): it keeps its own owner, mode and times (the snapshot's were not applied)`,
+        { path: '.' },
+      );
     this.throwIfFailed();
     return this.result;
   }

@@ -89,17 +89,18 @@ describe('the root metadata and times a restore applies, from honest and crafted
     assert.deepEqual(await readFile(join(behind, 'x')), CONTENT, 'the files still go where the operator pointed');
   });
 
-  it('restore --force into an existing directory owned by someone else gives it the snapshot root metadata (as --force does for every directory)', async () => {
+  it('restore --force into an existing directory that holds data leaves its own owner, mode and times (restore --force --target / must not chown /)', async () => {
     const existing = join(work.path, 'someone-elses');
     await mkdir(existing, { mode: 0o700 });
     await writeFile(join(existing, 'theirs'), 'kept\n');
     if (IS_ROOT) await chown(existing, 5555, 5555);
     const id = await craftSnapshot(repo, async (_t, f) => [f], { mode: 0o750, uid: 4242, gid: 4343, mtimeNs: '1000000000000000000' });
+    const before = await stat(existing);
     await restoreTo(repo, id, existing, { force: true });
     const st = await stat(existing);
-    assert.equal(st.mode & 0o7777, 0o750);
-    assert.equal(st.mtimeMs, 1e12);
-    if (IS_ROOT) assert.deepEqual([st.uid, st.gid], [4242, 4343]);
+    assert.equal(st.mode & 0o7777, 0o700, 'the directory keeps its mode');
+    assert.deepEqual([st.uid, st.gid], [before.uid, before.gid], 'and its owner');
+    assert.deepEqual(await readFile(join(existing, 'x')), CONTENT, 'the snapshot was written into it');
     assert.equal(await readFile(join(existing, 'theirs'), 'utf8'), 'kept\n', '--force overwrites entries, it does not empty the target');
   });
 
