@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Repository } from '../../agent/core/repository.ts';
@@ -53,4 +53,17 @@ export async function restoreTo(repo: Repository, snapshot: string, target: stri
     who: { host: 'test-host', user: 'tester' },
     ...extra,
   });
+}
+
+/**
+ * Makes every lock record of a file repository look `ageMs` old to the storage's clock (the
+ * records' modification times), which is how a lease's passing looks to the lock code: it
+ * judges age by the storage's clock, never by the reader's (docs/locks-and-gc.md).
+ */
+export async function ageLockRecords(repoPath: string, ageMs: number): Promise<void> {
+  const past = new Date(Date.now() - ageMs);
+  const dir = join(repoPath, 'locks');
+  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (entry.isFile()) await utimes(join(entry.parentPath, entry.name), past, past);
+  }
 }

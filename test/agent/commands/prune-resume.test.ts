@@ -10,7 +10,7 @@ import { prune } from '../../../agent/commands/prune.ts';
 import { verify } from '../../../agent/commands/verify.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { FaultyStorage } from '../../helpers/faulty-storage.ts';
-import { tempDir, initSmallRepo, fileRepo, backupDir, restoreTo, PASSPHRASE } from '../../helpers/repo.ts';
+import { tempDir, initSmallRepo, fileRepo, backupDir, restoreTo, PASSPHRASE, ageLockRecords } from '../../helpers/repo.ts';
 import { describeTree } from '../../helpers/tree.ts';
 
 const who = { host: 'test-host', user: 'tester' };
@@ -56,14 +56,11 @@ describe('prune', () => {
         /injected failure/,
       );
 
-      // The crashed run may have left its lock (its release failed too): the next operation, with a clock
-      // past that lease (the default length), closes it as a dead holder's; the kept snapshot's data is intact meanwhile.
-      const next = await Lease.acquire(repo, {
-        operation: 'test',
-        exclusive: true,
-        who,
-        now: () => Date.now() + DEFAULT_LEASE_MS + 60_000,
-      });
+      // The crashed run may have left its lock (its release failed too): once the storage's clock says
+      // that lease (the default length) is over, the next operation closes it as a dead holder's; the
+      // kept snapshot's data is intact meanwhile.
+      await ageLockRecords(path, DEFAULT_LEASE_MS + 60_000);
+      const next = await Lease.acquire(repo, { operation: 'test', exclusive: true, who });
       await next.release();
       const report = await verify(repo, { readData: 1, concurrency: 2, progress: silentProgress, who });
       assert.equal(report.ok, true, JSON.stringify(report.problems));
