@@ -99,8 +99,9 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   await writer.flush();
   await scanning;
   options.signal?.throwIfAborted();
-  // Commit only with a live lease: a stalled process whose lock expired may have had its pieces pruned.
-  lease.assertHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
+  // Commit only with a live lease, asked of the storage: a stalled process whose lock expired (or
+  // was taken over) may have had its pieces pruned.
+  await lease.confirmHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
   const finished = new Date();
   const snapshot: Snapshot = {
     version: 1,

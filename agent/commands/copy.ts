@@ -151,7 +151,7 @@ async function copyLocked(
       await translator.flush();
       options.signal?.throwIfAborted();
       // Commit only with a live lease on the target: a copy stalled past its lease may have had pieces pruned there.
-      lease.assertHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
+      await lease.confirmHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
       const copied: Snapshot = { ...snapshot, tree: tree.toString('hex') };
       try {
         await target.saveSnapshot(copied);

@@ -49,8 +49,10 @@ export async function underLock<T>(
     leaseMs: ctx.leaseMs,
     waitMs: ctx.lockWaitMs,
     now: ctx.now,
-    onTakeover: async (stale) => {
-      const expired = new Date(Math.min(Date.parse(stale.expires), Date.parse(stale.time) + 30 * 60_000)).toISOString();
+    onWarning: (message) => ctx.progress.warn(message),
+    onTakeover: async (stale, state) => {
+      // The lease ran out by the storage's clock, not by the dead holder's own timestamps.
+      const expired = new Date(state.effectiveExpiry).toISOString();
       ctx.progress.warn(
         `took over a stale lock: ${stale.operation} by ${stale.user}@${stale.host} pid ${stale.pid}, started ${stale.started}, lease expired ${expired}`,
         {
@@ -66,11 +68,23 @@ export async function underLock<T>(
       });
     },
   });
+  let result: T;
   try {
-    return await fn(lease);
-  } finally {
-    await lease.release().catch((error: unknown) => ctx.progress.warn(`could not release the lock: ${errorMessage(error)}`));
+    result = await fn(lease);
+  } catch (error) {
+    await lease.release().catch((releaseError: unknown) => ctx.progress.warn(`could not release the lock: ${errorMessage(releaseError)}`));
+    throw error;
   }
+  try {
+    await lease.release();
+  } catch (error) {
+    // A lease taken over while we worked means another operation (a prune) may have run beside
+    // us: that is a failure to report, not a warning (the work itself finished; check says whether
+    // anything it wrote lost data).
+    if (error instanceof CairnError && error.code === 'Cairn.Locked') throw error;
+    ctx.progress.warn(`could not release the lock: ${errorMessage(error)}`);
+  }
+  return result;
 }
 
 export async function record(ctx: OperationContext, event: string, details: Record<string, unknown> = {}): Promise<void> {
