@@ -29,7 +29,24 @@ class ByteReader {
     this.buffer = this.buffer.subarray(n);
     return out;
   }
+
+  /** Exactly `n` bytes of a chunk already begun: the stream ending here is a truncated chunk, not a clean end. */
+  async need(n: number, what: string): Promise<Buffer> {
+    if (n === 0) return Buffer.alloc(0);
+    const out = await this.read(n);
+    if (!out)
+      throw new CairnError(
+        'Cairn.Failure',
+        `the xbstream ended in the middle of a chunk (before its ${what}): the backup tool stopped early`,
+      );
+    return out;
+  }
 }
+
+/** Longer than any path mariabackup writes (its limit is FN_REFLEN, 512): a corrupt length field, not a path. */
+const MAX_PATH = 4096;
+/** Payloads are passed on in pieces of at most this size, so a huge (or corrupt) length is never buffered whole. */
+const PIECE = 1 << 20;
 
 /**
  * Splits mariabackup's / xtrabackup's xbstream back into files as it arrives.
@@ -49,7 +66,10 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
       if (!head.subarray(0, 8).equals(MAGIC))
         throw new CairnError('Cairn.Failure', "the backup tool's output is not an xbstream (bad chunk magic)");
       const type = String.fromCharCode(head[9] as number);
-      const path = ((await reader.read(head.readUInt32LE(10))) as Buffer).toString('utf8');
+      const pathLength = head.readUInt32LE(10);
+      if (pathLength > MAX_PATH)
+        throw new CairnError('Cairn.Failure', `xbstream chunk with a path of ${pathLength} bytes: the stream is corrupt`);
+      const path = (await reader.need(pathLength, 'path')).toString('utf8');
       let file = open.get(path);
       if (type === 'E') {
         if (file) {
@@ -63,7 +83,7 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
         throw new CairnError('Cairn.Failure', `unsupported xbstream chunk type ${JSON.stringify(type)} for ${path}`, {
           hint: 'sparse or encrypted xbstream chunks are not supported; run mariabackup without --encrypt',
         });
-      const meta = (await reader.read(20)) as Buffer;
+      const meta = await reader.need(20, 'payload length and offset');
       const length = Number(meta.readBigUInt64LE(0));
       const offset = Number(meta.readBigUInt64LE(8));
       if (!file) {
@@ -78,10 +98,15 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
         throw new CairnError('Cairn.Failure', `xbstream chunk for ${path} at offset ${offset}, expected ${file.next}`, {
           hint: 'out-of-order chunks are not supported',
         });
-      const payload = length > 0 ? ((await reader.read(length)) as Buffer) : Buffer.alloc(0);
+      if (!Number.isSafeInteger(length) || !Number.isSafeInteger(offset + length))
+        throw new CairnError('Cairn.Failure', `xbstream chunk for ${path} with an impossible length ${length} at offset ${offset}`);
+      for (let left = length; left > 0;) {
+        const piece = await reader.need(Math.min(left, PIECE), `payload of ${path}`);
+        left -= piece.length;
+        // Copy: the reader's buffer is reused; wait when this file's consumer is behind.
+        if (!file.stream.write(Buffer.from(piece))) await Promise.race([once(file.stream, 'drain'), file.stored]);
+      }
       file.next += length;
-      // Copy: the reader's buffer is reused; wait when this file's consumer is behind.
-      if (!file.stream.write(Buffer.from(payload))) await Promise.race([once(file.stream, 'drain'), file.stored]);
     }
     for (const [, file] of open) {
       file.stream.end();

@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { splitXbstream } from '../../agent/engines/xbstream.ts';
-import { anyBytes, decodesAsync, fuzzAsync, mutatedBytes } from './fuzz.ts';
+import { anyBytes, assertClean, decodesAsync, fuzzAsync, mutatedBytes } from './fuzz.ts';
 import { CollectingSink, chunked } from './sink.ts';
 
 /**
@@ -58,31 +58,41 @@ async function* source(chunks: Buffer[]): AsyncIterable<Buffer> {
 }
 
 describe('fuzz: xbstream', () => {
-  it(
-    'arbitrary bytes and mutations of valid streams split into files or fail as Cairn.Failure',
-    {
-      todo: "crashes: xbstream.ts ByteReader.read returns undefined at a clean end of stream and splitXbstream casts it to Buffer: a 'P' chunk cut right after its path throws TypeError (reading 'readBigUInt64LE'), likewise a path length of 0 at the end — owner must fix",
-    },
-    async () => {
-      const input = fc.tuple(
-        fc.oneof(anyBytes(300), { weight: 4, arbitrary: mutatedBytes(validStream) }, validStream),
-        fc.array(fc.nat(), { maxLength: 6 }),
-      );
-      await fuzzAsync(
-        'xbstream/split',
-        input,
-        async ([data, cuts]) => {
-          const sink = new CollectingSink();
-          await decodesAsync(
-            () => splitXbstream(source(chunked(data, cuts)), sink),
-            ['Cairn.Failure'],
-            (files) => {
-              assert.equal(files, sink.files.size);
-            },
-          );
-        },
-        1000,
-      );
-    },
-  );
+  // Found by the fuzzer (seeds 883207645, 756205742): a stream ending inside a chunk after a clean chunk boundary.
+  it('a P chunk cut right after its path, or an empty path at the end, fails as Cairn.Failure', async () => {
+    const whole = chunk('P', 'ibdata1', 0, Buffer.from('abc'));
+    const cuts = [
+      whole.subarray(0, 14 + 'ibdata1'.length),
+      Buffer.concat([whole, chunk('E', 'ibdata1'), chunk('P', '').subarray(0, 14)]),
+      whole.subarray(0, 14 + 'ibdata1'.length + 20 + 1),
+    ];
+    for (const data of cuts) {
+      await assert.rejects(splitXbstream(source([data]), new CollectingSink()), (error: unknown) => {
+        assertClean(error, ['Cairn.Failure']);
+        return true;
+      });
+    }
+  });
+
+  it('arbitrary bytes and mutations of valid streams split into files or fail as Cairn.Failure', async () => {
+    const input = fc.tuple(
+      fc.oneof(anyBytes(300), { weight: 4, arbitrary: mutatedBytes(validStream) }, validStream),
+      fc.array(fc.nat(), { maxLength: 6 }),
+    );
+    await fuzzAsync(
+      'xbstream/split',
+      input,
+      async ([data, cuts]) => {
+        const sink = new CollectingSink();
+        await decodesAsync(
+          () => splitXbstream(source(chunked(data, cuts)), sink),
+          ['Cairn.Failure'],
+          (files) => {
+            assert.equal(files, sink.files.size);
+          },
+        );
+      },
+      1000,
+    );
+  });
 });
