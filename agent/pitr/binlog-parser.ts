@@ -35,6 +35,21 @@ const EVENT = {
   startEncryption: 164,
 } as const;
 
+/**
+ * The fixed part of each event body this reader decodes (after the header, before any checksum).
+ * Format_description: binlog version u16, server version 50 bytes, create time u32, header length u8,
+ * then (after the post-header lengths) the checksum algorithm u8 and a 4-byte checksum.
+ * Gtid_list: count u32. GTID: seq u64, domain u32, flags u8. Query: thread id u32, exec time u32,
+ * db length u8, error code u16, status variables length u16. Rotate: position u64.
+ */
+const MIN_BODY = new Map<number, number>([
+  [EVENT.formatDescription, 2 + 50 + 4 + 1 + 1 + 4],
+  [EVENT.gtidList, 4],
+  [EVENT.gtid, 8 + 4 + 1],
+  [EVENT.query, 4 + 4 + 1 + 2 + 2],
+  [EVENT.rotate, 8],
+]);
+
 /** Events a server writes at the top of every file, before any transaction. */
 const HEADER_EVENTS = new Set<number>([EVENT.formatDescription, EVENT.gtidList, EVENT.binlogCheckpoint]);
 /** Events that are never part of a transaction group: they end the one before them. */
@@ -181,9 +196,18 @@ export function parseBinlog(data: Buffer, name = 'the file'): BinlogInfo {
         throw new CairnError('Cairn.InvalidInput', `${name} is a binlog of format v1/v3 (MySQL before 5.0): not supported`);
       throw damaged(offset, `the first event is of type ${type}, not a Format_description event`);
     }
-    if (checksum && type !== EVENT.formatDescription) verifyCrc(data, offset, length, damaged);
-    const bodyEnd = offset + length - (checksum && type !== EVENT.formatDescription ? 4 : 0);
+    const crc = checksum && type !== EVENT.formatDescription ? 4 : 0;
+    if (length < HEADER + crc) throw damaged(offset, `an event of ${length} bytes is too short for its header and checksum`);
+    if (crc) verifyCrc(data, offset, length, damaged);
+    const bodyEnd = offset + length - crc;
     const body = offset + HEADER;
+    // Every field read below lies inside the event: a body shorter than its fixed part is damage, not a reason to read past it.
+    const minimum = MIN_BODY.get(type) ?? 0;
+    if (bodyEnd - body < minimum)
+      throw damaged(
+        offset,
+        `an event of type ${type} has a body of ${bodyEnd - body} bytes, shorter than its fixed part (${minimum} bytes)`,
+      );
 
     switch (type) {
       case EVENT.formatDescription: {
