@@ -37,14 +37,21 @@ export const rootMetaSchema = z.object({
 export type RootMeta = z.infer<typeof rootMetaSchema>;
 
 /**
+ * A time as Date.toISOString writes it (UTC, "Z"): every time Cairn records has this form, which
+ * retention parses and the log chain compares as strings. Anything else (no zone, an offset,
+ * not a date) is a damaged manifest, refused on reading rather than crashing retention later.
+ */
+const manifestTime = z.iso.datetime({ message: 'a UTC ISO-8601 time, e.g. 2026-11-23T03:00:00.000Z' });
+
+/**
  * snapshots/<id>: the small root of a snapshot, written last. Everything else
  * (trees, content lists, data) sits in packs and is reached from `tree`.
  */
 export const snapshotSchema = z.object({
   version: z.literal(1),
   id: z.string().regex(/^[0-9a-f]{64}$/),
-  time: z.string(),
-  endTime: z.string(),
+  time: manifestTime,
+  endTime: manifestTime,
   host: z.string(),
   user: z.string(),
   paths: z.array(z.string()),
