@@ -8,6 +8,7 @@ import { Repository, type InitOptions, type Who } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import type { Storage } from '../core/storage.ts';
 import { encodeTree, decodeTree, type TreeEntry } from '../core/tree.ts';
+import { TreeAncestors } from '../core/tree-walk.ts';
 import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
@@ -232,16 +233,24 @@ class Translator {
     this.syncStats();
   }
 
-  /** The target id of a source tree, after every piece below it is in the target. */
-  async tree(sourceId: Buffer): Promise<Buffer> {
+  /**
+   * The target id of a source tree, after every piece below it is in the target.
+   * A tree is remembered only once copied, so `ancestors` stops a crafted loop
+   * (or absurd depth) with Cairn.Damaged before anything of the snapshot is committed.
+   */
+  async tree(sourceId: Buffer, ancestors = TreeAncestors.none, rel = ''): Promise<Buffer> {
     const known = this.memo.get(sourceId);
     if (known) return known;
+    const here = ancestors.enter(sourceId.toString('hex'), rel);
     this.options.signal?.throwIfAborted();
     const tree = decodeTree(await this.read(sourceId), sourceId.toString('hex'));
     const entries: TreeEntry[] = [];
     for (const entry of tree.entries) {
       const out: TreeEntry = { ...entry };
-      if (entry.subtree) out.subtree = (await this.tree(Buffer.from(entry.subtree, 'hex'))).toString('hex');
+      if (entry.subtree)
+        out.subtree = (await this.tree(Buffer.from(entry.subtree, 'hex'), here, rel === '' ? entry.name : `${rel}/${entry.name}`)).toString(
+          'hex',
+        );
       if (entry.content)
         out.content = (await this.pieces(entry.content.map((id) => Buffer.from(id, 'hex')))).map((id) => id.toString('hex'));
       if (entry.contentLists) {

@@ -9,6 +9,7 @@ import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { record, underLock, operationContext } from './operation.ts';
 import { decodeTree } from '../core/tree.ts';
+import { TreeAncestors } from '../core/tree-walk.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
@@ -168,11 +169,20 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
   for (const u of unreadable) problem(`snapshots/${u.id}`, u.error);
   const reader = new PieceReader(repo, index);
   // Per tree, the damaged paths below it (relative): trees shared by snapshots are walked once.
+  // A tree is remembered only once walked, so `ancestors` stops a crafted loop (or absurd depth),
+  // which is reported like any other damage, at the directory that closes it.
   const memo = new Map<string, Array<{ path: string; problem: string }>>();
-  const walk = async (treeId: string): Promise<Array<{ path: string; problem: string }>> => {
+  const walk = async (treeId: string, ancestors: TreeAncestors, rel: string): Promise<Array<{ path: string; problem: string }>> => {
     const cached = memo.get(treeId);
     if (cached) return cached;
     const found: Array<{ path: string; problem: string }> = [];
+    let here: TreeAncestors;
+    try {
+      here = ancestors.enter(treeId, rel);
+    } catch (error) {
+      found.push({ path: '.', problem: errorMessage(error) });
+      return found;
+    }
     const treeProblem = bad.get(treeId) ?? (index.has(Buffer.from(treeId, 'hex')) ? undefined : `tree ${treeId} is not indexed`);
     let entries;
     try {
@@ -185,7 +195,7 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
     }
     for (const entry of entries) {
       if (entry.type === 'dir' && entry.subtree) {
-        for (const below of await walk(entry.subtree))
+        for (const below of await walk(entry.subtree, here, rel === '' ? entry.name : `${rel}/${entry.name}`))
           found.push({ path: below.path === '.' ? entry.name : `${entry.name}/${below.path}`, problem: below.problem });
       } else if (entry.type === 'file') {
         const why = await fileProblem(entry, reader, index, bad);
@@ -196,7 +206,8 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
     return found;
   };
   for (const snapshot of snapshots) {
-    for (const f of await walk(snapshot.tree)) report.affected.push({ snapshot: snapshot.id, path: f.path, problem: f.problem });
+    for (const f of await walk(snapshot.tree, TreeAncestors.none, ''))
+      report.affected.push({ snapshot: snapshot.id, path: f.path, problem: f.problem });
   }
   await verifyLogs(repo, options, problem);
   report.ok = report.problems.length === 0 && report.affected.length === 0;
