@@ -79,7 +79,7 @@ export interface RemoveOptions {
  * Removes one wrapping (revokes it; the master key stays). Refused without
  * --force-last-key when it would leave no key file at all (only a recovery
  * kit would open the repository), or no passphrase key beside KMS keys
- * (restoring would need AWS KMS): CONTRACTS.md §2, docs/keys.md.
+ * (restoring would need AWS KMS): docs/contracts.md ("Keys"), docs/keys.md.
  */
 export async function removeKey(
   repo: Repository,

@@ -50,7 +50,7 @@ export type ChunkerParams = RepositoryConfig['chunker'];
 export const DEFAULT_CHUNKER: ChunkerParams = { algorithm: 'fastcdc-gear32', min: 256 << 10, avg: 1 << 20, max: 4 << 20 };
 // 8 MiB: S3 object count stays low (125k objects per TB) and a backup holds at most (concurrency + 1) packs in memory.
 export const DEFAULT_PACK_SIZE = 8 << 20;
-// Level 1 on runs of ≥ 256 KiB compresses database pages as well as level 3 at 1.5× the speed (shared/PERFORMANCE.md).
+// Level 1 on runs of ≥ 256 KiB compresses database pages as well as level 3 at 1.5× the speed (measured with `npm run bench`).
 export const DEFAULT_COMPRESSION: Compression = { codec: 'zstd', level: 1 };
 
 export function parseRepositoryConfig(raw: Buffer, location: string): RepositoryConfig {

@@ -85,7 +85,7 @@ export interface Unlocked {
 }
 export type Unlocker = (request: UnlockRequest) => Promise<Unlocked>;
 
-/** The encryption context every KMS call for this repository carries (CONTRACTS.md §2). */
+/** The encryption context every KMS call for this repository carries (docs/contracts.md, "Keys"). */
 export function kmsEncryptionContext(repositoryId: string): Record<string, string> {
   return { 'cairn:repository': repositoryId };
 }

@@ -3,7 +3,7 @@ import { CairnError } from './errors.ts';
 import { INSTANCE_ID_PATTERN, PLAN_ID_PATTERN, pitrSchema } from './plan.ts';
 
 /**
- * The orchestration protocol's messages (../../shared/CONTRACTS.md §6,
+ * The orchestration protocol's messages (docs/contracts.md, "Orchestration protocol";
  * docs/orchestration.md): the console's Restore input, the request the state
  * machine hands the agent through the SSM document (base64url JSON, so no
  * value ever reaches a shell), and the run summary the agent sends back with

@@ -81,7 +81,7 @@ export const keySourceSchema = z.union([
 ]);
 export type KeySource = z.infer<typeof keySourceSchema>;
 
-/** Orchestrated plans need a repository the control plane can read too (CONTRACTS §3). */
+/** Orchestrated plans need a repository the control plane can read too (docs/contracts.md, "Who may do what"). */
 export const repositoryUrl = z
   .string()
   .regex(

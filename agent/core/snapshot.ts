@@ -85,7 +85,7 @@ export function decodeSnapshot(data: Buffer, name: string): Snapshot {
 }
 
 /**
- * The tag that marks a snapshot damaged (CONTRACTS.md §1: not a good snapshot),
+ * The tag that marks a snapshot damaged (docs/contracts.md, "Words": not a good snapshot),
  * set by an operator after a failed verify (`cairn tag ID --add damaged`):
  * restore planning and point-in-time windows pass over it.
  */

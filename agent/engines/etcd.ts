@@ -17,7 +17,7 @@ const SNAPSHOT_FILE = 'etcd.snapshot';
 
 /**
  * etcd: `etcdctl snapshot save` of a running member. It can only write a file
- * (a named exception to streaming, CONTRACTS §7): the file goes to a private
+ * (a named exception to streaming, docs/contracts.md): the file goes to a private
  * temp directory after a free-space check against the member's database size,
  * is stored, and is removed. The revision is recorded. Restore runs
  * `etcdctl snapshot restore` into a new, empty data directory. The member is

@@ -6,7 +6,7 @@ import type { Storage } from '../core/storage.ts';
 
 /**
  * The agent reads its plan and its secrets from Parameter Store itself
- * (CONTRACTS §6): nothing secret ever travels in the SSM command. The plan's
+ * (docs/contracts.md, "Orchestration protocol"): nothing secret ever travels in the SSM command. The plan's
  * parameter prefix comes from the SSM document (CAIRN_PLAN_PARAMETER_PREFIX).
  * The control plane's functions read plans and passphrases through it too.
  */

@@ -17,7 +17,7 @@ import { ensureSpoolDir, processAlive } from './wal-spool.ts';
  * spool directory, parsed (which checks every event's checksum), stored
  * create-if-absent, described by a record, and removed from the spool: the
  * spool holds one file at a time (two while following), each at most about
- * max_binlog_size (CONTRACTS.md §7).
+ * max_binlog_size (docs/contracts.md, "Streaming and its named exceptions").
  *
  * A file is identified by its creation time, server id and name (its object
  * key), never by its name alone: a server restored from a backup numbers its

@@ -8,7 +8,7 @@ import { PLAN_ID_PATTERN, pitrOf, planParameterPrefix, walCairnArgs, type Plan }
 import type { AgentBundle } from './agent-bundle.ts';
 import { repoRoot } from './paths.ts';
 
-/** The operations the document accepts (CONTRACTS §6). */
+/** The operations the document accepts (docs/contracts.md, "Orchestration protocol"). */
 export const AGENT_OPERATIONS = ['backup', 'restore', 'verify', 'drill', 'install', 'archive'] as const;
 
 /** Where aws:downloadContent puts the bundle on the host before the script checks it. */

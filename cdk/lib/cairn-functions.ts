@@ -134,7 +134,7 @@ export class CairnFunctions extends Construct {
     for (const fn of [this.applyRetention, this.gcSweep]) {
       if (ownPrefixes.length > 0)
         fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'DeleteInPlanPrefixes', actions: ['s3:DeleteObject'], resources: ownPrefixes }));
-      // Object Lock: retention extends the lock of packs later snapshots still reference (CONTRACTS §4).
+      // Object Lock: lets retention extend the lock of packs later snapshots still reference (not called yet: docs/contracts.md).
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'],
@@ -296,6 +296,6 @@ function acknowledgeFunctionDefaults(fn: CairnFunction): void {
   acknowledge(
     fn,
     'AwsSolutions-L1',
-    'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (shared/TOOLCHAIN.md), and one runtime is tested.',
+    'The functions run on nodejs22.x on purpose: the agent and the repository code target Node 22 (package.json engines), and one runtime is tested.',
   );
 }

@@ -16,7 +16,7 @@ import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
  *   sendCommand.waitForTaskToken) → FinalizeBackup → ApplyRetention → WaitGrace
  *   → GcSweep (distributed Map) → Succeeded.
  * - Retention `{planId}`: ApplyRetention → WaitGrace → GcSweep.
- * - Restore (CONTRACTS §6 restore input): PlanRestore → DryRun? → RunAgent → RecordResult.
+ * - Restore (the restore input, docs/contracts.md): PlanRestore → DryRun? → RunAgent → RecordResult.
  * - Verify `{planId}`: PlanVerify → RunAgent (verify or drill) → RecordResult.
  *
  * Every Task catches States.ALL into `$.error` → RecordFailure → Failed.
