@@ -85,14 +85,24 @@ export const postgresEngine: Engine<Options> = {
   },
 };
 
-/** Files of the tar go into the snapshot one by one, in stream order. */
-async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink, onSystemIdentifier: (id: string) => void): Promise<void> {
+/**
+ * Files of the tar go into the snapshot one by one, in stream order. Exported for the tar fuzzer.
+ * A malformed or cut-off tar (tar-stream's own plain errors) is Cairn.Failure; an error of the sink
+ * is passed on as it is.
+ */
+export async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink, onSystemIdentifier: (id: string) => void): Promise<void> {
   const tar = extract();
+  const storeErrors = new Set<unknown>();
   const done = new Promise<void>((resolve, reject) => {
     tar.on('finish', resolve);
-    tar.on('error', reject);
+    tar.on('error', (error: Error) => {
+      reject(storeErrors.has(error) || error.constructor !== Error ? error : malformed(error));
+    });
   });
   tar.on('entry', (header: Header, body, next) => {
+    // A body cut off by the end of the input is destroyed with tar-stream's "Unexpected end of data", which the extract
+    // reports too (rejecting `done`): without a listener here the entry's copy of the error would be uncaught and end the process.
+    body.on('error', () => undefined);
     // tar-stream's entries are streamx readables of Buffers.
     const data = body as unknown as AsyncIterable<Buffer> & { resume(): unknown };
     // The WAL archive's stream is named after the cluster (pg-<system identifier>): recording it ties this base backup to its WAL.
@@ -102,11 +112,22 @@ async function splitTar(input: NodeJS.ReadableStream, sink: SnapshotSink, onSyst
         : data;
     void store(header, read, sink).then(
       () => next(),
-      (error: unknown) => next(error as Error),
+      (error: unknown) => {
+        // A body failing because the extract already failed carries the extract's own error: that one is not the sink's.
+        if (!tar.destroying) storeErrors.add(error);
+        next(error as Error);
+      },
     );
   });
   input.pipe(tar);
   await done;
+}
+
+function malformed(cause: Error): CairnError {
+  return new CairnError('Cairn.Failure', `the tar from pg_basebackup is malformed or cut off: ${cause.message}`, {
+    hint: 'pg_basebackup stopped early or its output was damaged; its own error, if any, is reported with this one',
+    cause,
+  });
 }
 
 async function* peekSystemIdentifier(body: AsyncIterable<Buffer>, found: (id: string) => void): AsyncIterable<Buffer> {
