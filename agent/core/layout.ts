@@ -5,6 +5,7 @@
  *
  *   config                                   format version, repository id, chunker parameters
  *   keys/<id>                                the master key, wrapped (passphrase or KMS)
+ *   key-check                                sealed at init: tells the true master key from others (core/key-check.ts)
  *   packs/<2 hex>/<id>                       pieces, many to an object
  *   index/<id>                               which pack holds which piece
  *   snapshots/<id>                           manifests
@@ -21,6 +22,8 @@ export const FORMAT_VERSION = 1;
 
 export const CONFIG_KEY = 'config';
 export const KEYS_PREFIX = 'keys/';
+/** Sealed at init, before the config: the object only the true master key opens (core/key-check.ts). */
+export const KEY_CHECK_KEY = 'key-check';
 export const PACKS_PREFIX = 'packs/';
 export const INDEX_PREFIX = 'index/';
 export const SNAPSHOTS_PREFIX = 'snapshots/';
