@@ -52,6 +52,7 @@ export async function listKeys(repo: Repository): Promise<KeyInfo[]> {
 
 async function putKeyFile(repo: Repository, keyFile: KeyFile, ctx: OperationContext): Promise<string> {
   const id = randomBytes(16).toString('hex');
+  await repo.ensureKeyCheck();
   await repo.storage.put(keyFileKey(id), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
   await record(ctx, 'key.added', { keyId: id, kind: keyFile.kind, ...(keyFile.kind === 'kms' ? { keyArn: keyFile.keyArn } : {}) });
   return id;

@@ -77,6 +77,13 @@ export interface UnlockRequest {
   config: RepositoryConfig;
   keys: StoredKey[];
   location: string;
+  /**
+   * Whether a master key unwrapped from `key` is the repository's own (it authenticates the
+   * key-check anchor, core/key-check.ts). An unlocker that tries several key files skips a
+   * rejected one and goes on; `accept` has already warned. Absent: every key is accepted.
+   * Repository.openWith checks the result again, so an unlocker that ignores it is still safe.
+   */
+  accept?: ((master: Buffer, key: StoredKey) => boolean) | undefined;
 }
 export interface Unlocked {
   master: Buffer;
@@ -147,7 +154,7 @@ export async function unwrapMasterKey(keyFile: KeyFile, passphrase: string, repo
 
 /** Tries every passphrase wrapping; the error says what to do when none opens. */
 export function passphraseUnlocker(passphrase: string): Unlocker {
-  return async ({ config, keys, location }) => {
+  return async ({ config, keys, location, accept }) => {
     const candidates = keys.filter((k) => k.file.kind === 'passphrase');
     if (keys.length === 0) {
       throw new CairnError('Cairn.WrongKey', `the repository at ${location} has no key files`, {
@@ -163,9 +170,21 @@ export function passphraseUnlocker(passphrase: string): Unlocker {
         },
       );
     }
+    const rejected: string[] = [];
     for (const key of candidates) {
       const master = await unwrapMasterKey(key.file, passphrase, config.id);
-      if (master) return { master, keyId: key.id };
+      if (!master) continue;
+      if (!accept || accept(master, key)) return { master, keyId: key.id };
+      rejected.push(key.name);
+    }
+    if (rejected.length > 0) {
+      throw new CairnError(
+        'Cairn.WrongKey',
+        `the passphrase opens ${rejected.join(', ')}, but the master key wrapped there is not this repository's (it does not authenticate the repository's key-check object)`,
+        {
+          hint: 'those key files were forged or copied from another repository: remove them with `cairn key remove`; check CAIRN_PASSWORD / --password-file',
+        },
+      );
     }
     throw new CairnError('Cairn.WrongKey', `the passphrase does not open the repository at ${location}`, {
       hint: 'check CAIRN_PASSWORD / --password-file; nothing was read or written',

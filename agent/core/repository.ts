@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
+import { AlreadyExistsError, CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
 import {
   DEFAULT_CHUNKER,
   DEFAULT_COMPRESSION,
@@ -11,12 +11,23 @@ import {
 } from './config.ts';
 import { deriveKey, hmac, open as openSealed, seal as sealBytes } from './crypto.ts';
 import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
-import { newMasterKey, parseKeyFile, passphraseUnlocker, wrapMasterKey, type KeyFile, type StoredKey, type Unlocker } from './keyfile.ts';
+import { authenticatesAnchor, findKeyAnchor, noTrueKeyError, sealKeyCheck } from './key-check.ts';
+import {
+  newMasterKey,
+  parseKeyFile,
+  passphraseUnlocker,
+  wrapMasterKey,
+  type KeyFile,
+  type StoredKey,
+  type Unlocked,
+  type Unlocker,
+} from './keyfile.ts';
 import {
   CONFIG_KEY,
   FORMAT_VERSION,
   INDEX_PREFIX,
   KEYS_PREFIX,
+  KEY_CHECK_KEY,
   SNAPSHOTS_PREFIX,
   idFromKey,
   indexKey,
@@ -99,6 +110,8 @@ export class Repository {
     const keyId = keyIds[0] as string;
     for (const [i, keyFile] of keyFiles.entries())
       await storage.put(keyFileKey(keyIds[i] as string), Buffer.from(JSON.stringify(keyFile, null, 2)), { ifAbsent: true });
+    // Before the config, so its storage time is never later than the config's: nothing added later can pass for it.
+    await storage.put(KEY_CHECK_KEY, sealKeyCheck(master, config.id, config.created), { ifAbsent: true });
     // The config is written last and only if absent: it is what makes a repository exist.
     await storage.put(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)), { ifAbsent: true });
     return new Repository(storage, config, master, keyId);
@@ -155,8 +168,22 @@ export class Repository {
       }
     }
     keys.sort((a, b) => a.id.localeCompare(b.id));
-    const { master, keyId } = await unlock({ config, keys, location: storage.location });
+    const { master, keyId } = await unlockTrueKey(storage, config, keys, unlock, warn);
     return new Repository(storage, config, master, keyId);
+  }
+
+  /**
+   * Writes the key-check object if the repository has none (one created before it existed), create-only.
+   * It anchors keys only while it is the repository's oldest sealed object (core/key-check.ts), so this
+   * matters for a repository that holds nothing sealed yet; it never replaces one.
+   */
+  async ensureKeyCheck(): Promise<void> {
+    if (await this.storage.stat(KEY_CHECK_KEY)) return;
+    try {
+      await this.storage.put(KEY_CHECK_KEY, sealKeyCheck(this.master, this.config.id, new Date().toISOString()), { ifAbsent: true });
+    } catch (error) {
+      if (!(error instanceof AlreadyExistsError)) throw error;
+    }
   }
 
   get id(): string {
@@ -273,6 +300,54 @@ export class Repository {
         hint: 'give more digits',
       });
     return this.readSnapshot(matches[0] as string);
+  }
+}
+
+/**
+ * Runs the unlocker until it yields a master key that authenticates the repository's anchor
+ * (core/key-check.ts). A key file whose master key does not is skipped with a warning and the
+ * unlocker runs again over the others, so a forged key file listed first cannot decide which key
+ * this repository is opened with.
+ */
+async function unlockTrueKey(
+  storage: Storage,
+  config: RepositoryConfig,
+  keys: StoredKey[],
+  unlock: Unlocker,
+  warn: (message: string) => void,
+): Promise<Unlocked> {
+  const anchor = await findKeyAnchor(storage);
+  if (!anchor) return unlock({ config, keys, location: storage.location });
+  const rejected: string[] = [];
+  const accept = (master: Buffer, key: StoredKey): boolean => {
+    if (authenticatesAnchor(master, anchor, config.id)) return true;
+    if (!rejected.includes(key.name)) {
+      rejected.push(key.name);
+      warn(
+        `skipped the key file ${key.name}: the master key it wraps does not authenticate ${anchor.name}, so it is not this repository's; the other key files are tried`,
+      );
+    }
+    return false;
+  };
+  let remaining = keys;
+  for (;;) {
+    let unlocked: Unlocked;
+    try {
+      unlocked = await unlock({ config, keys: remaining, location: storage.location, accept });
+    } catch (error) {
+      // Every key the unlocker could open was rejected: say that, not "wrong passphrase".
+      if (rejected.length > 0 && !(error instanceof CairnError && error.code === 'Cairn.Storage'))
+        throw noTrueKeyError(storage.location, anchor, rejected);
+      throw error;
+    }
+    if (authenticatesAnchor(unlocked.master, anchor, config.id)) return unlocked;
+    const key = remaining.find((k) => k.id === unlocked.keyId);
+    if (!key) {
+      // Not a key file (a recovery kit): nothing else to try.
+      throw noTrueKeyError(storage.location, anchor, [...rejected, unlocked.keyId]);
+    }
+    accept(unlocked.master, key);
+    remaining = remaining.filter((k) => k !== key);
   }
 }
 
