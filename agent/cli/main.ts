@@ -23,6 +23,7 @@ import { registerLs } from './commands/ls.ts';
 import { registerPin } from './commands/pin.ts';
 import { registerPitr } from './commands/pitr/index.ts';
 import { registerPrune } from './commands/prune.ts';
+import { registerRepair } from './commands/repair.ts';
 import { registerRestore } from './commands/restore.ts';
 import { registerSnapshots } from './commands/snapshots.ts';
 import { registerStats } from './commands/stats.ts';
@@ -48,6 +49,7 @@ const COMMANDS: ((program: Command, cli: Cli) => void)[] = [
   registerHistory,
   registerStats,
   registerCheck,
+  registerRepair,
   registerCopy,
   registerLs,
   registerFind,

@@ -1,0 +1,247 @@
+import { randomBytes } from 'node:crypto';
+import { DEFAULT_LEASE_MS } from '../core/locks.ts';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { PieceType } from '../core/pack.ts';
+import type { PieceIndex } from '../core/piece-index.ts';
+import { PieceReader } from '../core/piece-reader.ts';
+import type { Repository } from '../core/repository.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import { decodeTree, encodeTree, type TreeEntry } from '../core/tree.ts';
+import { TreeAncestors } from '../core/tree-walk.ts';
+import { PackWriter } from '../pipeline/pack-writer.ts';
+import { contentIds } from '../pipeline/snapshot-writer.ts';
+import { failureDetails, operationContext, record, underLock } from './operation.ts';
+import type { RepairOptions } from './repair-index.ts';
+import { selectSnapshotList } from './snapshot-selector.ts';
+
+/** The tag every manifest written by `repair snapshots` carries. */
+export const REPAIRED_TAG = 'repaired';
+
+export interface RepairSnapshotsOptions extends RepairOptions {
+  /** Snapshot ids, unique prefixes or "latest"; empty: every snapshot. */
+  refs: string[];
+  /** Also read every data piece and recompute its id (otherwise a piece counts as present when the index names it). */
+  readData: boolean;
+}
+
+export interface RemovedEntry {
+  path: string;
+  problem: string;
+}
+
+export interface SnapshotRepair {
+  id: string;
+  /**
+   * `intact`: nothing to remove; `repaired`: a new manifest without the damaged entries (`newId`);
+   * `already-repaired`: a repaired manifest of it exists (`newId`); `unrepairable`: its root tree cannot be read.
+   */
+  status: 'intact' | 'repaired' | 'already-repaired' | 'unrepairable';
+  newId?: string | undefined;
+  removed: RemovedEntry[];
+  problem?: string | undefined;
+}
+
+export interface RepairSnapshotsReport {
+  dryRun: boolean;
+  snapshots: SnapshotRepair[];
+  /** Manifests that cannot be read at all: nothing of them can be repaired here (`cairn forget` them). */
+  unreadable: Array<{ id: string; error: string }>;
+}
+
+interface TreeFix {
+  /** The tree's id after the repair (the same when nothing below it changed); undefined: unreadable. */
+  id: string | undefined;
+  problem?: string;
+  removed: RemovedEntry[];
+}
+
+/**
+ * `cairn repair snapshots`, after restic's: for each snapshot whose files
+ * cannot all be read back — a piece the index does not hold (lost with a
+ * pack, or dropped by `repair packs`), a content list or directory that
+ * cannot be read, with `readData` a piece that fails its id — writes a new
+ * manifest whose trees leave those entries out, tagged `repaired` and naming
+ * the snapshot it was made from in `original`. The damaged original stays
+ * (listed, restorable for what it still holds) until it is forgotten: this
+ * command deletes nothing, so it runs with a host's create-only rights. The
+ * new trees go into new packs first, the manifests last, under the exclusive
+ * lock so no garbage collection runs meanwhile. A snapshot already repaired
+ * (a `repaired` manifest names it) is not repaired twice.
+ */
+export async function repairSnapshots(repo: Repository, options: RepairSnapshotsOptions): Promise<RepairSnapshotsReport> {
+  const ctx = operationContext(repo, options);
+  return underLock(ctx, 'repair-snapshots', !options.dryRun, async (lease) => {
+    try {
+      const { snapshots: all, unreadable } = await repo.listSnapshots(options.concurrency * 2);
+      const targets = options.refs.length > 0 ? await selectSnapshotList(repo, options.refs) : all;
+      let index: PieceIndex;
+      try {
+        index = await repo.loadIndex(options.concurrency * 2);
+      } catch (error) {
+        throw new CairnError('Cairn.Damaged', `the index cannot be read: ${errorMessage(error)}`, {
+          hint: 'run `cairn repair index` first, then `cairn repair snapshots`',
+          cause: error,
+        });
+      }
+      const repairer = new SnapshotRepairer(repo, index, options);
+      const results: Array<{ snapshot: Snapshot; repair: SnapshotRepair; tree?: string }> = [];
+      for (const snapshot of targets) {
+        options.signal?.throwIfAborted();
+        const existing = all.find((s) => s.original === snapshot.id && s.tags.includes(REPAIRED_TAG));
+        const fix = await repairer.fix(snapshot.tree, TreeAncestors.none, '');
+        if (fix.id === undefined) {
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'unrepairable', removed: [], problem: fix.problem } });
+        } else if (fix.removed.length === 0) {
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'intact', removed: [] } });
+        } else if (existing) {
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'already-repaired', newId: existing.id, removed: fix.removed } });
+        } else {
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'repaired', removed: fix.removed }, tree: fix.id });
+        }
+      }
+      if (!options.dryRun) {
+        await repairer.flush();
+        // Commit only with a live lease, asked of the storage (as a backup commits).
+        await lease.confirmHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
+        for (const r of results) {
+          if (r.tree === undefined) continue;
+          const next: Snapshot = {
+            ...r.snapshot,
+            id: randomBytes(32).toString('hex'),
+            tree: r.tree,
+            tags: [...new Set([...r.snapshot.tags, REPAIRED_TAG])].sort(),
+            original: r.snapshot.id,
+          };
+          await repo.saveSnapshot(next);
+          r.repair.newId = next.id;
+        }
+        const repaired = results.filter((r) => r.repair.status === 'repaired');
+        if (repaired.length > 0)
+          await record(ctx, 'repair.snapshots', {
+            repaired: repaired.map((r) => ({ id: r.repair.id, newId: r.repair.newId, removed: r.repair.removed.length })),
+          });
+      }
+      return { dryRun: options.dryRun, snapshots: results.map((r) => r.repair), unreadable };
+    } catch (error) {
+      if (!options.dryRun) await record(ctx, 'repair.snapshots.failed', failureDetails(error));
+      throw error;
+    }
+  });
+}
+
+/**
+ * Rewrites trees without their damaged entries. Trees shared by snapshots are
+ * repaired once (memo by id); a tree is remembered only once walked, and the
+ * ancestors guard stops a crafted loop, which is reported as an unreadable
+ * directory. Storage failures are thrown: only damage removes an entry.
+ */
+class SnapshotRepairer {
+  private readonly repo: Repository;
+  private readonly index: PieceIndex;
+  private readonly reader: PieceReader;
+  private readonly writer: PackWriter;
+  private readonly options: RepairSnapshotsOptions;
+  private readonly memo = new Map<string, TreeFix>();
+  /** Data pieces already read with readData: piece id → problem ('' when good). */
+  private readonly checked = new Map<string, string>();
+
+  constructor(repo: Repository, index: PieceIndex, options: RepairSnapshotsOptions) {
+    this.repo = repo;
+    this.index = index;
+    this.reader = new PieceReader(repo, index);
+    this.writer = new PackWriter(repo, index, { compression: repo.config.compression, concurrency: options.concurrency });
+    this.options = options;
+  }
+
+  async flush(): Promise<void> {
+    await this.writer.flush();
+  }
+
+  async fix(treeId: string, ancestors: TreeAncestors, rel: string): Promise<TreeFix> {
+    const cached = this.memo.get(treeId);
+    if (cached) return cached;
+    let here: TreeAncestors;
+    try {
+      here = ancestors.enter(treeId, rel);
+    } catch (error) {
+      return { id: undefined, problem: errorMessage(error), removed: [] };
+    }
+    let tree;
+    try {
+      const id = Buffer.from(treeId, 'hex');
+      if (!this.index.has(id)) throw new CairnError('Cairn.Damaged', `tree ${treeId} is not indexed`);
+      tree = decodeTree(await this.reader.read(id), treeId);
+    } catch (error) {
+      if (!isDamage(error)) throw error;
+      const unreadable: TreeFix = { id: undefined, problem: `directory unreadable: ${errorMessage(error)}`, removed: [] };
+      this.memo.set(treeId, unreadable);
+      return unreadable;
+    }
+    const entries: TreeEntry[] = [];
+    const removed: RemovedEntry[] = [];
+    for (const entry of tree.entries) {
+      if (entry.type === 'dir' && entry.subtree) {
+        const below = await this.fix(entry.subtree, here, rel === '' ? entry.name : `${rel}/${entry.name}`);
+        if (below.id === undefined) {
+          removed.push({ path: entry.name, problem: below.problem ?? 'directory unreadable' });
+          continue;
+        }
+        for (const r of below.removed) removed.push({ path: `${entry.name}/${r.path}`, problem: r.problem });
+        entries.push(below.id === entry.subtree ? entry : { ...entry, subtree: below.id });
+      } else if (entry.type === 'file') {
+        const why = await this.fileProblem(entry);
+        if (why) removed.push({ path: entry.name, problem: why });
+        else entries.push(entry);
+      } else {
+        entries.push(entry);
+      }
+    }
+    let fixed: TreeFix = { id: treeId, removed };
+    if (removed.length > 0) {
+      const bytes = encodeTree({ ...tree, entries });
+      const id = this.repo.pieceId(bytes);
+      if (!this.options.dryRun) await this.writer.add(id, PieceType.tree, bytes);
+      fixed = { id: id.toString('hex'), removed };
+    }
+    this.memo.set(treeId, fixed);
+    return fixed;
+  }
+
+  /** Why a file's content cannot be read back whole, or undefined. */
+  private async fileProblem(entry: TreeEntry): Promise<string | undefined> {
+    for (const listId of entry.contentLists ?? [])
+      if (!this.index.has(Buffer.from(listId, 'hex'))) return `content list ${listId} is missing`;
+    try {
+      for await (const id of contentIds(entry, this.reader)) {
+        const hex = id.toString('hex');
+        if (!this.index.has(id)) return `piece ${hex} is missing`;
+        if (this.options.readData) {
+          let why = this.checked.get(hex);
+          if (why === undefined) {
+            why = await this.readPiece(id);
+            this.checked.set(hex, why);
+          }
+          if (why) return why;
+        }
+      }
+    } catch (error) {
+      if (!isDamage(error)) throw error;
+      return errorMessage(error);
+    }
+    return undefined;
+  }
+
+  private async readPiece(id: Buffer): Promise<string> {
+    try {
+      const bytes = await this.reader.read(id);
+      return this.repo.pieceId(bytes).equals(id) ? '' : `piece ${id.toString('hex')} does not match its id`;
+    } catch (error) {
+      if (!isDamage(error)) throw error;
+      return errorMessage(error);
+    }
+  }
+}
+
+function isDamage(error: unknown): boolean {
+  return error instanceof CairnError && (error.code === 'Cairn.Damaged' || error.code === 'Cairn.NotFound');
+}
