@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { DEFAULT_LEASE_MS } from '../core/locks.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { PieceType } from '../core/pack.ts';
-import type { PieceIndex } from '../core/piece-index.ts';
+import { PieceIndex } from '../core/piece-index.ts';
+import { PACKS_PREFIX, idFromKey } from '../core/layout.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import type { Snapshot } from '../core/snapshot.ts';
@@ -83,6 +84,7 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
           cause: error,
         });
       }
+      index = await withoutMissingPacks(index, repo);
       const repairer = new SnapshotRepairer(repo, index, options);
       const results: Array<{ snapshot: Snapshot; repair: SnapshotRepair; tree?: string }> = [];
       for (const snapshot of targets) {
@@ -240,6 +242,23 @@ class SnapshotRepairer {
       return errorMessage(error);
     }
   }
+}
+
+/**
+ * The index without the locations in packs that are gone: a piece whose every
+ * pack is missing is missing too, found without reading any data (a pack lost
+ * before `repair packs` ran).
+ */
+async function withoutMissingPacks(index: PieceIndex, repo: Repository): Promise<PieceIndex> {
+  const present = new Set<string>();
+  for await (const object of repo.storage.list(PACKS_PREFIX)) {
+    const id = idFromKey(object.key, PACKS_PREFIX);
+    if (id) present.add(id);
+  }
+  if (index.packs.every((packId) => present.has(packId))) return index;
+  const kept = new PieceIndex();
+  for (const entry of index.entries()) if (present.has(entry.packId)) kept.add(entry);
+  return kept;
 }
 
 function isDamage(error: unknown): boolean {
