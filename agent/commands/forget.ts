@@ -1,9 +1,17 @@
+import { readDamage, type KnownDamage } from '../core/damage.ts';
 import { CairnError } from '../core/errors.ts';
 import { PINS_PREFIX, snapshotKey } from '../core/layout.ts';
 import { pinnedIds } from '../core/pins.ts';
 import type { Repository, Who } from '../core/repository.ts';
-import { applyPolicy, isEmptyPolicy, type RetentionDecision, type RetentionPolicy } from '../core/retention.ts';
-import type { Snapshot } from '../core/snapshot.ts';
+import {
+  applyPolicy,
+  isEmptyPolicy,
+  type RetentionCandidate,
+  type RetentionDecision,
+  type RetentionPolicy,
+  type RetentionResult,
+} from '../core/retention.ts';
+import { isPartial, type Snapshot } from '../core/snapshot.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { record, underLock, operationContext, type OperationContext } from './operation.ts';
@@ -33,6 +41,8 @@ export { pinnedIds };
  * Applies the retention policy to each group of snapshots (by default one
  * group per plan, host and paths) and deletes the manifests it does not keep.
  * The data goes only with `prune`. Runs under the exclusive lock unless dry.
+ * A snapshot a damage marker names, tagged `damaged` or partial is never
+ * counted as good; while a damage marker cannot be read nothing is removed.
  */
 export async function forget(repo: Repository, storage: DeletableStorage, options: ForgetOptions): Promise<ForgetGroup[]> {
   if (isEmptyPolicy(options.policy)) {
@@ -45,6 +55,7 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
     const { snapshots, unreadable } = await repo.listSnapshots();
     for (const u of unreadable) options.progress.warn(`snapshot ${u.id} cannot be read and is left alone: ${u.error}`);
     const pins = await pinnedIds(repo);
+    const damage = await readDamage(repo, (message) => options.progress.warn(message));
     const groups = new Map<string, Snapshot[]>();
     for (const s of snapshots) {
       const key = JSON.stringify(groupKey(s, options.groupBy));
@@ -53,10 +64,10 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
     const result: ForgetGroup[] = [];
     for (const [key, members] of groups) {
       const decision = applyPolicy(
-        members.map((s) => ({ id: s.id, time: s.time, tags: s.tags, pinned: pins.has(s.id) })),
+        members.map((s) => retentionCandidate(s, pins, damage)),
         options.policy,
       );
-      result.push({ group: JSON.parse(key) as Record<string, unknown>, ...decision });
+      result.push({ group: JSON.parse(key) as Record<string, unknown>, ...keepAllIfUnsure(decision, damage) });
     }
     if (!options.dryRun) {
       for (const group of result) {
@@ -73,6 +84,30 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
     }
     return result;
   });
+}
+
+/** A snapshot as retention sees it: pinned, damaged (a marker or the tag) and partial said. */
+export function retentionCandidate(s: Snapshot, pins: ReadonlySet<string>, damage: KnownDamage): RetentionCandidate {
+  return {
+    id: s.id,
+    time: s.time,
+    tags: s.tags,
+    pinned: pins.has(s.id),
+    ...(damage.damaged(s) ? { damaged: true } : {}),
+    ...(isPartial(s) ? { partial: true } : {}),
+  };
+}
+
+/**
+ * An unreadable damage marker may name any snapshot, so the policy cannot tell good from damaged:
+ * everything is kept (with that reason) until the marker reads or an operator deletes it.
+ */
+export function keepAllIfUnsure(decision: RetentionResult, damage: KnownDamage): RetentionResult {
+  if (damage.unreadable.length === 0) return decision;
+  const why = `kept: damage marker(s) ${damage.unreadable.map((u) => u.name).join(', ')} cannot be read, so which snapshots are good is unknown`;
+  const keep = [...decision.keep, ...decision.remove.map((d) => ({ ...d, keep: true, reasons: [why] }))];
+  keep.sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
+  return { keep, remove: [] };
 }
 
 export async function setPin(

@@ -1,6 +1,8 @@
-import { CairnError } from '../core/errors.ts';
+import { readDamage } from '../core/damage.ts';
+import { CairnError, DamagedError } from '../core/errors.ts';
+import { snapshotKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
-import type { Snapshot } from '../core/snapshot.ts';
+import { isPartial, shortId, type Snapshot } from '../core/snapshot.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
 /**
@@ -10,9 +12,92 @@ import type { ProgressListener } from '../progress/progress.ts';
  * the repository's lookup themselves, so the rules are the same everywhere.
  */
 
+export interface SelectOptions {
+  /** Told which damaged snapshots `latest` passed over (stderr `warning:` lines unless given). */
+  warn?: ((message: string) => void) | undefined;
+}
+
+const stderrWarn = (message: string): void => void process.stderr.write(`warning: ${message}\n`);
+
 /** One snapshot: "latest" (of those `filter` accepts), a full id or a unique prefix. */
-export function selectSnapshot(repo: Repository, ref: string, filter?: (s: Snapshot) => boolean): Promise<Snapshot> {
+export function selectSnapshot(
+  repo: Repository,
+  ref: string,
+  filter: (s: Snapshot) => boolean = () => true,
+  options: SelectOptions = {},
+): Promise<Snapshot> {
+  if (ref === 'latest') return selectLatest(repo, filter, options.warn ?? stderrWarn);
   return repo.findSnapshot(ref, filter);
+}
+
+/**
+ * `latest`: the newest good snapshot `filter` accepts. A snapshot a damage marker names or
+ * tagged `damaged` is passed over with a warning naming it (restoring it needs its id). A
+ * manifest that cannot be read and is not older (by the storage's clock) than the one chosen
+ * may be the newest: `latest` then fails (Cairn.Damaged) naming it and the newest good
+ * snapshot to restore by id, rather than silently meaning an older snapshot.
+ */
+async function selectLatest(repo: Repository, filter: (s: Snapshot) => boolean, warn: (message: string) => void): Promise<Snapshot> {
+  const { snapshots, unreadable } = await repo.listSnapshots();
+  const damage = await readDamage(repo, warn);
+  const matching = snapshots.filter(filter);
+  const passedOver: Array<{ snapshot: Snapshot; why: string }> = [];
+  let chosen: Snapshot | undefined;
+  for (let i = matching.length - 1; i >= 0; i--) {
+    const s = matching[i] as Snapshot;
+    if (damage.snapshots.has(s.id)) passedOver.push({ snapshot: s, why: 'a damage marker names it' });
+    else if (damage.damaged(s)) passedOver.push({ snapshot: s, why: 'it is tagged damaged' });
+    else {
+      chosen = s;
+      break;
+    }
+  }
+  const blocking = await unreadableNotOlder(repo, unreadable, chosen);
+  if (blocking.length > 0) {
+    const names = blocking.map((u) => `${u.id} (${u.error})`).join('; ');
+    throw new DamagedError(
+      `the newest snapshot cannot be read, so "latest" cannot be resolved: ${blocking.length === 1 ? 'snapshot' : 'snapshots'} ${names}`,
+      {
+        hint: chosen
+          ? `the newest good snapshot is ${chosen.id} (${chosen.time}, ${chosen.host}): restore it by that id; run \`cairn verify\` about the unreadable manifest`
+          : 'no readable good snapshot remains; run `cairn verify` and `cairn snapshots`',
+      },
+    );
+  }
+  for (const { snapshot, why } of passedOver)
+    warn(`latest passes over snapshot ${snapshot.id} (${snapshot.time}): ${why}; restore it by its id if you need it`);
+  if (!chosen) {
+    throw new CairnError(
+      'Cairn.NotFound',
+      passedOver.length > 0
+        ? `the repository at ${repo.storage.location} has no good snapshot: every one "latest" could mean is damaged`
+        : `the repository at ${repo.storage.location} has no snapshot yet`,
+      { hint: passedOver.length > 0 ? 'name a snapshot by its id (see `cairn snapshots`)' : 'run `cairn backup` first' },
+    );
+  }
+  if (isPartial(chosen)) warn(`latest is snapshot ${shortId(chosen.id)}, a partial backup: some files could not be read when it was taken`);
+  return chosen;
+}
+
+/**
+ * The unreadable manifests that may be newer than `chosen`: those stored (by the storage's clock)
+ * no earlier than it. Its own `time` is unknown, and a manifest is written last, so storage time
+ * is the best order a reader has. Without a chosen snapshot, every unreadable one counts.
+ */
+async function unreadableNotOlder(
+  repo: Repository,
+  unreadable: Array<{ id: string; error: string }>,
+  chosen: Snapshot | undefined,
+): Promise<Array<{ id: string; error: string }>> {
+  if (unreadable.length === 0) return [];
+  const chosenInfo = chosen ? await repo.storage.stat(snapshotKey(chosen.id)) : undefined;
+  const blocking: Array<{ id: string; error: string }> = [];
+  for (const u of unreadable) {
+    const info = await repo.storage.stat(snapshotKey(u.id));
+    if (!info) continue; // forgotten meanwhile
+    if (!chosenInfo || info.modified >= chosenInfo.modified) blocking.push(u);
+  }
+  return blocking;
 }
 
 /** Several references, each resolved (an ambiguous prefix is refused); a snapshot named twice comes once, in the order first named. */
@@ -34,7 +119,7 @@ export async function waitForSnapshot(
   const deadline = Date.now() + (options.waitMs ?? 0);
   for (;;) {
     try {
-      return await selectSnapshot(repo, ref);
+      return await selectSnapshot(repo, ref, undefined, { warn: (message) => options.progress.warn(message) });
     } catch (error) {
       if (!(error instanceof CairnError && error.code === 'Cairn.NotFound') || Date.now() >= deadline) throw error;
       options.progress.warn(`no snapshot ${ref} yet; waiting`);

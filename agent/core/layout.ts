@@ -12,6 +12,7 @@
  *   locks/<holder>-<seq>                     lease records (core/locks.ts)
  *   history/<time>-<run>-<seq>               the audit trail (core/history.ts)
  *   pins/<snapshot id>                       snapshots retention must keep
+ *   damage/<id>                              damage markers: damaged pieces, packs and the snapshots they affect (core/damage.ts)
  *   logs/<stream>/files/<name>               archived WAL or binlog files (core/log-archive.ts)
  *   logs/<stream>/meta/<time>-<rand>         batches of records describing them
  *   orchestration/runs/<hash>                one per scheduled backup time (core/run-lease.ts)
@@ -30,6 +31,8 @@ export const SNAPSHOTS_PREFIX = 'snapshots/';
 export const LOCKS_PREFIX = 'locks/';
 export const HISTORY_PREFIX = 'history/';
 export const PINS_PREFIX = 'pins/';
+/** Create-only damage markers (core/damage.ts): a host adds them, only an operator with delete rights removes one. */
+export const DAMAGE_PREFIX = 'damage/';
 
 /** The log archive: `logs/<stream>/` holds LOG_FILES_DIR and LOG_BATCHES_DIR. */
 export const LOGS_PREFIX = 'logs/';
@@ -63,6 +66,10 @@ export function keyFileKey(keyId: string): string {
 
 export function pinKey(snapshotId: string): string {
   return `${PINS_PREFIX}${snapshotId}`;
+}
+
+export function damageKey(markerId: string): string {
+  return `${DAMAGE_PREFIX}${markerId}`;
 }
 
 /** A lease record: the holder's records sort by their zero-padded sequence number. */

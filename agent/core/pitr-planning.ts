@@ -14,7 +14,8 @@ import {
   type ReplayPlan,
 } from './log-chain.ts';
 import type { Repository } from './repository.ts';
-import { markedDamaged, shortId, type Snapshot } from './snapshot.ts';
+import { readDamage, type KnownDamage } from './damage.ts';
+import { shortId, type Snapshot } from './snapshot.ts';
 import { readHistory } from './history.ts';
 import { estimateThroughput, type LogRange, type Throughput } from './restore-planning.ts';
 
@@ -36,17 +37,29 @@ export function baseOf(s: Snapshot): BaseSnapshot {
   };
 }
 
-/** Every stream's chain report (or the one named). */
+/**
+ * Every stream's chain report (or the one named). Only good snapshots are bases: one a damage
+ * marker names, tagged `damaged` or partial never is (core/damage.ts, `KnownDamage.notGood`).
+ */
 export async function readChains(
   repo: Repository,
-  options: { stream?: string | undefined; snapshots?: readonly Snapshot[] | undefined } = {},
+  options: {
+    stream?: string | undefined;
+    snapshots?: readonly Snapshot[] | undefined;
+    /** The damage markers, when the caller read them already. */
+    damage?: KnownDamage | undefined;
+    /** Told about damage markers that cannot be read (default: ignored; the markers that read still count). */
+    warn?: ((message: string) => void) | undefined;
+  } = {},
 ): Promise<ChainReport[]> {
   const streams = options.stream ? [options.stream] : await LogArchive.streams(repo);
   const snapshots = options.snapshots ?? (await repo.listSnapshots()).snapshots;
+  const damage = options.damage ?? (await readDamage(repo, options.warn ?? (() => undefined)));
+  const bases = snapshots.filter((s) => damage.notGood(s) === undefined).map(baseOf);
   const reports: ChainReport[] = [];
   for (const stream of streams) {
     const archive = await new LogArchive(repo, stream).read();
-    reports.push(analyzeChain(stream, archive, snapshots.filter((s) => !markedDamaged(s)).map(baseOf)));
+    reports.push(analyzeChain(stream, archive, bases));
   }
   return reports;
 }
@@ -82,6 +95,8 @@ export interface PointInTimeOptions {
   plan?: string | undefined;
   /** Only this base snapshot (an id or a unique prefix). */
   base?: string | undefined;
+  /** Told about damage markers that cannot be read. */
+  warn?: ((message: string) => void) | undefined;
 }
 
 /** The replay plan for a target: base snapshot, files, bytes. Refuses (naming the gap) when no window reaches the target. */
@@ -100,7 +115,7 @@ export async function planPointInTime(
     throw new CairnError('Cairn.NotFound', `no snapshot ${options.base} in ${repo.storage.location}`, {
       hint: 'list them with `cairn snapshots`, or leave the snapshot out and let the target choose',
     });
-  const [report] = await readChains(repo, { stream, snapshots: mine });
+  const [report] = await readChains(repo, { stream, snapshots: mine, warn: options.warn });
   const plan = planReplay(report as ChainReport, options.target);
   const snapshot = mine.find((s) => s.id === plan.window.snapshot.id) as Snapshot;
   return { plan, report: report as ChainReport, snapshot };

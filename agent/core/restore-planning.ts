@@ -2,13 +2,19 @@ import { CairnError } from './errors.ts';
 import type { RestoreInput } from './orchestration.ts';
 import { shortId } from './snapshot.ts';
 
-/** What the planner needs to know of a snapshot (a good one: committed, not marked damaged). */
+/** What the planner needs to know of a snapshot. */
 export interface PlannableSnapshot {
   id: string;
   time: string;
   host: string;
   engine: string;
   totalBytes: number;
+  /**
+   * Why the snapshot is not good, when it is damaged (a damage marker names it, or the `damaged`
+   * tag; `KnownDamage.damaged` in core/damage.ts): `latest` and a time pass over it with a warning,
+   * and only its id restores it.
+   */
+  damaged?: string | undefined;
 }
 
 /** A past transfer, for the duration estimate: bytes moved in so many milliseconds. */
@@ -152,15 +158,34 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
   };
 }
 
+/** The snapshots `latest` or a time may mean: the good ones. Those passed over newer than `chosen` are named in a warning. */
+function passOverDamaged(newestFirst: readonly PlannableSnapshot[], chosen: PlannableSnapshot, warnings: string[]): void {
+  for (const s of newestFirst) {
+    if (s === chosen) break;
+    if (s.damaged !== undefined)
+      warnings.push(`passed over snapshot ${s.id} (${s.time}): ${s.damaged}; restore it by its id if you need it`);
+  }
+}
+
 function plannable(s: PlannableSnapshot): PlannableSnapshot {
   return { id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.totalBytes };
 }
 
 function selectSnapshot(
   input: RestoreInput,
-  newestFirst: readonly PlannableSnapshot[],
+  all: readonly PlannableSnapshot[],
   warnings: string[],
 ): { snapshot: PlannableSnapshot; selectedBy: string } {
+  const ref = input.snapshot ?? 'latest';
+  if (input.pointInTime === undefined && ref !== 'latest') {
+    const requested = all.filter((s) => s.id.startsWith(ref));
+    const only = requested[0];
+    if (requested.length === 1 && only?.damaged !== undefined) {
+      warnings.push(`snapshot ${only.id} is damaged (${only.damaged}): restoring it as requested; files in damaged data may fail`);
+      return { snapshot: plannable(only), selectedBy: 'requested id' };
+    }
+  }
+  const newestFirst = all.filter((s) => s.damaged === undefined);
   if (newestFirst.length === 0) {
     throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot to restore`, {
       hint: 'run a backup of the plan first',
@@ -182,10 +207,18 @@ function selectSnapshot(
     warnings.push(
       `plan ${input.planId} has no log archive: this restores the snapshot taken at ${found.time}, not the state at ${input.pointInTime}`,
     );
+    passOverDamaged(
+      all.filter((s) => Date.parse(s.time) <= at),
+      found,
+      warnings,
+    );
     return { snapshot: found, selectedBy: `newest snapshot at or before ${input.pointInTime}` };
   }
-  const ref = input.snapshot ?? 'latest';
-  if (ref === 'latest') return { snapshot: newestFirst[0] as PlannableSnapshot, selectedBy: 'latest' };
+  if (ref === 'latest') {
+    const latest = newestFirst[0] as PlannableSnapshot;
+    passOverDamaged(all, latest, warnings);
+    return { snapshot: latest, selectedBy: 'latest' };
+  }
   const matches = newestFirst.filter((s) => s.id.startsWith(ref));
   if (matches.length === 0) {
     throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot ${ref}`, {

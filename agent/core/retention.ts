@@ -40,8 +40,14 @@ export interface RetentionCandidate {
   time: string;
   tags: readonly string[];
   pinned?: boolean;
-  /** Marked damaged by a verify: kept for inspection, never counted as good. */
+  /** Marked damaged (a damage marker names it, or the `damaged` tag): kept for inspection, never counted as good. */
   damaged?: boolean;
+  /**
+   * A backup that could not read every file: never counted as good. Kept while it is newer than
+   * the newest good snapshot (it holds the freshest copy of what it did read); older ones go
+   * unless another rule (pin, tag, object lock) keeps them.
+   */
+  partial?: boolean;
   /** Set (by the caller, who knows the clock and the bucket's rules) while S3 Object Lock still protects the manifest. */
   lockedUntil?: string;
 }
@@ -72,7 +78,8 @@ const bucketRules: Array<[Bucket, keyof RetentionPolicy]> = [
  * Decides which snapshots one group (plan/host/paths) keeps. Pure: the same
  * input gives the same output. Invariants (tested): kept + removed = all, each
  * with at least one reason; the newest good snapshot is always kept; damaged,
- * pinned and tagged snapshots are kept; a count rule never keeps more than N.
+ * pinned and tagged snapshots are kept; a count rule never keeps more than N;
+ * damaged and partial snapshots are never counted by any rule.
  */
 export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: RetentionPolicy): RetentionResult {
   const reasons = new Map<string, string[]>(snapshots.map((s) => [s.id, []]));
@@ -80,7 +87,7 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
     reasons.get(id)?.push(reason);
   };
   const newestFirst = [...snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
-  const good = newestFirst.filter((s) => !s.damaged);
+  const good = newestFirst.filter((s) => !s.damaged && !s.partial);
 
   for (const s of newestFirst) {
     if (s.damaged) add(s.id, 'damaged: kept for inspection, not counted');
@@ -91,6 +98,11 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
   }
   const newest = good[0];
   if (newest) add(newest.id, 'newest good snapshot');
+  for (const s of newestFirst) {
+    if (!s.partial || s.damaged) continue;
+    if (newest && Date.parse(s.time) < Date.parse(newest.time)) continue;
+    add(s.id, 'partial (some files unread), newer than the newest good snapshot: kept, not counted');
+  }
 
   if (policy.keepLast !== undefined) {
     good.slice(0, policy.keepLast).forEach((s, i) => add(s.id, `last ${i + 1}/${policy.keepLast}`));

@@ -68,6 +68,12 @@ export const snapshotSchema = z.object({
     .regex(/^[0-9a-f]{64}$/)
     .optional(),
   summary: snapshotSummarySchema,
+  /**
+   * Set (true) by a backup that could not read every file: the snapshot holds what was read, but
+   * it is not a good snapshot (retention never counts it). Absent on complete snapshots, so
+   * manifests written before the field existed read as complete.
+   */
+  partial: z.literal(true).optional(),
   tool: z.string(),
 });
 export type Snapshot = z.infer<typeof snapshotSchema>;
@@ -93,6 +99,11 @@ export const DAMAGED_TAG = 'damaged';
 
 export function markedDamaged(snapshot: Pick<Snapshot, 'tags'>): boolean {
   return snapshot.tags.includes(DAMAGED_TAG);
+}
+
+/** A backup that could not read every file (its manifest says `partial`). */
+export function isPartial(snapshot: Pick<Snapshot, 'partial'>): boolean {
+  return snapshot.partial === true;
 }
 
 export function shortId(id: string): string {

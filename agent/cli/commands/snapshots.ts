@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { readDamage, type KnownDamage } from '../../core/damage.ts';
 import { shortId, type Snapshot } from '../../core/snapshot.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../../commands/snapshot-selector.ts';
 import { collect, type Cli } from '../context.ts';
@@ -15,28 +16,46 @@ export function registerSnapshots(program: Command, cli: Cli): void {
     .action(async (opts: { host: string[]; tag: string[]; groupBy?: string }, cmd: Command) => {
       const { repo } = await cli.openRepo(cmd);
       const listed = await repo.listSnapshots();
-      for (const u of listed.unreadable) cli.output.warn(`snapshot ${u.id} cannot be read: ${u.error}`, { snapshot: u.id });
-      const snapshots = filterSnapshots(listed.snapshots, { hosts: opts.host, tags: opts.tag });
+      const damage = await readDamage(repo, (message) => cli.output.warn(message));
+      for (const u of listed.unreadable) cli.output.warn(`snapshot ${u.id} cannot be read (damaged): ${u.error}`, { snapshot: u.id });
+      // An unreadable manifest is a damaged snapshot: listed as such (it matches no filter, having no readable host or tags).
+      const unreadable = listed.unreadable.map((u) => ({ id: u.id, status: 'damaged' as const, unreadable: true, error: u.error }));
+      const snapshots = filterSnapshots(listed.snapshots, { hosts: opts.host, tags: opts.tag }).map((s) => withStatus(s, damage));
+      const unreadableText = unreadable.map((u) => `${shortId(u.id)}  damaged: the manifest cannot be read (${u.error})`).join('\n');
       if (opts.groupBy === undefined) {
-        cli.output.result({ type: 'snapshots', snapshots }, snapshotTable(snapshots));
+        cli.output.result(
+          { type: 'snapshots', snapshots, unreadable },
+          [snapshotTable(snapshots), unreadableText].filter(Boolean).join('\n'),
+        );
         return;
       }
       const groupBy = parseGroupBy(opts.groupBy);
       const groups = groupSnapshots(snapshots, groupBy);
       cli.output.result(
-        { type: 'snapshots', groupBy, groups },
-        groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots',
+        { type: 'snapshots', groupBy, groups, unreadable },
+        [groups.map((gr) => `${groupTitle(gr.group)}\n${snapshotTable(gr.snapshots)}`).join('\n\n') || 'no snapshots', unreadableText]
+          .filter(Boolean)
+          .join('\n\n'),
       );
     });
 }
 
-function snapshotTable(snapshots: Snapshot[]): string {
+type ListedSnapshot = Snapshot & { status?: 'damaged' | 'partial'; statusReason?: string };
+
+/** A snapshot that is not good says so: `status` damaged (a marker or the tag) or partial, and why. */
+function withStatus(s: Snapshot, damage: KnownDamage): ListedSnapshot {
+  const why = damage.notGood(s);
+  if (why === undefined) return s;
+  return { ...s, status: damage.damaged(s) ? 'damaged' : 'partial', statusReason: why };
+}
+
+function snapshotTable(snapshots: ListedSnapshot[]): string {
   if (snapshots.length === 0) return 'no snapshots';
   const rows = snapshots.map((s) => [
     shortId(s.id),
     s.time.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
     s.host,
-    s.tags.join(','),
+    [...s.tags, ...(s.status ? [`(${s.status})`] : [])].join(','),
     formatBytes(s.summary.totalBytes),
     formatBytes(s.summary.bytesAdded),
     s.paths.join(' '),
