@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { Compression } from '../core/config.ts';
+import { readDamage, withoutMarkedLocations } from '../core/damage.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { Snapshot } from '../core/snapshot.ts';
@@ -72,7 +73,11 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
 
 async function backupLocked(repo: Repository, options: BackupOptions, paths: string[], lease: Lease): Promise<Snapshot> {
   const started = new Date();
-  const index = await repo.loadIndex(options.concurrency * 2);
+  // Damage markers (core/damage.ts): a location a verify found damaged is never reused; its pieces are read and uploaded again.
+  const { index } = withoutMarkedLocations(
+    await repo.loadIndex(options.concurrency * 2),
+    await readDamage(repo, (message) => options.progress.warn(message)),
+  );
   const reader = new PieceReader(repo, index);
   const parent = options.parent
     ? await selectSnapshot(repo, options.parent)
@@ -118,6 +123,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     tree,
     ...(archiver.root ? { root: archiver.root } : {}),
     ...(parent ? { parent: parent.id } : {}),
+    // Some files could not be read: committed, but not a good snapshot (docs/repository-format.md, "Partial snapshots").
+    ...(archiver.counts.errors > 0 ? { partial: true as const } : {}),
     summary: {
       ...archiver.counts,
       piecesAdded: writer.stats.piecesAdded,
