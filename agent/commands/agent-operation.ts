@@ -83,6 +83,8 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
         totalBytes: s.totalBytes,
         files: { new: s.filesNew, changed: s.filesChanged, unchanged: s.filesUnchanged },
         engineMetadata: snapshot.engineMetadata,
+        // Some files could not be read: still a success (the snapshot is committed), reported so the control plane can alarm on it.
+        ...(snapshot.partial ? { partial: true } : {}),
       };
     }
     case 'restore': {

@@ -83,14 +83,17 @@ export function registerBackup(program: Command, cli: Cli): void {
         engine: snapshot.engine,
         engineMetadata: snapshot.engineMetadata,
         ...snapshot.summary,
+        ...(snapshot.partial ? { partial: true } : {}),
       },
       backupText(snapshot),
     );
     if (snapshot.summary.errors > 0) {
       throw new CairnError(
         'Cairn.PartialFailure',
-        `snapshot ${shortId(snapshot.id)} was saved, but ${snapshot.summary.errors} path(s) could not be read`,
-        { hint: 'see the warnings above' },
+        `snapshot ${shortId(snapshot.id)} was saved as partial: ${snapshot.summary.errors} path(s) could not be read`,
+        {
+          hint: 'see the warnings above; a partial snapshot restores what was read, but retention does not count it as a good backup',
+        },
       );
     }
   });
@@ -99,7 +102,7 @@ export function registerBackup(program: Command, cli: Cli): void {
 function backupText(s: Snapshot): string {
   const m = s.summary;
   return [
-    `snapshot ${shortId(s.id)} saved`,
+    `snapshot ${shortId(s.id)} saved${s.partial ? ' (partial: some paths could not be read)' : ''}`,
     `  files: ${m.filesNew} new, ${m.filesChanged} changed, ${m.filesUnchanged} unchanged (${m.dirs} directories)`,
     `  data:  ${formatBytes(m.bytesNew)} new, ${formatBytes(m.bytesChanged)} changed, ${formatBytes(m.bytesUnchanged)} unchanged; ${formatBytes(m.bytesRead)} read`,
     `  added to the repository: ${formatBytes(m.bytesAdded)} stored (${formatBytes(m.rawBytesAdded)} before compression) in ${formatDuration(m.durationMs)}`,
