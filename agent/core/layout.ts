@@ -12,6 +12,7 @@
  *   locks/<holder>-<seq>                     lease records (core/locks.ts)
  *   history/<time>-<run>-<seq>               the audit trail (core/history.ts)
  *   pins/<snapshot id>                       snapshots retention must keep
+ *   gc/<generation>[.swept]                  garbage collection's marks and their sweeps (core/gc-generation.ts)
  *   damage/<id>                              damage markers: damaged pieces, packs and the snapshots they affect (core/damage.ts)
  *   logs/<stream>/files/<name>               archived WAL or binlog files (core/log-archive.ts)
  *   logs/<stream>/meta/<time>-<rand>         batches of records describing them
@@ -31,6 +32,8 @@ export const SNAPSHOTS_PREFIX = 'snapshots/';
 export const LOCKS_PREFIX = 'locks/';
 export const HISTORY_PREFIX = 'history/';
 export const PINS_PREFIX = 'pins/';
+/** Garbage collection's sealed marks (`gc/<generation>`) and sweep records (`gc/<generation>.swept`). */
+export const GC_PREFIX = 'gc/';
 /** Create-only damage markers (core/damage.ts): a host adds them, only an operator with delete rights removes one. */
 export const DAMAGE_PREFIX = 'damage/';
 
@@ -85,6 +88,14 @@ export function historyKey(stamp: string, run: string, seq: number): string {
 /** The folder of one log stream (the stream name is validated by core/log-archive.ts). */
 export function logStreamPrefix(stream: string): string {
   return `${LOGS_PREFIX}${stream}/`;
+}
+
+export function gcGenerationKey(generation: string): string {
+  return `${GC_PREFIX}${generation}`;
+}
+
+export function gcSweptKey(generation: string): string {
+  return `${GC_PREFIX}${generation}.swept`;
 }
 
 export function collectionKey(generation: string): string {
