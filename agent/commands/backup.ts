@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { Compression } from '../core/config.ts';
 import { readDamage, withoutMarkedLocations } from '../core/damage.ts';
 import { PieceReader } from '../core/piece-reader.ts';
+import { GcGuard } from '../core/gc-backup-guard.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { Archiver } from '../files/archiver.ts';
@@ -78,6 +79,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     await repo.loadIndex(options.concurrency * 2),
     await readDamage(repo, (message) => options.progress.warn(message)),
   );
+  // Two-phase GC (core/gc-backup-guard.ts): pieces a GC generation names are uploaded again, never reused.
+  const gcGuard = await GcGuard.begin(repo, index, (message) => options.progress.warn(message));
   const reader = new PieceReader(repo, index);
   const parent = options.parent
     ? await selectSnapshot(repo, options.parent)
@@ -104,6 +107,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   await writer.flush();
   await scanning;
   options.signal?.throwIfAborted();
+  // A GC generation that appeared meanwhile and names a piece this snapshot reuses fails the backup before it commits.
+  await gcGuard.beforeCommit(tree, reader);
   // Commit only with a live lease, asked of the storage: a stalled process whose lock expired (or
   // was taken over) may have had its pieces pruned.
   await lease.confirmHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);

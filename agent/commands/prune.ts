@@ -1,6 +1,16 @@
-import { analyzeGarbage, replaceIndex } from '../core/garbage.ts';
-import { INDEX_PREFIX, PACKS_PREFIX, packKey } from '../core/layout.ts';
-import type { IndexEntry } from '../core/pack.ts';
+import { analyzeGarbage } from '../core/garbage.ts';
+import {
+  DEFAULT_GC_GRACE_MS,
+  deletePacks,
+  dueGenerations,
+  markGeneration,
+  readGenerations,
+  settleGenerations,
+  tidyGenerations,
+  waitForGrace,
+  type GcContext,
+} from '../core/gc-collect.ts';
+import { INDEX_PREFIX, PACKS_PREFIX } from '../core/layout.ts';
 import { PieceIndex } from '../core/piece-index.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
@@ -18,6 +28,15 @@ export interface PruneOptions {
   maxUnused: number;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  now?: (() => number) | undefined;
+  /**
+   * How long, by the storage's clock, a mark stays pending before its packs are deleted
+   * (DEFAULT_GC_GRACE_MS unless given): the time a backup that checked the GC generations just
+   * before the mark has to get its manifest stored, so the sweep re-reads it.
+   */
+  graceMs?: number | undefined;
+  /** How prune waits out the grace (a timer unless a test injects one: it must not sleep). */
+  wait?: ((ms: number) => Promise<void>) | undefined;
 }
 
 export interface PruneReport {
@@ -28,6 +47,10 @@ export interface PruneReport {
   packsRepacked: number;
   packsWritten: number;
   indexFilesReplaced: number;
+  /** GC generations marked and settled by this run (a run also settles the marks of an earlier one that was killed). */
+  generations: { marked: string | undefined; settled: string[] };
+  /** Packs a mark named that a snapshot committed after it turned out to use: kept. */
+  packsRescued: number;
   bytesBefore: number;
   bytesFreed: number;
   bytesAfter: number;
@@ -36,18 +59,33 @@ export interface PruneReport {
 }
 
 /**
- * Garbage collection under the exclusive lock (docs/locks-and-gc.md): no
- * backup can be running, and a stalled one that lost its lease cannot commit.
- * Order: repacked data and the new index are written first, then the old index
- * files are deleted (so nothing believes in doomed packs any more), then the
- * packs. Killed at any point, a rerun starts from what is in the repository
- * and finishes the job: every decision is recomputed, none is remembered.
+ * Two-phase garbage collection (core/gc-collect.ts, docs/locks-and-gc.md):
+ *
+ * 1. marks left by an earlier run that was killed, once their grace has passed, are settled
+ *    and their packs deleted; records of generations settled a grace ago are removed;
+ * 2. the analysis decides, the mark (a sealed generation record) is written, the live pieces
+ *    of sparse packs are copied into new packs (indexed), archived logs are collected;
+ * 3. once a grace has passed since the mark by the storage's clock, the mark is settled (the
+ *    manifests committed since are read and whatever they use is kept; one new index replaces
+ *    the old index files) and the doomed packs are deleted.
+ *
+ * It runs under the exclusive lock so that backups do not waste work meanwhile; what it deletes
+ * does not depend on that lock, nor on any clock but the storage's. Killed at any point, a rerun
+ * starts from what is in the repository and finishes the job.
  */
 export async function prune(repo: Repository, storage: DeletableStorage, options: PruneOptions): Promise<PruneReport> {
   const ctx = operationContext(repo, options);
   return underLock(ctx, 'prune', !options.dryRun, async (lease) => {
     try {
-      const report = await pruneLocked(repo, storage, options, () => lease.assertHeld());
+      const gc: GcContext = {
+        repo,
+        storage,
+        who: options.who,
+        concurrency: options.concurrency,
+        assertHeld: () => lease.assertHeld(),
+        warn: (message) => options.progress.warn(message),
+      };
+      const report = await pruneLocked(gc, options);
       if (!options.dryRun) await record(ctx, 'prune', { ...report });
       return report;
     } catch (error) {
@@ -57,37 +95,58 @@ export async function prune(repo: Repository, storage: DeletableStorage, options
   });
 }
 
-async function pruneLocked(
-  repo: Repository,
-  storage: DeletableStorage,
-  options: PruneOptions,
-  assertHeld: () => void,
-): Promise<PruneReport> {
-  const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
-  const { index, reader, used, indexFiles, packSizes, remove, repack, bytesBefore } = analysis;
+async function pruneLocked(gc: GcContext, options: PruneOptions): Promise<PruneReport> {
+  const { repo, storage } = gc;
+  const graceMs = options.graceMs ?? DEFAULT_GC_GRACE_MS;
+  const wait = options.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  let deleted = 0;
+  let rescued = 0;
+  const settled: string[] = [];
+  if (!options.dryRun) {
+    // 1. What an earlier, killed run marked: settled now if its grace has passed.
+    const state = await readGenerations(gc);
+    await tidyGenerations(gc, state, graceMs);
+    const earlier = await settleGenerations(gc, dueGenerations(state, graceMs));
+    await deletePacks(gc, earlier.packs);
+    deleted += earlier.packs.length;
+    rescued += earlier.rescuedPacks.length;
+    settled.push(...earlier.generations);
+  }
 
+  // 2. Decide and mark.
+  const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
+  const { index, reader, used, packSizes, remove, repack, bytesBefore } = analysis;
   let packsWritten = 0;
-  const nothingToDo = remove.size === 0 && repack.size === 0 && indexFiles.length <= 1;
-  if (!options.dryRun && !nothingToDo) {
-    const stays = (entry: IndexEntry): boolean => used.has(entry.id) && !remove.has(entry.packId) && !repack.has(entry.packId);
-    // Move the live pieces of sparse packs into new packs; the writer indexes them. Its
-    // index starts from the pieces that stay, so a piece kept elsewhere is not copied.
-    const fresh = new PieceIndex();
-    for (const entry of index.entries()) if (stays(entry)) fresh.add(entry);
-    const writer = new PackWriter(repo, fresh, { compression: repo.config.compression, concurrency: options.concurrency });
+  let marked: string | undefined;
+  let repackedDeleted = 0;
+  if (!options.dryRun) {
+    const mark = await markGeneration(gc, analysis, [...remove, ...repack], 'prune');
+    marked = mark?.generation;
+    // The live pieces of sparse packs go into new packs, every one of them: a location of a used
+    // piece is dropped only once a copy this run wrote and read back by its keyed id exists (another
+    // index entry of the piece may be forged). The writer dedupes only against its own copies.
+    const copies = new PieceIndex();
+    const writer = new PackWriter(repo, copies, { compression: repo.config.compression, concurrency: options.concurrency });
     for (const entry of index.entries()) {
-      if (!repack.has(entry.packId) || !used.has(entry.id) || fresh.has(entry.id)) continue;
+      if (!repack.has(entry.packId) || !used.has(entry.id) || copies.has(entry.id)) continue;
+      gc.assertHeld();
       await writer.add(entry.id, entry.type, await reader.read(entry.id));
     }
     await writer.flush();
     packsWritten = writer.stats.packsWritten;
-    await replaceIndex(repo, storage, analysis, stays, assertHeld);
-    for (const packId of [...remove, ...repack]) {
-      assertHeld();
-      await storage.delete(packKey(packId));
-    }
   }
-  const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld, snapshots: analysis.manifests });
+  const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld: gc.assertHeld, snapshots: analysis.manifests });
+
+  // 3. Sweep the mark once its grace has passed by the storage's clock.
+  if (marked !== undefined) {
+    const state = await waitForGrace(gc, marked, graceMs, wait);
+    const settlement = await settleGenerations(gc, dueGenerations(state, graceMs));
+    await deletePacks(gc, settlement.packs);
+    deleted += settlement.packs.length;
+    rescued += settlement.rescuedPacks.length;
+    repackedDeleted = settlement.packs.filter((p) => repack.has(p)).length;
+    settled.push(...settlement.generations);
+  }
   let freed = 0;
   for (const packId of [...remove, ...repack]) freed += packSizes.get(packId) ?? 0;
   const bytesAfter = options.dryRun ? bytesBefore - freed : await repositoryDataBytes(storage);
@@ -95,10 +154,12 @@ async function pruneLocked(
     dryRun: options.dryRun,
     snapshots: analysis.snapshots,
     packsBefore: packSizes.size,
-    packsDeleted: remove.size,
-    packsRepacked: repack.size,
+    packsDeleted: options.dryRun ? remove.size : deleted - repackedDeleted,
+    packsRepacked: options.dryRun ? repack.size : repackedDeleted,
     packsWritten,
-    indexFilesReplaced: options.dryRun || nothingToDo ? 0 : indexFiles.length,
+    indexFilesReplaced: options.dryRun || settled.length === 0 ? 0 : analysis.indexFiles.length,
+    generations: { marked, settled },
+    packsRescued: rescued,
     bytesBefore,
     bytesFreed: options.dryRun ? freed : Math.max(0, bytesBefore - bytesAfter),
     bytesAfter,

@@ -11,8 +11,15 @@ import type { DeletableStorage, Storage } from './storage.ts';
 /**
  * What garbage collection decides, shared by `cairn prune` (which also
  * repacks) and the control plane's retention function (which only deletes
- * whole unused packs). Called under the exclusive lock: the decision is only
- * valid while no backup can add references (docs/locks-and-gc.md).
+ * whole unused packs). The decision is only the mark of a two-phase
+ * collection (core/gc-collect.ts): what backups commit meanwhile is re-read
+ * before anything is deleted, so it needs no lock to be safe (the callers
+ * take one to avoid wasted work).
+ *
+ * A piece may have several index entries (PieceIndex keeps them all, forged
+ * ones included): a pack counts as used when any entry of a used piece names
+ * it, so an index file claiming used pieces live in another pack can never
+ * make their real pack look unused.
  */
 export interface GarbageAnalysis {
   index: PieceIndex;
@@ -28,6 +35,8 @@ export interface GarbageAnalysis {
   remove: Set<string>;
   /** Packs with more than `maxUnused` of their bytes unused. */
   repack: Set<string>;
+  /** Pieces of the index no snapshot uses: the collection removes every location of them. */
+  unused: Buffer[];
   /** Bytes of index files and packs before collection. */
   bytesBefore: number;
 }
@@ -37,14 +46,12 @@ export async function analyzeGarbage(
   storage: Storage,
   options: { maxUnused: number; concurrency: number },
 ): Promise<GarbageAnalysis> {
-  const indexFiles: string[] = [];
-  let bytesBefore = 0;
-  for await (const object of storage.list(INDEX_PREFIX)) {
-    if (idFromKey(object.key, INDEX_PREFIX)) indexFiles.push(object.key);
-    bytesBefore += object.size;
-  }
-  const index = await repo.loadIndex(options.concurrency * 2);
+  // Manifests first, then the index: every index file a listed manifest's backup wrote was
+  // written before that manifest, so it is loaded; an index listed first could miss the last
+  // index file of a backup whose manifest the listing then sees, and call its packs unused.
   const { snapshots, unreadable } = await repo.listSnapshots();
+  const { index, indexFiles, bytes: indexBytes } = await loadIndexFiles(repo, storage, options.concurrency);
+  let bytesBefore = indexBytes;
   if (unreadable.length > 0) {
     throw new CairnError(
       'Cairn.Damaged',
@@ -70,6 +77,13 @@ export async function analyzeGarbage(
     else u.dead += entry.length;
     usage.set(entry.packId, u);
   }
+  const unused: Buffer[] = [];
+  const unusedSeen = new Set<string>();
+  for (const entry of index.entries()) {
+    if (used.has(entry.id) || unusedSeen.has(entry.id.toString('hex'))) continue;
+    unusedSeen.add(entry.id.toString('hex'));
+    unused.push(entry.id);
+  }
   const remove = new Set<string>();
   const repack = new Set<string>();
   for (const packId of packSizes.keys()) {
@@ -77,18 +91,52 @@ export async function analyzeGarbage(
     if (!u || u.live === 0) remove.add(packId);
     else if (u.dead > (u.live + u.dead) * options.maxUnused) repack.add(packId);
   }
-  // A used piece whose pack is gone cannot be saved by GC; refuse rather than drop it from the index silently.
-  const missing = [...usage.keys()].filter((packId) => !packSizes.has(packId) && (usage.get(packId)?.live ?? 0) > 0);
-  if (missing.length > 0) {
+  // A used piece none of whose packs exists cannot be saved by GC; refuse rather than drop it from the index
+  // silently. (An entry naming a pack that does not exist, beside one that does, is only a stale or forged
+  // location: readers skip it, and it must not stop every collection.)
+  const missing = new Set<string>();
+  for (const entry of index.entries()) {
+    if (packSizes.has(entry.packId) || !used.has(entry.id)) continue;
+    if (!index.locations(entry.id).some((l) => packSizes.has(l.packId))) missing.add(entry.packId);
+  }
+  if (missing.size > 0) {
     throw new CairnError(
       'Cairn.Damaged',
-      `${missing.length} pack(s) that snapshots use are missing (${missing.slice(0, 3).join(', ')}…); garbage collection stops`,
+      `${missing.size} pack(s) that snapshots use are missing (${[...missing].slice(0, 3).join(', ')}…); garbage collection stops`,
       {
         hint: 'run `cairn verify` to see the snapshots affected',
       },
     );
   }
-  return { index, reader, used, snapshots: snapshots.length, manifests: snapshots, indexFiles, packSizes, remove, repack, bytesBefore };
+  return {
+    index,
+    reader,
+    used,
+    snapshots: snapshots.length,
+    manifests: snapshots,
+    indexFiles,
+    packSizes,
+    remove,
+    repack,
+    unused,
+    bytesBefore,
+  };
+}
+
+/** Lists the index files, then loads them (the names are what a later index replacement deletes). */
+export async function loadIndexFiles(
+  repo: Repository,
+  storage: Storage,
+  concurrency: number,
+): Promise<{ index: PieceIndex; indexFiles: string[]; bytes: number }> {
+  const indexFiles: string[] = [];
+  let bytes = 0;
+  for await (const object of storage.list(INDEX_PREFIX)) {
+    if (idFromKey(object.key, INDEX_PREFIX)) indexFiles.push(object.key);
+    bytes += object.size;
+  }
+  const index = await repo.loadIndex(concurrency * 2);
+  return { index, indexFiles, bytes };
 }
 
 /**
@@ -99,7 +147,7 @@ export async function analyzeGarbage(
 export async function replaceIndex(
   repo: Repository,
   storage: DeletableStorage,
-  analysis: GarbageAnalysis,
+  analysis: Pick<GarbageAnalysis, 'index' | 'indexFiles'>,
   stays: (entry: IndexEntry) => boolean,
   assertHeld: () => void,
 ): Promise<void> {

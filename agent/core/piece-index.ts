@@ -4,10 +4,16 @@ import type { IndexEntry, PieceLocation, PieceTypeId } from './pack.ts';
 const REC = ID_BYTES + 4 + 4 + 16; // id | packNo | type+pad | frameOffset frameLength offsetInFrame length
 
 /**
- * Where every piece of the repository lives, in ~64 bytes per piece (a JS Map of
+ * Where every piece of the repository lives, in ~64 bytes per location (a JS Map of
  * strings takes ~4× that): records in one growing Buffer, an open-addressing
  * table of record numbers keyed by the id's first bytes (ids are HMACs, so
  * uniformly spread). A million pieces — a terabyte at 1 MiB chunks — is 64 MB.
+ *
+ * A piece may have several locations (two backups uploaded it, a repack copied
+ * it, or an index file written by a hostile host claims it lives elsewhere):
+ * every distinct location is kept, in the order added. Nothing here can tell a
+ * true location from a forged one, so readers try them all (PieceReader) and
+ * garbage collection keeps every pack any location of a used piece names.
  */
 export class PieceIndex {
   private readonly packIds: string[] = [];
@@ -15,8 +21,15 @@ export class PieceIndex {
   private records = Buffer.alloc(REC * 1024);
   private slots = new Uint32Array(2048);
   private count = 0;
+  private pieces = 0;
 
+  /** How many distinct pieces (not locations). */
   get size(): number {
+    return this.pieces;
+  }
+
+  /** How many locations, over all pieces. */
+  get locationCount(): number {
     return this.count;
   }
 
@@ -28,14 +41,30 @@ export class PieceIndex {
     return this.find(id) >= 0;
   }
 
+  /** The piece's first location (see `locations` for all). */
   get(id: Buffer): PieceLocation | undefined {
     const record = this.find(id);
     return record < 0 ? undefined : this.location(record);
   }
 
-  /** Adds a piece; a piece already present keeps its first location (duplicates are harmless copies). */
+  /** Every location of the piece, in the order they were added. */
+  locations(id: Buffer): PieceLocation[] {
+    return this.recordsOf(id).map((record) => this.location(record));
+  }
+
+  /** Adds a location of a piece; a location already known (same pack, frame and offset) is not added twice. */
   add(entry: IndexEntry): void {
-    if (this.find(entry.id) >= 0) return;
+    const known = this.recordsOf(entry.id);
+    for (const record of known) {
+      const at = record * REC;
+      if (
+        this.packIds[this.records.readUInt32LE(at + ID_BYTES)] === entry.packId &&
+        this.records.readUInt32LE(at + ID_BYTES + 8) === entry.frameOffset &&
+        this.records.readUInt32LE(at + ID_BYTES + 16) === entry.offsetInFrame
+      )
+        return;
+    }
+    if (known.length === 0) this.pieces++;
     if ((this.count + 1) * 2 > this.slots.length) this.rehash(this.slots.length * 2);
     if ((this.count + 1) * REC > this.records.length) {
       const grown = Buffer.alloc(this.records.length * 2);
@@ -60,6 +89,30 @@ export class PieceIndex {
     this.count++;
   }
 
+  /**
+   * Drops every location of the pieces `doomed` says yes to (a backup forgetting pieces a pending
+   * garbage collection names, so it uploads them again); returns how many pieces were dropped.
+   */
+  removeWhere(doomed: (id: Buffer) => boolean): number {
+    let kept = 0;
+    const dropped = new Set<string>();
+    for (let record = 0; record < this.count; record++) {
+      const at = record * REC;
+      const id = this.records.subarray(at, at + ID_BYTES);
+      if (doomed(id)) {
+        dropped.add(id.toString('hex'));
+        continue;
+      }
+      if (kept !== record) this.records.copy(this.records, kept * REC, at, at + REC);
+      kept++;
+    }
+    if (dropped.size === 0) return 0;
+    this.count = kept;
+    this.pieces -= dropped.size;
+    this.rehash(this.slots.length);
+    return dropped.size;
+  }
+
   *entries(): IterableIterator<IndexEntry> {
     for (let record = 0; record < this.count; record++) {
       const at = record * REC;
@@ -77,6 +130,18 @@ export class PieceIndex {
       offsetInFrame: this.records.readUInt32LE(at + ID_BYTES + 16),
       length: this.records.readUInt32LE(at + ID_BYTES + 20),
     };
+  }
+
+  /** The records of every location of `id`: all sit on its probe sequence before the first empty slot. */
+  private recordsOf(id: Buffer): number[] {
+    const found: number[] = [];
+    const mask = this.slots.length - 1;
+    for (let slot = id.readUInt32LE(0) & mask; ; slot = (slot + 1) & mask) {
+      const value = this.slots[slot] as number;
+      if (value === 0) return found.sort((a, b) => a - b);
+      const at = (value - 1) * REC;
+      if (this.records.compare(id, 0, ID_BYTES, at, at + ID_BYTES) === 0) found.push(value - 1);
+    }
   }
 
   private find(id: Buffer): number {

@@ -11,14 +11,26 @@ const zstdDecompress = promisify(zstdDecompressCb) as (data: Buffer, options: ob
 interface PlainFrame {
   ids: Buffer[];
   offsets: number[];
+  lengths: number[];
   data: Buffer;
+}
+
+function notIndexed(id: Buffer): CairnError {
+  return new CairnError('Cairn.Damaged', `piece ${id.toString('hex')} is not in the repository index`, {
+    hint: 'the data it held is missing: run `cairn verify` to see which files are affected',
+  });
 }
 
 /**
  * Reads pieces by id: fetches the frame that holds a piece (one ranged read),
- * authenticates and decompresses it, and checks the frame really holds that
- * piece where the index says. Recently decoded frames are cached, so reading
- * the neighbours of a piece (small files, a file's next blocks) costs nothing.
+ * authenticates and decompresses it, checks the frame really holds that piece
+ * where the index says, and recomputes the piece's keyed id from the bytes
+ * read, so content that is not the piece (a forged frame, an index entry
+ * pointing at another piece's bytes) is never returned as it. A piece the
+ * index places in several packs is read from the first location that passes
+ * every check; it is damaged only when none does (the error names them all).
+ * Recently decoded frames are cached, so reading the neighbours of a piece
+ * (small files, a file's next blocks) costs nothing.
  */
 export class PieceReader {
   private readonly repo: Repository;
@@ -33,19 +45,37 @@ export class PieceReader {
     this.cacheFrames = options.cacheFrames ?? 4;
   }
 
+  /** The piece's first indexed location (its length is the same at every good one). */
   location(id: Buffer): PieceLocation {
     const location = this.index.get(id);
-    if (!location) {
-      throw new CairnError('Cairn.Damaged', `piece ${id.toString('hex')} is not in the repository index`, {
-        hint: 'the data it held is missing: run `cairn verify` to see which files are affected',
-      });
-    }
+    if (!location) throw notIndexed(id);
     return location;
   }
 
   async read(id: Buffer): Promise<Buffer> {
-    const location = this.location(id);
-    const cacheKey = `${location.packId}:${location.frameOffset}`;
+    const locations = this.index.locations(id);
+    if (locations.length === 0) throw notIndexed(id);
+    const failures: CairnError[] = [];
+    for (const location of locations) {
+      try {
+        return await this.readAt(id, location);
+      } catch (error) {
+        // Only damage (and a missing or short pack, which is damage too) moves on to the next location;
+        // a storage outage or a cancellation says nothing about the data and stops the read.
+        if (!(error instanceof CairnError && error.code === 'Cairn.Damaged')) throw error;
+        failures.push(error);
+      }
+    }
+    if (failures.length === 1) throw failures[0] as CairnError;
+    throw new DamagedError(
+      `piece ${id.toString('hex')} cannot be read at any of its ${failures.length} indexed locations: ${failures.map((f) => f.message).join('; ')}`,
+      { cause: failures[0] },
+    );
+  }
+
+  /** Reads the piece at one location, or throws DamagedError saying why this location does not hold it. */
+  async readAt(id: Buffer, location: PieceLocation): Promise<Buffer> {
+    const cacheKey = `${location.packId}:${location.frameOffset}:${location.frameLength}`;
     let frame = this.frames.get(cacheKey);
     if (!frame) {
       frame = this.fetchFrame(location);
@@ -59,10 +89,14 @@ export class PieceReader {
     const plain = await frame;
     const where = `pack ${location.packId} frame @${location.frameOffset}`;
     const slot = plain.ids.findIndex((candidate) => candidate.equals(id));
-    if (slot < 0 || plain.offsets[slot] !== location.offsetInFrame) {
+    if (slot < 0 || plain.offsets[slot] !== location.offsetInFrame || plain.lengths[slot] !== location.length) {
       throw new DamagedError(`${where} does not hold piece ${id.toString('hex')} where the index says`);
     }
-    return plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
+    const data = plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
+    if (!this.repo.pieceId(data).equals(id)) {
+      throw new DamagedError(`${where}: the bytes stored as piece ${id.toString('hex')} are not that piece (their keyed id differs)`);
+    }
+    return data;
   }
 
   /** Decodes a whole frame given its bytes (verify reads packs whole). */
@@ -87,7 +121,7 @@ export class PieceReader {
       at += length;
     }
     if (at !== data.length) throw new DamagedError(`${where}: piece lengths do not add up`);
-    return { ids: frame.ids, offsets, data };
+    return { ids: frame.ids, offsets, lengths: frame.lengths, data };
   }
 
   async packKey(packId: string): Promise<Buffer> {
@@ -113,6 +147,17 @@ export class PieceReader {
     } catch (error) {
       if (error instanceof NotFoundError) {
         throw new DamagedError(`pack ${location.packId} is missing from the repository`, { cause: error });
+      }
+      // A pack shorter than the index says was truncated (or is not the pack the index meant): damage, not an
+      // outage. The backends report a range past the end as Cairn.Storage (they cannot tell why); the pack's size decides.
+      if (error instanceof CairnError && error.code === 'Cairn.Storage' && !this.repo.storage.transform) {
+        const info = await this.repo.storage.stat(packKey(location.packId)).catch(() => undefined);
+        if (info && info.size < location.frameOffset + location.frameLength) {
+          throw new DamagedError(
+            `pack ${location.packId} is truncated: it holds ${info.size} bytes, the index places a frame at ${location.frameOffset}+${location.frameLength}`,
+            { cause: error },
+          );
+        }
       }
       throw error;
     }

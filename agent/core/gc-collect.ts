@@ -1,0 +1,202 @@
+import { CairnError, DamagedError } from './errors.ts';
+import { loadIndexFiles, replaceIndex, type GarbageAnalysis } from './garbage.ts';
+import {
+  doomedPieces,
+  listGenerations,
+  newGenerationName,
+  writeGeneration,
+  writeSwept,
+  type GcGeneration,
+  type StoredGeneration,
+} from './gc-generation.ts';
+import { gcGenerationKey, gcSweptKey, packKey } from './layout.ts';
+import { probeStorageClock } from './locks.ts';
+import { PieceReader } from './piece-reader.ts';
+import { collectReferences, PieceSet } from './references.ts';
+import type { Repository, Who } from './repository.ts';
+import type { DeletableStorage } from './storage.ts';
+
+/**
+ * The two phases of garbage collection (docs/locks-and-gc.md), shared by
+ * `cairn prune` and the control plane's retention function:
+ *
+ * 1. **mark** (`markGeneration`): the decision is written as a sealed
+ *    generation record before anything is deleted;
+ * 2. **settle** (`settleGenerations`), once the storage's clock says a grace has
+ *    passed since the mark was stored: every manifest the mark did not see is
+ *    read, and every pack any location of a piece they use names is kept; then
+ *    one index without the rest replaces the old index files. Deleting the
+ *    packs (`deletePacks`, or the control plane's per-prefix sweep) follows.
+ *
+ * A backup, for its part, forgets the pieces of every generation it finds when
+ * it starts and re-reads the generations before it commits
+ * (core/gc-backup-guard.ts). Locks only keep the two from wasting each other's
+ * work; no lease and no host clock decides what is deleted.
+ */
+
+/** How long a mark stays pending before it may be settled, by the storage's clock, when the caller does not say. */
+export const DEFAULT_GC_GRACE_MS = 60_000;
+
+export interface GcContext {
+  repo: Repository;
+  storage: DeletableStorage;
+  who: Who;
+  concurrency: number;
+  /** Throws when the caller's lock was lost (work stops before the next deletion). */
+  assertHeld: () => void;
+  warn: (message: string) => void;
+}
+
+/** The storage's current time: a clock probe written, stat-ed and removed. */
+export async function storageNow(ctx: Pick<GcContext, 'repo' | 'storage' | 'who'>): Promise<number> {
+  const { key, storageNow: now } = await probeStorageClock(ctx.repo, ctx.who);
+  await ctx.storage.delete(key);
+  return now;
+}
+
+/** Writes the mark for `packs` and the analysis' unused pieces; undefined when there is nothing to collect. */
+export async function markGeneration(
+  ctx: GcContext,
+  analysis: Pick<GarbageAnalysis, 'manifests' | 'unused'>,
+  packs: Iterable<string>,
+  operation: string,
+): Promise<GcGeneration | undefined> {
+  const doomed = [...new Set(packs)].sort();
+  if (doomed.length === 0 && analysis.unused.length === 0) return undefined;
+  const generation: GcGeneration = {
+    generation: newGenerationName(),
+    created: new Date().toISOString(),
+    by: { ...ctx.who, operation },
+    seen: analysis.manifests.map((s) => s.id).sort(),
+    packs: doomed,
+    pieces: analysis.unused,
+  };
+  ctx.assertHeld();
+  await writeGeneration(ctx.repo, generation);
+  return generation;
+}
+
+export interface GenerationState {
+  generations: StoredGeneration[];
+  /** The storage's time when they were listed. */
+  now: number;
+}
+
+export async function readGenerations(ctx: GcContext): Promise<GenerationState> {
+  const now = await storageNow(ctx);
+  return { generations: await listGenerations(ctx.repo, ctx.warn), now };
+}
+
+/** Pending generations whose grace has passed by the storage's clock. */
+export function dueGenerations(state: GenerationState, graceMs: number): StoredGeneration[] {
+  return state.generations.filter((g) => g.swept === undefined && state.now - g.marked >= graceMs);
+}
+
+/**
+ * Removes the records of generations settled at least one grace ago. They were kept that long
+ * so that a backup that loaded the index just before the settlement still finds the pieces it
+ * must not reuse (core/gc-backup-guard.ts).
+ */
+export async function tidyGenerations(ctx: GcContext, state: GenerationState, graceMs: number): Promise<number> {
+  let removed = 0;
+  for (const g of state.generations) {
+    if (g.swept === undefined || state.now - g.swept < graceMs) continue;
+    ctx.assertHeld();
+    await ctx.storage.delete(gcSweptKey(g.generation));
+    await ctx.storage.delete(gcGenerationKey(g.generation));
+    removed++;
+  }
+  return removed;
+}
+
+export interface Settlement {
+  generations: string[];
+  /** The packs to delete now: the marks' packs but those a manifest committed since uses. */
+  packs: string[];
+  /** Packs the marks named that a newer manifest turned out to use: kept. */
+  rescuedPacks: string[];
+}
+
+/**
+ * Phase 2's decision for `due` (see the top of this file): reads every manifest each mark did
+ * not see, keeps the packs any location of a piece they use names, writes one index without
+ * the doomed packs and pieces, deletes the old index files, and records each generation as
+ * swept. The caller deletes `packs` afterwards; until then nothing indexes them, and a crash
+ * leaves them to the next collection (a pack no index names is garbage).
+ */
+export async function settleGenerations(ctx: GcContext, due: readonly StoredGeneration[]): Promise<Settlement> {
+  if (due.length === 0) return { generations: [], packs: [], rescuedPacks: [] };
+  // Manifests before the index, as in analyzeGarbage: a listed manifest's index files are all loaded.
+  const { snapshots, unreadable } = await ctx.repo.listSnapshots();
+  if (unreadable.length > 0) {
+    throw new DamagedError(
+      `${unreadable.length} snapshot manifest(s) cannot be read (${unreadable.map((u) => u.id.slice(0, 8)).join(', ')}); garbage collection deletes nothing while it cannot see every snapshot`,
+      { hint: 'run `cairn verify`; forget the damaged snapshots explicitly if they are beyond repair' },
+    );
+  }
+  const { index, indexFiles } = await loadIndexFiles(ctx.repo, ctx.storage, ctx.concurrency);
+  const newer = snapshots.filter((s) => due.some((g) => !g.seen.includes(s.id)));
+  const rescued = await collectReferences(newer, new PieceReader(ctx.repo, index), new PieceSet());
+
+  const marked = new Set(due.flatMap((g) => g.packs));
+  // Every marked pack any location of a rescued piece names is kept, not only one of them: nothing
+  // here can tell a forged index entry from a true one, and the true one must survive.
+  const keep = new Set<string>();
+  for (const entry of index.entries()) if (marked.has(entry.packId) && rescued.has(entry.id)) keep.add(entry.packId);
+  const packs = [...marked].filter((p) => !keep.has(p)).sort();
+  const doomedPacks = new Set(packs);
+  const doomed = doomedPieces(due);
+  const stays = (entry: { id: Buffer; packId: string }): boolean =>
+    !doomedPacks.has(entry.packId) && !(doomed.has(entry.id.toString('hex')) && !rescued.has(entry.id));
+  let changes = false;
+  for (const entry of index.entries()) {
+    if (!stays(entry)) {
+      changes = true;
+      break;
+    }
+  }
+  if (changes || indexFiles.length > 1) await replaceIndex(ctx.repo, ctx.storage, { index, indexFiles }, stays, ctx.assertHeld);
+  for (const g of due) {
+    ctx.assertHeld();
+    await writeSwept(ctx.repo, g.generation).catch((error: unknown) => {
+      // Settled twice (a retried run): the first record stands.
+      if (!(error instanceof CairnError && error.code === 'Cairn.AlreadyExists')) throw error;
+    });
+  }
+  return { generations: due.map((g) => g.generation), packs, rescuedPacks: [...keep].sort() };
+}
+
+/** Deletes settled packs, checking the caller's lock before each; returns the bytes freed. */
+export async function deletePacks(ctx: GcContext, packs: readonly string[]): Promise<number> {
+  let bytes = 0;
+  for (const packId of packs) {
+    ctx.assertHeld();
+    const info = await ctx.storage.stat(packKey(packId));
+    if (!info) continue;
+    await ctx.storage.delete(packKey(packId));
+    bytes += info.size;
+  }
+  return bytes;
+}
+
+/**
+ * Waits until the storage's clock says `graceMs` has passed since `generation` was stored.
+ * `wait` is the caller's sleep (tests inject one that advances a storage clock or runs a backup).
+ */
+export async function waitForGrace(
+  ctx: GcContext,
+  generation: string,
+  graceMs: number,
+  wait: (ms: number) => Promise<void>,
+): Promise<GenerationState> {
+  for (;;) {
+    const state = await readGenerations(ctx);
+    const mark = state.generations.find((g) => g.generation === generation);
+    if (!mark)
+      throw new CairnError('Cairn.Failure', `the GC generation ${generation} just written is gone from ${ctx.repo.storage.location}`);
+    const left = mark.marked + graceMs - state.now;
+    if (left <= 0) return state;
+    ctx.assertHeld();
+    await wait(Math.min(left, graceMs));
+  }
+}
