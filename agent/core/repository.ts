@@ -239,7 +239,15 @@ export class Repository {
     await this.storage.put(name, this.seal('snapshot', name, Buffer.from(JSON.stringify(snapshot))), { ifAbsent: true });
   }
 
+  /** One manifest, its times bounded by the storage's (boundSnapshotTime). */
   async readSnapshot(id: string): Promise<Snapshot> {
+    const [snapshot, stored] = await Promise.all([this.readManifest(id), this.storage.stat(snapshotKey(id))]);
+    if (stored) boundSnapshotTime(snapshot, stored.modified);
+    return snapshot;
+  }
+
+  /** One manifest as written, times unbounded. */
+  private async readManifest(id: string): Promise<Snapshot> {
     const name = snapshotKey(id);
     const snapshot = decodeSnapshot(this.unseal('snapshot', name, await this.storage.get(name)), name);
     if (snapshot.id !== id) throw new DamagedError(`${name} claims to be snapshot ${snapshot.id}`);
@@ -247,22 +255,35 @@ export class Repository {
   }
 
   async listSnapshotIds(): Promise<string[]> {
-    const ids: string[] = [];
-    for await (const object of this.storage.list(SNAPSHOTS_PREFIX)) {
-      const id = idFromKey(object.key, SNAPSHOTS_PREFIX);
-      if (id) ids.push(id);
-    }
-    return ids;
+    return (await this.listSnapshotObjects()).map((o) => o.id);
   }
 
-  /** Every readable snapshot, oldest first, and the ones that could not be read. */
-  async listSnapshots(concurrency = 8): Promise<{ snapshots: Snapshot[]; unreadable: Array<{ id: string; error: string }> }> {
-    const ids = await this.listSnapshotIds();
+  /** The manifests' ids and their storage modification times. */
+  private async listSnapshotObjects(): Promise<Array<{ id: string; modified: number }>> {
+    const objects: Array<{ id: string; modified: number }> = [];
+    for await (const object of this.storage.list(SNAPSHOTS_PREFIX)) {
+      const id = idFromKey(object.key, SNAPSHOTS_PREFIX);
+      if (id) objects.push({ id, modified: object.modified });
+    }
+    return objects;
+  }
+
+  /**
+   * Every readable snapshot, oldest first, and the ones that could not be read. Times are
+   * bounded by the storage (boundSnapshotTime): `clamped` lists the manifests dated later than
+   * their storage time allows, with the time they claimed.
+   */
+  async listSnapshots(concurrency = 8): Promise<SnapshotListing> {
+    const objects = await this.listSnapshotObjects();
     const snapshots: Snapshot[] = [];
     const unreadable: Array<{ id: string; error: string }> = [];
-    await mapLimit(ids, concurrency, async (id) => {
+    const clamped: SnapshotListing['clamped'] = [];
+    await mapLimit(objects, concurrency, async ({ id, modified }) => {
       try {
-        snapshots.push(await this.readSnapshot(id));
+        const snapshot = await this.readManifest(id);
+        const claimed = boundSnapshotTime(snapshot, modified);
+        if (claimed) clamped.push({ id, claimed, bounded: snapshot.time });
+        snapshots.push(snapshot);
       } catch (error) {
         if (error instanceof NotFoundError) return; // forgotten while we listed
         // A cancelled read says nothing about the manifest: stop, rather than call it unreadable.
@@ -271,7 +292,8 @@ export class Repository {
       }
     });
     snapshots.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
-    return { snapshots, unreadable };
+    clamped.sort((a, b) => a.id.localeCompare(b.id));
+    return { snapshots, unreadable, clamped };
   }
 
   /** Resolves "latest", a full id or a unique prefix of at least 4 hex digits. */
@@ -349,6 +371,38 @@ async function unlockTrueKey(
     accept(unlocked.master, key);
     remaining = remaining.filter((k) => k !== key);
   }
+}
+
+/** What listSnapshots returns. */
+export interface SnapshotListing {
+  snapshots: Snapshot[];
+  unreadable: Array<{ id: string; error: string }>;
+  /** Manifests whose `time` was later than their storage time allows: what they claimed, and the time used. */
+  clamped: Array<{ id: string; claimed: string; bounded: string }>;
+}
+
+/**
+ * How far a manifest's `time` may run ahead of the storage's clock: a backup writes its manifest
+ * after it started, so an honest manifest is dated before it is stored, unless the host's clock
+ * runs fast by more than this.
+ */
+export const MANIFEST_CLOCK_SKEW_MS = 15 * 60_000;
+
+/**
+ * Bounds a manifest's times by when the storage says it was stored (docs/repository-format.md,
+ * "Latest" and "newest"): `time` and `endTime` become at most `modified + MANIFEST_CLOCK_SKEW_MS`,
+ * in place. Everything that orders snapshots — `latest`, a backup's parent, retention, PITR bases,
+ * the console's planner — reads them through listSnapshots/readSnapshot, so a manifest dated a year
+ * ahead by a host with create rights cannot become the newest or push real snapshots out of
+ * `--keep-daily`/`--keep-last`. Returns the claimed `time` when it was moved, else undefined.
+ */
+export function boundSnapshotTime(snapshot: Snapshot, modified: number): string | undefined {
+  const bound = modified + MANIFEST_CLOCK_SKEW_MS;
+  const claimed = snapshot.time;
+  if (Date.parse(snapshot.endTime) > bound) snapshot.endTime = new Date(bound).toISOString();
+  if (Date.parse(claimed) <= bound) return undefined;
+  snapshot.time = new Date(bound).toISOString();
+  return claimed;
 }
 
 function chunkerWrapKey(master: Buffer): Buffer {
