@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readDamage, withoutMarkedLocations } from '../core/damage.ts';
 import { DEFAULT_LEASE_MS } from '../core/locks.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { PieceType } from '../core/pack.ts';
@@ -59,7 +60,8 @@ interface TreeFix {
 /**
  * `cairn repair snapshots`, after restic's: for each snapshot whose files
  * cannot all be read back — a piece the index does not hold (lost with a
- * pack, or dropped by `repair packs`), a content list or directory that
+ * pack, dropped by `repair packs`, or held only where a damage marker says
+ * it is bad), a content list or directory that
  * cannot be read, with `readData` a piece that fails its id — writes a new
  * manifest whose trees leave those entries out, tagged `repaired` and naming
  * the snapshot it was made from in `original`. The damaged original stays
@@ -84,7 +86,8 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
           cause: error,
         });
       }
-      index = await withoutMissingPacks(index, repo);
+      // A location a damage marker names (verify found it bad) counts as missing, like one in a pack that is gone.
+      index = withoutMarkedLocations(await withoutMissingPacks(index, repo), await readDamage(repo, (m) => options.progress.warn(m))).index;
       const repairer = new SnapshotRepairer(repo, index, options);
       const results: Array<{ snapshot: Snapshot; repair: SnapshotRepair; tree?: string }> = [];
       for (const snapshot of targets) {

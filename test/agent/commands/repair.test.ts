@@ -5,7 +5,10 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { INDEX_PREFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX, packKey } from '../../../agent/core/layout.ts';
-import { PieceType, type IndexEntry } from '../../../agent/core/pack.ts';
+import { writeDamageMarkers } from '../../../agent/core/damage.ts';
+import { PieceType, type IndexEntry, type PieceLocation } from '../../../agent/core/pack.ts';
+import { PieceReader } from '../../../agent/core/piece-reader.ts';
+import { decodeTree } from '../../../agent/core/tree.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions, Storage } from '../../../agent/core/storage.ts';
 import { repairIndex } from '../../../agent/commands/repair-index.ts';
@@ -223,6 +226,12 @@ describe('cairn repair', () => {
     // What the repaired snapshot holds: everything the backup saw but the file whose data is gone.
     const expected = (await describeTree(src)).filter((d) => d.path !== 'sub/lost.bin');
 
+    // check sees the lost pack: one problem (however many files and snapshots it affects), and the way out.
+    const check = await runCli(['check'], env);
+    assert.equal(check.code, 14, check.stderr);
+    assert.match(check.stderr, /the repository has 1 problem\(s\) affecting 1 file\(s\) in 1 snapshot\(s\)/);
+    assert.match(check.stderr, /hint: `cairn repair packs` drops the damaged pieces.*`cairn repair snapshots` then writes snapshots/);
+
     const dry = await runCli(['repair', 'snapshots', '--dry-run'], env);
     assert.equal(dry.code, 0, dry.stderr);
     const planned = lastOfType(dry, 'repair-snapshots') as {
@@ -260,6 +269,35 @@ describe('cairn repair', () => {
       [[damaged.id, 'already-repaired', newId]],
     );
     assert.equal((await keys(storage, SNAPSHOTS_PREFIX)).length, 3);
+  });
+
+  it('repair snapshots: a piece held only where a damage marker says it is bad counts as missing', async () => {
+    const { repo, src } = await setup('marked');
+    await writeFile(join(src, 'good.bin'), randomBytes(50_000));
+    await writeFile(join(src, 'sub', 'marked.bin'), randomBytes(50_000));
+    const snapshot = await backupDir(repo, src);
+    const index = await repo.loadIndex();
+    const tree = decodeTree(await new PieceReader(repo, index).read(Buffer.from(snapshot.tree, 'hex')), snapshot.tree);
+    const sub = tree.entries.find((e) => e.name === 'sub')?.subtree as string;
+    const subTree = decodeTree(await new PieceReader(repo, index).read(Buffer.from(sub, 'hex')), sub);
+    const piece = subTree.entries.find((e) => e.name === 'marked.bin')?.content?.[0] as string;
+    const location = index.get(Buffer.from(piece, 'hex')) as PieceLocation;
+    await writeDamageMarkers(
+      repo,
+      { packs: [{ pack: location.packId, pieces: [piece], problem: 'test: found damaged' }], snapshots: [snapshot.id] },
+      { who, tool: 'test', source: 'verify' },
+    );
+    const report = await repairSnapshots(repo, { ...library, refs: [snapshot.id], dryRun: false, readData: false });
+    assert.deepEqual(
+      report.snapshots.map((s) => [s.status, s.removed.map((r) => r.path)]),
+      [['repaired', ['sub/marked.bin']]],
+    );
+    const target = join(work.path, 'marked-restore');
+    await restoreTo(repo, report.snapshots[0]?.newId as string, target);
+    assert.deepEqual(
+      (await describeTree(target)).map((d) => d.path),
+      ['good.bin', 'sub'],
+    );
   });
 
   it('under credentials that cannot delete, repair index and repair packs refuse before changing anything', async () => {
