@@ -24,6 +24,79 @@ export interface Engine<Options = Record<string, unknown>> {
   check(options: Options, ctx: EngineContext): Promise<void>;
   backup(options: Options, sink: SnapshotSink, ctx: EngineContext): Promise<EngineMetadata>;
   restore(options: Options, source: SnapshotSource, ctx: EngineContext & { target: RestoreTarget }): Promise<void>;
+  /**
+   * A restore drill (`cairn drill`, the orchestrated `agent drill`): brings the
+   * snapshot back inside `ctx.tempDir` only, proves it with the engine's own
+   * tools and reports one DrillCheck per step. Absent: the engine cannot be
+   * drilled (its spec's capabilities.drill is false).
+   *
+   * What a drill must never do, whatever the snapshot or the host holds: take
+   * the engine's options (it gets none: no host, port, socket, user, password
+   * or endpoint of the production server), read the caller's client settings
+   * (PG*, MYSQL_*, ETCD*, ~/.my.cnf, pg_service.conf), or connect to any server
+   * it did not start itself. A server it needs is started privately
+   * (private-mariadb.ts, private-postgres.ts, private-etcd.ts) on a data
+   * directory under `ctx.tempDir`, reachable only through a socket in a
+   * private directory (or a loopback port it chose), and stopped before the
+   * drill returns or throws, also when `ctx.signal` aborts.
+   *
+   * A check that finds damage is returned with `ok: false` (the drill goes on
+   * with the checks that still make sense); a drill throws only when it cannot
+   * go on (a tool missing, a private server that does not start, cancel).
+   */
+  drill?(source: SnapshotSource, ctx: DrillContext): Promise<DrillCheck[]>;
+  /**
+   * The programs the drill runs, checked before anything is restored: a drill
+   * on a host without them is refused with an error naming the package
+   * (drill-tools.ts, missingDrillTools).
+   */
+  readonly drillTools?: readonly DrillTool[];
+}
+
+/** What a drill is given: no engine options, on purpose (see Engine.drill). */
+export interface DrillContext {
+  progress: ProgressListener;
+  signal?: AbortSignal | undefined;
+  /**
+   * The caller's environment. Run a private server's tools with
+   * drillEnvironment(env) (drill-tools.ts): it drops the variables that point
+   * database clients at a server (PGHOST, PGSERVICE, MYSQL_HOST, ETCDCTL_*…).
+   */
+  env: NodeJS.ProcessEnv;
+  /**
+   * The drill's own scratch directory, empty, on a file system the caller
+   * checked has room (restored data, private data directories, sockets all go
+   * here). The caller removes it afterwards, also on failure and cancel; mode
+   * 0711, so a server running as its own user can reach a subdirectory the
+   * drill gives it.
+   */
+  tempDir: string;
+  /** `--thorough`: the slower, deeper variant of each check (mariadb-check --extended, pg_amcheck --heapallindexed). */
+  thorough: boolean;
+}
+
+/** One step of a drill, as reported per check (text and --json) and recorded in the `drill` history event. */
+export interface DrillCheck {
+  /** Short and stable: 'restore', 'load dump', 'mariadb-check', 'row counts', 'pg_amcheck'. */
+  name: string;
+  /** `restore`: bringing the data back (counted in the restore duration); `check`: proving it. */
+  phase: 'restore' | 'check';
+  /** False when the check was skipped (then `found` says why, and `ok` says whether that is acceptable). */
+  ran: boolean;
+  ok: boolean;
+  /** One line: what it found ('12 tables OK', 'table shop.orders: corrupt'), or why it did not run. */
+  found: string;
+  /** Structured findings for --json and history (row counts per table, the damaged tables). */
+  details?: Record<string, unknown> | undefined;
+  durationMs: number;
+}
+
+/** A program a drill needs: the first of `names` found on PATH or in `dirs`; `package` is what to install (Debian). */
+export interface DrillTool {
+  names: readonly string[];
+  /** Directories searched besides PATH (mariadbd is in /usr/sbin; PostgreSQL's server in /usr/lib/postgresql/<major>/bin: write `*` for the major). */
+  dirs?: readonly string[] | undefined;
+  package: string;
 }
 
 export type EngineMetadata = Record<string, unknown>;
