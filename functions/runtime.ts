@@ -103,6 +103,11 @@ function planSource(): PlanSource {
   return new PlanSource({ CAIRN_PLAN_PARAMETER_PREFIX: process.env.PLAN_PARAMETER_PREFIX ?? planParameterPrefix(envName()) }, ssmClient());
 }
 
+/** A SecureString the plan names (its passphrase), decrypted through SSM with Cairn's parameter key. */
+export function planSecret(name: string): Promise<string> {
+  return planSource().secret(name);
+}
+
 export async function loadPlan(planId: unknown): Promise<Plan> {
   if (typeof planId !== 'string' || planId === '')
     throw new CairnError('Cairn.InvalidInput', 'planId: required', { hint: 'start the execution with {"planId": "<plan id>"}' });

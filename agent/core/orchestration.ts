@@ -25,6 +25,12 @@ const absolutePath = z
   .refine((p) => !p.split('/').includes('..'), 'a path without ".." components');
 const databaseName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$/, 'a database name (letters, digits, _, $ and -)');
 
+/**
+ * The encryption-context key naming the plan on a repository key (docs/cdk.md, "Repository creation"):
+ * a host's kms:Decrypt is conditioned on it, so a host decrypts only its own plan's key files.
+ */
+export const PLAN_CONTEXT_KEY = 'cairn:plan';
+
 export const restoreInputSchema = z
   .object({
     planId,

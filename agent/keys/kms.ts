@@ -3,6 +3,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { KEY_BYTES } from '../core/crypto.ts';
 import { CairnError, errorMessage, type ErrorCode } from '../core/errors.ts';
 import { kmsEncryptionContext, kmsKeyFile, kmsRegion, type KmsKeyFile } from '../core/keyfile.ts';
+import { PLAN_CONTEXT_KEY } from '../core/orchestration.ts';
 
 /**
  * The master key wrapped by AWS KMS (docs/keys.md). The real KMSClient: the
@@ -10,8 +11,15 @@ import { kmsEncryptionContext, kmsKeyFile, kmsRegion, type KmsKeyFile } from '..
  * and the endpoint from AWS_ENDPOINT_URL_KMS / AWS_ENDPOINT_URL when set
  * (the SDK reads those itself). Every call carries the encryption context
  * `{ "cairn:repository": <id> }`, so a key file copied to another repository
- * does not decrypt there, and CloudTrail names the repository.
+ * does not decrypt there, and CloudTrail names the repository. A key file the
+ * control plane wraps for a plan also carries `{ "cairn:plan": <plan id> }`,
+ * the value a host's kms:Decrypt grant is conditioned on; the agent sends it
+ * when it opens its plan's repository (agent/orchestration/plan-source.ts).
  */
+function contextOf(repositoryId: string, planId: string | undefined): Record<string, string> {
+  return { ...kmsEncryptionContext(repositoryId), ...(planId === undefined ? {} : { [PLAN_CONTEXT_KEY]: planId }) };
+}
+
 const clients = new Map<string, KMSClient>();
 
 function client(region: string): KMSClient {
@@ -33,15 +41,16 @@ export async function kmsWrapMasterKey(
   keyArn: string,
   repositoryId: string,
   owner: { host: string; user: string },
+  planId?: string,
 ): Promise<KmsKeyFile> {
   const region = kmsRegion(keyArn);
   let out;
   try {
     out = await client(region).send(
-      new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: kmsEncryptionContext(repositoryId) }),
+      new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: contextOf(repositoryId, planId) }),
     );
   } catch (error) {
-    throw kmsError(error, keyArn, 'kms:Encrypt', repositoryId);
+    throw kmsError(error, keyArn, 'kms:Encrypt', repositoryId, planId);
   }
   if (!out.CiphertextBlob) throw new CairnError('Cairn.Failure', `KMS Encrypt with ${keyArn} returned no ciphertext`);
   // KMS reports the key's ARN even when an alias was given: store that, so Decrypt names the key itself.
@@ -50,7 +59,7 @@ export async function kmsWrapMasterKey(
 }
 
 /** KMS Decrypt of one key file: needs kms:Decrypt on its key. Throws a CairnError naming the key. */
-export async function kmsUnwrapMasterKey(file: KmsKeyFile, repositoryId: string): Promise<Buffer> {
+export async function kmsUnwrapMasterKey(file: KmsKeyFile, repositoryId: string, planId?: string): Promise<Buffer> {
   const region = kmsRegion(file.keyArn);
   let out;
   try {
@@ -58,11 +67,11 @@ export async function kmsUnwrapMasterKey(file: KmsKeyFile, repositoryId: string)
       new DecryptCommand({
         KeyId: file.keyArn,
         CiphertextBlob: Buffer.from(file.ciphertext, 'base64'),
-        EncryptionContext: kmsEncryptionContext(repositoryId),
+        EncryptionContext: contextOf(repositoryId, planId),
       }),
     );
   } catch (error) {
-    throw kmsError(error, file.keyArn, 'kms:Decrypt', repositoryId);
+    throw kmsError(error, file.keyArn, 'kms:Decrypt', repositoryId, planId);
   }
   const master = out.Plaintext ? Buffer.from(out.Plaintext) : undefined;
   if (!master || master.length !== KEY_BYTES) {
@@ -103,11 +112,17 @@ const transient = new Set([
  * with a server fault after the SDK's retries is Cairn.Storage (exit 16, may
  * pass on a later try); missing credentials is Cairn.Usage (exit 2).
  */
-export function kmsError(error: unknown, keyArn: string, permission: 'kms:Decrypt' | 'kms:Encrypt', repositoryId: string): CairnError {
+export function kmsError(
+  error: unknown,
+  keyArn: string,
+  permission: 'kms:Decrypt' | 'kms:Encrypt',
+  repositoryId: string,
+  planId?: string,
+): CairnError {
   const name = error instanceof Error ? error.name : '';
   const status = (error as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
   const detail = errorMessage(error);
-  const context = `encryption context {"cairn:repository":"${repositoryId}"}`;
+  const context = `encryption context ${JSON.stringify(contextOf(repositoryId, planId))}`;
   if (name === 'CredentialsProviderError' || /Could not load credentials/i.test(detail)) {
     return new CairnError('Cairn.Usage', `no AWS credentials to call KMS for key ${keyArn}: ${detail}`, {
       hint: `run with an instance role, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY allowed ${permission} on ${keyArn}`,

@@ -1,8 +1,10 @@
 import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import { CairnError, errorMessage } from '../core/errors.ts';
+import type { Unlocker } from '../core/keyfile.ts';
 import { parsePlan, type Plan } from '../core/plan.ts';
 import { Repository } from '../core/repository.ts';
 import type { Storage } from '../core/storage.ts';
+import { kmsUnwrapMasterKey } from '../keys/kms.ts';
 
 /**
  * The agent reads its plan and its secrets from Parameter Store itself
@@ -41,16 +43,15 @@ export class PlanSource {
     return this.get(name, true);
   }
 
-  /** Opens the plan's repository with the passphrase its key source names (a SecureString parameter). */
+  /**
+   * Opens the plan's repository with its key source: the passphrase its SecureString parameter holds,
+   * or its KMS key, asked with the plan in the encryption context (the host's grant is conditioned
+   * on it: agent/keys/kms.ts). Key files the control plane wrapped without the plan (for operators'
+   * `cairn` runs) are tried only after those, so a host refused them still opens its repository.
+   */
   async openRepository(plan: Plan, storage: Storage): Promise<Repository> {
     if ('passphraseParameter' in plan.keySource) return Repository.open(storage, await this.secret(plan.keySource.passphraseParameter));
-    throw new CairnError(
-      'Cairn.Config',
-      `plan ${plan.id} names only a KMS key; orchestrated runs open repositories with keySource.passphraseParameter for now`,
-      {
-        hint: 'add a passphrase wrapping (`cairn key add`) and name its SecureString parameter in the plan',
-      },
-    );
+    return Repository.openWith(storage, planKmsUnlocker(plan.id));
   }
 
   private async get(name: string, decrypt: boolean): Promise<string> {
@@ -74,4 +75,32 @@ export class PlanSource {
     if (!value) throw new CairnError('Cairn.Config', `parameter ${name} is empty`);
     return value;
   }
+}
+
+/** Each KMS key file, newest first, with the plan in the context; then without it. The first that decrypts wins. */
+export function planKmsUnlocker(planId: string): Unlocker {
+  return async ({ config, keys, location }) => {
+    const kms = keys.flatMap((k) => (k.file.kind === 'kms' ? [{ id: k.id, file: k.file }] : []));
+    kms.sort((a, b) => b.file.created.localeCompare(a.file.created));
+    if (kms.length === 0) {
+      throw new CairnError('Cairn.WrongKey', `the repository at ${location} has no KMS key file, and plan ${planId} names only a KMS key`, {
+        hint: 'add a KMS wrapping (`cairn key add --kms-key-id ARN`), or name a passphrase parameter in the plan',
+      });
+    }
+    const failures: CairnError[] = [];
+    for (const context of [planId, undefined]) {
+      for (const key of kms) {
+        try {
+          return { master: await kmsUnwrapMasterKey(key.file, config.id, context), keyId: key.id };
+        } catch (error) {
+          failures.push(error instanceof CairnError ? error : new CairnError('Cairn.Failure', errorMessage(error), { cause: error }));
+        }
+      }
+    }
+    const first = failures[0] as CairnError;
+    throw new CairnError(first.code, `no KMS key file opened the repository of plan ${planId}: ${first.message}`, {
+      ...(first.hint ? { hint: first.hint } : {}),
+      cause: first,
+    });
+  };
 }

@@ -8,6 +8,7 @@ import { Construct } from 'constructs';
 import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 import { ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
+import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
 import { planParameterName, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
 
 export interface AgentHostPolicyProps {
@@ -101,15 +102,18 @@ export class AgentHostPolicy extends Construct {
       }
     }
     if ('kmsKeyArn' in plan.keySource) {
-      // Hosts only unwrap the master key (the control plane or an operator wraps it): no kms:Encrypt.
-      // The agent sends {"cairn:repository": <id>}; the id is made at init, so the template can only
-      // insist that the context is Cairn's (a key file of another use does not decrypt here).
+      // Hosts only unwrap the master key (create-repository or an operator wraps it): no kms:Encrypt.
+      // Only key files wrapped with this plan in the encryption context (agent/keys/kms.ts): another
+      // plan's key files under the same KMS key, or the operators' wrapping without a plan, do not decrypt here.
       statements.push(
         new iam.PolicyStatement({
           sid: 'RepositoryMasterKey',
           actions: ['kms:Decrypt'],
           resources: [plan.keySource.kmsKeyArn],
-          conditions: { StringLike: { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: '?*' } },
+          conditions: {
+            StringEquals: { [`kms:EncryptionContext:${PLAN_CONTEXT_KEY}`]: plan.id },
+            StringLike: { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: '?*' },
+          },
         }),
       );
     }

@@ -11,7 +11,7 @@ import {
   repositoryLocation,
   type Plan,
 } from '../../agent/core/plan.ts';
-import { LEASE_KEY, LOGS_PREFIX, RUNS_PREFIX } from '../../agent/core/layout.ts';
+import { CONFIG_KEY, HISTORY_PREFIX, KEYS_PREFIX, LEASE_KEY, LOGS_PREFIX, RUNS_PREFIX } from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
@@ -43,6 +43,8 @@ export class CairnFunctions extends Construct {
   readonly planRestore: CairnFunction;
   readonly planVerify: CairnFunction;
   readonly recordResult: CairnFunction;
+  /** Makes a plan's repository when its prefix holds none (the Backup and Retention machines' first state). */
+  readonly createRepository: CairnFunction;
   /** Only when some plan has PITR on. */
   readonly archiveLag: CairnFunction | undefined;
 
@@ -77,6 +79,11 @@ export class CairnFunctions extends Construct {
     this.planRestore = make('PlanRestore', 'plan-restore', 'Cairn: validates restore input and plans the restore');
     this.planVerify = make('PlanVerify', 'plan-verify', 'Cairn: plans a verify or restore drill');
     this.recordResult = make('RecordResult', 'record-result', 'Cairn: records the outcome of a run (history, metrics)');
+    this.createRepository = make(
+      'CreateRepository',
+      'create-repository',
+      "Cairn: creates a plan's repository if absent, with the plan's key source",
+    );
 
     this.archiveLag = this.archiveLagFunction(props, make);
 
@@ -88,6 +95,7 @@ export class CairnFunctions extends Construct {
       this.planRestore,
       this.planVerify,
       this.recordResult,
+      this.createRepository,
     ];
     const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
@@ -169,6 +177,7 @@ export class CairnFunctions extends Construct {
         );
       }
     }
+    this.grantRepositoryCreation(props, s3Plans, runFindings);
     // Plans whose repository is another bucket than the environment's: the same split of read, write and delete on their prefix.
     const external = s3Plans.filter((l) => l.bucket !== props.bucketName);
     const externalFindings: string[] = [];
@@ -233,8 +242,62 @@ export class CairnFunctions extends Construct {
       this.planRestore,
       this.planVerify,
       this.recordResult,
+      this.createRepository,
       ...(this.archiveLag ? [this.archiveLag] : []),
     ];
+  }
+
+  /**
+   * create-repository writes a new repository's config, key files and first history record, each
+   * create-if-absent (If-None-Match: *), so it can make a repository but never overwrite one; for a
+   * KMS plan it wraps the master key (kms:Encrypt, with Cairn's encryption context),
+   * which no host may do (docs/keys.md).
+   */
+  private grantRepositoryCreation(
+    props: CairnFunctionsProps,
+    s3Plans: ReadonlyArray<{ bucket: string; prefix: string }>,
+    findings: string[],
+  ): void {
+    const stack = Stack.of(this);
+    const fn = this.createRepository;
+    if (s3Plans.length > 0) {
+      const keys = (l: { bucket: string; prefix: string }): string[] =>
+        [CONFIG_KEY, `${KEYS_PREFIX}*`, `${HISTORY_PREFIX}*`].map((k) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${k}`);
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: 'CreateRepositoryObjects',
+          actions: ['s3:PutObject'],
+          resources: s3Plans.flatMap(keys),
+          conditions: { StringEquals: { 's3:if-none-match': '*' } },
+        }),
+      );
+      findings.push(
+        ...s3Plans.flatMap((l) =>
+          [`${KEYS_PREFIX}*`, `${HISTORY_PREFIX}*`].map((k) => `Resource::${arnFinding(stack, `s3:::${l.bucket}/${l.prefix}${k}`)}`),
+        ),
+      );
+      if (s3Plans.some((l) => l.bucket === props.bucketName)) {
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            sid: 'CreateRepositoryDataKey',
+            actions: ['kms:GenerateDataKey'],
+            resources: [props.bucketKey.keyArn],
+            conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.amazonaws.com` } },
+          }),
+        );
+      }
+    }
+    // Two wrappings per KMS plan: one naming the plan (hosts decrypt only that one) and one for operators.
+    const kmsKeys = [...new Set(props.plans.flatMap((p) => ('kmsKeyArn' in p.keySource ? [p.keySource.kmsKeyArn] : [])))];
+    if (kmsKeys.length > 0)
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: 'WrapMasterKeys',
+          actions: ['kms:Encrypt'],
+          resources: kmsKeys,
+          conditions: { StringLike: { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: '?*' } },
+        }),
+      );
   }
 
   /**

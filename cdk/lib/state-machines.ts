@@ -12,10 +12,10 @@ import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
  * runner cannot evaluate JSONata). The Lambda handlers in functions/ are
  * written to these shapes:
  *
- * - Backup `{planId, scheduledTime?}`: PlanBackup → Skipped? → RunAgent (SSM
+ * - Backup `{planId, scheduledTime?}`: PlanBackup → Skipped? → EnsureRepository → RunAgent (SSM
  *   sendCommand.waitForTaskToken) → FinalizeBackup → ApplyRetention → WaitGrace
  *   → GcSweep (distributed Map) → Succeeded.
- * - Retention `{planId}`: ApplyRetention → WaitGrace → GcSweep.
+ * - Retention `{planId}`: EnsureRepository → ApplyRetention → WaitGrace → GcSweep.
  * - Restore (the restore input, docs/contracts.md): PlanRestore → DryRun? → RunAgent → RecordResult.
  * - Verify `{planId}`: PlanVerify → RunAgent (verify or drill) → RecordResult.
  *
@@ -30,6 +30,7 @@ export interface MachineFunctions {
   planRestore: lambda.IFunction;
   planVerify: lambda.IFunction;
   recordResult: lambda.IFunction;
+  createRepository: lambda.IFunction;
 }
 
 export interface MachineContext {
@@ -111,6 +112,18 @@ function runAgent(scope: Construct, ctx: MachineContext, operation: { literal: s
   });
 }
 
+/**
+ * create-repository: the plan's repository, made if its prefix holds none (with the plan's key
+ * source), so a fresh deployment's first scheduled run needs no manual `cairn init`; an existing
+ * one is only read. Result `$.repository`: `{created, repositoryId, keySource}`.
+ */
+function ensureRepository(scope: Construct, ctx: MachineContext, onError: sfn.IChainable): sfn.TaskStateBase {
+  return invoke(scope, 'EnsureRepository', ctx.functions.createRepository, { 'planId.$': '$.planId' }, '$.repository').addCatch(
+    onError,
+    catchAll,
+  );
+}
+
 /** ApplyRetention → WaitGrace → GcSweep; shared by the Backup machine's tail and the Retention machine. */
 function retentionStates(scope: Construct, ctx: MachineContext, onError: sfn.IChainable): sfn.Chain {
   const apply = invoke(scope, 'ApplyRetention', ctx.functions.applyRetention, { 'planId.$': '$.planId' }, '$.retention').addCatch(
@@ -146,7 +159,8 @@ export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
     new sfn.Choice(scope, 'Skipped?')
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.plan.skip'), sfn.Condition.booleanEquals('$.plan.skip', true)), skipped)
       .otherwise(
-        agent
+        ensureRepository(scope, ctx, onError)
+          .next(agent)
           .next(finalize)
           .next(retentionStates(scope, ctx, onError))
           .next(done),
@@ -156,7 +170,10 @@ export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
 
 export function retentionDefinition(scope: Construct, ctx: MachineContext): sfn.IChainable {
   const onError = failureTail(scope, ctx, 'retention');
-  return retentionStates(scope, ctx, onError).next(new sfn.Succeed(scope, 'Succeeded'));
+  // A retention schedule may fire before the plan's first backup: it then finds an empty repository, not none.
+  return ensureRepository(scope, ctx, onError)
+    .next(retentionStates(scope, ctx, onError))
+    .next(new sfn.Succeed(scope, 'Succeeded'));
 }
 
 export function restoreDefinition(scope: Construct, ctx: MachineContext): sfn.IChainable {
@@ -236,13 +253,24 @@ export class CairnStateMachine extends Construct {
       stateMachineType: sfn.StateMachineType.STANDARD,
       queryLanguage: sfn.QueryLanguage.JSON_PATH,
       definitionBody: sfn.DefinitionBody.fromChainable(definitions[id](this, ctx)),
-      logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: true },
+      // Level ALL (every state's events, what cdk-nag's SF1 asks for) without execution data: inputs and
+      // outputs carry task tokens (a token is the capability to report for the run) and restore inputs.
+      logs: { destination: logGroup, level: sfn.LogLevel.ALL, includeExecutionData: false },
       tracingEnabled: true,
     });
     const stack = Stack.of(this);
     const machineRef = `{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"${stack.getLogicalId(this.stateMachine.node.defaultChild as CfnElement)}"}]}]}`;
     const f = ctx.functions;
-    const fns = [f.planBackup, f.finalizeBackup, f.applyRetention, f.gcSweep, f.planRestore, f.planVerify, f.recordResult];
+    const fns = [
+      f.planBackup,
+      f.finalizeBackup,
+      f.applyRetention,
+      f.gcSweep,
+      f.planRestore,
+      f.planVerify,
+      f.recordResult,
+      f.createRepository,
+    ];
     acknowledgeFindings(
       this.stateMachine,
       'AwsSolutions-IAM5',

@@ -13,6 +13,8 @@ import { dev } from '../../cdk/config/dev.ts';
 import { AMAZON_SSM_MANAGED_INSTANCE_CORE } from './amazon-ssm-managed-instance-core.ts';
 import { evaluate, TemplateModel, type Caller, type Decision, type PolicyDocument } from './iam-evaluator.ts';
 import { synthEnvironment, type Synthesized } from './synth-helpers.ts';
+import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
+import { createRepositoryCalls } from '../../functions/create-repository.ts';
 
 /**
  * Every AWS call in the inventory (agent/core/aws-calls.ts), made by the principal that makes it,
@@ -58,7 +60,9 @@ const outs = { dev: synthEnvironment('dev'), prod: synthEnvironment('prod'), kms
 type Out = Synthesized;
 
 const logicalId = (out: Out, element: unknown): string => out.stack.getLogicalId(element as CfnElement);
-const FUNCTION_NAMES: FunctionName[] = [
+/** The inventory's functions, and create-repository, whose calls functions/create-repository.ts declares. */
+type Fn = FunctionName | 'createRepository';
+const FUNCTION_NAMES: Fn[] = [
   'planBackup',
   'finalizeBackup',
   'applyRetention',
@@ -67,7 +71,32 @@ const FUNCTION_NAMES: FunctionName[] = [
   'planVerify',
   'recordResult',
   'archiveLag',
+  'createRepository',
 ];
+
+/**
+ * The agent opens its plan's repository with the plan in the KMS encryption context
+ * (agent/orchestration/plan-source.ts → agent/keys/kms.ts); agent/core/aws-calls.ts's Decrypt of a
+ * repository key lists only cairn:repository, so the plan's key is added here.
+ */
+function withPlanContext(calls: AwsCall[], scope: CallScope, planId: string): AwsCall[] {
+  return calls.map((c) =>
+    c.action === 'kms:Decrypt' && c.resource === scope.repositoryKeyArn
+      ? { ...c, context: { ...c.context, [`kms:EncryptionContext:${PLAN_CONTEXT_KEY}`]: planId } }
+      : c,
+  );
+}
+
+function allFunctionCalls(scope: CallScope, planId: string): Record<Fn, AwsCall[]> {
+  const calls = functionCalls(scope);
+  return {
+    ...(Object.fromEntries(Object.entries(calls).map(([n, c]) => [n, withPlanContext(c, scope, planId)])) as Record<
+      FunctionName,
+      AwsCall[]
+    >),
+    createRepository: createRepositoryCalls(scope, planId),
+  };
+}
 
 function modelOf(out: Out, json: Record<string, unknown> = out.json): TemplateModel {
   return new TemplateModel(json, out.config.account, out.config.region);
@@ -103,7 +132,7 @@ function hostOf(out: Out, model: TemplateModel, plan: Plan): Caller {
   };
 }
 
-function functionOf(out: Out, model: TemplateModel, name: FunctionName): Caller | undefined {
+function functionOf(out: Out, model: TemplateModel, name: Fn): Caller | undefined {
   const fn = out.stack.functions[name];
   if (fn === undefined) return undefined;
   const role = logicalId(out, fn.role!.node.defaultChild);
@@ -138,10 +167,11 @@ describe('every inventoried AWS call is allowed for the principal that makes it'
         const scope = scopeOf(out, model, plan);
         const host = hostOf(out, model, plan);
         for (const [operation, calls] of Object.entries(agentCalls(scope))) {
-          failures.push(...(await mismatches(model, host, `host of ${plan.id} ${operation}`, calls, ['Allowed'])));
+          const sent = withPlanContext(calls, scope, plan.id);
+          failures.push(...(await mismatches(model, host, `host of ${plan.id} ${operation}`, sent, ['Allowed'])));
           evaluated += calls.length;
         }
-        for (const [name, calls] of Object.entries(functionCalls(scope)) as Array<[FunctionName, AwsCall[]]>) {
+        for (const [name, calls] of Object.entries(allFunctionCalls(scope, plan.id)) as Array<[Fn, AwsCall[]]>) {
           // archive-lag exists only with PITR plans, and lists only theirs.
           if (name === 'archiveLag' && plan.pitr?.enabled !== true) continue;
           const caller = functionOf(out, model, name);
@@ -168,7 +198,7 @@ function forbidden(
   out: Out,
   model: TemplateModel,
   plan: Plan,
-): Array<{ who: 'host' | FunctionName; why: string; call: AwsCall; expect: Decision[] }> {
+): Array<{ who: 'host' | Fn; why: string; call: AwsCall; expect: Decision[] }> {
   const scope = scopeOf(out, model, plan);
   const b = new CallBuilder(scope);
   const other = out.config.plans.find((p) => p.id !== plan.id && repositoryLocation(p.repository.url).bucket === scope.bucket);
@@ -178,7 +208,7 @@ function forbidden(
   const otherSecret = other
     ? (referencedParameters(other)[0] ?? '/cairn/x/passphrase')
     : `/cairn/${out.config.envName}/another-plan/passphrase`;
-  const list: Array<{ who: 'host' | FunctionName; why: string; call: AwsCall; expect: Decision[] }> = [
+  const list: Array<{ who: 'host' | Fn; why: string; call: AwsCall; expect: Decision[] }> = [
     { who: 'host', why: 'a host deletes an object', call: b.delete('snapshots/s1')[0]!, expect: DENIED },
     {
       who: 'host',
@@ -222,6 +252,20 @@ function forbidden(
       call: { ...b.delete('packs/ab/ab00')[0]!, api: 'DeleteObject (VersionId)', action: 's3:DeleteObjectVersion' },
       expect: DENIED,
     },
+    {
+      who: 'createRepository',
+      why: 'create-repository overwrites a config (PutObject without If-None-Match)',
+      call: { ...b.create('config')[0]!, context: { 's3:ObjectCreationOperation': 'true' } },
+      expect: DENIED,
+    },
+    { who: 'createRepository', why: 'create-repository writes a pack', call: b.create('packs/ab/ab01')[0]!, expect: DENIED },
+    {
+      who: 'createRepository',
+      why: "create-repository writes the control plane's lease",
+      call: b.create('orchestration/lease')[0]!,
+      expect: DENIED,
+    },
+    { who: 'createRepository', why: 'create-repository deletes', call: b.delete('config')[0]!, expect: DENIED },
   ];
   if (scope.bucketKeyArn !== undefined) {
     list.push({
@@ -251,12 +295,37 @@ function forbidden(
         call: { api: 'Decrypt', action: 'kms:Decrypt', resource: key, context: {} },
         expect: DENIED,
       },
+      {
+        who: 'host',
+        why: "a host decrypts the operators' wrapping (no plan in the encryption context)",
+        call: {
+          api: 'Decrypt',
+          action: 'kms:Decrypt',
+          resource: key,
+          context: { 'kms:EncryptionContext:cairn:repository': scope.repositoryId },
+        },
+        expect: DENIED,
+      },
+      {
+        who: 'host',
+        why: "a host decrypts another plan's key file under the same KMS key",
+        call: {
+          api: 'Decrypt',
+          action: 'kms:Decrypt',
+          resource: key,
+          context: {
+            'kms:EncryptionContext:cairn:repository': scope.repositoryId,
+            [`kms:EncryptionContext:${PLAN_CONTEXT_KEY}`]: 'another-plan',
+          },
+        },
+        expect: DENIED,
+      },
     );
   }
   return list;
 }
 
-async function decide(out: Out, model: TemplateModel, plan: Plan, who: 'host' | FunctionName, call: AwsCall): Promise<Decision> {
+async function decide(out: Out, model: TemplateModel, plan: Plan, who: 'host' | Fn, call: AwsCall): Promise<Decision> {
   const caller = who === 'host' ? hostOf(out, model, plan) : functionOf(out, model, who)!;
   return evaluate(model, caller, call);
 }
@@ -301,7 +370,7 @@ function hostStatements(out: Out, json: Record<string, unknown>, planId: string)
   return resources[id]!.Properties.PolicyDocument.Statement;
 }
 
-function roleStatements(out: Out, json: Record<string, unknown>, name: FunctionName): Array<Record<string, unknown>> {
+function roleStatements(out: Out, json: Record<string, unknown>, name: Fn): Array<Record<string, unknown>> {
   const role = logicalId(out, out.stack.functions[name]!.role!.node.defaultChild);
   const resources = json.Resources as Record<
     string,
@@ -318,7 +387,7 @@ describe('mutations of the template flip the evaluation', () => {
 
   async function flip(
     mutate: (json: Record<string, unknown>) => void,
-    who: 'host' | FunctionName,
+    who: 'host' | Fn,
     call: AwsCall,
     before: Decision[],
     after: Decision[],

@@ -368,8 +368,8 @@ describe('CDK app', () => {
 
   test('the functions run Node 22 on arm64 with the shared environment; only retention and GC may delete', () => {
     const fns = resourcesOf(prodOut.json, 'AWS::Lambda::Function');
-    assert.equal(fns.length, 8, 'seven, and archive-lag for the PITR plan');
-    assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 7, 'no archive-lag function without a PITR plan');
+    assert.equal(fns.length, 9, 'eight, and archive-lag for the PITR plan');
+    assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 8, 'no archive-lag function without a PITR plan');
     for (const [id, fn] of fns) {
       assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
       assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
@@ -400,19 +400,45 @@ describe('CDK app', () => {
     }
   });
 
-  test('state machines are Standard, JSONPath, valid ASL, logging ALL with X-Ray on', () => {
+  test('state machines are Standard, JSONPath, valid ASL, logging ALL without execution data, with X-Ray on', () => {
     const machines = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine');
     assert.equal(machines.length, 4);
     for (const [id, m] of machines) {
       assert.equal(m.Properties.StateMachineType, 'STANDARD', id);
       assert.deepEqual(m.Properties.TracingConfiguration, { Enabled: true }, id);
       assert.equal((m.Properties.LoggingConfiguration as { Level: string }).Level, 'ALL', id);
+      // No execution data in the logs: inputs and outputs carry task tokens.
+      assert.equal((m.Properties.LoggingConfiguration as { IncludeExecutionData: boolean }).IncludeExecutionData, false, id);
       const asl = definitionOf(m);
       assert.notEqual(asl.QueryLanguage, 'JSONata', id);
       assert.doesNotMatch(JSON.stringify(asl), /JSONata|\{%/, id);
       const result = aslValidator(structuredClone(asl));
       assert.ok(result.isValid, `${id}: ${result.errorsText()}`);
     }
+  });
+
+  test('the repository is made by create-repository before the first backup and the first retention, create-if-absent only', () => {
+    const machine = (kind: string): Record<string, unknown> => {
+      const found = resourcesOf(prodOut.json, 'AWS::StepFunctions::StateMachine').find(([, m]) =>
+        String(m.Properties.StateMachineName).endsWith(`-${kind}`),
+      );
+      return definitionOf(found![1]);
+    };
+    const backup = machine('backup') as { States: Record<string, { Type: string; Next?: string; Default?: string; Resource?: string }> };
+    assert.equal(backup.States['Skipped?']?.Default, 'EnsureRepository', 'a run that holds the lease first ensures the repository');
+    assert.equal(backup.States.EnsureRepository?.Next, 'RunAgent');
+    const retention = machine('retention') as { StartAt: string; States: Record<string, { Next?: string }> };
+    assert.equal(retention.StartAt, 'EnsureRepository');
+    assert.equal(retention.States.EnsureRepository?.Next, 'ApplyRetention');
+    // Its writes: config, key files and history, each only with If-None-Match: * (it can make a repository, never overwrite one).
+    const role = prodOut.stack.getLogicalId(prodOut.stack.functions.createRepository.role!.node.defaultChild as CfnElement);
+    const puts = resourcesOf(prodOut.json, 'AWS::IAM::Policy')
+      .filter(([, p]) => JSON.stringify(p.Properties.Roles).includes(`"${role}"`))
+      .flatMap(([, p]) => (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement)
+      .filter((st) => st.Effect === 'Allow' && actionsOf(st).some((a) => /^s3:Put/.test(a)));
+    assert.equal(puts.length, 1);
+    assert.deepEqual(puts[0]!.Condition, { StringEquals: { 's3:if-none-match': '*' } });
+    assert.match(JSON.stringify(puts[0]!.Resource), /\/config"[\s\S]*\/keys\/\*"[\s\S]*\/history\/\*"/);
   });
 
   test('the Backup machine sends the agent command with the task token and heartbeat from the plan', () => {

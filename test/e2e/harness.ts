@@ -67,6 +67,7 @@ const handlerModules: Record<string, string> = {
   PlanVerify: '../../functions/plan-verify.ts',
   RecordResult: '../../functions/record-result.ts',
   RecordFailure: '../../functions/record-result.ts',
+  EnsureRepository: '../../functions/create-repository.ts',
 };
 
 export async function startSystem(plans: EnvironmentConfigInput['plans']): Promise<System> {

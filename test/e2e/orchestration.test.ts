@@ -69,7 +69,8 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       mariaPitrPlan as never,
     ]);
     system.ssm.parameters.set(PASSPHRASE_PARAMETER, PASSPHRASE);
-    for (const id of ['files-plan', 'broken-plan', 'pg-pitr', 'maria-pitr']) {
+    // files-plan gets no `cairn init`: its first scheduled backup makes the repository (EnsureRepository).
+    for (const id of ['broken-plan', 'pg-pitr', 'maria-pitr']) {
       const init = await runCli(['init', '--repo', system.repoUrl(id)], cliEnv());
       assert.equal(init.code, 0, init.stderr);
     }
@@ -99,6 +100,13 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
         (await system.run('Backup', { planId: 'files-plan', scheduledTime: `2026-11-2${i}T02:00:00Z` })) as Record<string, unknown>,
       );
     }
+    const made = outputs.map((o) => (o as { repository: { created: boolean; repositoryId: string } }).repository);
+    assert.equal(made[0]?.created, true, 'the first scheduled backup of a fresh deployment made the repository');
+    assert.deepEqual(
+      made.slice(1).map((r) => r.created),
+      [false, false],
+    );
+    assert.ok(made.every((r) => r.repositoryId === made[0]?.repositoryId));
     const third = outputs[2] as {
       agent: { snapshotId: string; bytesAdded: number };
       finalized: { snapshotId: string };
