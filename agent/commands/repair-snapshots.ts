@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readDamage, withoutMarkedLocations } from '../core/damage.ts';
+import { GcGuard } from '../core/gc-backup-guard.ts';
 import { DEFAULT_LEASE_MS } from '../core/locks.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { PieceType } from '../core/pack.ts';
@@ -86,6 +87,11 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
           cause: error,
         });
       }
+      // Two-phase GC (core/gc-backup-guard.ts): the generations and index files as they are now, so a
+      // collection that marks the new trees (or replaces the index) before the manifests are written
+      // fails the repair instead of leaving a manifest over deleted pieces. Given an empty index: a
+      // doomed piece must not make a file look missing here (it may have been uploaded again elsewhere).
+      const gcGuard = await GcGuard.begin(repo, new PieceIndex(), (m) => options.progress.warn(m));
       // A location a damage marker names (verify found it bad) counts as missing, like one in a pack that is gone.
       index = withoutMarkedLocations(await withoutMissingPacks(index, repo), await readDamage(repo, (m) => options.progress.warn(m))).index;
       const repairer = new SnapshotRepairer(repo, index, options);
@@ -106,6 +112,11 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
       }
       if (!options.dryRun) {
         await repairer.flush();
+        const committing = results.filter((r) => r.tree !== undefined);
+        if (committing.length > 0) {
+          const reader = new PieceReader(repo, await repo.loadIndex(options.concurrency * 2));
+          for (const r of committing) await gcGuard.beforeCommit(r.tree as string, reader);
+        }
         // Commit only with a live lease, asked of the storage (as a backup commits).
         await lease.confirmHeld((options.leaseMs ?? DEFAULT_LEASE_MS) / 4);
         for (const r of results) {
