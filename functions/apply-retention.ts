@@ -1,7 +1,18 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { randomBytes } from 'node:crypto';
 import { CairnError } from '../agent/core/errors.ts';
-import { analyzeGarbage, replaceIndex } from '../agent/core/garbage.ts';
+import { analyzeGarbage } from '../agent/core/garbage.ts';
+import {
+  DEFAULT_GC_GRACE_MS,
+  dueGenerations,
+  markGeneration,
+  readGenerations,
+  settleGenerations,
+  tidyGenerations,
+  waitForGrace,
+  type GcContext,
+  type Settlement,
+} from '../agent/core/gc-collect.ts';
 import { recordEvent } from '../agent/core/history.ts';
 import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
@@ -25,21 +36,42 @@ export interface RetentionOutcome {
   gc: { generation: string; prefixes: string[]; packs: number; bytes: number };
   /** Archived log files no kept snapshot's window needs, deleted (docs/pitr.md, "Retention"); per stream. */
   logs: Array<Omit<LogCollection, 'reasons'>>;
-  /** The sweep needs no grace: the doomed packs are already out of every index (docs/orchestration.md). */
+  /**
+   * What WaitGrace waits before the sweep: 0, since this function already waited the GC grace (by the
+   * storage's clock) between its mark and its settlement, and the packs it hands the sweep are out of
+   * every index and used by no manifest (docs/orchestration.md).
+   */
   graceSeconds: number;
 }
+
+/** Seconds the mark stays pending before it is settled (GC_GRACE_SECONDS; DEFAULT_GC_GRACE_MS otherwise). */
+function graceMs(): number {
+  const raw = process.env.GC_GRACE_SECONDS;
+  if (raw === undefined || raw === '') return DEFAULT_GC_GRACE_MS;
+  const seconds = Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0)
+    throw new CairnError('Cairn.Config', `GC_GRACE_SECONDS: ${JSON.stringify(raw)} is not a number of seconds`);
+  return seconds * 1000;
+}
+
+/** How this function waits out the grace; tests replace it (they must not sleep). */
+export const gcClock = {
+  wait: (ms: number): Promise<void> => new Promise<void>((resolve) => setTimeout(resolve, ms)),
+};
 
 const who = controlPlaneWho('retention');
 
 /**
- * The plan's retention policy, then garbage collection's decision, under the
- * repository's exclusive lock (so no backup can add a reference meanwhile):
- * forget the manifests the policy does not keep, delete the archived log
- * files no remaining snapshot's window needs (hosts cannot delete; the control
- * plane does), write one index without the packs nothing uses, delete the old
- * index files, and record the doomed packs for the sweep (gc-sweep, one Map
- * item per pack prefix). A repository busy with a backup is skipped, not
- * failed: the next run collects.
+ * The plan's retention policy, then garbage collection's two phases, under the
+ * repository's exclusive lock (which only keeps backups from wasting work:
+ * what is deleted does not depend on it): forget the manifests the policy does
+ * not keep, delete the archived log files no remaining snapshot's window needs
+ * (hosts cannot delete; the control plane does), mark the packs and pieces
+ * nothing uses, wait the grace, settle (keep what manifests committed since
+ * use, write one index without the rest, delete the old index files), and
+ * record the doomed packs for the sweep (gc-sweep, one Map item per pack
+ * prefix). A repository busy with a backup is skipped, not failed: the next run
+ * collects.
  */
 export async function applyRetention(event: RetentionEvent): Promise<RetentionOutcome> {
   const plan = await loadPlan(event.planId);
@@ -104,25 +136,54 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
       if (removed.length > 0) await recordEvent(repo, who, TOOL, 'logs.collected', { planId: plan.id, streams: removed });
     }
 
+    // Two-phase GC (agent/core/gc-collect.ts): marks an earlier run left pending are settled first,
+    // then this run's mark is written, its grace waited by the storage's clock, and it is settled:
+    // what a manifest committed since the mark uses is kept, the rest leaves the index, and the
+    // sweep (one Map item per pack prefix) deletes those packs. The lock only saves wasted work.
+    const gcCtx: GcContext = {
+      repo,
+      storage,
+      who,
+      concurrency: 8,
+      assertHeld: () => lease.assertHeld(),
+      warn: (message) => logger.warn(message),
+    };
+    const grace = graceMs();
+    const settlements: Settlement[] = [];
+    const before = await readGenerations(gcCtx);
+    await tidyGenerations(gcCtx, before, grace);
+    settlements.push(await settleGenerations(gcCtx, dueGenerations(before, grace)));
     const analysis = await analyzeGarbage(repo, storage, { maxUnused: 1, concurrency: 8 });
-    const doomed = [...analysis.remove];
-    let gc = empty;
-    if (doomed.length > 0 || analysis.indexFiles.length > 1) {
-      await replaceIndex(
-        repo,
-        storage,
-        analysis,
-        (entry) => !analysis.remove.has(entry.packId),
-        () => lease.assertHeld(),
-      );
+    const mark = await markGeneration(gcCtx, analysis, analysis.remove, 'retention');
+    if (mark) {
+      const state = await waitForGrace(gcCtx, mark.generation, grace, gcClock.wait);
+      settlements.push(await settleGenerations(gcCtx, dueGenerations(state, grace)));
     }
+    const doomed = [...new Set(settlements.flatMap((s) => s.packs))].sort();
+    let gc = empty;
     if (doomed.length > 0) {
       const generation = `${new Date(now).toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
       const bytes = doomed.reduce((sum, id) => sum + (analysis.packSizes.get(id) ?? 0), 0);
-      await writeCollection(storage, { generation, planId: plan.id, packs: doomed, created: new Date(now).toISOString() });
+      await writeCollection(storage, {
+        generation,
+        planId: plan.id,
+        packs: doomed,
+        created: new Date(now).toISOString(),
+        generations: settlements.flatMap((s) => s.generations),
+      });
       gc = { generation, prefixes: [...new Set(doomed.map((id) => id.slice(0, 2)))].sort(), packs: doomed.length, bytes };
     }
-    await recordEvent(repo, who, TOOL, 'gc.marked', { planId: plan.id, generation: gc.generation, packs: gc.packs, bytes: gc.bytes });
+    const rescued = settlements.reduce((n, s) => n + s.rescuedPacks.length, 0);
+    if (rescued > 0) logger.info('GC kept packs that snapshots committed after the mark use', { rescued });
+    await recordEvent(repo, who, TOOL, 'gc.marked', {
+      planId: plan.id,
+      generation: gc.generation,
+      marked: mark?.generation,
+      settled: settlements.flatMap((s) => s.generations),
+      packs: gc.packs,
+      bytes: gc.bytes,
+      rescued,
+    });
     const newest = snapshots.filter((s) => decision.keep.some((k) => k.id === s.id)).at(-1);
     metrics.addDimension('PlanId', plan.id);
     metrics.addMetric('SnapshotsForgotten', MetricUnit.Count, decision.remove.length);

@@ -1,7 +1,8 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { readCollection, sweepPrefix } from '../agent/core/collection.ts';
 import { CairnError } from '../agent/core/errors.ts';
-import { handlerOf, loadPlan, metrics, planStorage } from './runtime.ts';
+import { listGenerations } from '../agent/core/gc-generation.ts';
+import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface SweepEvent {
   planId?: unknown;
@@ -9,14 +10,24 @@ export interface SweepEvent {
   prefix?: unknown;
 }
 
-/** One item of the GC Map: deletes the doomed packs of one pack prefix (packs/<2 hex>/). */
+/**
+ * One item of the GC Map: deletes the doomed packs of one pack prefix (packs/<2 hex>/). Only
+ * packs that a sealed GC generation marked and that the generation's settlement confirmed (its
+ * `gc/<generation>.swept` record exists: the packs are out of every index and no manifest
+ * committed after the mark uses them) are deleted; the work list itself is not trusted.
+ */
 export async function gcSweep(event: SweepEvent): Promise<{ prefix: string; deleted: number; bytes: number }> {
   const plan = await loadPlan(event.planId);
   if (typeof event.generation !== 'string' || typeof event.prefix !== 'string') {
     throw new CairnError('Cairn.InvalidInput', 'generation and prefix: required (this state is fed by apply-retention)');
   }
-  const storage = await planStorage(plan);
-  const result = await sweepPrefix(storage, await readCollection(storage, event.generation), event.prefix);
+  const { repo, storage } = await openPlanRepository(plan);
+  const collection = await readCollection(storage, event.generation);
+  const settled = (await listGenerations(repo, (message) => logger.warn(message))).filter(
+    (g) => g.swept !== undefined && (collection.generations ?? []).includes(g.generation),
+  );
+  const marked = new Set(settled.flatMap((g) => g.packs));
+  const result = await sweepPrefix(storage, collection, event.prefix, marked);
   metrics.addDimension('PlanId', plan.id);
   metrics.addMetric('BytesFreed', MetricUnit.Bytes, result.bytes);
   return { prefix: event.prefix, ...result };

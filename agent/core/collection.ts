@@ -3,19 +3,24 @@ import { PACKS_PREFIX, collectionKey, packKey } from './layout.ts';
 import type { DeletableStorage } from './storage.ts';
 
 /**
- * `orchestration/gc/<generation>`: the packs the control plane's retention run
- * decided to delete, after it had already removed them from every index under
- * the exclusive lock. The sweep (one invocation per pack prefix, in parallel)
+ * `orchestration/gc/<generation>`: the work list of the control plane's sweep,
+ * written by a retention run once it has settled one or more GC generations
+ * (core/gc-collect.ts): the packs to delete, which no index names any more and
+ * no manifest uses. The sweep (one invocation per pack prefix, in parallel)
  * deletes them; a sweep that is retried or runs twice only deletes what is
- * still there. Pack ids are random and reveal nothing, so the record is plain.
+ * still there. Pack ids are random and reveal nothing, so the record is plain;
+ * it is not trusted either: the sweep deletes only packs that the sealed,
+ * settled generations it names (`generations`) marked.
  */
 export const collectionSchema = z.object({
   generation: z.string().regex(/^[0-9A-Za-z-]{1,80}$/),
   planId: z.string(),
   created: z.string(),
   packs: z.array(z.string().regex(/^[0-9a-f]{64}$/)),
+  /** The GC generations (gc/<name>) this list settles. */
+  generations: z.array(z.string()).default([]),
 });
-export type Collection = z.infer<typeof collectionSchema>;
+export type Collection = z.input<typeof collectionSchema>;
 
 export async function writeCollection(storage: DeletableStorage, collection: Collection): Promise<void> {
   await storage.put(collectionKey(collection.generation), Buffer.from(JSON.stringify(collectionSchema.parse(collection))), {
@@ -28,14 +33,19 @@ export async function readCollection(storage: DeletableStorage, generation: stri
   return collectionSchema.parse(JSON.parse((await storage.get(collectionKey(generation))).toString('utf8')));
 }
 
-/** Deletes the collection's packs under one two-hex prefix; returns how many were there and their bytes. */
+/**
+ * Deletes the collection's packs under one two-hex prefix that `marked` also holds (the packs of
+ * the sealed generations the collection names: a forged list cannot add any); returns how many
+ * were there and their bytes.
+ */
 export async function sweepPrefix(
   storage: DeletableStorage,
   collection: Collection,
   prefix: string,
+  marked: ReadonlySet<string>,
 ): Promise<{ deleted: number; bytes: number }> {
   if (!/^[0-9a-f]{2}$/.test(prefix)) throw new Error(`invalid pack prefix ${JSON.stringify(prefix)}`);
-  const doomed = new Set(collection.packs.filter((id) => id.startsWith(prefix)));
+  const doomed = new Set(collection.packs.filter((id) => id.startsWith(prefix) && marked.has(id)));
   let deleted = 0;
   let bytes = 0;
   for await (const object of storage.list(`${PACKS_PREFIX}${prefix}/`)) {
