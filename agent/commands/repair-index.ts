@@ -34,7 +34,7 @@ export interface RepairIndexReport {
   unreadableIndexFiles: Array<{ object: string; problem: string }>;
   /** Locations found in trailers that no readable old index file named. */
   piecesAdded: number;
-  /** Locations old index files named in packs that do not exist. */
+  /** Locations old index files named that no pack's trailer lists (the pack is gone, or the entry was never true). */
   piecesDropped: number;
   /** Packs whose trailer cannot be read: the old index's entries for them, if any, are kept. */
   unreadablePacks: Array<{ pack: string; problem: string; keptFromIndex: number }>;

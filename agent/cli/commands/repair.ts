@@ -66,7 +66,7 @@ function would(dryRun: boolean, done: string, planned: string): string {
 
 function indexText(r: RepairIndexReport): string {
   const lines = [
-    `read the trailers of ${r.packs} pack(s): ${r.pieces} piece location(s); ${r.piecesAdded} the old index lacked, ${r.piecesDropped} it named in packs that are gone`,
+    `read the trailers of ${r.packs} pack(s): ${r.pieces} piece location(s); ${r.piecesAdded} the old index lacked, ${r.piecesDropped} it named that no pack holds`,
   ];
   for (const u of r.unreadableIndexFiles) lines.push(`unreadable index file: ${u.object}: ${u.problem}`);
   for (const p of r.unreadablePacks)
