@@ -154,6 +154,34 @@ describe('cairn repair', () => {
     assert.equal((await keys(storage, INDEX_PREFIX)).length, 1);
   });
 
+  it("repair index: drops a forged index file's locations and replaces an unreadable index file", async () => {
+    const { storage, repo, src, env } = await setup('forged');
+    await writeFile(join(src, 'a.bin'), randomBytes(150_000));
+    const snapshot = await backupDir(repo, src);
+    const real = await indexEntries(repo);
+    // A host with the key writes an index file placing every data piece in a pack that does not exist,
+    // and junk under index/: the first forges locations, the second makes every index load fail.
+    const junkPack = randomBytes(32).toString('hex');
+    const forged = real.filter((e) => e.type === PieceType.data).map((e) => ({ ...e, packId: junkPack }));
+    await repo.writeIndex(forged);
+    await storage.put(`${INDEX_PREFIX}${randomBytes(32).toString('hex')}`, randomBytes(300), { ifAbsent: true });
+    const check = await runCli(['check'], env);
+    assert.equal(check.code, 14, check.stderr);
+    assert.match(check.stderr, /hint: `cairn repair index`/);
+
+    const report = await repairIndex(repo, storage, { ...library, dryRun: false });
+    assert.equal(report.unreadableIndexFiles.length, 1);
+    assert.equal(report.piecesDropped, forged.length);
+    assert.equal(report.pieces, real.length);
+    assert.equal(report.indexFilesRemoved, 3);
+    const after = await indexEntries(await Repository.open(storage, PASSPHRASE));
+    assert.ok(after.every((e) => e.packId !== junkPack));
+    assert.equal(after.length, real.length);
+    const clean = await runCli(['check'], env);
+    assert.equal(clean.code, 0, clean.stderr);
+    await restoreTo(repo, snapshot.id, join(work.path, 'forged-restore'));
+  });
+
   it('repair packs: a corrupted pack fails verify; repair drops its damaged pieces, the next backup uploads them again, verify --read-data passes', async () => {
     const { path, storage, repo, src, env } = await setup('packs');
     await writeFile(join(src, 'a.bin'), randomBytes(300_000));
