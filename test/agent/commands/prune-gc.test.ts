@@ -1,0 +1,292 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { backup, type BackupOptions } from '../../../agent/commands/backup.ts';
+import { prune, type PruneOptions } from '../../../agent/commands/prune.ts';
+import { removeLocks } from '../../../agent/commands/unlock.ts';
+import { verify } from '../../../agent/commands/verify.ts';
+import { CairnError } from '../../../agent/core/errors.ts';
+import { analyzeGarbage } from '../../../agent/core/garbage.ts';
+import { markGeneration } from '../../../agent/core/gc-collect.ts';
+import { GC_PREFIX, PACKS_PREFIX, idFromKey, snapshotKey } from '../../../agent/core/layout.ts';
+import { Repository, type Who } from '../../../agent/core/repository.ts';
+import type { DeletableStorage, ObjectInfo, PutOptions } from '../../../agent/core/storage.ts';
+import { silentProgress } from '../../../agent/progress/progress.ts';
+import { MemoryStorage } from '../../helpers/memory-storage.ts';
+import { PASSPHRASE, SMALL, restoreTo, tempDir } from '../../helpers/repo.ts';
+import { describeTree } from '../../helpers/tree.ts';
+
+/**
+ * Issue 16, item 1, as it applies to garbage collection: prune collecting
+ * while a backup runs — its host's clock 10 minutes slow, its lock gone (an
+ * operator's `unlock --all`, or a lock view that does not show it) — loses
+ * nothing. The two-phase collection (mark, grace by the storage's clock,
+ * settle) and the backup's guard keep every committed snapshot whole without
+ * any help from leases. The storage's clock is injected (MemoryStorage `now`);
+ * prune's grace is waited through an injected `wait` that advances it.
+ */
+const MINUTE = 60_000;
+const operator: Who = { host: 'ops-host', user: 'ops' };
+const slowHost: Who = { host: 'slow-host', user: 'backup' };
+
+/** Runs `hook` once, inside the first put under `prefix` (awaited before the put goes through). */
+class HookedStorage implements DeletableStorage {
+  readonly location: string;
+  readonly atomicCreate: boolean;
+  private readonly inner: DeletableStorage;
+  private hook: (() => Promise<void>) | undefined;
+  private readonly prefix: string;
+  constructor(inner: DeletableStorage, prefix: string, hook: () => Promise<void>) {
+    this.inner = inner;
+    this.location = inner.location;
+    this.atomicCreate = inner.atomicCreate;
+    this.prefix = prefix;
+    this.hook = hook;
+  }
+  get(key: string): Promise<Buffer> {
+    return this.inner.get(key);
+  }
+  getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    return this.inner.getRange(key, offset, length);
+  }
+  async put(key: string, data: Buffer, options?: PutOptions): Promise<void> {
+    if (this.hook && key.startsWith(this.prefix)) {
+      const hook = this.hook;
+      this.hook = undefined;
+      await hook();
+    }
+    return this.inner.put(key, data, options);
+  }
+  stat(key: string): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(key);
+  }
+  list(prefix: string): AsyncIterable<ObjectInfo> {
+    return this.inner.list(prefix);
+  }
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+}
+
+/** Hides the lock records it did not write itself: a holder that cannot see the others' locks. */
+class LockBlindStorage implements DeletableStorage {
+  readonly location: string;
+  readonly atomicCreate: boolean;
+  private readonly inner: DeletableStorage;
+  private readonly own = new Set<string>();
+  constructor(inner: DeletableStorage) {
+    this.inner = inner;
+    this.location = inner.location;
+    this.atomicCreate = inner.atomicCreate;
+  }
+  get(key: string): Promise<Buffer> {
+    return this.inner.get(key);
+  }
+  getRange(key: string, offset: number, length: number): Promise<Buffer> {
+    return this.inner.getRange(key, offset, length);
+  }
+  put(key: string, data: Buffer, options?: PutOptions): Promise<void> {
+    if (key.startsWith('locks/')) this.own.add(key);
+    return this.inner.put(key, data, options);
+  }
+  stat(key: string): Promise<ObjectInfo | undefined> {
+    return this.inner.stat(key);
+  }
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    for await (const object of this.inner.list(prefix)) if (!object.key.startsWith('locks/') || this.own.has(object.key)) yield object;
+  }
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+}
+
+function isCode(code: string, pattern?: RegExp): (error: unknown) => boolean {
+  return (error) => {
+    assert.ok(error instanceof CairnError, `a CairnError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    if (pattern) assert.match(error.message, pattern);
+    return true;
+  };
+}
+
+describe('two-phase garbage collection (issue 16)', () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    work = await tempDir('prune-gc');
+  });
+  after(() => work.remove());
+
+  async function setup(name: string): Promise<{ storage: MemoryStorage; repo: Repository; clock: { t: number }; src: string }> {
+    const clock = { t: Date.parse('2026-06-01T00:00:00Z') };
+    const storage = new MemoryStorage({ now: () => clock.t });
+    const repo = await Repository.init(storage, PASSPHRASE, operator, SMALL);
+    const src = join(work.path, name);
+    await mkdir(src, { recursive: true });
+    await writeFile(join(src, 'a.bin'), randomBytes(150_000));
+    await writeFile(join(src, 'b.bin'), randomBytes(150_000));
+    return { storage, repo, clock, src };
+  }
+
+  const backupOptions = (src: string, who: Who, now: () => number): BackupOptions & { now: () => number } => ({
+    paths: [src],
+    excludes: [],
+    tags: [],
+    who,
+    concurrency: 2,
+    progress: silentProgress,
+    now,
+  });
+
+  const pruneOptions = (clock: { t: number }, wait?: (ms: number) => Promise<void>): PruneOptions => ({
+    who: operator,
+    progress: silentProgress,
+    concurrency: 2,
+    dryRun: false,
+    maxUnused: 0.05,
+    now: () => clock.t,
+    graceMs: 2 * MINUTE,
+    wait:
+      wait ??
+      (async (ms) => {
+        clock.t += ms;
+      }),
+  });
+
+  async function assertWhole(repo: Repository, snapshotId: string, src: string, label: string): Promise<void> {
+    const report = await verify(repo, { readData: 1, concurrency: 2, progress: silentProgress, who: operator });
+    assert.equal(report.ok, true, `check is clean ${label}: ${JSON.stringify(report.problems)}`);
+    const target = join(work.path, `restore-${label.replace(/\W+/g, '-')}-${randomBytes(3).toString('hex')}`);
+    await restoreTo(repo, snapshotId, target);
+    assert.deepEqual(await describeTree(target), await describeTree(src), `restore ${label}`);
+  }
+
+  it('a host 10 minutes slow backs up while an operator unlocks everything and prunes: the backup fails before committing, and its rerun restores', async () => {
+    const { storage, repo, clock, src } = await setup('slow');
+    const first = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t - 10 * MINUTE),
+    );
+    // The first snapshot is forgotten: all of its pieces are garbage, and the next backup reuses them.
+    await storage.delete(snapshotKey(first.id));
+    await writeFile(join(src, 'c.bin'), randomBytes(100_000));
+
+    let pruned: Awaited<ReturnType<typeof prune>> | undefined;
+    // When the slow host uploads its first pack (a.bin and b.bin were reused by then), the operator
+    // runs `unlock --all` and prune, which marks, waits its grace and deletes the first backup's packs.
+    // The backup's lease is still live by the storage's clock when it commits: only GC's own
+    // protocol stands between it and a snapshot of deleted data.
+    const hooked = new HookedStorage(storage, PACKS_PREFIX, async () => {
+      await removeLocks(repo, storage, { who: operator, progress: silentProgress, all: true });
+      pruned = await prune(repo, storage, pruneOptions(clock));
+    });
+    const slowRepo = await Repository.open(hooked, PASSPHRASE);
+    await assert.rejects(
+      backup(
+        slowRepo,
+        backupOptions(src, slowHost, () => clock.t - 10 * MINUTE),
+      ),
+      isCode('Cairn.Locked', /garbage collection/),
+    );
+    assert.ok(pruned && pruned.packsDeleted > 0, `prune deleted the first backup's packs: ${JSON.stringify(pruned)}`);
+    assert.deepEqual((await repo.listSnapshots()).snapshots, [], 'the backup committed nothing');
+
+    const rerun = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t - 10 * MINUTE),
+    );
+    await assertWhole(repo, rerun.id, src, 'after the rerun');
+  });
+
+  it('a backup that runs during the grace (its lock unseen by prune) uploads the marked pieces again, and the sweep keeps what it committed', async () => {
+    const { storage, repo, clock, src } = await setup('grace');
+    const first = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t - 10 * MINUTE),
+    );
+    await storage.delete(snapshotKey(first.id));
+    let during: Awaited<ReturnType<typeof backup>> | undefined;
+    const blind = new LockBlindStorage(storage);
+    const blindRepo = await Repository.open(blind, PASSPHRASE);
+    const report = await prune(
+      repo,
+      storage,
+      pruneOptions(clock, async (ms) => {
+        if (!during)
+          during = await backup(
+            blindRepo,
+            backupOptions(src, slowHost, () => clock.t - 10 * MINUTE),
+          );
+        clock.t += ms;
+      }),
+    );
+    assert.ok(during, 'the backup ran during the grace');
+    assert.ok(during.summary.bytesAdded > 250_000, `it uploaded the marked pieces again (${during.summary.bytesAdded} bytes added)`);
+    assert.ok(report.generations.marked, 'prune marked a generation');
+    assert.deepEqual(report.generations.settled, [report.generations.marked]);
+    await assertWhole(repo, during.id, src, 'the snapshot committed during the grace');
+    // A later prune finds the rest garbage and leaves the snapshot whole.
+    await prune(repo, storage, pruneOptions(clock));
+    await assertWhole(repo, during.id, src, 'after a second prune');
+  });
+
+  it('a mark that appears while a backup runs and names pieces it reused fails the backup cleanly; the rerun uploads them and survives the sweep', async () => {
+    const { storage, repo, clock, src } = await setup('mark');
+    const first = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    await storage.delete(snapshotKey(first.id));
+    await writeFile(join(src, 'c.bin'), randomBytes(100_000));
+    const hooked = new HookedStorage(storage, PACKS_PREFIX, async () => {
+      const analysis = await analyzeGarbage(repo, storage, { maxUnused: 0.05, concurrency: 2 });
+      const mark = await markGeneration(
+        { repo, storage, who: operator, concurrency: 2, assertHeld: () => undefined, warn: () => undefined },
+        analysis,
+        analysis.remove,
+        'test',
+      );
+      assert.ok(mark && mark.pieces.length > 0, 'the mark names the first backup pieces');
+    });
+    await assert.rejects(
+      backup(
+        await Repository.open(hooked, PASSPHRASE),
+        backupOptions(src, slowHost, () => clock.t),
+      ),
+      isCode('Cairn.Locked', /marked \d+ piece\(s\) this backup reused/),
+    );
+    const rerun = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    assert.ok(rerun.summary.bytesAdded > 250_000, 'the rerun uploaded the marked pieces again');
+    clock.t += 10 * MINUTE;
+    const report = await prune(repo, storage, pruneOptions(clock));
+    assert.ok(report.generations.settled.length >= 1, 'the pending mark was settled');
+    await assertWhole(repo, rerun.id, src, 'after the mark was swept');
+    assert.ok(
+      [...storage.objects.keys()].some((k) => k.startsWith(GC_PREFIX)),
+      'generation records stay a grace after their sweep',
+    );
+    clock.t += 10 * MINUTE;
+    await prune(repo, storage, pruneOptions(clock));
+    const packs = [...storage.objects.keys()].filter((k) => idFromKey(k, PACKS_PREFIX));
+    assert.ok(packs.length > 0);
+    await assertWhole(repo, rerun.id, src, 'after the records were tidied');
+  });
+
+  it('an unreadable object under gc/ is skipped with a warning by backups and prune', async () => {
+    const { storage, repo, clock, src } = await setup('junk');
+    await storage.put(`${GC_PREFIX}20260101T000000Z-0123456789abcdef`, randomBytes(200), { ifAbsent: true });
+    const warnings: string[] = [];
+    const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+    const snapshot = await backup(repo, { ...backupOptions(src, slowHost, () => clock.t), progress });
+    assert.ok(
+      warnings.some((w) => /gc\/20260101T000000Z-0123456789abcdef.*cannot be read/.test(w)),
+      warnings.join('\n'),
+    );
+    await prune(repo, storage, { ...pruneOptions(clock), progress });
+    await assertWhole(repo, snapshot.id, src, 'beside a junk gc record');
+  });
+});
