@@ -13,7 +13,16 @@ export interface OperationOptions {
   lockWaitMs?: number | undefined;
   /** The lease clock (Date.now unless a test injects one: see AcquireOptions.now). */
   now?: (() => number) | undefined;
+  /**
+   * `--no-lock`: take no lease and record no history, so a read-only operation works on a
+   * repository this host cannot write (a replica, a read-only mount, a read-only role). Only the
+   * operations in READ_ONLY_OPERATIONS accept it; a concurrent prune may then remove what it reads.
+   */
+  noLock?: boolean | undefined;
 }
+
+/** The operations `--no-lock` may run: they write nothing to the repository but their lease and history. */
+export const READ_ONLY_OPERATIONS: ReadonlySet<string> = new Set(['restore', 'verify', 'ls', 'find', 'dump', 'diff', 'snapshots']);
 
 export interface OperationContext extends OperationOptions {
   repo: Repository;
@@ -28,6 +37,7 @@ export function operationContext(repo: Repository, options: OperationOptions): O
     leaseMs: options.leaseMs,
     lockWaitMs: options.lockWaitMs,
     now: options.now,
+    noLock: options.noLock,
   };
 }
 
@@ -42,7 +52,65 @@ export async function underLock<T>(
   exclusive: boolean,
   fn: (lease: Lease) => Promise<T>,
 ): Promise<T> {
-  const lease = await Lease.acquire(ctx.repo, {
+  if (ctx.noLock) {
+    if (exclusive || !READ_ONLY_OPERATIONS.has(operation))
+      throw new CairnError(
+        'Cairn.Usage',
+        `--no-lock is for read-only operations; ${operation} writes to the repository and must hold a lock`,
+        {
+          hint: `drop --no-lock; it is accepted by ${[...READ_ONLY_OPERATIONS].join(', ')}`,
+        },
+      );
+    // Read-only operations never consult their lease (they write nothing it would guard): a stand-in that holds nothing.
+    return fn(NO_LEASE);
+  }
+  let lease: Lease;
+  try {
+    lease = await acquireLease(ctx, operation, exclusive);
+  } catch (error) {
+    throw lockWriteFailure(error, operation);
+  }
+  let result: T;
+  try {
+    result = await fn(lease);
+  } catch (error) {
+    await lease.release().catch((releaseError: unknown) => ctx.progress.warn(`could not release the lock: ${errorMessage(releaseError)}`));
+    throw error;
+  }
+  try {
+    await lease.release();
+  } catch (error) {
+    // A lease taken over while we worked means another operation (a prune) may have run beside
+    // us: that is a failure to report, not a warning (the work itself finished; check says whether
+    // anything it wrote lost data).
+    if (error instanceof CairnError && error.code === 'Cairn.Locked') throw error;
+    ctx.progress.warn(`could not release the lock: ${errorMessage(error)}`);
+  }
+  return result;
+}
+
+const NO_LEASE = {
+  holder: 'no-lock',
+  assertHeld: () => undefined,
+  confirmHeld: () => Promise.resolve(),
+  refresh: () => Promise.resolve(),
+  release: () => Promise.resolve(),
+} as unknown as Lease;
+
+/**
+ * A lease that could not be written (the storage refuses writes) says what `--no-lock` is for,
+ * when the operation could run without one.
+ */
+function lockWriteFailure(error: unknown, operation: string): unknown {
+  if (!(error instanceof CairnError) || error.code !== 'Cairn.Storage' || !READ_ONLY_OPERATIONS.has(operation)) return error;
+  return new CairnError('Cairn.Storage', `${operation} could not write its lock to the repository: ${error.message}`, {
+    hint: `if this repository is read-only for this host (a replica, a read-only mount or role), pass --no-lock: ${operation} then takes no lock, and a prune running meanwhile could remove what it reads`,
+    cause: error,
+  });
+}
+
+async function acquireLease(ctx: OperationContext, operation: string, exclusive: boolean): Promise<Lease> {
+  return Lease.acquire(ctx.repo, {
     operation,
     exclusive,
     who: ctx.who,
@@ -68,26 +136,10 @@ export async function underLock<T>(
       });
     },
   });
-  let result: T;
-  try {
-    result = await fn(lease);
-  } catch (error) {
-    await lease.release().catch((releaseError: unknown) => ctx.progress.warn(`could not release the lock: ${errorMessage(releaseError)}`));
-    throw error;
-  }
-  try {
-    await lease.release();
-  } catch (error) {
-    // A lease taken over while we worked means another operation (a prune) may have run beside
-    // us: that is a failure to report, not a warning (the work itself finished; check says whether
-    // anything it wrote lost data).
-    if (error instanceof CairnError && error.code === 'Cairn.Locked') throw error;
-    ctx.progress.warn(`could not release the lock: ${errorMessage(error)}`);
-  }
-  return result;
 }
 
 export async function record(ctx: OperationContext, event: string, details: Record<string, unknown> = {}): Promise<void> {
+  if (ctx.noLock) return; // --no-lock: the repository may be read-only; nothing is written to it
   try {
     await recordEvent(ctx.repo, ctx.who, TOOL, event, details);
   } catch (error) {

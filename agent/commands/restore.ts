@@ -47,6 +47,8 @@ export interface RestoreCommandOptions {
   who: Who;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** `--no-lock`: no lease, no history record (a read-only repository: OperationOptions.noLock). */
+  noLock?: boolean | undefined;
   /** Point-in-time recovery (docs/pitr.md): restore the base the target needs, then replay the archived log to it. */
   pointInTime?: PointInTimeRestore | undefined;
 }

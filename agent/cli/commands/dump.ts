@@ -10,10 +10,14 @@ export function registerDump(program: Command, cli: Cli): void {
     .description('write one file of a snapshot to stdout, byte for byte')
     .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
     .argument('<file>', 'path of the file inside the snapshot')
-    .action(async (ref: string, path: string, _opts: unknown, cmd: Command) => {
+    .option(
+      '--no-lock',
+      'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
+    )
+    .action(async (ref: string, path: string, opts: { lock: boolean }, cmd: Command) => {
       // stdout carries the file's bytes only: messages go to stderr, as text.
       cli.output = new Output({ json: false, quiet: true, streams: cli.streams });
       const { g, repo } = await cli.openRepo(cmd);
-      await dumpSnapshotFile(repo, { ...cli.operation(g), snapshot: ref, path, out: cli.streams.stdout });
+      await dumpSnapshotFile(repo, { ...cli.operation(g), noLock: !opts.lock, snapshot: ref, path, out: cli.streams.stdout });
     });
 }

@@ -14,12 +14,16 @@ export function registerFind(program: Command, cli: Cli): void {
     .option('-s, --snapshot <id>', 'search only this snapshot (repeatable)', collect, [])
     .option('--host <name>', 'search only snapshots of this host (repeatable)', collect, [])
     .option('--tag <tags>', 'search only snapshots with these tags (a,b: both; repeatable: any)', collect, [])
-    .action(async (patterns: string[], opts: { snapshot: string[]; host: string[]; tag: string[] }, cmd: Command) => {
+    .option(
+      '--no-lock',
+      'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
+    )
+    .action(async (patterns: string[], opts: { snapshot: string[]; host: string[]; tag: string[]; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const headed = new Set<string>();
       const found = await findInSnapshots(
         repo,
-        { ...cli.operation(g), patterns, snapshots: opts.snapshot, hosts: opts.host, tags: opts.tag },
+        { ...cli.operation(g), noLock: !opts.lock, patterns, snapshots: opts.snapshot, hosts: opts.host, tags: opts.tag },
         (snapshot, entry) => {
           const header = headed.has(snapshot.id) ? '' : `snapshot ${shortId(snapshot.id)} ${snapshot.time} ${snapshot.host}:\n`;
           headed.add(snapshot.id);

@@ -12,12 +12,19 @@ export function registerLs(program: Command, cli: Cli): void {
     .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
     .argument('[path]', 'directory or file inside the snapshot', '/')
     .option('-R, --recursive', 'list everything below the directory')
-    .action(async (ref: string, path: string, opts: { recursive?: boolean }, cmd: Command) => {
+    .option(
+      '--no-lock',
+      'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
+    )
+    .action(async (ref: string, path: string, opts: { recursive?: boolean; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const recursive = Boolean(opts.recursive);
       const asked = path.replace(/^\/+|\/+$/g, '');
-      const done = await listSnapshotPath(repo, { ...cli.operation(g), snapshot: ref, path, recursive }, (snapshot, entry) =>
-        cli.output.result({ type: 'entry', snapshotId: snapshot.id, entry }, lsLine(entry, recursive || entry.path === asked)),
+      const done = await listSnapshotPath(
+        repo,
+        { ...cli.operation(g), noLock: !opts.lock, snapshot: ref, path, recursive },
+        (snapshot, entry) =>
+          cli.output.result({ type: 'entry', snapshotId: snapshot.id, entry }, lsLine(entry, recursive || entry.path === asked)),
       );
       cli.output.result({ type: 'ls', snapshotId: done.snapshot.id, path, entries: done.entries, bytes: done.bytes }, '');
     });

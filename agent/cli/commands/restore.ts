@@ -22,6 +22,7 @@ interface RestoreFlags extends RecoveryTargetFlags {
   include: string[];
   force?: boolean;
   ignoreErrors?: boolean;
+  lock: boolean;
 }
 
 /** `cairn restore`: a snapshot into a directory or a database server, or to a point in time (docs/pitr.md). */
@@ -47,6 +48,10 @@ export function registerRestore(program: Command, cli: Cli): void {
     .option('--force', 'restore into a non-empty directory, replacing what is in the way')
     .option('--ignore-errors', 'restore what can be restored when some data is damaged (exit code 3)')
     .option('--if-empty', 'do nothing when the target directory already holds data (bootstrapping a replica)')
+    .option(
+      '--no-lock',
+      'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
+    )
     .option('--wait-for-snapshot <duration>', 'keep looking this long for a snapshot to appear (e.g. 60s)')
     .option(
       '--temp-dir <dir>',
@@ -76,6 +81,7 @@ export function registerRestore(program: Command, cli: Cli): void {
     const started = Date.now();
     const done = await restore(repo, {
       ...cli.operation(g),
+      noLock: !opts.lock,
       snapshot: ref,
       waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
       target: opts.target,

@@ -13,6 +13,7 @@ export function registerSnapshots(program: Command, cli: Cli): void {
     .option('--host <name>', 'only snapshots of this host (repeatable)', collect, [])
     .option('--tag <tags>', 'only snapshots with these tags (a,b: both; repeatable: any)', collect, [])
     .option('--group-by <fields>', 'group by host, paths, plan and/or tags (e.g. host,plan)')
+    .option('--no-lock', 'accepted for scripts that pass it everywhere: listing snapshots takes no lock and writes nothing')
     .action(async (opts: { host: string[]; tag: string[]; groupBy?: string }, cmd: Command) => {
       const { repo } = await cli.openRepo(cmd);
       const listed = await repo.listSnapshots();
