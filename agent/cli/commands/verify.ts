@@ -12,10 +12,14 @@ export function registerVerify(program: Command, cli: Cli): void {
     .description('check the repository; with --read-data, read and authenticate all data')
     .option('--read-data', 'read every pack and check every piece')
     .option('--read-data-subset <percent>', 'read this percentage of the packs, chosen at random (e.g. 10%)')
-    .action(async (opts: { readData?: boolean; readDataSubset?: string }, cmd: Command) => {
+    .option(
+      '--no-lock',
+      'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
+    )
+    .action(async (opts: { readData?: boolean; readDataSubset?: string; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { ...cli.operation(g), readData });
+      const report = await verify(repo, { ...cli.operation(g), ...{ noLock: !opts.lock }, readData });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok)
         throw new CairnError(
