@@ -5,7 +5,8 @@ import { etcdKeysSpec } from '../core/engine-options/etcd-keys.ts';
 import { CairnError } from '../core/errors.ts';
 import { connectGateway, type EtcdClient, type GatewayHeader as Header } from './etcd-gateway.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
-import type { Engine, EngineContext, EngineMetadata } from './engine.ts';
+import { drillEtcdKeys, etcdDrillTools, KeysDigest } from './etcd-drill.ts';
+import type { Engine, EngineContext, EngineMetadata, SnapshotSource } from './engine.ts';
 import { b64, normalizePrefixes, parseRename, prefixRange, printable, restoreScope, startsWith } from './etcd-key-ranges.ts';
 
 export { etcdKeysSpec };
@@ -88,7 +89,7 @@ export const etcdKeysEngine: Engine<Options> = {
       );
       total += Number(counted.count ?? 0);
     }
-    const counts = { keys: 0, bytes: 0 };
+    const counts = { keys: 0, bytes: 0, digest: new KeysDigest() };
     await sink.addStream(KEYS_FILE, Readable.from(keyLines(client, prefixes, revision, total, counts, ctx)));
     if (counts.keys !== total) {
       throw new CairnError(
@@ -106,21 +107,36 @@ export const etcdKeysEngine: Engine<Options> = {
       prefixes,
       keyCount: counts.keys,
       keyBytes: counts.bytes,
+      // A drill loads the keys into a private member and compares what it reads back with this.
+      keysSha256: counts.digest.hex(),
       leasesRestored: false,
     } satisfies EngineMetadata;
   },
 
   async restore(options, source, ctx) {
-    const input = source.open(KEYS_FILE);
-    const reader = createInterface({ input, crlfDelay: Infinity });
-    try {
-      await restoreKeys(options, source.metadata, reader[Symbol.asyncIterator](), ctx);
-    } finally {
-      reader.close();
-      input.destroy();
-    }
+    await restoreFrom(options, source, ctx);
+  },
+
+  drillTools: etcdDrillTools,
+
+  /** Loads the keys into a private member with the engine's own restore (no options of the plan's), then reads them back. */
+  async drill(source, ctx) {
+    return drillEtcdKeys(source, ctx, (member, memberCtx) =>
+      restoreFrom(parseEngineOptions('etcd-keys', etcdKeysSpec.schema, member), source, memberCtx),
+    );
   },
 };
+
+async function restoreFrom(options: Options, source: SnapshotSource, ctx: EngineContext): Promise<void> {
+  const input = source.open(KEYS_FILE);
+  const reader = createInterface({ input, crlfDelay: Infinity });
+  try {
+    await restoreKeys(options, source.metadata, reader[Symbol.asyncIterator](), ctx);
+  } finally {
+    reader.close();
+    input.destroy();
+  }
+}
 
 async function restoreKeys(options: Options, metadata: EngineMetadata, lines: AsyncIterator<string>, ctx: EngineContext): Promise<void> {
   const head = await lines.next();
@@ -239,7 +255,7 @@ async function* keyLines(
   prefixes: string[],
   revision: string,
   total: number,
-  counts: { keys: number; bytes: number },
+  counts: { keys: number; bytes: number; digest: KeysDigest },
   ctx: EngineContext,
 ): AsyncGenerator<Buffer> {
   yield Buffer.from(`${JSON.stringify({ format: FORMAT, version: 1, prefixes })}\n`);
@@ -271,6 +287,7 @@ async function* keyLines(
         out.push(JSON.stringify(record));
         pageBytes += kv.key.length + (kv.value?.length ?? 0);
         counts.keys++;
+        counts.digest.add(Buffer.from(kv.key, 'base64'), Buffer.from(kv.value ?? '', 'base64'));
         counts.bytes += Buffer.byteLength(kv.key, 'base64') + Buffer.byteLength(kv.value ?? '', 'base64');
       }
       const last = kvs.at(-1);

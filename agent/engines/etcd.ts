@@ -8,6 +8,7 @@ import { CairnError, errorMessage } from '../core/errors.ts';
 import { etcdctlEnvironment, resolveEtcdConnection, type EtcdConnection } from './etcd-connection.ts';
 import { ProcessError, run } from '../process/run.ts';
 import { parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
+import { drillEtcdSnapshot, etcdDrillTools, memberDigest, type MemberDigest } from './etcd-drill.ts';
 import type { Engine, EngineContext } from './engine.ts';
 
 export { etcdSpec };
@@ -59,6 +60,16 @@ export const etcdEngine: Engine<Options> = {
       totalKey: number;
       totalSize: number;
     };
+    // What a drill compares its private member with: the keys and their HashKV at the snapshot's revision, read from the same member.
+    let digest: MemberDigest | undefined;
+    try {
+      digest = await memberDigest(async (args, doing) => (await etcdctl(ctx, member, [...args], doing)).stdout, info.revision);
+    } catch (error) {
+      if (ctx.signal?.aborted) throw error;
+      ctx.progress.warn(
+        `could not read the key count and HashKV at revision ${info.revision} (${errorMessage(error)}); a drill of this snapshot cannot compare its keys`,
+      );
+    }
     await sink.addStream(SNAPSHOT_FILE, createReadStream(file));
     await rm(file, { force: true });
     return {
@@ -67,6 +78,7 @@ export const etcdEngine: Engine<Options> = {
       hash: info.hash,
       dbSize: info.totalSize,
       clusterId: String(status[0]?.Status.header.cluster_id ?? ''),
+      ...(digest ?? {}),
     };
   },
 
@@ -97,6 +109,13 @@ export const etcdEngine: Engine<Options> = {
       'restoring the snapshot',
     );
     await rm(file, { force: true });
+  },
+
+  drillTools: etcdDrillTools,
+
+  /** The snapshot restored into a private member (loopback, fresh cluster identity); revision, key count and HashKV compared. */
+  async drill(source, ctx) {
+    return drillEtcdSnapshot(source, ctx);
   },
 };
 

@@ -8,6 +8,7 @@ import { explainPgError, pgEnvironment } from '../process/pg-environment.ts';
 import { ProcessError, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
+import { drillPostgres, postgresDrillTools } from './postgres-drill.ts';
 
 export { postgresSpec };
 type Options = z.infer<typeof postgresSpec.schema>;
@@ -82,6 +83,13 @@ export const postgresEngine: Engine<Options> = {
     // PostgreSQL refuses a data directory that others can read.
     await chmod(target, 0o700);
     await giveTo(target, options.owner, ctx.env);
+  },
+
+  drillTools: postgresDrillTools,
+
+  /** Started privately (no TCP, archive_mode=off, no standby); consistent, pg_amcheck on every database, pg_checksums after a clean stop. */
+  async drill(source, ctx) {
+    return drillPostgres(source, ctx);
   },
 };
 
