@@ -1,6 +1,6 @@
 import { mapLimit } from '../core/concurrency.ts';
 import { CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
-import { packKey } from '../core/layout.ts';
+import { PACKS_PREFIX, packKey } from '../core/layout.ts';
 import { decodeTrailer, packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
 import { PieceIndex } from '../core/piece-index.ts';
 import { PieceReader } from '../core/piece-reader.ts';
@@ -10,6 +10,11 @@ import { PackWriter } from '../pipeline/pack-writer.ts';
 import { failureDetails, operationContext, record, underLock } from './operation.ts';
 import { groupByPack, listPacks, readIndexFiles, uniqueEntries, writeIndexFiles, type RepairOptions } from './repair-index.ts';
 import { assertCanDelete } from './repair-rights.ts';
+
+export interface RepairPacksOptions extends RepairOptions {
+  /** Check only these packs (ids or unique prefixes of at least 4 hex digits); empty or absent: every indexed pack. */
+  packs?: string[] | undefined;
+}
 
 export interface DamagedPack {
   pack: string;
@@ -42,8 +47,8 @@ interface PackCheck {
 }
 
 /**
- * `cairn repair packs`, after restic's: reads every indexed pack whole (as
- * `verify --read-data` does), and for each damaged one — missing, a bad
+ * `cairn repair packs`, after restic's: reads every indexed pack (or those
+ * named) whole, as `verify --read-data` does, and for each damaged one — missing, a bad
  * header or trailer, a frame that fails authentication, a piece that does not
  * match its id — copies the pieces that still read back whole into new packs,
  * replaces the index files that name it with ones that do not, and deletes
@@ -53,7 +58,7 @@ interface PackCheck {
  * `repair index` from putting its pieces back from its trailer. Under the
  * exclusive lock; a storage failure stops the repair (it is not damage).
  */
-export async function repairPacks(repo: Repository, storage: DeletableStorage, options: RepairOptions): Promise<RepairPacksReport> {
+export async function repairPacks(repo: Repository, storage: DeletableStorage, options: RepairPacksOptions): Promise<RepairPacksReport> {
   if (!options.dryRun)
     await assertCanDelete(repo, storage, 'cairn repair packs', 'the index files naming damaged packs, and those packs', options.who);
   const ctx = operationContext(repo, options);
@@ -72,7 +77,7 @@ export async function repairPacks(repo: Repository, storage: DeletableStorage, o
 async function repairPacksLocked(
   repo: Repository,
   storage: DeletableStorage,
-  options: RepairOptions,
+  options: RepairPacksOptions,
   assertHeld: () => void,
 ): Promise<RepairPacksReport> {
   const { files, unreadable } = await readIndexFiles(repo, options.concurrency * 2);
@@ -85,16 +90,18 @@ async function repairPacksLocked(
   }
   const byPack = groupByPack(uniqueEntries(files.flatMap((f) => f.entries)));
   const sizes = await listPacks(storage);
+  const chosen = choosePacks([...byPack.keys()], options.packs ?? []);
   const reader = new PieceReader(repo, new PieceIndex());
   const checks: PackCheck[] = [];
   let bytesRead = 0;
   let done = 0;
-  await mapLimit(byPack, options.concurrency, async ([packId, entries]) => {
+  await mapLimit(chosen, options.concurrency, async (packId) => {
     options.signal?.throwIfAborted();
+    const entries = byPack.get(packId) ?? [];
     const check = await checkPack(repo, reader, packId, entries, sizes.has(packId));
     bytesRead += check.bytes;
     if (check.problems.length > 0) checks.push(check);
-    options.progress.progress({ phase: 'verify', files: ++done, bytes: bytesRead, totalFiles: byPack.size });
+    options.progress.progress({ phase: 'verify', files: ++done, bytes: bytesRead, totalFiles: chosen.length });
   });
   checks.sort((a, b) => a.packId.localeCompare(b.packId));
   const damaged = new Set(checks.map((c) => c.packId));
@@ -105,7 +112,7 @@ async function repairPacksLocked(
   for (const c of checks) for (const e of c.bad) if (!kept.has(e.id)) lostIds.add(e.id.toString('hex'));
   const report: RepairPacksReport = {
     dryRun: options.dryRun,
-    packsChecked: byPack.size,
+    packsChecked: chosen.length,
     bytesRead,
     damagedPacks: checks.map((c) => ({ pack: packKey(c.packId), problems: c.problems, salvaged: c.good.length, lost: c.bad.length })),
     piecesLost: lostIds.size,
@@ -216,6 +223,28 @@ async function checkPack(
     }
   }
   return result;
+}
+
+/** The packs named (each id or unique prefix must match one indexed pack), or every indexed pack. */
+function choosePacks(indexed: string[], refs: string[]): string[] {
+  if (refs.length === 0) return indexed;
+  const chosen = new Set<string>();
+  for (const ref of refs) {
+    const id = ref.startsWith(PACKS_PREFIX) ? ref.slice(ref.lastIndexOf('/') + 1) : ref;
+    if (!/^[0-9a-f]{4,64}$/.test(id))
+      throw new CairnError('Cairn.Usage', `invalid pack id ${JSON.stringify(ref)}`, {
+        hint: 'give a pack id (64 hex digits, or at least 4 of them) or its object name, as verify prints it',
+      });
+    const matches = indexed.filter((p) => p.startsWith(id));
+    if (matches.length === 0)
+      throw new CairnError('Cairn.NotFound', `no indexed pack ${ref}`, {
+        hint: 'run `cairn verify --read-data` to list the damaged packs',
+      });
+    if (matches.length > 1)
+      throw new CairnError('Cairn.Usage', `pack id prefix ${ref} is ambiguous (${matches.length} packs)`, { hint: 'give more digits' });
+    chosen.add(matches[0] as string);
+  }
+  return [...chosen];
 }
 
 function isDamage(error: unknown): boolean {

@@ -30,12 +30,16 @@ export function registerRepair(program: Command, cli: Cli): void {
   repair
     .command('packs')
     .description(
-      'read every indexed pack; copy the good pieces of damaged ones into new packs, drop the rest from the index and delete the damaged packs (needs delete rights)',
+      'read every indexed pack (or those named); copy the good pieces of damaged ones into new packs, drop the rest from the index and delete the damaged packs (needs delete rights)',
+    )
+    .argument(
+      '[pack...]',
+      'check only these packs (ids, unique prefixes or packs/… names as verify prints them); default: every indexed pack',
     )
     .option('--dry-run', 'say which packs are damaged and what would be salvaged; write and delete nothing')
-    .action(async (opts: { dryRun?: boolean }, cmd: Command) => {
+    .action(async (packs: string[], opts: { dryRun?: boolean }, cmd: Command) => {
       const { g, repo, storage } = await cli.openRepo(cmd);
-      const report = await repairPacks(repo, storage, { ...cli.operation(g), dryRun: Boolean(opts.dryRun) });
+      const report = await repairPacks(repo, storage, { ...cli.operation(g), packs, dryRun: Boolean(opts.dryRun) });
       cli.output.result({ type: 'repair-packs', ...report }, packsText(report));
     });
 

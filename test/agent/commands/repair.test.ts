@@ -212,9 +212,20 @@ describe('cairn repair', () => {
     assert.ok(planned.piecesLost > 0);
     assert.ok((await storage.stat(packKey(victim.packId))) !== undefined, 'a dry run deletes nothing');
 
-    const repaired = await runCli(['repair', 'packs'], env);
+    const unknown = await runCli(['repair', 'packs', 'ffff0000'], env);
+    assert.equal(unknown.code, 13, unknown.stderr);
+    assert.match(unknown.stderr, /no indexed pack ffff0000/);
+
+    // The pack named as verify names it: only that one is read.
+    const repaired = await runCli(['repair', 'packs', packKey(victim.packId)], env);
     assert.equal(repaired.code, 0, repaired.stderr);
-    const report = lastOfType(repaired, 'repair-packs') as { piecesLost: number; packsRemoved: number; indexFilesRemoved: number };
+    const report = lastOfType(repaired, 'repair-packs') as {
+      piecesLost: number;
+      packsRemoved: number;
+      indexFilesRemoved: number;
+      packsChecked: number;
+    };
+    assert.equal(report.packsChecked, 1);
     assert.equal(report.piecesLost, planned.piecesLost);
     assert.equal(report.packsRemoved, 1);
     assert.equal(await storage.stat(packKey(victim.packId)), undefined);
