@@ -1,4 +1,4 @@
-import { SendTaskFailureCommand, SendTaskHeartbeatCommand, SendTaskSuccessCommand, SFNClient } from '@aws-sdk/client-sfn';
+import type { SFNClient } from '@aws-sdk/client-sfn';
 import { errorMessage } from '../core/errors.ts';
 
 /** Step Functions keeps at most 256 KiB of output and 256 characters of error name, 32 KiB of cause. */
@@ -24,14 +24,21 @@ export interface TaskReporterOptions {
  */
 export class TaskReporter {
   private readonly options: TaskReporterOptions;
-  private readonly client: SFNClient;
+  private client: SFNClient | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gone = false;
   private finished = false;
 
   constructor(options: TaskReporterOptions) {
     this.options = options;
-    this.client = options.client ?? new SFNClient({});
+    this.client = options.client;
+  }
+
+  /** The SDK loads on first use: every `cairn` start would pay for it otherwise (docs/architecture.md, start-up). */
+  private async sfn(): Promise<{ client: SFNClient; sdk: typeof import('@aws-sdk/client-sfn') }> {
+    const sdk = await import('@aws-sdk/client-sfn');
+    this.client ??= new sdk.SFNClient({});
+    return { client: this.client, sdk };
   }
 
   get executionGone(): boolean {
@@ -47,7 +54,8 @@ export class TaskReporter {
   async heartbeat(): Promise<void> {
     if (this.gone || this.finished) return;
     try {
-      await this.client.send(new SendTaskHeartbeatCommand({ taskToken: this.options.token }));
+      const { client, sdk } = await this.sfn();
+      await client.send(new sdk.SendTaskHeartbeatCommand({ taskToken: this.options.token }));
     } catch (error) {
       const name = error instanceof Error ? error.name : '';
       if (GONE.has(name)) {
@@ -67,15 +75,17 @@ export class TaskReporter {
     this.finished = true;
     let text = JSON.stringify(output);
     if (Buffer.byteLength(text) > MAX_OUTPUT) text = JSON.stringify({ ...output, engineMetadata: { truncated: true } });
-    await this.client.send(new SendTaskSuccessCommand({ taskToken: this.options.token, output: text }));
+    const { client, sdk } = await this.sfn();
+    await client.send(new sdk.SendTaskSuccessCommand({ taskToken: this.options.token, output: text }));
   }
 
   async fail(code: string, cause: string): Promise<void> {
     this.stop();
     if (this.gone || this.finished) return;
     this.finished = true;
-    await this.client.send(
-      new SendTaskFailureCommand({ taskToken: this.options.token, error: code.slice(0, 256), cause: cause.slice(0, MAX_CAUSE) }),
+    const { client, sdk } = await this.sfn();
+    await client.send(
+      new sdk.SendTaskFailureCommand({ taskToken: this.options.token, error: code.slice(0, 256), cause: cause.slice(0, MAX_CAUSE) }),
     );
   }
 
