@@ -6,6 +6,7 @@ import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
 import type { Engine, EngineMetadata } from './engine.ts';
+import { drillMariadb, mariadbDrillTools } from './mariabackup-drill.ts';
 import { splitXbstream } from './xbstream.ts';
 
 export { mariadbSpec };
@@ -92,5 +93,12 @@ export const mariabackupEngine: Engine<Options> = {
       });
     });
     await giveTo(target, options.owner, ctx.env);
+  },
+
+  drillTools: mariadbDrillTools,
+
+  /** Prepared and started privately (socket only, no binlog, no replication); mariadb-check of every table, the binlog position read back. */
+  async drill(source, ctx) {
+    return drillMariadb(source, ctx);
   },
 };
