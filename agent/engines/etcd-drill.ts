@@ -151,10 +151,15 @@ async function compareMember(member: PrivateEtcd, metadata: EngineMetadata, sign
   let digest: MemberDigest | undefined;
   const read = async (): Promise<MemberDigest> => {
     if (digest) return digest;
-    // HashKV covers the revisions after the compaction point: compact the private member as the source was, so both cover the same.
+    const ctl = (args: readonly string[], doing: string): Promise<string> => member.ctl(args, doing);
+    digest = await memberDigest(ctl, revision);
+    // HashKV covers the revisions after the compaction point: when the source had compacted further than the
+    // snapshot holds, compact the private member to that point too, so both hashes cover the same revisions.
     const compactedAt = typeof metadata.hashKvCompactRevision === 'number' ? metadata.hashKvCompactRevision : -1;
-    if (compactedAt > 0) await member.ctl(['compact', String(compactedAt)], 'compacting to the recorded compaction point');
-    digest = await memberDigest((args, doing) => member.ctl(args, doing), revision);
+    if (compactedAt > digest.hashKvCompactRevision) {
+      await member.ctl(['compact', String(compactedAt)], 'compacting to the recorded compaction point');
+      digest = await memberDigest(ctl, revision);
+    }
     return digest;
   };
   checks.push(
