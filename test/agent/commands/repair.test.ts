@@ -14,7 +14,7 @@ import type { DeletableStorage, ObjectInfo, PutOptions, Storage } from '../../..
 import { repairIndex } from '../../../agent/commands/repair-index.ts';
 import { repairPacks } from '../../../agent/commands/repair-packs.ts';
 import { REPAIRED_TAG, repairSnapshots } from '../../../agent/commands/repair-snapshots.ts';
-import { distinctProblems } from '../../../agent/commands/repair-hint.ts';
+import { distinctProblems, repairHint } from '../../../agent/commands/repair-hint.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { lastOfType, runCli } from '../../helpers/cli.ts';
@@ -78,6 +78,35 @@ async function contents(storage: Storage): Promise<string[]> {
 async function indexEntries(repo: Repository): Promise<IndexEntry[]> {
   return [...(await repo.loadIndex()).entries()];
 }
+
+describe('the hint after verify and check', () => {
+  const pack = `packs/ab/${'ab'.repeat(32)}`;
+  it('counts each distinct problem once, however many files and snapshots it affects, and a directory by its cause', () => {
+    const why = `pack ${'ab'.repeat(32)} is missing`;
+    const report = {
+      problems: [{ object: pack, problem: why }],
+      affected: [
+        { snapshot: 'a', path: 'x', problem: why },
+        { snapshot: 'b', path: 'x', problem: why },
+        { snapshot: 'b', path: 'd', problem: `directory unreadable: ${why}` },
+        { snapshot: 'b', path: 'y', problem: `piece ${'cd'.repeat(32)} is missing` },
+      ],
+    };
+    assert.equal(distinctProblems(report), 2);
+    assert.equal(distinctProblems({ problems: [], affected: [report.affected[3] as (typeof report.affected)[number]] }), 1);
+  });
+  it('names the repair that mends what was found', () => {
+    const missingPiece = { snapshot: 'a', path: 'x', problem: `piece ${'cd'.repeat(32)} is missing` };
+    assert.match(repairHint({ problems: [{ object: 'index', problem: 'bad' }], affected: [] }), /^`cairn repair index`/);
+    assert.match(repairHint({ problems: [], affected: [missingPiece] }), /^`cairn repair index`.*`cairn repair snapshots`/);
+    const packs = repairHint({ problems: [{ object: pack, problem: 'frame failed' }], affected: [missingPiece] });
+    assert.match(packs, /^`cairn repair packs`.*`cairn repair snapshots`/);
+    assert.doesNotMatch(packs, /repair index/);
+    const manifest = repairHint({ problems: [{ object: `snapshots/${'ef'.repeat(32)}`, problem: 'unreadable' }], affected: [] });
+    assert.match(manifest, /`cairn forget efefefef`/);
+    assert.doesNotMatch(manifest, /cairn repair/);
+  });
+});
 
 describe('cairn repair', () => {
   let work: Awaited<ReturnType<typeof tempDir>>;
