@@ -4,7 +4,7 @@ import { recordEvent } from '../agent/core/history.ts';
 import { parseOrExplain, runSummarySchema } from '../agent/core/orchestration.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
 import { TOOL } from '../agent/core/version.ts';
-import { controlPlaneWho, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
+import { controlPlaneWho, controlSeal, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FinalizeEvent {
   planId?: unknown;
@@ -53,7 +53,7 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
     snapshotId: snapshot.id,
     host: snapshot.host,
   });
-  if (typeof executionId === 'string') await releaseRunLease(storage, executionId);
+  if (typeof executionId === 'string') await releaseRunLease(storage, executionId, await controlSeal());
 
   metrics.addDimension('PlanId', plan.id);
   metrics.addMetric('BackupSucceeded', MetricUnit.Count, 1);

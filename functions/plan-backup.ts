@@ -2,7 +2,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CairnError } from '../agent/core/errors.ts';
 import { encodeRequest } from '../agent/core/orchestration.ts';
 import { acquireRunLease } from '../agent/core/run-lease.ts';
-import { handlerOf, loadPlan, logger, metrics, onlineInstances, planStorage } from './runtime.ts';
+import { controlSeal, handlerOf, loadPlan, logger, metrics, onlineInstances, planStorage } from './runtime.ts';
 
 export interface PlanBackupEvent {
   planId?: unknown;
@@ -53,12 +53,17 @@ export async function planBackup(event: PlanBackupEvent): Promise<PlannedRun> {
       hint: 'check the instances and their SSM agent',
     });
   }
-  const decision = await acquireRunLease(await planStorage(plan), {
-    planId: plan.id,
-    executionId,
-    scheduledTime,
-    leaseSeconds: timeoutSeconds + LEASE_MARGIN_SECONDS,
-  });
+  const decision = await acquireRunLease(
+    await planStorage(plan),
+    { planId: plan.id, executionId, scheduledTime, leaseSeconds: timeoutSeconds + LEASE_MARGIN_SECONDS },
+    await controlSeal(),
+  );
+  if (decision.forged) {
+    // Someone other than the control plane wrote these (a host is denied orchestration/*): ignored and replaced.
+    logger.error('ignored control records that the control plane did not seal', { planId: plan.id, forged: decision.forged });
+    metrics.addDimension('PlanId', plan.id);
+    metrics.addMetric('ForgedControlRecord', MetricUnit.Count, decision.forged.length);
+  }
   if (!decision.acquired) {
     logger.warn('backup skipped', { planId: plan.id, reason: decision.reason });
     metrics.addDimension('PlanId', plan.id);

@@ -2,7 +2,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { recordEvent } from '../agent/core/history.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
 import { TOOL } from '../agent/core/version.ts';
-import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+import { controlPlaneWho, controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface RecordEvent {
   planId?: unknown;
@@ -55,7 +55,8 @@ export async function recordResult(event: RecordEvent): Promise<Recorded> {
       executionId: event.executionId,
       ...(failed ? { code: error, message: cause } : { summary: event.summary }),
     });
-    if (operation === 'backup' && typeof event.executionId === 'string') await releaseRunLease(storage, event.executionId);
+    if (operation === 'backup' && typeof event.executionId === 'string')
+      await releaseRunLease(storage, event.executionId, await controlSeal());
   } catch (recordError) {
     logger.error('could not record the outcome in the repository history', { planId, operation, error: recordError });
   }

@@ -4,10 +4,11 @@ import { Metrics } from '@aws-lambda-powertools/metrics';
 import { logMetrics } from '@aws-lambda-powertools/metrics/middleware';
 import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
-import { DescribeInstanceInformationCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { DescribeInstanceInformationCommand, GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import middy, { type MiddlewareObj } from '@middy/core';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { planParameterPrefix, type Plan } from '../agent/core/plan.ts';
+import { controlSealParameterName, hmacSeal, type RecordSeal } from '../agent/core/run-lease.ts';
 import type { Repository } from '../agent/core/repository.ts';
 import { PlanSource } from '../agent/orchestration/plan-source.ts';
 import type { DeletableStorage } from '../agent/core/storage.ts';
@@ -101,6 +102,36 @@ export function envName(): string {
 /** Plans and passphrases from Parameter Store, as the agent reads them (agent/orchestration/plan-source.ts). */
 function planSource(): PlanSource {
   return new PlanSource({ CAIRN_PLAN_PARAMETER_PREFIX: process.env.PLAN_PARAMETER_PREFIX ?? planParameterPrefix(envName()) }, ssmClient());
+}
+
+let seal: Promise<RecordSeal> | undefined;
+/**
+ * The control plane's record seal (agent/core/run-lease.ts): a Secrets Manager secret, read once per
+ * container through Parameter Store's reference to it. Only the functions that write the run lease and
+ * run records may read it; hosts are denied it (docs/cdk.md, "Host policy").
+ */
+export function controlSeal(): Promise<RecordSeal> {
+  seal ??= readControlSeal().catch((error: unknown) => {
+    seal = undefined; // a later invocation tries again
+    throw error;
+  });
+  return seal;
+}
+
+async function readControlSeal(): Promise<RecordSeal> {
+  const name = process.env.CONTROL_SEAL_PARAMETER ?? controlSealParameterName(envName());
+  let value: string | undefined;
+  try {
+    value = (await ssmClient().send(new GetParameterCommand({ Name: name, WithDecryption: true }))).Parameter?.Value;
+  } catch (error) {
+    throw new CairnError('Cairn.Config', `cannot read the control plane's seal key ${name}: ${errorMessage(error)}`, {
+      hint: 'deploy the Cairn CDK app (it creates the secret and grants this function secretsmanager:GetSecretValue on it)',
+      cause: error,
+    });
+  }
+  if (!value || value.length < 32)
+    throw new CairnError('Cairn.Config', `the control plane's seal key ${name} is shorter than 32 characters`);
+  return hmacSeal(Buffer.from(value, 'utf8'));
 }
 
 /** A SecureString the plan names (its passphrase), decrypted through SSM with Cairn's parameter key. */

@@ -4,6 +4,7 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as logs from 'aws-cdk-lib/aws-logs';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as s3assets from 'aws-cdk-lib/aws-s3-assets';
+import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 import { ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
@@ -22,6 +23,8 @@ export interface AgentHostPolicyProps {
   parameterKey: kms.IKey;
   agentAsset: s3assets.Asset;
   commandLogGroup: logs.ILogGroup;
+  /** The control plane's seal key (cairn-functions.ts): explicitly denied, so no broader grant lets a host forge a sealed record. */
+  controlSeal: secretsmanager.ISecret;
 }
 
 /** Every S3 action a host is granted: none of them deletes or overwrites (DESIGN §4). */
@@ -117,6 +120,14 @@ export class AgentHostPolicy extends Construct {
         }),
       );
     }
+    statements.push(
+      new iam.PolicyStatement({
+        sid: 'DenyControlSeal',
+        effect: iam.Effect.DENY,
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [props.controlSeal.secretArn],
+      }),
+    );
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
     const secrets = referencedParameters(plan).map(parameterArn);
     statements.push(

@@ -66,6 +66,7 @@ export class CairnStack extends Stack {
           parameterKey: this.planParameters.key,
           agentAsset: this.agentBundle.asset,
           commandLogGroup: this.agentDocument.logGroup,
+          controlSeal: this.functions.controlSeal,
         }),
       );
     }

@@ -14,6 +14,7 @@ import { AMAZON_SSM_MANAGED_INSTANCE_CORE } from './amazon-ssm-managed-instance-
 import { evaluate, TemplateModel, type Caller, type Decision, type PolicyDocument } from './iam-evaluator.ts';
 import { synthEnvironment, type Synthesized } from './synth-helpers.ts';
 import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
+import { controlSealParameterName } from '../../agent/core/run-lease.ts';
 import { createRepositoryCalls } from '../../functions/create-repository.ts';
 
 /**
@@ -87,15 +88,31 @@ function withPlanContext(calls: AwsCall[], scope: CallScope, planId: string): Aw
   );
 }
 
-function allFunctionCalls(scope: CallScope, planId: string): Record<Fn, AwsCall[]> {
+/**
+ * The control plane's record seal (functions/runtime.ts controlSeal): Parameter Store's reference to the
+ * Secrets Manager secret, which SSM reads with the caller's secretsmanager:GetSecretValue.
+ */
+function sealCalls(scope: CallScope, secretArn: string, envName: string): AwsCall[] {
+  return [
+    {
+      api: 'GetParameter (Secrets Manager reference)',
+      action: 'ssm:GetParameter',
+      resource: `arn:aws:ssm:${scope.region}:${scope.account}:parameter${controlSealParameterName(envName)}`,
+      context: {},
+    },
+    { api: '(SSM reference) GetSecretValue', action: 'secretsmanager:GetSecretValue', resource: secretArn, context: {} },
+  ];
+}
+
+function allFunctionCalls(scope: CallScope, planId: string, seal: AwsCall[]): Record<Fn, AwsCall[]> {
   const calls = functionCalls(scope);
-  return {
-    ...(Object.fromEntries(Object.entries(calls).map(([n, c]) => [n, withPlanContext(c, scope, planId)])) as Record<
-      FunctionName,
-      AwsCall[]
-    >),
-    createRepository: createRepositoryCalls(scope, planId),
-  };
+  const sealing = new Set<string>(['planBackup', 'finalizeBackup', 'recordResult']);
+  const entries = Object.entries(calls).map(([n, c]) => [n, [...withPlanContext(c, scope, planId), ...(sealing.has(n) ? seal : [])]]);
+  return { ...(Object.fromEntries(entries) as Record<FunctionName, AwsCall[]>), createRepository: createRepositoryCalls(scope, planId) };
+}
+
+function sealSecretArn(out: Out, model: TemplateModel): string {
+  return model.text({ Ref: logicalId(out, out.stack.functions.controlSeal.node.defaultChild) });
 }
 
 function modelOf(out: Out, json: Record<string, unknown> = out.json): TemplateModel {
@@ -171,7 +188,8 @@ describe('every inventoried AWS call is allowed for the principal that makes it'
           failures.push(...(await mismatches(model, host, `host of ${plan.id} ${operation}`, sent, ['Allowed'])));
           evaluated += calls.length;
         }
-        for (const [name, calls] of Object.entries(allFunctionCalls(scope, plan.id)) as Array<[Fn, AwsCall[]]>) {
+        const seal = sealCalls(scope, sealSecretArn(out, model), out.config.envName);
+        for (const [name, calls] of Object.entries(allFunctionCalls(scope, plan.id, seal)) as Array<[Fn, AwsCall[]]>) {
           // archive-lag exists only with PITR plans, and lists only theirs.
           if (name === 'archiveLag' && plan.pitr?.enabled !== true) continue;
           const caller = functionOf(out, model, name);
@@ -266,6 +284,18 @@ function forbidden(
       expect: DENIED,
     },
     { who: 'createRepository', why: 'create-repository deletes', call: b.delete('config')[0]!, expect: DENIED },
+    {
+      who: 'host',
+      why: "a host reads the control plane's seal key",
+      call: sealCalls(scope, sealSecretArn(out, model), out.config.envName)[1]!,
+      expect: ['ExplicitlyDenied'],
+    },
+    {
+      who: 'applyRetention',
+      why: 'a function that writes no lease reads the seal key',
+      call: sealCalls(scope, sealSecretArn(out, model), out.config.envName)[1]!,
+      expect: DENIED,
+    },
   ];
   if (scope.bucketKeyArn !== undefined) {
     list.push({

@@ -106,6 +106,9 @@ export class TemplateModel {
         return this.attribute(name, 'Arn');
       case 'AWS::SSM::Parameter':
         return this.text(r.Properties.Name ?? name);
+      case 'AWS::SecretsManager::Secret':
+        // A secret's Ref is its ARN, which ends in the name and six random characters.
+        return `arn:aws:secretsmanager:${this.region}:${this.account}:secret:${this.text(r.Properties.Name ?? name)}-AbC123`;
       default:
         return name;
     }

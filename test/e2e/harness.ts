@@ -8,6 +8,7 @@ import { StateMachine } from 'aws-local-stepfunctions';
 import { Template } from 'aws-cdk-lib/assertions';
 import type { EnvironmentConfigInput } from '../../agent/core/plan.ts';
 import { decodeRequest } from '../../agent/core/orchestration.ts';
+import { controlSealParameterName, hmacSeal, type RecordSeal } from '../../agent/core/run-lease.ts';
 import { bundleAgent } from '../../cdk/lib/agent-bundle.ts';
 import { buildApp } from '../../cdk/lib/app.ts';
 import { startFaultProxy } from '../helpers/fault-proxy.ts';
@@ -55,6 +56,8 @@ export interface System {
   /** The document run outside any execution, as a schedule's SendCommand does it: no task token, no request. */
   runDocument(operation: string, planId: string, hostEnv?: Record<string, string>): Promise<{ code: number | null; output: string }>;
   agentLogs: string[];
+  /** The control plane's record seal, as the deployment's secret holds it (to write a genuine stale lease). */
+  seal: RecordSeal;
   stop(): Promise<void>;
 }
 
@@ -139,6 +142,9 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   if (!script.includes(sha)) throw new Error('the document script does not export CAIRN_AGENT_SHA256 the way this harness expects');
 
   for (const plan of plans) ssm.instances.set(INSTANCE, { 'cairn:plan': plan.id });
+  // The seal key Secrets Manager generates at deploy, as Parameter Store's reference to it returns it.
+  const sealKey = randomBytes(32).toString('hex');
+  ssm.parameters.set(controlSealParameterName(ENV), sealKey);
   const agentLogs: string[] = [];
   let executions = 0;
 
@@ -222,6 +228,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     resources: json.Resources,
     env,
     agentLogs,
+    seal: hmacSeal(Buffer.from(sealKey, 'utf8')),
     repoUrl: (planId) => `s3://${bucket}/plans/${planId}/`,
     async run(kind, input, options = {}) {
       const machine = new StateMachine(definitions[kind] as never, { validationOptions: { checkArn: false } });

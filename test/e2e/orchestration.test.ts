@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { readCollection } from '../../agent/core/collection.ts';
-import { acquireRunLease } from '../../agent/core/run-lease.ts';
+import { LEASE_KEY } from '../../agent/core/layout.ts';
+import { acquireRunLease, runKey } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { runCli } from '../helpers/cli.ts';
 import { captureMetrics } from '../helpers/emf.ts';
@@ -210,13 +211,17 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
 
     // A crashed run: its lease was taken long ago and never given back.
     const storage = await openStorage(system.repoUrl('files-plan'), system.env);
-    const crashed = await acquireRunLease(storage, {
-      planId: 'files-plan',
-      executionId: 'crashed-run',
-      scheduledTime: '2026-11-01T02:00:00Z',
-      leaseSeconds: 60,
-      now: new Date(Date.now() - 3_600_000),
-    });
+    const crashed = await acquireRunLease(
+      storage,
+      {
+        planId: 'files-plan',
+        executionId: 'crashed-run',
+        scheduledTime: '2026-11-01T02:00:00Z',
+        leaseSeconds: 60,
+        now: new Date(Date.now() - 3_600_000),
+      },
+      system.seal,
+    );
     assert.equal(crashed.acquired, true);
     const next = (await system.run('Backup', { planId: 'files-plan', scheduledTime: '2026-11-25T02:00:00Z' })) as {
       plan: { skip: boolean };
@@ -224,6 +229,31 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     };
     assert.equal(next.plan.skip, false);
     assert.match(next.finalized.snapshotId, /^[0-9a-f]{64}$/);
+  });
+
+  it("a lease and a run record forged with a host's rights (not sealed by the control plane) do not skip a backup", async () => {
+    // What a host can write under its plan's prefix if the explicit deny on orchestration/* were missing
+    // (the stand-in enforces no IAM): a lease that holds for decades, and the run record of the next fire.
+    const storage = await openStorage(system.repoUrl('files-plan'), system.env);
+    const scheduledTime = '2026-11-26T02:00:00Z';
+    const forged = {
+      planId: 'files-plan',
+      executionId: 'arn:aws:states:eu-central-1:123456789012:execution:cairn-e2e-backup:forged',
+      runId: `files-plan@${scheduledTime}`,
+      scheduledTime,
+      acquired: new Date().toISOString(),
+      expires: '2099-01-01T00:00:00.000Z',
+    };
+    await storage.put(LEASE_KEY, Buffer.from(JSON.stringify(forged)));
+    await storage.put(runKey(scheduledTime), Buffer.from(`${'0'.repeat(64)}\n${JSON.stringify(forged)}`));
+    const { value, error, metrics } = await captureMetrics(() => system.run('Backup', { planId: 'files-plan', scheduledTime }));
+    assert.equal(error, undefined);
+    const run = value as { plan: { skip: boolean }; finalized: { snapshotId: string } };
+    assert.equal(run.plan.skip, false, 'the forged lease and run record did not skip the scheduled backup');
+    assert.match(run.finalized.snapshotId, /^[0-9a-f]{64}$/);
+    const forgedCount = metrics.filter((m) => 'ForgedControlRecord' in m).reduce((sum, m) => sum + Number(m.ForgedControlRecord), 0);
+    assert.equal(forgedCount, 2, 'both forgeries are reported (ForgedControlRecord)');
+    assert.equal(await storage.stat(LEASE_KEY), undefined, 'the lease was released at finalize');
   });
 
   it('invalid restore input fails at the first state with a readable error naming the field', async () => {

@@ -15,7 +15,7 @@ import { decodeRequest, encodeRequest, parseOrExplain, restoreInputSchema } from
 import { applyPolicy } from '../../agent/core/retention.ts';
 import { DEFAULT_RESTORE_BYTES_PER_SECOND, planRestore, type PlannableSnapshot } from '../../agent/core/restore-planning.ts';
 import { LEASE_KEY } from '../../agent/core/layout.ts';
-import { acquireRunLease, readLease, releaseRunLease } from '../../agent/core/run-lease.ts';
+import { acquireRunLease, hmacSeal, readLease, releaseRunLease, runKey } from '../../agent/core/run-lease.ts';
 import { FileStorage } from '../../agent/storage/file.ts';
 import { Random } from '../helpers/tree.ts';
 
@@ -317,48 +317,101 @@ describe('retention with Object Lock', () => {
 });
 
 describe('run lease', () => {
+  const seal = hmacSeal(Buffer.alloc(32, 7));
   it('skips a second run while one holds the lease, runs each scheduled time once, and takes over an expired lease', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'cairn-lease-'));
     try {
       const storage = new FileStorage(dir);
       const t0 = new Date('2026-11-23T02:00:00Z');
-      const first = await acquireRunLease(storage, {
-        planId: 'db',
-        executionId: 'exec-1',
-        scheduledTime: '2026-11-23T02:00:00Z',
-        leaseSeconds: 600,
-        now: t0,
-      });
+      const first = await acquireRunLease(
+        storage,
+        {
+          planId: 'db',
+          executionId: 'exec-1',
+          scheduledTime: '2026-11-23T02:00:00Z',
+          leaseSeconds: 600,
+          now: t0,
+        },
+        seal,
+      );
       assert.equal(first.acquired, true);
-      const second = await acquireRunLease(storage, {
-        planId: 'db',
-        executionId: 'exec-2',
-        scheduledTime: '2026-11-23T03:00:00Z',
-        leaseSeconds: 600,
-        now: new Date(t0.getTime() + 60_000),
-      });
+      const second = await acquireRunLease(
+        storage,
+        {
+          planId: 'db',
+          executionId: 'exec-2',
+          scheduledTime: '2026-11-23T03:00:00Z',
+          leaseSeconds: 600,
+          now: new Date(t0.getTime() + 60_000),
+        },
+        seal,
+      );
       assert.equal(second.acquired, false);
       assert.match(second.acquired ? '' : second.reason, /still running: execution exec-1/);
-      const duplicate = await acquireRunLease(storage, {
-        planId: 'db',
-        executionId: 'exec-3',
-        scheduledTime: '2026-11-23T02:00:00Z',
-        leaseSeconds: 600,
-        now: new Date(t0.getTime() + 700_000),
-      });
+      const duplicate = await acquireRunLease(
+        storage,
+        {
+          planId: 'db',
+          executionId: 'exec-3',
+          scheduledTime: '2026-11-23T02:00:00Z',
+          leaseSeconds: 600,
+          now: new Date(t0.getTime() + 700_000),
+        },
+        seal,
+      );
       assert.match(duplicate.acquired ? '' : duplicate.reason, /already started by execution exec-1/);
-      const afterCrash = await acquireRunLease(storage, {
-        planId: 'db',
-        executionId: 'exec-4',
-        scheduledTime: '2026-11-23T04:00:00Z',
-        leaseSeconds: 600,
-        now: new Date(t0.getTime() + 700_000),
-      });
+      const afterCrash = await acquireRunLease(
+        storage,
+        {
+          planId: 'db',
+          executionId: 'exec-4',
+          scheduledTime: '2026-11-23T04:00:00Z',
+          leaseSeconds: 600,
+          now: new Date(t0.getTime() + 700_000),
+        },
+        seal,
+      );
       assert.equal(afterCrash.acquired, true);
       assert.equal(afterCrash.acquired && afterCrash.tookOver?.executionId, 'exec-1');
-      assert.equal(await releaseRunLease(storage, 'exec-1'), false, 'a stale holder cannot release the new lease');
-      assert.equal(await releaseRunLease(storage, 'exec-4'), true);
-      assert.equal(await readLease(storage, LEASE_KEY), undefined);
+      assert.equal(await releaseRunLease(storage, 'exec-1', seal), false, 'a stale holder cannot release the new lease');
+      assert.equal(await releaseRunLease(storage, 'exec-4', seal), true);
+      assert.equal(await readLease(storage, LEASE_KEY, seal), undefined);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('ignores a lease and a run record the control plane did not seal (a host forging them): the run goes ahead', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-lease-forged-'));
+    try {
+      const storage = new FileStorage(dir);
+      const now = new Date('2026-11-23T02:00:00Z');
+      const forgedLease = {
+        planId: 'db',
+        executionId: 'forger',
+        runId: 'db@forger',
+        acquired: now.toISOString(),
+        expires: '2099-01-01T00:00:00.000Z',
+      };
+      // Plain JSON (what a lease was before sealing), and one sealed under another key (a host's guess).
+      await storage.put(LEASE_KEY, Buffer.from(JSON.stringify(forgedLease)));
+      const scheduledTime = '2026-11-23T02:00:00Z';
+      const other = hmacSeal(Buffer.alloc(32, 9));
+      const json = JSON.stringify({ ...forgedLease, scheduledTime });
+      await storage.put(runKey(scheduledTime), Buffer.from(`${other.sign(runKey(scheduledTime), json)}\n${json}`));
+      assert.equal(await readLease(storage, LEASE_KEY, seal), undefined, 'a forged lease reads as no lease');
+
+      const decision = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-1', scheduledTime, leaseSeconds: 600, now }, seal);
+      assert.equal(decision.acquired, true, decision.acquired ? '' : decision.reason);
+      assert.deepEqual(decision.forged, [`${runKey(scheduledTime)}: its seal does not verify`, 'orchestration/lease: it carries no seal']);
+      assert.equal((await readLease(storage, LEASE_KEY, seal))?.executionId, 'exec-1');
+      assert.equal((await readLease(storage, runKey(scheduledTime), seal))?.executionId, 'exec-1');
+      // The genuine record holds: a second fire for the same time is still skipped.
+      const again = await acquireRunLease(storage, { planId: 'db', executionId: 'exec-2', scheduledTime, leaseSeconds: 600, now }, seal);
+      assert.match(again.acquired ? '' : again.reason, /already started by execution exec-1/);
+      // A record copied under another name does not verify there (the name is sealed too).
+      await storage.put('orchestration/runs/copy', await storage.get(LEASE_KEY));
+      assert.equal(await readLease(storage, 'orchestration/runs/copy', seal), undefined);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
