@@ -12,6 +12,7 @@ import { registerBinlogPush } from './commands/binlog-push.ts';
 import { registerCheck } from './commands/check.ts';
 import { registerCopy } from './commands/copy.ts';
 import { registerDiff } from './commands/diff.ts';
+import { registerDrill } from './commands/drill.ts';
 import { registerDump } from './commands/dump.ts';
 import { registerEngines } from './commands/engines.ts';
 import { registerFind } from './commands/find.ts';
@@ -42,6 +43,7 @@ const COMMANDS: ((program: Command, cli: Cli) => void)[] = [
   registerSnapshots,
   registerRestore,
   registerVerify,
+  registerDrill,
   registerForget,
   registerPin,
   registerPrune,

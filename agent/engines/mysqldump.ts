@@ -6,6 +6,7 @@ import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, EngineMetadata, SnapshotSink } from './engine.ts';
+import { drillMysqldump, MYSQLDUMP_DRILL_TOOLS } from './mysqldump-drill.ts';
 
 export { mysqldumpSpec };
 type Options = z.infer<typeof mysqldumpSpec.schema>;
@@ -107,6 +108,10 @@ export const mysqldumpEngine: Engine<Options> = {
       await opt.dispose();
     }
   },
+
+  // A private mariadbd on an empty data directory; never the plan's server (mysqldump-drill.ts).
+  drill: drillMysqldump,
+  drillTools: MYSQLDUMP_DRILL_TOOLS,
 };
 
 async function dumpTo(

@@ -10,6 +10,7 @@ import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { parseEngineOptions } from './engine-helpers.ts';
 import type { Engine, EngineContext, SnapshotSink } from './engine.ts';
+import { drillPgdump, PGDUMP_DRILL_TOOLS } from './pgdump-drill.ts';
 
 export { pgdumpSpec };
 type Options = z.infer<typeof pgdumpSpec.schema>;
@@ -101,6 +102,10 @@ export const pgdumpEngine: Engine<Options> = {
       await pg.dispose();
     }
   },
+
+  // A private cluster from initdb; never the plan's server (pgdump-drill.ts).
+  drill: drillPgdump,
+  drillTools: PGDUMP_DRILL_TOOLS,
 };
 
 async function dumpTo(sink: SnapshotSink, path: string, argv: string[], options: PgConnection, ctx: EngineContext): Promise<void> {

@@ -1,0 +1,233 @@
+import { chmod, mkdir, mkdtemp, rm, stat, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { CairnError, errorMessage } from '../core/errors.ts';
+import { PieceReader } from '../core/piece-reader.ts';
+import type { Repository } from '../core/repository.ts';
+import { shortId, type Snapshot } from '../core/snapshot.ts';
+import { missingDrillTools } from '../engines/drill-tools.ts';
+import type { DrillCheck, DrillContext, Engine } from '../engines/engine.ts';
+import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
+import { RepositorySource } from '../engines/source.ts';
+import { Restorer, prepareTarget } from '../files/restorer.ts';
+import { drillFiles } from './files-drill.ts';
+import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
+import { selectSnapshot } from './snapshot-selector.ts';
+
+/**
+ * `cairn drill [snapshot]` and the orchestrated `agent drill`: a restore drill
+ * that proves a snapshot restorable without touching anything it did not
+ * create. The snapshot is brought back inside a scratch directory of its own
+ * (after checking the file system has room: a drill may run on a production
+ * host), the engine's drill (Engine.drill) proves it with the engine's tools
+ * on private servers it starts and stops itself, and the scratch directory is
+ * removed at the end, also on failure and on cancel. The drill is given no
+ * engine options: it has no way to name, let alone reach, a production server.
+ * One `drill` history event records the outcome.
+ */
+export interface DrillOptions extends OperationOptions {
+  /** A snapshot id (prefix) or `latest` (the newest undamaged one). */
+  snapshot: string;
+  /** The slower, deeper variant of each check. */
+  thorough: boolean;
+  concurrency: number;
+  signal?: AbortSignal | undefined;
+  env?: NodeJS.ProcessEnv | undefined;
+  /** Where the scratch directory is made (default: CAIRN_DRILL_DIR, else the system temp dir). */
+  scratchDir?: string | undefined;
+  engines?: EngineRegistry | undefined;
+}
+
+export interface DrillReport {
+  snapshotId: string;
+  snapshotTime: string;
+  engine: string;
+  /** Every check ran and passed. */
+  ok: boolean;
+  checks: DrillCheck[];
+  /** Time spent bringing the data back (checks of phase `restore`), and proving it (phase `check`). */
+  restoreMs: number;
+  checkMs: number;
+  durationMs: number;
+  /** The scratch directory used (removed when the drill returns). */
+  scratch: string;
+  /** Bytes the drill required free before it started. */
+  spaceNeeded: number;
+}
+
+/** How much room a drill asks for, from the snapshot's size: a logical dump loads into tables and indexes bigger than it. */
+export function drillSpaceNeeded(snapshot: Pick<Snapshot, 'summary'>, kind: 'files' | 'physical' | 'logical'): number {
+  const bytes = snapshot.summary.totalBytes;
+  return kind === 'logical' ? Math.ceil(bytes * 3) + (512 << 20) : Math.ceil(bytes * 1.1) + (256 << 20);
+}
+
+async function checkFreeSpace(directory: string, needed: number): Promise<void> {
+  const space = await statfs(directory);
+  const free = space.bavail * space.bsize;
+  if (free < needed)
+    throw new CairnError(
+      'Cairn.Failure',
+      `not enough free space for the drill in ${directory}: ${free} bytes free, ${needed} needed; nothing was restored`,
+      { hint: 'point CAIRN_DRILL_DIR (or --scratch-dir) at a file system with room, or run the drill on another host' },
+    );
+}
+
+/**
+ * Under root, a drill's private server runs as its own user (mysql, postgres), which must pass
+ * through every directory above the scratch directory: said before anything is restored.
+ */
+async function checkReachable(directory: string, engine: Engine<unknown> | undefined): Promise<void> {
+  if (!engine || process.getuid?.() !== 0) return;
+  for (let dir = directory; ; dir = dirname(dir)) {
+    if (((await stat(dir)).mode & 0o001) === 0)
+      throw new CairnError(
+        'Cairn.Usage',
+        `the drill's private server could not reach its scratch directory under ${directory}: ${dir} is closed to other users`,
+        {
+          hint: `let other users pass through it (chmod o+x ${dir}), or point CAIRN_DRILL_DIR (--scratch-dir) at a directory they can reach, such as /var/tmp`,
+        },
+      );
+    if (dirname(dir) === dir) return;
+  }
+}
+
+/** The engine of a snapshot, refused when it has no drill or its programs are missing on this host. */
+export async function drillEngine(engines: EngineRegistry, name: string, env: NodeJS.ProcessEnv): Promise<Engine<unknown> | undefined> {
+  if (name === 'files') return undefined;
+  const engine = engines.byName(name);
+  // The engine's drill member is what makes it drillable (a spec's capabilities.drill may lag behind it).
+  if (!engine.drill)
+    throw new CairnError('Cairn.Usage', `snapshots of the ${name} engine cannot be drilled yet`, {
+      hint: 'verify it instead (cairn verify --read-data), or restore it by hand into a scratch server',
+    });
+  await missingDrillTools(name, engine.drillTools ?? [], env);
+  return engine;
+}
+
+export async function drill(repo: Repository, options: DrillOptions): Promise<DrillReport> {
+  const ctx = operationContext(repo, options);
+  return underLock(ctx, 'drill', false, async () => {
+    const started = Date.now();
+    let snapshot: Snapshot | undefined;
+    try {
+      snapshot = await selectSnapshot(repo, options.snapshot, undefined, { warn: (m) => options.progress.warn(m) });
+      const report = await drillLocked(repo, snapshot, options, started);
+      await record(ctx, 'drill', {
+        outcome: report.ok ? 'passed' : 'failed',
+        snapshotId: report.snapshotId,
+        engine: report.engine,
+        thorough: options.thorough,
+        checks: report.checks.map((c) => ({
+          name: c.name,
+          phase: c.phase,
+          ran: c.ran,
+          ok: c.ok,
+          found: c.found,
+          durationMs: c.durationMs,
+        })),
+        restoreMs: report.restoreMs,
+        checkMs: report.checkMs,
+        durationMs: report.durationMs,
+      });
+      return report;
+    } catch (error) {
+      await record(ctx, 'drill', {
+        outcome: 'error',
+        snapshot: snapshot?.id ?? options.snapshot,
+        ...(snapshot ? { engine: snapshot.engine } : {}),
+        thorough: options.thorough,
+        durationMs: Date.now() - started,
+        ...failureDetails(error),
+      });
+      throw error;
+    }
+  });
+}
+
+async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillOptions, started: number): Promise<DrillReport> {
+  const env = options.env ?? process.env;
+  const engines = options.engines ?? engineRegistry;
+  const engine = await drillEngine(engines, snapshot.engine, env);
+  const kind = engine ? engine.spec.capabilities.kind : 'files';
+  const parent = resolve(options.scratchDir ?? env.CAIRN_DRILL_DIR ?? tmpdir());
+  await mkdir(parent, { recursive: true });
+  const spaceNeeded = drillSpaceNeeded(snapshot, kind);
+  await checkFreeSpace(parent, spaceNeeded);
+  await checkReachable(parent, engine);
+  const scratch = await mkdtemp(join(parent, 'cairn-drill-'));
+  // Traversable, not listable: a private server running as its own user reaches the subdirectory it is given.
+  await chmod(scratch, 0o711);
+  const cancelled = (): void => {
+    if (options.signal?.aborted) throw new CairnError('Cairn.Cancelled', 'the drill was cancelled; its scratch directory was removed');
+  };
+  try {
+    const drillCtx: DrillContext = {
+      progress: options.progress,
+      signal: options.signal,
+      env,
+      tempDir: scratch,
+      thorough: options.thorough,
+    };
+    let checks: DrillCheck[];
+    if (!engine) {
+      checks = await drillFiles(repo, snapshot, { ...drillCtx, concurrency: options.concurrency }, join(scratch, 'files'));
+    } else {
+      const index = await repo.loadIndex(options.concurrency * 2);
+      const reader = new PieceReader(repo, index, { cacheFrames: 8 });
+      // A physical engine's drill restores the files into a directory of its scratch space (Restorer, as `cairn restore` does).
+      const source = new RepositorySource(snapshot, reader, async (directory) => {
+        const target = resolve(directory);
+        if (!target.startsWith(`${scratch}/`))
+          throw new CairnError('Cairn.Usage', `a drill restores under its scratch directory ${scratch}, not into ${target}`);
+        const state = await prepareTarget(target, false);
+        const result = await new Restorer(reader, {
+          target,
+          applyRoot: state !== 'holds-data',
+          includes: [],
+          force: false,
+          ignoreErrors: false,
+          readAheadBytes: Math.max(2, options.concurrency) * (8 << 20),
+          progress: options.progress,
+          signal: options.signal,
+        }).run(snapshot);
+        if (result.errors.length > 0)
+          throw new CairnError(
+            'Cairn.Damaged',
+            `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path}: ${result.errors[0]?.error}`,
+          );
+      });
+      checks = await (engine.drill as NonNullable<Engine<unknown>['drill']>)(source, drillCtx);
+    }
+    cancelled();
+    const sum = (phase: DrillCheck['phase']): number =>
+      checks.filter((c) => c.phase === phase).reduce((total, c) => total + c.durationMs, 0);
+    return {
+      snapshotId: snapshot.id,
+      snapshotTime: snapshot.time,
+      engine: snapshot.engine,
+      ok: checks.length > 0 && checks.every((c) => c.ok),
+      checks,
+      restoreMs: sum('restore'),
+      checkMs: sum('check'),
+      durationMs: Date.now() - started,
+      scratch,
+      spaceNeeded,
+    };
+  } finally {
+    await rm(scratch, { recursive: true, force: true }).catch((error: unknown) =>
+      options.progress.warn(`could not remove the drill's scratch directory ${scratch}: ${errorMessage(error)}`),
+    );
+  }
+}
+
+/** The failed checks of a report, as one sentence (the orchestrated drill's error, the CLI's last line). */
+export function drillFailure(report: DrillReport): CairnError {
+  const failed = report.checks.filter((c) => !c.ok);
+  return new CairnError(
+    'Cairn.Damaged',
+    `the drill of snapshot ${shortId(report.snapshotId)} (${report.engine}) failed: ${failed.map((c) => `${c.name}: ${c.found}`).join('; ') || 'no check ran'}`,
+    {
+      hint: 'the snapshot did not restore into a working copy; see each check above, run `cairn verify --read-data`, and take a new backup',
+    },
+  );
+}

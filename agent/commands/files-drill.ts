@@ -1,0 +1,144 @@
+import { lstat } from 'node:fs/promises';
+import { CairnError, DamagedError } from '../core/errors.ts';
+import { PieceReader } from '../core/piece-reader.ts';
+import type { PieceIndex } from '../core/piece-index.ts';
+import type { Repository } from '../core/repository.ts';
+import type { Snapshot } from '../core/snapshot.ts';
+import { decodeTree, entryName } from '../core/tree.ts';
+import { timedCheck } from '../engines/drill-tools.ts';
+import type { DrillCheck, DrillContext } from '../engines/engine.ts';
+import { Restorer, prepareTarget } from '../files/restorer.ts';
+import { contentIds } from '../pipeline/snapshot-writer.ts';
+
+/**
+ * The drill of a files snapshot: the whole tree restored into the scratch
+ * directory, every piece read re-hashed to its keyed id (here, on top of the
+ * reader's own check, and counted), then every file of the manifest found in
+ * the scratch directory with the manifest's size.
+ */
+
+/** A PieceReader that re-hashes each piece it returns and remembers which ids it has proven. */
+class ProvingReader extends PieceReader {
+  readonly proven = new Set<string>();
+  bytes = 0;
+  mismatches: string[] = [];
+  private readonly repository: Repository;
+
+  constructor(repo: Repository, index: PieceIndex) {
+    super(repo, index, { cacheFrames: 8 });
+    this.repository = repo;
+  }
+
+  override async read(id: Buffer): Promise<Buffer> {
+    const data = await super.read(id);
+    const hex = id.toString('hex');
+    if (!this.repository.pieceId(data).equals(id)) {
+      this.mismatches.push(hex);
+      throw new DamagedError(`piece ${hex} read back with another keyed id`);
+    }
+    if (!this.proven.has(hex)) {
+      this.proven.add(hex);
+      this.bytes += data.length;
+    }
+    return data;
+  }
+}
+
+export async function drillFiles(
+  repo: Repository,
+  snapshot: Snapshot,
+  ctx: DrillContext & { concurrency: number },
+  target: string,
+): Promise<DrillCheck[]> {
+  const index = await repo.loadIndex(ctx.concurrency * 2);
+  const reader = new ProvingReader(repo, index);
+  const checks: DrillCheck[] = [];
+  checks.push(
+    await timedCheck('restore', 'restore', ctx.signal, async () => {
+      const state = await prepareTarget(target, false);
+      const restorer = new Restorer(reader, {
+        target,
+        applyRoot: state !== 'holds-data',
+        includes: [],
+        force: false,
+        // Every damaged file is reported, not only the first.
+        ignoreErrors: true,
+        readAheadBytes: Math.max(2, ctx.concurrency) * (8 << 20),
+        progress: ctx.progress,
+        signal: ctx.signal,
+      });
+      const result = await restorer.run(snapshot);
+      const first = result.errors.slice(0, 5).map((e) => `${e.path}: ${e.error}`);
+      return {
+        ok: result.errors.length === 0,
+        found:
+          result.errors.length === 0
+            ? `${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${result.bytes} bytes restored`
+            : `${result.errors.length} file(s) could not be restored: ${first.join('; ')}`,
+        details: {
+          files: result.files,
+          dirs: result.dirs,
+          symlinks: result.symlinks,
+          bytes: result.bytes,
+          errors: result.errors.slice(0, 100),
+        },
+      };
+    }),
+  );
+  // The manifest's files, their sizes and their pieces (reading content lists and trees proves those pieces too).
+  const files: Array<{ path: Buffer; display: string; size: number }> = [];
+  const wanted = new Set<string>();
+  const walk = async (treeId: string, dir: Buffer, display: string, ancestors: Set<string>): Promise<void> => {
+    if (ancestors.has(treeId)) throw new DamagedError(`tree ${treeId} holds itself (a loop of directories) at ${display || '/'}`);
+    ancestors.add(treeId);
+    for (const entry of decodeTree(await reader.read(Buffer.from(treeId, 'hex')), treeId).entries) {
+      const path = Buffer.concat([dir, Buffer.from('/'), entryName(entry)]);
+      const shown = `${display}/${entry.name}`;
+      if (entry.type === 'dir' && entry.subtree) await walk(entry.subtree, path, shown, ancestors);
+      else if (entry.type === 'file') {
+        files.push({ path, display: shown, size: entry.size ?? 0 });
+        for await (const id of contentIds(entry, reader)) wanted.add(id.toString('hex'));
+      }
+    }
+    ancestors.delete(treeId);
+  };
+  checks.push(
+    await timedCheck('pieces', 'check', ctx.signal, async () => {
+      await walk(snapshot.tree, Buffer.from(target), '', new Set());
+      const unread = [...wanted].filter((id) => !reader.proven.has(id));
+      // A piece the restore could not read is already a restore error; one it never asked for is a gap in the drill itself.
+      for (const id of unread.slice(0, 1000)) await reader.read(Buffer.from(id, 'hex'));
+      return {
+        ok: reader.mismatches.length === 0,
+        found: `${reader.proven.size} pieces (${reader.bytes} bytes) re-hashed to their keyed ids${reader.mismatches.length ? `, ${reader.mismatches.length} did not match` : ''}`,
+        details: { pieces: reader.proven.size, bytes: reader.bytes, mismatches: reader.mismatches.slice(0, 100) },
+      };
+    }),
+  );
+  checks.push(
+    await timedCheck('file sizes', 'check', ctx.signal, async () => {
+      if (files.length === 0 && snapshot.summary.totalFiles > 0)
+        throw new CairnError('Cairn.Damaged', 'the manifest tree could not be read');
+      const wrong: Array<{ path: string; expected: number; found: number | null }> = [];
+      let bytes = 0;
+      for (const file of files) {
+        const stat = await lstat(file.path).catch(() => undefined);
+        if (!stat?.isFile() || stat.size !== file.size)
+          wrong.push({ path: file.display, expected: file.size, found: stat?.isFile() ? stat.size : null });
+        else bytes += stat.size;
+      }
+      return {
+        ok: wrong.length === 0,
+        found:
+          wrong.length === 0
+            ? `${files.length} files, ${bytes} bytes, each the manifest's size`
+            : `${wrong.length} of ${files.length} files differ from the manifest, e.g. ${wrong
+                .slice(0, 3)
+                .map((w) => `${w.path}: ${w.found === null ? 'missing' : `${w.found} bytes`}, manifest ${w.expected}`)
+                .join('; ')}`,
+        details: { files: files.length, bytes, wrong: wrong.slice(0, 100) },
+      };
+    }),
+  );
+  return checks;
+}

@@ -1,0 +1,188 @@
+import { join } from 'node:path';
+import { timedCheck, skippedCheck, requireTool } from './drill-tools.ts';
+import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
+import {
+  MARIADB_CHECK,
+  MARIADB_CLIENT,
+  MARIADB_INSTALL_DB,
+  MARIADBD,
+  startPrivateMariadb,
+  type PrivateMariadb,
+} from './private-mariadb.ts';
+
+/**
+ * The mysqldump engine's drill: a private mariadbd on an empty data directory
+ * (private-mariadb.ts: no networking, no binary log, no replication, no event
+ * scheduler, a socket in the scratch directory), the snapshot's dumps loaded
+ * into it, `mariadb-check` over every table (`--extended` under --thorough),
+ * and the row count of every table of the dumped databases. The drill never
+ * reads the plan's connection: it has none.
+ */
+export const MYSQLDUMP_DRILL_TOOLS: readonly DrillTool[] = [MARIADBD, MARIADB_INSTALL_DB, MARIADB_CLIENT, MARIADB_CHECK];
+
+const SYSTEM_DATABASES = new Set(['mysql', 'information_schema', 'performance_schema', 'sys']);
+
+/** `mariadb-check` output: `db.table  OK`, or the table's name then `note|warning|error : …` lines. */
+export function parseMariadbCheck(output: string): { tables: number; failed: Array<{ table: string; problem: string }> } {
+  let tables = 0;
+  let current = '';
+  const failed = new Map<string, string>();
+  for (const raw of output.split('\n')) {
+    const line = raw.trimEnd();
+    if (!line) continue;
+    const message = /^(note|warning|error|status)\s*:\s*(.*)$/i.exec(line);
+    if (message) {
+      const level = (message[1] ?? '').toLowerCase();
+      const text = message[2] ?? '';
+      if (level === 'error' || (level === 'status' && !/^OK$/i.test(text)))
+        failed.set(current, [failed.get(current), text].filter(Boolean).join('; '));
+      continue;
+    }
+    const table = /^(\S+)\s*(.*)$/.exec(line);
+    if (!table) continue;
+    current = table[1] ?? '';
+    tables++;
+    const status = (table[2] ?? '').trim();
+    if (status && !/^OK$/i.test(status)) failed.set(current, status);
+  }
+  return { tables, failed: [...failed].map(([table, problem]) => ({ table, problem })) };
+}
+
+function quoteName(name: string): string {
+  return `\`${name.replace(/`/g, '``')}\``;
+}
+
+async function loadDumps(
+  server: PrivateMariadb,
+  source: SnapshotSource,
+  ctx: DrillContext,
+): Promise<{ databases: string[]; all: boolean; bytes: number }> {
+  const client = await requireTool(MARIADB_CLIENT, ctx.env);
+  // --sandbox (where the client has it): a dump line such as `\! command` runs nothing on this host.
+  const help = await server.client(client, ['--help'], { doing: 'reading the client options' }).catch(() => ({ stdout: '' }));
+  const sandbox = /--sandbox/.test(help.stdout) ? ['--sandbox'] : [];
+  const dumps = (await source.list()).filter((f) => f.path.endsWith('.sql'));
+  const databases: string[] = [];
+  let all = false;
+  let bytes = 0;
+  for (const file of dumps) {
+    const db = file.path === 'all-databases.sql' ? undefined : file.path.replace(/\.sql$/, '');
+    if (db) {
+      await server.sql(`CREATE DATABASE IF NOT EXISTS ${quoteName(db)}`);
+      databases.push(db);
+    } else all = true;
+    await server.client(client, [...sandbox, ...(db ? [db] : [])], { stdin: source.open(file.path), doing: `loading ${file.path}` });
+    bytes += file.size;
+    ctx.progress.warn(`drill: loaded ${file.path} into the private server`);
+  }
+  return { databases, all, bytes };
+}
+
+export async function drillMysqldump(source: SnapshotSource, ctx: DrillContext): Promise<DrillCheck[]> {
+  const checks: DrillCheck[] = [];
+  // Set inside the first check; stopped in `finally` whatever happened after.
+  const box: { server?: PrivateMariadb } = {};
+  try {
+    const start = await timedCheck('private mariadbd', 'restore', ctx.signal, async () => {
+      const server = await startPrivateMariadb({
+        datadir: join(ctx.tempDir, 'mariadb', 'data'),
+        runDir: join(ctx.tempDir, 'mariadb', 'run'),
+        initialize: true,
+        env: ctx.env,
+        signal: ctx.signal,
+      });
+      box.server = server;
+      const version = (await server.sql('SELECT VERSION()')).trim();
+      return {
+        ok: true,
+        found: `MariaDB ${version} on an empty data directory, socket only${server.isolated ? ', in a network namespace of its own' : ''}`,
+        details: { version, isolated: server.isolated },
+      };
+    });
+    checks.push(start);
+    const running = box.server;
+    if (!start.ok || !running) return [...checks, skippedCheck('load dump', 'restore', 'the private server did not start')];
+    let loaded: { databases: string[]; all: boolean; bytes: number } | undefined;
+    const load = await timedCheck('load dump', 'restore', ctx.signal, async () => {
+      loaded = await loadDumps(running, source, ctx);
+      return {
+        ok: true,
+        found: `${loaded.bytes} bytes of dump loaded (${loaded.all ? 'all databases' : loaded.databases.join(', ')})`,
+        details: { bytes: loaded.bytes, databases: loaded.all ? 'all' : loaded.databases },
+      };
+    });
+    checks.push(load);
+    if (!load.ok || !loaded) {
+      checks.push(
+        skippedCheck('mariadb-check', 'check', 'the dump did not load'),
+        skippedCheck('row counts', 'check', 'the dump did not load'),
+      );
+      return checks;
+    }
+    const what = loaded;
+    const databases = what.all
+      ? (await running.sql('SHOW DATABASES')).split('\n').filter((db) => db && !SYSTEM_DATABASES.has(db))
+      : what.databases;
+    checks.push(
+      await timedCheck('mariadb-check', 'check', ctx.signal, async () => {
+        const check = await requireTool(MARIADB_CHECK, ctx.env);
+        const result = await running.client(check, ['--check', ...(ctx.thorough ? ['--extended'] : []), '--databases', ...databases], {
+          doing: 'mariadb-check',
+        });
+        const parsed = parseMariadbCheck(result.stdout);
+        return {
+          ok: parsed.failed.length === 0,
+          found:
+            parsed.failed.length === 0
+              ? `${parsed.tables} tables OK${ctx.thorough ? ' (extended)' : ''}`
+              : `${parsed.failed.length} of ${parsed.tables} tables failed: ${parsed.failed
+                  .slice(0, 5)
+                  .map((f) => `${f.table}: ${f.problem}`)
+                  .join('; ')}`,
+          details: { tables: parsed.tables, failed: parsed.failed, extended: ctx.thorough },
+        };
+      }),
+    );
+    checks.push(
+      await timedCheck('row counts', 'check', ctx.signal, async () => {
+        const list = databases.map((db) => `'${db.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`).join(',');
+        const tables = (
+          await running.sql(
+            `SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA IN (${list || "''"}) ORDER BY 1, 2`,
+          )
+        )
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => line.split('\t') as [string, string]);
+        const rows: Record<string, number> = {};
+        // Exact counts, a few tables per query.
+        for (let at = 0; at < tables.length; at += 50) {
+          const batch = tables.slice(at, at + 50);
+          const sql = batch
+            .map(
+              ([db, table]) =>
+                `SELECT '${`${db}.${table}`.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}', COUNT(*) FROM ${quoteName(db)}.${quoteName(table)}`,
+            )
+            .join(' UNION ALL ');
+          for (const line of (await running.sql(sql)).split('\n').filter(Boolean)) {
+            const [name, count] = line.split('\t');
+            rows[name ?? ''] = Number(count);
+          }
+        }
+        const total = Object.values(rows).reduce((a, b) => a + b, 0);
+        const shown = Object.entries(rows)
+          .slice(0, 10)
+          .map(([name, count]) => `${name} ${count}`)
+          .join(', ');
+        return {
+          ok: true,
+          found: `${tables.length} tables, ${total} rows${shown ? `: ${shown}${tables.length > 10 ? ', …' : ''}` : ''}`,
+          details: { tables: tables.length, rows },
+        };
+      }),
+    );
+    return checks;
+  } finally {
+    await box.server?.stop();
+  }
+}

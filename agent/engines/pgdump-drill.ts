@@ -1,0 +1,148 @@
+import { join } from 'node:path';
+import { text } from 'node:stream/consumers';
+import { skippedCheck, timedCheck } from './drill-tools.ts';
+import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
+import { INITDB, PG_RESTORE, POSTGRES, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
+
+/**
+ * The pgdump engine's drill: a private cluster from `initdb` (private-postgres.ts:
+ * no TCP, no archiving, no replication, a socket in the scratch directory, in a
+ * network namespace where the host allows it), every database dump of the
+ * snapshot restored into a database of its name with pg_restore, then the
+ * row count of every table. globals.sql is read back but not run: it may create
+ * tablespaces at paths of this host. pg_restore runs with --no-owner,
+ * --no-privileges, --no-tablespaces and --no-subscriptions, so the restore
+ * needs no production role and writes nothing outside the scratch directory.
+ */
+export const PGDUMP_DRILL_TOOLS: readonly DrillTool[] = [INITDB, POSTGRES, PG_RESTORE, PSQL];
+
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+/** The row count of every ordinary table (partitions included, partitioned parents and foreign tables not) of one database. */
+async function countRows(server: PrivatePostgres, db: string): Promise<Record<string, number>> {
+  // Foreign tables are never read: their rows live on another server.
+  const tables = (
+    await server.sql(
+      "SELECT n.nspname || E'\\t' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
+      db,
+    )
+  )
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => line.split('\t') as [string, string]);
+  const rows: Record<string, number> = {};
+  for (let at = 0; at < tables.length; at += 50) {
+    const sql = tables
+      .slice(at, at + 50)
+      .map(
+        ([schema, table]) => `SELECT ${quoteLiteral(`${db}.${schema}.${table}`)}, count(*) FROM ${quoteIdent(schema)}.${quoteIdent(table)}`,
+      )
+      .join(' UNION ALL ');
+    for (const line of (await server.sql(`${sql};`, db)).split('\n').filter(Boolean)) {
+      const cut = line.lastIndexOf('|');
+      rows[line.slice(0, cut)] = Number(line.slice(cut + 1));
+    }
+  }
+  return rows;
+}
+
+export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Promise<DrillCheck[]> {
+  const checks: DrillCheck[] = [];
+  const box: { server?: PrivatePostgres } = {};
+  try {
+    const start = await timedCheck('private cluster', 'restore', ctx.signal, async () => {
+      const server = await startPrivatePostgres({
+        dataDir: join(ctx.tempDir, 'postgres', 'data'),
+        runDir: join(ctx.tempDir, 'postgres', 'run'),
+        initialize: true,
+        fast: true,
+        env: ctx.env,
+        signal: ctx.signal,
+      });
+      box.server = server;
+      const version = (await server.sql('SHOW server_version')).trim();
+      return {
+        ok: true,
+        found: `PostgreSQL ${version} from initdb, socket only${server.isolated ? ', in a network namespace of its own' : ''}`,
+        details: { version, isolated: server.isolated },
+      };
+    });
+    checks.push(start);
+    const server = box.server;
+    if (!start.ok || !server) return [...checks, skippedCheck('pg_restore', 'restore', 'the private cluster did not start')];
+    const files = await source.list();
+    const globals = files.find((f) => f.path === 'globals.sql');
+    if (globals) {
+      checks.push(
+        await timedCheck('globals', 'restore', ctx.signal, async () => {
+          const sql = await text(source.open(globals.path));
+          const roles = (sql.match(/^CREATE ROLE /gm) ?? []).length;
+          const tablespaces = (sql.match(/^CREATE TABLESPACE /gm) ?? []).length;
+          return {
+            ok: true,
+            found: `globals.sql read back: ${roles} roles, ${tablespaces} tablespaces (not loaded: tablespaces name paths on this host)`,
+            details: { roles, tablespaces, bytes: globals.size },
+          };
+        }),
+      );
+    }
+    const dumps = files.filter((f) => f.path.endsWith('.dump'));
+    const restored: string[] = [];
+    const restore = await timedCheck('pg_restore', 'restore', ctx.signal, async () => {
+      const failures: string[] = [];
+      for (const file of dumps) {
+        const db = file.path.replace(/\.dump$/, '');
+        // The cluster's own postgres database is there already; every other one is created empty.
+        if (db !== 'postgres') await server.sql(`CREATE DATABASE ${quoteIdent(db)} TEMPLATE template0`);
+        try {
+          await server.client('pg_restore', ['--no-owner', '--no-privileges', '--no-tablespaces', '--no-subscriptions', '-d', db], {
+            stdin: source.open(file.path),
+            doing: `pg_restore of ${file.path}`,
+          });
+          restored.push(db);
+        } catch (error) {
+          failures.push(`${file.path}: ${error instanceof Error ? error.message : String(error)}`);
+        }
+        ctx.progress.warn(`drill: restored ${file.path} into the private cluster`);
+      }
+      return {
+        ok: failures.length === 0 && dumps.length > 0,
+        found:
+          failures.length === 0
+            ? dumps.length > 0
+              ? `${dumps.length} database dump(s) restored: ${restored.join(', ')}`
+              : 'the snapshot holds no database dump'
+            : `${failures.length} of ${dumps.length} dump(s) did not restore cleanly: ${failures.slice(0, 3).join('; ')}`,
+        details: { databases: restored, failures },
+      };
+    });
+    checks.push(restore);
+    if (restored.length === 0) return [...checks, skippedCheck('table counts', 'check', 'no dump was restored')];
+    checks.push(
+      await timedCheck('table counts', 'check', ctx.signal, async () => {
+        const rows: Record<string, number> = {};
+        for (const db of restored) Object.assign(rows, await countRows(server, db));
+        const entries = Object.entries(rows);
+        const total = entries.reduce((a, [, n]) => a + n, 0);
+        const shown = entries
+          .slice(0, 10)
+          .map(([name, count]) => `${name} ${count}`)
+          .join(', ');
+        return {
+          ok: true,
+          found: `${entries.length} tables, ${total} rows${shown ? `: ${shown}${entries.length > 10 ? ', …' : ''}` : ''}`,
+          details: { tables: entries.length, rows },
+        };
+      }),
+    );
+    return checks;
+  } finally {
+    await box.server?.stop();
+  }
+}
