@@ -1,6 +1,3 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { AgentRequest, RunSummary } from '../core/orchestration.ts';
 import { engineOptionsOfPlan, pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
@@ -10,6 +7,7 @@ import { PlanSource } from '../orchestration/plan-source.ts';
 import type { ArchivedBinlog, PushSummary } from '../pitr/binlog-push.ts';
 import { backup } from './backup.ts';
 import { binlogPush } from './binlog-push.ts';
+import { drill, drillFailure, drillRunSummary, type DrillRunSummary } from './drill.ts';
 import type { OperationOptions } from './operation.ts';
 import { restore } from './restore.ts';
 import { verify } from './verify.ts';
@@ -131,7 +129,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
       };
     }
     case 'verify': {
-      const report = await verify(repo, { ...common, readData: request.readDataSubset });
+      const report = await verify(repo, { ...common, readData: request.readDataSubset, markDamage: true });
       if (!report.ok) {
         throw new CairnError(
           'Cairn.Damaged',
@@ -144,37 +142,19 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
       return { ...base, finishedAt: new Date().toISOString(), verify: { ok: true, problems: 0, packsRead: report.packsRead } };
     }
     case 'drill': {
-      // A restore drill: the snapshot restored into a scratch directory and checked against its manifest, then removed.
-      const scratch = await mkdtemp(join(env.CAIRN_DRILL_DIR ?? tmpdir(), 'cairn-drill-'));
-      try {
-        const { snapshot, result } = await restore(repo, {
-          ...common,
-          snapshot: request.snapshotId ?? 'latest',
-          target: scratch,
-          engineOptions: {},
-          engines,
-          env,
-          includes: [],
-          force: false,
-          ignoreErrors: false,
-        });
-        if (result.errors.length > 0 || (snapshot.engine === 'files' && result.bytes !== snapshot.summary.totalBytes)) {
-          throw new CairnError(
-            'Cairn.Damaged',
-            `the restore drill of snapshot ${snapshot.id.slice(0, 8)} restored ${result.bytes} of ${snapshot.summary.totalBytes} bytes with ${result.errors.length} error(s)`,
-          );
-        }
-        return {
-          ...base,
-          finishedAt: new Date().toISOString(),
-          snapshotId: snapshot.id,
-          engine: snapshot.engine,
-          totalBytes: result.bytes,
-          target: 'scratch directory (removed)',
-        };
-      } finally {
-        await rm(scratch, { recursive: true, force: true });
-      }
+      // `cairn drill` (commands/drill.ts): a private scratch place and private servers, never the plan's server or its
+      // options; refused before anything is restored when the engine's tools are missing on this host.
+      const report = await drill(repo, { ...common, snapshot: request.snapshotId ?? 'latest', thorough: false, env, engines });
+      if (!report.ok) throw drillFailure(report);
+      const summary: RunSummary & { drill: DrillRunSummary } = {
+        ...base,
+        finishedAt: new Date().toISOString(),
+        snapshotId: report.snapshotId,
+        engine: report.engine,
+        target: 'scratch directory (removed)',
+        drill: drillRunSummary(report, false),
+      };
+      return summary;
     }
   }
 }

@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto';
 import { mapLimit } from '../core/concurrency.ts';
-import { errorMessage } from '../core/errors.ts';
+import { readDamage, writeDamageMarkers, type FoundDamage, type KnownDamage } from '../core/damage.ts';
+import { CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
 import { LogArchive, fileObjectKey, type ArchivedLog } from '../core/log-archive.ts';
 import { PACKS_PREFIX, idFromKey, packKey } from '../core/layout.ts';
 import { packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
@@ -10,6 +11,7 @@ import type { Repository, Who } from '../core/repository.ts';
 import { record, underLock, operationContext } from './operation.ts';
 import { decodeTree } from '../core/tree.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
+import { TOOL } from '../core/version.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
@@ -23,6 +25,11 @@ export interface VerifyOptions {
   lockWaitMs?: number | undefined;
   /** Cancellation: reads that fail because of it are not damage, and nothing is recorded as verified. */
   signal?: AbortSignal | undefined;
+  /**
+   * Write damage markers (core/damage.ts) for damage found that no marker names yet: `cairn verify`
+   * and the orchestrated verify do; `check` does not.
+   */
+  markDamage?: boolean | undefined;
 }
 
 export interface VerifyReport {
@@ -34,6 +41,10 @@ export interface VerifyReport {
   bytesRead: number;
   problems: Array<{ object: string; problem: string }>;
   affected: Array<{ snapshot: string; path: string; problem: string }>;
+  /** Damaged locations a marker names whose pieces are also stored elsewhere, intact: known, no longer a problem. */
+  known: Array<{ object: string; problem: string }>;
+  /** The damage markers this verify wrote (`damage/<id>`). */
+  markers: string[];
 }
 
 /**
@@ -41,13 +52,20 @@ export interface VerifyReport {
  * exists and is long enough, every tree reads and every piece a snapshot uses
  * is indexed. With data: packs are read whole, each frame authenticated and
  * each piece's keyed hash recomputed. Damage is mapped back to the snapshots
- * and files it affects.
+ * and files it affects. A piece is damaged only when every location the index
+ * gives it is; what is definitely damaged (missing, truncated, failing
+ * authentication — not a storage outage) is recorded in damage markers.
  */
 export async function verify(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
   const ctx = operationContext(repo, options);
   return underLock(ctx, 'verify', false, async () => {
-    const report = await verifyLocked(repo, options);
+    const known = await readDamage(repo, (message) => options.progress.warn(message));
+    const { report, found } = await verifyLocked(repo, options, known);
     options.signal?.throwIfAborted();
+    if (options.markDamage) {
+      report.markers = await writeDamageMarkers(repo, found, { who: options.who, tool: TOOL, source: 'verify' });
+      for (const name of report.markers) options.progress.warn(`recorded the damage found in ${name}`);
+    }
     await record(ctx, 'verify.finished', {
       readData: options.readData,
       ok: report.ok,
@@ -55,12 +73,39 @@ export async function verify(repo: Repository, options: VerifyOptions): Promise<
       packsRead: report.packsRead,
       problems: report.problems.length,
       affected: report.affected.slice(0, 100),
+      markers: report.markers,
     });
     return report;
   });
 }
 
-async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
+/** One damaged location set: a pack (or a frame of it) and the pieces it should hold. */
+interface LocationProblem {
+  object: string;
+  why: string;
+  packId: string;
+  pieces: string[];
+  /** Missing, truncated or failing authentication: damage for sure, recorded in a marker. A storage outage is not. */
+  definite: boolean;
+}
+
+interface FileProblem {
+  path: string;
+  problem: string;
+  definite: boolean;
+}
+
+function isDefinite(error: unknown): boolean {
+  return (
+    error instanceof NotFoundError || (error instanceof CairnError && error.code === 'Cairn.Damaged') || !(error instanceof CairnError)
+  );
+}
+
+async function verifyLocked(
+  repo: Repository,
+  options: VerifyOptions,
+  known: KnownDamage,
+): Promise<{ report: VerifyReport; found: FoundDamage }> {
   const report: VerifyReport = {
     ok: true,
     snapshots: 0,
@@ -70,7 +115,10 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
     bytesRead: 0,
     problems: [],
     affected: [],
+    known: [],
+    markers: [],
   };
+  const found: FoundDamage = { packs: [], snapshots: [] };
   const problem = (object: string, text: string): void => {
     report.problems.push({ object, problem: text });
   };
@@ -80,21 +128,28 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
   } catch (error) {
     problem('index', errorMessage(error));
     report.ok = false;
-    return report;
+    return { report, found };
   }
   const packSizes = new Map<string, number>();
   for await (const object of repo.storage.list(PACKS_PREFIX)) {
     const id = idFromKey(object.key, PACKS_PREFIX);
     if (id) packSizes.set(id, object.size);
   }
+  // Every location of every piece (the index may give a piece several), grouped by pack.
   const byPack = new Map<string, IndexEntry[]>();
+  const locationCount = new Map<string, number>();
   for (const entry of index.entries()) {
     const list = byPack.get(entry.packId);
     if (list) list.push(entry);
     else byPack.set(entry.packId, [entry]);
+    const hex = entry.id.toString('hex');
+    locationCount.set(hex, (locationCount.get(hex) ?? 0) + 1);
   }
   report.packs = byPack.size;
-  const bad = new Map<string, string>(); // piece id (hex) → problem
+  const locationProblems: LocationProblem[] = [];
+  const located = (packId: string, entries: IndexEntry[], object: string, why: string, definite: boolean): void => {
+    locationProblems.push({ object, why, packId, pieces: entries.map((e) => e.id.toString('hex')), definite });
+  };
   for (const [packId, entries] of byPack) {
     const size = packSizes.get(packId);
     // Behind a storage hook listed sizes are of the stored bytes: only reading the pack can tell.
@@ -104,14 +159,11 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
         : !repo.storage.transform && entries.some((e) => e.frameOffset + e.frameLength > size)
           ? `pack ${packId} is truncated`
           : undefined;
-    if (why) {
-      problem(packKey(packId), why);
-      for (const e of entries) bad.set(e.id.toString('hex'), why);
-    }
+    if (why) located(packId, entries, packKey(packId), why, true);
   }
 
   if (options.readData > 0) {
-    const candidates = [...byPack.keys()].filter((id) => packSizes.has(id));
+    const candidates = [...byPack.keys()].filter((id) => packSizes.has(id) && !locationProblems.some((p) => p.packId === id));
     const chosen = options.readData >= 1 ? candidates : candidates.filter(() => randomInt(1_000_000) < options.readData * 1_000_000);
     const reader = new PieceReader(repo, index);
     let done = 0;
@@ -121,17 +173,17 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
       try {
         data = await repo.storage.get(packKey(packId));
       } catch (error) {
-        const why = `pack ${packId} cannot be read: ${errorMessage(error)}`;
-        problem(packKey(packId), why);
-        for (const e of entries) bad.set(e.id.toString('hex'), why);
+        options.signal?.throwIfAborted();
+        located(packId, entries, packKey(packId), `pack ${packId} cannot be read: ${errorMessage(error)}`, error instanceof NotFoundError);
         return;
       }
       report.bytesRead += data.length;
       let key: Buffer | undefined;
+      let headerProblem = '';
       try {
         key = packDataKey(repo.masterKey(), packSaltFromHeader(data, packId));
       } catch (error) {
-        problem(packKey(packId), errorMessage(error));
+        headerProblem = errorMessage(error);
       }
       const frames = new Map<number, IndexEntry[]>();
       for (const e of entries) {
@@ -143,7 +195,7 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
       await mapLimit(frames, 4, async ([offset, pieces]) => {
         const first = pieces[0] as IndexEntry;
         try {
-          if (!key) throw new Error('pack header is damaged');
+          if (!key) throw new Error(`pack header is damaged: ${headerProblem}`);
           const plain = await reader.decode(first, data.subarray(offset, offset + first.frameLength), key);
           for (const e of pieces) {
             const slot = plain.ids.findIndex((id) => id.equals(e.id));
@@ -154,14 +206,34 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
             report.piecesChecked++;
           }
         } catch (error) {
-          const why = `pack ${packId} frame @${offset}: ${errorMessage(error)}`;
-          problem(packKey(packId), why);
-          for (const e of pieces) bad.set(e.id.toString('hex'), why);
+          located(packId, pieces, packKey(packId), `pack ${packId} frame @${offset}: ${errorMessage(error)}`, true);
         }
       });
       report.packsRead++;
       options.progress.progress({ phase: 'verify', files: ++done, bytes: report.bytesRead, totalFiles: chosen.length });
     });
+  }
+
+  // A piece is damaged when every one of its locations is; a marked location whose piece is intact elsewhere is known.
+  const badLocations = new Map<string, number>();
+  for (const p of locationProblems) for (const piece of p.pieces) badLocations.set(piece, (badLocations.get(piece) ?? 0) + 1);
+  const intactElsewhere = (piece: string): boolean => (badLocations.get(piece) ?? 0) < (locationCount.get(piece) ?? 0);
+  const bad = new Map<string, string>(); // piece id (hex) → problem
+  const definiteBad = new Set<string>();
+  for (const p of locationProblems) {
+    const settled = p.pieces.every((piece) => known.isMarked(piece, p.packId) && intactElsewhere(piece));
+    if (settled && p.pieces.length > 0) {
+      report.known.push({ object: p.object, problem: `${p.why} (known: a damage marker names it; its pieces are intact elsewhere)` });
+      continue;
+    }
+    problem(p.object, p.why);
+    for (const piece of p.pieces) {
+      if (intactElsewhere(piece)) continue;
+      bad.set(piece, p.why);
+      if (p.definite) definiteBad.add(piece);
+    }
+    const unmarked = p.pieces.filter((piece) => !known.isMarked(piece, p.packId));
+    if (p.definite && unmarked.length > 0) found.packs.push({ pack: p.packId, pieces: unmarked, problem: p.why });
   }
 
   const { snapshots, unreadable } = await repo.listSnapshots(options.concurrency * 2);
@@ -171,47 +243,54 @@ async function verifyLocked(repo: Repository, options: VerifyOptions): Promise<V
   // Per tree, the damaged paths below it (relative): trees shared by snapshots are walked once.
   // A tree is remembered only once walked, so `ancestors` stops a crafted loop (or absurd depth),
   // which is reported like any other damage, at the directory that closes it.
-  const memo = new Map<string, Array<{ path: string; problem: string }>>();
-  const walk = async (treeId: string, ancestors: TreeAncestors, rel: string): Promise<Array<{ path: string; problem: string }>> => {
+  const memo = new Map<string, FileProblem[]>();
+  const walk = async (treeId: string, ancestors: TreeAncestors, rel: string): Promise<FileProblem[]> => {
     const cached = memo.get(treeId);
     if (cached) return cached;
-    const found: Array<{ path: string; problem: string }> = [];
+    const damagedPaths: FileProblem[] = [];
     let here: TreeAncestors;
     try {
       here = ancestors.enter(treeId, rel);
     } catch (error) {
-      found.push({ path: '.', problem: errorMessage(error) });
-      return found;
+      damagedPaths.push({ path: '.', problem: errorMessage(error), definite: true });
+      return damagedPaths;
     }
-    const treeProblem = bad.get(treeId) ?? (index.has(Buffer.from(treeId, 'hex')) ? undefined : `tree ${treeId} is not indexed`);
+    const unindexed = !index.has(Buffer.from(treeId, 'hex'));
+    const treeProblem = bad.get(treeId) ?? (unindexed ? `tree ${treeId} is not indexed` : undefined);
     let entries;
     try {
       if (treeProblem) throw new Error(treeProblem);
       entries = decodeTree(await reader.read(Buffer.from(treeId, 'hex')), treeId).entries;
     } catch (error) {
-      found.push({ path: '.', problem: `directory unreadable: ${errorMessage(error)}` });
-      memo.set(treeId, found);
-      return found;
+      options.signal?.throwIfAborted();
+      const definite = treeProblem ? unindexed || definiteBad.has(treeId) : isDefinite(error);
+      damagedPaths.push({ path: '.', problem: `directory unreadable: ${errorMessage(error)}`, definite });
+      memo.set(treeId, damagedPaths);
+      return damagedPaths;
     }
     for (const entry of entries) {
       if (entry.type === 'dir' && entry.subtree) {
         for (const below of await walk(entry.subtree, here, rel === '' ? entry.name : `${rel}/${entry.name}`))
-          found.push({ path: below.path === '.' ? entry.name : `${entry.name}/${below.path}`, problem: below.problem });
+          damagedPaths.push({ ...below, path: below.path === '.' ? entry.name : `${entry.name}/${below.path}` });
       } else if (entry.type === 'file') {
-        const why = await fileProblem(entry, reader, index, bad);
-        if (why) found.push({ path: entry.name, problem: why });
+        const why = await fileProblem(entry, reader, index, bad, definiteBad);
+        if (why) damagedPaths.push({ path: entry.name, ...why });
       }
     }
-    memo.set(treeId, found);
-    return found;
+    memo.set(treeId, damagedPaths);
+    return damagedPaths;
   };
   for (const snapshot of snapshots) {
-    for (const f of await walk(snapshot.tree, TreeAncestors.none, ''))
+    let definite = false;
+    for (const f of await walk(snapshot.tree, TreeAncestors.none, '')) {
       report.affected.push({ snapshot: snapshot.id, path: f.path, problem: f.problem });
+      definite ||= f.definite;
+    }
+    if (definite && !known.snapshots.has(snapshot.id)) found.snapshots.push(snapshot.id);
   }
   await verifyLogs(repo, options, problem);
   report.ok = report.problems.length === 0 && report.affected.length === 0;
-  return report;
+  return { report, found };
 }
 
 /**
@@ -255,19 +334,25 @@ async function fileProblem(
   reader: PieceReader,
   index: PieceIndex,
   bad: Map<string, string>,
-): Promise<string | undefined> {
+  definiteBad: ReadonlySet<string>,
+): Promise<{ problem: string; definite: boolean } | undefined> {
+  const check = (id: Buffer, what: string): { problem: string; definite: boolean } | undefined => {
+    const hex = id.toString('hex');
+    const why = bad.get(hex);
+    if (why) return { problem: why, definite: definiteBad.has(hex) };
+    return index.has(id) ? undefined : { problem: `${what} ${hex} is missing`, definite: true };
+  };
   for (const listId of entry.contentLists ?? []) {
-    const why = bad.get(listId) ?? (index.has(Buffer.from(listId, 'hex')) ? undefined : `content list ${listId} is missing`);
+    const why = check(Buffer.from(listId, 'hex'), 'content list');
     if (why) return why;
   }
   try {
     for await (const id of contentIds(entry, reader)) {
-      const hex = id.toString('hex');
-      const why = bad.get(hex) ?? (index.has(id) ? undefined : `piece ${hex} is missing`);
+      const why = check(id, 'piece');
       if (why) return why;
     }
   } catch (error) {
-    return errorMessage(error);
+    return { problem: errorMessage(error), definite: isDefinite(error) };
   }
   return undefined;
 }

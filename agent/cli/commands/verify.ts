@@ -19,14 +19,16 @@ export function registerVerify(program: Command, cli: Cli): void {
     .action(async (opts: { readData?: boolean; readDataSubset?: string; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { ...cli.operation(g), ...{ noLock: !opts.lock }, readData });
+      const report = await verify(repo, { ...cli.operation(g), ...{ noLock: !opts.lock }, readData, markDamage: true });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok)
         throw new CairnError(
           'Cairn.Damaged',
           `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`,
           {
-            hint: 'restore affected files from another snapshot or copy; a later backup re-uploads missing pieces of files that still exist',
+            hint: report.markers.length
+              ? `the damage is recorded in ${report.markers.join(', ')}: retention and \`latest\` no longer count the affected snapshots as good, and the next backup uploads the damaged pieces of files that still exist again; restore affected files from another snapshot or copy`
+              : 'restore affected files from another snapshot or copy; the next backup uploads damaged pieces of files that still exist again',
           },
         );
     });
@@ -38,6 +40,8 @@ export function verifyText(r: VerifyReport): string {
   ];
   for (const p of r.problems) lines.push(`damaged: ${p.object}: ${p.problem}`);
   for (const a of r.affected) lines.push(`affected: snapshot ${shortId(a.snapshot)} ${a.path}: ${a.problem}`);
+  for (const k of r.known) lines.push(`known: ${k.object}: ${k.problem}`);
+  for (const m of r.markers) lines.push(`recorded: ${m}`);
   lines.push(r.ok ? 'no problems found' : `${r.problems.length} problem(s), ${r.affected.length} affected file(s)`);
   return lines.join('\n');
 }
