@@ -129,7 +129,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
       };
     }
     case 'verify': {
-      const report = await verify(repo, { ...common, readData: request.readDataSubset });
+      const report = await verify(repo, { ...common, readData: request.readDataSubset, markDamage: true });
       if (!report.ok) {
         throw new CairnError(
           'Cairn.Damaged',
