@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
-import { INDEX_PREFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX, packKey } from '../../../agent/core/layout.ts';
+import { INDEX_PREFIX, LOCKS_PREFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX, packKey } from '../../../agent/core/layout.ts';
 import { writeDamageMarkers } from '../../../agent/core/damage.ts';
 import { PieceType, type IndexEntry, type PieceLocation } from '../../../agent/core/pack.ts';
 import { PieceReader } from '../../../agent/core/piece-reader.ts';
@@ -15,6 +15,7 @@ import { repairIndex } from '../../../agent/commands/repair-index.ts';
 import { repairPacks } from '../../../agent/commands/repair-packs.ts';
 import { REPAIRED_TAG, repairSnapshots } from '../../../agent/commands/repair-snapshots.ts';
 import { distinctProblems, repairHint } from '../../../agent/commands/repair-hint.ts';
+import { removeLocks } from '../../../agent/commands/unlock.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { lastOfType, runCli } from '../../helpers/cli.ts';
@@ -399,5 +400,9 @@ describe('cairn repair', () => {
     assert.ok(snapshots.snapshots.every((s) => s.status === 'intact'));
     assert.equal(createOnly.deletesRefused, 2);
     assert.deepEqual(await contents(storage), before);
+    // The refused probes are released lock records: they block no one, and an operator's unlock clears them.
+    assert.ok((await keys(storage, LOCKS_PREFIX)).length > 0);
+    await removeLocks(repo, storage, { who, progress: silentProgress, all: false });
+    assert.deepEqual(await keys(storage, LOCKS_PREFIX), []);
   });
 });
