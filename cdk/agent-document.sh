@@ -27,12 +27,28 @@ plan_id="${SSM_planId:-}"
 task_token="${SSM_taskToken:-}"
 request="${SSM_request:-}"
 
+# $1 as the inside of a JSON string: backslashes, quotes and the usual control characters escaped, others dropped.
+json_text() {
+  local s
+  s="$(printf '%s' "$1" | tr -d '\000-\010\013\014\016-\037')"
+  s="${s//\\/\\\\}"
+  s="${s//\"/\\\"}"
+  s="${s//$'\n'/\\n}"
+  s="${s//$'\t'/\\t}"
+  s="${s//$'\r'/\\r}"
+  printf '%s' "$s"
+}
+
 report_failure() {
   # $1: Cairn.* error code, $2: cause. Without a task token (a console install) there is no one to tell.
   echo "cairn: $1: $2" >&2
   [ -n "$task_token" ] || return 0
   if command -v aws >/dev/null 2>&1; then
-    aws stepfunctions send-task-failure --task-token "$task_token" --error "$1" --cause "$2" >/dev/null ||
+    # The token goes through stdin, never argv (any user of the host can read a process's command
+    # line, and the token is the capability to report for the run); printf is a builtin, so no
+    # process ever has it in its arguments.
+    printf '{"taskToken":"%s","error":"%s","cause":"%s"}' "$task_token" "$(json_text "$1")" "$(json_text "$2")" |
+      aws stepfunctions send-task-failure --cli-input-json file:///dev/stdin >/dev/null ||
       echo "cairn: could not report $1; the execution's heartbeat timeout will end it" >&2
   else
     echo "cairn: no AWS CLI on this host to report $1; the execution's heartbeat timeout will end it" >&2

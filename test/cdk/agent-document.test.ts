@@ -31,7 +31,13 @@ ${options.nodeReports ? 'echo reported > "$CAIRN_REPORT_FILE"' : ''}
 exit ${options.nodeExit ?? 0}
 `,
   );
-  if (!options.noAws) writeFileSync(join(bin, 'aws'), `#!/bin/bash\nprintf '%s\\n' "$@" > "${dir}/aws-args"\n`);
+  // Stand-in aws: records its arguments, what it read from stdin, and every process's command line
+  // at that moment (where a token on argv would show to any user of the host).
+  if (!options.noAws)
+    writeFileSync(
+      join(bin, 'aws'),
+      `#!/bin/bash\nprintf '%s\\n' "$@" > "${dir}/aws-args"\ncat > "${dir}/aws-stdin"\ncat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' ' > "${dir}/cmdlines"\n`,
+    );
   for (const f of ['node', 'aws']) if (existsSync(join(bin, f))) chmodSync(join(bin, f), 0o755);
   const script = join(dir, 'script.sh');
   writeFileSync(script, agentDocumentScript());
@@ -79,10 +85,18 @@ describe('SSM document script', () => {
     const s = setup({ nodeExit: 3 });
     const r = s.run({ operation: 'verify', planId: 'orders-db', taskToken: token, request: '' });
     assert.equal(r.status, 3);
-    const args = s.read('aws-args')!.trim().split('\n');
-    assert.deepEqual(args.slice(0, 4), ['stepfunctions', 'send-task-failure', '--task-token', token]);
-    assert.equal(args[args.indexOf('--error') + 1], 'Cairn.AgentCrashed');
-    assert.match(args[args.indexOf('--cause') + 1]!, /exited with code 3 before reporting/);
+    // The task token reaches the AWS CLI through stdin, never its argv.
+    assert.deepEqual(s.read('aws-args')!.trim().split('\n'), [
+      'stepfunctions',
+      'send-task-failure',
+      '--cli-input-json',
+      'file:///dev/stdin',
+    ]);
+    const input = JSON.parse(s.read('aws-stdin')!) as { taskToken: string; error: string; cause: string };
+    assert.equal(input.taskToken, token);
+    assert.equal(input.error, 'Cairn.AgentCrashed');
+    assert.match(input.cause, /exited with code 3 before reporting/);
+    assert.ok(!s.read('cmdlines')!.includes(token), 'no process had the token on its command line');
     assert.ok(!s.read('node-args')!.includes('--request'), 'an empty request is not passed');
   });
 
@@ -104,7 +118,7 @@ describe('SSM document script', () => {
     assert.match(r.stderr, /checksum mismatch/);
     assert.equal(s.read('node-args'), undefined);
     assert.equal(existsSync(join(s.dir, 'opt', 'versions', 'f'.repeat(64), 'cairn.mjs')), false);
-    assert.match(s.read('aws-args')!, /Cairn\.AgentCrashed/);
+    assert.equal((JSON.parse(s.read('aws-stdin')!) as { error: string }).error, 'Cairn.AgentCrashed');
   });
 
   test('parameters that could inject into the shell are refused before anything runs', () => {
@@ -131,5 +145,14 @@ describe('SSM document script', () => {
     const crash = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: '' });
     assert.equal(crash.status, 1);
     assert.match(crash.stderr, /no AWS CLI on this host to report Cairn\.AgentCrashed; the execution's heartbeat timeout will end it/);
+  });
+
+  test('json_text makes any cause the inside of a JSON string: quotes, backslashes and line breaks escaped, other controls dropped', () => {
+    const fn = /^json_text\(\) \{\n[\s\S]*?\n\}$/m.exec(agentDocumentScript())?.[0];
+    assert.ok(fn, 'the script defines json_text');
+    const cause = 'path "C:\\x"\nline\ttab\r\u0001bell\u0007 ünï';
+    const r = spawnSync('bash', ['-c', `${fn}\njson_text "$CAUSE"`], { encoding: 'utf8', env: { CAUSE: cause, PATH: '/usr/bin:/bin' } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(`"${r.stdout}"`), cause.replace(/[\u0001\u0007]/g, ''));
   });
 });
