@@ -1,11 +1,19 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chown, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
-import { missingPostgres, postgresWorkDir, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
+import {
+  missingPostgres,
+  postgresWorkDir,
+  serverCairn,
+  startPostgres,
+  type PostgresServer,
+  type ServerCairn,
+} from '../../helpers/postgres.ts';
 import { checkNamed, drillSnapshot } from './drill-harness.ts';
 
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -149,5 +157,87 @@ describe('postgres drill: a private cluster from the snapshot, pg_amcheck, pg_ch
       const check = checkNamed(checks, name);
       assert.ok(check.ran && check.ok, `${name} passes: the page's checksum is valid (${check.found})`);
     }
+  });
+});
+
+/** Every object under a directory, with its size: the log archive's state. */
+async function listing(dir: string): Promise<string[]> {
+  const names = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  const out: string[] = [];
+  for (const name of names.sort()) {
+    const info = await stat(join(dir, name));
+    if (info.isFile()) out.push(`${name} ${info.size}`);
+  }
+  return out;
+}
+
+describe('postgres drill of a cluster that archives its WAL through Cairn', { skip }, () => {
+  let server: PostgresServer | undefined;
+  let cairn: ServerCairn | undefined;
+  let pgWork: string;
+  let env: Record<string, string>;
+  let spool: string;
+  before(async () => {
+    pgWork = await postgresWorkDir();
+    cairn = await serverCairn();
+  });
+  after(async () => {
+    await server?.stop();
+    if (cairn && spool) {
+      const program = [cairn.node, cairn.script, 'wal-daemon', '--stop', '--spool-dir', spool];
+      const stop = as(program);
+      spawnSync(stop[0] as string, stop.slice(1), { stdio: 'ignore', cwd: pgWork });
+    }
+    await cairn?.remove();
+    if (pgWork) await rm(pgWork, { recursive: true, force: true });
+  });
+
+  it("pushes nothing to the log archive, though the snapshot's own configuration archives every segment there", async () => {
+    const repo = join(pgWork, 'repo');
+    env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE };
+    assert.equal((await runCli(['init'], env)).code, 0);
+    const pw = join(pgWork, 'pw');
+    await writeFile(pw, PASSPHRASE);
+    spool = join(pgWork, 'spool');
+    const attempts = join(pgWork, 'archive-attempts');
+    await writeFile(attempts, '');
+    // The server (and so archive_command) runs as postgres: the repository, passphrase and attempt log must be its.
+    if (asRoot) spawnSync('chown', ['-R', 'postgres:', repo, pw, attempts]);
+    // Everything the command needs is on its line, so a copy of the cluster started anywhere could push with it;
+    // every call is logged first, so a push that fails (a segment name archived already) is seen too.
+    const archiveCommand = `echo %f >> ${attempts} && ${cairn?.command ?? ''} -r ${repo} --password-file ${pw} wal-push --spool-dir ${spool} %p`;
+    const settings = { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand, archive_timeout: '1s' };
+    server = await startPostgres({ settings });
+    // Also in postgresql.auto.conf, which the base backup carries: the restored cluster's own configuration archives.
+    for (const [name, value] of Object.entries(settings)) server.sql(`ALTER SYSTEM SET ${name} = '${value.replaceAll("'", "''")}'`);
+    env.CAIRN_DB_PASSWORD = server.password;
+    server.sql(
+      'CREATE TABLE t (id serial PRIMARY KEY, body text); INSERT INTO t (body) SELECT md5(g::text) FROM generate_series(1, 1000) g',
+    );
+    const stream = `pg-${server.sql('SELECT system_identifier FROM pg_control_system()').trim()}`;
+    const archive = join(repo, 'logs', stream);
+    const segment = server.sql('SELECT pg_walfile_name(pg_switch_wal())').trim();
+    for (const deadline = Date.now() + 60_000; !(await listing(archive)).some((l) => l.includes(segment)); await sleep(100))
+      if (Date.now() > deadline) assert.fail(`the live cluster did not archive ${segment}: ${server.serverLog().slice(-2000)}`);
+
+    const backup = await runCli(
+      ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'],
+      env,
+    );
+    assert.equal(backup.code, 0, backup.stderr);
+    const id = (lastOfType(backup, 'summary') as { snapshotId: string }).snapshotId;
+    // The live cluster stops (its archiver finishing what is ready): from here on, only the drill could push.
+    await server.stop();
+    server = undefined;
+    const objects = await listing(archive);
+    const calls = await readFile(attempts, 'utf8');
+    assert.ok(objects.length > 0 && calls.includes(segment), 'the live cluster archived through Cairn');
+
+    const checks = await drillSnapshot(repo, id);
+    // This cluster has no data checksums: pg_checksums is skipped as expected; every other check runs and passes.
+    for (const check of checks) assert.ok(check.ok && (check.ran || check.name === 'pg_checksums'), `${check.name}: ${check.found}`);
+    assert.ok(checkNamed(checks, 'pg_amcheck').ran);
+    assert.deepEqual(await listing(archive), objects, "the log archive's objects are unchanged");
+    assert.equal(await readFile(attempts, 'utf8'), calls, 'the drill ran no archive_command');
   });
 });
