@@ -1,18 +1,26 @@
-import { lstat, mkdir, readdir, rm, stat, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, mkdir, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { join, resolve, sep } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
 
-/** Refuses a non-empty target unless forced, before anything is written. */
 /** What the restore found at its target: it decides whether the snapshot's own directory metadata is applied to it. */
 export type TargetState = 'created' | 'empty' | 'holds-data';
 
-export async function prepareTarget(target: string, force: boolean): Promise<TargetState> {
+/**
+ * Refuses a non-empty target unless forced, and (as root) a target another user could turn
+ * against the restore (assertTargetSafe), before anything is written.
+ */
+export async function prepareTarget(target: string, force: boolean, uid = process.getuid?.() ?? -1): Promise<TargetState> {
+  await assertTargetSafe(target, uid);
   let isDir: boolean;
   try {
     isDir = (await stat(target)).isDirectory();
   } catch (error) {
     if (!isErrno(error, 'ENOENT')) throw error;
-    await mkdir(target, { recursive: true });
+    await mkdir(target, { recursive: true, mode: 0o700 });
+    // Whoever could have put something at the path between the check and mkdir is caught here.
+    await assertTargetSafe(target, uid);
     return 'created';
   }
   if (!isDir) throw new CairnError('Cairn.Usage', `restore target ${target} exists and is not a directory`, { hint: 'choose a directory' });
@@ -94,6 +102,90 @@ export class TargetTree {
       if (!isErrno(error, 'ENOENT')) throw error;
     }
   }
+}
+
+/**
+ * As root, a restore writes files and then gives them to their owners. A user who can rename
+ * entries in the target, or in a directory above it, could swap a directory for a symlink
+ * mid-restore and have root write (and chown to them) files anywhere. So, as root, refuse:
+ *
+ * - a symlink on the target's path that a user other than root owns;
+ * - a target (existing) that a user other than root owns or can write (sticky bit or not: they
+ *   could create the entries the restore is about to make);
+ * - a directory above it that a user other than root owns, or that group or others can write
+ *   without the sticky bit (with it, as in /tmp, they cannot move root's entries).
+ *
+ * Not as root: nothing is chowned, and the user can already write wherever they could be tricked into.
+ */
+export async function assertTargetSafe(target: string, uid = process.getuid?.() ?? -1): Promise<void> {
+  if (uid !== 0) return;
+  const absolute = resolve(target);
+  // The path as given: every component that exists, a symlink among them owned by root only.
+  let deepest: string = sep;
+  for (const part of absolute.split(sep).filter(Boolean)) {
+    const path = join(deepest, part);
+    let info: Stats;
+    try {
+      info = await lstat(path);
+    } catch (error) {
+      if (isErrno(error, 'ENOENT')) break;
+      throw error;
+    }
+    if (info.isSymbolicLink() && info.uid !== 0)
+      throw unsafeTarget(
+        target,
+        `${path} is a symlink owned by uid ${info.uid}, who can point it anywhere`,
+        `replace ${path} with a directory root owns, or restore as that user`,
+      );
+    deepest = path;
+  }
+  // The directories the path resolves to, from / down.
+  const real = await realpath(deepest);
+  const isTarget = deepest === absolute;
+  let path: string = sep;
+  const chain = [
+    sep,
+    ...real
+      .split(sep)
+      .filter(Boolean)
+      .map((part) => (path = join(path, part))),
+  ];
+  for (const dir of chain) {
+    const info = await stat(dir);
+    const self = isTarget && dir === real;
+    const writers = otherWriters(info);
+    if (self && writers)
+      throw unsafeTarget(
+        target,
+        `${dir === absolute ? 'it' : `it (${dir})`} is ${writers}`,
+        `restore into a directory only root owns and can write (e.g. a new one: \`mkdir -m 700\` as root), or run the restore as that user`,
+      );
+    if (!self && writers && (info.uid !== 0 || (info.mode & 0o1000) === 0))
+      throw unsafeTarget(
+        target,
+        `it lies under ${dir}, which is ${writers}${info.uid === 0 ? ' without the sticky bit' : ''}`,
+        info.uid !== 0
+          ? `restore under a directory root owns (\`chown root ${dir}\`), or run the restore as that user`
+          : `remove the write access (\`chmod go-w ${dir}\`) or set the sticky bit (\`chmod +t ${dir}\`), or restore elsewhere`,
+      );
+  }
+}
+
+/** Who other than root can rename entries in a directory: its owner, or its group or everyone through the mode. */
+function otherWriters(info: Stats): string | undefined {
+  const mode = (info.mode & 0o7777).toString(8).padStart(4, '0');
+  if (info.uid !== 0) return `owned by uid ${info.uid} (mode ${mode})`;
+  if (info.mode & 0o002) return `writable by every user (mode ${mode})`;
+  if (info.mode & 0o020 && info.gid !== 0) return `writable by group ${info.gid} (mode ${mode})`;
+  return undefined;
+}
+
+function unsafeTarget(target: string, why: string, fix: string): CairnError {
+  return new CairnError(
+    'Cairn.Usage',
+    `refusing to restore as root into ${target}: ${why}; that user could swap a directory for a symlink while the restore runs and have files written and given to them anywhere. Nothing was written`,
+    { hint: fix },
+  );
 }
 
 function isErrno(error: unknown, code: string): boolean {
