@@ -1,4 +1,4 @@
-import { INDEX_PREFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX } from '../core/layout.ts';
+import { INDEX_PREFIX, LOGS_PREFIX, PACKS_PREFIX, SNAPSHOTS_PREFIX } from '../core/layout.ts';
 import type { VerifyReport } from './verify.ts';
 
 /**
@@ -12,7 +12,8 @@ import type { VerifyReport } from './verify.ts';
  *   same paths uploads the files that still exist again;
  * - files that no backup can bring back: `repair snapshots` writes snapshots
  *   without them;
- * - an unreadable manifest cannot be repaired: it is forgotten.
+ * - an unreadable manifest cannot be repaired: it is forgotten;
+ * - nor can archived log files: `pitr status` shows the gaps.
  */
 export function repairHint(report: Pick<VerifyReport, 'problems' | 'affected'>): string {
   const objects = report.problems.map((p) => p.object);
@@ -34,6 +35,8 @@ export function repairHint(report: Pick<VerifyReport, 'problems' | 'affected'>):
     .filter((o) => o.startsWith(SNAPSHOTS_PREFIX))
     .map((o) => o.slice(SNAPSHOTS_PREFIX.length, SNAPSHOTS_PREFIX.length + 8));
   if (manifests.length > 0) steps.push(`unreadable snapshot manifests cannot be repaired: \`cairn forget ${manifests.join(' ')}\``);
+  if (objects.some((o) => o.startsWith(LOGS_PREFIX)))
+    steps.push('archived log files that are missing or damaged cannot be repaired: `cairn pitr status` shows the gaps they leave');
   if (steps.length === 0) return 'restore affected files from another snapshot or copy (docs/repair.md)';
   return `${steps.join('; ')} (docs/repair.md; add --dry-run to see what each would change)`;
 }

@@ -106,6 +106,9 @@ describe('the hint after verify and check', () => {
     const manifest = repairHint({ problems: [{ object: `snapshots/${'ef'.repeat(32)}`, problem: 'unreadable' }], affected: [] });
     assert.match(manifest, /`cairn forget efefefef`/);
     assert.doesNotMatch(manifest, /cairn repair/);
+    const logs = repairHint({ problems: [{ object: 'logs/pg/files/000000010000000000000001', problem: 'missing' }], affected: [] });
+    assert.match(logs, /`cairn pitr status`/);
+    assert.doesNotMatch(logs, /cairn repair/);
   });
 });
 
