@@ -11,6 +11,7 @@ import {
 } from './gc-generation.ts';
 import { gcGenerationKey, gcSweptKey, packKey } from './layout.ts';
 import { probeStorageClock } from './locks.ts';
+import { PACK_HEADER_BYTES, decodeTrailer, type PieceLocation } from './pack.ts';
 import { PieceReader } from './piece-reader.ts';
 import { collectReferences, PieceSet } from './references.ts';
 import type { Repository, Who } from './repository.ts';
@@ -139,10 +140,28 @@ export async function settleGenerations(ctx: GcContext, due: readonly StoredGene
   const rescued = await collectReferences(newer, new PieceReader(ctx.repo, index), new PieceSet());
 
   const marked = new Set(due.flatMap((g) => g.packs));
-  // Every marked pack any location of a rescued piece names is kept, not only one of them: nothing
-  // here can tell a forged index entry from a true one, and the true one must survive.
+  // A marked pack that holds a piece a newer manifest uses is kept, unless that piece also lives in
+  // an unmarked pack whose own trailer confirms it there (a backup during the grace uploaded it
+  // again): index entries are only claims, a pack's sealed trailer is the pack's own word.
   const keep = new Set<string>();
-  for (const entry of index.entries()) if (marked.has(entry.packId) && rescued.has(entry.id)) keep.add(entry.packId);
+  const reader = new PieceReader(ctx.repo, index);
+  const trailers = new Map<string, Promise<Set<string> | undefined>>();
+  const confirmed = async (id: Buffer): Promise<boolean> => {
+    for (const location of index.locations(id)) {
+      if (marked.has(location.packId)) continue;
+      let entries = trailers.get(location.packId);
+      if (!entries) {
+        entries = trailerLocations(ctx, reader, location.packId);
+        trailers.set(location.packId, entries);
+      }
+      if ((await entries)?.has(locationKey(id, location))) return true;
+    }
+    return false;
+  };
+  for (const entry of index.entries()) {
+    if (!marked.has(entry.packId) || keep.has(entry.packId) || !rescued.has(entry.id)) continue;
+    if (!(await confirmed(entry.id))) keep.add(entry.packId);
+  }
   const packs = [...marked].filter((p) => !keep.has(p)).sort();
   const doomedPacks = new Set(packs);
   const doomed = doomedPieces(due);
@@ -164,6 +183,33 @@ export async function settleGenerations(ctx: GcContext, due: readonly StoredGene
     });
   }
   return { generations: due.map((g) => g.generation), packs, rescuedPacks: [...keep].sort() };
+}
+
+function locationKey(id: Buffer, location: PieceLocation): string {
+  return `${id.toString('hex')}@${location.frameOffset}+${location.frameLength}/${location.offsetInFrame}+${location.length}`;
+}
+
+/**
+ * The locations a pack's sealed trailer lists (two ranged reads), or undefined when it cannot
+ * be read (missing, damaged, forged, or behind a storage hook whose sizes are not the pack's):
+ * then it confirms nothing.
+ */
+async function trailerLocations(ctx: GcContext, reader: PieceReader, packId: string): Promise<Set<string> | undefined> {
+  if (ctx.repo.storage.transform) return undefined;
+  try {
+    const info = await ctx.repo.storage.stat(packKey(packId));
+    if (!info || info.size < PACK_HEADER_BYTES + 8) return undefined;
+    const tail = await ctx.repo.storage.getRange(packKey(packId), info.size - 8, 8);
+    const length = tail.readUInt32LE(0);
+    if (length > info.size - 8 - PACK_HEADER_BYTES) return undefined;
+    const sealed = await ctx.repo.storage.getRange(packKey(packId), info.size - 8 - length, length);
+    // decodeTrailer reads a whole pack; the frames between header and trailer do not matter to it.
+    const entries = decodeTrailer(await reader.packKey(packId), Buffer.concat([Buffer.alloc(PACK_HEADER_BYTES), sealed, tail]), packId);
+    return new Set(entries.map((e) => locationKey(e.id, e)));
+  } catch (error) {
+    if (error instanceof CairnError && (error.code === 'Cairn.Damaged' || error.code === 'Cairn.NotFound')) return undefined;
+    throw error;
+  }
 }
 
 /** Deletes settled packs, checking the caller's lock before each; returns the bytes freed. */

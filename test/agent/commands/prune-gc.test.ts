@@ -154,6 +154,8 @@ describe('two-phase garbage collection (issue 16)', () => {
     assert.ok(during.summary.bytesAdded > 250_000, `it uploaded the marked pieces again (${during.summary.bytesAdded} bytes added)`);
     assert.ok(report.generations.marked, 'prune marked a generation');
     assert.deepEqual(report.generations.settled, [report.generations.marked]);
+    assert.equal(report.packsRescued, 0, 'its new copies are confirmed by their own trailers, so the marked packs need not stay');
+    assert.ok(report.packsDeleted > 0);
     await assertWhole(repo, during.id, src, 'the snapshot committed during the grace');
     // A later prune finds the rest garbage and leaves the snapshot whole.
     await prune(repo, storage, pruneOptions(clock));
