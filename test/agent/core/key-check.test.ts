@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { sealKeyCheck } from '../../../agent/core/key-check.ts';
-import { newMasterKey, wrapMasterKey } from '../../../agent/core/keyfile.ts';
+import { newMasterKey, unwrapMasterKey, wrapMasterKey } from '../../../agent/core/keyfile.ts';
 import { KEY_CHECK_KEY, keyFileKey } from '../../../agent/core/layout.ts';
 import { Repository, type Who } from '../../../agent/core/repository.ts';
 import { CairnError } from '../../../agent/core/errors.ts';
@@ -69,6 +69,33 @@ describe('the key-check object (issue 16)', () => {
       await src.remove();
       await out.remove();
     }
+  });
+
+  it('an unlocker that ignores `accept` (as the KMS source does) is run again without the rejected key file', async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, PASSPHRASE, who);
+    await forgeKeyFile(storage, repo.id);
+    const tried: string[] = [];
+    const warnings: string[] = [];
+    const opened = await Repository.openWith(
+      storage,
+      async ({ config, keys }) => {
+        // Takes the first key file it can open, whatever the repository thinks of it.
+        for (const key of keys) {
+          const master = await unwrapMasterKey(key.file, PASSPHRASE, config.id);
+          if (master) {
+            tried.push(key.id);
+            return { master, keyId: key.id };
+          }
+        }
+        throw new Error('no key opened');
+      },
+      { warn: (m) => void warnings.push(m) },
+    );
+    assert.equal(tried[0], FORGED_ID, 'the forged key file was offered first');
+    assert.equal(tried.length, 2);
+    assert.ok(opened.masterKey().equals(repo.masterKey()));
+    assert.equal(warnings.filter((w) => w.includes(keyFileKey(FORGED_ID))).length, 1);
   });
 
   it('when only forged key files open, the error says the keys are not the repository’s (not "wrong passphrase")', async () => {
