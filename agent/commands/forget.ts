@@ -1,4 +1,4 @@
-import { readDamage, type KnownDamage } from '../core/damage.ts';
+import { readDamage } from '../core/damage.ts';
 import { CairnError } from '../core/errors.ts';
 import { PINS_PREFIX, snapshotKey } from '../core/layout.ts';
 import { pinnedIds } from '../core/pins.ts';
@@ -6,12 +6,12 @@ import type { Repository, Who } from '../core/repository.ts';
 import {
   applyPolicy,
   isEmptyPolicy,
-  type RetentionCandidate,
+  keepAllIfUnsure,
+  retentionCandidate,
   type RetentionDecision,
   type RetentionPolicy,
-  type RetentionResult,
 } from '../core/retention.ts';
-import { isPartial, type Snapshot } from '../core/snapshot.ts';
+import type { Snapshot } from '../core/snapshot.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { record, underLock, operationContext, type OperationContext } from './operation.ts';
@@ -84,30 +84,6 @@ export async function forget(repo: Repository, storage: DeletableStorage, option
     }
     return result;
   });
-}
-
-/** A snapshot as retention sees it: pinned, damaged (a marker or the tag) and partial said. */
-export function retentionCandidate(s: Snapshot, pins: ReadonlySet<string>, damage: KnownDamage): RetentionCandidate {
-  return {
-    id: s.id,
-    time: s.time,
-    tags: s.tags,
-    pinned: pins.has(s.id),
-    ...(damage.damaged(s) ? { damaged: true } : {}),
-    ...(isPartial(s) ? { partial: true } : {}),
-  };
-}
-
-/**
- * An unreadable damage marker may name any snapshot, so the policy cannot tell good from damaged:
- * everything is kept (with that reason) until the marker reads or an operator deletes it.
- */
-export function keepAllIfUnsure(decision: RetentionResult, damage: KnownDamage): RetentionResult {
-  if (damage.unreadable.length === 0) return decision;
-  const why = `kept: damage marker(s) ${damage.unreadable.map((u) => u.name).join(', ')} cannot be read, so which snapshots are good is unknown`;
-  const keep = [...decision.keep, ...decision.remove.map((d) => ({ ...d, keep: true, reasons: [why] }))];
-  keep.sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
-  return { keep, remove: [] };
 }
 
 export async function setPin(

@@ -1,5 +1,7 @@
 import { z } from 'zod';
+import type { KnownDamage } from './damage.ts';
 import { CairnError } from './errors.ts';
+import { isPartial, type Snapshot } from './snapshot.ts';
 
 /**
  * A retention policy (restic's rules). Every count rule keeps the newest good
@@ -140,6 +142,33 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
     else result.remove.push({ id: s.id, time: s.time, keep: false, reasons: ['matched no keep rule'] });
   }
   return result;
+}
+
+/**
+ * A snapshot as retention sees it: pinned, damaged (a damage marker or the `damaged` tag) and
+ * partial said. `cairn forget` and the control plane's retention build candidates the same way.
+ */
+export function retentionCandidate(s: Snapshot, pins: ReadonlySet<string>, damage: KnownDamage): RetentionCandidate {
+  return {
+    id: s.id,
+    time: s.time,
+    tags: s.tags,
+    pinned: pins.has(s.id),
+    ...(damage.damaged(s) ? { damaged: true } : {}),
+    ...(isPartial(s) ? { partial: true } : {}),
+  };
+}
+
+/**
+ * An unreadable damage marker may name any snapshot, so the policy cannot tell good from damaged:
+ * everything is kept (with that reason) until the marker reads or an operator deletes it.
+ */
+export function keepAllIfUnsure(decision: RetentionResult, damage: KnownDamage): RetentionResult {
+  if (damage.unreadable.length === 0) return decision;
+  const why = `kept: damage marker(s) ${damage.unreadable.map((u) => u.name).join(', ')} cannot be read, so which snapshots are good is unknown`;
+  const keep = [...decision.keep, ...decision.remove.map((d) => ({ ...d, keep: true, reasons: [why] }))];
+  keep.sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
+  return { keep, remove: [] };
 }
 
 export function isEmptyPolicy(policy: RetentionPolicy): boolean {
