@@ -238,7 +238,12 @@ export async function drillEtcdKeys(
     const url = new URL(member.clientUrl);
     const options: PrivateMemberOptions = { host: url.hostname, port: Number(url.port), endpoints: [member.clientUrl] };
     // The engine's restore reports what it wrote as warnings: in a drill that is the load check's finding, not a warning.
-    const quiet: EngineContext = { env, signal: ctx.signal, tempDir: ctx.tempDir, progress: { ...ctx.progress, warn: () => undefined } };
+    const quiet: EngineContext = {
+      env,
+      signal: ctx.signal,
+      tempDir: ctx.tempDir,
+      progress: { progress: (event) => ctx.progress.progress(event), warn: () => undefined },
+    };
     const loaded = await timedCheck('load keys', 'restore', ctx.signal, async () => {
       await load(options, quiet);
       return { ok: true, found: "the snapshot's keys were written into a private etcd member" };

@@ -44,8 +44,7 @@ describe('etcd drills: a private member from the snapshot, or the keys loaded in
   });
 
   // A drill must not reach the production member whatever the environment says: these point etcdctl and the gateway client at it.
-  const hostile = (): NodeJS.ProcessEnv => ({
-    ...process.env,
+  const hostile = (): Record<string, string> => ({
     ETCDCTL_ENDPOINTS: `http://127.0.0.1:${source.clientPort}`,
     ETCD_INITIAL_CLUSTER: `default=http://127.0.0.1:${source.peerPort}`,
   });
