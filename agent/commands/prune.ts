@@ -61,49 +61,87 @@ export interface PruneReport {
 /**
  * Two-phase garbage collection (core/gc-collect.ts, docs/locks-and-gc.md):
  *
- * 1. marks left by an earlier run that was killed, once their grace has passed, are settled
- *    and their packs deleted; records of generations settled a grace ago are removed;
- * 2. the analysis decides, the mark (a sealed generation record) is written, the live pieces
- *    of sparse packs are copied into new packs (indexed), archived logs are collected;
- * 3. once a grace has passed since the mark by the storage's clock, the mark is settled (the
- *    manifests committed since are read and whatever they use is kept; one new index replaces
- *    the old index files) and the doomed packs are deleted.
+ * 1. under the exclusive lock: marks left by an earlier run that was killed, once their grace
+ *    has passed, are settled and their packs deleted (records of generations settled a grace
+ *    ago are removed); the analysis decides, the mark (a sealed generation record) is written,
+ *    the live pieces of sparse packs are copied into new packs (indexed), archived logs are
+ *    collected;
+ * 2. the grace, by the storage's clock, with no lock held: backups run meanwhile (they drop
+ *    the marked pieces from their index and upload them again);
+ * 3. under the exclusive lock again: the mark is settled (the manifests committed since are
+ *    read and whatever they use is kept; one new index replaces the old index files) and the
+ *    doomed packs are deleted.
  *
- * It runs under the exclusive lock so that backups do not waste work meanwhile; what it deletes
- * does not depend on that lock, nor on any clock but the storage's. Killed at any point, a rerun
- * starts from what is in the repository and finishes the job.
+ * The lock only keeps backups from wasting work; what is deleted does not depend on it, nor on
+ * any clock but the storage's. Killed at any point, a rerun starts from what is in the
+ * repository and finishes the job.
  */
 export async function prune(repo: Repository, storage: DeletableStorage, options: PruneOptions): Promise<PruneReport> {
   const ctx = operationContext(repo, options);
-  return underLock(ctx, 'prune', !options.dryRun, async (lease) => {
-    try {
-      const gc: GcContext = {
-        repo,
-        storage,
-        who: options.who,
-        concurrency: options.concurrency,
-        assertHeld: () => lease.assertHeld(),
-        warn: (message) => options.progress.warn(message),
-      };
-      const report = await pruneLocked(gc, options);
-      if (!options.dryRun) await record(ctx, 'prune', { ...report });
-      return report;
-    } catch (error) {
-      await record(ctx, 'prune.failed', failureDetails(error));
-      throw error;
-    }
-  });
-}
-
-async function pruneLocked(gc: GcContext, options: PruneOptions): Promise<PruneReport> {
-  const { repo, storage } = gc;
   const graceMs = options.graceMs ?? DEFAULT_GC_GRACE_MS;
   const wait = options.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const gcContext = (assertHeld: () => void): GcContext => ({
+    repo,
+    storage,
+    who: options.who,
+    concurrency: options.concurrency,
+    assertHeld,
+    warn: (message) => options.progress.warn(message),
+  });
+  try {
+    const decided = await underLock(ctx, 'prune', !options.dryRun, (lease) =>
+      decide(
+        gcContext(() => lease.assertHeld()),
+        options,
+        graceMs,
+      ),
+    );
+    const { marked } = decided;
+    if (marked !== undefined) {
+      // The grace, with no lock held: backups go on meanwhile; the settlement reads what they commit.
+      const state = await waitForGrace(
+        gcContext(() => undefined),
+        marked,
+        graceMs,
+        wait,
+      );
+      await underLock(ctx, 'prune', true, async (lease) => {
+        const gc = gcContext(() => lease.assertHeld());
+        const settlement = await settleGenerations(gc, dueGenerations(state, graceMs));
+        await deletePacks(gc, settlement.packs);
+        decided.deleted += settlement.packs.length;
+        decided.rescued += settlement.rescuedPacks.length;
+        decided.repackedDeleted = settlement.packs.filter((p) => decided.analysis.repack.has(p)).length;
+        decided.settled.push(...settlement.generations);
+      });
+    }
+    const report = await summarize(storage, options, decided);
+    if (!options.dryRun) await record(ctx, 'prune', { ...report });
+    return report;
+  } catch (error) {
+    await record(ctx, 'prune.failed', failureDetails(error));
+    throw error;
+  }
+}
+
+interface Decided {
+  analysis: Awaited<ReturnType<typeof analyzeGarbage>>;
+  marked: string | undefined;
+  settled: string[];
+  deleted: number;
+  rescued: number;
+  repackedDeleted: number;
+  packsWritten: number;
+  logs: LogCollection[];
+}
+
+async function decide(gc: GcContext, options: PruneOptions, graceMs: number): Promise<Decided> {
+  const { repo, storage } = gc;
   let deleted = 0;
   let rescued = 0;
   const settled: string[] = [];
   if (!options.dryRun) {
-    // 1. What an earlier, killed run marked: settled now if its grace has passed.
+    // What an earlier, killed run marked: settled now if its grace has passed.
     const state = await readGenerations(gc);
     await tidyGenerations(gc, state, graceMs);
     const earlier = await settleGenerations(gc, dueGenerations(state, graceMs));
@@ -113,12 +151,10 @@ async function pruneLocked(gc: GcContext, options: PruneOptions): Promise<PruneR
     settled.push(...earlier.generations);
   }
 
-  // 2. Decide and mark.
   const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
-  const { index, reader, used, packSizes, remove, repack, bytesBefore } = analysis;
+  const { index, reader, used, remove, repack } = analysis;
   let packsWritten = 0;
   let marked: string | undefined;
-  let repackedDeleted = 0;
   if (!options.dryRun) {
     const mark = await markGeneration(gc, analysis, [...remove, ...repack], 'prune');
     marked = mark?.generation;
@@ -136,17 +172,12 @@ async function pruneLocked(gc: GcContext, options: PruneOptions): Promise<PruneR
     packsWritten = writer.stats.packsWritten;
   }
   const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld: gc.assertHeld, snapshots: analysis.manifests });
+  return { analysis, marked, settled, deleted, rescued, repackedDeleted: 0, packsWritten, logs };
+}
 
-  // 3. Sweep the mark once its grace has passed by the storage's clock.
-  if (marked !== undefined) {
-    const state = await waitForGrace(gc, marked, graceMs, wait);
-    const settlement = await settleGenerations(gc, dueGenerations(state, graceMs));
-    await deletePacks(gc, settlement.packs);
-    deleted += settlement.packs.length;
-    rescued += settlement.rescuedPacks.length;
-    repackedDeleted = settlement.packs.filter((p) => repack.has(p)).length;
-    settled.push(...settlement.generations);
-  }
+async function summarize(storage: DeletableStorage, options: PruneOptions, decided: Decided): Promise<PruneReport> {
+  const { analysis, marked, settled, deleted, rescued, repackedDeleted, packsWritten, logs } = decided;
+  const { packSizes, remove, repack, bytesBefore } = analysis;
   let freed = 0;
   for (const packId of [...remove, ...repack]) freed += packSizes.get(packId) ?? 0;
   const bytesAfter = options.dryRun ? bytesBefore - freed : await repositoryDataBytes(storage);

@@ -136,7 +136,8 @@ export async function settleGenerations(ctx: GcContext, due: readonly StoredGene
     );
   }
   const { index, indexFiles } = await loadIndexFiles(ctx.repo, ctx.storage, ctx.concurrency);
-  const newer = snapshots.filter((s) => due.some((g) => !g.seen.includes(s.id)));
+  const seen = due.map((g) => new Set(g.seen));
+  const newer = snapshots.filter((s) => seen.some((ids) => !ids.has(s.id)));
   const rescued = await collectReferences(newer, new PieceReader(ctx.repo, index), new PieceSet());
 
   const marked = new Set(due.flatMap((g) => g.packs));
