@@ -231,3 +231,30 @@ export function drillFailure(report: DrillReport): CairnError {
     },
   );
 }
+
+/** What an orchestrated drill reports in its run summary (RunSummary.drill): every check without its details, and the durations. */
+export interface DrillRunSummary {
+  ok: boolean;
+  thorough: boolean;
+  restoreMs: number;
+  checkMs: number;
+  checks: Array<Pick<DrillCheck, 'name' | 'phase' | 'ran' | 'ok' | 'found' | 'durationMs'>>;
+}
+
+export function drillRunSummary(report: DrillReport, thorough: boolean): DrillRunSummary {
+  return {
+    ok: report.ok,
+    thorough,
+    restoreMs: report.restoreMs,
+    checkMs: report.checkMs,
+    // `found` is one line, but a check may quote a tool's output: bounded, so the summary stays far below the task token's 256 KiB.
+    checks: report.checks.map((c) => ({
+      name: c.name,
+      phase: c.phase,
+      ran: c.ran,
+      ok: c.ok,
+      found: c.found.slice(0, 2000),
+      durationMs: c.durationMs,
+    })),
+  };
+}
