@@ -18,7 +18,7 @@ export async function prepareTarget(target: string, force: boolean, uid = proces
     isDir = (await stat(target)).isDirectory();
   } catch (error) {
     if (!isErrno(error, 'ENOENT')) throw error;
-    await mkdir(target, { recursive: true, mode: 0o700 });
+    await mkdir(target, { recursive: true });
     // Whoever could have put something at the path between the check and mkdir is caught here.
     await assertTargetSafe(target, uid);
     return 'created';
