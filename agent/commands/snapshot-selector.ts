@@ -45,7 +45,7 @@ async function selectLatest(repo: Repository, filter: (s: Snapshot) => boolean, 
   let chosen: Snapshot | undefined;
   for (let i = matching.length - 1; i >= 0; i--) {
     const s = matching[i] as Snapshot;
-    if (damage.snapshots.has(s.id)) passedOver.push({ snapshot: s, why: 'a damage marker names it' });
+    if (damage.named(s)) passedOver.push({ snapshot: s, why: 'a damage marker names it' });
     else if (damage.damaged(s)) passedOver.push({ snapshot: s, why: 'it is tagged damaged' });
     else {
       chosen = s;

@@ -286,7 +286,7 @@ async function verifyLocked(
       report.affected.push({ snapshot: snapshot.id, path: f.path, problem: f.problem });
       definite ||= f.definite;
     }
-    if (definite && !known.snapshots.has(snapshot.id)) found.snapshots.push(snapshot.id);
+    if (definite && !known.named(snapshot)) found.snapshots.push(snapshot.id);
   }
   await verifyLogs(repo, options, problem);
   report.ok = report.problems.length === 0 && report.affected.length === 0;

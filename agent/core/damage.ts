@@ -157,14 +157,22 @@ export class KnownDamage {
     return this.locations.get(piece)?.has(pack) ?? false;
   }
 
-  /** True when a marker names the snapshot, or an operator tagged it `damaged`. */
-  damaged(snapshot: Pick<Snapshot, 'id' | 'tags'>): boolean {
-    return this.snapshots.has(snapshot.id) || markedDamaged(snapshot);
+  /**
+   * True when a marker names the snapshot (by its id, or by the id it was first committed as: a
+   * manifest `cairn tag` rewrote keeps `original`), or an operator tagged it `damaged`.
+   */
+  damaged(snapshot: Pick<Snapshot, 'id' | 'tags' | 'original'>): boolean {
+    return this.named(snapshot) || markedDamaged(snapshot);
+  }
+
+  /** True when a marker names the snapshot's id or its `original`. */
+  named(snapshot: Pick<Snapshot, 'id' | 'original'>): boolean {
+    return this.snapshots.has(snapshot.id) || (snapshot.original !== undefined && this.snapshots.has(snapshot.original));
   }
 
   /** Why a snapshot is not good (damage markers, the `damaged` tag, a partial backup), or undefined for a good one. */
-  notGood(snapshot: Pick<Snapshot, 'id' | 'tags' | 'partial'>): string | undefined {
-    if (this.snapshots.has(snapshot.id)) return 'a damage marker names it';
+  notGood(snapshot: Pick<Snapshot, 'id' | 'tags' | 'partial' | 'original'>): string | undefined {
+    if (this.named(snapshot)) return 'a damage marker names it';
     if (markedDamaged(snapshot)) return 'it is tagged damaged';
     if (snapshot.partial === true) return 'it is partial (some files could not be read)';
     return undefined;

@@ -92,8 +92,9 @@ export function decodeSnapshot(data: Buffer, name: string): Snapshot {
 
 /**
  * The tag that marks a snapshot damaged (docs/contracts.md, "Words": not a good snapshot),
- * set by an operator after a failed verify (`cairn tag ID --add damaged`):
- * restore planning and point-in-time windows pass over it.
+ * set by an operator (`cairn tag ID --add damaged`). A damage marker that names the snapshot
+ * (core/damage.ts, written by verify) means the same: retention, `latest`, restore planning
+ * and point-in-time windows pass over it.
  */
 export const DAMAGED_TAG = 'damaged';
 

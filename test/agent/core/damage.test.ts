@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MAX_PIECES_PER_MARKER, openMarker, readDamage, withoutMarkedLocations, writeDamageMarkers } from '../../../agent/core/damage.ts';
+import {
+  KnownDamage,
+  MAX_PIECES_PER_MARKER,
+  openMarker,
+  readDamage,
+  withoutMarkedLocations,
+  writeDamageMarkers,
+} from '../../../agent/core/damage.ts';
 import { DAMAGE_PREFIX, damageKey } from '../../../agent/core/layout.ts';
 import { PieceIndex } from '../../../agent/core/piece-index.ts';
 import { planRestore, type PlannableSnapshot } from '../../../agent/core/restore-planning.ts';
@@ -67,6 +74,25 @@ describe('damage markers', () => {
     const known = await readDamage(repo, () => assert.fail('no warning'));
     assert.equal(known.locations.size, pieces.length);
     for (const marker of known.markers) assert.ok(marker.packs.reduce((n, p) => n + p.pieces.length, 0) <= MAX_PIECES_PER_MARKER);
+  });
+
+  it('a snapshot retagged under a new id is still the one its marker names (by original)', () => {
+    const [first, retagged] = [hex(), hex()];
+    const known = KnownDamage.empty();
+    known.add({
+      version: 1,
+      id: hex(),
+      time: '2026-01-01T00:00:00.000Z',
+      by: who,
+      tool: 't',
+      source: 'verify',
+      packs: [],
+      snapshots: [first],
+    });
+    assert.ok(known.damaged({ id: retagged, original: first, tags: [] }));
+    assert.equal(known.notGood({ id: hex(), tags: [] }), undefined);
+    assert.match(known.notGood({ id: hex(), tags: [], partial: true }) ?? '', /partial/);
+    assert.match(known.notGood({ id: hex(), tags: ['damaged'] }) ?? '', /tagged damaged/);
   });
 
   it('a backup index drops only the marked locations of a piece', async () => {
