@@ -1,7 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readdir, rm, unlink } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lastOfType, runCli } from '../../helpers/cli.ts';
@@ -63,6 +64,8 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
   let server: PostgresServer;
   let cairn: ServerCairn | undefined;
   let pgWork: string;
+  /** Restore targets: as root, a restore refuses a target under a directory another user owns (postgres owns pgWork). */
+  let restoreRoot: string;
   let env: Record<string, string>;
   let serverEnv: Record<string, string>;
   const rounds: Row[][] = [];
@@ -102,6 +105,8 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
 
   before(async () => {
     pgWork = await postgresWorkDir();
+    restoreRoot = await mkdtemp(join(tmpdir(), 'cairn-pgrestore-'));
+    await chmod(restoreRoot, 0o755);
     cairn = await serverCairn();
     const repo = join(pgWork, 'repo');
     env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE };
@@ -133,6 +138,7 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     }
     await cairn?.remove();
     if (pgWork) await rm(pgWork, { recursive: true, force: true });
+    if (restoreRoot) await rm(restoreRoot, { recursive: true, force: true });
   });
 
   it('restores to a time between two rounds of writes: exactly the rows committed by then; a removed segment is a gap that refuses later times', async () => {
@@ -162,7 +168,7 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     const expected = all.filter((r) => r.committed <= t1).map((r) => r.id);
     assert.equal(expected.length, 8, 'two rounds before the target');
 
-    const first = await restoreAndStart(t1, join(pgWork, 'restored-1'));
+    const first = await restoreAndStart(t1, join(restoreRoot, 'restored-1'));
     try {
       assert.deepEqual(ids(first), expected, `rows committed at or before ${t1}`);
     } finally {
@@ -188,15 +194,15 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     const late = between((rounds[3]?.[0] as Row).committed, (rounds[3]?.at(-1) as Row).committed);
     const refused = await runServerCairn(
       cairn as ServerCairn,
-      ['restore', '--to-time', late, '--target', join(pgWork, 'refused'), ...owner],
+      ['restore', '--to-time', late, '--target', join(restoreRoot, 'refused'), ...owner],
       env,
     );
     assert.equal(refused.code, 13, refused.stderr);
     assert.match(refused.stderr, new RegExp(`gap.*${lost}`));
-    assert.deepEqual(await readdir(join(pgWork, 'refused')).catch(() => []), [], 'nothing was restored');
+    assert.deepEqual(await readdir(join(restoreRoot, 'refused')).catch(() => []), [], 'nothing was restored');
 
     const t0 = between((rounds[0]?.at(-1) as Row).committed, (rounds[1]?.[0] as Row).committed);
-    const second = await restoreAndStart(t0, join(pgWork, 'restored-2'));
+    const second = await restoreAndStart(t0, join(restoreRoot, 'restored-2'));
     try {
       assert.deepEqual(
         ids(second),
