@@ -70,5 +70,5 @@ export const etcdKeysSpec = defineEngineSpec({
       commandFlag: true,
     },
   ],
-  capabilities: { kind: 'logical', drill: false },
+  capabilities: { kind: 'logical', drill: true },
 });

@@ -12,5 +12,5 @@ export const mysqldumpSpec = defineEngineSpec({
     databases: databasesField,
   }),
   flags: [...Object.values(connectionFlags), defaultsFileFlag, databasesFlag],
-  capabilities: { kind: 'logical', drill: false },
+  capabilities: { kind: 'logical', drill: true },
 });

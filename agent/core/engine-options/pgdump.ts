@@ -24,5 +24,5 @@ export const pgdumpSpec = defineEngineSpec({
       parse: parseJobs,
     },
   ],
-  capabilities: { kind: 'logical', drill: false },
+  capabilities: { kind: 'logical', drill: true },
 });

@@ -39,7 +39,7 @@ export interface EngineCapabilities {
    * and its replay in agent/pitr/replayers.ts.
    */
   readonly pitr?: { readonly log: PitrLogKind; readonly streamPrefix: string } | undefined;
-  /** Whether a verification drill can restore a snapshot into a scratch target without a running server of its own. */
+  /** Whether `cairn drill` can prove a snapshot: restore it into a private scratch place (a private server where the engine needs one) and check it with the engine's tools. */
   readonly drill: boolean;
 }
 

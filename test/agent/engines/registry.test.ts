@@ -35,7 +35,7 @@ describe('the engine registry and the core spec list', () => {
     assert.equal(engineCatalog.engineOfStream('other-1'), undefined);
     assert.deepEqual(
       engineCatalog.specs.filter((s) => s.capabilities.drill).map((s) => s.name),
-      ['files', 'etcd', 'postgres', 'mariadb'],
+      ['files', 'mysqldump', 'pgdump', 'etcd', 'etcd-keys', 'postgres', 'mariadb'],
     );
   });
 
