@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { CairnError } from '../../core/errors.ts';
 import { shortId } from '../../core/snapshot.ts';
+import { distinctProblems, repairHint } from '../../commands/repair-hint.ts';
 import { verify, type VerifyReport } from '../../commands/verify.ts';
 import { parsePercent, type Cli } from '../context.ts';
 import { formatBytes } from '../output.ts';
@@ -19,16 +20,17 @@ export function registerVerify(program: Command, cli: Cli): void {
     .action(async (opts: { readData?: boolean; readDataSubset?: string; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
       const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
-      const report = await verify(repo, { ...cli.operation(g), ...{ noLock: !opts.lock }, readData, markDamage: true });
+      const report = await verify(repo, { ...cli.operation(g), noLock: !opts.lock, readData, markDamage: opts.lock });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok)
         throw new CairnError(
           'Cairn.Damaged',
-          `the repository has ${report.problems.length} problem(s) affecting ${report.affected.length} file(s)`,
+          `the repository has ${distinctProblems(report)} problem(s) affecting ${report.affected.length} file(s)`,
           {
-            hint: report.markers.length
-              ? `the damage is recorded in ${report.markers.join(', ')}: retention and \`latest\` no longer count the affected snapshots as good, and the next backup uploads the damaged pieces of files that still exist again; restore affected files from another snapshot or copy`
-              : 'restore affected files from another snapshot or copy; the next backup uploads damaged pieces of files that still exist again',
+            hint:
+              (report.markers.length
+                ? `the damage is recorded in ${report.markers.join(', ')}: retention and \`latest\` no longer count the affected snapshots as good; `
+                : '') + repairHint(report),
           },
         );
     });
@@ -42,6 +44,6 @@ export function verifyText(r: VerifyReport): string {
   for (const a of r.affected) lines.push(`affected: snapshot ${shortId(a.snapshot)} ${a.path}: ${a.problem}`);
   for (const k of r.known) lines.push(`known: ${k.object}: ${k.problem}`);
   for (const m of r.markers) lines.push(`recorded: ${m}`);
-  lines.push(r.ok ? 'no problems found' : `${r.problems.length} problem(s), ${r.affected.length} affected file(s)`);
+  lines.push(r.ok ? 'no problems found' : `${distinctProblems(r)} problem(s), ${r.affected.length} affected file(s)`);
   return lines.join('\n');
 }
