@@ -189,6 +189,8 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
       const result = await runCli(['unlock', '--all'], repo.env);
       if (result.code !== 0) fail(`unlock --all of ${repo.name} exited ${result.code}: ${result.stderr.trim()}`);
     } else {
+      // A repository whose locks/ does not exist yet (a copy killed before its target's first lock) has nothing to age.
+      await mkdir(join(repo.path, 'locks'), { recursive: true });
       await ageLockRecords(repo.path, 31 * 60_000);
     }
   };
