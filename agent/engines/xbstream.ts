@@ -91,6 +91,15 @@ class ByteReader {
     return this.take(n);
   }
 
+  /**
+   * Stops reading: the source is closed (a child's stdout pipe is destroyed), so a tool still
+   * writing gets EPIPE and exits instead of blocking on a pipe nobody reads, keeping the backup from ending.
+   */
+  cancel(): void {
+    this.ended = true;
+    this.iterator.return?.()?.catch(() => undefined);
+  }
+
   /** Between 1 and `max` bytes of a chunk already begun, as they arrived: what one source buffer still holds. */
   async some(max: number, what: string): Promise<Buffer> {
     await this.fill(1);
@@ -188,6 +197,7 @@ export async function splitXbstream(source: AsyncIterable<Buffer>, sink: Snapsho
       await file.stored;
     }
   } catch (error) {
+    reader.cancel();
     for (const [, file] of open) file.stream.destroy();
     throw error;
   }
