@@ -23,6 +23,8 @@ export interface VerifyOptions {
   who: Who;
   leaseMs?: number | undefined;
   lockWaitMs?: number | undefined;
+  /** --no-lock: no lease, no history event (a repository this host cannot write). */
+  noLock?: boolean | undefined;
   /** Cancellation: reads that fail because of it are not damage, and nothing is recorded as verified. */
   signal?: AbortSignal | undefined;
   /**

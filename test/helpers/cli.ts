@@ -16,9 +16,13 @@ export interface CliResult {
   lines: Array<Record<string, unknown>>;
 }
 
-/** The environment a run sees: the caller's variables over PATH and HOME, nothing else of the test's own. */
+/**
+ * The environment a run sees: the caller's variables over PATH and HOME, nothing else of the test's
+ * own. Prune's GC grace is a second, as the lease is shortened where a test waits on it: tests that
+ * are about the grace give their own (or call the library with an injected wait).
+ */
 function runEnvironment(env: Record<string, string>): Record<string, string> {
-  return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env };
+  return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', CAIRN_GC_GRACE: '1', ...env };
 }
 
 function result(code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string): CliResult {

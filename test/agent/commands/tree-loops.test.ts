@@ -61,7 +61,9 @@ describe('commands over a loop of trees or an absurdly deep one', TIMEOUT, () =>
     assert.equal(r.code, 14, `exit code; stderr: ${r.stderr}`);
     assert.match(r.stderr, what);
   };
-  const loop = (): RegExp => new RegExp(`tree ${loopTree} holds itself`);
+  // A loop needs a tree that holds its own keyed id, which no content has: readers that recompute the
+  // id refuse the crafted tree as a substitute before the walk could see the loop. Either is exit 14.
+  const loop = (): RegExp => new RegExp(`tree ${loopTree} holds itself|piece ${loopTree} are not that piece`);
   const tooDeep = new RegExp(`more than ${MAX_TREE_DEPTH} directories deep`);
 
   it('ls -R fails with exit 14 naming the tree; a plain ls of the root still lists it', TIMEOUT, async () => {
@@ -117,13 +119,17 @@ describe('commands over a loop of trees or an absurdly deep one', TIMEOUT, () =>
     damaged(await runCli(['restore', looped, '--target', join(work.path, 'restored')], env), loop());
   });
 
-  it('forget and prune finish (they remember a tree before walking it) and keep what the snapshots use', TIMEOUT, async () => {
-    const forgot = await runCli(['forget', '--keep-last', '10'], env);
-    assert.equal(forgot.code, 0, forgot.stderr);
-    const pruned = await runCli(['prune'], env);
-    assert.equal(pruned.code, 0, pruned.stderr);
-    const honestLs = await runCli(['ls', '-R', honest, '/'], env);
-    assert.equal(honestLs.code, 0, honestLs.stderr);
-    damaged(await runCli(['ls', '-R', looped, '/'], env), loop());
-  });
+  it(
+    'forget finishes (it remembers a tree before walking it), prune deletes nothing while a tree fails its check, and the honest snapshot is kept',
+    TIMEOUT,
+    async () => {
+      const forgot = await runCli(['forget', '--keep-last', '10'], env);
+      assert.equal(forgot.code, 0, forgot.stderr);
+      // GC deletes nothing while a listed snapshot's tree fails its keyed-id check: it cannot know what that snapshot uses.
+      damaged(await runCli(['prune'], env), loop());
+      const honestLs = await runCli(['ls', '-R', honest, '/'], env);
+      assert.equal(honestLs.code, 0, honestLs.stderr);
+      damaged(await runCli(['ls', '-R', looped, '/'], env), loop());
+    },
+  );
 });
