@@ -57,6 +57,8 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
 
   metrics.addDimension('PlanId', plan.id);
   metrics.addMetric('BackupSucceeded', MetricUnit.Count, 1);
+  // Saved, but not a good snapshot: the agent's summary or the manifest says so (the PartialBackup alarm).
+  if (summary.partial === true || snapshot.partial === true) metrics.addMetric('PartialBackup', MetricUnit.Count, 1);
   metrics.addMetric('DurationSeconds', MetricUnit.Seconds, durationSeconds);
   metrics.addMetric('BytesRead', MetricUnit.Bytes, bytesRead);
   metrics.addMetric('BytesAdded', MetricUnit.Bytes, bytesAdded);

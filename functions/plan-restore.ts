@@ -1,4 +1,5 @@
 import { describeReplay, measuredThroughputs, planPointInTime } from '../agent/core/pitr-planning.ts';
+import { engineCatalog } from '../agent/core/engine-options/catalog.ts';
 import { CairnError } from '../agent/core/errors.ts';
 import { encodeRequest, parseOrExplain, restoreInputSchema, type RestoreInput } from '../agent/core/orchestration.ts';
 import { pitrOf, type Plan } from '../agent/core/plan.ts';
@@ -26,6 +27,7 @@ export interface PlannedRestore extends RestorePlan {
 export async function planRestoreHandler(event: unknown): Promise<PlannedRestore> {
   const input = parseOrExplainInput(event);
   const plan = await loadPlan(input.planId);
+  requireTarget(input, plan);
   const { repo } = await openPlanRepository(plan);
   const planInstanceIds = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
   const target = input.targetInstanceId ?? planInstanceIds[0];
@@ -106,6 +108,20 @@ async function replayFor(
     }
     throw error;
   }
+}
+
+/**
+ * An engine that restores into a directory (files, postgres, mariadb, etcd: its spec's drill
+ * capability) needs targetPath; without it the agent would fail on the host after the plan and a
+ * dry run had passed, so it is refused here, at the first state, naming the field. A dry run too:
+ * it is what the console shows before the real run.
+ */
+function requireTarget(input: RestoreInput, plan: Plan): void {
+  if (input.targetPath !== undefined) return;
+  if (engineCatalog.get(plan.engine)?.capabilities.drill !== true) return;
+  throw new CairnError('Cairn.InvalidInput', `targetPath: required, plan ${plan.id} (${plan.engine}) restores into a directory`, {
+    hint: 'give "targetPath": an absolute directory on the target host (an empty one, or a new path); the restore never writes into the live data directory',
+  });
 }
 
 function parseOrExplainInput(event: unknown): ReturnType<typeof restoreInputSchema.parse> {

@@ -1,5 +1,6 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { recordEvent } from '../agent/core/history.ts';
+import { runSummarySchema } from '../agent/core/orchestration.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { controlPlaneWho, controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
@@ -44,6 +45,8 @@ export async function recordResult(event: RecordEvent): Promise<Recorded> {
     if (error === 'States.HeartbeatTimeout') emitted.push('AgentHeartbeatTimeout');
   } else {
     emitted.push(`${Op}Succeeded`);
+    // A drill that ran to the end can still find the restored data wrong: its summary says drill.ok false.
+    if (operation === 'drill' && drillFailed(event.summary)) emitted.push('DrillFailed');
   }
   for (const name of emitted) metrics.addMetric(name, MetricUnit.Count, 1);
 
@@ -62,6 +65,11 @@ export async function recordResult(event: RecordEvent): Promise<Recorded> {
   }
   if (failed) logger.error(`${operation} failed`, { planId, error, cause });
   return { planId, operation, outcome: failed ? 'failure' : 'success', ...(failed ? { error, cause } : {}), metrics: emitted };
+}
+
+function drillFailed(summary: unknown): boolean {
+  const parsed = runSummarySchema.safeParse(summary);
+  return parsed.success && parsed.data.drill?.ok === false;
 }
 
 /** A Lambda failure's Cause is JSON ({errorMessage, errorType, ...}); an agent's is its message. */

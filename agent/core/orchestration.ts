@@ -128,6 +128,10 @@ export const runSummarySchema = z.object({
   engineMetadata: z.record(z.string(), z.unknown()).optional(),
   verify: z.object({ ok: z.boolean(), problems: z.number(), packsRead: z.number() }).optional(),
   target: z.string().optional(),
+  /** A backup that could not read every file: saved, but not a good snapshot (finalize-backup emits PartialBackup). */
+  partial: z.boolean().optional(),
+  /** A restore drill's outcome (its checks ride along): ok false is recorded as DrillFailed though the run itself succeeded. */
+  drill: z.object({ ok: z.boolean() }).optional(),
   /** A point-in-time restore's replay: what the engine did or left for the server to do on start. */
   replay: z.object({ pointInTime: z.string(), stream: z.string(), files: z.number(), bytes: z.number(), summary: z.string() }).optional(),
 });

@@ -47,6 +47,8 @@ export class CairnFunctions extends Construct {
   readonly recordResult: CairnFunction;
   /** Makes a plan's repository when its prefix holds none (the Backup and Retention machines' first state). */
   readonly createRepository: CairnFunction;
+  /** Publishes each plan's newest good backup age on a schedule (the freshness alarm's metric). */
+  readonly freshness: CairnFunction;
   /** Only when some plan has PITR on. */
   readonly archiveLag: CairnFunction | undefined;
   /** The key the run lease and run records are sealed with (agent/core/run-lease.ts): functions only, never hosts. */
@@ -88,6 +90,7 @@ export class CairnFunctions extends Construct {
       'create-repository',
       "Cairn: creates a plan's repository if absent, with the plan's key source",
     );
+    this.freshness = make('Freshness', 'freshness', "Cairn: publishes the age of each plan's newest good backup");
 
     this.archiveLag = this.archiveLagFunction(props, make);
     this.controlSeal = this.controlSealSecret(props.envName);
@@ -101,6 +104,7 @@ export class CairnFunctions extends Construct {
       this.planVerify,
       this.recordResult,
       this.createRepository,
+      this.freshness,
     ];
     const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
@@ -248,6 +252,7 @@ export class CairnFunctions extends Construct {
       this.planVerify,
       this.recordResult,
       this.createRepository,
+      this.freshness,
       ...(this.archiveLag ? [this.archiveLag] : []),
     ];
   }

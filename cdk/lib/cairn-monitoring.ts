@@ -70,10 +70,30 @@ export class CairnMonitoring extends Construct {
       alarm(`BackupFailed-${plan.id}`, failure('BackupFailed', 'backup failed'));
       alarm(`RestoreFailed-${plan.id}`, failure('RestoreFailed', 'restore failed'));
       alarm(`AgentHeartbeatTimeout-${plan.id}`, failure('AgentHeartbeatTimeout', 'agent heartbeat timed out'));
+      alarm(`RetentionFailed-${plan.id}`, failure('RetentionFailed', 'retention failed'));
+      alarm(`RetentionSkipped-${plan.id}`, {
+        ...failure('RetentionSkipped', 'retention skipped'),
+        alarmDescription: `Cairn ${props.envName}: retention of plan ${plan.id} was skipped (its repository was locked, by a backup or an operator); nothing was forgotten or collected. One skip is harmless: it alarms so that a repository locked at every retention run is seen.`,
+      });
+      alarm(`PartialBackup-${plan.id}`, {
+        ...failure('PartialBackup', 'partial backup'),
+        alarmDescription: `Cairn ${props.envName}: a backup of plan ${plan.id} could not read every file and was saved as partial (not a good snapshot). The agent's run summary in the execution names the files.`,
+      });
+      if (plan.verification !== undefined) {
+        alarm(`VerifyFailed-${plan.id}`, failure('VerifyFailed', 'verify failed'));
+        alarm(`DrillFailed-${plan.id}`, {
+          ...failure('DrillFailed', 'restore drill failed'),
+          alarmDescription: `Cairn ${props.envName}: a restore drill of plan ${plan.id} failed (the execution failed, or the agent reported drill.ok false). Open the execution for the drill's checks.`,
+        });
+      }
+      // The newest good snapshot's age, measured from the repository every 15 minutes (functions/freshness.ts):
+      // two measurements per period, and the alarm needs both above the RPO (Minimum), so a backup that just
+      // succeeded clears it at the next measurement. Silence (the function stopped, the repository unreadable,
+      // no good snapshot yet) is breaching.
       alarm(`Freshness-${plan.id}`, {
         alarmName: `cairn-${props.envName}-${plan.id}-freshness`,
-        alarmDescription: `Cairn ${props.envName}: the newest good snapshot of plan ${plan.id} is older than its RPO (${plan.rpo}), or no age was reported.`,
-        metric: metric('SnapshotAgeSeconds', plan.id, 'Maximum', Duration.minutes(15)),
+        alarmDescription: `Cairn ${props.envName}: the newest good backup of plan ${plan.id} is older than its RPO (${plan.rpo}), or its age could not be measured.`,
+        metric: metric('NewestGoodBackupAgeSeconds', plan.id, 'Minimum', Duration.minutes(30)),
         threshold: rpoSeconds(plan),
         evaluationPeriods: 1,
         comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -101,8 +121,8 @@ export class CairnMonitoring extends Construct {
       props.plans.map((p) => metric(name, p.id, statistic, period).with({ label: p.id }));
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
-        title: 'Age of last good snapshot (s)',
-        left: perPlan('SnapshotAgeSeconds', 'Maximum', Duration.minutes(15)),
+        title: 'Age of the newest good backup (s)',
+        left: perPlan('NewestGoodBackupAgeSeconds', 'Minimum', Duration.minutes(30)),
         width: 12,
       }),
       new cloudwatch.GraphWidget({

@@ -76,6 +76,7 @@ export class CairnStack extends Stack {
       backup: this.stateMachines.backup,
       retention: this.stateMachines.retention,
       verify: this.stateMachines.verify,
+      freshness: this.functions.freshness,
     });
     this.pitrSchedules = this.functions.archiveLag
       ? new PitrSchedules(this, 'PitrSchedules', {

@@ -1,11 +1,14 @@
-import { Duration, TimeZone } from 'aws-cdk-lib';
+import { Duration, Stack, TimeZone, type CfnElement } from 'aws-cdk-lib';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as kms from 'aws-cdk-lib/aws-kms';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import * as targets from 'aws-cdk-lib/aws-scheduler-targets';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
+import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sfn from 'aws-cdk-lib/aws-stepfunctions';
 import { Validations } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { acknowledgeFindings, attrFinding } from './nag.ts';
 import type { Plan, Schedule } from '../../agent/core/plan.ts';
 
 export interface PlanSchedulesProps {
@@ -14,7 +17,12 @@ export interface PlanSchedulesProps {
   backup: sfn.IStateMachine;
   retention: sfn.IStateMachine;
   verify: sfn.IStateMachine;
+  /** functions/freshness.ts, invoked every FRESHNESS_SCHEDULE with every plan id. */
+  freshness: lambda.IFunction;
 }
+
+/** Two measurements fall in each freshness alarm period (cairn-monitoring.ts), so one late run is not silence. */
+export const FRESHNESS_SCHEDULE = 'rate(15 minutes)';
 
 /**
  * EventBridge Scheduler schedules per plan: backup (input planId + the
@@ -27,6 +35,7 @@ export class PlanSchedules extends Construct {
   readonly backupSchedules = new Map<string, scheduler.Schedule>();
   readonly retentionSchedules = new Map<string, scheduler.Schedule>();
   readonly verifySchedules = new Map<string, scheduler.Schedule>();
+  readonly freshnessSchedule: scheduler.Schedule;
 
   constructor(scope: Construct, id: string, props: PlanSchedulesProps) {
     super(scope, id);
@@ -54,6 +63,34 @@ export class PlanSchedules extends Construct {
       });
     const expression = (s: Schedule): scheduler.ScheduleExpression =>
       scheduler.ScheduleExpression.expression(s.expression, TimeZone.of(s.timeZone));
+
+    // A measurement that is late is worth nothing: no long retries, the next one comes in 15 minutes.
+    const stack = Stack.of(this);
+    const freshnessRole = new iam.Role(this, 'FreshnessRole', {
+      description: `Cairn ${props.envName}: lets the freshness schedule invoke the freshness function`,
+      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': stack.account } },
+      }),
+    });
+    props.freshness.grantInvoke(freshnessRole);
+    acknowledgeFindings(
+      freshnessRole,
+      'AwsSolutions-IAM5',
+      [`Resource::${attrFinding(props.freshness.node.defaultChild as CfnElement)}:*`],
+      "Invoking freshness covers the function's versions (Arn:*), as the CDK grant writes it.",
+    );
+    this.freshnessSchedule = new scheduler.Schedule(this, 'Freshness', {
+      scheduleName: `cairn-${props.envName}-freshness`,
+      description: `Cairn ${props.envName}: publish NewestGoodBackupAgeSeconds for every plan`,
+      schedule: scheduler.ScheduleExpression.expression(FRESHNESS_SCHEDULE),
+      target: new targets.LambdaInvoke(props.freshness, {
+        role: freshnessRole,
+        input: scheduler.ScheduleTargetInput.fromObject({ planIds: props.plans.map((p) => p.id) }),
+        deadLetterQueue: this.deadLetterQueue,
+        retryAttempts: 2,
+        maxEventAge: Duration.minutes(10),
+      }),
+    });
 
     for (const plan of props.plans) {
       this.backupSchedules.set(

@@ -62,7 +62,7 @@ type Out = Synthesized;
 
 const logicalId = (out: Out, element: unknown): string => out.stack.getLogicalId(element as CfnElement);
 /** The inventory's functions, and create-repository, whose calls functions/create-repository.ts declares. */
-type Fn = FunctionName | 'createRepository';
+type Fn = FunctionName | 'createRepository' | 'freshness';
 const FUNCTION_NAMES: Fn[] = [
   'planBackup',
   'finalizeBackup',
@@ -73,6 +73,7 @@ const FUNCTION_NAMES: Fn[] = [
   'recordResult',
   'archiveLag',
   'createRepository',
+  'freshness',
 ];
 
 /**
@@ -108,7 +109,17 @@ function allFunctionCalls(scope: CallScope, planId: string, seal: AwsCall[]): Re
   const calls = functionCalls(scope);
   const sealing = new Set<string>(['planBackup', 'finalizeBackup', 'recordResult']);
   const entries = Object.entries(calls).map(([n, c]) => [n, [...withPlanContext(c, scope, planId), ...(sealing.has(n) ? seal : [])]]);
-  return { ...(Object.fromEntries(entries) as Record<FunctionName, AwsCall[]>), createRepository: createRepositoryCalls(scope, planId) };
+  return {
+    ...(Object.fromEntries(entries) as Record<FunctionName, AwsCall[]>),
+    createRepository: createRepositoryCalls(scope, planId),
+    freshness: freshnessCalls(scope),
+  };
+}
+
+/** functions/freshness.ts: opens each plan's repository and reads its manifests. */
+function freshnessCalls(scope: CallScope): AwsCall[] {
+  const b = new CallBuilder(scope);
+  return [...b.planAndSecrets(), ...b.openRepository(), ...b.list('snapshots/'), ...b.read('snapshots/s1')];
 }
 
 function sealSecretArn(out: Out, model: TemplateModel): string {

@@ -368,8 +368,8 @@ describe('CDK app', () => {
 
   test('the functions run Node 22 on arm64 with the shared environment; only retention and GC may delete', () => {
     const fns = resourcesOf(prodOut.json, 'AWS::Lambda::Function');
-    assert.equal(fns.length, 9, 'eight, and archive-lag for the PITR plan');
-    assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 8, 'no archive-lag function without a PITR plan');
+    assert.equal(fns.length, 10, 'nine, and archive-lag for the PITR plan');
+    assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 9, 'no archive-lag function without a PITR plan');
     for (const [id, fn] of fns) {
       assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
       assert.deepEqual(fn.Properties.Architectures, ['arm64'], id);
@@ -483,8 +483,8 @@ describe('CDK app', () => {
       for (const [id, s] of schedules) {
         const target = s.Properties.Target as { DeadLetterConfig?: unknown; RetryPolicy?: { MaximumRetryAttempts: number }; Input: string };
         assert.ok(target.DeadLetterConfig, `${id} has no DLQ`);
-        // The PITR schedules measure or push every few minutes: a late one is superseded by the next, not retried for hours.
-        const frequent = /-(archive-lag|binlog-push-)/.test(String(s.Properties.Name));
+        // The PITR and freshness schedules measure or push every few minutes: a late one is superseded by the next, not retried for hours.
+        const frequent = /-(archive-lag|binlog-push-|freshness)/.test(String(s.Properties.Name));
         assert.equal(target.RetryPolicy?.MaximumRetryAttempts, frequent ? 2 : 5, id);
       }
       for (const plan of out.config.plans) {
@@ -500,25 +500,61 @@ describe('CDK app', () => {
     prodOut.template.hasResourceProperties('AWS::SQS::Queue', { KmsMasterKeyId: Match.anyValue() });
   });
 
-  test('alarms per plan: failures, heartbeat timeouts, and freshness against the RPO with missing data breaching', () => {
+  test('alarms per plan: failures, skipped retention, partial backups, verify and drill, freshness against the RPO', () => {
     const alarms = resourcesOf(prodOut.json, 'AWS::CloudWatch::Alarm');
-    assert.equal(alarms.length, 4 * prodOut.config.plans.length + 1, 'and the archive-lag alarm of the PITR plan');
-    const fresh = alarms.find(([, a]) => a.Properties.AlarmName === 'cairn-prod-orders-db-freshness')![1].Properties;
-    assert.equal(fresh.MetricName, 'SnapshotAgeSeconds');
+    const plans = prodOut.config.plans;
+    const verified = plans.filter((p) => p.verification !== undefined).length;
+    assert.equal(alarms.length, 7 * plans.length + 2 * verified + 1, 'and the archive-lag alarm of the PITR plan');
+    const byName = (name: string): Record<string, unknown> => alarms.find(([, a]) => a.Properties.AlarmName === name)![1].Properties;
+
+    // "The newest good backup is older than the RPO": measured from the repository every 15 minutes, both
+    // measurements of the 30-minute period above the RPO (Minimum), silence breaching.
+    const fresh = byName('cairn-prod-orders-db-freshness');
+    assert.equal(fresh.MetricName, 'NewestGoodBackupAgeSeconds');
     assert.equal(fresh.Namespace, 'Cairn');
-    assert.equal(fresh.Statistic, 'Maximum');
+    assert.equal(fresh.Statistic, 'Minimum');
+    assert.equal(fresh.Period, 1800);
+    assert.equal(fresh.EvaluationPeriods, 1);
+    assert.equal(fresh.ComparisonOperator, 'GreaterThanThreshold');
     assert.equal(fresh.Threshold, 7 * 3600);
     assert.equal(fresh.TreatMissingData, 'breaching');
     assert.deepEqual(fresh.Dimensions, [{ Name: 'PlanId', Value: 'orders-db' }]);
-    for (const metric of ['BackupFailed', 'RestoreFailed', 'AgentHeartbeatTimeout']) {
-      assert.equal(alarms.filter(([, a]) => a.Properties.MetricName === metric).length, prodOut.config.plans.length, metric);
+    const [, schedule] = resourcesOf(prodOut.json, 'AWS::Scheduler::Schedule').find(
+      ([, r]) => r.Properties.Name === 'cairn-prod-freshness',
+    )!;
+    assert.equal(schedule.Properties.ScheduleExpression, 'rate(15 minutes)');
+    const input = JSON.parse((schedule.Properties.Target as { Input: string }).Input) as { planIds: string[] };
+    assert.deepEqual(
+      input.planIds,
+      plans.map((p) => p.id),
+    );
+
+    // Events: one is enough, and no event is no problem.
+    for (const metric of [
+      'BackupFailed',
+      'RestoreFailed',
+      'AgentHeartbeatTimeout',
+      'RetentionFailed',
+      'RetentionSkipped',
+      'PartialBackup',
+    ]) {
+      const of = alarms.filter(([, a]) => a.Properties.MetricName === metric);
+      assert.equal(of.length, plans.length, metric);
+      for (const [, a] of of) {
+        assert.equal(a.Properties.Statistic, 'Sum', metric);
+        assert.equal(a.Properties.Threshold, 1, metric);
+        assert.equal(a.Properties.ComparisonOperator, 'GreaterThanOrEqualToThreshold', metric);
+        assert.equal(a.Properties.TreatMissingData, 'notBreaching', metric);
+      }
     }
+    for (const metric of ['VerifyFailed', 'DrillFailed'])
+      assert.equal(alarms.filter(([, a]) => a.Properties.MetricName === metric).length, verified, `${metric}: plans with verification`);
     for (const [, a] of alarms) assert.equal((a.Properties.AlarmActions as unknown[]).length, 1);
     prodOut.template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
     prodOut.template.resourceCountIs('AWS::SNS::Subscription', 1);
     devOut.template.resourceCountIs('AWS::SNS::Subscription', 0);
     const dashboard = JSON.stringify(prodOut.template.findResources('AWS::CloudWatch::Dashboard'));
-    for (const metric of ['SnapshotAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed'])
+    for (const metric of ['NewestGoodBackupAgeSeconds', 'BytesAdded', 'DurationSeconds', 'DedupeRatio', 'BackupFailed'])
       assert.match(dashboard, new RegExp(metric));
   });
 

@@ -146,7 +146,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
   });
 
   it('a console restore: the dry run returns a plan, then a real restore yields byte-identical data', async () => {
-    const dry = (await system.run('Restore', { planId: 'files-plan', dryRun: true })) as {
+    const dry = (await system.run('Restore', { planId: 'files-plan', targetPath: join(work, 'restored'), dryRun: true })) as {
       snapshot: { id: string };
       steps: string[];
       estimatedSeconds: number;
@@ -270,6 +270,17 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       },
     );
     await assert.rejects(system.run('Restore', { planId: 'no-such-plan' }), /no plan "no-such-plan"/);
+    // A files plan restores into a directory: without targetPath it would fail on the host, so PlanRestore refuses it
+    // (a dry run too), naming the field.
+    for (const input of [{ planId: 'files-plan' }, { planId: 'files-plan', dryRun: true }]) {
+      await assert.rejects(system.run('Restore', input), (error: unknown) => {
+        const e = error as Error & { cause?: unknown };
+        const text = `${e.name} ${e.message} ${JSON.stringify(e.cause ?? '')}`;
+        assert.match(text, /Cairn\.InvalidInput/);
+        assert.match(text, /targetPath: required, plan files-plan \(files\) restores into a directory/);
+        return true;
+      });
+    }
   });
 
   it('a silent agent hits the heartbeat timeout; the failure is recorded', { timeout: 120_000 }, async () => {

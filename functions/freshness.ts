@@ -1,0 +1,75 @@
+import { MetricUnit } from '@aws-lambda-powertools/metrics';
+import { CairnError, errorMessage } from '../agent/core/errors.ts';
+import type { Plan } from '../agent/core/plan.ts';
+import type { Repository } from '../agent/core/repository.ts';
+import { isPartial, markedDamaged } from '../agent/core/snapshot.ts';
+import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+
+export interface FreshnessEvent {
+  /** Every plan of the environment (the freshness schedule's input, written by the CDK app). */
+  planIds?: unknown;
+}
+
+export interface Freshness {
+  planId: string;
+  /** The newest good snapshot: neither tagged damaged nor partial. */
+  newest?: { id: string; time: string };
+  ageSeconds?: number;
+  /** Why no age was published: the freshness alarm treats missing data as breaching. */
+  problem?: string;
+}
+
+/** The metric the freshness alarm watches (cdk/lib/cairn-monitoring.ts); only this function emits it. */
+export const NEWEST_GOOD_BACKUP_AGE = 'NewestGoodBackupAgeSeconds';
+
+/**
+ * On its own schedule (every 15 minutes, docs/cdk.md "Schedules and alarms"): for each plan, the age
+ * of its newest good snapshot, published as NewestGoodBackupAgeSeconds. Measured from the
+ * repository, not from the last backup run, so the alarm means "the newest good backup is older
+ * than the RPO" whether backups fail, stop being scheduled, or succeed only partially. A plan
+ * with no good snapshot, or whose repository cannot be read, publishes nothing, which the alarm
+ * counts as breaching.
+ */
+export async function freshness(event: FreshnessEvent, now: () => Date = () => new Date()): Promise<Freshness[]> {
+  const ids = Array.isArray(event.planIds) ? event.planIds : [];
+  if (ids.length === 0)
+    throw new CairnError('Cairn.InvalidInput', 'planIds: a list of plan ids is required', {
+      hint: 'the freshness schedule sends {"planIds": [...]}',
+    });
+  const results: Freshness[] = [];
+  for (const id of ids) {
+    let result: Freshness;
+    try {
+      const plan = await loadPlan(id);
+      const { repo } = await openPlanRepository(plan);
+      result = await freshnessOf(plan, repo, now());
+    } catch (error) {
+      // One plan's broken repository must not hide the others' age.
+      result = { planId: typeof id === 'string' ? id : String(id), problem: errorMessage(error) };
+    }
+    if (result.ageSeconds === undefined) {
+      logger.warn('backup age not published', { ...result });
+    } else {
+      metrics.addDimension('PlanId', result.planId);
+      metrics.addMetric(NEWEST_GOOD_BACKUP_AGE, MetricUnit.Seconds, result.ageSeconds);
+      metrics.publishStoredMetrics();
+    }
+    results.push(result);
+  }
+  return results;
+}
+
+/** The newest snapshot of the plan that is neither damaged nor partial, and its age at `at`. */
+export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promise<Freshness> {
+  const { snapshots } = await repo.listSnapshots();
+  const good = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && !isPartial(s));
+  const newest = good.reduce<(typeof good)[number] | undefined>((a, s) => (a === undefined || s.time > a.time ? s : a), undefined);
+  if (newest === undefined) return { planId: plan.id, problem: `plan ${plan.id} has no good snapshot yet` };
+  return {
+    planId: plan.id,
+    newest: { id: newest.id, time: newest.time },
+    ageSeconds: Math.max(0, (at.getTime() - Date.parse(newest.time)) / 1000),
+  };
+}
+
+export const handler = handlerOf('freshness', freshness);

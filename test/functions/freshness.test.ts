@@ -1,0 +1,91 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { openStorage } from '../../agent/storage/open.ts';
+import { freshness, NEWEST_GOOD_BACKUP_AGE } from '../../functions/freshness.ts';
+import { recordResult } from '../../functions/record-result.ts';
+import { planRestoreHandler } from '../../functions/plan-restore.ts';
+import { CairnError } from '../../agent/core/errors.ts';
+import { captureMetrics } from '../helpers/emf.ts';
+import { PASSPHRASE, backupDir, initSmallRepo, tempDir } from '../helpers/repo.ts';
+import { startControlPlane, type ControlPlane } from './control-plane.ts';
+
+/**
+ * The freshness function (what the freshness alarm watches) against s3rver and the SSM stand-in:
+ * the newest good snapshot's age per plan, published as NewestGoodBackupAgeSeconds; nothing for a
+ * plan it cannot measure, which the alarm counts as breaching. And record-result's DrillFailed for
+ * a drill whose run summary says drill.ok false.
+ */
+describe('freshness', () => {
+  let cp: ControlPlane;
+  let dir: { path: string; remove: () => Promise<void> };
+  before(async () => {
+    cp = await startControlPlane('fresh');
+    dir = await tempDir('cairn-freshness-');
+  });
+  after(async () => {
+    await cp.stop();
+    await dir.remove();
+  });
+
+  it("publishes each plan's newest good backup age, and nothing for a plan without one", async () => {
+    const plan = cp.addPlan({ id: 'has-backups', engine: 'files', engineOptions: { paths: ['/srv'] } });
+    cp.addPlan({ id: 'no-backups', engine: 'files', engineOptions: { paths: ['/srv'] } });
+    cp.ssm.parameters.set('/cairn/fresh/has-backups/passphrase', PASSPHRASE);
+    cp.ssm.parameters.set('/cairn/fresh/no-backups/passphrase', PASSPHRASE);
+    const repo = await initSmallRepo(await openStorage(plan.repository.url, process.env));
+    await initSmallRepo(await openStorage(`s3://${cp.s3.bucket}/plans/no-backups/`, process.env));
+    const data = join(dir.path, 'data');
+    await mkdir(data, { recursive: true });
+    await writeFile(join(data, 'a'), 'one');
+    await backupDir(repo, data);
+    await writeFile(join(data, 'a'), 'two');
+    const newest = await backupDir(repo, data);
+
+    const at = new Date(Date.parse(newest.time) + 3_600_000);
+    const { value, error, metrics } = await captureMetrics(() =>
+      freshness({ planIds: ['has-backups', 'no-backups', 'no-such-plan'] }, () => at),
+    );
+    assert.equal(error, undefined);
+    const [has, none, unknown] = value!;
+    assert.equal(has?.newest?.id, newest.id, 'the newest of two snapshots');
+    assert.equal(has?.ageSeconds, 3600);
+    assert.match(none?.problem ?? '', /no good snapshot yet/);
+    assert.match(unknown?.problem ?? '', /no plan "no-such-plan"/);
+    const published = metrics.filter((m) => NEWEST_GOOD_BACKUP_AGE in m);
+    assert.deepEqual(
+      published.map((m) => [m.PlanId, m[NEWEST_GOOD_BACKUP_AGE]]),
+      [['has-backups', 3600]],
+      'one datum, for the plan it could measure; silence for the others',
+    );
+  });
+
+  it('records a drill whose summary says drill.ok false as DrillFailed, and a good drill as DrillSucceeded only', async () => {
+    const summary = (ok: boolean) => ({
+      operation: 'drill',
+      planId: 'has-backups',
+      host: 'h',
+      startedAt: '2026-11-23T02:00:00.000Z',
+      finishedAt: '2026-11-23T02:10:00.000Z',
+      drill: { ok, thorough: false },
+    });
+    const bad = await recordResult({ planId: 'has-backups', operation: 'drill', executionId: 'x', summary: summary(false) });
+    assert.deepEqual(bad.metrics, ['DrillSucceeded', 'DrillFailed']);
+    const good = await recordResult({ planId: 'has-backups', operation: 'drill', executionId: 'y', summary: summary(true) });
+    assert.deepEqual(good.metrics, ['DrillSucceeded']);
+  });
+
+  it('PlanRestore refuses a files plan restore without targetPath (a dry run too), naming the field, before opening anything', async () => {
+    cp.addPlan({ id: 'files-target', engine: 'files', engineOptions: { paths: ['/srv'] } });
+    for (const input of [{ planId: 'files-target' }, { planId: 'files-target', dryRun: true }]) {
+      await assert.rejects(
+        () => planRestoreHandler(input),
+        (e: unknown) =>
+          e instanceof CairnError &&
+          e.code === 'Cairn.InvalidInput' &&
+          /^targetPath: required, plan files-target \(files\)/.test(e.message),
+      );
+    }
+  });
+});
