@@ -1,3 +1,5 @@
+// One unit: every control-plane function and its IAM grants, since each grant is written against the others (who reads,
+// who writes, who deletes, who may read the seal key); split, the least-privilege split would be harder to review.
 import { Duration, RemovalPolicy, Stack, type CfnElement } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as kms from 'aws-cdk-lib/aws-kms';
