@@ -16,7 +16,8 @@ import {
 import { recordEvent } from '../agent/core/history.ts';
 import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
-import { applyPolicy, type RetentionDecision } from '../agent/core/retention.ts';
+import { readDamage } from '../agent/core/damage.ts';
+import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
 import { writeCollection } from '../agent/core/collection.ts';
@@ -94,20 +95,22 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     const pins = await pinnedIds(repo);
     const lockDays = Number(process.env.OBJECT_LOCK_DAYS ?? '0');
     const now = Date.now();
-    const decision = applyPolicy(
-      snapshots
-        .filter((s) => s.plan === undefined || s.plan === plan.id)
-        .map((s) => {
-          const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
-          return {
-            id: s.id,
-            time: s.time,
-            tags: s.tags,
-            pinned: pins.has(s.id),
-            ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}),
-          };
-        }),
-      plan.retention,
+    // Damaged (marker or tag) and partial snapshots are kept but never counted as good, as `cairn forget` does.
+    const damage = await readDamage(repo, (message) => logger.warn(message));
+    const decision = keepAllIfUnsure(
+      applyPolicy(
+        snapshots
+          .filter((s) => s.plan === undefined || s.plan === plan.id)
+          .map((s) => {
+            const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
+            return {
+              ...retentionCandidate(s, pins, damage),
+              ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}),
+            };
+          }),
+        plan.retention,
+      ),
+      damage,
     );
     for (const d of decision.remove) {
       lease.assertHeld();
