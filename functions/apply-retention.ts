@@ -84,6 +84,9 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
   } catch (error) {
     if (error instanceof CairnError && error.code === 'Cairn.Locked') {
       logger.warn('retention skipped: repository busy', { planId: plan.id, reason: error.message });
+      // The RetentionSkipped alarm: a repository busy at every retention run is never collected.
+      metrics.addDimension('PlanId', plan.id);
+      metrics.addMetric('RetentionSkipped', MetricUnit.Count, 1);
       return { planId: plan.id, skipped: true, reason: error.message, kept: [], forgotten: [], gc: empty, logs: [], graceSeconds: 0 };
     }
     throw error;

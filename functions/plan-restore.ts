@@ -111,14 +111,14 @@ async function replayFor(
 }
 
 /**
- * An engine that restores into a directory (files, postgres, mariadb, etcd: its spec's drill
- * capability) needs targetPath; without it the agent would fail on the host after the plan and a
+ * An engine that restores into a directory (files, postgres, mariadb, etcd: the physical kind; a
+ * logical engine loads into its server) needs targetPath; without it the agent would fail on the host after the plan and a
  * dry run had passed, so it is refused here, at the first state, naming the field. A dry run too:
  * it is what the console shows before the real run.
  */
 function requireTarget(input: RestoreInput, plan: Plan): void {
   if (input.targetPath !== undefined) return;
-  if (engineCatalog.get(plan.engine)?.capabilities.drill !== true) return;
+  if (engineCatalog.get(plan.engine)?.capabilities.kind !== 'physical') return;
   throw new CairnError('Cairn.InvalidInput', `targetPath: required, plan ${plan.id} (${plan.engine}) restores into a directory`, {
     hint: 'give "targetPath": an absolute directory on the target host (an empty one, or a new path); the restore never writes into the live data directory',
   });

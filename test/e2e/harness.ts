@@ -96,6 +96,9 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
     POWERTOOLS_SERVICE_NAME: 'cairn-e2e',
     POWERTOOLS_TRACE_ENABLED: 'false',
     CAIRN_LOCK_LEASE: '20',
+    // The two-phase GC waits its grace inside apply-retention (60 s in production); a second here.
+    GC_GRACE_SECONDS: '1',
+    CAIRN_GC_GRACE: '1',
   };
   Object.assign(process.env, env);
 

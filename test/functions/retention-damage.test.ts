@@ -6,7 +6,9 @@ import { backup } from '../../agent/commands/backup.ts';
 import { Repository, type Who } from '../../agent/core/repository.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { silentProgress } from '../../agent/progress/progress.ts';
-import { applyRetention } from '../../functions/apply-retention.ts';
+import { Lease } from '../../agent/core/locks.ts';
+import { applyRetention, handler } from '../../functions/apply-retention.ts';
+import { captureMetrics } from '../helpers/emf.ts';
 import { SMALL, tempDir } from '../helpers/repo.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 
@@ -54,5 +56,23 @@ describe('control-plane retention and damaged snapshots (issue 16)', () => {
     const kept = new Set(outcome.kept.map((k) => k.id));
     assert.ok(kept.has(good.id), 'the newest good snapshot fills keepLast 1');
     assert.ok(kept.has(damaged.id), 'the damaged one is kept (an operator decides), not counted');
+  });
+
+  it('a run skipped because the repository is locked emits RetentionSkipped for its plan (the alarm has a datum)', async () => {
+    const plan = cp.addPlan({ id: 'rd-busy', engine: 'files', engineOptions: { paths: ['/data'] }, retention: { keepLast: 1 } });
+    cp.ssm.parameters.set('/cairn/rdtest/rd-busy/passphrase', PASSPHRASE);
+    const repo = await Repository.init(await openStorage(plan.repository.url), PASSPHRASE, host, SMALL);
+    const held = await Lease.acquire(repo, { operation: 'prune', exclusive: true, who: host });
+    try {
+      const { value, error, metrics } = await captureMetrics(() => handler({ planId: 'rd-busy' }));
+      assert.equal(error, undefined);
+      assert.equal((value as { skipped?: boolean } | undefined)?.skipped, true);
+      assert.deepEqual(
+        metrics.filter((m) => 'RetentionSkipped' in m).map((m) => [m.PlanId, m.RetentionSkipped]),
+        [['rd-busy', 1]],
+      );
+    } finally {
+      await held.release();
+    }
   });
 });
