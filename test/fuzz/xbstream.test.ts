@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
+import { crc32 } from 'node:zlib';
 import { splitXbstream } from '../../agent/engines/xbstream.ts';
 import { anyBytes, assertClean, decodesAsync, fuzzAsync, mutatedBytes } from './fuzz.ts';
 import { CollectingSink, chunked } from './sink.ts';
@@ -21,6 +22,7 @@ function chunk(type: 'P' | 'E', path: string, offset = 0, payload = Buffer.alloc
   const meta = Buffer.alloc(20);
   meta.writeBigUInt64LE(BigInt(payload.length), 0);
   meta.writeBigUInt64LE(BigInt(offset), 8);
+  meta.writeUInt32LE(crc32(payload), 16); // a valid chunk carries its payload's CRC-32, so valid streams split
   return Buffer.concat([head, name, meta, payload]);
 }
 
