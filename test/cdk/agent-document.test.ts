@@ -153,6 +153,6 @@ describe('SSM document script', () => {
     const cause = 'path "C:\\x"\nline\ttab\r\u0001bell\u0007 ünï';
     const r = spawnSync('bash', ['-c', `${fn}\njson_text "$CAUSE"`], { encoding: 'utf8', env: { CAUSE: cause, PATH: '/usr/bin:/bin' } });
     assert.equal(r.status, 0, r.stderr);
-    assert.equal(JSON.parse(`"${r.stdout}"`), cause.replace(/[\u0001\u0007]/g, ''));
+    assert.equal(JSON.parse(`"${r.stdout}"`), cause.replaceAll('\u0001', '').replaceAll('\u0007', ''));
   });
 });
