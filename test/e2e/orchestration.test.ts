@@ -235,7 +235,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
     // What a host can write under its plan's prefix if the explicit deny on orchestration/* were missing
     // (the stand-in enforces no IAM): a lease that holds for decades, and the run record of the next fire.
     const storage = await openStorage(system.repoUrl('files-plan'), system.env);
-    const scheduledTime = '2026-11-26T02:00:00Z';
+    const scheduledTime = '2026-11-28T02:00:00Z'; // its own time: the genuine run's record would make a later test's fire a duplicate
     const forged = {
       planId: 'files-plan',
       executionId: 'arn:aws:states:eu-central-1:123456789012:execution:cairn-e2e-backup:forged',
