@@ -76,7 +76,7 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
   const started = new Date();
   // Damage markers (core/damage.ts): a location a verify found damaged is never reused; its pieces are read and uploaded again.
   const { index } = withoutMarkedLocations(
-    await repo.loadIndex(options.concurrency * 2),
+    await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message)),
     await readDamage(repo, (message) => options.progress.warn(message)),
   );
   // Two-phase GC (core/gc-backup-guard.ts): pieces a GC generation names are uploaded again, never reused.

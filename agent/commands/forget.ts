@@ -124,9 +124,12 @@ export interface ForgetIdsOptions {
 
 export interface ForgottenSnapshot {
   id: string;
+  /** Empty for a manifest that could not be read. */
   time: string;
   host: string;
   pinned: boolean;
+  /** The manifest could not be read: forgetting it by id is how garbage collection runs again. */
+  unreadable?: true;
 }
 
 /**
@@ -141,9 +144,13 @@ export async function forgetIds(repo: Repository, storage: DeletableStorage, opt
     });
   const ctx = operationContext(repo, options);
   return underLock(ctx, 'forget', !options.dryRun, async (lease) => {
-    const targets = await selectSnapshotList(repo, options.ids);
+    const { readable, unreadable } = await splitUnreadable(repo, options.ids);
+    const targets = await selectSnapshotList(repo, readable);
     const pins = await pinnedIds(repo);
-    const result = targets.map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) }));
+    const result: ForgottenSnapshot[] = [
+      ...targets.map((s) => ({ id: s.id, time: s.time, host: s.host, pinned: pins.has(s.id) })),
+      ...unreadable.map((id) => ({ id, time: '', host: '', pinned: pins.has(id), unreadable: true as const })),
+    ];
     const pinned = result.filter((s) => s.pinned);
     if (pinned.length > 0 && !options.force) {
       throw new CairnError(
@@ -164,4 +171,32 @@ export async function forgetIds(repo: Repository, storage: DeletableStorage, opt
     }
     return result;
   });
+}
+
+/**
+ * The references that name exactly one manifest which cannot be read (junk under snapshots/, or a
+ * damaged manifest): they cannot be resolved like the others, yet forgetting them is what garbage
+ * collection asks for before it runs again. Everything else is resolved as usual.
+ */
+async function splitUnreadable(repo: Repository, refs: string[]): Promise<{ readable: string[]; unreadable: string[] }> {
+  const ids = await repo.listSnapshotIds();
+  const readable: string[] = [];
+  const unreadable = new Set<string>();
+  for (const ref of refs) {
+    const matches = /^[0-9a-f]{4,64}$/i.test(ref) ? ids.filter((id) => id.startsWith(ref.toLowerCase())) : [];
+    const only = matches.length === 1 ? matches[0] : undefined;
+    if (only !== undefined) {
+      try {
+        await repo.readSnapshot(only);
+      } catch (error) {
+        if (error instanceof CairnError && error.code === 'Cairn.Damaged') {
+          unreadable.add(only);
+          continue;
+        }
+        throw error;
+      }
+    }
+    readable.push(ref);
+  }
+  return { readable, unreadable: [...unreadable] };
 }

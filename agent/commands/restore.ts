@@ -121,7 +121,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   } else {
     snapshot = await waitForSnapshot(repo, options.snapshot, { waitMs: options.waitForSnapshotMs, ...options });
   }
-  const index = await repo.loadIndex(options.concurrency * 2);
+  const index = await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message));
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
     const target = resolve(directory);

@@ -132,6 +132,8 @@ async function verifyLocked(
     report.ok = false;
     return { report, found };
   }
+  for (const u of index.unreadable) problem(u.name, `cannot be read: ${u.error}`);
+  if (index.unreadable.length > 0) report.ok = false;
   const packSizes = new Map<string, number>();
   for await (const object of repo.storage.list(PACKS_PREFIX)) {
     const id = idFromKey(object.key, PACKS_PREFIX);

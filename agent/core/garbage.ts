@@ -136,6 +136,13 @@ export async function loadIndexFiles(
     bytes += object.size;
   }
   const index = await repo.loadIndex(concurrency * 2);
+  // An index file that cannot be read may be the only record of packs a snapshot uses: collect nothing.
+  if (index.unreadable.length > 0)
+    throw new CairnError(
+      'Cairn.Damaged',
+      `garbage collection deletes nothing while index file(s) ${index.unreadable.map((u) => u.name).join(', ')} cannot be read (${index.unreadable[0]?.error ?? ''})`,
+      { hint: '`cairn repair index` rebuilds the index from the packs and replaces every old index file, this one included' },
+    );
   return { index, indexFiles, bytes };
 }
 

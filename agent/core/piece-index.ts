@@ -16,6 +16,12 @@ const REC = ID_BYTES + 4 + 4 + 16; // id | packNo | type+pad | frameOffset frame
  * garbage collection keeps every pack any location of a used piece names.
  */
 export class PieceIndex {
+  /**
+   * Index files that could not be read (junk, or sealed around junk: anyone with create rights can
+   * write one). Readers go on without them, a piece they alone named reads as missing; garbage
+   * collection refuses while any is listed (it could not tell which packs they keep alive).
+   */
+  readonly unreadable: Array<{ name: string; error: string }> = [];
   private readonly packIds: string[] = [];
   private readonly packNumbers = new Map<string, number>();
   private records = Buffer.alloc(REC * 1024);

@@ -213,7 +213,12 @@ export class Repository {
     return openObject(this.master, kind, name, data);
   }
 
-  async loadIndex(concurrency = 8): Promise<PieceIndex> {
+  /**
+   * Every index file's entries. One that does not open or decode (damage: a storage error still
+   * throws) is skipped, listed in `unreadable` and reported through `warn`: one junk object must not
+   * stop every backup and restore (docs/repository-format.md, "Index files").
+   */
+  async loadIndex(concurrency = 8, warn?: (message: string) => void): Promise<PieceIndex> {
     const index = new PieceIndex();
     const ids: string[] = [];
     for await (const object of this.storage.list(INDEX_PREFIX)) {
@@ -222,7 +227,18 @@ export class Repository {
     }
     await mapLimit(ids, concurrency, async (id) => {
       const name = indexKey(id);
-      const entries = decodeIndexEntries(this.unseal('index', name, await this.storage.get(name)), name);
+      const data = await this.storage.get(name);
+      let entries: IndexEntry[];
+      try {
+        entries = decodeIndexEntries(this.unseal('index', name, data), name);
+      } catch (error) {
+        if (!(error instanceof CairnError) || error.code !== 'Cairn.Damaged') throw error;
+        index.unreadable.push({ name, error: errorMessage(error) });
+        warn?.(
+          `index file ${name} cannot be read and is skipped (${errorMessage(error)}); \`cairn repair index\` rebuilds the index from the packs`,
+        );
+        return;
+      }
       for (const entry of entries) index.add(entry);
     });
     return index;

@@ -47,7 +47,8 @@ export function registerForget(program: Command, cli: Cli): void {
           { type: 'forget', dryRun, removed },
           [
             ...removed.map(
-              (r) => `${dryRun ? 'would remove' : 'removed'}  ${shortId(r.id)}  ${r.time}  ${r.host}${r.pinned ? '  (pinned)' : ''}`,
+              (r) =>
+                `${dryRun ? 'would remove' : 'removed'}  ${shortId(r.id)}  ${r.unreadable ? '(unreadable manifest)' : `${r.time}  ${r.host}`}${r.pinned ? '  (pinned)' : ''}`,
             ),
             ...(dryRun ? [] : ['run `cairn prune` to free the space their data used']),
           ].join('\n'),
