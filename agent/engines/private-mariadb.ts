@@ -111,6 +111,8 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
         '--auth-root-authentication-method=normal',
         '--skip-test-db',
         '--skip-name-resolve',
+        // Its bootstrap server runs as the mysql user: the host's TMPDIR may be closed to that user.
+        `--tmpdir=${join(options.runDir, 'tmp')}`,
         ...(user ? [`--user=${user}`] : []),
       ],
       { env, signal: options.signal, hint: 'mariadb-install-db could not create an empty data directory in the drill scratch directory' },

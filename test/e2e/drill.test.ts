@@ -48,12 +48,9 @@ describe('restore drills through the Verify state machine', { timeout: 600_000, 
   // Where the agent's drills make their scratch directories: under root the private mariadbd runs as
   // mysql, which must pass through it (the harness's own temp directory is closed to other users).
   let scratch: string;
-  let hostTmp: string;
   const hostEnv = (): Record<string, string> => ({
     CAIRN_DRILL_DIR: scratch,
-    // A host's TMPDIR is open to every user, like /tmp (the harness's own is closed to others): the drill's
-    // mariadb-install-db runs as mysql and inherits it (it is not given --tmpdir, unlike the private mariadbd).
-    TMPDIR: hostTmp,
+    // The harness's TMPDIR is closed to other users: the drill's mariadb-install-db (as mysql) must not need it.
     // A root shell's PATH, as SSM's: mariadbd lives in /usr/sbin.
     PATH: `${join(process.execPath, '..')}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
   });
@@ -63,9 +60,6 @@ describe('restore drills through the Verify state machine', { timeout: 600_000, 
     await chmod(work, 0o711);
     scratch = join(work, 'scratch');
     await mkdir(scratch, { mode: 0o711 });
-    hostTmp = join(work, 'tmp');
-    await mkdir(hostTmp);
-    await chmod(hostTmp, 0o1777);
     data = join(work, 'data');
     await makeRandomTree(data, 18, { files: 12, maxFileSize: 50_000 });
     live = await startMariadb();
