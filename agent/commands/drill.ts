@@ -1,7 +1,9 @@
 import { chmod, mkdir, mkdtemp, rm, stat, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { writeDamageMarkers } from '../core/damage.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
+import { TOOL } from '../core/version.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
@@ -53,6 +55,8 @@ export interface DrillReport {
   scratch: string;
   /** Bytes the drill required free before it started. */
   spaceNeeded: number;
+  /** Damage markers written because the drill failed (core/damage.ts): the snapshot is no longer good. */
+  markers: string[];
 }
 
 /** How much room a drill asks for, from the snapshot's size: a logical dump loads into tables and indexes bigger than it. */
@@ -112,7 +116,11 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
     try {
       snapshot = await selectSnapshot(repo, options.snapshot, undefined, { warn: (m) => options.progress.warn(m) });
       const report = await drillLocked(repo, snapshot, options, started);
+      // A snapshot that does not restore into a working copy is not good: retention, `latest` and
+      // the console's planner pass over it from now on (an operator clears a false marker).
+      if (!report.ok) report.markers = await markSnapshot(repo, snapshot, options);
       await record(ctx, 'drill', {
+        ...(report.markers.length > 0 ? { markers: report.markers } : {}),
         outcome: report.ok ? 'passed' : 'failed',
         snapshotId: report.snapshotId,
         engine: report.engine,
@@ -131,8 +139,13 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
       });
       return report;
     } catch (error) {
+      const markers =
+        snapshot && error instanceof CairnError && error.code === 'Cairn.Damaged'
+          ? await markSnapshot(repo, snapshot, options).catch(() => [])
+          : [];
       await record(ctx, 'drill', {
         outcome: 'error',
+        ...(markers.length > 0 ? { markers } : {}),
         snapshot: snapshot?.id ?? options.snapshot,
         ...(snapshot ? { engine: snapshot.engine } : {}),
         thorough: options.thorough,
@@ -142,6 +155,17 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
       throw error;
     }
   });
+}
+
+async function markSnapshot(repo: Repository, snapshot: Snapshot, options: DrillOptions): Promise<string[]> {
+  const markers = await writeDamageMarkers(
+    repo,
+    { packs: [], snapshots: [snapshot.id] },
+    { who: options.who, tool: TOOL, source: 'drill' },
+  );
+  for (const m of markers)
+    options.progress.warn(`the drill recorded the damage in ${m}: snapshot ${shortId(snapshot.id)} is no longer counted as good`);
+  return markers;
 }
 
 async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillOptions, started: number): Promise<DrillReport> {
@@ -212,6 +236,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
       durationMs: Date.now() - started,
       scratch,
       spaceNeeded,
+      markers: [],
     };
   } finally {
     await rm(scratch, { recursive: true, force: true }).catch((error: unknown) =>

@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Repository } from '../../../agent/core/repository.ts';
@@ -102,6 +102,46 @@ describe('cairn drill: files', () => {
     const events = await drillEvents(`${work.path}/repo`);
     assert.equal(events.at(-1)?.outcome, 'passed');
     assert.equal(events.at(-1)?.snapshotId, snapshotId);
+  });
+
+  it('a drill that meets damaged data fails, records a damage marker naming the snapshot, and latest passes over it', async () => {
+    const data = join(work.path, 'data2');
+    await mkdir(data, { recursive: true });
+    await writeFile(join(data, 'good.txt'), 'the older, good snapshot\n');
+    const good = await runCli(['backup', data], env);
+    assert.equal(good.code, 0, good.stderr);
+    const goodId = (lastOfType(good, 'summary') as { snapshotId: string }).snapshotId;
+    await writeFile(
+      join(data, 'doomed.bin'),
+      Buffer.alloc(200_000, 3).map((_, i) => (i * 17) % 253),
+    );
+    const doomed = await runCli(['backup', data], env);
+    assert.equal(doomed.code, 0, doomed.stderr);
+    const doomedId = (lastOfType(doomed, 'summary') as { snapshotId: string }).snapshotId;
+    // Flip a byte in the middle of the pack that backup added (the newest pack file).
+    const packs = join(work.path, 'repo', 'packs');
+    const files: Array<{ path: string; mtime: number }> = [];
+    for (const dir of await readdir(packs)) {
+      for (const f of await readdir(join(packs, dir))) {
+        const path = join(packs, dir, f);
+        files.push({ path, mtime: (await stat(path)).mtimeMs });
+      }
+    }
+    const newest = files.sort((a, b) => b.mtime - a.mtime)[0]?.path as string;
+    const bytes = await readFile(newest);
+    bytes[bytes.length >> 1] = (bytes[bytes.length >> 1] ?? 0) ^ 0xff;
+    await writeFile(newest, bytes);
+
+    const failed = await runCli(['drill', doomedId], env);
+    assert.equal(failed.code, 14, failed.stderr);
+    assert.match(failed.stdout + failed.stderr, /the drill recorded the damage in damage\/[0-9a-f]{64}/);
+    const events = await drillEvents(`${work.path}/repo`);
+    assert.equal((events.at(-1)?.markers as string[] | undefined)?.length, 1, 'the drill event names its marker');
+    // latest now passes over the marked snapshot (naming it) and drills the good one.
+    const latest = await runCli(['drill'], env);
+    assert.equal(latest.code, 0, latest.stderr);
+    assert.equal(reportOf(latest).snapshotId, goodId);
+    assert.match(latest.stdout + latest.stderr, new RegExp(doomedId.slice(0, 8)));
   });
 });
 
