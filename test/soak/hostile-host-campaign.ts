@@ -239,16 +239,22 @@ export async function runHostileHostCampaign(options: HostileHostOptions): Promi
       fail(`${context}: forget --keep-last 1 removed the newest true snapshot ${newest.slice(0, 8)} (a forged manifest counted as newer)`);
 
     let prune = await runCli(['--lock-wait', '2m', 'prune'], env);
-    const unreadable = /manifest\(s\) cannot be read \(([0-9a-f, ]+)\)/.exec(prune.stderr)?.[1];
-    if (prune.code === 14 && unreadable) {
-      // Prune refuses to collect while a manifest cannot be read (safe, but one junk object stops GC): the
-      // operator does what its hint says, forgets those explicitly, and prunes again.
-      observations.push(
-        `${context}: prune refused while junk under snapshots/ could not be read (${unreadable}); forgotten explicitly, then pruned`,
-      );
-      const forgot = await runCli(['forget', '--force', ...unreadable.split(/[, ]+/).filter(Boolean)], env);
-      if (forgot.code !== 0)
-        fail(`${context}: forget of the unreadable manifests exited ${forgot.code}: ${forgot.stderr.trim().slice(-300)}`);
+    // Prune refuses to collect while a manifest or an index file cannot be read (it could not tell what
+    // they keep alive): the operator does what the hint says and prunes again. At most one of each.
+    for (let attempt = 0; attempt < 2 && prune.code === 14; attempt++) {
+      const unreadable = /manifest\(s\) cannot be read \(([0-9a-f, ]+)\)/.exec(prune.stderr)?.[1];
+      if (unreadable) {
+        observations.push(
+          `${context}: prune refused while junk under snapshots/ could not be read (${unreadable}); forgotten explicitly, then pruned`,
+        );
+        const forgot = await runCli(['forget', '--force', ...unreadable.split(/[, ]+/).filter(Boolean)], env);
+        if (forgot.code !== 0)
+          fail(`${context}: forget of the unreadable manifests exited ${forgot.code}: ${forgot.stderr.trim().slice(-300)}`);
+      } else if (/cairn repair index/.test(prune.stderr)) {
+        observations.push(`${context}: prune refused while junk under index/ could not be read; repair index, then pruned`);
+        const repaired = await runCli(['repair', 'index'], env);
+        if (repaired.code !== 0) fail(`${context}: repair index exited ${repaired.code}: ${repaired.stderr.trim().slice(-300)}`);
+      } else break;
       prune = await runCli(['--lock-wait', '2m', 'prune'], env);
     }
     if (prune.code !== 0) fail(`${context}: prune exited ${prune.code}: ${prune.stderr.trim().slice(-400)}`);

@@ -102,7 +102,7 @@ describe('repository formats', () => {
     fuzz(trailer, (d) => decodeTrailer(key, Buffer.concat([header, d]), packA));
   });
 
-  it('the piece index finds every piece among many and keeps the first location of a duplicate', () => {
+  it('the piece index finds every piece among many and keeps every location of a duplicate, the first first', () => {
     const index = new PieceIndex();
     const packs = Array.from({ length: 7 }, () => randomBytes(32).toString('hex'));
     const all: IndexEntry[] = [];
@@ -116,7 +116,13 @@ describe('repository formats', () => {
     assert.equal(index.has(randomBytes(32)), false);
     index.add({ ...all[0]!, frameOffset: 999_999 });
     assert.equal(index.get(all[0]!.id)?.frameOffset, all[0]!.frameOffset);
-    assert.equal([...index.entries()].length, all.length);
+    assert.deepEqual(
+      index.locations(all[0]!.id).map((l) => l.frameOffset),
+      [all[0]!.frameOffset, 999_999],
+      'a second location of a piece is kept (readers try them all; GC keeps every pack one names)',
+    );
+    assert.equal(index.size, all.length, 'pieces, not locations');
+    assert.equal([...index.entries()].length, all.length + 1);
   });
 
   it('trees, snapshots, configs and key files reject malformed JSON with a damage error', () => {

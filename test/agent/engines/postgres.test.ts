@@ -2,11 +2,12 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
-import { missingPostgres, postgresWorkDir, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
+import { missingPostgres, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
 
 const skip =
   missingPostgres() ??
@@ -29,7 +30,10 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
   before(async () => {
     server = await startPostgres();
     work = await tempDir('pgphysical');
-    pgWork = await postgresWorkDir();
+    // Restores go under a root-owned directory: as root, a restore refuses a target under one another
+    // user owns (postgres owns postgresWorkDir's); 0755 so the restored cluster's user can reach it.
+    pgWork = await mkdtemp(join(tmpdir(), 'cairn-pgrestore-'));
+    await chmod(pgWork, 0o755);
     env = { CAIRN_REPOSITORY: join(work.path, 'repo'), CAIRN_PASSWORD: PASSPHRASE, CAIRN_DB_PASSWORD: server.password };
     assert.equal((await runCli(['init'], env)).code, 0);
     server.sql('CREATE DATABASE bench');

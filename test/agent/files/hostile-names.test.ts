@@ -141,11 +141,13 @@ describe('crafted byte names: a restore refuses what the name rule refuses, by t
       await addTreeAs(loop, [{ ...META, name: 'loop', type: 'dir', subtree: loop.toString('hex') }, f]);
       return [{ ...META, name: 'loop', type: 'dir', subtree: loop.toString('hex') }];
     });
-    await assert.rejects(restoreTo(repo, id, target()), /holds itself/);
+    await assert.rejects(restoreTo(repo, id, target()), /holds itself|are not that piece/);
     const into = target();
     const { result } = await restoreTo(repo, id, into, { ignoreErrors: true });
     assert.equal(result.errors.length, 1, JSON.stringify(result.errors));
-    assert.deepEqual(await readFile(join(into, 'loop', 'x')), CONTENT);
+    // The crafted tree's bytes are not the piece its id names (a loop needs a tree holding its own
+    // keyed id, which no content has): the reader refuses it whole, so nothing below it is written.
+    await assert.rejects(readFile(join(into, 'loop', 'x')), { code: 'ENOENT' });
   });
 
   it('every entry the encoder writes passes the restore check exactly when its name passes the rule (property)', () => {

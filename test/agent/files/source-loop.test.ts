@@ -30,7 +30,7 @@ describe('an engine snapshot source over crafted trees', () => {
     });
     const snapshot = await repo.readSnapshot(id);
     const source = new RepositorySource(snapshot, new PieceReader(repo, await repo.loadIndex()), async () => undefined);
-    await assert.rejects(source.list(), /holds itself/);
+    await assert.rejects(source.list(), /holds itself|are not that piece/);
   });
 
   it('lists a snapshot whose sibling directories share one tree (not a loop)', async () => {
