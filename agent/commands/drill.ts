@@ -134,6 +134,8 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
           durationMs: c.durationMs,
         })),
         restoreMs: report.restoreMs,
+        // The restore planner's estimates learn from drills as from restores (measuredThroughputs).
+        bytes: snapshot.summary.totalBytes,
         checkMs: report.checkMs,
         durationMs: report.durationMs,
       });

@@ -235,13 +235,16 @@ export function describeReplay(plan: ReplayPlan, snapshot: Snapshot, throughputs
   };
 }
 
-/** Past restores and backups of the repository (its history), for estimates. */
+/** Past restores (and passed drills) and backups of the repository (its history), for estimates. */
 export async function measuredThroughputs(repo: Repository): Promise<Throughput[]> {
   const throughputs: Throughput[] = [];
   for (const e of await readHistory(repo)) {
     const r = e as Record<string, unknown>;
     if (e.event === 'restore.finished' && typeof r.bytes === 'number' && typeof r.durationMs === 'number')
       throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.durationMs });
+    // A passed drill restored the snapshot's bytes in restoreMs: a restore sample like any other.
+    if (e.event === 'drill' && r.outcome === 'passed' && typeof r.bytes === 'number' && typeof r.restoreMs === 'number')
+      throughputs.push({ kind: 'restore', bytes: r.bytes, durationMs: r.restoreMs });
     if (e.event === 'backup.committed' && typeof r.bytesRead === 'number' && typeof r.durationMs === 'number')
       throughputs.push({ kind: 'backup', bytes: r.bytesRead, durationMs: r.durationMs });
   }

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Repository } from '../../../agent/core/repository.ts';
 import { readHistory } from '../../../agent/core/history.ts';
+import { measuredThroughputs } from '../../../agent/core/pitr-planning.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { runCli, lastOfType, type CliResult } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
@@ -102,6 +103,13 @@ describe('cairn drill: files', () => {
     const events = await drillEvents(`${work.path}/repo`);
     assert.equal(events.at(-1)?.outcome, 'passed');
     assert.equal(events.at(-1)?.snapshotId, snapshotId);
+    // The restore planner's estimates learn from the drill's restore.
+    const repo = await Repository.open(new FileStorage(`${work.path}/repo`), PASSPHRASE);
+    const samples = (await measuredThroughputs(repo)).filter((t) => t.kind === 'restore');
+    assert.deepEqual(
+      samples.map((t) => t.bytes),
+      [12 + (3 << 20)],
+    );
   });
 
   it('a drill that meets damaged data fails, records a damage marker naming the snapshot, and latest passes over it', async () => {
