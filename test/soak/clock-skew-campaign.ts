@@ -67,7 +67,7 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
   };
   const repoPath = join(options.work, 'repo');
   await Repository.init(new FileStorage(repoPath), PASSWORD, { host: 'soak', user: 'soak' }, SMALL);
-  const env = { CAIRN_REPOSITORY: repoPath, CAIRN_PASSWORD: PASSWORD, CAIRN_LOCK_LEASE: String(options.leaseSeconds) };
+  const env = { CAIRN_REPOSITORY: repoPath, CAIRN_PASSWORD: PASSWORD, CAIRN_LOCK_LEASE: String(options.leaseSeconds), CAIRN_GC_GRACE: '2' };
   const attempts = new Map<string, Described[]>();
   const succeeded = new Map<string, string>(); // snapshot id → attempt tag
   const removed = new Set<string>();

@@ -106,7 +106,8 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
   ] as const) {
     // 1 MiB packs and 16 KiB pieces: a step's new data spans several packs, so kills can land between them.
     await Repository.init(new FileStorage(repo.path), password, { host: 'soak', user: 'soak' }, SMALL);
-    repo.env = { CAIRN_REPOSITORY: repo.path, CAIRN_PASSWORD: password };
+    // A 2 s GC grace (prune --gc-grace): the soak is about kills in every phase, not about waiting.
+    repo.env = { CAIRN_REPOSITORY: repo.path, CAIRN_PASSWORD: password, CAIRN_GC_GRACE: '2' };
   }
   const restoreDir = join(options.work, 'restore');
 
