@@ -1,5 +1,4 @@
-import { DecryptCommand, EncryptCommand, KMSClient } from '@aws-sdk/client-kms';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import type { KMSClient } from '@aws-sdk/client-kms';
 import { KEY_BYTES } from '../core/crypto.ts';
 import { CairnError, errorMessage, type ErrorCode } from '../core/errors.ts';
 import { kmsEncryptionContext, kmsKeyFile, kmsRegion, type KmsKeyFile } from '../core/keyfile.ts';
@@ -22,10 +21,16 @@ function contextOf(repositoryId: string, planId: string | undefined): Record<str
 
 const clients = new Map<string, KMSClient>();
 
-function client(region: string): KMSClient {
+/** The SDK loads on first use, not at every `cairn` start (most commands never touch KMS). */
+async function sdk(): Promise<typeof import('@aws-sdk/client-kms')> {
+  return import('@aws-sdk/client-kms');
+}
+
+async function client(region: string): Promise<KMSClient> {
   let kms = clients.get(region);
   if (!kms) {
-    kms = new KMSClient({
+    const [{ KMSClient: Client }, { NodeHttpHandler }] = await Promise.all([sdk(), import('@smithy/node-http-handler')]);
+    kms = new Client({
       region,
       maxAttempts: 3,
       requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 20_000 }),
@@ -46,9 +51,10 @@ export async function kmsWrapMasterKey(
   const region = kmsRegion(keyArn);
   let out;
   try {
-    out = await client(region).send(
-      new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: contextOf(repositoryId, planId) }),
-    );
+    const { EncryptCommand } = await sdk();
+    out = await (
+      await client(region)
+    ).send(new EncryptCommand({ KeyId: keyArn, Plaintext: master, EncryptionContext: contextOf(repositoryId, planId) }));
   } catch (error) {
     throw kmsError(error, keyArn, 'kms:Encrypt', repositoryId, planId);
   }
@@ -63,7 +69,10 @@ export async function kmsUnwrapMasterKey(file: KmsKeyFile, repositoryId: string,
   const region = kmsRegion(file.keyArn);
   let out;
   try {
-    out = await client(region).send(
+    const { DecryptCommand } = await sdk();
+    out = await (
+      await client(region)
+    ).send(
       new DecryptCommand({
         KeyId: file.keyArn,
         CiphertextBlob: Buffer.from(file.ciphertext, 'base64'),

@@ -1,4 +1,4 @@
-import { GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
+import type { SSMClient } from '@aws-sdk/client-ssm';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import type { Unlocker } from '../core/keyfile.ts';
 import { parsePlan, type Plan } from '../core/plan.ts';
@@ -13,7 +13,7 @@ import { kmsUnwrapMasterKey } from '../keys/kms.ts';
  * The control plane's functions read plans and passphrases through it too.
  */
 export class PlanSource {
-  private readonly client: SSMClient;
+  private client: SSMClient | undefined;
   private readonly prefix: string;
 
   constructor(env: NodeJS.ProcessEnv, client?: SSMClient) {
@@ -24,7 +24,7 @@ export class PlanSource {
       });
     }
     this.prefix = prefix;
-    this.client = client ?? new SSMClient({});
+    this.client = client;
   }
 
   async plan(planId: string): Promise<Plan> {
@@ -57,7 +57,10 @@ export class PlanSource {
   private async get(name: string, decrypt: boolean): Promise<string> {
     let value: string | undefined;
     try {
-      value = (await this.client.send(new GetParameterCommand({ Name: name, WithDecryption: decrypt }))).Parameter?.Value;
+      // The SDK loads on first use, not at every `cairn` start.
+      const ssm = await import('@aws-sdk/client-ssm');
+      this.client ??= new ssm.SSMClient({});
+      value = (await this.client.send(new ssm.GetParameterCommand({ Name: name, WithDecryption: decrypt }))).Parameter?.Value;
     } catch (error) {
       const code = error instanceof Error ? error.name : '';
       if (code === 'ParameterNotFound')

@@ -1,0 +1,93 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CAIRN_BIN } from '../../helpers/cli.ts';
+
+/**
+ * Start-up cost (issue 21): a command that needs no cloud must not load a cloud SDK. The
+ * child runs under a module hook (module.registerHooks, in-thread) that writes every
+ * resolved URL to a file as the process exits; the test then looks for the SDK packages.
+ */
+const HOOK = `
+import { registerHooks } from 'node:module';
+import { appendFileSync } from 'node:fs';
+const out = process.env.CAIRN_TEST_MODULE_LOG;
+const seen = [];
+registerHooks({
+  resolve(specifier, context, next) {
+    const r = next(specifier, context);
+    seen.push(r.url);
+    return r;
+  },
+});
+process.on('exit', () => appendFileSync(out, seen.join('\\n') + '\\n'));
+`;
+
+async function loadedModules(
+  dir: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; urls: string[]; stderr: string }> {
+  const hook = join(dir, 'hook.mjs');
+  const log = join(dir, `modules-${args.join('-').replace(/[^a-z-]/g, '')}.log`);
+  await writeFile(hook, HOOK);
+  await writeFile(log, '');
+  const child = spawn(process.execPath, ['--import', hook, CAIRN_BIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', HOME: dir, CAIRN_TEST_MODULE_LOG: log, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stdout.resume();
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  const urls = (await readFile(log, 'utf8')).split('\n').filter(Boolean);
+  return { code, urls, stderr };
+}
+
+const CLOUD = /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-auth-library|gaxios)\//;
+
+describe('start-up loads no cloud SDK for local commands', () => {
+  it('--version and snapshots on a file repository load no @aws-sdk/, @smithy/ or @google-cloud/ module', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-startup-'));
+    try {
+      const repo = join(dir, 'repo');
+      const env = { CAIRN_PASSWORD: 'correct horse battery staple', CAIRN_REPOSITORY: repo };
+      const version = await loadedModules(dir, ['--version'], env);
+      assert.equal(version.code, 0, version.stderr);
+      // The hook saw the CLI's own modules: an empty log would make the next assertion vacuous.
+      assert.ok(
+        version.urls.some((u) => u.endsWith('/agent/cli/main.ts')),
+        'the hook recorded the CLI modules',
+      );
+      assert.deepEqual(
+        version.urls.filter((u) => CLOUD.test(u)),
+        [],
+      );
+
+      const init = await loadedModules(dir, ['init'], env);
+      assert.equal(init.code, 0, init.stderr);
+      assert.deepEqual(
+        init.urls.filter((u) => CLOUD.test(u)),
+        [],
+        'init on a file repository',
+      );
+
+      const snapshots = await loadedModules(dir, ['snapshots'], env);
+      assert.equal(snapshots.code, 0, snapshots.stderr);
+      assert.ok(
+        snapshots.urls.some((u) => u.endsWith('/agent/core/repository.ts')),
+        'snapshots opened the repository',
+      );
+      assert.deepEqual(
+        snapshots.urls.filter((u) => CLOUD.test(u)),
+        [],
+        'snapshots on a file repository',
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
