@@ -22,7 +22,14 @@ const POINTS_AT_A_SERVER = /^(PG[A-Z]|MYSQL_|MARIADB_|ETCD_|ETCDCTL_)/i;
 
 /** The environment of a drill's private servers and their clients: the caller's, without what points at a server. */
 export function drillEnvironment(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(base).filter(([name]) => !POINTS_AT_A_SERVER.test(name)));
+  return {
+    ...Object.fromEntries(Object.entries(base).filter(([name]) => !POINTS_AT_A_SERVER.test(name))),
+    // libpq also reads ~/.pgpass and the service files (~/.pg_service.conf, PGSYSCONFDIR's): they may
+    // name the production server. The drill's clients read none of them.
+    PGPASSFILE: '/dev/null',
+    PGSERVICEFILE: '/dev/null',
+    PGSYSCONFDIR: '/nonexistent',
+  };
 }
 
 async function executable(path: string): Promise<boolean> {

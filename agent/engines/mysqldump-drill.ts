@@ -1,3 +1,4 @@
+import { CairnError } from '../core/errors.ts';
 import { join } from 'node:path';
 import { timedCheck, skippedCheck, requireTool } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
@@ -58,9 +59,18 @@ async function loadDumps(
   ctx: DrillContext,
 ): Promise<{ databases: string[]; all: boolean; bytes: number }> {
   const client = await requireTool(MARIADB_CLIENT, ctx.env);
-  // --sandbox (where the client has it): a dump line such as `\! command` runs nothing on this host.
+  // --sandbox: a dump line such as `\! command` runs nothing on this host; --local-infile=0: no LOAD DATA LOCAL reads a host file.
   const help = await server.client(client, ['--help'], { doing: 'reading the client options' }).catch(() => ({ stdout: '' }));
-  const sandbox = /--sandbox/.test(help.stdout) ? ['--sandbox'] : [];
+  // Without --sandbox a `\! command` line of the dump would run on this host: refuse rather than load.
+  if (!/--sandbox/.test(help.stdout))
+    throw new CairnError(
+      'Cairn.Usage',
+      `${client} has no --sandbox option: a dump's shell-escape lines could run on this host; the drill loads nothing`,
+      {
+        hint: 'install a MariaDB client with --sandbox (mariadb-client 10.5.25/10.6.18/10.11.8 or newer)',
+      },
+    );
+  const sandbox = ['--sandbox', '--local-infile=0'];
   const dumps = (await source.list()).filter((f) => f.path.endsWith('.sql'));
   const databases: string[] = [];
   let all = false;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
 import { skippedCheck, timedCheck } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
-import { INITDB, PG_RESTORE, POSTGRES, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
+import { dbnameConninfo, INITDB, PG_RESTORE, POSTGRES, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
 
 /**
  * The pgdump engine's drill: a private cluster from `initdb` (private-postgres.ts:
@@ -101,10 +101,14 @@ export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Pr
         // The cluster's own postgres database is there already; every other one is created empty.
         if (db !== 'postgres') await server.sql(`CREATE DATABASE ${quoteIdent(db)} TEMPLATE template0`);
         try {
-          await server.client('pg_restore', ['--no-owner', '--no-privileges', '--no-tablespaces', '--no-subscriptions', '-d', db], {
-            stdin: source.open(file.path),
-            doing: `pg_restore of ${file.path}`,
-          });
+          await server.client(
+            'pg_restore',
+            ['--no-owner', '--no-privileges', '--no-tablespaces', '--no-subscriptions', '-d', dbnameConninfo(db)],
+            {
+              stdin: source.open(file.path),
+              doing: `pg_restore of ${file.path}`,
+            },
+          );
           restored.push(db);
         } catch (error) {
           failures.push(`${file.path}: ${error instanceof Error ? error.message : String(error)}`);

@@ -85,7 +85,15 @@ export const MARIADB_CHECK: DrillTool = { names: ['mariadb-check', 'mysqlcheck']
 async function serverUser(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  return passwd.split('\n').some((line) => line.startsWith('mysql:')) ? 'mysql' : 'root';
+  if (passwd.split('\n').some((line) => line.startsWith('mysql:'))) return 'mysql';
+  // Code the restored data controls must never run as root.
+  throw new CairnError(
+    'Cairn.Usage',
+    'a private MariaDB server needs the mysql user, and this host has none: the drill never runs one as root',
+    {
+      hint: 'install mariadb-server (it creates the mysql user)',
+    },
+  );
 }
 
 export async function startPrivateMariadb(options: PrivateMariadbOptions): Promise<PrivateMariadb> {

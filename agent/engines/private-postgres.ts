@@ -234,8 +234,11 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
       }).catch((error: unknown) => rethrow(error, opts.doing ?? `${program} against the private cluster`));
     },
     async sql(statement, database = 'postgres') {
-      return (await server.client('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', database, '-c', statement], { doing: 'a query' }))
-        .stdout;
+      return (
+        await server.client('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', dbnameConninfo(database), '-c', statement], {
+          doing: 'a query',
+        })
+      ).stdout;
     },
     log: () => log,
     async stop() {
@@ -302,4 +305,13 @@ function lastLines(text: string): string {
 function rethrow(error: unknown, doing: string): never {
   if (error instanceof ProcessError) throw new CairnError('Cairn.Failure', `${doing} failed: ${error.message}`, { cause: error });
   throw error;
+}
+
+/**
+ * A database name as a libpq connection string that says only `dbname`: given bare, a name holding
+ * `=` (a snapshot's dump named `host=… port=….dump`, a restored catalog's database) is itself read as
+ * a connection string whose host and port override the private socket.
+ */
+export function dbnameConninfo(database: string): string {
+  return `dbname='${database.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
 }
