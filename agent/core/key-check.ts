@@ -3,6 +3,8 @@ import { CairnError, NotFoundError } from './errors.ts';
 import { openObject, type EnvelopeKindName } from './envelope.ts';
 import { CONFIG_KEY, HISTORY_PREFIX, INDEX_PREFIX, KEY_CHECK_KEY, LOCKS_PREFIX, PINS_PREFIX, SNAPSHOTS_PREFIX } from './layout.ts';
 import type { ObjectInfo, Storage } from './storage.ts';
+import type { RepositoryConfig } from './config.ts';
+import type { StoredKey, Unlocked, Unlocker } from './keyfile.ts';
 
 /**
  * Which master key is the repository's (docs/keys.md, "Which master key is the true one").
@@ -116,4 +118,52 @@ export function noTrueKeyError(location: string, anchor: KeyAnchor, rejected: st
         `if ${anchor.name} itself is damaged, an operator may delete it, and opening then checks keys against the oldest remaining sealed object`,
     },
   );
+}
+
+/**
+ * Runs the unlocker until it yields a master key that authenticates the repository's anchor
+ * (core/key-check.ts). A key file whose master key does not is skipped with a warning and the
+ * unlocker runs again over the others, so a forged key file listed first cannot decide which key
+ * this repository is opened with.
+ */
+export async function unlockTrueKey(
+  storage: Storage,
+  config: RepositoryConfig,
+  keys: StoredKey[],
+  unlock: Unlocker,
+  warn: (message: string) => void,
+): Promise<Unlocked> {
+  const anchor = await findKeyAnchor(storage);
+  if (!anchor) return unlock({ config, keys, location: storage.location });
+  const rejected: string[] = [];
+  const accept = (master: Buffer, key: StoredKey): boolean => {
+    if (authenticatesAnchor(master, anchor, config.id)) return true;
+    if (!rejected.includes(key.name)) {
+      rejected.push(key.name);
+      warn(
+        `skipped the key file ${key.name}: the master key it wraps does not authenticate ${anchor.name}, so it is not this repository's; the other key files are tried`,
+      );
+    }
+    return false;
+  };
+  let remaining = keys;
+  for (;;) {
+    let unlocked: Unlocked;
+    try {
+      unlocked = await unlock({ config, keys: remaining, location: storage.location, accept });
+    } catch (error) {
+      // Every key the unlocker could open was rejected: say that, not "wrong passphrase".
+      if (rejected.length > 0 && !(error instanceof CairnError && error.code === 'Cairn.Storage'))
+        throw noTrueKeyError(storage.location, anchor, rejected);
+      throw error;
+    }
+    if (authenticatesAnchor(unlocked.master, anchor, config.id)) return unlocked;
+    const key = remaining.find((k) => k.id === unlocked.keyId);
+    if (!key) {
+      // Not a key file (a recovery kit): nothing else to try.
+      throw noTrueKeyError(storage.location, anchor, [...rejected, unlocked.keyId]);
+    }
+    accept(unlocked.master, key);
+    remaining = remaining.filter((k) => k !== key);
+  }
 }
