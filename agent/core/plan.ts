@@ -32,11 +32,28 @@ export { engineOptionsOfPlan, planEngineOptionsSchema, type PlanEngineOptions } 
 /** An engine's name; which names exist is the catalog's to say (core/engine-options/catalog.ts). */
 export type EngineName = string;
 
+/**
+ * How a plan treats several matching hosts: `any` (the default) backs up the first online one (members
+ * of one cluster, which hold the same data); `each` backs up every one, as independent sources: one
+ * snapshot, run lease and freshness metric per host, retention grouped by host (docs/orchestration.md).
+ */
+export const targetsModeSchema = z.enum(['any', 'each']);
+export type TargetsMode = z.infer<typeof targetsModeSchema>;
+const targetsWithMode = z.union([
+  targetsSchema.options[0].extend({ mode: targetsModeSchema.optional() }),
+  targetsSchema.options[1].extend({ mode: targetsModeSchema.optional() }),
+]);
+
+/** The plan's targets mode; absent means `any`. */
+export function targetsModeOf(plan: { targets: { mode?: TargetsMode | undefined } }): TargetsMode {
+  return plan.targets.mode ?? 'any';
+}
+
 function planFields(catalog: EngineCatalog) {
   return {
     id: z.string().regex(PLAN_ID_PATTERN, 'a lowercase slug of 2 to 40 letters, digits and hyphens, starting with a letter'),
     description: z.string().max(256).optional(),
-    targets: targetsSchema,
+    targets: targetsWithMode,
     engine: z.string().refine((name) => catalog.get(name) !== undefined, {
       error: (issue) => `unknown engine ${JSON.stringify(issue.input)}: one of ${catalog.names.join(', ')}`,
     }),
