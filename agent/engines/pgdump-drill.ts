@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { text } from 'node:stream/consumers';
+import { ProcessError } from '../process/run.ts';
 import { skippedCheck, timedCheck } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
 import { dbnameConninfo, INITDB, PG_RESTORE, POSTGRES, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
@@ -13,8 +14,39 @@ import { dbnameConninfo, INITDB, PG_RESTORE, POSTGRES, PSQL, startPrivatePostgre
  * tablespaces at paths of this host. pg_restore runs with --no-owner,
  * --no-privileges, --no-tablespaces and --no-subscriptions, so the restore
  * needs no production role and writes nothing outside the scratch directory.
+ *
+ * A dump is whatever SQL its maker put in it, so it is loaded, and its tables
+ * counted, as RESTORE_ROLE: a role of the private cluster that is no superuser
+ * and owns the target database (it can create what an ordinary dump holds,
+ * trusted extensions included). `COPY … TO PROGRAM`, `lo_export`, a function in
+ * an untrusted language (C, plpythonu), `ALTER SYSTEM`, `ALTER ROLE … SET` of a
+ * superuser setting are refused; a dump that needs them fails the drill, its
+ * check naming the statement. The superuser only creates the role and the
+ * databases, before any dump is loaded. (The server itself runs as an
+ * unprivileged OS user of its own: private-postgres.ts.)
  */
 export const PGDUMP_DRILL_TOOLS: readonly DrillTool[] = [INITDB, POSTGRES, PG_RESTORE, PSQL];
+
+/** The private cluster's role that loads every dump: no superuser, no role or database creation. */
+export const RESTORE_ROLE = 'cairn_drill_restore';
+
+/**
+ * What pg_restore (without --exit-on-error: every error is counted) said went wrong, shortest first:
+ * the first error, the statement it ran (`Command was:`), and how many there were.
+ */
+export function restoreErrors(stderr: string): string {
+  const lines = stderr.split('\n');
+  const at = lines.findIndex((l) => /\bERROR:/.test(l));
+  const error = at >= 0 ? (lines[at] ?? '').replace(/^.*?\bERROR:\s*/, '') : undefined;
+  const command = lines
+    .slice(Math.max(at, 0))
+    .find((l) => l.startsWith('Command was:'))
+    ?.replace(/^Command was:\s*/, '')
+    .slice(0, 300);
+  const count = /errors ignored on restore: (\d+)/.exec(stderr)?.[1];
+  if (!error) return lines.filter(Boolean).slice(-3).join(' | ').slice(-600);
+  return `${error}${command ? ` (in: ${command})` : ''}${count ? `; ${count} error(s) in all` : ''}`;
+}
 
 function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
@@ -31,6 +63,7 @@ async function countRows(server: PrivatePostgres, db: string): Promise<Record<st
     await server.sql(
       "SELECT n.nspname || E'\\t' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1",
       db,
+      RESTORE_ROLE,
     )
   )
     .split('\n')
@@ -44,7 +77,7 @@ async function countRows(server: PrivatePostgres, db: string): Promise<Record<st
         ([schema, table]) => `SELECT ${quoteLiteral(`${db}.${schema}.${table}`)}, count(*) FROM ${quoteIdent(schema)}.${quoteIdent(table)}`,
       )
       .join(' UNION ALL ');
-    for (const line of (await server.sql(`${sql};`, db)).split('\n').filter(Boolean)) {
+    for (const line of (await server.sql(`${sql};`, db, RESTORE_ROLE)).split('\n').filter(Boolean)) {
       const cut = line.lastIndexOf('|');
       rows[line.slice(0, cut)] = Number(line.slice(cut + 1));
     }
@@ -60,6 +93,7 @@ export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Pr
       const server = await startPrivatePostgres({
         dataDir: join(ctx.tempDir, 'postgres', 'data'),
         runDir: join(ctx.tempDir, 'postgres', 'run'),
+        scratchDir: ctx.tempDir,
         initialize: true,
         fast: true,
         env: ctx.env,
@@ -67,10 +101,11 @@ export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Pr
       });
       box.server = server;
       const version = (await server.sql('SHOW server_version')).trim();
+      await server.sql(`CREATE ROLE ${RESTORE_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS`);
       return {
         ok: true,
-        found: `PostgreSQL ${version} from initdb, socket only${server.isolated ? ', in a network namespace of its own' : ''}`,
-        details: { version, isolated: server.isolated },
+        found: `PostgreSQL ${version} from initdb, socket only${server.isolated ? ', in a network namespace of its own' : ''}${server.osUser ? `, as ${server.osUser}` : ''}; dumps are loaded as ${RESTORE_ROLE}, no superuser`,
+        details: { version, isolated: server.isolated, osUser: server.osUser, restoreRole: RESTORE_ROLE },
       };
     });
     checks.push(start);
@@ -96,24 +131,41 @@ export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Pr
     const restored: string[] = [];
     const restore = await timedCheck('pg_restore', 'restore', ctx.signal, async () => {
       const failures: string[] = [];
+      // Every database is made (by the superuser) before any dump is loaded: the superuser never
+      // connects to a database a dump has been loaded into.
+      const targets: string[] = [];
       for (const file of dumps) {
         const db = file.path.replace(/\.dump$/, '');
-        // The cluster's own postgres database is there already; every other one is created empty.
-        if (db !== 'postgres') await server.sql(`CREATE DATABASE ${quoteIdent(db)} TEMPLATE template0`);
+        try {
+          // The cluster's own postgres database is there already (given to the role); every other one is created empty.
+          await server.sql(
+            db === 'postgres'
+              ? `ALTER DATABASE postgres OWNER TO ${RESTORE_ROLE}`
+              : `CREATE DATABASE ${quoteIdent(db)} OWNER ${RESTORE_ROLE} TEMPLATE template0`,
+          );
+          targets.push(file.path);
+        } catch (error) {
+          failures.push(`${file.path}: ${error instanceof Error ? error.message : String(error)}`);
+        }
+      }
+      for (const path of targets) {
+        const db = path.replace(/\.dump$/, '');
         try {
           await server.client(
             'pg_restore',
             ['--no-owner', '--no-privileges', '--no-tablespaces', '--no-subscriptions', '-d', dbnameConninfo(db)],
-            {
-              stdin: source.open(file.path),
-              doing: `pg_restore of ${file.path}`,
-            },
+            { stdin: source.open(path), doing: `pg_restore of ${path}`, role: RESTORE_ROLE },
           );
           restored.push(db);
         } catch (error) {
-          failures.push(`${file.path}: ${error instanceof Error ? error.message : String(error)}`);
+          const stderr = error instanceof Error && error.cause instanceof ProcessError ? error.cause.stderr : undefined;
+          failures.push(
+            stderr
+              ? `${path}: pg_restore, as the unprivileged ${RESTORE_ROLE}, failed: ${restoreErrors(stderr)}`
+              : `${path}: ${error instanceof Error ? error.message : String(error)}`,
+          );
         }
-        ctx.progress.warn(`drill: restored ${file.path} into the private cluster`);
+        ctx.progress.warn(`drill: restored ${path} into the private cluster`);
       }
       return {
         ok: failures.length === 0 && dumps.length > 0,
@@ -131,6 +183,7 @@ export async function drillPgdump(source: SnapshotSource, ctx: DrillContext): Pr
     checks.push(
       await timedCheck('table counts', 'check', ctx.signal, async () => {
         const rows: Record<string, number> = {};
+        // As the restoring role: a superuser's query in a database the dump made could run the dump's functions.
         for (const db of restored) Object.assign(rows, await countRows(server, db));
         const entries = Object.entries(rows);
         const total = entries.reduce((a, [, n]) => a + n, 0);

@@ -5,7 +5,9 @@ import { errorMessage } from '../core/errors.ts';
 import { ProcessError, run } from '../process/run.ts';
 import { drillEnvironment, skippedCheck, timedCheck } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
-import { POSTGRES, POSTGRES_DIRS, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
+import { confineDataDirLinks } from './drill-datadir-links.ts';
+import { asUser } from './drill-server-user.ts';
+import { clusterDatabases, POSTGRES, POSTGRES_DIRS, PSQL, startPrivatePostgres, type PrivatePostgres } from './private-postgres.ts';
 
 /**
  * The physical PostgreSQL drill: the snapshot restored into the drill's scratch
@@ -41,18 +43,34 @@ export async function drillPostgres(source: SnapshotSource, ctx: DrillContext): 
     await mkdir(dataDir, { mode: 0o700 });
     await source.restoreTo(dataDir);
     await chmod(dataDir, 0o700);
-    return { ok: true, found: "the snapshot's files were written into a scratch data directory" };
+    // A link out of scratch (pg_wal, pg_tblspc/<oid>) would have the private server write into production's files.
+    const links = await confineDataDirLinks(dataDir, ctx.tempDir);
+    return {
+      ok: true,
+      found: `the snapshot's files were written into a scratch data directory${links.length ? ` (${links.length} symbolic link(s), all inside it)` : ''}`,
+    };
   });
   checks.push(restore);
   const later = ['start', 'consistent', 'pg_amcheck', 'pg_checksums'];
-  if (!restore.ok) return [...checks, ...later.map((name) => skippedCheck(name, 'check', 'the snapshot could not be restored'))];
+  if (!restore.ok)
+    return [
+      ...checks,
+      ...later.map((name) => skippedCheck(name, 'check', 'the snapshot could not be restored, or its data directory was refused')),
+    ];
 
   let server: PrivatePostgres | undefined;
   const start = await timedCheck('start', 'check', ctx.signal, async () => {
-    server = await startPrivatePostgres({ dataDir, initialize: false, runDir: join(ctx.tempDir, 'run'), env, signal: ctx.signal });
+    server = await startPrivatePostgres({
+      dataDir,
+      initialize: false,
+      runDir: join(ctx.tempDir, 'run'),
+      scratchDir: ctx.tempDir,
+      env,
+      signal: ctx.signal,
+    });
     return {
       ok: true,
-      found: `the restored cluster started privately (socket only${server.isolated ? ', no network' : ''}, archive_mode=off) and recovered from its own WAL`,
+      found: `the restored cluster started privately (socket only${server.isolated ? ', no network' : ''}, archive_mode=off, its own configuration not read${server.osUser ? `, as ${server.osUser}` : ''}) and recovered from its own WAL`,
     };
   });
   checks.push(start);
@@ -61,7 +79,12 @@ export async function drillPostgres(source: SnapshotSource, ctx: DrillContext): 
   let stopped = false;
   try {
     checks.push(await timedCheck('consistent', 'check', ctx.signal, () => consistent(running, metadata)));
-    checks.push(await timedCheck('pg_amcheck', 'check', ctx.signal, () => amcheck(running, ctx.thorough, ctx.signal)));
+    checks.push(
+      await timedCheck('pg_amcheck', 'check', ctx.signal, async () => {
+        await disableEventTriggers(running);
+        return amcheck(running, ctx.thorough, ctx.signal);
+      }),
+    );
     await running.stop();
     stopped = true;
     checks.push(await checksums(running, dataDir, env, ctx.signal));
@@ -69,6 +92,21 @@ export async function drillPostgres(source: SnapshotSource, ctx: DrillContext): 
     if (!stopped) await running.stop();
   }
   return checks;
+}
+
+/**
+ * Disables every event trigger of the restored catalogs: pg_amcheck's `CREATE EXTENSION amcheck` is DDL,
+ * and a ddl_command_start trigger (stored by whoever made the snapshot) would run its function as the
+ * superuser. `ALTER EVENT TRIGGER` itself fires none. (PostgreSQL 17's event_triggers=off, which the
+ * clients also send, makes this redundant there.)
+ */
+async function disableEventTriggers(server: PrivatePostgres): Promise<void> {
+  for (const db of await clusterDatabases(server)) {
+    const names = (await server.sql("SELECT evtname FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D'", db))
+      .split('\n')
+      .filter(Boolean);
+    for (const name of names) await server.sql(`ALTER EVENT TRIGGER "${name.replaceAll('"', '""')}" DISABLE`, db);
+  }
 }
 
 async function consistent(server: PrivatePostgres, metadata: Record<string, unknown>): Promise<{ ok: boolean; found: string }> {
@@ -148,7 +186,9 @@ async function checksums(
   env: NodeJS.ProcessEnv,
   signal: AbortSignal | undefined,
 ): Promise<DrillCheck> {
-  const control = await run([join(server.binDir, 'pg_controldata'), dataDir], { env, signal, cwd: server.socketDir }).catch(
+  // As the server's user: the files are the snapshot's, and root need not read them.
+  const as = asUser(server.osUser);
+  const control = await run([...as, join(server.binDir, 'pg_controldata'), dataDir], { env, signal, cwd: server.socketDir }).catch(
     (error: unknown) => ({ stdout: '', error }),
   );
   if ('error' in control)
@@ -163,7 +203,11 @@ async function checksums(
     if (state !== 'shut down')
       return { ok: false, found: `the private cluster did not stop cleanly (state "${state ?? 'unknown'}"): checksums cannot be checked` };
     try {
-      const { stdout } = await run([join(server.binDir, 'pg_checksums'), '--check', '-D', dataDir], { env, signal, cwd: server.socketDir });
+      const { stdout } = await run([...as, join(server.binDir, 'pg_checksums'), '--check', '-D', dataDir], {
+        env,
+        signal,
+        cwd: server.socketDir,
+      });
       const blocks = /Blocks scanned:\s*(\d+)/.exec(stdout)?.[1];
       return { ok: true, found: `every page checksum matches${blocks ? ` (${blocks} blocks)` : ''}` };
     } catch (error) {

@@ -1,42 +1,45 @@
-import { access, mkdir, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream, type RunResult } from '../process/run.ts';
 import type { DrillTool } from './engine.ts';
+import { confineDataDirLinks } from './drill-datadir-links.ts';
+import { asUser, drillServerUser } from './drill-server-user.ts';
 import { drillEnvironment, locateTool, networkIsolation } from './drill-tools.ts';
+import { clientOptions, knownSettings, serverOverrides } from './private-postgres-settings.ts';
 
 /**
  * A private PostgreSQL cluster for a drill (the pgdump drill on a fresh
  * `initdb`, the physical postgres drill on a restored data directory). It can
- * never reach, or be reached from, production. Whatever the data directory's
- * postgresql.conf and postgresql.auto.conf say, these are command-line
- * overrides (`-c`, which win over both):
+ * never reach, or be reached from, production, and what the restored data says
+ * cannot change that:
  *
- * - `listen_addresses=''`: no TCP; the only way in is a Unix socket in a
- *   private directory (mode 0700) under the drill's scratch directory, through
- *   a private pg_hba.conf (`hba_file`) that trusts local connections only;
- * - `archive_mode=off`: no WAL is pushed anywhere (not to Cairn's log archive
- *   either);
- * - `restore_command=''`, `primary_conninfo=''`, `primary_slot_name=''`, and
- *   standby.signal and recovery.signal removed from a restored data directory:
- *   it starts as a primary after crash recovery from its own pg_wal, fetching
- *   nothing and following no one;
- * - `max_logical_replication_workers=0`: a restored subscription never connects
- *   to its publisher; `shared_preload_libraries=''` (unless the caller keeps
- *   them): no background worker of an extension (pg_cron, pglogical) runs;
- * - `synchronous_standby_names=''`: a commit never waits for a standby that
- *   will not come;
- * - `logging_collector=off`: the log goes to the drill (stderr), not into a
- *   log directory the restored configuration names;
+ * - a restored data directory holding a symbolic link that leads outside the
+ *   drill's scratch directory (`pg_wal`, `pg_tblspc/<oid>`) is refused before
+ *   anything runs on it (drill-datadir-links.ts);
+ * - its postgresql.conf and postgresql.auto.conf are not read (the server gets
+ *   the drill's own, empty, configuration file), and every setting naming a
+ *   file, a command, a library or a peer is set on the command line
+ *   (private-postgres-settings.ts): `listen_addresses=''` (the only way in is a
+ *   Unix socket in a private 0700 directory, through the drill's pg_hba.conf
+ *   trusting local connections only), `archive_mode=off`,
+ *   `restore_command=''`, `primary_conninfo=''`, no preloaded library,
+ *   `external_pid_file=''`, `data_directory` the scratch copy, `ssl=off`, and
+ *   standby.signal and recovery.signal removed: it starts as a primary after
+ *   crash recovery from its own pg_wal, fetching nothing, following no one;
+ * - every client connects with options (PGOPTIONS) that outrank the per-role
+ *   and per-database settings of the restored catalogs (no
+ *   session_preload_libraries, an empty search_path; on 17 no event trigger);
  * - started in a network namespace of its own where the host allows it
  *   (drill-tools.ts, networkIsolation), so even dblink or postgres_fdw in the
  *   restored data cannot open a connection;
- * - run as the `postgres` user when the drill runs as root (PostgreSQL refuses
- *   root), the data and socket directories given to that user first
- *   (`setpriv`, which execs, so the drill signals the postmaster itself);
- * - the environment of drillEnvironment: no PG* variable.
+ * - run, when the drill runs as root, as the unprivileged `cairn-drill` user
+ *   (drill-server-user.ts), never as `postgres`, who owns production's data
+ *   (`setpriv … --no-new-privs`, which execs, so the drill signals the
+ *   postmaster itself); the data and run directories are given to it first;
+ * - the environment of drillEnvironment: no PG* variable of the caller.
  *
  * Clients connect with clientArgs (`-h <private socket dir> -p <port> -U
  * <superuser>`) only, never with the plan's connection options.
@@ -52,12 +55,18 @@ export interface PrivatePostgres {
   readonly isolated: boolean;
   /** What every client program (psql, pg_restore, pg_amcheck) takes to reach this server and nothing else. */
   readonly clientArgs: readonly string[];
-  /** The environment for client programs: the drill's, without PG* variables. */
+  /** The OS user the server runs as (undefined: the drill's own). */
+  readonly osUser: string | undefined;
+  /** The environment for the superuser's client programs: the drill's, without PG* variables, with PGOPTIONS (clientOptions). */
   readonly env: NodeJS.ProcessEnv;
-  /** Runs SQL through psql (-X -At, ON_ERROR_STOP); returns stdout. */
-  sql(statement: string, database?: string): Promise<string>;
-  /** Runs `binDir/program` with clientArgs, then `args`. */
-  client(program: string, args: readonly string[], options?: { stdin?: Readable | undefined; doing?: string }): Promise<RunResult>;
+  /** Runs SQL through psql (-X -At, ON_ERROR_STOP) as the superuser, or as `role`; returns stdout. */
+  sql(statement: string, database?: string, role?: string): Promise<string>;
+  /** Runs `binDir/program` with clientArgs (`-U role` when given), then `args`. */
+  client(
+    program: string,
+    args: readonly string[],
+    options?: { stdin?: Readable | undefined; doing?: string; role?: string | undefined },
+  ): Promise<RunResult>;
   /** The server's log so far (stderr), for a failure's message. */
   log(): string;
   /** A fast, clean shutdown (SIGINT; SIGKILL if it hangs); waits for the exit. Safe to call twice; never throws. */
@@ -77,8 +86,8 @@ export interface PrivatePostgresOptions {
   superuser?: string | undefined;
   /** A throwaway cluster (the pgdump drill): fsync, full_page_writes and autovacuum off, wal_level minimal. */
   fast?: boolean | undefined;
-  /** Keep the data directory's shared_preload_libraries (an extension its tables need at start). Default: none loaded. */
-  keepPreloadLibraries?: boolean | undefined;
+  /** The drill's scratch directory: no symbolic link of a restored data directory may lead outside it. */
+  scratchDir: string;
   /** More -c settings; they cannot undo the overrides above (those come last). */
   settings?: Readonly<Record<string, string>> | undefined;
   env: NodeJS.ProcessEnv;
@@ -110,40 +119,31 @@ export async function postgresBinDir(env: NodeJS.ProcessEnv, major?: string): Pr
   return dirname(await realpath(postgres));
 }
 
-/** The OS user the server runs as: `postgres` under root, else the drill's own user (undefined). */
-async function serverUser(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  if (passwd.split('\n').some((line) => line.startsWith('postgres:'))) return 'postgres';
-  throw new CairnError('Cairn.Usage', 'a drill run as root needs a `postgres` user to run its private PostgreSQL server as', {
-    hint: 'install the postgresql package (it creates the user), or run the drill as another user',
-  });
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(
-    () => true,
-    () => false,
-  );
-}
-
 export async function startPrivatePostgres(options: PrivatePostgresOptions): Promise<PrivatePostgres> {
   const env = drillEnvironment(options.env);
-  const major = options.initialize
-    ? undefined
-    : (await readFile(join(options.dataDir, 'PG_VERSION'), 'utf8').catch(() => '')).trim() || undefined;
+  // Before anything reads, runs on or chowns a restored data directory: its links must stay in scratch.
+  if (!options.initialize) await confineDataDirLinks(options.dataDir, options.scratchDir);
+  // PG_VERSION is the snapshot's: only digits may become part of the path of the programs run.
+  const version = options.initialize ? '' : (await readFile(join(options.dataDir, 'PG_VERSION'), 'utf8').catch(() => '')).trim();
+  const major = /^\d{1,3}$/.test(version) ? version : undefined;
   const binDir = options.binDir ?? (await postgresBinDir(env, major));
   const superuser = options.superuser ?? 'postgres';
-  const user = await serverUser();
-  const as = user ? ['setpriv', `--reuid=${user}`, `--regid=${user}`, '--init-groups', '--'] : [];
+  const user = await drillServerUser(env);
+  const as = asUser(user);
+  const known = await knownSettings(binDir, env);
+  const clientEnv = (role: string): NodeJS.ProcessEnv => ({ ...env, PGOPTIONS: clientOptions(known, role === superuser) });
+  const superuserEnv = clientEnv(superuser);
   // Parents the server's user can pass through (not list); the directories themselves its own, 0700.
   await mkdir(dirname(options.runDir), { recursive: true, mode: 0o711 });
   await mkdir(dirname(options.dataDir), { recursive: true, mode: 0o711 });
   await mkdir(options.runDir, { mode: 0o700 });
   const hba = join(options.runDir, 'pg_hba.conf');
   await writeFile(hba, '# a drill: the private socket only\nlocal all all trust\n', { mode: 0o600 });
+  const ident = join(options.runDir, 'pg_ident.conf');
+  await writeFile(ident, '# a drill: no user name maps\n', { mode: 0o600 });
   if (options.initialize) await mkdir(options.dataDir, { recursive: true, mode: 0o700 });
-  if (user) await run(['chown', '-R', `${user}:`, options.dataDir, options.runDir], { env });
+  // -h: a link is chowned itself, never what it points at.
+  if (user) await run(['chown', '-R', '-h', `${user}:`, options.dataDir, options.runDir], { env });
   if (options.initialize) {
     await run(
       [
@@ -166,34 +166,23 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
     await rm(join(options.dataDir, 'standby.signal'), { force: true });
     await rm(join(options.dataDir, 'recovery.signal'), { force: true });
   }
-  // Debian keeps postgresql.conf in /etc, so a restored data directory may have none: an empty one of the drill's then.
+  // A restored configuration is not read: postgresql.conf may name production's paths, commands and
+  // libraries, and include other files; postgresql.auto.conf (read from the data directory whatever
+  // config_file says) likewise. The server gets the drill's empty file; its settings are on the command line.
   let configFile: string[] = [];
-  if (!(await exists(join(options.dataDir, 'postgresql.conf')))) {
+  if (!options.initialize) {
+    await rm(join(options.dataDir, 'postgresql.auto.conf'), { force: true, recursive: true });
     const conf = join(options.runDir, 'postgresql.conf');
     await writeFile(conf, '# a drill: settings are on the command line\n', { mode: 0o644 });
     configFile = ['-c', `config_file=${conf}`];
   }
-  if (user) await run(['chown', '-R', `${user}:`, options.runDir], { env });
+  if (user) await run(['chown', '-R', '-h', `${user}:`, options.runDir], { env });
   const overrides: Record<string, string> = {
     ...(options.fast
       ? { fsync: 'off', full_page_writes: 'off', synchronous_commit: 'off', autovacuum: 'off', wal_level: 'minimal', max_wal_senders: '0' }
       : {}),
     ...options.settings,
-    listen_addresses: '',
-    port: String(SERVER_PORT),
-    unix_socket_directories: options.runDir,
-    unix_socket_permissions: '0700',
-    hba_file: hba,
-    archive_mode: 'off',
-    restore_command: '',
-    primary_conninfo: '',
-    primary_slot_name: '',
-    max_logical_replication_workers: '0',
-    synchronous_standby_names: '',
-    logging_collector: 'off',
-    log_destination: 'stderr',
-    cluster_name: 'cairn-drill',
-    ...(options.keepPreloadLibraries ? {} : { shared_preload_libraries: '', session_preload_libraries: '', local_preload_libraries: '' }),
+    ...serverOverrides({ dataDir: options.dataDir, runDir: options.runDir, port: SERVER_PORT, hbaFile: hba, identFile: ident, known }),
   };
   const isolation = await networkIsolation(env);
   const argv = [
@@ -215,7 +204,8 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
     () => undefined,
   );
   void done.then(() => (exited = true));
-  const clientArgs = ['-h', options.runDir, '-p', String(SERVER_PORT), '-U', superuser];
+  const connect = (role: string): string[] => ['-h', options.runDir, '-p', String(SERVER_PORT), '-U', role];
+  const clientArgs = connect(superuser);
   const server: PrivatePostgres = {
     dataDir: options.dataDir,
     socketDir: options.runDir,
@@ -223,20 +213,23 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
     binDir,
     superuser,
     isolated: isolation.length > 0,
+    osUser: user,
     clientArgs,
-    env,
+    env: superuserEnv,
     async client(program, args, opts = {}) {
-      return run([join(binDir, program), ...clientArgs, ...args], {
-        env,
+      const role = opts.role ?? superuser;
+      return run([join(binDir, program), ...connect(role), ...args], {
+        env: clientEnv(role),
         signal: options.signal,
         cwd: options.runDir,
         ...(opts.stdin ? { stdin: opts.stdin } : {}),
       }).catch((error: unknown) => rethrow(error, opts.doing ?? `${program} against the private cluster`));
     },
-    async sql(statement, database = 'postgres') {
+    async sql(statement, database = 'postgres', role = superuser) {
       return (
         await server.client('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', dbnameConninfo(database), '-c', statement], {
           doing: 'a query',
+          role,
         })
       ).stdout;
     },
@@ -262,7 +255,10 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
       throw new CairnError('Cairn.Cancelled', 'the drill was cancelled while its private PostgreSQL server started');
     }
     try {
-      await run([join(binDir, 'psql'), ...clientArgs, '-X', '-At', '-d', 'postgres', '-c', 'SELECT 1'], { env, cwd: options.runDir });
+      await run([join(binDir, 'psql'), ...clientArgs, '-X', '-At', '-d', 'postgres', '-c', 'SELECT 1'], {
+        env: superuserEnv,
+        cwd: options.runDir,
+      });
       return server;
     } catch (error) {
       if (Date.now() > deadline) {
@@ -294,8 +290,8 @@ export async function isEmptyDirectory(path: string): Promise<boolean> {
 
 function startHint(options: PrivatePostgresOptions): string {
   return options.initialize
-    ? 'check that postgresql is installed and the drill scratch directory (CAIRN_DRILL_DIR) is reachable by the postgres user'
-    : 'the restored data directory may need another PostgreSQL major version or a preloaded extension; its log says why';
+    ? 'check that postgresql is installed and the drill scratch directory (CAIRN_DRILL_DIR) is reachable by the cairn-drill user (chmod o+x on its parents)'
+    : 'the restored data directory may need another PostgreSQL major version or a preloaded extension (the drill loads none); its log says why';
 }
 
 function lastLines(text: string): string {

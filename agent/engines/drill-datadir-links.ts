@@ -1,0 +1,68 @@
+import type { Dirent } from 'node:fs';
+import { readdir, readlink, realpath } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { CairnError } from '../core/errors.ts';
+
+/**
+ * A restored data directory's symbolic links, confined to the drill's scratch
+ * directory. The restore writes a snapshot's symlinks as they are (it never
+ * follows one while writing), but a server started on the data directory does
+ * follow them: a crafted `pg_wal` or `pg_tblspc/<oid>` link (or any relation
+ * file that is a link) would have the private server write, and crash-recover,
+ * into production's files. So before a server is started on restored data,
+ * every link is resolved (realpath, or, for a dangling one, its nearest
+ * existing ancestor: a server would create the missing part) and one that
+ * leads outside the scratch directory refuses the drill, naming it.
+ */
+
+/** Where `target` (a link's text, read at `link`) leads: the real path of its nearest existing ancestor, plus the missing rest. */
+async function destination(link: string, target: string): Promise<string> {
+  let path = isAbsolute(target) ? target : resolve(dirname(link), target);
+  const missing: string[] = [];
+  for (;;) {
+    try {
+      return join(await realpath(path), ...missing.reverse());
+    } catch {
+      const parent = dirname(path);
+      if (parent === path) return path;
+      missing.push(path.slice(parent.length + (parent.endsWith(sep) ? 0 : 1)));
+      path = parent;
+    }
+  }
+}
+
+function inside(path: string, root: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
+}
+
+/** Every symlink under `dir` (never followed), as paths relative to `dir`. */
+async function links(dir: string): Promise<string[]> {
+  const entries: Dirent[] = await readdir(dir, { withFileTypes: true, recursive: true });
+  return entries.filter((e) => e.isSymbolicLink()).map((e) => relative(dir, join(e.parentPath, e.name)));
+}
+
+/**
+ * Refuses (Cairn.Damaged, naming the link and where it leads) a data directory holding a symbolic
+ * link that resolves outside `scratchDir`; returns the links it found, all inside.
+ */
+export async function confineDataDirLinks(dataDir: string, scratchDir: string): Promise<string[]> {
+  const root = await realpath(scratchDir);
+  const found = await links(dataDir);
+  const outside: string[] = [];
+  for (const rel of found) {
+    const link = join(dataDir, rel);
+    const target = await readlink(link);
+    const to = await destination(link, target);
+    if (!inside(to, root)) outside.push(`${rel} -> ${target}${to === target ? '' : ` (${to})`}`);
+  }
+  if (outside.length > 0)
+    throw new CairnError(
+      'Cairn.Damaged',
+      `the restored data directory holds ${outside.length === 1 ? 'a symbolic link' : `${outside.length} symbolic links`} leading outside the drill's scratch directory: ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''}; a server started on it would read and write there (production's files), so the drill refuses to start one`,
+      {
+        hint: 'a snapshot of a cluster without extra tablespaces or a relocated pg_wal holds no such link: this one was made elsewhere or crafted; do not restore it onto a host whose files it names',
+      },
+    );
+  return found;
+}
