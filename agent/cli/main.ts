@@ -6,66 +6,77 @@ import { Cli } from './context.ts';
 import type { CliStreams } from './output.ts';
 import { createProgram } from './program.ts';
 import { finishRun, type StorageFlags } from './storage-options.ts';
-import { registerAgent } from './commands/agent.ts';
-import { registerBackup } from './commands/backup.ts';
-import { registerBinlogPush } from './commands/binlog-push.ts';
-import { registerCheck } from './commands/check.ts';
-import { registerCopy } from './commands/copy.ts';
-import { registerDiff } from './commands/diff.ts';
-import { registerDrill } from './commands/drill.ts';
-import { registerDump } from './commands/dump.ts';
-import { registerEngines } from './commands/engines.ts';
-import { registerFind } from './commands/find.ts';
-import { registerForget } from './commands/forget.ts';
-import { registerHistory } from './commands/history.ts';
-import { registerInit } from './commands/init.ts';
-import { registerKey } from './commands/key/index.ts';
-import { registerLs } from './commands/ls.ts';
-import { registerPin } from './commands/pin.ts';
-import { registerPitr } from './commands/pitr/index.ts';
-import { registerPrune } from './commands/prune.ts';
-import { registerRepair } from './commands/repair.ts';
-import { registerRestore } from './commands/restore.ts';
-import { registerSnapshots } from './commands/snapshots.ts';
-import { registerStats } from './commands/stats.ts';
-import { registerTag } from './commands/tag.ts';
-import { registerUnlock } from './commands/unlock.ts';
-import { registerVerify } from './commands/verify.ts';
-import { registerWalDaemon } from './commands/wal-daemon.ts';
-import { registerWalFetch } from './commands/wal-fetch.ts';
-import { registerWalPush } from './commands/wal-push.ts';
+type Register = (program: Command, cli: Cli) => void;
 
-/** Every command, in the order `cairn --help` lists them: one file each under commands/. */
-const COMMANDS: ((program: Command, cli: Cli) => void)[] = [
-  registerInit,
-  registerBackup,
-  registerEngines,
-  registerSnapshots,
-  registerRestore,
-  registerVerify,
-  registerDrill,
-  registerForget,
-  registerPin,
-  registerPrune,
-  registerUnlock,
-  registerHistory,
-  registerStats,
-  registerCheck,
-  registerRepair,
-  registerCopy,
-  registerLs,
-  registerFind,
-  registerDiff,
-  registerDump,
-  registerTag,
-  registerKey,
-  registerAgent,
-  registerWalPush,
-  registerWalFetch,
-  registerWalDaemon,
-  registerBinlogPush,
-  registerPitr,
+/**
+ * Every command, in the order `cairn --help` lists them: one file each under commands/, with
+ * the names it registers. A file is imported only when its command runs (or for help): a
+ * command's module pulls in its whole library (the repository, engines, PITR…), and loading
+ * every one of them cost most of the CLI's start-up (issue 21). The names here only choose
+ * what to load; a name missing or wrong makes main() load every command, never fail.
+ */
+const COMMANDS: [names: string[], load: () => Promise<Register>][] = [
+  [['init'], async () => (await import('./commands/init.ts')).registerInit],
+  [['backup'], async () => (await import('./commands/backup.ts')).registerBackup],
+  [['engines'], async () => (await import('./commands/engines.ts')).registerEngines],
+  [['snapshots'], async () => (await import('./commands/snapshots.ts')).registerSnapshots],
+  [['restore'], async () => (await import('./commands/restore.ts')).registerRestore],
+  [['verify'], async () => (await import('./commands/verify.ts')).registerVerify],
+  [['drill'], async () => (await import('./commands/drill.ts')).registerDrill],
+  [['forget'], async () => (await import('./commands/forget.ts')).registerForget],
+  [['pin', 'unpin'], async () => (await import('./commands/pin.ts')).registerPin],
+  [['prune'], async () => (await import('./commands/prune.ts')).registerPrune],
+  [['unlock'], async () => (await import('./commands/unlock.ts')).registerUnlock],
+  [['history'], async () => (await import('./commands/history.ts')).registerHistory],
+  [['stats'], async () => (await import('./commands/stats.ts')).registerStats],
+  [['check'], async () => (await import('./commands/check.ts')).registerCheck],
+  [['repair'], async () => (await import('./commands/repair.ts')).registerRepair],
+  [['copy'], async () => (await import('./commands/copy.ts')).registerCopy],
+  [['ls'], async () => (await import('./commands/ls.ts')).registerLs],
+  [['find'], async () => (await import('./commands/find.ts')).registerFind],
+  [['diff'], async () => (await import('./commands/diff.ts')).registerDiff],
+  [['dump'], async () => (await import('./commands/dump.ts')).registerDump],
+  [['tag'], async () => (await import('./commands/tag.ts')).registerTag],
+  [['key'], async () => (await import('./commands/key/index.ts')).registerKey],
+  [['agent'], async () => (await import('./commands/agent.ts')).registerAgent],
+  [['wal-push'], async () => (await import('./commands/wal-push.ts')).registerWalPush],
+  [['wal-fetch'], async () => (await import('./commands/wal-fetch.ts')).registerWalFetch],
+  [['wal-daemon'], async () => (await import('./commands/wal-daemon.ts')).registerWalDaemon],
+  [['binlog-push'], async () => (await import('./commands/binlog-push.ts')).registerBinlogPush],
+  [['pitr'], async () => (await import('./commands/pitr/index.ts')).registerPitr],
 ];
+
+/** The command names of COMMANDS, for the test that checks them against what each file registers. */
+export const COMMAND_NAMES: readonly (readonly string[])[] = COMMANDS.map(([names]) => names);
+
+/** Loads and registers every command, or (the common case) only the one that argv names. */
+async function registerCommands(program: Command, cli: Cli, argv: string[]): Promise<void> {
+  const wanted = commandInArgv(program, argv.slice(2));
+  if (wanted === 'version') return; // commander prints the version before it looks at any command
+  const chosen = wanted === undefined ? [] : COMMANDS.filter(([names]) => names.includes(wanted));
+  for (const [, load] of chosen) (await load())(program, cli);
+  if (chosen.length > 0 && program.commands.some((c) => c.name() === wanted)) return;
+  for (const entry of COMMANDS) if (!chosen.includes(entry)) (await entry[1]())(program, cli);
+}
+
+/**
+ * What commander will do with these arguments (argv without node and the script), as far as loading goes: 'version' when the
+ * global --version comes before any command name, the command name when the arguments
+ * before it are global options only, or undefined (help, an unknown option, anything
+ * unusual), which loads every command so commander sees the whole program as before.
+ */
+export function commandInArgv(program: Command, args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (!arg.startsWith('-')) return arg;
+    if (arg === '-V' || arg === '--version') return 'version';
+    const [flag, inline] = arg.startsWith('--') ? arg.split(/=(.*)/s, 2) : [arg, undefined];
+    const option = program.options.find((o) => o.long === flag || o.short === flag);
+    if (option === undefined || (option.optional && inline === undefined)) return undefined;
+    if (option.required && inline === undefined) i++; // its value is the next argument
+  }
+  return undefined;
+}
 
 /**
  * Runs the CLI and returns the process exit code (docs/exit-codes.md); never
@@ -92,8 +103,8 @@ export async function main(
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const program = createProgram(cli);
-  for (const register of COMMANDS) register(program, cli);
   try {
+    await registerCommands(program, cli, argv);
     await program.parseAsync(argv);
     await finishRun(program.opts<StorageFlags>(), cli.run, true, cli.streams.stderr);
     return cli.quietExitCode ?? ExitCode.ok;

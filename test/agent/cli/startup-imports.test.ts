@@ -4,7 +4,10 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CAIRN_BIN } from '../../helpers/cli.ts';
+import { Cli } from '../../../agent/cli/context.ts';
+import { COMMAND_NAMES, commandInArgv } from '../../../agent/cli/main.ts';
+import { createProgram } from '../../../agent/cli/program.ts';
+import { CAIRN_BIN, runCli } from '../../helpers/cli.ts';
 
 /**
  * Start-up cost (issue 21): a command that needs no cloud must not load a cloud SDK. The
@@ -48,6 +51,8 @@ async function loadedModules(
 }
 
 const CLOUD = /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-auth-library|gaxios)\//;
+/** A command's module under agent/cli/commands/ (main.ts imports each only when its command runs). */
+const COMMAND_MODULE = /\/agent\/cli\/commands\//;
 
 describe('start-up loads no cloud SDK for local commands', () => {
   it('--version and snapshots on a file repository load no @aws-sdk/, @smithy/ or @google-cloud/ module', async () => {
@@ -66,6 +71,11 @@ describe('start-up loads no cloud SDK for local commands', () => {
         version.urls.filter((u) => CLOUD.test(u)),
         [],
       );
+      assert.deepEqual(
+        version.urls.filter((u) => COMMAND_MODULE.test(u)),
+        [],
+        '--version loads no command module',
+      );
 
       const init = await loadedModules(dir, ['init'], env);
       assert.equal(init.code, 0, init.stderr);
@@ -75,7 +85,8 @@ describe('start-up loads no cloud SDK for local commands', () => {
         'init on a file repository',
       );
 
-      const snapshots = await loadedModules(dir, ['snapshots'], env);
+      // Global options before the command: main.ts skips them (and --concurrency's value) to find it.
+      const snapshots = await loadedModules(dir, ['--concurrency', '2', 'snapshots'], env);
       assert.equal(snapshots.code, 0, snapshots.stderr);
       assert.ok(
         snapshots.urls.some((u) => u.endsWith('/agent/core/repository.ts')),
@@ -86,8 +97,54 @@ describe('start-up loads no cloud SDK for local commands', () => {
         [],
         'snapshots on a file repository',
       );
+      assert.deepEqual(
+        [...new Set(snapshots.urls.filter((u) => COMMAND_MODULE.test(u)).map((u) => u.replace(/^.*\/agent\/cli\/commands\//, '')))],
+        ['snapshots.ts'],
+        'snapshots loads its own command module only',
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('main.ts loads the command a run names', () => {
+  it("COMMAND_NAMES lists what each command's module registers, in --help's order", async () => {
+    const help = await runCli(['--help'], {});
+    assert.equal(help.code, 0, help.stderr);
+    const listed = [...help.stdout.split('\nCommands:\n')[1]!.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]).filter((n) => n !== 'help');
+    assert.deepEqual(listed, COMMAND_NAMES.flat());
+  });
+
+  it('finds the command after global options, and loads every command when it cannot tell', () => {
+    const program = createProgram(new Cli({}));
+    const cases: [string[], string | undefined][] = [
+      [['snapshots'], 'snapshots'],
+      [['--json', '--concurrency', '3', '--repo=/x', 'unpin', 'abc'], 'unpin'],
+      [['-r', '/x', '-q', 'backup', '--engine', 'etcd'], 'backup'],
+      [['--password-file', 'init', 'snapshots'], 'snapshots'], // the file's name is not the command
+      [['--version'], 'version'],
+      [['-q', '-V', 'snapshots'], 'version'],
+      [['--help'], undefined],
+      [['help', 'snapshots'], 'help'],
+      [['--bogus', 'snapshots'], undefined], // commander would treat what follows as unknown
+      [['-qr/x', 'snapshots'], undefined],
+      [[], undefined],
+    ];
+    for (const [args, expected] of cases) assert.equal(commandInArgv(program, args), expected, args.join(' '));
+  });
+
+  it('every command, loaded alone, is the one run (its help)', async () => {
+    for (const name of COMMAND_NAMES.flat()) {
+      const alone = await runCli(['--json', '--concurrency', '3', '--repo=/nonexistent', name, '--help'], {});
+      assert.equal(alone.code, 0, `${name}: ${alone.stderr}`);
+      assert.match(alone.stdout, new RegExp(`^Usage: cairn ${name} `), name);
+    }
+  });
+
+  it('an unknown command is still refused with the list of commands in reach (every module loaded)', async () => {
+    const typo = await runCli(['snapshot'], {});
+    assert.equal(typo.code, 2);
+    assert.match(typo.stderr, /unknown command 'snapshot'[\s\S]*snapshots/);
   });
 });
