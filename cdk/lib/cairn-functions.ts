@@ -30,6 +30,8 @@ export interface CairnFunctionsProps {
   /** Cairn's SecureString key (plan-parameters.ts). */
   parameterKey: kms.IKey;
   documentName: string;
+  /** The bucket's Object Lock (repository.objectLock): with it, extend-locks keeps reused packs locked. */
+  objectLock?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; days: number } | undefined;
 }
 
 /**
@@ -53,6 +55,8 @@ export class CairnFunctions extends Construct {
   readonly freshness: CairnFunction;
   /** Only when some plan has PITR on. */
   readonly archiveLag: CairnFunction | undefined;
+  /** Only with Object Lock: keeps what a new snapshot uses locked for the lock period (the Backup machine's ExtendLocks). */
+  readonly extendLocks: CairnFunction | undefined;
   /** The key the run lease and run records are sealed with (agent/core/run-lease.ts): functions only, never hosts. */
   readonly controlSeal: secretsmanager.Secret;
 
@@ -66,6 +70,8 @@ export class CairnFunctions extends Construct {
       DOCUMENT_NAME: props.documentName,
       POWERTOOLS_SERVICE_NAME: 'cairn',
       POWERTOOLS_METRICS_NAMESPACE: 'Cairn',
+      // apply-retention keeps every snapshot younger than the lock; extend-locks keeps what they use locked.
+      ...(props.objectLock ? { OBJECT_LOCK_DAYS: String(props.objectLock.days), OBJECT_LOCK_MODE: props.objectLock.mode } : {}),
     };
     const make = (fid: string, entry: string, description: string, timeout?: Duration): CairnFunction =>
       new CairnFunction(this, fid, { entry, description, environment, ...(timeout === undefined ? {} : { timeout }) });
@@ -93,6 +99,9 @@ export class CairnFunctions extends Construct {
       "Cairn: creates a plan's repository if absent, with the plan's key source",
     );
     this.freshness = make('Freshness', 'freshness', "Cairn: publishes the age of each plan's newest good backup");
+    this.extendLocks = props.objectLock
+      ? make('ExtendLocks', 'extend-locks', 'Cairn: keeps the objects a new snapshot uses under Object Lock', Duration.minutes(15))
+      : undefined;
 
     this.archiveLag = this.archiveLagFunction(props, make);
     this.controlSeal = this.controlSealSecret(props.envName);
@@ -107,6 +116,7 @@ export class CairnFunctions extends Construct {
       this.recordResult,
       this.createRepository,
       this.freshness,
+      ...(this.extendLocks ? [this.extendLocks] : []),
     ];
     const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
@@ -143,24 +153,42 @@ export class CairnFunctions extends Construct {
           }),
         );
     }
-    for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) props.bucket.grantPut(fn);
     // Deletes stay inside the plans' prefixes of the environment's bucket (current objects only: no
     // s3:DeleteObjectVersion, so a delete leaves a noncurrent version until the lifecycle expires it).
     const ownPrefixes = props.plans
       .map((p) => repositoryLocation(p.repository.url))
       .filter((l) => l.scheme === 's3' && l.bucket === props.bucketName)
       .map((l) => props.bucket.arnForObjects(`${l.prefix}*`));
-    for (const fn of [this.applyRetention, this.gcSweep]) {
-      if (ownPrefixes.length > 0)
-        fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'DeleteInPlanPrefixes', actions: ['s3:DeleteObject'], resources: ownPrefixes }));
-      // Object Lock: lets retention extend the lock of packs later snapshots still reference (not called yet: docs/contracts.md).
+    // Writes too, and only objects: not bucket.grantPut, whose action set also sets Object Lock retention,
+    // legal holds and tags on the whole bucket (a retention can only be extended by extend-locks, below).
+    for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) {
+      if (ownPrefixes.length === 0) continue;
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({ sid: 'PutInPlanPrefixes', actions: ['s3:PutObject', 's3:AbortMultipartUpload'], resources: ownPrefixes }),
+      );
       fn.addToRolePolicy(
         new iam.PolicyStatement({
-          actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'],
-          resources: [props.bucket.arnForObjects('*')],
+          sid: 'PutDataKey',
+          actions: ['kms:GenerateDataKey'],
+          resources: [props.bucketKey.keyArn],
+          conditions: { StringEquals: { 'kms:ViaService': `s3.${stack.region}.amazonaws.com` } },
         }),
       );
     }
+    for (const fn of [this.applyRetention, this.gcSweep]) {
+      if (ownPrefixes.length > 0)
+        fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'DeleteInPlanPrefixes', actions: ['s3:DeleteObject'], resources: ownPrefixes }));
+    }
+    // Object Lock: extend-locks reads and extends the retention of objects under the plans' prefixes, nothing else
+    // (no s3:BypassGovernanceRetention: it never shortens a lock).
+    if (this.extendLocks && ownPrefixes.length > 0)
+      this.extendLocks.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: 'ObjectLockInPlanPrefixes',
+          actions: ['s3:GetObjectRetention', 's3:PutObjectRetention'],
+          resources: ownPrefixes,
+        }),
+      );
     // The run lease (one object per plan, orchestration/lease) is taken by plan-backup and
     // given back by finalize-backup or record-result: put and delete on that key only. plan-backup
     // also creates the scheduled time's run record (orchestration/runs/<hash>, create-if-absent),
@@ -256,6 +284,7 @@ export class CairnFunctions extends Construct {
       this.createRepository,
       this.freshness,
       ...(this.archiveLag ? [this.archiveLag] : []),
+      ...(this.extendLocks ? [this.extendLocks] : []),
     ];
   }
 

@@ -47,6 +47,7 @@ export class CairnStack extends Stack {
       bucketKey: this.storage.key,
       parameterKey: this.planParameters.key,
       documentName: this.agentDocument.documentName,
+      objectLock: config.repository.objectLock,
     });
     this.stateMachines = new CairnStateMachines(this, 'StateMachines', {
       envName,

@@ -13,8 +13,8 @@ import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
  * written to these shapes:
  *
  * - Backup `{planId, scheduledTime?}`: PlanBackup → Skipped? → EnsureRepository → RunAgent (SSM
- *   sendCommand.waitForTaskToken) → FinalizeBackup → ApplyRetention → WaitGrace
- *   → GcSweep (distributed Map) → Succeeded.
+ *   sendCommand.waitForTaskToken) → FinalizeBackup → [with Object Lock: StartLocks → ExtendLocks
+ *   ⟲ LocksKept?] → ApplyRetention → WaitGrace → GcSweep (distributed Map) → Succeeded.
  * - Retention `{planId}`: EnsureRepository → ApplyRetention → WaitGrace → GcSweep.
  * - Restore (the restore input, docs/contracts.md): PlanRestore → DryRun? → RunAgent → RecordResult.
  * - Verify `{planId}`: PlanVerify → RunAgent (verify or drill) → RecordResult.
@@ -31,6 +31,8 @@ export interface MachineFunctions {
   planVerify: lambda.IFunction;
   recordResult: lambda.IFunction;
   createRepository: lambda.IFunction;
+  /** Only with Object Lock (cairn-functions.ts). */
+  extendLocks?: lambda.IFunction | undefined;
 }
 
 export interface MachineContext {
@@ -88,8 +90,13 @@ const catchAll = { errors: ['States.ALL'], resultPath: '$.error' };
  * through the task token; a dead agent is caught by the heartbeat timeout.
  * `operation` is a literal or a JSONPath to the plan's operation.
  */
-function runAgent(scope: Construct, ctx: MachineContext, operation: { literal: string } | { path: string }): sfn.CustomState {
-  return new sfn.CustomState(scope, 'RunAgent', {
+function runAgent(
+  scope: Construct,
+  ctx: MachineContext,
+  operation: { literal: string } | { path: string },
+  name = 'RunAgent',
+): sfn.CustomState {
+  return new sfn.CustomState(scope, name, {
     stateJson: {
       Type: 'Task',
       Resource: 'arn:aws:states:::aws-sdk:ssm:sendCommand.waitForTaskToken',
@@ -124,6 +131,26 @@ function ensureRepository(scope: Construct, ctx: MachineContext, onError: sfn.IC
   );
 }
 
+/**
+ * With Object Lock: ExtendLocks keeps every object the new snapshot uses locked for the lock
+ * period (functions/extend-locks.ts), a bounded batch per invocation, called again with its own
+ * result (`$.locks`) until `done`. Without Object Lock, nothing.
+ */
+function keepLocks(scope: Construct, ctx: MachineContext, onError: sfn.IChainable, next: sfn.IChainable): sfn.IChainable {
+  const fn = ctx.functions.extendLocks;
+  if (fn === undefined) return next;
+  const start = new sfn.Pass(scope, 'StartLocks', { result: sfn.Result.fromObject({}), resultPath: '$.locks' });
+  const extend = invoke(
+    scope,
+    'ExtendLocks',
+    fn,
+    { 'planId.$': '$.planId', 'snapshotId.$': '$.finalized.snapshotId', 'locks.$': '$.locks' },
+    '$.locks',
+  ).addCatch(onError, catchAll);
+  const kept = new sfn.Choice(scope, 'LocksKept?').when(sfn.Condition.booleanEquals('$.locks.done', true), next).otherwise(extend);
+  return start.next(extend).next(kept);
+}
+
 /** ApplyRetention → WaitGrace → GcSweep; shared by the Backup machine's tail and the Retention machine. */
 function retentionStates(scope: Construct, ctx: MachineContext, onError: sfn.IChainable): sfn.Chain {
   const apply = invoke(scope, 'ApplyRetention', ctx.functions.applyRetention, { 'planId.$': '$.planId' }, '$.retention').addCatch(
@@ -142,6 +169,84 @@ function retentionStates(scope: Construct, ctx: MachineContext, onError: sfn.ICh
   return apply.next(wait).next(sweep);
 }
 
+/**
+ * An `each` plan's hosts (PlanBackup's `$.plan.hosts`, one item per host whose own lease the run
+ * holds), each backed up on its own: RunHostAgent → FinalizeHostBackup → HostBackedUp. A host's
+ * failure is recorded for that host (RecordHostFailure: history, BackupFailed, its lease given
+ * back) and does not stop the others; `$.anyHostFailed.value` then says whether any failed, so the
+ * execution fails after retention has run (HostsFailed?). An inline Map: the local runner has no
+ * ItemReader, and the host list is small.
+ */
+function backupHosts(scope: Construct, ctx: MachineContext, onError: sfn.IChainable): sfn.Chain {
+  const map = new sfn.Map(scope, 'BackupHosts', {
+    itemsPath: '$.plan.hosts',
+    itemSelector: { 'planId.$': '$.planId', 'plan.$': '$$.Map.Item.Value' },
+    resultPath: '$.hostResults',
+  });
+  const failed = new sfn.Pass(scope, 'HostFailed', {
+    parameters: { 'instanceId.$': '$.plan.instanceId', status: 'failed', 'error.$': '$.error' },
+  });
+  const recordFailure = invoke(
+    scope,
+    'RecordHostFailure',
+    ctx.functions.recordResult,
+    {
+      'planId.$': '$.planId',
+      operation: 'backup',
+      outcome: 'failure',
+      'executionId.$': '$$.Execution.Id',
+      'instanceId.$': '$.plan.instanceId',
+      'error.$': '$.error',
+    },
+    undefined,
+  );
+  // A failure to record must not hide the host's own error.
+  recordFailure.addCatch(failed, { errors: ['States.ALL'], resultPath: sfn.JsonPath.DISCARD });
+  const agent = runAgent(scope, ctx, { literal: 'backup' }, 'RunHostAgent').addCatch(recordFailure, catchAll);
+  const finalize = invoke(scope, 'FinalizeHostBackup', ctx.functions.finalizeBackup, 'input', '$.finalized').addCatch(
+    recordFailure,
+    catchAll,
+  );
+  const ok = new sfn.Pass(scope, 'HostBackedUp', {
+    parameters: {
+      'instanceId.$': '$.plan.instanceId',
+      status: 'ok',
+      'snapshotId.$': '$.finalized.snapshotId',
+      'host.$': '$.finalized.host',
+    },
+  });
+  map.itemProcessor(sfn.Chain.start(agent).next(finalize).next(ok));
+  recordFailure.next(failed);
+  map.addCatch(onError, catchAll);
+  // Choice rules cannot search an array: the statuses are listed, then ArrayContains asks for 'failed'.
+  const statuses = new sfn.Pass(scope, 'HostStatuses', {
+    parameters: { 'list.$': '$.hostResults[*].status' },
+    resultPath: '$.hostStatuses',
+  });
+  const anyFailed = new sfn.Pass(scope, 'AnyHostFailed', {
+    parameters: { 'value.$': "States.ArrayContains($.hostStatuses.list, 'failed')" },
+    resultPath: '$.anyHostFailed',
+  });
+  return map.next(statuses).next(anyFailed);
+}
+
+/** The Backup machine's end: an `each` run with a failed host fails (each failure is already recorded), any other succeeds. */
+function backupOutcome(scope: Construct): sfn.Choice {
+  const failed = sfn.Condition.and(
+    sfn.Condition.isPresent('$.anyHostFailed.value'),
+    sfn.Condition.booleanEquals('$.anyHostFailed.value', true),
+  );
+  return new sfn.Choice(scope, 'HostsFailed?')
+    .when(
+      failed,
+      new sfn.Fail(scope, 'SomeHostsFailed', {
+        error: 'Cairn.Failure',
+        cause: 'the backup of one or more hosts failed: see hostResults and the RecordHostFailure states',
+      }),
+    )
+    .otherwise(new sfn.Succeed(scope, 'Succeeded'));
+}
+
 export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.IChainable {
   const onError = failureTail(scope, ctx, 'backup');
   const plan = invoke(
@@ -151,19 +256,21 @@ export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
     { 'planId.$': '$.planId', 'input.$': '$', 'executionId.$': '$$.Execution.Id' },
     '$.plan',
   ).addCatch(onError, catchAll);
-  const done = new sfn.Succeed(scope, 'Succeeded');
   const skipped = new sfn.Succeed(scope, 'SkippedAlreadyDone');
   const agent = runAgent(scope, ctx, { literal: 'backup' }).addCatch(onError, catchAll);
   const finalize = invoke(scope, 'FinalizeBackup', ctx.functions.finalizeBackup, 'input', '$.finalized').addCatch(onError, catchAll);
+  const retention = retentionStates(scope, ctx, onError).next(backupOutcome(scope));
+  const each = sfn.Condition.and(sfn.Condition.isPresent('$.plan.mode'), sfn.Condition.stringEquals('$.plan.mode', 'each'));
   return plan.next(
     new sfn.Choice(scope, 'Skipped?')
       .when(sfn.Condition.and(sfn.Condition.isPresent('$.plan.skip'), sfn.Condition.booleanEquals('$.plan.skip', true)), skipped)
       .otherwise(
-        ensureRepository(scope, ctx, onError)
-          .next(agent)
-          .next(finalize)
-          .next(retentionStates(scope, ctx, onError))
-          .next(done),
+        ensureRepository(scope, ctx, onError).next(
+          new sfn.Choice(scope, 'EachHost?')
+            // With Object Lock, an `each` plan's new snapshots do not yet get their locks extended (ExtendLocks takes one snapshot).
+            .when(each, backupHosts(scope, ctx, onError).next(retention))
+            .otherwise(agent.next(finalize).next(keepLocks(scope, ctx, onError, retention))),
+        ),
       ),
   );
 }
@@ -270,6 +377,7 @@ export class CairnStateMachine extends Construct {
       f.planVerify,
       f.recordResult,
       f.createRepository,
+      ...(f.extendLocks ? [f.extendLocks] : []),
     ];
     acknowledgeFindings(
       this.stateMachine,

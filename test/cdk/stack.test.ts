@@ -368,7 +368,7 @@ describe('CDK app', () => {
 
   test('the functions run Node 22 on arm64 with the shared environment; only retention and GC may delete', () => {
     const fns = resourcesOf(prodOut.json, 'AWS::Lambda::Function');
-    assert.equal(fns.length, 10, 'nine, and archive-lag for the PITR plan');
+    assert.equal(fns.length, 11, 'nine, archive-lag for the PITR plan and extend-locks for Object Lock');
     assert.equal(resourcesOf(devOut.json, 'AWS::Lambda::Function').length, 9, 'no archive-lag function without a PITR plan');
     for (const [id, fn] of fns) {
       assert.equal(fn.Properties.Runtime, 'nodejs22.x', id);
@@ -397,6 +397,89 @@ describe('CDK app', () => {
         ['FunctionsApplyRetention', 'FunctionsGcSweep'].map((f) => [...deleters].find((d) => d.startsWith(f)) ?? f).sort(),
       );
       assert.equal(deleters.size, 2);
+    }
+  });
+
+  test('Object Lock: extend-locks keeps reused objects locked, with retention rights on the plan prefixes only; OBJECT_LOCK_DAYS is set', () => {
+    const fnEnv = (out: typeof prodOut, fn: unknown): Record<string, unknown> => {
+      const id = out.stack.getLogicalId(fn as CfnElement);
+      const r = resourcesOf(out.json, 'AWS::Lambda::Function').find(([k]) => k === id)!;
+      return (r[1].Properties.Environment as { Variables: Record<string, unknown> }).Variables;
+    };
+    const extend = prodOut.stack.functions.extendLocks!;
+    assert.ok(extend, 'prod has Object Lock, so extend-locks');
+    assert.equal(devOut.stack.functions.extendLocks, undefined, 'dev has no Object Lock, so no extend-locks');
+    for (const fn of [extend, prodOut.stack.functions.applyRetention]) {
+      const vars = fnEnv(prodOut, fn.node.defaultChild);
+      assert.equal(vars.OBJECT_LOCK_DAYS, '35', 'the lock period of cdk/config/prod.ts');
+      assert.equal(vars.OBJECT_LOCK_MODE, 'COMPLIANCE');
+    }
+    assert.equal(fnEnv(devOut, devOut.stack.functions.applyRetention.node.defaultChild).OBJECT_LOCK_DAYS, undefined);
+
+    // Who may read or change retention: extend-locks alone, on the plans' prefixes of the environment bucket.
+    const role = prodOut.stack.getLogicalId(extend.role!.node.defaultChild as CfnElement);
+    const bucketId = prodOut.stack.getLogicalId(prodOut.stack.storage.bucket.node.defaultChild as CfnElement);
+    const prefixes = prodOut.config.plans.map((p) => `plans/${p.id}/*`).sort();
+    let statements = 0;
+    for (const [, p] of resourcesOf(prodOut.json, 'AWS::IAM::Policy')) {
+      for (const st of (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement) {
+        // (S3 replication's role reads retention to copy it to the replica; none other may change it.)
+        if (!actionsOf(st).some((a) => /PutObjectRetention|^s3:\*$|BypassGovernance/.test(a))) continue;
+        assert.deepEqual(JSON.stringify(p.Properties.Roles), JSON.stringify([{ Ref: role }]), 'only the extend-locks role');
+        assert.deepEqual([...actionsOf(st)].sort(), ['s3:GetObjectRetention', 's3:PutObjectRetention']);
+        const resources = (Array.isArray(st.Resource) ? st.Resource : [st.Resource]).map((r) => JSON.stringify(r));
+        assert.ok(
+          resources.every((r) => r.includes(bucketId)),
+          'the environment bucket',
+        );
+        assert.deepEqual(resources.map((r) => /"\/(plans\/[^"]+)"/.exec(r)?.[1]).sort(), prefixes, 'each plan prefix, never the bucket');
+        statements++;
+      }
+    }
+    assert.equal(statements, 1);
+
+    // The Backup machine keeps the locks after FinalizeBackup and before retention, looping until done.
+    const backupOf = (out: typeof prodOut): { States: Record<string, Record<string, unknown>> } => {
+      const found = resourcesOf(out.json, 'AWS::StepFunctions::StateMachine').find(([, m]) =>
+        String(m.Properties.StateMachineName).endsWith('-backup'),
+      )!;
+      return definitionOf(found[1]) as { States: Record<string, Record<string, unknown>> };
+    };
+    const prod = backupOf(prodOut).States;
+    assert.equal(prod.FinalizeBackup?.Next, 'StartLocks');
+    assert.equal(prod.StartLocks?.Next, 'ExtendLocks');
+    assert.equal(prod.ExtendLocks?.Next, 'LocksKept?');
+    // payloadResponseOnly: the Parameters are the payload.
+    assert.deepEqual(prod.ExtendLocks?.Parameters, {
+      'planId.$': '$.planId',
+      'snapshotId.$': '$.finalized.snapshotId',
+      'locks.$': '$.locks',
+    });
+    assert.deepEqual(prod['LocksKept?']?.Choices, [{ Variable: '$.locks.done', BooleanEquals: true, Next: 'ApplyRetention' }]);
+    assert.equal(prod['LocksKept?']?.Default, 'ExtendLocks');
+    assert.deepEqual(
+      (prod.ExtendLocks?.Catch as Array<{ Next: string }>).map((c) => c.Next),
+      ['RecordFailure'],
+    );
+    const dev = backupOf(devOut).States;
+    assert.equal(dev.FinalizeBackup?.Next, 'ApplyRetention');
+    assert.equal(dev.ExtendLocks, undefined);
+  });
+
+  test('deletes stay inside the plan prefixes: no function may delete elsewhere in the bucket, nor versions', () => {
+    for (const out of [devOut, prodOut, sentinelOut, pitrOut]) {
+      for (const [id, p] of resourcesOf(out.json, 'AWS::IAM::Policy')) {
+        for (const st of (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement) {
+          const deletes = actionsOf(st).filter((a) => /^s3:(Delete|\*)/i.test(a));
+          if (deletes.length === 0 || st.Effect !== 'Allow') continue;
+          assert.deepEqual(deletes, ['s3:DeleteObject'], `${id}: current objects only (no DeleteObjectVersion)`);
+          for (const r of Array.isArray(st.Resource) ? st.Resource : [st.Resource]) {
+            const text = JSON.stringify(r);
+            assert.match(text, /\/(plans\/[a-z0-9-]+|cairn\/[a-z0-9-]+)\/[^"]*"/, `${id}: ${text} is under a plan prefix`);
+            assert.doesNotMatch(text, /"\/\*"\]/, `${id}: not the whole bucket`);
+          }
+        }
+      }
     }
   });
 
