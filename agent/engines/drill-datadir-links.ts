@@ -36,10 +36,16 @@ function inside(path: string, root: string): boolean {
   return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
 }
 
-/** Every symlink under `dir` (never followed), as paths relative to `dir`. */
-async function links(dir: string): Promise<string[]> {
-  const entries: Dirent[] = await readdir(dir, { withFileTypes: true, recursive: true });
-  return entries.filter((e) => e.isSymbolicLink()).map((e) => relative(dir, join(e.parentPath, e.name)));
+/** Every symlink under `dir`, as paths relative to `dir`; a link is never followed (readdir's own recursion follows links to directories). */
+async function links(dir: string, prefix = ''): Promise<string[]> {
+  const found: string[] = [];
+  const entries: Dirent[] = await readdir(join(dir, prefix), { withFileTypes: true });
+  for (const entry of entries) {
+    const rel = prefix ? join(prefix, entry.name) : entry.name;
+    if (entry.isSymbolicLink()) found.push(rel);
+    else if (entry.isDirectory()) found.push(...(await links(dir, rel)));
+  }
+  return found;
 }
 
 /**

@@ -31,21 +31,25 @@ export const PGDUMP_DRILL_TOOLS: readonly DrillTool[] = [INITDB, POSTGRES, PG_RE
 export const RESTORE_ROLE = 'cairn_drill_restore';
 
 /**
- * What pg_restore (without --exit-on-error: every error is counted) said went wrong, shortest first:
- * the first error, the statement it ran (`Command was:`), and how many there were.
+ * What pg_restore (without --exit-on-error: it goes on and counts) said went wrong: each of the first
+ * three errors with the statement it ran (`Command was:`), and how many there were.
  */
 export function restoreErrors(stderr: string): string {
   const lines = stderr.split('\n');
-  const at = lines.findIndex((l) => /\bERROR:/.test(l));
-  const error = at >= 0 ? (lines[at] ?? '').replace(/^.*?\bERROR:\s*/, '') : undefined;
-  const command = lines
-    .slice(Math.max(at, 0))
-    .find((l) => l.startsWith('Command was:'))
-    ?.replace(/^Command was:\s*/, '')
-    .slice(0, 300);
+  const errors: string[] = [];
+  lines.forEach((line, at) => {
+    if (!/\bERROR:/.test(line) || errors.length >= 3) return;
+    const next = lines.slice(at + 1).findIndex((l) => /\bERROR:/.test(l));
+    const command = lines
+      .slice(at + 1, next < 0 ? undefined : at + 1 + next)
+      .find((l) => l.startsWith('Command was:'))
+      ?.replace(/^Command was:\s*/, '')
+      .slice(0, 200);
+    errors.push(`${line.replace(/^.*?\bERROR:\s*/, '')}${command ? ` (in: ${command})` : ''}`);
+  });
   const count = /errors ignored on restore: (\d+)/.exec(stderr)?.[1];
-  if (!error) return lines.filter(Boolean).slice(-3).join(' | ').slice(-600);
-  return `${error}${command ? ` (in: ${command})` : ''}${count ? `; ${count} error(s) in all` : ''}`;
+  if (errors.length === 0) return lines.filter(Boolean).slice(-3).join(' | ').slice(-600);
+  return `${errors.join('; ')}${count ? ` (${count} error(s) in all)` : ''}`;
 }
 
 function quoteIdent(name: string): string {
