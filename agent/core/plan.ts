@@ -191,6 +191,8 @@ export function parseEnvironmentConfig(raw: unknown, envName: string, catalog?: 
   if (!ENV_NAME_PATTERN.test(envName)) {
     throw configError(`invalid environment name ${JSON.stringify(envName)}: use a lowercase slug such as dev or prod`);
   }
+  const unsupported = unsupportedRepositories(raw, envName);
+  if (unsupported.length > 0) throw configError(unsupported.join('\n'));
   const parsed = (catalog ? createPlanSchemas(catalog).environmentConfigSchema : environmentConfigSchema).safeParse(raw);
   if (!parsed.success) throw configError(describeIssues(parsed.error, raw, envName));
   const env = parsed.data;
@@ -215,6 +217,30 @@ export function parseEnvironmentConfig(raw: unknown, envName: string, catalog?: 
     alerts: { emails: env.alerts.emails },
     plans: env.plans.map((plan) => ({ ...plan, repository: plan.repository ?? { url: `s3://${primary}/plans/${plan.id}/` } })),
   };
+}
+
+/**
+ * Repositories the CLI opens but a deployed plan could not (docs/cdk.md, "Repositories a plan can
+ * use"), refused at synth rather than at the first scheduled run: the hosts and the functions
+ * sign with their AWS roles and have no other credentials.
+ */
+function unsupportedRepositories(raw: unknown, envName: string): string[] {
+  const plans = isRecord(raw) && Array.isArray(raw.plans) ? (raw.plans as unknown[]) : [];
+  return plans.flatMap((plan, i) => {
+    const repository = isRecord(plan) && isRecord(plan.repository) ? plan.repository : undefined;
+    const url = typeof repository?.url === 'string' ? repository.url : undefined;
+    if (url === undefined) return [];
+    const where = `env ${envName}, plan ${isRecord(plan) && typeof plan.id === 'string' ? plan.id : `#${i + 1}`}: repository.url`;
+    if (url.startsWith('gs://'))
+      return [
+        `${where}: a gs:// repository cannot be orchestrated yet: neither the plan's hosts nor the control plane's functions get Google credentials (no service-account key is read for them from Parameter Store, and the stack makes no per-plan service account), so every scheduled run would fail; give the plan an s3:// repository and copy it to GCS with \`cairn copy\``,
+      ];
+    if (url.includes('?'))
+      return [
+        `${where}: options after "?" (endpoint, region, path-style, key-file, key-ssm) are not accepted for a deployed plan: an S3-compatible endpoint (MinIO, Ceph RGW) needs its own access keys, which the hosts (instance role) and the functions (Lambda role) do not have, and the stack's IAM policies govern AWS S3 only; use an AWS S3 bucket (any region: the SDK follows the bucket's), or run \`cairn\` from the host's own scheduler for such a store`,
+      ];
+    return [];
+  });
 }
 
 /** Parses a plan read back from Parameter Store (functions, agent). */

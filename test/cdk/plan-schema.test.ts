@@ -83,15 +83,45 @@ describe('environment config', () => {
     );
   });
 
-  test('orchestrated plans need s3:// or gs:// repositories', () => {
+  test('orchestrated plans need s3:// repositories', () => {
     for (const url of ['/var/backups/repo', 'file:///var/backups', 'http://example.com/x']) {
       assert.match(
         configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev')).message,
         /plan orders-db: repository\.url: .*s3:\/\//,
       );
     }
-    const gs = parseEnvironmentConfig(env([plan({ repository: { url: 'gs://my-bucket/cairn/orders' } })]), 'dev').plans[0]!;
-    assert.deepEqual(repositoryLocation(gs.repository.url), { scheme: 'gs', bucket: 'my-bucket', prefix: 'cairn/orders/' });
+    const s3 = parseEnvironmentConfig(env([plan({ repository: { url: 's3://my-bucket/cairn/orders' } })]), 'dev').plans[0]!;
+    assert.deepEqual(repositoryLocation(s3.repository.url), { scheme: 's3', bucket: 'my-bucket', prefix: 'cairn/orders/' });
+  });
+
+  test('a gs:// plan is refused at synth, naming the field and why (no Google credentials for hosts and functions)', () => {
+    const error = configError(() =>
+      parseEnvironmentConfig(env([plan(), plan({ id: 'to-gcs', repository: { url: 'gs://my-bucket/cairn/orders' } })]), 'prod'),
+    );
+    assert.equal(error.code, 'Cairn.Config');
+    assert.match(error.message, /^env prod, plan to-gcs: repository\.url: a gs:\/\/ repository cannot be orchestrated yet: /);
+    assert.match(error.message, /Google credentials/);
+    assert.match(error.message, /cairn copy/);
+    // What the agent reads back from Parameter Store is parsed as before (a plan written by an older app still reads).
+    const stored = parsePlan(
+      { ...parseEnvironmentConfig(env([plan()]), 'dev').plans[0]!, repository: { url: 'gs://my-bucket/p/' } },
+      'test',
+    );
+    assert.equal(repositoryLocation(stored.repository.url).scheme, 'gs');
+  });
+
+  test('an S3-compatible endpoint (or any URL option) in a plan is refused at synth, naming why', () => {
+    for (const url of [
+      's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true',
+      's3://backups/cairn/orders?region=eu-west-1',
+    ]) {
+      const error = configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev'));
+      assert.match(
+        error.message,
+        /^env dev, plan orders-db: repository\.url: options after "\?" .* are not accepted for a deployed plan: /,
+      );
+      assert.match(error.message, /S3-compatible endpoint \(MinIO, Ceph RGW\) needs its own access keys/);
+    }
   });
 
   test('secrets are parameter names, not values', () => {
