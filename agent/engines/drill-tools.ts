@@ -89,11 +89,28 @@ export async function missingDrillTools(engine: string, tools: readonly DrillToo
   );
 }
 
+/**
+ * Why a check failed: `data` when it proved the snapshot's data bad (a check
+ * that ran and found corruption or a mismatch, a Cairn.Damaged read), `host`
+ * when this host kept it from proving anything (a tool missing or failing, a
+ * server that would not start, a timeout, a full disk). Only `data` makes the
+ * drill mark the snapshot damaged (commands/drill.ts).
+ */
+export type DrillFailure = 'data' | 'host';
+
 /** What a check function returns; timedCheck adds the name, phase, `ran` and the duration. */
 export interface CheckOutcome {
   ok: boolean;
   found: string;
   details?: Record<string, unknown> | undefined;
+  /** For a failed outcome: `data` unless the check says the host caused it. */
+  failure?: DrillFailure | undefined;
+}
+
+/** The failure of a check timedCheck ran (undefined for a check that passed or did not run; `data` for one from elsewhere). */
+export function failureOf(check: DrillCheck): DrillFailure | undefined {
+  if (check.ok || !check.ran) return undefined;
+  return (check as DrillCheck & { failure?: DrillFailure }).failure ?? 'data';
 }
 
 /**
@@ -109,11 +126,20 @@ export async function timedCheck(
 ): Promise<DrillCheck> {
   const started = Date.now();
   try {
-    const outcome = await body();
-    return { name, phase, ran: true, ...outcome, durationMs: Date.now() - started };
+    const { failure, ...outcome } = await body();
+    return {
+      name,
+      phase,
+      ran: true,
+      ...outcome,
+      ...(outcome.ok ? {} : { failure: failure ?? 'data' }),
+      durationMs: Date.now() - started,
+    };
   } catch (error) {
     if (signal?.aborted || (error instanceof CairnError && error.code === 'Cairn.Cancelled')) throw error;
-    return { name, phase, ran: true, ok: false, found: errorMessage(error), durationMs: Date.now() - started };
+    // Only a Cairn.Damaged error proves the data bad; anything else thrown (a tool, a server, the disk) is the host's.
+    const failure: DrillFailure = error instanceof CairnError && error.code === 'Cairn.Damaged' ? 'data' : 'host';
+    return { name, phase, ran: true, ok: false, found: errorMessage(error), failure, durationMs: Date.now() - started } as DrillCheck;
   }
 }
 
