@@ -27,7 +27,7 @@ export interface AgentHostPolicyProps {
   controlSeal: secretsmanager.ISecret;
 }
 
-/** Every S3 action a host is granted: none of them deletes or overwrites (DESIGN §4). */
+/** Every S3 action a host is granted: none of them deletes or overwrites (docs/contracts.md, "Who may do what"). */
 export const HOST_S3_READ_ACTIONS = ['s3:GetObject'];
 
 /**

@@ -21,7 +21,7 @@ import { archiveLag } from '../../functions/archive-lag.ts';
 import { missingMariadb, startMariadb } from '../helpers/mariadb.ts';
 
 /**
- * End to end (../../shared/DESIGN.md, "How the parts are tested here"): the
+ * End to end (docs/architecture.md, "Tests"): the
  * synthesized state machines run by aws-local-stepfunctions, the real handler
  * modules, the real SSM document script running the real bundled agent against
  * s3rver. STAND-INS: SSM Parameter Store/inventory and the Step Functions

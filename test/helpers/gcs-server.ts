@@ -6,8 +6,8 @@ import { CRC32C } from '@google-cloud/storage';
 /**
  * TEST ONLY: an in-memory, protocol-level server for the subset of the Google
  * Cloud Storage JSON API that `@google-cloud/storage` uses, so the real client
- * runs against real sockets (no GCS emulator installs offline; see
- * /work/shared/TOOLCHAIN.md, "GCS locally"). It is a STAND-IN for GCS and no
+ * runs against real sockets (no GCS emulator installs offline). It is a
+ * STAND-IN for GCS and no
  * production code may rely on it.
  *
  * Paths are accepted with and without the `/storage/v1` and `/upload` and

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
  * s3rver (a real S3-compatible HTTP server from npm) in a child process, on a
  * free port of 127.0.0.1, storing into a temporary directory. The child runs
  * with --openssl-legacy-provider: without it s3rver answers 500 to every
- * truncated ListObjectsV2 (docs in /work/shared/TOOLCHAIN.md, "S3 locally").
+ * truncated ListObjectsV2.
  * Only that process gets the flag, never the test process.
  */
 export interface S3rver {
