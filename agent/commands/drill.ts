@@ -7,12 +7,12 @@ import { TOOL } from '../core/version.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
-import { missingDrillTools } from '../engines/drill-tools.ts';
+import { failureOf, missingDrillTools } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext, Engine } from '../engines/engine.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { Restorer, prepareTarget } from '../files/restorer.ts';
-import { drillFiles } from './files-drill.ts';
+import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
 import { selectSnapshot } from './snapshot-selector.ts';
 
@@ -26,6 +26,12 @@ import { selectSnapshot } from './snapshot-selector.ts';
  * removed at the end, also on failure and on cancel. The drill is given no
  * engine options: it has no way to name, let alone reach, a production server.
  * One `drill` history event records the outcome.
+ *
+ * A failed drill marks the snapshot damaged only when a check proved its data
+ * bad (drill-tools.ts, DrillFailure): a check that this host kept from running
+ * (a tool missing, a server that would not start, a full disk) fails the drill
+ * as the host's failure (Cairn.Failure) and marks nothing, since retention and
+ * `latest` would otherwise pass over a good snapshot.
  */
 export interface DrillOptions extends OperationOptions {
   /** A snapshot id (prefix) or `latest` (the newest undamaged one). */
@@ -38,6 +44,8 @@ export interface DrillOptions extends OperationOptions {
   /** Where the scratch directory is made (default: CAIRN_DRILL_DIR, else the system temp dir). */
   scratchDir?: string | undefined;
   engines?: EngineRegistry | undefined;
+  /** Called with the scratch directory once every check has run, before it is removed (tests inspect what the drill restored). */
+  beforeCleanup?: ((scratch: string) => Promise<void>) | undefined;
 }
 
 export interface DrillReport {
@@ -46,6 +54,8 @@ export interface DrillReport {
   engine: string;
   /** Every check ran and passed. */
   ok: boolean;
+  /** For a failed drill: whether a check proved the snapshot's data bad (`data`, marked damaged) or the host kept the drill from proving it (`host`). */
+  failure?: 'data' | 'host' | undefined;
   checks: DrillCheck[];
   /** Time spent bringing the data back (checks of phase `restore`), and proving it (phase `check`). */
   restoreMs: number;
@@ -118,10 +128,11 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
       const report = await drillLocked(repo, snapshot, options, started);
       // A snapshot that does not restore into a working copy is not good: retention, `latest` and
       // the console's planner pass over it from now on (an operator clears a false marker).
-      if (!report.ok) report.markers = await markSnapshot(repo, snapshot, options);
+      if (report.failure === 'data') report.markers = await markSnapshot(repo, snapshot, options);
       await record(ctx, 'drill', {
         ...(report.markers.length > 0 ? { markers: report.markers } : {}),
         outcome: report.ok ? 'passed' : 'failed',
+        ...(report.failure ? { failure: report.failure } : {}),
         snapshotId: report.snapshotId,
         engine: report.engine,
         thorough: options.thorough,
@@ -181,8 +192,10 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
   await checkFreeSpace(parent, spaceNeeded);
   await checkReachable(parent, engine);
   const scratch = await mkdtemp(join(parent, 'cairn-drill-'));
-  // Traversable, not listable: a private server running as its own user reaches the subdirectory it is given.
-  await chmod(scratch, 0o711);
+  // A files drill's restored tree is the drill's alone (0700: as root it recreates the snapshot's
+  // owners, and no other user may run or read what it holds). An engine's is traversable, not
+  // listable: its private server, running as its own user, reaches the 0700 subdirectory it is given.
+  await chmod(scratch, engine ? 0o711 : 0o700);
   const cancelled = (): void => {
     if (options.signal?.aborted) throw new CairnError('Cairn.Cancelled', 'the drill was cancelled; its scratch directory was removed');
   };
@@ -205,10 +218,11 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
         const target = resolve(directory);
         if (!target.startsWith(`${scratch}/`))
           throw new CairnError('Cairn.Usage', `a drill restores under its scratch directory ${scratch}, not into ${target}`);
-        const state = await prepareTarget(target, false);
+        await prepareTarget(target, false);
         const result = await new Restorer(reader, {
           target,
-          applyRoot: state !== 'holds-data',
+          // The directory keeps the mode its engine made it with (0700): the snapshot's own root mode could open it to other users.
+          applyRoot: false,
           includes: [],
           force: false,
           ignoreErrors: false,
@@ -218,20 +232,26 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
         }).run(snapshot);
         if (result.errors.length > 0)
           throw new CairnError(
-            'Cairn.Damaged',
+            hostErrors(result.errors) ? 'Cairn.Failure' : 'Cairn.Damaged',
             `${result.errors.length} file(s) could not be restored, e.g. ${result.errors[0]?.path}: ${result.errors[0]?.error}`,
           );
+        // Nothing restored runs with the snapshot's setuid/setgid bits (as root, its owners are recreated too).
+        await stripSpecialBits(target);
       });
       checks = await (engine.drill as NonNullable<Engine<unknown>['drill']>)(source, drillCtx);
     }
     cancelled();
+    await options.beforeCleanup?.(scratch);
     const sum = (phase: DrillCheck['phase']): number =>
       checks.filter((c) => c.phase === phase).reduce((total, c) => total + c.durationMs, 0);
+    const ok = checks.length > 0 && checks.every((c) => c.ok);
     return {
       snapshotId: snapshot.id,
       snapshotTime: snapshot.time,
       engine: snapshot.engine,
-      ok: checks.length > 0 && checks.every((c) => c.ok),
+      ok,
+      // A check that did not run, or failed because of this host, proves nothing against the data.
+      ...(ok ? {} : { failure: checks.some((c) => failureOf(c) === 'data') ? 'data' : 'host' }),
       checks,
       restoreMs: sum('restore'),
       checkMs: sum('check'),
@@ -250,6 +270,12 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
 /** The failed checks of a report, as one sentence (the orchestrated drill's error, the CLI's last line). */
 export function drillFailure(report: DrillReport): CairnError {
   const failed = report.checks.filter((c) => !c.ok);
+  if (report.failure === 'host')
+    return new CairnError(
+      'Cairn.Failure',
+      `the drill of snapshot ${shortId(report.snapshotId)} (${report.engine}) could not finish on this host: ${failed.map((c) => `${c.name}: ${c.found}`).join('; ') || 'no check ran'}; nothing it found shows the snapshot's data is bad, so it was not marked damaged`,
+      { hint: 'fix what the failed check names on this host (a missing tool, free space, a server that would not start) and drill again' },
+    );
   return new CairnError(
     'Cairn.Damaged',
     `the drill of snapshot ${shortId(report.snapshotId)} (${report.engine}) failed: ${failed.map((c) => `${c.name}: ${c.found}`).join('; ') || 'no check ran'}`,

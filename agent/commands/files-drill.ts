@@ -1,4 +1,6 @@
-import { lstat } from 'node:fs/promises';
+import type { Dirent } from 'node:fs';
+import { chmod, lstat, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { CairnError, DamagedError } from '../core/errors.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
@@ -15,7 +17,29 @@ import { contentIds } from '../pipeline/snapshot-writer.ts';
  * directory, every piece read re-hashed to its keyed id (here, on top of the
  * reader's own check, and counted), then every file of the manifest found in
  * the scratch directory with the manifest's size.
+ *
+ * The scratch directory is the drill's alone (0700, commands/drill.ts), and the
+ * restored tree loses its setuid, setgid and sticky bits as soon as it is
+ * written: run as root, the restore recreates the snapshot's owners, and a
+ * setuid-root program from a snapshot must not become runnable on this host.
  */
+
+/** Clears the 07000 bits (setuid, setgid, sticky) of every file and directory under `dir`, `dir` included; links are skipped. */
+export async function stripSpecialBits(dir: string): Promise<void> {
+  const entries: Dirent[] = await readdir(dir, { withFileTypes: true, recursive: true });
+  for (const path of [dir, ...entries.filter((e) => !e.isSymbolicLink()).map((e) => join(e.parentPath, e.name))]) {
+    const { mode } = await lstat(path);
+    if ((mode & 0o7000) !== 0 && !((mode & 0o170000) === 0o120000)) await chmod(path, mode & 0o777);
+  }
+}
+
+/**
+ * Whether restore errors are all this host's (no room, no permission, a read-only or failing
+ * file system, too many open files) rather than the snapshot's: then the drill proved nothing.
+ */
+export function hostErrors(errors: ReadonlyArray<{ error: string }>): boolean {
+  return errors.length > 0 && errors.every((e) => /\b(ENOSPC|EDQUOT|EACCES|EPERM|EROFS|EIO|EMFILE|ENFILE|ENOMEM)\b/.test(e.error));
+}
 
 /** A PieceReader that re-hashes each piece it returns and remembers which ids it has proven. */
 class ProvingReader extends PieceReader {
@@ -68,9 +92,11 @@ export async function drillFiles(
         signal: ctx.signal,
       });
       const result = await restorer.run(snapshot);
+      await stripSpecialBits(target);
       const first = result.errors.slice(0, 5).map((e) => `${e.path}: ${e.error}`);
       return {
         ok: result.errors.length === 0,
+        failure: hostErrors(result.errors) ? 'host' : 'data',
         found:
           result.errors.length === 0
             ? `${result.files} files, ${result.dirs} directories, ${result.symlinks} symlinks, ${result.bytes} bytes restored`
