@@ -1,9 +1,13 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { BUILT_DIR, BUILT_ENTRY, BUILT_SOURCES, builtCli } from '../../../agent/cli/built-cli.js';
+import { VERSION } from '../../../agent/core/version.ts';
 import { Cli } from '../../../agent/cli/context.ts';
 import { COMMAND_NAMES, commandInArgv } from '../../../agent/cli/main.ts';
 import { createProgram } from '../../../agent/cli/program.ts';
@@ -33,21 +37,23 @@ async function loadedModules(
   dir: string,
   args: string[],
   env: Record<string, string>,
-): Promise<{ code: number | null; urls: string[]; stderr: string }> {
+  script = CAIRN_BIN,
+): Promise<{ code: number | null; urls: string[]; stdout: string; stderr: string }> {
   const hook = join(dir, 'hook.mjs');
   const log = join(dir, `modules-${args.join('-').replace(/[^a-z-]/g, '')}.log`);
   await writeFile(hook, HOOK);
   await writeFile(log, '');
-  const child = spawn(process.execPath, ['--import', hook, CAIRN_BIN, ...args], {
+  const child = spawn(process.execPath, ['--import', hook, script, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: dir, CAIRN_TEST_MODULE_LOG: log, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let stdout = '';
   let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  child.stdout.resume();
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   const urls = (await readFile(log, 'utf8')).split('\n').filter(Boolean);
-  return { code, urls, stderr };
+  return { code, urls, stdout, stderr };
 }
 
 const CLOUD = /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-auth-library|gaxios)\//;
@@ -146,5 +152,89 @@ describe('main.ts loads the command a run names', () => {
     const typo = await runCli(['snapshot'], {});
     assert.equal(typo.code, 2);
     assert.match(typo.stderr, /unknown command 'snapshot'[\s\S]*snapshots/);
+  });
+});
+
+describe('the built CLI (npm run build:cli) and the bin that picks it', () => {
+  it('builds one module that runs --version and snapshots of a repository the sources made, loading no other file of the checkout', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-built-'));
+    try {
+      const outdir = join(dir, 'built');
+      const build = spawnSync(
+        process.execPath,
+        [fileURLToPath(new URL('../../../agent/cli/build.ts', import.meta.url)), '--outdir', outdir],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(build.status, 0, build.stderr);
+      const bundle = join(outdir, BUILT_ENTRY);
+      const sources = JSON.parse(await readFile(join(outdir, BUILT_SOURCES), 'utf8')) as { files: [string, number, number][] };
+      assert.ok(
+        sources.files.some(([path]) => path === 'agent/cli/main.ts'),
+        'sources.json lists what the bundle was built from',
+      );
+      assert.ok(
+        sources.files.every(
+          ([path]) => !path.startsWith('..') && (!path.includes('node_modules/') || path === 'node_modules/.package-lock.json'),
+        ),
+        'only files of the repository, and the lock files for the dependencies',
+      );
+
+      const repo = join(dir, 'repo');
+      const env = { CAIRN_PASSWORD: 'correct horse battery staple', CAIRN_REPOSITORY: repo };
+      const init = await loadedModules(dir, ['init'], env); // the sources make the repository
+      assert.equal(init.code, 0, init.stderr);
+
+      const version = await loadedModules(dir, ['--version'], env, bundle);
+      assert.equal(version.code, 0, version.stderr);
+      assert.equal(version.stdout, `${VERSION}\n`);
+      const files = (urls: string[]): string[] => [...new Set(urls.filter((u) => u.startsWith('file:') && !u.endsWith('/hook.mjs')))];
+      assert.deepEqual(files(version.urls), [pathToFileURL(bundle).href], 'no TypeScript source or dependency besides the bundle');
+
+      const snapshots = await loadedModules(dir, ['snapshots'], env, bundle);
+      assert.equal(snapshots.code, 0, snapshots.stderr);
+      assert.deepEqual(
+        snapshots.stdout
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => (JSON.parse(l) as { snapshots?: unknown }).snapshots),
+        [[]],
+      );
+      assert.deepEqual(files(snapshots.urls), [pathToFileURL(bundle).href]);
+      assert.deepEqual(
+        snapshots.urls.filter((u) => CLOUD.test(u)),
+        [],
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the bin runs the build only while every file it was built from is unchanged', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cairn-built-'));
+    try {
+      const root = pathToFileURL(`${dir}/`);
+      assert.deepEqual(builtCli(root), { entry: undefined, stale: undefined }, 'never built');
+      await mkdir(join(dir, 'src'));
+      await writeFile(join(dir, 'src', 'a.ts'), 'one');
+      const { size, mtimeMs } = statSync(join(dir, 'src', 'a.ts'));
+      await mkdir(join(dir, BUILT_DIR), { recursive: true });
+      await writeFile(join(dir, BUILT_DIR, BUILT_SOURCES), JSON.stringify({ files: [['src/a.ts', size, mtimeMs]] }));
+      assert.equal(builtCli(root).entry?.href, new URL(`${BUILT_DIR}${BUILT_ENTRY}`, root).href);
+      await writeFile(join(dir, 'src', 'a.ts'), 'two!');
+      assert.deepEqual(builtCli(root), { entry: undefined, stale: 'src/a.ts changed' });
+      await rm(join(dir, 'src', 'a.ts'));
+      assert.deepEqual(builtCli(root), { entry: undefined, stale: 'src/a.ts is gone' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the package bin runs (the build when current, else the sources)', () => {
+    const bin = fileURLToPath(new URL('../../../agent/cli/bin.js', import.meta.url));
+    const run = spawnSync(process.execPath, [bin, '--version'], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout, `${VERSION}\n`);
   });
 });
