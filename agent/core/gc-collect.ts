@@ -10,6 +10,7 @@ import {
   type StoredGeneration,
 } from './gc-generation.ts';
 import { gcGenerationKey, gcSweptKey, packKey } from './layout.ts';
+import { clearEndedLocks, type ClearedLocks } from './lock-cleanup.ts';
 import { probeStorageClock } from './locks.ts';
 import { PACK_HEADER_BYTES, decodeTrailer, type PieceLocation } from './pack.ts';
 import { PieceReader } from './piece-reader.ts';
@@ -94,11 +95,21 @@ export function dueGenerations(state: GenerationState, graceMs: number): StoredG
 }
 
 /**
- * Removes the records of generations settled at least one grace ago. They were kept that long
- * so that a backup that loaded the index just before the settlement still finds the pieces it
- * must not reuse (core/gc-backup-guard.ts).
+ * The bookkeeping a collection clears first, under its exclusive lock and by the storage's clock
+ * it has just read (`state.now`):
+ *
+ * - the records of generations settled at least one grace ago. They were kept that long so that
+ *   a backup that loaded the index just before the settlement still finds the pieces it must not
+ *   reuse (core/gc-backup-guard.ts);
+ * - the records of locks that ended more than a day ago (core/lock-cleanup.ts), which every lock
+ *   acquisition would otherwise go on reading. Here because the retention run and `cairn prune`
+ *   both start with this step, holding delete rights and the exclusive lock.
  */
-export async function tidyGenerations(ctx: GcContext, state: GenerationState, graceMs: number): Promise<number> {
+export async function tidyGenerations(
+  ctx: GcContext,
+  state: GenerationState,
+  graceMs: number,
+): Promise<{ generations: number; locks: ClearedLocks }> {
   let removed = 0;
   for (const g of state.generations) {
     if (g.swept === undefined || state.now - g.swept < graceMs) continue;
@@ -107,7 +118,8 @@ export async function tidyGenerations(ctx: GcContext, state: GenerationState, gr
     await ctx.storage.delete(gcGenerationKey(g.generation));
     removed++;
   }
-  return removed;
+  const locks = await clearEndedLocks(ctx.repo, ctx.storage, { storageNow: state.now, assertHeld: ctx.assertHeld });
+  return { generations: removed, locks };
 }
 
 export interface Settlement {

@@ -1,3 +1,5 @@
+// One unit: the lock record's format, how readers judge a record by the storage's clock, and how a holder writes,
+// refreshes and releases its records are one protocol; apart, one side could stop matching the other unseen.
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { AlreadyExistsError, CairnError, errorMessage } from './errors.ts';
@@ -70,6 +72,8 @@ export interface LockTable {
   unreadable: UnreadableLock[];
   /** The storage's current time the states were judged by. */
   storageNow: number;
+  /** Every object the listing found under `locks/`, by key (names that are no lock record's included). */
+  objects: ReadonlyMap<string, ObjectInfo>;
 }
 
 export interface ReadLocksOptions {
@@ -84,6 +88,11 @@ export interface ReadLocksOptions {
 }
 
 const LOCK_NAME = /^locks\/([0-9a-f]{16})-(\d{8})$/;
+
+/** Whether `key` is named like a lock record (`locks/<16 hex>-<8 digits>`). */
+export function isLockRecordName(key: string): boolean {
+  return LOCK_NAME.test(key);
+}
 
 /** Every lock, judged by the storage's clock; unreadable records are returned beside them, never thrown. */
 export async function readLockTable(repo: Repository, options: ReadLocksOptions = {}): Promise<LockTable> {
@@ -132,7 +141,7 @@ export async function readLockTable(repo: Repository, options: ReadLocksOptions 
   });
   states.sort((a, b) => a.record.started.localeCompare(b.record.started));
   unreadable.sort((a, b) => a.key.localeCompare(b.key));
-  return { states, unreadable, storageNow: now };
+  return { states, unreadable, storageNow: now, objects };
 }
 
 /** How long a record's lease runs: what it declares, never less than 0 nor more than MAX_LEASE_MS. */
@@ -294,6 +303,18 @@ export class Lease {
 
   async refresh(): Promise<void> {
     if (this.released || this.refreshing) return;
+    // Stalled far past its lease by our own clock: its records may be gone since (`cairn unlock`, or the
+    // control plane clearing ended locks a day later: core/lock-cleanup.ts), so a takeover could no longer
+    // be seen as a taken name. Writing the next record would revive a lease others may have ignored.
+    const lapsed = this.now() - this.expires;
+    if (lapsed >= MAX_LEASE_MS) {
+      this.lostError ??= new CairnError(
+        'Cairn.Locked',
+        `the repository lock of this ${this.options.operation} (holder ${this.holder}) ran out ${Math.round(lapsed / 60_000)} minutes ago by this host's clock before it could be refreshed (the process was stalled); nothing it writes from then on is protected`,
+        { hint: 'run the operation again; if it had committed, run `cairn check` to confirm the repository' },
+      );
+      return;
+    }
     this.refreshing = this.write(false)
       .catch((error: unknown) => {
         this.lostError ??= error instanceof AlreadyExistsError ? takenOver(this.holder, this.options.operation, error) : error;
