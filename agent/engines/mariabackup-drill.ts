@@ -1,7 +1,9 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import type { Dirent } from 'node:fs';
+import { mkdir, readFile, readdir, readlink, realpath } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { CairnError } from '../core/errors.ts';
 import { ProcessError, run } from '../process/run.ts';
-import { drillEnvironment, requireTool, skippedCheck, timedCheck } from './drill-tools.ts';
+import { drillEnvironment, requireTool, skippedCheck, timedCheck, type CheckOutcome } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
 import { MARIADB_CHECK, MARIADB_CLIENT, MARIADBD, startPrivateMariadb, type PrivateMariadb } from './private-mariadb.ts';
 
@@ -18,6 +20,14 @@ import { MARIADB_CHECK, MARIADB_CLIENT, MARIADBD, startPrivateMariadb, type Priv
  *   the restored data directory (the binlog info mariabackup wrote into the
  *   stream at the consistency point, and the last binlog position InnoDB
  *   recorded for its commits, which the private server reports as it starts).
+ *
+ * Nothing in the restored files may lead the tools outside the scratch
+ * directory: before `--prepare`, an InnoDB link file (`db/t.isl`, the path of a
+ * table created with DATA DIRECTORY) or a symbolic link that leads outside it
+ * refuses the drill (confineDatadir), since prepare and mariadbd would open
+ * and write the file it names, which is production's. `--prepare` runs with
+ * `--no-defaults` first, so neither /etc/mysql/my.cnf nor ~/.my.cnf (which may
+ * name production's paths) is read.
  */
 export const mariadbDrillTools: readonly DrillTool[] = [
   { names: ['mariabackup', 'xtrabackup'], dirs: ['/usr/bin'], package: 'mariadb-backup' },
@@ -49,7 +59,8 @@ export async function drillMariadb(source: SnapshotSource, ctx: DrillContext): P
   let prepareLog = '';
   const prepare = await timedCheck('prepare', 'restore', ctx.signal, async () => {
     const tool = await requireTool(mariadbDrillTools[0] as DrillTool, env);
-    const done = await run([tool, '--prepare', `--target-dir=${datadir}`], { env, signal: ctx.signal });
+    await confineDatadir(datadir, ctx.tempDir);
+    const done = await run(prepareArgv(tool, datadir), { env, signal: ctx.signal });
     prepareLog = done.stderr;
     return { ok: true, found: `${tool.split('/').at(-1) ?? tool} --prepare applied the redo log copied with the backup` };
   });
@@ -85,15 +96,69 @@ export async function drillMariadb(source: SnapshotSource, ctx: DrillContext): P
   return checks;
 }
 
+/** `mariabackup --prepare`: `--no-defaults` first (MariaDB tools honour it only there), so no defaults file of the host is read. */
+export function prepareArgv(tool: string, datadir: string): string[] {
+  return [tool, '--no-defaults', '--prepare', `--target-dir=${datadir}`];
+}
+
+function inside(path: string, root: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
+}
+
+/** Where `path` really leads: the real path of its nearest existing ancestor plus the missing rest (a server creates that part). */
+async function leadsTo(path: string): Promise<string> {
+  const missing: string[] = [];
+  for (let at = path; ; at = dirname(at)) {
+    try {
+      return join(await realpath(at), ...missing.reverse());
+    } catch {
+      if (dirname(at) === at) return path;
+      missing.push(at.slice(dirname(at).length).replace(/^\//, ''));
+    }
+  }
+}
+
+/**
+ * Refuses a restored datadir holding an InnoDB link file (`.isl`: the path of a
+ * remote tablespace, which prepare and mariadbd open and write in place of
+ * `db/t.ibd`) or a symbolic link that leads outside the drill's scratch
+ * directory, naming each. A snapshot of a server with DATA DIRECTORY tables
+ * holds such files honestly; a crafted one aims them at production's files.
+ * Either way the drill cannot prove it without reaching outside, so it stops
+ * (Cairn.Usage: a refusal, not proof that the data is bad) before any tool runs.
+ */
+export async function confineDatadir(datadir: string, scratch: string): Promise<void> {
+  const root = await realpath(scratch);
+  const entries: Dirent[] = await readdir(datadir, { withFileTypes: true, recursive: true });
+  const outside: string[] = [];
+  for (const entry of entries) {
+    const path = join(entry.parentPath, entry.name);
+    const shown = relative(datadir, path);
+    let target: string | undefined;
+    if (entry.isSymbolicLink()) target = resolve(dirname(path), await readlink(path));
+    // mariadbd resolves a relative .isl path against its datadir (its working directory).
+    else if (entry.isFile() && entry.name.endsWith('.isl'))
+      target = resolve(datadir, (await readFile(path, 'utf8')).split('\n')[0]?.trim() ?? '');
+    if (target === undefined) continue;
+    const to = await leadsTo(target);
+    if (!inside(to, root)) outside.push(`${shown} -> ${to}`);
+  }
+  if (outside.length > 0)
+    throw new CairnError(
+      'Cairn.Usage',
+      `the restored datadir holds ${outside.length === 1 ? 'a link' : `${outside.length} links`} leading outside the drill's scratch directory: ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''}; mariabackup --prepare and mariadbd would open and write those files (production's), so the drill refuses to run them`,
+      {
+        hint: 'a snapshot of tables created with DATA DIRECTORY (.isl files) cannot be drilled; restore it by hand on a scratch host. A snapshot whose links you did not create was crafted: do not restore it onto a host whose files it names',
+      },
+    );
+}
+
 function skipped(name: string, why: string): DrillCheck {
   return skippedCheck(name, 'check', why);
 }
 
-async function checkTables(
-  server: PrivateMariadb,
-  thorough: boolean,
-  env: NodeJS.ProcessEnv,
-): Promise<{ ok: boolean; found: string; details?: Record<string, unknown> }> {
+async function checkTables(server: PrivateMariadb, thorough: boolean, env: NodeJS.ProcessEnv): Promise<CheckOutcome> {
   const tool = await requireTool(MARIADB_CHECK, env);
   let output: string;
   try {
@@ -111,7 +176,9 @@ async function checkTables(
       found: names.map((t) => `table ${t}: ${damaged[t]?.join('; ') ?? 'corrupt'}`).join(', '),
       details: { tables: checked, damaged },
     };
-  if (checked === 0) return { ok: false, found: `mariadb-check checked no table: ${output.split('\n').slice(0, 3).join(' | ')}` };
+  // No report at all is mariadb-check failing to run (a connection, a crash), not a finding about the data.
+  if (checked === 0)
+    return { ok: false, found: `mariadb-check checked no table: ${output.split('\n').slice(0, 3).join(' | ')}`, failure: 'host' };
   return { ok: true, found: `${checked} tables OK${thorough ? ' (--extended)' : ''}`, details: { tables: checked } };
 }
 

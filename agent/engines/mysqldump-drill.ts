@@ -1,4 +1,4 @@
-import { CairnError } from '../core/errors.ts';
+import { CairnError, errorMessage } from '../core/errors.ts';
 import { join } from 'node:path';
 import { timedCheck, skippedCheck, requireTool } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
@@ -88,6 +88,14 @@ async function loadDumps(
   return { databases, all, bytes };
 }
 
+/** Whether the mariadb client's error says the server refused a statement of the dump (`ERROR 1064 (42000) at line 12: …`), not that it ran out of room. */
+export function dumpRefused(message: string): boolean {
+  return (
+    /ERROR \d+ \([0-9A-Z]+\) at line \d+/.test(message) &&
+    !/errno:? ?28|error 28|is full|no space|out of memory|ERROR (1041|1037|2013|2006)/i.test(message)
+  );
+}
+
 export async function drillMysqldump(source: SnapshotSource, ctx: DrillContext): Promise<DrillCheck[]> {
   const checks: DrillCheck[] = [];
   // Set inside the first check; stopped in `finally` whatever happened after.
@@ -114,7 +122,13 @@ export async function drillMysqldump(source: SnapshotSource, ctx: DrillContext):
     if (!start.ok || !running) return [...checks, skippedCheck('load dump', 'restore', 'the private server did not start')];
     let loaded: { databases: string[]; all: boolean; bytes: number } | undefined;
     const load = await timedCheck('load dump', 'restore', ctx.signal, async () => {
-      loaded = await loadDumps(running, source, ctx);
+      try {
+        loaded = await loadDumps(running, source, ctx);
+      } catch (error) {
+        // A statement of the dump the server refused is the dump's fault; anything else (a full disk, a client that died) the host's.
+        if (!dumpRefused(errorMessage(error))) throw error;
+        return { ok: false, found: errorMessage(error), failure: 'data' };
+      }
       return {
         ok: true,
         found: `${loaded.bytes} bytes of dump loaded (${loaded.all ? 'all databases' : loaded.databases.join(', ')})`,

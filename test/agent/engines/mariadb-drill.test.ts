@@ -1,8 +1,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { open } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { prepareArgv } from '../../../agent/engines/mariabackup-drill.ts';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
@@ -135,6 +137,75 @@ describe('mariadb drill: prepare, a private mariadbd on the restored datadir, ma
     const extended = checkNamed(thorough, 'mariadb-check');
     assert.ok(extended.ran && extended.ok, extended.found);
     assert.match(extended.found, /--extended/);
+  });
+
+  it('ignores a defaults file mariabackup would read: --no-defaults comes first, and a hostile ~/.my.cnf changes nothing', async () => {
+    // The argv the drill builds: MariaDB tools honour --no-defaults only as their first argument.
+    assert.deepEqual(prepareArgv('/usr/bin/mariabackup', '/scratch/data').slice(0, 3), [
+      '/usr/bin/mariabackup',
+      '--no-defaults',
+      '--prepare',
+    ]);
+    // A home whose .my.cnf aims mariabackup's redo log and undo directory at files outside the drill.
+    const home = join(work.path, 'hostile-home');
+    const elsewhere = join(work.path, 'elsewhere');
+    await mkdir(elsewhere, { recursive: true });
+    await mkdir(home, { recursive: true });
+    const cnf = `innodb_log_group_home_dir=${elsewhere}\ninnodb_undo_directory=${elsewhere}\n`;
+    await writeFile(join(home, '.my.cnf'), `[mysqld]\n${cnf}[mariabackup]\n${cnf}[xtrabackup]\n${cnf}`);
+    // mariabackup does read that file when not told otherwise (its --print-defaults shows what it would use).
+    const defaults = spawnSync('mariabackup', ['--print-defaults'], { encoding: 'utf8', env: { ...process.env, HOME: home } });
+    assert.match(defaults.stdout, new RegExp(`--innodb[-_]log[-_]group[-_]home[-_]dir=${elsewhere}`), defaults.stdout + defaults.stderr);
+
+    const { id } = await backup();
+    const checks = await drillSnapshot(env.CAIRN_REPOSITORY as string, id, { env: { HOME: home } });
+    for (const check of checks) assert.ok(check.ran && check.ok, `${check.name}: ${check.found}`);
+    assert.deepEqual(await readdir(elsewhere), [], 'nothing was read from or written to the directory the hostile file names');
+  });
+
+  it('a snapshot holding an .isl file (a DATA DIRECTORY table) that leads outside scratch is refused before prepare; the file it names is untouched', async () => {
+    // A table whose tablespace lives outside the datadir: the live datadir then holds shop/remote.isl naming it.
+    const outside = join(work.path, 'outside');
+    await mkdir(outside, { recursive: true });
+    await chmod(outside, 0o777);
+    server.sql(
+      `CREATE TABLE remote (id INT PRIMARY KEY, body VARCHAR(64)) ENGINE=InnoDB DATA DIRECTORY='${outside}';
+       INSERT INTO remote SELECT seq, MD5(seq) FROM seq_1_to_500;`,
+      'shop',
+    );
+    const isl = await readFile(join(datadir, 'shop', 'remote.isl'), 'utf8');
+    const ibd = join(outside, 'shop', 'remote.ibd');
+    assert.equal(isl.trim(), ibd, 'the live datadir links the table to the file outside');
+    try {
+      const { id } = await backup();
+      // The file the .isl names, as it is before the drill (the live server is stopped, so nothing else writes it).
+      await server.stop();
+      const before = {
+        sha: createHash('sha256')
+          .update(await readFile(ibd))
+          .digest('hex'),
+        mtimeMs: (await stat(ibd)).mtimeMs,
+      };
+
+      const checks = await drillSnapshot(env.CAIRN_REPOSITORY as string, id);
+      const prepare = checkNamed(checks, 'prepare');
+      assert.equal(prepare.ok, false, prepare.found);
+      assert.match(prepare.found, /shop\/remote\.isl -> .*outside\/shop\/remote\.ibd.*refuses/);
+      assert.equal((prepare as { failure?: string }).failure, 'host', 'a refusal proves nothing against the data: no damage marker');
+      for (const name of ['start', 'mariadb-check', 'binlog position'])
+        assert.equal(checkNamed(checks, name).ran, false, `${name} did not run`);
+      const after = {
+        sha: createHash('sha256')
+          .update(await readFile(ibd))
+          .digest('hex'),
+        mtimeMs: (await stat(ibd)).mtimeMs,
+      };
+      assert.deepEqual(after, before, 'the file outside the drill is untouched');
+      assert.deepEqual(await readdir(join(env.CAIRN_REPOSITORY as string, 'damage')).catch(() => []), []);
+    } finally {
+      server = await start();
+      server.sql('DROP TABLE remote', 'shop');
+    }
   });
 
   it('an InnoDB page made logically corrupt in the live datadir before the backup fails mariadb-check, naming the table', async () => {
