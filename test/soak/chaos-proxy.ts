@@ -82,11 +82,12 @@ export async function startChaosProxy(
     };
   };
 
-  const send = (res: ServerResponse, answer: Answer): void => {
+  const send = (res: ServerResponse, answer: Answer, method?: string): void => {
     const headers = { ...answer.headers };
     delete headers['transfer-encoding'];
     delete headers.connection;
-    headers['content-length'] = String(answer.body.length);
+    // A HEAD answer has no body but the object's Content-Length: kept (a stat reads the size from it).
+    if (method !== 'HEAD' || headers['content-length'] === undefined) headers['content-length'] = String(answer.body.length);
     res.writeHead(answer.statusCode, headers);
     res.end(answer.body);
   };
@@ -134,7 +135,7 @@ export async function startChaosProxy(
           res.write(answer.body.subarray(0, Math.floor(answer.body.length / 2)), () => req.socket.destroy());
           return;
         }
-        send(res, answer);
+        send(res, answer, req.method);
       })().catch(() => req.socket.destroy());
     });
   });

@@ -109,8 +109,9 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
           const newest = newestCommitted;
           const result = await runSkewedCli(host.skew, ['--lock-wait', lockWait, 'forget', '--keep-last', '3', '--group-by', 'host'], env);
           count(host.name, 'forget', result);
-          const line = result.lines.find((l) => l.type === 'forget') as { removed?: Array<{ id: string }> } | undefined;
-          for (const r of line?.removed ?? []) removed.add(r.id);
+          // forget prints its decision per group: { type: 'forget', groups: [{ group, keep, remove }] }.
+          const line = result.lines.find((l) => l.type === 'forget') as { groups?: Array<{ remove?: Array<{ id: string }> }> } | undefined;
+          for (const r of (line?.groups ?? []).flatMap((g) => g.remove ?? [])) removed.add(r.id);
           if (result.code !== 0) fail(`${host.name} forget exited ${result.code}: ${result.stderr.trim().slice(-400)}`);
           if (newest && removed.has(newest))
             fail(

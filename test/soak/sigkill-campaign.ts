@@ -199,17 +199,26 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
   const choosePlan = (operation: Operation): KillPlan => {
     // A few snapshots must exist for the other operations to act on: backups run unkilled until then.
     if (operation === 'backup' && repos.A.kept.size < 3 && rnd.int(2) === 0) return undefined;
+    // Prunes need snapshots to forget: while A holds few, one backup in three commits unkilled.
+    if (operation === 'backup' && repos.A.kept.size < 6 && rnd.int(3) === 0) return undefined;
     const phases = PHASES_OF[operation] ?? [];
     const lacking = phases.filter((p) => byPhase[p]! < options.perPhase).sort((a, b) => byPhase[a]! - byPhase[b]!);
-    if (lacking.length > 0 && rnd.int(10) < 7) return { phase: lacking[0] as Exclude<Phase, 'other'> };
-    if (rnd.int(10) < 2) return undefined;
+    // Every run is aimed at a phase still short of its count: a run not killed costs as much as one killed.
+    if (lacking.length > 0) return { phase: lacking[0] as Exclude<Phase, 'other'> };
+    // Then every run is killed at a random moment of its usual duration, but one in ten is aimed at any of
+    // its phases again (more kills in the phases than the minimum), and one in twenty runs unkilled.
+    if (rnd.int(20) === 0) return undefined;
+    if (phases.length > 0 && rnd.int(10) === 0) return { phase: rnd.pick([...phases]) as Exclude<Phase, 'other'> };
     return { afterMs: rnd.int(durations.get(operation) ?? 3000) };
   };
 
   const chooseOperation = (): Operation => {
     const lacking = PHASES.filter((p) => byPhase[p]! < options.perPhase);
     const prunable = repos.A.garbage || repos.A.kept.size > 3;
-    if (lacking.includes('gc-deletes') && prunable && rnd.int(options.operations ? 2 : 4) === 0) return 'prune';
+    if (lacking.includes('gc-deletes') && prunable && rnd.int(options.operations ? 2 : 3) === 0) return 'prune';
+    // While a backup phase is short, most runs are backups or copies: those phases only happen there.
+    const backupPhases = lacking.some((p) => p !== 'gc-deletes');
+    if (backupPhases && repos.A.kept.size >= 3 && rnd.int(3) > 0) return rnd.int(3) === 0 ? 'copy' : 'backup';
     const weights: Array<[Operation, number]> = [
       ['backup', repos.A.kept.size < 3 ? 60 : 30],
       ['copy', 14],
