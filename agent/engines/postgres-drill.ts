@@ -13,7 +13,13 @@ import { clusterDatabases, POSTGRES, POSTGRES_DIRS, PSQL, startPrivatePostgres, 
  * The physical PostgreSQL drill: the snapshot restored into the drill's scratch
  * directory and started as a private cluster (private-postgres.ts: no TCP,
  * archive_mode=off, no restore_command or primary_conninfo, standby.signal
- * removed, so it neither archives WAL nor follows anyone), then:
+ * removed, so it neither archives WAL nor follows anyone). The snapshot may be
+ * crafted, so the restored data directory is refused when a symbolic link in
+ * it leads outside the scratch directory (drill-datadir-links.ts), its
+ * configuration files are not read, the server runs as the unprivileged
+ * cairn-drill user, and the catalogs' event triggers are disabled before the
+ * first DDL (pg_amcheck's CREATE EXTENSION); pg_controldata and pg_checksums
+ * read the files as that user too. Then:
  *
  * - consistent: crash recovery from the backup's own WAL ended (the server
  *   accepts connections and is not in recovery), its system identifier is the
