@@ -8,12 +8,22 @@ import { drillEnvironment, skippedCheck, timedCheck } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, EngineContext, EngineMetadata, SnapshotSource } from './engine.ts';
 import { connectGateway } from './etcd-gateway.ts';
 import { b64, prefixRange } from './etcd-key-ranges.ts';
-import { DRILL_MEMBER_NAME, drillClusterToken, loopbackPort, offlineEtcdctl, startPrivateEtcd, type PrivateEtcd } from './private-etcd.ts';
+import {
+  DRILL_MEMBER_NAME,
+  drillCertificates,
+  drillClusterToken,
+  drillPeerUrl,
+  loopbackPort,
+  offlineEtcdctl,
+  startPrivateEtcd,
+  type PrivateEtcd,
+} from './private-etcd.ts';
 
 /**
  * The drills of both etcd engines. Each starts a private member (private-etcd.ts:
- * loopback ports, a fresh cluster identity, its own data directory under the
- * drill's scratch directory) and compares what that member holds with what the
+ * loopback ports that take only clients with the drill's own TLS certificate,
+ * a fresh cluster identity, its own data directory under the drill's scratch
+ * directory) and compares what that member holds with what the
  * backup recorded: the revision, the number of keys and a hash of them. Neither
  * drill reads the plan's endpoints, TLS files or login, nor the ETCD_* and
  * ETCDCTL_* variables, so it cannot reach the production cluster.
@@ -22,6 +32,8 @@ import { DRILL_MEMBER_NAME, drillClusterToken, loopbackPort, offlineEtcdctl, sta
 export const etcdDrillTools: readonly DrillTool[] = [
   { names: ['etcd'], package: 'etcd-server' },
   { names: ['etcdctl'], package: 'etcd-client' },
+  // The private member's certificates (private-etcd.ts, drillCertificates).
+  { names: ['openssl'], package: 'openssl' },
 ];
 
 const SNAPSHOT_FILE = 'etcd.snapshot';
@@ -72,7 +84,7 @@ export async function drillEtcdSnapshot(source: SnapshotSource, ctx: DrillContex
   const peerPort = await loopbackPort();
   const token = drillClusterToken();
   const dataDir = join(ctx.tempDir, 'member');
-  const peer = `http://127.0.0.1:${peerPort}`;
+  const peer = drillPeerUrl(peerPort);
 
   const restore = await timedCheck('restore', 'restore', ctx.signal, async () => {
     await pipeline(source.open(SNAPSHOT_FILE), createWriteStream(file, { mode: 0o600 }));
@@ -120,7 +132,8 @@ export async function drillEtcdSnapshot(source: SnapshotSource, ctx: DrillContex
     return checks;
   }
 
-  const member = await startPrivateEtcd({ dataDir, peerPort, clusterToken: token, env, signal: ctx.signal });
+  const tls = await drillCertificates(join(ctx.tempDir, 'tls'), env, ctx.signal);
+  const member = await startPrivateEtcd({ dataDir, peerPort, clusterToken: token, tls, env, signal: ctx.signal });
   try {
     checks.push(...(await compareMember(member, metadata, ctx.signal)));
   } finally {
@@ -205,11 +218,14 @@ export class KeysDigest {
   }
 }
 
-/** The etcd-keys engine's connection options for the private member: its URL alone, none of the plan's endpoints, TLS files or login. */
+/** The etcd-keys engine's connection options for the private member: its URL and the drill's certificates, none of the plan's endpoints, TLS files or login. */
 export interface PrivateMemberOptions {
   host: string;
   port: number;
   endpoints: string[];
+  cacert: string;
+  cert: string;
+  key: string;
 }
 
 /**
@@ -230,13 +246,14 @@ export async function drillEtcdKeys(
     dataDir,
     peerPort: await loopbackPort(),
     clusterToken: drillClusterToken(),
+    tls: await drillCertificates(join(ctx.tempDir, 'tls'), env, ctx.signal),
     env,
     signal: ctx.signal,
   });
   const checks: DrillCheck[] = [];
   try {
     const url = new URL(member.clientUrl);
-    const options: PrivateMemberOptions = { host: url.hostname, port: Number(url.port), endpoints: [member.clientUrl] };
+    const options: PrivateMemberOptions = { host: url.hostname, port: Number(url.port), endpoints: [member.clientUrl], ...member.tls };
     // The engine's restore reports what it wrote as warnings: in a drill that is the load check's finding, not a warning.
     const quiet: EngineContext = {
       env,

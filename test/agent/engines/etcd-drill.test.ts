@@ -1,7 +1,17 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { request } from 'node:https';
 import { join } from 'node:path';
+import {
+  drillCertificates,
+  drillClusterToken,
+  loopbackPort,
+  privateEtcdEnvironment,
+  startPrivateEtcd,
+} from '../../../agent/engines/private-etcd.ts';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { missingEtcd, startEtcd, type EtcdServer } from '../../helpers/etcd.ts';
@@ -91,5 +101,72 @@ describe('etcd drills: a private member from the snapshot, or the keys loaded in
     for (const check of checks) assert.ok(check.ran && check.ok, `${check.name}: ${check.found}`);
     assert.match(checkNamed(checks, 'key count').found, /^999 keys read back, as recorded/);
     assert.equal(revision(source), before, 'the keys went into the private member, not the production one');
+  });
+});
+
+/** What a local user without the drill's certificate gets from `etcdctl get` against `endpoint` (extra flags: what they may try). */
+function strangerGet(endpoint: string, ...flags: string[]): { status: number | null; output: string } {
+  const result = spawnSync('etcdctl', ['--endpoints', endpoint, '--command-timeout=5s', ...flags, 'get', '/secret/', '--prefix'], {
+    encoding: 'utf8',
+    env: privateEtcdEnvironment(process.env),
+  });
+  return { status: result.status, output: result.stdout + result.stderr };
+}
+
+/** An HTTPS request to `port` on 127.0.0.1, with a client certificate or without: 'accepted (…)' or the error. */
+function tlsRequest(port: number, client?: { cert: Buffer; key: Buffer }): Promise<string> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/version', rejectUnauthorized: false, timeout: 10_000, ...client }, (res) => {
+      res.resume();
+      resolve(`accepted (HTTP ${res.statusCode})`);
+    });
+    req.on('error', (error) => resolve(`refused: ${error.message}`));
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.end();
+  });
+}
+
+describe("a drill's private etcd member refuses every client but the drill's own", { skip }, () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  before(async () => {
+    work = await tempDir('etcd-private');
+  });
+  after(async () => work?.remove());
+
+  it('takes only TLS clients with a certificate of the drill’s CA, on the client and the peer port; its keys sit in a 0700 directory', async () => {
+    const tlsDir = join(work.path, 'tls');
+    const tls = await drillCertificates(tlsDir, process.env);
+    assert.equal((await stat(tlsDir)).mode & 0o777, 0o700, 'the CA and member keys are the drill’s alone');
+    const dataDir = join(work.path, 'member');
+    await mkdir(dataDir, { mode: 0o700 });
+    const peerPort = await loopbackPort();
+    const member = await startPrivateEtcd({ dataDir, peerPort, clusterToken: drillClusterToken(), tls, env: process.env });
+    try {
+      await member.ctl(['put', '/secret/db-password', 'hunter2'], 'writing a secret');
+      // The drill itself reads it (the control: the member is up and holds the key).
+      assert.match(await member.ctl(['get', '/secret/', '--prefix'], 'reading it'), /hunter2/);
+      const url = new URL(member.clientUrl);
+      assert.equal(url.protocol, 'https:');
+
+      // Another local user: plain HTTP, TLS without verifying the server, TLS trusting the drill's CA (world-readable or not): no certificate, no keys.
+      for (const attempt of [
+        strangerGet(`http://127.0.0.1:${url.port}`),
+        strangerGet(member.clientUrl, '--insecure-transport=false', '--insecure-skip-tls-verify'),
+        strangerGet(member.clientUrl, '--cacert', tls.cacert),
+      ]) {
+        assert.notEqual(attempt.status, 0, attempt.output);
+        assert.doesNotMatch(attempt.output, /hunter2/);
+      }
+      // The same at the TLS handshake itself, on the client and the peer port (a peer could otherwise speak raft to it):
+      // the drill's certificate is accepted, none is refused.
+      const mine = { cert: await readFile(tls.cert), key: await readFile(tls.key) };
+      for (const port of [Number(url.port), peerPort]) {
+        assert.match(await tlsRequest(port, mine), /^accepted/, `port ${port} takes the drill's certificate`);
+        const answer = await tlsRequest(port);
+        assert.match(answer, /^refused/, `port ${port} without a certificate: ${answer}`);
+      }
+    } finally {
+      await member.stop();
+    }
   });
 });
