@@ -23,6 +23,7 @@ import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeByte
 import { formatResults, ratios, summarize, type Measurement, type Scenario } from './report.ts';
 import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
 import { pitrBench, pitrPrerequisites, type PitrMeasurement } from './pitr.ts';
+import { formatStartup, startupBench, type StartupResult } from './startup.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
@@ -320,6 +321,17 @@ async function main(): Promise<number> {
     failures.push(e instanceof Error ? e.message : String(e));
     console.error(`\nFAILED: ${e instanceof Error ? e.message : String(e)}\n`);
   }
+  // Start-up (startup.ts): cairn --version and snapshots beside bare node, from the sources and the build.
+  let startup: StartupResult | undefined;
+  if (!options.onlyPitr) {
+    try {
+      startup = await startupBench({ runs: 11, work: join(work, 'startup') });
+      console.log(`\n${formatStartup(startup)}`);
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+      console.error(`\nFAILED (start-up): ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
   let pitr: PitrMeasurement[] | undefined;
   if (options.pitrSeconds > 0) {
     const missing = pitrPrerequisites();
@@ -349,7 +361,7 @@ async function main(): Promise<number> {
 
   writeFileSync(
     options.json,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, failures }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, startup, failures }, null, 2)}\n`,
   );
   console.log(`\nfigures written to ${options.json}`);
 
