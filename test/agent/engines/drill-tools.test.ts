@@ -1,7 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { drillEnvironment } from '../../../agent/engines/drill-tools.ts';
+import { CairnError, DamagedError } from '../../../agent/core/errors.ts';
+import { run } from '../../../agent/process/run.ts';
+import { drillEnvironment, failureOf, timedCheck } from '../../../agent/engines/drill-tools.ts';
 import { dbnameConninfo } from '../../../agent/engines/private-postgres.ts';
 
 /**
@@ -40,5 +42,29 @@ describe('drill clients cannot be pointed at production', () => {
     if (psql.error) return; // no psql here: the string check above stands alone
     assert.match(psql.stderr, /nonexistent-socket-dir\/\.s\.PGSQL\.7777/, 'it tried the socket and port it was given');
     assert.doesNotMatch(psql.stderr, /localhost/, 'not the crafted host');
+  });
+});
+
+describe('why a drill check failed: only proof against the data counts as damage', () => {
+  it('a finding or a Cairn.Damaged read is the data; a missing or failing tool, a refusal, is the host', async () => {
+    const check = (body: () => Promise<{ ok: boolean; found: string; failure?: 'data' | 'host' }>) =>
+      timedCheck('c', 'check', undefined, body);
+    assert.equal(failureOf(await check(async () => ({ ok: true, found: 'fine' }))), undefined);
+    assert.equal(failureOf(await check(async () => ({ ok: false, found: 'table t: Corrupt' }))), 'data');
+    assert.equal(failureOf(await check(async () => ({ ok: false, found: 'nothing checked', failure: 'host' }))), 'host');
+    assert.equal(failureOf(await check(() => Promise.reject(new DamagedError('piece read back with another keyed id')))), 'data');
+    assert.equal(failureOf(await check(() => Promise.reject(new CairnError('Cairn.Usage', 'needs a tool')))), 'host');
+    // A real program that fails (not found here): what a tool the host lacks or that crashes looks like.
+    const failed = await check(async () => {
+      await run(['/nonexistent/mariabackup', '--prepare']);
+      return { ok: true, found: 'unreachable' };
+    });
+    assert.equal(failed.ok, false);
+    assert.equal(failureOf(failed), 'host', failed.found);
+    const exited = await check(async () => {
+      await run(['false']);
+      return { ok: true, found: 'unreachable' };
+    });
+    assert.equal(failureOf(exited), 'host', exited.found);
   });
 });
