@@ -17,7 +17,8 @@ import { recordEvent } from '../agent/core/history.ts';
 import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
 import { readDamage } from '../agent/core/damage.ts';
-import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision } from '../agent/core/retention.ts';
+import { targetsModeOf } from '../agent/core/plan.ts';
+import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision, type RetentionResult } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
 import { writeCollection } from '../agent/core/collection.ts';
@@ -28,12 +29,15 @@ export interface RetentionEvent {
   planId?: unknown;
 }
 
+/** A snapshot the policy kept or forgot, with the host its manifest names (an `each` plan's group). */
+export type Kept = Pick<RetentionDecision, 'id' | 'time' | 'reasons'> & { host: string };
+
 export interface RetentionOutcome {
   planId: string;
   skipped: boolean;
   reason?: string;
-  kept: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
-  forgotten: Array<Pick<RetentionDecision, 'id' | 'time' | 'reasons'>>;
+  kept: Kept[];
+  forgotten: Kept[];
   gc: { generation: string; prefixes: string[]; packs: number; bytes: number };
   /** Archived log files no kept snapshot's window needs, deleted (docs/pitr.md, "Retention"); per stream. */
   logs: Array<Omit<LogCollection, 'reasons'>>;
@@ -100,30 +104,24 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     const now = Date.now();
     // Damaged (marker or tag) and partial snapshots are kept but never counted as good, as `cairn forget` does.
     const damage = await readDamage(repo, (message) => logger.warn(message));
-    const decision = keepAllIfUnsure(
-      applyPolicy(
-        snapshots
-          .filter((s) => s.plan === undefined || s.plan === plan.id)
-          .map((s) => {
-            const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
-            return {
-              ...retentionCandidate(s, pins, damage),
-              ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}),
-            };
-          }),
-        plan.retention,
-      ),
-      damage,
-    );
+    const candidate = (s: (typeof snapshots)[number]) => {
+      const lockedUntil = lockDays > 0 ? new Date(Date.parse(s.time) + lockDays * 86_400_000) : undefined;
+      return {
+        ...retentionCandidate(s, pins, damage),
+        ...(lockedUntil && lockedUntil.getTime() > now ? { lockedUntil: lockedUntil.toISOString() } : {}),
+      };
+    };
+    const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
+    // An `each` plan's hosts are independent sources: the policy keeps each host's own snapshots
+    // (its newest good one included), as `cairn forget` groups by host.
+    const groups = targetsModeOf(plan) === 'each' ? byHost(ofPlan) : [ofPlan];
+    const decision = mergeDecisions(groups.map((group) => keepAllIfUnsure(applyPolicy(group.map(candidate), plan.retention), damage)));
+    const hostOf = new Map(ofPlan.map((s) => [s.id, s.host]));
     for (const d of decision.remove) {
       lease.assertHeld();
       await storage.delete(snapshotKey(d.id));
     }
-    const brief = (d: RetentionDecision): Pick<RetentionDecision, 'id' | 'time' | 'reasons'> => ({
-      id: d.id,
-      time: d.time,
-      reasons: d.reasons,
-    });
+    const brief = (d: RetentionDecision): Kept => ({ id: d.id, time: d.time, host: hostOf.get(d.id) ?? '', reasons: d.reasons });
     await recordEvent(repo, who, TOOL, 'forget', {
       planId: plan.id,
       policy: plan.retention,
@@ -211,6 +209,19 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
   } finally {
     await lease.release().catch((error: unknown) => logger.warn('could not release the retention lock', { error }));
   }
+}
+
+/** Snapshots grouped by the host their manifest names, in a stable order. */
+function byHost<S extends { host: string }>(snapshots: readonly S[]): S[][] {
+  const groups = new Map<string, S[]>();
+  for (const s of snapshots) groups.set(s.host, [...(groups.get(s.host) ?? []), s]);
+  return [...groups.keys()].sort().map((host) => groups.get(host) ?? []);
+}
+
+/** The groups' decisions as one, newest first as applyPolicy orders them. */
+function mergeDecisions(results: readonly RetentionResult[]): RetentionResult {
+  const order = (a: RetentionDecision, b: RetentionDecision): number => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1);
+  return { keep: results.flatMap((r) => r.keep).sort(order), remove: results.flatMap((r) => r.remove).sort(order) };
 }
 
 export const handler = handlerOf('apply-retention', applyRetention);

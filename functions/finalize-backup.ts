@@ -4,18 +4,23 @@ import { recordEvent } from '../agent/core/history.ts';
 import { parseOrExplain, runSummarySchema } from '../agent/core/orchestration.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
 import { TOOL } from '../agent/core/version.ts';
+import { hostRecordsSeal, hostRecordsStorage } from './host-records.ts';
 import { controlPlaneWho, controlSeal, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FinalizeEvent {
   planId?: unknown;
-  /** The PlanBackup result; its executionId holds the run lease. */
-  plan?: { executionId?: unknown };
+  /** The PlanBackup result (a BackupHosts item for an `each` plan: its instanceId names the host's lease); its executionId holds the run lease. */
+  plan?: { executionId?: unknown; instanceId?: unknown };
   agent?: unknown;
 }
 
 export interface Finalized {
   snapshotId: string;
   snapshotTime: string;
+  /** The host the manifest names (what retention groups an `each` plan's snapshots by). */
+  host: string;
+  /** The instance the BackupHosts item ran on (`each` plans). */
+  instanceId?: string;
   durationSeconds: number;
   bytesRead: number;
   bytesAdded: number;
@@ -30,6 +35,7 @@ export interface Finalized {
 export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
   const plan = await loadPlan(event.planId);
   const executionId = event.plan?.executionId;
+  const instanceId = typeof event.plan?.instanceId === 'string' ? event.plan.instanceId : undefined;
   const summary = parseOrExplain(runSummarySchema, event.agent, 'agent summary');
   if (!summary.snapshotId) throw new CairnError('Cairn.Failure', `the agent reported success for plan ${plan.id} without a snapshot id`);
   const { repo, storage } = await openPlanRepository(plan);
@@ -52,8 +58,13 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
     executionId,
     snapshotId: snapshot.id,
     host: snapshot.host,
+    ...(instanceId ? { instanceId } : {}),
   });
-  if (typeof executionId === 'string') await releaseRunLease(storage, executionId, await controlSeal());
+  if (typeof executionId === 'string') {
+    const seal = await controlSeal();
+    if (instanceId === undefined) await releaseRunLease(storage, executionId, seal);
+    else await releaseRunLease(hostRecordsStorage(storage, instanceId), executionId, hostRecordsSeal(seal, instanceId));
+  }
 
   metrics.addDimension('PlanId', plan.id);
   metrics.addMetric('BackupSucceeded', MetricUnit.Count, 1);
@@ -64,7 +75,16 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
   metrics.addMetric('BytesAdded', MetricUnit.Bytes, bytesAdded);
   metrics.addMetric('DedupeRatio', MetricUnit.Count, dedupeRatio);
   metrics.addMetric('SnapshotAgeSeconds', MetricUnit.Seconds, Math.max(0, (Date.now() - Date.parse(snapshot.time)) / 1000));
-  return { snapshotId: snapshot.id, snapshotTime: snapshot.time, durationSeconds, bytesRead, bytesAdded, dedupeRatio };
+  return {
+    snapshotId: snapshot.id,
+    snapshotTime: snapshot.time,
+    host: snapshot.host,
+    ...(instanceId ? { instanceId } : {}),
+    durationSeconds,
+    bytesRead,
+    bytesAdded,
+    dedupeRatio,
+  };
 }
 
 export const handler = handlerOf('finalize-backup', finalizeBackup);

@@ -1,8 +1,8 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
-import type { Plan } from '../agent/core/plan.ts';
+import { targetsModeOf, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
-import { isPartial, markedDamaged } from '../agent/core/snapshot.ts';
+import { isPartial, markedDamaged, type Snapshot } from '../agent/core/snapshot.ts';
 import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FreshnessEvent {
@@ -16,6 +16,18 @@ export interface Freshness {
   newest?: { id: string; time: string };
   ageSeconds?: number;
   /** Why no age was published: the freshness alarm treats missing data as breaching. */
+  problem?: string;
+  /**
+   * A `targets.mode: each` plan: each host's newest good snapshot, published with the Host
+   * dimension; the plan's own age (what its alarm watches) is then the oldest host's.
+   */
+  hosts?: HostFreshness[];
+}
+
+export interface HostFreshness {
+  host: string;
+  newest?: { id: string; time: string };
+  ageSeconds?: number;
   problem?: string;
 }
 
@@ -47,6 +59,12 @@ export async function freshness(event: FreshnessEvent, now: () => Date = () => n
       // One plan's broken repository must not hide the others' age.
       result = { planId: typeof id === 'string' ? id : String(id), problem: errorMessage(error) };
     }
+    for (const host of result.hosts ?? []) {
+      if (host.ageSeconds === undefined) continue;
+      metrics.addDimensions({ PlanId: result.planId, Host: host.host });
+      metrics.addMetric(NEWEST_GOOD_BACKUP_AGE, MetricUnit.Seconds, host.ageSeconds);
+      metrics.publishStoredMetrics();
+    }
     if (result.ageSeconds === undefined) {
       logger.warn('backup age not published', { ...result });
     } else {
@@ -59,17 +77,39 @@ export async function freshness(event: FreshnessEvent, now: () => Date = () => n
   return results;
 }
 
-/** The newest snapshot of the plan that is neither damaged nor partial, and its age at `at`. */
+/**
+ * The newest snapshot of the plan that is neither damaged nor partial, and its age at `at`. For an
+ * `each` plan, per host (as its manifests name it): the plan's age is the oldest host's, and a host
+ * with snapshots but none good leaves the plan without an age (the alarm fires).
+ */
 export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promise<Freshness> {
   const { snapshots } = await repo.listSnapshots();
-  const good = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && !isPartial(s));
+  const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
+  if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, at, `plan ${plan.id}`) };
+  const hosts = [...new Set(ofPlan.map((s) => s.host))].sort().map((host): HostFreshness => ({
+    host,
+    ...newestGood(
+      ofPlan.filter((s) => s.host === host),
+      at,
+      `host ${host} of plan ${plan.id}`,
+    ),
+  }));
+  if (hosts.length === 0) return { planId: plan.id, problem: `plan ${plan.id} has no good snapshot yet`, hosts };
+  const stale = hosts.find((h) => h.ageSeconds === undefined);
+  if (stale) return { planId: plan.id, problem: stale.problem ?? `host ${stale.host} has no good snapshot`, hosts };
+  const oldest = hosts.reduce((a, h) => ((h.ageSeconds ?? 0) > (a.ageSeconds ?? 0) ? h : a));
+  return { planId: plan.id, ...(oldest.newest ? { newest: oldest.newest } : {}), ageSeconds: oldest.ageSeconds ?? 0, hosts };
+}
+
+function newestGood(
+  snapshots: ReadonlyArray<Snapshot & { id: string }>,
+  at: Date,
+  what: string,
+): { newest?: { id: string; time: string }; ageSeconds?: number; problem?: string } {
+  const good = snapshots.filter((s) => !markedDamaged(s) && !isPartial(s));
   const newest = good.reduce<(typeof good)[number] | undefined>((a, s) => (a === undefined || s.time > a.time ? s : a), undefined);
-  if (newest === undefined) return { planId: plan.id, problem: `plan ${plan.id} has no good snapshot yet` };
-  return {
-    planId: plan.id,
-    newest: { id: newest.id, time: newest.time },
-    ageSeconds: Math.max(0, (at.getTime() - Date.parse(newest.time)) / 1000),
-  };
+  if (newest === undefined) return { problem: `${what} has no good snapshot yet` };
+  return { newest: { id: newest.id, time: newest.time }, ageSeconds: Math.max(0, (at.getTime() - Date.parse(newest.time)) / 1000) };
 }
 
 export const handler = handlerOf('freshness', freshness);

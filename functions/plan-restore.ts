@@ -2,14 +2,17 @@ import { describeReplay, measuredThroughputs, planPointInTime } from '../agent/c
 import { engineCatalog } from '../agent/core/engine-options/catalog.ts';
 import { CairnError } from '../agent/core/errors.ts';
 import { encodeRequest, parseOrExplain, restoreInputSchema, type RestoreInput } from '../agent/core/orchestration.ts';
-import { pitrOf, type Plan } from '../agent/core/plan.ts';
+import { pitrOf, targetsModeOf, type Plan } from '../agent/core/plan.ts';
+import { DescribeInstanceInformationCommand } from '@aws-sdk/client-ssm';
 import type { Repository } from '../agent/core/repository.ts';
 import { planRestore, type PlannedReplay, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
-import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository } from './runtime.ts';
+import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository, ssmClient } from './runtime.ts';
 import { markedDamaged } from '../agent/core/snapshot.ts';
 
 export interface PlannedRestore extends RestorePlan {
   instanceIds: string[];
+  /** The host whose snapshots the restore chose from (required for an `each` plan). */
+  sourceHost?: string;
   /** The agent's request (base64url JSON); absent on a dry run. */
   request?: string;
   heartbeatSeconds: number;
@@ -25,14 +28,29 @@ export interface PlannedRestore extends RestorePlan {
  * history of restores and backups.
  */
 export async function planRestoreHandler(event: unknown): Promise<PlannedRestore> {
-  const input = parseOrExplainInput(event);
+  const { sourceHost, rest } = splitSourceHost(event);
+  const input = parseOrExplainInput(rest);
   const plan = await loadPlan(input.planId);
   requireTarget(input, plan);
+  requireSourceHost(sourceHost, plan);
   const { repo } = await openPlanRepository(plan);
   const planInstanceIds = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
-  const target = input.targetInstanceId ?? planInstanceIds[0];
+  const each = targetsModeOf(plan) === 'each';
+  const target = input.targetInstanceId ?? (each && sourceHost !== undefined ? await instanceNamed(plan, sourceHost) : planInstanceIds[0]);
+  if (target === undefined && each)
+    throw new CairnError(
+      'Cairn.InvalidInput',
+      `targetInstanceId: required, no single instance of plan ${plan.id} is named ${sourceHost ?? ''}`,
+      {
+        hint: 'give "targetInstanceId": the instance to restore onto (Systems Manager knows each instance\'s host name as its ComputerName)',
+      },
+    );
   const online = target !== undefined && (await isOnline(target));
-  return planRestoreFor(input, plan, repo, { planInstanceIds, online });
+  return planRestoreFor({ ...input, ...(target !== undefined ? { targetInstanceId: target } : {}) }, plan, repo, {
+    planInstanceIds,
+    online,
+    ...(sourceHost !== undefined ? { sourceHost } : {}),
+  });
 }
 
 /** The plan for a validated input against the plan's opened repository, the target's state given. */
@@ -40,10 +58,19 @@ export async function planRestoreFor(
   input: RestoreInput,
   plan: Plan,
   repo: Repository,
-  hosts: { planInstanceIds: string[]; online: boolean },
+  hosts: { planInstanceIds: string[]; online: boolean; sourceHost?: string },
 ): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
-  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s));
+  const sourceHost = hosts.sourceHost;
+  const ofPlan = snapshots.filter(
+    (s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && (sourceHost === undefined || s.host === sourceHost),
+  );
+  if (sourceHost !== undefined && ofPlan.length === 0) {
+    const known = [...new Set(snapshots.filter((s) => s.plan === undefined || s.plan === plan.id).map((s) => s.host))].sort();
+    throw new CairnError('Cairn.NotFound', `sourceHost: plan ${plan.id} has no good snapshot of host ${JSON.stringify(sourceHost)}`, {
+      hint: known.length > 0 ? `its snapshots are of ${known.join(', ')}` : 'the plan has no snapshot yet',
+    });
+  }
   const throughputs = await measuredThroughputs(repo);
   const result = planRestore(input, {
     snapshots: ofPlan.map((s) => ({ id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.summary.totalBytes })),
@@ -55,6 +82,7 @@ export async function planRestoreFor(
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;
   return {
     ...result,
+    ...(sourceHost !== undefined ? { sourceHost } : {}),
     instanceIds: [result.targetInstanceId],
     heartbeatSeconds,
     timeoutSeconds,
@@ -124,13 +152,62 @@ function requireTarget(input: RestoreInput, plan: Plan): void {
   });
 }
 
+/**
+ * An `each` plan's hosts are independent sources, so "latest" means nothing until the input says
+ * whose: refused at this first state, naming the field, like a missing targetPath.
+ */
+function requireSourceHost(sourceHost: string | undefined, plan: Plan): void {
+  if (sourceHost !== undefined || targetsModeOf(plan) !== 'each') return;
+  throw new CairnError('Cairn.InvalidInput', `sourceHost: required, plan ${plan.id} backs up each of its hosts on its own`, {
+    hint: 'give "sourceHost": the host whose snapshot to restore, as its snapshots name it (cairn snapshots shows the host; the freshness metric\'s Host dimension too)',
+  });
+}
+
+const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+
+/** The restore input's `sourceHost`, taken off before the shared schema (agent/core/orchestration.ts) checks the rest. */
+function splitSourceHost(event: unknown): { sourceHost?: string; rest: unknown } {
+  if (typeof event !== 'object' || event === null || !('sourceHost' in event)) return { rest: event };
+  const { sourceHost, ...rest } = event as Record<string, unknown>;
+  if (sourceHost === undefined) return { rest };
+  if (typeof sourceHost !== 'string' || !HOST_NAME.test(sourceHost))
+    throw new CairnError('Cairn.InvalidInput', `sourceHost: ${JSON.stringify(sourceHost)} is not a host name`, {
+      hint: 'give the host name as the plan\'s snapshots record it, e.g. "ip-10-0-1-17"',
+    });
+  return { sourceHost, rest };
+}
+
+/**
+ * The plan's instance whose host name (Systems Manager's ComputerName) is the source host, the
+ * default target of an `each` plan's restore; undefined when none or several match. The short
+ * name counts too: an instance may report ip-10-0-1-17.ec2.internal where its manifests say ip-10-0-1-17.
+ */
+async function instanceNamed(plan: Plan, hostName: string): Promise<string | undefined> {
+  const filters =
+    'instanceIds' in plan.targets
+      ? [{ Key: 'InstanceIds', Values: plan.targets.instanceIds }]
+      : [{ Key: `tag:${plan.targets.tag.key}`, Values: [plan.targets.tag.value] }];
+  const short = (name: string): string => name.split('.')[0] ?? name;
+  const matches: string[] = [];
+  let token: string | undefined;
+  do {
+    const page = await ssmClient().send(new DescribeInstanceInformationCommand({ Filters: filters, NextToken: token, MaxResults: 50 }));
+    for (const info of page.InstanceInformationList ?? []) {
+      const name = info.ComputerName;
+      if (info.InstanceId && name && (name === hostName || short(name) === short(hostName))) matches.push(info.InstanceId);
+    }
+    token = page.NextToken;
+  } while (token);
+  return matches.length === 1 ? matches[0] : undefined;
+}
+
 function parseOrExplainInput(event: unknown): ReturnType<typeof restoreInputSchema.parse> {
   try {
     return parseOrExplain(restoreInputSchema, event, 'restore input');
   } catch (error) {
     if (error instanceof CairnError) {
       throw new CairnError('Cairn.InvalidInput', error.message, {
-        hint: 'expected {"planId": "...", "snapshot"?: "latest" | "<id>", "pointInTime"?: "<ISO-8601>", "targetInstanceId"?, "targetPath"?, "targetDatabase"?, "dryRun"?: true}',
+        hint: 'expected {"planId": "...", "snapshot"?: "latest" | "<id>", "pointInTime"?: "<ISO-8601>", "targetInstanceId"?, "sourceHost"? (required for a targets.mode each plan), "targetPath"?, "targetDatabase"?, "dryRun"?: true}',
       });
     }
     throw error;

@@ -1,7 +1,11 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { recordEvent } from '../agent/core/history.ts';
 import { runSummarySchema } from '../agent/core/orchestration.ts';
+import { ORCHESTRATION_PREFIX } from '../agent/core/layout.ts';
+import { targetsModeOf, type Plan } from '../agent/core/plan.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
+import type { DeletableStorage } from '../agent/core/storage.ts';
+import { hostLeaseKey, hostRecordsSeal, isInstanceId, hostRecordsStorage } from './host-records.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { controlPlaneWho, controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
@@ -9,6 +13,8 @@ export interface RecordEvent {
   planId?: unknown;
   operation?: unknown;
   executionId?: unknown;
+  /** RecordHostFailure (an `each` plan's BackupHosts item): the host whose backup failed, whose lease is given back. */
+  instanceId?: unknown;
   /** Absent on success; the Catch's `$.error` ({Error, Cause}) on failure. */
   error?: { Error?: unknown; Cause?: unknown };
   summary?: unknown;
@@ -37,6 +43,7 @@ export async function recordResult(event: RecordEvent): Promise<Recorded> {
   const error = failed ? (typeof event.error?.Error === 'string' ? event.error.Error : 'Cairn.Failure') : undefined;
   const cause = failed ? causeText(event.error?.Cause) : undefined;
   const planId = typeof event.planId === 'string' ? event.planId : 'unknown';
+  const instanceId = typeof event.instanceId === 'string' ? event.instanceId : undefined;
   const emitted: string[] = [];
   const Op = `${operation[0]?.toUpperCase() ?? ''}${operation.slice(1)}`;
   metrics.addDimension('PlanId', planId);
@@ -56,15 +63,36 @@ export async function recordResult(event: RecordEvent): Promise<Recorded> {
     await recordEvent(repo, controlPlaneWho('record'), TOOL, `orchestration.${operation}.${failed ? 'failed' : 'succeeded'}`, {
       planId: plan.id,
       executionId: event.executionId,
+      ...(instanceId ? { instanceId } : {}),
       ...(failed ? { code: error, message: cause } : { summary: event.summary }),
     });
-    if (operation === 'backup' && typeof event.executionId === 'string')
-      await releaseRunLease(storage, event.executionId, await controlSeal());
+    if (operation === 'backup' && typeof event.executionId === 'string') await releaseLeases(plan, storage, event.executionId, instanceId);
   } catch (recordError) {
     logger.error('could not record the outcome in the repository history', { planId, operation, error: recordError });
   }
-  if (failed) logger.error(`${operation} failed`, { planId, error, cause });
+  if (failed) logger.error(`${operation} failed`, { planId, ...(instanceId ? { instanceId } : {}), error, cause });
   return { planId, operation, outcome: failed ? 'failure' : 'success', ...(failed ? { error, cause } : {}), metrics: emitted };
+}
+
+/**
+ * Gives back what this execution holds: the plan's run lease, or for an `each` plan one host's
+ * (RecordHostFailure names it) or, when the whole execution failed, every host lease it holds.
+ */
+async function releaseLeases(plan: Plan, storage: DeletableStorage, executionId: string, instanceId: string | undefined): Promise<void> {
+  const seal = await controlSeal();
+  if (instanceId !== undefined) {
+    await releaseRunLease(hostRecordsStorage(storage, instanceId), executionId, hostRecordsSeal(seal, instanceId));
+    return;
+  }
+  await releaseRunLease(storage, executionId, seal);
+  if (targetsModeOf(plan) !== 'each') return;
+  const hostsPrefix = `${ORCHESTRATION_PREFIX}hosts/`;
+  for await (const info of storage.list(hostsPrefix)) {
+    const host = info.key.slice(hostsPrefix.length).split('/')[0] ?? '';
+    // releaseRunLease removes a lease only when this execution holds it.
+    if (isInstanceId(host) && info.key === hostLeaseKey(host))
+      await releaseRunLease(hostRecordsStorage(storage, host), executionId, hostRecordsSeal(seal, host));
+  }
 }
 
 function drillFailed(summary: unknown): boolean {

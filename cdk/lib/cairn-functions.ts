@@ -14,11 +14,22 @@ import {
   repositoryLocation,
   type Plan,
 } from '../../agent/core/plan.ts';
-import { CONFIG_KEY, HISTORY_PREFIX, KEYS_PREFIX, LEASE_KEY, LOGS_PREFIX, RUNS_PREFIX } from '../../agent/core/layout.ts';
+import {
+  CONFIG_KEY,
+  HISTORY_PREFIX,
+  KEYS_PREFIX,
+  LEASE_KEY,
+  LOGS_PREFIX,
+  ORCHESTRATION_PREFIX,
+  RUNS_PREFIX,
+} from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { controlSealParameterName, controlSealSecretName } from '../../agent/core/run-lease.ts';
 import { CairnFunction } from './cairn-function.ts';
 import { acknowledge, acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
+
+/** Where an `each` plan's hosts keep their own run lease and run records (functions/host-records.ts). */
+const HOSTS_PREFIX = `${ORCHESTRATION_PREFIX}hosts/`;
 
 export interface CairnFunctionsProps {
   envName: string;
@@ -195,14 +206,26 @@ export class CairnFunctions extends Construct {
     // and writing into the environment's SSE-KMS bucket needs a data key.
     const runFindings: string[] = [];
     const s3Plans = props.plans.map((p) => repositoryLocation(p.repository.url)).filter((l) => l.scheme === 's3');
-    const leaseArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${LEASE_KEY}`);
+    // An `each` plan's hosts have a lease and run records each, under orchestration/hosts/<instance id>/
+    // (functions/host-records.ts); granted for every plan, since a plan may switch targets.mode without redeploying roles.
+    const hostRecords = (l: { bucket: string; prefix: string }, rest: string): string =>
+      `s3:::${l.bucket}/${l.prefix}${HOSTS_PREFIX}*/${rest}`;
+    const leaseArns = [
+      ...s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${LEASE_KEY}`),
+      ...s3Plans.map((l) => `arn:${stack.partition}:${hostRecords(l, 'lease')}`),
+    ];
+    runFindings.push(...s3Plans.map((l) => `Resource::${arnFinding(stack, hostRecords(l, 'lease'))}`));
     if (leaseArns.length > 0) {
       for (const fn of [this.planBackup, this.finalizeBackup, this.recordResult]) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({ sid: 'RunLease', actions: ['s3:PutObject', 's3:DeleteObject'], resources: leaseArns }),
         );
       }
-      const runArns = s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${RUNS_PREFIX}*`);
+      const runArns = [
+        ...s3Plans.map((l) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${RUNS_PREFIX}*`),
+        ...s3Plans.map((l) => `arn:${stack.partition}:${hostRecords(l, 'runs/*')}`),
+      ];
+      runFindings.push(...s3Plans.map((l) => `Resource::${arnFinding(stack, hostRecords(l, 'runs/*'))}`));
       this.planBackup.addToRolePolicy(new iam.PolicyStatement({ sid: 'RunRecords', actions: ['s3:PutObject'], resources: runArns }));
       runFindings.push(...s3Plans.map((l) => `Resource::${arnFinding(stack, `s3:::${l.bucket}/${l.prefix}${RUNS_PREFIX}*`)}`));
       if (s3Plans.some((l) => l.bucket === props.bucketName)) {
