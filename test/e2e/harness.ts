@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -70,6 +70,9 @@ const handlerModules: Record<string, string> = {
   PlanVerify: '../../functions/plan-verify.ts',
   RecordResult: '../../functions/record-result.ts',
   RecordFailure: '../../functions/record-result.ts',
+  // An `each` plan's BackupHosts Map (cdk/lib/state-machines.ts).
+  FinalizeHostBackup: '../../functions/finalize-backup.ts',
+  RecordHostFailure: '../../functions/record-result.ts',
   EnsureRepository: '../../functions/create-repository.ts',
 };
 
@@ -150,21 +153,33 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   ssm.parameters.set(controlSealParameterName(ENV), sealKey);
   const agentLogs: string[] = [];
   let executions = 0;
+  let tasks = 0;
 
   // The document's script as SSM runs it on a host: parameters as SSM_* variables, in its own process group.
+  // An instance given a host name (ssm.hostNames) is a machine of its own: the script runs in a UTS
+  // namespace with that host name (what a manifest records as its host), with its own home and agent
+  // install, and AWS_SSM_INSTANCE_ID set as the SSM Agent sets it for a command.
   const spawnDocument = (
-    params: { operation: string; planId: string; taskToken: string; request: string },
+    params: { operation: string; planId: string; taskToken: string; request: string; instanceId?: string },
     hostEnv?: Record<string, string>,
   ): { child: ChildProcess; output: () => string; exited: Promise<number | null>; closed: Promise<void> } => {
-    const child = spawn('bash', ['-c', script], {
+    const hostName = params.instanceId === undefined ? undefined : ssm.hostNames.get(params.instanceId);
+    const home = hostName === undefined ? work : join(work, 'hosts', hostName);
+    if (hostName !== undefined) mkdirSync(home, { recursive: true });
+    const [program, args] =
+      hostName === undefined
+        ? ['bash', ['-c', script]]
+        : ['unshare', ['--uts', 'bash', '-c', 'hostname "$1" && exec bash -c "$2"', 'host', hostName, script]];
+    const child = spawn(program, args, {
       env: {
         ...env,
         PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`,
-        HOME: work,
-        TMPDIR: work,
-        CAIRN_HOME: join(work, 'opt-cairn'),
-        CAIRN_LINK: join(work, 'cairn-link'),
-        CAIRN_SPOOL_DIR: join(work, 'spool'),
+        HOME: home,
+        TMPDIR: home,
+        CAIRN_HOME: join(home, 'opt-cairn'),
+        CAIRN_LINK: join(home, 'cairn-link'),
+        CAIRN_SPOOL_DIR: join(home, 'spool'),
+        ...(params.instanceId === undefined ? {} : { AWS_SSM_INSTANCE_ID: params.instanceId }),
         SSM_operation: params.operation,
         SSM_planId: params.planId,
         SSM_taskToken: params.taskToken,
@@ -183,15 +198,23 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   };
 
   const runAgent = async (input: unknown, options: RunOptions): Promise<unknown> => {
-    const params = (input as { Parameters: Record<string, string[]> }).Parameters;
-    const token = String(params.taskToken?.[0]);
+    const { Parameters: params, InstanceIds: instanceIds } = input as { Parameters: Record<string, string[]>; InstanceIds?: string[] };
+    // Step Functions gives every task its own token; the local runner gives one per execution, so
+    // the BackupHosts Map's concurrent RunHostAgent tasks get it made unique here.
+    const token = `${String(params.taskToken?.[0])}_${++tasks}`;
     const request = String(params.request?.[0]);
     const heartbeatSeconds = decodeRequest(request).heartbeatSeconds;
     const result = sfn.waitFor(token, heartbeatSeconds);
     result.catch(() => undefined); // observed below; a run that fails elsewhere first must not leave it unhandled
     await options.beforeAgent?.();
     const { child, output, exited } = spawnDocument(
-      { operation: String(params.operation?.[0]), planId: String(params.planId?.[0]), taskToken: token, request },
+      {
+        operation: String(params.operation?.[0]),
+        planId: String(params.planId?.[0]),
+        taskToken: token,
+        request,
+        ...(instanceIds?.length === 1 ? { instanceId: instanceIds[0] } : {}),
+      },
       options.hostEnv,
     );
     options.onAgent?.({ child, output }, token);
@@ -241,7 +264,11 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
       );
       const execution = machine.run(input as never, {
         overrides: {
-          taskResourceLocalHandlers: { ...local, RunAgent: (event: unknown) => runAgent(event, options) as Promise<never> },
+          taskResourceLocalHandlers: {
+            ...local,
+            RunAgent: (event: unknown) => runAgent(event, options) as Promise<never>,
+            RunHostAgent: (event: unknown) => runAgent(event, options) as Promise<never>,
+          },
           waitTimeOverrides: { WaitGrace: 0 },
         },
         context: {
@@ -307,6 +334,9 @@ function forLocalRunner(definition: Record<string, unknown>): Record<string, unk
       delete state.TimeoutSecondsPath;
       state.TimeoutSeconds = 900;
     }
+    // The states inside an inline Map (BackupHosts' RunHostAgent) too.
+    const processor = state.ItemProcessor as Record<string, unknown> | undefined;
+    if (processor !== undefined) forLocalRunner(processor);
   }
   return definition;
 }

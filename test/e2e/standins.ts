@@ -61,12 +61,18 @@ export interface SsmStandin extends JsonServer {
   parameters: Map<string, string>;
   /** Instance id → tags; every listed instance is Online. */
   instances: Map<string, Record<string, string>>;
+  /**
+   * Instance id → host name (SSM's ComputerName): an instance with one is a machine of its own,
+   * and the harness runs its commands under that host name (test/e2e/harness.ts).
+   */
+  hostNames: Map<string, string>;
 }
 
 /** Stand-in for SSM: GetParameter (String and SecureString alike) and DescribeInstanceInformation. */
 export async function startSsmStandin(): Promise<SsmStandin> {
   const parameters = new Map<string, string>();
   const instances = new Map<string, Record<string, string>>();
+  const hostNames = new Map<string, string>();
   const server = await startJsonServer((target, body) => {
     if (target === 'GetParameter') {
       const name = String(body.Name);
@@ -86,12 +92,17 @@ export async function startSsmStandin(): Promise<SsmStandin> {
                 : true,
           ),
         )
-        .map(([id]) => ({ InstanceId: id, PingStatus: 'Online', PlatformType: 'Linux' }));
+        .map(([id]) => ({
+          InstanceId: id,
+          PingStatus: 'Online',
+          PlatformType: 'Linux',
+          ...(hostNames.has(id) ? { ComputerName: hostNames.get(id) } : {}),
+        }));
       return { InstanceInformationList: list };
     }
     throw new ServiceError('InvalidAction', `the SSM stand-in does not implement ${target}`);
   });
-  return { ...server, parameters, instances };
+  return { ...server, parameters, instances, hostNames };
 }
 
 export interface TaskOutcome {
