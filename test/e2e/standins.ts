@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 
 /**
- * STAND-INS for the two AWS APIs that cannot run here (../shared/TOOLCHAIN.md):
+ * STAND-INS for the two AWS APIs that cannot run here (no offline emulator of them):
  * Systems Manager's Parameter Store / instance inventory, and the Step
  * Functions callback API. Each is a small HTTP server speaking the service's
  * JSON protocol, so the real AWS SDK clients (SSMClient in the functions and
