@@ -6,6 +6,7 @@ import { Cli } from './context.ts';
 import type { CliStreams } from './output.ts';
 import { createProgram } from './program.ts';
 import { finishRun, type StorageFlags } from './storage-options.ts';
+
 type Register = (program: Command, cli: Cli) => void;
 
 /**
@@ -60,10 +61,11 @@ async function registerCommands(program: Command, cli: Cli, argv: string[]): Pro
 }
 
 /**
- * What commander will do with these arguments (argv without node and the script), as far as loading goes: 'version' when the
- * global --version comes before any command name, the command name when the arguments
- * before it are global options only, or undefined (help, an unknown option, anything
- * unusual), which loads every command so commander sees the whole program as before.
+ * What commander will do with these arguments (argv without node and the script), as far as
+ * loading goes: 'version' when the global --version comes before any command name, the command
+ * name when the arguments before it are global options only (a value of one is skipped), or
+ * undefined (help, an unknown option, anything unusual), which loads every command so commander
+ * sees the whole program as before.
  */
 export function commandInArgv(program: Command, args: string[]): string | undefined {
   for (let i = 0; i < args.length; i++) {
