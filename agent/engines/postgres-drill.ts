@@ -76,7 +76,7 @@ export async function drillPostgres(source: SnapshotSource, ctx: DrillContext): 
     });
     return {
       ok: true,
-      found: `the restored cluster started privately (socket only${server.isolated ? ', no network' : ''}, archive_mode=off, its own configuration not read${server.osUser ? `, as ${server.osUser}` : ''}) and recovered from its own WAL`,
+      found: `the restored cluster started privately (socket only${server.isolated ? ', no network' : ''}, archive_mode=off, its own configuration not read${server.osUser ? `, as ${server.osUser}` : ''}, no restored role a superuser${server.keptSuperusers.length ? ` but ${server.keptSuperusers.join(', ')}` : ''}) and recovered from its own WAL`,
     };
   });
   checks.push(start);

@@ -78,6 +78,8 @@ export function serverOverrides(inputs: OverrideInputs): Record<string, string> 
     // `$libdir` only: a library named without a path is looked for nowhere else.
     dynamic_library_path: '$libdir',
     jit: 'off',
+    // An autovacuum ANALYZE evaluates index expressions, as the table's owner, before the drill could demote it.
+    autovacuum: 'off',
     jit_provider: 'llvmjit',
     // PostgreSQL 14 and older write statistics files into this directory.
     stats_temp_directory: 'pg_stat_tmp',

@@ -51,6 +51,8 @@ export interface PrivatePostgres {
   /** The directory of the server's programs (initdb, postgres, pg_restore, pg_amcheck, pg_checksums… of one major version). */
   readonly binDir: string;
   readonly superuser: string;
+  /** Restored roles still superusers (the server refused to demote them: from 16 on, the bootstrap superuser). */
+  readonly keptSuperusers: readonly string[];
   /** Whether the server runs in a network namespace of its own (no network at all). */
   readonly isolated: boolean;
   /** What every client program (psql, pg_restore, pg_amcheck) takes to reach this server and nothing else. */
@@ -131,8 +133,8 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
   const user = await drillServerUser(env);
   const as = asUser(user);
   const known = await knownSettings(binDir, env);
-  const clientEnv = (role: string): NodeJS.ProcessEnv => ({ ...env, PGOPTIONS: clientOptions(known, role === superuser) });
-  const superuserEnv = clientEnv(superuser);
+  const clientEnv = (superuserSession: boolean): NodeJS.ProcessEnv => ({ ...env, PGOPTIONS: clientOptions(known, superuserSession) });
+  const superuserEnv = clientEnv(true);
   // Parents the server's user can pass through (not list); the directories themselves its own, 0700.
   await mkdir(dirname(options.runDir), { recursive: true, mode: 0o711 });
   await mkdir(dirname(options.dataDir), { recursive: true, mode: 0o711 });
@@ -206,28 +208,30 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
   void done.then(() => (exited = true));
   const connect = (role: string): string[] => ['-h', options.runDir, '-p', String(SERVER_PORT), '-U', role];
   const clientArgs = connect(superuser);
-  const server: PrivatePostgres = {
+  /** The server as `login` (a superuser) sees it. */
+  const view = (login: string, keptSuperusers: readonly string[] = []): PrivatePostgres => ({
     dataDir: options.dataDir,
     socketDir: options.runDir,
     port: SERVER_PORT,
     binDir,
-    superuser,
+    superuser: login,
     isolated: isolation.length > 0,
     osUser: user,
-    clientArgs,
+    keptSuperusers,
+    clientArgs: connect(login),
     env: superuserEnv,
     async client(program, args, opts = {}) {
-      const role = opts.role ?? superuser;
+      const role = opts.role ?? login;
       return run([join(binDir, program), ...connect(role), ...args], {
-        env: clientEnv(role),
+        env: clientEnv(role === login),
         signal: options.signal,
         cwd: options.runDir,
         ...(opts.stdin ? { stdin: opts.stdin } : {}),
       }).catch((error: unknown) => rethrow(error, opts.doing ?? `${program} against the private cluster`));
     },
-    async sql(statement, database = 'postgres', role = superuser) {
+    async sql(statement, database = 'postgres', role = login) {
       return (
-        await server.client('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', dbnameConninfo(database), '-c', statement], {
+        await this.client('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-d', dbnameConninfo(database), '-c', statement], {
           doing: 'a query',
           role,
         })
@@ -242,7 +246,8 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
         clearTimeout(timer);
       }
     },
-  };
+  });
+  const server = view(superuser);
   // Wait until it accepts connections: a restored cluster first replays its WAL up to a consistent point.
   const deadline = Date.now() + 30 * 60_000;
   for (;;) {
@@ -259,7 +264,7 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
         env: superuserEnv,
         cwd: options.runDir,
       });
-      return server;
+      break;
     } catch (error) {
       if (Date.now() > deadline) {
         await server.stop();
@@ -274,6 +279,38 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
     }
     await delay(100);
   }
+  if (options.initialize) return server;
+  try {
+    return await demoteRestoredSuperusers(server, view);
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+}
+
+/** The superuser role a drill checks a restored cluster as: made by the drill, the only superuser left. */
+export const CHECK_ROLE = 'cairn_drill_check';
+
+/**
+ * A restored cluster's roles are the snapshot's: a function it stores runs as its owner in some
+ * checks (pg_amcheck --heapallindexed evaluates index expressions as the table's owner), so no
+ * restored role stays a superuser. The drill's own CHECK_ROLE, made through the login role, is the
+ * only one; a role the server will not demote (from 16 on, the bootstrap superuser) is reported.
+ */
+async function demoteRestoredSuperusers(
+  login: PrivatePostgres,
+  view: (role: string, kept?: readonly string[]) => PrivatePostgres,
+): Promise<PrivatePostgres> {
+  await login.sql(`CREATE ROLE ${CHECK_ROLE} LOGIN SUPERUSER`);
+  const checker = view(CHECK_ROLE);
+  const supers = (await checker.sql(`SELECT rolname FROM pg_catalog.pg_roles WHERE rolsuper AND rolname <> '${CHECK_ROLE}' ORDER BY 1`))
+    .split('\n')
+    .filter(Boolean);
+  const kept: string[] = [];
+  for (const role of supers) {
+    await checker.sql(`ALTER ROLE "${role.replaceAll('"', '""')}" NOSUPERUSER`).catch(() => kept.push(role));
+  }
+  return view(CHECK_ROLE, kept);
 }
 
 /** The databases of a private cluster that accept connections, templates excluded. */

@@ -172,6 +172,27 @@ describe('postgres drill of a cluster whose catalogs and configuration are traps
     assert.ok(await exists(fired), 'the event trigger runs its program at DDL');
     await rm(fired);
     live.sql('DROP TABLE control');
+    // A table of the superuser's whose index expression runs a program: pg_amcheck --heapallindexed evaluates
+    // it as the table's owner, so the drill's demotion of every restored superuser is what stops it.
+    const indexed = join(outside, 'index-expression-ran');
+    live.sql(
+      `CREATE FUNCTION run_program() RETURNS void LANGUAGE plpgsql AS $f$
+       BEGIN
+         IF current_setting('cluster_name') = 'cairn-drill' OR current_setting('cairn.armed', true) = 'yes' THEN
+           COPY (SELECT 1) TO PROGRAM 'touch ${indexed}';
+         END IF;
+       END $f$;
+       -- An immutable function may not COPY itself, but may call one that does.
+       CREATE FUNCTION idx_fn(x int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$
+       BEGIN
+         PERFORM public.run_program();
+         RETURN x;
+       END $f$;
+       CREATE TABLE guarded (id int); CREATE INDEX guarded_idx ON guarded (idx_fn(id));`,
+    );
+    live.sql("SET cairn.armed = 'yes'; INSERT INTO guarded VALUES (1)");
+    assert.ok(await exists(indexed), 'the index expression runs its program when evaluated as its owner');
+    await rm(indexed);
     // Configuration the restored cluster would start with: a pid file and a library outside, …
     live.sql(`ALTER SYSTEM SET external_pid_file = '${join(outside, 'postmaster.pid')}'`);
     live.sql("ALTER SYSTEM SET shared_preload_libraries = 'nonexistent_shared_lib'");
@@ -200,10 +221,18 @@ describe('postgres drill of a cluster whose catalogs and configuration are traps
     for (const check of checks) assert.ok(check.ok && (check.ran || check.name === 'pg_checksums'), `${check.name}: ${check.found}`);
     const start = checkNamed(checks, 'start');
     assert.match(start.found, /its own configuration not read/);
+    assert.match(start.found, /no restored role a superuser\)/);
     if (asRoot) assert.match(start.found, /as cairn-drill\b/);
     // pg_amcheck --all logged in to trap (its login would have failed with the preload) and made DDL in every database.
     assert.ok(checkNamed(checks, 'pg_amcheck').ran);
     assert.deepEqual(await readdir(outside), [], 'no pid file, no socket, no program ran: nothing was written outside');
+
+    // --heapallindexed evaluates guarded_idx's expression as its owner, postgres, no superuser in the drill: refused.
+    const thorough = await drillSnapshot(env.CAIRN_REPOSITORY as string, id, { thorough: true });
+    const amcheck = checkNamed(thorough, 'pg_amcheck');
+    assert.equal(amcheck.ok, false, amcheck.found);
+    assert.match(amcheck.found, /COPY to or from an external program/);
+    assert.deepEqual(await readdir(outside), [], 'the index expression ran no program');
   });
 });
 
