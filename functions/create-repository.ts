@@ -1,9 +1,9 @@
-import { CallBuilder, REPOSITORY_CONTEXT_KEY, type AwsCall, type CallScope } from '../agent/core/aws-calls.ts';
+import { CallBuilder, KEY_TEMPLATES, REPOSITORY_CONTEXT_KEY, type AwsCall, type CallScope } from '../agent/core/aws-calls.ts';
 import { CairnError } from '../agent/core/errors.ts';
 import { parseRepositoryConfig } from '../agent/core/config.ts';
 import { recordEvent } from '../agent/core/history.ts';
 import { wrapMasterKey, type KeyFile } from '../agent/core/keyfile.ts';
-import { CONFIG_KEY, HISTORY_PREFIX, KEYS_PREFIX } from '../agent/core/layout.ts';
+import { CONFIG_KEY, KEY_CHECK_KEY } from '../agent/core/layout.ts';
 import { PLAN_CONTEXT_KEY } from '../agent/core/orchestration.ts';
 import type { Plan } from '../agent/core/plan.ts';
 import { Repository } from '../agent/core/repository.ts';
@@ -109,7 +109,7 @@ async function keyFilesFor(
  * The AWS calls this function makes for one plan (the inventory agent/core/aws-calls.ts keeps for
  * the other functions; test/cdk/iam-evaluation.test.ts evaluates these against its role): the plan
  * and its passphrase, the config's stat and read, and for a new repository the KMS wrappings and
- * the create-if-absent writes of key files, config and the first history record.
+ * the create-if-absent writes of key files, key check, config and the first history record.
  */
 export function createRepositoryCalls(scope: CallScope, planId: string): AwsCall[] {
   const b = new CallBuilder(scope);
@@ -122,10 +122,10 @@ export function createRepositoryCalls(scope: CallScope, planId: string): AwsCall
     ...b.headBucket(),
     ...b.read(CONFIG_KEY),
     ...(key === undefined ? [] : [encrypt({ ...repository, [`kms:EncryptionContext:${PLAN_CONTEXT_KEY}`]: planId }), encrypt(repository)]),
-    ...b.create(`${KEYS_PREFIX}k1`),
-    ...b.create(`${KEYS_PREFIX}k2`),
+    ...b.create(KEY_TEMPLATES.keyFile),
+    ...b.create(KEY_CHECK_KEY),
     ...b.create(CONFIG_KEY),
-    ...b.create(`${HISTORY_PREFIX}c1`),
+    ...b.create(KEY_TEMPLATES.history),
   ];
 }
 

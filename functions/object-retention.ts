@@ -1,5 +1,6 @@
 import { GetObjectRetentionCommand, PutObjectRetentionCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { recordAwsCalls } from '../agent/core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { repositoryLocation, type Plan } from '../agent/core/plan.ts';
 import { BucketKeys } from '../agent/storage/object-keys.ts';
@@ -30,15 +31,17 @@ export class ObjectRetention {
     const options = parseS3Url(plan.repository.url, env);
     this.bucket = options.bucket;
     this.keys = new BucketKeys('s3', options.bucket, options.prefix);
-    this.client = new S3Client({
-      region: options.region,
-      endpoint: options.endpoint,
-      forcePathStyle: options.forcePathStyle,
-      followRegionRedirects: options.endpoint === undefined,
-      retryMode: 'standard',
-      maxAttempts: 6,
-      requestHandler: new NodeHttpHandler(httpHandlerOptions(env, { keepAlive: true, maxSockets: 64 })),
-    });
+    this.client = recordAwsCalls(
+      new S3Client({
+        region: options.region,
+        endpoint: options.endpoint,
+        forcePathStyle: options.forcePathStyle,
+        followRegionRedirects: options.endpoint === undefined,
+        retryMode: 'standard',
+        maxAttempts: 6,
+        requestHandler: new NodeHttpHandler(httpHandlerOptions(env, { keepAlive: true, maxSockets: 64 })),
+      }),
+    );
   }
 
   /** The key's retention; undefined when it has none (NoSuchObjectLockConfiguration). A missing key is Cairn.NotFound. */

@@ -6,6 +6,7 @@ import { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import { DescribeInstanceInformationCommand, GetParameterCommand, SSMClient } from '@aws-sdk/client-ssm';
 import middy, { type MiddlewareObj } from '@middy/core';
+import { recordAwsCalls } from '../agent/core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { planParameterPrefix, type Plan } from '../agent/core/plan.ts';
 import { controlSealParameterName, hmacSeal, type RecordSeal } from '../agent/core/run-lease.ts';
@@ -36,7 +37,7 @@ const tracer = new Tracer({ serviceName: process.env.POWERTOOLS_SERVICE_NAME ?? 
 
 let ssm: SSMClient | undefined;
 export function ssmClient(): SSMClient {
-  ssm ??= new SSMClient({});
+  ssm ??= recordAwsCalls(new SSMClient({}));
   return ssm;
 }
 

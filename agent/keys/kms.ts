@@ -1,4 +1,5 @@
 import type { KMSClient } from '@aws-sdk/client-kms';
+import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { KEY_BYTES } from '../core/crypto.ts';
 import { CairnError, errorMessage, type ErrorCode } from '../core/errors.ts';
 import { kmsEncryptionContext, kmsKeyFile, kmsRegion, type KmsKeyFile } from '../core/keyfile.ts';
@@ -30,11 +31,13 @@ async function client(region: string): Promise<KMSClient> {
   let kms = clients.get(region);
   if (!kms) {
     const [{ KMSClient: Client }, { NodeHttpHandler }] = await Promise.all([sdk(), import('@smithy/node-http-handler')]);
-    kms = new Client({
-      region,
-      maxAttempts: 3,
-      requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 20_000 }),
-    });
+    kms = recordAwsCalls(
+      new Client({
+        region,
+        maxAttempts: 3,
+        requestHandler: new NodeHttpHandler({ connectionTimeout: 5_000, requestTimeout: 20_000 }),
+      }),
+    );
     clients.set(region, kms);
   }
   return kms;

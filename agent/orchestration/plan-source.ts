@@ -1,4 +1,5 @@
 import type { SSMClient } from '@aws-sdk/client-ssm';
+import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import type { Unlocker } from '../core/keyfile.ts';
 import { parsePlan, type Plan } from '../core/plan.ts';
@@ -59,7 +60,7 @@ export class PlanSource {
     try {
       // The SDK loads on first use, not at every `cairn` start.
       const ssm = await import('@aws-sdk/client-ssm');
-      this.client ??= new ssm.SSMClient({});
+      this.client ??= recordAwsCalls(new ssm.SSMClient({}));
       value = (await this.client.send(new ssm.GetParameterCommand({ Name: name, WithDecryption: decrypt }))).Parameter?.Value;
     } catch (error) {
       const code = error instanceof Error ? error.name : '';

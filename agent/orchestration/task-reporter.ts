@@ -1,4 +1,5 @@
 import type { SFNClient } from '@aws-sdk/client-sfn';
+import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { errorMessage } from '../core/errors.ts';
 
 /** Step Functions keeps at most 256 KiB of output and 256 characters of error name, 32 KiB of cause. */
@@ -37,7 +38,7 @@ export class TaskReporter {
   /** The SDK loads on first use: every `cairn` start would pay for it otherwise (docs/architecture.md, start-up). */
   private async sfn(): Promise<{ client: SFNClient; sdk: typeof import('@aws-sdk/client-sfn') }> {
     const sdk = await import('@aws-sdk/client-sfn');
-    this.client ??= new sdk.SFNClient({});
+    this.client ??= recordAwsCalls(new sdk.SFNClient({}));
     return { client: this.client, sdk };
   }
 

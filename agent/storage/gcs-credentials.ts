@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { httpHandlerOptions } from './proxy.ts';
 import { ssmFailure } from './ssm-errors.ts';
@@ -35,7 +36,7 @@ export async function readKeyFromSsm(name: string, reader: ParameterReader | und
     let ssm = reader;
     if (!ssm) {
       const { SSMClient } = await import('@aws-sdk/client-ssm');
-      ssm = new SSMClient({ requestHandler: httpHandlerOptions(process.env) });
+      ssm = recordAwsCalls(new SSMClient({ requestHandler: httpHandlerOptions(process.env) }));
     }
     const { GetParameterCommand } = await import('@aws-sdk/client-ssm');
     const out = await ssm.send(new GetParameterCommand({ Name: name, WithDecryption: true }));

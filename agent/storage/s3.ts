@@ -8,6 +8,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { AlreadyExistsError, CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
 import type { DeletableStorage, ObjectInfo, PutOptions } from '../core/storage.ts';
 import {
@@ -150,16 +151,19 @@ export class S3Storage implements DeletableStorage {
     // upload adds partConcurrency parts. Sockets are opened only when needed.
     // HTTP_PROXY, HTTPS_PROXY and NO_PROXY are honoured by these agents (proxy.ts).
     const agentOptions = { keepAlive: true, maxSockets: Math.max(64, 16 * this.partConcurrency) };
-    return new S3Client({
-      region: options.region,
-      endpoint: options.endpoint,
-      forcePathStyle: options.forcePathStyle,
-      // Without a custom endpoint, a bucket in another region than configured still works.
-      followRegionRedirects: options.endpoint === undefined,
-      retryMode: 'standard',
-      maxAttempts: this.maxAttempts,
-      requestHandler: new NodeHttpHandler(httpHandlerOptions(options.env ?? process.env, agentOptions)),
-    });
+    // recordAwsCalls: a test hook, inert unless a test installs a sink (agent/core/aws-call-record.ts).
+    return recordAwsCalls(
+      new S3Client({
+        region: options.region,
+        endpoint: options.endpoint,
+        forcePathStyle: options.forcePathStyle,
+        // Without a custom endpoint, a bucket in another region than configured still works.
+        followRegionRedirects: options.endpoint === undefined,
+        retryMode: 'standard',
+        maxAttempts: this.maxAttempts,
+        requestHandler: new NodeHttpHandler(httpHandlerOptions(options.env ?? process.env, agentOptions)),
+      }),
+    );
   }
 
   /** Closes the connections this storage opened (not those of a client passed in). */

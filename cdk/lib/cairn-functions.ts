@@ -17,6 +17,7 @@ import {
 import {
   CONFIG_KEY,
   HISTORY_PREFIX,
+  KEY_CHECK_KEY,
   KEYS_PREFIX,
   LEASE_KEY,
   LOGS_PREFIX,
@@ -352,7 +353,10 @@ export class CairnFunctions extends Construct {
     const fn = this.createRepository;
     if (s3Plans.length > 0) {
       const keys = (l: { bucket: string; prefix: string }): string[] =>
-        [CONFIG_KEY, `${KEYS_PREFIX}*`, `${HISTORY_PREFIX}*`].map((k) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${k}`);
+        // Repository.init writes key-check too (found by the e2e recording of SDK calls: AccessDenied in AWS without it).
+        [CONFIG_KEY, KEY_CHECK_KEY, `${KEYS_PREFIX}*`, `${HISTORY_PREFIX}*`].map(
+          (k) => `arn:${stack.partition}:s3:::${l.bucket}/${l.prefix}${k}`,
+        );
       fn.addToRolePolicy(
         new iam.PolicyStatement({
           sid: 'CreateRepositoryObjects',

@@ -62,7 +62,7 @@ type Out = Synthesized;
 
 const logicalId = (out: Out, element: unknown): string => out.stack.getLogicalId(element as CfnElement);
 /** The inventory's functions, and create-repository, whose calls functions/create-repository.ts declares. */
-type Fn = FunctionName | 'createRepository' | 'freshness';
+type Fn = FunctionName | 'createRepository';
 const FUNCTION_NAMES: Fn[] = [
   'planBackup',
   'finalizeBackup',
@@ -74,6 +74,7 @@ const FUNCTION_NAMES: Fn[] = [
   'archiveLag',
   'createRepository',
   'freshness',
+  'extendLocks',
 ];
 
 /**
@@ -89,37 +90,18 @@ function withPlanContext(calls: AwsCall[], scope: CallScope, planId: string): Aw
   );
 }
 
-/**
- * The control plane's record seal (functions/runtime.ts controlSeal): Parameter Store's reference to the
- * Secrets Manager secret, which SSM reads with the caller's secretsmanager:GetSecretValue.
- */
-function sealCalls(scope: CallScope, secretArn: string, envName: string): AwsCall[] {
-  return [
-    {
-      api: 'GetParameter (Secrets Manager reference)',
-      action: 'ssm:GetParameter',
-      resource: `arn:aws:ssm:${scope.region}:${scope.account}:parameter${controlSealParameterName(envName)}`,
-      context: {},
-    },
-    { api: '(SSM reference) GetSecretValue', action: 'secretsmanager:GetSecretValue', resource: secretArn, context: {} },
-  ];
-}
-
-function allFunctionCalls(scope: CallScope, planId: string, seal: AwsCall[]): Record<Fn, AwsCall[]> {
+function allFunctionCalls(scope: CallScope, planId: string): Record<Fn, AwsCall[]> {
   const calls = functionCalls(scope);
-  const sealing = new Set<string>(['planBackup', 'finalizeBackup', 'recordResult']);
-  const entries = Object.entries(calls).map(([n, c]) => [n, [...withPlanContext(c, scope, planId), ...(sealing.has(n) ? seal : [])]]);
+  const entries = Object.entries(calls).map(([n, c]) => [n, withPlanContext(c, scope, planId)]);
   return {
     ...(Object.fromEntries(entries) as Record<FunctionName, AwsCall[]>),
     createRepository: createRepositoryCalls(scope, planId),
-    freshness: freshnessCalls(scope),
   };
 }
 
-/** functions/freshness.ts: opens each plan's repository and reads its manifests. */
-function freshnessCalls(scope: CallScope): AwsCall[] {
-  const b = new CallBuilder(scope);
-  return [...b.planAndSecrets(), ...b.openRepository(), ...b.list('snapshots/'), ...b.read('snapshots/s1')];
+/** The seal reads of a scope: GetParameter of the reference, then GetSecretValue. */
+function sealCalls(scope: CallScope): AwsCall[] {
+  return new CallBuilder(scope).readSeal();
 }
 
 function sealSecretArn(out: Out, model: TemplateModel): string {
@@ -143,6 +125,7 @@ function scopeOf(out: Out, model: TemplateModel, plan: Plan): CallScope {
     planParameterName: planParameterName(out.config.envName, plan.id),
     secretParameterNames: referencedParameters(plan),
     parameterKeyArn: keyArn(out.stack.planParameters.key.node.defaultChild),
+    seal: { parameterName: controlSealParameterName(out.config.envName), secretArn: sealSecretArn(out, model) },
     ...('kmsKeyArn' in plan.keySource ? { repositoryKeyArn: plan.keySource.kmsKeyArn } : {}),
     repositoryId: 'c0ffee0123456789',
     stateMachineArn: `arn:aws:states:${out.config.region}:${out.config.account}:stateMachine:backup`,
@@ -199,10 +182,11 @@ describe('every inventoried AWS call is allowed for the principal that makes it'
           failures.push(...(await mismatches(model, host, `host of ${plan.id} ${operation}`, sent, ['Allowed'])));
           evaluated += calls.length;
         }
-        const seal = sealCalls(scope, sealSecretArn(out, model), out.config.envName);
-        for (const [name, calls] of Object.entries(allFunctionCalls(scope, plan.id, seal)) as Array<[Fn, AwsCall[]]>) {
+        for (const [name, calls] of Object.entries(allFunctionCalls(scope, plan.id)) as Array<[Fn, AwsCall[]]>) {
           // archive-lag exists only with PITR plans, and lists only theirs.
           if (name === 'archiveLag' && plan.pitr?.enabled !== true) continue;
+          // extend-locks exists only where the environment's bucket has Object Lock.
+          if (name === 'extendLocks' && out.stack.functions.extendLocks === undefined) continue;
           const caller = functionOf(out, model, name);
           assert.ok(caller, `${env} has no ${name} function`);
           failures.push(...(await mismatches(model, caller, `${name} for ${plan.id}`, calls, ['Allowed'])));
@@ -298,13 +282,13 @@ function forbidden(
     {
       who: 'host',
       why: "a host reads the control plane's seal key",
-      call: sealCalls(scope, sealSecretArn(out, model), out.config.envName)[1]!,
+      call: sealCalls(scope)[1]!,
       expect: ['ExplicitlyDenied'],
     },
     {
       who: 'applyRetention',
       why: 'a function that writes no lease reads the seal key',
-      call: sealCalls(scope, sealSecretArn(out, model), out.config.envName)[1]!,
+      call: sealCalls(scope)[1]!,
       expect: DENIED,
     },
   ];
@@ -432,12 +416,14 @@ describe('mutations of the template flip the evaluation', () => {
     call: AwsCall,
     before: Decision[],
     after: Decision[],
+    on: { out: Out; plan: Plan } = { out, plan },
   ): Promise<void> {
-    assert.ok(before.includes(await decide(out, modelOf(out), plan, who, call)), `before the mutation: ${describeCall(who, call)}`);
-    const json = structuredClone(out.json);
+    const original = await decide(on.out, modelOf(on.out), on.plan, who, call);
+    assert.ok(before.includes(original), `before the mutation: ${describeCall(who, call)} → ${original}`);
+    const json = structuredClone(on.out.json);
     mutate(json);
-    const mutated = modelOf(out, json);
-    const decision = await decide(out, mutated, plan, who, call);
+    const mutated = modelOf(on.out, json);
+    const decision = await decide(on.out, mutated, on.plan, who, call);
     assert.ok(after.includes(decision), `after the mutation: ${describeCall(who, call)} → ${decision}`);
   }
   const bucketKeyDecrypt = (): AwsCall => new CallBuilder(scopeOf(out, modelOf(out), plan)).read('config')[1]!;
@@ -503,6 +489,52 @@ describe('mutations of the template flip the evaluation', () => {
       b().create('orchestration/lease')[0]!,
       ['ExplicitlyDenied'],
       ['Allowed'],
+    );
+  });
+
+  // The KMS-plan template: a plan whose master key is wrapped by a KMS key the host may only decrypt with.
+  const kms = { out: outs.kms, plan: outs.kms.config.plans.find((p) => p.id === 'files-kms')! };
+  const masterKeyDecrypt = (context: Record<string, string>): AwsCall => ({
+    api: 'Decrypt',
+    action: 'kms:Decrypt',
+    resource: KMS_KEY,
+    context: Object.fromEntries(Object.entries(context).map(([k, v]) => [`kms:EncryptionContext:${k}`, v])),
+  });
+
+  test("dropping the host's repository-key grant denies the agent's own unwrapping of its KMS key file", async () => {
+    // The call exactly as the inventory and plan-source.ts make it: the repository and the plan in the context.
+    const own = withPlanContext(
+      new CallBuilder(scopeOf(kms.out, modelOf(kms.out), kms.plan)).unwrapMasterKey(),
+      scopeOf(kms.out, modelOf(kms.out), kms.plan),
+      kms.plan.id,
+    )[0]!;
+    await flip(
+      (json) => {
+        const statements = hostStatements(kms.out, json, kms.plan.id);
+        statements.splice(
+          statements.findIndex((s) => s.Sid === 'RepositoryMasterKey'),
+          1,
+        );
+      },
+      'host',
+      own,
+      ['Allowed'],
+      DENIED,
+      kms,
+    );
+  });
+
+  test("dropping the kms:EncryptionContext condition on the host's Decrypt lets it unwrap another plan's key file", async () => {
+    const foreign = masterKeyDecrypt({ 'cairn:repository': 'c0ffee0123456789', [PLAN_CONTEXT_KEY]: 'another-plan' });
+    await flip(
+      (json) => {
+        delete hostStatements(kms.out, json, kms.plan.id).find((s) => s.Sid === 'RepositoryMasterKey')!.Condition;
+      },
+      'host',
+      foreign,
+      DENIED,
+      ['Allowed'],
+      kms,
     );
   });
 
