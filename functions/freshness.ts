@@ -61,7 +61,10 @@ export async function freshness(event: FreshnessEvent, now: () => Date = () => n
     }
     for (const host of result.hosts ?? []) {
       if (host.ageSeconds === undefined) continue;
-      metrics.addDimensions({ PlanId: result.planId, Host: host.host });
+      // One dimension set {PlanId, Host} (addDimensions would add a set of its own beside {PlanId}, and a host's
+      // datum under {PlanId} alone would let the freshest host hide a stale one from the plan's alarm).
+      metrics.addDimension('PlanId', result.planId);
+      metrics.addDimension('Host', host.host);
       metrics.addMetric(NEWEST_GOOD_BACKUP_AGE, MetricUnit.Seconds, host.ageSeconds);
       metrics.publishStoredMetrics();
     }

@@ -88,4 +88,55 @@ describe('freshness', () => {
       );
     }
   });
+
+  it("an each plan: each host's age with the Host dimension, the plan's is the oldest host's; a host with none good silences the plan", async () => {
+    const targets = { tag: { key: 'cairn:fleet', value: 'shards' }, mode: 'each' };
+    const plan = cp.addPlan({ id: 'shards', engine: 'files', engineOptions: { paths: ['/srv'] }, targets });
+    cp.ssm.parameters.set('/cairn/fresh/shards/passphrase', PASSPHRASE);
+    const repo = await initSmallRepo(await openStorage(plan.repository.url, process.env));
+    const data = join(dir.path, 'shards');
+    await mkdir(data, { recursive: true });
+    await writeFile(join(data, 'a'), 'one');
+    const who = (host: string) => ({ who: { host, user: 'tester' }, plan: 'shards' });
+    const oldA = await backupDir(repo, data, who('shard-a'));
+    const b = await backupDir(repo, data, who('shard-b'));
+    await writeFile(join(data, 'a'), 'two');
+    const newA = await backupDir(repo, data, who('shard-a'));
+
+    const at = new Date(Date.parse(newA.time) + 3_600_000);
+    const { value, metrics } = await captureMetrics(() => freshness({ planIds: ['shards'] }, () => at));
+    const [result] = value!;
+    const ageOf = (time: string): number => (at.getTime() - Date.parse(time)) / 1000;
+    assert.deepEqual(
+      result?.hosts?.map((h) => [h.host, h.newest?.id]),
+      [
+        ['shard-a', newA.id],
+        ['shard-b', b.id],
+      ],
+      "each host's own newest, not the plan's",
+    );
+    assert.notEqual(oldA.id, newA.id);
+    assert.equal(result?.newest?.id, b.id, "the plan's age is the oldest host's: shard-b has not backed up since");
+    assert.equal(result?.ageSeconds, ageOf(b.time));
+    const published = metrics.filter((m) => NEWEST_GOOD_BACKUP_AGE in m);
+    assert.deepEqual(
+      published.map((m) => [m._aws.CloudWatchMetrics[0]?.Dimensions, m.Host, m[NEWEST_GOOD_BACKUP_AGE]]),
+      [
+        [[['PlanId', 'Host']], 'shard-a', ageOf(newA.time)],
+        [[['PlanId', 'Host']], 'shard-b', ageOf(b.time)],
+        [[['PlanId']], undefined, ageOf(b.time)],
+      ],
+    );
+
+    // shard-c's only snapshot is tagged damaged: no good snapshot, so the plan publishes no age of its own (the alarm fires).
+    await backupDir(repo, data, { ...who('shard-c'), tags: ['damaged'] });
+    const later = await captureMetrics(() => freshness({ planIds: ['shards'] }, () => at));
+    const [again] = later.value!;
+    assert.match(again?.problem ?? '', /host shard-c of plan shards has no good snapshot/);
+    assert.deepEqual(
+      later.metrics.filter((m) => NEWEST_GOOD_BACKUP_AGE in m).map((m) => m.Host),
+      ['shard-a', 'shard-b'],
+      'the hosts it could measure, and nothing for the plan',
+    );
+  });
 });
