@@ -14,6 +14,7 @@ import { buildApp } from '../../cdk/lib/app.ts';
 import { startFaultProxy } from '../helpers/fault-proxy.ts';
 import { startS3rver, s3rverEnv, type S3rver } from '../helpers/s3rver.ts';
 import { startSfnStandin, startSsmStandin, type SfnStandin, type SsmStandin } from './standins.ts';
+import { PRELOAD, asPrincipal, functionOfModule, startRecording, unlistedCalls, type RecordedCall } from './sdk-calls.ts';
 
 /**
  * The whole system, locally: the state machines from the synthesized template
@@ -58,6 +59,8 @@ export interface System {
   agentLogs: string[];
   /** The control plane's record seal, as the deployment's secret holds it (to write a genuine stale lease). */
   seal: RecordSeal;
+  /** Every AWS SDK command sent so far, with who sent it (./sdk-calls.ts); stop() fails on any the inventory lacks. */
+  awsCalls(): RecordedCall[];
   stop(): Promise<void>;
 }
 
@@ -78,6 +81,9 @@ const handlerModules: Record<string, string> = {
 
 export async function startSystem(plans: EnvironmentConfigInput['plans']): Promise<System> {
   const work = mkdtempSync(join(tmpdir(), 'cairn-e2e-'));
+  // Every SDK command the functions (here) and the agent (its processes, through a preload) send.
+  const callLog = join(work, 'aws-calls.jsonl');
+  const recording = startRecording(callLog);
   const s3 = await startS3rver();
   // STAND-IN for S3's conditional writes (s3rver ignores If-None-Match: *): the run lease and the
   // repository's locks rely on create-if-absent, as they do on real S3.
@@ -184,6 +190,8 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
         SSM_planId: params.planId,
         SSM_taskToken: params.taskToken,
         SSM_request: params.request,
+        CAIRN_RECORD_AWS_CALLS: callLog,
+        NODE_OPTIONS: [process.env.NODE_OPTIONS, `--import=${PRELOAD}`].filter(Boolean).join(' '),
         ...hostEnv,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -243,7 +251,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   const handlers = new Map<string, (event: unknown, context?: unknown) => Promise<unknown>>();
   for (const [state, module] of Object.entries(handlerModules)) {
     const { handler } = (await import(module)) as { handler: (event: unknown, context?: unknown) => Promise<unknown> };
-    handlers.set(state, handler);
+    handlers.set(state, (event, context) => asPrincipal(functionOfModule(module), () => handler(event, context)));
   }
 
   return {
@@ -285,10 +293,21 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
       agentLogs.push(output());
       return { code, output: output() };
     },
+    awsCalls: () => recording.calls(),
     async stop() {
+      const unlisted = unlistedCalls(recording.calls(), {
+        region: config.region,
+        account: config.account,
+        envName: ENV,
+        plans: built.config.plans,
+      });
+      recording.stop();
       await Promise.all([conditional.stop(), ssm.close(), sfn.close()]);
       await s3.stop();
       await rm(work, { recursive: true, force: true });
+      // The inventory (agent/core/aws-calls.ts) must list every call the run made, or IAM was never asked about it.
+      if (unlisted.length > 0)
+        throw new Error(`AWS calls the inventory (agent/core/aws-calls.ts) does not list:\n  ${unlisted.join('\n  ')}`);
     },
   };
 }
