@@ -111,11 +111,13 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
           count(host.name, 'forget', result);
           // forget prints its decision per group: { type: 'forget', groups: [{ group, keep, remove }] }.
           const line = result.lines.find((l) => l.type === 'forget') as { groups?: Array<{ remove?: Array<{ id: string }> }> } | undefined;
-          for (const r of (line?.groups ?? []).flatMap((g) => g.remove ?? [])) removed.add(r.id);
+          const removedNow = new Set((line?.groups ?? []).flatMap((g) => g.remove ?? []).map((r) => r.id));
+          for (const id of removedNow) removed.add(id);
           if (result.code !== 0) fail(`${host.name} forget exited ${result.code}: ${result.stderr.trim().slice(-400)}`);
-          if (newest && removed.has(newest))
+          // Only this forget's own removals: the newest it could see must not be among them.
+          if (newest && removedNow.has(newest))
             fail(
-              `${host.name} (${host.skew || 'on time'}) forget --keep-last 3 removed the newest committed snapshot ${newest.slice(0, 8)}`,
+              `${host.name} (${host.skew || 'on time'}) forget --keep-last 3 removed the newest committed snapshot ${newest.slice(0, 8)} (${succeeded.get(newest) ?? '?'}); it kept ${JSON.stringify((line?.groups ?? []).flatMap((g) => (g as { keep?: Array<{ id: string }> }).keep ?? []).map((k) => succeeded.get(k.id) ?? k.id.slice(0, 8)))}`,
             );
         } else {
           const result = await runSkewedCli(host.skew, ['--lock-wait', lockWait, 'prune'], env);

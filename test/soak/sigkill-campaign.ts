@@ -16,6 +16,8 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { listGenerations } from '../../agent/core/gc-generation.ts';
+import { packKey } from '../../agent/core/layout.ts';
 import { Repository } from '../../agent/core/repository.ts';
 import { FileStorage } from '../../agent/storage/file.ts';
 import { runCli, type CliResult } from '../helpers/cli.ts';
@@ -33,6 +35,8 @@ export interface SigkillOptions {
   kills: number;
   /** Stop after this many operations even if the counts are not reached. */
   maxOps: number;
+  /** Start no operation after this many minutes (the final check still runs); unset: no limit. */
+  minutes?: number;
   /** Restore every kept snapshot and verify --read-data every this many operations. */
   fullCheckEvery: number;
   /** Only these operations (default: all); the small pass in npm test leaves out restores and key changes. */
@@ -240,7 +244,8 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
 
   const done = (): boolean => kills >= options.kills && PHASES.every((p) => byPhase[p]! >= options.perPhase);
 
-  while (!done() && operations < options.maxOps) {
+  const stopAt = started + (options.minutes ?? Infinity) * 60_000;
+  while (!done() && operations < options.maxOps && Date.now() < stopAt) {
     const operation = chooseOperation();
     const plan = choosePlan(operation);
     operations++;
@@ -297,10 +302,15 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
         if (run.phase) {
           await recover(repo);
           if (run.phase === 'gc-deletes') {
-            // "During" the deletes only if the doomed objects were not all gone yet: a dry run still finds some.
-            const dry = await runCli(['prune', '--dry-run'], repo.env);
-            const report = dry.lines.find((l) => l.type === 'prune') as { packsDeleted?: number; indexFilesReplaced?: number } | undefined;
-            if ((report?.packsDeleted ?? 0) === 0) run.phase = 'other';
+            // "During" the deletes only if the doomed objects were not all gone yet: a pack of a generation
+            // not yet swept still exists (read from the generation records), or a dry run still finds some.
+            const left = await doomedPacksLeft(repo.path, repo.env.CAIRN_PASSWORD ?? '');
+            const dry = left > 0 ? undefined : await runCli(['prune', '--dry-run'], repo.env);
+            const report = dry?.lines.find((l) => l.type === 'prune') as { packsDeleted?: number } | undefined;
+            if (left === 0 && (report?.packsDeleted ?? 0) === 0) run.phase = 'other';
+            options.log(
+              `${context}: after the kill, ${left} doomed packs left, dry run ${dry ? `exit ${dry.code}, ${report?.packsDeleted ?? '?'} to delete` : 'not needed'}`,
+            );
           }
         } else if (run.result.code === 0) repo.garbage = false;
         await reconcile(repo, context, {});
@@ -391,6 +401,18 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
     failures,
     seconds: Math.round((Date.now() - started) / 1000),
   };
+}
+
+/** Packs named by GC generation records whose sweep has not finished and that still exist. */
+async function doomedPacksLeft(path: string, password: string): Promise<number> {
+  const storage = new FileStorage(path);
+  const repo = await Repository.open(storage, password);
+  let left = 0;
+  for (const generation of await listGenerations(repo, () => undefined)) {
+    if (generation.swept !== undefined) continue;
+    for (const pack of generation.packs) if (await storage.stat(packKey(pack))) left++;
+  }
+  return left;
 }
 
 async function keyIds(env: Record<string, string>): Promise<Set<string>> {

@@ -3,6 +3,7 @@
  *
  *   node test/soak/sigkill.ts
  *   CAIRN_SOAK_SEED=42 CAIRN_SOAK_KILLS=100 CAIRN_SOAK_PER_PHASE=12 node test/soak/sigkill.ts
+ *   CAIRN_SOAK_MINUTES=30 node test/soak/sigkill.ts   # start no operation after 30 minutes
  *
  * Prints every operation and kill, then the counts per phase and per operation,
  * and a last line `SOAK-RESULT {json}` for the soak's summary. Exit status 1 on
@@ -26,6 +27,7 @@ try {
     kills,
     perPhase,
     maxOps: kills * 4,
+    ...(process.env.CAIRN_SOAK_MINUTES ? { minutes: Number(process.env.CAIRN_SOAK_MINUTES) } : {}),
     fullCheckEvery: 40,
     log: (line) => console.log(line),
   });
