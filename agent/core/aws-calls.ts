@@ -1,4 +1,7 @@
 /**
+ * One unit: the whole inventory is one table read at once by the IAM evaluation and the e2e
+ * recording, so a reader sees every principal's calls side by side.
+ *
  * The AWS calls each Cairn component makes, per operation, as IAM sees them: the action, the
  * resource ARN and the condition keys the request carries (docs/cdk.md, "What each principal may
  * call"). Pure data: the code that makes the calls is agent/storage/s3.ts and s3-multipart.ts,

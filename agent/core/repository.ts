@@ -13,15 +13,7 @@ import {
 import { deriveKey, hmac, open as openSealed, seal as sealBytes } from './crypto.ts';
 import { openObject, sealObject, type EnvelopeKindName } from './envelope.ts';
 import { sealKeyCheck, unlockTrueKey } from './key-check.ts';
-import {
-  newMasterKey,
-  parseKeyFile,
-  passphraseUnlocker,
-  wrapMasterKey,
-  type KeyFile,
-  type StoredKey,
-  type Unlocker,
-} from './keyfile.ts';
+import { newMasterKey, parseKeyFile, passphraseUnlocker, wrapMasterKey, type KeyFile, type StoredKey, type Unlocker } from './keyfile.ts';
 import {
   CONFIG_KEY,
   FORMAT_VERSION,

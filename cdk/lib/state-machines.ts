@@ -1,3 +1,5 @@
+// One unit: the four state machines (Backup, Retention, Restore, Verify) are built from the same
+// shared states (invoke, runAgent, failureTail, keepLocks) and one construct wires them alike.
 import { Duration, RemovalPolicy, Stack, type CfnElement } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
