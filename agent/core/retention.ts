@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { KnownDamage } from './damage.ts';
 import { CairnError } from './errors.ts';
 import { isPartial, type Snapshot } from './snapshot.ts';
+import { storedAt } from './snapshot-time.ts';
 
 /**
  * A retention policy (restic's rules). Every count rule keeps the newest good
@@ -40,6 +41,13 @@ export interface RetentionCandidate {
   id: string;
   /** ISO-8601 start time of the snapshot. */
   time: string;
+  /**
+   * When the storage stored the manifest (epoch ms), if known. Newest-first order — `keepLast`,
+   * the newest good snapshot, and which snapshot of a period a count rule keeps — follows it,
+   * because `time` is the backing-up host's clock and may be minutes off; periods and durations
+   * still follow `time`.
+   */
+  stored?: number;
   tags: readonly string[];
   pinned?: boolean;
   /** Marked damaged (a damage marker names it, or the `damaged` tag): kept for inspection, never counted as good. */
@@ -88,7 +96,7 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
   const add = (id: string, reason: string): void => {
     reasons.get(id)?.push(reason);
   };
-  const newestFirst = [...snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
+  const newestFirst = [...snapshots].sort(newerFirst);
   const good = newestFirst.filter((s) => !s.damaged && !s.partial);
 
   for (const s of newestFirst) {
@@ -102,7 +110,7 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
   if (newest) add(newest.id, 'newest good snapshot');
   for (const s of newestFirst) {
     if (!s.partial || s.damaged) continue;
-    if (newest && Date.parse(s.time) < Date.parse(newest.time)) continue;
+    if (newest && newerFirst(s, newest) > 0) continue;
     add(s.id, 'partial (some files unread), newer than the newest good snapshot: kept, not counted');
   }
 
@@ -112,14 +120,14 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
   for (const [bucket, field] of bucketRules) {
     const limit = policy[field] as number | undefined;
     if (!limit) continue;
-    let used = 0;
-    let last: string | undefined;
+    // A set, not the previous key: in storage order a skewed host's periods need not come in a run.
+    const seen = new Set<string>();
     for (const s of good) {
-      if (used >= limit) break;
+      if (seen.size >= limit) break;
       const key = bucketKey(new Date(s.time), bucket);
-      if (key === last) continue;
-      last = key;
-      used++;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const used = seen.size;
       add(s.id, `${bucket} ${used}/${limit} (${key})`);
     }
   }
@@ -145,13 +153,24 @@ export function applyPolicy(snapshots: readonly RetentionCandidate[], policy: Re
 }
 
 /**
+ * Newest first: by storage time when both are known (no host clock moves it), else by `time`;
+ * ties by id, so the order is total and the same everywhere.
+ */
+function newerFirst(a: RetentionCandidate, b: RetentionCandidate): number {
+  const byStored = a.stored !== undefined && b.stored !== undefined ? b.stored - a.stored : 0;
+  return byStored || Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1);
+}
+
+/**
  * A snapshot as retention sees it: pinned, damaged (a damage marker or the `damaged` tag) and
  * partial said. `cairn forget` and the control plane's retention build candidates the same way.
  */
 export function retentionCandidate(s: Snapshot, pins: ReadonlySet<string>, damage: KnownDamage): RetentionCandidate {
+  const stored = storedAt(s);
   return {
     id: s.id,
     time: s.time,
+    ...(stored !== undefined ? { stored } : {}),
     tags: s.tags,
     pinned: pins.has(s.id),
     ...(damage.damaged(s) ? { damaged: true } : {}),

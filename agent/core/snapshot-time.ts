@@ -24,10 +24,24 @@ export const MANIFEST_CLOCK_SKEW_MS = 15 * 60_000;
  * `--keep-daily`/`--keep-last`. Returns the claimed `time` when it was moved, else undefined.
  */
 export function boundSnapshotTime(snapshot: Snapshot, modified: number): string | undefined {
+  storedTimes.set(snapshot, modified);
   const bound = modified + MANIFEST_CLOCK_SKEW_MS;
   const claimed = snapshot.time;
   if (Date.parse(snapshot.endTime) > bound) snapshot.endTime = new Date(bound).toISOString();
   if (Date.parse(claimed) <= bound) return undefined;
   snapshot.time = new Date(bound).toISOString();
   return claimed;
+}
+
+/** Each manifest's storage modification time, kept beside the snapshot object rather than in it (it is not part of the manifest). */
+const storedTimes = new WeakMap<Snapshot, number>();
+
+/**
+ * When the storage says the snapshot's manifest was stored (its commit), in epoch ms; undefined for
+ * a snapshot not read through the repository. Unlike `time`, no host's clock moves it, so retention
+ * orders by it: a host 10 minutes fast must not make its older backups look newer than one
+ * committed after them (docs/locks-and-gc.md, "Clocks").
+ */
+export function storedAt(snapshot: Snapshot): number | undefined {
+  return storedTimes.get(snapshot);
 }

@@ -380,15 +380,15 @@ describe('CDK app', () => {
       assert.equal(env.POWERTOOLS_METRICS_NAMESPACE, 'Cairn');
       assert.equal(env.PLAN_PARAMETER_PREFIX, '/cairn/prod/plans/');
     }
-    // Deleting repository objects: apply-retention and gc-sweep only. The others may delete one
-    // control object, the plan's run lease (orchestration/lease), and nothing else.
+    // Deleting repository objects: apply-retention and gc-sweep only. The others may delete the
+    // run leases (the plan's orchestration/lease and an each plan's orchestration/hosts/*/lease), nothing else.
     for (const out of [prodOut, sentinelOut, pitrOut]) {
       const deleters = new Set<string>();
       for (const [id, p] of resourcesOf(out.json, 'AWS::IAM::Policy')) {
         for (const s of (p.Properties.PolicyDocument as { Statement: Statement[] }).Statement) {
           if (!actionsOf(s).some((a) => /^s3:Delete/i.test(a))) continue;
           const resources = (Array.isArray(s.Resource) ? s.Resource : [s.Resource]).map((r) => JSON.stringify(r));
-          if (resources.every((r) => /\/orchestration\/lease"/.test(r))) continue;
+          if (resources.every((r) => /\/orchestration\/(hosts\/\*\/)?lease"/.test(r))) continue;
           deleters.add(id.replace(/ServiceRole.*$/, ''));
         }
       }
@@ -509,7 +509,13 @@ describe('CDK app', () => {
     };
     const backup = machine('backup') as { States: Record<string, { Type: string; Next?: string; Default?: string; Resource?: string }> };
     assert.equal(backup.States['Skipped?']?.Default, 'EnsureRepository', 'a run that holds the lease first ensures the repository');
-    assert.equal(backup.States.EnsureRepository?.Next, 'RunAgent');
+    assert.equal(backup.States.EnsureRepository?.Next, 'EachHost?', 'then one agent run, or one per host of an each plan');
+    const each = backup.States['EachHost?'] as unknown as { Choices: Array<{ Next: string }>; Default: string };
+    assert.equal(each.Default, 'RunAgent');
+    assert.deepEqual(
+      each.Choices.map((c) => c.Next),
+      ['BackupHosts'],
+    );
     const retention = machine('retention') as { StartAt: string; States: Record<string, { Next?: string }> };
     assert.equal(retention.StartAt, 'EnsureRepository');
     assert.equal(retention.States.EnsureRepository?.Next, 'ApplyRetention');

@@ -108,4 +108,36 @@ describe('retention policy', () => {
     assert.equal(retentionPolicySchema.safeParse({ keepWithin: 'forever' }).success, false);
     assert.equal(retentionPolicySchema.safeParse({ keepLastt: 1 }).success, false);
   });
+
+  it('orders by storage time when hosts’ clocks are off, and counts each period once', () => {
+    const minute = 60_000;
+    const t0 = Date.parse('2026-12-04T23:50:00Z');
+    // Stored one per 5 minutes; a, b fast by 10 minutes, c on time, d slow by 10 minutes (the newest).
+    const at = (stored: number, skew: number) => ({
+      stored: t0 + stored * minute,
+      time: new Date(t0 + (stored - 1 + skew) * minute).toISOString(),
+    });
+    const snaps: RetentionCandidate[] = [
+      { id: 'a', tags: [], ...at(0, 10) },
+      { id: 'b', tags: [], ...at(5, 10) },
+      { id: 'c', tags: [], ...at(10, 0) },
+      { id: 'd', tags: [], ...at(15, -10) },
+    ];
+    const last2 = applyPolicy(snaps, { keepLast: 2 });
+    assert.deepEqual(last2.keep.map((d) => d.id).sort(), ['c', 'd'], 'keep-last follows the order the storage stored them in');
+    assert.ok(last2.keep.find((d) => d.id === 'd')?.reasons.includes('newest good snapshot'));
+    // In storage order the manifest days interleave (d 12-04, c 12-04, b 12-05 by a fast clock, a 12-04):
+    // two days, each kept once by its newest-stored snapshot, even when the rule allows three.
+    const daily = applyPolicy(snaps, { keepDaily: 3 });
+    assert.deepEqual(daily.keep.map((d) => d.id).sort(), ['b', 'd']);
+    // Without storage times (a snapshot not read through a repository) the manifest time still orders.
+    const bare = applyPolicy(
+      snaps.map((s) => ({ id: s.id, time: s.time, tags: s.tags })),
+      { keepLast: 1 },
+    );
+    assert.deepEqual(
+      bare.keep.map((d) => d.id),
+      ['b'],
+    );
+  });
 });

@@ -20,6 +20,8 @@ import { checkNamed, drillSnapshot } from './drill-harness.ts';
  * cluster holding the hostile objects, backed up through cairn; a crafted data directory),
  * each trap is shown to work outside the drill first (it runs its program, it breaks a
  * login), and the drill must then neither run it nor write outside its scratch directory.
+ * The programs read their input to the end (`cat >/dev/null`): one that exits first makes
+ * PostgreSQL's write fail with a broken pipe, now and then, and the proof of the trap with it.
  */
 
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -84,7 +86,7 @@ describe('pgdump drill of a dump that runs programs when loaded', { skip }, () =
        CREATE FUNCTION evil() RETURNS int LANGUAGE plpgsql AS $f$
        BEGIN
          IF current_setting('cluster_name') = 'cairn-drill' OR current_setting('cairn.armed', true) = 'yes' THEN
-           COPY (SELECT 1) TO PROGRAM 'touch ${marker}';
+           COPY (SELECT 1) TO PROGRAM 'touch ${marker}; cat >/dev/null';
          END IF;
          RETURN 1;
        END $f$;
@@ -163,7 +165,7 @@ describe('postgres drill of a cluster whose catalogs and configuration are traps
       `CREATE FUNCTION trap_fn() RETURNS event_trigger LANGUAGE plpgsql AS $f$
        BEGIN
          IF current_setting('cluster_name') = 'cairn-drill' OR current_setting('cairn.armed', true) = 'yes' THEN
-           COPY (SELECT 1) TO PROGRAM 'touch ${fired}';
+           COPY (SELECT 1) TO PROGRAM 'touch ${fired}; cat >/dev/null';
          END IF;
        END $f$;
        CREATE EVENT TRIGGER trap ON ddl_command_start EXECUTE FUNCTION trap_fn();`,
@@ -179,7 +181,7 @@ describe('postgres drill of a cluster whose catalogs and configuration are traps
       `CREATE FUNCTION run_program() RETURNS void LANGUAGE plpgsql AS $f$
        BEGIN
          IF current_setting('cluster_name') = 'cairn-drill' OR current_setting('cairn.armed', true) = 'yes' THEN
-           COPY (SELECT 1) TO PROGRAM 'touch ${indexed}';
+           COPY (SELECT 1) TO PROGRAM 'touch ${indexed}; cat >/dev/null';
          END IF;
        END $f$;
        -- An immutable function may not COPY itself, but may call one that does.
