@@ -40,7 +40,7 @@ const storedTimes = new WeakMap<Snapshot, number>();
  * When the storage says the snapshot's manifest was stored (its commit), in epoch ms; undefined for
  * a snapshot not read through the repository. Unlike `time`, no host's clock moves it, so retention
  * orders by it: a host 10 minutes fast must not make its older backups look newer than one
- * committed after them (docs/locks-and-gc.md, "Clocks").
+ * committed after them (docs/locks-and-gc.md, "Retention").
  */
 export function storedAt(snapshot: Snapshot): number | undefined {
   return storedTimes.get(snapshot);
