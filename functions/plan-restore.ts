@@ -28,8 +28,8 @@ export interface PlannedRestore extends RestorePlan {
  * history of restores and backups.
  */
 export async function planRestoreHandler(event: unknown): Promise<PlannedRestore> {
-  const { sourceHost, rest } = splitSourceHost(event);
-  const input = parseOrExplainInput(rest);
+  const input = parseOrExplainInput(event);
+  const sourceHost = input.sourceHost;
   const plan = await loadPlan(input.planId);
   requireTarget(input, plan);
   requireSourceHost(sourceHost, plan);
@@ -49,7 +49,6 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   return planRestoreFor({ ...input, ...(target !== undefined ? { targetInstanceId: target } : {}) }, plan, repo, {
     planInstanceIds,
     online,
-    ...(sourceHost !== undefined ? { sourceHost } : {}),
   });
 }
 
@@ -58,10 +57,10 @@ export async function planRestoreFor(
   input: RestoreInput,
   plan: Plan,
   repo: Repository,
-  hosts: { planInstanceIds: string[]; online: boolean; sourceHost?: string },
+  hosts: { planInstanceIds: string[]; online: boolean },
 ): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
-  const sourceHost = hosts.sourceHost;
+  const sourceHost = input.sourceHost;
   const ofPlan = snapshots.filter(
     (s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && (sourceHost === undefined || s.host === sourceHost),
   );
@@ -161,20 +160,6 @@ function requireSourceHost(sourceHost: string | undefined, plan: Plan): void {
   throw new CairnError('Cairn.InvalidInput', `sourceHost: required, plan ${plan.id} backs up each of its hosts on its own`, {
     hint: 'give "sourceHost": the host whose snapshot to restore, as its snapshots name it (cairn snapshots shows the host; the freshness metric\'s Host dimension too)',
   });
-}
-
-const HOST_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
-
-/** The restore input's `sourceHost`, taken off before the shared schema (agent/core/orchestration.ts) checks the rest. */
-function splitSourceHost(event: unknown): { sourceHost?: string; rest: unknown } {
-  if (typeof event !== 'object' || event === null || !('sourceHost' in event)) return { rest: event };
-  const { sourceHost, ...rest } = event as Record<string, unknown>;
-  if (sourceHost === undefined) return { rest };
-  if (typeof sourceHost !== 'string' || !HOST_NAME.test(sourceHost))
-    throw new CairnError('Cairn.InvalidInput', `sourceHost: ${JSON.stringify(sourceHost)} is not a host name`, {
-      hint: 'give the host name as the plan\'s snapshots record it, e.g. "ip-10-0-1-17"',
-    });
-  return { sourceHost, rest };
 }
 
 /**

@@ -24,6 +24,9 @@ const absolutePath = z
   .regex(/^\/[^\0\n]*$/, 'an absolute path')
   .refine((p) => !p.split('/').includes('..'), 'a path without ".." components');
 const databaseName = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_$-]{0,62}$/, 'a database name (letters, digits, _, $ and -)');
+const hostName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/, 'a host name as the plan\'s snapshots record it, e.g. "ip-10-0-1-17"');
 
 /**
  * The encryption-context key naming the plan on a repository key (docs/cdk.md, "Repository creation"):
@@ -39,6 +42,8 @@ export const restoreInputSchema = z
     targetInstanceId: instanceId.optional(),
     targetPath: absolutePath.optional(),
     targetDatabase: databaseName.optional(),
+    /** An `each` plan's hosts are independent sources: whose snapshot to restore (required for such a plan). */
+    sourceHost: hostName.optional(),
     dryRun: z.boolean().optional(),
   })
   .strict()

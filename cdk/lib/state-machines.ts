@@ -136,20 +136,21 @@ function ensureRepository(scope: Construct, ctx: MachineContext, onError: sfn.IC
 /**
  * With Object Lock: ExtendLocks keeps every object the new snapshot uses locked for the lock
  * period (functions/extend-locks.ts), a bounded batch per invocation, called again with its own
- * result (`$.locks`) until `done`. Without Object Lock, nothing.
+ * result (`$.locks`) until `done`. Without Object Lock, nothing. `prefix` names the states of an
+ * `each` plan's copy inside the BackupHosts Map (state names are unique in a machine).
  */
-function keepLocks(scope: Construct, ctx: MachineContext, onError: sfn.IChainable, next: sfn.IChainable): sfn.IChainable {
+function keepLocks(scope: Construct, ctx: MachineContext, onError: sfn.IChainable, next: sfn.IChainable, prefix = ''): sfn.IChainable {
   const fn = ctx.functions.extendLocks;
   if (fn === undefined) return next;
-  const start = new sfn.Pass(scope, 'StartLocks', { result: sfn.Result.fromObject({}), resultPath: '$.locks' });
+  const start = new sfn.Pass(scope, `${prefix}StartLocks`, { result: sfn.Result.fromObject({}), resultPath: '$.locks' });
   const extend = invoke(
     scope,
-    'ExtendLocks',
+    `${prefix}ExtendLocks`,
     fn,
     { 'planId.$': '$.planId', 'snapshotId.$': '$.finalized.snapshotId', 'locks.$': '$.locks' },
     '$.locks',
   ).addCatch(onError, catchAll);
-  const kept = new sfn.Choice(scope, 'LocksKept?').when(sfn.Condition.booleanEquals('$.locks.done', true), next).otherwise(extend);
+  const kept = new sfn.Choice(scope, `${prefix}LocksKept?`).when(sfn.Condition.booleanEquals('$.locks.done', true), next).otherwise(extend);
   return start.next(extend).next(kept);
 }
 
@@ -173,9 +174,9 @@ function retentionStates(scope: Construct, ctx: MachineContext, onError: sfn.ICh
 
 /**
  * An `each` plan's hosts (PlanBackup's `$.plan.hosts`, one item per host whose own lease the run
- * holds), each backed up on its own: RunHostAgent → FinalizeHostBackup → HostBackedUp. A host's
- * failure is recorded for that host (RecordHostFailure: history, BackupFailed, its lease given
- * back) and does not stop the others; `$.anyHostFailed.value` then says whether any failed, so the
+ * holds), each backed up on its own: RunHostAgent → FinalizeHostBackup → (with Object Lock: the
+ * host's ExtendLocks loop) → HostBackedUp. A host's failure is recorded for that host
+ * (RecordHostFailure: history, BackupFailed, its lease given back) and does not stop the others; `$.anyHostFailed.value` then says whether any failed, so the
  * execution fails after retention has run (HostsFailed?). An inline Map: the local runner has no
  * ItemReader, and the host list is small.
  */
@@ -217,7 +218,13 @@ function backupHosts(scope: Construct, ctx: MachineContext, onError: sfn.IChaina
       'host.$': '$.finalized.host',
     },
   });
-  map.itemProcessor(sfn.Chain.start(agent).next(finalize).next(ok));
+  // With Object Lock, each host's new snapshot gets its objects' locks extended before the host counts as backed up;
+  // a failure there is that host's (its snapshot is committed, but not yet protected for the lock period).
+  map.itemProcessor(
+    sfn.Chain.start(agent)
+      .next(finalize)
+      .next(keepLocks(scope, ctx, recordFailure, ok, 'Host')),
+  );
   recordFailure.next(failed);
   map.addCatch(onError, catchAll);
   // Choice rules cannot search an array: the statuses are listed, then ArrayContains asks for 'failed'.
@@ -269,7 +276,6 @@ export function backupDefinition(scope: Construct, ctx: MachineContext): sfn.ICh
       .otherwise(
         ensureRepository(scope, ctx, onError).next(
           new sfn.Choice(scope, 'EachHost?')
-            // With Object Lock, an `each` plan's new snapshots do not yet get their locks extended (ExtendLocks takes one snapshot).
             .when(each, backupHosts(scope, ctx, onError).next(retention))
             .otherwise(agent.next(finalize).next(keepLocks(scope, ctx, onError, retention))),
         ),

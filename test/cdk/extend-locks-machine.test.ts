@@ -40,10 +40,16 @@ function backupDefinition(): Record<string, unknown> {
   const definition = JSON.parse(resolve(found![1].Properties.DefinitionString)) as { States: Record<string, Record<string, unknown>> };
   // The stand-in agent answers at once: RunAgent's heartbeat and timeout (from the input) are not needed.
   // Its timers would also keep the test process alive after the run.
-  for (const state of Object.values(definition.States)) {
-    delete state.TimeoutSecondsPath;
-    delete state.HeartbeatSecondsPath;
-  }
+  const strip = (states: Record<string, Record<string, unknown>>): void => {
+    for (const state of Object.values(states)) {
+      delete state.TimeoutSecondsPath;
+      delete state.HeartbeatSecondsPath;
+      // The states inside an each plan's BackupHosts Map too.
+      const processor = state.ItemProcessor as { States: Record<string, Record<string, unknown>> } | undefined;
+      if (processor !== undefined) strip(processor.States);
+    }
+  };
+  strip(definition.States);
   return definition;
 }
 
@@ -152,5 +158,77 @@ describe('the Backup machine keeps Object Lock before retention (prod)', () => {
     await assert.rejects(() => execution.result, /uses 1 object\(s\) that do not exist/);
     assert.equal(failure?.error?.Error, 'Cairn.Damaged', 'RecordFailure gets the error (the BackupFailed alarm)');
     assert.deepEqual(seen, ['PlanBackup', 'EnsureRepository', 'RunAgent', 'FinalizeBackup', 'ExtendLocks', 'RecordFailure']);
+  });
+
+  test('an each plan extends each host’s snapshot on its own; a host whose ExtendLocks fails is recorded as failed, the others are not', async () => {
+    const hosts = ['i-0000000000000000a', 'i-0000000000000000b'];
+    const calls: Array<{ state: string; event: Record<string, unknown> }> = [];
+    const record =
+      (state: string, answer: (event: Record<string, unknown>) => unknown) =>
+      (event: unknown): Promise<never> => {
+        calls.push({ state, event: event as Record<string, unknown> });
+        const value = answer(event as Record<string, unknown>);
+        return (value instanceof Error ? Promise.reject(value) : Promise.resolve(value)) as Promise<never>;
+      };
+    // RunHostAgent gets the SSM command's parameters, FinalizeHostBackup the Map item's whole state.
+    const snapshotOf = (event: Record<string, unknown>): string =>
+      `snap-${((event.InstanceIds as string[] | undefined)?.[0] ?? (event.plan as { instanceId: string }).instanceId).slice(-1)}`;
+    const extendCalls = new Map<string, number>();
+    const machine = new StateMachine(backupDefinition() as never, { validationOptions: { checkArn: false } });
+    const execution = machine.run(
+      { planId: 'fleet' },
+      {
+        overrides: {
+          taskResourceLocalHandlers: {
+            PlanBackup: record('PlanBackup', () => ({
+              mode: 'each',
+              hosts: hosts.map((instanceId) => ({
+                instanceId,
+                instanceIds: [instanceId],
+                request: 'e30',
+                heartbeatSeconds: 60,
+                timeoutSeconds: 600,
+              })),
+            })),
+            EnsureRepository: record('EnsureRepository', () => ({})),
+            RunHostAgent: record('RunHostAgent', (event) => ({ snapshotId: snapshotOf(event) })),
+            FinalizeHostBackup: record('FinalizeHostBackup', (event) => ({ snapshotId: snapshotOf(event), host: snapshotOf(event) })),
+            HostExtendLocks: record('HostExtendLocks', (event) => {
+              const snapshotId = event.snapshotId as string;
+              if (snapshotId === 'snap-b') {
+                const error = new Error('snapshot snap-b uses 1 object(s) that do not exist');
+                error.name = 'Cairn.Damaged';
+                return error;
+              }
+              const n = (extendCalls.get(snapshotId) ?? 0) + 1;
+              extendCalls.set(snapshotId, n);
+              return { snapshotId, done: n === 2 };
+            }),
+            RecordHostFailure: record('RecordHostFailure', () => ({})),
+            ApplyRetention: record('ApplyRetention', () => ({ gc: { generation: 'g1', prefixes: [] }, graceSeconds: 0 })),
+            SweepPrefix: record('SweepPrefix', () => ({})),
+            RecordFailure: record('RecordFailure', () => ({})),
+          },
+          waitTimeOverrides: { WaitGrace: 0 },
+        },
+        context: CONTEXT,
+      },
+    );
+    await assert.rejects(() => execution.result, /one or more hosts failed/);
+    const extendsOf = (id: string) => calls.filter((c) => c.state === 'HostExtendLocks' && c.event.snapshotId === id);
+    assert.equal(extendsOf('snap-a').length, 2, 'host a: called again with its own result until done');
+    assert.deepEqual(extendsOf('snap-a')[1]?.event.locks, { snapshotId: 'snap-a', done: false });
+    assert.equal(extendsOf('snap-b').length, 1);
+    const failures = calls.filter((c) => c.state === 'RecordHostFailure');
+    assert.deepEqual(
+      failures.map((c) => [c.event.instanceId, (c.event.error as { Error?: string }).Error]),
+      [['i-0000000000000000b', 'Cairn.Damaged']],
+      'only host b is recorded as failed, with its error',
+    );
+    assert.ok(
+      calls.some((c) => c.state === 'ApplyRetention'),
+      'retention still runs for the fleet',
+    );
+    assert.equal(calls.filter((c) => c.state === 'RecordFailure').length, 0, 'the plan-level failure is not recorded again');
   });
 });

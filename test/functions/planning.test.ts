@@ -96,6 +96,11 @@ describe('restore planning', () => {
       () => parseOrExplain(restoreInputSchema, { planId: 'db', targetPath: '/srv/../etc' }, 'restore input'),
       /targetPath: a path without "\.\."/,
     );
+    assert.throws(
+      () => parseOrExplain(restoreInputSchema, { planId: 'db', sourceHost: '../etc' }, 'restore input'),
+      /sourceHost: a host name as the plan's snapshots record it/,
+    );
+    assert.equal(restoreInputSchema.parse({ planId: 'db', sourceHost: 'ip-10-0-1-17' }).sourceHost, 'ip-10-0-1-17');
     assert.throws(() => parseOrExplain(restoreInputSchema, { planId: 'db', dryrun: true }, 'restore input'), /dryrun/);
     assert.throws(() => parseOrExplain(restoreInputSchema, {}, 'restore input'), /planId/);
   });

@@ -94,6 +94,7 @@ const validRestoreInput = fc.constantFrom<unknown>(
   { planId: 'orders-db' },
   { planId: 'orders-db', snapshot: 'latest', targetInstanceId: 'i-0123456789abcdef0', targetPath: '/restore', dryRun: true },
   { planId: 'shop-maria', pointInTime: '2026-11-23T03:00:00Z', targetDatabase: 'shop_copy' },
+  { planId: 'shards', sourceHost: 'ip-10-0-1-17', targetPath: '/restore' },
 );
 const validSummary = fc.constantFrom<unknown>(
   {
