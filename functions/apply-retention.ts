@@ -21,9 +21,9 @@ import { targetsModeOf } from '../agent/core/plan.ts';
 import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision, type RetentionResult } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
-import { writeCollection } from '../agent/core/collection.ts';
+import { writeWorkList } from '../agent/core/gc-work-list.ts';
 import { collectLogs, type LogCollection } from '../agent/core/pitr-planning.ts';
-import { controlPlaneWho, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+import { controlPlaneWho, controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface RetentionEvent {
   planId?: unknown;
@@ -168,7 +168,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     if (doomed.length > 0) {
       const generation = `${new Date(now).toISOString().replace(/[-:.]/g, '')}-${randomBytes(4).toString('hex')}`;
       const bytes = doomed.reduce((sum, id) => sum + (analysis.packSizes.get(id) ?? 0), 0);
-      await writeCollection(storage, {
+      // Sealed: the sweep deletes only what a list the control plane wrote names (agent/core/gc-work-list.ts).
+      await writeWorkList(storage, await controlSeal(), {
         generation,
         planId: plan.id,
         packs: doomed,

@@ -1,8 +1,9 @@
 import { MetricUnit } from '@aws-lambda-powertools/metrics';
-import { readCollection, sweepPrefix } from '../agent/core/collection.ts';
+import { sweepPrefix } from '../agent/core/collection.ts';
+import { readWorkList } from '../agent/core/gc-work-list.ts';
 import { CairnError } from '../agent/core/errors.ts';
 import { listGenerations } from '../agent/core/gc-generation.ts';
-import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+import { controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface SweepEvent {
   planId?: unknown;
@@ -14,7 +15,9 @@ export interface SweepEvent {
  * One item of the GC Map: deletes the doomed packs of one pack prefix (packs/<2 hex>/). Only
  * packs that a sealed GC generation marked and that the generation's settlement confirmed (its
  * `gc/<generation>.swept` record exists: the packs are out of every index and no manifest
- * committed after the mark uses them) are deleted; the work list itself is not trusted.
+ * committed after the mark uses them) are deleted. The work list must carry the control plane's
+ * seal (a list anyone else wrote is refused, Cairn.Damaged, and nothing is deleted), and even a
+ * sealed one only narrows what the settled generations allow.
  */
 export async function gcSweep(event: SweepEvent): Promise<{ prefix: string; deleted: number; bytes: number }> {
   const plan = await loadPlan(event.planId);
@@ -22,7 +25,7 @@ export async function gcSweep(event: SweepEvent): Promise<{ prefix: string; dele
     throw new CairnError('Cairn.InvalidInput', 'generation and prefix: required (this state is fed by apply-retention)');
   }
   const { repo, storage } = await openPlanRepository(plan);
-  const collection = await readCollection(storage, event.generation);
+  const collection = await readWorkList(storage, await controlSeal(), event.generation);
   const settled = (await listGenerations(repo, (message) => logger.warn(message))).filter(
     (g) => g.swept !== undefined && (collection.generations ?? []).includes(g.generation),
   );

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PACKS_PREFIX, collectionKey, packKey } from './layout.ts';
+import { PACKS_PREFIX, packKey } from './layout.ts';
 import type { DeletableStorage } from './storage.ts';
 
 /**
@@ -8,9 +8,9 @@ import type { DeletableStorage } from './storage.ts';
  * (core/gc-collect.ts): the packs to delete, which no index names any more and
  * no manifest uses. The sweep (one invocation per pack prefix, in parallel)
  * deletes them; a sweep that is retried or runs twice only deletes what is
- * still there. Pack ids are random and reveal nothing, so the record is plain;
- * it is not trusted either: the sweep deletes only packs that the sealed,
- * settled generations it names (`generations`) marked.
+ * still there. The control plane seals it (core/gc-work-list.ts writes and reads
+ * it), and even a sealed list is not trusted beyond that: the sweep deletes only
+ * packs that the sealed, settled generations it names (`generations`) marked.
  */
 export const collectionSchema = z.object({
   generation: z.string().regex(/^[0-9A-Za-z-]{1,80}$/),
@@ -21,17 +21,6 @@ export const collectionSchema = z.object({
   generations: z.array(z.string()).default([]),
 });
 export type Collection = z.input<typeof collectionSchema>;
-
-export async function writeCollection(storage: DeletableStorage, collection: Collection): Promise<void> {
-  await storage.put(collectionKey(collection.generation), Buffer.from(JSON.stringify(collectionSchema.parse(collection))), {
-    ifAbsent: true,
-  });
-}
-
-export async function readCollection(storage: DeletableStorage, generation: string): Promise<Collection> {
-  if (!/^[0-9A-Za-z-]{1,80}$/.test(generation)) throw new Error(`invalid GC generation ${JSON.stringify(generation)}`);
-  return collectionSchema.parse(JSON.parse((await storage.get(collectionKey(generation))).toString('utf8')));
-}
 
 /**
  * Deletes the collection's packs under one two-hex prefix that `marked` also holds (the packs of

@@ -286,8 +286,8 @@ function forbidden(
       expect: ['ExplicitlyDenied'],
     },
     {
-      who: 'applyRetention',
-      why: 'a function that writes no lease reads the seal key',
+      who: 'planRestore',
+      why: 'a function that writes no sealed record reads the seal key',
       call: sealCalls(scope)[1]!,
       expect: DENIED,
     },

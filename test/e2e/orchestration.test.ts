@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { readCollection } from '../../agent/core/collection.ts';
+import { readWorkList } from '../../agent/core/gc-work-list.ts';
 import { LEASE_KEY } from '../../agent/core/layout.ts';
 import { acquireRunLease, runKey } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
@@ -126,7 +126,7 @@ describe('orchestration end to end', { timeout: 600_000 }, () => {
       `GC marked the first backup's unique data: ${JSON.stringify(third.retention.gc)}`,
     );
     const storage = await openStorage(system.repoUrl('files-plan'), system.env);
-    const collection = await readCollection(storage, third.retention.gc.generation);
+    const collection = await readWorkList(storage, system.seal, third.retention.gc.generation);
     for (const pack of collection.packs)
       assert.equal(await storage.stat(`packs/${pack.slice(0, 2)}/${pack}`), undefined, `the sweep deleted pack ${pack}`);
     const left = await snapshots('files-plan');

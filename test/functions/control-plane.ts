@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { parsePlan, type Plan } from '../../agent/core/plan.ts';
+import { controlSealParameterName } from '../../agent/core/run-lease.ts';
 import { startS3rver, s3rverEnv, type S3rver } from '../helpers/s3rver.ts';
 import { startSsmStandin, type SsmStandin } from '../e2e/standins.ts';
 
@@ -28,6 +30,8 @@ export async function startControlPlane(envName: string): Promise<ControlPlane> 
     PLAN_PARAMETER_PREFIX: `/cairn/${envName}/plans/`,
     POWERTOOLS_TRACE_ENABLED: 'false',
   });
+  // The control plane's seal key, as the deployment's secret holds it (run leases, run records, GC work lists).
+  ssm.parameters.set(controlSealParameterName(envName), randomBytes(32).toString('hex'));
   return {
     s3,
     ssm,

@@ -5,8 +5,8 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backup } from '../../agent/commands/backup.ts';
 import { verify } from '../../agent/commands/verify.ts';
-import { writeCollection } from '../../agent/core/collection.ts';
-import { PACKS_PREFIX, idFromKey, packKey } from '../../agent/core/layout.ts';
+import { writeWorkList } from '../../agent/core/gc-work-list.ts';
+import { PACKS_PREFIX, collectionKey, idFromKey, packKey } from '../../agent/core/layout.ts';
 import { PieceType, type IndexEntry } from '../../agent/core/pack.ts';
 import { PieceReader } from '../../agent/core/piece-reader.ts';
 import { collectReferences } from '../../agent/core/references.ts';
@@ -16,6 +16,7 @@ import type { DeletableStorage } from '../../agent/core/storage.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { silentProgress } from '../../agent/progress/progress.ts';
 import { applyRetention, gcClock } from '../../functions/apply-retention.ts';
+import { controlSeal } from '../../functions/runtime.ts';
 import { gcSweep } from '../../functions/gc-sweep.ts';
 import { LockBlindStorage } from '../helpers/gc-storages.ts';
 import { SMALL, restoreTo, tempDir } from '../helpers/repo.ts';
@@ -158,10 +159,18 @@ describe('control-plane garbage collection (issue 16)', () => {
     await writeFile(join(src, 'a.bin'), randomBytes(500_000));
     const snapshot = await backupOf(repo, src, 'gc-list');
     const packs = [...(await packsOn(storage))];
-    // A host can create objects under orchestration/gc/ too: a list naming every pack.
-    await writeCollection(storage, { generation: 'forged-list', planId: 'gc-list', created: new Date().toISOString(), packs });
+    // Were a host able to create objects under orchestration/gc/ (the bucket policy denies it): a plain list naming every pack …
+    const forged = { generation: 'forged-list', planId: 'gc-list', created: new Date().toISOString(), packs };
+    await storage.put(collectionKey('forged-list'), Buffer.from(JSON.stringify(forged)), { ifAbsent: true });
+    for (const prefix of new Set(packs.map((p) => p.slice(0, 2))))
+      await assert.rejects(gcSweep({ planId: 'gc-list', generation: 'forged-list', prefix }), {
+        code: 'Cairn.Damaged',
+        message: /carries no seal.*deletes nothing/,
+      });
+    // … and even one under the control plane's own seal deletes nothing no sealed, settled generation marked.
+    await writeWorkList(storage, await controlSeal(), { ...forged, generation: 'sealed-list' });
     for (const prefix of new Set(packs.map((p) => p.slice(0, 2)))) {
-      const result = await gcSweep({ planId: 'gc-list', generation: 'forged-list', prefix });
+      const result = await gcSweep({ planId: 'gc-list', generation: 'sealed-list', prefix });
       assert.equal(result.deleted, 0);
     }
     assert.deepEqual([...(await packsOn(storage))].sort(), packs.sort());

@@ -1,7 +1,6 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeCollection } from '../../../agent/core/collection.ts';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { readWorkList, writeWorkList } from '../../../agent/core/gc-work-list.ts';
 import { collectionKey } from '../../../agent/core/layout.ts';
@@ -43,7 +42,8 @@ describe('sealed GC work lists (issue 16)', () => {
 
   it('refuses a plain list, another key, another name and an altered list', async () => {
     const storage = new MemoryStorage();
-    await writeCollection(storage, list('plain'));
+    // As the work list was written before it was sealed: plain JSON.
+    await storage.put(collectionKey('plain'), Buffer.from(JSON.stringify(list('plain'))), { ifAbsent: true });
     await assert.rejects(readWorkList(storage, seal, 'plain'), refused(/carries no seal/));
 
     await writeWorkList(storage, hmacSeal(randomBytes(32)), list('other-key'));
