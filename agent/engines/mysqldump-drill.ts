@@ -1,5 +1,6 @@
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { timedCheck, skippedCheck, requireTool } from './drill-tools.ts';
 import type { DrillCheck, DrillContext, DrillTool, SnapshotSource } from './engine.ts';
 import {
@@ -17,7 +18,10 @@ import {
  * scheduler, a socket in the scratch directory), the snapshot's dumps loaded
  * into it, `mariadb-check` over every table (`--extended` under --thorough),
  * and the row count of every table of the dumped databases. The drill never
- * reads the plan's connection: it has none.
+ * reads the plan's connection: it has none. A dump is whatever its maker
+ * wrote, file name included: names reach the client programs as values
+ * (`--database=`, after `--`), never as options, and a dump without
+ * mariadb-dump's closing `-- Dump completed` line (cut short, empty) fails.
  */
 export const MYSQLDUMP_DRILL_TOOLS: readonly DrillTool[] = [MARIADBD, MARIADB_INSTALL_DB, MARIADB_CLIENT, MARIADB_CHECK];
 
@@ -72,6 +76,7 @@ async function loadDumps(
     );
   const sandbox = ['--sandbox', '--local-infile=0'];
   const dumps = (await source.list()).filter((f) => f.path.endsWith('.sql'));
+  if (dumps.length === 0) throw new CairnError('Cairn.Damaged', 'the snapshot holds no dump (no .sql file): there is nothing to load');
   const databases: string[] = [];
   let all = false;
   let bytes = 0;
@@ -81,11 +86,33 @@ async function loadDumps(
       await server.sql(`CREATE DATABASE IF NOT EXISTS ${quoteName(db)}`);
       databases.push(db);
     } else all = true;
-    await server.client(client, [...sandbox, ...(db ? [db] : [])], { stdin: source.open(file.path), doing: `loading ${file.path}` });
+    const tail = { text: '' };
+    // --database=: a dump's file name (`--skip-sandbox.sql`) is never read as an option of the client.
+    await server.client(client, [...sandbox, ...(db ? [`--database=${db}`] : [])], {
+      stdin: Readable.from(watchTail(source.open(file.path), tail)),
+      doing: `loading ${file.path}`,
+    });
+    // A dump cut short at a statement's end loads without an error: only mariadb-dump's last line says it is whole.
+    if (!DUMP_COMPLETED.test(tail.text))
+      throw new CairnError(
+        'Cairn.Damaged',
+        `${file.path} ends without mariadb-dump's closing "-- Dump completed" line: the dump is cut short (or empty), so what loaded is not the whole database`,
+      );
     bytes += file.size;
     ctx.progress.warn(`drill: loaded ${file.path} into the private server`);
   }
   return { databases, all, bytes };
+}
+
+/** The last line mariadb-dump and mysqldump write (the engine never turns their comments off). */
+const DUMP_COMPLETED = /^-- Dump completed\b/m;
+
+/** Passes a dump through, keeping its last bytes in `tail.text`. */
+async function* watchTail(input: Readable, tail: { text: string }): AsyncGenerator<Buffer> {
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    tail.text = (tail.text + chunk.toString('latin1')).slice(-512);
+    yield chunk;
+  }
 }
 
 /** Whether the mariadb client's error says the server refused a statement of the dump (`ERROR 1064 (42000) at line 12: …`), not that it ran out of room. */
@@ -150,9 +177,14 @@ export async function drillMysqldump(source: SnapshotSource, ctx: DrillContext):
     checks.push(
       await timedCheck('mariadb-check', 'check', ctx.signal, async () => {
         const check = await requireTool(MARIADB_CHECK, ctx.env);
-        const result = await running.client(check, ['--check', ...(ctx.thorough ? ['--extended'] : []), '--databases', ...databases], {
-          doing: 'mariadb-check',
-        });
+        // `--`: a database the dump made (`--plugin-dir=…`, `--default-auth=…`) is a name, never an option.
+        const result = await running.client(
+          check,
+          ['--check', ...(ctx.thorough ? ['--extended'] : []), '--databases', '--', ...databases],
+          {
+            doing: 'mariadb-check',
+          },
+        );
         const parsed = parseMariadbCheck(result.stdout);
         return {
           ok: parsed.failed.length === 0,

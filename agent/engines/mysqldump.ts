@@ -89,15 +89,18 @@ export const mysqldumpEngine: Engine<Options> = {
       });
     }
     const opt = await mysqlOptionFile(options, ctx.env, ctx.tempDir);
+    const client = await findBinary(['mariadb', 'mysql']);
+    const sandbox = await sandboxArgs(client, ctx);
     try {
       for (const file of dumps) {
         const db = file.path === 'all-databases.sql' ? undefined : (target ?? file.path.replace(/\.sql$/, ''));
         if (db)
-          await run(
-            [await findBinary(['mariadb', 'mysql']), ...opt.args, '-e', `CREATE DATABASE IF NOT EXISTS \`${db.replace(/`/g, '``')}\``],
-            { env: ctx.env, hint: 'check the connection options' },
-          );
-        await run([await findBinary(['mariadb', 'mysql']), ...opt.args, ...(db ? [db] : [])], {
+          await run([client, ...opt.args, '-e', `CREATE DATABASE IF NOT EXISTS \`${db.replace(/`/g, '``')}\``], {
+            env: ctx.env,
+            hint: 'check the connection options',
+          });
+        // --database=: a dump's file name (`--skip-sandbox.sql`) is never read as an option of the client.
+        await run([client, ...opt.args, ...sandbox, ...(db ? [`--database=${db}`] : [])], {
           stdin: source.open(file.path),
           env: ctx.env,
           signal: ctx.signal,
@@ -113,6 +116,24 @@ export const mysqldumpEngine: Engine<Options> = {
   drill: drillMysqldump,
   drillTools: MYSQLDUMP_DRILL_TOOLS,
 };
+
+/**
+ * A dump is whatever its maker wrote, and the client obeys its own commands in it: `\! cmd` runs a
+ * shell command as whoever restores. MariaDB's client refuses them under `--sandbox` (10.5.25 and
+ * later); an older client or MySQL's has no such switch, so the restore goes on with a warning
+ * naming the risk (the dump is the repository's, but a host with create rights could have written it).
+ */
+async function sandboxArgs(client: string, ctx: EngineContext): Promise<string[]> {
+  const help = await run([client, '--no-defaults', '--help'], { env: ctx.env }).then(
+    (r) => r.stdout,
+    () => '',
+  );
+  if (/^\s*--sandbox\b/m.test(help)) return ['--sandbox'];
+  ctx.progress.warn(
+    `${client} has no --sandbox: client commands in the dump (\\! runs a shell command) are not refused; restore only snapshots you trust, or use a MariaDB client 10.5.25 or later`,
+  );
+  return [];
+}
 
 async function dumpTo(
   sink: SnapshotSink,

@@ -1,4 +1,5 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
+import { userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -6,6 +7,7 @@ import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream, type RunResult } from '../process/run.ts';
 import type { DrillTool } from './engine.ts';
 import { drillEnvironment, networkIsolation, requireTool } from './drill-tools.ts';
+import { drillServerUser } from './drill-server-user.ts';
 
 /**
  * A private MariaDB server for a drill (the mysqldump drill on an empty
@@ -25,9 +27,15 @@ import { drillEnvironment, networkIsolation, requireTool } from './drill-tools.t
  * - started in a network namespace of its own where the host allows it
  *   (drill-tools.ts, networkIsolation), so even a FEDERATED/CONNECT table
  *   cannot open a connection;
- * - run as the `mysql` user when the drill runs as root (mariadbd refuses
- *   root, and a drill's server should not have root's rights), its files
- *   given to that user first;
+ * - run as the unprivileged `cairn-drill` user when the drill runs as root
+ *   (drill-server-user.ts; mariadbd refuses root), its files given to that
+ *   user first. Never `mysql`: that user owns production's datadir (a dump's
+ *   `SET GLOBAL general_log_file` would write into it), and production's
+ *   `mysql`@`localhost` account logs in through unix_socket, so a server
+ *   running as `mysql` is let into production through its Unix socket (a path,
+ *   which no network namespace hides);
+ * - `--plugin-dir` an empty private directory: a dump's `INSTALL SONAME` finds
+ *   no engine (FederatedX, CONNECT) that could open a connection or a file;
  * - the environment of drillEnvironment: no MYSQL_* variable.
  *
  * Clients connect with `--no-defaults --protocol=SOCKET --socket=<private>`
@@ -81,31 +89,33 @@ export const MARIADB_INSTALL_DB: DrillTool = {
 export const MARIADB_CLIENT: DrillTool = { names: ['mariadb', 'mysql'], dirs: ['/usr/bin'], package: 'mariadb-client' };
 export const MARIADB_CHECK: DrillTool = { names: ['mariadb-check', 'mysqlcheck'], dirs: ['/usr/bin'], package: 'mariadb-client' };
 
-/** The OS user the private server runs as: `mysql` under root (when it exists), else the drill's own user (undefined). */
-async function serverUser(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  if (passwd.split('\n').some((line) => line.startsWith('mysql:'))) return 'mysql';
-  // Code the restored data controls must never run as root.
-  throw new CairnError(
-    'Cairn.Usage',
-    'a private MariaDB server needs the mysql user, and this host has none: the drill never runs one as root',
-    {
-      hint: 'install mariadb-server (it creates the mysql user)',
-    },
-  );
+/**
+ * The OS user the private server runs as: `cairn-drill` under root (created on first use), else the
+ * drill's own user (undefined), which must not be `mysql` (production's owner, let into production's
+ * server through its socket by unix_socket).
+ */
+async function serverUser(env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  if (process.getuid?.() !== 0 && userInfo().username === 'mysql')
+    throw new CairnError(
+      'Cairn.Usage',
+      "the drill runs as the `mysql` user, which owns this host's MariaDB data and logs in to its server through unix_socket: its private server would run as production's owner",
+      { hint: 'run the drill as root (its server then runs as the unprivileged cairn-drill user) or as a user that owns no database' },
+    );
+  return drillServerUser(env);
 }
 
 export async function startPrivateMariadb(options: PrivateMariadbOptions): Promise<PrivateMariadb> {
   const env = drillEnvironment(options.env);
   const mariadbd = await requireTool(MARIADBD, env);
   const mariadb = await requireTool(MARIADB_CLIENT, env);
-  const user = await serverUser();
+  const user = await serverUser(env);
   // Parents the server's user can pass through (not list); the directories themselves its own, 0700.
   await mkdir(dirname(options.runDir), { recursive: true, mode: 0o711 });
   await mkdir(dirname(options.datadir), { recursive: true, mode: 0o711 });
   await mkdir(options.runDir, { mode: 0o700 });
   await mkdir(join(options.runDir, 'tmp'), { mode: 0o700 });
+  // Empty: INSTALL SONAME finds nothing to load.
+  await mkdir(join(options.runDir, 'plugin'), { mode: 0o700 });
   await mkdir(options.datadir, { recursive: true, mode: 0o700 });
   if (user && user !== 'root') await run(['chown', '-R', `${user}:`, options.datadir, options.runDir], { env });
   const socket = join(options.runDir, 'mysqld.sock');
@@ -119,7 +129,7 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
         '--auth-root-authentication-method=normal',
         '--skip-test-db',
         '--skip-name-resolve',
-        // Its bootstrap server runs as the mysql user: the host's TMPDIR may be closed to that user.
+        // Its bootstrap server runs as the drill's server user: the host's TMPDIR may be closed to that user.
         `--tmpdir=${join(options.runDir, 'tmp')}`,
         ...(user ? [`--user=${user}`] : []),
       ],
@@ -137,6 +147,7 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
     `--pid-file=${join(options.runDir, 'mysqld.pid')}`,
     `--tmpdir=${join(options.runDir, 'tmp')}`,
     `--secure-file-priv=${join(options.runDir, 'tmp')}`,
+    `--plugin-dir=${join(options.runDir, 'plugin')}`,
     '--skip-networking',
     '--skip-slave-start',
     '--event-scheduler=DISABLED',
@@ -172,7 +183,10 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
       }).catch((error: unknown) => rethrow(error, opts.doing ?? `${program} against the private server`));
     },
     async sql(statement, database) {
-      return (await server.client(mariadb, ['-N', '-B', ...(database ? [database] : []), '-e', statement], { doing: 'a query' })).stdout;
+      // --database=: a name is never read as an option.
+      return (
+        await server.client(mariadb, ['-N', '-B', ...(database ? [`--database=${database}`] : []), '-e', statement], { doing: 'a query' })
+      ).stdout;
     },
     log: () => log,
     async stop() {

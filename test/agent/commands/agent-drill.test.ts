@@ -58,7 +58,7 @@ describe('cairn agent drill', { skip: missingMariadb() }, () => {
 
   before(async () => {
     work = await tempDir('agent-drill');
-    // The drill's private server runs as mysql under root: it must pass through the test's directory.
+    // The drill's private server runs as cairn-drill under root: it must pass through the test's directory.
     await chmod(work.path, 0o711);
     scratch = join(work.path, 'scratch');
     await mkdir(scratch);

@@ -165,7 +165,7 @@ describe('cairn drill: mysqldump, beside a live server it must not touch', { ski
   before(async () => {
     live = await startMariadb();
     work = await tempDir('drill-mysqldump');
-    // The drill's private server runs as mysql under root: it must pass through the test's directory.
+    // The drill's private server runs as cairn-drill under root: it must pass through the test's directory.
     await chmod(work.path, 0o711);
     env = {
       CAIRN_REPOSITORY: `${work.path}/repo`,
