@@ -49,8 +49,10 @@ async function links(dir: string, prefix = ''): Promise<string[]> {
 }
 
 /**
- * Refuses (Cairn.Damaged, naming the link and where it leads) a data directory holding a symbolic
- * link that resolves outside `scratchDir`; returns the links it found, all inside.
+ * Refuses (Cairn.Usage, naming the link and where it leads) a data directory holding a symbolic
+ * link that resolves outside `scratchDir`; returns the links it found, all inside. A refusal, not a
+ * finding: a real cluster with a tablespace or a relocated pg_wal holds such links too, so the
+ * snapshot is not marked damaged (as the MariaDB drill refuses its `.isl` files and links).
  */
 export async function confineDataDirLinks(dataDir: string, scratchDir: string): Promise<string[]> {
   const root = await realpath(scratchDir);
@@ -64,10 +66,10 @@ export async function confineDataDirLinks(dataDir: string, scratchDir: string): 
   }
   if (outside.length > 0)
     throw new CairnError(
-      'Cairn.Damaged',
+      'Cairn.Usage',
       `the restored data directory holds ${outside.length === 1 ? 'a symbolic link' : `${outside.length} symbolic links`} leading outside the drill's scratch directory: ${outside.slice(0, 5).join(', ')}${outside.length > 5 ? ', …' : ''}; a server started on it would read and write there (production's files), so the drill refuses to start one`,
       {
-        hint: 'a snapshot of a cluster without extra tablespaces or a relocated pg_wal holds no such link: this one was made elsewhere or crafted; do not restore it onto a host whose files it names',
+        hint: 'a cluster with a tablespace or a relocated pg_wal cannot be drilled here (the drill never follows links out of its scratch directory); restore it with `cairn restore` into a directory you choose and check it there, and if the cluster has neither, the snapshot was crafted: do not restore it onto a host whose files it names',
       },
     );
   return found;

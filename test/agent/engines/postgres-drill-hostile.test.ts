@@ -320,5 +320,7 @@ describe('postgres drill of a crafted data directory whose links lead to product
     const started = checkNamed(checks, 'start');
     assert.equal(started.ran, false, 'no server was started on it');
     assert.deepEqual(await state(outside), before, 'the directories the links lead to are untouched');
+    // A refusal, not a finding (a real cluster with a tablespace holds such a link): nothing is marked damaged.
+    assert.deepEqual(await readdir(join(env.CAIRN_REPOSITORY, 'damage')).catch(() => []), [], 'no damage marker');
   });
 });
