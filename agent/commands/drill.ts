@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, rm, stat, statfs } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { writeDamageMarkers } from '../core/damage.ts';
@@ -13,6 +13,7 @@ import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { Restorer, prepareTarget } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
+import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
 import { selectSnapshot } from './snapshot-selector.ts';
 
@@ -73,17 +74,6 @@ export interface DrillReport {
 export function drillSpaceNeeded(snapshot: Pick<Snapshot, 'summary'>, kind: 'files' | 'physical' | 'logical'): number {
   const bytes = snapshot.summary.totalBytes;
   return kind === 'logical' ? Math.ceil(bytes * 3) + (512 << 20) : Math.ceil(bytes * 1.1) + (256 << 20);
-}
-
-async function checkFreeSpace(directory: string, needed: number): Promise<void> {
-  const space = await statfs(directory);
-  const free = space.bavail * space.bsize;
-  if (free < needed)
-    throw new CairnError(
-      'Cairn.Failure',
-      `not enough free space for the drill in ${directory}: ${free} bytes free, ${needed} needed; nothing was restored`,
-      { hint: 'point CAIRN_DRILL_DIR (or --scratch-dir) at a file system with room, or run the drill on another host' },
-    );
 }
 
 /**
@@ -190,6 +180,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
   await mkdir(parent, { recursive: true });
   const spaceNeeded = drillSpaceNeeded(snapshot, kind);
   await checkFreeSpace(parent, spaceNeeded);
+  const floor = await minFreeSpace(parent, env);
   await checkReachable(parent, engine);
   const scratch = await mkdtemp(join(parent, 'cairn-drill-'));
   // A files drill's restored tree is the drill's alone (0700: as root it recreates the snapshot's
@@ -199,10 +190,12 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
   const cancelled = (): void => {
     if (options.signal?.aborted) throw new CairnError('Cairn.Cancelled', 'the drill was cancelled; its scratch directory was removed');
   };
+  // Everything the drill runs stops when the operator cancels or the file system nears full (drill-space.ts).
+  const guard = watchFreeSpace(parent, floor, options.signal);
   try {
     const drillCtx: DrillContext = {
       progress: options.progress,
-      signal: options.signal,
+      signal: guard.signal,
       env,
       tempDir: scratch,
       thorough: options.thorough,
@@ -228,7 +221,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
           ignoreErrors: false,
           readAheadBytes: Math.max(2, options.concurrency) * (8 << 20),
           progress: options.progress,
-          signal: options.signal,
+          signal: guard.signal,
         }).run(snapshot);
         if (result.errors.length > 0)
           throw new CairnError(
@@ -240,6 +233,8 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
       });
       checks = await (engine.drill as NonNullable<Engine<unknown>['drill']>)(source, drillCtx);
     }
+    // Checks cut short by a full disk prove nothing against the data: the host's failure, no marker.
+    guard.check();
     cancelled();
     await options.beforeCleanup?.(scratch);
     const sum = (phase: DrillCheck['phase']): number =>
@@ -260,7 +255,11 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
       spaceNeeded,
       markers: [],
     };
+  } catch (error) {
+    guard.check();
+    throw error;
   } finally {
+    guard.stop();
     await rm(scratch, { recursive: true, force: true }).catch((error: unknown) =>
       options.progress.warn(`could not remove the drill's scratch directory ${scratch}: ${errorMessage(error)}`),
     );
