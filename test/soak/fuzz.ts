@@ -1,20 +1,22 @@
 /**
  * The fuzzing part of the reliability soak (docs/reliability.md, "Fuzzing"):
- * runs every decoder fuzzer under test/fuzz/ in sequence (never in parallel:
- * the machine is shared) with CAIRN_FUZZ_RUNS inputs per property (default
- * 100,000), then prints one line per property: inputs, seed, duration.
+ * runs every decoder fuzzer under test/fuzz/, CAIRN_FUZZ_JOBS files at a time
+ * (default: one per processor; each file is one single-threaded process, so on a
+ * machine of its own this divides the part's time; give 1 on a shared machine),
+ * with CAIRN_FUZZ_RUNS inputs per property (default 100,000), then prints one
+ * line per property: inputs, seed, duration.
  *
  *   node test/soak/fuzz.ts                 # every fuzzer, 100,000 inputs each
  *   node test/soak/fuzz.ts binlog tree     # only the files named
- *   CAIRN_FUZZ_RUNS=20000 CAIRN_FUZZ_SEED=42 node test/soak/fuzz.ts envelope
+ *   CAIRN_FUZZ_RUNS=20000 CAIRN_FUZZ_SEED=42 CAIRN_FUZZ_JOBS=1 node test/soak/fuzz.ts envelope
  *
  * A failing property prints fast-check's seed and counterexample; the same
  * CAIRN_FUZZ_SEED reproduces it. Exit status 1 when any file failed. Properties
  * marked todo (crashes whose owners must fix them) run but do not fail the soak.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..', 'fuzz');
@@ -30,16 +32,35 @@ const reportFile = join(dir, 'report.jsonl');
 const failed: string[] = [];
 const started = Date.now();
 
-for (const file of files) {
+const jobs = Math.max(1, Number(process.env.CAIRN_FUZZ_JOBS ?? availableParallelism()) || 1);
+
+/** One fuzzer file in its own process; its output is printed whole when it ends, so parallel files do not interleave. */
+function runFile(file: string): Promise<void> {
   const t0 = Date.now();
-  console.log(`--- ${file}: ${runs} inputs per property`);
-  const result = spawnSync(process.execPath, ['--test', '--test-reporter=spec', join(root, file)], {
-    stdio: 'inherit',
+  console.log(`--- ${file}: ${runs} inputs per property (started)`);
+  const child = spawn(process.execPath, ['--test', '--test-reporter=spec', join(root, file)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, CAIRN_FUZZ_RUNS: runs, CAIRN_FUZZ_REPORT: reportFile },
   });
-  console.log(`--- ${file}: exit ${result.status ?? result.signal}, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  if (result.status !== 0) failed.push(file);
+  const output: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => output.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => output.push(chunk));
+  return new Promise((resolve) => {
+    child.on('close', (code, signal) => {
+      process.stdout.write(Buffer.concat(output));
+      console.log(`--- ${file}: exit ${code ?? signal}, ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      if (code !== 0) failed.push(file);
+      resolve();
+    });
+  });
 }
+
+const queue = [...files];
+await Promise.all(
+  Array.from({ length: Math.min(jobs, queue.length) }, async () => {
+    for (let file = queue.shift(); file !== undefined; file = queue.shift()) await runFile(file);
+  }),
+);
 
 let lines: string[] = [];
 try {
@@ -53,7 +74,7 @@ for (const line of lines) {
   console.log(`${name} | ${n} | ${seed} | ${(ms / 1000).toFixed(1)}`);
 }
 console.log(
-  `\n${lines.length} properties passed in ${((Date.now() - started) / 1000).toFixed(0)} s; failed files: ${failed.length ? failed.join(', ') : 'none'}`,
+  `\n${jobs} file(s) at a time; ${lines.length} properties passed in ${((Date.now() - started) / 1000).toFixed(0)} s; failed files: ${failed.length ? failed.join(', ') : 'none'}`,
 );
 rmSync(dir, { recursive: true, force: true });
 process.exitCode = failed.length ? 1 : 0;
