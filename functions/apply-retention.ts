@@ -18,6 +18,7 @@ import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
 import { readDamage } from '../agent/core/damage.ts';
 import { targetsModeOf } from '../agent/core/plan.ts';
+import { sourceOf } from '../agent/core/snapshot.ts';
 import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision, type RetentionResult } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
@@ -113,8 +114,9 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     };
     const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
     // An `each` plan's hosts are independent sources: the policy keeps each host's own snapshots
-    // (its newest good one included), as `cairn forget` groups by host.
-    const groups = targetsModeOf(plan) === 'each' ? byHost(ofPlan) : [ofPlan];
+    // (its newest good one included), told apart by the instance tag the agent adds (host names
+    // may repeat), or by host name for snapshots made without one.
+    const groups = targetsModeOf(plan) === 'each' ? bySource(ofPlan) : [ofPlan];
     const decision = mergeDecisions(groups.map((group) => keepAllIfUnsure(applyPolicy(group.map(candidate), plan.retention), damage)));
     const hostOf = new Map(ofPlan.map((s) => [s.id, s.host]));
     for (const d of decision.remove) {
@@ -213,10 +215,10 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
 }
 
 /** Snapshots grouped by the host their manifest names, in a stable order. */
-function byHost<S extends { host: string }>(snapshots: readonly S[]): S[][] {
+function bySource<S extends { host: string; tags: string[] }>(snapshots: readonly S[]): S[][] {
   const groups = new Map<string, S[]>();
-  for (const s of snapshots) groups.set(s.host, [...(groups.get(s.host) ?? []), s]);
-  return [...groups.keys()].sort().map((host) => groups.get(host) ?? []);
+  for (const s of snapshots) groups.set(sourceOf(s), [...(groups.get(sourceOf(s)) ?? []), s]);
+  return [...groups.keys()].sort().map((source) => groups.get(source) ?? []);
 }
 
 /** The groups' decisions as one, newest first as applyPolicy orders them. */

@@ -1,6 +1,8 @@
 import { CairnError } from '../core/errors.ts';
 import type { AgentRequest, RunSummary } from '../core/orchestration.ts';
 import { engineOptionsOfPlan, pitrOf, walCairnArgs, type Plan } from '../core/plan.ts';
+import { INSTANCE_ID_PATTERN } from '../core/plan-fields.ts';
+import { INSTANCE_TAG_PREFIX } from '../core/snapshot.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { PlanSource } from '../orchestration/plan-source.ts';
@@ -63,7 +65,8 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
         ...common,
         paths: plan.engine === 'files' ? (plan.engineOptions.paths ?? []) : [],
         excludes: [],
-        tags: [],
+        // Which instance made it: an `each` plan's retention groups by it (host names may repeat).
+        tags: instanceTags(env),
         plan: plan.id,
         env,
         engine: engine
@@ -188,4 +191,10 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
     warn: (message, details) => options.progress.warn(message, details),
   });
   if (summary) options.onPushed(stream, summary);
+}
+
+/** `instance:<id>` when the SSM agent says which instance this is (AWS_SSM_INSTANCE_ID), else nothing. */
+function instanceTags(env: NodeJS.ProcessEnv): string[] {
+  const id = env.AWS_SSM_INSTANCE_ID;
+  return id !== undefined && INSTANCE_ID_PATTERN.test(id) ? [`${INSTANCE_TAG_PREFIX}${id}`] : [];
 }

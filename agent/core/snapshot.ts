@@ -102,6 +102,18 @@ export function markedDamaged(snapshot: Pick<Snapshot, 'tags'>): boolean {
   return snapshot.tags.includes(DAMAGED_TAG);
 }
 
+/**
+ * The tag an orchestrated backup carries naming the instance that made it (`instance:i-0abc…`,
+ * from the SSM agent's AWS_SSM_INSTANCE_ID): host names repeat (ip-10-0-1-17 in two VPCs, cloned
+ * images), instance ids do not, so an `each` plan's retention tells its hosts apart by it.
+ */
+export const INSTANCE_TAG_PREFIX = 'instance:';
+
+/** The source a snapshot's `each` retention group is: its instance tag, else its host name. */
+export function sourceOf(snapshot: Pick<Snapshot, 'tags' | 'host'>): string {
+  return snapshot.tags.find((t) => t.startsWith(INSTANCE_TAG_PREFIX)) ?? `host:${snapshot.host}`;
+}
+
 /** A backup that could not read every file (its manifest says `partial`). */
 export function isPartial(snapshot: Pick<Snapshot, 'partial'>): boolean {
   return snapshot.partial === true;

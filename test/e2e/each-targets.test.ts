@@ -40,13 +40,13 @@ describe('a targets.mode each plan end to end', { timeout: 600_000 }, () => {
   let system: System;
   let work: string;
   const cliEnv = (): Record<string, string> => ({ ...(system.env as Record<string, string>), CAIRN_PASSWORD: PASSPHRASE });
-  const snapshots = async (): Promise<Array<{ id: string; time: string; host: string }>> => {
+  const snapshots = async (): Promise<Array<{ id: string; time: string; host: string; tags: string[] }>> => {
     const r = await runCli(['snapshots', '--json', '--repo', system.repoUrl(PLAN_ID)], cliEnv());
     assert.equal(r.code, 0, r.stderr);
     const line = r.stdout
       .trim()
       .split('\n')
-      .map((l) => JSON.parse(l) as { type: string; snapshots?: Array<{ id: string; time: string; host: string }> })
+      .map((l) => JSON.parse(l) as { type: string; snapshots?: Array<{ id: string; time: string; host: string; tags: string[] }> })
       .find((l) => l.type === 'snapshots');
     return line?.snapshots ?? [];
   };
@@ -126,6 +126,11 @@ describe('a targets.mode each plan end to end', { timeout: 600_000 }, () => {
     const firstIds = first.hostResults.map((r) => r.snapshotId);
     assert.equal(new Set(firstIds).size, 3, 'three snapshots');
     assert.deepEqual((await snapshots()).map((s) => s.host).sort(), ['shard-a', 'shard-b', 'shard-c']);
+    // Each carries the instance that made it (AWS_SSM_INSTANCE_ID): retention groups by it, host names may repeat.
+    assert.deepEqual(
+      (await snapshots()).map((s) => [s.host, s.tags]).sort(),
+      HOSTS.map((h) => [h.hostName, [`instance:${h.instanceId}`]]),
+    );
     assert.equal(first.retention.forgotten.length, 0, "keepLast 1 keeps every host's only snapshot");
 
     const second = (await system.run('Backup', { planId: PLAN_ID, scheduledTime: '2026-11-21T02:00:00Z' })) as BackupOutput;
