@@ -7,7 +7,8 @@ import { DescribeInstanceInformationCommand } from '@aws-sdk/client-ssm';
 import type { Repository } from '../agent/core/repository.ts';
 import { planRestore, type PlannedReplay, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
 import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository, ssmClient } from './runtime.ts';
-import { markedDamaged } from '../agent/core/snapshot.ts';
+import { INSTANCE_TAG_PREFIX, markedDamaged, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
+import { INSTANCE_ID_PATTERN } from '../agent/core/plan-fields.ts';
 
 export interface PlannedRestore extends RestorePlan {
   instanceIds: string[];
@@ -36,7 +37,11 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   const { repo } = await openPlanRepository(plan);
   const planInstanceIds = 'instanceIds' in plan.targets ? plan.targets.instanceIds : await onlineInstances(plan);
   const each = targetsModeOf(plan) === 'each';
-  const target = input.targetInstanceId ?? (each && sourceHost !== undefined ? await instanceNamed(plan, sourceHost) : planInstanceIds[0]);
+  // A source given as an instance id (host names may repeat) is also the default target.
+  const sourceInstance = sourceHost !== undefined && INSTANCE_ID_PATTERN.test(sourceHost) ? sourceHost : undefined;
+  const target =
+    input.targetInstanceId ??
+    (each && sourceHost !== undefined ? (sourceInstance ?? (await instanceNamed(plan, sourceHost))) : planInstanceIds[0]);
   if (target === undefined && each)
     throw new CairnError(
       'Cairn.InvalidInput',
@@ -61,9 +66,10 @@ export async function planRestoreFor(
 ): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
   const sourceHost = input.sourceHost;
-  const ofPlan = snapshots.filter(
-    (s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && (sourceHost === undefined || s.host === sourceHost),
-  );
+  const fromSource = (s: Snapshot): boolean =>
+    sourceHost === undefined ||
+    (INSTANCE_ID_PATTERN.test(sourceHost) ? sourceOf(s) === `${INSTANCE_TAG_PREFIX}${sourceHost}` : s.host === sourceHost);
+  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && fromSource(s));
   if (sourceHost !== undefined && ofPlan.length === 0) {
     const known = [...new Set(snapshots.filter((s) => s.plan === undefined || s.plan === plan.id).map((s) => s.host))].sort();
     throw new CairnError('Cairn.NotFound', `sourceHost: plan ${plan.id} has no good snapshot of host ${JSON.stringify(sourceHost)}`, {

@@ -211,5 +211,14 @@ describe('a targets.mode each plan end to end', { timeout: 600_000 }, () => {
     assert.equal(dry.snapshot.id, ofB.at(-1)?.id, "latest means shard-b's newest");
     assert.equal(dry.sourceHost, 'shard-b');
     assert.equal(dry.targetInstanceId, HOSTS[1]!.instanceId, 'the default target is the instance Systems Manager names shard-b');
+
+    // Host names may repeat: the source can be named by instance id too (the snapshots' instance tag).
+    const byId = (await system.run('Restore', { planId: PLAN_ID, sourceHost: HOSTS[2]!.instanceId, targetPath: target, dryRun: true })) as {
+      snapshot: { id: string };
+      targetInstanceId: string;
+    };
+    const ofC = (await snapshots()).filter((s) => s.tags.includes(`instance:${HOSTS[2]!.instanceId}`));
+    assert.equal(byId.snapshot.id, ofC.at(-1)?.id, "latest means that instance's newest");
+    assert.equal(byId.targetInstanceId, HOSTS[2]!.instanceId, 'and the default target is that instance');
   });
 });
