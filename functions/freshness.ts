@@ -2,7 +2,7 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { targetsModeOf, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
-import { isPartial, markedDamaged, type Snapshot } from '../agent/core/snapshot.ts';
+import { INSTANCE_TAG_PREFIX, isPartial, markedDamaged, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
 import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FreshnessEvent {
@@ -25,7 +25,10 @@ export interface Freshness {
 }
 
 export interface HostFreshness {
+  /** The host name its snapshots carry. */
   host: string;
+  /** The instance that made them (their instance tag), when they say: host names may repeat, so it is the Host dimension then. */
+  instanceId?: string;
   newest?: { id: string; time: string };
   ageSeconds?: number;
   problem?: string;
@@ -64,7 +67,7 @@ export async function freshness(event: FreshnessEvent, now: () => Date = () => n
       // One dimension set {PlanId, Host} (addDimensions would add a set of its own beside {PlanId}, and a host's
       // datum under {PlanId} alone would let the freshest host hide a stale one from the plan's alarm).
       metrics.addDimension('PlanId', result.planId);
-      metrics.addDimension('Host', host.host);
+      metrics.addDimension('Host', host.instanceId ?? host.host);
       metrics.addMetric(NEWEST_GOOD_BACKUP_AGE, MetricUnit.Seconds, host.ageSeconds);
       metrics.publishStoredMetrics();
     }
@@ -89,14 +92,17 @@ export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promi
   const { snapshots } = await repo.listSnapshots();
   const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
   if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, at, `plan ${plan.id}`) };
-  const hosts = [...new Set(ofPlan.map((s) => s.host))].sort().map((host): HostFreshness => ({
-    host,
-    ...newestGood(
-      ofPlan.filter((s) => s.host === host),
-      at,
-      `host ${host} of plan ${plan.id}`,
-    ),
-  }));
+  // One group per source: the instance tag the orchestrated agent adds, else the host name (as retention groups).
+  const hosts = [...new Set(ofPlan.map(sourceOf))].sort().map((source): HostFreshness => {
+    const own = ofPlan.filter((s) => sourceOf(s) === source);
+    const host = own[own.length - 1]?.host ?? '';
+    const instanceId = source.startsWith(INSTANCE_TAG_PREFIX) ? source.slice(INSTANCE_TAG_PREFIX.length) : undefined;
+    return {
+      host,
+      ...(instanceId !== undefined ? { instanceId } : {}),
+      ...newestGood(own, at, `host ${host}${instanceId !== undefined ? ` (${instanceId})` : ''} of plan ${plan.id}`),
+    };
+  });
   if (hosts.length === 0) return { planId: plan.id, problem: `plan ${plan.id} has no good snapshot yet`, hosts };
   const stale = hosts.find((h) => h.ageSeconds === undefined);
   if (stale) return { planId: plan.id, problem: stale.problem ?? `host ${stale.host} has no good snapshot`, hosts };

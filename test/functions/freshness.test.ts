@@ -139,4 +139,34 @@ describe('freshness', () => {
       'the hosts it could measure, and nothing for the plan',
     );
   });
+
+  it('an each plan whose instances share a host name: one age per instance, and the stale one is the plan’s', async () => {
+    const targets = { tag: { key: 'cairn:fleet', value: 'twins' }, mode: 'each' };
+    const plan = cp.addPlan({ id: 'twins', engine: 'files', engineOptions: { paths: ['/srv'] }, targets });
+    cp.ssm.parameters.set('/cairn/fresh/twins/passphrase', PASSPHRASE);
+    const repo = await initSmallRepo(await openStorage(plan.repository.url, process.env));
+    const data = join(dir.path, 'twins');
+    await mkdir(data, { recursive: true });
+    await writeFile(join(data, 'a'), 'one');
+    const as = (instance: string) => ({ who: { host: 'ip-10-0-1-17', user: 'tester' }, plan: 'twins', tags: [`instance:${instance}`] });
+    const stale = await backupDir(repo, data, as('i-0aaaaaaaaaaaaaaaa'));
+    await writeFile(join(data, 'a'), 'two');
+    const fresh = await backupDir(repo, data, as('i-0bbbbbbbbbbbbbbbb'));
+    const at = new Date(Date.parse(fresh.time) + 3_600_000);
+    const { value, metrics } = await captureMetrics(() => freshness({ planIds: ['twins'] }, () => at));
+    const [result] = value!;
+    assert.deepEqual(
+      result?.hosts?.map((h) => [h.host, h.instanceId, h.newest?.id]),
+      [
+        ['ip-10-0-1-17', 'i-0aaaaaaaaaaaaaaaa', stale.id],
+        ['ip-10-0-1-17', 'i-0bbbbbbbbbbbbbbbb', fresh.id],
+      ],
+      'one group per instance, not one per name (where the fresh twin hid the stale one)',
+    );
+    assert.equal(result?.newest?.id, stale.id, 'the plan’s age is the stale instance’s');
+    assert.deepEqual(
+      metrics.filter((m) => NEWEST_GOOD_BACKUP_AGE in m).map((m) => m.Host),
+      ['i-0aaaaaaaaaaaaaaaa', 'i-0bbbbbbbbbbbbbbbb', undefined],
+    );
+  });
 });
