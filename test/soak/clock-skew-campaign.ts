@@ -9,7 +9,8 @@
  *    prune, all with --lock-wait. Afterwards nothing is lost: every backup that
  *    exited 0 is listed unless a forget's output removed it; every snapshot
  *    listed restores exactly the tree of its attempt (known by its tag); the
- *    newest committed snapshot survives every forget; check and verify
+ *    snapshot stored last (by the manifests' mtimes) survives every forget;
+ *    check and verify
  *    --read-data pass; no operation failed.
  * 2. Dead skewed holders: a backup on a host 10 minutes slow, 10 minutes fast and
  *    a year fast is killed holding its lock; an on-time prune with --lock-wait
@@ -72,7 +73,20 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
   const succeeded = new Map<string, string>(); // snapshot id → attempt tag
   const removed = new Set<string>();
   const operations: Record<string, Record<string, number>> = {};
-  let newestCommitted: string | undefined;
+  // Each manifest's modification time, read by this (unskewed) process as soon as the file appears: the
+  // storage's clock. "Newest" is the manifest stored last, not the backup that exited last: overlapping
+  // backups exit in another order than they commit, and a forget lists what committed until it starts.
+  const storedAt = new Map<string, number>();
+  const snapshotsDir = join(repoPath, 'snapshots');
+  await mkdir(snapshotsDir, { recursive: true });
+  const noteStored = async (id: string): Promise<void> => {
+    if (!/^[0-9a-f]{64}$/.test(id) || storedAt.has(id)) return;
+    const info = await stat(join(snapshotsDir, id)).catch(() => undefined);
+    if (info) storedAt.set(id, info.mtimeMs);
+  };
+  const snapshotWatcher = watch(snapshotsDir, (_event, name) => {
+    if (typeof name === 'string') void noteStored(name);
+  });
   let restoresCompared = 0;
 
   const count = (host: string, operation: string, result: CliResult): void => {
@@ -102,22 +116,29 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
           const id = result.lines.find((l) => l.type === 'summary')?.snapshotId;
           if (result.code === 0 && typeof id === 'string') {
             succeeded.set(id, tag);
-            newestCommitted = id;
+            await noteStored(id);
           } else
             fail(`${host.name} (${host.skew || 'on time'}) backup ${round} exited ${result.code}: ${result.stderr.trim().slice(-400)}`);
         } else if (roll < 8) {
-          const newest = newestCommitted;
           const result = await runSkewedCli(host.skew, ['--lock-wait', lockWait, 'forget', '--keep-last', '3', '--group-by', 'host'], env);
           count(host.name, 'forget', result);
           // forget prints its decision per group: { type: 'forget', groups: [{ group, keep, remove }] }.
-          const line = result.lines.find((l) => l.type === 'forget') as { groups?: Array<{ remove?: Array<{ id: string }> }> } | undefined;
+          const line = result.lines.find((l) => l.type === 'forget') as
+            { groups?: Array<{ keep?: Array<{ id: string }>; remove?: Array<{ id: string }> }> } | undefined;
           const removedNow = new Set((line?.groups ?? []).flatMap((g) => g.remove ?? []).map((r) => r.id));
+          // The newest of what this forget listed, by the storage's clock.
+          let newest: string | undefined;
+          for (const { id } of (line?.groups ?? []).flatMap((g) => [...(g.keep ?? []), ...(g.remove ?? [])])) {
+            const at = storedAt.get(id);
+            if (at === undefined) fail(`forget listed snapshot ${id.slice(0, 8)}, whose manifest the campaign never saw stored`);
+            else if (newest === undefined || at > (storedAt.get(newest) ?? 0)) newest = id;
+          }
           for (const id of removedNow) removed.add(id);
           if (result.code !== 0) fail(`${host.name} forget exited ${result.code}: ${result.stderr.trim().slice(-400)}`);
           // Only this forget's own removals: the newest it could see must not be among them.
           if (newest && removedNow.has(newest))
             fail(
-              `${host.name} (${host.skew || 'on time'}) forget --keep-last 3 removed the newest committed snapshot ${newest.slice(0, 8)} (${succeeded.get(newest) ?? '?'}); it kept ${JSON.stringify((line?.groups ?? []).flatMap((g) => (g as { keep?: Array<{ id: string }> }).keep ?? []).map((k) => succeeded.get(k.id) ?? k.id.slice(0, 8)))}`,
+              `${host.name} (${host.skew || 'on time'}) forget --keep-last 3 removed the snapshot stored last ${newest.slice(0, 8)} (${succeeded.get(newest) ?? '?'}); stored at ${new Date(storedAt.get(newest) ?? 0).toISOString()}; it kept ${JSON.stringify((line?.groups ?? []).flatMap((g) => (g as { keep?: Array<{ id: string }> }).keep ?? []).map((k) => `${succeeded.get(k.id) ?? k.id.slice(0, 8)} stored at ${new Date(storedAt.get(k.id) ?? 0).toISOString()}`))}`,
             );
         } else {
           const result = await runSkewedCli(host.skew, ['--lock-wait', lockWait, 'prune'], env);
@@ -128,6 +149,7 @@ export async function runClockSkewCampaign(options: ClockSkewOptions): Promise<C
       }
     }),
   );
+  snapshotWatcher.close();
 
   // Nothing lost, nothing wrong.
   const listing = await runCli(['snapshots'], env);
