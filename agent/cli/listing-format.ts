@@ -24,3 +24,14 @@ export function modeString(entry: Pick<ListedEntry, 'type' | 'mode'>): string {
 export function listingTime(iso: string): string {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
+
+/**
+ * A group of snapshots (`snapshots --group-by`, `forget`) as text: `host db1, paths /srv/data, plan (none)`;
+ * lists joined by commas, a missing value or empty list as `(none)`.
+ */
+export function groupTitle(group: Record<string, unknown>): string {
+  const title = Object.entries(group)
+    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`)
+    .join(', ');
+  return title || 'all snapshots';
+}

@@ -3,7 +3,7 @@ import { CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
 import { PACKS_PREFIX, packKey } from '../core/layout.ts';
 import { decodeTrailer, packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
 import { PieceIndex } from '../core/piece-index.ts';
-import { PieceReader } from '../core/piece-reader.ts';
+import { PieceReader, frameProblem } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
@@ -218,7 +218,7 @@ async function checkPack(
       }
     } catch (error) {
       if (!isDamage(error)) throw error;
-      result.problems.push(`pack ${packId} frame @${offset}: ${errorMessage(error)}`);
+      result.problems.push(frameProblem(packId, offset, error));
       result.bad.push(...pieces);
     }
   }

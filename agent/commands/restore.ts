@@ -10,6 +10,7 @@ import type { Repository, Who } from '../core/repository.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { Restorer, prepareTarget, type RestoreResult } from '../files/restorer.ts';
+import { unmatchedIncludes } from '../files/unmatched-includes.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { LogArchive } from '../core/log-archive.ts';
 import type { RecoveryTarget, ReplayPlan } from '../core/log-chain.ts';
@@ -125,6 +126,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
     const target = resolve(directory);
+    await refuseUnmatchedIncludes(reader, snapshot, options.includes);
     const state = await prepareTarget(target, options.force);
     const restorer = new Restorer(reader, {
       target,
@@ -187,6 +189,21 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   } finally {
     await rm(replayTemp, { recursive: true, force: true });
   }
+}
+
+/** A restore whose --include patterns do not all match something fails before it writes anything (the target is not even created). */
+async function refuseUnmatchedIncludes(reader: PieceReader, snapshot: Snapshot, includes: string[]): Promise<void> {
+  const unmatched = await unmatchedIncludes(reader, snapshot, includes);
+  if (unmatched.length === 0) return;
+  const id = shortId(snapshot.id);
+  const named = unmatched.map((p) => `--include ${JSON.stringify(p)}`).join(', ');
+  throw new CairnError(
+    'Cairn.NotFound',
+    `${named} ${unmatched.length === 1 ? 'matches' : 'match'} nothing in snapshot ${id}; nothing was restored`,
+    {
+      hint: `see what it holds with \`cairn ls ${id} / --recursive\` or \`cairn find PATTERN --snapshot ${id}\`; a pattern with a slash matches the path from the snapshot root, an absolute one a path under ${snapshot.paths.length === 1 ? 'the path' : 'the paths'} the snapshot was taken of (${snapshot.paths.join(', ') || 'none'})`,
+    },
+  );
 }
 
 /** `--if-empty` (bootstrapping a replica): the restore is skipped when its target directory already holds data. */

@@ -5,7 +5,7 @@ import type { Repository } from '../core/repository.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { decodeTree, entryName, type TreeEntry } from '../core/tree.ts';
-import { PathMatcher } from '../files/glob.ts';
+import { PathMatcher, relativeToRoots } from '../files/glob.ts';
 
 /**
  * Browsing a snapshot without restoring it: the trees under `ls`, `find`, `diff` and `dump`.
@@ -117,7 +117,9 @@ export class SnapshotBrowser {
       const matching = (await this.entries(entry.subtree)).filter((e) => e.name === part);
       const next = matching[0];
       if (!next) {
-        throw new CairnError('Cairn.NotFound', `no ${[...walked, part].join('/')} in snapshot ${shortId(snapshot.id)}`, {
+        const missing = [...walked, part].join('/');
+        const given = path.replace(/\/+$/, '') === missing ? '' : ` (the path given: ${path})`;
+        throw new CairnError('Cairn.NotFound', `no ${missing} in snapshot ${shortId(snapshot.id)}${given}`, {
           hint: `list what is there with \`cairn ls ${shortId(snapshot.id)} ${walked.join('/') || '/'}\``,
         });
       }
@@ -172,15 +174,7 @@ function rootEntry(snapshot: Snapshot): TreeEntry {
  * taken relative to it, so what `cairn snapshots` shows can be pasted.
  */
 export function snapshotPath(snapshot: Snapshot, path: string): string[] {
-  let rel = path;
-  for (const p of snapshot.paths) {
-    const base = p.replace(/\/+$/, '');
-    if (base !== '' && (path === base || path.startsWith(`${base}/`))) {
-      const rest = path.slice(base.length);
-      rel = snapshot.paths.length === 1 ? rest : `${base.slice(base.lastIndexOf('/') + 1)}${rest}`;
-      break;
-    }
-  }
+  const rel = relativeToRoots(path, snapshot.paths) ?? path;
   const parts = rel.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..'))
     throw new CairnError('Cairn.Usage', `invalid path ${JSON.stringify(path)}: ".." is not allowed`, {
@@ -211,26 +205,39 @@ export interface FindMatch {
  * again (unchanged directories are the common case between backups).
  */
 export async function* find(browser: SnapshotBrowser, snapshots: Snapshot[], patterns: string[]): AsyncGenerator<FindMatch> {
-  const matcher = new PathMatcher(patterns);
-  if (matcher.empty)
+  if (new PathMatcher(patterns).empty)
     throw new CairnError('Cairn.Usage', 'find needs a pattern', { hint: 'e.g. `cairn find "*.conf"` or `cairn find "etc/**/hosts"`' });
-  const seen = new Map<string, ListedEntry[]>();
-  const search = async (treeId: string, rel: Buffer, ancestors: TreeAncestors): Promise<ListedEntry[]> => {
+  // An absolute pattern is taken relative to the paths each snapshot was taken of: one matcher per set of paths,
+  // compiled once, and what a directory held is remembered per matcher.
+  const matchers = new Map<string, { matcher: PathMatcher; seen: Map<string, ListedEntry[]> }>();
+  const search = async (
+    at: { matcher: PathMatcher; seen: Map<string, ListedEntry[]> },
+    treeId: string,
+    rel: Buffer,
+    ancestors: TreeAncestors,
+  ): Promise<ListedEntry[]> => {
     const key = `${rel.toString('base64')}\0${treeId}`;
-    const known = seen.get(key);
+    const known = at.seen.get(key);
     if (known) return known;
     const here = ancestors.enter(treeId, rel.toString('utf8'));
     const out: ListedEntry[] = [];
     for (const entry of await browser.entries(treeId)) {
       const pathBytes = childPath(rel, entry);
       const path = pathBytes.toString('utf8');
-      if (matcher.matches(path)) out.push(listed(pathBytes, entry));
-      if (entry.type === 'dir' && entry.subtree && matcher.mayMatchBelow(path)) out.push(...(await search(entry.subtree, pathBytes, here)));
+      if (at.matcher.matches(path)) out.push(listed(pathBytes, entry));
+      if (entry.type === 'dir' && entry.subtree && at.matcher.mayMatchBelow(path))
+        out.push(...(await search(at, entry.subtree, pathBytes, here)));
     }
-    seen.set(key, out);
+    at.seen.set(key, out);
     return out;
   };
   for (const snapshot of snapshots) {
-    for (const entry of await search(snapshot.tree, Buffer.alloc(0), TreeAncestors.none)) yield { snapshot, entry };
+    const roots = JSON.stringify(snapshot.paths);
+    let at = matchers.get(roots);
+    if (!at) {
+      at = { matcher: new PathMatcher(patterns, snapshot.paths), seen: new Map() };
+      matchers.set(roots, at);
+    }
+    for (const entry of await search(at, snapshot.tree, Buffer.alloc(0), TreeAncestors.none)) yield { snapshot, entry };
   }
 }

@@ -6,7 +6,7 @@ import { LogArchive, fileObjectKey, type ArchivedLog } from '../core/log-archive
 import { PACKS_PREFIX, idFromKey, packKey } from '../core/layout.ts';
 import { packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
-import { PieceReader } from '../core/piece-reader.ts';
+import { PieceReader, frameProblem } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { record, underLock, operationContext } from './operation.ts';
 import { decodeTree } from '../core/tree.ts';
@@ -210,7 +210,7 @@ async function verifyLocked(
             report.piecesChecked++;
           }
         } catch (error) {
-          located(packId, pieces, packKey(packId), `pack ${packId} frame @${offset}: ${errorMessage(error)}`, true);
+          located(packId, pieces, packKey(packId), frameProblem(packId, offset, error), true);
         }
       });
       report.packsRead++;

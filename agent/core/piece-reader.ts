@@ -32,6 +32,16 @@ function notIndexed(id: Buffer): CairnError {
  * Recently decoded frames are cached, so reading the neighbours of a piece
  * (small files, a file's next blocks) costs nothing.
  */
+/**
+ * What went wrong with a frame of a pack, naming the pack and frame once: the
+ * reader's own errors already start with `pack ID frame @OFFSET` (or name the
+ * pack), and another such prefix would only repeat it.
+ */
+export function frameProblem(packId: string, frameOffset: number, error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.startsWith(`pack ${packId}`) ? message : `pack ${packId} frame @${frameOffset}: ${message}`;
+}
+
 export class PieceReader {
   private readonly repo: Repository;
   private readonly index: PieceIndex;

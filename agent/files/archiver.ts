@@ -86,7 +86,11 @@ export class Archiver implements TreeStore {
     this.index = index;
     this.reader = reader;
     this.options = options;
-    this.excludes = new PathMatcher(options.excludes);
+    // An absolute --exclude under a path backed up is taken relative to it, as the snapshot will hold it.
+    this.excludes = new PathMatcher(
+      options.excludes,
+      options.paths.map((p) => resolve(p)),
+    );
     this.snapshotWriter = new SnapshotWriter(repo, writer, {
       chunking: options.chunking,
       signal: options.signal,

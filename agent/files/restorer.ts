@@ -66,7 +66,8 @@ export class Restorer {
   readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
   private readonly reader: PieceReader;
   private readonly options: RestoreOptions;
-  private readonly includes: PathMatcher;
+  /** The --include patterns, absolute ones taken relative to the paths the snapshot was taken of (set by run). */
+  private includes = new PathMatcher([]);
   private readonly target: TargetTree;
   private readonly hardlinks = new Map<string, Promise<Buffer>>();
   private readonly queuedLinks = new Set<string>();
@@ -81,11 +82,11 @@ export class Restorer {
   constructor(reader: PieceReader, options: RestoreOptions) {
     this.reader = reader;
     this.options = options;
-    this.includes = new PathMatcher(options.includes);
     this.target = new TargetTree(options.target, options.force, () => this.result.dirs++);
   }
 
   async run(snapshot: Snapshot): Promise<RestoreResult> {
+    this.includes = new PathMatcher(this.options.includes, snapshot.paths);
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const jobs = new Set<Promise<void>>();
     let job: FileJob | undefined;

@@ -14,7 +14,10 @@ export interface ScanTotals {
  * backup by much, and its errors are ignored (the backup reports its own).
  */
 export async function scan(paths: string[], excludes: string[], totals: ScanTotals, signal?: AbortSignal): Promise<void> {
-  const matcher = new PathMatcher(excludes);
+  const matcher = new PathMatcher(
+    excludes,
+    paths.map((p) => resolve(p)),
+  );
   // Names as bytes, as the archiver reads them: a name that is not UTF-8 is counted too.
   const visit = async (path: Buffer, rel: string): Promise<void> => {
     if (signal?.aborted) return;

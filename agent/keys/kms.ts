@@ -120,7 +120,7 @@ const transient = new Set([
 /**
  * A KMS failure as a CairnError that names the key and the permission:
  * a refusal (access denied, disabled key, wrong context) is Cairn.WrongKey
- * (exit 11, retrying will not help); KMS that cannot be reached or answers
+ * (exit 12, retrying will not help); KMS that cannot be reached or answers
  * with a server fault after the SDK's retries is Cairn.Storage (exit 16, may
  * pass on a later try); missing credentials is Cairn.Usage (exit 2).
  */

@@ -106,6 +106,28 @@ export async function runCli(args: string[], env: Record<string, string>, option
   }
 }
 
+/** A captured stdout that says it is a terminal: the CLI then prints its readable text, not JSON lines. */
+class CapturedTerminal extends Captured {
+  readonly isTTY = true;
+}
+
+/**
+ * runCli with stdout taken for a terminal, so a command prints the text an operator reads (stderr
+ * stays a non-terminal: no progress line). `lines` is then empty unless the text holds JSON.
+ */
+export async function runCliText(args: string[], env: Record<string, string>): Promise<CliResult> {
+  const stdout = new CapturedTerminal();
+  const stderr = new Captured();
+  const runEnv = runEnvironment(env);
+  const restore = applyOverlay(runEnv);
+  try {
+    const code = await main(['node', 'cairn', ...args], runEnv, { stdout, stderr });
+    return result(code, null, stdout.text, stderr.text);
+  } finally {
+    restore();
+  }
+}
+
 /** Runs the real `cairn` bin as a child process (stdout is a pipe, so it speaks JSON lines). */
 export function runCliProcess(
   args: string[],

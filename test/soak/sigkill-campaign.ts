@@ -355,7 +355,7 @@ export async function runSigkillCampaign(options: SigkillOptions): Promise<Sigki
       if (after.has(id) && opened.code !== 0) fail(`${context}: key ${id} is still listed but its passphrase fails (exit ${opened.code})`);
       if (!after.has(id)) {
         extraKeys.delete(id);
-        if (opened.code !== 11) fail(`${context}: key ${id} was removed but its passphrase still opens (exit ${opened.code})`);
+        if (opened.code !== 12) fail(`${context}: key ${id} was removed but its passphrase still opens (exit ${opened.code})`);
       } else if (run.result.code === 0) fail(`${context}: key remove exited 0 but ${id} is still listed`);
     }
 

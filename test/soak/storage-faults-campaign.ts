@@ -56,7 +56,7 @@ export interface StorageFaultsReport {
 /** Exit codes and the error codes docs/exit-codes.md pairs with them; Cairn.Failure (1) is a crash, not a clean failure. */
 const DOCUMENTED: Record<number, string[]> = {
   3: ['Cairn.PartialFailure'],
-  12: ['Cairn.Locked'],
+  11: ['Cairn.Locked'],
   13: ['Cairn.NotFound'],
   14: ['Cairn.Damaged'],
   16: ['Cairn.Storage'],

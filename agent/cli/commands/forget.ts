@@ -5,6 +5,7 @@ import { shortId } from '../../core/snapshot.ts';
 import { forget, forgetIds, type ForgetGroup } from '../../commands/forget.ts';
 import { parseGroupBy } from '../../commands/snapshot-selector.ts';
 import { collect, nonNegativeInt, type Cli } from '../context.ts';
+import { groupTitle } from '../listing-format.ts';
 
 const KEEP_FLAGS = ['keepLast', 'keepHourly', 'keepDaily', 'keepWeekly', 'keepMonthly', 'keepYearly', 'keepWithin', 'keepWithinPitr'];
 
@@ -68,7 +69,7 @@ export function registerForget(program: Command, cli: Cli): void {
 function forgetText(groups: ForgetGroup[], dryRun: boolean): string {
   const lines: string[] = [];
   for (const g of groups) {
-    lines.push(`group ${JSON.stringify(g.group)}: keep ${g.keep.length}, ${dryRun ? 'would remove' : 'removed'} ${g.remove.length}`);
+    lines.push(`${groupTitle(g.group)}: keep ${g.keep.length}, ${dryRun ? 'would remove' : 'removed'} ${g.remove.length}`);
     for (const d of g.keep) lines.push(`  keep    ${shortId(d.id)}  ${d.time}  ${d.reasons.join('; ')}`);
     for (const d of g.remove) lines.push(`  ${dryRun ? 'would remove' : 'remove'}  ${shortId(d.id)}  ${d.time}  ${d.reasons.join('; ')}`);
   }

@@ -27,6 +27,10 @@ export function registerInit(program: Command, cli: Cli): void {
         ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
       });
       if (keys.kmsOnly) cli.output.warn(keys.notice, { kmsOnly: true });
+      if (keys.passphrase !== undefined) {
+        const short = shortPassphraseWarning(keys.passphrase);
+        if (short) cli.output.warn(short, { passphraseLength: characters(keys.passphrase) });
+      }
       cli.output.result(
         { type: 'init', repository: storage.location, id: repo.id, kmsOnly: keys.kmsOnly },
         `created repository ${repo.id.slice(0, 8)} at ${storage.location}\n${keys.notice}`,
@@ -44,10 +48,17 @@ async function initKeys(
   cli: Cli,
   cmd: Command,
   kmsKeyId: string | undefined,
-): Promise<{ wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>); kmsOnly: boolean; notice: string }> {
+): Promise<{
+  wrap: string | ((master: Buffer, repositoryId: string) => Promise<KeyFile[]>);
+  passphrase: string | undefined;
+  kmsOnly: boolean;
+  notice: string;
+}> {
   if (!kmsKeyId) {
+    const passphrase = await cli.passphrase(cmd, true);
     return {
-      wrap: await cli.passphrase(cmd, true),
+      wrap: passphrase,
+      passphrase,
       kmsOnly: false,
       notice: 'Keep the passphrase safe: without it the backups cannot be read.',
     };
@@ -63,15 +74,40 @@ async function initKeys(
   return passphrase
     ? {
         wrap,
+        passphrase,
         kmsOnly: false,
         notice: `The master key is wrapped by KMS key ${kmsKeyId} and by the passphrase: either opens the repository; keep the passphrase safe.`,
       }
     : {
         wrap,
+        passphrase: undefined,
         kmsOnly: true,
         notice:
           `The master key is wrapped only by KMS key ${kmsKeyId}: restoring needs AWS credentials allowed kms:Decrypt on it, ` +
           'and if the key is disabled or deleted the backups cannot be read.\n' +
           'Add a way in that needs no AWS now: `cairn key export --recovery-kit FILE` (a printable kit), or `cairn key add` (a passphrase).',
       };
+}
+
+/** Passphrases shorter than this get a warning from `init` (it is not refused: the operator decides). */
+export const MIN_PASSPHRASE_LENGTH = 12;
+
+/**
+ * The warning for a short passphrase, or undefined. Whoever obtains the key
+ * files (a copy of the repository is enough) can guess offline; scrypt slows
+ * each guess, but a short passphrase still falls to a patient attacker.
+ */
+export function shortPassphraseWarning(passphrase: string): string | undefined {
+  const length = characters(passphrase);
+  if (length >= MIN_PASSPHRASE_LENGTH) return undefined;
+  return (
+    `the passphrase is ${length} character${length === 1 ? '' : 's'} long: anyone holding a copy of the repository can try guesses offline; ` +
+    `use ${MIN_PASSPHRASE_LENGTH} or more (\`cairn key add\` a longer one, then \`cairn key remove ID\` this one), ` +
+    'and keep a recovery kit: `cairn key export --recovery-kit FILE` writes a printable one that opens the repository if the passphrase is lost'
+  );
+}
+
+/** Characters as a person counts them (grapheme clusters), not UTF-16 units. */
+function characters(text: string): number {
+  return Array.from(new Intl.Segmenter().segment(text)).length;
 }

@@ -3,6 +3,7 @@ import { readDamage, type KnownDamage } from '../../core/damage.ts';
 import { shortId, type Snapshot } from '../../core/snapshot.ts';
 import { filterSnapshots, groupSnapshots, parseGroupBy } from '../../commands/snapshot-selector.ts';
 import { collect, type Cli } from '../context.ts';
+import { groupTitle } from '../listing-format.ts';
 import { formatBytes } from '../output.ts';
 
 /** `cairn snapshots`: the snapshots, filtered and optionally grouped. */
@@ -65,10 +66,4 @@ function snapshotTable(snapshots: ListedSnapshot[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
   const line = (r: string[]): string => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] as number))).join('  ');
   return [line(header), ...rows.map(line), `${snapshots.length} snapshot(s)`].join('\n');
-}
-
-function groupTitle(group: Record<string, unknown>): string {
-  return Object.entries(group)
-    .map(([k, v]) => `${k} ${Array.isArray(v) ? v.join(',') || '(none)' : typeof v === 'string' ? v : '(none)'}`)
-    .join(', ');
 }

@@ -32,7 +32,7 @@ describe('integrity and failure handling', () => {
     await work.remove();
   });
 
-  it('a wrong passphrase fails with exit code 11, names the problem, and writes nothing', async () => {
+  it('a wrong passphrase fails with exit code 12, names the problem, and writes nothing', async () => {
     const repoPath = join(work.path, 'wrongkey-repo');
     const src = join(work.path, 'wrongkey-src');
     await mkdir(src);
@@ -42,7 +42,7 @@ describe('integrity and failure handling', () => {
     const beforeObjects = await listAll(repoPath);
     for (const args of [['backup', src], ['snapshots'], ['verify'], ['restore', 'latest', '--target', join(work.path, 'wrongkey-dst')]]) {
       const result = await runCli(args, { ...env, CAIRN_PASSWORD: 'not the passphrase' });
-      assert.equal(result.code, 11, `${args[0]} exits 11`);
+      assert.equal(result.code, 12, `${args[0]} exits 12`);
       assert.match(result.stderr, /passphrase does not open the repository/);
       assert.equal(lastOfType(result, 'error')?.code, 'Cairn.WrongKey');
     }

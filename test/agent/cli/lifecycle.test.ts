@@ -148,7 +148,7 @@ describe('repository lifecycle through the CLI', () => {
     });
     assert.equal((await victim).signal, 'SIGKILL');
     const blocked = await runCli(['prune'], env);
-    assert.equal(blocked.code, 12, blocked.stderr);
+    assert.equal(blocked.code, 11, blocked.stderr);
     assert.match(blocked.stderr, /locked: shared lock for backup by .* pid \d+[\s\S]*lease runs out/);
 
     // The dead holder's lease runs out by the storage's clock (its records aged) instead of being waited out.
@@ -157,7 +157,7 @@ describe('repository lifecycle through the CLI', () => {
     const warnings: string[] = [];
     const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
     await underLock({ repo: opened, who: { host: 'test-host', user: 'tester' }, progress }, 'backup', false, async () => {
-      assert.equal((await runCli(['prune'], env)).code, 12, 'the taker holds a lease of its own meanwhile');
+      assert.equal((await runCli(['prune'], env)).code, 11, 'the taker holds a lease of its own meanwhile');
     });
     assert.equal(warnings.length, 1, warnings.join('\n'));
     assert.match(warnings[0] ?? '', /took over a stale lock: backup by .* pid \d+, started .*, lease expired/);
@@ -213,12 +213,12 @@ describe('repository lifecycle through the CLI', () => {
     const refused = await runCli(['key', 'remove', first.id], env);
     assert.equal(refused.code, 2, 'cannot remove the key in use');
     assert.equal((await runCli(['key', 'remove', first.id], { ...env, CAIRN_PASSWORD: 'second' })).code, 0);
-    assert.equal((await runCli(['snapshots'], env)).code, 11, 'the removed passphrase no longer opens it');
+    assert.equal((await runCli(['snapshots'], env)).code, 12, 'the removed passphrase no longer opens it');
     const last = await runCli(['key', 'remove', keys.find((k) => !k.current)!.id], { ...env, CAIRN_PASSWORD: 'second' });
     assert.equal(last.code, 2);
     assert.match(last.stderr, /last key/);
     assert.equal((await runCli(['key', 'passwd'], { ...env, CAIRN_PASSWORD: 'second', CAIRN_NEW_PASSWORD: 'third' })).code, 0);
-    assert.equal((await runCli(['snapshots'], { ...env, CAIRN_PASSWORD: 'second' })).code, 11);
+    assert.equal((await runCli(['snapshots'], { ...env, CAIRN_PASSWORD: 'second' })).code, 12);
     assert.equal((await runCli(['verify', '--read-data'], { ...env, CAIRN_PASSWORD: 'third' })).code, 0);
     assert.deepEqual(await listPacks(repo), packs, 'no pack was rewritten');
     const st = lastOfType(await runCli(['stats'], { ...env, CAIRN_PASSWORD: 'third' }), 'stats') as {

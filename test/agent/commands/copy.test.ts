@@ -269,7 +269,7 @@ describe('cairn copy (CLI) into an s3:// repository on s3rver', () => {
     assert.deepEqual(await describeTree(out), await describeTree(src));
     assert.equal(
       (await runCli(['snapshots'], { ...targetEnv, CAIRN_PASSWORD: PASSPHRASE })).code,
-      11,
+      12,
       "the source's passphrase does not open the copy",
     );
 

@@ -146,7 +146,7 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
     assert.equal(removeKms.code, 0, removeKms.stderr);
     assert.deepEqual(await readdir(join(repo, 'keys')), []);
     const locked = await runCli(['snapshots'], withPass);
-    assert.equal(locked.code, 11);
+    assert.equal(locked.code, 12);
     assert.match(errorOf(locked).hint ?? '', /key import --recovery-kit/);
 
     // A kit with one mistyped character: refused, naming the line; nothing added.
@@ -165,7 +165,7 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
       CAIRN_RECOVERY_PASSWORD: 'not the kit passphrase',
       CAIRN_NEW_PASSWORD: 'new one',
     });
-    assert.equal(wrongPass.code, 11);
+    assert.equal(wrongPass.code, 12);
     assert.match(errorOf(wrongPass).message, /recovery passphrase does not open/);
     assert.deepEqual(await readdir(join(repo, 'keys')), [], 'refused imports add no key');
 

@@ -122,7 +122,7 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     kms.deny(keyB);
     const aDecrypts = kms.count('Decrypt', keyA);
     const refused = await runCli(['snapshots'], noPass);
-    assert.equal(refused.code, 11, refused.stderr);
+    assert.equal(refused.code, 12, refused.stderr);
     const error = errorLine(refused);
     assert.equal(error.code, 'Cairn.WrongKey');
     assert.match(error.message, new RegExp(keyB.replace(/[/.]/g, '\\$&')));
@@ -153,7 +153,7 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     const escaped = new RegExp(keyC.replace(/[/.]/g, '\\$&'));
     kms.disable(keyC);
     const disabled = await runCli(['snapshots'], env);
-    assert.equal(disabled.code, 11);
+    assert.equal(disabled.code, 12);
     assert.match(errorLine(disabled).message, escaped);
     assert.match(errorLine(disabled).message, /disabled/);
     kms.enable(keyC);
@@ -165,7 +165,7 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     const [kmsFile] = await readdir(join(repo, 'keys'));
     await writeFile(join(other, 'keys', kmsFile as string), await readFile(join(repo, 'keys', kmsFile as string)));
     const foreign = await runCli(['snapshots'], { CAIRN_REPOSITORY: other, ...kms.env() });
-    assert.equal(foreign.code, 11);
+    assert.equal(foreign.code, 12);
     const foreignError = errorLine(foreign);
     assert.match(foreignError.message, escaped);
     assert.match(foreignError.message, /InvalidCiphertextException/);
@@ -180,7 +180,7 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
 
     kms.deny(keyC);
     const denied = await runCli(['restore', 'latest', '--target', join(work.path, 'err-restore')], env);
-    assert.equal(denied.code, 11);
+    assert.equal(denied.code, 12);
     const deniedError = errorLine(denied);
     assert.equal(deniedError.code, 'Cairn.WrongKey');
     assert.match(deniedError.message, escaped);
@@ -209,13 +209,13 @@ describe('KMS-wrapped repository keys (against a KMS stand-in)', () => {
     assert.match(errorLine(refused).hint ?? '', /--force-last-key/);
 
     const wrong = await runCli(['snapshots'], { ...noPass, CAIRN_PASSWORD: 'not the passphrase' });
-    assert.equal(wrong.code, 11);
+    assert.equal(wrong.code, 12);
     assert.match(errorLine(wrong).message, /passphrase does not open/);
 
     const forced = await runCli(['key', 'remove', passphraseKey.id, '--force-last-key'], noPass);
     assert.equal(forced.code, 0, forced.stderr);
     const onlyKms = await runCli(['snapshots'], withPass);
-    assert.equal(onlyKms.code, 11, 'a passphrase is given, so the passphrase keys are used, and there are none');
+    assert.equal(onlyKms.code, 12, 'a passphrase is given, so the passphrase keys are used, and there are none');
     assert.match(errorLine(onlyKms).message, /no passphrase key/);
   });
 });

@@ -1,12 +1,12 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { hostname } from 'node:os';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/repo.ts';
 import { makeRandomTree } from '../../helpers/tree.ts';
-import { previousSuccess, renderMetrics } from '../../../agent/progress/metrics-file.ts';
+import { mergeMetrics, previousSuccess, renderMetrics } from '../../../agent/progress/metrics-file.ts';
 
 interface Sample {
   labels: Record<string, string>;
@@ -42,6 +42,39 @@ function parse(text: string): Map<string, Sample> {
     samples.set(name, { labels, value });
   }
   return samples;
+}
+
+/**
+ * A file that may hold several operations' series: `name operation` → value. Each metric's HELP and
+ * TYPE come once, before all of its samples (the text format's rule; node_exporter rejects a file
+ * that repeats them), and each series appears once.
+ */
+function bySeries(text: string): Map<string, number> {
+  const series = new Map<string, number>();
+  const described = new Map<string, number>();
+  let current = '';
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const comment = /^# (HELP|TYPE) (\w+) /.exec(line);
+    if (comment) {
+      const name = comment[2] as string;
+      if (comment[1] === 'HELP') {
+        assert.ok(!described.has(name), `${name} has one HELP line`);
+        described.set(name, 0);
+      }
+      current = name;
+      continue;
+    }
+    const m = /^(\w+)\{(.*)\} (\S+)$/.exec(line);
+    assert.ok(m, `not a sample line: ${line}`);
+    const name = m[1] as string;
+    assert.equal(name, current, `${name}'s samples follow its own HELP and TYPE`);
+    const operation = /operation="([^"]*)"/.exec(m[2] as string)?.[1];
+    const key = `${name} ${operation}`;
+    assert.ok(!series.has(key), `${key} appears once`);
+    series.set(key, Number(m[3]));
+  }
+  return series;
 }
 
 describe('--metrics-file', () => {
@@ -89,7 +122,7 @@ describe('--metrics-file', () => {
     const lastSuccess = second.get('cairn_last_success_timestamp_seconds')?.value as number;
 
     const failed = await runCli(['-r', repo, 'backup', source], { ...env, CAIRN_PASSWORD: 'wrong' });
-    assert.equal(failed.code, 11);
+    assert.equal(failed.code, 12);
     const bad = parse(await readFile(file, 'utf8'));
     assert.equal(bad.get('cairn_last_run_success')?.value, 0);
     assert.equal(bad.get('cairn_last_success_timestamp_seconds')?.value, lastSuccess, 'the previous success time is kept');
@@ -106,6 +139,83 @@ describe('--metrics-file', () => {
     assert.equal(samples.get('cairn_last_run_success')?.labels.operation, 'verify');
     assert.equal(samples.get('cairn_last_run_success')?.value, 1);
     assert.equal(samples.has('cairn_backup_bytes_added'), false);
+  });
+
+  it("keeps every operation's series in one file: backup then verify leaves both, each metric with one HELP and TYPE", async () => {
+    const source = join(work.path, 'src-both');
+    await makeRandomTree(source, 12, { files: 5, maxFileSize: 10_000 });
+    const repo = join(work.path, 'repo-both');
+    const dir = join(work.path, 'textfile-both');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(dir);
+    const file = join(dir, 'cairn.prom');
+    const env = { CAIRN_PASSWORD: 'metrics', CAIRN_METRICS_FILE: file };
+    assert.equal((await runCli(['-r', repo, 'init'], env)).code, 0);
+    const backup = await runCli(['-r', repo, 'backup', source], env);
+    assert.equal(backup.code, 0, backup.stderr);
+    const afterBackup = bySeries(await readFile(file, 'utf8'));
+    const backupSuccess = afterBackup.get('cairn_last_success_timestamp_seconds backup') as number;
+
+    const verify = await runCli(['-r', repo, 'verify'], env);
+    assert.equal(verify.code, 0, verify.stderr);
+    const text = await readFile(file, 'utf8');
+    const both = bySeries(text);
+    assert.equal(both.get('cairn_last_success_timestamp_seconds backup'), backupSuccess, 'the backup series survive the verify');
+    assert.equal(both.get('cairn_backup_bytes_read backup'), afterBackup.get('cairn_backup_bytes_read backup'));
+    assert.equal(both.get('cairn_last_run_success verify'), 1);
+    assert.ok((both.get('cairn_last_success_timestamp_seconds verify') as number) >= backupSuccess);
+    assert.equal(both.has('cairn_backup_bytes_read verify'), false);
+
+    // A failed verify replaces only the verify series; the backup's stay as they were.
+    const failed = await runCli(['-r', repo, 'verify'], { ...env, CAIRN_PASSWORD: 'wrong' });
+    assert.equal(failed.code, 12);
+    const later = bySeries(await readFile(file, 'utf8'));
+    assert.equal(later.get('cairn_last_run_success verify'), 0);
+    assert.equal(later.get('cairn_last_success_timestamp_seconds verify'), both.get('cairn_last_success_timestamp_seconds verify'));
+    assert.equal(later.get('cairn_last_run_success backup'), 1);
+    assert.equal(later.get('cairn_last_success_timestamp_seconds backup'), backupSuccess);
+    assert.deepEqual(await readdir(dir), ['cairn.prom'], 'no temporary or lock file is left behind');
+  });
+
+  it('takes over a lock file left by a writer that died, and leaves none', async () => {
+    const dir = join(work.path, 'stale-lock');
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(dir);
+    const file = join(dir, 'cairn.prom');
+    const lock = join(dir, '.cairn.prom.lock');
+    await writeFile(lock, '');
+    const past = new Date(Date.now() - 60_000);
+    await utimes(lock, past, past);
+    const verify = await runCli(['-r', join(work.path, 'repo'), '--metrics-file', file, 'verify'], { CAIRN_PASSWORD: 'metrics' });
+    assert.equal(verify.code, 0, verify.stderr);
+    assert.equal(verify.stderr.includes('could not write the metrics file'), false, verify.stderr);
+    assert.equal(bySeries(await readFile(file, 'utf8')).get('cairn_last_run_success verify'), 1);
+    assert.deepEqual(await readdir(dir), ['cairn.prom']);
+  });
+
+  it('merges by operation: the run replaces its own series, keeps the others, and drops lines of no operation', () => {
+    const run = (operation: string, success: boolean, finishedAt: number) => ({
+      operation,
+      repository: 'r',
+      host: 'h',
+      success,
+      startedAt: finishedAt - 1000,
+      finishedAt,
+    });
+    const backup = renderMetrics({
+      ...run('backup', true, 10_000),
+      backup: { bytesRead: 1, bytesAdded: 2, rawBytesAdded: 2, totalBytes: 4, totalFiles: 1, durationMs: 1000 },
+    });
+    const merged = mergeMetrics(`${backup}stray_metric 5\ncairn_last_run_success{host="h"} 1\n`, run('prune', false, 20_000));
+    const series = bySeries(merged);
+    assert.equal(series.get('cairn_backup_bytes_added backup'), 2);
+    assert.equal(series.get('cairn_last_run_success prune'), 0);
+    assert.equal(series.has('cairn_last_success_timestamp_seconds prune'), false, 'no success time is invented');
+    assert.doesNotMatch(merged, /stray_metric|\{host="h"\}/);
+    const again = bySeries(mergeMetrics(merged, run('backup', false, 30_000)));
+    assert.equal(again.get('cairn_last_success_timestamp_seconds backup'), 10, 'a failed backup keeps its own success time');
+    assert.equal(again.has('cairn_backup_bytes_added backup'), false, 'and reports no sizes');
+    assert.equal(again.get('cairn_last_run_success prune'), 0);
   });
 
   it("escapes label values and reads back only the same operation's success", () => {
