@@ -16,6 +16,7 @@ import { defaultSources, openRepository } from './open-repository.ts';
 export interface GlobalOptions {
   repo?: string;
   passwordFile?: string;
+  passwordCommand?: string;
   json?: boolean;
   quiet?: boolean;
   concurrency: number;
@@ -83,16 +84,24 @@ export class Cli {
     });
   }
 
-  /** The passphrase from CAIRN_PASSWORD, --password-file or a prompt (confirm: ask twice). */
+  /** The passphrase as given (passphrase.ts: flags, CAIRN_PASSWORD_FILE/_COMMAND, CAIRN_PASSWORD) or a prompt (confirm: ask twice). */
   passphrase(cmd: Command, confirm = false): Promise<string> {
-    return readPassphrase({ env: this.env, passwordFile: this.globals(cmd).passwordFile, confirm });
+    const g = this.globals(cmd);
+    return readPassphrase({ env: this.env, passwordFile: g.passwordFile, passwordCommand: g.passwordCommand, confirm });
   }
 
   async openRepo(cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> {
     const storage = await this.storage(cmd);
     const g = this.globals(cmd);
     // Passphrase given, else the repository's KMS keys, else a prompt (unlock.ts).
-    return { g, repo: await openRepository(storage, defaultSources({ env: this.env, passwordFile: g.passwordFile })), storage };
+    return {
+      g,
+      repo: await openRepository(
+        storage,
+        defaultSources({ env: this.env, passwordFile: g.passwordFile, passwordCommand: g.passwordCommand }),
+      ),
+      storage,
+    };
   }
 
   who(host?: string): Who {

@@ -5,7 +5,7 @@ import { openRecoveryKit, parseRecoveryKit } from '../core/recovery-kit.ts';
 import { Repository } from '../core/repository.ts';
 import type { Storage } from '../core/storage.ts';
 import { kmsUnwrapMasterKey } from '../keys/kms.ts';
-import { readPassphrase } from './passphrase.ts';
+import { passphraseGiven, readPassphrase } from './passphrase.ts';
 
 /**
  * How the CLI gets the master key: an ordered list of sources. The first one
@@ -13,7 +13,8 @@ import { readPassphrase } from './passphrase.ts';
  * is the command's failure, it does not fall through to the next one, so a
  * wrong CAIRN_PASSWORD is reported as such and not hidden by a KMS attempt.
  *
- *   1. a passphrase given explicitly (CAIRN_PASSWORD, --password-file)
+ *   1. a passphrase given explicitly (--password-file, --password-command,
+ *      CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND, CAIRN_PASSWORD)
  *      [the orchestration work adds "passphrase from an SSM SecureString" here]
  *   2. the repository's KMS wrappings, newest first (no prompt)
  *   3. a passphrase prompt on a terminal
@@ -29,16 +30,18 @@ export interface UnlockSource {
 export interface UnlockOptions {
   env: NodeJS.ProcessEnv;
   passwordFile?: string | undefined;
+  passwordCommand?: string | undefined;
 }
 
-/** CAIRN_PASSWORD or --password-file, when either is given. */
+/** The passphrase given by a flag or the environment (passphrase.ts), when one is; read (a command run) once. */
 export function givenPassphraseSource(options: UnlockOptions): UnlockSource {
+  let passphrase: Promise<string> | undefined;
   return {
     name: 'passphrase',
     async unlock(request) {
-      if (!options.passwordFile && !options.env.CAIRN_PASSWORD) return undefined;
-      const passphrase = await readPassphrase({ env: options.env, passwordFile: options.passwordFile });
-      return passphraseUnlocker(passphrase)(request);
+      if (!passphraseGiven(options)) return undefined;
+      passphrase ??= readPassphrase(options);
+      return passphraseUnlocker(await passphrase)(request);
     },
   };
 }
@@ -69,7 +72,7 @@ export function kmsSource(): UnlockSource {
         code,
         `none of the repository's ${failures.length} KMS keys opened it:\n${failures.map((f) => `  - ${f.message}`).join('\n')}`,
         {
-          hint: `${first.hint ?? ''}${first.hint ? '; ' : ''}or give a passphrase (CAIRN_PASSWORD / --password-file)`,
+          hint: `${first.hint ?? ''}${first.hint ? '; ' : ''}or give a passphrase (CAIRN_PASSWORD, --password-file, --password-command)`,
           cause: first,
         },
       );
@@ -100,7 +103,7 @@ export async function openRepository(storage: Storage, sources: UnlockSource[]):
       if (unlocked) return unlocked;
     }
     throw new CairnError('Cairn.Usage', 'no passphrase given, and the repository has no KMS key to open it with', {
-      hint: 'set CAIRN_PASSWORD, pass --password-file FILE, or run on a terminal to be asked',
+      hint: 'set CAIRN_PASSWORD, CAIRN_PASSWORD_FILE or CAIRN_PASSWORD_COMMAND, pass --password-file FILE or --password-command CMD, or run on a terminal to be asked',
     });
   });
 }
