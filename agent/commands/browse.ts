@@ -4,7 +4,7 @@ import type { Snapshot } from '../core/snapshot.ts';
 import { dump } from './file-dump.ts';
 import { underLock, operationContext, type OperationOptions } from './operation.ts';
 import { SnapshotBrowser, find, ls, type ListedEntry } from './snapshot-browser.ts';
-import { selectSnapshot, selectSnapshots, type SnapshotFilter } from './snapshot-selector.ts';
+import { latestAmong, selectSnapshot, selectSnapshots, type SnapshotFilter } from './snapshot-selector.ts';
 import { countDiff, diff, emptyDiffSummary, type DiffItem, type DiffSummary } from './tree-diff.ts';
 
 /**
@@ -17,6 +17,8 @@ import { countDiff, diff, emptyDiffSummary, type DiffItem, type DiffSummary } fr
 export interface BrowseOptions extends OperationOptions {
   /** Tree and index reads at once. */
   concurrency: number;
+  /** What `latest` is narrowed to (--host, --path, --tag); an id is taken as it is. */
+  latestFilter?: SnapshotFilter | undefined;
 }
 
 async function browsing<T>(
@@ -35,7 +37,7 @@ export async function listSnapshotPath(
   onEntry: (snapshot: Snapshot, entry: ListedEntry) => void,
 ): Promise<{ snapshot: Snapshot; entries: number; bytes: number }> {
   return browsing(repo, options, 'ls', async (open) => {
-    const snapshot = await selectSnapshot(repo, options.snapshot);
+    const snapshot = await selectSnapshot(repo, options.snapshot, latestAmong(options.latestFilter));
     const browser = await open();
     let entries = 0;
     let bytes = 0;
@@ -77,8 +79,8 @@ export async function diffSnapshots(
   onItem: (item: DiffItem) => void,
 ): Promise<{ a: Snapshot; b: Snapshot; summary: DiffSummary }> {
   return browsing(repo, options, 'diff', async (open) => {
-    const a = await selectSnapshot(repo, options.a);
-    const b = await selectSnapshot(repo, options.b);
+    const a = await selectSnapshot(repo, options.a, latestAmong(options.latestFilter));
+    const b = await selectSnapshot(repo, options.b, latestAmong(options.latestFilter));
     const browser = await open();
     const summary = emptyDiffSummary();
     for await (const item of diff(browser, a, b)) {
@@ -95,7 +97,7 @@ export async function dumpSnapshotFile(
   options: BrowseOptions & { snapshot: string; path: string; out: Writable; signal?: AbortSignal | undefined },
 ): Promise<{ path: string; bytes: number }> {
   return browsing(repo, options, 'dump', async (open) => {
-    const snapshot = await selectSnapshot(repo, options.snapshot);
+    const snapshot = await selectSnapshot(repo, options.snapshot, latestAmong(options.latestFilter));
     return dump(await open(), snapshot, options.path, options.out, options.signal);
   });
 }

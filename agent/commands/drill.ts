@@ -15,7 +15,7 @@ import { Restorer, prepareTarget } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
-import { selectSnapshot } from './snapshot-selector.ts';
+import { latestAmong, selectSnapshot, type SnapshotFilter } from './snapshot-selector.ts';
 
 /**
  * `cairn drill [snapshot]` and the orchestrated `agent drill`: a restore drill
@@ -37,6 +37,8 @@ import { selectSnapshot } from './snapshot-selector.ts';
 export interface DrillOptions extends OperationOptions {
   /** A snapshot id (prefix) or `latest` (the newest undamaged one). */
   snapshot: string;
+  /** What `latest` is narrowed to (--host, --path, --tag); an id is taken as it is. */
+  latestFilter?: SnapshotFilter | undefined;
   /** The slower, deeper variant of each check. */
   thorough: boolean;
   concurrency: number;
@@ -114,7 +116,7 @@ export async function drill(repo: Repository, options: DrillOptions): Promise<Dr
     const started = Date.now();
     let snapshot: Snapshot | undefined;
     try {
-      snapshot = await selectSnapshot(repo, options.snapshot, undefined, { warn: (m) => options.progress.warn(m) });
+      snapshot = await selectSnapshot(repo, options.snapshot, latestAmong(options.latestFilter), { warn: (m) => options.progress.warn(m) });
       const report = await drillLocked(repo, snapshot, options, started);
       // A snapshot that does not restore into a working copy is not good: retention, `latest` and
       // the console's planner pass over it from now on (an operator clears a false marker).

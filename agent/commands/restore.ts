@@ -18,10 +18,12 @@ import { shortId } from '../core/snapshot.ts';
 import { replayerFor } from '../pitr/replayers.ts';
 import type { ReplayResult } from '../pitr/replay.ts';
 import { planPointInTime } from '../core/pitr-planning.ts';
-import { waitForSnapshot } from './snapshot-selector.ts';
+import { waitForSnapshot, type SnapshotFilter } from './snapshot-selector.ts';
 
 export interface RestoreCommandOptions {
   snapshot: string;
+  /** What `latest` is narrowed to (--host, --path, --tag); an id is taken as it is. */
+  latestFilter?: SnapshotFilter | undefined;
   /** Directory to restore into: required for files and physical engines. */
   target?: string | undefined;
   /** Database to restore into (logical engines), instead of the one backed up. */
@@ -120,7 +122,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       `restoring base snapshot ${shortId(snapshot.id)} (${snapshot.time}), then replaying ${planned.plan.files.length} archived log file(s) of ${planned.plan.stream} to ${planned.plan.describe}`,
     );
   } else {
-    snapshot = await waitForSnapshot(repo, options.snapshot, { waitMs: options.waitForSnapshotMs, ...options });
+    snapshot = await waitForSnapshot(repo, options.snapshot, { ...options, waitMs: options.waitForSnapshotMs });
   }
   const index = await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message));
   const reader = new PieceReader(repo, index, { cacheFrames: 8 });

@@ -66,6 +66,10 @@ async function selectLatest(repo: Repository, filter: (s: Snapshot) => boolean, 
   }
   for (const { snapshot, why } of passedOver)
     warn(`latest passes over snapshot ${snapshot.id} (${snapshot.time}): ${why}; restore it by its id if you need it`);
+  if (!chosen && matching.length === 0 && snapshots.length > 0)
+    throw new CairnError('Cairn.NotFound', `no snapshot in ${repo.storage.location} matches the --host, --path and --tag given`, {
+      hint: 'see the hosts, paths and tags there are with `cairn snapshots`',
+    });
   if (!chosen) {
     throw new CairnError(
       'Cairn.NotFound',
@@ -114,12 +118,17 @@ export async function selectSnapshotList(repo: Repository, refs: string[]): Prom
 export async function waitForSnapshot(
   repo: Repository,
   ref: string,
-  options: { waitMs?: number | undefined; progress: ProgressListener; signal?: AbortSignal | undefined },
+  options: {
+    waitMs?: number | undefined;
+    progress: ProgressListener;
+    signal?: AbortSignal | undefined;
+    latestFilter?: SnapshotFilter | undefined;
+  },
 ): Promise<Snapshot> {
   const deadline = Date.now() + (options.waitMs ?? 0);
   for (;;) {
     try {
-      return await selectSnapshot(repo, ref, undefined, { warn: (message) => options.progress.warn(message) });
+      return await selectSnapshot(repo, ref, latestAmong(options.latestFilter), { warn: (message) => options.progress.warn(message) });
     } catch (error) {
       if (!(error instanceof CairnError && error.code === 'Cairn.NotFound') || Date.now() >= deadline) throw error;
       options.progress.warn(`no snapshot ${ref} yet; waiting`);
@@ -138,9 +147,12 @@ export interface SnapshotFilter {
   anyTags?: string[] | undefined;
   /** Any of these plans. */
   plans?: string[] | undefined;
+  /** Every one of these paths backed up by the snapshot (restic's --path). */
+  paths?: string[] | undefined;
 }
 
-export function filterSnapshots(snapshots: Snapshot[], filter: SnapshotFilter): Snapshot[] {
+/** The filter as a predicate: every rule given must hold (an empty rule holds for all). */
+export function snapshotMatcher(filter: SnapshotFilter): (s: Snapshot) => boolean {
   const hosts = filter.hosts ?? [];
   const tagSets = (filter.tags ?? []).map((t) =>
     t
@@ -150,13 +162,22 @@ export function filterSnapshots(snapshots: Snapshot[], filter: SnapshotFilter): 
   );
   const anyTags = filter.anyTags ?? [];
   const plans = filter.plans ?? [];
-  return snapshots.filter(
-    (s) =>
-      (hosts.length === 0 || hosts.includes(s.host)) &&
-      (plans.length === 0 || (s.plan !== undefined && plans.includes(s.plan))) &&
-      (tagSets.length === 0 || tagSets.some((set) => set.every((t) => s.tags.includes(t)))) &&
-      (anyTags.length === 0 || s.tags.some((t) => anyTags.includes(t))),
-  );
+  const paths = filter.paths ?? [];
+  return (s) =>
+    (hosts.length === 0 || hosts.includes(s.host)) &&
+    (plans.length === 0 || (s.plan !== undefined && plans.includes(s.plan))) &&
+    (tagSets.length === 0 || tagSets.some((set) => set.every((t) => s.tags.includes(t)))) &&
+    (anyTags.length === 0 || s.tags.some((t) => anyTags.includes(t))) &&
+    paths.every((p) => s.paths.includes(p));
+}
+
+export function filterSnapshots(snapshots: Snapshot[], filter: SnapshotFilter): Snapshot[] {
+  return snapshots.filter(snapshotMatcher(filter));
+}
+
+/** What `latest` is narrowed to (--host, --path, --tag on the commands that take one snapshot); an id is taken as it is. */
+export function latestAmong(filter: SnapshotFilter | undefined): ((s: Snapshot) => boolean) | undefined {
+  return filter ? snapshotMatcher(filter) : undefined;
 }
 
 export interface SnapshotSelection extends SnapshotFilter {

@@ -2,22 +2,25 @@ import type { Command } from 'commander';
 import { diffSnapshots } from '../../commands/browse.ts';
 import type { DiffItem, DiffSummary } from '../../commands/tree-diff.ts';
 import type { Cli } from '../context.ts';
+import { addLatestFilterFlags, latestFilterFrom, type LatestFilterFlags } from '../latest-filter.ts';
 import { formatBytes } from '../output.ts';
 
 /** `cairn diff`: what changed between two snapshots. */
 export function registerDiff(program: Command, cli: Cli): void {
-  program
+  const command = program
     .command('diff')
     .description('what was added, removed and changed between two snapshots (content, or metadata only)')
     .argument('<a>', 'the older snapshot (id, prefix or "latest")')
-    .argument('<b>', 'the newer snapshot')
-    .action(async (refA: string, refB: string, _opts: unknown, cmd: Command) => {
-      const { g, repo } = await cli.openRepo(cmd);
-      const { a, b, summary } = await diffSnapshots(repo, { ...cli.operation(g), a: refA, b: refB }, (item) =>
-        cli.output.result({ type: 'change', entry: item }, diffLine(item)),
-      );
-      cli.output.result({ type: 'diff', a: a.id, b: b.id, ...summary }, diffSummaryText(summary));
-    });
+    .argument('<b>', 'the newer snapshot');
+  addLatestFilterFlags(command).action(async (refA: string, refB: string, opts: LatestFilterFlags, cmd: Command) => {
+    const { g, repo } = await cli.openRepo(cmd);
+    const { a, b, summary } = await diffSnapshots(
+      repo,
+      { ...cli.operation(g), latestFilter: latestFilterFrom(opts), a: refA, b: refB },
+      (item) => cli.output.result({ type: 'change', entry: item }, diffLine(item)),
+    );
+    cli.output.result({ type: 'diff', a: a.id, b: b.id, ...summary }, diffSummaryText(summary));
+  });
 }
 
 function diffLine(item: DiffItem): string {

@@ -1,11 +1,12 @@
 import type { Command } from 'commander';
 import { dumpSnapshotFile } from '../../commands/browse.ts';
 import type { Cli } from '../context.ts';
+import { addLatestFilterFlags, latestFilterFrom, type LatestFilterFlags } from '../latest-filter.ts';
 import { Output } from '../output.ts';
 
 /** `cairn dump`: one file of a snapshot on stdout. */
 export function registerDump(program: Command, cli: Cli): void {
-  program
+  const command = program
     .command('dump')
     .description('write one file of a snapshot to stdout, byte for byte')
     .argument('<snapshot>', 'snapshot id (or a unique prefix), or "latest"')
@@ -13,11 +14,18 @@ export function registerDump(program: Command, cli: Cli): void {
     .option(
       '--no-lock',
       'take no lock and write nothing to the repository (one this host cannot write: a replica, a read-only mount or role); a prune running meanwhile could remove what it reads',
-    )
-    .action(async (ref: string, path: string, opts: { lock: boolean }, cmd: Command) => {
-      // stdout carries the file's bytes only: messages go to stderr, as text.
-      cli.output = new Output({ json: false, quiet: true, streams: cli.streams });
-      const { g, repo } = await cli.openRepo(cmd);
-      await dumpSnapshotFile(repo, { ...cli.operation(g), noLock: !opts.lock, snapshot: ref, path, out: cli.streams.stdout });
+    );
+  addLatestFilterFlags(command).action(async (ref: string, path: string, opts: LatestFilterFlags & { lock: boolean }, cmd: Command) => {
+    // stdout carries the file's bytes only: messages go to stderr, as text.
+    cli.output = new Output({ json: false, quiet: true, streams: cli.streams });
+    const { g, repo } = await cli.openRepo(cmd);
+    await dumpSnapshotFile(repo, {
+      ...cli.operation(g),
+      noLock: !opts.lock,
+      latestFilter: latestFilterFrom(opts),
+      snapshot: ref,
+      path,
+      out: cli.streams.stdout,
     });
+  });
 }

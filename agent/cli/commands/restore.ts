@@ -8,10 +8,11 @@ import { shortId } from '../../core/snapshot.ts';
 import { restore, targetAlreadyHoldsData, type RestoreDone } from '../../commands/restore.ts';
 import { collect, type Cli, type GlobalOptions } from '../context.ts';
 import { addEngineFlags } from '../engine-flags.ts';
+import { addLatestFilterFlags, latestFilterFrom, type LatestFilterFlags } from '../latest-filter.ts';
 import { formatBytes, formatDuration } from '../output.ts';
 import { recoveryTargetFrom, type RecoveryTargetFlags } from '../recovery-target.ts';
 
-interface RestoreFlags extends RecoveryTargetFlags {
+interface RestoreFlags extends RecoveryTargetFlags, LatestFilterFlags {
   archiveStream?: string;
   dryRun?: boolean;
   ifEmpty?: boolean;
@@ -57,9 +58,15 @@ export function registerRestore(program: Command, cli: Cli): void {
       '--temp-dir <dir>',
       'where engines that need local files may write them, e.g. pgdump with --jobs (default: the system temp dir)',
     );
+  addLatestFilterFlags(command);
   addEngineFlags(command, 'restore', cli.engines.catalog.specs).action(async (ref: string, opts: RestoreFlags, cmd: Command) => {
     const { g, repo } = await cli.openRepo(cmd);
     const target = recoveryTargetFrom(opts);
+    const latestFilter = latestFilterFrom(opts);
+    if (target && latestFilter)
+      throw new CairnError('Cairn.Usage', '--host, --path and --tag choose "latest"; a point-in-time restore chooses its base itself', {
+        hint: 'name the base snapshot by its id instead, or leave the filters out',
+      });
     if (opts.dryRun && !target)
       throw new CairnError('Cairn.Usage', '--dry-run plans a point-in-time restore', {
         hint: 'add --to-time (or --to-lsn, --to-xid, --to-gtid, --to-position)',
@@ -83,6 +90,7 @@ export function registerRestore(program: Command, cli: Cli): void {
       ...cli.operation(g),
       noLock: !opts.lock,
       snapshot: ref,
+      latestFilter,
       waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
       target: opts.target,
       targetDatabase: opts.targetDatabase,
