@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { parseCompression } from '../../core/config.ts';
-import { CairnError } from '../../core/errors.ts';
+import { readFile } from 'node:fs/promises';
+import { CairnError, errorMessage } from '../../core/errors.ts';
 import { shortId, type Snapshot } from '../../core/snapshot.ts';
 import { backup } from '../../commands/backup.ts';
 import { engineOptionsFromFlags } from '../../core/engine-options/flags.ts';
@@ -10,6 +11,8 @@ import { formatBytes, formatDuration } from '../output.ts';
 
 interface BackupFlags {
   exclude: string[];
+  excludeFile: string[];
+  filesFrom: string[];
   tag: string[];
   host?: string;
   parent?: string;
@@ -33,6 +36,13 @@ export function registerBackup(program: Command, cli: Cli): void {
     .description('back up files and directories, or a database with --engine')
     .argument('[path...]', 'files or directories to back up (the files engine)')
     .option('-e, --exclude <pattern>', 'skip paths matching the pattern (repeatable)', collect, [])
+    .option('--exclude-file <file>', 'skip paths matching the patterns in this file, one a line (repeatable)', collect, [])
+    .option(
+      '--files-from <file>',
+      'back up the paths listed in this file, one a line, besides those given (repeatable; - reads stdin)',
+      collect,
+      [],
+    )
     .option('-t, --tag <tag>', 'tag the snapshot (repeatable)', collect, [])
     .option('--host <name>', 'host name recorded in the snapshot')
     .option('--parent <snapshot>', 'compare against this snapshot instead of the latest of the same host and paths')
@@ -43,7 +53,9 @@ export function registerBackup(program: Command, cli: Cli): void {
     .option('--pre-hook <command>', 'run before the backup (any engine)')
     .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
     .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)');
-  addEngineFlags(command, 'backup', cli.engines.catalog.specs).action(async (paths: string[], opts: BackupFlags, cmd: Command) => {
+  addEngineFlags(command, 'backup', cli.engines.catalog.specs).action(async (given: string[], opts: BackupFlags, cmd: Command) => {
+    const paths = [...given, ...(await listFiles(opts.filesFrom, 'paths'))];
+    const excludes = [...opts.exclude, ...(await listFiles(opts.excludeFile, 'patterns'))];
     const { g, repo } = await cli.openRepo(cmd);
     const engine = opts.engine && opts.engine !== 'files' ? cli.engines.byName(opts.engine) : undefined;
     if (!engine && paths.length === 0)
@@ -56,7 +68,7 @@ export function registerBackup(program: Command, cli: Cli): void {
     const snapshot = await backup(repo, {
       ...cli.operation(g, opts.host),
       paths,
-      excludes: opts.exclude,
+      excludes,
       tags: opts.tag,
       compression: opts.compression ? parseCompression(opts.compression) : undefined,
       parent: opts.parent,
@@ -107,4 +119,37 @@ function backupText(s: Snapshot): string {
     `  data:  ${formatBytes(m.bytesNew)} new, ${formatBytes(m.bytesChanged)} changed, ${formatBytes(m.bytesUnchanged)} unchanged; ${formatBytes(m.bytesRead)} read`,
     `  added to the repository: ${formatBytes(m.bytesAdded)} stored (${formatBytes(m.rawBytesAdded)} before compression) in ${formatDuration(m.durationMs)}`,
   ].join('\n');
+}
+
+/**
+ * The lines of --files-from / --exclude-file files as restic reads them: one entry a line (a
+ * name may hold spaces: only a line end's CR goes), blank lines and lines starting with `#`
+ * skipped; `-` is standard input.
+ * A file that cannot be read, or lists nothing, is a usage error naming it (a backup of fewer paths
+ * than meant, without a word, is the mistake this guards against).
+ */
+async function listFiles(files: string[], what: string): Promise<string[]> {
+  const entries: string[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = file === '-' ? await readAll(process.stdin) : await readFile(file, 'utf8');
+    } catch (error) {
+      throw new CairnError('Cairn.Usage', `cannot read the list of ${what} ${file}: ${errorMessage(error)}`, { cause: error });
+    }
+    const lines = text
+      .split('\n')
+      .map((line) => line.replace(/\r$/, ''))
+      .filter((line) => line.trim() !== '' && !line.trimStart().startsWith('#'));
+    if (lines.length === 0)
+      throw new CairnError('Cairn.Usage', `the list of ${what} ${file} names none`, { hint: 'one entry a line; # starts a comment' });
+    entries.push(...lines);
+  }
+  return entries;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.from(chunk as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
 }
