@@ -27,7 +27,7 @@ export interface GlobalOptions {
  * What a command needs from the CLI around it: the output, the cancellation
  * signal, the environment and the ways to open a repository. Each command file
  * under commands/ exports one `register…(program, cli)`, so adding a command
- * is one file and one line of main.ts.
+ * is one file and one line of command-table.ts.
  */
 export class Cli {
   readonly env: NodeJS.ProcessEnv;

@@ -9,7 +9,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { BUILT_DIR, BUILT_ENTRY, BUILT_SOURCES, builtCli } from '../../../agent/cli/built-cli.js';
 import { VERSION } from '../../../agent/core/version.ts';
 import { Cli } from '../../../agent/cli/context.ts';
-import { COMMAND_NAMES, commandInArgv } from '../../../agent/cli/main.ts';
+import { COMMAND_NAMES, commandInArgv } from '../../../agent/cli/command-table.ts';
 import { createProgram } from '../../../agent/cli/program.ts';
 import { CAIRN_BIN, runCli } from '../../helpers/cli.ts';
 
