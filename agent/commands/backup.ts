@@ -20,9 +20,10 @@ import type { Engine } from '../engines/engine.ts';
 import { TreeSink } from '../engines/sink.ts';
 import { runHook } from '../process/run.ts';
 import { selectSnapshot } from './snapshot-selector.ts';
+import type { WalkLimitOptions } from '../files/walk-limits.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 
-export interface BackupOptions {
+export interface BackupOptions extends WalkLimitOptions {
   paths: string[];
   excludes: string[];
   tags: string[];
@@ -97,6 +98,8 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     totals,
     paths,
     excludes: options.excludes,
+    oneFileSystem: options.oneFileSystem,
+    excludeIfPresent: options.excludeIfPresent,
     chunking: { kind: 'cdc', chunker: new Chunker(repo.config.chunker, repo.chunkerSeed()) },
     concurrency: options.concurrency,
     progress: options.progress,

@@ -24,6 +24,7 @@ import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
 import { SnapshotWriter, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
+import { WalkLimits, type WalkLimitOptions } from './walk-limits.ts';
 import { PathMatcher } from './glob.ts';
 import type { ScanTotals } from './scanner.ts';
 
@@ -31,7 +32,7 @@ import type { ScanTotals } from './scanner.ts';
 const SMALL_FILE = 256 << 10;
 const IS_ROOT = process.getuid?.() === 0;
 
-export interface ArchiveOptions {
+export interface ArchiveOptions extends WalkLimitOptions {
   paths: string[];
   excludes: string[];
   chunking: Chunking;
@@ -77,6 +78,7 @@ export class Archiver implements TreeStore {
   private readonly reader: PieceReader;
   private readonly options: ArchiveOptions;
   private readonly excludes: PathMatcher;
+  private readonly limits: WalkLimits;
   private readonly smallBuffer = Buffer.allocUnsafe(SMALL_FILE + 1);
 
   private readonly hardlinks = new Map<string, FileContent>();
@@ -91,6 +93,7 @@ export class Archiver implements TreeStore {
       options.excludes,
       options.paths.map((p) => resolve(p)),
     );
+    this.limits = new WalkLimits(options);
     this.snapshotWriter = new SnapshotWriter(repo, writer, {
       chunking: options.chunking,
       signal: options.signal,
@@ -166,6 +169,8 @@ export class Archiver implements TreeStore {
       return this.snapshotWriter.storeTree({ version: 1, entries: [] });
     }
     const parentEntries = parent ? byName(parent) : undefined;
+    const device = this.limits.deviceOf(dir);
+    const mountPoints = new Set<number>();
     const slots = new Array<TreeEntry | undefined>(names.length);
     const small: number[] = [];
     const large: number[] = [];
@@ -181,6 +186,12 @@ export class Archiver implements TreeStore {
       try {
         // Synchronous: from the inode cache this is microseconds, a promise round trip costs far more.
         const st = lstatSync(childPath(dir, name), { bigint: true });
+        const marker = this.limits.markerIn(childPath(dir, name), st);
+        if (marker !== undefined) {
+          this.options.progress.warn(`left out ${relPath}: it holds ${marker} (--exclude-if-present)`, { path: relPath });
+          return undefined;
+        }
+        if (this.limits.isMountPoint(st, device)) mountPoints.add(i);
         (st.isDirectory() ? dirs : st.isFile() && st.size >= SMALL_FILE ? large : small).push(i);
         return st;
       } catch (error) {
@@ -190,6 +201,12 @@ export class Archiver implements TreeStore {
     });
     const entry = async (i: number): Promise<void> => {
       const name = names[i] as Buffer;
+      if (mountPoints.has(i)) {
+        // --one-file-system: the mount point, not what is mounted on it.
+        const empty = await this.snapshotWriter.storeTree({ version: 1, entries: [] });
+        slots[i] = { ...nameFields(name), ...entryMeta(stats[i] as BigIntStats), type: 'dir', subtree: empty };
+        return;
+      }
       slots[i] = await this.archiveEntry(childPath(dir, name), name, childRel(rel, name), stats[i] as BigIntStats, parentEntries);
     };
     // Small files one after another with synchronous reads into one buffer; large

@@ -13,6 +13,8 @@ interface BackupFlags {
   exclude: string[];
   excludeFile: string[];
   filesFrom: string[];
+  excludeIfPresent: string[];
+  oneFileSystem?: boolean;
   tag: string[];
   host?: string;
   parent?: string;
@@ -37,6 +39,13 @@ export function registerBackup(program: Command, cli: Cli): void {
     .argument('[path...]', 'files or directories to back up (the files engine)')
     .option('-e, --exclude <pattern>', 'skip paths matching the pattern (repeatable)', collect, [])
     .option('--exclude-file <file>', 'skip paths matching the patterns in this file, one a line (repeatable)', collect, [])
+    .option(
+      '--exclude-if-present <file>',
+      'leave out every directory holding a file of this name, e.g. .nobackup (repeatable)',
+      collect,
+      [],
+    )
+    .option('-x, --one-file-system', 'do not cross into other file systems: a mount point is stored as an empty directory')
     .option(
       '--files-from <file>',
       'back up the paths listed in this file, one a line, besides those given (repeatable; - reads stdin)',
@@ -69,6 +78,8 @@ export function registerBackup(program: Command, cli: Cli): void {
       ...cli.operation(g, opts.host),
       paths,
       excludes,
+      oneFileSystem: Boolean(opts.oneFileSystem),
+      excludeIfPresent: opts.excludeIfPresent,
       tags: opts.tag,
       compression: opts.compression ? parseCompression(opts.compression) : undefined,
       parent: opts.parent,

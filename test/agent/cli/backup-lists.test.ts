@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { lastOfType, runCli } from '../../helpers/cli.ts';
@@ -60,4 +61,51 @@ describe('backup --files-from and --exclude-file', () => {
     const after = await runCli(['snapshots'], env);
     assert.equal((lastOfType(after, 'snapshots') as { snapshots: unknown[] }).snapshots.length, count);
   });
+
+  it('--exclude-if-present leaves out a directory holding the marker, whole', async () => {
+    const src = join(work.path, 'marked');
+    await mkdir(join(src, 'cache'), { recursive: true });
+    await mkdir(join(src, 'data'), { recursive: true });
+    await writeFile(join(src, 'cache', '.nobackup'), '');
+    await writeFile(join(src, 'cache', 'big.bin'), 'cached');
+    await writeFile(join(src, 'data', 'keep.txt'), 'keep');
+    const r = await runCli(['backup', '--exclude-if-present', '.nobackup', src], env);
+    assert.equal(r.code, 0, r.stderr);
+    const id = (lastOfType(r, 'summary') as { snapshotId: string }).snapshotId;
+    const ls = await runCli(['ls', id, '/', '--recursive'], env);
+    const names = ls.lines.filter((l) => l.type === 'entry').map((l) => (l.entry as { path: string }).path);
+    assert.deepEqual(
+      names.map((n) => n.replace(/^\//, '')).sort(),
+      ['data', 'data/keep.txt'],
+      'the marked directory is left out whole, the rest kept',
+    );
+    assert.match(r.stderr + r.stdout, /left out cache: it holds \.nobackup/);
+  });
+
+  it(
+    '--one-file-system stores a mount point as an empty directory and reads nothing below it',
+    { skip: process.getuid?.() === 0 ? undefined : 'needs root (mounts a tmpfs inside the tree)' },
+    async () => {
+      const src = join(work.path, 'fs');
+      const mnt = join(src, 'mnt');
+      await mkdir(mnt, { recursive: true });
+      await writeFile(join(src, 'here.txt'), 'same file system');
+      const mount = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt], { encoding: 'utf8' });
+      assert.equal(mount.status, 0, `mount a tmpfs: ${mount.stderr}`);
+      try {
+        await writeFile(join(mnt, 'other.txt'), 'another file system');
+        const pathsOf = async (args: string[]): Promise<string[]> => {
+          const r = await runCli(['backup', ...args, src], env);
+          assert.equal(r.code, 0, r.stderr);
+          const id = (lastOfType(r, 'summary') as { snapshotId: string }).snapshotId;
+          const ls = await runCli(['ls', id, '/', '--recursive'], env);
+          return ls.lines.filter((l) => l.type === 'entry').map((l) => (l.entry as { path: string }).path.replace(/^\//, ''));
+        };
+        assert.deepEqual((await pathsOf([])).sort(), ['here.txt', 'mnt', 'mnt/other.txt'], 'without the flag the walk crosses');
+        assert.deepEqual((await pathsOf(['--one-file-system'])).sort(), ['here.txt', 'mnt'], 'the mount point stays, empty');
+      } finally {
+        spawnSync('umount', [mnt]);
+      }
+    },
+  );
 });
