@@ -102,7 +102,8 @@ if [ "$operation" = install ]; then
 fi
 
 report_file="$(mktemp "${TMPDIR:-/tmp}/cairn-report.XXXXXX")" || fail "cannot create a temporary file"
-args=(agent "$operation" --plan-id "$plan_id")
+# --json: the agent prints text unless told; SSM output and its log group get one JSON object a line.
+args=(--json agent "$operation" --plan-id "$plan_id")
 [ -n "$request" ] && args+=(--request "$request")
 CAIRN_TASK_TOKEN="$task_token" CAIRN_REPORT_FILE="$report_file" "$node_bin" "$bundle" "${args[@]}"
 code=$?

@@ -68,6 +68,7 @@ describe('SSM document script', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.deepEqual(s.read('node-args')!.trim().split('\n'), [
       join(s.dir, 'opt', 'versions', s.sha, 'cairn.mjs'),
+      '--json',
       'agent',
       'backup',
       '--plan-id',
@@ -105,7 +106,7 @@ describe('SSM document script', () => {
       const s = setup({ nodeExit: exit });
       const r = s.run({ operation: 'archive', planId: 'orders-db', taskToken: '', request: '' });
       assert.equal(r.status, exit, r.stderr);
-      assert.deepEqual(s.read('node-args')!.trim().split('\n').slice(1), ['agent', 'archive', '--plan-id', 'orders-db']);
+      assert.deepEqual(s.read('node-args')!.trim().split('\n').slice(1), ['--json', 'agent', 'archive', '--plan-id', 'orders-db']);
       assert.equal(s.read('aws-args'), undefined, 'no one waits on a token: nothing is sent');
       assert.doesNotMatch(r.stderr, /AgentCrashed/);
     }
