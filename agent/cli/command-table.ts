@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { Cli } from './context.ts';
+import { addHelpExamples } from './help-examples.ts';
 
 type Register = (program: Command, cli: Cli) => void;
 
@@ -39,19 +40,28 @@ const COMMANDS: [names: string[], load: () => Promise<Register>][] = [
   [['wal-daemon'], async () => (await import('./commands/wal-daemon.ts')).registerWalDaemon],
   [['binlog-push'], async () => (await import('./commands/binlog-push.ts')).registerBinlogPush],
   [['pitr'], async () => (await import('./commands/pitr/index.ts')).registerPitr],
+  [['completion'], async () => (await import('./commands/completion.ts')).registerCompletion],
+  [['generate'], async () => (await import('./commands/generate.ts')).registerGenerate],
 ];
+
+/** Commands that read the whole command tree (a completion script, the man pages): they load every command. */
+const WHOLE_TREE: ReadonlySet<string> = new Set(['completion', 'generate']);
 
 /** The command names of COMMANDS, for the test that checks them against what each file registers. */
 export const COMMAND_NAMES: readonly (readonly string[])[] = COMMANDS.map(([names]) => names);
 
-/** Loads and registers every command, or (the common case) only the one that argv names. */
+/**
+ * Loads and registers every command, or (the common case) only the one that argv names, then
+ * adds the examples to the --help of those registered (help-examples.ts).
+ */
 export async function registerCommands(program: Command, cli: Cli, argv: string[]): Promise<void> {
   const wanted = commandInArgv(program, argv.slice(2));
   if (wanted === 'version') return; // commander prints the version before it looks at any command
-  const chosen = wanted === undefined ? [] : COMMANDS.filter(([names]) => names.includes(wanted));
+  const chosen = wanted === undefined || WHOLE_TREE.has(wanted) ? [] : COMMANDS.filter(([names]) => names.includes(wanted));
   for (const [, load] of chosen) (await load())(program, cli);
-  if (chosen.length > 0 && program.commands.some((c) => c.name() === wanted)) return;
-  for (const entry of COMMANDS) if (!chosen.includes(entry)) (await entry[1]())(program, cli);
+  if (chosen.length === 0 || !program.commands.some((c) => c.name() === wanted))
+    for (const entry of COMMANDS) if (!chosen.includes(entry)) (await entry[1]())(program, cli);
+  addHelpExamples(program);
 }
 
 /**
