@@ -17,7 +17,7 @@ import { recordEvent } from '../agent/core/history.ts';
 import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
 import { readDamage } from '../agent/core/damage.ts';
-import { targetsModeOf } from '../agent/core/plan.ts';
+import { awsS3Location, targetsModeOf } from '../agent/core/plan.ts';
 import { sourceOf } from '../agent/core/snapshot.ts';
 import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision, type RetentionResult } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
@@ -101,7 +101,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     for (const u of unreadable)
       logger.warn('snapshot cannot be read; it is neither counted nor deleted', { snapshotId: u.id, error: u.error });
     const pins = await pinnedIds(repo);
-    const lockDays = Number(process.env.OBJECT_LOCK_DAYS ?? '0');
+    // The bucket's Object Lock governs AWS S3 repositories; an S3-compatible endpoint's retention is its operator's (docs/cdk.md).
+    const lockDays = awsS3Location(plan) !== undefined ? Number(process.env.OBJECT_LOCK_DAYS ?? '0') : 0;
     const now = Date.now();
     // Damaged (marker or tag) and partial snapshots are kept but never counted as good, as `cairn forget` does.
     const damage = await readDamage(repo, (message) => logger.warn(message));

@@ -4,7 +4,7 @@ import { CairnError } from '../agent/core/errors.ts';
 import { CONFIG_KEY, KEY_CHECK_KEY, KEYS_PREFIX, PACKS_PREFIX, idFromKey, packKey } from '../agent/core/layout.ts';
 import { PieceReader } from '../agent/core/piece-reader.ts';
 import { collectReferences } from '../agent/core/references.ts';
-import { repositoryLocation } from '../agent/core/plan.ts';
+import { awsS3Location } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
 import type { Storage } from '../agent/core/storage.ts';
 import { ObjectRetention, type LockMode } from './object-retention.ts';
@@ -65,9 +65,10 @@ export async function extendLocks(event: ExtendLocksEvent): Promise<LocksExtende
   const required = Date.parse(requiredUntil);
   const until = new Date(retainUntil);
 
-  const location = repositoryLocation(plan.repository.url);
-  if (location.scheme !== 's3' || location.bucket !== process.env.BUCKET_NAME) {
-    // Object Lock is the environment bucket's setting; a plan elsewhere has its own rules (and this role no rights there).
+  const location = awsS3Location(plan);
+  if (location === undefined || location.bucket !== process.env.BUCKET_NAME) {
+    // Object Lock is the environment bucket's setting; a plan elsewhere has its own rules (and this role no rights there):
+    // an S3-compatible endpoint's retention is its operator's (docs/cdk.md, "S3-compatible endpoints").
     logger.info('no Object Lock to keep: the plan is not in the environment bucket', { planId: plan.id, url: plan.repository.url });
     return {
       planId: plan.id,

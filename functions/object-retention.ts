@@ -2,7 +2,7 @@ import { GetObjectRetentionCommand, PutObjectRetentionCommand, S3Client, S3Servi
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { recordAwsCalls } from '../agent/core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
-import { repositoryLocation, type Plan } from '../agent/core/plan.ts';
+import { awsS3Location, type Plan } from '../agent/core/plan.ts';
 import { BucketKeys } from '../agent/storage/object-keys.ts';
 import { httpHandlerOptions } from '../agent/storage/proxy.ts';
 import { parseS3Url } from '../agent/storage/s3.ts';
@@ -26,8 +26,12 @@ export class ObjectRetention {
   private readonly keys: BucketKeys;
 
   constructor(plan: Pick<Plan, 'id' | 'repository'>, env: NodeJS.ProcessEnv = process.env) {
-    if (repositoryLocation(plan.repository.url).scheme !== 's3')
-      throw new CairnError('Cairn.Config', `plan ${plan.id}: Object Lock retention is kept on S3 repositories only`);
+    if (awsS3Location(plan) === undefined)
+      throw new CairnError(
+        'Cairn.Config',
+        `plan ${plan.id}: Object Lock retention is kept on AWS S3 repositories only; an S3-compatible endpoint's or GCS's retention is its operator's`,
+        { hint: 'set the endpoint\'s own object locking or versioning there (docs/cdk.md, "S3-compatible endpoints")' },
+      );
     const options = parseS3Url(plan.repository.url, env);
     this.bucket = options.bucket;
     this.keys = new BucketKeys('s3', options.bucket, options.prefix);

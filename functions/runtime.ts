@@ -14,6 +14,7 @@ import type { Repository } from '../agent/core/repository.ts';
 import { PlanSource } from '../agent/orchestration/plan-source.ts';
 import type { DeletableStorage } from '../agent/core/storage.ts';
 import { openStorage } from '../agent/storage/open.ts';
+import { openEndpointStorage } from '../agent/storage/s3-endpoint.ts';
 
 /**
  * What every handler shares: Powertools logger, metrics and tracer, the plan
@@ -157,8 +158,14 @@ export async function loadPlan(planId: unknown): Promise<Plan> {
   }
 }
 
-/** The plan's repository storage (deleting is allowed: these are control-plane credentials). */
-export function planStorage(plan: Plan): Promise<DeletableStorage> {
+/**
+ * The plan's repository storage (deleting is allowed: these are control-plane credentials). A
+ * repository at an S3-compatible endpoint is signed with the access key its plan names, read from
+ * Parameter Store on each use (a rotated key is picked up); an AWS S3 one with this function's role.
+ */
+export async function planStorage(plan: Plan): Promise<DeletableStorage> {
+  const credentials = await planSource().endpointCredentials(plan);
+  if (credentials !== undefined) return openEndpointStorage(plan.repository.url, credentials, process.env);
   return openStorage(plan.repository.url, process.env);
 }
 

@@ -121,6 +121,12 @@ export interface CallScope {
   /** A state machine execution's task token (SendTask* authorize no resource: "*"). */
   stateMachineArn: string;
   /**
+   * The repository is a bucket at an S3-compatible endpoint (plan-repository.ts): its S3 calls go
+   * there, signed with the plan's own access key, and are no AWS calls (none is listed); reading
+   * that key from its SecureString parameter is (it is one of secretParameterNames).
+   */
+  endpoint?: true;
+  /**
    * The control plane's record seal (functions/runtime.ts controlSeal): its Parameter Store reference
    * and the Secrets Manager secret it resolves to. Absent: the seal reads are not listed.
    */
@@ -171,16 +177,19 @@ export class CallBuilder {
   }
 
   read(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [this.object('GetObject', 's3:GetObject', key, {}), ...this.bucketKey('kms:Decrypt')];
   }
 
   /** HeadObject needs s3:GetObject and makes no KMS call. */
   stat(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [this.object('HeadObject', 's3:GetObject', key, {})];
   }
 
   /** s3.ts checkBucket: after a 404 on HeadObject, tells a missing bucket from a missing key (needs an unconditioned s3:ListBucket). */
   headBucket(): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [
       {
         api: 'HeadBucket',
@@ -193,6 +202,7 @@ export class CallBuilder {
   }
 
   list(prefix: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     const call: AwsCall = {
       api: 'ListObjectsV2',
       action: 's3:ListBucket',
@@ -205,6 +215,7 @@ export class CallBuilder {
 
   /** PutObject with If-None-Match: * (create-if-absent, DeletableStorage.put with ifAbsent). */
   create(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [
       this.object('PutObject', 's3:PutObject', key, { 's3:if-none-match': '*', 's3:ObjectCreationOperation': 'true' }),
       ...this.bucketKey('kms:GenerateDataKey'),
@@ -216,6 +227,7 @@ export class CallBuilder {
    * own records (a forged run record is replaced: run-lease.ts); hosts are refused it.
    */
   overwrite(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [
       this.object('PutObject', 's3:PutObject', key, { 's3:ObjectCreationOperation': 'true' }),
       ...this.bucketKey('kms:GenerateDataKey'),
@@ -224,6 +236,7 @@ export class CallBuilder {
 
   /** s3-multipart.ts: CreateMultipartUpload, UploadPart, CompleteMultipartUpload with If-None-Match: *, Abort on failure. */
   createMultipart(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     const part = { 's3:ObjectCreationOperation': 'false' };
     return [
       this.object('CreateMultipartUpload', 's3:PutObject', key, part),
@@ -240,6 +253,7 @@ export class CallBuilder {
    * ends earlier than the lock period (never shortened, so no s3:BypassGovernanceRetention).
    */
   keepLocked(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [
       this.object('GetObjectRetention', 's3:GetObjectRetention', key, {}),
       this.object('PutObjectRetention', 's3:PutObjectRetention', key, {}),
@@ -247,6 +261,7 @@ export class CallBuilder {
   }
 
   delete(key: string): AwsCall[] {
+    if (this.scope.endpoint) return [];
     return [this.object('DeleteObject', 's3:DeleteObject', key, {})];
   }
 

@@ -81,11 +81,14 @@ export const keySourceSchema = z.union([
 ]);
 export type KeySource = z.infer<typeof keySourceSchema>;
 
-/** Orchestrated plans need a repository the control plane can read too (docs/contracts.md, "Who may do what"). */
+/**
+ * Orchestrated plans need a repository the control plane can read too (docs/contracts.md, "Who may do what").
+ * Options after "?" are checked with the repository (plan-repository.ts): only an S3-compatible endpoint's.
+ */
 export const repositoryUrl = z
   .string()
   .regex(
-    /^(?:s3|gs):\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9_.\-/]*)?$/,
+    /^(?:s3|gs):\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:\/[A-Za-z0-9_.\-/]*)?(?:\?[A-Za-z0-9_.\-~%&=:/]*)?$/,
     'an s3://bucket/prefix/ or gs://bucket/prefix/ URL (orchestrated plans cannot use a local path)',
   );
 

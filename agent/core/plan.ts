@@ -7,13 +7,13 @@ import {
   duration,
   keySourceSchema,
   PLAN_ID_PATTERN,
-  repositoryUrl,
   scheduleSchema,
   targetsSchema,
   timeoutsSchema,
   verificationSchema,
 } from './plan-fields.ts';
 import { checkPitr, pitrSchema, type PitrConfig } from './plan-pitr.ts';
+import { planRepositorySchema, repositoryEndpoint } from './plan-repository.ts';
 import { retentionPolicySchema } from './retention.ts';
 
 /**
@@ -26,6 +26,13 @@ import { retentionPolicySchema } from './retention.ts';
  */
 
 export * from './plan-fields.ts';
+export {
+  ENDPOINT_OPTIONS,
+  planRepositorySchema,
+  repositoryEndpoint,
+  type PlanRepository,
+  type RepositoryEndpoint,
+} from './plan-repository.ts';
 export { DEFAULT_BINLOG_PUSH_SCHEDULE, pitrOf, pitrSchema, type PitrConfig } from './plan-pitr.ts';
 export { engineOptionsOfPlan, planEngineOptionsSchema, type PlanEngineOptions } from './engine-options/plan-options.ts';
 
@@ -97,14 +104,43 @@ function checkAgainstEngine(catalog: EngineCatalog) {
   };
 }
 
+/**
+ * PostgreSQL archives its WAL through archive_command (`cairn wal-push`, run by the server outside any
+ * orchestrated run), which has no way to the endpoint's access key: such a plan would lose its log.
+ */
+function checkEndpointPitr(catalog: EngineCatalog) {
+  return (
+    plan: {
+      engine: string;
+      pitr?: PitrConfig | undefined;
+      repository?: { url: string; credentialsParameter?: string | undefined } | undefined;
+    },
+    ctx: z.RefinementCtx,
+  ): void => {
+    if (plan.repository === undefined || repositoryEndpoint(plan.repository) === undefined || plan.pitr?.enabled !== true) return;
+    if (catalog.get(plan.engine)?.capabilities.pitr?.log !== 'wal') return;
+    ctx.addIssue({
+      code: 'custom',
+      path: ['pitr', 'enabled'],
+      message:
+        "a PostgreSQL plan whose repository is an S3-compatible endpoint cannot archive WAL: archive_command runs `cairn wal-push` outside the agent, without the endpoint's access key; use an AWS S3 repository for PITR",
+    });
+  };
+}
+
 /** The plan schemas for a catalog of engines: a plan naming an engine outside it is refused. */
 export function createPlanSchemas(catalog: EngineCatalog) {
   const fields = planFields(catalog);
-  const check = checkAgainstEngine(catalog);
+  const engineCheck = checkAgainstEngine(catalog);
+  const pitrCheck = checkEndpointPitr(catalog);
+  const check = (plan: Parameters<typeof engineCheck>[0] & Parameters<typeof pitrCheck>[0], ctx: z.RefinementCtx): void => {
+    engineCheck(plan, ctx);
+    pitrCheck(plan, ctx);
+  };
   /** A plan as written in an environment config: the repository defaults to the environment's bucket. */
-  const planInputSchema = z.strictObject({ ...fields, repository: z.strictObject({ url: repositoryUrl }).optional() }).superRefine(check);
+  const planInputSchema = z.strictObject({ ...fields, repository: planRepositorySchema.optional() }).superRefine(check);
   /** A resolved plan: what Parameter Store holds at /cairn/<env>/plans/<id>, read by functions and the agent. */
-  const planSchema = z.strictObject({ ...fields, repository: z.strictObject({ url: repositoryUrl }) }).superRefine(check);
+  const planSchema = z.strictObject({ ...fields, repository: planRepositorySchema }).superRefine(check);
   return { planInputSchema, planSchema, environmentConfigSchema: environmentConfigSchemaOf(planInputSchema) };
 }
 
@@ -222,7 +258,8 @@ export function parseEnvironmentConfig(raw: unknown, envName: string, catalog?: 
 /**
  * Repositories the CLI opens but a deployed plan could not (docs/cdk.md, "Repositories a plan can
  * use"), refused at synth rather than at the first scheduled run: the hosts and the functions
- * sign with their AWS roles and have no other credentials.
+ * have no Google credentials. (An S3-compatible endpoint's options are checked by the schema:
+ * plan-repository.ts.)
  */
 function unsupportedRepositories(raw: unknown, envName: string): string[] {
   const plans = isRecord(raw) && Array.isArray(raw.plans) ? (raw.plans as unknown[]) : [];
@@ -234,10 +271,6 @@ function unsupportedRepositories(raw: unknown, envName: string): string[] {
     if (url.startsWith('gs://'))
       return [
         `${where}: a gs:// repository cannot be orchestrated yet: neither the plan's hosts nor the control plane's functions get Google credentials (no service-account key is read for them from Parameter Store, and the stack makes no per-plan service account), so every scheduled run would fail; give the plan an s3:// repository and copy it to GCS with \`cairn copy\``,
-      ];
-    if (url.includes('?'))
-      return [
-        `${where}: options after "?" (endpoint, region, path-style, key-file, key-ssm) are not accepted for a deployed plan: an S3-compatible endpoint (MinIO, Ceph RGW) needs its own access keys, which the hosts (instance role) and the functions (Lambda role) do not have, and the stack's IAM policies govern AWS S3 only; use an AWS S3 bucket (any region: the SDK follows the bucket's), or run \`cairn\` from the host's own scheduler for such a store`,
       ];
     return [];
   });
@@ -262,9 +295,9 @@ export function planParameterPrefix(envName: string): string {
   return `/cairn/${envName}/plans/`;
 }
 
-/** Splits a repository URL into its scheme, bucket and key prefix (no leading slash, trailing slash kept). */
+/** Splits a repository URL into its scheme, bucket and key prefix (no leading slash, trailing slash kept); options after "?" are dropped. */
 export function repositoryLocation(url: string): { scheme: 's3' | 'gs'; bucket: string; prefix: string } {
-  const m = /^(s3|gs):\/\/([^/]+)\/?(.*)$/.exec(url);
+  const m = /^(s3|gs):\/\/([^/?]+)\/?([^?]*)(?:\?.*)?$/.exec(url);
   if (!m) throw configError(`invalid repository URL ${JSON.stringify(url)}`);
   const prefix = m[3] ?? '';
   return { scheme: m[1] as 's3' | 'gs', bucket: m[2] as string, prefix: prefix === '' || prefix.endsWith('/') ? prefix : `${prefix}/` };
@@ -295,9 +328,21 @@ export function rpoSeconds(plan: Pick<Plan, 'rpo'>): number {
   return Math.round(parseDurationMs(plan.rpo) / 1000);
 }
 
-/** Every Parameter Store name a plan references (passwords, passphrases), for least-privilege grants. */
+/**
+ * Where the plan's repository is in AWS S3 (the stack's IAM governs it), or undefined: a GCS
+ * repository, or a bucket at an S3-compatible endpoint, whose access key the plan names and whose
+ * rules (Object Lock included) are the endpoint's.
+ */
+export function awsS3Location(plan: Pick<Plan, 'repository'>): { bucket: string; prefix: string } | undefined {
+  if (repositoryEndpoint(plan.repository) !== undefined) return undefined;
+  const location = repositoryLocation(plan.repository.url);
+  return location.scheme === 's3' ? { bucket: location.bucket, prefix: location.prefix } : undefined;
+}
+
+/** Every Parameter Store name a plan references (passwords, passphrases, an endpoint's access key), for least-privilege grants. */
 export function referencedParameters(plan: Plan): string[] {
   const names: string[] = [];
+  if (plan.repository.credentialsParameter !== undefined) names.push(plan.repository.credentialsParameter);
   if (plan.engineOptions.passwordParameter !== undefined) names.push(plan.engineOptions.passwordParameter);
   if ('passphraseParameter' in plan.keySource) names.push(plan.keySource.passphraseParameter);
   return names;

@@ -1,8 +1,9 @@
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import { recordAwsCalls } from '../core/aws-call-record.ts';
+import { parseEndpointCredentials, type EndpointCredentials } from '../core/endpoint-credentials.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import type { Unlocker } from '../core/keyfile.ts';
-import { parsePlan, type Plan } from '../core/plan.ts';
+import { parsePlan, repositoryEndpoint, type Plan } from '../core/plan.ts';
 import { Repository } from '../core/repository.ts';
 import type { Storage } from '../core/storage.ts';
 import { kmsUnwrapMasterKey } from '../keys/kms.ts';
@@ -42,6 +43,19 @@ export class PlanSource {
 
   secret(name: string): Promise<string> {
     return this.get(name, true);
+  }
+
+  /**
+   * The access key of the plan's S3-compatible endpoint, from the SecureString parameter the plan
+   * names (docs/cdk.md, "S3-compatible endpoints"), with the parameter's name for messages;
+   * undefined when the repository is in AWS S3 (the caller's own role signs). The storage that
+   * uses it is opened by the caller (agent/storage/s3-endpoint.ts): this layer opens no storage.
+   */
+  async endpointCredentials(plan: Plan): Promise<{ value: EndpointCredentials; parameter: string } | undefined> {
+    const endpoint = repositoryEndpoint(plan.repository);
+    if (endpoint === undefined) return undefined;
+    const parameter = endpoint.credentialsParameter;
+    return { value: parseEndpointCredentials(await this.secret(parameter), parameter), parameter };
   }
 
   /**

@@ -10,7 +10,7 @@ import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
 import { ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
-import { planParameterName, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
+import { awsS3Location, planParameterName, referencedParameters, type Plan } from '../../agent/core/plan.ts';
 
 export interface AgentHostPolicyProps {
   envName: string;
@@ -44,9 +44,11 @@ export class AgentHostPolicy extends Construct {
     const { plan, envName } = props;
     const stack = Stack.of(this);
     const statements: iam.PolicyStatement[] = [];
-    const location = repositoryLocation(plan.repository.url);
+    // Only an AWS S3 repository gets S3 grants: a bucket at an S3-compatible endpoint is signed with the access key the plan's
+    // SecureString parameter holds (read below, with the plan's other secrets), and nothing in the stack's buckets is its.
+    const location = awsS3Location(plan);
 
-    if (location.scheme === 's3') {
+    if (location !== undefined) {
       const bucketArn = `arn:${stack.partition}:s3:::${location.bucket}`;
       const objects = `${bucketArn}/${location.prefix}*`;
       statements.push(
@@ -175,7 +177,7 @@ export class AgentHostPolicy extends Construct {
       statements,
     });
     const findings = [`Resource::${attrFinding(props.commandLogGroup.node.defaultChild as CfnElement)}:log-stream:*`, 'Resource::*'];
-    if (location.scheme === 's3') findings.push(`Resource::${arnFinding(stack, `s3:::${location.bucket}/${location.prefix}*`)}`);
+    if (location !== undefined) findings.push(`Resource::${arnFinding(stack, `s3:::${location.bucket}/${location.prefix}*`)}`);
     acknowledgeFindings(
       this.policy,
       'AwsSolutions-IAM5',

@@ -6,14 +6,7 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
-import {
-  pitrOf,
-  planParameterName,
-  planParameterPrefix,
-  referencedParameters,
-  repositoryLocation,
-  type Plan,
-} from '../../agent/core/plan.ts';
+import { awsS3Location, pitrOf, planParameterName, planParameterPrefix, referencedParameters, type Plan } from '../../agent/core/plan.ts';
 import {
   CONFIG_KEY,
   HISTORY_PREFIX,
@@ -167,10 +160,9 @@ export class CairnFunctions extends Construct {
     }
     // Deletes stay inside the plans' prefixes of the environment's bucket (current objects only: no
     // s3:DeleteObjectVersion, so a delete leaves a noncurrent version until the lifecycle expires it).
-    const ownPrefixes = props.plans
-      .map((p) => repositoryLocation(p.repository.url))
-      .filter((l) => l.scheme === 's3' && l.bucket === props.bucketName)
-      .map((l) => props.bucket.arnForObjects(`${l.prefix}*`));
+    // A plan at an S3-compatible endpoint gets no S3 grant at all: its access key (a plan secret, above) signs for it.
+    const s3Plans = props.plans.flatMap((p) => awsS3Location(p) ?? []);
+    const ownPrefixes = s3Plans.filter((l) => l.bucket === props.bucketName).map((l) => props.bucket.arnForObjects(`${l.prefix}*`));
     // Writes too, and only objects: not bucket.grantPut, whose action set also sets Object Lock retention,
     // legal holds and tags on the whole bucket (a retention can only be extended by extend-locks, below).
     for (const fn of [this.finalizeBackup, this.recordResult, this.applyRetention, this.gcSweep]) {
@@ -206,7 +198,6 @@ export class CairnFunctions extends Construct {
     // also creates the scheduled time's run record (orchestration/runs/<hash>, create-if-absent),
     // and writing into the environment's SSE-KMS bucket needs a data key.
     const runFindings: string[] = [];
-    const s3Plans = props.plans.map((p) => repositoryLocation(p.repository.url)).filter((l) => l.scheme === 's3');
     // An `each` plan's hosts have a lease and run records each, under orchestration/hosts/<instance id>/
     // (functions/host-records.ts); granted for every plan, since a plan may switch targets.mode without redeploying roles.
     const hostRecords = (l: { bucket: string; prefix: string }, rest: string): string =>
@@ -274,9 +265,8 @@ export class CairnFunctions extends Construct {
           'Action::s3:GetBucket*',
           'Action::s3:List*',
           'Action::s3:Abort*',
-          ...props.plans
-            .map((p) => repositoryLocation(p.repository.url))
-            .filter((l) => l.scheme === 's3' && l.bucket === props.bucketName)
+          ...s3Plans
+            .filter((l) => l.bucket === props.bucketName)
             .map((l) => `Resource::${bucketFinding}`.replace(/\/\*$/, `/${l.prefix}*`)),
           'Action::kms:GenerateDataKey*',
           'Action::kms:ReEncrypt*',
@@ -419,8 +409,8 @@ export class CairnFunctions extends Construct {
     );
     const byBucket = new Map<string, string[]>();
     for (const plan of plans) {
-      const location = repositoryLocation(plan.repository.url);
-      if (location.scheme !== 's3') continue;
+      const location = awsS3Location(plan);
+      if (location === undefined) continue;
       byBucket.set(location.bucket, [...(byBucket.get(location.bucket) ?? []), `${location.prefix}${LOGS_PREFIX}*`]);
     }
     for (const [bucket, prefixes] of byBucket) {

@@ -2,6 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { CairnError } from '../../agent/core/errors.ts';
 import {
+  awsS3Location,
   engineOptionsOfPlan,
   parseEnvironmentConfig,
   parsePlan,
@@ -9,6 +10,7 @@ import {
   walCairnArgs,
   planParameterName,
   referencedParameters,
+  repositoryEndpoint,
   repositoryLocation,
   rpoSeconds,
   type EnvironmentConfigInput,
@@ -110,18 +112,64 @@ describe('environment config', () => {
     assert.equal(repositoryLocation(stored.repository.url).scheme, 'gs');
   });
 
-  test('an S3-compatible endpoint (or any URL option) in a plan is refused at synth, naming why', () => {
-    for (const url of [
-      's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true',
-      's3://backups/cairn/orders?region=eu-west-1',
-    ]) {
-      const error = configError(() => parseEnvironmentConfig(env([plan({ repository: { url } })]), 'dev'));
-      assert.match(
-        error.message,
-        /^env dev, plan orders-db: repository\.url: options after "\?" .* are not accepted for a deployed plan: /,
-      );
-      assert.match(error.message, /S3-compatible endpoint \(MinIO, Ceph RGW\) needs its own access keys/);
+  test('a plan at an S3-compatible endpoint names its access key parameter, which counts among its secrets', () => {
+    const url = 's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true';
+    const p = parseEnvironmentConfig(env([plan({ repository: { url, credentialsParameter: '/cairn/dev/minio/orders' } })]), 'dev')
+      .plans[0]!;
+    assert.deepEqual(p.repository, { url, credentialsParameter: '/cairn/dev/minio/orders' });
+    assert.deepEqual(repositoryEndpoint(p.repository), {
+      endpoint: 'https://minio.internal:9000',
+      credentialsParameter: '/cairn/dev/minio/orders',
+    });
+    assert.deepEqual(repositoryLocation(p.repository.url), { scheme: 's3', bucket: 'backups', prefix: 'cairn/orders/' });
+    assert.equal(awsS3Location(p), undefined, 'no AWS S3 location: the stack grants nothing in S3 for it');
+    assert.ok(referencedParameters(p).includes('/cairn/dev/minio/orders'));
+    // What Parameter Store holds reads back the same.
+    assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(p)), 'test').repository, p.repository);
+    const aws = parseEnvironmentConfig(env([plan()]), 'dev').plans[0]!;
+    assert.deepEqual(awsS3Location(aws), { bucket: 'cairn-dev-123456789012-eu-central-1', prefix: 'plans/orders-db/' });
+  });
+
+  test('URL options and credentials that do not make an S3-compatible endpoint are refused at synth, naming the field and why', () => {
+    const refused: Array<[PlanInput['repository'], RegExp]> = [
+      [
+        { url: 's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true' },
+        /repository\.credentialsParameter: an S3-compatible endpoint needs its own access key.*"accessKeyId"/,
+      ],
+      [{ url: 's3://backups/cairn/orders?region=eu-west-1' }, /repository\.url: options after "\?" are accepted only with endpoint=/],
+      [
+        { url: 's3://backups/o?endpoint=https://m:9000&key-ssm=/x', credentialsParameter: '/cairn/k' },
+        /repository\.url: option "key-ssm" is not accepted for a deployed plan/,
+      ],
+      [
+        { url: 's3://backups/o?endpoint=ftp://m:9000', credentialsParameter: '/cairn/k' },
+        /endpoint must be an http:\/\/ or https:\/\/ URL/,
+      ],
+      [
+        { url: 's3://backups/o?endpoint=https://m:9000&path-style=yes', credentialsParameter: '/cairn/k' },
+        /path-style must be true or false/,
+      ],
+      [
+        { url: 's3://backups/o', credentialsParameter: '/cairn/k' },
+        /repository\.credentialsParameter: is only for an S3-compatible endpoint/,
+      ],
+      [{ url: 's3://backups/o?endpoint=https://m:9000', credentialsParameter: 'AKIA-not-a-name' }, /repository\.credentialsParameter: /],
+    ];
+    for (const [repository, expected] of refused) {
+      const error = configError(() => parseEnvironmentConfig(env([plan({ repository })]), 'dev'));
+      assert.equal(error.code, 'Cairn.Config');
+      assert.match(error.message, /^env dev, plan orders-db: /);
+      assert.match(error.message, expected, JSON.stringify(repository));
     }
+  });
+
+  test('a PostgreSQL PITR plan at an S3-compatible endpoint is refused: archive_command has no way to its access key', () => {
+    const repository = { url: 's3://backups/pg?endpoint=https://minio.internal:9000', credentialsParameter: '/cairn/dev/minio/pg' };
+    const pg = plan({ id: 'pg', engine: 'postgres', engineOptions: {}, pitr: { enabled: true }, repository });
+    assert.match(
+      configError(() => parseEnvironmentConfig(env([pg]), 'dev')).message,
+      /plan pg: pitr\.enabled: a PostgreSQL plan whose repository is an S3-compatible endpoint cannot archive WAL/,
+    );
   });
 
   test('secrets are parameter names, not values', () => {
