@@ -118,7 +118,9 @@ describe('main.ts loads the command a run names', () => {
   it("COMMAND_NAMES lists what each command's module registers, in --help's order", async () => {
     const help = await runCli(['--help'], {});
     assert.equal(help.code, 0, help.stderr);
-    const listed = [...help.stdout.split('\nCommands:\n')[1]!.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]).filter((n) => n !== 'help');
+    // The list ends at the first blank line, where the program's examples begin.
+    const commands = help.stdout.split('\nCommands:\n')[1]!.split('\n\n')[0]!;
+    const listed = [...commands.matchAll(/^ {2}(\S+)/gm)].map((m) => m[1]).filter((n) => n !== 'help');
     assert.deepEqual(listed, COMMAND_NAMES.flat());
   });
 
