@@ -12,7 +12,7 @@ export function createProgram(cli: Cli): Command {
     .addOption(new Option('-r, --repo <url>', 'repository: a directory, file:///path or s3://bucket/prefix').env('CAIRN_REPOSITORY'))
     .option('--password-file <file>', 'read the passphrase from this file (also CAIRN_PASSWORD_FILE; default: CAIRN_PASSWORD, or a prompt)')
     .option('--password-command <command>', 'run this shell command and read the passphrase from its output (also CAIRN_PASSWORD_COMMAND)')
-    .option('--json', 'print JSON lines (the default when stdout is not a terminal)')
+    .option('--json', 'print JSON lines instead of text (also CAIRN_JSON=1)')
     .option('-q, --quiet', 'no progress line')
     .option('--lock-wait <duration>', 'when the repository is locked, keep trying this long (e.g. 30s, 10m)')
     .option(
