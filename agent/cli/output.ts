@@ -31,8 +31,9 @@ export class Output implements ProgressListener {
     this.quiet = options.quiet;
   }
 
+  /** Totals (and so a scan beside the backup) for a progress line someone sees, and for JSON progress events, which carry them. */
   get wantsTotals(): boolean {
-    return this.tty && !this.quiet;
+    return this.json || (this.tty && !this.quiet);
   }
 
   progress(event: ProgressEvent): void {

@@ -5,7 +5,8 @@ import { readDamage, withoutMarkedLocations } from '../core/damage.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import { GcGuard } from '../core/gc-backup-guard.ts';
 import type { Repository, Who } from '../core/repository.ts';
-import type { Snapshot } from '../core/snapshot.ts';
+import type { Snapshot, SnapshotSummary } from '../core/snapshot.ts';
+import { CairnError } from '../core/errors.ts';
 import { Archiver } from '../files/archiver.ts';
 import { scan, type ScanTotals } from '../files/scanner.ts';
 import { Chunker } from '../pipeline/chunker.ts';
@@ -73,43 +74,54 @@ export async function backup(repo: Repository, options: BackupOptions): Promise<
   });
 }
 
+/** What `backup --dry-run` found: the summary the backup would record, and the snapshot it compared against. */
+export interface BackupDryRun {
+  paths: string[];
+  /** The parent snapshot's id: files unchanged since it would not be read. */
+  parent?: string | undefined;
+  summary: SnapshotSummary;
+}
+
+/**
+ * `backup --dry-run`: the files backup's own walk, reading and cutting every file it would read
+ * and building the packs it would store (so the counts are the backup's), against a pack writer
+ * that counts instead of uploading. It reads the repository (keys, index, damage markers, the
+ * parent's trees) and writes nothing to it: no lock (so it also runs on a locked repository, or
+ * one this host may only read), no history event, no pack, index or manifest.
+ */
+export async function backupDryRun(repo: Repository, options: BackupOptions): Promise<BackupDryRun> {
+  refuseInDryRun(options);
+  const paths = options.paths.map((p) => resolve(p));
+  const started = Date.now();
+  const { archiver, writer, parent } = await archive(repo, options, paths, true);
+  return { paths, ...(parent ? { parent: parent.id } : {}), summary: summaryOf(archiver, writer, Date.now() - started) };
+}
+
+/** What a dry run cannot do honestly: engines and commands act outside the repository. */
+function refuseInDryRun(options: BackupOptions): void {
+  if (options.engine)
+    throw new CairnError(
+      'Cairn.Usage',
+      `backup --dry-run previews files backups only: the ${options.engine.engine.name} engine learns what it would store only by running its dump against the server`,
+      { hint: 'drop --dry-run to back the database up, or preview a files backup (cairn backup PATH --dry-run)' },
+    );
+  const commands = [
+    ['--pre-hook', options.preHook],
+    ['--post-hook', options.postHook],
+    ['--stop-cmd', options.stopCmd],
+    ['--start-cmd', options.startCmd],
+  ].filter(([, value]) => value);
+  if (commands.length > 0)
+    throw new CairnError(
+      'Cairn.Usage',
+      `backup --dry-run runs no commands: ${commands.map(([flag]) => flag).join(', ')} would act outside the repository (a hook may change what is backed up, a stop command stops a service)`,
+      { hint: 'drop them for the dry run; if a hook produces the files to back up, run it yourself first' },
+    );
+}
+
 async function backupLocked(repo: Repository, options: BackupOptions, paths: string[], lease: Lease): Promise<Snapshot> {
   const started = new Date();
-  // Damage markers (core/damage.ts): a location a verify found damaged is never reused; its pieces are read and uploaded again.
-  const { index } = withoutMarkedLocations(
-    await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message)),
-    await readDamage(repo, (message) => options.progress.warn(message)),
-  );
-  // Two-phase GC (core/gc-backup-guard.ts): pieces a GC generation names are uploaded again, never reused.
-  const gcGuard = await GcGuard.begin(repo, index, (message) => options.progress.warn(message));
-  const reader = new PieceReader(repo, index);
-  const parent = options.parent
-    ? await selectSnapshot(repo, options.parent)
-    : await selectSnapshot(repo, 'latest', (s) => s.host === options.who.host && sameList(s.paths, paths)).catch(() => undefined);
-  const writer = new PackWriter(repo, index, {
-    compression: options.compression ?? repo.config.compression,
-    concurrency: options.concurrency,
-  });
-  const totals: ScanTotals = { files: 0, bytes: 0, done: false };
-  // Counting costs a metadata pass of its own: only when someone will see the ETA.
-  const scanning =
-    options.progress.wantsTotals && !options.engine ? scan(paths, options.excludes, totals, options.signal) : Promise.resolve();
-  const archiver = new Archiver(repo, writer, index, reader, {
-    totals,
-    paths,
-    excludes: options.excludes,
-    oneFileSystem: options.oneFileSystem,
-    excludeIfPresent: options.excludeIfPresent,
-    chunking: { kind: 'cdc', chunker: new Chunker(repo.config.chunker, repo.chunkerSeed()) },
-    concurrency: options.concurrency,
-    progress: options.progress,
-    parentTree: parent?.tree,
-    signal: options.signal,
-  });
-  const { tree, engineMetadata } = await withHooks(options, 'backup', () => produce(archiver, options));
-  await writer.flush();
-  await scanning;
-  options.signal?.throwIfAborted();
+  const { tree, engineMetadata, archiver, writer, parent, gcGuard, reader } = await archive(repo, options, paths, false);
   // A GC generation that appeared meanwhile and names a piece this snapshot reuses fails the backup before it commits.
   await gcGuard.beforeCommit(tree, reader);
   // Commit only with a live lease, asked of the storage: a stalled process whose lock expired (or
@@ -133,17 +145,69 @@ async function backupLocked(repo: Repository, options: BackupOptions, paths: str
     ...(parent ? { parent: parent.id } : {}),
     // Some files could not be read: committed, but not a good snapshot (docs/repository-format.md, "Partial snapshots").
     ...(archiver.counts.errors > 0 ? { partial: true as const } : {}),
-    summary: {
-      ...archiver.counts,
-      piecesAdded: writer.stats.piecesAdded,
-      rawBytesAdded: writer.stats.rawBytesAdded,
-      bytesAdded: writer.stats.bytesAdded,
-      durationMs: finished.getTime() - started.getTime(),
-    },
+    summary: summaryOf(archiver, writer, finished.getTime() - started.getTime()),
     tool: TOOL,
   };
   await repo.saveSnapshot(snapshot);
   return snapshot;
+}
+
+/** Everything a backup stores but its manifest, stored (or, for a dry run, only counted). */
+async function archive(repo: Repository, options: BackupOptions, paths: string[], dryRun: boolean) {
+  // Damage markers (core/damage.ts): a location a verify found damaged is never reused; its pieces are read and uploaded again.
+  const { index } = withoutMarkedLocations(
+    await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message)),
+    await readDamage(repo, (message) => options.progress.warn(message)),
+  );
+  // Two-phase GC (core/gc-backup-guard.ts): pieces a GC generation names are uploaded again, never reused.
+  const gcGuard = await GcGuard.begin(repo, index, (message) => options.progress.warn(message));
+  const reader = new PieceReader(repo, index);
+  const parent = options.parent
+    ? await selectSnapshot(repo, options.parent)
+    : await selectSnapshot(repo, 'latest', (s) => s.host === options.who.host && sameList(s.paths, paths)).catch(() => undefined);
+  const writer = new PackWriter(repo, index, {
+    compression: options.compression ?? repo.config.compression,
+    concurrency: options.concurrency,
+    dryRun,
+  });
+  const totals: ScanTotals = { files: 0, bytes: 0, done: false };
+  // Counting costs a metadata pass of its own: only when someone will see the totals.
+  const scanning =
+    options.progress.wantsTotals && !options.engine
+      ? scan(paths, options.excludes, totals, {
+          signal: options.signal,
+          oneFileSystem: options.oneFileSystem,
+          excludeIfPresent: options.excludeIfPresent,
+        })
+      : Promise.resolve();
+  const archiver = new Archiver(repo, writer, index, reader, {
+    totals,
+    paths,
+    excludes: options.excludes,
+    oneFileSystem: options.oneFileSystem,
+    excludeIfPresent: options.excludeIfPresent,
+    chunking: { kind: 'cdc', chunker: new Chunker(repo.config.chunker, repo.chunkerSeed()) },
+    concurrency: options.concurrency,
+    progress: options.progress,
+    parentTree: parent?.tree,
+    signal: options.signal,
+  });
+  const { tree, engineMetadata } = await withHooks(options, 'backup', () => produce(archiver, options));
+  await writer.flush();
+  await scanning;
+  options.signal?.throwIfAborted();
+  archiver.report('', true);
+  return { tree, engineMetadata, archiver, writer, parent, gcGuard, reader };
+}
+
+function summaryOf(archiver: Archiver, writer: PackWriter, durationMs: number): SnapshotSummary {
+  return {
+    ...archiver.counts,
+    piecesAdded: writer.stats.piecesAdded,
+    rawBytesAdded: writer.stats.rawBytesAdded,
+    bytesAdded: writer.stats.bytesAdded,
+    durationMs,
+  };
 }
 
 /** The engine's output (or the walked paths) as a tree, and what the engine recorded. */

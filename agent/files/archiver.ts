@@ -3,6 +3,7 @@ import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from
 import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { mapLimit } from '../core/concurrency.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
@@ -31,6 +32,8 @@ import type { ScanTotals } from './scanner.ts';
 /** Files below this size are read synchronously into one reused buffer. */
 const SMALL_FILE = 256 << 10;
 const IS_ROOT = process.getuid?.() === 0;
+/** How long the walk may keep the event loop from turning (letLoopTurn). */
+const TURN_MS = 20;
 
 export interface ArchiveOptions extends WalkLimitOptions {
   paths: string[];
@@ -104,6 +107,8 @@ export class Archiver implements TreeStore {
         this.report(rel);
       },
     });
+    // `added` moves when a pack is stored, and the last packs are stored after the walk has ended.
+    writer.whenStored(() => this.report(this.current));
   }
 
   async run(): Promise<string> {
@@ -211,7 +216,10 @@ export class Archiver implements TreeStore {
     };
     // Small files one after another with synchronous reads into one buffer; large
     // files in parallel (they share the pack writer); directories depth first.
-    for (const i of small) await entry(i);
+    for (const i of small) {
+      await entry(i);
+      await this.letLoopTurn();
+    }
     await mapLimit(large, this.options.concurrency, entry);
     for (const i of dirs) await entry(i);
     return this.snapshotWriter.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
@@ -335,11 +343,32 @@ export class Archiver implements TreeStore {
     return decodeTree(await this.reader.read(Buffer.from(id, 'hex')), id);
   }
 
-  private lastReport = 0;
+  private turnAt = 0;
 
-  private report(current: string): void {
+  /**
+   * Small files are read synchronously, and a walk of many may not turn the event loop for
+   * seconds: finished uploads would wait to be counted (`added 0 B`) and to free their buffers,
+   * the scan beside the backup would not count (no total), nor a signal be heard. So every
+   * TURN_MS the walk lets the loop turn once.
+   */
+  private async letLoopTurn(): Promise<void> {
+    const now = performance.now();
+    if (now < this.turnAt) return;
+    await nextTurn();
+    this.turnAt = performance.now() + TURN_MS;
+  }
+
+  private lastReport = 0;
+  private current = '';
+
+  /**
+   * Reports where the walk is, at most every 200 ms; `final` reports regardless (once the
+   * backup's last pack is stored, so the last figures shown are the summary's).
+   */
+  report(current: string, final = false): void {
+    this.current = current;
     const now = Date.now();
-    if (now - this.lastReport < 200) return;
+    if (!final && now - this.lastReport < 200) return;
     this.lastReport = now;
     const c = this.counts;
     this.options.progress.progress({

@@ -30,6 +30,11 @@ export interface PackWriterOptions {
   frameSize?: number;
   /** Index files are written every this many entries even mid-backup, so an interrupted backup's uploads are reused. */
   indexEvery?: number;
+  /**
+   * `backup --dry-run`: every pack is built (compressed and encrypted, so its size is the one a
+   * backup would store) and counted in `stats`, but neither packs nor index files are written.
+   */
+  dryRun?: boolean | undefined;
 }
 
 export interface PackWriterStats {
@@ -81,6 +86,8 @@ export class PackWriter {
   private pack: OpenPack | undefined;
   private unindexed: IndexEntry[] = [];
   private failure: { error: unknown } | undefined;
+  private readonly dryRun: boolean;
+  private readonly storedListeners: Array<() => void> = [];
 
   constructor(repo: Repository, index: PieceIndex, options: PackWriterOptions) {
     this.repo = repo;
@@ -88,6 +95,7 @@ export class PackWriter {
     this.compression = options.compression;
     this.frameSize = options.frameSize ?? 1 << 20;
     this.indexEvery = options.indexEvery ?? 50_000;
+    this.dryRun = options.dryRun === true;
     const concurrency = Math.max(1, options.concurrency);
     // Twice as many frames in compression as uploads: the pool always has work queued while the
     // main thread cuts and hashes, and frames (≤ 5 MiB) cost less memory than packs (16 MiB).
@@ -96,6 +104,11 @@ export class PackWriter {
     // A frame closes once it passes frameSize, so it holds at most frameSize plus one largest piece.
     this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency * 2 + 1);
     this.packPool = new BufferPool(repo.config.packSize + (256 << 10), concurrency + 1);
+  }
+
+  /** Calls `listener` each time a pack has been stored and counted in `stats` (progress lines: `added` moves then). */
+  whenStored(listener: () => void): void {
+    this.storedListeners.push(listener);
   }
 
   /** True when the repository (or this run) already holds the piece. */
@@ -147,8 +160,12 @@ export class PackWriter {
     if (this.unindexed.length > 0) {
       const entries = this.unindexed;
       this.unindexed = [];
-      await this.repo.writeIndex(entries);
+      await this.writeIndex(entries);
     }
+  }
+
+  private async writeIndex(entries: IndexEntry[]): Promise<void> {
+    if (!this.dryRun) await this.repo.writeIndex(entries);
   }
 
   private async drain(): Promise<void> {
@@ -259,14 +276,15 @@ export class PackWriter {
       if (pack.size + trailer.length > pack.buffer.length) this.growPack(pack, trailer.length);
       trailer.copy(pack.buffer, pack.size);
       const size = pack.size + trailer.length;
-      await this.repo.storage.put(packKey(pack.id), pack.buffer.subarray(0, size), { ifAbsent: true });
+      if (!this.dryRun) await this.repo.storage.put(packKey(pack.id), pack.buffer.subarray(0, size), { ifAbsent: true });
       this.stats.bytesAdded += size;
       this.stats.packsWritten++;
+      for (const listener of this.storedListeners) listener();
       for (const entry of pack.entries) this.unindexed.push(entry);
       if (this.unindexed.length >= this.indexEvery) {
         const entries = this.unindexed;
         this.unindexed = [];
-        await this.repo.writeIndex(entries);
+        await this.writeIndex(entries);
       }
     } finally {
       this.packPool.release(pack.buffer);

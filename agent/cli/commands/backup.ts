@@ -2,8 +2,8 @@ import type { Command } from 'commander';
 import { parseCompression } from '../../core/config.ts';
 import { readFile } from 'node:fs/promises';
 import { CairnError, errorMessage } from '../../core/errors.ts';
-import { shortId, type Snapshot } from '../../core/snapshot.ts';
-import { backup } from '../../commands/backup.ts';
+import { shortId, type Snapshot, type SnapshotSummary } from '../../core/snapshot.ts';
+import { backup, backupDryRun, type BackupDryRun, type BackupOptions } from '../../commands/backup.ts';
 import { engineOptionsFromFlags } from '../../core/engine-options/flags.ts';
 import { collect, type Cli } from '../context.ts';
 import { addEngineFlags } from '../engine-flags.ts';
@@ -25,6 +25,7 @@ interface BackupFlags {
   preHook?: string;
   postHook?: string;
   tempDir?: string;
+  dryRun?: boolean;
   dbHost?: string;
   dbPort?: string;
   dbSocket?: string;
@@ -61,8 +62,14 @@ export function registerBackup(program: Command, cli: Cli): void {
     .option('--start-cmd <command>', 'files engine, cold copy: run afterwards, whatever happened (starts it again)')
     .option('--pre-hook <command>', 'run before the backup (any engine)')
     .option('--post-hook <command>', 'run after the backup, whatever happened; CAIRN_RESULT says success or failure')
-    .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)');
+    .option('--temp-dir <dir>', 'where engines that need local files may write them (default: the system temp dir)')
+    .option(
+      '-n, --dry-run',
+      'read what the backup would read and count what it would add, writing nothing to the repository (no lock, no history, no snapshot)',
+    );
   addEngineFlags(command, 'backup', cli.engines.catalog.specs).action(async (given: string[], opts: BackupFlags, cmd: Command) => {
+    // A dry run is not a backup: the metrics file's backup series (and its freshness) must not move, whatever happens.
+    if (opts.dryRun) cli.run.operation = 'backup --dry-run';
     const paths = [...given, ...(await listFiles(opts.filesFrom, 'paths'))];
     const excludes = [...opts.exclude, ...(await listFiles(opts.excludeFile, 'patterns'))];
     const { g, repo } = await cli.openRepo(cmd);
@@ -74,7 +81,7 @@ export function registerBackup(program: Command, cli: Cli): void {
         hint: 'give the connection with --db-host/--db-socket and the databases with --db-name',
       });
     const where = opts.dbSocket ?? `${opts.dbHost ?? 'localhost'}:${opts.dbPort ?? ''}`;
-    const snapshot = await backup(repo, {
+    const options: BackupOptions = {
       ...cli.operation(g, opts.host),
       paths,
       excludes,
@@ -96,7 +103,24 @@ export function registerBackup(program: Command, cli: Cli): void {
       startCmd: opts.startCmd,
       tempDir: opts.tempDir,
       env: cli.env,
-    });
+    };
+    if (opts.dryRun) {
+      const preview = await backupDryRun(repo, options);
+      cli.output.result(
+        {
+          type: 'summary',
+          operation: 'backup',
+          dryRun: true,
+          engine: 'files',
+          paths: preview.paths,
+          ...(preview.parent ? { parent: preview.parent } : {}),
+          ...preview.summary,
+        },
+        dryRunText(preview),
+      );
+      return;
+    }
+    const snapshot = await backup(repo, options);
     cli.run.backup = snapshot.summary;
     cli.output.result(
       {
@@ -126,10 +150,26 @@ function backupText(s: Snapshot): string {
   const m = s.summary;
   return [
     `snapshot ${shortId(s.id)} saved${s.partial ? ' (partial: some paths could not be read)' : ''}`,
-    `  files: ${m.filesNew} new, ${m.filesChanged} changed, ${m.filesUnchanged} unchanged (${m.dirs} directories)`,
-    `  data:  ${formatBytes(m.bytesNew)} new, ${formatBytes(m.bytesChanged)} changed, ${formatBytes(m.bytesUnchanged)} unchanged; ${formatBytes(m.bytesRead)} read`,
+    ...countLines(m),
     `  added to the repository: ${formatBytes(m.bytesAdded)} stored (${formatBytes(m.rawBytesAdded)} before compression) in ${formatDuration(m.durationMs)}`,
   ].join('\n');
+}
+
+function dryRunText(d: BackupDryRun): string {
+  const m = d.summary;
+  return [
+    `dry run: nothing was written to the repository${d.parent ? ` (compared with snapshot ${shortId(d.parent)})` : ''}`,
+    ...countLines(m),
+    `  would add to the repository: ${formatBytes(m.bytesAdded)} stored (${formatBytes(m.rawBytesAdded)} before compression, ${m.piecesAdded} pieces); found in ${formatDuration(m.durationMs)}`,
+    ...(m.errors > 0 ? [`  ${m.errors} path(s) could not be read (see the warnings above): the backup would be partial`] : []),
+  ].join('\n');
+}
+
+function countLines(m: SnapshotSummary): string[] {
+  return [
+    `  files: ${m.filesNew} new, ${m.filesChanged} changed, ${m.filesUnchanged} unchanged (${m.dirs} directories)`,
+    `  data:  ${formatBytes(m.bytesNew)} new, ${formatBytes(m.bytesChanged)} changed, ${formatBytes(m.bytesUnchanged)} unchanged; ${formatBytes(m.bytesRead)} read`,
+  ];
 }
 
 /**
