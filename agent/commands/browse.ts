@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import type { Repository } from '../core/repository.ts';
 import type { Snapshot } from '../core/snapshot.ts';
-import { dump } from './file-dump.ts';
+import { dump, type DumpResult } from './file-dump.ts';
 import { underLock, operationContext, type OperationOptions } from './operation.ts';
 import { SnapshotBrowser, find, ls, type ListedEntry } from './snapshot-browser.ts';
 import { latestAmong, selectSnapshot, selectSnapshots, type SnapshotFilter } from './snapshot-selector.ts';
@@ -91,11 +91,11 @@ export async function diffSnapshots(
   });
 }
 
-/** `dump`: one file of a snapshot written to `out`, byte for byte. */
+/** `dump`: one file of a snapshot written to `out` byte for byte, or a directory as a tar archive. */
 export async function dumpSnapshotFile(
   repo: Repository,
   options: BrowseOptions & { snapshot: string; path: string; out: Writable; signal?: AbortSignal | undefined },
-): Promise<{ path: string; bytes: number }> {
+): Promise<DumpResult> {
   return browsing(repo, options, 'dump', async (open) => {
     const snapshot = await selectSnapshot(repo, options.snapshot, latestAmong(options.latestFilter));
     return dump(await open(), snapshot, options.path, options.out, options.signal);

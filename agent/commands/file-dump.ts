@@ -1,16 +1,29 @@
 import type { Writable } from 'node:stream';
 import { CairnError, DamagedError } from '../core/errors.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
+import { OutputWriter } from '../files/output-writer.ts';
+import { dumpTar } from '../files/tar-dump.ts';
 import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { SnapshotBrowser } from './snapshot-browser.ts';
 
 /** Pieces fetched ahead of the writer: a few frames, whatever the file size. */
 const DUMP_READ_AHEAD = 4;
 
+/** The archive formats `dump` writes a directory as (restic's --archive; zip is not written). */
+export const DUMP_ARCHIVES = ['tar'] as const;
+export type DumpArchive = (typeof DUMP_ARCHIVES)[number];
+
+export interface DumpResult {
+  path: string;
+  /** What was dumped: a file's bytes, or a directory as an archive. */
+  kind: 'file' | 'archive';
+  bytes: number;
+}
+
 /**
- * Writes one file's bytes to `out` in order, reading only that file's pieces
- * (and its content lists), a few pieces ahead, and waiting for `out` to drain
- * whenever it says so: memory stays bounded however slow the reader of `out`.
+ * Writes what `path` is in the snapshot to `out`: a file's bytes, or a directory
+ * (the snapshot root for `/`) as a tar archive of everything below it
+ * (files/tar-dump.ts). A symlink is refused: its target may lie outside the snapshot.
  */
 export async function dump(
   browser: SnapshotBrowser,
@@ -18,33 +31,29 @@ export async function dump(
   path: string,
   out: Writable,
   signal?: AbortSignal,
-): Promise<{ path: string; bytes: number }> {
-  const { path: found, entry } = await browser.lookup(snapshot, path);
+): Promise<DumpResult> {
+  const { path: found, pathBytes, entry } = await browser.lookup(snapshot, path);
   if (entry.type === 'dir') {
-    throw new CairnError('Cairn.Usage', `${found || '/'} is a directory in snapshot ${shortId(snapshot.id)}; dump writes one file`, {
-      hint: `list it with \`cairn ls ${shortId(snapshot.id)} ${found || '/'}\`, or restore it with \`cairn restore ${shortId(snapshot.id)} --include ${found || '/'} --target DIR\``,
-    });
+    // The root's own entry is the directory the snapshot was taken of (`root`), when it recorded one.
+    const meta = found === '' ? snapshot.root : entry;
+    const { bytes } = await dumpTar(browser.reader, { path: pathBytes, meta, tree: entry.subtree }, out, signal);
+    return { path: found || '/', kind: 'archive', bytes };
   }
   if (entry.type === 'symlink') {
     throw new CairnError(
       'Cairn.Usage',
       `${found} is a symlink to ${JSON.stringify(entry.target ?? '')} in snapshot ${shortId(snapshot.id)}; dump does not follow links`,
-      { hint: 'dump the file it points to' },
+      { hint: 'dump the file it points to, or the directory holding the link (a tar archive keeps it as a link)' },
     );
   }
-  let failure: Error | undefined;
-  const onError = (error: Error): void => {
-    failure ??= error;
-  };
-  out.on('error', onError);
+  const writer = new OutputWriter(out, 'the whole file');
   const ahead: Array<Promise<Buffer>> = [];
   let bytes = 0;
   const writeNext = async (): Promise<void> => {
     const data = await (ahead.shift() as Promise<Buffer>);
     signal?.throwIfAborted();
-    if (failure) throw failure;
     bytes += data.length;
-    if (!out.write(data)) await drained(out);
+    await writer.write(data);
   };
   try {
     for await (const id of contentIds(entry, browser.reader)) {
@@ -54,30 +63,11 @@ export async function dump(
       if (ahead.length >= DUMP_READ_AHEAD) await writeNext();
     }
     while (ahead.length > 0) await writeNext();
+    if (entry.size !== undefined && entry.size !== bytes)
+      throw new DamagedError(`${found}: read ${bytes} bytes, the snapshot records ${entry.size}`);
+    await writer.flush();
   } finally {
-    out.off('error', onError);
-    for (const pending of ahead) pending.catch(() => undefined);
+    writer.release();
   }
-  if (failure) throw failure;
-  if (entry.size !== undefined && entry.size !== bytes)
-    throw new DamagedError(`${found}: read ${bytes} bytes, the snapshot records ${entry.size}`);
-  return { path: found, bytes };
-}
-
-function drained(out: Writable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const finish = (error?: Error): void => {
-      out.off('drain', onDrain);
-      out.off('error', onError);
-      out.off('close', onClose);
-      if (error) reject(error);
-      else resolve();
-    };
-    const onDrain = (): void => finish();
-    const onError = (error: Error): void => finish(error);
-    const onClose = (): void => finish(new CairnError('Cairn.Failure', 'the output was closed before the whole file was written'));
-    out.on('drain', onDrain);
-    out.on('error', onError);
-    out.on('close', onClose);
-  });
+  return { path: found, kind: 'file', bytes };
 }
