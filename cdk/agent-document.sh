@@ -2,8 +2,10 @@
 # SSM passes the document parameters as environment variables (interpolationType ENV_VAR):
 # SSM_operation, SSM_planId, SSM_taskToken, SSM_request. Nothing is substituted into this
 # text, and every value is quoted where it is used. The document prepends
-# CAIRN_AGENT_SHA256 (SHA-256 of the bundled agent), CAIRN_AGENT_DOWNLOAD (where the
-# aws:downloadContent step put it), CAIRN_AGENT_OBJECT (its file name) and AWS_DEFAULT_REGION.
+# CAIRN_AGENT_SHA256 (SHA-256 of the bundled agent), CAIRN_AGENT_KIND (node: an ES module run by
+# the host's Node 22; sea: a single executable that needs no Node, docs/single-binary.md),
+# CAIRN_AGENT_DOWNLOAD (where the aws:downloadContent step put it), CAIRN_AGENT_OBJECT (its file
+# name) and AWS_DEFAULT_REGION.
 #
 # Contract with the agent: `cairn agent <operation> --plan-id ID [--request B64URL]` reads the
 # task token from CAIRN_TASK_TOKEN, reports to Step Functions itself, and writes a line to the
@@ -70,28 +72,46 @@ esac
 [[ "$task_token" =~ ^[A-Za-z0-9+/=_-]{0,2048}$ ]] || fail "invalid taskToken parameter" 2
 [[ "$request" =~ ^[A-Za-z0-9_-]*$ ]] || fail "invalid request parameter" 2
 [[ "${CAIRN_AGENT_SHA256:-}" =~ ^[0-9a-f]{64}$ ]] || fail "the document names no agent checksum" 2
+agent_kind="${CAIRN_AGENT_KIND:-node}"
 
-node_bin="$(command -v node || true)"
-[ -n "$node_bin" ] || fail "Node.js 22 is not installed on this host (the agent needs node on PATH)"
-"$node_bin" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 22 ? 0 : 1)' ||
-  fail "the agent needs Node.js 22 or newer, this host has $("$node_bin" --version)"
+# What runs the agent: the host's Node 22 with the bundle, or the single executable on its own.
+if [ "$agent_kind" = sea ]; then
+  agent_file=cairn
+  machine="$(uname -m)"
+  [ "$machine" = x86_64 ] ||
+    fail "the agent is a linux-x64 single executable and this host is $machine: deploy the agent for Node (hosts then need Node.js 22)"
+elif [ "$agent_kind" = node ]; then
+  agent_file=cairn.mjs
+  node_bin="$(command -v node || true)"
+  [ -n "$node_bin" ] || fail "Node.js 22 is not installed on this host (the agent needs node on PATH)"
+  "$node_bin" -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 22 ? 0 : 1)' ||
+    fail "the agent needs Node.js 22 or newer, this host has $("$node_bin" --version)"
+else
+  fail "the document names an unknown agent kind" 2
+fi
 
 # Install (every operation makes sure of it): the downloaded bundle, checked against the
 # SHA-256 the document was built with, goes to a versioned directory; `current` and the
 # stable `cairn` link point at it (the WAL archive_command and binlog follower use the link).
 version_dir="$CAIRN_HOME/versions/$CAIRN_AGENT_SHA256"
-bundle="$version_dir/cairn.mjs"
+bundle="$version_dir/$agent_file"
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 if [ ! -f "$bundle" ] || [ "$(sha_of "$bundle")" != "$CAIRN_AGENT_SHA256" ]; then
   downloaded="${CAIRN_AGENT_DOWNLOAD:-}"
-  [ -d "$downloaded" ] && downloaded="$downloaded/${CAIRN_AGENT_OBJECT:-cairn.mjs}"
+  [ -d "$downloaded" ] && downloaded="$downloaded/${CAIRN_AGENT_OBJECT:-$agent_file}"
   [ -f "$downloaded" ] || fail "the agent bundle was not downloaded to ${CAIRN_AGENT_DOWNLOAD:-?}"
   actual="$(sha_of "$downloaded")"
   [ "$actual" = "$CAIRN_AGENT_SHA256" ] || fail "agent bundle checksum mismatch: expected $CAIRN_AGENT_SHA256, got $actual; nothing was installed"
   mkdir -p "$version_dir" "$CAIRN_HOME/bin" || fail "cannot create $version_dir"
   cp "$downloaded" "$bundle.tmp" && chmod 0755 "$bundle.tmp" && mv -f "$bundle.tmp" "$bundle" || fail "cannot install the agent into $version_dir"
 fi
-printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$CAIRN_HOME/current/cairn.mjs" >"$CAIRN_HOME/bin/cairn.tmp" &&
+if [ "$agent_kind" = sea ]; then
+  agent=("$bundle")
+  printf '#!/bin/sh\nexec %s "$@"\n' "$CAIRN_HOME/current/cairn" >"$CAIRN_HOME/bin/cairn.tmp"
+else
+  agent=("$node_bin" "$bundle")
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$CAIRN_HOME/current/cairn.mjs" >"$CAIRN_HOME/bin/cairn.tmp"
+fi &&
   chmod 0755 "$CAIRN_HOME/bin/cairn.tmp" && mv -f "$CAIRN_HOME/bin/cairn.tmp" "$CAIRN_HOME/bin/cairn" &&
   ln -sfn "$version_dir" "$CAIRN_HOME/current" &&
   ln -sfn "$CAIRN_HOME/bin/cairn" "$CAIRN_LINK" || fail "cannot link the agent at $CAIRN_LINK"
@@ -105,7 +125,7 @@ report_file="$(mktemp "${TMPDIR:-/tmp}/cairn-report.XXXXXX")" || fail "cannot cr
 # --json: the agent prints text unless told; SSM output and its log group get one JSON object a line.
 args=(--json agent "$operation" --plan-id "$plan_id")
 [ -n "$request" ] && args+=(--request "$request")
-CAIRN_TASK_TOKEN="$task_token" CAIRN_REPORT_FILE="$report_file" "$node_bin" "$bundle" "${args[@]}"
+CAIRN_TASK_TOKEN="$task_token" CAIRN_REPORT_FILE="$report_file" "${agent[@]}" "${args[@]}"
 code=$?
 if [ -z "$task_token" ]; then
   rm -f "$report_file"

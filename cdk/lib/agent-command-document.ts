@@ -73,8 +73,8 @@ export interface AgentCommandDocumentProps {
 
 /**
  * The SSM Command document the state machines send (schema 2.2): download the
- * agent bundle from the CDK asset bucket, check its SHA-256, install it, run
- * `cairn agent <operation>`. Output beyond SSM's 24,000 characters goes to the
+ * agent (the bundle, or the single executable) from the CDK asset bucket, check
+ * its SHA-256, install it, run `cairn agent <operation>`. Output beyond SSM's 24,000 characters goes to the
  * log group.
  */
 export class AgentCommandDocument extends Construct {
@@ -99,6 +99,9 @@ export class AgentCommandDocument extends Construct {
       `export AWS_DEFAULT_REGION='${stack.region}'`,
       // Where the agent reads its plan (the plan parameters' path; cdk/lib/plan-parameters.ts).
       `export CAIRN_PLAN_PARAMETER_PREFIX='${planParameterPrefix(props.envName)}'`,
+      // node: the ES module the host's Node runs; sea: the single executable (cdk/lib/agent-bundle.ts).
+      // Last, so that the lines above keep their places (tests read them by index).
+      `export CAIRN_AGENT_KIND='${props.bundle.kind}'`,
     ];
     this.document = new ssm.CfnDocument(this, 'Document', {
       name: this.documentName,

@@ -11,6 +11,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  rmSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
@@ -18,6 +19,11 @@ import {
 import { arch, platform, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { App, Stack } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AgentBundle } from '../../../cdk/lib/agent-bundle.ts';
+import { AgentCommandDocument, agentDocumentScript } from '../../../cdk/lib/agent-command-document.ts';
+import { pathWithoutNode } from '../../helpers/path-without-node.ts';
 
 /**
  * The single executable (agent/cli/build-sea.ts, docs/single-binary.md) built for real with
@@ -106,5 +112,56 @@ describe('single executable (no Node on the host)', { skip }, () => {
     const r = spawnSync(binary, [binary, 'engines'], { encoding: 'utf8', env: { PATH: '/nonexistent' } });
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^files /m);
+  });
+
+  test('the SSM document installs it on a host without node, and the stable link runs it', () => {
+    const { binary } = buildSea();
+    const dir = mkdtempSync(join(tmpdir(), 'cairn-sea-doc-'));
+    const script = join(dir, 'script.sh');
+    writeFileSync(script, agentDocumentScript());
+    const path = pathWithoutNode(dir);
+    const sha = createHash('sha256').update(readFileSync(binary)).digest('hex');
+    const r = spawnSync('bash', [script], {
+      encoding: 'utf8',
+      env: {
+        PATH: path,
+        TMPDIR: dir,
+        CAIRN_HOME: join(dir, 'opt'),
+        CAIRN_LINK: join(dir, 'cairn-link'),
+        CAIRN_AGENT_SHA256: sha,
+        CAIRN_AGENT_KIND: 'sea',
+        CAIRN_AGENT_DOWNLOAD: join(binary, '..'),
+        CAIRN_AGENT_OBJECT: 'cairn',
+        SSM_operation: 'install',
+        SSM_planId: 'orders-db',
+      },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /installed/);
+    const viaLink = spawnSync(join(dir, 'cairn-link'), ['engines'], { encoding: 'utf8', env: { PATH: path } });
+    assert.equal(viaLink.status, 0, viaLink.stderr);
+    assert.match(viaLink.stdout, /^files /m);
+  });
+});
+
+describe('the CDK agent asset as a single executable', { skip }, () => {
+  test('with bundling, the asset is the built binary and the document checks its SHA-256 and runs it as one', () => {
+    const { binary } = buildSea();
+    const outdir = mkdtempSync(join(tmpdir(), 'cairn-sea-synth-'));
+    try {
+      const stack = new Stack(new App({ outdir }), 'SeaAgent', { env: { account: '123456789012', region: 'eu-central-1' } });
+      const bundle = new AgentBundle(stack, 'AgentBundle', { kind: 'sea' });
+      new AgentCommandDocument(stack, 'AgentDocument', { envName: 'test', bundle });
+      assert.equal(bundle.placeholder, false);
+      assert.equal(bundle.sha256, createHash('sha256').update(readFileSync(binary)).digest('hex'));
+      const documents = Template.fromStack(stack).findResources('AWS::SSM::Document');
+      const steps = (Object.values(documents)[0]!.Properties as { Content: { mainSteps: Array<{ inputs: { runCommand?: string[] } }> } })
+        .Content.mainSteps;
+      const prelude = steps[1]!.inputs.runCommand!;
+      assert.ok(prelude.includes(`export CAIRN_AGENT_SHA256='${bundle.sha256}'`));
+      assert.ok(prelude.includes("export CAIRN_AGENT_KIND='sea'"));
+    } finally {
+      rmSync(outdir, { recursive: true, force: true });
+    }
   });
 });
