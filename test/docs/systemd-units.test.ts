@@ -1,5 +1,16 @@
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -108,13 +119,36 @@ describe('docs/systemd: units systemd accepts', () => {
     assert.ok(existsSync(join(UNITS, 'cairn-failure@.service')));
     const hook = values(loadUnit('cairn-failure@.service'), 'Service', 'ExecStart');
     assert.deepEqual(hook, [`${INSTALLED.onFailure} ${INSTANCE}`]);
-    // No sendmail on this PATH: the report goes to stdout (the journal), with the critical line first.
-    const r = await run([join(UNITS, 'cairn-on-failure'), 'cairn-backup@web.service'], { PATH: '/usr/bin:/bin' });
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(
-      r.stdout.split('\n')[0] ?? '',
-      /^<2>cairn: cairn-backup@web\.service failed on \S+; see: journalctl -u cairn-backup@web\.service$/,
-    );
+    // A PATH holding the tools the hook uses but no sendmail: the report goes to stdout (the journal), the critical line first.
+    const bin = mkdtempSync(join(tmpdir(), 'cairn-hook-path-'));
+    try {
+      for (const tool of ['systemctl', 'journalctl', 'tail', 'hostname']) {
+        const found = (await run(['/bin/sh', '-c', `command -v ${tool}`], { PATH: process.env.PATH ?? '' })).stdout.trim();
+        if (found) symlinkSync(found, join(bin, tool));
+      }
+      const r = await run([join(UNITS, 'cairn-on-failure'), 'cairn-backup@web.service'], { PATH: bin });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stdout.split('\n')[0] ?? '',
+        /^<2>cairn: cairn-backup@web\.service failed on \S+; see: journalctl -u cairn-backup@web\.service$/,
+      );
+      // With a mailer (a stand-in sendmail keeping what it is given): the report is mailed to CAIRN_NOTIFY_MAILTO.
+      const mailbox = join(bin, 'mailbox');
+      writeFileSync(join(bin, 'sendmail'), `#!/bin/sh\n[ "$1" = -t ] && /bin/cat > '${mailbox}'\n`, { mode: 0o755 });
+      const mailed = await run([join(UNITS, 'cairn-on-failure'), 'cairn-prune@web.service'], {
+        PATH: bin,
+        CAIRN_NOTIFY_MAILTO: 'ops@example.com',
+      });
+      assert.equal(mailed.code, 0, mailed.stderr);
+      assert.match(readFileSync(mailbox, 'utf8'), /^To: ops@example\.com\nSubject: cairn: cairn-prune@web\.service failed on \S+\n\n/);
+      // A mailer that fails fails the hook's unit, so that `systemctl --failed` shows nobody was told.
+      writeFileSync(join(bin, 'sendmail'), '#!/bin/sh\nexit 75\n', { mode: 0o755 });
+      const unsent = await run([join(UNITS, 'cairn-on-failure'), 'cairn-prune@web.service'], { PATH: bin });
+      assert.equal(unsent.code, 1);
+      assert.match(unsent.stdout, /^<3>cairn: could not mail the report to root/m);
+    } finally {
+      rmSync(bin, { recursive: true, force: true });
+    }
   });
 });
 
@@ -148,6 +182,15 @@ describe('docs/systemd: the services run', () => {
         for (const variable of variablesRead(line)) assert.ok(example.has(variable) || defaults.get(variable), `${name} reads ${variable}`);
       assert.deepEqual(values(unit, 'Service', 'EnvironmentFile'), [`/etc/cairn/${INSTANCE}.env`], name);
     }
+  });
+
+  it('/bin/sh reads example.env as systemd does (cron, restores and `cairn init` source it)', async () => {
+    const example = parseEnvironmentFile(readFileSync(join(UNITS, 'example.env'), 'utf8'));
+    const r = await run(['/bin/sh', '-c', `set -a && . '${join(UNITS, 'example.env')}' && exec env -0`], { PATH: '/usr/bin:/bin' });
+    assert.equal(r.code, 0, r.stderr);
+    const all = new Map(r.stdout.split('\0').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+    const sh = new Map([...example.keys()].map((key) => [key, all.get(key)]));
+    assert.deepEqual(sh, example);
   });
 
   it("the services' command lines back up, forget, prune and verify the example job, and the backup restores", async () => {
