@@ -73,7 +73,8 @@ export function parseEnvironmentAssignments(lines: string[]): Map<string, string
 
 /**
  * An EnvironmentFile: KEY=VALUE lines, # and ; comments, a value either unquoted (trimmed) or
- * wholly in double or single quotes. Unquoted values holding a quote or a backslash are refused:
+ * wholly in double or single quotes. Unquoted values holding a quote, a backslash, a space or a
+ * character the shell acts on (& ; | < > ( ) $ `) are refused:
  * systemd and /bin/sh read those differently, and docs/systemd/example.env promises both read it alike.
  */
 export function parseEnvironmentFile(text: string): Map<string, string> {
@@ -86,7 +87,7 @@ export function parseEnvironmentFile(text: string): Map<string, string> {
     const [, key, value] = m as unknown as [string, string, string];
     const quoted = /^"([^"\\$`]*)"$|^'([^']*)'$/.exec(value);
     if (quoted) env.set(key, quoted[1] ?? quoted[2] ?? '');
-    else if (/["'\\$`\s]/.test(value))
+    else if (/["'\\$`\s&;|<>()]/.test(value))
       throw new Error(`line ${i + 1}: quote ${key}'s value wholly (systemd and sh read it alike then): ${raw}`);
     else env.set(key, value);
   }
