@@ -196,7 +196,7 @@ async function archive(repo: Repository, options: BackupOptions, paths: string[]
   await writer.flush();
   await scanning;
   options.signal?.throwIfAborted();
-  archiver.report('', true);
+  archiver.progress.report('', true);
   return { tree, engineMetadata, archiver, writer, parent, gcGuard, reader };
 }
 

@@ -26,6 +26,7 @@ import type { PackWriter } from '../pipeline/pack-writer.ts';
 import { SnapshotWriter, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { WalkLimits, type WalkLimitOptions } from './walk-limits.ts';
+import { WalkProgress } from './walk-progress.ts';
 import { PathMatcher } from './glob.ts';
 import type { ScanTotals } from './scanner.ts';
 
@@ -74,9 +75,10 @@ export class Archiver implements TreeStore {
   };
   /** The metadata of the one directory backed up, for the manifest; undefined for several paths or one file. */
   root: RootMeta | undefined;
+  /** Progress events (backup.ts reports the last one, after the last pack is stored). */
+  readonly progress: WalkProgress;
   /** The snapshot-writing core this walk feeds. */
   private readonly snapshotWriter: SnapshotWriter;
-  private readonly writer: PackWriter;
   private readonly index: PieceIndex;
   private readonly reader: PieceReader;
   private readonly options: ArchiveOptions;
@@ -87,7 +89,6 @@ export class Archiver implements TreeStore {
   private readonly hardlinks = new Map<string, FileContent>();
 
   constructor(repo: Repository, writer: PackWriter, index: PieceIndex, reader: PieceReader, options: ArchiveOptions) {
-    this.writer = writer;
     this.index = index;
     this.reader = reader;
     this.options = options;
@@ -104,11 +105,10 @@ export class Archiver implements TreeStore {
       listPieces: options.listPieces,
       onPiece: (rel, bytes) => {
         this.counts.bytesRead += bytes;
-        this.report(rel);
+        this.progress.report(rel);
       },
     });
-    // `added` moves when a pack is stored, and the last packs are stored after the walk has ended.
-    writer.whenStored(() => this.report(this.current));
+    this.progress = new WalkProgress(this.counts, writer, options.progress, options.totals);
   }
 
   async run(): Promise<string> {
@@ -268,7 +268,7 @@ export class Archiver implements TreeStore {
     if (linked) {
       this.counts.filesUnchanged++;
       this.counts.bytesUnchanged += size;
-      this.report(rel);
+      this.progress.report(rel);
       return { ...linked, hardlink };
     }
     let result: FileContent;
@@ -287,7 +287,7 @@ export class Archiver implements TreeStore {
       result = await this.readContent(path, rel, st);
     }
     if (hardlink) this.hardlinks.set(hardlink, result);
-    this.report(rel);
+    this.progress.report(rel);
     return hardlink ? { ...result, hardlink } : result;
   }
 
@@ -356,29 +356,6 @@ export class Archiver implements TreeStore {
     if (now < this.turnAt) return;
     await nextTurn();
     this.turnAt = performance.now() + TURN_MS;
-  }
-
-  private lastReport = 0;
-  private current = '';
-
-  /**
-   * Reports where the walk is, at most every 200 ms; `final` reports regardless (once the
-   * backup's last pack is stored, so the last figures shown are the summary's).
-   */
-  report(current: string, final = false): void {
-    this.current = current;
-    const now = Date.now();
-    if (!final && now - this.lastReport < 200) return;
-    this.lastReport = now;
-    const c = this.counts;
-    this.options.progress.progress({
-      phase: 'backup',
-      files: c.filesNew + c.filesChanged + c.filesUnchanged,
-      bytes: c.bytesRead + c.bytesUnchanged,
-      bytesAdded: this.writer.stats.bytesAdded,
-      current,
-      ...(this.options.totals?.done ? { totalFiles: this.options.totals.files, totalBytes: this.options.totals.bytes } : {}),
-    });
   }
 
   private fail(rel: string, error: unknown): void {

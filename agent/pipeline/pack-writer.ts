@@ -7,6 +7,7 @@ import { ID_BYTES, NONCE_BYTES, TAG_BYTES } from '../core/crypto.ts';
 import {
   Codec,
   FRAME_HEADER_BYTES,
+  PieceType,
   encodeFrame,
   encodeTrailer,
   newPackHeader,
@@ -87,6 +88,7 @@ export class PackWriter {
   private unindexed: IndexEntry[] = [];
   private failure: { error: unknown } | undefined;
   private readonly dryRun: boolean;
+  private unstoredData = 0;
   private readonly storedListeners: Array<() => void> = [];
 
   constructor(repo: Repository, index: PieceIndex, options: PackWriterOptions) {
@@ -111,6 +113,14 @@ export class PackWriter {
     this.storedListeners.push(listener);
   }
 
+  /**
+   * Bytes of data pieces taken but not yet in a stored pack (waiting in a frame, a pack or an
+   * upload): progress counts them as not done, so the rate and ETA are the storing's, not the reading's.
+   */
+  get unstoredDataBytes(): number {
+    return this.unstoredData;
+  }
+
   /** True when the repository (or this run) already holds the piece. */
   has(id: Buffer): boolean {
     return this.index.has(id) || this.pending.has(id.toString('hex'));
@@ -125,6 +135,7 @@ export class PackWriter {
     this.throwIfFailed();
     if (this.has(id)) return false;
     this.pending.add(id.toString('hex'));
+    if (type === PieceType.data) this.unstoredData += data.length;
     const full: Frame[] = [];
     let frame = this.frames[type];
     if (frame && frame.size + data.length > frame.buffer.length) {
@@ -279,6 +290,7 @@ export class PackWriter {
       if (!this.dryRun) await this.repo.storage.put(packKey(pack.id), pack.buffer.subarray(0, size), { ifAbsent: true });
       this.stats.bytesAdded += size;
       this.stats.packsWritten++;
+      for (const entry of pack.entries) if (entry.type === PieceType.data) this.unstoredData -= entry.length;
       for (const listener of this.storedListeners) listener();
       for (const entry of pack.entries) this.unindexed.push(entry);
       if (this.unindexed.length >= this.indexEvery) {

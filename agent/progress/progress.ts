@@ -16,6 +16,8 @@ export interface ProgressListener {
   warn(message: string, details?: Record<string, unknown>): void;
   /** True when totals would be shown (an ETA on a terminal): only then is the source counted beside the backup. */
   readonly wantsTotals?: boolean;
+  /** At most one event this often, in ms (200 unless the listener says; a test's listener may want every event: 0). */
+  readonly reportEveryMs?: number;
 }
 
 export const silentProgress: ProgressListener = {
