@@ -55,6 +55,8 @@ export const rooted = (root: string, text: string): string =>
 
 /** A fake root: the example job's sources, its environment file, passphrase and metrics directory, and the cairn wrapper. */
 export function makeRoot(): string {
+  // Read first: an example.env this test cannot read leaves no directory behind.
+  const example = parseEnvironmentFile(readFileSync(join(UNITS, 'example.env'), 'utf8'));
   const root = mkdtempSync(join(tmpdir(), 'cairn-units-'));
   mkdirSync(join(root, 'srv/www/cache'), { recursive: true });
   writeFileSync(join(root, 'srv/www/index.html'), '<h1>served</h1>\n');
@@ -63,7 +65,6 @@ export function makeRoot(): string {
   mkdirSync(join(root, 'etc/cairn'), { recursive: true });
   writeFileSync(join(root, 'etc/app.conf'), 'port = 8080\n');
   writeFileSync(join(root, 'etc/cairn/web.passphrase'), PASSPHRASE, { mode: 0o600 });
-  const example = parseEnvironmentFile(readFileSync(join(UNITS, 'example.env'), 'utf8'));
   const env = [...example].map(([key, value]) => `${key}="${rooted(root, value)}"`).join('\n');
   writeFileSync(join(root, `etc/cairn/${INSTANCE}.env`), `${env}\n`, { mode: 0o600 });
   mkdirSync(join(root, 'var/lib/prometheus/node-exporter'), { recursive: true });
