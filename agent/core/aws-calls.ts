@@ -121,11 +121,11 @@ export interface CallScope {
   /** A state machine execution's task token (SendTask* authorize no resource: "*"). */
   stateMachineArn: string;
   /**
-   * The repository is a bucket at an S3-compatible endpoint (plan-repository.ts): its S3 calls go
-   * there, signed with the plan's own access key, and are no AWS calls (none is listed); reading
-   * that key from its SecureString parameter is (it is one of secretParameterNames).
+   * Set when the repository is a bucket at an S3-compatible endpoint (plan-repository.ts): the
+   * SecureString parameter holding its access key. Its S3 calls go there, signed with that key,
+   * and are no AWS calls (none is listed); reading the key from Parameter Store is.
    */
-  endpoint?: true;
+  endpointKeyParameter?: string;
   /**
    * The control plane's record seal (functions/runtime.ts controlSeal): its Parameter Store reference
    * and the Secrets Manager secret it resolves to. Absent: the seal reads are not listed.
@@ -177,19 +177,19 @@ export class CallBuilder {
   }
 
   read(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [this.object('GetObject', 's3:GetObject', key, {}), ...this.bucketKey('kms:Decrypt')];
   }
 
   /** HeadObject needs s3:GetObject and makes no KMS call. */
   stat(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [this.object('HeadObject', 's3:GetObject', key, {})];
   }
 
   /** s3.ts checkBucket: after a 404 on HeadObject, tells a missing bucket from a missing key (needs an unconditioned s3:ListBucket). */
   headBucket(): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [
       {
         api: 'HeadBucket',
@@ -202,7 +202,7 @@ export class CallBuilder {
   }
 
   list(prefix: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     const call: AwsCall = {
       api: 'ListObjectsV2',
       action: 's3:ListBucket',
@@ -215,7 +215,7 @@ export class CallBuilder {
 
   /** PutObject with If-None-Match: * (create-if-absent, DeletableStorage.put with ifAbsent). */
   create(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [
       this.object('PutObject', 's3:PutObject', key, { 's3:if-none-match': '*', 's3:ObjectCreationOperation': 'true' }),
       ...this.bucketKey('kms:GenerateDataKey'),
@@ -227,7 +227,7 @@ export class CallBuilder {
    * own records (a forged run record is replaced: run-lease.ts); hosts are refused it.
    */
   overwrite(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [
       this.object('PutObject', 's3:PutObject', key, { 's3:ObjectCreationOperation': 'true' }),
       ...this.bucketKey('kms:GenerateDataKey'),
@@ -236,7 +236,7 @@ export class CallBuilder {
 
   /** s3-multipart.ts: CreateMultipartUpload, UploadPart, CompleteMultipartUpload with If-None-Match: *, Abort on failure. */
   createMultipart(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     const part = { 's3:ObjectCreationOperation': 'false' };
     return [
       this.object('CreateMultipartUpload', 's3:PutObject', key, part),
@@ -253,7 +253,7 @@ export class CallBuilder {
    * ends earlier than the lock period (never shortened, so no s3:BypassGovernanceRetention).
    */
   keepLocked(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [
       this.object('GetObjectRetention', 's3:GetObjectRetention', key, {}),
       this.object('PutObjectRetention', 's3:PutObjectRetention', key, {}),
@@ -261,7 +261,7 @@ export class CallBuilder {
   }
 
   delete(key: string): AwsCall[] {
-    if (this.scope.endpoint) return [];
+    if (this.scope.endpointKeyParameter !== undefined) return [];
     return [this.object('DeleteObject', 's3:DeleteObject', key, {})];
   }
 
@@ -288,6 +288,12 @@ export class CallBuilder {
   /** The plan's parameter and every secret it names (PlanSource.plan, openRepository, engine passwords). */
   planAndSecrets(): AwsCall[] {
     return [...this.getParameter(this.scope.planParameterName), ...this.scope.secretParameterNames.flatMap((n) => this.getSecret(n))];
+  }
+
+  /** The endpoint's access key, read before any storage call by a caller that opens no repository (plan-backup, archive-lag). */
+  endpointKey(): AwsCall[] {
+    const name = this.scope.endpointKeyParameter;
+    return name === undefined ? [] : this.getSecret(name);
   }
 
   /** agent/keys/kms.ts: unwrapping a KMS key file. */
@@ -436,6 +442,7 @@ export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]>
       ...b.getParameter(scope.planParameterName),
       describeInstances,
       ...b.readSeal(),
+      ...b.endpointKey(),
       ...runRecords,
       ...lease,
       ...hostRuns,
@@ -479,7 +486,7 @@ export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]>
     ],
     planRestore: [...open, describeInstances, ...b.readState(), ...b.readSnapshots(), ...b.readHistory(), ...b.readLogs()],
     planVerify: [...b.getParameter(scope.planParameterName), describeInstances],
-    archiveLag: [...b.getParameter(scope.planParameterName), ...b.list(LOGS_PREFIX), ...b.list(T.logMetaDir)],
+    archiveLag: [...b.getParameter(scope.planParameterName), ...b.endpointKey(), ...b.list(LOGS_PREFIX), ...b.list(T.logMetaDir)],
     // functions/freshness.ts: each plan's repository, its manifests (the newest good one's age).
     freshness: [...open, ...b.readState(), ...b.readSnapshots()],
     // functions/extend-locks.ts (with Object Lock): the snapshot, the index and the pieces it references,

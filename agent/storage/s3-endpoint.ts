@@ -107,12 +107,11 @@ class EndpointStorage implements DeletableStorage {
     const sdk = sdkError(error);
     if (sdk === undefined) return error;
     // A HEAD answer has no body: a refusal there is a bare 403 with no error name.
-    const denied = sdk.name === 'AccessDenied' || sdk.name === 'Forbidden' || sdk.status === 403;
-    if (!REFUSED_KEY.has(sdk.name) && !denied) return error;
-    const what =
-      REFUSED_KEY.has(sdk.name) && !denied
-        ? `refused the access key in parameter ${this.parameter} (${sdk.name})`
-        : `denied a request signed with the access key in parameter ${this.parameter} (${sdk.status === 403 ? '403 ' : ''}${sdk.name})`;
+    const refused = REFUSED_KEY.has(sdk.name);
+    if (!refused && sdk.name !== 'AccessDenied' && sdk.name !== 'Forbidden' && sdk.status !== 403) return error;
+    const what = refused
+      ? `refused the access key in parameter ${this.parameter} (${sdk.name})`
+      : `denied a request signed with the access key in parameter ${this.parameter} (${sdk.status === 403 ? '403 ' : ''}${sdk.name})`;
     return new CairnError('Cairn.Config', `${this.location}: the S3-compatible endpoint ${what}`, {
       hint: `check the key in ${this.parameter} (${ENDPOINT_CREDENTIALS_SHAPE}) and its rights on the bucket at the endpoint (docs/cdk.md, "S3-compatible endpoints")`,
       cause: error,

@@ -6,7 +6,15 @@ import type * as kms from 'aws-cdk-lib/aws-kms';
 import type * as s3 from 'aws-cdk-lib/aws-s3';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
-import { awsS3Location, pitrOf, planParameterName, planParameterPrefix, referencedParameters, type Plan } from '../../agent/core/plan.ts';
+import {
+  awsS3Location,
+  pitrOf,
+  planParameterName,
+  planParameterPrefix,
+  referencedParameters,
+  repositoryEndpoint,
+  type Plan,
+} from '../../agent/core/plan.ts';
 import {
   CONFIG_KEY,
   HISTORY_PREFIX,
@@ -407,6 +415,22 @@ export class CairnFunctions extends Construct {
         ),
       }),
     );
+    // A PITR plan at an S3-compatible endpoint (MariaDB): its log archive is listed with the endpoint's own key.
+    const endpointKeys = plans.flatMap((p) => repositoryEndpoint(p.repository)?.credentialsParameter ?? []);
+    if (endpointKeys.length > 0) {
+      const arns = endpointKeys.map((name) => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`);
+      fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadEndpointKeys', actions: ['ssm:GetParameter'], resources: arns }));
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: 'DecryptEndpointKeys',
+          actions: ['kms:Decrypt'],
+          resources: [props.parameterKey.keyArn],
+          conditions: {
+            StringEquals: { 'kms:ViaService': `ssm.${stack.region}.amazonaws.com`, 'kms:EncryptionContext:PARAMETER_ARN': arns },
+          },
+        }),
+      );
+    }
     const byBucket = new Map<string, string[]>();
     for (const plan of plans) {
       const location = awsS3Location(plan);

@@ -25,6 +25,7 @@ import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
  */
 const MINIO_KEY = '/cairn/ep/files-minio/endpoint-key';
 const CEPH_KEY = '/cairn/ep/files-ceph/endpoint-key';
+const MARIA_KEY = '/cairn/ep/maria-minio/endpoint-key';
 const endpointPlan = (id: string, url: string, credentialsParameter: string): EnvironmentConfigInput['plans'][number] => ({
   id,
   targets: { instanceIds: ['i-0123456789abcdef0'] },
@@ -44,6 +45,13 @@ const config: EnvironmentConfigInput = {
     dev.plans[0]!,
     endpointPlan('files-minio', 's3://minio-backups/cairn/files-minio/?endpoint=https://minio.internal:9000&path-style=true', MINIO_KEY),
     endpointPlan('files-ceph', 's3://ceph-backups/files-ceph?endpoint=https://rgw.internal&region=default', CEPH_KEY),
+    // MariaDB's binlog push runs in the agent, so PITR works at an endpoint; archive-lag lists its log archive there.
+    {
+      ...endpointPlan('maria-minio', 's3://minio-backups/cairn/maria-minio/?endpoint=https://minio.internal:9000', MARIA_KEY),
+      engine: 'mariadb',
+      engineOptions: { connection: { socket: '/run/mysqld/mysqld.sock', user: 'cairn' } },
+      pitr: { enabled: true },
+    },
   ],
 };
 const out = synthEnvironment('ep', { ep: config });
@@ -62,14 +70,15 @@ const actions = (s: Statement): string[] => (Array.isArray(s.Action) ? s.Action 
 
 function scopeOf(p: Plan): CallScope {
   const location = repositoryLocation(p.repository.url);
+  const endpoint = repositoryEndpoint(p.repository);
   return {
     partition: 'aws',
     region: out.config.region,
     account: out.config.account,
     bucket: location.bucket,
     prefix: location.prefix,
-    ...(repositoryEndpoint(p.repository) !== undefined
-      ? { endpoint: true as const }
+    ...(endpoint !== undefined
+      ? { endpointKeyParameter: endpoint.credentialsParameter }
       : { bucketKeyArn: keyArn(out.stack.storage.key.node.defaultChild) }),
     planParameterName: planParameterName(out.config.envName, p.id),
     secretParameterNames: referencedParameters(p),
@@ -137,13 +146,20 @@ describe('a plan at an S3-compatible endpoint in the synthesized template', () =
   test('no function is granted anything in the endpoint buckets or under those plans in the stack bucket; all may read their keys', () => {
     const policies = resourcesOf(out.json, 'AWS::IAM::Policy').map(([, r]) => JSON.stringify(r.Properties.PolicyDocument));
     for (const text of policies) {
-      for (const name of ['minio-backups', 'ceph-backups', 'cairn/files-minio', 'plans/files-minio', 'plans/files-ceph'])
+      for (const name of [
+        'minio-backups',
+        'ceph-backups',
+        'cairn/files-minio',
+        'plans/files-minio/',
+        'plans/files-ceph/',
+        'plans/maria-minio/',
+      ])
         assert.ok(!text.includes(name), `a role policy names ${name}`);
     }
     for (const name of ['planBackup', 'finalizeBackup', 'applyRetention', 'gcSweep', 'planRestore', 'recordResult', 'freshness'] as const) {
       const role = logicalId(out.stack.functions[name].role!.node.defaultChild);
       const text = JSON.stringify(model.rolePolicies(role));
-      for (const key of [MINIO_KEY, CEPH_KEY]) assert.ok(text.includes(`parameter${key}`), `${name} may read ${key}`);
+      for (const key of [MINIO_KEY, CEPH_KEY, MARIA_KEY]) assert.ok(text.includes(`parameter${key}`), `${name} may read ${key}`);
     }
   });
 });
@@ -152,7 +168,7 @@ describe('the IAM evaluation of an endpoint plan', () => {
   test('every inventoried call of its hosts and of every function is allowed, and none of them is an S3 call', async () => {
     const failures: string[] = [];
     let evaluated = 0;
-    for (const id of ['files-minio', 'files-ceph']) {
+    for (const id of ['files-minio', 'files-ceph', 'maria-minio']) {
       const scope = scopeOf(plan(id));
       for (const [operation, calls] of Object.entries(agentCalls(scope))) {
         assert.deepEqual(
@@ -172,6 +188,8 @@ describe('the IAM evaluation of an endpoint plan', () => {
       );
       for (const [name, calls] of Object.entries(functionCalls(scope)) as Array<[FunctionName, AwsCall[]]>) {
         if (out.stack.functions[name] === undefined) continue;
+        // archive-lag lists only PITR plans' archives.
+        if (name === 'archiveLag' && plan(id).pitr?.enabled !== true) continue;
         for (const call of calls) {
           const decision = await evaluate(model, functionOf(name), call);
           evaluated++;

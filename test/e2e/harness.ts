@@ -79,7 +79,16 @@ const handlerModules: Record<string, string> = {
   EnsureRepository: '../../functions/create-repository.ts',
 };
 
-export async function startSystem(plans: EnvironmentConfigInput['plans']): Promise<System> {
+/** Where the plans' storage is, for plans that name it themselves (an S3-compatible endpoint's URL). */
+export interface StorageEndpoints {
+  /** s3rver behind the stand-in for conditional writes: what every repository URL of the system points at. */
+  endpoint: string;
+  bucket: string;
+}
+
+export async function startSystem(
+  plansOrOf: EnvironmentConfigInput['plans'] | ((storage: StorageEndpoints) => EnvironmentConfigInput['plans']),
+): Promise<System> {
   const work = mkdtempSync(join(tmpdir(), 'cairn-e2e-'));
   // Every SDK command the functions (here) and the agent (its processes, through a preload) send.
   const callLog = join(work, 'aws-calls.jsonl');
@@ -91,6 +100,7 @@ export async function startSystem(plans: EnvironmentConfigInput['plans']): Promi
   const ssm = await startSsmStandin();
   const sfn = await startSfnStandin();
   const bucket = s3.bucket;
+  const plans = typeof plansOrOf === 'function' ? plansOrOf({ endpoint: conditional.endpoint, bucket }) : plansOrOf;
 
   // The environment the in-process functions and the agent's subprocess share.
   const env: NodeJS.ProcessEnv = {

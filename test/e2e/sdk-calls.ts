@@ -4,7 +4,14 @@ import { fileURLToPath } from 'node:url';
 import { setAwsCallSink, type AwsCallRecord } from '../../agent/core/aws-call-record.ts';
 import { agentCalls, functionCalls, type AgentOperation, type AwsCall, type CallScope } from '../../agent/core/aws-calls.ts';
 import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
-import { planParameterName, planParameterPrefix, referencedParameters, repositoryLocation, type Plan } from '../../agent/core/plan.ts';
+import {
+  planParameterName,
+  planParameterPrefix,
+  referencedParameters,
+  repositoryEndpoint,
+  repositoryLocation,
+  type Plan,
+} from '../../agent/core/plan.ts';
 import { controlSealParameterName } from '../../agent/core/run-lease.ts';
 import { createRepositoryCalls } from '../../functions/create-repository.ts';
 
@@ -71,12 +78,15 @@ export interface Deployment {
 /** Where the e2e deployment's calls go, for one plan (names the recorded calls are compared with). */
 export function e2eScope(d: Deployment, plan: Plan, principal = 'host'): CallScope {
   const location = repositoryLocation(plan.repository.url);
+  const endpoint = repositoryEndpoint(plan.repository);
   return {
     partition: 'aws',
     region: d.region,
     account: d.account,
     bucket: location.bucket,
     prefix: location.prefix,
+    // A repository at an S3-compatible endpoint: its S3 calls are not AWS calls (its client is not recorded either).
+    ...(endpoint !== undefined ? { endpointKeyParameter: endpoint.credentialsParameter } : {}),
     // A function reads the plan its input names, whichever that is (an unknown one is refused by name).
     planParameterName: principal === 'host' ? planParameterName(d.envName, plan.id) : `${planParameterPrefix(d.envName)}{plan}`,
     secretParameterNames: referencedParameters(plan),
