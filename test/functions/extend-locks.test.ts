@@ -12,6 +12,8 @@ import type { DeletableStorage } from '../../agent/core/storage.ts';
 import { silentProgress } from '../../agent/progress/progress.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { handler, type LocksExtended } from '../../functions/extend-locks.ts';
+import { ObjectRetention } from '../../functions/object-retention.ts';
+import { parsePlan } from '../../agent/core/plan.ts';
 import { SMALL, restoreTo, tempDir } from '../helpers/repo.ts';
 import { s3rverEnv } from '../helpers/s3rver.ts';
 import { describeTree } from '../helpers/tree.ts';
@@ -213,6 +215,28 @@ describe('extend-locks (Object Lock on reused packs)', () => {
       process.env.BUCKET_NAME = cp.s3.bucket;
     }
     assert.ok(lock.retention(name(CONFIG_KEY))!.retainUntil.getTime() < Date.now() + 3 * DAY_MS, 'nothing extended');
+  });
+
+  it("leaves a plan at an S3-compatible endpoint alone, even in a bucket named like the environment's: its retention is its operator's", async () => {
+    const id = 'at-endpoint';
+    // The same bucket name as the environment's, at an endpoint: only the plan's endpoint tells them apart.
+    const url = `s3://${cp.s3.bucket}/plans/${id}/?endpoint=${lock.endpoint}&path-style=true&region=us-east-1`;
+    const keyParameter = `/cairn/olk/${id}/endpoint-key`;
+    cp.addPlan({ id, engine: 'files', engineOptions: { paths: ['/data'] }, repository: { url, credentialsParameter: keyParameter } });
+    cp.ssm.parameters.set(`/cairn/olk/${id}/passphrase`, PASSPHRASE);
+    cp.ssm.parameters.set(keyParameter, JSON.stringify({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }));
+    const repo = await Repository.init(await openStorage(url), PASSPHRASE, host, SMALL);
+    const latest = await backupOf(repo, await writeFiles('ep', { 'ep.bin': randomBytes(100_000) }), id);
+    const name = (key: string): string => `${cp.s3.bucket}/plans/${id}/${key}`;
+    age(name(''));
+    const { result } = await extendAll(id, latest.id);
+    assert.deepEqual([result.done, result.checked, result.extended], [true, 0, 0]);
+    assert.ok(lock.retention(name(CONFIG_KEY))!.retainUntil.getTime() < Date.now() + 3 * DAY_MS, 'nothing extended');
+    // The retention client itself refuses such a plan, naming why.
+    assert.throws(
+      () => new ObjectRetention(parsePlan(JSON.parse(cp.ssm.parameters.get(`/cairn/olk/plans/${id}`)!), 'test')),
+      /Object Lock retention is kept on AWS S3 repositories only; an S3-compatible endpoint's or GCS's retention is its operator's/,
+    );
   });
 
   it('the stand-in refuses to shorten a COMPLIANCE lock, as S3 does', async () => {
