@@ -213,13 +213,11 @@ export class Archiver implements TreeStore {
         return;
       }
       slots[i] = await this.archiveEntry(childPath(dir, name), name, childRel(rel, name), stats[i] as BigIntStats, parentEntries);
+      await this.letLoopTurn();
     };
     // Small files one after another with synchronous reads into one buffer; large
     // files in parallel (they share the pack writer); directories depth first.
-    for (const i of small) {
-      await entry(i);
-      await this.letLoopTurn();
-    }
+    for (const i of small) await entry(i);
     await mapLimit(large, this.options.concurrency, entry);
     for (const i of dirs) await entry(i);
     return this.snapshotWriter.storeTree({ version: 1, entries: slots.filter((e): e is TreeEntry => e !== undefined) });
