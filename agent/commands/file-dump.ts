@@ -23,7 +23,8 @@ export interface DumpResult {
 /**
  * Writes what `path` is in the snapshot to `out`: a file's bytes, or a directory
  * (the snapshot root for `/`) as a tar archive of everything below it
- * (files/tar-dump.ts). A symlink is refused: its target may lie outside the snapshot.
+ * (files/tar-dump.ts), unless `out` is a terminal. A symlink is refused: its target may
+ * lie outside the snapshot.
  */
 export async function dump(
   browser: SnapshotBrowser,
@@ -34,6 +35,12 @@ export async function dump(
 ): Promise<DumpResult> {
   const { path: found, pathBytes, entry } = await browser.lookup(snapshot, path);
   if (entry.type === 'dir') {
+    if ((out as { isTTY?: boolean }).isTTY === true) {
+      // As restic: an archive on a terminal is noise at best, and control sequences at worst.
+      throw new CairnError('Cairn.Usage', `${found || '/'} is a directory: dump writes it as a tar archive, and stdout is a terminal`, {
+        hint: `redirect it: \`cairn dump ${shortId(snapshot.id)} ${found || '/'} > out.tar\`, or \`… | tar -x -C DIR\``,
+      });
+    }
     // The root's own entry is the directory the snapshot was taken of (`root`), when it recorded one.
     const meta = found === '' ? snapshot.root : entry;
     const { bytes } = await dumpTar(browser.reader, { path: pathBytes, meta, tree: entry.subtree }, out, signal);

@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { DamagedError, errorMessage } from '../core/errors.ts';
+import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { decodeTree, entryName, entryProblem, entryTarget, type TreeEntry } from '../core/tree.ts';
@@ -63,7 +63,13 @@ export async function dumpTar(
     if (!file) throw new Error('tar dump: content outside a file');
     if (item.kind === 'piece') {
       pieces--;
-      const data = await item.data;
+      const path = file.path;
+      // Say which file the damaged piece belongs to: the reader's message names only the pack.
+      const data = await item.data.catch((error: unknown) => {
+        throw error instanceof CairnError
+          ? new CairnError(error.code, `${path.toString('utf8')}: ${error.message}`, { hint: error.hint, cause: error })
+          : error;
+      });
       signal?.throwIfAborted();
       // The header promised `size` bytes: more would shift every entry after it.
       if (file.written + data.length > file.size) throw sizeMismatch(file.path, 'more than', file.size);

@@ -14,7 +14,7 @@ import { Repository } from '../../../agent/core/repository.ts';
 import { contentIds } from '../../../agent/pipeline/snapshot-writer.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { craftSnapshot } from '../files/craft.ts';
-import { CAIRN_BIN, lastOfType, runCli } from '../../helpers/cli.ts';
+import { CAIRN_BIN, lastOfType, runCli, runCliText } from '../../helpers/cli.ts';
 import { PASSPHRASE, SMALL, fileRepo, initSmallRepo, tempDir } from '../../helpers/repo.ts';
 import { buildSource, describeBytes, NOT_UTF8 } from './dump-tar-fixture.ts';
 
@@ -195,7 +195,7 @@ describe('cairn dump of a directory writes a tar archive', () => {
     const archive = join(work.path, 'damaged.tar');
     const r = dumpPiped(['latest', '/'], `> ${archive}`, { ...env, CAIRN_REPOSITORY: damaged });
     assert.equal(r.cairn, ExitCode.damaged, r.stderr);
-    assert.match(r.stderr, /pack [0-9a-f]{64}/, 'the message names the damaged pack');
+    assert.match(r.stderr, /sub\/big\.bin: pack [0-9a-f]{64}/, 'the message names the file and the damaged pack');
     const written = await readFile(archive);
     assert.ok(written.length > 100_000, `the dump stopped midway, not before it began (${written.length} bytes)`);
     const listing = spawnSync('tar', ['-tf', archive], { encoding: 'utf8' });
@@ -243,13 +243,17 @@ describe('cairn dump of a directory writes a tar archive', () => {
     assert.match(await readFile(archive, 'utf8'), /cairn dump failed here: the archive is incomplete/);
   });
 
-  it('a file is still written as its bytes, a symlink alone still refused, and --archive names only tar', async () => {
+  it('a file is still written as its bytes; a symlink alone, an archive to a terminal and --archive zip are refused', async () => {
     const file = join(work.path, 'old.txt');
     assert.equal((await dumpToFile([snapshotId, 'sub/old.txt'], file)).code, 0);
     assert.equal(await readFile(file, 'utf8'), 'from 2001\n');
     const link = await dumpToFile([snapshotId, 'sub/link'], join(work.path, 'link.out'));
     assert.equal(link.code, ExitCode.usage);
     assert.match(link.stderr, /sub\/link is a symlink to "deep\/deeper\/secret"/);
+    const terminal = await runCliText(['dump', snapshotId, 'sub'], env);
+    assert.equal(terminal.code, ExitCode.usage);
+    assert.equal(terminal.stdout, '', 'no archive on a terminal');
+    assert.match(terminal.stderr, /sub is a directory: dump writes it as a tar archive, and stdout is a terminal/);
     const zip = await dumpToFile(['--archive', 'zip', snapshotId, 'sub'], join(work.path, 'zip.out'));
     assert.equal(zip.code, ExitCode.usage);
     assert.match(zip.stderr, /Allowed choices are tar/);
