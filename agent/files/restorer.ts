@@ -10,6 +10,7 @@ import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
+import { SmallFileWriters } from './small-file-writers.ts';
 
 export { prepareTarget, type TargetState } from './restore-target.ts';
 
@@ -54,6 +55,12 @@ type Item =
 /** Files written at once: small files are bound by per-file system calls, not bandwidth. */
 const FILE_JOBS = 32;
 
+/** Files up to this size are written whole by a writer thread once their pieces are in (small-file-writers.ts). */
+const SMALL_FILE_BYTES = 256 << 10;
+
+/** Writer threads for small files: two keep both cores of a small machine creating files while the main thread decrypts. */
+const WRITER_THREADS = 2;
+
 /**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
  * checked by the rule the archiver applied (core/tree.ts nameProblem) and must
@@ -69,6 +76,7 @@ export class Restorer {
   /** The --include patterns, absolute ones taken relative to the paths the snapshot was taken of (set by run). */
   private includes = new PathMatcher([]);
   private readonly target: TargetTree;
+  private readonly smallFiles = new SmallFileWriters(WRITER_THREADS);
   private readonly hardlinks = new Map<string, Promise<Buffer>>();
   private readonly queuedLinks = new Set<string>();
   private lastReport = 0;
@@ -143,6 +151,8 @@ export class Restorer {
       job?.fail(error as Error);
       await Promise.allSettled(jobs);
       throw error;
+    } finally {
+      await this.smallFiles.close();
     }
     // Directory metadata last, deepest first, so writing their contents did not change it;
     // the target itself last of all, from the directory the snapshot was taken of.
@@ -196,6 +206,11 @@ export class Restorer {
     const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
     try {
+      if (!job.linkTo && job.entry.size !== undefined && job.entry.size <= SMALL_FILE_BYTES) {
+        await this.writeSmallFile(job, path);
+        this.result.files++;
+        return;
+      }
       const created = await this.startFile(job);
       if (created !== 'linked') {
         handle = created;
@@ -229,6 +244,32 @@ export class Restorer {
     } finally {
       job.settle();
     }
+  }
+
+  /** A small file: its pieces gathered (they are fetched ahead anyway), then written whole by a writer thread (small-file-writers.ts says why). */
+  private async writeSmallFile(job: FileJob, path: Buffer): Promise<void> {
+    const pieces: Buffer[] = [];
+    let size = 0;
+    for (let item = await job.next(); item; item = await job.next()) {
+      try {
+        const data = await item.data;
+        pieces.push(data);
+        size += data.length;
+      } finally {
+        this.release(item.length);
+      }
+    }
+    if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
+    await this.target.clearForEntry(path);
+    try {
+      await this.smallFiles.write({ path, pieces, entry: job.entry });
+    } catch (error) {
+      job.created?.reject(error);
+      throw error;
+    }
+    job.created?.resolve(path);
+    this.result.bytes += size;
+    this.report(job.rel);
   }
 
   private handleError(rel: string, error: unknown): void {
