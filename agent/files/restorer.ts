@@ -10,7 +10,7 @@ import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
-import { SmallFileWriters } from './small-file-writers.ts';
+import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
 export { prepareTarget, type TargetState } from './restore-target.ts';
 
@@ -54,12 +54,6 @@ type Item =
 
 /** Files written at once: small files are bound by per-file system calls, not bandwidth. */
 const FILE_JOBS = 32;
-
-/** Files up to this size are written whole by a writer thread once their pieces are in (small-file-writers.ts). */
-const SMALL_FILE_BYTES = 256 << 10;
-
-/** Writer threads for small files: two keep both cores of a small machine creating files while the main thread decrypts. */
-const WRITER_THREADS = 2;
 
 /**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
@@ -207,7 +201,10 @@ export class Restorer {
     let handle: FileHandle | undefined;
     try {
       if (!job.linkTo && job.entry.size !== undefined && job.entry.size <= SMALL_FILE_BYTES) {
-        await this.writeSmallFile(job, path);
+        // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
+        await this.target.clearForEntry(path);
+        this.result.bytes += await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes));
+        this.report(job.rel);
         this.result.files++;
         return;
       }
@@ -244,32 +241,6 @@ export class Restorer {
     } finally {
       job.settle();
     }
-  }
-
-  /** A small file: its pieces gathered (they are fetched ahead anyway), then written whole by a writer thread (small-file-writers.ts says why). */
-  private async writeSmallFile(job: FileJob, path: Buffer): Promise<void> {
-    const pieces: Buffer[] = [];
-    let size = 0;
-    for (let item = await job.next(); item; item = await job.next()) {
-      try {
-        const data = await item.data;
-        pieces.push(data);
-        size += data.length;
-      } finally {
-        this.release(item.length);
-      }
-    }
-    if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
-    await this.target.clearForEntry(path);
-    try {
-      await this.smallFiles.write({ path, pieces, entry: job.entry });
-    } catch (error) {
-      job.created?.reject(error);
-      throw error;
-    }
-    job.created?.resolve(path);
-    this.result.bytes += size;
-    this.report(job.rel);
   }
 
   private handleError(rel: string, error: unknown): void {

@@ -1,7 +1,20 @@
 import { Worker } from 'node:worker_threads';
 import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
+import { DamagedError } from '../core/errors.ts';
+import type { FileJob } from './file-job.ts';
 import { isZero, timeArg } from './restore-metadata.ts';
+
+/** Files up to this size are written whole by a writer thread once their pieces are in. */
+export const SMALL_FILE_BYTES = 256 << 10;
+
+/**
+ * One writer thread for small files: creating files in one directory takes that directory's lock
+ * in the kernel, and on ext4 an inode allocation can hold it a long time (it skips recently
+ * deleted inodes); two writers spent a quarter of the restore's CPU spinning on each other
+ * there (perf: rwsem_spin_on_owner), one creates as fast while the main thread decrypts beside it.
+ */
+export const WRITER_THREADS = 1;
 
 /**
  * Writes small restored files on worker threads with synchronous system calls.
@@ -11,8 +24,7 @@ import { isZero, timeArg } from './restore-metadata.ts';
  * close), each a mutex, a wake-up of a pool thread and an event-loop turn; on 2 cores the main
  * thread spent most of a 20,000-file restore blocked submitting them (docs/performance-notes.md).
  * Here a file is one message: a worker opens, writes, sets size, owner, mode and time, and
- * closes in one go, while the main thread goes on reading and decrypting; two workers keep both
- * cores on file creation, as restic's goroutines do.
+ * closes in one go, while the main thread goes on reading and decrypting.
  *
  * The worker is handed a path the restorer built from checked names under directories it
  * created, and opens it as the restorer always did: O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 until
@@ -170,4 +182,37 @@ export class SmallFileWriters {
     });
     return slot;
   }
+}
+
+/**
+ * Gathers a small file's pieces (releasing each from the read-ahead as it arrives), checks their
+ * size against the snapshot's, then has the file written whole. Resolves with its size. The
+ * first file of a hard-link group resolves `job.created` only once it is complete.
+ */
+export async function restoreSmallFile(
+  writers: SmallFileWriters,
+  job: FileJob,
+  path: Buffer,
+  release: (bytes: number) => void,
+): Promise<number> {
+  const pieces: Buffer[] = [];
+  let size = 0;
+  for (let item = await job.next(); item; item = await job.next()) {
+    try {
+      const data = await item.data;
+      pieces.push(data);
+      size += data.length;
+    } finally {
+      release(item.length);
+    }
+  }
+  try {
+    if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
+    await writers.write({ path, pieces, entry: job.entry });
+  } catch (error) {
+    job.created?.reject(error);
+    throw error;
+  }
+  job.created?.resolve(path);
+  return size;
 }
