@@ -46,13 +46,13 @@ export class Cli {
     this.env = env;
     this.streams = streams;
     this.engines = engines;
-    this.output = new Output({ json: !streams.stdout.isTTY, quiet: false, streams });
+    this.output = new Output({ json: jsonFromEnvironment(env), quiet: false, streams });
   }
 
   /** The output for the global flags (--json, --quiet); `dump`, whose stdout is the file, asks for quiet text. */
   setOutput(flags: { json?: boolean | undefined; quiet?: boolean | undefined }): void {
     this.output = new Output({
-      json: Boolean(flags.json) || !this.streams.stdout.isTTY,
+      json: Boolean(flags.json) || jsonFromEnvironment(this.env),
       quiet: Boolean(flags.quiet),
       streams: this.streams,
     });
@@ -76,8 +76,8 @@ export class Cli {
   }
 
   /** Another repository's storage (e.g. copy's target), under the same limits, cancellation and --storage-hook. */
-  async storageAt(url: string, cmd: Command): Promise<DeletableStorage> {
-    return wrapStorage(await openStorage(url, this.env), cmd.optsWithGlobals<StorageFlags>(), {
+  async storageAt(url: string, cmd: Command, base?: DeletableStorage): Promise<DeletableStorage> {
+    return wrapStorage(base ?? (await openStorage(url, this.env)), cmd.optsWithGlobals<StorageFlags>(), {
       env: this.env,
       signal: this.signal,
       stderr: this.streams.stderr,
@@ -155,4 +155,13 @@ export function parsePercent(text: string, allowZero = false): number {
   if (!Number.isFinite(n) || n < 0 || (n === 0 && !allowZero) || n > 100)
     throw new CairnError('Cairn.Usage', `invalid percentage ${JSON.stringify(text)}`, { hint: 'give a number from 0 to 100, e.g. 10%' });
   return n / 100;
+}
+
+/**
+ * CAIRN_JSON=1 (or true/yes) asks for JSON lines as --json does. Text is the default whatever stdout
+ * is, as restic's: `cairn snapshots | less`, `> file` and cron mail read what a terminal shows, and
+ * scripts and the SSM document ask for JSON by name.
+ */
+export function jsonFromEnvironment(env: NodeJS.ProcessEnv): boolean {
+  return /^(1|true|yes)$/i.test(env.CAIRN_JSON ?? '');
 }

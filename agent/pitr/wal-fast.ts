@@ -94,8 +94,8 @@ export async function runWalCommand(argv: readonly string[], env: NodeJS.Process
     return (await walFetch(parsed.args[0] as string, parsed.args[1] as string, options)) ? 0 : 1;
   } catch (error) {
     const cairn = error instanceof CairnError ? error : new CairnError('Cairn.Failure', errorMessage(error), { cause: error });
-    // As the full CLI reports an error (cli/output.ts): a JSON line on stdout when it is not a terminal, the words on stderr.
-    if (!process.stdout.isTTY || argv.includes('--json')) {
+    // As the full CLI reports an error (cli/output.ts): a JSON line on stdout when asked for (--json, CAIRN_JSON), the words on stderr.
+    if (argv.includes('--json') || /^(1|true|yes)$/i.test(env.CAIRN_JSON ?? '')) {
       process.stdout.write(
         `${JSON.stringify({ time: new Date().toISOString(), type: 'error', code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode })}\n`,
       );

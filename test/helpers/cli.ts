@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { jsonMessageProblem } from '../../agent/cli/json-messages.ts';
 import { main } from '../../agent/cli/main.ts';
 import type { EngineRegistry } from '../../agent/engines/registry.ts';
 
@@ -12,7 +13,7 @@ export interface CliResult {
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
-  /** stdout parsed as JSON lines (the CLI's non-TTY output). */
+  /** stdout parsed as JSON lines (what the CLI prints with --json or CAIRN_JSON=1, which runCli and runCliProcess set unless the caller gives CAIRN_JSON). */
   lines: Array<Record<string, unknown>>;
 }
 
@@ -22,7 +23,14 @@ export interface CliResult {
  * are about the grace give their own (or call the library with an injected wait).
  */
 function runEnvironment(env: Record<string, string>): Record<string, string> {
-  return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', CAIRN_GC_GRACE: '1', ...env };
+  return { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', CAIRN_GC_GRACE: '1', CAIRN_JSON: '1', ...env };
+}
+
+/** runEnvironment for a run whose text is read: no CAIRN_JSON unless the caller gives one. */
+function textEnvironment(env: Record<string, string>): Record<string, string> {
+  const all = runEnvironment(env);
+  if (env.CAIRN_JSON === undefined) delete all.CAIRN_JSON;
+  return all;
 }
 
 function result(code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string): CliResult {
@@ -30,10 +38,27 @@ function result(code: number | null, signal: NodeJS.Signals | null, stdout: stri
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
+  checkMessages(lines);
   return { code, signal, stdout, stderr, lines };
 }
 
-/** Keeps what is written to it; not a terminal, so the CLI speaks JSON lines as it does into a pipe. */
+/**
+ * Every JSON line the CLI prints in any test is held to the documented schema
+ * (agent/cli/json-messages.ts, docs/json-output.md): a message that drifts fails the test that
+ * printed it. Lines without the envelope (`time` and `type`) are not the CLI's: a dumped file's.
+ */
+export function checkMessages(lines: Array<Record<string, unknown>>): void {
+  for (const line of lines) {
+    if (typeof line.time !== 'string' || typeof line.type !== 'string') continue;
+    const problem = jsonMessageProblem(line);
+    if (problem)
+      throw new Error(
+        `cairn printed a JSON line docs/json-output.md does not describe (${problem}): ${JSON.stringify(line).slice(0, 400)}`,
+      );
+  }
+}
+
+/** Keeps what is written to it; not a terminal (the CLI shows no progress line on it). */
 class Captured extends Writable {
   text = '';
   override _write(chunk: Buffer | string, _encoding: BufferEncoding, done: () => void): void {
@@ -87,8 +112,8 @@ function applyOverlay(env: Record<string, string>): () => void {
 
 /**
  * Runs `cairn` in this process: main(argv, env, streams) from agent/cli/main.ts, the same
- * function the bin calls, with captured (non-TTY) streams, so it speaks JSON lines as it does
- * into a pipe. The result has the shape of runCliProcess's (signal always null). Use
+ * function the bin calls, with captured (non-TTY) streams and CAIRN_JSON=1 (unless the caller
+ * gives CAIRN_JSON), so it speaks JSON lines as scripts ask it to. The result has the shape of runCliProcess's (signal always null). Use
  * runCliProcess when the test is about the process: signals, exit, memory, stdin, cwd, the
  * bin's own start (cairn.js: wal-push/wal-fetch's fast entry, UV_THREADPOOL_SIZE), a daemon,
  * or another user.
@@ -106,19 +131,20 @@ export async function runCli(args: string[], env: Record<string, string>, option
   }
 }
 
-/** A captured stdout that says it is a terminal: the CLI then prints its readable text, not JSON lines. */
+/** A captured stdout that says it is a terminal, as an operator's is. */
 class CapturedTerminal extends Captured {
   readonly isTTY = true;
 }
 
 /**
- * runCli with stdout taken for a terminal, so a command prints the text an operator reads (stderr
- * stays a non-terminal: no progress line). `lines` is then empty unless the text holds JSON.
+ * runCli without CAIRN_JSON and with stdout taken for a terminal, so a command prints the text an
+ * operator reads (stderr stays a non-terminal: no progress line). `lines` is then empty unless the
+ * text holds JSON.
  */
 export async function runCliText(args: string[], env: Record<string, string>): Promise<CliResult> {
   const stdout = new CapturedTerminal();
   const stderr = new Captured();
-  const runEnv = runEnvironment(env);
+  const runEnv = textEnvironment(env);
   const restore = applyOverlay(runEnv);
   try {
     const code = await main(['node', 'cairn', ...args], runEnv, { stdout, stderr });
@@ -128,7 +154,7 @@ export async function runCliText(args: string[], env: Record<string, string>): P
   }
 }
 
-/** Runs the real `cairn` bin as a child process (stdout is a pipe, so it speaks JSON lines). */
+/** Runs the real `cairn` bin as a child process (with CAIRN_JSON=1 unless the caller gives CAIRN_JSON: JSON lines). */
 export function runCliProcess(
   args: string[],
   env: Record<string, string>,

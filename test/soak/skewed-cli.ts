@@ -17,7 +17,7 @@ export function runSkewedCli(
   const argv = skew === '' ? [CAIRN_BIN, ...args] : ['-f', skew, process.execPath, CAIRN_BIN, ...args];
   return new Promise((resolve, reject) => {
     const child = spawn(command, argv, {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', CAIRN_JSON: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -26,7 +26,7 @@ describe('bootstrapping a replica from the latest snapshot', () => {
     const target = join(work.path, 'replica');
     // The backup starts once the restore has said it is waiting (not after a fixed time): then it has really looked and found nothing.
     const waiting = spawn(process.execPath, [CAIRN_BIN, 'restore', 'latest', '--target', target, '--wait-for-snapshot', '120s'], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', CAIRN_JSON: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -42,7 +42,7 @@ async function cairn(
 ): Promise<{ code: number; stdout: Captured; stderr: Captured }> {
   const stdout = new Captured();
   const stderr = new Captured();
-  const code = await main(['node', 'cairn', ...args], env, { stdout, stderr }, engines);
+  const code = await main(['node', 'cairn', ...args], { CAIRN_JSON: '1', ...env }, { stdout, stderr }, engines);
   return { code, stdout, stderr };
 }
 

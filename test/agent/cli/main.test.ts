@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { main } from '../../../agent/cli/main.ts';
 import { ExitCode } from '../../../agent/core/errors.ts';
 
-/** A stream that keeps what is written to it (not a terminal: the CLI speaks JSON lines). */
+/** A stream that keeps what is written to it (not a terminal; the env below asks for JSON lines). */
 class Captured extends Writable {
   text = '';
   override _write(chunk: Buffer, _encoding: BufferEncoding, done: () => void): void {
@@ -33,7 +33,7 @@ describe('the CLI called in-process', () => {
   it('main(argv, env, streams) runs commands without a subprocess and writes only to the given streams', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'cairn-inproc-'));
     try {
-      const env = { CAIRN_REPOSITORY: join(dir, 'repo'), CAIRN_PASSWORD: 'in-process passphrase', CAIRN_LOCK_LEASE: '30' };
+      const env = { CAIRN_REPOSITORY: join(dir, 'repo'), CAIRN_PASSWORD: 'in-process passphrase', CAIRN_LOCK_LEASE: '30', CAIRN_JSON: '1' };
       await mkdir(join(dir, 'data'));
       await writeFile(join(dir, 'data', 'hello.txt'), 'hello, in-process\n');
 

@@ -44,7 +44,7 @@ async function loadedModules(
   await writeFile(hook, HOOK);
   await writeFile(log, '');
   const child = spawn(process.execPath, ['--import', hook, script, ...args], {
-    env: { PATH: process.env.PATH ?? '', HOME: dir, CAIRN_TEST_MODULE_LOG: log, ...env },
+    env: { PATH: process.env.PATH ?? '', HOME: dir, CAIRN_TEST_MODULE_LOG: log, CAIRN_JSON: '1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';

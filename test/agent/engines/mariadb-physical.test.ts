@@ -137,7 +137,7 @@ describe(
           tempRoot,
         ],
         {
-          env: { ...process.env, ...env },
+          env: { ...process.env, CAIRN_JSON: '1', ...env },
           encoding: 'utf8',
           maxBuffer: 1 << 26,
         },

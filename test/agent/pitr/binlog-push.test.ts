@@ -174,7 +174,7 @@ describe('binlog-push against a real MariaDB server', { skip }, () => {
   it('--follow archives each file as soon as the server rotates it, reconnects when the connection drops, and stops cleanly on SIGTERM', async () => {
     const stream = 'mariadb-follow';
     const child = spawn(process.execPath, [CAIRN_BIN, 'binlog-push', '--follow', '--archive-name', 'follow', ...conn], {
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { PATH: process.env.PATH ?? '', CAIRN_JSON: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

@@ -203,7 +203,7 @@ describe(
       assert.equal(rowsOf(s2), baseRows);
       assert.equal(s2.sql('SHOW BINARY LOGS').trim().split('\n')[0]?.split('\t')[0], 'mariadb-bin.000001', 'numbering starts again');
       follower = spawn(process.execPath, [CAIRN_BIN, 'binlog-push', '--follow', ...conn(s2)], {
-        env: { PATH: process.env.PATH ?? '', ...env },
+        env: { PATH: process.env.PATH ?? '', CAIRN_JSON: '1', ...env },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let followOut = '';

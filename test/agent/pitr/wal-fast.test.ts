@@ -75,7 +75,7 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       await writeFile(join(data, 'global', 'pg_control'), control);
       const segment = randomBytes(1 << 20);
       await writeFile(join(data, 'pg_wal', '000000010000000000000007'), segment);
-      const fast = (args: string[]) =>
+      const fast = (args: string[], extra: Record<string, string> = {}) =>
         spawnSync(
           process.execPath,
           [
@@ -84,7 +84,7 @@ describe('wal-push / wal-fetch without the full CLI', () => {
             `const { runWalCommand } = await import(${JSON.stringify(ENTRY)}); process.exitCode = (await runWalCommand(process.argv.slice(1), process.env)) ?? 99;`,
             ...args,
           ],
-          { cwd: data, env, encoding: 'utf8' },
+          { cwd: data, env: { ...env, ...extra }, encoding: 'utf8' },
         );
       const pushed = fast(['wal-push', 'pg_wal/000000010000000000000007']);
       assert.equal(pushed.status, 0, pushed.stderr);
@@ -99,10 +99,13 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       const conflict = fast(['wal-push', 'pg_wal/000000010000000000000007']);
       assert.equal(conflict.status, 17);
       assert.match(conflict.stderr, /^cairn: .*different content; nothing was overwritten\nhint: /);
+      assert.equal(conflict.stdout, '', 'text unless asked: PostgreSQL logs stderr');
+      const asked = fast(['wal-push', 'pg_wal/000000010000000000000007'], { CAIRN_JSON: '1' });
+      assert.equal(asked.status, 17, asked.stderr);
       assert.equal(
-        (JSON.parse(conflict.stdout) as { code: string }).code,
+        (JSON.parse(asked.stdout) as { code: string }).code,
         'Cairn.AlreadyExists',
-        'the JSON error line, as the full CLI prints on a pipe',
+        'the JSON error line when asked (CAIRN_JSON), as the full CLI prints it',
       );
       assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
     } finally {
