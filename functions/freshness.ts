@@ -2,7 +2,8 @@ import { MetricUnit } from '@aws-lambda-powertools/metrics';
 import { CairnError, errorMessage } from '../agent/core/errors.ts';
 import { targetsModeOf, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
-import { INSTANCE_TAG_PREFIX, isPartial, markedDamaged, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
+import { readDamage, type KnownDamage } from '../agent/core/damage.ts';
+import { INSTANCE_TAG_PREFIX, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
 import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FreshnessEvent {
@@ -90,8 +91,11 @@ export async function freshness(event: FreshnessEvent, now: () => Date = () => n
  */
 export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promise<Freshness> {
   const { snapshots } = await repo.listSnapshots();
+  // A snapshot a damage marker names is not good either (verify or a drill found its data damaged).
+  const damage = await readDamage(repo, (message) => logger.warn(message));
   const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
-  if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, at, `plan ${plan.id}`) };
+  const newestGood = (of: ReadonlyArray<Snapshot & { id: string }>, what: string) => newestGoodOf(of, damage, at, what);
+  if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, `plan ${plan.id}`) };
   // One group per source: the instance tag the orchestrated agent adds, else the host name (as retention groups).
   const hosts = [...new Set(ofPlan.map(sourceOf))].sort().map((source): HostFreshness => {
     const own = ofPlan.filter((s) => sourceOf(s) === source);
@@ -100,7 +104,7 @@ export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promi
     return {
       host,
       ...(instanceId !== undefined ? { instanceId } : {}),
-      ...newestGood(own, at, `host ${host}${instanceId !== undefined ? ` (${instanceId})` : ''} of plan ${plan.id}`),
+      ...newestGood(own, `host ${host}${instanceId !== undefined ? ` (${instanceId})` : ''} of plan ${plan.id}`),
     };
   });
   if (hosts.length === 0) return { planId: plan.id, problem: `plan ${plan.id} has no good snapshot yet`, hosts };
@@ -110,12 +114,13 @@ export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promi
   return { planId: plan.id, ...(oldest.newest ? { newest: oldest.newest } : {}), ageSeconds: oldest.ageSeconds ?? 0, hosts };
 }
 
-function newestGood(
+function newestGoodOf(
   snapshots: ReadonlyArray<Snapshot & { id: string }>,
+  damage: KnownDamage,
   at: Date,
   what: string,
 ): { newest?: { id: string; time: string }; ageSeconds?: number; problem?: string } {
-  const good = snapshots.filter((s) => !markedDamaged(s) && !isPartial(s));
+  const good = snapshots.filter((s) => damage.notGood(s) === undefined);
   const newest = good.reduce<(typeof good)[number] | undefined>((a, s) => (a === undefined || s.time > a.time ? s : a), undefined);
   if (newest === undefined) return { problem: `${what} has no good snapshot yet` };
   return { newest: { id: newest.id, time: newest.time }, ageSeconds: Math.max(0, (at.getTime() - Date.parse(newest.time)) / 1000) };

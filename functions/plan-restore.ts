@@ -7,7 +7,8 @@ import { DescribeInstanceInformationCommand } from '@aws-sdk/client-ssm';
 import type { Repository } from '../agent/core/repository.ts';
 import { planRestore, type PlannedReplay, type RestorePlan, type Throughput } from '../agent/core/restore-planning.ts';
 import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository, ssmClient } from './runtime.ts';
-import { INSTANCE_TAG_PREFIX, markedDamaged, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
+import { readDamage } from '../agent/core/damage.ts';
+import { INSTANCE_TAG_PREFIX, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
 import { INSTANCE_ID_PATTERN } from '../agent/core/plan-fields.ts';
 
 export interface PlannedRestore extends RestorePlan {
@@ -69,7 +70,11 @@ export async function planRestoreFor(
   const fromSource = (s: Snapshot): boolean =>
     sourceHost === undefined ||
     (INSTANCE_ID_PATTERN.test(sourceHost) ? sourceOf(s) === `${INSTANCE_TAG_PREFIX}${sourceHost}` : s.host === sourceHost);
-  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && !markedDamaged(s) && fromSource(s));
+  // Damaged snapshots stay candidates, with why (markers and the damaged tag, as the CLI's latest reads them):
+  // latest passes over them naming each, and an id still restores one, with a warning (core/snapshot-choice.ts).
+  const markerWarnings: string[] = [];
+  const damage = await readDamage(repo, (message) => markerWarnings.push(message));
+  const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && fromSource(s));
   if (sourceHost !== undefined && ofPlan.length === 0) {
     const known = [...new Set(snapshots.filter((s) => s.plan === undefined || s.plan === plan.id).map((s) => s.host))].sort();
     throw new CairnError('Cairn.NotFound', `sourceHost: plan ${plan.id} has no good snapshot of host ${JSON.stringify(sourceHost)}`, {
@@ -78,7 +83,14 @@ export async function planRestoreFor(
   }
   const throughputs = await measuredThroughputs(repo);
   const result = planRestore(input, {
-    snapshots: ofPlan.map((s) => ({ id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.summary.totalBytes })),
+    snapshots: ofPlan.map((s) => ({
+      id: s.id,
+      time: s.time,
+      host: s.host,
+      engine: s.engine,
+      totalBytes: s.summary.totalBytes,
+      damaged: damage.damagedReason(s),
+    })),
     throughputs,
     planInstanceIds: hosts.planInstanceIds,
     instanceOnline: () => hosts.online,
@@ -87,6 +99,7 @@ export async function planRestoreFor(
   const { heartbeatSeconds, timeoutSeconds } = plan.timeouts;
   return {
     ...result,
+    warnings: [...markerWarnings, ...result.warnings],
     ...(sourceHost !== undefined ? { sourceHost } : {}),
     instanceIds: [result.targetInstanceId],
     heartbeatSeconds,

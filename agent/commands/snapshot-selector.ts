@@ -2,6 +2,7 @@ import { readDamage } from '../core/damage.ts';
 import { CairnError, DamagedError } from '../core/errors.ts';
 import { snapshotKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
+import { chooseLatest, noLatestError, passedOverWarning } from '../core/snapshot-choice.ts';
 import { isPartial, shortId, type Snapshot } from '../core/snapshot.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
@@ -41,17 +42,10 @@ async function selectLatest(repo: Repository, filter: (s: Snapshot) => boolean, 
   const { snapshots, unreadable } = await repo.listSnapshots();
   const damage = await readDamage(repo, warn);
   const matching = snapshots.filter(filter);
-  const passedOver: Array<{ snapshot: Snapshot; why: string }> = [];
-  let chosen: Snapshot | undefined;
-  for (let i = matching.length - 1; i >= 0; i--) {
-    const s = matching[i] as Snapshot;
-    if (damage.named(s)) passedOver.push({ snapshot: s, why: 'a damage marker names it' });
-    else if (damage.damaged(s)) passedOver.push({ snapshot: s, why: 'it is tagged damaged' });
-    else {
-      chosen = s;
-      break;
-    }
-  }
+  const choice = chooseLatest(
+    matching.map((snapshot) => ({ id: snapshot.id, time: snapshot.time, damaged: damage.damagedReason(snapshot), snapshot })),
+  );
+  const chosen = choice.chosen?.snapshot;
   const blocking = await unreadableNotOlder(repo, unreadable, chosen);
   if (blocking.length > 0) {
     const names = blocking.map((u) => `${u.id} (${u.error})`).join('; ');
@@ -64,21 +58,12 @@ async function selectLatest(repo: Repository, filter: (s: Snapshot) => boolean, 
       },
     );
   }
-  for (const { snapshot, why } of passedOver)
-    warn(`latest passes over snapshot ${snapshot.id} (${snapshot.time}): ${why}; restore it by its id if you need it`);
-  if (!chosen && matching.length === 0 && snapshots.length > 0)
-    throw new CairnError('Cairn.NotFound', `no snapshot in ${repo.storage.location} matches the --host, --path and --tag given`, {
-      hint: 'see the hosts, paths and tags there are with `cairn snapshots`',
+  for (const { snapshot, why } of choice.passedOver) warn(passedOverWarning(snapshot, why));
+  if (!chosen)
+    throw noLatestError(choice, `in ${repo.storage.location}`, {
+      by: '--host, --path and --tag',
+      others: matching.length === 0 && snapshots.length > 0,
     });
-  if (!chosen) {
-    throw new CairnError(
-      'Cairn.NotFound',
-      passedOver.length > 0
-        ? `the repository at ${repo.storage.location} has no good snapshot: every one "latest" could mean is damaged`
-        : `the repository at ${repo.storage.location} has no snapshot yet`,
-      { hint: passedOver.length > 0 ? 'name a snapshot by its id (see `cairn snapshots`)' : 'run `cairn backup` first' },
-    );
-  }
   if (isPartial(chosen)) warn(`latest is snapshot ${shortId(chosen.id)}, a partial backup: some files could not be read when it was taken`);
   return chosen;
 }

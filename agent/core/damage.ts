@@ -170,6 +170,13 @@ export class KnownDamage {
     return this.snapshots.has(snapshot.id) || (snapshot.original !== undefined && this.snapshots.has(snapshot.original));
   }
 
+  /** Why the snapshot is damaged (`damaged`), for the messages `latest` prints when it passes over it; undefined when it is not. */
+  damagedReason(snapshot: Pick<Snapshot, 'id' | 'tags' | 'original'>): string | undefined {
+    if (this.named(snapshot)) return 'a damage marker names it';
+    if (markedDamaged(snapshot)) return 'it is tagged damaged';
+    return undefined;
+  }
+
   /** Why a snapshot is not good (damage markers, the `damaged` tag, a partial backup), or undefined for a good one. */
   notGood(snapshot: Pick<Snapshot, 'id' | 'tags' | 'partial' | 'original'>): string | undefined {
     if (this.named(snapshot)) return 'a damage marker names it';

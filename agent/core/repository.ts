@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { AlreadyExistsError, CairnError, NotFoundError, DamagedError, errorMessage } from './errors.ts';
+import { resolveSnapshotId } from './snapshot-choice.ts';
 import { boundSnapshotTime, type SnapshotListing } from './snapshot-time.ts';
 import {
   DEFAULT_CHUNKER,
@@ -316,20 +317,7 @@ export class Repository {
         });
       return latest;
     }
-    if (!/^[0-9a-f]{4,64}$/.test(ref))
-      throw new CairnError('Cairn.Usage', `invalid snapshot id ${JSON.stringify(ref)}`, {
-        hint: 'give "latest", a full id, or at least 4 hex digits of one (see `cairn snapshots`)',
-      });
-    const matches = (await this.listSnapshotIds()).filter((id) => id.startsWith(ref));
-    if (matches.length === 0)
-      throw new CairnError('Cairn.NotFound', `no snapshot ${ref} in ${this.storage.location}`, {
-        hint: 'list them with `cairn snapshots`',
-      });
-    if (matches.length > 1)
-      throw new CairnError('Cairn.Usage', `snapshot id prefix ${ref} is ambiguous (${matches.length} snapshots)`, {
-        hint: 'give more digits',
-      });
-    return this.readSnapshot(matches[0] as string);
+    return this.readSnapshot(resolveSnapshotId(ref, await this.listSnapshotIds(), `in ${this.storage.location}`));
   }
 }
 

@@ -1,5 +1,6 @@
 import { CairnError } from './errors.ts';
 import type { RestoreInput } from './orchestration.ts';
+import { chooseLatest, newestFirst, noLatestError, passedOverWarning, resolveSnapshotId } from './snapshot-choice.ts';
 import { shortId } from './snapshot.ts';
 
 /** What the planner needs to know of a snapshot. */
@@ -92,11 +93,10 @@ export interface PlanRestoreContext {
  */
 export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): RestorePlan {
   const warnings: string[] = [];
-  const newestFirst = [...ctx.snapshots].sort((a, b) => Date.parse(b.time) - Date.parse(a.time) || (a.id < b.id ? 1 : -1));
   const replay = input.pointInTime !== undefined ? ctx.replay : undefined;
   const { snapshot, selectedBy } = replay
     ? { snapshot: plannable(replay.snapshot), selectedBy: `newest base snapshot whose log window reaches ${replay.logRange.target}` }
-    : selectSnapshot(input, newestFirst, warnings);
+    : selectSnapshot(input, ctx.snapshots, warnings);
   const logRange = replay?.logRange ?? null;
 
   const targetInstanceId = input.targetInstanceId ?? ctx.planInstanceIds[0];
@@ -158,81 +158,56 @@ export function planRestore(input: RestoreInput, ctx: PlanRestoreContext): Resto
   };
 }
 
-/** The snapshots `latest` or a time may mean: the good ones. Those passed over newer than `chosen` are named in a warning. */
-function passOverDamaged(newestFirst: readonly PlannableSnapshot[], chosen: PlannableSnapshot, warnings: string[]): void {
-  for (const s of newestFirst) {
-    if (s === chosen) break;
-    if (s.damaged !== undefined)
-      warnings.push(`passed over snapshot ${s.id} (${s.time}): ${s.damaged}; restore it by its id if you need it`);
-  }
-}
-
 function plannable(s: PlannableSnapshot): PlannableSnapshot {
   return { id: s.id, time: s.time, host: s.host, engine: s.engine, totalBytes: s.totalBytes };
 }
 
+/**
+ * Which snapshot the input means, by the rules every CLI command follows (core/snapshot-choice.ts):
+ * an id or unique prefix (a damaged one restores as asked, with a warning), `latest` (the newest
+ * good one, naming each damaged one passed over), or for a plan without a log archive the newest
+ * good one at or before `pointInTime`.
+ */
 function selectSnapshot(
   input: RestoreInput,
   all: readonly PlannableSnapshot[],
   warnings: string[],
 ): { snapshot: PlannableSnapshot; selectedBy: string } {
+  const where = `of plan ${input.planId}`;
   const ref = input.snapshot ?? 'latest';
   if (input.pointInTime === undefined && ref !== 'latest') {
-    const requested = all.filter((s) => s.id.startsWith(ref));
-    const only = requested[0];
-    if (requested.length === 1 && only?.damaged !== undefined) {
-      warnings.push(`snapshot ${only.id} is damaged (${only.damaged}): restoring it as requested; files in damaged data may fail`);
-      return { snapshot: plannable(only), selectedBy: 'requested id' };
-    }
+    const id = resolveSnapshotId(
+      ref,
+      all.map((s) => s.id),
+      where,
+    );
+    const requested = all.find((s) => s.id === id) as PlannableSnapshot;
+    if (requested.damaged !== undefined)
+      warnings.push(
+        `snapshot ${requested.id} is damaged (${requested.damaged}): restoring it as requested; files in damaged data may fail`,
+      );
+    return { snapshot: plannable(requested), selectedBy: 'requested id' };
   }
-  const newestFirst = all.filter((s) => s.damaged === undefined);
-  if (newestFirst.length === 0) {
-    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot to restore`, {
-      hint: 'run a backup of the plan first',
-    });
-  }
-  if (input.pointInTime !== undefined) {
-    const at = Date.parse(input.pointInTime);
-    const found = newestFirst.find((s) => Date.parse(s.time) <= at);
-    if (!found) {
-      const oldest = newestFirst[newestFirst.length - 1] as PlannableSnapshot;
+  const at = input.pointInTime === undefined ? undefined : Date.parse(input.pointInTime);
+  const choice = chooseLatest(at === undefined ? all : all.filter((s) => Date.parse(s.time) <= at));
+  for (const { snapshot, why } of choice.passedOver) warnings.push(passedOverWarning(snapshot, why));
+  if (!choice.chosen) {
+    const good = newestFirst(all.filter((s) => s.damaged === undefined));
+    const oldest = good[good.length - 1];
+    if (at !== undefined && oldest !== undefined)
       throw new CairnError(
         'Cairn.NotFound',
         `plan ${input.planId} has no snapshot at or before ${input.pointInTime}; the oldest is ${shortId(oldest.id)} at ${oldest.time}`,
-        {
-          hint: 'choose a later pointInTime',
-        },
+        { hint: 'choose a later pointInTime' },
       );
-    }
-    warnings.push(
-      `plan ${input.planId} has no log archive: this restores the snapshot taken at ${found.time}, not the state at ${input.pointInTime}`,
-    );
-    passOverDamaged(
-      all.filter((s) => Date.parse(s.time) <= at),
-      found,
-      warnings,
-    );
-    return { snapshot: found, selectedBy: `newest snapshot at or before ${input.pointInTime}` };
+    throw noLatestError(choice, where, { by: 'sourceHost', others: false });
   }
-  if (ref === 'latest') {
-    const latest = newestFirst[0] as PlannableSnapshot;
-    passOverDamaged(all, latest, warnings);
-    return { snapshot: latest, selectedBy: 'latest' };
-  }
-  const matches = newestFirst.filter((s) => s.id.startsWith(ref));
-  if (matches.length === 0) {
-    throw new CairnError('Cairn.NotFound', `plan ${input.planId} has no good snapshot ${ref}`, {
-      hint: `the newest are ${newestFirst
-        .slice(0, 3)
-        .map((s) => `${shortId(s.id)} (${s.time})`)
-        .join(', ')}`,
-    });
-  }
-  if (matches.length > 1)
-    throw new CairnError('Cairn.InvalidInput', `snapshot ${ref} is ambiguous: ${matches.length} snapshots start with it`, {
-      hint: 'give more digits',
-    });
-  return { snapshot: matches[0] as PlannableSnapshot, selectedBy: 'requested id' };
+  const chosen = plannable(choice.chosen);
+  if (at === undefined) return { snapshot: chosen, selectedBy: 'latest' };
+  warnings.push(
+    `plan ${input.planId} has no log archive: this restores the snapshot taken at ${chosen.time}, not the state at ${input.pointInTime}`,
+  );
+  return { snapshot: chosen, selectedBy: `newest snapshot at or before ${input.pointInTime}` };
 }
 
 /** The median of recent restores, else of recent backups (bytes read per second), else the default. */

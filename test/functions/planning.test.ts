@@ -56,9 +56,47 @@ describe('restore planning', () => {
   });
 
   it('refuses unknown ids, an offline target and a plan with no snapshot, naming what exists', () => {
-    assert.throws(() => planRestore({ planId: 'db', snapshot: 'dddd4444' }, ctx), /no good snapshot dddd4444[\s\S]*/);
+    assert.throws(() => planRestore({ planId: 'db', snapshot: 'dddd4444' }, ctx), /^CairnError: no snapshot dddd4444 of plan db$/);
     assert.throws(() => planRestore({ planId: 'db' }, { ...ctx, instanceOnline: () => false }), /i-0123456789abcdef0 is not online/);
-    assert.throws(() => planRestore({ planId: 'db' }, { ...ctx, snapshots: [] }), /has no good snapshot to restore/);
+    assert.throws(() => planRestore({ planId: 'db' }, { ...ctx, snapshots: [] }), /no snapshot of plan db yet/);
+  });
+
+  it("reads a reference by the CLI's rules (core/snapshot-choice.ts): prefix length, ambiguity, damaged snapshots passed over by name", () => {
+    const twins = [...history, snap('cccc3399', '2026-11-22T03:00:00.000Z')];
+    const refused = (snapshot: string, snapshots = history) => {
+      try {
+        planRestore({ planId: 'db', snapshot }, { ...ctx, snapshots });
+      } catch (error) {
+        return error as CairnError;
+      }
+      assert.fail(`${snapshot} was accepted`);
+    };
+    assert.deepEqual(
+      [refused('ccc').code, refused('ccc').message],
+      ['Cairn.Usage', 'invalid snapshot id "ccc"'],
+      'as `cairn restore ccc` says',
+    );
+    assert.deepEqual([refused('CCCC3333').code, refused('latest!').code], ['Cairn.Usage', 'Cairn.Usage']);
+    const ambiguous = refused('cccc33', twins);
+    assert.equal(ambiguous.code, 'Cairn.Usage');
+    assert.equal(ambiguous.message, 'snapshot id prefix cccc33 is ambiguous (2 snapshots of plan db)');
+
+    // The newest is named by a damage marker: latest passes over it, saying why; its id still restores it, with a warning.
+    const marked = [...history.slice(0, 2), { ...snap('cccc3333', '2026-11-22T02:00:00.000Z'), damaged: 'a damage marker names it' }];
+    const latest = planRestore({ planId: 'db' }, { ...ctx, snapshots: marked });
+    assert.equal(latest.snapshot.id.slice(0, 8), 'bbbb2222');
+    assert.match(
+      latest.warnings.join('\n'),
+      /latest passes over snapshot cccc3333\S* \(2026-11-22T02:00:00.000Z\): a damage marker names it/,
+    );
+    const byId = planRestore({ planId: 'db', snapshot: 'cccc' }, { ...ctx, snapshots: marked });
+    assert.equal(byId.snapshot.id.slice(0, 8), 'cccc3333');
+    assert.match(byId.warnings.join('\n'), /is damaged \(a damage marker names it\): restoring it as requested/);
+    const allMarked = marked.map((s) => ({ ...s, damaged: 'it is tagged damaged' }));
+    assert.throws(
+      () => planRestore({ planId: 'db' }, { ...ctx, snapshots: allMarked }),
+      /no good snapshot of plan db: every one "latest" could mean is damaged/,
+    );
   });
 
   it('estimates the duration from the median of past restores, else backups, else a stated default', () => {
