@@ -11,6 +11,7 @@ import { backup } from './backup.ts';
 import { binlogPush } from './binlog-push.ts';
 import { drill, drillFailure, drillRunSummary, type DrillRunSummary } from './drill.ts';
 import type { OperationOptions } from './operation.ts';
+import { openPlanStorage } from './plan-storage.ts';
 import { restore } from './restore.ts';
 import { verify } from './verify.ts';
 
@@ -19,7 +20,8 @@ export interface AgentRunOptions extends OperationOptions {
   signal: AbortSignal;
   env: NodeJS.ProcessEnv;
   /** A repository's storage as the CLI opens it: bandwidth limits, the transfer cap, cancellation and the storage hook apply. */
-  openStorage: (url: string) => Promise<DeletableStorage>;
+  /** The plan's storage wrapped as the CLI wraps any (limits, cancellation, hook); `base`: an endpoint storage already opened with its own key. */
+  openStorage: (url: string, base?: DeletableStorage) => Promise<DeletableStorage>;
   /** How a restored PostgreSQL calls this program back for its WAL: [node, cairn.js]. */
   cairnProgram: string[];
   /** archive: each binlog archived, then the push's summary. */
@@ -47,7 +49,7 @@ export async function runAgentOperation(request: AgentRequest, options: AgentRun
     await pushBinlogs(plan, env, source, options);
     return { ...base, finishedAt: new Date().toISOString() };
   }
-  const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
+  const repo = await source.openRepository(plan, await openPlanStorage(plan, source, options));
   const engines = options.engines ?? engineRegistry;
   const common = {
     who: options.who,
@@ -178,7 +180,7 @@ async function pushBinlogs(plan: Plan, env: NodeJS.ProcessEnv, source: PlanSourc
           : 'set pitr.enabled in the plan',
     });
   }
-  const repo = await source.openRepository(plan, await options.openStorage(plan.repository.url));
+  const repo = await source.openRepository(plan, await openPlanStorage(plan, source, options));
   const { stream, summary } = await binlogPush(repo, {
     connection: engineOptionsOfPlan(plan),
     // The plan schema checks the stream starts with the engine's prefix.

@@ -46,7 +46,7 @@ export function registerAgent(program: Command, cli: Cli): void {
         const summary = await runAgentOperation(request, {
           ...cli.operation(cli.globals(cmd)),
           env: cli.env,
-          openStorage: (url) => cli.storageAt(url, cmd),
+          openStorage: (url, base) => cli.storageAt(url, cmd, base),
           cairnProgram: [process.execPath, resolve(process.argv[1] ?? 'cairn')],
           onArchived: (stream, file) => printArchived(cli, stream, file),
           onPushed: (stream, pushed) => printPushSummary(cli, stream, pushed),
