@@ -24,6 +24,7 @@ export const HELP_EXAMPLES: Readonly<Record<string, readonly Example[]>> = {
   backup: [
     ['back up a directory without its logs, tagged daily', "cairn backup /srv/app --exclude '*.log' --tag daily"],
     ['back up the PostgreSQL database app with pg_dump', 'cairn backup --engine pgdump --db-host localhost --db-name app'],
+    ['what a backup would add, writing nothing', 'cairn backup --dry-run /srv/app'],
   ],
   engines: [['list the engines --engine takes, and what each needs', 'cairn engines']],
   snapshots: [
@@ -65,7 +66,10 @@ export const HELP_EXAMPLES: Readonly<Record<string, readonly Example[]>> = {
     ['configuration files in the snapshots of one host', "cairn find '*.conf' --host web1"],
   ],
   diff: [['what changed between a snapshot and the newest one', 'cairn diff 3f2a9c1e latest']],
-  dump: [['write one file of the newest snapshot to stdout', 'cairn dump latest config/app.yaml > app.yaml.old']],
+  dump: [
+    ['write one file of the newest snapshot to stdout', 'cairn dump latest config/app.yaml > app.yaml.old'],
+    ['a directory as a tar archive, extracted elsewhere', 'cairn dump latest /srv/app | tar -x -C /tmp/app'],
+  ],
   tag: [['add a tag to a snapshot', 'cairn tag 3f2a9c1e --add release-1.4']],
   key: [['list the keys that open the repository', 'cairn key list']],
   'key list': [['list the keys that open the repository', 'cairn key list']],
