@@ -33,6 +33,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { build } from 'esbuild';
+import { childEnvironment } from '../core/child-env.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 
 /** Where the binary lands under the repository root (node_modules/: ignored by git, lint and tsc). */
@@ -157,8 +158,15 @@ function recordIn(dir: string): BuildRecord | undefined {
   }
 }
 
+// The build's children get the same scrubbed environment as every other child
+// the agent starts: a passphrase exported in the builder's shell stays out of them.
 function run(program: string, args: string[], cwd = root, env: NodeJS.ProcessEnv = process.env): string {
-  const r = spawnSync(program, args, { cwd, env, encoding: 'utf8', maxBuffer: 64 * 2 ** 20 });
+  const r = spawnSync(program, args, {
+    cwd,
+    env: childEnvironment(env, 'tool'),
+    encoding: 'utf8',
+    maxBuffer: 64 * 2 ** 20,
+  });
   if (r.error || r.status !== 0)
     throw new CairnError(
       'Cairn.Failure',

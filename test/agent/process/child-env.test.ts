@@ -116,6 +116,7 @@ const SPAWN_SITES: Record<string, number> = {
   'pitr/wal-metadata.ts': 1,
   'pitr/wal-client.ts': 1,
   'pitr/binlog-replay.ts': 1,
+  'cli/build-sea.ts': 1,
 };
 
 describe('every spawn in agent/ builds its environment through childEnvironment', () => {
