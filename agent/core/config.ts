@@ -25,7 +25,7 @@ export type Compression = z.infer<typeof compressionSchema>;
 /** The plaintext `config` object: everything a reader needs before it has a key. */
 export const repositoryConfigSchema = z.object({
   format: z.literal('cairn'),
-  version: z.literal(FORMAT_VERSION),
+  version: z.union([z.literal(1), z.literal(FORMAT_VERSION)]),
   id: z.string().regex(/^[0-9a-f]{64}$/),
   created: z.string(),
   chunker: chunkerSchema,

@@ -20,7 +20,12 @@
  *   orchestration/lease                      the running scheduled backup's lease
  *   orchestration/gc/<generation>            packs the control plane's sweep deletes (core/collection.ts)
  */
-export const FORMAT_VERSION = 1;
+/**
+ * The newest repository format this cairn reads and the one `init` writes. Format
+ * 2 adds page files (core/page-file.ts); a format-1 repository keeps working in
+ * its own layout (read, restore, back up without page files).
+ */
+export const FORMAT_VERSION = 2;
 
 export const CONFIG_KEY = 'config';
 export const KEYS_PREFIX = 'keys/';

@@ -1,3 +1,4 @@
+import { decodeExtents } from './page-file.ts';
 import { ID_BYTES } from './crypto.ts';
 import { PieceType } from './pack.ts';
 import { PieceIndex } from './piece-index.ts';
@@ -41,6 +42,15 @@ export async function collectReferences(snapshots: readonly Snapshot[], reader: 
         into.add(idBuffer);
         const list = await reader.read(idBuffer);
         for (let at = 0; at + ID_BYTES <= list.length; at += ID_BYTES) into.add(Buffer.from(list.subarray(at, at + ID_BYTES)));
+      }
+      // Page files: the hash lists, the extent lists and every piece an extent names (a list already
+      // counted was walked through an earlier entry sharing it).
+      for (const listId of entry.pageHashes ?? []) into.add(Buffer.from(listId, 'hex'));
+      for (const listId of entry.extentLists ?? []) {
+        const idBuffer = Buffer.from(listId, 'hex');
+        if (into.has(idBuffer)) continue;
+        into.add(idBuffer);
+        for (const extent of decodeExtents(await reader.read(idBuffer), listId)) into.add(Buffer.from(extent.id));
       }
     }
   };

@@ -49,6 +49,8 @@ export interface InitOptions {
   packSize?: number;
   /** Another repository's chunker key (`copy --to-init`), so data is cut as that repository cuts it. */
   chunkerSeed?: Buffer;
+  /** The format to write: FORMAT_VERSION unless a test needs a format-1 repository. */
+  formatVersion?: 1 | typeof FORMAT_VERSION;
 }
 
 /**
@@ -87,7 +89,7 @@ export class Repository {
     }
     const config: RepositoryConfig = {
       format: 'cairn',
-      version: FORMAT_VERSION,
+      version: options.formatVersion ?? FORMAT_VERSION,
       id: randomBytes(32).toString('hex'),
       created: new Date().toISOString(),
       chunker: options.chunker ?? DEFAULT_CHUNKER,
@@ -181,6 +183,11 @@ export class Repository {
 
   get id(): string {
     return this.config.id;
+  }
+
+  /** Whether backups may store page files (format 2; core/page-file.ts). */
+  get pageFiles(): boolean {
+    return this.config.version >= 2;
   }
 
   /** Piece id: HMAC-SHA256 under a repository key, so ids reveal nothing about content to whoever lacks the key. */

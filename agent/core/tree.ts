@@ -31,6 +31,12 @@ export const treeEntrySchema = z.object({
   content: z.array(hexId).optional(),
   /** For files with many pieces: ids of `list` pieces, each a run of 32-byte piece ids. */
   contentLists: z.array(hexId).optional(),
+  /** Format 2, page files (core/page-file.ts): the page size the file's header states. */
+  pageSize: z.number().int().min(512).max(65536).optional(),
+  /** Format 2, page files: ids of `list` pieces of 40-byte extents (piece id, offset, length), in file order. */
+  extentLists: z.array(hexId).min(1).optional(),
+  /** Format 2, page files: ids of `list` pieces of 16-byte page hashes, one per page, for the next backup. */
+  pageHashes: z.array(hexId).optional(),
   subtree: hexId.optional(),
   target: z.string().optional(),
   /** Base64 of a symlink target's bytes, present only when they are not valid UTF-8 (`target` is then for display). */
@@ -40,10 +46,25 @@ export const treeEntrySchema = z.object({
 });
 export type TreeEntry = z.infer<typeof treeEntrySchema>;
 
-export const treeSchema = z.object({
-  version: z.literal(1),
-  entries: z.array(treeEntrySchema),
-});
+/**
+ * A tree's version says which fields a reader must understand: 2 when an entry
+ * is a page file (extentLists). A reader that knows only version 1 refuses a
+ * version-2 tree instead of dropping the fields it does not know, so a garbage
+ * collector can never under-count the pieces a snapshot uses.
+ */
+export const treeSchema = z
+  .object({
+    version: z.union([z.literal(1), z.literal(2)]),
+    entries: z.array(
+      treeEntrySchema.refine(
+        (e) => [e.content, e.contentLists, e.extentLists].filter((f) => f !== undefined).length <= 1,
+        'an entry has more than one of content, contentLists and extentLists',
+      ),
+    ),
+  })
+  .refine((t) => t.version === 2 || t.entries.every((e) => e.extentLists === undefined && e.pageHashes === undefined), {
+    message: 'a version-1 tree holds page-file fields',
+  });
 export type Tree = z.infer<typeof treeSchema>;
 
 /**
@@ -129,8 +150,10 @@ export function compareEntries(a: Pick<TreeEntry, 'name' | 'nameBytes'>, b: Pick
   return Buffer.compare(entryName(a), entryName(b));
 }
 
+/** Encodes a tree, with the version its entries need (2 when one is a page file). */
 export function encodeTree(tree: Tree): Buffer {
-  return Buffer.from(JSON.stringify(tree), 'utf8');
+  const version = tree.entries.some((e) => e.extentLists !== undefined) ? 2 : 1;
+  return Buffer.from(JSON.stringify({ ...tree, version }), 'utf8');
 }
 
 export function decodeTree(data: Buffer, id: string): Tree {

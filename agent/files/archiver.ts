@@ -23,10 +23,11 @@ import {
 } from '../core/tree.ts';
 import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
-import { SnapshotWriter, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
+import { SnapshotWriter, contentOf, contentRoots, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { WalkLimits, type WalkLimitOptions } from './walk-limits.ts';
 import { WalkProgress } from './walk-progress.ts';
+import { ParentFiles } from './parent-files.ts';
 import { PathMatcher } from './glob.ts';
 import type { ScanTotals } from './scanner.ts';
 
@@ -87,6 +88,7 @@ export class Archiver implements TreeStore {
   private readonly smallBuffer = Buffer.allocUnsafe(SMALL_FILE + 1);
 
   private readonly hardlinks = new Map<string, FileContent>();
+  private readonly parentFiles: ParentFiles; // the parent's entries by path, for engine streams
 
   constructor(repo: Repository, writer: PackWriter, index: PieceIndex, reader: PieceReader, options: ArchiveOptions) {
     this.index = index;
@@ -98,11 +100,13 @@ export class Archiver implements TreeStore {
       options.paths.map((p) => resolve(p)),
     );
     this.limits = new WalkLimits(options);
+    this.parentFiles = new ParentFiles(options.parentTree, (id) => this.loadTree(id));
     this.snapshotWriter = new SnapshotWriter(repo, writer, {
       chunking: options.chunking,
       signal: options.signal,
       inlinePieces: options.inlinePieces,
       listPieces: options.listPieces,
+      pages: repo.pageFiles ? { index, reader } : undefined,
       onPiece: (rel, bytes) => {
         this.counts.bytesRead += bytes;
         this.progress.report(rel);
@@ -257,7 +261,7 @@ export class Archiver implements TreeStore {
     rel: string,
     st: BigIntStats,
     previous: TreeEntry | undefined,
-  ): Promise<Pick<TreeEntry, 'size' | 'content' | 'contentLists' | 'hardlink'>> {
+  ): Promise<FileContent & Pick<TreeEntry, 'hardlink'>> {
     const size = Number(st.size);
     this.counts.totalFiles++;
     this.counts.totalBytes += size;
@@ -273,7 +277,7 @@ export class Archiver implements TreeStore {
     if (previous && this.unchanged(previous, st)) {
       this.counts.filesUnchanged++;
       this.counts.bytesUnchanged += size;
-      result = { size, content: previous.content, contentLists: previous.contentLists };
+      result = { ...contentOf(previous), size };
     } else {
       if (previous?.type === 'file') {
         this.counts.filesChanged++;
@@ -282,7 +286,7 @@ export class Archiver implements TreeStore {
         this.counts.filesNew++;
         this.counts.bytesNew += size;
       }
-      result = await this.readContent(path, rel, st);
+      result = await this.readContent(path, rel, st, previous?.type === 'file' ? previous : undefined);
     }
     if (hardlink) this.hardlinks.set(hardlink, result);
     this.progress.report(rel);
@@ -294,11 +298,10 @@ export class Archiver implements TreeStore {
     if (previous.mtimeNs !== st.mtimeNs.toString() || previous.ctimeNs !== st.ctimeNs.toString()) return false;
     if (previous.inode !== st.ino.toString() || previous.dev !== st.dev.toString()) return false;
     // Reuse only what the repository still holds (a damaged or pruned piece is read again).
-    const ids = previous.content ?? previous.contentLists ?? [];
-    return ids.every((id) => this.index.has(Buffer.from(id, 'hex')));
+    return contentRoots(previous).every((id) => this.index.has(Buffer.from(id, 'hex')));
   }
 
-  private async readContent(path: Buffer, rel: string, st: BigIntStats): Promise<FileContent> {
+  private async readContent(path: Buffer, rel: string, st: BigIntStats, previous: TreeEntry | undefined): Promise<FileContent> {
     const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (IS_ROOT ? fsConstants.O_NOATIME : 0);
     if (st.size < BigInt(SMALL_FILE)) {
       const fd = openSync(path, flags);
@@ -314,7 +317,7 @@ export class Archiver implements TreeStore {
     const handle = await open(path, flags);
     try {
       const read = async (buffer: Buffer): Promise<number> => (await handle.read(buffer, 0, buffer.length, null)).bytesRead;
-      const result = await this.snapshotWriter.storeContent(chunkStream(read, this.options.chunking), rel);
+      const result = await this.snapshotWriter.storeRead(read, rel, previous);
       this.checkUnchangedWhileRead(await handle.stat({ bigint: true }), st, rel);
       return result;
     } finally {
@@ -323,14 +326,13 @@ export class Archiver implements TreeStore {
   }
 
   private checkUnchangedWhileRead(after: BigIntStats, before: BigIntStats, rel: string): void {
-    if (after.size !== before.size || after.mtimeNs !== before.mtimeNs) {
+    if (after.size !== before.size || after.mtimeNs !== before.mtimeNs)
       this.options.progress.warn(`${rel} changed while it was read; the snapshot holds the bytes as read`, { path: rel });
-    }
   }
 
-  /** An engine's sink writes through the same core as the walk, into the same counts (TreeStore). */
-  storeStream(data: Readable | AsyncIterable<Buffer>, rel: string): Promise<FileContent> {
-    return this.snapshotWriter.storeStream(data, rel);
+  /** An engine's sink writes through the same core and counts (TreeStore); the parent's entry lets a page file store changed pages only. */
+  async storeStream(data: Readable | AsyncIterable<Buffer>, rel: string): Promise<FileContent> {
+    return this.snapshotWriter.storeStream(data, rel, await this.parentFiles.entry(rel));
   }
 
   storeTree(tree: Tree): Promise<string> {

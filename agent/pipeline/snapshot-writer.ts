@@ -2,11 +2,15 @@ import type { Readable } from 'node:stream';
 import { CairnError } from '../core/errors.ts';
 import { ID_BYTES } from '../core/crypto.ts';
 import { PieceType } from '../core/pack.ts';
+import { contentSlices } from '../core/file-content.ts';
+import { MIN_PAGE_FILE, detectPageSize } from '../core/page-file.ts';
+import type { PieceIndex } from '../core/piece-index.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Repository } from '../core/repository.ts';
 import { encodeTree, type Tree, type TreeEntry } from '../core/tree.ts';
 import { chunkStream, type Chunking } from './chunker.ts';
 import type { PackWriter } from './pack-writer.ts';
+import { storePageFile } from './page-writer.ts';
 
 /** Files with more pieces than this keep their piece list in `list` pieces instead of the tree. */
 export const INLINE_PIECES = 1024;
@@ -14,7 +18,18 @@ export const INLINE_PIECES = 1024;
 export const LIST_PIECES = 16384;
 
 /** What a file entry records of its content. */
-export type FileContent = Pick<TreeEntry, 'size' | 'content' | 'contentLists'>;
+export type FileContent = Pick<TreeEntry, 'size' | 'content' | 'contentLists' | 'pageSize' | 'extentLists' | 'pageHashes'>;
+
+/** The content fields of an entry, to carry an unchanged file's content into a new entry. */
+export function contentOf(entry: TreeEntry): FileContent {
+  const { size, content, contentLists, pageSize, extentLists, pageHashes } = entry;
+  return { size, content, contentLists, pageSize, extentLists, pageHashes };
+}
+
+/** The pieces an entry's content hangs from (its data or its lists), for a quick "still stored?" check. */
+export function contentRoots(entry: TreeEntry): string[] {
+  return [...(entry.content ?? []), ...(entry.contentLists ?? []), ...(entry.extentLists ?? []), ...(entry.pageHashes ?? [])];
+}
 
 export interface SnapshotWriterOptions {
   chunking: Chunking;
@@ -23,6 +38,11 @@ export interface SnapshotWriterOptions {
   listPieces?: number | undefined;
   /** Called after each data piece is stored, with the path it belongs to (for counts and progress). */
   onPiece?: ((rel: string, bytes: number) => void) | undefined;
+  /**
+   * Set in a format-2 repository: database files are stored as page files
+   * (core/page-file.ts), compared page by page with their parent's entry.
+   */
+  pages?: { index: PieceIndex; reader: PieceReader } | undefined;
 }
 
 /**
@@ -50,9 +70,44 @@ export class SnapshotWriter {
     return this.options.chunking;
   }
 
-  /** Stores a byte stream as one file's content, cut by the repository's chunking. */
-  async storeStream(data: Readable | AsyncIterable<Buffer>, rel: string): Promise<FileContent> {
-    return this.storeContent(chunkStream(streamReader(data), this.options.chunking), rel);
+  /** Stores a byte stream as one file's content (previous: the parent snapshot's entry at the same path). */
+  async storeStream(data: Readable | AsyncIterable<Buffer>, rel: string, previous?: TreeEntry): Promise<FileContent> {
+    return this.storeRead(streamReader(data), rel, previous);
+  }
+
+  /**
+   * Stores what `read` yields as one file's content: a page file when the
+   * repository allows them and the first MIN_PAGE_FILE bytes start with a
+   * database page header (or the parent stored this path as a page file), else
+   * cut by the repository's chunking.
+   */
+  async storeRead(read: (buffer: Buffer) => Promise<number>, rel: string, previous?: TreeEntry): Promise<FileContent> {
+    const pages = this.options.pages;
+    if (!pages) return this.storeContent(chunkStream(read, this.options.chunking), rel);
+    const head = Buffer.allocUnsafe(MIN_PAGE_FILE);
+    let filled = 0;
+    while (filled < head.length) {
+      const n = await read(head.subarray(filled));
+      if (n === 0) break;
+      filled += n;
+    }
+    const rest = prefixedReader(head.subarray(0, filled), read);
+    const pageSize = filled < MIN_PAGE_FILE ? undefined : (detectPageSize(head) ?? (previous?.extentLists ? previous.pageSize : undefined));
+    if (pageSize === undefined) return this.storeContent(chunkStream(rest, this.options.chunking), rel);
+    return storePageFile(
+      {
+        repo: this.repo,
+        writer: this.writer,
+        index: pages.index,
+        reader: pages.reader,
+        signal: this.options.signal,
+        onPiece: this.options.onPiece,
+      },
+      rest,
+      rel,
+      pageSize,
+      previous,
+    );
   }
 
   /** Stores a file's pieces; the piece list goes inline, or into `list` pieces when it is long. */
@@ -107,17 +162,22 @@ export class SnapshotWriter {
 /** What a producer that hands over files by path (an engine's sink) needs of the writer. */
 export type TreeStore = Pick<SnapshotWriter, 'storeStream' | 'storeTree'>;
 
-/** Reads every piece id of a file entry back, streaming `list` pieces one at a time. */
+/** Reads every data piece id of a file entry back in file order, streaming its lists (core/file-content.ts). */
 export async function* contentIds(entry: TreeEntry, reader: PieceReader): AsyncGenerator<Buffer> {
-  if (entry.content) {
-    for (const id of entry.content) yield Buffer.from(id, 'hex');
-    return;
-  }
-  for (const listId of entry.contentLists ?? []) {
-    const list = await reader.read(Buffer.from(listId, 'hex'));
-    if (list.length % ID_BYTES !== 0) throw new CairnError('Cairn.Damaged', `content list ${listId} has a bad length`);
-    for (let at = 0; at < list.length; at += ID_BYTES) yield list.subarray(at, at + ID_BYTES);
-  }
+  for await (const slice of contentSlices(entry, reader)) yield slice.id;
+}
+
+/** A reader that gives `head` first, then what `read` gives. */
+function prefixedReader(head: Buffer, read: (buffer: Buffer) => Promise<number>): (buffer: Buffer) => Promise<number> {
+  let at = 0;
+  return async (buffer: Buffer): Promise<number> => {
+    if (at < head.length) {
+      const n = head.copy(buffer, 0, at);
+      at += n;
+      return n;
+    }
+    return read(buffer);
+  };
 }
 
 /** Adapts a byte stream to the chunker's read(buffer) → bytes interface. */
