@@ -157,7 +157,8 @@ describe('engine flags generated from the engine specs', () => {
     assert.equal(help.code, ExitCode.ok, help.stderr.text);
     assert.match(help.stdout.text, /--kv-dir <dir>\s+test-kv: the directory to copy \(env: KV_DIR\)/);
     assert.match(help.stdout.text, /--db-host <host>\s+database server host \(env: CAIRN_DB_HOST\)/);
-    assert.equal(help.stdout.text.match(/--db-host /g)?.length, 1, 'a flag several engines share is added once');
+    // Option rows only: the examples at the end of --help use the flag too.
+    assert.equal(help.stdout.text.match(/^ +--db-host /gm)?.length, 1, 'a flag several engines share is added once');
 
     const shipped = await cairn(['backup', '--help'], env);
     assert.doesNotMatch(shipped.stdout.text, /--kv-dir/, 'the shipped registry has no test engine');
