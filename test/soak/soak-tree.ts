@@ -1,11 +1,15 @@
-import { chmod, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, open, readdir, rm, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeTree, makeRandomTree, Random, type Described } from '../helpers/tree.ts';
+
+const PAGE_FILE = 'relation-16384';
+const PAGE_SIZE = 8192;
+const PAGE_FILE_PAGES = 160;
 
 /**
  * The changing tree the soak parts back up: a random tree (test/helpers/tree.ts)
  * that each step changes a little and grows by one file of incompressible data,
- * so every backup uploads new packs. The biggest added files are dropped once the
+ * so every backup uploads new packs, and holds a database file whose pages change (a page file). The biggest added files are dropped once the
  * added data passes `budget` bytes, so the tree stays small.
  */
 export class ChangingTree {
@@ -24,6 +28,11 @@ export class ChangingTree {
 
   async create(seed: number): Promise<void> {
     await makeRandomTree(this.root, seed, { files: 20, maxFileSize: 200_000 });
+    // A database file (PostgreSQL pages): every backup stores it as a page file against its parent,
+    // so kills, faults and collections also meet extents into older snapshots' pieces.
+    const pages: Buffer[] = [];
+    for (let i = 0; i < PAGE_FILE_PAGES; i++) pages.push(this.page(i));
+    await writeFile(join(this.root, PAGE_FILE), Buffer.concat(pages));
   }
 
   /** One step of change: a new file of new data, an edit, a mode change, sometimes a symlink or a removal. */
@@ -38,6 +47,7 @@ export class ChangingTree {
       await writeFile(edited, rnd.bytes(rnd.int(50_000), rnd.int(2) === 0));
       await chmod(edited, rnd.pick([0o644, 0o600, 0o640]));
     }
+    await this.editPages();
     if (rnd.int(3) === 0) await symlink(`grown-${n}.bin`, join(this.root, `link-${n}`));
     if (rnd.int(4) === 0 && files.length > 3) await unlink(join(this.root, rnd.pick(files)));
     const grown = [];
@@ -48,6 +58,29 @@ export class ChangingTree {
       await rm(join(this.root, g.f));
       total -= g.size;
     }
+  }
+
+  /** Rewrites a few scattered pages of the database file in place, as a checkpoint does. */
+  private async editPages(): Promise<void> {
+    const file = await open(join(this.root, PAGE_FILE), 'r+');
+    try {
+      for (let k = 1 + this.rnd.int(6); k > 0; k--) {
+        const at = this.rnd.int(PAGE_FILE_PAGES);
+        await file.write(this.page(at), 0, PAGE_SIZE, at * PAGE_SIZE);
+      }
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** One PostgreSQL-style 8 KiB page: a valid page header (core/page-file.ts detects it), then data. */
+  private page(index: number): Buffer {
+    const page = this.rnd.bytes(PAGE_SIZE, index % 2 === 0);
+    page.writeUInt16LE(24 + 4 * (index % 64), 12);
+    page.writeUInt16LE(4096, 14);
+    page.writeUInt16LE(PAGE_SIZE, 16);
+    page.writeUInt16LE(PAGE_SIZE | 4, 18);
+    return page;
   }
 
   describe(): Promise<Described[]> {
