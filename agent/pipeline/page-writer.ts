@@ -66,7 +66,6 @@ export async function storePageFile(
   const out = new ListOutput(deps);
   let parentPages = parent ? parentPagesOf(parent, deps.reader, pageSize) : undefined;
   const cost = new RestoreReadCost();
-  const page = Buffer.allocUnsafe(pageSize);
   let run = Buffer.allocUnsafe(Math.max(RUN_BYTES, pageSize));
   let runLength = 0;
   let size = 0;
@@ -83,37 +82,43 @@ export async function storePageFile(
     runLength = 0;
   };
 
-  for (;;) {
+  // Read in blocks of whole pages (one system call per block, not per page), then page by page.
+  const block = Buffer.allocUnsafe(Math.max(1, Math.floor(READ_BYTES / pageSize)) * pageSize);
+  for (let filled = block.length; filled === block.length;) {
     deps.signal?.throwIfAborted();
-    const length = await readFull(read, page);
-    if (length === 0) break;
-    const bytes = page.subarray(0, length);
-    const hash = deps.repo.pieceId(bytes).subarray(0, PAGE_HASH_BYTES);
-    await out.hash(hash);
-    const was = parentPages ? await nextOrUndefined(parentPages) : undefined;
-    const stored = was && was.length === length && was.hash.equals(hash) ? deps.index.get(was.id) : undefined;
-    if (was && stored) {
-      await flushRun();
-      cost.visit(was.id, stored.length);
-      await out.extent({ id: was.id, offset: was.offset, length });
-    } else {
-      bytes.copy(run, runLength);
-      runLength += length;
-      if (runLength + pageSize > run.length) await flushRun();
+    filled = await readFull(read, block);
+    for (let at = 0; at < filled; at += pageSize) {
+      const bytes = block.subarray(at, Math.min(at + pageSize, filled));
+      const length = bytes.length;
+      const hash = deps.repo.pieceId(bytes).subarray(0, PAGE_HASH_BYTES);
+      await out.hash(hash);
+      const was = parentPages ? await nextOrUndefined(parentPages) : undefined;
+      const stored = was && was.length === length && was.hash.equals(hash) ? deps.index.get(was.id) : undefined;
+      if (was && stored) {
+        await flushRun();
+        cost.visit(was.id, stored.length);
+        await out.extent({ id: was.id, offset: was.offset, length });
+      } else {
+        bytes.copy(run, runLength);
+        runLength += length;
+        if (runLength + pageSize > run.length) await flushRun();
+      }
+      size += length;
+      if (parentPages && cost.bytes > MAX_READ_AMPLIFICATION * size + RESTORE_CACHE_PIECES * RUN_BYTES) {
+        // Too fragmented: the rest of the file is stored afresh.
+        await parentPages.return(undefined);
+        parentPages = undefined;
+      }
     }
-    size += length;
-    deps.onPiece?.(rel, length);
-    if (parentPages && cost.bytes > MAX_READ_AMPLIFICATION * size + RESTORE_CACHE_PIECES * RUN_BYTES) {
-      // Too fragmented: the rest of the file is stored afresh.
-      await parentPages.return(undefined);
-      parentPages = undefined;
-    }
-    if (length < pageSize) break;
+    if (filled > 0) deps.onPiece?.(rel, filled);
   }
   await flushRun();
   if (parentPages) await parentPages.return(undefined);
   return { size, pageSize, ...(await out.finish()) };
 }
+
+/** Bytes read from the file at a time (whole pages). */
+const READ_BYTES = 1 << 20;
 
 /** Pieces a restore keeps of one page file, most recent first (core/file-content.ts). */
 const RESTORE_CACHE_PIECES = CONTENT_CACHE_PIECES;
