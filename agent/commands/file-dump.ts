@@ -3,10 +3,10 @@ import { CairnError, DamagedError } from '../core/errors.ts';
 import { shortId, type Snapshot } from '../core/snapshot.ts';
 import { OutputWriter } from '../files/output-writer.ts';
 import { dumpTar } from '../files/tar-dump.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
+import { sliceReads } from '../files/slice-reads.ts';
 import type { SnapshotBrowser } from './snapshot-browser.ts';
 
-/** Pieces fetched ahead of the writer: a few frames, whatever the file size. */
+/** Slices fetched ahead of the writer: a few frames, whatever the file size. */
 const DUMP_READ_AHEAD = 4;
 
 /** The archive formats `dump` writes a directory as (restic's --archive; zip is not written). */
@@ -63,10 +63,9 @@ export async function dump(
     await writer.write(data);
   };
   try {
-    for await (const id of contentIds(entry, browser.reader)) {
-      const data = browser.reader.read(id);
-      data.catch(() => undefined);
-      ahead.push(data);
+    // Slices, not pieces: a page file is extents of pieces (files/slice-reads.ts), read ahead as ordinary files are.
+    for await (const read of sliceReads(entry, browser.reader)) {
+      ahead.push(read.data);
       if (ahead.length >= DUMP_READ_AHEAD) await writeNext();
     }
     while (ahead.length > 0) await writeNext();

@@ -136,10 +136,22 @@ async function* everything(
   }
 }
 
+/**
+ * Same content: same size and the same layout fields (content, contentLists, a page file's
+ * extentLists), compared by id without reading a piece. A page file's `pageHashes` follow from
+ * its bytes and `pageSize` says only how it was cut, so neither is compared. Two layouts of the
+ * same bytes (a page file and an ordinary file, or extents that point at other pieces holding
+ * equal pages) are reported changed: telling would mean reading both files.
+ */
 function sameContent(a: TreeEntry, b: TreeEntry): boolean {
   const same = (x: string[] | undefined, y: string[] | undefined): boolean =>
     (x ?? []).length === (y ?? []).length && (x ?? []).every((id, i) => id === (y ?? [])[i]);
-  return (a.size ?? 0) === (b.size ?? 0) && same(a.content, b.content) && same(a.contentLists, b.contentLists);
+  return (
+    (a.size ?? 0) === (b.size ?? 0) &&
+    same(a.content, b.content) &&
+    same(a.contentLists, b.contentLists) &&
+    same(a.extentLists, b.extentLists)
+  );
 }
 
 function metaFields(a: TreeEntry, b: TreeEntry, withMtime: boolean): string[] {

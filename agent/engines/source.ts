@@ -3,7 +3,7 @@ import { CairnError, DamagedError } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, type TreeEntry } from '../core/tree.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
+import { contentBytes } from '../core/file-content.ts';
 import type { SnapshotSource } from './engine.ts';
 
 /** A snapshot's files as an engine sees them at restore time. */
@@ -31,7 +31,8 @@ export class RepositorySource implements SnapshotSource {
     async function* pieces(): AsyncGenerator<Buffer> {
       const entry = (await files).get(path);
       if (!entry) throw new CairnError('Cairn.NotFound', `the snapshot has no file ${path}`);
-      for await (const id of contentIds(entry, reader)) yield await reader.read(id);
+      // The file's bytes, whatever its layout (a page file is extents of pieces, not whole pieces).
+      yield* contentBytes(entry, reader);
     }
     return Readable.from(pieces(), { objectMode: false });
   }

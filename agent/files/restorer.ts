@@ -4,10 +4,10 @@ import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { RootMeta, Snapshot } from '../core/snapshot.ts';
 import { decodeTree, entryName, entryProblem, entryTarget, type TreeEntry } from '../core/tree.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
+import { sliceReads } from './slice-reads.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
@@ -61,7 +61,8 @@ const FILE_JOBS = 32;
  * be unique in its directory, directories on the way are created (or, with
  * --force, checked to be real directories), and files are created with
  * O_EXCL|O_NOFOLLOW, so no manifest — however crafted — can write through a
- * symlink or outside the target. Pieces are fetched ahead of the writer.
+ * symlink or outside the target. Pieces are fetched ahead of the writer; a file is its slices
+ * (slice-reads.ts), and one whose slices are damaged or do not add up is removed, as on a bad read.
  */
 export class Restorer {
   readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
@@ -322,12 +323,10 @@ export class Restorer {
       yield { kind: 'file', rel: childRel, key: childKey, entry };
       if (this.skipping !== childKey && (!entry.hardlink || !this.hardlinkQueued(entry.hardlink))) {
         try {
-          for await (const id of contentIds(entry, this.reader)) {
-            const location = this.reader.location(id);
-            const data = this.reader.read(id);
-            data.catch(() => undefined);
-            yield { kind: 'piece', rel: childRel, id, length: location.length, data };
-          }
+          // A slice of a recent piece starts no read, but is charged its own bytes: a page file whose
+          // extents keep returning to cached pieces still queues no more than the read-ahead's worth.
+          for await (const read of sliceReads(entry, this.reader))
+            yield { kind: 'piece', rel: childRel, id: read.id, length: read.started || read.length, data: read.data };
         } catch (error) {
           yield { kind: 'bad', rel: childRel, error: error as Error };
         }

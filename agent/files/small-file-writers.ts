@@ -32,7 +32,7 @@ export const WRITER_THREADS = 1;
  */
 export interface SmallFile {
   path: Buffer;
-  /** The file's bytes, in file order (the pieces as read). */
+  /** The file's bytes, in file order: its slices as read (whole pieces, or a page file's extents; slice-reads.ts). */
   pieces: Buffer[];
   entry: Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeNs'>;
 }
@@ -185,8 +185,9 @@ export class SmallFileWriters {
 }
 
 /**
- * Gathers a small file's pieces (releasing each from the read-ahead as it arrives), checks their
- * size against the snapshot's, then has the file written whole. Resolves with its size. The
+ * Gathers a small file's slices (releasing each from the read-ahead as it arrives), checks their
+ * size against the snapshot's (a page file of exactly SMALL_FILE_BYTES comes this way too), then
+ * has the file written whole. Resolves with its size. The
  * first file of a hard-link group resolves `job.created` only once it is complete.
  */
 export async function restoreSmallFile(

@@ -3,11 +3,11 @@ import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { decodeTree, entryName, entryProblem, entryTarget, type TreeEntry } from '../core/tree.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
 import { OutputWriter } from './output-writer.ts';
+import { sliceReads, slicesSize } from './slice-reads.ts';
 import { TAR_BLOCK, TAR_END, tarHeader, tarPadding, type TarEntry } from './tar-header.ts';
 
-/** Data pieces fetched ahead of the writer, across files: a few frames, whatever the tree. */
+/** Piece reads started ahead of the writer, across files: a few frames, whatever the tree (a slice of a recent piece starts none). */
 const PIECES_AHEAD = 4;
 /** Headers queued ahead of the writer (a directory of empty files reads no pieces to wait on). */
 const ITEMS_AHEAD = 256;
@@ -22,7 +22,9 @@ export interface TarDumpRoot {
 }
 
 type Item =
-  { kind: 'header'; data: Buffer; file?: { path: Buffer; size: number } } | { kind: 'piece'; data: Promise<Buffer> } | { kind: 'end' };
+  | { kind: 'header'; data: Buffer; file?: { path: Buffer; size: number } }
+  | { kind: 'piece'; data: Promise<Buffer>; reads: number }
+  | { kind: 'end' };
 
 /**
  * Writes a directory of a snapshot to `out` as a POSIX tar archive: directories,
@@ -62,7 +64,7 @@ export async function dumpTar(
     }
     if (!file) throw new Error('tar dump: content outside a file');
     if (item.kind === 'piece') {
-      pieces--;
+      pieces -= item.reads;
       const path = file.path;
       // Say which file the damaged piece belongs to: the reader's message names only the pack.
       const data = await item.data.catch((error: unknown) => {
@@ -91,7 +93,7 @@ export async function dumpTar(
       if ('failed' in next) walkFailure = next.failed;
       if ('failed' in next || next.done === true) break;
       queue.push(next.value);
-      if (next.value.kind === 'piece') pieces++;
+      if (next.value.kind === 'piece') pieces += next.value.reads;
       while (pieces >= PIECES_AHEAD || queue.length >= ITEMS_AHEAD) await writeNext();
     }
     while (queue.length > 0) await writeNext();
@@ -166,13 +168,10 @@ async function* directoryItems(
         continue;
       }
       if (entry.hardlink !== undefined) firstOfLink.set(entry.hardlink, path);
-      const size = entry.size ?? (await indexedSize(reader, entry));
+      // The header's size is the entry's: the bytes its slices hold (a page file's extents), never its pieces' lengths.
+      const size = entry.size ?? (await slicesSize(entry, reader));
       yield { kind: 'header', data: tarHeader({ ...meta, path, type: 'file', size }), file: { path, size } };
-      for await (const id of contentIds(entry, reader)) {
-        const data = reader.read(id);
-        data.catch(() => undefined);
-        yield { kind: 'piece', data };
-      }
+      for await (const read of sliceReads(entry, reader)) yield { kind: 'piece', data: read.data, reads: read.started > 0 ? 1 : 0 };
       yield { kind: 'end' };
     }
   }
@@ -182,11 +181,4 @@ const SLASH = Buffer.from('/');
 
 function metaOf(entry: Pick<TreeEntry, 'mode' | 'uid' | 'gid' | 'mtimeNs'>): Omit<TarEntry, 'path' | 'type' | 'size'> {
   return { mode: entry.mode, uid: entry.uid, gid: entry.gid, mtimeNs: BigInt(entry.mtimeNs) };
-}
-
-/** A file entry that records no size (none the archiver writes): the sum of its pieces' lengths in the index. */
-async function indexedSize(reader: PieceReader, entry: TreeEntry): Promise<number> {
-  let size = 0;
-  for await (const id of contentIds(entry, reader)) size += reader.location(id).length;
-  return size;
 }
