@@ -2,6 +2,7 @@ import { Semaphore, mapLimit } from '../core/concurrency.ts';
 import { ID_BYTES } from '../core/crypto.ts';
 import { AlreadyExistsError, CairnError } from '../core/errors.ts';
 import { PieceType, type PieceTypeId } from '../core/pack.ts';
+import { EXTENT_BYTES, decodeExtents, encodeExtent } from '../core/page-file.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import { Repository, type InitOptions, type Who } from '../core/repository.ts';
@@ -60,8 +61,10 @@ export interface CopyReport {
 /**
  * Copies snapshots into another repository (docs/copy.md). Piece ids are
  * HMACs under each repository's own id key, so every piece is re-identified
- * with the target's key and re-encrypted under its keys, and the trees and
- * content lists that name pieces are rewritten with the new ids. Manifests
+ * with the target's key and re-encrypted under its keys, and the trees,
+ * content lists and extent lists that name pieces are rewritten with the new
+ * ids (page files: Translator.pageFile; a format-1 target, which cannot hold
+ * them, is refused before anything is written). Manifests
  * keep their snapshot id: a snapshot already in the target is skipped, so a
  * second copy reads and writes nothing. Order per snapshot is the backup's:
  * packs, then index files, then the manifest last (create-if-absent); a copy
@@ -79,11 +82,13 @@ export async function copy(source: Repository, target: Repository, options: Copy
   }
   const sourceCtx = operationContext(source, options);
   const targetCtx = operationContext(target, options);
-  return underLock(sourceCtx, 'copy', false, () =>
-    underLock(targetCtx, 'copy', false, async (targetLease) => {
+  return underLock(sourceCtx, 'copy', false, async () => {
+    // Refused (like a copy into itself) before the target is touched: no lock, no history, no pack.
+    const checked = source.pageFiles && !target.pageFiles ? await refuseFormat1Target(source, target, options) : undefined;
+    return underLock(targetCtx, 'copy', false, async (targetLease) => {
       const started = Date.now();
       try {
-        const report = await copyLocked(source, target, options, targetLease, targetCtx);
+        const report = await copyLocked(source, target, options, targetLease, targetCtx, checked);
         const summary = { ...report, copied: report.copied.length, skipped: report.skipped.length };
         await record(targetCtx, 'copy.finished', {
           from: source.storage.location,
@@ -109,7 +114,61 @@ export async function copy(source: Repository, target: Repository, options: Copy
         await record(sourceCtx, 'copy.failed', details);
         throw error;
       }
-    }),
+    });
+  });
+}
+
+/** The snapshots and source index a copy into a format-1 target was checked with, reused by the copy itself. */
+interface CheckedSelection {
+  selected: Snapshot[];
+  sourceIndex: PieceIndex;
+}
+
+/**
+ * A format-1 repository cannot hold page files (core/page-file.ts): its
+ * readers know tree version 1 only, and a cairn that old would refuse the
+ * copied trees (or, were they let in, its prune could not count their pieces).
+ * So before anything is written, every tree of the snapshots to copy is read
+ * (trees only, no data), and the copy is refused at the first page file.
+ */
+async function refuseFormat1Target(source: Repository, target: Repository, options: CopyOptions): Promise<CheckedSelection> {
+  const selected = await snapshotsToCopy(source, options);
+  const present = new Set(await target.listSnapshotIds());
+  const sourceIndex = await source.loadIndex(options.concurrency * 2);
+  const reader = new PieceReader(source, sourceIndex);
+  const clean = new Set<string>(); // trees walked whole without a page file
+  const firstPageFile = async (treeId: string, ancestors: TreeAncestors, rel: string): Promise<string | undefined> => {
+    if (clean.has(treeId)) return undefined;
+    const here = ancestors.enter(treeId, rel);
+    options.signal?.throwIfAborted();
+    for (const entry of decodeTree(await reader.read(Buffer.from(treeId, 'hex')), treeId).entries) {
+      const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
+      if (isPageFile(entry)) return path;
+      const below = entry.subtree ? await firstPageFile(entry.subtree, here, path) : undefined;
+      if (below !== undefined) return below;
+    }
+    clean.add(treeId);
+    return undefined;
+  };
+  for (const snapshot of selected) {
+    if (present.has(snapshot.id)) continue;
+    const path = await firstPageFile(snapshot.tree, TreeAncestors.none, '');
+    if (path !== undefined) throw format1Refusal(target, path, snapshot.id);
+  }
+  return { selected, sourceIndex };
+}
+
+function isPageFile(entry: TreeEntry): boolean {
+  return entry.extentLists !== undefined || entry.pageHashes !== undefined;
+}
+
+function format1Refusal(target: Repository, path: string, snapshotId?: string): CairnError {
+  return new CairnError(
+    'Cairn.Usage',
+    `${snapshotId === undefined ? 'a snapshot' : `snapshot ${shortId(snapshotId)}`} holds page files (${JSON.stringify(path)}, a database file stored page by page), which the target repository cannot hold: it is repository format ${target.config.version}, and page files need format 2; nothing was copied`,
+    {
+      hint: 'copy into a format-2 repository: a new one (`cairn copy --to-init` with a new --to-repo, or `cairn init`) is format 2 (docs/copy.md, "Page files")',
+    },
   );
 }
 
@@ -119,9 +178,10 @@ async function copyLocked(
   options: CopyOptions,
   lease: Lease,
   targetCtx: OperationContext,
+  checked: CheckedSelection | undefined,
 ): Promise<CopyReport> {
   const started = Date.now();
-  const selected = await snapshotsToCopy(source, options);
+  const selected = checked?.selected ?? (await snapshotsToCopy(source, options));
   const present = new Set(await target.listSnapshotIds());
   const todo = selected.filter((s) => !present.has(s.id));
   const skipped = selected.filter((s) => present.has(s.id)).map((s) => s.id);
@@ -142,7 +202,7 @@ async function copyLocked(
     options.progress.warn(`snapshot ${shortId(id)} is already in the target; skipped`, { snapshot: id, skipped: true });
   if (todo.length > 0) {
     const [sourceIndex, targetIndex] = await Promise.all([
-      source.loadIndex(options.concurrency * 2),
+      checked?.sourceIndex ?? source.loadIndex(options.concurrency * 2),
       target.loadIndex(options.concurrency * 2),
     ]);
     const translator = new Translator(source, target, sourceIndex, targetIndex, options, report);
@@ -203,6 +263,8 @@ class Translator {
   private readonly options: CopyOptions;
   private readonly report: CopyReport;
   private readonly memo = new IdMap();
+  /** Whether the two repositories' id keys give the same ids (then page hashes carry over as they are). */
+  private readonly sameIds: boolean;
   /** The pack writer takes one piece at a time; reads and hashing run in parallel. */
   private readonly adding = new Semaphore(1);
   private files = 0;
@@ -221,6 +283,8 @@ class Translator {
     this.options = options;
     this.report = report;
     this.reader = new PieceReader(source, sourceIndex, { cacheFrames: Math.max(8, options.concurrency * 2) });
+    const probe = Buffer.from('cairn copy: do page hashes carry over?', 'utf8');
+    this.sameIds = source.pieceId(probe).equals(target.pieceId(probe));
     this.writer = new PackWriter(target, targetIndex, {
       compression: target.config.compression,
       concurrency: options.concurrency,
@@ -258,11 +322,57 @@ class Translator {
         for (const listId of entry.contentLists) lists.push((await this.list(Buffer.from(listId, 'hex'))).toString('hex'));
         out.contentLists = lists;
       }
+      if (isPageFile(entry)) await this.pageFile(entry, out, rel === '' ? entry.name : `${rel}/${entry.name}`);
       if (entry.type === 'file') this.files++;
       entries.push(out);
       this.progress();
     }
-    return this.store(sourceId, PieceType.tree, encodeTree({ version: 1, entries }));
+    return this.store(sourceId, PieceType.tree, encodeTree({ version: tree.version, entries }));
+  }
+
+  /**
+   * A page file (core/page-file.ts): its extent lists rewritten with the
+   * target's ids of the pieces they name (offsets and lengths stay: pieces are
+   * copied whole). Page hashes are keyed hashes under the source's id key, which
+   * the target's next backup could not match: unless both keys give the same
+   * ids, they are left out (`pageHashes` is optional), and the first backup into
+   * the target stores that file whole once, then page by page again.
+   */
+  private async pageFile(entry: TreeEntry, out: TreeEntry, path: string): Promise<void> {
+    // Checked before the copy began (refuseFormat1Target); met here only in a format-1 source's crafted tree.
+    if (!this.target.pageFiles) throw format1Refusal(this.target, path);
+    const lists: string[] = [];
+    for (const listId of entry.extentLists ?? []) lists.push((await this.extentList(Buffer.from(listId, 'hex'))).toString('hex'));
+    if (lists.length > 0) out.extentLists = lists;
+    if (entry.pageHashes && this.sameIds) {
+      const hashes: string[] = [];
+      for (const listId of entry.pageHashes) {
+        const id = Buffer.from(listId, 'hex');
+        hashes.push((this.memo.get(id) ?? (await this.store(id, PieceType.list, await this.read(id)))).toString('hex'));
+      }
+      out.pageHashes = hashes;
+    } else {
+      delete out.pageHashes;
+    }
+  }
+
+  /** A `list` piece of 40-byte extents, rewritten with the target's ids (each distinct piece read once). */
+  private async extentList(sourceId: Buffer): Promise<Buffer> {
+    const known = this.memo.get(sourceId);
+    if (known) return known;
+    const data = await this.read(sourceId);
+    const extents = [...decodeExtents(data, sourceId.toString('hex'))];
+    const distinct = new Map<string, Buffer>();
+    for (const extent of extents) distinct.set(extent.id.toString('hex'), Buffer.from(extent.id));
+    const sourceIds = [...distinct.values()];
+    const targetIds = new Map<string, Buffer>();
+    (await this.pieces(sourceIds)).forEach((id, i) => targetIds.set((sourceIds[i] as Buffer).toString('hex'), id));
+    const rewritten = Buffer.allocUnsafe(extents.length * EXTENT_BYTES);
+    extents.forEach((extent, i) => {
+      const id = targetIds.get(extent.id.toString('hex')) as Buffer;
+      encodeExtent({ id, offset: extent.offset, length: extent.length }, rewritten, i * EXTENT_BYTES);
+    });
+    return this.store(sourceId, PieceType.list, rewritten);
   }
 
   /** A `list` piece: a run of 32-byte data piece ids, rewritten with the target's ids. */

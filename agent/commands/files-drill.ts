@@ -10,7 +10,7 @@ import { decodeTree, entryName } from '../core/tree.ts';
 import { timedCheck } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext } from '../engines/engine.ts';
 import { Restorer, prepareTarget } from '../files/restorer.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
+import { contentPieces } from '../core/file-content.ts';
 
 /**
  * The drill of a files snapshot: the whole tree restored into the scratch
@@ -111,7 +111,8 @@ export async function drillFiles(
       };
     }),
   );
-  // The manifest's files, their sizes and their pieces (reading content lists and trees proves those pieces too).
+  // The manifest's files, their sizes and their pieces: data and every list (content, extent and page-hash
+  // lists; a restore never reads page hashes, so this is where they are proven), reading trees proves those too.
   const files: Array<{ path: Buffer; display: string; size: number }> = [];
   const wanted = new Set<string>();
   const walk = async (treeId: string, dir: Buffer, display: string, ancestors: Set<string>): Promise<void> => {
@@ -123,7 +124,9 @@ export async function drillFiles(
       if (entry.type === 'dir' && entry.subtree) await walk(entry.subtree, path, shown, ancestors);
       else if (entry.type === 'file') {
         files.push({ path, display: shown, size: entry.size ?? 0 });
-        for await (const id of contentIds(entry, reader)) wanted.add(id.toString('hex'));
+        // Read here rather than left to the capped pass below: a database has a hash list per page file.
+        for (const listId of entry.pageHashes ?? []) await reader.read(Buffer.from(listId, 'hex'));
+        for await (const id of contentPieces(entry, reader)) wanted.add(id.toString('hex'));
       }
     }
     ancestors.delete(treeId);

@@ -12,7 +12,8 @@ import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, encodeTree, type TreeEntry } from '../core/tree.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
+import { contentSlices } from '../core/file-content.ts';
+import { ExtentTotal, contentListsOf, extentProblem, pageHashCountProblem, pageHashProblem } from './verify.ts';
 import { failureDetails, operationContext, record, underLock } from './operation.ts';
 import type { RepairOptions } from './repair-index.ts';
 import { selectSnapshotList } from './snapshot-selector.ts';
@@ -62,8 +63,9 @@ interface TreeFix {
  * `cairn repair snapshots`, after restic's: for each snapshot whose files
  * cannot all be read back — a piece the index does not hold (lost with a
  * pack, dropped by `repair packs`, or held only where a damage marker says
- * it is bad), a content list or directory that
- * cannot be read, with `readData` a piece that fails its id — writes a new
+ * it is bad), a content, extent or page-hash list or directory that
+ * cannot be read, a page file whose extents or page hashes do not fit it,
+ * with `readData` a piece that fails its id or a page its page hash — writes a new
  * manifest whose trees leave those entries out, tagged `repaired` and naming
  * the snapshot it was made from in `original`. The damaged original stays
  * (listed, restorable for what it still holds) until it is forgotten: this
@@ -223,14 +225,28 @@ class SnapshotRepairer {
     return fixed;
   }
 
-  /** Why a file's content cannot be read back whole, or undefined. */
+  /**
+   * Why a file's content cannot be read back whole, or undefined. A page file
+   * (core/page-file.ts) is checked like one with content lists: its extent and
+   * page-hash lists and every piece an extent names must be held, its extents
+   * must lie inside their pieces and add up to its size, and it must have one
+   * page hash per page; with readData its pages are also re-hashed against
+   * the stored page hashes (as `verify --read-data` does).
+   */
   private async fileProblem(entry: TreeEntry): Promise<string | undefined> {
-    for (const listId of entry.contentLists ?? [])
-      if (!this.index.has(Buffer.from(listId, 'hex'))) return `content list ${listId} is missing`;
+    for (const { what, ids } of contentListsOf(entry))
+      for (const listId of ids) if (!this.index.has(Buffer.from(listId, 'hex'))) return `${what} ${listId} is missing`;
+    const hashes = pageHashCountProblem(entry, this.index);
+    if (hashes) return hashes;
     try {
-      for await (const id of contentIds(entry, this.reader)) {
+      const extents = new ExtentTotal(entry);
+      for await (const slice of contentSlices(entry, this.reader)) {
+        const id = slice.id;
         const hex = id.toString('hex');
         if (!this.index.has(id)) return `piece ${hex} is missing`;
+        const outside = extentProblem(slice, this.index);
+        if (outside) return outside;
+        extents.add(slice);
         if (this.options.readData) {
           let why = this.checked.get(hex);
           if (why === undefined) {
@@ -240,6 +256,9 @@ class SnapshotRepairer {
           if (why) return why;
         }
       }
+      const total = extents.problem();
+      if (total) return total;
+      if (this.options.readData) return await pageHashProblem(this.repo, entry, this.reader);
     } catch (error) {
       if (!isDamage(error)) throw error;
       return errorMessage(error);

@@ -1,18 +1,19 @@
 import { randomInt } from 'node:crypto';
 import { mapLimit } from '../core/concurrency.ts';
 import { readDamage, writeDamageMarkers, type FoundDamage, type KnownDamage } from '../core/damage.ts';
-import { CairnError, NotFoundError, errorMessage } from '../core/errors.ts';
+import { CairnError, DamagedError, NotFoundError, errorMessage } from '../core/errors.ts';
+import { contentBytes, contentSlices, type ContentSlice } from '../core/file-content.ts';
 import { LogArchive, fileObjectKey, type ArchivedLog } from '../core/log-archive.ts';
 import { PACKS_PREFIX, idFromKey, packKey } from '../core/layout.ts';
 import { packDataKey, packSaltFromHeader, type IndexEntry } from '../core/pack.ts';
+import { PAGE_HASH_BYTES, checkHashList } from '../core/page-file.ts';
 import type { PieceIndex } from '../core/piece-index.ts';
 import { PieceReader, frameProblem } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { record, underLock, operationContext } from './operation.ts';
-import { decodeTree } from '../core/tree.ts';
+import { decodeTree, type TreeEntry } from '../core/tree.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { TOOL } from '../core/version.ts';
-import { contentIds } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 
 export interface VerifyOptions {
@@ -52,8 +53,12 @@ export interface VerifyReport {
 /**
  * Structure: every index file and manifest opens, every pack the index names
  * exists and is long enough, every tree reads and every piece a snapshot uses
- * is indexed. With data: packs are read whole, each frame authenticated and
- * each piece's keyed hash recomputed. Damage is mapped back to the snapshots
+ * is indexed; a page file's extents lie inside their pieces and add up to its
+ * size, and its page-hash lists hold one hash per page (from the index's piece
+ * lengths). With data: packs are read whole, each frame authenticated and
+ * each piece's keyed hash recomputed, and each page file's pages (a share of
+ * the page files with a subset) re-hashed against its stored page hashes.
+ * Damage is mapped back to the snapshots
  * and files it affects. A piece is damaged only when every location the index
  * gives it is; what is definitely damaged (missing, truncated, failing
  * authentication — not a storage outage) is recorded in damage markers.
@@ -248,6 +253,27 @@ async function verifyLocked(
   // A tree is remembered only once walked, so `ancestors` stops a crafted loop (or absurd depth),
   // which is reported like any other damage, at the directory that closes it.
   const memo = new Map<string, FileProblem[]>();
+  // With data, page files' pages re-hashed (a share of them with a subset): once per distinct content.
+  const pageChecks = new Map<string, Promise<{ problem: string; definite: boolean } | undefined>>();
+  const pageCheck = (entry: TreeEntry): Promise<{ problem: string; definite: boolean } | undefined> | undefined => {
+    if (options.readData <= 0 || !entry.extentLists || !entry.pageHashes) return undefined;
+    const key = JSON.stringify([entry.size, entry.pageSize, entry.extentLists, entry.pageHashes]);
+    let check = pageChecks.get(key);
+    if (!check) {
+      check =
+        options.readData >= 1 || Math.random() < options.readData
+          ? pageHashProblem(repo, entry, reader).then(
+              (problem) => (problem === undefined ? undefined : { problem, definite: true }),
+              (error: unknown) => {
+                options.signal?.throwIfAborted();
+                return { problem: errorMessage(error), definite: isDefinite(error) };
+              },
+            )
+          : Promise.resolve(undefined);
+      pageChecks.set(key, check);
+    }
+    return check;
+  };
   const walk = async (treeId: string, ancestors: TreeAncestors, rel: string): Promise<FileProblem[]> => {
     const cached = memo.get(treeId);
     if (cached) return cached;
@@ -277,7 +303,7 @@ async function verifyLocked(
         for (const below of await walk(entry.subtree, here, rel === '' ? entry.name : `${rel}/${entry.name}`))
           damagedPaths.push({ ...below, path: below.path === '.' ? entry.name : `${entry.name}/${below.path}` });
       } else if (entry.type === 'file') {
-        const why = await fileProblem(entry, reader, index, bad, definiteBad);
+        const why = (await fileProblem(entry, reader, index, bad, definiteBad)) ?? (await pageCheck(entry));
         if (why) damagedPaths.push({ path: entry.name, ...why });
       }
     }
@@ -334,7 +360,7 @@ async function verifyLogs(repo: Repository, options: VerifyOptions, problem: (ob
 }
 
 async function fileProblem(
-  entry: import('../core/tree.ts').TreeEntry,
+  entry: TreeEntry,
   reader: PieceReader,
   index: PieceIndex,
   bad: Map<string, string>,
@@ -346,17 +372,144 @@ async function fileProblem(
     if (why) return { problem: why, definite: definiteBad.has(hex) };
     return index.has(id) ? undefined : { problem: `${what} ${hex} is missing`, definite: true };
   };
-  for (const listId of entry.contentLists ?? []) {
-    const why = check(Buffer.from(listId, 'hex'), 'content list');
-    if (why) return why;
-  }
-  try {
-    for await (const id of contentIds(entry, reader)) {
-      const why = check(id, 'piece');
+  for (const { what, ids } of contentListsOf(entry)) {
+    for (const listId of ids) {
+      const why = check(Buffer.from(listId, 'hex'), what);
       if (why) return why;
     }
+  }
+  const hashes = pageHashCountProblem(entry, index);
+  if (hashes) return { problem: hashes, definite: true };
+  try {
+    const extents = new ExtentTotal(entry);
+    for await (const slice of contentSlices(entry, reader)) {
+      const why = check(slice.id, 'piece');
+      if (why) return why;
+      const outside = extentProblem(slice, index);
+      if (outside) return { problem: outside, definite: true };
+      extents.add(slice);
+    }
+    const total = extents.problem();
+    if (total) return { problem: total, definite: true };
   } catch (error) {
     return { problem: errorMessage(error), definite: isDefinite(error) };
   }
   return undefined;
+}
+
+/**
+ * The `list` pieces a file entry names, by kind: content lists (ids of whole
+ * pieces), and for a page file (core/page-file.ts) its extent lists and page-hash
+ * lists. A reader that checks that a file's lists exist checks every kind.
+ */
+export function contentListsOf(entry: TreeEntry): Array<{ what: string; ids: readonly string[] }> {
+  return [
+    { what: 'content list', ids: entry.contentLists ?? [] },
+    { what: 'extent list', ids: entry.extentLists ?? [] },
+    { what: 'page hash list', ids: entry.pageHashes ?? [] },
+  ];
+}
+
+/**
+ * A page file's page hashes, counted without reading them (the index knows each
+ * list's length): ceil(size / pageSize) of 16 bytes each, and a page size to go
+ * with them. Undefined when right (or the entry has none).
+ */
+export function pageHashCountProblem(entry: TreeEntry, index: PieceIndex): string | undefined {
+  if (!entry.pageHashes) return undefined;
+  if (!entry.extentLists) return 'page hashes on a file that is not a page file (no extent lists)';
+  if (entry.pageSize === undefined) return 'page hashes without a page size';
+  let bytes = 0;
+  for (const listId of entry.pageHashes) {
+    const length = index.get(Buffer.from(listId, 'hex'))?.length;
+    if (length === undefined) return `page hash list ${listId} is missing`;
+    if (length === 0 || length % PAGE_HASH_BYTES !== 0) return `page hash list ${listId} has a bad length (${length} bytes)`;
+    bytes += length;
+  }
+  const pages = Math.ceil((entry.size ?? 0) / entry.pageSize);
+  const hashes = bytes / PAGE_HASH_BYTES;
+  return hashes === pages
+    ? undefined
+    : `the page hash lists hold ${hashes} hashes for ${pages} pages (${entry.size ?? 0} bytes of ${entry.pageSize}-byte pages)`;
+}
+
+/** An extent that reaches past the piece it names (whose length the index knows); undefined when inside or a whole piece. */
+export function extentProblem(slice: ContentSlice, index: PieceIndex): string | undefined {
+  if (slice.length === undefined) return undefined;
+  const length = index.get(slice.id)?.length;
+  if (length === undefined || slice.offset + slice.length <= length) return undefined;
+  return `an extent names bytes ${slice.offset}-${slice.offset + slice.length} of piece ${slice.id.toString('hex')}, which has ${length}`;
+}
+
+/** The sum of a page file's extents, which must be its size. */
+export class ExtentTotal {
+  private readonly entry: TreeEntry;
+  private total = 0;
+
+  constructor(entry: TreeEntry) {
+    this.entry = entry;
+  }
+
+  add(slice: ContentSlice): void {
+    if (slice.length !== undefined) this.total += slice.length;
+  }
+
+  problem(): string | undefined {
+    if (!this.entry.extentLists || this.total === (this.entry.size ?? 0)) return undefined;
+    return `the extents add up to ${this.total} bytes, not the file's ${this.entry.size ?? 0}`;
+  }
+}
+
+/**
+ * With data: a page file's bytes (its slices in order; core/file-content.ts checks
+ * every extent against its piece and their sum against the size) cut into pages
+ * of `pageSize`, each re-hashed (the first 16 bytes of its keyed id) and compared
+ * with the stored page hash at its index. A stored hash that lies would make the
+ * next backup point at the parent's bytes for a page that changed, so a mismatch
+ * is damage. Undefined when every page matches (or the file has no page hashes).
+ */
+export async function pageHashProblem(repo: Repository, entry: TreeEntry, reader: PieceReader): Promise<string | undefined> {
+  const pageSize = entry.pageSize;
+  if (!entry.extentLists || !entry.pageHashes || pageSize === undefined) return undefined;
+  const stored = storedPageHashes(entry.pageHashes, reader);
+  const page = Buffer.allocUnsafe(pageSize);
+  let filled = 0;
+  let pageNo = 0;
+  let mismatches = 0;
+  let first = '';
+  const compare = async (bytes: Buffer): Promise<void> => {
+    const next = await stored.next();
+    if (next.done) throw new DamagedError(`the page hash lists end before page ${pageNo}`);
+    if (!repo.pieceId(bytes).subarray(0, PAGE_HASH_BYTES).equals(next.value)) {
+      if (mismatches++ === 0) first = `page ${pageNo} (bytes ${pageNo * pageSize}-${pageNo * pageSize + bytes.length})`;
+    }
+    pageNo++;
+  };
+  try {
+    for await (const bytes of contentBytes(entry, reader)) {
+      for (let at = 0; at < bytes.length;) {
+        const n = bytes.copy(page, filled, at);
+        filled += n;
+        at += n;
+        if (filled === pageSize) {
+          await compare(page);
+          filled = 0;
+        }
+      }
+    }
+    if (filled > 0) await compare(page.subarray(0, filled));
+    if (!(await stored.next()).done) throw new DamagedError(`the page hash lists hold more hashes than the file's ${pageNo} pages`);
+  } finally {
+    await stored.return(undefined);
+  }
+  if (mismatches === 0) return undefined;
+  return `${mismatches} of ${pageNo} pages do not match their stored page hash, the first ${first}`;
+}
+
+async function* storedPageHashes(lists: readonly string[], reader: PieceReader): AsyncGenerator<Buffer> {
+  for (const listId of lists) {
+    const list = await reader.read(Buffer.from(listId, 'hex'));
+    checkHashList(list, listId);
+    for (let at = 0; at < list.length; at += PAGE_HASH_BYTES) yield list.subarray(at, at + PAGE_HASH_BYTES);
+  }
 }

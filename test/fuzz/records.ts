@@ -37,6 +37,29 @@ export const validTree: fc.Arbitrary<Tree> = fc.record({
   entries: fc.array(treeEntry, { maxLength: 4 }),
 });
 
+/** A page file's entry (repository format 2, core/page-file.ts): extent lists, page hashes (or none) and a page size. */
+const pageFileEntry: fc.Arbitrary<TreeEntry> = fc.record(
+  {
+    name: fc.string({ minLength: 1, maxLength: 20 }),
+    type: fc.constant('file' as const),
+    mode: fc.integer({ min: 0, max: 0o7777 }),
+    uid: fc.nat(70000),
+    gid: fc.nat(70000),
+    mtimeNs: decimal,
+    size: fc.nat(),
+    pageSize: fc.oneof(fc.constantFrom(1024, 4096, 8192, 16384, 65536), fc.integer({ min: 512, max: 65536 })),
+    extentLists: fc.array(hex64, { minLength: 1, maxLength: 3 }),
+    pageHashes: fc.array(hex64, { maxLength: 2 }),
+  },
+  { requiredKeys: ['name', 'type', 'mode', 'uid', 'gid', 'mtimeNs', 'extentLists'] },
+);
+
+/** A version-2 tree: page files among ordinary entries. */
+export const validPageTree: fc.Arbitrary<Tree> = fc.record({
+  version: fc.constant(2 as const),
+  entries: fc.array(fc.oneof(pageFileEntry, treeEntry), { minLength: 1, maxLength: 4 }),
+});
+
 const count = fc.nat(1_000_000);
 export const validSnapshot: fc.Arbitrary<Snapshot> = fc.record(
   {
