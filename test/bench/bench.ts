@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]
- *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr]`
+ *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr] [--skip-pages] [--only-pages]`
  *
  * Cairn beside its peers (`tar | zstd -T2 -3`, restic) on the same generated data, in
  * the same run, on the same machine: absolute figures drift between machines, so the
@@ -10,7 +10,10 @@
  *   3. ~5% of the bytes changed in place, then re-backup         4. restore latest (checked
  *   byte for byte against the data)                              5. verify / check --read-data
  * Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
- * pgBackRest archive-push, and a replay restore.
+ * pgBackRest archive-push, and a replay restore. Then the page-incrementals section
+ * (page-incrementals.ts): what the second backup of a real PostgreSQL (and MariaDB) data
+ * directory adds after a bounded load of writes, beside the pages that changed, for Cairn
+ * (files backup and engine), restic and pgBackRest; sizes from CAIRN_BENCH_PG_SCALE etc.
  * Timing never fails the run: the exit code is 1 only when a command fails or a restore
  * differs from the data.
  */
@@ -24,6 +27,7 @@ import { formatResults, ratios, summarize, type Measurement, type Scenario } fro
 import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
 import { pitrBench, pitrPrerequisites, type PitrMeasurement } from './pitr.ts';
 import { formatStartup, startupBench, type StartupResult } from './startup.ts';
+import { formatPageIncrementals, pageIncrementalsBench, type PageIncrementalResult } from './page-incrementals.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
@@ -42,6 +46,8 @@ interface Options {
   pitrSeconds: number;
   pitrScale: number;
   onlyPitr: boolean;
+  skipPages: boolean;
+  onlyPages: boolean;
 }
 
 function parseOptions(): Options {
@@ -56,6 +62,8 @@ function parseOptions(): Options {
       'pitr-seconds': { type: 'string', default: '60' },
       'pitr-scale': { type: 'string', default: '20' },
       'only-pitr': { type: 'boolean', default: false },
+      'skip-pages': { type: 'boolean', default: false },
+      'only-pages': { type: 'boolean', default: false },
     },
   });
   const pitrSeconds = Number(values['pitr-seconds']);
@@ -80,6 +88,8 @@ function parseOptions(): Options {
     pitrSeconds,
     pitrScale,
     onlyPitr: values['only-pitr'],
+    skipPages: values['skip-pages'],
+    onlyPages: values['only-pages'],
   };
 }
 
@@ -305,7 +315,9 @@ async function main(): Promise<number> {
   const peers = checkPrerequisites(options.onlyCairn);
   const work = prepareWorkDir(options.dir);
   const paths = pathsIn(work);
-  if (!options.onlyPitr)
+  // --only-pitr and --only-pages run their section alone.
+  const fileRuns = !options.onlyPitr && !options.onlyPages;
+  if (fileRuns)
     console.log(
       `work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`,
     );
@@ -315,7 +327,7 @@ async function main(): Promise<number> {
   const outcomes: RunOutcome[] = [];
   clearRun(paths, true);
   try {
-    for (let run = 1; run <= (options.onlyPitr ? 0 : options.runs); run++) outcomes.push(await runOnce(run, ctx));
+    for (let run = 1; run <= (fileRuns ? options.runs : 0); run++) outcomes.push(await runOnce(run, ctx));
   } catch (e) {
     // A failed command ends the runs; what was measured so far is still reported.
     failures.push(e instanceof Error ? e.message : String(e));
@@ -323,7 +335,7 @@ async function main(): Promise<number> {
   }
   // Start-up (startup.ts): cairn --version and snapshots beside bare node, from the sources and the build.
   let startup: StartupResult | undefined;
-  if (!options.onlyPitr) {
+  if (fileRuns) {
     try {
       startup = await startupBench({ runs: 11, work: join(work, 'startup') });
       console.log(`\n${formatStartup(startup)}`);
@@ -333,7 +345,7 @@ async function main(): Promise<number> {
     }
   }
   let pitr: PitrMeasurement[] | undefined;
-  if (options.pitrSeconds > 0) {
+  if (options.pitrSeconds > 0 && !options.onlyPages) {
     const missing = pitrPrerequisites();
     if (missing) console.log(`\nPITR section skipped: ${missing}`);
     else {
@@ -343,6 +355,16 @@ async function main(): Promise<number> {
         failures.push(e instanceof Error ? e.message : String(e));
         console.error(`\nFAILED (PITR): ${e instanceof Error ? e.message : String(e)}\n`);
       }
+    }
+  }
+
+  let pages: PageIncrementalResult[] | undefined;
+  if (!options.skipPages && !options.onlyPitr) {
+    try {
+      pages = await pageIncrementalsBench({ logDir: paths.logs, peers: !options.onlyCairn });
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+      console.error(`\nFAILED (page incrementals): ${e instanceof Error ? e.message : String(e)}\n`);
     }
   }
 
@@ -358,10 +380,11 @@ async function main(): Promise<number> {
     printReportedAdded(measurements);
     printNoise(measurements);
   }
+  if (pages && pages.length > 0) console.log(`\npage incrementals, all datasets:${formatPageIncrementals(pages)}`);
 
   writeFileSync(
     options.json,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, startup, failures }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, pages, startup, failures }, null, 2)}\n`,
   );
   console.log(`\nfigures written to ${options.json}`);
 
