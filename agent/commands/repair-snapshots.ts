@@ -13,7 +13,7 @@ import { decodeTree, encodeTree, type TreeEntry } from '../core/tree.ts';
 import { TreeAncestors } from '../core/tree-walk.ts';
 import { PackWriter } from '../pipeline/pack-writer.ts';
 import { contentSlices } from '../core/file-content.ts';
-import { ExtentTotal, contentListsOf, extentProblem, pageHashCountProblem, pageHashProblem } from './verify.ts';
+import { ExtentTotal, contentListsOf, extentProblem, pageHashCountProblem, pageHashProblem } from './page-file-checks.ts';
 import { failureDetails, operationContext, record, underLock } from './operation.ts';
 import type { RepairOptions } from './repair-index.ts';
 import { selectSnapshotList } from './snapshot-selector.ts';

@@ -70,13 +70,12 @@ export async function* contentBytes(entry: TreeEntry, reader: PieceReader): Asyn
     let piece: Buffer;
     if (slice.length === undefined) piece = await reader.read(slice.id);
     else {
+      // Least recently used goes first, as the writer's RestoreReadCost assumes when it bounds re-reads.
       const at = recent.findIndex((r) => r.id.equals(slice.id));
-      if (at >= 0) piece = (recent[at] as { data: Buffer }).data;
-      else {
-        piece = await reader.read(slice.id);
-        recent.unshift({ id: Buffer.from(slice.id), data: piece });
-        if (recent.length > CONTENT_CACHE_PIECES) recent.pop();
-      }
+      const hit = at >= 0 ? recent.splice(at, 1)[0] : undefined;
+      piece = hit ? hit.data : await reader.read(slice.id);
+      recent.unshift(hit ?? { id: Buffer.from(slice.id), data: piece });
+      if (recent.length > CONTENT_CACHE_PIECES) recent.pop();
     }
     const bytes = sliceOf(piece, slice);
     total += bytes.length;

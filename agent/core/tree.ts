@@ -150,9 +150,14 @@ export function compareEntries(a: Pick<TreeEntry, 'name' | 'nameBytes'>, b: Pick
   return Buffer.compare(entryName(a), entryName(b));
 }
 
-/** Encodes a tree, with the version its entries need (2 when one is a page file). */
+/**
+ * Encodes a tree, with the version its entries need: 2 when an entry holds a
+ * page-file field (extent lists or page hashes: a version-1 tree may hold
+ * neither, so either one needs 2, even the crafted hashes-only entry that
+ * verify reports as damage, so that re-encoding never makes an undecodable tree).
+ */
 export function encodeTree(tree: Tree): Buffer {
-  const version = tree.entries.some((e) => e.extentLists !== undefined) ? 2 : 1;
+  const version = tree.entries.some((e) => e.extentLists !== undefined || e.pageHashes !== undefined) ? 2 : 1;
   return Buffer.from(JSON.stringify({ ...tree, version }), 'utf8');
 }
 

@@ -1,5 +1,4 @@
 import type { Readable } from 'node:stream';
-import { CairnError } from '../core/errors.ts';
 import { ID_BYTES } from '../core/crypto.ts';
 import { PieceType } from '../core/pack.ts';
 import { contentSlices } from '../core/file-content.ts';

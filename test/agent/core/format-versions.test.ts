@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Repository } from '../../../agent/core/repository.ts';
 import { PieceReader } from '../../../agent/core/piece-reader.ts';
-import { decodeTree, type TreeEntry } from '../../../agent/core/tree.ts';
+import { decodeTree, encodeTree, type TreeEntry } from '../../../agent/core/tree.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { runCli } from '../../helpers/cli.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
@@ -129,5 +129,25 @@ describe('repository format versions (issue 21: page files are format 2)', () =>
     } finally {
       await work.remove();
     }
+  });
+  it('a tree with any page-file field encodes as version 2 and decodes again; a version-1 tree may hold none', () => {
+    const id = 'ab'.repeat(32);
+    const base = { name: 'f', type: 'file' as const, mode: 0o644, uid: 0, gid: 0, mtimeNs: '1767225600000000000', size: 3 };
+    const shapes: TreeEntry[] = [
+      { ...base, extentLists: [id], pageSize: PAGE, pageHashes: [id] },
+      { ...base, extentLists: [id], pageSize: PAGE },
+      // Written by no cairn (verify reports it as damage), but re-encoding it must not make a tree decodeTree refuses.
+      { ...base, content: [id], pageSize: PAGE, pageHashes: [id] },
+    ];
+    for (const entry of shapes) {
+      const again = decodeTree(encodeTree({ version: 1, entries: [entry] }), 'shape');
+      assert.equal(again.version, 2, JSON.stringify(entry));
+      assert.deepEqual(again.entries, [entry]);
+    }
+    assert.equal(decodeTree(encodeTree({ version: 2, entries: [{ ...base, content: [id] }] }), 'plain').version, 1);
+    assert.throws(
+      () => decodeTree(Buffer.from(JSON.stringify({ version: 1, entries: [{ ...base, content: [id], pageHashes: [id] }] })), 'v1'),
+      { code: 'Cairn.Damaged' },
+    );
   });
 });

@@ -297,6 +297,15 @@ async function backupGeneration(
   // Read back through a fresh index, as a restore would.
   const after = await repo.loadIndex();
   const afterReader = new PieceReader(repo, after);
+  // Count the data pieces contentBytes reads (lists aside), to hold it to what RestoreReadCost counts.
+  const lists = new Set([...(entry.extentLists ?? []), ...(entry.contentLists ?? [])]);
+  let dataRead = 0;
+  const read = afterReader.read.bind(afterReader);
+  afterReader.read = async (id: Buffer) => {
+    const piece = await read(id);
+    if (!lists.has(id.toString('hex'))) dataRead += piece.length;
+    return piece;
+  };
   const chunks: Buffer[] = [];
   for await (const bytes of contentBytes(entry, afterReader)) chunks.push(Buffer.from(bytes));
   assert.ok(Buffer.concat(chunks).equals(file), 'the entry reads back byte for byte');
@@ -307,6 +316,7 @@ async function backupGeneration(
     extents++;
     cost.visit(slice.id, (after.get(slice.id) as { length: number }).length);
   }
+  assert.equal(dataRead, cost.bytes, 'contentBytes reads the pieces RestoreReadCost counts (same cache, same eviction)');
   let expectedNew = 0;
   const seen = new Set<string>();
   for (const run of expected.runs) {
