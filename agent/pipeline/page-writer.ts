@@ -54,6 +54,7 @@ interface ParentPage {
  * so far (plus the cache's worth), it stops pointing at the parent and stores
  * the rest of the file as fresh runs. A stream needs no second read, and a
  * restore stays fast however long the chain of incrementals behind a snapshot.
+ * A parent that passed the bound itself is not pointed at (passesReadBound).
  */
 export async function storePageFile(
   deps: PageWriterDeps,
@@ -62,7 +63,8 @@ export async function storePageFile(
   pageSize: number,
   previous: TreeEntry | undefined,
 ): Promise<PageContent> {
-  const parent = previous?.pageSize === pageSize && previous.extentLists && previous.pageHashes ? previous : undefined;
+  const candidate = previous?.pageSize === pageSize && previous.extentLists && previous.pageHashes ? previous : undefined;
+  const parent = candidate && !(await passesReadBound(candidate, deps, pageSize)) ? candidate : undefined;
   const out = new ListOutput(deps);
   let parentPages = parent ? parentPagesOf(parent, deps.reader, pageSize) : undefined;
   const cost = new RestoreReadCost();
@@ -104,7 +106,7 @@ export async function storePageFile(
         if (runLength + pageSize > run.length) await flushRun();
       }
       size += length;
-      if (parentPages && cost.bytes > MAX_READ_AMPLIFICATION * size + RESTORE_CACHE_PIECES * RUN_BYTES) {
+      if (parentPages && overReadBound(cost, size)) {
         // Too fragmented: the rest of the file is stored afresh.
         await parentPages.return(undefined);
         parentPages = undefined;
@@ -115,6 +117,31 @@ export async function storePageFile(
   await flushRun();
   if (parentPages) await parentPages.return(undefined);
   return { size, pageSize, ...(await out.finish()) };
+}
+
+function overReadBound(cost: RestoreReadCost, bytes: number): boolean {
+  return cost.bytes > MAX_READ_AMPLIFICATION * bytes + RESTORE_CACHE_PIECES * RUN_BYTES;
+}
+
+/**
+ * Whether a restore of the parent passes the read bound somewhere along the file,
+ * counted page by page as the writer counts (the first page of each extent costs
+ * its piece unless cached; the rest of the extent is a hit). A parent that passed
+ * it (it tripped the bound itself, or was crafted or copied so) is not pointed at:
+ * its early pages would trip the bound again at about the same place at every
+ * backup and store the rest of the file afresh each time. Storing the file whole
+ * once starts the chain over. Reads the parent's extent lists only.
+ */
+async function passesReadBound(parent: TreeEntry, deps: PageWriterDeps, pageSize: number): Promise<boolean> {
+  const cost = new RestoreReadCost();
+  let size = 0;
+  for await (const extent of parentExtents(parent, deps.reader)) {
+    deps.signal?.throwIfAborted();
+    cost.visit(extent.id, deps.index.get(extent.id)?.length ?? extent.length);
+    if (overReadBound(cost, size + Math.min(pageSize, extent.length))) return true;
+    size += extent.length;
+  }
+  return false;
 }
 
 /** Bytes read from the file at a time (whole pages). */

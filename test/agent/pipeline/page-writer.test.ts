@@ -180,6 +180,21 @@ interface Expected {
   fallback: boolean;
   /** What a restore reads, as the writer counts it. */
   readCost: number;
+  /** Whether the parent's own restore passed the bound, so the file was stored whole (no parent). */
+  restarted: boolean;
+}
+
+/** Whether a restore of the parent, counted page by page, passes the read bound anywhere along the file. */
+function parentPassesBound(index: PieceIndex, parent: { bytes: Buffer; locations: Location[] }, pageSize: number): boolean {
+  const cost = new RestoreReadCost();
+  let size = 0;
+  for (let at = 0, i = 0; at < parent.bytes.length; at += pageSize, i++) {
+    const location = parent.locations[i];
+    if (location) cost.visit(location.id, (index.get(location.id) as { length: number }).length);
+    size += Math.min(pageSize, parent.bytes.length - at);
+    if (cost.bytes > MAX_READ_AMPLIFICATION * size + CONTENT_CACHE_PIECES * RUN_BYTES) return true;
+  }
+  return false;
 }
 
 /**
@@ -194,8 +209,10 @@ function expectRuns(
   index: PieceIndex,
   file: Buffer,
   pageSize: number,
-  parent: { bytes: Buffer; locations: Location[] } | undefined,
+  given: { bytes: Buffer; locations: Location[] } | undefined,
 ): Expected {
+  const restarted = given !== undefined && parentPassesBound(index, given, pageSize);
+  const parent = restarted ? undefined : given;
   const cost = new RestoreReadCost();
   const runs: Buffer[] = [];
   let run: Buffer[] = [];
@@ -235,7 +252,7 @@ function expectRuns(
     if (parent && !fallback && cost.bytes > MAX_READ_AMPLIFICATION * size + CONTENT_CACHE_PIECES * RUN_BYTES) fallback = true;
   }
   flush();
-  return { runs, changedBytes, changedBlocks, fallback, readCost: cost.bytes };
+  return { runs, changedBytes, changedBlocks, fallback, readCost: cost.bytes, restarted };
 }
 
 /** Reads `file` in uneven pieces, as a pipe would: never more than 77,777 bytes at a time. */
@@ -456,23 +473,25 @@ describe('page writer (issue 21): incrementals store changed pages only', () => 
     assert.equal(zeroed?.newData, pageSize);
   });
 
-  it('pages scattered over many pieces by a long chain trip the read bound: the rest of the file is stored afresh, and a restore reads at most 2 × size + 9 MiB', async () => {
+  it('pages scattered over many pieces by a long chain trip the read bound: the rest of the file is stored afresh, the next backup stores it whole once, and later ones store just their changes again', async () => {
     // Generation g (2..10) rewrites page 10j + g - 1 of every group of ten: after eight of them every
     // group reads its first page from the first backup's 1 MiB piece, then nine pages from other
     // pieces, so the 1 MiB piece drops out of a restore's 8-piece cache once per group of ten pages.
+    // Generations 11 and 12 rewrite a few pages each.
     const pageSize = 8192;
     const pages = 1000;
     const prng = new Prng(9, 'scatter');
     const files = [Buffer.concat(Array.from({ length: pages }, () => newPage(prng, pageSize)))];
-    for (let g = 2; g <= 10; g++) {
+    for (let g = 2; g <= 12; g++) {
       const next = Buffer.from(files[files.length - 1] as Buffer);
-      for (let i = g - 1; i < pages; i += 10) newPage(prng, pageSize).copy(next, i * pageSize);
+      const rewrite = g <= 10 ? Array.from({ length: pages / 10 }, (_, j) => 10 * j + g - 1) : [g, 300 + g, 700 + g];
+      for (const i of rewrite) newPage(prng, pageSize).copy(next, i * pageSize);
       files.push(next);
     }
     const repo = await newRepo();
     const stored = await runChain(repo, files, pageSize);
     const tripped = stored.findIndex((s) => s.expected.fallback);
-    assert.ok(tripped > 1, 'the bound is reached after a few incrementals, not at once');
+    assert.ok(tripped > 1 && tripped < stored.length - 3, `the bound is reached after a few incrementals, not at once (at ${tripped})`);
     const first = stored[tripped] as Stored;
     // The price of the bound: the rest of the file after the point where it was passed is stored again.
     assert.ok(
@@ -480,5 +499,15 @@ describe('page writer (issue 21): incrementals store changed pages only', () => 
       `${first.newData} B stored for ${first.expected.changedBytes} B of changed pages`,
     );
     for (const s of stored.slice(0, tripped)) assert.equal(s.newData, s.expected.changedBytes);
+    // Its parent passed the bound, so the next backup stores the file whole once instead of passing it again...
+    const restart = stored[tripped + 1] as Stored;
+    assert.ok(restart.expected.restarted && !restart.expected.fallback, 'the backup after the trip starts the chain over');
+    assert.ok(restart.newData > 0.9 * (files[tripped + 1] as Buffer).length, `${restart.newData} B: the file stored whole`);
+    // ...and the ones after it store their changed pages alone.
+    for (const s of stored.slice(tripped + 2)) {
+      assert.ok(!s.expected.restarted && !s.expected.fallback);
+      assert.equal(s.newData, s.expected.changedBytes);
+    }
+    assert.equal(stored.filter((s) => s.expected.fallback).length, 1, 'the bound is passed once, not at every backup');
   });
 });
