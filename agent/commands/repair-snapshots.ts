@@ -42,6 +42,12 @@ export interface SnapshotRepair {
   status: 'intact' | 'repaired' | 'already-repaired' | 'unrepairable';
   newId?: string | undefined;
   removed: RemovedEntry[];
+  /**
+   * Page files kept whole without their page hashes: their data reads back, only the hashes
+   * (which serve the next backup's comparison, never a restore) are missing, short or wrong.
+   * The next backup stores such a file whole once.
+   */
+  hashesDropped: RemovedEntry[];
   problem?: string | undefined;
 }
 
@@ -57,6 +63,13 @@ interface TreeFix {
   id: string | undefined;
   problem?: string;
   removed: RemovedEntry[];
+  hashesDropped: RemovedEntry[];
+}
+
+/** What is wrong with a file entry: its data (it is left out), or only its page hashes (they are left out). */
+interface FileFix {
+  drop?: string;
+  dropHashes?: string;
 }
 
 /**
@@ -64,9 +77,10 @@ interface TreeFix {
  * cannot all be read back — a piece the index does not hold (lost with a
  * pack, dropped by `repair packs`, or held only where a damage marker says
  * it is bad), a content, extent or page-hash list or directory that
- * cannot be read, a page file whose extents or page hashes do not fit it,
- * with `readData` a piece that fails its id or a page its page hash — writes a new
- * manifest whose trees leave those entries out, tagged `repaired` and naming
+ * cannot be read, a page file whose extents do not fit it, with `readData` a
+ * piece that fails its id — writes a new manifest whose trees leave those
+ * entries out (a page file whose data is whole but whose page hashes are
+ * missing, miscounted or, with `readData`, wrong is kept without them), tagged `repaired` and naming
  * the snapshot it was made from in `original`. The damaged original stays
  * (listed, restorable for what it still holds) until it is forgotten: this
  * command deletes nothing, so it runs with a host's create-only rights. The
@@ -103,13 +117,18 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
         const existing = all.find((s) => s.original === snapshot.id && s.tags.includes(REPAIRED_TAG));
         const fix = await repairer.fix(snapshot.tree, TreeAncestors.none, '');
         if (fix.id === undefined) {
-          results.push({ snapshot, repair: { id: snapshot.id, status: 'unrepairable', removed: [], problem: fix.problem } });
-        } else if (fix.removed.length === 0) {
-          results.push({ snapshot, repair: { id: snapshot.id, status: 'intact', removed: [] } });
+          results.push({
+            snapshot,
+            repair: { id: snapshot.id, status: 'unrepairable', removed: [], hashesDropped: [], problem: fix.problem },
+          });
+        } else if (fix.removed.length === 0 && fix.hashesDropped.length === 0) {
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'intact', removed: [], hashesDropped: [] } });
         } else if (existing) {
-          results.push({ snapshot, repair: { id: snapshot.id, status: 'already-repaired', newId: existing.id, removed: fix.removed } });
+          const { removed, hashesDropped } = fix;
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'already-repaired', newId: existing.id, removed, hashesDropped } });
         } else {
-          results.push({ snapshot, repair: { id: snapshot.id, status: 'repaired', removed: fix.removed }, tree: fix.id });
+          const { removed, hashesDropped } = fix;
+          results.push({ snapshot, repair: { id: snapshot.id, status: 'repaired', removed, hashesDropped }, tree: fix.id });
         }
       }
       if (!options.dryRun) {
@@ -136,7 +155,12 @@ export async function repairSnapshots(repo: Repository, options: RepairSnapshots
         const repaired = results.filter((r) => r.repair.status === 'repaired');
         if (repaired.length > 0)
           await record(ctx, 'repair.snapshots', {
-            repaired: repaired.map((r) => ({ id: r.repair.id, newId: r.repair.newId, removed: r.repair.removed.length })),
+            repaired: repaired.map((r) => ({
+              id: r.repair.id,
+              newId: r.repair.newId,
+              removed: r.repair.removed.length,
+              hashesDropped: r.repair.hashesDropped.length,
+            })),
           });
       }
       return { dryRun: options.dryRun, snapshots: results.map((r) => r.repair), unreadable };
@@ -182,7 +206,7 @@ class SnapshotRepairer {
     try {
       here = ancestors.enter(treeId, rel);
     } catch (error) {
-      return { id: undefined, problem: errorMessage(error), removed: [] };
+      return { id: undefined, problem: errorMessage(error), removed: [], hashesDropped: [] };
     }
     let tree;
     try {
@@ -191,12 +215,18 @@ class SnapshotRepairer {
       tree = decodeTree(await this.reader.read(id), treeId);
     } catch (error) {
       if (!isDamage(error)) throw error;
-      const unreadable: TreeFix = { id: undefined, problem: `directory unreadable: ${errorMessage(error)}`, removed: [] };
+      const unreadable: TreeFix = {
+        id: undefined,
+        problem: `directory unreadable: ${errorMessage(error)}`,
+        removed: [],
+        hashesDropped: [],
+      };
       this.memo.set(treeId, unreadable);
       return unreadable;
     }
     const entries: TreeEntry[] = [];
     const removed: RemovedEntry[] = [];
+    const hashesDropped: RemovedEntry[] = [];
     for (const entry of tree.entries) {
       if (entry.type === 'dir' && entry.subtree) {
         const below = await this.fix(entry.subtree, here, rel === '' ? entry.name : `${rel}/${entry.name}`);
@@ -205,47 +235,55 @@ class SnapshotRepairer {
           continue;
         }
         for (const r of below.removed) removed.push({ path: `${entry.name}/${r.path}`, problem: r.problem });
+        for (const r of below.hashesDropped) hashesDropped.push({ path: `${entry.name}/${r.path}`, problem: r.problem });
         entries.push(below.id === entry.subtree ? entry : { ...entry, subtree: below.id });
       } else if (entry.type === 'file') {
         const why = await this.fileProblem(entry);
-        if (why) removed.push({ path: entry.name, problem: why });
-        else entries.push(entry);
+        if (why.drop) removed.push({ path: entry.name, problem: why.drop });
+        else if (why.dropHashes) {
+          hashesDropped.push({ path: entry.name, problem: why.dropHashes });
+          const kept: TreeEntry = { ...entry };
+          delete kept.pageHashes;
+          entries.push(kept);
+        } else entries.push(entry);
       } else {
         entries.push(entry);
       }
     }
-    let fixed: TreeFix = { id: treeId, removed };
-    if (removed.length > 0) {
+    let fixed: TreeFix = { id: treeId, removed, hashesDropped };
+    if (removed.length > 0 || hashesDropped.length > 0) {
       const bytes = encodeTree({ ...tree, entries });
       const id = this.repo.pieceId(bytes);
       if (!this.options.dryRun) await this.writer.add(id, PieceType.tree, bytes);
-      fixed = { id: id.toString('hex'), removed };
+      fixed = { id: id.toString('hex'), removed, hashesDropped };
     }
     this.memo.set(treeId, fixed);
     return fixed;
   }
 
   /**
-   * Why a file's content cannot be read back whole, or undefined. A page file
-   * (core/page-file.ts) is checked like one with content lists: its extent and
-   * page-hash lists and every piece an extent names must be held, its extents
-   * must lie inside their pieces and add up to its size, and it must have one
-   * page hash per page; with readData its pages are also re-hashed against
-   * the stored page hashes (as `verify --read-data` does).
+   * What is wrong with a file entry. `drop`: its content cannot be read back
+   * whole (a content or extent list or a piece missing, an extent outside its
+   * piece, extents not adding up to the size, with readData a piece failing its
+   * id). `dropHashes`: a page file (core/page-file.ts) whose data is whole but
+   * whose page hashes are missing, of the wrong count, or (readData) do not match
+   * its pages: the hashes serve only the next backup, which would wrongly point
+   * at the parent's bytes for a page whose stored hash lies, so they are left
+   * out and the file is kept.
    */
-  private async fileProblem(entry: TreeEntry): Promise<string | undefined> {
-    for (const { what, ids } of contentListsOf(entry))
-      for (const listId of ids) if (!this.index.has(Buffer.from(listId, 'hex'))) return `${what} ${listId} is missing`;
-    const hashes = pageHashCountProblem(entry, this.index);
-    if (hashes) return hashes;
+  private async fileProblem(entry: TreeEntry): Promise<FileFix> {
+    for (const { what, ids } of contentListsOf(entry)) {
+      if (what === 'page hash list') continue;
+      for (const listId of ids) if (!this.index.has(Buffer.from(listId, 'hex'))) return { drop: `${what} ${listId} is missing` };
+    }
     try {
       const extents = new ExtentTotal(entry);
       for await (const slice of contentSlices(entry, this.reader)) {
         const id = slice.id;
         const hex = id.toString('hex');
-        if (!this.index.has(id)) return `piece ${hex} is missing`;
+        if (!this.index.has(id)) return { drop: `piece ${hex} is missing` };
         const outside = extentProblem(slice, this.index);
-        if (outside) return outside;
+        if (outside) return { drop: outside };
         extents.add(slice);
         if (this.options.readData) {
           let why = this.checked.get(hex);
@@ -253,17 +291,31 @@ class SnapshotRepairer {
             why = await this.readPiece(id);
             this.checked.set(hex, why);
           }
-          if (why) return why;
+          if (why) return { drop: why };
         }
       }
       const total = extents.problem();
-      if (total) return total;
-      if (this.options.readData) return await pageHashProblem(this.repo, entry, this.reader);
+      if (total) return { drop: total };
     } catch (error) {
       if (!isDamage(error)) throw error;
-      return errorMessage(error);
+      return { drop: errorMessage(error) };
     }
-    return undefined;
+    return this.pageHashFix(entry);
+  }
+
+  /** A page file's page hashes checked, once its data is known to be whole. */
+  private async pageHashFix(entry: TreeEntry): Promise<FileFix> {
+    if (entry.pageHashes === undefined) return {};
+    const counted = pageHashCountProblem(entry, this.index);
+    if (counted) return { dropHashes: counted };
+    if (!this.options.readData) return {};
+    try {
+      const mismatch = await pageHashProblem(this.repo, entry, this.reader);
+      return mismatch ? { dropHashes: mismatch } : {};
+    } catch (error) {
+      if (!isDamage(error)) throw error;
+      return { dropHashes: errorMessage(error) };
+    }
   }
 
   private async readPiece(id: Buffer): Promise<string> {

@@ -120,9 +120,14 @@ function snapshotsText(r: RepairSnapshotsReport): string {
         : r.dryRun
           ? `snapshot ${shortId(s.id)}: would write a repaired snapshot without ${s.removed.length} entr(ies)`
           : `snapshot ${shortId(s.id)}: repaired as ${shortId(s.newId ?? '')}, without ${s.removed.length} entr(ies)`;
-    lines.push(head);
+    lines.push(head + (s.hashesDropped.length > 0 ? `, ${s.hashesDropped.length} page file(s) kept without page hashes` : ''));
     for (const e of s.removed.slice(0, 20)) lines.push(`  ${would(r.dryRun, 'left out', 'would leave out')}: ${e.path}: ${e.problem}`);
     if (s.removed.length > 20) lines.push(`  … and ${s.removed.length - 20} more`);
+    for (const e of s.hashesDropped.slice(0, 20))
+      lines.push(
+        `  ${would(r.dryRun, 'kept without its page hashes', 'would keep without its page hashes')} (the next backup stores it whole): ${e.path}: ${e.problem}`,
+      );
+    if (s.hashesDropped.length > 20) lines.push(`  … and ${s.hashesDropped.length - 20} more kept without page hashes`);
   }
   for (const u of r.unreadable)
     lines.push(`snapshot ${shortId(u.id)}: manifest unreadable (${u.error}): forget it with \`cairn forget ${shortId(u.id)}\``);

@@ -77,13 +77,24 @@ describe('page files: verify and repair snapshots', () => {
     assert.equal(report.markers.length, 1, 'a damage marker names the snapshot');
     assert.deepEqual(affectedBy(await verifyWith(repo, 1), good.id), [], 'the marker names the crafted snapshot only');
 
-    // repair snapshots --read-data leaves the file out, as verify found it damaged.
+    // repair snapshots --read-data keeps the file, whose data is whole, and leaves out only its page hashes.
     const repaired = await repairSnapshots(repo, repairOptions([flipped], true));
     assert.deepEqual(
-      repaired.snapshots.map((s) => [s.status, s.removed.map((r) => r.path)]),
-      [['repaired', ['db.dat']]],
+      repaired.snapshots.map((s) => [s.status, s.removed.map((r) => r.path), s.hashesDropped.map((r) => r.path)]),
+      [['repaired', [], ['db.dat']]],
     );
+    await keptWithoutHashes(repaired.snapshots[0]?.newId as string, 'flipped');
   });
+
+  /** A repaired snapshot whose db.dat lost only its page hashes: it verifies clean with data and restores exactly. */
+  async function keptWithoutHashes(repairedId: string, name: string): Promise<void> {
+    const entry = (await rootEntries(repo, await repo.readSnapshot(repairedId))).find((e) => e.name === 'db.dat');
+    assert.ok(entry?.extentLists && entry.pageHashes === undefined, 'db.dat kept as a page file without page hashes');
+    assert.deepEqual(affectedBy(await verifyWith(repo, 1), repairedId), [], 'the repaired snapshot verifies clean with data');
+    const out = join(work.path, `restore-kept-${name}`);
+    await restoreTo(repo, repairedId, out);
+    assert.ok((await readFile(join(out, 'db.dat'))).equals(db), 'db.dat restores byte for byte');
+  }
 
   it('an extent past the end of its piece is damage naming the file, with data and without; repair snapshots leaves the file out', async () => {
     const past = await craftVariant(repo, good, 'db.dat', async (entry, store) => {
@@ -133,6 +144,20 @@ describe('page files: verify and repair snapshots', () => {
       ]);
       assert.deepEqual(affectedBy(report, missing), [{ path: 'db.dat', problem: `page hash list ${'ab'.repeat(32)} is missing` }]);
     }
+    // repair snapshots keeps db.dat in each of the three hash-only cases (its data is whole), without the hashes;
+    // the size one is left out.
+    const repaired = await repairSnapshots(repo, repairOptions([short, hashes, extra, missing], false));
+    const by = new Map(repaired.snapshots.map((r) => [r.id, r]));
+    assert.deepEqual(
+      [short, hashes, extra, missing].map((id) => [by.get(id)?.removed.map((r) => r.path), by.get(id)?.hashesDropped.map((r) => r.path)]),
+      [
+        [['db.dat'], []],
+        [[], ['db.dat']],
+        [[], ['db.dat']],
+        [[], ['db.dat']],
+      ],
+    );
+    for (const [i, id] of [hashes, extra, missing].entries()) await keptWithoutHashes(by.get(id)?.newId as string, `hashes-${i}`);
   });
 
   it('a files drill reads the page-hash lists a restore never reads: one that is gone fails the drill, though the file restores', async () => {
