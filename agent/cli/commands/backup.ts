@@ -88,7 +88,7 @@ export function registerBackup(program: Command, cli: Cli): void {
       oneFileSystem: Boolean(opts.oneFileSystem),
       excludeIfPresent: opts.excludeIfPresent,
       tags: opts.tag,
-      compression: opts.compression ? parseCompression(opts.compression) : undefined,
+      compression: opts.compression !== undefined ? parseCompression(opts.compression) : undefined,
       parent: opts.parent,
       engine: engine
         ? {

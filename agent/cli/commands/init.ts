@@ -24,7 +24,7 @@ export function registerInit(program: Command, cli: Cli): void {
       await record({ repo, who, progress: cli.output }, 'init', {
         repositoryId: repo.id,
         location: storage.location,
-        ...(opts.kmsKeyId ? { kmsKeyId: opts.kmsKeyId } : {}),
+        ...(opts.kmsKeyId !== undefined ? { kmsKeyId: opts.kmsKeyId } : {}),
       });
       if (keys.kmsOnly) cli.output.warn(keys.notice, { kmsOnly: true });
       if (keys.passphrase !== undefined) {
@@ -54,7 +54,7 @@ async function initKeys(
   kmsOnly: boolean;
   notice: string;
 }> {
-  if (!kmsKeyId) {
+  if (kmsKeyId === undefined) {
     const passphrase = await cli.passphrase(cmd, true);
     return {
       wrap: passphrase,

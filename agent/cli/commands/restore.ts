@@ -91,7 +91,7 @@ export function registerRestore(program: Command, cli: Cli): void {
       noLock: !opts.lock,
       snapshot: ref,
       latestFilter,
-      waitForSnapshotMs: opts.waitForSnapshot ? parseDurationMs(opts.waitForSnapshot) : undefined,
+      waitForSnapshotMs: opts.waitForSnapshot !== undefined ? parseDurationMs(opts.waitForSnapshot) : undefined,
       target: opts.target,
       targetDatabase: opts.targetDatabase,
       // The snapshot's engine reads its own flags (restore's --force too, for etcd-keys).

@@ -19,7 +19,7 @@ export function registerVerify(program: Command, cli: Cli): void {
     )
     .action(async (opts: { readData?: boolean; readDataSubset?: string; lock: boolean }, cmd: Command) => {
       const { g, repo } = await cli.openRepo(cmd);
-      const readData = opts.readData ? 1 : opts.readDataSubset ? parsePercent(opts.readDataSubset) : 0;
+      const readData = opts.readData ? 1 : opts.readDataSubset !== undefined ? parsePercent(opts.readDataSubset) : 0;
       const report = await verify(repo, { ...cli.operation(g), noLock: !opts.lock, readData, markDamage: opts.lock });
       cli.output.result({ type: 'verify', ...report }, verifyText(report));
       if (!report.ok)

@@ -102,5 +102,33 @@ describe('init, forget and verify say things readably', () => {
     const json = await runCli(['verify', '--read-data', '--no-lock'], env);
     const report = lastOfType(json, 'verify') as { problems: Array<{ problem: string }> };
     assert.equal(report.problems[0]?.problem.match(/pack [0-9a-f]{64}/g)?.length, 1, report.problems[0]?.problem);
+
+    // A subset that reads nothing is a mistake, not a clean check: an empty value is refused like 0% (it passed, reading no data).
+    for (const subset of ['', '0', '0%', 'ten']) {
+      const refused = await runCliText(['verify', '--read-data-subset', subset, '--no-lock'], env);
+      assert.equal(refused.code, 2, `--read-data-subset ${JSON.stringify(subset)}: ${refused.stdout}${refused.stderr}`);
+      assert.match(refused.stderr, /invalid percentage/);
+    }
+    assert.equal(
+      (await runCliText(['verify', '--read-data-subset', '100%', '--no-lock'], env)).code,
+      14,
+      'a whole subset finds the damage',
+    );
+  });
+
+  it('an option given an empty value is refused, not taken as absent (a KMS init would otherwise make a passphrase repository)', async () => {
+    const repo = join(work.path, 'empty-values');
+    const env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSPHRASE };
+    const kms = await runCliText(['init', '--kms-key-id', ''], env);
+    assert.equal(kms.code, 2, kms.stderr);
+    assert.match(kms.stderr, /"" is not a KMS key ARN/);
+    await assert.rejects(readdir(repo), { code: 'ENOENT' }, 'nothing was created');
+    assert.equal((await runCli(['init'], env)).code, 0);
+    const compression = await runCliText(['backup', '--compression', '', work.path], env);
+    assert.equal(compression.code, 2, compression.stderr);
+    assert.match(compression.stderr, /invalid compression ""/);
+    const wait = await runCliText(['restore', 'latest', '--target', join(work.path, 'nowhere'), '--wait-for-snapshot', ''], env);
+    assert.equal(wait.code, 2, wait.stderr);
+    assert.match(wait.stderr, /invalid duration ""/);
   });
 });
