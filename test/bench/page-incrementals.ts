@@ -21,7 +21,7 @@ import { Cairn, CAIRN_CLI, Restic, type Logs } from './tools.ts';
  * - Dataset B: PostgreSQL 15, `initdb`, `pgbench -i -s <scale>`, then
  *   `pgbench -c 2 -T <seconds> -R 60` and CHECKPOINT.
  * - Dataset A: MariaDB, sysbench `oltp_read_write prepare`, then
- *   `oltp_write_only --threads=2 --time=<seconds> --rate=60`.
+ *   `oltp_write_only --threads=2 --time=<seconds> --rate=<rate>` (60 by default).
  *
  * Each is backed up twice (before and after the writes) by: Cairn's files backup
  * of the stopped data directory, restic's backup of the same, Cairn's physical
@@ -36,7 +36,8 @@ import { Cairn, CAIRN_CLI, Restic, type Logs } from './tools.ts';
  * Sizes come from the environment (defaults: a few minutes on 2 cores):
  * CAIRN_BENCH_PG_SCALE (10; ~160 MB), CAIRN_BENCH_PG_SECONDS (30),
  * CAIRN_BENCH_MARIADB_TABLES (4), CAIRN_BENCH_MARIADB_ROWS (100000 per table;
- * ~100 MB), CAIRN_BENCH_MARIADB_SECONDS (30); CAIRN_BENCH_PAGES_DATASETS=B or A
+ * ~100 MB), CAIRN_BENCH_MARIADB_SECONDS (30), CAIRN_BENCH_MARIADB_RATE (60 transactions/s);
+ * CAIRN_BENCH_PAGES_DATASETS=B or A
  * for one of them. Full sizes: scale 100 (1.5 GB) and 10 × 1,000,000 rows (2.4 GB),
  * 300 s each. Timing never fails the run; a failed command does.
  */
@@ -545,6 +546,7 @@ async function datasetA(options: PageIncrementalOptions, work: string, logs: Log
   const tables = envNumber('CAIRN_BENCH_MARIADB_TABLES', 4);
   const rows = envNumber('CAIRN_BENCH_MARIADB_ROWS', 100_000);
   const seconds = envNumber('CAIRN_BENCH_MARIADB_SECONDS', 30);
+  const rate = envNumber('CAIRN_BENCH_MARIADB_RATE', 60);
   const datadir = join(work, 'mariadb-data');
   const install = spawnSync(
     'mariadb-install-db',
@@ -587,7 +589,7 @@ async function datasetA(options: PageIncrementalOptions, work: string, logs: Log
     servers.push(live);
     const load = await sysbench(
       live,
-      ['oltp_write_only', `--tables=${tables}`, `--table-size=${rows}`, '--threads=2', `--time=${seconds}`, '--rate=60', 'run'],
+      ['oltp_write_only', `--tables=${tables}`, `--table-size=${rows}`, '--threads=2', `--time=${seconds}`, `--rate=${rate}`, 'run'],
       logs,
       'run',
     );
@@ -602,7 +604,7 @@ async function datasetA(options: PageIncrementalOptions, work: string, logs: Log
     const changes = changesBetween(before, after);
     return {
       dataset: 'A',
-      description: `MariaDB: sysbench oltp_read_write prepare (${tables} × ${rows} rows), then oltp_write_only --threads=2 --time=${seconds} --rate=60 (${transactions ?? '?'} transactions)`,
+      description: `MariaDB: sysbench oltp_read_write prepare (${tables} × ${rows} rows), then oltp_write_only --threads=2 --time=${seconds} --rate=${rate} (${transactions ?? '?'} transactions)`,
       dataDirBytes: changes.bytes,
       pageSize: changes.pageSize,
       pageFiles: changes.pageFiles,
