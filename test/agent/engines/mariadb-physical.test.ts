@@ -6,10 +6,29 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { runCli, lastOfType, CAIRN_BIN } from '../../helpers/cli.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
+import { Repository } from '../../../agent/core/repository.ts';
+import { PieceReader } from '../../../agent/core/piece-reader.ts';
+import { decodeTree, type TreeEntry } from '../../../agent/core/tree.ts';
+import { FileStorage } from '../../../agent/storage/file.ts';
 
 const skip =
   missingMariadb() ??
   (spawnSync('sh', ['-c', 'command -v mariabackup']).status === 0 ? undefined : 'needs mariabackup: apt-get install mariadb-backup');
+
+/** The entry at `path` (a/b/c) in a snapshot's trees. */
+async function entryAt(repoPath: string, snapshotId: string, path: string): Promise<TreeEntry | undefined> {
+  const repo = await Repository.open(new FileStorage(repoPath), PASSPHRASE);
+  const reader = new PieceReader(repo, await repo.loadIndex());
+  let tree = (await repo.readSnapshot(snapshotId)).tree;
+  const names = path.split('/');
+  for (const [i, name] of names.entries()) {
+    const entry = decodeTree(await reader.read(Buffer.from(tree, 'hex')), tree).entries.find((e) => e.name === name);
+    if (!entry || i === names.length - 1) return entry;
+    if (!entry.subtree) return undefined;
+    tree = entry.subtree;
+  }
+  return undefined;
+}
 
 function checksums(server: MariadbServer): string {
   return server.sql('CHECKSUM TABLE shop.items, shop.events EXTENDED');
@@ -62,6 +81,11 @@ describe('mariadb physical engine (mariabackup) against a real MariaDB server', 
     const afterChange = checksums(server);
     const secondId = (lastOfType(second, 'summary') as { snapshotId: string }).snapshotId;
     assert.ok(added < summary.bytesAdded * 0.7, `unchanged files are not stored again (added ${added} of ${summary.bytesAdded})`);
+    // The tablespaces are page files (repository format 2): the second backup compared them page by page.
+    for (const id of [summary.snapshotId, secondId]) {
+      const items = await entryAt(env.CAIRN_REPOSITORY as string, id, 'shop/items.ibd');
+      assert.ok(items?.extentLists && items.pageHashes && items.pageSize === 16384, `shop/items.ibd is a page file in ${id}`);
+    }
 
     const datadir = join(work.path, 'restored-datadir');
     const restored = await runCli(['restore', summary.snapshotId, '--target', datadir], env);
