@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { ID_BYTES, SALT_BYTES, deriveKey, open, seal } from './crypto.ts';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import { ID_BYTES, NONCE_BYTES, SALT_BYTES, TAG_BYTES, deriveKey, open, seal } from './crypto.ts';
 import { DamagedError } from './errors.ts';
 
 /**
@@ -57,9 +57,39 @@ export function packSaltFromHeader(header: Buffer, packId: string): Buffer {
 }
 
 export function encodeFrame(key: Buffer, codec: CodecId, ids: Buffer[], lengths: number[], payload: Buffer): Buffer {
+  const frame = Buffer.allocUnsafe(frameBytes(ids.length, payload.length));
+  encodeFrameInto(frame, 0, key, codec, ids, lengths, payload);
+  return frame;
+}
+
+/** Bytes a frame of `count` pieces with a `payloadLength`-byte (compressed) payload takes in its pack. */
+export function frameBytes(count: number, payloadLength: number): number {
+  return FRAME_HEADER_BYTES + NONCE_BYTES + count * (ID_BYTES + 4) + payloadLength + TAG_BYTES;
+}
+
+/** Plaintext bytes encrypted per cipher call: its output is the only buffer a frame allocates, and stays small. */
+const SEAL_STEP = 256 << 10;
+
+/**
+ * encodeFrame written straight into `target` at `offset` (the pack being
+ * built), without assembling the frame elsewhere first; returns its length.
+ * The bytes are the same as encodeFrame's (AES-256-GCM as core/crypto.ts seal).
+ */
+export function encodeFrameInto(
+  target: Buffer,
+  offset: number,
+  key: Buffer,
+  codec: CodecId,
+  ids: Buffer[],
+  lengths: number[],
+  payload: Buffer,
+): number {
   const count = ids.length;
+  const length = frameBytes(count, payload.length);
+  if (offset + length > target.length) throw new RangeError('frame does not fit its target');
   const rawLength = lengths.reduce((a, b) => a + b, 0);
-  const header = Buffer.alloc(FRAME_HEADER_BYTES);
+  const header = target.subarray(offset, offset + FRAME_HEADER_BYTES);
+  header.fill(0);
   header.writeUInt8(FRAME_VERSION, 0);
   header.writeUInt8(codec, 1);
   header.writeUInt16LE(count, 2);
@@ -69,7 +99,18 @@ export function encodeFrame(key: Buffer, codec: CodecId, ids: Buffer[], lengths:
     (ids[i] as Buffer).copy(table, i * ID_BYTES);
     table.writeUInt32LE(lengths[i] as number, count * ID_BYTES + i * 4);
   }
-  return Buffer.concat([header, seal(key, [table, payload], header)]);
+  const nonce = randomBytes(NONCE_BYTES);
+  let at = offset + FRAME_HEADER_BYTES;
+  at += nonce.copy(target, at);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  cipher.setAAD(Buffer.from(header));
+  at += cipher.update(table).copy(target, at);
+  for (let from = 0; from < payload.length; from += SEAL_STEP) {
+    at += cipher.update(payload.subarray(from, Math.min(payload.length, from + SEAL_STEP))).copy(target, at);
+  }
+  at += cipher.final().copy(target, at);
+  at += cipher.getAuthTag().copy(target, at);
+  return at - offset;
 }
 
 export interface DecodedFrame {

@@ -65,15 +65,17 @@ export type Chunking = { kind: 'cdc'; chunker: Chunker } | { kind: 'fixed'; size
  * reused buffer, valid only until the consumer asks for the next piece: copy
  * what must outlive that (the pack writer copies into its frame). Reusing the
  * buffer keeps memory flat instead of leaving garbage for the GC at disk speed.
+ * The buffer holds one largest piece plus `readSize`: enough to cut a whole
+ * piece after every read, each read at least `readSize` bytes.
  */
 export async function* chunkStream(
   read: (buffer: Buffer) => Promise<number>,
   chunking: Chunking,
-  readSize = 8 << 20,
+  readSize = 1 << 20,
   initial?: Buffer,
 ): AsyncGenerator<Buffer> {
   const unit = chunking.kind === 'cdc' ? chunking.chunker.max : chunking.size;
-  const full = Math.max(readSize, unit * 2);
+  const full = unit + readSize;
   // Small inputs are read into a small buffer (a caller that knows the size passes one);
   // if more arrives than it holds, switch to a full-size buffer.
   let buffer = initial ?? Buffer.allocUnsafe(full);
@@ -86,7 +88,7 @@ export async function* chunkStream(
       if (n === 0) eof = true;
       filled += n;
     }
-    if (!eof && buffer.length < unit * 2) {
+    if (!eof && buffer.length < full) {
       const bigger = Buffer.allocUnsafe(full);
       buffer.copy(bigger, 0, 0, filled);
       buffer = bigger;

@@ -3,13 +3,13 @@ import { promisify } from 'node:util';
 import { constants, zstdCompress as zstdCompressCb } from 'node:zlib';
 import type { Compression } from '../core/config.ts';
 import { Semaphore } from '../core/concurrency.ts';
-import { ID_BYTES, NONCE_BYTES, TAG_BYTES } from '../core/crypto.ts';
+import { ID_BYTES } from '../core/crypto.ts';
 import {
   Codec,
-  FRAME_HEADER_BYTES,
   PieceType,
-  encodeFrame,
+  encodeFrameInto,
   encodeTrailer,
+  frameBytes,
   newPackHeader,
   packDataKey,
   type CodecId,
@@ -25,7 +25,10 @@ const zstdCompress = promisify(zstdCompressCb) as (data: Buffer, options: object
 
 export interface PackWriterOptions {
   compression: Compression;
-  /** Packs uploaded at once (frames compressed at once: twice that); memory ≈ concurrency × (2 frames + 1 pack). */
+  /**
+   * Packs uploaded at once (frames compressed at once: one more). Buffers held ≈ (concurrency + 1)
+   * × (pack + 2 × (frameSize + chunker max)): packs open or uploading, frames with zstd's output.
+   */
   concurrency: number;
   /** Pieces are grouped into one frame (compressed together) until it holds this many bytes. */
   frameSize?: number;
@@ -77,7 +80,8 @@ export class PackWriter {
   private readonly frameSize: number;
   private readonly indexEvery: number;
   private readonly compressSlots: Semaphore;
-  private readonly uploadSlots: Semaphore;
+  /** One per pack buffer alive: the open pack and those uploading (so uploads ≤ concurrency). */
+  private readonly packSlots: Semaphore;
   private readonly framePool: BufferPool;
   private readonly packPool: BufferPool;
   private readonly inFlight = new Set<Promise<void>>();
@@ -99,12 +103,14 @@ export class PackWriter {
     this.indexEvery = options.indexEvery ?? 50_000;
     this.dryRun = options.dryRun === true;
     const concurrency = Math.max(1, options.concurrency);
-    // Twice as many frames in compression as uploads: the pool always has work queued while the
-    // main thread cuts and hashes, and frames (≤ 5 MiB) cost less memory than packs (16 MiB).
-    this.compressSlots = new Semaphore(concurrency * 2);
-    this.uploadSlots = new Semaphore(concurrency);
+    // One frame more in compression than uploads: the pool has work queued while the main thread
+    // cuts and hashes. Each frame in compression holds its buffer and zstd's output.
+    this.compressSlots = new Semaphore(concurrency + 1);
+    // A pack buffer is taken with its slot when the pack opens and given back when its upload
+    // ends, so at most concurrency + 1 exist: the open one and `concurrency` uploading.
+    this.packSlots = new Semaphore(concurrency + 1);
     // A frame closes once it passes frameSize, so it holds at most frameSize plus one largest piece.
-    this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency * 2 + 1);
+    this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency + 2);
     this.packPool = new BufferPool(repo.config.packSize + (256 << 10), concurrency + 1);
   }
 
@@ -166,7 +172,7 @@ export class PackWriter {
     await this.drain();
     const pack = this.pack;
     this.pack = undefined;
-    if (pack) await this.startUpload(pack);
+    if (pack) this.startUpload(pack);
     await this.drain();
     if (this.unindexed.length > 0) {
       const entries = this.unindexed;
@@ -197,7 +203,9 @@ export class PackWriter {
     if (this.compression.codec === 'zstd' && raw.length > 64) {
       const compressed = await zstdCompress(raw, {
         params: { [constants.ZSTD_c_compressionLevel]: this.compression.level },
-        chunkSize: 1 << 20,
+        // One output buffer that holds zstd's worst case (ZSTD_compressBound), so the output is
+        // neither grown chunk by chunk nor concatenated: one allocation per frame.
+        chunkSize: Math.max(64 << 10, raw.length + (raw.length >> 8) + 1024),
       });
       // Incompressible data is stored as it is: it costs nothing to restore.
       if (compressed.length < raw.length - (raw.length >> 6)) {
@@ -208,27 +216,44 @@ export class PackWriter {
     this.throwIfFailed();
     // The frame's size is known before it is encrypted: close a pack that cannot take it, so
     // pack buffers need only packSize plus the trailer, and each frame is encrypted once.
-    const frameBytes = FRAME_HEADER_BYTES + NONCE_BYTES + TAG_BYTES + frame.ids.length * (ID_BYTES + 4) + payload.length;
-    const room = (entries: number): number => frameBytes + (entries + frame.ids.length) * ENTRY_TRAILER_BYTES + 64;
-    const open = this.pack;
-    if (open && open.entries.length > 0 && open.size + room(open.entries.length) > open.buffer.length) {
-      this.pack = undefined;
-      await this.startUpload(open);
+    const bytes = frameBytes(frame.ids.length, payload.length);
+    const room = (entries: number): number => bytes + (entries + frame.ids.length) * ENTRY_TRAILER_BYTES + 64;
+    // Opening a pack may wait for a slot, and other frames run meanwhile: look again after it.
+    let pack: OpenPack;
+    for (;;) {
+      const open = this.pack;
+      if (open && open.entries.length > 0 && open.size + room(open.entries.length) > open.buffer.length) {
+        this.pack = undefined;
+        this.startUpload(open);
+      }
+      if (this.pack) {
+        pack = this.pack;
+        break;
+      }
+      await this.openPack();
     }
-    let pack = this.openPack();
     if (pack.size + room(pack.entries.length) > pack.buffer.length) pack = this.growPack(pack, room(pack.entries.length));
-    const bytes = encodeFrame(pack.key, codec, frame.ids, frame.lengths, payload);
+    // Encrypted straight into the pack: no frame-sized copy is made on the way.
+    const frameOffset = pack.size;
+    pack.size += encodeFrameInto(pack.buffer, frameOffset, pack.key, codec, frame.ids, frame.lengths, payload);
     this.framePool.release(frame.buffer);
-    this.append(pack, frame, bytes);
+    this.append(pack, frame, frameOffset, bytes);
     if (pack.size >= this.repo.config.packSize) {
       this.pack = undefined;
-      await this.startUpload(pack);
+      this.startUpload(pack);
     }
   }
 
-  /** The open pack, opening one if needed (frames are encrypted with the key of the pack they go into). */
-  private openPack(): OpenPack {
-    if (!this.pack) {
+  /**
+   * Opens a pack unless one is open (frames are encrypted with the key of the pack they go into).
+   * It waits for a pack slot first, and other frames run meanwhile: one of them may open it.
+   */
+  private async openPack(): Promise<void> {
+    await this.packSlots.acquire();
+    if (this.pack || this.failure) {
+      this.packSlots.release();
+      this.throwIfFailed();
+    } else {
       const { header, salt } = newPackHeader();
       const buffer = this.packPool.acquire();
       header.copy(buffer, 0);
@@ -240,7 +265,6 @@ export class PackWriter {
         entries: [],
       };
     }
-    return this.pack;
   }
 
   private growPack(pack: OpenPack, extra: number): OpenPack {
@@ -251,10 +275,7 @@ export class PackWriter {
     return pack;
   }
 
-  private append(pack: OpenPack, frame: Frame, bytes: Buffer): void {
-    const frameOffset = pack.size;
-    bytes.copy(pack.buffer, frameOffset);
-    pack.size += bytes.length;
+  private append(pack: OpenPack, frame: Frame, frameOffset: number, frameLength: number): void {
     let offsetInFrame = 0;
     frame.ids.forEach((id, i) => {
       const length = frame.lengths[i] as number;
@@ -263,7 +284,7 @@ export class PackWriter {
         packId: pack.id,
         type: frame.types[i] as PieceTypeId,
         frameOffset,
-        frameLength: bytes.length,
+        frameLength,
         offsetInFrame,
         length,
       };
@@ -276,8 +297,8 @@ export class PackWriter {
     this.stats.rawBytesAdded += frame.size;
   }
 
-  private async startUpload(pack: OpenPack): Promise<void> {
-    await this.uploadSlots.acquire();
+  /** Uploads a closed pack; it already holds its slot (taken when it opened). */
+  private startUpload(pack: OpenPack): void {
     this.track(this.uploadPack(pack));
   }
 
@@ -300,7 +321,7 @@ export class PackWriter {
       }
     } finally {
       this.packPool.release(pack.buffer);
-      this.uploadSlots.release();
+      this.packSlots.release();
     }
   }
 

@@ -1,0 +1,87 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { DEFAULT_CHUNKER, DEFAULT_PACK_SIZE } from '../../../agent/core/config.ts';
+import { CAIRN_BIN } from '../../helpers/cli.ts';
+
+const run = promisify(execFile);
+const MiB = 1 << 20;
+
+/**
+ * Bounded memory (docs/performance-notes.md, "Memory"): `cairn backup` and `cairn restore` of
+ * 160 MiB of incompressible data in a child process, whose Buffers are sampled every 20 ms
+ * after a full garbage collection (so the figure is what is held, not garbage V8 has not yet
+ * collected). The bound is the documented formula plus a margin; before the pack writer held
+ * packs by slot and frames encrypted into the pack, --concurrency 4 held ~207 MiB here.
+ */
+const CONCURRENCY = 4;
+const FRAME = MiB + DEFAULT_CHUNKER.max;
+/** (c + 1) × (pack + 2 frames: its buffer and zstd's output) + one file's read buffer (largest piece + 1 MiB). */
+const BACKUP_BOUND = (CONCURRENCY + 1) * (DEFAULT_PACK_SIZE + 256 * 1024 + 2 * FRAME) + DEFAULT_CHUNKER.max + MiB;
+/** Read-ahead (c × 8 MiB) + 8 cached frames, each with the bytes fetched and the bytes decompressed. */
+const RESTORE_BOUND = CONCURRENCY * 8 * MiB + 8 * 2 * FRAME;
+const MARGIN = 16 * MiB;
+
+const PROBE = `
+const { writeFileSync } = require('node:fs');
+let peak = 0;
+const sample = () => { globalThis.gc(); peak = Math.max(peak, process.memoryUsage().arrayBuffers); };
+setInterval(sample, 20).unref();
+process.on('exit', () => { sample(); writeFileSync(process.env.PROBE_OUT, String(peak)); });
+`;
+
+describe('memory of backup and restore (child process, sampled)', () => {
+  let dir = '';
+  let digest = '';
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cairn-memory-'));
+    writeFileSync(join(dir, 'probe.cjs'), PROBE);
+    mkdirSync(join(dir, 'src'));
+    const fd = openSync(join(dir, 'src', 'random'), 'w');
+    const hash = createHash('sha256');
+    const block = Buffer.allocUnsafe(8 * MiB);
+    for (let i = 0; i < 20; i++) {
+      randomFillSync(block);
+      hash.update(block);
+      writeSync(fd, block);
+    }
+    closeSync(fd);
+    digest = hash.digest('hex');
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  async function peakOf(args: string[]): Promise<number> {
+    const out = join(dir, 'peak');
+    const env = { ...process.env, CAIRN_PASSWORD: 'memory-test', PROBE_OUT: out, NODE_OPTIONS: '' };
+    await run(process.execPath, ['--expose-gc', '-r', join(dir, 'probe.cjs'), CAIRN_BIN, '-r', join(dir, 'repo'), ...args], {
+      env,
+      maxBuffer: 16 * MiB,
+    });
+    return Number(readFileSync(out, 'utf8'));
+  }
+
+  it('backup holds at most the pack writer formula, restore the read-ahead and frame cache', { timeout: 120_000 }, async () => {
+    await peakOf(['init']);
+    const backup = await peakOf(['--concurrency', String(CONCURRENCY), 'backup', '-q', join(dir, 'src')]);
+    assert.ok(
+      backup <= BACKUP_BOUND + MARGIN,
+      `backup held ${(backup / MiB).toFixed(1)} MiB of Buffers, bound ${((BACKUP_BOUND + MARGIN) / MiB).toFixed(1)}`,
+    );
+    const restore = await peakOf(['--concurrency', String(CONCURRENCY), 'restore', '-q', 'latest', '--target', join(dir, 'out')]);
+    assert.ok(
+      restore <= RESTORE_BOUND + MARGIN,
+      `restore held ${(restore / MiB).toFixed(1)} MiB of Buffers, bound ${((RESTORE_BOUND + MARGIN) / MiB).toFixed(1)}`,
+    );
+    const file = readdirSync(join(dir, 'out'), { recursive: true, encoding: 'utf8' }).find((name) => name.endsWith('random'));
+    assert.ok(file, 'the restore holds the file');
+    const restored = createHash('sha256')
+      .update(readFileSync(join(dir, 'out', file)))
+      .digest('hex');
+    assert.equal(restored, digest);
+  });
+});
