@@ -9,6 +9,8 @@ import type { StorageFlags } from './storage-options.ts';
 export interface WalFlags {
   stream?: string;
   spoolDir?: string;
+  /** wal-fetch only: the restore's staging directory. */
+  stageDir?: string;
 }
 
 export const STREAM_HELP = 'log stream (default: pg-<system identifier> from global/pg_control in the working directory)';
@@ -29,6 +31,7 @@ export function walClientOptions(cli: Cli, cmd: Command, opts: WalFlags): WalCli
     { ...g, repo: requireRepo(g) },
     {
       spoolDir: opts.spoolDir,
+      stageDir: opts.stageDir,
       stream: opts.stream === undefined ? undefined : validateStream(opts.stream),
       env: cli.env,
       cwd: process.cwd(),

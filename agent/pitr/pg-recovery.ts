@@ -1,15 +1,20 @@
-import { appendFile, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { RecoveryTarget } from '../core/log-chain.ts';
 import { run } from '../process/run.ts';
 import type { ReplayContext, ReplayResult } from './replay.ts';
+import { newStageName } from './wal-stage.ts';
 
 /**
  * PostgreSQL replays WAL itself: after the base snapshot is restored, this
  * writes recovery.signal and the recovery settings, and the server, once
  * started, fetches each segment through `cairn wal-fetch` (restore_command),
  * stops at the target and promotes. Nothing is fetched here.
+ *
+ * The fast path (docs/pitr.md): restore_command first looks in this
+ * restore's staging directory, which the WAL daemon fills ahead, and takes
+ * the segment with `mv`; only when it is not there does it start cairn.
  *
  * recovery_target_timeline = 'current' keeps replay on the base backup's
  * timeline: the archive may hold later timelines of the same cluster (an
@@ -20,9 +25,18 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
   const { plan } = ctx;
   // PostgreSQL expands %f, %p, %r and %% in restore_command: a literal % in cairn's own words must be doubled.
   const cairn = ctx.cairnArgv.map((word) => shellQuote(word).replace(/%/g, '%%')).join(' ');
-  const restoreCommand = `${cairn} wal-fetch --stream ${shellQuote(plan.stream)} %f "%p"`;
+  // Inside the data directory, which PostgreSQL insists is its user's alone (0700 or 0750): no other user can
+  // reach it, and it is the file system of %p unless pg_wal is a link elsewhere (then mv copies, then exits).
+  const stage = newStageName();
+  const stageDir = join(ctx.directory, stage);
+  await mkdir(stageDir, { mode: 0o700 });
+  await chmod(stageDir, 0o700);
+  const slow = `${cairn} wal-fetch --stream ${shellQuote(plan.stream)} --stage-dir "$s" %f "%p"`;
+  const restoreCommand = `${stageTaking(stage)} exec ${slow}`;
   const settings: Array<[string, string]> = [
     ['restore_command', restoreCommand],
+    // The staging directory goes when replay is over (the daemon removes what it staged later on when it stops).
+    ['recovery_end_command', `rm -rf -- ${shellQuote(stage)}`],
     ...targetSettings(plan.target),
     ['recovery_target_action', 'promote'],
     ['recovery_target_timeline', 'current'],
@@ -36,7 +50,8 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
     { mode: 0o600 },
   );
   await writeFile(signal, '', { mode: 0o600 });
-  if (ctx.owner) await run(['chown', `${ctx.owner}:`, autoConf, signal], { env: ctx.env, hint: `check that the user ${ctx.owner} exists` });
+  if (ctx.owner)
+    await run(['chown', `${ctx.owner}:`, autoConf, signal, stageDir], { env: ctx.env, hint: `check that the user ${ctx.owner} exists` });
   const files = plan.files.length;
   const bytes = plan.bytes;
   return {
@@ -44,6 +59,21 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
     files,
     bytes,
   };
+}
+
+/**
+ * The first half of restore_command: when the staging directory (relative to
+ * the data directory, restore_command's working directory) holds %f as a
+ * regular file of ours, move it to %p and exit 0. Owned by the server's user,
+ * not links: the checks refuse what anyone else could have put there. The
+ * daemon writes each staged file under a temporary name and renames it when
+ * whole, so %f is never a partial write. Anything else, or a failed mv, falls
+ * through to wal-fetch. %f is a WAL file name (hex digits, .history,
+ * .partial): no quoting needed.
+ */
+export function stageTaking(stage: string): string {
+  const file = '"$s/%f"';
+  return `s=${shellQuote(stage)}; if [ -O "$s" ] && [ ! -h "$s" ] && [ -f ${file} ] && [ ! -h ${file} ] && [ -O ${file} ] && mv -f ${file} "%p" 2>/dev/null; then exit 0; fi;`;
 }
 
 /** The recovery_target_* setting for the plan's target. */

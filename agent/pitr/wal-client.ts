@@ -33,6 +33,8 @@ export interface WalClientOptions {
   globalArgs: string[];
   spoolDir?: string | undefined;
   stream?: string | undefined;
+  /** wal-fetch --stage-dir: the restore's staging directory (relative to the data directory), which the daemon fills ahead. */
+  stageDir?: string | undefined;
   env: NodeJS.ProcessEnv;
   cwd: string;
 }
@@ -58,7 +60,7 @@ export interface ForwardedFlags {
 
 export function clientOptionsFrom(
   flags: ForwardedFlags,
-  rest: { spoolDir?: string | undefined; stream?: string | undefined; env: NodeJS.ProcessEnv; cwd: string },
+  rest: { spoolDir?: string | undefined; stream?: string | undefined; stageDir?: string | undefined; env: NodeJS.ProcessEnv; cwd: string },
 ): WalClientOptions {
   const repo = repositoryIdentity(flags.repo);
   const globalArgs = ['--repo', repo];
@@ -96,7 +98,8 @@ export async function walPush(path: string, options: WalClientOptions): Promise<
 /** Writes the archived file `name` to `dest`; false when it was never archived (PostgreSQL then tries elsewhere or ends recovery). */
 export async function walFetch(name: string, dest: string, options: WalClientOptions): Promise<boolean> {
   const daemon = await daemonFor(options);
-  const answer = await ask(daemon, { v: 1, op: 'fetch', name: basename(name), dest: resolve(options.cwd, dest) });
+  const stage = options.stageDir === undefined ? undefined : resolve(options.cwd, options.stageDir);
+  const answer = await ask(daemon, { v: 1, op: 'fetch', name: basename(name), dest: resolve(options.cwd, dest), stage });
   if (answer.op !== 'fetch') throw unexpected(answer.op);
   return answer.found;
 }

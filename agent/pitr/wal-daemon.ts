@@ -2,7 +2,7 @@
 // loop, its in-flight and prefetch maps and its idle timer; split apart they would pass that
 // state back and forth.
 import { randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, lstat, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,6 +30,7 @@ import {
 } from './wal-protocol.ts';
 import { acquireStartLock, DaemonLog } from './wal-daemon-start.ts';
 import { ensureSpoolDir, type SpoolPaths } from './wal-spool.ts';
+import { stageDirProblem, writeDurably } from './wal-stage.ts';
 
 /**
  * The long-running half of wal-push / wal-fetch: it opens the repository
@@ -45,7 +46,11 @@ import { ensureSpoolDir, type SpoolPaths } from './wal-spool.ts';
  *
  * Fetch: after serving a segment it fetches the next few into the spool
  * (authenticated on the way, as every sealed object is) and serves later
- * requests from there; prefetched files nobody asks for are dropped.
+ * requests from there; prefetched files nobody asks for are dropped. When
+ * the request names the restore's staging directory (wal-stage.ts), the next
+ * few go there instead, each written whole before it gets its name, and
+ * restore_command takes them with `mv`: the daemon sees a staged file
+ * disappear (it polls) and stages further ahead.
  *
  * One daemon per repository and stream: starting takes a lock file in the
  * spool, checks that no daemon answers on the socket, then binds it. A daemon
@@ -134,13 +139,21 @@ class WalDaemon {
   private lastActivity = Date.now();
   private stopping = false;
   private readonly background = new Set<Promise<unknown>>();
-  private readonly counters = { requests: 0, pushed: 0, fetched: 0, servedFromPrefetch: 0 };
+  private readonly counters = { requests: 0, pushed: 0, fetched: 0, servedFromPrefetch: 0, takenFromStage: 0 };
   /** Files archived and recorded by this daemon: name → content hash. */
   private readonly done = new Map<string, string>();
   private readonly inflight = new Map<string, Promise<PushOutcome>>();
   /** name → the spool file holding it, or undefined when it was not archived when asked. */
   private readonly prefetched = new Map<string, Promise<string | undefined>>();
   private readonly prefetchSlots: Semaphore;
+  /** The restore's staging directory the prefetched segments go to, when one was named and is fit (wal-stage.ts). */
+  private stage: string | undefined;
+  private readonly stageRefused = new Set<string>();
+  /** name → its whole file in the staging directory, until restore_command takes it or the daemon drops it. */
+  private readonly staged = new Map<string, string>();
+  private stageTimer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+  private walSize = 16 << 20;
   private waldump: Promise<string | undefined> | undefined;
   private waldumpWarned = false;
   private timer: NodeJS.Timeout | undefined;
@@ -244,7 +257,7 @@ class WalDaemon {
       case 'push':
         return { ok: true, op: 'push', outcome: await this.push(request.path, request.dataDir) };
       case 'fetch': {
-        const source = await this.fetch(request.name, request.dest);
+        const source = await this.fetch(request.name, request.dest, request.stage);
         return { ok: true, op: 'fetch', found: source !== undefined, source };
       }
       case 'status':
@@ -256,6 +269,7 @@ class WalDaemon {
   }
 
   private async status(): Promise<DaemonStatus> {
+    await this.pollStage();
     const prefetched: string[] = [];
     for (const [name, file] of this.prefetched) if (await settledValue(file)) prefetched.push(name);
     return {
@@ -264,6 +278,7 @@ class WalDaemon {
       stream: this.options.stream,
       startedAt: this.startedAt,
       ...this.counters,
+      stageDir: this.stage,
       prefetched: prefetched.sort(),
     };
   }
@@ -427,17 +442,26 @@ class WalDaemon {
 
   // ------------------------------------------------------------ fetch
 
-  private async fetch(name: string, dest: string): Promise<'prefetch' | 'repository' | undefined> {
+  private async fetch(name: string, dest: string, stage: string | undefined): Promise<'prefetch' | 'repository' | undefined> {
     requireWalFileName(name);
+    if (stage !== undefined) await this.useStage(stage);
     // A prefetch on its way is nearly always the quicker source: wait for it rather than download twice.
     const spooled = await this.prefetched.get(name)?.catch(() => undefined);
-    let size: number;
-    let source: 'prefetch' | 'repository';
+    let size: number | undefined;
+    let source: 'prefetch' | 'repository' = 'prefetch';
     if (spooled) {
-      size = await placeAtomically(dest, (tmp) => copyFile(spooled, tmp));
-      source = 'prefetch';
-      this.counters.servedFromPrefetch++;
-    } else {
+      // Staged, yet asked for here: placed after restore_command looked for it. Moved, not copied.
+      const inStage = this.staged.get(name) === spooled;
+      if (inStage) this.staged.delete(name);
+      try {
+        size = inStage ? await moveFile(spooled, dest) : await placeAtomically(dest, (tmp) => copyFile(spooled, tmp));
+        this.counters.servedFromPrefetch++;
+      } catch (error) {
+        // Dropped meanwhile: the repository still has it.
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+    }
+    if (size === undefined) {
       let data: Buffer;
       try {
         data = await this.archive.getFile(name);
@@ -448,6 +472,7 @@ class WalDaemon {
       size = await placeAtomically(dest, (tmp) => writeFile(tmp, data, { mode: 0o600 }));
       source = 'repository';
     }
+    if (classifyWalFile(name)?.kind === 'wal') this.walSize = size;
     this.counters.fetched++;
     this.prefetchAfter(name, size);
     return source;
@@ -459,13 +484,7 @@ class WalDaemon {
     const wanted = new Set<string>();
     if (position)
       for (let i = 1; i <= (this.options.prefetch ?? 8); i++) wanted.add(walName(position.timeline, position.segment + i, size));
-    for (const [other, file] of this.prefetched) {
-      if (wanted.has(other)) continue;
-      this.prefetched.delete(other);
-      void settledValue(file).then(async (path) => {
-        if (path) await unlink(path).catch(() => undefined);
-      });
-    }
+    for (const other of this.prefetched.keys()) if (!wanted.has(other)) this.drop(other);
     if (this.stopping) return;
     for (const next of wanted) {
       if (this.prefetched.has(next)) continue;
@@ -475,6 +494,7 @@ class WalDaemon {
         async (path) => {
           // Dropped while it was on its way.
           if (path && this.prefetched.get(next) !== file) await unlink(path).catch(() => undefined);
+          else if (path && dirname(path) !== this.options.spool.prefetch) this.staged.set(next, path);
         },
         () => undefined,
       );
@@ -488,15 +508,107 @@ class WalDaemon {
     try {
       if (this.stopping) return undefined;
       const data = await this.archive.getFile(name);
+      const stage = this.stage;
+      if (this.stopping) return undefined;
+      if (stage) {
+        const path = join(stage, name);
+        await writeDurably(path, data).catch((error: unknown) => {
+          // Removed at the end of recovery (recovery_end_command).
+          if ((error as NodeJS.ErrnoException).code === 'ENOENT') this.stageGone(stage);
+          throw error;
+        });
+        return path;
+      }
       const path = join(this.options.spool.prefetch, name);
       await placeAtomically(path, (tmp) => writeFile(tmp, data, { mode: 0o600 }));
       return path;
     } catch (error) {
-      if (!(error instanceof NotFoundError)) this.log.warn(`prefetching ${name} failed: ${errorMessage(error)}`);
+      const gone = (error as NodeJS.ErrnoException).code === 'ENOENT' && this.stage === undefined;
+      if (!(error instanceof NotFoundError) && !gone) this.log.warn(`prefetching ${name} failed: ${errorMessage(error)}`);
       return undefined;
     } finally {
       this.prefetchSlots.release();
     }
+  }
+
+  /** Forgets a prefetched file and removes it (once it is written, when it is on its way). */
+  private drop(name: string): void {
+    const file = this.prefetched.get(name);
+    this.prefetched.delete(name);
+    this.staged.delete(name);
+    void settledValue(file).then(async (path) => {
+      if (path) await unlink(path).catch(() => undefined);
+    });
+  }
+
+  /** Stages into `dir` from now on, when it is fit; what was staged or spooled for another restore is dropped. */
+  private async useStage(dir: string): Promise<void> {
+    if (dir === this.stage || this.stageRefused.has(dir)) return;
+    const problem = await stageDirProblem(dir);
+    if (problem) {
+      this.stageRefused.add(dir);
+      this.log.warn(`not staging WAL for restore_command: ${problem}; every segment goes through wal-fetch`);
+      return;
+    }
+    if (dir === this.stage) return;
+    for (const name of [...this.prefetched.keys()]) this.drop(name);
+    this.stage = dir;
+    this.log.info(`staging the next segments in ${dir} for restore_command`);
+    this.stageTimer ??= setInterval(() => void this.pollStage(), 50);
+  }
+
+  /** The staging directory was removed (the end of recovery): what it held is forgotten, not counted as taken. */
+  private stageGone(dir: string): void {
+    if (this.stage !== dir) return;
+    this.stage = undefined;
+    for (const name of [...this.staged.keys()]) {
+      this.staged.delete(name);
+      this.prefetched.delete(name);
+    }
+    this.log.info(`staging directory ${dir} removed; staging stopped`);
+  }
+
+  /** Notices the staged files restore_command took (gone from the staging directory) and stages further ahead. */
+  private pollStage(): Promise<void> {
+    this.polling ??= this.scanStage().finally(() => (this.polling = undefined));
+    return this.polling;
+  }
+
+  private async scanStage(): Promise<void> {
+    const dir = this.stage;
+    if (!dir || this.stopping) return;
+    const names = await readdir(dir).catch(() => undefined);
+    if (!names) return this.stageGone(dir);
+    const present = new Set(names);
+    const taken: string[] = [];
+    for (const [name, path] of [...this.staged]) {
+      if (
+        present.has(name) ||
+        (await lstat(path).then(
+          () => true,
+          () => false,
+        ))
+      )
+        continue;
+      // Moved by a fetch meanwhile, or dropped: not taken by restore_command.
+      if (this.staged.get(name) === path) taken.push(name);
+    }
+    if (taken.length === 0) return;
+    // Emptied along with its directory at the end of recovery: nothing was taken.
+    if (
+      !(await lstat(dir).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return this.stageGone(dir);
+    for (const name of taken) {
+      this.staged.delete(name);
+      this.prefetched.delete(name);
+    }
+    this.counters.takenFromStage += taken.length;
+    this.lastActivity = Date.now();
+    this.prefetchAfter(taken.sort().at(-1) as string, this.walSize);
   }
 
   // ------------------------------------------------------------ stop
@@ -505,6 +617,7 @@ class WalDaemon {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.timer);
+    clearInterval(this.stageTimer);
     this.log.info(`stopping: ${reason}`);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     // Uploads taken ahead finish (or fail, on SIGTERM); a client already connected gets its answer.
@@ -514,6 +627,8 @@ class WalDaemon {
     if ((await stat(spool.socket).catch(() => undefined))?.ino === this.socketInode) await unlink(spool.socket).catch(() => undefined);
     if ((await readFile(spool.pid, 'utf8').catch(() => '')).trim() === String(process.pid)) await unlink(spool.pid).catch(() => undefined);
     await rm(spool.prefetch, { recursive: true, force: true });
+    // The staging directory is the restore's (removed at the end of recovery); what the daemon put there goes with it.
+    for (const path of this.staged.values()) await unlink(path).catch(() => undefined);
     this.finish(reason);
   }
 }
@@ -522,6 +637,19 @@ class WalDaemon {
 async function settledValue<T>(promise: Promise<T | undefined> | undefined): Promise<T | undefined> {
   if (!promise) return undefined;
   return Promise.race([promise.catch(() => undefined), new Promise<undefined>((resolve) => setImmediate(() => resolve(undefined)))]);
+}
+
+/** Moves a staged file to restore_command's %p: a rename, or across file systems a copy through a temporary name. */
+async function moveFile(from: string, to: string): Promise<number> {
+  const { size } = await stat(from);
+  try {
+    await rename(from, to);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+    await placeAtomically(to, (tmp) => copyFile(from, tmp));
+    await unlink(from).catch(() => undefined);
+  }
+  return size;
 }
 
 /** Writes through a temporary name beside the target, then renames: PostgreSQL never sees half a file. */

@@ -24,12 +24,12 @@ const GLOBAL_VALUES: Record<string, keyof ForwardedFlags | null> = {
   '--metrics-file': null,
 };
 const GLOBAL_SWITCHES = new Set(['--json', '-q', '--quiet']);
-const COMMAND_VALUES = new Set(['--stream', '--spool-dir']);
+const COMMAND_VALUES = new Set(['--stream', '--spool-dir', '--stage-dir']);
 
 interface Parsed {
   command: 'wal-push' | 'wal-fetch';
   flags: Partial<ForwardedFlags>;
-  options: { stream?: string; spoolDir?: string };
+  options: { stream?: string; spoolDir?: string; stageDir?: string };
   args: string[];
 }
 
@@ -63,7 +63,9 @@ export function parseWalArgv(argv: readonly string[]): Parsed | undefined {
     const value = inline ?? argv[++i];
     if (value === undefined) return undefined;
     if (name === '--stream') options.stream = value;
-    else options.spoolDir = value;
+    else if (name === '--spool-dir') options.spoolDir = value;
+    else if (command === 'wal-fetch') options.stageDir = value;
+    else return undefined;
   }
   if (args.length !== (command === 'wal-push' ? 1 : 2)) return undefined;
   return { command, flags, options, args };
@@ -84,7 +86,7 @@ export async function runWalCommand(argv: readonly string[], env: NodeJS.Process
   try {
     const options = clientOptionsFrom(
       { ...parsed.flags, repo, passwordFile: parsed.flags.passwordFile ?? undefined },
-      { spoolDir: parsed.options.spoolDir, stream: parsed.options.stream, env, cwd: process.cwd() },
+      { spoolDir: parsed.options.spoolDir, stream: parsed.options.stream, stageDir: parsed.options.stageDir, env, cwd: process.cwd() },
     );
     if (parsed.command === 'wal-push') {
       await walPush(parsed.args[0] as string, options);

@@ -14,8 +14,11 @@ export const MAX_LINE = 64 * 1024;
 export type WalRequest =
   /** Archive the file at `path`; `dataDir` is archive_command's working directory (for PG_VERSION). */
   | { v: 1; op: 'push'; path: string; dataDir: string }
-  /** Write the archived file `name` to `dest` (restore_command's %f and %p, made absolute). */
-  | { v: 1; op: 'fetch'; name: string; dest: string }
+  /**
+   * Write the archived file `name` to `dest` (restore_command's %f and %p, made absolute). `stage`: the restore's
+   * staging directory (absolute), where the daemon places the next segments for restore_command to take with `mv`.
+   */
+  | { v: 1; op: 'fetch'; name: string; dest: string; stage?: string | undefined }
   | { v: 1; op: 'status' }
   | { v: 1; op: 'stop' };
 
@@ -36,6 +39,10 @@ export interface DaemonStatus {
   pushed: number;
   fetched: number;
   servedFromPrefetch: number;
+  /** Segments restore_command took from the staging directory itself (with `mv`, no cairn started). */
+  takenFromStage: number;
+  /** The staging directory the daemon fills, when a restore named one. */
+  stageDir?: string | undefined;
   prefetched: string[];
 }
 
@@ -83,8 +90,11 @@ export function decodeRequest(line: string): WalRequest {
   switch (o.op) {
     case 'push':
       return { v: 1, op: 'push', path: text(o, 'path', true), dataDir: text(o, 'dataDir', true) };
-    case 'fetch':
-      return { v: 1, op: 'fetch', name: text(o, 'name'), dest: text(o, 'dest', true) };
+    case 'fetch': {
+      const fetch: Extract<WalRequest, { op: 'fetch' }> = { v: 1, op: 'fetch', name: text(o, 'name'), dest: text(o, 'dest', true) };
+      if (o.stage !== undefined) fetch.stage = text(o, 'stage', true);
+      return fetch;
+    }
     case 'status':
     case 'stop':
       return { v: 1, op: o.op };

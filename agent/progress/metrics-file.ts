@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { open, readFile, stat, unlink } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
+import { writeFileDurably } from '../core/durable-file.ts';
 
 /**
  * `--metrics-file PATH`: after a command, Prometheus text-format metrics for
@@ -154,20 +155,7 @@ export async function writeMetricsFile(path: string, run: RunMetrics): Promise<v
       throw error;
     });
     const text = mergeMetrics(old, run);
-    const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-    try {
-      const handle = await open(tmp, 'wx', 0o644);
-      try {
-        await handle.writeFile(text);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(tmp, path);
-    } catch (error) {
-      await unlink(tmp).catch(() => undefined);
-      throw error;
-    }
+    await writeFileDurably(path, text, join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`), 0o644);
   } finally {
     await unlink(lock).catch(() => undefined);
   }

@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { postgresWorkDir, startPostgres, type PostgresServer } from '../helpers/postgres.ts';
@@ -236,7 +237,7 @@ function pgbench(server: PostgresServer, args: string[], logPrefix: string): Pro
   });
 }
 
-async function measure(archiver: Archiver, options: PitrOptions, work: string): Promise<PitrMeasurement> {
+async function measure(archiver: Archiver, options: PitrOptions, restoreRoot: string): Promise<PitrMeasurement> {
   const server = await startPostgres({
     settings: {
       wal_level: 'replica',
@@ -248,7 +249,7 @@ async function measure(archiver: Archiver, options: PitrOptions, work: string): 
     },
     env: archiver.serverEnv,
   });
-  const restoreDir = join(work, `${archiver.name}-restored`);
+  const restoreDir = join(restoreRoot, `${archiver.name}-restored`);
   let restored: PostgresServer | undefined;
   try {
     await archiver.prepare(server);
@@ -277,7 +278,8 @@ async function measure(archiver: Archiver, options: PitrOptions, work: string): 
 
     mkdirSync(restoreDir, { mode: 0o700 });
     chmodSync(restoreDir, 0o700);
-    if (asRoot)
+    // pgBackRest restores as postgres, into postgres's directory; cairn restores as root (--owner postgres) only into root's own.
+    if (asRoot && archiver.name !== 'cairn')
       chownSync(
         restoreDir,
         Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout),
@@ -325,6 +327,9 @@ export async function pitrBench(options: PitrOptions): Promise<PitrMeasurement[]
   const peer = ensureCommand('pgbackrest', 'pgbackrest');
   if (!peer) console.log('pgbackrest is missing and cannot be installed (Debian package pgbackrest): only cairn is measured');
   const work = await postgresWorkDir();
+  // As root, cairn restores only under directories root owns (the work dir is postgres's): a root-owned parent the server can enter.
+  const restoreRoot = mkdtempSync(join(tmpdir(), 'cairn-pitr-restore-'));
+  chmodSync(restoreRoot, 0o755);
   mkdirSync(options.logDir, { recursive: true });
   console.log(
     `\nPITR: pgbench -i -s ${options.scale}, base backup, then pgbench -c 4 -T ${options.seconds} (max_wal_size 64MB) archived by each tool; then a restore to 3 s before the end, replayed until the server promotes`,
@@ -336,7 +341,7 @@ export async function pitrBench(options: PitrOptions): Promise<PitrMeasurement[]
       ...(peer ? [new PgBackRestArchiver(work, options.logDir)] : []),
     ];
     for (const archiver of archivers) {
-      const m = await measure(archiver, options, work);
+      const m = await measure(archiver, options, restoreRoot);
       results.push(m);
       console.log(
         `  ${m.tool.padEnd(10)} ${m.segments} segments, ${m.segmentsPerSecond.toFixed(2)} segments/s (drained ${m.drainSeconds.toFixed(1)} s after the load); ` +
@@ -346,6 +351,7 @@ export async function pitrBench(options: PitrOptions): Promise<PitrMeasurement[]
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
+    rmSync(restoreRoot, { recursive: true, force: true });
   }
   const [cairn, peerResult] = results;
   if (cairn && peerResult) {

@@ -14,6 +14,10 @@ export function registerWalFetch(program: Command, cli: Cli): void {
     .argument('<dest>', '%p: where to write it, relative to the data directory')
     .option('--stream <name>', STREAM_HELP)
     .option('--spool-dir <dir>', "the WAL daemon's directory (see wal-push)")
+    .option(
+      '--stage-dir <dir>',
+      "the restore's staging directory (written by cairn restore into restore_command): the daemon places the next segments there for restore_command to take with mv",
+    )
     .action(async (name: string, dest: string, opts: WalFlags, cmd: Command) => {
       if (!(await walFetch(name, dest, walClientOptions(cli, cmd, opts)))) {
         // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads

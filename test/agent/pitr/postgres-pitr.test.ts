@@ -1,12 +1,13 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, rm, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { lastOfType, runCli } from '../../helpers/cli.ts';
 import { PASSPHRASE } from '../../helpers/repo.ts';
+import type { DaemonStatus } from '../../../agent/pitr/wal-protocol.ts';
 import {
   missingPostgres,
   postgresWorkDir,
@@ -101,6 +102,19 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
       'replay stopped at the target, not at the end of the archive',
     );
     return copy;
+  }
+
+  /** What the daemon serving the server's user reports (run as that user, with the server's spool). */
+  function daemonStatus(): DaemonStatus | undefined {
+    const program = [cairn?.node ?? process.execPath, cairn?.script ?? '', '--json', 'wal-daemon', '--status'];
+    const argv = asRoot ? ['runuser', '-u', 'postgres', '--', ...program] : program;
+    const r = spawnSync(argv[0] as string, argv.slice(1), { env: { ...process.env, ...serverEnv }, encoding: 'utf8', cwd: pgWork });
+    const line = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { type?: string; running?: DaemonStatus[] })
+      .find((l) => l.type === 'wal-daemon');
+    return line?.running?.find((s) => s.stream === stream);
   }
 
   before(async () => {
@@ -213,4 +227,88 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
       await second.stop();
     }
   });
+
+  it('replays to the target with most segments taken by mv, never a planted or partial file, and removes the staging directory', async (t) => {
+    // After the first test's gap: a new base backup, and a table of its own.
+    server.sql('CREATE TABLE s (id int PRIMARY KEY, body text)', 'app');
+    const backup = await runCli(
+      ['backup', '--engine', 'postgres', '--db-host', '127.0.0.1', '--db-port', String(server.port), '--db-user', 'postgres'],
+      env,
+    );
+    assert.equal(backup.code, 0, backup.stderr);
+
+    // One row per segment; the target falls after row 14 of 16.
+    const ROUNDS = 16;
+    let last = '';
+    let target = '';
+    for (let round = 1; round <= ROUNDS; round++) {
+      server.sql(`INSERT INTO s VALUES (${round}, md5('${round}'))`, 'app');
+      if (round === 14) {
+        await sleep(20);
+        target = new Date().toISOString();
+        await sleep(20);
+      }
+      last = server.sql('SELECT pg_walfile_name(pg_switch_wal())').trim();
+    }
+    const deadline = Date.now() + 60_000;
+    while ((server.sql('SELECT last_archived_wal FROM pg_stat_archiver').trim() || '') < last) {
+      if (Date.now() > deadline) assert.fail(`${last} was not archived: ${server.serverLog().slice(-3000)}`);
+      await sleep(100);
+    }
+
+    const dir = join(restoreRoot, 'restored-staged');
+    const restored = await runServerCairn(cairn as ServerCairn, ['restore', '--to-time', target, '--target', dir, ...owner], env);
+    assert.equal(restored.code, 0, restored.stderr);
+    const stage = (await readdir(dir)).find((n) => n.startsWith('cairn-wal-stage.'));
+    assert.ok(stage, 'the restore made a staging directory in the data directory');
+
+    // Planted before the server starts: garbage under the name of the first segment replay needs, owned by another
+    // user, and a truncated temporary file under the next one's. Taking either would break replay.
+    const first = /\(file ([0-9A-F]{24})\)/.exec(await readFile(join(dir, 'backup_label'), 'utf8'))?.[1] ?? '';
+    assert.match(first, /^[0-9A-F]{24}$/);
+    const next = `${first.slice(0, 16)}${(parseInt(first.slice(16), 16) + 1).toString(16).toUpperCase().padStart(8, '0')}`;
+    if (asRoot) {
+      await writeFile(join(dir, stage, first), Buffer.alloc(16 << 20, 0x5a));
+      await chown(join(dir, stage, first), 65534, 65534);
+    }
+    await writeFile(join(dir, stage, `${next}.cairn-0a1b2c3d4e5f.tmp`), Buffer.alloc(4096, 0x5a));
+    if (asRoot) await chown(join(dir, stage, `${next}.cairn-0a1b2c3d4e5f.tmp`), uidOf('postgres'), -1);
+
+    const before = daemonStatus();
+    const copy = await startPostgres({ dataDir: dir, env: serverEnv });
+    try {
+      const until = Date.now() + 60_000;
+      while (copy.sql('SELECT pg_is_in_recovery()').trim() !== 'f') {
+        if (Date.now() > until) assert.fail(`recovery did not finish: ${copy.serverLog().slice(-3000)}`);
+        await sleep(100);
+      }
+      assert.match(copy.serverLog(), /recovery stopping before commit/);
+      assert.deepEqual(
+        copy.sql('SELECT id FROM s ORDER BY id', 'app').trim().split('\n').map(Number),
+        Array.from({ length: 14 }, (_, i) => i + 1),
+        'the rows committed by the target',
+      );
+      const restoredFiles = copy.serverLog().match(/restored log file "[0-9A-F]{24}" from archive/g) ?? [];
+      assert.ok(restoredFiles.length >= 14, `segments replayed from the archive: ${restoredFiles.length}`);
+
+      const status = daemonStatus();
+      assert.ok(status, 'the daemon is still running');
+      const taken = status.takenFromStage - (before?.takenFromStage ?? 0);
+      const fetched = status.fetched - (before?.fetched ?? 0);
+      t.diagnostic(`${restoredFiles.length} segments replayed: ${taken} taken with mv, ${fetched} fetched through cairn`);
+      assert.ok(
+        taken >= restoredFiles.length / 2 && taken > fetched,
+        `most segments through mv: ${taken} taken from the staging directory, ${fetched} fetched through cairn, of ${restoredFiles.length}`,
+      );
+      // The end of recovery removed it; the daemon stops staging there.
+      assert.equal((await readdir(dir)).filter((n) => n.startsWith('cairn-wal-stage.')).length, 0, 'staging directory removed');
+      assert.equal(daemonStatus()?.stageDir, undefined);
+    } finally {
+      await copy.stop();
+    }
+  });
 });
+
+function uidOf(user: string): number {
+  return Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
+}

@@ -13,6 +13,13 @@ import {
 const requests: WalRequest[] = [
   { v: 1, op: 'push', path: '/data/pg_wal/000000010000000000000003', dataDir: '/data' },
   { v: 1, op: 'fetch', name: '000000010000000000000003', dest: '/data/pg_wal/RECOVERYXLOG' },
+  {
+    v: 1,
+    op: 'fetch',
+    name: '000000010000000000000003',
+    dest: '/data/pg_wal/RECOVERYXLOG',
+    stage: '/data/cairn-wal-stage.0123456789abcdef',
+  },
   { v: 1, op: 'status' },
   { v: 1, op: 'stop' },
 ];
@@ -47,6 +54,7 @@ describe('WAL daemon protocol', () => {
   it('refuses relative paths, unknown operations and versions, and over-long lines', () => {
     assert.throws(() => decodeRequest('{"v":1,"op":"push","path":"pg_wal/x","dataDir":"/d"}'), ProtocolError);
     assert.throws(() => decodeRequest('{"v":1,"op":"fetch","name":"x","dest":"relative"}'), ProtocolError);
+    assert.throws(() => decodeRequest('{"v":1,"op":"fetch","name":"x","dest":"/d","stage":"relative"}'), ProtocolError);
     assert.throws(() => decodeRequest('{"v":2,"op":"status"}'), ProtocolError);
     assert.throws(() => decodeRequest('{"v":1,"op":"rm"}'), ProtocolError);
     assert.throws(() => decodeRequest(`{"v":1,"op":"push","path":"/${'a'.repeat(70_000)}","dataDir":"/"}`), ProtocolError);

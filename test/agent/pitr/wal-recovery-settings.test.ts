@@ -1,15 +1,16 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { postgresTime, replayPostgres, shellQuote, targetSettings } from '../../../agent/pitr/pg-recovery.ts';
+import { postgresTime, replayPostgres, shellQuote, stageTaking, targetSettings } from '../../../agent/pitr/pg-recovery.ts';
 import type { ReplayContext } from '../../../agent/pitr/replay.ts';
 import type { ReplayPlan } from '../../../agent/core/log-chain.ts';
 import type { LogArchive } from '../../../agent/core/log-archive.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { tempDir } from '../../helpers/repo.ts';
+import { randomBytes } from 'node:crypto';
 
 function context(directory: string, target: ReplayPlan['target'], cairnArgv: string[]): ReplayContext {
   const plan = {
@@ -48,14 +49,20 @@ describe('PostgreSQL recovery settings', () => {
       const conf = await readFile(join(dir.path, 'postgresql.auto.conf'), 'utf8');
       assert.match(conf, /^work_mem = '8MB'$/m, 'the restored settings stay');
       const restore = /^restore_command = '(.*)'$/m.exec(conf)?.[1] ?? '';
-      // Read back as PostgreSQL does (conf quoting, then %f %p %% expansion), then split by the shell it runs.
+      // Read back as PostgreSQL does (conf quoting, then %f %p %% expansion), then run by the shell, in the data
+      // directory, with wal-fetch's words printed instead of run: the staging directory is empty.
       const command = restore
         .replace(/''/g, "'")
         .replace(/\\\\/g, '\\')
         .replace(/%[fp%]/g, (m) => ({ '%f': '000000010000000000000003', '%p': 'pg_wal/RECOVERY XLOG', '%%': '%' })[m] as string);
-      const words = spawnSync('/bin/sh', ['-c', `printf '%s\\n' ${command}`], { encoding: 'utf8' })
+      assert.match(command, / exec /);
+      const words = spawnSync('/bin/sh', ['-c', command.replace(' exec ', ` printf '%s\\n' `)], { encoding: 'utf8', cwd: dir.path })
         .stdout.split('\n')
         .slice(0, -1);
+      const stage = (await readdir(dir.path)).find((n) => n.startsWith('cairn-wal-stage.')) ?? '';
+      assert.match(stage, /^cairn-wal-stage\.[0-9a-f]{16}$/, 'a staging directory for this restore');
+      assert.equal((await stat(join(dir.path, stage))).mode & 0o777, 0o700);
+      assert.match(conf, new RegExp(`^recovery_end_command = 'rm -rf -- ${stage.replace('.', '\\.')}'$`, 'm'));
       assert.deepEqual(words, [
         '/opt/node/bin/node',
         '/opt/cairn/agent/cli/cairn.js',
@@ -66,6 +73,8 @@ describe('PostgreSQL recovery settings', () => {
         'wal-fetch',
         '--stream',
         'pg-7301234567890123456',
+        '--stage-dir',
+        stage,
         '000000010000000000000003',
         'pg_wal/RECOVERY XLOG',
       ]);
@@ -76,6 +85,62 @@ describe('PostgreSQL recovery settings', () => {
       assert.equal(result.files, 2);
       assert.equal(result.bytes, 32 << 20);
       assert.match(result.summary, /start the server/);
+    } finally {
+      await dir.remove();
+    }
+  });
+
+  it('takes a staged segment with mv only when it is a whole file of ours under its own name; anything else falls through to wal-fetch', async () => {
+    const dir = await tempDir('pgstage');
+    try {
+      const stage = 'cairn-wal-stage.0123456789abcdef';
+      const staging = join(dir.path, stage);
+      await mkdir(staging, { mode: 0o700 });
+      await mkdir(join(dir.path, 'pg_wal'));
+      const name = '000000010000000000000007';
+      // As restore_command runs it: in the data directory, %p relative to it; "slow" stands for wal-fetch.
+      const take = (file: string): { code: number | null; out: string } => {
+        const r = spawnSync(
+          '/bin/sh',
+          ['-c', `${stageTaking(stage).replace(/%f/g, file).replace(/%p/g, 'pg_wal/RECOVERYXLOG')} exec echo slow`],
+          {
+            cwd: dir.path,
+            encoding: 'utf8',
+          },
+        );
+        return { code: r.status, out: r.stdout.trim() + r.stderr.trim() };
+      };
+      const segment = randomBytes(4096);
+
+      await writeFile(join(staging, name), segment, { mode: 0o600 });
+      assert.deepEqual(take(name), { code: 0, out: '' });
+      assert.deepEqual(await readFile(join(dir.path, 'pg_wal/RECOVERYXLOG')), segment, 'moved to %p');
+      assert.deepEqual(await readdir(staging), [], 'taken from the staging directory');
+
+      // Not there, a temporary name being written (truncated), a link, a directory: wal-fetch.
+      const other = '000000010000000000000008';
+      assert.deepEqual(take(other), { code: 0, out: 'slow' });
+      await writeFile(join(staging, `${other}.cairn-0a1b2c3d4e5f.tmp`), segment.subarray(0, 100));
+      assert.deepEqual(take(other), { code: 0, out: 'slow' });
+      await writeFile(join(dir.path, 'elsewhere'), segment);
+      await symlink(join(dir.path, 'elsewhere'), join(staging, other));
+      assert.deepEqual(take(other), { code: 0, out: 'slow' }, 'a link is not taken');
+      assert.deepEqual(await readFile(join(dir.path, 'elsewhere')), segment);
+      assert.equal(take('00000002.history').out, 'slow');
+
+      if (process.getuid?.() === 0) {
+        // Planted by another user: a file, or the whole directory.
+        const third = '000000010000000000000009';
+        await writeFile(join(staging, third), segment);
+        await chown(join(staging, third), 65534, 65534);
+        assert.deepEqual(take(third), { code: 0, out: 'slow' }, "another user's file is not taken");
+        const fourth = '00000001000000000000000A';
+        await writeFile(join(staging, fourth), segment);
+        await chown(staging, 65534, 65534);
+        await chmod(staging, 0o777);
+        assert.deepEqual(take(fourth), { code: 0, out: 'slow' }, "a file in another user's directory is not taken");
+        assert.deepEqual((await readdir(staging)).sort(), [other, `${other}.cairn-0a1b2c3d4e5f.tmp`, third, fourth].sort());
+      }
     } finally {
       await dir.remove();
     }
