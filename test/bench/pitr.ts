@@ -46,6 +46,8 @@ export interface PitrMeasurement {
   restoreSeconds: number;
   replaySeconds: number;
   repositoryBytes: number;
+  /** How the restored server got its segments, when the tool says (cairn: taken from the staging directory with mv, or fetched through wal-fetch). */
+  replayPath?: string | undefined;
 }
 
 interface Archiver {
@@ -58,6 +60,8 @@ interface Archiver {
   baseBackup(server: PostgresServer): Promise<Timed>;
   /** Writes a data directory at `dir` that recovers to `time` when started. */
   restore(time: string, dir: string): Promise<Timed>;
+  /** After replay: how the segments reached the server, when the tool tells. */
+  replayPath?(): string | undefined;
   cleanup(): void;
 }
 
@@ -111,6 +115,19 @@ class CairnArchiver implements Archiver {
 
   restore(time: string, dir: string): Promise<Timed> {
     return this.run('restore', ['restore', '--to-time', time, '--target', dir, ...(asRoot ? ['--owner', 'postgres'] : [])]);
+  }
+
+  /** The WAL daemon's counters (it serves the archiving server and the restored one): mv from the staging directory vs wal-fetch. */
+  replayPath(): string | undefined {
+    const [cmd, args] = asPostgres([process.execPath, CAIRN_CLI, '--json', 'wal-daemon', '--status']);
+    const out = spawnSync(cmd, args, { env: { ...process.env, ...this.serverEnv }, encoding: 'utf8' }).stdout;
+    for (const line of out.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      const status = (JSON.parse(line) as { running?: Array<{ takenFromStage?: number; fetched?: number }> }).running?.[0];
+      if (status)
+        return `${status.takenFromStage ?? 0} segments taken from the staging directory with mv, ${status.fetched ?? 0} through cairn wal-fetch`;
+    }
+    return undefined;
   }
 
   cleanup(): void {
@@ -293,6 +310,7 @@ async function measure(archiver: Archiver, options: PitrOptions, restoreRoot: st
       await sleep(100);
     }
     const replaySeconds = (performance.now() - replayStarted) / 1000;
+    const replayPath = archiver.replayPath?.();
     // The restored data must end at the target: the last pgbench transaction at or before it, within a second or two.
     const last = restored
       .sql(`SELECT extract(epoch FROM max(mtime) AT TIME ZONE current_setting('TimeZone'))::float8 FROM pgbench_history`, 'bench')
@@ -313,6 +331,7 @@ async function measure(archiver: Archiver, options: PitrOptions, restoreRoot: st
       restoreSeconds: restore.seconds + replaySeconds,
       replaySeconds,
       repositoryBytes: Number(spawnSync('du', ['-sb', archiver.repo], { encoding: 'utf8' }).stdout.split('\t')[0]),
+      replayPath,
     };
   } finally {
     await restored?.stop();
@@ -346,7 +365,7 @@ export async function pitrBench(options: PitrOptions): Promise<PitrMeasurement[]
       console.log(
         `  ${m.tool.padEnd(10)} ${m.segments} segments, ${m.segmentsPerSecond.toFixed(2)} segments/s (drained ${m.drainSeconds.toFixed(1)} s after the load); ` +
           `backlog max ${m.backlogMax}, at the end ${m.backlogAtEnd}; ${m.archiveFailures} archive failures; base backup ${m.baseBackupSeconds.toFixed(1)} s; ` +
-          `restore to the target ${m.restoreSeconds.toFixed(1)} s (replay ${m.replaySeconds.toFixed(1)} s); repository ${(m.repositoryBytes / 1e6).toFixed(0)} MB`,
+          `restore to the target ${m.restoreSeconds.toFixed(1)} s (replay ${m.replaySeconds.toFixed(1)} s${m.replayPath ? `: ${m.replayPath}` : ''}); repository ${(m.repositoryBytes / 1e6).toFixed(0)} MB`,
       );
     }
   } finally {
