@@ -112,7 +112,7 @@ async function keyFilesFor(
  * the create-if-absent writes of key files, key check, config and the first history record.
  */
 export function createRepositoryCalls(scope: CallScope, planId: string): AwsCall[] {
-  const b = new CallBuilder(scope);
+  const b = new CallBuilder(scope, 'control');
   const key = scope.repositoryKeyArn;
   const encrypt = (context: Record<string, string>): AwsCall => ({ api: 'Encrypt', action: 'kms:Encrypt', resource: key ?? '', context });
   const repository = { [`kms:EncryptionContext:${REPOSITORY_CONTEXT_KEY}`]: scope.repositoryId };

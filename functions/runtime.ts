@@ -160,11 +160,11 @@ export async function loadPlan(planId: unknown): Promise<Plan> {
 
 /**
  * The plan's repository storage (deleting is allowed: these are control-plane credentials). A
- * repository at an S3-compatible endpoint is signed with the access key its plan names, read from
+ * repository at an S3-compatible endpoint is signed with the control plane's access key its plan names, read from
  * Parameter Store on each use (a rotated key is picked up); an AWS S3 one with this function's role.
  */
 export async function planStorage(plan: Plan): Promise<DeletableStorage> {
-  const credentials = await planSource().endpointCredentials(plan);
+  const credentials = await planSource().endpointCredentials(plan, 'control');
   if (credentials !== undefined) return openEndpointStorage(plan.repository.url, credentials, process.env);
   return openStorage(plan.repository.url, process.env);
 }

@@ -15,7 +15,8 @@ export async function openPlanStorage(
   source: PlanSource,
   options: { env: NodeJS.ProcessEnv; openStorage: (url: string, base?: DeletableStorage) => Promise<DeletableStorage> },
 ): Promise<DeletableStorage> {
-  const credentials = await source.endpointCredentials(plan);
+  // The hosts' key: the endpoint lets it read, list and create, never delete (the control plane's key deletes).
+  const credentials = await source.endpointCredentials(plan, 'host');
   if (credentials === undefined) return options.openStorage(plan.repository.url);
   return options.openStorage(plan.repository.url, openEndpointStorage(plan.repository.url, credentials, options.env));
 }

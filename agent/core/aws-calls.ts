@@ -16,6 +16,7 @@
  * aws-call-record.ts) matches every command sent against these templates, so a call the code
  * makes and this file lacks fails a test.
  */
+import type { EndpointSide } from './plan-repository.ts';
 import {
   COLLECTIONS_PREFIX,
   CONFIG_KEY,
@@ -111,8 +112,10 @@ export interface CallScope {
   /** The bucket's SSE-KMS key (S3 calls it on the caller's behalf); absent for a bucket outside the stack, whose encryption it does not know. */
   bucketKeyArn?: string;
   planParameterName: string;
-  /** SecureString parameters the plan names (passphrase, database password). */
+  /** SecureString parameters the hosts read for the plan (passphrase, database password, the hosts' endpoint key). */
   secretParameterNames: readonly string[];
+  /** Those the functions read (the control plane's endpoint key in place of the hosts'); absent: the same as the hosts'. */
+  controlSecretParameterNames?: readonly string[];
   /** The key Cairn's SecureStrings are encrypted with. */
   parameterKeyArn: string;
   /** keySource.kmsKeyArn, when the plan wraps its master key with KMS. */
@@ -126,6 +129,8 @@ export interface CallScope {
    * and are no AWS calls (none is listed); reading the key from Parameter Store is.
    */
   endpointKeyParameter?: string;
+  /** With endpointKeyParameter: the parameter holding the control plane's key (the functions sign with it; it may delete). */
+  controlEndpointKeyParameter?: string;
   /**
    * The control plane's record seal (functions/runtime.ts controlSeal): its Parameter Store reference
    * and the Secrets Manager secret it resolves to. Absent: the seal reads are not listed.
@@ -136,8 +141,11 @@ export interface CallScope {
 /** Builds the calls of one scope; each S3 object call is followed by the KMS calls SSE-KMS makes for it. */
 export class CallBuilder {
   readonly scope: CallScope;
-  constructor(scope: CallScope) {
+  /** Whose calls: a host's (the agent) or the control plane's (a function); they read different endpoint keys. */
+  readonly side: EndpointSide;
+  constructor(scope: CallScope, side: EndpointSide = 'host') {
     this.scope = scope;
+    this.side = side;
   }
 
   get bucketArn(): string {
@@ -287,12 +295,16 @@ export class CallBuilder {
 
   /** The plan's parameter and every secret it names (PlanSource.plan, openRepository, engine passwords). */
   planAndSecrets(): AwsCall[] {
-    return [...this.getParameter(this.scope.planParameterName), ...this.scope.secretParameterNames.flatMap((n) => this.getSecret(n))];
+    const secrets =
+      this.side === 'control'
+        ? (this.scope.controlSecretParameterNames ?? this.scope.secretParameterNames)
+        : this.scope.secretParameterNames;
+    return [...this.getParameter(this.scope.planParameterName), ...secrets.flatMap((n) => this.getSecret(n))];
   }
 
   /** The endpoint's access key, read before any storage call by a caller that opens no repository (plan-backup, archive-lag). */
   endpointKey(): AwsCall[] {
-    const name = this.scope.endpointKeyParameter;
+    const name = this.side === 'control' ? this.scope.controlEndpointKeyParameter : this.scope.endpointKeyParameter;
     return name === undefined ? [] : this.getSecret(name);
   }
 
@@ -423,7 +435,7 @@ export function agentCalls(scope: CallScope): Record<AgentOperation, AwsCall[]> 
 
 /** Each control-plane function (its own role), for one plan. */
 export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]> {
-  const b = new CallBuilder(scope);
+  const b = new CallBuilder(scope, 'control');
   const open = [...b.planAndSecrets(), ...b.openRepository()];
   const describeInstances: AwsCall = {
     api: 'DescribeInstanceInformation',

@@ -5,9 +5,11 @@ import { parameterName, repositoryUrl } from './plan-fields.ts';
  * A plan's repository: an AWS S3 prefix (the environment's bucket by default, reached with the
  * hosts' and functions' own roles), or a bucket at an S3-compatible endpoint (MinIO, Ceph RGW),
  * named in the URL form `--repo` takes (`s3://bucket/prefix?endpoint=https://…&path-style=true`)
- * and signed with an access key the plan names: a SecureString parameter holding
+ * and signed with access keys the plan names: SecureString parameters holding
  * `{"accessKeyId": …, "secretAccessKey": …}` (endpoint-credentials.ts; docs/cdk.md,
- * "S3-compatible endpoints"). Pure: the URL's options are read here, never opened.
+ * "S3-compatible endpoints"), one for the hosts (read, list, create: no delete) and one for the
+ * control plane (which deletes, for retention and garbage collection): a host holding a key that
+ * may delete could delete backups. Pure: the URL's options are read here, never opened.
  */
 
 /** The URL options a deployed plan may give, all about an S3-compatible endpoint. */
@@ -16,9 +18,13 @@ export const ENDPOINT_OPTIONS: readonly string[] = ['endpoint', 'path-style', 'r
 export interface RepositoryEndpoint {
   /** The endpoint's http(s) URL, as the URL's `endpoint=` gives it. */
   endpoint: string;
-  /** The SecureString parameter holding the endpoint's access key. */
+  /** The SecureString parameter holding the hosts' access key (no delete rights at the endpoint). */
   credentialsParameter: string;
+  /** The SecureString parameter holding the control plane's access key (may delete). */
+  controlCredentialsParameter: string;
 }
+
+type RepositoryFields = { url: string; credentialsParameter?: string | undefined; controlCredentialsParameter?: string | undefined };
 
 const ENDPOINT_DOC = 'docs/cdk.md, "S3-compatible endpoints"';
 
@@ -28,7 +34,7 @@ function urlOptions(url: string): URLSearchParams | undefined {
   return at < 0 ? undefined : new URLSearchParams(url.slice(at + 1));
 }
 
-function checkRepository(repository: { url: string; credentialsParameter?: string | undefined }, ctx: z.RefinementCtx): void {
+function checkRepository(repository: RepositoryFields, ctx: z.RefinementCtx): void {
   const issue = (path: string, message: string): void => ctx.addIssue({ code: 'custom', path: [path], message });
   const options = urlOptions(repository.url);
   if (options === undefined) {
@@ -36,6 +42,11 @@ function checkRepository(repository: { url: string; credentialsParameter?: strin
       issue(
         'credentialsParameter',
         `is only for an S3-compatible endpoint (s3://bucket/prefix?endpoint=https://…): an AWS S3 repository is reached with the hosts' and functions' own roles (${ENDPOINT_DOC})`,
+      );
+    if (repository.controlCredentialsParameter !== undefined)
+      issue(
+        'controlCredentialsParameter',
+        `is only for an S3-compatible endpoint (s3://bucket/prefix?endpoint=https://…): an AWS S3 repository is reached with the functions' own roles (${ENDPOINT_DOC})`,
       );
     return;
   }
@@ -68,22 +79,45 @@ function checkRepository(repository: { url: string; credentialsParameter?: strin
   if (repository.credentialsParameter === undefined)
     issue(
       'credentialsParameter',
-      `an S3-compatible endpoint needs its own access key, which the hosts' and functions' AWS roles cannot give: name the SecureString parameter holding {"accessKeyId": "…", "secretAccessKey": "…"} (${ENDPOINT_DOC})`,
+      `an S3-compatible endpoint needs its own access key, which the hosts' and functions' AWS roles cannot give: name the SecureString parameter holding the hosts' key, {"accessKeyId": "…", "secretAccessKey": "…"}, one the endpoint lets read, list and create but not delete (${ENDPOINT_DOC})`,
+    );
+  if (repository.controlCredentialsParameter === undefined)
+    issue(
+      'controlCredentialsParameter',
+      `an S3-compatible endpoint needs a second access key for the control plane, which deletes for retention and garbage collection: name the SecureString parameter holding it; the hosts' key (credentialsParameter) must not be able to delete (${ENDPOINT_DOC})`,
+    );
+  else if (repository.controlCredentialsParameter === repository.credentialsParameter)
+    issue(
+      'controlCredentialsParameter',
+      `must name another parameter than credentialsParameter: the hosts' key must not be the control plane's, which may delete backups (${ENDPOINT_DOC})`,
     );
 }
 
 export const planRepositorySchema = z
   .strictObject({
     url: repositoryUrl,
-    /** Only with an S3-compatible endpoint: the SecureString parameter holding its access key. */
+    /** Only with an S3-compatible endpoint: the SecureString parameter holding the hosts' access key (no delete). */
     credentialsParameter: parameterName.optional(),
+    /** Only with an S3-compatible endpoint: the SecureString parameter holding the control plane's access key (deletes). */
+    controlCredentialsParameter: parameterName.optional(),
   })
   .superRefine(checkRepository);
 export type PlanRepository = z.infer<typeof planRepositorySchema>;
 
-/** The plan's S3-compatible endpoint and its credentials parameter; undefined for an AWS S3 or GCS repository. */
-export function repositoryEndpoint(repository: { url: string; credentialsParameter?: string | undefined }): RepositoryEndpoint | undefined {
+/** The plan's S3-compatible endpoint and its two key parameters; undefined for an AWS S3 or GCS repository. */
+export function repositoryEndpoint(repository: RepositoryFields): RepositoryEndpoint | undefined {
   const endpoint = urlOptions(repository.url)?.get('endpoint');
-  if (!endpoint || repository.credentialsParameter === undefined) return undefined;
-  return { endpoint, credentialsParameter: repository.credentialsParameter };
+  const { credentialsParameter, controlCredentialsParameter } = repository;
+  if (!endpoint || credentialsParameter === undefined || controlCredentialsParameter === undefined) return undefined;
+  return { endpoint, credentialsParameter, controlCredentialsParameter };
+}
+
+/** Who reads an endpoint plan's key: the hosts (the agent) or the control plane (the functions). */
+export type EndpointSide = 'host' | 'control';
+
+/** The parameter holding the endpoint key `side` signs with; undefined for an AWS S3 or GCS repository. */
+export function endpointKeyParameter(repository: RepositoryFields, side: EndpointSide): string | undefined {
+  const endpoint = repositoryEndpoint(repository);
+  if (endpoint === undefined) return undefined;
+  return side === 'host' ? endpoint.credentialsParameter : endpoint.controlCredentialsParameter;
 }

@@ -13,7 +13,7 @@ import {
   verificationSchema,
 } from './plan-fields.ts';
 import { checkPitr, pitrSchema, type PitrConfig } from './plan-pitr.ts';
-import { planRepositorySchema, repositoryEndpoint } from './plan-repository.ts';
+import { endpointKeyParameter, planRepositorySchema, repositoryEndpoint, type EndpointSide } from './plan-repository.ts';
 import { retentionPolicySchema } from './retention.ts';
 
 /**
@@ -28,8 +28,10 @@ import { retentionPolicySchema } from './retention.ts';
 export * from './plan-fields.ts';
 export {
   ENDPOINT_OPTIONS,
+  endpointKeyParameter,
   planRepositorySchema,
   repositoryEndpoint,
+  type EndpointSide,
   type PlanRepository,
   type RepositoryEndpoint,
 } from './plan-repository.ts';
@@ -113,7 +115,7 @@ function checkEndpointPitr(catalog: EngineCatalog) {
     plan: {
       engine: string;
       pitr?: PitrConfig | undefined;
-      repository?: { url: string; credentialsParameter?: string | undefined } | undefined;
+      repository?: { url: string; credentialsParameter?: string | undefined; controlCredentialsParameter?: string | undefined } | undefined;
     },
     ctx: z.RefinementCtx,
   ): void => {
@@ -339,10 +341,14 @@ export function awsS3Location(plan: Pick<Plan, 'repository'>): { bucket: string;
   return location.scheme === 's3' ? { bucket: location.bucket, prefix: location.prefix } : undefined;
 }
 
-/** Every Parameter Store name a plan references (passwords, passphrases, an endpoint's access key), for least-privilege grants. */
-export function referencedParameters(plan: Plan): string[] {
+/**
+ * Every Parameter Store name `side` reads for a plan (passwords, passphrases, and an endpoint's access
+ * key: the hosts' for 'host', the control plane's for 'control'), for least-privilege grants.
+ */
+export function referencedParameters(plan: Plan, side: EndpointSide): string[] {
   const names: string[] = [];
-  if (plan.repository.credentialsParameter !== undefined) names.push(plan.repository.credentialsParameter);
+  const endpointKey = endpointKeyParameter(plan.repository, side);
+  if (endpointKey !== undefined) names.push(endpointKey);
   if (plan.engineOptions.passwordParameter !== undefined) names.push(plan.engineOptions.passwordParameter);
   if ('passphraseParameter' in plan.keySource) names.push(plan.keySource.passphraseParameter);
   return names;

@@ -3,7 +3,7 @@ import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { parseEndpointCredentials, type EndpointCredentials } from '../core/endpoint-credentials.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import type { Unlocker } from '../core/keyfile.ts';
-import { parsePlan, repositoryEndpoint, type Plan } from '../core/plan.ts';
+import { endpointKeyParameter, parsePlan, type EndpointSide, type Plan } from '../core/plan.ts';
 import { Repository } from '../core/repository.ts';
 import type { Storage } from '../core/storage.ts';
 import { kmsUnwrapMasterKey } from '../keys/kms.ts';
@@ -46,15 +46,15 @@ export class PlanSource {
   }
 
   /**
-   * The access key of the plan's S3-compatible endpoint, from the SecureString parameter the plan
-   * names (docs/cdk.md, "S3-compatible endpoints"), with the parameter's name for messages;
+   * The access key `side` signs with at the plan's S3-compatible endpoint (the hosts' or the control
+   * plane's), from the SecureString parameter the plan names for it (docs/cdk.md, "S3-compatible
+   * endpoints"), with the parameter's name for messages;
    * undefined when the repository is in AWS S3 (the caller's own role signs). The storage that
    * uses it is opened by the caller (agent/storage/s3-endpoint.ts): this layer opens no storage.
    */
-  async endpointCredentials(plan: Plan): Promise<{ value: EndpointCredentials; parameter: string } | undefined> {
-    const endpoint = repositoryEndpoint(plan.repository);
-    if (endpoint === undefined) return undefined;
-    const parameter = endpoint.credentialsParameter;
+  async endpointCredentials(plan: Plan, side: EndpointSide): Promise<{ value: EndpointCredentials; parameter: string } | undefined> {
+    const parameter = endpointKeyParameter(plan.repository, side);
+    if (parameter === undefined) return undefined;
     return { value: parseEndpointCredentials(await this.secret(parameter), parameter), parameter };
   }
 

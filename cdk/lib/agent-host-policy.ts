@@ -131,7 +131,7 @@ export class AgentHostPolicy extends Construct {
       }),
     );
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
-    const secrets = referencedParameters(plan).map(parameterArn);
+    const secrets = referencedParameters(plan, 'host').map(parameterArn);
     statements.push(
       new iam.PolicyStatement({
         sid: 'ReadPlanAndSecrets',

@@ -131,7 +131,7 @@ export class CairnFunctions extends Construct {
       this.freshness,
       ...(this.extendLocks ? [this.extendLocks] : []),
     ];
-    const secretNames = [...new Set(props.plans.flatMap(referencedParameters))];
+    const secretNames = [...new Set(props.plans.flatMap((p) => referencedParameters(p, 'control')))];
     const parameterArn = (name: string): string => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`;
     for (const fn of all) {
       props.bucket.grantRead(fn);
@@ -415,8 +415,8 @@ export class CairnFunctions extends Construct {
         ),
       }),
     );
-    // A PITR plan at an S3-compatible endpoint (MariaDB): its log archive is listed with the endpoint's own key.
-    const endpointKeys = plans.flatMap((p) => repositoryEndpoint(p.repository)?.credentialsParameter ?? []);
+    // A PITR plan at an S3-compatible endpoint (MariaDB): its log archive is listed with the control plane's endpoint key.
+    const endpointKeys = plans.flatMap((p) => repositoryEndpoint(p.repository)?.controlCredentialsParameter ?? []);
     if (endpointKeys.length > 0) {
       const arns = endpointKeys.map((name) => `arn:${stack.partition}:ssm:${stack.region}:${stack.account}:parameter${name}`);
       fn.addToRolePolicy(new iam.PolicyStatement({ sid: 'ReadEndpointKeys', actions: ['ssm:GetParameter'], resources: arns }));

@@ -19,13 +19,16 @@ import { resourcesOf, synthEnvironment } from './synth-helpers.ts';
 /**
  * Plans whose repository is a bucket at an S3-compatible endpoint (issue 17, point 4): the stack
  * accepts them, and grants their hosts and the functions exactly what they need in AWS: the plan's
- * parameter and its SecureStrings (the endpoint's access key among them), each decrypted only
- * through SSM with its own ARN as encryption context, and nothing in S3. Evaluated with the
+ * parameter and its SecureStrings, each decrypted only through SSM with its own ARN as encryption
+ * context, and nothing in S3. The endpoint's two keys are split: the hosts read only theirs (the
+ * endpoint lets it read, list and create, never delete), the functions only the control plane's. Evaluated with the
  * offline IAM evaluator (iam-evaluator.ts) as in iam-evaluation.test.ts.
  */
 const MINIO_KEY = '/cairn/ep/files-minio/endpoint-key';
 const CEPH_KEY = '/cairn/ep/files-ceph/endpoint-key';
 const MARIA_KEY = '/cairn/ep/maria-minio/endpoint-key';
+/** The control plane's key of a plan, beside the hosts' key `key`. */
+const control = (key: string): string => `${key}-control`;
 const endpointPlan = (id: string, url: string, credentialsParameter: string): EnvironmentConfigInput['plans'][number] => ({
   id,
   targets: { instanceIds: ['i-0123456789abcdef0'] },
@@ -35,7 +38,7 @@ const endpointPlan = (id: string, url: string, credentialsParameter: string): En
   retention: { keepLast: 3 },
   keySource: { passphraseParameter: `/cairn/ep/${id}/passphrase` },
   rpo: '13h',
-  repository: { url, credentialsParameter },
+  repository: { url, credentialsParameter, controlCredentialsParameter: control(credentialsParameter) },
 });
 const config: EnvironmentConfigInput = {
   ...dev,
@@ -78,10 +81,11 @@ function scopeOf(p: Plan): CallScope {
     bucket: location.bucket,
     prefix: location.prefix,
     ...(endpoint !== undefined
-      ? { endpointKeyParameter: endpoint.credentialsParameter }
+      ? { endpointKeyParameter: endpoint.credentialsParameter, controlEndpointKeyParameter: endpoint.controlCredentialsParameter }
       : { bucketKeyArn: keyArn(out.stack.storage.key.node.defaultChild) }),
     planParameterName: planParameterName(out.config.envName, p.id),
-    secretParameterNames: referencedParameters(p),
+    secretParameterNames: referencedParameters(p, 'host'),
+    controlSecretParameterNames: referencedParameters(p, 'control'),
     parameterKeyArn: keyArn(out.stack.planParameters.key.node.defaultChild),
     seal: {
       parameterName: controlSealParameterName(out.config.envName),
@@ -140,6 +144,7 @@ describe('a plan at an S3-compatible endpoint in the synthesized template', () =
       assert.ok(decrypt.includes(`parameter${key}`), `${id} decrypts ${key} by its PARAMETER_ARN`);
       const other = key === MINIO_KEY ? CEPH_KEY : MINIO_KEY;
       assert.ok(!JSON.stringify(statements).includes(other), `${id}'s policy never names ${other}`);
+      assert.ok(!JSON.stringify(statements).includes(control(key)), `${id}'s hosts never name the control plane's key, which deletes`);
     }
   });
 
@@ -159,7 +164,10 @@ describe('a plan at an S3-compatible endpoint in the synthesized template', () =
     for (const name of ['planBackup', 'finalizeBackup', 'applyRetention', 'gcSweep', 'planRestore', 'recordResult', 'freshness'] as const) {
       const role = logicalId(out.stack.functions[name].role!.node.defaultChild);
       const text = JSON.stringify(model.rolePolicies(role));
-      for (const key of [MINIO_KEY, CEPH_KEY, MARIA_KEY]) assert.ok(text.includes(`parameter${key}`), `${name} may read ${key}`);
+      for (const key of [MINIO_KEY, CEPH_KEY, MARIA_KEY]) {
+        assert.ok(text.includes(`parameter${control(key)}`), `${name} may read ${control(key)}`);
+        assert.ok(!text.includes(`parameter${key}"`) && !text.includes(`parameter${key}'`), `${name} never names the hosts' key ${key}`);
+      }
     }
   });
 });
@@ -183,8 +191,14 @@ describe('the IAM evaluation of an endpoint plan', () => {
         }
       }
       assert.ok(
-        agentCalls(scope).backup.some((c) => c.resource === parameterArn(referencedParameters(plan(id))[0]!)),
-        'the backup reads the endpoint key parameter',
+        agentCalls(scope).backup.some((c) => c.resource === parameterArn(repositoryEndpoint(plan(id).repository)!.credentialsParameter)),
+        "the backup reads the hosts' endpoint key parameter",
+      );
+      assert.ok(
+        functionCalls(scope).gcSweep.some(
+          (c) => c.resource === parameterArn(repositoryEndpoint(plan(id).repository)!.controlCredentialsParameter),
+        ),
+        "the GC sweep reads the control plane's endpoint key parameter",
       );
       for (const [name, calls] of Object.entries(functionCalls(scope)) as Array<[FunctionName, AwsCall[]]>) {
         if (out.stack.functions[name] === undefined) continue;
@@ -216,6 +230,12 @@ describe('the IAM evaluation of an endpoint plan', () => {
       },
       { who: plan('files-minio'), why: 'its own key, through SSM', call: decryptMinio, expect: ['Allowed'] },
     ];
+    // Its own plan's control key, which may delete at the endpoint: neither fetched through the host policy nor decrypted.
+    const [getControl, decryptControl] = minio.getSecret(control(MINIO_KEY)) as [AwsCall, AwsCall];
+    cases.push({ who: plan('files-minio'), why: "the host decrypts its plan's control-plane key", call: decryptControl, expect: DENIED });
+    const failures: string[] = [];
+    // AmazonSSMManagedInstanceCore allows ssm:GetParameter on *; the ciphertext is useless without the decrypt denied above.
+    assert.equal(await evaluate(model, hostOf(plan('files-minio')), getControl), 'Allowed');
     // The stack bucket, under the endpoint plan's would-be prefix: nothing, read or write.
     const inBucket = new CallBuilder({
       ...scopeOf(plan('app-db')),
@@ -225,11 +245,38 @@ describe('the IAM evaluation of an endpoint plan', () => {
       if (call.action.startsWith('s3:')) cases.push({ who: plan('files-minio'), why: 'the stack bucket', call, expect: DENIED });
       else cases.push({ who: plan('files-minio'), why: "the stack bucket's key", call, expect: DENIED });
     }
-    const failures: string[] = [];
     for (const c of cases) {
       const decision = await evaluate(model, hostOf(c.who), c.call);
       if (!c.expect.includes(decision)) failures.push(`${c.why}: ${describeCall(`host of ${c.who.id}`, c.call)} → ${decision}`);
     }
     assert.deepEqual(failures, []);
+  });
+
+  test("no function may read a plan's hosts' endpoint key, and each that opens the plan's repository reads the control plane's", async () => {
+    const failures: string[] = [];
+    let checked = 0;
+    for (const id of ['files-minio', 'maria-minio']) {
+      const key = repositoryEndpoint(plan(id).repository)!;
+      const b = new CallBuilder(scopeOf(plan(id)));
+      const [getHost, decryptHost] = b.getSecret(key.credentialsParameter) as [AwsCall, AwsCall];
+      const [getControl, decryptControl] = b.getSecret(key.controlCredentialsParameter) as [AwsCall, AwsCall];
+      for (const name of Object.keys(functionCalls(scopeOf(plan(id)))) as FunctionName[]) {
+        if (out.stack.functions[name] === undefined) continue;
+        checked++;
+        // archive-lag reads only PITR plans' keys.
+        const control: Decision[] = name === 'archiveLag' && plan(id).pitr?.enabled !== true ? DENIED : ['Allowed'];
+        for (const [call, expect] of [
+          [getHost, DENIED],
+          [decryptHost, DENIED],
+          [getControl, control],
+          [decryptControl, control],
+        ] as Array<[AwsCall, Decision[]]>) {
+          const decision = await evaluate(model, functionOf(name), call);
+          if (!expect.includes(decision)) failures.push(`${describeCall(`${name} for ${id}`, call)} → ${decision}`);
+        }
+      }
+    }
+    assert.deepEqual(failures, []);
+    assert.ok(checked >= 16, `checked ${checked} function roles`);
   });
 });

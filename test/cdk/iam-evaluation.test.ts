@@ -123,7 +123,8 @@ function scopeOf(out: Out, model: TemplateModel, plan: Plan): CallScope {
     prefix: location.prefix,
     ...(location.bucket === out.config.repository.bucketName ? { bucketKeyArn: keyArn(out.stack.storage.key.node.defaultChild) } : {}),
     planParameterName: planParameterName(out.config.envName, plan.id),
-    secretParameterNames: referencedParameters(plan),
+    secretParameterNames: referencedParameters(plan, 'host'),
+    controlSecretParameterNames: referencedParameters(plan, 'control'),
     parameterKeyArn: keyArn(out.stack.planParameters.key.node.defaultChild),
     seal: { parameterName: controlSealParameterName(out.config.envName), secretArn: sealSecretArn(out, model) },
     ...('kmsKeyArn' in plan.keySource ? { repositoryKeyArn: plan.keySource.kmsKeyArn } : {}),
@@ -219,7 +220,7 @@ function forbidden(
   const otherScope = { ...scope, prefix: otherPrefix };
   const o = new CallBuilder(otherScope);
   const otherSecret = other
-    ? (referencedParameters(other)[0] ?? '/cairn/x/passphrase')
+    ? (referencedParameters(other, 'host')[0] ?? '/cairn/x/passphrase')
     : `/cairn/${out.config.envName}/another-plan/passphrase`;
   const list: Array<{ who: 'host' | Fn; why: string; call: AwsCall; expect: Decision[] }> = [
     { who: 'host', why: 'a host deletes an object', call: b.delete('snapshots/s1')[0]!, expect: DENIED },
@@ -375,11 +376,11 @@ describe('the calls that must be refused are refused', () => {
     const model = modelOf(out);
     const [mine, theirs] = out.config.plans as [Plan, Plan];
     const b = new CallBuilder(scopeOf(out, model, mine));
-    const [get, decrypt] = b.getSecret(referencedParameters(theirs)[0]!) as [AwsCall, AwsCall];
+    const [get, decrypt] = b.getSecret(referencedParameters(theirs, 'host')[0]!) as [AwsCall, AwsCall];
     assert.equal(await decide(out, model, mine, 'host', get), 'Allowed');
     assert.equal(await decide(out, model, mine, 'host', decrypt), 'ImplicitlyDenied');
     // Its own secret decrypts, through SSM only.
-    const [, own] = b.getSecret(referencedParameters(mine)[0]!) as [AwsCall, AwsCall];
+    const [, own] = b.getSecret(referencedParameters(mine, 'host')[0]!) as [AwsCall, AwsCall];
     assert.equal(await decide(out, model, mine, 'host', own), 'Allowed');
     assert.equal(
       await decide(out, model, mine, 'host', { ...own, context: { ...own.context, 'kms:ViaService': 's3.eu-central-1.amazonaws.com' } }),

@@ -56,7 +56,8 @@ describe('environment config', () => {
     assert.deepEqual(p.timeouts, { heartbeatSeconds: 300, timeoutSeconds: 21600 });
     assert.equal(p.schedule.timeZone, 'UTC');
     assert.equal(rpoSeconds(p), 26 * 3600);
-    assert.deepEqual(referencedParameters(p), ['/cairn/test/orders-db/password', '/cairn/test/orders-db/passphrase']);
+    for (const side of ['host', 'control'] as const)
+      assert.deepEqual(referencedParameters(p, side), ['/cairn/test/orders-db/password', '/cairn/test/orders-db/passphrase']);
   });
 
   test('a resolved plan round-trips through JSON (what Parameter Store holds)', () => {
@@ -112,18 +113,18 @@ describe('environment config', () => {
     assert.equal(repositoryLocation(stored.repository.url).scheme, 'gs');
   });
 
-  test('a plan at an S3-compatible endpoint names its access key parameter, which counts among its secrets', () => {
+  test("a plan at an S3-compatible endpoint names the hosts' and the control plane's key parameters, each a secret of its side only", () => {
     const url = 's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true';
-    const p = parseEnvironmentConfig(env([plan({ repository: { url, credentialsParameter: '/cairn/dev/minio/orders' } })]), 'dev')
-      .plans[0]!;
-    assert.deepEqual(p.repository, { url, credentialsParameter: '/cairn/dev/minio/orders' });
-    assert.deepEqual(repositoryEndpoint(p.repository), {
-      endpoint: 'https://minio.internal:9000',
-      credentialsParameter: '/cairn/dev/minio/orders',
-    });
+    const keys = { credentialsParameter: '/cairn/dev/minio/orders', controlCredentialsParameter: '/cairn/dev/minio/orders-control' };
+    const p = parseEnvironmentConfig(env([plan({ repository: { url, ...keys } })]), 'dev').plans[0]!;
+    assert.deepEqual(p.repository, { url, ...keys });
+    assert.deepEqual(repositoryEndpoint(p.repository), { endpoint: 'https://minio.internal:9000', ...keys });
     assert.deepEqual(repositoryLocation(p.repository.url), { scheme: 's3', bucket: 'backups', prefix: 'cairn/orders/' });
     assert.equal(awsS3Location(p), undefined, 'no AWS S3 location: the stack grants nothing in S3 for it');
-    assert.ok(referencedParameters(p).includes('/cairn/dev/minio/orders'));
+    assert.ok(referencedParameters(p, 'host').includes('/cairn/dev/minio/orders'));
+    assert.ok(!referencedParameters(p, 'host').includes('/cairn/dev/minio/orders-control'), 'hosts never read the key that deletes');
+    assert.ok(referencedParameters(p, 'control').includes('/cairn/dev/minio/orders-control'));
+    assert.ok(!referencedParameters(p, 'control').includes('/cairn/dev/minio/orders'));
     // What Parameter Store holds reads back the same.
     assert.deepEqual(parsePlan(JSON.parse(JSON.stringify(p)), 'test').repository, p.repository);
     const aws = parseEnvironmentConfig(env([plan()]), 'dev').plans[0]!;
@@ -133,8 +134,20 @@ describe('environment config', () => {
   test('URL options and credentials that do not make an S3-compatible endpoint are refused at synth, naming the field and why', () => {
     const refused: Array<[PlanInput['repository'], RegExp]> = [
       [
-        { url: 's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true' },
-        /repository\.credentialsParameter: an S3-compatible endpoint needs its own access key.*"accessKeyId"/,
+        { url: 's3://backups/cairn/orders?endpoint=https://minio.internal:9000&path-style=true', controlCredentialsParameter: '/cairn/c' },
+        /repository\.credentialsParameter: an S3-compatible endpoint needs its own access key.*"accessKeyId".*not delete/,
+      ],
+      [
+        { url: 's3://backups/o?endpoint=https://m:9000', credentialsParameter: '/cairn/k' },
+        /repository\.controlCredentialsParameter: an S3-compatible endpoint needs a second access key for the control plane/,
+      ],
+      [
+        { url: 's3://backups/o?endpoint=https://m:9000', credentialsParameter: '/cairn/k', controlCredentialsParameter: '/cairn/k' },
+        /repository\.controlCredentialsParameter: must name another parameter than credentialsParameter/,
+      ],
+      [
+        { url: 's3://backups/o', controlCredentialsParameter: '/cairn/c' },
+        /repository\.controlCredentialsParameter: is only for an S3-compatible endpoint/,
       ],
       [{ url: 's3://backups/cairn/orders?region=eu-west-1' }, /repository\.url: options after "\?" are accepted only with endpoint=/],
       [
@@ -164,7 +177,11 @@ describe('environment config', () => {
   });
 
   test('a PostgreSQL PITR plan at an S3-compatible endpoint is refused: archive_command has no way to its access key', () => {
-    const repository = { url: 's3://backups/pg?endpoint=https://minio.internal:9000', credentialsParameter: '/cairn/dev/minio/pg' };
+    const repository = {
+      url: 's3://backups/pg?endpoint=https://minio.internal:9000',
+      credentialsParameter: '/cairn/dev/minio/pg',
+      controlCredentialsParameter: '/cairn/dev/minio/pg-control',
+    };
     const pg = plan({ id: 'pg', engine: 'postgres', engineOptions: {}, pitr: { enabled: true }, repository });
     assert.match(
       configError(() => parseEnvironmentConfig(env([pg]), 'dev')).message,

@@ -302,7 +302,7 @@ describe('CDK app', () => {
       for (const plan of out.config.plans) {
         const policyId = out.stack.getLogicalId(out.stack.hostPolicies.get(plan.id)!.policy.node.defaultChild as CfnElement);
         const [, statements] = hostPolicies(out.json).find(([id]) => id === policyId)!;
-        const secrets = referencedParameters(plan);
+        const secrets = referencedParameters(plan, 'host');
         const found = statements.find((x) => x.Sid === 'DecryptPlanSecrets');
         if (secrets.length === 0) {
           assert.equal(found, undefined, `${plan.id} names no secret, so decrypts none`);

@@ -86,10 +86,13 @@ export function e2eScope(d: Deployment, plan: Plan, principal = 'host'): CallSco
     bucket: location.bucket,
     prefix: location.prefix,
     // A repository at an S3-compatible endpoint: its S3 calls are not AWS calls (its client is not recorded either).
-    ...(endpoint !== undefined ? { endpointKeyParameter: endpoint.credentialsParameter } : {}),
+    ...(endpoint !== undefined
+      ? { endpointKeyParameter: endpoint.credentialsParameter, controlEndpointKeyParameter: endpoint.controlCredentialsParameter }
+      : {}),
     // A function reads the plan its input names, whichever that is (an unknown one is refused by name).
     planParameterName: principal === 'host' ? planParameterName(d.envName, plan.id) : `${planParameterPrefix(d.envName)}{plan}`,
-    secretParameterNames: referencedParameters(plan),
+    secretParameterNames: referencedParameters(plan, 'host'),
+    controlSecretParameterNames: referencedParameters(plan, 'control'),
     parameterKeyArn: 'arn:aws:kms:::parameter-key',
     ...('kmsKeyArn' in plan.keySource ? { repositoryKeyArn: plan.keySource.kmsKeyArn } : {}),
     // A repository's id is not known ahead: any value matches (ANY).

@@ -222,7 +222,12 @@ describe('extend-locks (Object Lock on reused packs)', () => {
     // The same bucket name as the environment's, at an endpoint: only the plan's endpoint tells them apart.
     const url = `s3://${cp.s3.bucket}/plans/${id}/?endpoint=${lock.endpoint}&path-style=true&region=us-east-1`;
     const keyParameter = `/cairn/olk/${id}/endpoint-key`;
-    cp.addPlan({ id, engine: 'files', engineOptions: { paths: ['/data'] }, repository: { url, credentialsParameter: keyParameter } });
+    cp.addPlan({
+      id,
+      engine: 'files',
+      engineOptions: { paths: ['/data'] },
+      repository: { url, credentialsParameter: keyParameter, controlCredentialsParameter: `${keyParameter}-control` },
+    });
     cp.ssm.parameters.set(`/cairn/olk/${id}/passphrase`, PASSPHRASE);
     cp.ssm.parameters.set(keyParameter, JSON.stringify({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }));
     const repo = await Repository.init(await openStorage(url), PASSPHRASE, host, SMALL);
