@@ -119,7 +119,8 @@ export class PieceReader {
         // One output chunk of the size the authenticated header states: one trip to the pool and no
         // concatenation copy (with 1 MiB chunks a 1.3 MiB frame took two trips and a copy). Capped: the chunk is
         // allocated before a byte is decompressed, and frames the pack writer makes stay far below the cap.
-        const chunkSize = Math.min(16 << 20, Math.max(64 << 10, frame.rawLength));
+        // One byte more than the frame holds: zlib allocates a further chunk as soon as one is exactly full.
+        const chunkSize = Math.min(16 << 20, Math.max(64 << 10, frame.rawLength + 1));
         data = await zstdDecompress(frame.payload, { maxOutputLength: Math.max(1, frame.rawLength), chunkSize });
       } catch (cause) {
         throw new DamagedError(`${where}: cannot decompress`, { cause });
