@@ -547,7 +547,9 @@ class WalDaemon {
     const problem = await stageDirProblem(dir);
     if (problem) {
       this.stageRefused.add(dir);
-      this.log.warn(`not staging WAL for restore_command: ${problem}; every segment goes through wal-fetch`);
+      // Gone: the end of recovery removed it, and PostgreSQL's last probes still name it.
+      if (problem.endsWith('does not exist')) this.log.info(`not staging WAL for restore_command: ${problem}`);
+      else this.log.warn(`not staging WAL for restore_command: ${problem}; every segment goes through wal-fetch`);
       return;
     }
     if (dir === this.stage) return;
@@ -561,6 +563,8 @@ class WalDaemon {
   private stageGone(dir: string): void {
     if (this.stage !== dir) return;
     this.stage = undefined;
+    clearInterval(this.stageTimer);
+    this.stageTimer = undefined;
     for (const name of [...this.staged.keys()]) {
       this.staged.delete(name);
       this.prefetched.delete(name);
@@ -603,10 +607,11 @@ class WalDaemon {
     )
       return this.stageGone(dir);
     for (const name of taken) {
+      if (!this.staged.has(name)) continue; // moved by a fetch while the directory was looked at
+      this.counters.takenFromStage++;
       this.staged.delete(name);
       this.prefetched.delete(name);
     }
-    this.counters.takenFromStage += taken.length;
     this.lastActivity = Date.now();
     this.prefetchAfter(taken.sort().at(-1) as string, this.walSize);
   }
