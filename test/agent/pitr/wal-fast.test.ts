@@ -38,6 +38,13 @@ describe('wal-push / wal-fetch without the full CLI', () => {
         args: ['00000002.history', 'pg_wal/RECOVERYHISTORY'],
       },
     );
+    assert.deepEqual(
+      parseWalArgv(['wal-fetch', '--stage-dir', 'cairn-wal-stage.0123456789abcdef', '000000010000000000000003', 'pg_wal/RECOVERYXLOG'])
+        ?.options,
+      {
+        stageDir: 'cairn-wal-stage.0123456789abcdef',
+      },
+    );
   });
 
   it('leaves to the full CLI whatever it does not know: help, other commands and options, wrong argument counts', () => {
@@ -49,6 +56,7 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       ['wal-push'],
       ['wal-fetch', 'x'],
       ['wal-push', 'a', 'b'],
+      ['wal-push', '--stage-dir', 'd', 'x'],
       ['--repo'],
       ['snapshots'],
     ]) {
