@@ -11,7 +11,7 @@ import { failureOf, missingDrillTools } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext, Engine } from '../engines/engine.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
-import { Restorer, prepareTarget } from '../files/restorer.ts';
+import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
@@ -221,7 +221,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
           includes: [],
           force: false,
           ignoreErrors: false,
-          readAheadBytes: Math.max(2, options.concurrency) * (8 << 20),
+          readAheadBytes: readAheadFor(options.concurrency),
           progress: options.progress,
           signal: guard.signal,
         }).run(snapshot);

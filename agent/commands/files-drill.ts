@@ -9,7 +9,7 @@ import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, entryName } from '../core/tree.ts';
 import { timedCheck } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext } from '../engines/engine.ts';
-import { Restorer, prepareTarget } from '../files/restorer.ts';
+import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { contentPieces } from '../core/file-content.ts';
 
 /**
@@ -87,7 +87,7 @@ export async function drillFiles(
         force: false,
         // Every damaged file is reported, not only the first.
         ignoreErrors: true,
-        readAheadBytes: Math.max(2, ctx.concurrency) * (8 << 20),
+        readAheadBytes: readAheadFor(ctx.concurrency),
         progress: ctx.progress,
         signal: ctx.signal,
       });

@@ -9,7 +9,7 @@ import { PieceReader } from '../core/piece-reader.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 import type { Snapshot } from '../core/snapshot.ts';
-import { Restorer, prepareTarget, type RestoreResult } from '../files/restorer.ts';
+import { Restorer, prepareTarget, readAheadFor, type RestoreResult } from '../files/restorer.ts';
 import { unmatchedIncludes } from '../files/unmatched-includes.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { LogArchive } from '../core/log-archive.ts';
@@ -136,7 +136,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       includes: options.includes,
       force: options.force,
       ignoreErrors: options.ignoreErrors,
-      readAheadBytes: Math.max(2, options.concurrency) * (8 << 20),
+      readAheadBytes: readAheadFor(options.concurrency),
       progress: options.progress,
       signal: options.signal,
     });

@@ -12,7 +12,7 @@ import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './res
 import { TargetTree } from './restore-target.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
-export { prepareTarget, type TargetState } from './restore-target.ts';
+export { prepareTarget, readAheadFor, type TargetState } from './restore-target.ts';
 
 export interface RestoreOptions {
   target: string;
