@@ -17,7 +17,7 @@ export function createProgram(cli: Cli): Command {
     .option('--lock-wait <duration>', 'when the repository is locked, keep trying this long (e.g. 30s, 10m)')
     .option(
       '--concurrency <n>',
-      'pieces compressed and objects transferred at once (memory ≈ n × 24 MiB)',
+      'pieces compressed and objects transferred at once (buffers held: backup ≈ (n + 1) × 18 MiB, restore ≈ n × 12 MiB + 40 MiB)',
       positiveInt,
       Math.min(8, Math.max(2, availableParallelism())),
     )
