@@ -168,7 +168,83 @@ export function decodeTree(data: Buffer, id: string): Tree {
   } catch (cause) {
     throw new DamagedError(`tree ${id} is not valid JSON`, { cause });
   }
+  const fast = validTree(json);
+  if (fast) return fast;
   const parsed = treeSchema.safeParse(json);
   if (!parsed.success) throw new DamagedError(`tree ${id} is invalid: ${z.prettifyError(parsed.error)}`);
   return parsed.data;
+}
+
+// ---------------------------------------------------------------- the fast path
+
+/*
+ * treeSchema takes ~8 µs per entry, and an unchanged re-backup of 20,000 files spent a fifth of
+ * its time there, reading the parent's trees. validTree accepts exactly the trees treeSchema
+ * accepts without changing (no unknown key to strip) and returns what treeSchema returns for
+ * them (same fields, in the schema's order: copy and repair re-encode decoded trees); anything
+ * else (an unknown key, an invalid field) goes to treeSchema, which strips or reports it.
+ * test/fuzz/tree-fast.test.ts holds the two to the same answers. Exported for that test only.
+ */
+const HEX_ID = /^[0-9a-f]{64}$/;
+const DECIMAL = /^-?\d{1,30}$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+const ENTRY_KEYS = Object.keys(treeEntrySchema.shape) as Array<keyof TreeEntry>;
+const KNOWN_KEYS = new Set<string>(ENTRY_KEYS);
+const TYPES = new Set(['file', 'dir', 'symlink']);
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isInt = (v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): boolean =>
+  Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max;
+const isMatch = (v: unknown, re: RegExp): boolean => typeof v === 'string' && re.test(v);
+const optional = (v: unknown, ok: (v: unknown) => boolean): boolean => v === undefined || ok(v);
+const hexIds = (v: unknown, min = 0): boolean => Array.isArray(v) && v.length >= min && v.every((id) => isMatch(id, HEX_ID));
+
+export function validTree(json: unknown): Tree | undefined {
+  if (!isObject(json) || (json.version !== 1 && json.version !== 2) || !Array.isArray(json.entries)) return undefined;
+  for (const key in json) if (key !== 'version' && key !== 'entries') return undefined;
+  const version = json.version;
+  const entries: TreeEntry[] = [];
+  for (const raw of json.entries as unknown[]) {
+    const entry = validEntry(raw);
+    if (!entry || (version === 1 && (entry.extentLists !== undefined || entry.pageHashes !== undefined))) return undefined;
+    entries.push(entry);
+  }
+  return { version, entries };
+}
+
+function validEntry(e: unknown): TreeEntry | undefined {
+  if (!isObject(e)) return undefined;
+  for (const key in e) if (!KNOWN_KEYS.has(key)) return undefined;
+  const ok =
+    typeof e.name === 'string' &&
+    e.name.length >= 1 &&
+    optional(e.nameBytes, (v) => isMatch(v, BASE64)) &&
+    typeof e.type === 'string' &&
+    TYPES.has(e.type) &&
+    isInt(e.mode, 0, 0o7777) &&
+    isInt(e.uid, 0) &&
+    isInt(e.gid, 0) &&
+    isMatch(e.mtimeNs, DECIMAL) &&
+    optional(e.ctimeNs, (v) => isMatch(v, DECIMAL)) &&
+    optional(e.dev, (v) => isMatch(v, DECIMAL)) &&
+    optional(e.inode, (v) => isMatch(v, DECIMAL)) &&
+    optional(e.size, (v) => isInt(v, 0)) &&
+    optional(e.content, (v) => hexIds(v)) &&
+    optional(e.contentLists, (v) => hexIds(v)) &&
+    optional(e.pageSize, (v) => isInt(v, 512, 65536)) &&
+    optional(e.extentLists, (v) => hexIds(v, 1)) &&
+    optional(e.pageHashes, (v) => hexIds(v)) &&
+    optional(e.subtree, (v) => isMatch(v, HEX_ID)) &&
+    optional(e.target, (v) => typeof v === 'string') &&
+    optional(e.targetBytes, (v) => isMatch(v, BASE64)) &&
+    optional(e.hardlink, (v) => typeof v === 'string') &&
+    (e.content === undefined ? 0 : 1) + (e.contentLists === undefined ? 0 : 1) + (e.extentLists === undefined ? 0 : 1) <= 1;
+  if (!ok) return undefined;
+  const entry: Json = {};
+  for (const key of ENTRY_KEYS) {
+    const value = e[key];
+    if (value !== undefined) entry[key] = Array.isArray(value) ? [...(value as unknown[])] : value;
+  }
+  return entry as TreeEntry;
 }
