@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { generateDataset, mutateDataset, type Layout } from './dataset.ts';
 import { CommandFailed, compareTrees, ensureCommand, firstLine, settle, treeBytes, type Timed } from './measure.ts';
 import { formatResults, ratios, summarize, type Measurement, type Scenario } from './report.ts';
-import { Cairn, CAIRN_CLI, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
+import { buildCairn, Cairn, CAIRN_BIN, cliKind, Restic, tarZstd, type Logs, type RepoTool } from './tools.ts';
 import { pitrBench, pitrPrerequisites, type PitrMeasurement } from './pitr.ts';
 import { formatStartup, startupBench, type StartupResult } from './startup.ts';
 import { formatPageIncrementals, pageIncrementalsBench, type PageIncrementalResult } from './page-incrementals.ts';
@@ -304,7 +304,8 @@ function machine(peers: Peers): Record<string, unknown> {
     cpuModel: cpus()[0]?.model,
     memoryBytes: totalmem(),
     node: process.version,
-    cairn: firstLine(process.execPath, [CAIRN_CLI, '--version']),
+    cairn: firstLine(process.execPath, [CAIRN_BIN, '--version']),
+    cairnCli: cliKind(),
     restic: peers.restic ? firstLine('restic', ['version']) : undefined,
     zstd: peers.tar ? firstLine('zstd', ['--version']) : undefined,
   };
@@ -315,11 +316,14 @@ async function main(): Promise<number> {
   const peers = checkPrerequisites(options.onlyCairn);
   const work = prepareWorkDir(options.dir);
   const paths = pathsIn(work);
+  // Cairn runs as operators and hosts run it: the package bin on the bundle of npm run build:cli.
+  buildCairn();
   // --only-pitr and --only-pages run their section alone.
   const fileRuns = !options.onlyPitr && !options.onlyPages;
   if (fileRuns)
     console.log(
-      `work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command\n`,
+      `work dir ${work}; ${options.sizeMiB} MiB of data, ${options.runs} run(s); page cache warmed (data read once) before every timed command; ` +
+        `cairn runs through its bin (agent/cli/bin.js) on the ${cliKind() === 'build' ? 'bundle of npm run build:cli' : 'SOURCES (a file changed after the build)'}\n`,
     );
 
   const ctx: Context = { paths, sizeMiB: options.sizeMiB, peers, measurements: [], failures: [] };

@@ -5,7 +5,7 @@ import { Prng } from './prng.ts';
 /**
  * The benchmark's dataset: deterministic (seeded), generated in seconds, shaped
  * like a database host's disk. By bytes:
- * - ~60% database-like files of 16 KiB pages (header, rows of column-like text and
+ * - ~60% database-like files of 16 KiB pages (InnoDB-like: an FSP_HDR first page; header, rows of column-like text and
  *   numbers, zero free space at the end of pages): zstd compresses them ~2–3×, and
  *   every page is unique, as in a real tablespace (no free deduplication);
  * - ~25% incompressible files (a few large ones);
@@ -179,11 +179,19 @@ function writeRows(out: Buffer, at: number, count: number, firstId: number, prng
 export function dbPage(prng: Prng, pageNo: number, lsn: bigint): Buffer {
   const page = Buffer.alloc(PAGE);
   writeHeader(page, prng, pageNo, lsn);
-  const room = PAGE - 38 - 8 - prng.int(PAGE / 8);
+  const body = bodyStart(pageNo);
+  const room = PAGE - body - 8 - prng.int(PAGE / 8);
   const rows = Math.floor(room / ROW);
-  writeRows(page, 38, rows, pageNo * 140, prng);
+  writeRows(page, body, rows, pageNo * 140, prng);
   return page;
 }
+
+// Page 0 of a tablespace is its FSP_HDR page, as in every real InnoDB file: after the 38-byte
+// file header, the 112-byte FSP header (space id, size, FSP flags at 38 + 16: 0 means 16 KiB
+// pages). Backup tools that read page sizes from a file's own header (Cairn's page files) see
+// these files as the tablespaces they stand for.
+const FSP_HEADER = 112;
+const bodyStart = (pageNo: number): number => (pageNo === 0 ? 38 + FSP_HEADER : 38);
 
 function writeHeader(page: Buffer, prng: Prng, pageNo: number, lsn: bigint): void {
   page.writeUInt32BE(prng.u32(), 0); // checksum: changes whenever the page does
@@ -191,8 +199,13 @@ function writeHeader(page: Buffer, prng: Prng, pageNo: number, lsn: bigint): voi
   page.writeUInt32BE(pageNo === 0 ? 0 : pageNo - 1, 8);
   page.writeUInt32BE(pageNo + 1, 12);
   page.writeBigUInt64BE(lsn, 16);
-  page.writeUInt16BE(0x45bf, 24); // index page
+  page.writeUInt16BE(pageNo === 0 ? 8 : 0x45bf, 24); // FSP_HDR (8) or an index page
   page.writeUInt32BE(7, 34); // space id
+  if (pageNo === 0) {
+    page.fill(0, 38, 38 + FSP_HEADER);
+    page.writeUInt32BE(7, 38); // FSP_SPACE_ID
+    page.writeUInt32BE(0, 38 + 16); // FSP_SPACE_FLAGS: 16 KiB pages, no compression
+  }
   page.writeUInt32BE(page.readUInt32BE(0), PAGE - 8);
   page.writeUInt32BE(Number(lsn & 0xffffffffn), PAGE - 4);
 }
@@ -202,7 +215,7 @@ function rewritePage(page: Buffer, prng: Prng, pageNo: number, lsn: bigint): voi
   writeHeader(page, prng, pageNo, lsn);
   const edits = 1 + prng.int(8);
   for (let i = 0; i < edits; i++) {
-    const at = 38 + prng.int(PAGE / 2);
+    const at = bodyStart(pageNo) + prng.int(PAGE / 2);
     writeDigits(page, at, prng.int(1e8), 8);
   }
 }

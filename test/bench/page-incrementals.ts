@@ -11,7 +11,7 @@ import { FileStorage } from '../../agent/storage/file.ts';
 import { postgresWorkDir, startPostgres, type PostgresServer } from '../helpers/postgres.ts';
 import { startMariadb, type MariadbServer } from '../helpers/mariadb.ts';
 import { CommandFailed, ensureCommand, runTimed, treeBytes, type Timed } from './measure.ts';
-import { Cairn, CAIRN_CLI, Restic, type Logs } from './tools.ts';
+import { Cairn, CAIRN_BIN, Restic, type Logs } from './tools.ts';
 
 /**
  * The page-incrementals section of `npm run bench` (issue 21): what the second
@@ -296,7 +296,7 @@ class CairnEngine {
   private run(label: string, args: string[]): Promise<Timed> {
     this.logs.seq++;
     const prefix = join(this.logs.dir, `${String(this.logs.seq).padStart(2, '0')}-cairn-engine-${label}`);
-    return runTimed(process.execPath, [CAIRN_CLI, '--json', ...args], { env: this.env, logPrefix: prefix });
+    return runTimed(process.execPath, [CAIRN_BIN, '--json', ...args], { env: this.env, logPrefix: prefix });
   }
   async init(): Promise<void> {
     await this.run('init', ['init']);

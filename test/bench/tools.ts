@@ -1,6 +1,8 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { builtCli } from '../../agent/cli/built-cli.js';
 import { CommandFailed, runTimed, type Timed } from './measure.ts';
 
 /**
@@ -8,7 +10,26 @@ import { CommandFailed, runTimed, type Timed } from './measure.ts';
  * would run it. Every timed call is one whole subprocess (start-up included).
  */
 
+/** The TypeScript sources' entry (the PITR section's archive_command runs its light wal-push entry). */
 export const CAIRN_CLI = fileURLToPath(new URL('../../agent/cli/cairn.js', import.meta.url));
+/**
+ * The package bin, what `npx cairn` runs and what hosts run (the same bundle): the build of
+ * `npm run build:cli`, which buildCairn() makes before the timed commands, or the sources when
+ * a file changed after it (cliKind() says which ran).
+ */
+export const CAIRN_BIN = fileURLToPath(new URL('../../agent/cli/bin.js', import.meta.url));
+const ROOT = new URL('../../', import.meta.url);
+
+/** Builds the CLI the bin runs (npm run build:cli); a failed build leaves the bin on the sources, which the report says. */
+export function buildCairn(): void {
+  const built = spawnSync(process.execPath, [fileURLToPath(new URL('agent/cli/build.ts', ROOT))], { encoding: 'utf8' });
+  if (built.status !== 0) throw new CommandFailed(`npm run build:cli failed: ${built.stderr}`);
+}
+
+/** What the bin runs now: the build, or the sources (a file was edited after the build). */
+export function cliKind(): 'build' | 'sources' {
+  return builtCli(ROOT).entry ? 'build' : 'sources';
+}
 const PASSWORD = 'cairn-bench-password';
 
 export interface Logs {
@@ -69,7 +90,7 @@ export class Cairn implements RepoTool {
 
   private run(label: string, args: string[]): Promise<Timed> {
     // process.execPath: the same Node 22 that runs this script (PATH may hold an older one).
-    return runTimed(process.execPath, [CAIRN_CLI, '--json', ...args], { env: this.env, logPrefix: logPrefix(this.logs, `cairn-${label}`) });
+    return runTimed(process.execPath, [CAIRN_BIN, '--json', ...args], { env: this.env, logPrefix: logPrefix(this.logs, `cairn-${label}`) });
   }
 
   async init(): Promise<void> {
