@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { detectPageSize, MIN_PAGE_FILE } from '../../agent/core/page-file.ts';
 import { contentSlices } from '../../agent/core/file-content.ts';
@@ -84,6 +84,8 @@ export interface PageIncrementalResult {
   /** Of the changed pages, those that are all zeroes (a file extended): stored once, whatever their number. */
   changedZeroPages: number;
   tools: ToolFigures[];
+  /** The engine's own tool streaming a full backup into zstd, the throughput the engine aims at (dataset A). */
+  streamPeer?: { how: string; seconds: number; bytes: number } | undefined;
 }
 
 function envNumber(name: string, fallback: number): number {
@@ -535,6 +537,27 @@ async function datasetB(options: PageIncrementalOptions, work: string, logs: Log
 
 // ---- dataset A: MariaDB ---------------------------------------------------------------------------
 
+/**
+ * What the mariadb engine's first backup is measured against (issue 21): `mariabackup --backup
+ * --stream=xbstream | zstd -3 -T2` into a file, with the engine's own --parallel (1), on the same
+ * running server. Its figure is the stream's size.
+ */
+async function mariabackupZstd(server: MariadbServer, work: string, logs: Logs): Promise<{ how: string; seconds: number; bytes: number }> {
+  const target = join(work, 'mariabackup-target');
+  const out = join(work, 'mariabackup.xbstream.zst');
+  mkdirSync(target, { recursive: true });
+  logs.seq++;
+  const how = 'mariabackup --backup --stream=xbstream | zstd -3 -T2';
+  const pipeline = `set -o pipefail; mariabackup --backup --stream=xbstream --parallel=1 --socket="$1" --user=root --target-dir="$2" | zstd -3 -T2 -q -f -o "$3"`;
+  const timed = await runTimed('bash', ['-c', pipeline, 'bash', server.socket, target, out], {
+    logPrefix: join(logs.dir, `${String(logs.seq).padStart(2, '0')}-mariabackup-zstd`),
+  });
+  const bytes = statSync(out).size;
+  rmSync(out, { force: true });
+  rmSync(target, { recursive: true, force: true });
+  return { how, seconds: timed.seconds, bytes };
+}
+
 function sysbench(server: MariadbServer, args: string[], logs: Logs, label: string): Promise<Timed> {
   logs.seq++;
   return runTimed('sysbench', ['--db-driver=mysql', `--mysql-socket=${server.socket}`, '--mysql-user=root', '--mysql-db=sbtest', ...args], {
@@ -580,6 +603,7 @@ async function datasetA(options: PageIncrementalOptions, work: string, logs: Log
     await restic?.restic.init();
 
     const engine1 = await engine.backup();
+    const streamPeer = options.peers ? await mariabackupZstd(first, work, logs) : undefined;
     await first.stop(); // a clean shutdown writes every dirty page
     const before = dirState(datadir);
     const files1 = await files.backup(datadir);
@@ -618,6 +642,7 @@ async function datasetA(options: PageIncrementalOptions, work: string, logs: Log
         ...(restic1 && restic2 ? [figures('restic', 'backup of the stopped data directory', restic1, restic2)] : []),
         { ...figures('cairn', 'mariadb engine (mariabackup), running server', engine1, engine2), ...(await cairnBreakdown(engine.repo)) },
       ],
+      streamPeer,
     };
   } finally {
     for (const server of servers.reverse()) await server.stop();
@@ -700,6 +725,17 @@ export function formatPageIncrementals(results: PageIncrementalResult[]): string
       `  |${widths.map((w, i) => (i < 2 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`,
       ...body.map(line),
     );
+    const seconds = r.tools.map((t) => `${t.tool} ${t.how.split(',')[0]}: ${t.firstSeconds.toFixed(1)} s`);
+    if (r.streamPeer) seconds.push(`${r.streamPeer.how}: ${r.streamPeer.seconds.toFixed(1)} s (${mb(r.streamPeer.bytes)} MB)`);
+    out.push(`  first backup, wall time (${mb(r.dataDirBytes)} MB data directory): ${seconds.join('; ')}`);
+    const engine = r.tools.find((t) => t.tool === 'cairn' && !t.how.startsWith('files'));
+    const pgbackrest = r.tools.find((t) => t.tool === 'pgbackrest');
+    if (engine && r.streamPeer)
+      out.push(`  engine throughput vs ${r.streamPeer.how}: ${(r.streamPeer.seconds / engine.firstSeconds).toFixed(2)}× (aim ≥ 1×)`);
+    if (engine && pgbackrest)
+      out.push(
+        `  engine full backup throughput vs pgBackRest's: ${(pgbackrest.firstSeconds / engine.firstSeconds).toFixed(2)}× (aim ≥ 1.5×)`,
+      );
     const cairnFiles = r.tools.find((t) => t.tool === 'cairn' && t.how.startsWith('files'));
     const restic = r.tools.find((t) => t.tool === 'restic');
     if (cairnFiles && restic?.secondAdded)
