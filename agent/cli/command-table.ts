@@ -57,6 +57,7 @@ export const COMMAND_NAMES: readonly (readonly string[])[] = COMMANDS.map(([name
 export async function registerCommands(program: Command, cli: Cli, argv: string[]): Promise<void> {
   const wanted = commandInArgv(program, argv.slice(2));
   if (wanted === 'version') return; // commander prints the version before it looks at any command
+  await cli.loadEngines(); // backup and restore take every engine's flags
   const chosen = wanted === undefined || WHOLE_TREE.has(wanted) ? [] : COMMANDS.filter(([names]) => names.includes(wanted));
   for (const [, load] of chosen) (await load())(program, cli);
   if (chosen.length === 0 || !program.commands.some((c) => c.name() === wanted))

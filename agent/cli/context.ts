@@ -2,15 +2,18 @@ import { hostname, userInfo } from 'node:os';
 import type { Command } from 'commander';
 import { parseDurationMs } from '../core/duration.ts';
 import { CairnError } from '../core/errors.ts';
-import { Repository, type Who } from '../core/repository.ts';
+import type { Repository, Who } from '../core/repository.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import type { OperationOptions } from '../commands/operation.ts';
-import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
-import { openStorage } from '../storage/open.ts';
+import type { EngineRegistry } from '../engines/registry.ts';
 import { Output, processStreams, type CliStreams } from './output.ts';
-import { readPassphrase } from './passphrase.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
-import { defaultSources, openRepository } from './open-repository.ts';
+// The storage backends, the passphrase reader and the repository (with zod's schemas and the KMS
+// client behind it) are loaded when a command first asks for them, not when the CLI starts:
+// `cairn --version` and `--help` need none of them (issue 21, start-up).
+const storageOpener = (): Promise<typeof import('../storage/open.ts')> => import('../storage/open.ts');
+const passphraseReader = (): Promise<typeof import('./passphrase.ts')> => import('./passphrase.ts');
+const repositoryOpener = (): Promise<typeof import('./open-repository.ts')> => import('./open-repository.ts');
 
 /** Options every command inherits from the program. */
 export interface GlobalOptions {
@@ -32,8 +35,8 @@ export interface GlobalOptions {
 export class Cli {
   readonly env: NodeJS.ProcessEnv;
   readonly streams: CliStreams;
-  /** The engines --engine names and snapshots are restored with, whose flags backup and restore take (a test adds its own). */
-  readonly engines: EngineRegistry;
+  /** Given by a test (its own engines), else loaded by loadEngines(). */
+  private registry: EngineRegistry | undefined;
   readonly controller = new AbortController();
   /** Replaced once the global flags are parsed (--json, --quiet). */
   output: Output;
@@ -42,10 +45,10 @@ export class Cli {
   /** An exit code for an outcome that is not an error to report (wal-fetch: "never archived" is exit 1, silently). */
   quietExitCode: number | undefined;
 
-  constructor(env: NodeJS.ProcessEnv, streams: CliStreams = processStreams(), engines: EngineRegistry = engineRegistry) {
+  constructor(env: NodeJS.ProcessEnv, streams: CliStreams = processStreams(), engines?: EngineRegistry) {
     this.env = env;
     this.streams = streams;
-    this.engines = engines;
+    this.registry = engines;
     this.output = new Output({ json: jsonFromEnvironment(env), quiet: false, streams });
   }
 
@@ -56,6 +59,22 @@ export class Cli {
       quiet: Boolean(flags.quiet),
       streams: this.streams,
     });
+  }
+
+  /**
+   * Loads the built-in engines (their option schemas are most of what the CLI would otherwise
+   * evaluate at start-up), unless a test gave its own. registerCommands calls it before any
+   * command registers; `cairn --version` never does.
+   */
+  async loadEngines(): Promise<EngineRegistry> {
+    this.registry ??= (await import('../engines/registry.ts')).engineRegistry;
+    return this.registry;
+  }
+
+  /** The engines --engine names and snapshots are restored with, whose flags backup and restore take. */
+  get engines(): EngineRegistry {
+    if (!this.registry) throw new Error('the engines were read before Cli.loadEngines() loaded them');
+    return this.registry;
   }
 
   get signal(): AbortSignal {
@@ -77,7 +96,7 @@ export class Cli {
 
   /** Another repository's storage (e.g. copy's target), under the same limits, cancellation and --storage-hook. */
   async storageAt(url: string, cmd: Command, base?: DeletableStorage): Promise<DeletableStorage> {
-    return wrapStorage(base ?? (await openStorage(url, this.env)), cmd.optsWithGlobals<StorageFlags>(), {
+    return wrapStorage(base ?? (await (await storageOpener()).openStorage(url, this.env)), cmd.optsWithGlobals<StorageFlags>(), {
       env: this.env,
       signal: this.signal,
       stderr: this.streams.stderr,
@@ -85,14 +104,16 @@ export class Cli {
   }
 
   /** The passphrase as given (passphrase.ts: flags, CAIRN_PASSWORD_FILE/_COMMAND, CAIRN_PASSWORD) or a prompt (confirm: ask twice). */
-  passphrase(cmd: Command, confirm = false): Promise<string> {
+  async passphrase(cmd: Command, confirm = false): Promise<string> {
     const g = this.globals(cmd);
+    const { readPassphrase } = await passphraseReader();
     return readPassphrase({ env: this.env, passwordFile: g.passwordFile, passwordCommand: g.passwordCommand, confirm });
   }
 
   async openRepo(cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> {
     const storage = await this.storage(cmd);
     const g = this.globals(cmd);
+    const { defaultSources, openRepository } = await repositoryOpener();
     // Passphrase given, else the repository's KMS keys, else a prompt (unlock.ts).
     return {
       g,

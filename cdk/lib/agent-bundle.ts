@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Stack, Stage } from 'aws-cdk-lib';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
-import { buildSync } from 'esbuild';
 import { Construct } from 'constructs';
 import { repoRoot } from './paths.ts';
 
@@ -52,23 +51,19 @@ export class AgentBundle extends Construct {
   }
 }
 
+/**
+ * The CLI bundle hosts run is the one `npm run build:cli` makes for the local bin (agent/cli/build.ts,
+ * run by path: the CDK app imports nothing from the agent but core), so its options (minified, Node's
+ * built-ins loaded on first use) live in one place. It builds into `outdir`, replacing what is there.
+ */
 export function bundleAgent(outdir: string): string {
-  mkdirSync(outdir, { recursive: true });
-  const outfile = join(outdir, 'cairn.mjs');
-  buildSync({
-    entryPoints: [join(repoRoot, 'agent', 'cli', 'cairn.js')],
-    outfile,
-    bundle: true,
-    platform: 'node',
-    target: 'node22',
-    format: 'esm',
-    minify: true,
-    legalComments: 'none',
-    logLevel: 'error',
-    // CommonJS dependencies call require() for Node built-ins.
-    banner: { js: "import { createRequire as __cairnRequire } from 'node:module'; const require = __cairnRequire(import.meta.url);" },
+  const r = spawnSync(process.execPath, [join(repoRoot, 'agent', 'cli', 'build.ts'), '--outdir', outdir], {
+    cwd: repoRoot,
+    encoding: 'utf8',
   });
-  return outfile;
+  if (r.status !== 0)
+    throw new Error(`the agent bundle could not be built (npm run build:cli): ${r.error?.message ?? ''}${r.stderr ?? ''}`.trim());
+  return join(outdir, AGENT_FILE.node);
 }
 
 /**

@@ -3,8 +3,7 @@ import { chmod, chown, copyFile, link, mkdtemp, rm, writeFile } from 'node:fs/pr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
+import { bundleAgent } from '../../cdk/lib/agent-bundle.ts';
 import type { CliResult } from './cli.ts';
 import { freePort } from './mariadb.ts';
 
@@ -160,13 +159,11 @@ export interface ServerCairn {
   remove(): Promise<void>;
 }
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-
 /**
  * The server runs cairn as its own user (archive_command, restore_command, the
  * WAL daemon they start), and that user may not be able to enter the checkout
  * (a clone under /root, a 0700 temp directory). So this builds the CLI with
- * esbuild into one file, as the CDK bundles it for hosts (cdk/lib/agent-bundle.ts),
+ * esbuild into one file, the bundle the CDK gives hosts (cdk/lib/agent-bundle.ts),
  * in a directory everyone can read, next to a hard link (or copy) of the Node
  * binary running the tests. The bundle is `cairn.mjs` at the directory's top, as
  * hosts install it, so the WAL client starts its daemon from the bundle as it does there.
@@ -174,18 +171,8 @@ const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export async function serverCairn(): Promise<ServerCairn> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-server-cli-'));
   await chmod(dir, 0o755);
-  const script = join(dir, 'cairn.mjs');
-  await build({
-    entryPoints: [join(REPO_ROOT, 'agent', 'cli', 'cairn.js')],
-    outfile: script,
-    bundle: true,
-    platform: 'node',
-    target: 'node22',
-    format: 'esm',
-    logLevel: 'error',
-    // CommonJS dependencies call require() for Node built-ins.
-    banner: { js: "import { createRequire as __cairnRequire } from 'node:module'; const require = __cairnRequire(import.meta.url);" },
-  });
+  // The bundle hosts run (npm run build:cli's, replacing the directory's contents: built first).
+  const script = bundleAgent(dir);
   await chmod(script, 0o644);
   const node = join(dir, 'node');
   await link(process.execPath, node).catch(async () => {

@@ -57,6 +57,8 @@ async function loadedModules(
 }
 
 const CLOUD = /node_modules\/(@aws-sdk|@smithy|@google-cloud|google-auth-library|gaxios)\//;
+/** What `--version` has no use for (context.ts and command-table.ts load them on demand). */
+const LIBRARY = /\/agent\/(core\/repository|storage\/open|engines\/registry|cli\/open-repository|cli\/passphrase)\.ts$|node_modules\/zod\//;
 /** A command's module under agent/cli/commands/ (main.ts imports each only when its command runs). */
 const COMMAND_MODULE = /\/agent\/cli\/commands\//;
 
@@ -81,6 +83,12 @@ describe('start-up loads no cloud SDK for local commands', () => {
         version.urls.filter((u) => COMMAND_MODULE.test(u)),
         [],
         '--version loads no command module',
+      );
+      // Nor the library the commands use: the repository, the storage backends, the engines and zod.
+      assert.deepEqual(
+        version.urls.filter((u) => LIBRARY.test(u)),
+        [],
+        '--version loads no repository, storage, engine or zod module',
       );
 
       const init = await loadedModules(dir, ['init'], env);
