@@ -47,6 +47,12 @@ const COMMANDS: [names: string[], load: () => Promise<Register>][] = [
 /** Commands that read the whole command tree (a completion script, the man pages): they load every command. */
 const WHOLE_TREE: ReadonlySet<string> = new Set(['completion', 'generate']);
 
+/**
+ * Commands that take every engine's flags (--db-host, --target-version…): the engines are loaded
+ * before they register. Others load them when they run, if they need them (Cli.loadEngines).
+ */
+const ENGINE_FLAGS: ReadonlySet<string> = new Set(['backup', 'restore']);
+
 /** The command names of COMMANDS, for the test that checks them against what each file registers. */
 export const COMMAND_NAMES: readonly (readonly string[])[] = COMMANDS.map(([names]) => names);
 
@@ -57,11 +63,14 @@ export const COMMAND_NAMES: readonly (readonly string[])[] = COMMANDS.map(([name
 export async function registerCommands(program: Command, cli: Cli, argv: string[]): Promise<void> {
   const wanted = commandInArgv(program, argv.slice(2));
   if (wanted === 'version') return; // commander prints the version before it looks at any command
-  await cli.loadEngines(); // backup and restore take every engine's flags
+  const register = async ([names, load]: (typeof COMMANDS)[number]): Promise<void> => {
+    if (names.some((name) => ENGINE_FLAGS.has(name))) await cli.loadEngines();
+    (await load())(program, cli);
+  };
   const chosen = wanted === undefined || WHOLE_TREE.has(wanted) ? [] : COMMANDS.filter(([names]) => names.includes(wanted));
-  for (const [, load] of chosen) (await load())(program, cli);
+  for (const entry of chosen) await register(entry);
   if (chosen.length === 0 || !program.commands.some((c) => c.name() === wanted))
-    for (const entry of COMMANDS) if (!chosen.includes(entry)) (await entry[1]())(program, cli);
+    for (const entry of COMMANDS) if (!chosen.includes(entry)) await register(entry);
   addHelpExamples(program);
 }
 

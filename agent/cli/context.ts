@@ -63,8 +63,8 @@ export class Cli {
 
   /**
    * Loads the built-in engines (their option schemas are most of what the CLI would otherwise
-   * evaluate at start-up), unless a test gave its own. registerCommands calls it before any
-   * command registers; `cairn --version` never does.
+   * evaluate at start-up), unless a test gave its own. registerCommands calls it before backup
+   * and restore register (they take every engine's flags); other commands call it if they need it.
    */
   async loadEngines(): Promise<EngineRegistry> {
     this.registry ??= (await import('../engines/registry.ts')).engineRegistry;

@@ -29,7 +29,7 @@ export function registerDrill(program: Command, cli: Cli): void {
       thorough: opts.thorough ?? false,
       scratchDir: opts.scratchDir,
       env: cli.env,
-      engines: cli.engines,
+      engines: await cli.loadEngines(),
     });
     cli.output.result({ type: 'drill', ...report }, drillText(report));
     if (!report.ok) throw drillFailure(report);

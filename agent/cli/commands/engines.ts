@@ -6,14 +6,14 @@ export function registerEngines(program: Command, cli: Cli): void {
   program
     .command('engines')
     .description('list the backup engines and what each needs')
-    .action(() => {
+    .action(async () => {
       const list = [
         {
           name: 'files',
           description: 'files and directories; --stop-cmd/--start-cmd for a cold copy',
           requires: ['read access to the paths'],
         },
-        ...[...cli.engines.engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
+        ...[...(await cli.loadEngines()).engines.values()].map((e) => ({ name: e.name, description: e.description, requires: e.requires })),
       ];
       cli.output.result(
         { type: 'engines', engines: list },

@@ -116,6 +116,11 @@ describe('start-up loads no cloud SDK for local commands', () => {
         ['snapshots.ts'],
         'snapshots loads its own command module only',
       );
+      assert.deepEqual(
+        snapshots.urls.filter((u) => u.endsWith('/agent/engines/registry.ts')),
+        [],
+        'snapshots loads no engine (only backup and restore take their flags)',
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
