@@ -61,9 +61,21 @@ export async function restoreTo(repo: Repository, snapshot: string, target: stri
  * judges age by the storage's clock, never by the reader's (docs/locks-and-gc.md).
  */
 export async function ageLockRecords(repoPath: string, ageMs: number): Promise<void> {
+  await ageRecords(repoPath, 'locks', ageMs);
+}
+
+/** Ages every object under `dir` of a file repository by `ageMs` (their modification times: the storage's clock). */
+export async function ageRecords(repoPath: string, dir: string, ageMs: number): Promise<void> {
   const past = new Date(Date.now() - ageMs);
-  const dir = join(repoPath, 'locks');
-  for (const entry of await readdir(dir, { recursive: true, withFileTypes: true })) {
+  for (const entry of await readdir(join(repoPath, dir), { recursive: true, withFileTypes: true })) {
     if (entry.isFile()) await utimes(join(entry.parentPath, entry.name), past, past);
   }
+}
+
+/**
+ * prune's `wait` for a file repository: instead of sleeping through the GC grace, the marks it
+ * waits on (gc/) are aged by the storage's clock, which is what the grace is measured by.
+ */
+export function graceWaiter(repoPath: string): (ms: number) => Promise<void> {
+  return (ms) => ageRecords(repoPath, 'gc', ms + 1_000);
 }

@@ -10,7 +10,7 @@ import { prune } from '../../../agent/commands/prune.ts';
 import { verify } from '../../../agent/commands/verify.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { FaultyStorage } from '../../helpers/faulty-storage.ts';
-import { tempDir, initSmallRepo, fileRepo, backupDir, restoreTo, PASSPHRASE, ageLockRecords } from '../../helpers/repo.ts';
+import { tempDir, initSmallRepo, fileRepo, backupDir, restoreTo, PASSPHRASE, ageLockRecords, graceWaiter } from '../../helpers/repo.ts';
 import { describeTree } from '../../helpers/tree.ts';
 
 const who = { host: 'test-host', user: 'tester' };
@@ -52,7 +52,7 @@ describe('prune', () => {
       faulty.failAfter = failAfter;
       const crashing = await Repository.open(faulty, PASSPHRASE);
       await assert.rejects(
-        prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05 }),
+        prune(crashing, faulty, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05, wait: graceWaiter(path) }),
         /injected failure/,
       );
 
@@ -64,7 +64,14 @@ describe('prune', () => {
       await next.release();
       const report = await verify(repo, { readData: 1, concurrency: 2, progress: silentProgress, who });
       assert.equal(report.ok, true, JSON.stringify(report.problems));
-      const second = await prune(repo, storage, { who, progress: silentProgress, concurrency: 2, dryRun: false, maxUnused: 0.05 });
+      const second = await prune(repo, storage, {
+        who,
+        progress: silentProgress,
+        concurrency: 2,
+        dryRun: false,
+        maxUnused: 0.05,
+        wait: graceWaiter(path),
+      });
       assert.ok(second.bytesAfter < 900_000, `after the rerun the repository holds about the kept data (${second.bytesAfter} bytes)`);
       const target = join(work.path, `restore-${label.length}`);
       await restoreTo(repo, kept[0]!, target);
