@@ -63,6 +63,17 @@ describe('restore through the small-file writer threads', () => {
       const { result } = await restoreTo(repo, snapshot.id, target);
       assert.deepEqual(result.errors, []);
       assert.deepEqual(await walkBytes(Buffer.from(target)), await walkBytes(Buffer.from(src)));
+      // The bytes it reports: every file's once (a hard link to one already written adds none), even
+      // with many small files finishing at once on the writer thread.
+      const sizes = new Map<number, number>();
+      for (const name of await readdir(src, { recursive: true })) {
+        const st = await lstat(join(src, name));
+        if (st.isFile()) sizes.set(st.ino, st.size);
+      }
+      assert.equal(
+        result.bytes,
+        [...sizes.values()].reduce((a, b) => a + b, 0),
+      );
       const links = (await readdir(target, { recursive: true })).filter((name) => name.endsWith('.link'));
       for (const name of links) assert.equal((await lstat(join(target, name))).nlink >= 2, true, `${name} is a hard link`);
     });
