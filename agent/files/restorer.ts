@@ -204,8 +204,7 @@ export class Restorer {
       if (!job.linkTo && job.entry.size !== undefined && job.entry.size <= SMALL_FILE_BYTES) {
         // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
         await this.target.clearForEntry(path);
-        // Awaited first: `bytes += await …` would add to the count read before the wait, and files finishing
-        // meanwhile would be lost from it.
+        // Awaited first: `bytes += await …` would add to the count as read before the wait, losing files finished meanwhile.
         const size = await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes));
         this.result.bytes += size;
         this.report(job.rel);
