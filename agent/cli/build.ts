@@ -6,9 +6,10 @@
  * (issue 21; `npm run bench` prints both). Local and offline: esbuild, no download.
  *
  * Hosts run this same build: the CDK's agent bundle (cdk/lib/agent-bundle.ts) runs this script
- * with --outdir, so the CLI run here is the one hosts run. Beside it, sources.json lists every repository file the bundle
- * was built from with its size and mtime, and package-lock.json and node_modules/.package-lock.json
- * for the dependencies: the bin runs the sources as soon as one of them differs.
+ * with --outdir, so the CLI run here is the one hosts run. Beside it, sources.json lists every
+ * repository file the bundle was built from with its size and mtime, and package-lock.json and
+ * node_modules/.package-lock.json for the dependencies: the bin runs the sources as soon as one
+ * of them differs.
  */
 import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

@@ -9,11 +9,8 @@ import type { EngineRegistry } from '../engines/registry.ts';
 import { Output, processStreams, type CliStreams } from './output.ts';
 import { wrapStorage, type RunRecord, type StorageFlags } from './storage-options.ts';
 // The storage backends, the passphrase reader and the repository (with zod's schemas and the KMS
-// client behind it) are loaded when a command first asks for them, not when the CLI starts:
+// client behind it) are imported by the methods that use them, not when the CLI starts:
 // `cairn --version` and `--help` need none of them (issue 21, start-up).
-const storageOpener = (): Promise<typeof import('../storage/open.ts')> => import('../storage/open.ts');
-const passphraseReader = (): Promise<typeof import('./passphrase.ts')> => import('./passphrase.ts');
-const repositoryOpener = (): Promise<typeof import('./open-repository.ts')> => import('./open-repository.ts');
 
 /** Options every command inherits from the program. */
 export interface GlobalOptions {
@@ -96,24 +93,21 @@ export class Cli {
 
   /** Another repository's storage (e.g. copy's target), under the same limits, cancellation and --storage-hook. */
   async storageAt(url: string, cmd: Command, base?: DeletableStorage): Promise<DeletableStorage> {
-    return wrapStorage(base ?? (await (await storageOpener()).openStorage(url, this.env)), cmd.optsWithGlobals<StorageFlags>(), {
-      env: this.env,
-      signal: this.signal,
-      stderr: this.streams.stderr,
-    });
+    const storage = base ?? (await (await import('../storage/open.ts')).openStorage(url, this.env));
+    return wrapStorage(storage, cmd.optsWithGlobals<StorageFlags>(), { env: this.env, signal: this.signal, stderr: this.streams.stderr });
   }
 
   /** The passphrase as given (passphrase.ts: flags, CAIRN_PASSWORD_FILE/_COMMAND, CAIRN_PASSWORD) or a prompt (confirm: ask twice). */
   async passphrase(cmd: Command, confirm = false): Promise<string> {
     const g = this.globals(cmd);
-    const { readPassphrase } = await passphraseReader();
+    const { readPassphrase } = await import('./passphrase.ts');
     return readPassphrase({ env: this.env, passwordFile: g.passwordFile, passwordCommand: g.passwordCommand, confirm });
   }
 
   async openRepo(cmd: Command): Promise<{ g: GlobalOptions; repo: Repository; storage: DeletableStorage }> {
     const storage = await this.storage(cmd);
     const g = this.globals(cmd);
-    const { defaultSources, openRepository } = await repositoryOpener();
+    const { defaultSources, openRepository } = await import('./open-repository.ts');
     // Passphrase given, else the repository's KMS keys, else a prompt (unlock.ts).
     return {
       g,

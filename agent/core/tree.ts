@@ -242,9 +242,7 @@ function validEntry(e: unknown): TreeEntry | undefined {
     (e.content === undefined ? 0 : 1) + (e.contentLists === undefined ? 0 : 1) + (e.extentLists === undefined ? 0 : 1) <= 1;
   if (!ok) return undefined;
   const entry: Json = {};
-  for (const key of ENTRY_KEYS) {
-    const value = e[key];
-    if (value !== undefined) entry[key] = Array.isArray(value) ? [...(value as unknown[])] : value;
-  }
+  // The parsed JSON is this decode's own: its values are taken as they are, in the schema's key order.
+  for (const key of ENTRY_KEYS) if (e[key] !== undefined) entry[key] = e[key];
   return entry as TreeEntry;
 }

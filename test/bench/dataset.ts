@@ -5,8 +5,9 @@ import { Prng } from './prng.ts';
 /**
  * The benchmark's dataset: deterministic (seeded), generated in seconds, shaped
  * like a database host's disk. By bytes:
- * - ~60% database-like files of 16 KiB pages (InnoDB-like: an FSP_HDR first page; header, rows of column-like text and
- *   numbers, zero free space at the end of pages): zstd compresses them ~2–3×, and
+ * - ~60% database-like files of 16 KiB pages (InnoDB-like: an FSP_HDR first page; header,
+ *   rows of column-like text and numbers, zero free space at the end of pages): zstd
+ *   compresses them ~2–3×, and
  *   every page is unique, as in a real tablespace (no free deduplication);
  * - ~25% incompressible files (a few large ones);
  * - ~15% small files, 1–64 KiB averaging ~8 KiB, half text half random, in nested

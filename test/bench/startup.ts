@@ -16,14 +16,12 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { builtCli } from '../../agent/cli/built-cli.js';
 import { DEFAULT_SCRYPT } from '../../agent/core/crypto.ts';
 import { CommandFailed, runTimed } from './measure.ts';
+import { buildCairn, CAIRN_BIN, CAIRN_CLI, cliKind } from './tools.ts';
 
-const ROOT = new URL('../../', import.meta.url);
-const SOURCES = fileURLToPath(new URL('agent/cli/cairn.js', ROOT));
-const BIN = fileURLToPath(new URL('agent/cli/bin.js', ROOT));
-const BUILD = fileURLToPath(new URL('agent/cli/build.ts', ROOT));
+const SOURCES = CAIRN_CLI;
+const BIN = CAIRN_BIN;
 const AIM_MS = 150;
 
 export interface StartupFigure {
@@ -56,8 +54,7 @@ export async function startupBench(options: { runs: number; work: string }): Pro
 async function measure(options: { runs: number; work: string }): Promise<StartupResult> {
   const { work } = options;
   mkdirSync(join(work, 'logs'), { recursive: true });
-  const built = spawnSync(process.execPath, [BUILD], { encoding: 'utf8' });
-  if (built.status !== 0) throw new CommandFailed(`npm run build:cli failed: ${built.stderr}`);
+  buildCairn();
 
   const env = { CAIRN_PASSWORD: 'start-up bench', CAIRN_REPOSITORY: join(work, 'repo') };
   mkdirSync(join(work, 'data'), { recursive: true });
@@ -93,7 +90,7 @@ async function measure(options: { runs: number; work: string }): Promise<Startup
     const medianMs = median(wall);
     return { label, medianMs, overNodeMs: medianMs - node, cpuMedianMs: cpu.length ? median(cpu) : undefined, runs: wall.length };
   });
-  return { figures, loadBefore, loadAfter, binRanBuild: builtCli(ROOT).entry !== undefined };
+  return { figures, loadBefore, loadAfter, binRanBuild: cliKind() === 'build' };
 }
 
 export function formatStartup(result: StartupResult): string {
