@@ -6,6 +6,7 @@ import { CairnError } from '../core/errors.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { PieceReader } from '../core/piece-reader.ts';
+import { FRAME_THREADS, FrameThreads } from '../pipeline/frame-threads.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 import type { Snapshot } from '../core/snapshot.ts';
@@ -125,7 +126,9 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     snapshot = await waitForSnapshot(repo, options.snapshot, { ...options, waitMs: options.waitForSnapshotMs });
   }
   const index = await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message));
-  const reader = new PieceReader(repo, index, { cacheFrames: 8 });
+  // Frames are opened on a worker thread: the main thread is the restore's bottleneck (pipeline/frame-threads.ts).
+  const frames = new FrameThreads(repo.pieceIdKey(), FRAME_THREADS);
+  const reader = new PieceReader(repo, index, { cacheFrames: 8, opener: frames });
   const intoDirectory = async (directory: string): Promise<RestoreResult> => {
     const target = resolve(directory);
     await refuseUnmatchedIncludes(reader, snapshot, options.includes);
@@ -145,7 +148,11 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   if (snapshot.engine === 'files') {
     if (!options.target)
       throw new CairnError('Cairn.Usage', 'restoring files needs --target DIR', { hint: 'name an empty directory to restore into' });
-    return { snapshot, result: await intoDirectory(options.target) };
+    try {
+      return { snapshot, result: await intoDirectory(options.target) };
+    } finally {
+      await frames.close();
+    }
   }
   // The engine recorded in the manifest restores its own snapshot (Vitess's rule).
   const engine = (options.engines ?? engineRegistry).byName(snapshot.engine);
@@ -164,10 +171,11 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       tempDir,
       target: { directory: options.target ? resolve(options.target) : undefined, database: options.targetDatabase },
     });
+    if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   } finally {
+    await frames.close();
     await rm(tempDir, { recursive: true, force: true });
   }
-  if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   if (!replayPlan || !options.pointInTime || !options.target) return { snapshot, result };
   const replayTemp = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-replay-'));
   try {

@@ -121,25 +121,51 @@ export interface DecodedFrame {
   payload: Buffer;
 }
 
-export function decodeFrame(key: Buffer, frame: Buffer, where: string): DecodedFrame {
+/** A frame's cleartext header (authenticated as the AAD of what follows it, so trusted only once that opens). */
+export interface FrameHeader {
+  header: Buffer;
+  codec: CodecId;
+  count: number;
+  rawLength: number;
+}
+
+/** Reads and checks a frame's cleartext header: its version, codec, piece count and raw length. */
+export function frameHeader(frame: Buffer, where: string): FrameHeader {
   if (frame.length < FRAME_HEADER_BYTES) throw new DamagedError(`${where}: frame is truncated`);
   const header = frame.subarray(0, FRAME_HEADER_BYTES);
   const version = header.readUInt8(0);
   if (version !== FRAME_VERSION) throw new DamagedError(`${where}: unknown frame version ${version}`);
   const codec = header.readUInt8(1);
   if (codec !== Codec.none && codec !== Codec.zstd) throw new DamagedError(`${where}: unknown codec ${codec}`);
-  const count = header.readUInt16LE(2);
-  const rawLength = header.readUInt32LE(4);
-  const plain = open(key, frame.subarray(FRAME_HEADER_BYTES), header);
-  if (!plain || plain.length < count * (ID_BYTES + 4))
-    throw new DamagedError(`${where}: frame failed authentication (altered or corrupted bytes)`);
+  return { header, codec, count: header.readUInt16LE(2), rawLength: header.readUInt32LE(4) };
+}
+
+/** Bytes of a frame's piece table (ids, then lengths), the start of its sealed content. */
+export function frameTableBytes(count: number): number {
+  return count * (ID_BYTES + 4);
+}
+
+export function frameAuthFailure(where: string): DamagedError {
+  return new DamagedError(`${where}: frame failed authentication (altered or corrupted bytes)`);
+}
+
+/** The piece ids and lengths of a frame's opened table. */
+export function frameTable(table: Buffer, count: number): { ids: Buffer[]; lengths: number[] } {
   const ids: Buffer[] = [];
   const lengths: number[] = [];
   for (let i = 0; i < count; i++) {
-    ids.push(plain.subarray(i * ID_BYTES, (i + 1) * ID_BYTES));
-    lengths.push(plain.readUInt32LE(count * ID_BYTES + i * 4));
+    ids.push(table.subarray(i * ID_BYTES, (i + 1) * ID_BYTES));
+    lengths.push(table.readUInt32LE(count * ID_BYTES + i * 4));
   }
-  return { codec, ids, lengths, rawLength, payload: plain.subarray(count * (ID_BYTES + 4)) };
+  return { ids, lengths };
+}
+
+export function decodeFrame(key: Buffer, frame: Buffer, where: string): DecodedFrame {
+  const { header, codec, count, rawLength } = frameHeader(frame, where);
+  const plain = open(key, frame.subarray(FRAME_HEADER_BYTES), header);
+  const tableBytes = frameTableBytes(count);
+  if (!plain || plain.length < tableBytes) throw frameAuthFailure(where);
+  return { codec, ...frameTable(plain, count), rawLength, payload: plain.subarray(tableBytes) };
 }
 
 const ENTRY_BYTES = ID_BYTES + 4 + 16;

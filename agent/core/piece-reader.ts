@@ -2,7 +2,19 @@ import { promisify } from 'node:util';
 import { zstdDecompress as zstdDecompressCb } from 'node:zlib';
 import { CairnError, DamagedError, NotFoundError } from './errors.ts';
 import { packKey } from './layout.ts';
-import { Codec, PACK_HEADER_BYTES, decodeFrame, packDataKey, packSaltFromHeader, type PieceLocation } from './pack.ts';
+import {
+  Codec,
+  FRAME_HEADER_BYTES,
+  PACK_HEADER_BYTES,
+  type CodecId,
+  decodeFrame,
+  frameAuthFailure,
+  frameHeader,
+  frameTable,
+  packDataKey,
+  packSaltFromHeader,
+  type PieceLocation,
+} from './pack.ts';
 import type { PieceIndex } from './piece-index.ts';
 import type { Repository } from './repository.ts';
 
@@ -13,6 +25,32 @@ interface PlainFrame {
   offsets: number[];
   lengths: number[];
   data: Buffer;
+  /** Per piece, 1 when an opener already found its bytes hash to its id (else the reader computes the id). */
+  matches?: Uint8Array | undefined;
+}
+
+/** What an opener is asked: one frame, its data key, and what its checked cleartext header says. */
+export interface FrameOpening {
+  key: Buffer;
+  frame: Buffer;
+  headerBytes: number;
+  codec: CodecId;
+  count: number;
+  rawLength: number;
+  /** zstd's output chunk: one of the frame's raw length (see decode). */
+  chunkSize: number;
+}
+
+export type OpenedFrame =
+  { status: 'ok'; table: Buffer; data: Buffer; matches: Uint8Array } | { status: 'auth' | 'decompress'; message?: string | undefined };
+
+/**
+ * Decrypts and decompresses frames, and checks each piece's bytes against the id the frame's table
+ * gives it, somewhere other than the main thread (pipeline/frame-threads.ts). The reader checks
+ * the rest itself.
+ */
+export interface FrameOpener {
+  open(request: FrameOpening): Promise<OpenedFrame>;
 }
 
 function notIndexed(id: Buffer): CairnError {
@@ -42,17 +80,43 @@ export function frameProblem(packId: string, frameOffset: number, error: unknown
   return message.startsWith(`pack ${packId}`) ? message : `pack ${packId} frame @${frameOffset}: ${message}`;
 }
 
+/**
+ * zstd's output chunk for a frame: one of the size the authenticated header states, so one trip to
+ * the pool and no concatenation copy (with 1 MiB chunks a 1.3 MiB frame took two trips and a copy).
+ * Capped: the chunk is allocated before a byte is decompressed, and frames the pack writer makes
+ * stay far below the cap. One byte more than the frame holds: zlib allocates a further chunk as
+ * soon as one is exactly full.
+ */
+function zstdChunk(rawLength: number): number {
+  return Math.min(16 << 20, Math.max(64 << 10, rawLength + 1));
+}
+
+/** A decoded frame after the checks every decoder shares: its size is the header's, its pieces add up to it. */
+function plainFrame(where: string, ids: Buffer[], lengths: number[], rawLength: number, data: Buffer): PlainFrame {
+  if (data.length !== rawLength) throw new DamagedError(`${where}: holds ${data.length} bytes, header says ${rawLength}`);
+  const offsets: number[] = [];
+  let at = 0;
+  for (const length of lengths) {
+    offsets.push(at);
+    at += length;
+  }
+  if (at !== data.length) throw new DamagedError(`${where}: piece lengths do not add up`);
+  return { ids, offsets, lengths, data };
+}
+
 export class PieceReader {
   private readonly repo: Repository;
   private readonly index: PieceIndex;
   private readonly frames = new Map<string, Promise<PlainFrame>>();
   private readonly packKeys = new Map<string, Promise<Buffer>>();
   private readonly cacheFrames: number;
+  private readonly opener: FrameOpener | undefined;
 
-  constructor(repo: Repository, index: PieceIndex, options: { cacheFrames?: number } = {}) {
+  constructor(repo: Repository, index: PieceIndex, options: { cacheFrames?: number; opener?: FrameOpener } = {}) {
     this.repo = repo;
     this.index = index;
     this.cacheFrames = options.cacheFrames ?? 4;
+    this.opener = options.opener;
   }
 
   /** The piece's first indexed location (its length is the same at every good one). */
@@ -103,7 +167,8 @@ export class PieceReader {
       throw new DamagedError(`${where} does not hold piece ${id.toString('hex')} where the index says`);
     }
     const data = plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
-    if (!this.repo.pieceId(data).equals(id)) {
+    // The opener compared the bytes with the table's id at this slot, which is `id` (checked above).
+    if (plain.matches ? plain.matches[slot] !== 1 : !this.repo.pieceId(data).equals(id)) {
       throw new DamagedError(`${where}: the bytes stored as piece ${id.toString('hex')} are not that piece (their keyed id differs)`);
     }
     return data;
@@ -112,31 +177,41 @@ export class PieceReader {
   /** Decodes a whole frame given its bytes (verify reads packs whole). */
   async decode(location: PieceLocation, bytes: Buffer, key: Buffer): Promise<PlainFrame> {
     const where = `pack ${location.packId} frame @${location.frameOffset}`;
+    if (this.opener) return this.decodeElsewhere(this.opener, where, bytes, key);
     const frame = decodeFrame(key, bytes, where);
     let data: Buffer;
     if (frame.codec === Codec.zstd) {
       try {
-        // One output chunk of the size the authenticated header states: one trip to the pool and no
-        // concatenation copy (with 1 MiB chunks a 1.3 MiB frame took two trips and a copy). Capped: the chunk is
-        // allocated before a byte is decompressed, and frames the pack writer makes stay far below the cap.
-        // One byte more than the frame holds: zlib allocates a further chunk as soon as one is exactly full.
-        const chunkSize = Math.min(16 << 20, Math.max(64 << 10, frame.rawLength + 1));
-        data = await zstdDecompress(frame.payload, { maxOutputLength: Math.max(1, frame.rawLength), chunkSize });
+        data = await zstdDecompress(frame.payload, {
+          maxOutputLength: Math.max(1, frame.rawLength),
+          chunkSize: zstdChunk(frame.rawLength),
+        });
       } catch (cause) {
         throw new DamagedError(`${where}: cannot decompress`, { cause });
       }
     } else {
       data = frame.payload;
     }
-    if (data.length !== frame.rawLength) throw new DamagedError(`${where}: holds ${data.length} bytes, header says ${frame.rawLength}`);
-    const offsets: number[] = [];
-    let at = 0;
-    for (const length of frame.lengths) {
-      offsets.push(at);
-      at += length;
-    }
-    if (at !== data.length) throw new DamagedError(`${where}: piece lengths do not add up`);
-    return { ids: frame.ids, offsets, lengths: frame.lengths, data };
+    return plainFrame(where, frame.ids, frame.lengths, frame.rawLength, data);
+  }
+
+  private async decodeElsewhere(opener: FrameOpener, where: string, bytes: Buffer, key: Buffer): Promise<PlainFrame> {
+    const { codec, count, rawLength } = frameHeader(bytes, where);
+    const opened = await opener.open({
+      key,
+      frame: bytes,
+      headerBytes: FRAME_HEADER_BYTES,
+      codec,
+      count,
+      rawLength,
+      chunkSize: zstdChunk(rawLength),
+    });
+    if (opened.status !== 'ok')
+      throw opened.status === 'auth'
+        ? frameAuthFailure(where)
+        : new DamagedError(`${where}: cannot decompress`, { cause: new Error(opened.message) });
+    const { ids, lengths } = frameTable(opened.table, count);
+    return { ...plainFrame(where, ids, lengths, rawLength, opened.data), matches: opened.matches };
   }
 
   async packKey(packId: string): Promise<Buffer> {

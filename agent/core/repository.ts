@@ -195,6 +195,11 @@ export class Repository {
     return hmac(this.idKey, data);
   }
 
+  /** The key under which piece ids are computed, for threads that check pieces off the main thread (pipeline/frame-threads.ts). */
+  pieceIdKey(): Buffer {
+    return this.idKey;
+  }
+
   /** Key that seeds the content-defined chunker, so cut points do not leak content either. */
   chunkerSeed(): Buffer {
     return this.chunkerKey;

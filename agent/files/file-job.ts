@@ -25,6 +25,8 @@ export class FileJob {
   private error: Error | undefined;
   private waiter: (() => void) | undefined;
   private settled = false;
+  /** Whether a lane feeds this file's pieces (file-lanes.ts), not the tree walk. */
+  fedByLane = false;
 
   constructor(rel: string, key: string, entry: TreeEntry) {
     this.rel = rel;
@@ -32,13 +34,15 @@ export class FileJob {
     this.entry = entry;
   }
 
-  push(item: PieceItem): void {
+  /** Queues a piece for the writer; false when the writer is done with this file (the piece is dropped, its bytes the caller's to release). */
+  push(item: PieceItem): boolean {
     if (this.settled) {
       item.data.catch(() => undefined);
-      return;
+      return false;
     }
     this.queue.push(item);
     this.notify();
+    return true;
   }
 
   close(): void {

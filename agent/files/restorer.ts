@@ -1,3 +1,6 @@
+// One unit: the tree walk, the read-ahead budget, the lanes and the writers share the state that
+// bounds the restore's memory and decides what is written and what is removed after a failure;
+// split apart, each part would reach into the others' internals.
 import { constants as fsConstants } from 'node:fs';
 import { link, lstat, open, symlink, unlink, type FileHandle } from 'node:fs/promises';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
@@ -8,6 +11,7 @@ import type { ProgressListener } from '../progress/progress.ts';
 import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
 import { sliceReads } from './slice-reads.ts';
+import { LANES, feedLane, laneFile, type ReadAheadBudget } from './file-lanes.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
@@ -48,6 +52,7 @@ type Item =
   | { kind: 'dir'; rel: string; key: string; entry: TreeEntry; included: boolean }
   | { kind: 'symlink'; rel: string; key: string; entry: TreeEntry }
   | { kind: 'file'; rel: string; key: string; entry: TreeEntry }
+  | { kind: 'lane'; rel: string }
   | PieceItem
   | { kind: 'end'; rel: string; entry: TreeEntry }
   | { kind: 'bad'; rel: string; error: Error };
@@ -64,7 +69,7 @@ const FILE_JOBS = 32;
  * symlink or outside the target. Pieces are fetched ahead of the writer; a file is its slices
  * (slice-reads.ts), and one whose slices are damaged or do not add up is removed, as on a bad read.
  */
-export class Restorer {
+export class Restorer implements ReadAheadBudget {
   readonly result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
   private readonly reader: PieceReader;
   private readonly options: RestoreOptions;
@@ -77,8 +82,11 @@ export class Restorer {
   private lastReport = 0;
   private totals: { totalFiles: number; totalBytes: number } | undefined;
   private buffered = 0;
-  private wake: (() => void) | undefined;
+  private wakers: Array<() => void> = [];
   private failure: Error | undefined;
+  /** Set when the walk ends early: lanes waiting for read-ahead room give up. */
+  private stopped: Error | undefined;
+  private readonly lanes = new Set<Promise<void>>();
   /** The key of a file whose writing never started: the walk yields none of its pieces. */
   private skipping: string | undefined;
 
@@ -123,12 +131,15 @@ export class Restorer {
               jobs.add(running);
               break;
             }
+            case 'lane':
+              if (job) this.startLane(job);
+              break;
             case 'piece':
               this.buffered += item.length;
-              job?.push(item);
+              if (!job?.push(item)) this.release(item.length);
               break;
             case 'end':
-              job?.close();
+              if (!job?.fedByLane) job?.close();
               job = undefined;
               break;
           }
@@ -141,10 +152,13 @@ export class Restorer {
         }
       }
       await Promise.all(jobs);
+      await Promise.all(this.lanes);
       this.throwIfFailed();
     } catch (error) {
       job?.fail(error as Error);
-      await Promise.allSettled(jobs);
+      this.stopped = error as Error;
+      this.release(0);
+      await Promise.allSettled([...jobs, ...this.lanes]);
       throw error;
     } finally {
       await this.smallFiles.close();
@@ -186,14 +200,29 @@ export class Restorer {
   }
 
   private written(): Promise<void> {
-    return new Promise((resolve) => (this.wake = resolve));
+    return new Promise((resolve) => this.wakers.push(resolve));
   }
 
-  private release(bytes: number): void {
+  release(bytes: number): void {
     this.buffered -= bytes;
-    const wake = this.wake;
-    this.wake = undefined;
-    wake?.();
+    for (const wake of this.wakers.splice(0)) wake();
+  }
+
+  async reserve(bytes: number): Promise<void> {
+    for (;;) {
+      const stop = this.stopped ?? this.failure;
+      if (stop) throw stop;
+      this.options.signal?.throwIfAborted();
+      if (this.buffered < this.options.readAheadBytes) break;
+      await this.written();
+    }
+    this.buffered += bytes;
+  }
+
+  private startLane(job: FileJob): void {
+    job.fedByLane = true;
+    const lane = feedLane(job, this.reader, this).finally(() => this.lanes.delete(lane));
+    this.lanes.add(lane);
   }
 
   /** One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last. */
@@ -324,6 +353,11 @@ export class Restorer {
       }
       yield { kind: 'file', rel: childRel, key: childKey, entry };
       if (this.skipping !== childKey && (!entry.hardlink || !this.hardlinkQueued(entry.hardlink))) {
+        if (this.lanes.size < LANES && laneFile(entry)) {
+          yield { kind: 'lane', rel: childRel };
+          yield { kind: 'end', rel: childRel, entry };
+          continue;
+        }
         try {
           // A slice of a recent piece starts no read, but is charged its own bytes: a page file whose
           // extents keep returning to cached pieces still queues no more than the read-ahead's worth.

@@ -1,9 +1,8 @@
-import { Worker } from 'node:worker_threads';
-import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
 import { DamagedError } from '../core/errors.ts';
 import type { FileJob } from './file-job.ts';
 import { isZero, timeArg } from './restore-metadata.ts';
+import { ThreadPool } from '../pipeline/thread-pool.ts';
 
 /** Files up to this size are written whole by a writer thread once their pieces are in. */
 export const SMALL_FILE_BYTES = 256 << 10;
@@ -39,8 +38,8 @@ export interface SmallFile {
 
 /** The worker's program: plain JavaScript in a string, so it runs the same from the sources, the bundled CLI and the single executable. */
 const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const fs = require('node:fs');
+const { parentPort } = process.getBuiltinModule('node:worker_threads');
+const fs = process.getBuiltinModule('node:fs');
 const C = fs.constants;
 const isRoot = process.getuid?.() === 0;
 const ourUid = process.getuid?.() ?? -1;
@@ -84,20 +83,16 @@ interface Reply {
   error?: { message: string; code?: string; syscall?: string };
 }
 
-interface Slot {
-  worker: Worker;
-  inFlight: number;
-}
-
 export class SmallFileWriters {
-  private readonly count: number;
-  private slots: Slot[] | undefined;
-  private readonly pending = new Map<number, { slot: Slot; resolve: () => void; reject: (error: Error) => void }>();
-  private nextId = 0;
-  private broken: Error | undefined;
+  private readonly pool: ThreadPool<Reply>;
 
   constructor(count: number) {
-    this.count = Math.max(1, count);
+    this.pool = new ThreadPool<Reply>({
+      source: WORKER_SOURCE,
+      count,
+      what: 'a restore writer thread',
+      hint: 'run the restore again; files it had not finished were removed',
+    });
   }
 
   /**
@@ -105,8 +100,7 @@ export class SmallFileWriters {
    * are copied once, into the buffer handed over to the worker (transferred, not copied again).
    * An all-zero piece of 4 KiB or more is left as a hole, as for large files.
    */
-  write(file: SmallFile): Promise<void> {
-    if (this.broken) return Promise.reject(this.broken);
+  async write(file: SmallFile): Promise<void> {
     const size = file.pieces.reduce((sum, piece) => sum + piece.length, 0);
     const content = new Uint8Array(size);
     const writes: number[] = [];
@@ -121,66 +115,19 @@ export class SmallFileWriters {
       }
       at += piece.length;
     }
-    const slot = this.leastBusy();
-    const id = this.nextId++;
-    const done = new Promise<void>((resolve, reject) => this.pending.set(id, { slot, resolve, reject }));
-    slot.inFlight++;
     const { mode, uid, gid, mtimeNs } = file.entry;
-    slot.worker.postMessage(
-      { id, path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) },
+    const reply = await this.pool.request(
+      { path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) },
       [content.buffer],
     );
-    return done;
+    if (!reply.error) return;
+    const { message, code, syscall } = reply.error;
+    throw Object.assign(new Error(message), { code, syscall });
   }
 
   /** Stops the workers (after the restore, or when it fails: a file in flight then is unlinked by the restorer). */
-  async close(): Promise<void> {
-    const slots = this.slots ?? [];
-    this.slots = undefined;
-    await Promise.all(slots.map((slot) => slot.worker.terminate()));
-  }
-
-  private leastBusy(): Slot {
-    this.slots ??= Array.from({ length: this.count }, () => this.start());
-    let best = this.slots[0] as Slot;
-    for (const slot of this.slots) if (slot.inFlight < best.inFlight) best = slot;
-    return best;
-  }
-
-  private start(): Slot {
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
-    // Never what keeps the process alive: the restore awaits its own replies.
-    worker.unref();
-    const slot: Slot = { worker, inFlight: 0 };
-    worker.on('message', (reply: Reply) => {
-      const waiting = this.pending.get(reply.id);
-      if (!waiting) return;
-      this.pending.delete(reply.id);
-      slot.inFlight--;
-      if (!reply.error) return waiting.resolve();
-      const { message, code, syscall } = reply.error;
-      waiting.reject(Object.assign(new Error(message), { code, syscall }));
-    });
-    const fail = (cause: unknown): void => {
-      this.broken ??= new CairnError(
-        'Cairn.Failure',
-        `a restore writer thread stopped: ${cause instanceof Error ? cause.message : String(cause)}`,
-        {
-          hint: 'run the restore again; files it had not finished were removed',
-          cause,
-        },
-      );
-      for (const [id, waiting] of this.pending) {
-        if (waiting.slot !== slot) continue;
-        this.pending.delete(id);
-        waiting.reject(this.broken);
-      }
-    };
-    worker.on('error', fail);
-    worker.on('exit', (code) => {
-      if (this.slots?.includes(slot)) fail(new Error(`exit code ${code}`));
-    });
-    return slot;
+  close(): Promise<void> {
+    return this.pool.close();
   }
 }
 
