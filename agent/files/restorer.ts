@@ -12,6 +12,7 @@ import { FileJob, type PieceItem } from './file-job.ts';
 import { PathMatcher } from './glob.ts';
 import { sliceReads } from './slice-reads.ts';
 import { LANES, feedLane, laneFile, type ReadAheadBudget } from './file-lanes.ts';
+import { ThreadStoppedError } from '../pipeline/thread-pool.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
@@ -266,6 +267,9 @@ export class Restorer implements ReadAheadBudget {
       }
       this.result.files++;
     } catch (error) {
+      // Settled before the drain: the drain's release wakes the walk and the lanes, and a piece pushed
+      // while this file is being removed would be held by nobody (its bytes lost to the read-ahead).
+      job.settle();
       job.drain((bytes) => this.release(bytes));
       await handle?.close().catch(() => undefined);
       await unlink(path).catch(() => undefined);
@@ -428,6 +432,10 @@ export class Restorer implements ReadAheadBudget {
   }
 }
 
+/** Failures that say nothing about one file's data (storage, cancellation, a stopped thread): they stop the restore even under --ignore-errors. */
 function isStorageFailure(error: unknown): boolean {
-  return error instanceof CairnError && (error.code === 'Cairn.Storage' || error.code === 'Cairn.Cancelled');
+  return (
+    error instanceof ThreadStoppedError ||
+    (error instanceof CairnError && (error.code === 'Cairn.Storage' || error.code === 'Cairn.Cancelled'))
+  );
 }

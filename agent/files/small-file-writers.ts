@@ -68,23 +68,39 @@ function write(job) {
     throw error;
   }
 }
-parentPort.on('message', (job) => {
-  try {
-    write(job);
-    parentPort.postMessage({ id: job.id });
-  } catch (error) {
-    parentPort.postMessage({ id: job.id, error: { message: String(error && error.message), code: error && error.code, syscall: error && error.syscall } });
-  }
+parentPort.on('message', (batch) => {
+  const errors = batch.files.map((job) => {
+    try {
+      write(job);
+      return null;
+    } catch (error) {
+      return { message: String(error && error.message), code: error && error.code, syscall: error && error.syscall };
+    }
+  });
+  parentPort.postMessage({ id: batch.id, errors });
 });
 `;
 
 interface Reply {
   id: number;
-  error?: { message: string; code?: string; syscall?: string };
+  /** Per file of the batch, in its order: null when it was written. */
+  errors: Array<{ message: string; code?: string; syscall?: string } | null>;
+}
+
+interface Batch {
+  files: Array<Record<string, unknown>>;
+  transfer: ArrayBuffer[];
+  waiting: Array<PromiseWithResolvers<undefined>>;
 }
 
 export class SmallFileWriters {
   private readonly pool: ThreadPool<Reply>;
+  /**
+   * Files handed over in this turn of the event loop, sent as one message when it ends: a message
+   * costs the main thread tens of microseconds whatever it holds, and a restore of 20,000 small
+   * files spent a second of its main thread in postMessage when each went alone.
+   */
+  private batch: Batch | undefined;
 
   constructor(count: number) {
     this.pool = new ThreadPool<Reply>({
@@ -100,7 +116,7 @@ export class SmallFileWriters {
    * are copied once, into the buffer handed over to the worker (transferred, not copied again).
    * An all-zero piece of 4 KiB or more is left as a hole, as for large files.
    */
-  async write(file: SmallFile): Promise<void> {
+  write(file: SmallFile): Promise<void> {
     const size = file.pieces.reduce((sum, piece) => sum + piece.length, 0);
     const content = new Uint8Array(size);
     const writes: number[] = [];
@@ -116,13 +132,29 @@ export class SmallFileWriters {
       at += piece.length;
     }
     const { mode, uid, gid, mtimeNs } = file.entry;
-    const reply = await this.pool.request(
-      { path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) },
-      [content.buffer],
+    if (!this.batch) {
+      this.batch = { files: [], transfer: [], waiting: [] };
+      setImmediate(() => this.send());
+    }
+    const written = Promise.withResolvers<undefined>();
+    this.batch.files.push({ path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) });
+    this.batch.transfer.push(content.buffer);
+    this.batch.waiting.push(written);
+    return written.promise;
+  }
+
+  private send(): void {
+    const batch = this.batch as Batch;
+    this.batch = undefined;
+    this.pool.request({ files: batch.files }, batch.transfer).then(
+      (reply) =>
+        batch.waiting.forEach((written, i) => {
+          const error = reply.errors[i];
+          if (!error) written.resolve(undefined);
+          else written.reject(Object.assign(new Error(error.message), { code: error.code, syscall: error.syscall }));
+        }),
+      (error: unknown) => batch.waiting.forEach((written) => written.reject(error)),
     );
-    if (!reply.error) return;
-    const { message, code, syscall } = reply.error;
-    throw Object.assign(new Error(message), { code, syscall });
   }
 
   /** Stops the workers (after the restore, or when it fails: a file in flight then is unlinked by the restorer). */

@@ -1,6 +1,5 @@
-import { CairnError } from '../core/errors.ts';
 import type { FrameOpener, FrameOpening, OpenedFrame } from '../core/piece-reader.ts';
-import { ThreadPool } from './thread-pool.ts';
+import { ThreadPool, ThreadStoppedError } from './thread-pool.ts';
 
 /**
  * Opens frames on worker threads: decrypts (AES-256-GCM), decompresses (zstd) and recomputes
@@ -149,8 +148,8 @@ export class FrameThreads implements FrameOpener {
       },
       [buffer],
     );
-    if (reply.status === 'error')
-      throw new CairnError('Cairn.Failure', `a frame-decoding thread failed: ${reply.message ?? 'unknown error'}`);
+    // An exception in the thread's own code (say, out of memory), not an answer about the frame.
+    if (reply.status === 'error') throw new ThreadStoppedError(`a frame-decoding thread failed: ${reply.message ?? 'unknown error'}`);
     if (reply.status !== 'ok') return { status: reply.status, message: reply.message };
     return {
       status: 'ok',

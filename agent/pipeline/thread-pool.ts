@@ -13,6 +13,14 @@ import { CairnError } from '../core/errors.ts';
  * exiting, and an awaited reply is never cut off. A thread that stops fails what it had in flight
  * and every later request with one clear error.
  */
+/** A pool thread stopped, failed outside a request, or the pool was closed: nothing to do with the data a request held. */
+export class ThreadStoppedError extends CairnError {
+  constructor(message: string, options: { hint?: string; cause?: unknown } = {}) {
+    super('Cairn.Failure', message, options);
+    this.name = 'ThreadStoppedError';
+  }
+}
+
 interface Slot {
   worker: Worker;
   inFlight: number;
@@ -50,9 +58,13 @@ export class ThreadPool<Reply extends { id: number }> {
     return done;
   }
 
+  /** Stops the threads; a request still out, and any later one, fails with ThreadStoppedError. */
   async close(): Promise<void> {
     const slots = this.slots ?? [];
     this.slots = undefined;
+    this.broken ??= new ThreadStoppedError(`${this.options.what} was stopped: the command no longer needed it`);
+    for (const waiting of this.pending.values()) waiting.reject(this.broken);
+    this.pending.clear();
     await Promise.all(slots.map((slot) => slot.worker.terminate()));
   }
 

@@ -1,14 +1,18 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { contentSlices } from '../../../agent/core/file-content.ts';
 import { packKey } from '../../../agent/core/layout.ts';
-import { PieceReader } from '../../../agent/core/piece-reader.ts';
+import { PieceReader, type FrameOpener } from '../../../agent/core/piece-reader.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { decodeTree, type TreeEntry } from '../../../agent/core/tree.ts';
 import { LANE_FILE_BYTES } from '../../../agent/files/file-lanes.ts';
+import { Restorer } from '../../../agent/files/restorer.ts';
+import { FrameThreads } from '../../../agent/pipeline/frame-threads.ts';
+import { ThreadStoppedError } from '../../../agent/pipeline/thread-pool.ts';
+import { silentProgress } from '../../../agent/progress/progress.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { PASSPHRASE, backupDir, fileRepo, initSmallRepo, restoreTo, tempDir } from '../../helpers/repo.ts';
 
@@ -62,14 +66,27 @@ describe('large files restored side by side', () => {
   after(() => work.remove());
 
   /** Where a file's slice `which` lives: its pack object's key and frame offset. */
-  async function frameOf(name: string, which: 'first' | 'last' | 'middle'): Promise<{ key: string; offset: number }> {
+  async function frameOf(name: string, which: 'first' | 'early' | 'middle'): Promise<{ key: string; offset: number }> {
     const index = await repo.loadIndex();
     const reader = new PieceReader(repo, index);
     const ids: Buffer[] = [];
     for await (const slice of contentSlices(entries.get(name) as TreeEntry, reader)) ids.push(slice.id);
-    const id = (which === 'first' ? ids[0] : which === 'last' ? ids.at(-1) : ids[Math.floor(ids.length / 2)]) as Buffer;
-    const location = reader.location(id);
-    return { key: packKey(location.packId), offset: location.frameOffset };
+    const where = (id: Buffer): { key: string; offset: number } => {
+      const location = reader.location(id);
+      return { key: packKey(location.packId), offset: location.frameOffset };
+    };
+    if (which !== 'early') return where(ids[which === 'first' ? 0 : Math.floor(ids.length / 2)] as Buffer);
+    // An early frame that does not also hold small.txt (backups pack files side by side).
+    const small = where(await firstSlice('small.txt', reader));
+    return ids
+      .slice(10)
+      .map(where)
+      .find((frame) => frame.key !== small.key || frame.offset !== small.offset) as { key: string; offset: number };
+  }
+
+  async function firstSlice(name: string, reader: PieceReader): Promise<Buffer> {
+    for await (const slice of contentSlices(entries.get(name) as TreeEntry, reader)) return slice.id;
+    throw new Error(`${name} has no content`);
   }
 
   const digest = async (path: string): Promise<string> =>
@@ -96,10 +113,61 @@ describe('large files restored side by side', () => {
     },
   );
 
+  it(
+    'every large file damaged early, under --ignore-errors: each is reported and removed, the rest restored, and the restore ends',
+    { timeout: 120_000 },
+    async () => {
+      // Before, a lane kept pushing pieces into a file being removed; they were held by nobody, the read-ahead
+      // filled with them and the restore never ended.
+      const copy = join(work.path, 'all-damaged-repo');
+      await cp(repoPath, copy, { recursive: true });
+      for (const name of ['a.bin', 'b.bin', 'c.bin']) {
+        const frame = await frameOf(name, 'early');
+        const pack = join(copy, frame.key);
+        const bytes = await readFile(pack);
+        bytes[frame.offset + 30] = (bytes[frame.offset + 30] as number) ^ 0xff;
+        await writeFile(pack, bytes);
+      }
+      const damaged = await Repository.open(new FileStorage(copy), PASSPHRASE);
+      const target = join(work.path, 'all-damaged');
+      const { result } = await restoreTo(damaged, snapshotId, target, { ignoreErrors: true, concurrency: 1 });
+      assert.deepEqual(result.errors.map((e) => e.path).sort(), ['a.bin', 'b.bin', 'c.bin']);
+      assert.equal(await readFile(join(target, 'small.txt'), 'utf8'), 'small\n');
+    },
+  );
+
+  it(
+    'a frame thread that stops fails the restore even under --ignore-errors: it says nothing about the data',
+    { timeout: 120_000 },
+    async () => {
+      const frames = new FrameThreads(repo.pieceIdKey(), 1);
+      let opened = 0;
+      const opener: FrameOpener = {
+        open(request) {
+          // The pool stops after a few frames, as when its thread dies.
+          if (++opened === 3) void frames.close();
+          return frames.open(request);
+        },
+      };
+      const reader = new PieceReader(repo, await repo.loadIndex(), { opener });
+      const target = join(work.path, 'thread-stopped');
+      await mkdir(target);
+      const restorer = new Restorer(reader, {
+        target,
+        includes: [],
+        force: false,
+        ignoreErrors: true,
+        readAheadBytes: 8 << 20,
+        progress: silentProgress,
+      });
+      await assert.rejects(restorer.run(await repo.readSnapshot(snapshotId)), ThreadStoppedError);
+      await frames.close();
+    },
+  );
+
   it('a damaged frame in a lane’s file fails the restore naming that file, and leaves no part of it', { timeout: 120_000 }, async () => {
     const copy = join(work.path, 'damaged-repo');
-    await mkdir(copy);
-    await import('node:fs/promises').then(({ cp }) => cp(repoPath, copy, { recursive: true }));
+    await cp(repoPath, copy, { recursive: true });
     const frame = await frameOf('b.bin', 'middle');
     const pack = join(copy, frame.key);
     const bytes = await readFile(pack);

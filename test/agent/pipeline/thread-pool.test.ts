@@ -1,7 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CairnError } from '../../../agent/core/errors.ts';
-import { ThreadPool } from '../../../agent/pipeline/thread-pool.ts';
+import { ThreadPool, ThreadStoppedError } from '../../../agent/pipeline/thread-pool.ts';
 
 /** The pool behind the restore's writer and frame threads (pipeline/thread-pool.ts). */
 const SOURCE = `
@@ -10,6 +10,7 @@ let salt = '';
 parentPort.on('message', (m) => {
   if (m.salt) { salt = m.salt; return; }
   if (m.die) process.exit(3);
+  if (m.hold) return;
   parentPort.postMessage({ id: m.id, echo: salt + m.text, bytes: m.bytes ? m.bytes.byteLength : 0 });
 });
 `;
@@ -51,6 +52,17 @@ describe('thread pool', () => {
     await assert.rejects(pool.request({ die: true }), stopped);
     await assert.rejects(pool.request({ text: 'later' }), stopped);
     await pool.close();
+  });
+
+  it('close fails the requests still out and refuses later ones (it starts no new thread)', async () => {
+    const pool = new ThreadPool<Echo>({ ...options, count: 1 });
+    const held = assert.rejects(
+      pool.request({ hold: true }),
+      (error: unknown) => error instanceof ThreadStoppedError && /a test thread was stopped/.test(error.message),
+    );
+    await pool.close();
+    await held;
+    await assert.rejects(pool.request({ text: 'later' }), ThreadStoppedError);
   });
 
   it('an idle pool never keeps the process from exiting; one with a request out does', async () => {
