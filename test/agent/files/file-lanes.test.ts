@@ -84,6 +84,19 @@ describe('large files restored side by side', () => {
       .find((frame) => frame.key !== small.key || frame.offset !== small.offset) as { key: string; offset: number };
   }
 
+  /** A copy of the repository with one byte of each given frame flipped, opened. */
+  async function damagedCopy(name: string, frames: Array<{ key: string; offset: number }>): Promise<Repository> {
+    const copy = join(work.path, name);
+    await cp(repoPath, copy, { recursive: true });
+    for (const frame of frames) {
+      const pack = join(copy, frame.key);
+      const bytes = await readFile(pack);
+      bytes[frame.offset + 30] = (bytes[frame.offset + 30] as number) ^ 0xff;
+      await writeFile(pack, bytes);
+    }
+    return Repository.open(new FileStorage(copy), PASSPHRASE);
+  }
+
   async function firstSlice(name: string, reader: PieceReader): Promise<Buffer> {
     for await (const slice of contentSlices(entries.get(name) as TreeEntry, reader)) return slice.id;
     throw new Error(`${name} has no content`);
@@ -119,16 +132,10 @@ describe('large files restored side by side', () => {
     async () => {
       // Before, a lane kept pushing pieces into a file being removed; they were held by nobody, the read-ahead
       // filled with them and the restore never ended.
-      const copy = join(work.path, 'all-damaged-repo');
-      await cp(repoPath, copy, { recursive: true });
-      for (const name of ['a.bin', 'b.bin', 'c.bin']) {
-        const frame = await frameOf(name, 'early');
-        const pack = join(copy, frame.key);
-        const bytes = await readFile(pack);
-        bytes[frame.offset + 30] = (bytes[frame.offset + 30] as number) ^ 0xff;
-        await writeFile(pack, bytes);
-      }
-      const damaged = await Repository.open(new FileStorage(copy), PASSPHRASE);
+      const damaged = await damagedCopy(
+        'all-damaged-repo',
+        await Promise.all(['a.bin', 'b.bin', 'c.bin'].map((name) => frameOf(name, 'early'))),
+      );
       const target = join(work.path, 'all-damaged');
       const { result } = await restoreTo(damaged, snapshotId, target, { ignoreErrors: true, concurrency: 1 });
       assert.deepEqual(result.errors.map((e) => e.path).sort(), ['a.bin', 'b.bin', 'c.bin']);
@@ -166,14 +173,7 @@ describe('large files restored side by side', () => {
   );
 
   it('a damaged frame in a lane’s file fails the restore naming that file, and leaves no part of it', { timeout: 120_000 }, async () => {
-    const copy = join(work.path, 'damaged-repo');
-    await cp(repoPath, copy, { recursive: true });
-    const frame = await frameOf('b.bin', 'middle');
-    const pack = join(copy, frame.key);
-    const bytes = await readFile(pack);
-    bytes[frame.offset + 30] = (bytes[frame.offset + 30] as number) ^ 0xff;
-    await writeFile(pack, bytes);
-    const damaged = await Repository.open(new FileStorage(copy), PASSPHRASE);
+    const damaged = await damagedCopy('damaged-repo', [await frameOf('b.bin', 'middle')]);
 
     const failed = join(work.path, 'failed');
     await assert.rejects(restoreTo(damaged, snapshotId, failed), /cannot restore b\.bin: .*failed authentication/);
