@@ -88,14 +88,10 @@ export class ThreadPool<Reply extends { id: number }> {
       waiting.resolve(reply);
     });
     const fail = (cause: unknown): void => {
-      this.broken ??= new CairnError(
-        'Cairn.Failure',
-        `${this.options.what} stopped: ${cause instanceof Error ? cause.message : String(cause)}`,
-        {
-          hint: this.options.hint,
-          cause,
-        },
-      );
+      this.broken ??= new ThreadStoppedError(`${this.options.what} stopped: ${cause instanceof Error ? cause.message : String(cause)}`, {
+        hint: this.options.hint,
+        cause,
+      });
       for (const [id, waiting] of this.pending) {
         if (waiting.slot !== slot) continue;
         this.pending.delete(id);

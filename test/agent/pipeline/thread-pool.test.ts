@@ -1,6 +1,5 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { CairnError } from '../../../agent/core/errors.ts';
 import { ThreadPool, ThreadStoppedError } from '../../../agent/pipeline/thread-pool.ts';
 
 /** The pool behind the restore's writer and frame threads (pipeline/thread-pool.ts). */
@@ -10,6 +9,7 @@ let salt = '';
 parentPort.on('message', (m) => {
   if (m.salt) { salt = m.salt; return; }
   if (m.die) process.exit(3);
+  if (m.throw) throw new Error('boom');
   if (m.hold) return;
   parentPort.postMessage({ id: m.id, echo: salt + m.text, bytes: m.bytes ? m.bytes.byteLength : 0 });
 });
@@ -44,13 +44,23 @@ describe('thread pool', () => {
     const pool = new ThreadPool<Echo>({ ...options, count: 1 });
     assert.equal((await pool.request({ text: 'first' })).echo, '>first');
     const stopped = (error: unknown): boolean => {
-      assert.ok(error instanceof CairnError);
+      // A ThreadStoppedError: what the restore treats as stopping it, whatever --ignore-errors says.
+      assert.ok(error instanceof ThreadStoppedError, String(error));
       assert.equal(error.message, 'a test thread stopped: exit code 3');
       assert.equal(error.hint, 'try again');
       return true;
     };
     await assert.rejects(pool.request({ die: true }), stopped);
     await assert.rejects(pool.request({ text: 'later' }), stopped);
+    await pool.close();
+  });
+
+  it('a thread whose program throws fails its request with ThreadStoppedError', async () => {
+    const pool = new ThreadPool<Echo>({ ...options, count: 1 });
+    await assert.rejects(
+      pool.request({ throw: true }),
+      (error: unknown) => error instanceof ThreadStoppedError && /a test thread stopped: boom/.test(error.message),
+    );
     await pool.close();
   });
 
