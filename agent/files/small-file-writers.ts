@@ -22,8 +22,9 @@ export const WRITER_THREADS = 1;
  * calls. Through fs/promises a file costs five round trips (open, write, fchmod, futimes,
  * close), each a mutex, a wake-up of a pool thread and an event-loop turn; on 2 cores the main
  * thread spent most of a 20,000-file restore blocked submitting them (docs/performance-notes.md).
- * Here a file is one message: a worker opens, writes, sets size, owner, mode and time, and
- * closes in one go, while the main thread goes on reading and decrypting.
+ * Here a file is one job of a message (the files of one event-loop turn go together): a worker
+ * opens, writes, sets size, owner, mode and time, and closes in one go, while the main thread
+ * goes on reading.
  *
  * The worker is handed a path the restorer built from checked names under directories it
  * created, and opens it as the restorer always did: O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600 until
