@@ -8,6 +8,8 @@ export interface ScanTotals {
   files: number;
   bytes: number;
   done: boolean;
+  /** Not counted but taken from the parent snapshot: shown only while the walk has not counted past it. */
+  estimated?: boolean;
 }
 
 export interface ScanOptions extends WalkLimitOptions {

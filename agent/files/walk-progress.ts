@@ -15,7 +15,7 @@ export class WalkProgress {
   private readonly counts: WalkCounts;
   private readonly writer: PackWriter;
   private readonly listener: ProgressListener;
-  private readonly totals: ScanTotals | undefined;
+  private totals: ScanTotals | undefined;
   private last = 0;
   private current = '';
 
@@ -37,9 +37,13 @@ export class WalkProgress {
     if (!final && now - this.last < (this.listener.reportEveryMs ?? 200)) return;
     this.last = now;
     const c = this.counts;
+    const files = c.filesNew + c.filesChanged + c.filesUnchanged;
+    const t = this.totals;
+    // An estimate the walk has counted past says nothing any more (no ETA beats a wrong one).
+    if (t?.estimated && (files > t.files || c.bytesRead + c.bytesUnchanged > t.bytes)) this.totals = undefined;
     this.listener.progress({
       phase: 'backup',
-      files: c.filesNew + c.filesChanged + c.filesUnchanged,
+      files,
       // Read and stored (or found in the repository): bytes still on their way to it are not done yet.
       bytes: c.bytesRead + c.bytesUnchanged - this.writer.unstoredDataBytes,
       bytesAdded: this.writer.stats.bytesAdded,

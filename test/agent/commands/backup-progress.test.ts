@@ -94,6 +94,34 @@ describe('backup progress events', () => {
     );
   });
 
+  it('take a re-backup\u2019s totals from its parent snapshot, from the first event, and drop them once the walk counts past them', async () => {
+    const { repo, src } = await setup();
+    const first = await backupDir(repo, src);
+    const record = (): { events: ProgressEvent[]; listener: ProgressListener } => {
+      const events: ProgressEvent[] = [];
+      return {
+        events,
+        listener: { progress: (e) => void events.push(e), warn: (m) => assert.fail(m), wantsTotals: true, reportEveryMs: 0 },
+      };
+    };
+    // Unchanged: no scan is needed; the parent's figures are the totals at once (a scan has counted nothing yet then).
+    const again = record();
+    const second = await backupDir(repo, src, { progress: again.listener });
+    assert.equal(second.parent, first.id);
+    assert.deepEqual([again.events[0]?.totalFiles, again.events[0]?.totalBytes], [154, first.summary.totalBytes]);
+    assert.deepEqual([again.events.at(-1)?.files, again.events.at(-1)?.totalFiles], [154, 154]);
+
+    // Grown past the parent: the estimate is shown while it holds and never below what is done.
+    for (let i = 0; i < 40; i++) await writeFile(join(src, 'small', `g${i}`), randomBytes(8_000));
+    const grown = record();
+    const third = await backupDir(repo, src, { progress: grown.listener });
+    assert.equal(third.summary.totalFiles, 194);
+    const withTotals = grown.events.filter((e) => e.totalFiles !== undefined);
+    assert.ok(withTotals.length > 0 && withTotals.length < grown.events.length, 'shown at first, dropped later');
+    for (const e of withTotals) assert.ok(e.files <= e.totalFiles! && e.totalFiles === 154, JSON.stringify(e));
+    assert.equal(grown.events.at(-1)?.totalFiles, undefined, 'the last event has no estimate it has passed');
+  });
+
   it('end on the summary\u2019s figures however seldom the listener wants events', async () => {
     const { repo, src } = await setup();
     const events: ProgressEvent[] = [];
