@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
-import { constants, zstdCompress as zstdCompressCb } from 'node:zlib';
 import type { Compression } from '../core/config.ts';
 import { Semaphore } from '../core/concurrency.ts';
 import { ID_BYTES } from '../core/crypto.ts';
@@ -20,8 +18,7 @@ import type { PieceIndex } from '../core/piece-index.ts';
 import { packKey } from '../core/layout.ts';
 import type { Repository } from '../core/repository.ts';
 import { BufferPool } from './buffer-pool.ts';
-
-const zstdCompress = promisify(zstdCompressCb) as (data: Buffer, options: object) => Promise<Buffer>;
+import { FrameCompressor } from './frame-compressor.ts';
 
 export interface PackWriterOptions {
   compression: Compression;
@@ -94,6 +91,8 @@ export class PackWriter {
   private readonly dryRun: boolean;
   private unstoredData = 0;
   private readonly storedListeners: Array<() => void> = [];
+  /** zstd contexts kept from frame to frame (frame-compressor.ts), freed when everything is flushed. */
+  private readonly compressor: FrameCompressor | undefined;
 
   constructor(repo: Repository, index: PieceIndex, options: PackWriterOptions) {
     this.repo = repo;
@@ -112,6 +111,7 @@ export class PackWriter {
     // A frame closes once it passes frameSize, so it holds at most frameSize plus one largest piece.
     this.framePool = new BufferPool(this.frameSize + repo.config.chunker.max, concurrency + 2);
     this.packPool = new BufferPool(repo.config.packSize + (256 << 10), concurrency + 1);
+    if (this.compression.codec === 'zstd') this.compressor = new FrameCompressor(this.compression.level, concurrency + 1);
   }
 
   /** Calls `listener` each time a pack has been stored and counted in `stats` (progress lines: `added` moves then). */
@@ -179,6 +179,7 @@ export class PackWriter {
       this.unindexed = [];
       await this.writeIndex(entries);
     }
+    this.compressor?.close();
   }
 
   private async writeIndex(entries: IndexEntry[]): Promise<void> {
@@ -200,13 +201,8 @@ export class PackWriter {
     const raw = frame.buffer.subarray(0, frame.size);
     let codec: CodecId = Codec.none;
     let payload = raw;
-    if (this.compression.codec === 'zstd' && raw.length > 64) {
-      const compressed = await zstdCompress(raw, {
-        params: { [constants.ZSTD_c_compressionLevel]: this.compression.level },
-        // One output buffer that holds zstd's worst case (ZSTD_compressBound), so the output is
-        // neither grown chunk by chunk nor concatenated: one allocation per frame.
-        chunkSize: Math.max(64 << 10, raw.length + (raw.length >> 8) + 1024),
-      });
+    if (this.compressor && raw.length > 64) {
+      const compressed = await this.compressor.compress(raw);
       // Incompressible data is stored as it is: it costs nothing to restore.
       if (compressed.length < raw.length - (raw.length >> 6)) {
         codec = Codec.zstd;
