@@ -50,12 +50,17 @@ export interface SnapshotWriterOptions {
  * file's pieces (with its piece list inline or in `list` pieces), a directory
  * becomes a `tree` piece. Where the bytes come from is the caller's business.
  */
+/** Head buffers kept for reuse: one per file read at once (the walk reads a few large files side by side). */
+const MAX_SPARE_HEADS = 8;
+
 export class SnapshotWriter {
   private readonly repo: Repository;
   private readonly writer: PackWriter;
   private readonly options: SnapshotWriterOptions;
   private readonly inlinePieces: number;
   private readonly listPieces: number;
+  /** Head buffers of files finished, for the next files (storeRead). */
+  private readonly heads: Buffer[] = [];
 
   constructor(repo: Repository, writer: PackWriter, options: SnapshotWriterOptions) {
     this.repo = repo;
@@ -83,7 +88,24 @@ export class SnapshotWriter {
   async storeRead(read: (buffer: Buffer) => Promise<number>, rel: string, previous?: TreeEntry): Promise<FileContent> {
     const pages = this.options.pages;
     if (!pages) return this.storeContent(chunkStream(read, this.options.chunking), rel);
-    const head = Buffer.allocUnsafe(MIN_PAGE_FILE);
+    // Reused from file to file: the engines stream ~1,000 files per PostgreSQL cluster through
+    // here, and a fresh 256 KiB each was ~250 MiB of garbage per backup (external memory, which
+    // makes V8 collect the whole heap). Nothing keeps a view of it: prefixedReader copies out of it.
+    const head = this.heads.pop() ?? Buffer.allocUnsafe(MIN_PAGE_FILE);
+    try {
+      return await this.storeHeaded(head, read, rel, previous, pages);
+    } finally {
+      if (this.heads.length < MAX_SPARE_HEADS) this.heads.push(head);
+    }
+  }
+
+  private async storeHeaded(
+    head: Buffer,
+    read: (buffer: Buffer) => Promise<number>,
+    rel: string,
+    previous: TreeEntry | undefined,
+    pages: NonNullable<SnapshotWriterOptions['pages']>,
+  ): Promise<FileContent> {
     let filled = 0;
     while (filled < head.length) {
       const n = await read(head.subarray(filled));
