@@ -1,6 +1,9 @@
 import type { Writable } from 'node:stream';
 import type { ProgressEvent, ProgressListener } from '../progress/progress.ts';
 
+/** At most one JSON progress event this often. */
+const JSON_EVERY_MS = 10_000;
+
 /** Where the CLI writes: the process's streams, or a test's (main's third argument). */
 export interface CliStreams {
   stdout: Writable & { isTTY?: boolean };
@@ -36,10 +39,15 @@ export class Output implements ProgressListener {
     return this.json || (this.tty && !this.quiet);
   }
 
+  /** JSON progress comes every JSON_EVERY_MS: totals are needed from its second event on, and a scan started 2 s in has 8 s to count. */
+  get totalsAfterMs(): number {
+    return this.json ? 2_000 : 0;
+  }
+
   progress(event: ProgressEvent): void {
     const now = Date.now();
     if (this.json) {
-      if (now - this.lastJson < 10_000) return;
+      if (now - this.lastJson < JSON_EVERY_MS) return;
       this.lastJson = now;
       this.emit({ type: 'progress', ...event });
       return;

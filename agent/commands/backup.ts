@@ -177,12 +177,14 @@ async function archive(repo: Repository, options: BackupOptions, paths: string[]
   const totals: ScanTotals = estimate ?? { files: 0, bytes: 0, done: false };
   const scanning =
     options.progress.wantsTotals && !options.engine && !estimate
-      ? scan(paths, options.excludes, totals, {
-          signal: options.signal,
-          oneFileSystem: options.oneFileSystem,
-          excludeIfPresent: options.excludeIfPresent,
-        })
-      : Promise.resolve();
+      ? scanAfter(options.progress.totalsAfterMs ?? 0, (stop) =>
+          scan(paths, options.excludes, totals, {
+            signal: options.signal ? AbortSignal.any([options.signal, stop]) : stop,
+            oneFileSystem: options.oneFileSystem,
+            excludeIfPresent: options.excludeIfPresent,
+          }),
+        )
+      : undefined;
   const archiver = new Archiver(repo, writer, index, reader, {
     totals,
     paths,
@@ -195,9 +197,18 @@ async function archive(repo: Repository, options: BackupOptions, paths: string[]
     parentTree: parent?.tree,
     signal: options.signal,
   });
-  const { tree, engineMetadata } = await withHooks(options, 'backup', () => produce(archiver, options));
-  await writer.flush();
-  await scanning;
+  let produced: Awaited<ReturnType<typeof produce>>;
+  try {
+    produced = await withHooks(options, 'backup', () => produce(archiver, options));
+    await writer.flush();
+  } catch (error) {
+    await scanning?.finish(true);
+    throw error;
+  }
+  await scanning?.finish(false);
+  const { tree, engineMetadata } = produced;
+  // A scan not started (the backup ended first) or not finished: the walk has counted everything by now.
+  if (!totals.done) Object.assign(totals, { files: archiver.counts.totalFiles, bytes: archiver.counts.totalBytes, done: true });
   options.signal?.throwIfAborted();
   archiver.progress.report('', true);
   return { tree, engineMetadata, archiver, writer, parent, gcGuard, reader };
@@ -269,6 +280,29 @@ export async function withHooks<T>(
       });
     }
   }
+}
+
+/**
+ * Starts `start` after `ms` (at once for 0). `finish` cancels a scan not started yet and waits for
+ * one running, or, when the backup failed, stops it (`start` is given the signal). JSON progress
+ * shows totals only from its second event, 10 s on: a scan started a little later has time enough,
+ * and a backup done before then makes no second metadata pass.
+ */
+function scanAfter(ms: number, start: (signal: AbortSignal) => Promise<void>): { finish: (failed: boolean) => Promise<void> } {
+  const stop = new AbortController();
+  let running: Promise<void> | undefined;
+  const begin = (): void => {
+    running = start(stop.signal);
+  };
+  const timer = ms > 0 ? setTimeout(begin, ms) : undefined;
+  if (!timer) begin();
+  return {
+    finish: async (failed) => {
+      clearTimeout(timer);
+      if (failed) stop.abort();
+      await running;
+    },
+  };
 }
 
 /**

@@ -16,6 +16,12 @@ export interface ProgressListener {
   warn(message: string, details?: Record<string, unknown>): void;
   /** True when totals would be shown (an ETA on a terminal): only then is the source counted beside the backup. */
   readonly wantsTotals?: boolean;
+  /**
+   * When totals are first shown, in ms from the start (0 unless the listener says: JSON progress,
+   * which the CLI emits every 10 s): the scan beside a backup starts then, so a backup done sooner
+   * makes no second metadata pass.
+   */
+  readonly totalsAfterMs?: number;
   /** At most one event this often, in ms (200 unless the listener says; a test's listener may want every event: 0). */
   readonly reportEveryMs?: number;
 }

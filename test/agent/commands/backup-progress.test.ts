@@ -122,6 +122,31 @@ describe('backup progress events', () => {
     assert.equal(grown.events.at(-1)?.totalFiles, undefined, 'the last event has no estimate it has passed');
   });
 
+  it('scan for totals only once the listener wants them: a backup done sooner makes no second pass and ends on its own counts', async () => {
+    const { repo, src } = await setup();
+    const events: ProgressEvent[] = [];
+    // Totals wanted an hour in (as JSON progress wants them only from its second event): this backup ends long before.
+    const listener: ProgressListener = {
+      progress: (e) => void events.push(e),
+      warn: (m) => assert.fail(m),
+      wantsTotals: true,
+      totalsAfterMs: 3_600_000,
+      reportEveryMs: 0,
+    };
+    const snapshot = await backupDir(repo, src, { progress: listener });
+    // A scan would have counted the 154 files at once (the first test); none ran, so no event before the last has totals.
+    assert.deepEqual(
+      events.slice(0, -1).filter((e) => e.totalFiles !== undefined),
+      [],
+    );
+    const last = events.at(-1)!;
+    assert.deepEqual(
+      [last.files, last.totalFiles, last.totalBytes],
+      [154, 154, snapshot.summary.totalBytes],
+      'the walk\u2019s own counts at the end',
+    );
+  });
+
   it('end on the summary\u2019s figures however seldom the listener wants events', async () => {
     const { repo, src } = await setup();
     const events: ProgressEvent[] = [];
