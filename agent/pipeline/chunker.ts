@@ -63,7 +63,9 @@ function topBits(count: number): number {
  * 4.8 GB of it in a backup of a 289 MB PostgreSQL cluster's ~1,000 files, a full collection of
  * the heap every 64 MiB (docs/performance-notes.md). A larger input costs one copy of this much.
  */
-const FIRST_BUFFER = 64 << 10;
+// One byte over 64 KiB: a file of exactly 64 KiB (eight PostgreSQL pages) ends within it, instead of
+// filling it and moving to the full buffer to learn that nothing follows.
+const FIRST_BUFFER = (64 << 10) + 1;
 
 /** How a file is cut into pieces: content-defined, or fixed blocks for page-structured files. */
 export type Chunking = { kind: 'cdc'; chunker: Chunker } | { kind: 'fixed'; size: number };

@@ -67,20 +67,22 @@ describe('content-defined chunker', () => {
   it('an input of unknown size is read into a small buffer first, and one larger than it is cut the same', async () => {
     // A full buffer (largest piece + read size) for every small file streamed was gigabytes of garbage per engine backup.
     const chunker = new Chunker(DEFAULT_CHUNKER, seed);
-    const held: number[] = [];
-    let at = 0;
-    const tiny = Buffer.from('a small file\n');
-    const read = async (buffer: Buffer): Promise<number> => {
-      held.push(buffer.buffer.byteLength);
-      const n = Math.min(buffer.length, tiny.length - at);
-      tiny.copy(buffer, 0, at, at + n);
-      at += n;
-      return n;
-    };
-    const pieces: Buffer[] = [];
-    for await (const piece of chunkStream(read, { kind: 'cdc', chunker })) pieces.push(Buffer.from(piece));
-    assert.deepEqual(pieces, [tiny]);
-    assert.ok(Math.max(...held) <= 64 << 10, `read into ${Math.max(...held)} bytes for a ${tiny.length}-byte input`);
+    // A few bytes, and exactly 64 KiB (eight 8 KiB pages: a small PostgreSQL relation).
+    for (const tiny of [Buffer.from('a small file\n'), new Random(6).bytes(64 << 10, false)]) {
+      const held: number[] = [];
+      let at = 0;
+      const read = async (buffer: Buffer): Promise<number> => {
+        held.push(buffer.buffer.byteLength);
+        const n = Math.min(buffer.length, tiny.length - at);
+        tiny.copy(buffer, 0, at, at + n);
+        at += n;
+        return n;
+      };
+      const pieces: Buffer[] = [];
+      for await (const piece of chunkStream(read, { kind: 'cdc', chunker })) pieces.push(Buffer.from(piece));
+      assert.deepEqual(Buffer.concat(pieces), tiny);
+      assert.ok(Math.max(...held) <= (64 << 10) + 1, `read into ${Math.max(...held)} bytes for a ${tiny.length}-byte input`);
+    }
     // Across the switch to the full buffer, the cuts are those of one read into it.
     const data = new Random(3).bytes(3_000_000, false);
     assert.deepEqual(await chunksOf(data, small, 1 << 20), await chunksOf(data, small, 3_000_000));
