@@ -165,21 +165,25 @@ export class PackWriter {
 
   /** Makes everything added so far durable: frames, packs and index files. */
   async flush(): Promise<void> {
-    for (const [type, frame] of this.frames.entries()) {
-      this.frames[type] = undefined;
-      if (frame) await this.sealFrame(frame);
+    try {
+      for (const [type, frame] of this.frames.entries()) {
+        this.frames[type] = undefined;
+        if (frame) await this.sealFrame(frame);
+      }
+      await this.drain();
+      const pack = this.pack;
+      this.pack = undefined;
+      if (pack) this.startUpload(pack);
+      await this.drain();
+      if (this.unindexed.length > 0) {
+        const entries = this.unindexed;
+        this.unindexed = [];
+        await this.writeIndex(entries);
+      }
+    } finally {
+      // Whether or not everything was stored, no frame is compressed after a flush: the zstd contexts go now, not at a GC.
+      this.compressor?.close();
     }
-    await this.drain();
-    const pack = this.pack;
-    this.pack = undefined;
-    if (pack) this.startUpload(pack);
-    await this.drain();
-    if (this.unindexed.length > 0) {
-      const entries = this.unindexed;
-      this.unindexed = [];
-      await this.writeIndex(entries);
-    }
-    this.compressor?.close();
   }
 
   private async writeIndex(entries: IndexEntry[]): Promise<void> {

@@ -1,9 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promisify } from 'node:util';
-import { constants, zstdCompress, zstdDecompressSync } from 'node:zlib';
+import { constants, zstdCompress, zstdDecompressSync, type ZstdCompress } from 'node:zlib';
 import fc from 'fast-check';
-import { FrameCompressor } from '../../../agent/pipeline/frame-compressor.ts';
+import { FrameCompressor, zstdFrameLength } from '../../../agent/pipeline/frame-compressor.ts';
 
 /** Frame contents as a backup sees them: runs of repeated bytes, text-like data and noise, of any size. */
 const frameData = fc
@@ -17,9 +17,27 @@ const frameData = fc
   )
   .map((parts) => Buffer.concat(parts));
 
-/** What the pack writer wrote before contexts were kept: a fresh context per frame. */
-const oneShot = (data: Buffer, level: number): Promise<Buffer> =>
-  promisify(zstdCompress)(data, { params: { [constants.ZSTD_c_compressionLevel]: level } });
+/**
+ * What the pack writer wrote before contexts were kept: a fresh context per frame, less the empty
+ * frame zlib has zstd append when the output fills its buffer exactly (frame-compressor.ts).
+ */
+const oneShot = async (data: Buffer, level: number): Promise<Buffer> => {
+  const out = await promisify(zstdCompress)(data, { params: { [constants.ZSTD_c_compressionLevel]: level } });
+  return out.subarray(0, zstdFrameLength(out));
+};
+
+/** Noise: zstd stores it in raw blocks, so its output's length is the input's plus the headers. */
+function noise(length: number): Buffer {
+  const bytes = Buffer.alloc(length);
+  for (let i = 0; i + 4 <= length; i += 4) bytes.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i);
+  return bytes;
+}
+
+/** The zlib stream of a compressor's idle context (white-box: faults are injected into it). */
+function idleStream(compressor: FrameCompressor): ZstdCompress {
+  const { idle } = compressor as unknown as { idle: Array<{ zstd: ZstdCompress }> };
+  return (idle[0] as { zstd: ZstdCompress }).zstd;
+}
 
 /**
  * Frames compressed on kept zstd contexts (frame-compressor.ts) are what a fresh context writes:
@@ -54,14 +72,79 @@ describe('FrameCompressor', () => {
   it('keeps its contexts across frames larger than one output chunk', async () => {
     const compressor = new FrameCompressor(3);
     // Noise does not compress: more than a 1 MiB output chunk per frame, so its output comes in pieces.
-    const noise = Buffer.alloc(3 << 20);
-    for (let i = 0; i < noise.length; i += 4) noise.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i);
+    const random = noise(3 << 20);
     for (let round = 0; round < 3; round++) {
-      const data = noise.subarray(round * 1000);
+      const data = random.subarray(round * 1000);
       const frame = await compressor.compress(data);
       assert.ok(frame.length > 1 << 20, 'a frame larger than one chunk');
       assert.deepEqual(zstdDecompressSync(frame), data);
     }
     compressor.close();
+  });
+
+  it("returns one frame, never a second empty one, when the output fills the stream's buffer exactly", async () => {
+    // The output buffer is 1 MiB + 16 KiB; noise of that size less 80 to 10 bytes more comes out at,
+    // just below and just above it (and so a frame's end lands exactly on the buffer's end).
+    const chunk = (1 << 20) + (16 << 10);
+    const random = noise(2 * chunk + 64);
+    let exact = 0;
+    for (const target of [chunk, 2 * chunk])
+      for (let size = target - 80; size <= target + 10; size += 1) {
+        const data = random.subarray(0, size);
+        // A fresh context: its output starts at the start of its buffer.
+        const compressor = new FrameCompressor(3, 1);
+        const frame = await compressor.compress(data);
+        compressor.close();
+        if (frame.length === target) exact++;
+        assert.equal(zstdFrameLength(frame), frame.length, `${size} bytes: one frame, nothing after it`);
+        assert.deepEqual(zstdDecompressSync(frame), data);
+        assert.ok(frame.equals(await oneShot(data, 3)));
+      }
+    assert.ok(exact >= 2, "frames ending exactly at the buffer's end were tried");
+  });
+
+  it('walks a frame to its end: every cut-off prefix is no frame, trailing bytes are not part of it', async () => {
+    await fc.assert(
+      fc.asyncProperty(frameData, async (data) => {
+        const frame = await oneShot(data, 3);
+        assert.equal(zstdFrameLength(frame), frame.length);
+        assert.equal(zstdFrameLength(Buffer.concat([frame, frame])), frame.length);
+        for (let cut = 0; cut < frame.length; cut += Math.max(1, frame.length >> 5))
+          assert.equal(zstdFrameLength(frame.subarray(0, cut)), undefined, `${cut} of ${frame.length} bytes is not a whole frame`);
+        assert.equal(zstdFrameLength(frame.subarray(0, frame.length - 1)), undefined);
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  it('fails a frame whose stream is destroyed while it writes, rather than returning what was written so far', async () => {
+    for (const inject of [
+      (zstd: ZstdCompress) => zstd.once('data', () => zstd.destroy(new Error('injected'))),
+      (zstd: ZstdCompress) => zstd.once('data', () => zstd.destroy()),
+      (zstd: ZstdCompress) => zstd.once('data', () => zstd.close()),
+      (zstd: ZstdCompress) => setImmediate(() => zstd.destroy(new Error('injected'))),
+    ]) {
+      const compressor = new FrameCompressor(3, 2);
+      await compressor.compress(Buffer.from('a context, kept idle'));
+      inject(idleStream(compressor));
+      await assert.rejects(compressor.compress(noise(4 << 20)), /injected|destroyed|closed/);
+      // The failed context is not kept: the next frame gets a fresh one and comes out whole.
+      const data = noise(100_000);
+      assert.deepEqual(zstdDecompressSync(await compressor.compress(data)), data);
+      compressor.close();
+    }
+  });
+
+  it('after close, finishes the frames running and keeps no context; a later frame takes a new one', async () => {
+    const compressor = new FrameCompressor(3, 8);
+    const inputs = [noise(300_000), noise(200_000), Buffer.alloc(100_000, 3)];
+    const running = inputs.map((data) => compressor.compress(data));
+    compressor.close();
+    for (const [i, frame] of (await Promise.all(running)).entries()) assert.deepEqual(zstdDecompressSync(frame), inputs[i]);
+    assert.equal((compressor as unknown as { idle: unknown[] }).idle.length, 0, 'no context kept');
+    const late = Buffer.from('a frame after close (a pack writer flushed, then used again)');
+    assert.deepEqual(zstdDecompressSync(await compressor.compress(late)), late);
+    compressor.close();
+    assert.equal((compressor as unknown as { idle: unknown[] }).idle.length, 0);
   });
 });
