@@ -68,26 +68,37 @@ export async function storePageFile(
   const out = new ListOutput(deps);
   let parentPages = parent ? parentPagesOf(parent, deps.reader, pageSize) : undefined;
   const cost = new RestoreReadCost();
-  let run = Buffer.allocUnsafe(Math.max(RUN_BYTES, pageSize));
+  // The current run of changed pages: while it lies whole in the block just read, it is only its place
+  // there (runStart); it is copied into `run` when a page must be added that does not follow it
+  // in the block, or before the block is read over. A first backup (every page changed) copies no page.
+  const run = Buffer.allocUnsafe(Math.max(RUN_BYTES, pageSize));
+  let runStart = -1;
   let runLength = 0;
   let size = 0;
 
+  // Read in blocks of whole pages (one system call per block, not per page), then page by page.
+  const block = Buffer.allocUnsafe(Math.max(1, Math.floor(READ_BYTES / pageSize)) * pageSize);
   const flushRun = async (): Promise<void> => {
     if (runLength === 0) return;
-    const data = run.subarray(0, runLength);
+    const data = runStart >= 0 ? block.subarray(runStart, runStart + runLength) : run.subarray(0, runLength);
     const id = deps.repo.pieceId(data);
+    // The writer copies the bytes before its first await (PackWriter.add): `run` and the block are free again once it returns.
     await deps.writer.add(id, PieceType.data, data);
     cost.visit(id, runLength);
     await out.extent({ id, offset: 0, length: runLength });
-    // The writer may hold on to the bytes until its frame is sealed: the next run gets a buffer of its own.
-    run = Buffer.allocUnsafe(run.length);
+    runStart = -1;
     runLength = 0;
   };
+  /** Moves a run that lies in the block into `run`. */
+  const detachRun = (): void => {
+    if (runStart < 0) return;
+    block.copy(run, 0, runStart, runStart + runLength);
+    runStart = -1;
+  };
 
-  // Read in blocks of whole pages (one system call per block, not per page), then page by page.
-  const block = Buffer.allocUnsafe(Math.max(1, Math.floor(READ_BYTES / pageSize)) * pageSize);
   for (let filled = block.length; filled === block.length;) {
     deps.signal?.throwIfAborted();
+    detachRun();
     filled = await readFull(read, block);
     for (let at = 0; at < filled; at += pageSize) {
       const bytes = block.subarray(at, Math.min(at + pageSize, filled));
@@ -101,7 +112,11 @@ export async function storePageFile(
         cost.visit(was.id, stored.length);
         await out.extent({ id: was.id, offset: was.offset, length });
       } else {
-        bytes.copy(run, runLength);
+        if (runLength === 0) runStart = at;
+        else if (runStart < 0 || runStart + runLength !== at) {
+          detachRun();
+          bytes.copy(run, runLength);
+        }
         runLength += length;
         if (runLength + pageSize > run.length) await flushRun();
       }
