@@ -58,8 +58,18 @@ type Item =
   | { kind: 'end'; rel: string; entry: TreeEntry }
   | { kind: 'bad'; rel: string; error: Error };
 
-/** Files written at once: small files are bound by per-file system calls, not bandwidth. */
-const FILE_JOBS = 32;
+/**
+ * Files in flight at once. Small files are bound by per-file system calls and round trips, not
+ * bandwidth: the writer thread takes them in batches (small-file-writers.ts), and with 32 in
+ * flight the main thread waited for each batch before it could gather the next (a 20,000-file
+ * restore: no thread more than half busy; 512 took a quarter off its time, docs/performance-notes.md).
+ * A larger file holds an open file while it is written: fewer of those, well below the usual
+ * limit of 1,024 open files.
+ */
+const FILE_JOBS = 512;
+const OPEN_FILE_JOBS = 32;
+/** Bytes of small files gathered but not yet written: held outside the read-ahead, so bounded apart. */
+const SMALL_FILE_BYTES_IN_FLIGHT = 32 << 20;
 
 /**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
@@ -101,6 +111,8 @@ export class Restorer implements ReadAheadBudget {
     this.includes = new PathMatcher(this.options.includes, snapshot.paths);
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const jobs = new Set<Promise<void>>();
+    /** Jobs of files larger than SMALL_FILE_BYTES (each holds an open file), bytes of small files' jobs. */
+    const inFlight = { open: 0, smallBytes: 0 };
     let job: FileJob | undefined;
     try {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
@@ -125,10 +137,25 @@ export class Restorer implements ReadAheadBudget {
               break;
             case 'file': {
               await this.target.ensureParent(item.key);
-              while (jobs.size >= FILE_JOBS) await Promise.race(jobs);
+              const size = item.entry.size;
+              const small = size !== undefined && size <= SMALL_FILE_BYTES;
+              const bytes = small ? size : 0;
+              while (
+                jobs.size >= FILE_JOBS ||
+                (small
+                  ? inFlight.smallBytes > 0 && inFlight.smallBytes + bytes > SMALL_FILE_BYTES_IN_FLIGHT
+                  : inFlight.open >= OPEN_FILE_JOBS)
+              )
+                await Promise.race(jobs);
               job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
-              const running = this.writeFile(job).finally(() => jobs.delete(running));
+              if (small) inFlight.smallBytes += bytes;
+              else inFlight.open++;
+              const running = this.writeFile(job).finally(() => {
+                jobs.delete(running);
+                if (small) inFlight.smallBytes -= bytes;
+                else inFlight.open--;
+              });
               jobs.add(running);
               break;
             }
