@@ -58,18 +58,8 @@ type Item =
   | { kind: 'end'; rel: string; entry: TreeEntry }
   | { kind: 'bad'; rel: string; error: Error };
 
-/**
- * Files in flight at once. Small files are bound by per-file system calls and round trips, not
- * bandwidth: the writer thread takes them in batches (small-file-writers.ts), and with 32 in
- * flight the main thread waited for each batch before it could gather the next (a 20,000-file
- * restore: no thread more than half busy; 512 took a quarter off its time, docs/performance-notes.md).
- * A larger file holds an open file while it is written: fewer of those, well below the usual
- * limit of 1,024 open files.
- */
-const FILE_JOBS = 512;
-const OPEN_FILE_JOBS = 32;
-/** Bytes of small files gathered but not yet written: held outside the read-ahead, so bounded apart. */
-const SMALL_FILE_BYTES_IN_FLIGHT = 32 << 20;
+/** Files written at once: small files are bound by per-file system calls, not bandwidth. */
+const FILE_JOBS = 32;
 
 /**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
@@ -111,8 +101,6 @@ export class Restorer implements ReadAheadBudget {
     this.includes = new PathMatcher(this.options.includes, snapshot.paths);
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const jobs = new Set<Promise<void>>();
-    /** Jobs of files larger than SMALL_FILE_BYTES (each holds an open file), bytes of small files' jobs. */
-    const inFlight = { open: 0, smallBytes: 0 };
     let job: FileJob | undefined;
     try {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
@@ -137,25 +125,10 @@ export class Restorer implements ReadAheadBudget {
               break;
             case 'file': {
               await this.target.ensureParent(item.key);
-              const size = item.entry.size;
-              const small = size !== undefined && size <= SMALL_FILE_BYTES;
-              const bytes = small ? size : 0;
-              while (
-                jobs.size >= FILE_JOBS ||
-                (small
-                  ? inFlight.smallBytes > 0 && inFlight.smallBytes + bytes > SMALL_FILE_BYTES_IN_FLIGHT
-                  : inFlight.open >= OPEN_FILE_JOBS)
-              )
-                await Promise.race(jobs);
+              while (jobs.size >= FILE_JOBS) await Promise.race(jobs);
               job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
-              if (small) inFlight.smallBytes += bytes;
-              else inFlight.open++;
-              const running = this.writeFile(job).finally(() => {
-                jobs.delete(running);
-                if (small) inFlight.smallBytes -= bytes;
-                else inFlight.open--;
-              });
+              const running = this.writeFile(job).finally(() => jobs.delete(running));
               jobs.add(running);
               break;
             }
@@ -297,6 +270,8 @@ export class Restorer implements ReadAheadBudget {
       // Settled before the drain: the drain's release wakes the walk and the lanes, and a piece pushed
       // while this file is being removed would be held by nobody (its bytes lost to the read-ahead).
       job.settle();
+      // The other members of its hard-link group wait for this file: they fail with it rather than wait forever.
+      job.created?.reject(error);
       job.drain((bytes) => this.release(bytes));
       await handle?.close().catch(() => undefined);
       await unlink(path).catch(() => undefined);

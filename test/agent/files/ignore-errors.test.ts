@@ -59,4 +59,28 @@ describe('restore --ignore-errors past a file whose directory cannot be created'
     assert.deepEqual(await readFile(join(target, 'ok', 'second')), CONTENT);
     assert.deepEqual(await readFile(join(target, 'ok', 'third')), CONTENT);
   });
+
+  it(
+    'a hard-link group whose small first member has a missing piece fails its other members instead of leaving them waiting',
+    { timeout: 60_000 },
+    async () => {
+      const id = await craftSnapshot(repo, async (t, f) => [
+        { ...META, name: 'a', type: 'dir', subtree: await t([{ ...f, name: 'first', hardlink: '7:8', content: ['ab'.repeat(32)] }]) },
+        {
+          ...META,
+          name: 'b',
+          type: 'dir',
+          subtree: await t([
+            { ...f, name: 'second', hardlink: '7:8' },
+            { ...f, name: 'third', hardlink: '7:8' },
+            { ...f, name: 'other' },
+          ]),
+        },
+      ]);
+      const target = join(work.path, 'target-missing-first');
+      const { result } = await restoreTo(repo, id, target, { ignoreErrors: true });
+      assert.deepEqual(result.errors.map((e) => e.path).sort(), ['a/first', 'b/second', 'b/third'], JSON.stringify(result.errors));
+      assert.deepEqual(await readFile(join(target, 'b', 'other')), CONTENT);
+    },
+  );
 });
