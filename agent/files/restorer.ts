@@ -270,7 +270,8 @@ export class Restorer implements ReadAheadBudget {
       // Settled before the drain: the drain's release wakes the walk and the lanes, and a piece pushed
       // while this file is being removed would be held by nobody (its bytes lost to the read-ahead).
       job.settle();
-      // The other members of its hard-link group wait for this file: they fail with it rather than wait forever.
+      // The other members of its hard-link group wait for this file: they fail with it rather than wait
+      // forever. Here, where every failure of a file passes (a missing piece, a target that cannot be cleared, a write).
       job.created?.reject(error);
       job.drain((bytes) => this.release(bytes));
       await handle?.close().catch(() => undefined);
@@ -410,20 +411,15 @@ export class Restorer implements ReadAheadBudget {
 
   private async startFile(job: FileJob): Promise<FileHandle | 'linked'> {
     const path = this.target.path(job.key);
-    try {
-      await this.target.clearForEntry(path);
-      if (job.linkTo) {
-        // Link once the first file exists (its writer may still be running: it is the same inode).
-        await link(await job.linkTo, path);
-        return 'linked';
-      }
-      const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
-      job.created?.resolve(path);
-      return handle;
-    } catch (error) {
-      job.created?.reject(error);
-      throw error;
+    await this.target.clearForEntry(path);
+    if (job.linkTo) {
+      // Link once the first file exists (its writer may still be running: it is the same inode).
+      await link(await job.linkTo, path);
+      return 'linked';
     }
+    const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+    job.created?.resolve(path);
+    return handle;
   }
 
   private report(current: string): void {

@@ -171,7 +171,8 @@ export class SmallFileWriters {
  * Gathers a small file's slices (releasing each from the read-ahead as it arrives), checks their
  * size against the snapshot's (a page file of exactly SMALL_FILE_BYTES comes this way too), then
  * has the file written whole. Resolves with its size. The
- * first file of a hard-link group resolves `job.created` only once it is complete.
+ * first file of a hard-link group resolves `job.created` only once it is complete (the restorer
+ * rejects it when the file fails).
  */
 export async function restoreSmallFile(
   writers: SmallFileWriters,
@@ -190,13 +191,8 @@ export async function restoreSmallFile(
       release(item.length);
     }
   }
-  try {
-    if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
-    await writers.write({ path, pieces, entry: job.entry });
-  } catch (error) {
-    job.created?.reject(error);
-    throw error;
-  }
+  if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
+  await writers.write({ path, pieces, entry: job.entry });
   job.created?.resolve(path);
   return size;
 }

@@ -69,8 +69,8 @@ export async function storePageFile(
   let parentPages = parent ? parentPagesOf(parent, deps.reader, pageSize) : undefined;
   const cost = new RestoreReadCost();
   // The current run of changed pages: while it lies whole in the block just read, it is only its place
-  // there (runStart); it is copied into `run` when a page must be added that does not follow it
-  // in the block, or before the block is read over. A first backup (every page changed) copies no page.
+  // there (runStart; its pages follow one another, since an unchanged page ends the run); it is copied
+  // into `run` before the block is read over. A first backup (every page changed) copies no page.
   const run = Buffer.allocUnsafe(Math.max(RUN_BYTES, pageSize));
   let runStart = -1;
   let runLength = 0;
@@ -113,10 +113,7 @@ export async function storePageFile(
         await out.extent({ id: was.id, offset: was.offset, length });
       } else {
         if (runLength === 0) runStart = at;
-        else if (runStart < 0 || runStart + runLength !== at) {
-          detachRun();
-          bytes.copy(run, runLength);
-        }
+        else if (runStart < 0) bytes.copy(run, runLength);
         runLength += length;
         if (runLength + pageSize > run.length) await flushRun();
       }

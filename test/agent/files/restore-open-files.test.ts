@@ -15,9 +15,9 @@ const FILES = 200;
 const OPEN_FILES_LIMIT = 96;
 
 /**
- * A restore keeps many small files in flight (they are written by a thread that opens and closes
- * each at once) but few larger ones, each of which holds an open file until it is complete: a
- * restore of hundreds of such files runs under an open-file limit well below their number.
+ * Files larger than the small-file size each hold an open file until they are complete, so a
+ * restore bounds how many of them are in flight: hundreds of them restore under an open-file
+ * limit well below their number (a window of 512 such files failed here with EMFILE).
  */
 describe('restore and the open-file limit', () => {
   let dir = '';
