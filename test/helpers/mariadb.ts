@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -53,6 +53,8 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
   const base = await mkdtemp(join(tmpdir(), 'cairn-mariadb-'));
   const datadir = options.datadir ?? join(base, 'data');
   const socket = join(base, 'mysqld.sock');
+  const tmp = join(base, 'tmp');
+  await mkdir(tmp);
   const port = await freePort();
   const asRoot = process.getuid?.() === 0 ? ['--user=root'] : [];
   if (!options.datadir) {
@@ -76,6 +78,9 @@ export async function startMariadb(options: MariadbOptions = {}): Promise<Mariad
       '--innodb-buffer-pool-size=64M',
       '--skip-name-resolve',
       `--pid-file=${join(base, 'mysqld.pid')}`,
+      // Its temporary tables in a directory of its own: tests running beside it clean up under /tmp
+      // (a mariadb-dump once failed deleting '/tmp/#sql-temptable-…' that was gone).
+      `--tmpdir=${tmp}`,
       ...(options.maxBinlogSize ? [`--max-binlog-size=${options.maxBinlogSize}`] : []),
       ...(options.extraArgs ?? []),
       ...asRoot,
