@@ -15,6 +15,7 @@ import { LANES, feedLane, laneFile, type ReadAheadBudget } from './file-lanes.ts
 import { ThreadStoppedError } from '../pipeline/thread-pool.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
+import { RestoreWindow, type WindowSlot } from './restore-window.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
 export { prepareTarget, readAheadFor, type TargetState } from './restore-target.ts';
@@ -58,9 +59,6 @@ type Item =
   | { kind: 'end'; rel: string; entry: TreeEntry }
   | { kind: 'bad'; rel: string; error: Error };
 
-/** Files written at once: small files are bound by per-file system calls, not bandwidth. */
-const FILE_JOBS = 32;
-
 /**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
  * checked by the rule the archiver applied (core/tree.ts nameProblem) and must
@@ -77,7 +75,8 @@ export class Restorer implements ReadAheadBudget {
   /** The --include patterns, absolute ones taken relative to the paths the snapshot was taken of (set by run). */
   private includes = new PathMatcher([]);
   private readonly target: TargetTree;
-  private readonly smallFiles = new SmallFileWriters(WRITER_THREADS);
+  private readonly smallFiles = new SmallFileWriters(WRITER_THREADS, () => this.wake());
+  private readonly window = new RestoreWindow(this.smallFiles.queued, () => this.wake());
   private readonly hardlinks = new Map<string, Promise<Buffer>>();
   private readonly queuedLinks = new Set<string>();
   private lastReport = 0;
@@ -102,6 +101,7 @@ export class Restorer implements ReadAheadBudget {
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const jobs = new Set<Promise<void>>();
     let job: FileJob | undefined;
+    let slot: WindowSlot | undefined;
     try {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
         this.options.signal?.throwIfAborted();
@@ -125,23 +125,37 @@ export class Restorer implements ReadAheadBudget {
               break;
             case 'file': {
               await this.target.ensureParent(item.key);
-              while (jobs.size >= FILE_JOBS) await Promise.race(jobs);
+              while (this.window.full) {
+                this.throwIfFailed();
+                await this.written();
+              }
               job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
-              const running = this.writeFile(job).finally(() => jobs.delete(running));
+              const placed = this.window.start(writtenWhole(job));
+              slot = placed;
+              const running = this.writeFile(job, placed).finally(() => {
+                placed.letGo();
+                jobs.delete(running);
+              });
               jobs.add(running);
               break;
             }
             case 'lane':
               if (job) this.startLane(job);
               break;
-            case 'piece':
+            case 'piece': {
               this.buffered += item.length;
               if (!job?.push(item)) this.release(item.length);
+              else if (slot?.small) {
+                const { packId, frameOffset } = this.reader.location(item.id);
+                slot.hold(`${packId}:${frameOffset}`);
+              }
               break;
+            }
             case 'end':
               if (!job?.fedByLane) job?.close();
               job = undefined;
+              slot = undefined;
               break;
           }
         } catch (error) {
@@ -206,6 +220,11 @@ export class Restorer implements ReadAheadBudget {
 
   release(bytes: number): void {
     this.buffered -= bytes;
+    this.wake();
+  }
+
+  /** Wakes what waits for room: the walk (read-ahead, files in flight, the writer's queue) and the lanes. */
+  private wake(): void {
     for (const wake of this.wakers.splice(0)) wake();
   }
 
@@ -226,16 +245,19 @@ export class Restorer implements ReadAheadBudget {
     this.lanes.add(lane);
   }
 
-  /** One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last. */
-  private async writeFile(job: FileJob): Promise<void> {
+  /**
+   * One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last.
+   * A small file leaves the window once handed to the writer thread (it no longer holds frames).
+   */
+  private async writeFile(job: FileJob, slot: WindowSlot): Promise<void> {
     const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
     try {
-      if (!job.linkTo && job.entry.size !== undefined && job.entry.size <= SMALL_FILE_BYTES) {
+      if (writtenWhole(job)) {
         // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
         await this.target.clearForEntry(path);
         // Awaited first: `bytes += await …` would add to the count as read before the wait, losing files finished meanwhile.
-        const size = await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes));
+        const size = await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes), slot.letGo);
         this.result.bytes += size;
         this.report(job.rel);
         this.result.files++;
@@ -428,6 +450,11 @@ export class Restorer implements ReadAheadBudget {
     this.lastReport = now;
     this.options.progress.progress({ phase: 'restore', files: this.result.files, bytes: this.result.bytes, current, ...this.totals });
   }
+}
+
+/** Whether a file is gathered whole and written by the writer thread (small-file-writers.ts), not here through an open file. */
+function writtenWhole(job: FileJob): boolean {
+  return !job.linkTo && job.entry.size !== undefined && job.entry.size <= SMALL_FILE_BYTES;
 }
 
 /** Failures that say nothing about one file's data (storage, cancellation, a stopped thread): they stop the restore even under --ignore-errors. */

@@ -93,12 +93,17 @@ interface Reply {
 
 interface Batch {
   files: Array<Record<string, unknown>>;
+  bytes: number;
   transfer: ArrayBuffer[];
   waiting: Array<PromiseWithResolvers<undefined>>;
 }
 
 export class SmallFileWriters {
   private readonly pool: ThreadPool<Reply>;
+  /** Files handed over and not yet written, and their bytes (copies the restorer bounds apart from its read-ahead). */
+  readonly queued = { files: 0, bytes: 0 };
+  /** Called each time a batch is written (or fails): room in the queue. */
+  private readonly onWritten: () => void;
   /**
    * Files handed over in this turn of the event loop, sent as one message when it ends: a message
    * costs the main thread tens of microseconds whatever it holds, and a restore of 20,000 small
@@ -106,7 +111,8 @@ export class SmallFileWriters {
    */
   private batch: Batch | undefined;
 
-  constructor(count: number) {
+  constructor(count: number, onWritten: () => void = () => undefined) {
+    this.onWritten = onWritten;
     this.pool = new ThreadPool<Reply>({
       source: WORKER_SOURCE,
       count,
@@ -137,28 +143,38 @@ export class SmallFileWriters {
     }
     const { mode, uid, gid, mtimeNs } = file.entry;
     if (!this.batch) {
-      this.batch = { files: [], transfer: [], waiting: [] };
+      this.batch = { files: [], bytes: 0, transfer: [], waiting: [] };
       setImmediate(() => this.send());
     }
     const written = Promise.withResolvers<undefined>();
     this.batch.files.push({ path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) });
     this.batch.transfer.push(content.buffer);
     this.batch.waiting.push(written);
+    this.batch.bytes += size;
+    this.queued.files++;
+    this.queued.bytes += size;
     return written.promise;
   }
 
   private send(): void {
     const batch = this.batch as Batch;
     this.batch = undefined;
-    this.pool.request({ files: batch.files }, batch.transfer).then(
-      (reply) =>
-        batch.waiting.forEach((written, i) => {
-          const error = reply.errors[i];
-          if (!error) written.resolve(undefined);
-          else written.reject(Object.assign(new Error(error.message), { code: error.code, syscall: error.syscall }));
-        }),
-      (error: unknown) => batch.waiting.forEach((written) => written.reject(error)),
-    );
+    this.pool
+      .request({ files: batch.files }, batch.transfer)
+      .then(
+        (reply) =>
+          batch.waiting.forEach((written, i) => {
+            const error = reply.errors[i];
+            if (!error) written.resolve(undefined);
+            else written.reject(Object.assign(new Error(error.message), { code: error.code, syscall: error.syscall }));
+          }),
+        (error: unknown) => batch.waiting.forEach((written) => written.reject(error)),
+      )
+      .finally(() => {
+        this.queued.files -= batch.files.length;
+        this.queued.bytes -= batch.bytes;
+        this.onWritten();
+      });
   }
 
   /** Stops the workers (after the restore, or when it fails: a file in flight then is unlinked by the restorer). */
@@ -170,7 +186,8 @@ export class SmallFileWriters {
 /**
  * Gathers a small file's slices (releasing each from the read-ahead as it arrives), checks their
  * size against the snapshot's (a page file of exactly SMALL_FILE_BYTES comes this way too), then
- * has the file written whole. Resolves with its size. The
+ * has the file written whole; `gathered` is called once its bytes are copied out of the frames
+ * they were read from (handed over), before the write. Resolves with its size. The
  * first file of a hard-link group resolves `job.created` only once it is complete (the restorer
  * rejects it when the file fails).
  */
@@ -179,6 +196,7 @@ export async function restoreSmallFile(
   job: FileJob,
   path: Buffer,
   release: (bytes: number) => void,
+  gathered: () => void,
 ): Promise<number> {
   const pieces: Buffer[] = [];
   let size = 0;
@@ -192,7 +210,11 @@ export async function restoreSmallFile(
     }
   }
   if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
-  await writers.write({ path, pieces, entry: job.entry });
+  const written = writers.write({ path, pieces, entry: job.entry });
+  // Copied: the frames the slices point into are no longer held by this file while it waits.
+  pieces.length = 0;
+  gathered();
+  await written;
   job.created?.resolve(path);
   return size;
 }
