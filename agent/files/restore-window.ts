@@ -1,5 +1,7 @@
 /**
  * Files a restore starts before the earlier ones are done (restorer.ts), bounded by what they hold.
+ * Small files of one piece (nearly all small files) do not come this way: they are queued and read
+ * frame by frame (small-file-plan.ts). The rest do: larger files, and small files of several slices.
  *
  * Small files are bound by per-file system calls and round trips, not bandwidth: the writer thread
  * takes them in batches (small-file-writers.ts), and a frame is read only once a file in it is

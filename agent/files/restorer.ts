@@ -16,6 +16,7 @@ import { ThreadStoppedError } from '../pipeline/thread-pool.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
 import { RestoreWindow, type WindowSlot } from './restore-window.ts';
+import { SmallFilePlan } from './small-file-plan.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
 export { prepareTarget, readAheadFor, type TargetState } from './restore-target.ts';
@@ -77,6 +78,7 @@ export class Restorer implements ReadAheadBudget {
   private readonly target: TargetTree;
   private readonly smallFiles = new SmallFileWriters(WRITER_THREADS, () => this.wake());
   private readonly window = new RestoreWindow(this.smallFiles.queued, () => this.wake());
+  private readonly plan: SmallFilePlan;
   private readonly hardlinks = new Map<string, Promise<Buffer>>();
   private readonly queuedLinks = new Set<string>();
   private lastReport = 0;
@@ -94,6 +96,7 @@ export class Restorer implements ReadAheadBudget {
     this.reader = reader;
     this.options = options;
     this.target = new TargetTree(options.target, options.force, () => this.result.dirs++);
+    this.plan = new SmallFilePlan(reader, this.smallFiles, () => this.wake(), options.signal);
   }
 
   async run(snapshot: Snapshot): Promise<RestoreResult> {
@@ -106,8 +109,12 @@ export class Restorer implements ReadAheadBudget {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
         this.options.signal?.throwIfAborted();
         this.throwIfFailed();
-        // Bound what is fetched but not yet written: the restore's memory.
-        while (this.buffered >= this.options.readAheadBytes) await this.written();
+        // Bound what is fetched but not yet written: the restore's memory. Small files queued so far
+        // are read before any wait: a file waited for (a hard link's first member) may be among them.
+        while (this.buffered >= this.options.readAheadBytes) {
+          this.plan.flush();
+          await this.written();
+        }
         try {
           switch (item.kind) {
             case 'bad':
@@ -125,12 +132,19 @@ export class Restorer implements ReadAheadBudget {
               break;
             case 'file': {
               await this.target.ensureParent(item.key);
-              while (this.window.full) {
+              const planned = !this.followsLink(item.entry) && SmallFilePlan.fits(item.entry, SMALL_FILE_BYTES);
+              while (planned ? this.plan.full : this.window.full) {
                 this.throwIfFailed();
+                this.plan.flush();
                 await this.written();
               }
               job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
+              if (planned) {
+                const running = this.writePlanned(job).finally(() => jobs.delete(running));
+                jobs.add(running);
+                break;
+              }
               const placed = this.window.start(writtenWhole(job));
               slot = placed;
               const running = this.writeFile(job, placed).finally(() => {
@@ -166,12 +180,14 @@ export class Restorer implements ReadAheadBudget {
           this.handleError(item.rel, error);
         }
       }
+      this.plan.flush();
       await Promise.all(jobs);
       await Promise.all(this.lanes);
       this.throwIfFailed();
     } catch (error) {
       job?.fail(error as Error);
       this.stopped = error as Error;
+      this.plan.stop(error as Error);
       this.release(0);
       await Promise.allSettled([...jobs, ...this.lanes]);
       throw error;
@@ -243,6 +259,31 @@ export class Restorer implements ReadAheadBudget {
     job.fedByLane = true;
     const lane = feedLane(job, this.reader, this).finally(() => this.lanes.delete(lane));
     this.lanes.add(lane);
+  }
+
+  /**
+   * A small file of one piece: queued, read when its frame is opened and written whole by the writer
+   * thread (small-file-plan.ts), created exclusively like any other. The first file of a hard-link
+   * group resolves `job.created` once it is complete.
+   */
+  private async writePlanned(job: FileJob): Promise<void> {
+    const path = this.target.path(job.key);
+    try {
+      // Queued at once (the walk checked the plan's bound); the path is cleared meanwhile.
+      const written = this.plan.add(job.entry, path, this.target.clearForEntry(path));
+      // Awaited first: `bytes += await …` would add to the count as read before the wait, losing files finished meanwhile.
+      const size = await written;
+      job.created?.resolve(path);
+      this.result.bytes += size;
+      this.report(job.rel);
+      this.result.files++;
+    } catch (error) {
+      // Nothing of it is left on disk: the writer thread removes a file it created and could not finish.
+      job.created?.reject(error);
+      this.handleError(job.rel, error);
+    } finally {
+      job.settle();
+    }
   }
 
   /**
@@ -382,6 +423,11 @@ export class Restorer implements ReadAheadBudget {
       }
       yield { kind: 'file', rel: childRel, key: childKey, entry };
       if (this.skipping !== childKey && (!entry.hardlink || !this.hardlinkQueued(entry.hardlink))) {
+        if (SmallFilePlan.fits(entry, SMALL_FILE_BYTES)) {
+          // Read when its frame is opened (small-file-plan.ts), not here in walk order.
+          yield { kind: 'end', rel: childRel, entry };
+          continue;
+        }
         if (this.lanes.size < LANES && laneFile(entry)) {
           yield { kind: 'lane', rel: childRel };
           yield { kind: 'end', rel: childRel, entry };
@@ -414,6 +460,11 @@ export class Restorer implements ReadAheadBudget {
     await symlink(entryTarget(entry), path);
     await applyLinkMeta(path, entry);
     this.result.symlinks++;
+  }
+
+  /** Whether the file links to an earlier file of its hard-link group (planned before it: walk order). */
+  private followsLink(entry: TreeEntry): boolean {
+    return entry.hardlink !== undefined && this.hardlinks.has(entry.hardlink);
   }
 
   /** Decided in walk order: the first file of a hard-link group is created, the others link to it. */

@@ -104,6 +104,7 @@ export class SmallFileWriters {
   readonly queued = { files: 0, bytes: 0 };
   /** Called each time a batch is written (or fails): room in the queue. */
   private readonly onWritten: () => void;
+  private roomWaiters: Array<{ bytes: number; resolve: () => void }> = [];
   /**
    * Files handed over in this turn of the event loop, sent as one message when it ends: a message
    * costs the main thread tens of microseconds whatever it holds, and a restore of 20,000 small
@@ -173,8 +174,20 @@ export class SmallFileWriters {
       .finally(() => {
         this.queued.files -= batch.files.length;
         this.queued.bytes -= batch.bytes;
+        const waiting = this.roomWaiters;
+        this.roomWaiters = [];
+        for (const waiter of waiting) {
+          if (this.queued.bytes < waiter.bytes) waiter.resolve();
+          else this.roomWaiters.push(waiter);
+        }
         this.onWritten();
       });
+  }
+
+  /** Resolves once fewer than `bytes` handed over are waiting to be written. */
+  room(bytes: number): Promise<void> {
+    if (this.queued.bytes < bytes) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push({ bytes, resolve }));
   }
 
   /** Stops the workers (after the restore, or when it fails: a file in flight then is unlinked by the restorer). */
