@@ -128,10 +128,14 @@ export class SmallFilePlan {
       if (group) group.push(file);
       else frames.set(key, [file]);
     }
-    for (const key of [...frames.keys()].sort()) {
+    const groups = [...frames.keys()].sort().map((key) => frames.get(key) as PlannedFile[]);
+    for (const [i, group] of groups.entries()) {
       // The writer's queue bounds the bytes copied out of frames and not yet written.
       await this.writers.room(WRITER_QUEUE_BYTES);
-      await this.handOver(frames.get(key) as PlannedFile[]);
+      // The next frame is fetched while this one's files are handed over (the reader keeps it until asked).
+      const next = groups[i + 1]?.[0];
+      if (next && !this.stopped) this.reader.read(next.id).catch(() => undefined);
+      await this.handOver(group);
     }
   }
 
