@@ -15,7 +15,6 @@ import { LANES, feedLane, laneFile, type ReadAheadBudget } from './file-lanes.ts
 import { ThreadStoppedError } from '../pipeline/thread-pool.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
-import { RestoreWindow, type WindowSlot } from './restore-window.ts';
 import { SmallFilePlan } from './small-file-plan.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
@@ -61,6 +60,13 @@ type Item =
   | { kind: 'bad'; rel: string; error: Error };
 
 /**
+ * Files written at once through the main thread, each holding an open file (larger files) or its
+ * pieces' frames (small files of several slices). Small files of one piece are not counted: they
+ * are queued and read by frame (small-file-plan.ts).
+ */
+const FILE_JOBS = 32;
+
+/**
  * Writes a snapshot's tree under `target` and nowhere else: every name is
  * checked by the rule the archiver applied (core/tree.ts nameProblem) and must
  * be unique in its directory, directories on the way are created (or, with
@@ -76,8 +82,7 @@ export class Restorer implements ReadAheadBudget {
   /** The --include patterns, absolute ones taken relative to the paths the snapshot was taken of (set by run). */
   private includes = new PathMatcher([]);
   private readonly target: TargetTree;
-  private readonly smallFiles = new SmallFileWriters(WRITER_THREADS, () => this.wake());
-  private readonly window = new RestoreWindow(this.smallFiles.queued, () => this.wake());
+  private readonly smallFiles = new SmallFileWriters(WRITER_THREADS);
   private readonly plan: SmallFilePlan;
   private readonly hardlinks = new Map<string, Promise<Buffer>>();
   private readonly queuedLinks = new Set<string>();
@@ -103,8 +108,9 @@ export class Restorer implements ReadAheadBudget {
     this.includes = new PathMatcher(this.options.includes, snapshot.paths);
     if (this.includes.empty) this.totals = { totalFiles: snapshot.summary.totalFiles, totalBytes: snapshot.summary.totalBytes };
     const jobs = new Set<Promise<void>>();
+    /** The jobs counted against FILE_JOBS. */
+    const counted = new Set<Promise<void>>();
     let job: FileJob | undefined;
-    let slot: WindowSlot | undefined;
     try {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
         this.options.signal?.throwIfAborted();
@@ -133,10 +139,10 @@ export class Restorer implements ReadAheadBudget {
             case 'file': {
               await this.target.ensureParent(item.key);
               const planned = !this.followsLink(item.entry) && SmallFilePlan.fits(item.entry, SMALL_FILE_BYTES);
-              while (planned ? this.plan.full : this.window.full) {
+              while (planned ? this.plan.full : counted.size >= FILE_JOBS) {
                 this.throwIfFailed();
                 this.plan.flush();
-                await this.written();
+                await (planned ? this.written() : Promise.race(counted));
               }
               job = new FileJob(item.rel, item.key, item.entry);
               this.planHardlink(job);
@@ -145,13 +151,12 @@ export class Restorer implements ReadAheadBudget {
                 jobs.add(running);
                 break;
               }
-              const placed = this.window.start(writtenWhole(job));
-              slot = placed;
-              const running = this.writeFile(job, placed).finally(() => {
-                placed.letGo();
+              const running = this.writeFile(job).finally(() => {
                 jobs.delete(running);
+                counted.delete(running);
               });
               jobs.add(running);
+              counted.add(running);
               break;
             }
             case 'lane':
@@ -160,16 +165,11 @@ export class Restorer implements ReadAheadBudget {
             case 'piece': {
               this.buffered += item.length;
               if (!job?.push(item)) this.release(item.length);
-              else if (slot?.small) {
-                const { packId, frameOffset } = this.reader.location(item.id);
-                slot.hold(`${packId}:${frameOffset}`);
-              }
               break;
             }
             case 'end':
               if (!job?.fedByLane) job?.close();
               job = undefined;
-              slot = undefined;
               break;
           }
         } catch (error) {
@@ -286,11 +286,8 @@ export class Restorer implements ReadAheadBudget {
     }
   }
 
-  /**
-   * One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last.
-   * A small file leaves the window once handed to the writer thread (it no longer holds frames).
-   */
-  private async writeFile(job: FileJob, slot: WindowSlot): Promise<void> {
+  /** One file: created exclusively, pieces written in order as they arrive (holes left sparse), metadata last. */
+  private async writeFile(job: FileJob): Promise<void> {
     const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
     try {
@@ -298,7 +295,7 @@ export class Restorer implements ReadAheadBudget {
         // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
         await this.target.clearForEntry(path);
         // Awaited first: `bytes += await …` would add to the count as read before the wait, losing files finished meanwhile.
-        const size = await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes), slot.letGo);
+        const size = await restoreSmallFile(this.smallFiles, job, path, (bytes) => this.release(bytes));
         this.result.bytes += size;
         this.report(job.rel);
         this.result.files++;
@@ -327,6 +324,9 @@ export class Restorer implements ReadAheadBudget {
         await finishFile(handle, position, end, job.entry);
         await handle.close();
         handle = undefined;
+        // The group's other members link to it only now: a link made earlier would keep a file that fails
+        // (the first member is then removed) under their names, empty or cut short.
+        job.created?.resolve(path);
       }
       this.result.files++;
     } catch (error) {
@@ -486,13 +486,11 @@ export class Restorer implements ReadAheadBudget {
     const path = this.target.path(job.key);
     await this.target.clearForEntry(path);
     if (job.linkTo) {
-      // Link once the first file exists (its writer may still be running: it is the same inode).
+      // Link once the first file is complete (writeFile resolves `created` then).
       await link(await job.linkTo, path);
       return 'linked';
     }
-    const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
-    job.created?.resolve(path);
-    return handle;
+    return open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
   }
 
   private report(current: string): void {

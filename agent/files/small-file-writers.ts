@@ -100,10 +100,8 @@ interface Batch {
 
 export class SmallFileWriters {
   private readonly pool: ThreadPool<Reply>;
-  /** Files handed over and not yet written, and their bytes (copies the restorer bounds apart from its read-ahead). */
-  readonly queued = { files: 0, bytes: 0 };
-  /** Called each time a batch is written (or fails): room in the queue. */
-  private readonly onWritten: () => void;
+  /** Bytes handed over and not yet written (copies the small-file plan bounds: room()). */
+  private queuedBytes = 0;
   private roomWaiters: Array<{ bytes: number; resolve: () => void }> = [];
   /**
    * Files handed over in this turn of the event loop, sent as one message when it ends: a message
@@ -112,8 +110,7 @@ export class SmallFileWriters {
    */
   private batch: Batch | undefined;
 
-  constructor(count: number, onWritten: () => void = () => undefined) {
-    this.onWritten = onWritten;
+  constructor(count: number) {
     this.pool = new ThreadPool<Reply>({
       source: WORKER_SOURCE,
       count,
@@ -152,8 +149,7 @@ export class SmallFileWriters {
     this.batch.transfer.push(content.buffer);
     this.batch.waiting.push(written);
     this.batch.bytes += size;
-    this.queued.files++;
-    this.queued.bytes += size;
+    this.queuedBytes += size;
     return written.promise;
   }
 
@@ -172,21 +168,19 @@ export class SmallFileWriters {
         (error: unknown) => batch.waiting.forEach((written) => written.reject(error)),
       )
       .finally(() => {
-        this.queued.files -= batch.files.length;
-        this.queued.bytes -= batch.bytes;
+        this.queuedBytes -= batch.bytes;
         const waiting = this.roomWaiters;
         this.roomWaiters = [];
         for (const waiter of waiting) {
-          if (this.queued.bytes < waiter.bytes) waiter.resolve();
+          if (this.queuedBytes < waiter.bytes) waiter.resolve();
           else this.roomWaiters.push(waiter);
         }
-        this.onWritten();
       });
   }
 
   /** Resolves once fewer than `bytes` handed over are waiting to be written. */
   room(bytes: number): Promise<void> {
-    if (this.queued.bytes < bytes) return Promise.resolve();
+    if (this.queuedBytes < bytes) return Promise.resolve();
     return new Promise((resolve) => this.roomWaiters.push({ bytes, resolve }));
   }
 
@@ -199,8 +193,7 @@ export class SmallFileWriters {
 /**
  * Gathers a small file's slices (releasing each from the read-ahead as it arrives), checks their
  * size against the snapshot's (a page file of exactly SMALL_FILE_BYTES comes this way too), then
- * has the file written whole; `gathered` is called once its bytes are copied out of the frames
- * they were read from (handed over), before the write. Resolves with its size. The
+ * has the file written whole. Resolves with its size. The
  * first file of a hard-link group resolves `job.created` only once it is complete (the restorer
  * rejects it when the file fails).
  */
@@ -209,7 +202,6 @@ export async function restoreSmallFile(
   job: FileJob,
   path: Buffer,
   release: (bytes: number) => void,
-  gathered: () => void,
 ): Promise<number> {
   const pieces: Buffer[] = [];
   let size = 0;
@@ -223,11 +215,7 @@ export async function restoreSmallFile(
     }
   }
   if (size !== job.entry.size) throw new DamagedError(`restored ${size} bytes, the snapshot records ${job.entry.size}`);
-  const written = writers.write({ path, pieces, entry: job.entry });
-  // Copied: the frames the slices point into are no longer held by this file while it waits.
-  pieces.length = 0;
-  gathered();
-  await written;
+  await writers.write({ path, pieces, entry: job.entry });
   job.created?.resolve(path);
   return size;
 }

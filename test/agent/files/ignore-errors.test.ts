@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from '../../../agent/core/repository.ts';
 import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../../helpers/repo.ts';
@@ -80,6 +80,38 @@ describe('restore --ignore-errors past a file whose directory cannot be created'
       const target = join(work.path, 'target-missing-first');
       const { result } = await restoreTo(repo, id, target, { ignoreErrors: true });
       assert.deepEqual(result.errors.map((e) => e.path).sort(), ['a/first', 'b/second', 'b/third'], JSON.stringify(result.errors));
+      assert.deepEqual(await readFile(join(target, 'b', 'other')), CONTENT);
+    },
+  );
+
+  it(
+    'a hard-link group whose large first member fails partway leaves no member behind, empty or cut short',
+    { timeout: 60_000 },
+    async () => {
+      // Larger than the small-file size: written here through an open file, its first piece before the missing one.
+      const head = randomBytes(300 << 10);
+      const id = await craftSnapshot(repo, async (t, f, _as, addData) => {
+        const piece = await addData(head);
+        const first = { ...f, name: 'first', hardlink: '9:9', size: head.length + 64, content: [piece, 'cd'.repeat(32)] };
+        return [
+          { ...META, name: 'a', type: 'dir', subtree: await t([first]) },
+          {
+            ...META,
+            name: 'b',
+            type: 'dir',
+            subtree: await t([
+              { ...f, name: 'second', hardlink: '9:9' },
+              { ...f, name: 'third', hardlink: '9:9' },
+              { ...f, name: 'other' },
+            ]),
+          },
+        ];
+      });
+      const target = join(work.path, 'target-large-first');
+      const { result } = await restoreTo(repo, id, target, { ignoreErrors: true });
+      assert.deepEqual(result.errors.map((e) => e.path).sort(), ['a/first', 'b/second', 'b/third'], JSON.stringify(result.errors));
+      assert.deepEqual((await readdir(join(target, 'b'))).sort(), ['other']);
+      assert.deepEqual(await readdir(join(target, 'a')), []);
       assert.deepEqual(await readFile(join(target, 'b', 'other')), CONTENT);
     },
   );
