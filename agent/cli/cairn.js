@@ -30,6 +30,7 @@ if (wal !== undefined) {
   };
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
+  (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
   const { main } = await import('./main.ts');
   process.exitCode = await main(process.argv);
   process.off('SIGINT', force);

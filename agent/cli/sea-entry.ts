@@ -24,6 +24,7 @@ async function start(): Promise<void> {
   };
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
+  (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
   const { main } = await import('./main.ts');
   process.exitCode = await main(argv);
   process.off('SIGINT', force);
