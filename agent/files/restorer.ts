@@ -94,6 +94,8 @@ export class Restorer implements ReadAheadBudget {
   /** Set when the walk ends early: lanes waiting for read-ahead room give up. */
   private stopped: Error | undefined;
   private readonly lanes = new Set<Promise<void>>();
+  /** Hard links waiting for their group's first member to be complete. */
+  private linkWaiters = 0;
   /** The key of a file whose writing never started: the walk yields none of its pieces. */
   private skipping: string | undefined;
 
@@ -115,12 +117,9 @@ export class Restorer implements ReadAheadBudget {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
         this.options.signal?.throwIfAborted();
         this.throwIfFailed();
-        // Bound what is fetched but not yet written: the restore's memory. Small files queued so far
-        // are read before any wait: a file waited for (a hard link's first member) may be among them.
-        while (this.buffered >= this.options.readAheadBytes) {
-          this.plan.flush();
-          await this.written();
-        }
+        // Bound what is fetched but not yet written: the restore's memory. (The files writing it wait for
+        // nothing queued in the small-file plan.)
+        while (this.buffered >= this.options.readAheadBytes) await this.written();
         try {
           switch (item.kind) {
             case 'bad':
@@ -141,7 +140,9 @@ export class Restorer implements ReadAheadBudget {
               const planned = !this.followsLink(item.entry) && SmallFilePlan.fits(item.entry, SMALL_FILE_BYTES);
               while (planned ? this.plan.full : counted.size >= FILE_JOBS) {
                 this.throwIfFailed();
-                this.plan.flush();
+                // A hard link waiting for its group's first member, queued in the plan: the plan is read now
+                // (otherwise only when it is full, which suits files scattered over many frames).
+                if (this.linkWaiters > 0) this.plan.flush();
                 await (planned ? this.written() : Promise.race(counted));
               }
               job = new FileJob(item.rel, item.key, item.entry);
@@ -474,6 +475,12 @@ export class Restorer implements ReadAheadBudget {
     const first = this.hardlinks.get(group);
     if (first) {
       job.linkTo = first;
+      // Counted from now, before its job runs: the walk decides on it before it waits (run).
+      this.linkWaiters++;
+      const done = (): void => {
+        this.linkWaiters--;
+      };
+      first.then(done, done);
       return;
     }
     const created = Promise.withResolvers<Buffer>();

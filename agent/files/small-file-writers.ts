@@ -100,9 +100,10 @@ interface Batch {
 
 export class SmallFileWriters {
   private readonly pool: ThreadPool<Reply>;
-  /** Bytes handed over and not yet written (copies the small-file plan bounds: room()). */
+  /** Files and bytes handed over and not yet written (copies the small-file plan bounds: room()). */
   private queuedBytes = 0;
-  private roomWaiters: Array<{ bytes: number; resolve: () => void }> = [];
+  private queuedFiles = 0;
+  private roomWaiters: Array<{ bytes: number; files: number; resolve: () => void }> = [];
   /**
    * Files handed over in this turn of the event loop, sent as one message when it ends: a message
    * costs the main thread tens of microseconds whatever it holds, and a restore of 20,000 small
@@ -150,6 +151,7 @@ export class SmallFileWriters {
     this.batch.waiting.push(written);
     this.batch.bytes += size;
     this.queuedBytes += size;
+    this.queuedFiles++;
     return written.promise;
   }
 
@@ -169,19 +171,24 @@ export class SmallFileWriters {
       )
       .finally(() => {
         this.queuedBytes -= batch.bytes;
+        this.queuedFiles -= batch.files.length;
         const waiting = this.roomWaiters;
         this.roomWaiters = [];
         for (const waiter of waiting) {
-          if (this.queuedBytes < waiter.bytes) waiter.resolve();
+          if (this.hasRoom(waiter.bytes, waiter.files)) waiter.resolve();
           else this.roomWaiters.push(waiter);
         }
       });
   }
 
-  /** Resolves once fewer than `bytes` handed over are waiting to be written. */
-  room(bytes: number): Promise<void> {
-    if (this.queuedBytes < bytes) return Promise.resolve();
-    return new Promise((resolve) => this.roomWaiters.push({ bytes, resolve }));
+  /** Resolves once fewer than `bytes` and fewer than `files` handed over are waiting to be written. */
+  room(bytes: number, files: number): Promise<void> {
+    if (this.hasRoom(bytes, files)) return Promise.resolve();
+    return new Promise((resolve) => this.roomWaiters.push({ bytes, files, resolve }));
+  }
+
+  private hasRoom(bytes: number, files: number): boolean {
+    return this.queuedBytes < bytes && this.queuedFiles < files;
   }
 
   /** Stops the workers (after the restore, or when it fails: a file in flight then is unlinked by the restorer). */
