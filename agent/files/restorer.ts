@@ -355,6 +355,8 @@ export class Restorer implements ReadAheadBudget {
               hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
               cause: error,
             });
+      // The plan's files stop too, also once the walk has ended (nothing else would stop them).
+      this.plan.stop(this.failure);
       this.release(0);
       return;
     }

@@ -44,6 +44,8 @@ const READ_FILES = 512;
  */
 const WRITER_QUEUE_BYTES = 32 << 20;
 const WRITER_QUEUE_FILES = 1024;
+/** Frames fetched at once: the one whose files are handed over and the next ones. */
+const FRAMES_AHEAD = 4;
 
 interface PlannedFile {
   entry: TreeEntry;
@@ -113,7 +115,7 @@ export class SmallFilePlan {
     this.reading = this.reading.then(() => this.read(files));
   }
 
-  /** The restore stops: queued files not handed to the writer yet fail with `error`. */
+  /** The restore stops (a failure, even after the walk ended): files not handed to the writer yet fail with `error`. */
   stop(error: Error): void {
     this.stopped ??= error;
     for (const file of this.queued.splice(0)) this.fail(file, error);
@@ -139,31 +141,44 @@ export class SmallFilePlan {
       else frames.set(key, [file]);
     }
     const groups = [...frames.keys()].sort().map((key) => frames.get(key) as PlannedFile[]);
+    const reads = groups.map(() => undefined as Map<string, Promise<Buffer>> | undefined);
     for (const [i, group] of groups.entries()) {
-      // The writer's queue bounds the bytes copied out of frames and not yet written.
-      await this.writers.room(WRITER_QUEUE_BYTES, WRITER_QUEUE_FILES);
-      // The next frame is fetched while this one's files are handed over (the reader keeps it until asked).
-      const next = groups[i + 1]?.[0];
-      if (next && !this.stopped) this.reader.read(next.id).catch(() => undefined);
-      await this.handOver(group);
+      // The next frames are fetched while this one's files are handed over: a store with tens of
+      // milliseconds per read (S3) would otherwise wait that long for every frame.
+      for (let ahead = i; ahead < Math.min(groups.length, i + FRAMES_AHEAD); ahead++) reads[ahead] ??= this.startReads(groups[ahead] ?? []);
+      await this.handOver(group, reads[i] as Map<string, Promise<Buffer>>);
+      reads[i] = undefined;
     }
   }
 
-  /** The files of one frame: each piece read once (the frame opened once), every file handed to the writer. */
-  private async handOver(group: PlannedFile[]): Promise<void> {
+  /**
+   * The reads of one frame's pieces, all started at once: they share the frame's one fetch, and a
+   * damaged frame fails them all at once rather than being fetched again for each file. None once
+   * the restore stopped.
+   */
+  private startReads(group: PlannedFile[]): Map<string, Promise<Buffer>> {
     const pieces = new Map<string, Promise<Buffer>>();
+    if (this.stopReason()) return pieces;
     for (const file of group) {
-      const stop = this.stopped ?? (this.signal?.aborted ? (this.signal.reason as Error) : undefined);
-      if (stop) {
-        this.fail(file, stop);
-        continue;
-      }
       const key = file.id.toString('latin1');
-      let piece = pieces.get(key);
-      if (!piece) {
-        piece = this.reader.read(file.id);
-        piece.catch(() => undefined);
-        pieces.set(key, piece);
+      if (pieces.has(key)) continue;
+      const piece = this.reader.read(file.id);
+      piece.catch(() => undefined);
+      pieces.set(key, piece);
+    }
+    return pieces;
+  }
+
+  /** The files of one frame, each handed to the writer thread as there is room in its queue. */
+  private async handOver(group: PlannedFile[], pieces: Map<string, Promise<Buffer>>): Promise<void> {
+    for (const file of group) {
+      // Per file: thousands of files may share one piece, each copied for the writer.
+      await this.writers.room(WRITER_QUEUE_BYTES, WRITER_QUEUE_FILES);
+      const stop = this.stopReason();
+      const piece = pieces.get(file.id.toString('latin1'));
+      if (stop || !piece) {
+        this.fail(file, stop ?? new Error('the restore stopped'));
+        continue;
       }
       let written: Promise<void>;
       let size: number;
@@ -184,6 +199,10 @@ export class SmallFilePlan {
         (error: unknown) => this.fail(file, error),
       );
     }
+  }
+
+  private stopReason(): Error | undefined {
+    return this.stopped ?? (this.signal?.aborted ? (this.signal.reason as Error) : undefined);
   }
 
   private frameOf(id: Buffer): string | undefined {
