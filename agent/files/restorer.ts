@@ -163,11 +163,10 @@ export class Restorer implements ReadAheadBudget {
             case 'lane':
               if (job) this.startLane(job);
               break;
-            case 'piece': {
+            case 'piece':
               this.buffered += item.length;
               if (!job?.push(item)) this.release(item.length);
               break;
-            }
             case 'end':
               if (!job?.fedByLane) job?.close();
               job = undefined;
@@ -240,7 +239,7 @@ export class Restorer implements ReadAheadBudget {
     this.wake();
   }
 
-  /** Wakes what waits for room: the walk (read-ahead, files in flight, the writer's queue) and the lanes. */
+  /** Wakes what waits for room: the walk (read-ahead, the small-file plan's files in flight) and the lanes. */
   private wake(): void {
     for (const wake of this.wakers.splice(0)) wake();
   }
