@@ -20,6 +20,7 @@ const EXIT_STATUS: Record<keyof typeof ExitCode, string> = {
   storage: 'the storage failed after retries (disk full, access denied, network)',
   alreadyExists: 'the repository or object already exists',
   cancelled: 'stopped by SIGINT or SIGTERM; nothing was committed',
+  outputClosed: 'the reader of the output went away before it ended (cairn snapshots | head)',
 };
 
 /** The page's file name: cairn.1, cairn-backup.1, cairn-key-list.1. */

@@ -1,3 +1,5 @@
+import { ExitCode } from '../core/errors.ts';
+
 /**
  * A reader that goes away before the output ends (`cairn snapshots | head`): the command stops
  * quietly with 141, as a program killed by SIGPIPE does in a shell. Node ignores SIGPIPE, and an
@@ -8,6 +10,6 @@ export function exitQuietlyWhenStdoutCloses(): void {
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code !== 'EPIPE') throw error;
     if (process.stdout.listenerCount('error') > 1) return;
-    process.exit(141);
+    process.exit(ExitCode.outputClosed);
   });
 }

@@ -18,6 +18,8 @@ export const ExitCode = {
   storage: 16,
   alreadyExists: 17,
   cancelled: 130,
+  /** The output's reader went away (`| head`): as a program killed by SIGPIPE (cli/stdout-closed.ts). */
+  outputClosed: 141,
 } as const;
 
 export type ErrorCode =
