@@ -13,8 +13,8 @@ import type { SmallFileWriters } from './small-file-writers.ts';
  * frames. Read in walk order, a frame was opened again for each file it held: 8,000 files of 25 KiB
  * laid round-robin over 200 frames took 13 s to restore (each frame opened 40 times), restic 1.3 s
  * (docs/performance-notes.md). A queued file holds no bytes, only its entry; a frame is released as
- * soon as its files are handed over (the writer copies each file out), and frames are opened one
- * at a time, so memory is the writer's queue plus a frame or two.
+ * soon as its files are handed over (the writer copies each file out), and a few frames are
+ * fetched ahead (FRAMES_AHEAD), so memory is the writer's queue plus those frames.
  *
  * The files of one piece are nearly all small files: the default chunker cuts no piece below
  * 256 KiB, the small-file size. A small file of several slices (a smaller minimum, a page file's
