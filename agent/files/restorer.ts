@@ -137,7 +137,7 @@ export class Restorer implements ReadAheadBudget {
               break;
             case 'file': {
               await this.target.ensureParent(item.key);
-              const planned = !this.followsLink(item.entry) && SmallFilePlan.fits(item.entry, SMALL_FILE_BYTES);
+              const planned = !this.followsLink(item.entry) && SmallFilePlan.fits(item.entry);
               while (planned ? this.plan.full : counted.size >= FILE_JOBS) {
                 this.throwIfFailed();
                 // A hard link waiting for its group's first member, queued in the plan: the plan is read now
@@ -425,7 +425,7 @@ export class Restorer implements ReadAheadBudget {
       }
       yield { kind: 'file', rel: childRel, key: childKey, entry };
       if (this.skipping !== childKey && (!entry.hardlink || !this.hardlinkQueued(entry.hardlink))) {
-        if (SmallFilePlan.fits(entry, SMALL_FILE_BYTES)) {
+        if (SmallFilePlan.fits(entry)) {
           // Read when its frame is opened (small-file-plan.ts), not here in walk order.
           yield { kind: 'end', rel: childRel, entry };
           continue;

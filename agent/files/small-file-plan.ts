@@ -1,7 +1,7 @@
 import { DamagedError } from '../core/errors.ts';
 import type { PieceReader } from '../core/piece-reader.ts';
 import type { TreeEntry } from '../core/tree.ts';
-import type { SmallFileWriters } from './small-file-writers.ts';
+import { SMALL_FILE_BYTES, type SmallFileWriters } from './small-file-writers.ts';
 
 /**
  * Small files of one piece are restored by frame, not in walk order: the walk queues them (no read
@@ -81,9 +81,9 @@ export class SmallFilePlan {
   }
 
   /** Whether a file entry is restored this way: one whole piece, the file's size. */
-  static fits(entry: TreeEntry, smallFileBytes: number): boolean {
+  static fits(entry: TreeEntry): boolean {
     return (
-      entry.size !== undefined && entry.size <= smallFileBytes && entry.content?.length === 1 && !entry.extentLists && !entry.contentLists
+      entry.size !== undefined && entry.size <= SMALL_FILE_BYTES && entry.content?.length === 1 && !entry.extentLists && !entry.contentLists
     );
   }
 
