@@ -22,13 +22,13 @@ export async function finishFile(handle: FileHandle, size: number, written: numb
   if (written < size) await handle.truncate(size);
   if (isRoot && (entry.uid !== ourUid || entry.gid !== ourGid)) await handle.chown(entry.uid, entry.gid);
   await handle.chmod(entry.mode);
-  const mtime = timeArg(entry.mtimeNs);
+  const mtime = microsecondTime(entry.mtimeNs);
   await handle.utimes(mtime, mtime);
 }
 
 /** A symlink's metadata (its mode is not settable on Linux): the link itself, never what it points to. */
 export async function applyLinkMeta(path: Buffer, meta: Meta): Promise<void> {
-  const mtime = timeArg(meta.mtimeNs);
+  const mtime = microsecondTime(meta.mtimeNs);
   if (isRoot) await lchown(path, meta.uid, meta.gid);
   await lutimes(path, mtime, mtime);
 }
@@ -40,7 +40,7 @@ export async function applyLinkMeta(path: Buffer, meta: Meta): Promise<void> {
  * directory. Throws ELOOP/ENOTDIR when the path is not one.
  */
 export async function applyDirMeta(path: Buffer, meta: Meta): Promise<void> {
-  const mtime = timeArg(meta.mtimeNs);
+  const mtime = microsecondTime(meta.mtimeNs);
   let handle: FileHandle;
   try {
     handle = await open(path, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY | fsConstants.O_NOFOLLOW);
@@ -60,18 +60,27 @@ export async function applyDirMeta(path: Buffer, meta: Meta): Promise<void> {
   }
 }
 
-export function nsToSeconds(ns: string): number {
-  const value = BigInt(ns);
-  return Number(value / 1_000_000_000n) + Number(value % 1_000_000_000n) / 1e9;
-}
-
 /**
- * A time for utimes: seconds as a decimal string, because Node turns a negative
- * number into "now" while it passes a numeric string through, and times before
- * 1970 are as real as any (mtimeNs is negative for them).
+ * The time to hand utimes for a recorded mtime: seconds as a decimal string, because Node turns a
+ * negative number into "now" while it passes a numeric string through, and times before 1970 are
+ * as real as any (mtimeNs is negative for them).
+ *
+ * Exact to the microsecond, the finest Node sets: libuv takes a double and keeps whole
+ * microseconds, cutting toward zero (uv__fs_to_timespec), so the nanoseconds below are lost (a
+ * limit of Node's fs calls; the snapshot and `dump`'s tar keep them). The nearest double to the
+ * recorded time is not enough: when it falls just below, the cut takes a microsecond off (one file
+ * in ten with random nanoseconds, half of those stamped in whole microseconds). The middle of the
+ * microsecond is: a double below 2^33 seconds (the year 2242) lies within 0.48 µs of the value
+ * asked for, so the cut lands on the microsecond meant. Before 1970 the cut toward zero goes up,
+ * so there the middle is taken half a microsecond below the one meant.
  */
-export function timeArg(ns: string): string {
-  return String(nsToSeconds(ns));
+export function microsecondTime(ns: string): string {
+  const value = BigInt(ns);
+  // Whole microseconds and seconds, rounded down (toward the past, as stat's seconds and nanoseconds are).
+  const micros = value >= 0n ? value / 1000n : -((-value + 999n) / 1000n);
+  const seconds = micros >= 0n ? micros / 1_000_000n : -((-micros + 999_999n) / 1_000_000n);
+  const fraction = Number(micros - seconds * 1_000_000n);
+  return String(Number(seconds) + (fraction + (micros >= 0n ? 0.5 : -0.5)) / 1e6);
 }
 
 export async function writeAll(handle: FileHandle, data: Buffer, position: number): Promise<void> {

@@ -1,7 +1,7 @@
 import type { TreeEntry } from '../core/tree.ts';
 import { DamagedError } from '../core/errors.ts';
 import type { FileJob } from './file-job.ts';
-import { isZero, timeArg } from './restore-metadata.ts';
+import { isZero, microsecondTime } from './restore-metadata.ts';
 import { ThreadPool } from '../pipeline/thread-pool.ts';
 
 /** Files up to this size are written whole by a writer thread once their pieces are in. */
@@ -146,7 +146,15 @@ export class SmallFileWriters {
       setImmediate(() => this.send());
     }
     const written = Promise.withResolvers<undefined>();
-    this.batch.files.push({ path: file.path.toString('latin1'), content: content.buffer, writes, mode, uid, gid, mtime: timeArg(mtimeNs) });
+    this.batch.files.push({
+      path: file.path.toString('latin1'),
+      content: content.buffer,
+      writes,
+      mode,
+      uid,
+      gid,
+      mtime: microsecondTime(mtimeNs),
+    });
     this.batch.transfer.push(content.buffer);
     this.batch.waiting.push(written);
     this.batch.bytes += size;
