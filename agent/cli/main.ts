@@ -6,6 +6,7 @@ import type { CliStreams } from './output.ts';
 import { createProgram } from './program.ts';
 import { finishRun, type StorageFlags } from './storage-options.ts';
 import { registerCommands } from './command-table.ts';
+import { routeProcessWarnings } from './process-warnings.ts';
 
 /**
  * Runs the CLI and returns the process exit code (docs/exit-codes.md); never
@@ -31,6 +32,7 @@ export async function main(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const unrouteWarnings = routeProcessWarnings(() => cli.output, Boolean(env.CAIRN_DEBUG));
   const program = createProgram(cli);
   try {
     await registerCommands(program, cli, argv);
@@ -52,5 +54,6 @@ export async function main(
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    unrouteWarnings();
   }
 }
