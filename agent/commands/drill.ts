@@ -1,4 +1,4 @@
-import { chmod, mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { writeDamageMarkers } from '../core/damage.ts';
@@ -14,6 +14,7 @@ import { RepositorySource } from '../engines/source.ts';
 import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
+import { makeScratch, removeKilledScratch } from './drill-scratch.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
 import { latestAmong, selectSnapshot, type SnapshotFilter } from './snapshot-selector.ts';
 
@@ -180,15 +181,17 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
   const kind = engine ? engine.spec.capabilities.kind : 'files';
   const parent = resolve(options.scratchDir ?? env.CAIRN_DRILL_DIR ?? tmpdir());
   await mkdir(parent, { recursive: true });
+  // Before the room is measured: a killed drill's restored copy would count against this one.
+  for (const left of await removeKilledScratch(parent, (message) => options.progress.warn(message)))
+    options.progress.warn(`removed ${left}, the scratch directory of a drill that was killed before it could clean up`);
   const spaceNeeded = drillSpaceNeeded(snapshot, kind);
   await checkFreeSpace(parent, spaceNeeded);
   const floor = await minFreeSpace(parent, env);
   await checkReachable(parent, engine);
-  const scratch = await mkdtemp(join(parent, 'cairn-drill-'));
   // A files drill's restored tree is the drill's alone (0700: as root it recreates the snapshot's
   // owners, and no other user may run or read what it holds). An engine's is traversable, not
   // listable: its private server, running as its own user, reaches the 0700 subdirectory it is given.
-  await chmod(scratch, engine ? 0o711 : 0o700);
+  const scratch = await makeScratch(parent, engine ? 0o711 : 0o700);
   const cancelled = (): void => {
     if (options.signal?.aborted) throw new CairnError('Cairn.Cancelled', 'the drill was cancelled; its scratch directory was removed');
   };

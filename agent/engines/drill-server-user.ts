@@ -61,3 +61,33 @@ export async function drillServerUser(env: NodeJS.ProcessEnv): Promise<string | 
 export function asUser(user: string | undefined): string[] {
   return user ? ['setpriv', `--reuid=${user}`, `--regid=${user}`, '--init-groups', '--no-new-privs', '--'] : [];
 }
+
+let deathSignalProbe: Promise<boolean> | undefined;
+
+/** Whether this host's setpriv takes --pdeathsig (util-linux 2.33 and later). Asked once per process. */
+function setprivDeathSignal(env: NodeJS.ProcessEnv): Promise<boolean> {
+  deathSignalProbe ??= run(['setpriv', '--pdeathsig', 'KILL', '--', 'true'], { env }).then(
+    () => true,
+    () => false,
+  );
+  return deathSignalProbe;
+}
+
+/**
+ * The prefix a drill starts its private server with: as `user` (asUser), and killed by the kernel
+ * the moment the drill's process ends, however it ends (`setpriv --pdeathsig KILL`).
+ *
+ * Why: a drill stops its server itself when it returns, throws or is cancelled, but a SIGKILL (the
+ * OOM killer, `kill -9`, a host agent timing out) ends the drill with no chance to: the server, a
+ * copy of production's data, went on running with its buffer pool on the production host until
+ * someone found it. The death signal is set last, after the user switch (the kernel clears it when
+ * credentials change; so the server is not given `mariadbd --user`, which switches by itself), and
+ * survives the exec of the server (none of them is set-user-ID). A postmaster's backends end when
+ * it does. Without a setpriv that knows the option, the server runs as before (as `user`), and the
+ * next drill removes what the killed one left on disk (drill-scratch.ts).
+ */
+export async function privateServerPrefix(user: string | undefined, env: NodeJS.ProcessEnv): Promise<string[]> {
+  if (!(await setprivDeathSignal(env))) return asUser(user);
+  const as = user ? [`--reuid=${user}`, `--regid=${user}`, '--init-groups', '--no-new-privs'] : [];
+  return ['setpriv', ...as, '--pdeathsig', 'KILL', '--'];
+}

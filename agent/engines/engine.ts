@@ -64,9 +64,11 @@ export interface DrillContext {
    */
   env: NodeJS.ProcessEnv;
   /**
-   * The drill's own scratch directory, empty, on a file system the caller
+   * The drill's own scratch directory, empty but for the caller's record of
+   * whose it is (commands/drill-scratch.ts), on a file system the caller
    * checked has room (restored data, private data directories, sockets all go
-   * here). The caller removes it afterwards, also on failure and cancel; mode
+   * here). The caller removes it afterwards, also on failure and cancel (and
+   * the next drill, after a SIGKILL); mode
    * 0711, so a server running as its own user can reach a subdirectory the
    * drill gives it.
    */

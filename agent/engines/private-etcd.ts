@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
+import { privateServerPrefix } from './drill-server-user.ts';
 
 /**
  * A private etcd member for a drill: client and peer URLs on loopback ports it
@@ -157,12 +158,15 @@ export async function startPrivateEtcd(options: {
 }): Promise<PrivateEtcd> {
   const env = privateEtcdEnvironment(options.env);
   const { tls } = options;
+  // Killed by the kernel when the drill's process ends, even by SIGKILL (drill-server-user.ts).
+  const prefix = await privateServerPrefix(undefined, env);
   for (let attempt = 1; ; attempt++) {
     const clientPort = await loopbackPort();
     const clientUrl = `https://127.0.0.1:${clientPort}`;
     const peerUrl = drillPeerUrl(options.peerPort);
     const child = stream(
       [
+        ...prefix,
         'etcd',
         '--name',
         DRILL_MEMBER_NAME,

@@ -7,7 +7,7 @@ import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream, type RunResult } from '../process/run.ts';
 import type { DrillTool } from './engine.ts';
 import { drillEnvironment, networkIsolation, requireTool } from './drill-tools.ts';
-import { drillServerUser } from './drill-server-user.ts';
+import { drillServerUser, privateServerPrefix } from './drill-server-user.ts';
 
 /**
  * A private MariaDB server for a drill (the mysqldump drill on an empty
@@ -36,6 +36,8 @@ import { drillServerUser } from './drill-server-user.ts';
  *   which no network namespace hides);
  * - `--plugin-dir` an empty private directory: a dump's `INSTALL SONAME` finds
  *   no engine (FederatedX, CONNECT) that could open a connection or a file;
+ * - killed by the kernel when the drill's process ends, even by SIGKILL
+ *   (drill-server-user.ts, privateServerPrefix);
  * - the environment of drillEnvironment: no MYSQL_* variable.
  *
  * Clients connect with `--no-defaults --protocol=SOCKET --socket=<private>`
@@ -140,6 +142,8 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
   const isolation = await networkIsolation(env);
   const argv = [
     ...isolation,
+    // As the server's user from the start (not `--user`, whose switch would clear the death signal).
+    ...(await privateServerPrefix(user, env)),
     mariadbd,
     '--no-defaults',
     `--datadir=${options.datadir}`,
@@ -157,7 +161,6 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
     `--innodb-buffer-pool-size=${options.bufferPool ?? '128M'}`,
     ...(options.skipGrantTables ? ['--skip-grant-tables'] : []),
     ...(options.extraArgs ?? []),
-    ...(user ? [`--user=${user}`] : []),
   ];
   const child = stream(argv, { env });
   let log = '';

@@ -6,7 +6,7 @@ import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream, type RunResult } from '../process/run.ts';
 import type { DrillTool } from './engine.ts';
 import { confineDataDirLinks } from './drill-datadir-links.ts';
-import { asUser, drillServerUser } from './drill-server-user.ts';
+import { asUser, drillServerUser, privateServerPrefix } from './drill-server-user.ts';
 import { drillEnvironment, locateTool, networkIsolation } from './drill-tools.ts';
 import { clientOptions, knownSettings, serverOverrides } from './private-postgres-settings.ts';
 
@@ -39,6 +39,8 @@ import { clientOptions, knownSettings, serverOverrides } from './private-postgre
  *   (drill-server-user.ts), never as `postgres`, who owns production's data
  *   (`setpriv … --no-new-privs`, which execs, so the drill signals the
  *   postmaster itself); the data and run directories are given to it first;
+ * - killed by the kernel when the drill's process ends, even by SIGKILL
+ *   (drill-server-user.ts, privateServerPrefix);
  * - the environment of drillEnvironment: no PG* variable of the caller.
  *
  * Clients connect with clientArgs (`-h <private socket dir> -p <port> -U
@@ -189,7 +191,7 @@ export async function startPrivatePostgres(options: PrivatePostgresOptions): Pro
   const isolation = await networkIsolation(env);
   const argv = [
     ...isolation,
-    ...as,
+    ...(await privateServerPrefix(user, env)),
     join(binDir, 'postgres'),
     '-D',
     options.dataDir,
