@@ -290,6 +290,8 @@ export class Restorer implements ReadAheadBudget {
   private async writeFile(job: FileJob): Promise<void> {
     const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
+    // Bytes of this file counted so far: taken back if it fails (it is removed), so the summary counts restored files only.
+    let counted = 0;
     try {
       if (writtenWhole(job)) {
         // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
@@ -319,6 +321,7 @@ export class Restorer implements ReadAheadBudget {
           }
           position += data.length;
           this.result.bytes += data.length;
+          counted += data.length;
           this.report(job.rel);
         }
         await finishFile(handle, position, end, job.entry);
@@ -339,6 +342,7 @@ export class Restorer implements ReadAheadBudget {
       job.drain((bytes) => this.release(bytes));
       await handle?.close().catch(() => undefined);
       await unlink(path).catch(() => undefined);
+      this.result.bytes -= counted;
       this.handleError(job.rel, error);
     } finally {
       job.settle();

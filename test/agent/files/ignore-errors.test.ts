@@ -113,6 +113,8 @@ describe('restore --ignore-errors past a file whose directory cannot be created'
       assert.deepEqual((await readdir(join(target, 'b'))).sort(), ['other']);
       assert.deepEqual(await readdir(join(target, 'a')), []);
       assert.deepEqual(await readFile(join(target, 'b', 'other')), CONTENT);
+      // The summary counts what was restored: not the 300 KiB written of the first member before it failed.
+      assert.deepEqual({ files: result.files, bytes: result.bytes }, { files: 1, bytes: CONTENT.length });
     },
   );
 });
