@@ -32,7 +32,7 @@ export async function main(
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const unrouteWarnings = routeProcessWarnings(() => cli.output, Boolean(env.CAIRN_DEBUG));
+  const unrouteWarnings = routeProcessWarnings(() => cli.output, Boolean(env.CAIRN_DEBUG), process.env);
   const program = createProgram(cli);
   try {
     await registerCommands(program, cli, argv);

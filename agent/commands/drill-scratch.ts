@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { chmod, lstat, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { constants as fsConstants, readFileSync, readlinkSync } from 'node:fs';
+import { chmod, lstat, mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.ts';
 
@@ -10,15 +10,18 @@ import { errorMessage } from '../core/errors.ts';
  * OOM killer, `kill -9`, a host agent's timeout) gives it no chance: the restored copy of the
  * snapshot, as big as the database, stayed on the production host's disk, and the next drill's
  * free-space check counted it against itself. Its private server is killed with it
- * (drill-server-user.ts, privateServerPrefix); the directory is removed by the next drill on the
+ * (drill-server-user.ts, deathSignalPrefix); the directory is removed by the next drill on the
  * same scratch parent, before that one measures its room.
  *
  * Each scratch directory holds OWNER: the pid and start time (in clock ticks since boot, from
- * /proc) of the process whose drill it is. A directory is removed as a killed drill's only when
- * all of these hold: its name is a scratch directory's, it is a directory (not a link) owned by
- * this process's user, OWNER names a process that no longer runs (no such pid, a zombie, or a
- * pid since given to a process that started at another time). A running drill's, another user's,
- * or anything without OWNER is left alone.
+ * /proc) of the process whose drill it is, the boot's id and the pid namespace. A directory is
+ * removed as a killed drill's only when all of these hold: its name is a scratch directory's, it
+ * is a directory (not a link) owned by this process's user, OWNER is a small regular file (not a
+ * link or a FIFO, which would hang the read), it was written during this boot in this pid
+ * namespace (a pid from a container sharing the directory, or from another host sharing it over
+ * NFS, says nothing about a process here), and it names a process that no longer runs (no such
+ * pid, a zombie, or a pid since given to a process that started at another time). A running
+ * drill's, another user's, another namespace's or host's, or anything without OWNER is left alone.
  */
 
 export const SCRATCH_PREFIX = 'cairn-drill-';
@@ -38,24 +41,48 @@ function startTime(pid: number): string | undefined {
   return fields[19];
 }
 
+/** This boot and pid namespace, as OWNER records them: `<boot id> <pid namespace>`; undefined without /proc. */
+function here(): string | undefined {
+  try {
+    return `${readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()} ${readlinkSync('/proc/self/ns/pid')}`;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Makes the scratch directory under `parent` with `mode`, recording this process as its owner. */
 export async function makeScratch(parent: string, mode: number): Promise<string> {
   const scratch = await mkdtemp(join(parent, SCRATCH_PREFIX));
   await chmod(scratch, mode);
-  await writeFile(join(scratch, OWNER), `${process.pid} ${startTime(process.pid) ?? ''}\n`, { mode: 0o600 });
+  await writeFile(join(scratch, OWNER), `${process.pid} ${startTime(process.pid) ?? ''} ${here() ?? ''}\n`, { mode: 0o600 });
   return scratch;
 }
 
-/** Whether the scratch directory's owner, as OWNER records it, no longer runs; false when there is no readable OWNER. */
-async function ownerGone(scratch: string): Promise<boolean> {
-  let text: string;
+/** OWNER's text when it is a regular file of at most 256 bytes (opened without following a link, and without waiting on a FIFO). */
+async function ownerText(scratch: string): Promise<string | undefined> {
+  let handle: FileHandle;
   try {
-    text = await readFile(join(scratch, OWNER), 'latin1');
+    handle = await open(join(scratch, OWNER), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
   } catch {
-    return false;
+    return undefined;
   }
-  const match = /^(\d+) (\d+)\n$/.exec(text);
-  if (!match) return false;
+  try {
+    if (!(await handle.stat()).isFile()) return undefined;
+    const buffer = Buffer.alloc(257);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return bytesRead < buffer.length ? buffer.toString('latin1', 0, bytesRead) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Whether the scratch directory's owner, as OWNER records it, no longer runs here; false when that cannot be told. */
+async function ownerGone(scratch: string): Promise<boolean> {
+  const text = await ownerText(scratch);
+  const match = text === undefined ? null : /^(\d+) (\d+) (\S+ \S+)\n$/.exec(text);
+  if (!match || match[3] !== here()) return false;
   return startTime(Number(match[1])) !== match[2];
 }
 

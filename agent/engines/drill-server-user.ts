@@ -65,7 +65,7 @@ export function asUser(user: string | undefined): string[] {
 let deathSignalProbe: Promise<boolean> | undefined;
 
 /** Whether this host's setpriv takes --pdeathsig (util-linux 2.33 and later). Asked once per process. */
-function setprivDeathSignal(env: NodeJS.ProcessEnv): Promise<boolean> {
+export function diesWithDrill(env: NodeJS.ProcessEnv): Promise<boolean> {
   deathSignalProbe ??= run(['setpriv', '--pdeathsig', 'KILL', '--', 'true'], { env }).then(
     () => true,
     () => false,
@@ -74,20 +74,25 @@ function setprivDeathSignal(env: NodeJS.ProcessEnv): Promise<boolean> {
 }
 
 /**
- * The prefix a drill starts its private server with: as `user` (asUser), and killed by the kernel
- * the moment the drill's process ends, however it ends (`setpriv --pdeathsig KILL`).
+ * The prefix that runs a private server as `user` (asUser) and has the kernel kill it the moment
+ * the drill's process ends, however it ends (`setpriv --pdeathsig KILL`); only where diesWithDrill.
  *
  * Why: a drill stops its server itself when it returns, throws or is cancelled, but a SIGKILL (the
  * OOM killer, `kill -9`, a host agent timing out) ends the drill with no chance to: the server, a
  * copy of production's data, went on running with its buffer pool on the production host until
  * someone found it. The death signal is set last, after the user switch (the kernel clears it when
- * credentials change; so the server is not given `mariadbd --user`, which switches by itself), and
+ * credentials change; so mariadbd is not given `--user` then, which switches by itself), and
  * survives the exec of the server (none of them is set-user-ID). A postmaster's backends end when
- * it does. Without a setpriv that knows the option, the server runs as before (as `user`), and the
- * next drill removes what the killed one left on disk (drill-scratch.ts).
+ * it does. Without a setpriv that knows the option, servers start as they did before it (mariadbd
+ * with `--user`, PostgreSQL through asUser), and the next drill removes what a killed one left on
+ * disk (commands/drill-scratch.ts).
  */
-export async function privateServerPrefix(user: string | undefined, env: NodeJS.ProcessEnv): Promise<string[]> {
-  if (!(await setprivDeathSignal(env))) return asUser(user);
+export function deathSignalPrefix(user: string | undefined): string[] {
   const as = user ? [`--reuid=${user}`, `--regid=${user}`, '--init-groups', '--no-new-privs'] : [];
   return ['setpriv', ...as, '--pdeathsig', 'KILL', '--'];
+}
+
+/** deathSignalPrefix where the host has it, else asUser: for a server that cannot switch users by itself. */
+export async function privateServerPrefix(user: string | undefined, env: NodeJS.ProcessEnv): Promise<string[]> {
+  return (await diesWithDrill(env)) ? deathSignalPrefix(user) : asUser(user);
 }

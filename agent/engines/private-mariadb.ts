@@ -7,7 +7,7 @@ import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run, stream, type RunResult } from '../process/run.ts';
 import type { DrillTool } from './engine.ts';
 import { drillEnvironment, networkIsolation, requireTool } from './drill-tools.ts';
-import { drillServerUser, privateServerPrefix } from './drill-server-user.ts';
+import { deathSignalPrefix, diesWithDrill, drillServerUser } from './drill-server-user.ts';
 
 /**
  * A private MariaDB server for a drill (the mysqldump drill on an empty
@@ -36,8 +36,9 @@ import { drillServerUser, privateServerPrefix } from './drill-server-user.ts';
  *   which no network namespace hides);
  * - `--plugin-dir` an empty private directory: a dump's `INSTALL SONAME` finds
  *   no engine (FederatedX, CONNECT) that could open a connection or a file;
- * - killed by the kernel when the drill's process ends, even by SIGKILL
- *   (drill-server-user.ts, privateServerPrefix);
+ * - killed by the kernel when the drill's process ends, even by SIGKILL, where
+ *   setpriv has --pdeathsig
+ *   (drill-server-user.ts, deathSignalPrefix);
  * - the environment of drillEnvironment: no MYSQL_* variable.
  *
  * Clients connect with `--no-defaults --protocol=SOCKET --socket=<private>`
@@ -140,10 +141,12 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
   }
   if (user && user !== 'root') await run(['chown', '-R', `${user}:`, options.datadir, options.runDir], { env });
   const isolation = await networkIsolation(env);
+  // As the server's user from the start where the death signal is had (`--user` would switch after it
+  // and clear it); else as before it, mariadbd switching by itself (no setpriv needed).
+  const dies = await diesWithDrill(env);
   const argv = [
     ...isolation,
-    // As the server's user from the start (not `--user`, whose switch would clear the death signal).
-    ...(await privateServerPrefix(user, env)),
+    ...(dies ? deathSignalPrefix(user) : []),
     mariadbd,
     '--no-defaults',
     `--datadir=${options.datadir}`,
@@ -161,6 +164,7 @@ export async function startPrivateMariadb(options: PrivateMariadbOptions): Promi
     `--innodb-buffer-pool-size=${options.bufferPool ?? '128M'}`,
     ...(options.skipGrantTables ? ['--skip-grant-tables'] : []),
     ...(options.extraArgs ?? []),
+    ...(!dies && user ? [`--user=${user}`] : []),
   ];
   const child = stream(argv, { env });
   let log = '';

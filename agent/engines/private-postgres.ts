@@ -39,8 +39,9 @@ import { clientOptions, knownSettings, serverOverrides } from './private-postgre
  *   (drill-server-user.ts), never as `postgres`, who owns production's data
  *   (`setpriv … --no-new-privs`, which execs, so the drill signals the
  *   postmaster itself); the data and run directories are given to it first;
- * - killed by the kernel when the drill's process ends, even by SIGKILL
- *   (drill-server-user.ts, privateServerPrefix);
+ * - killed by the kernel when the drill's process ends, even by SIGKILL, where
+ *   setpriv has --pdeathsig
+ *   (drill-server-user.ts, deathSignalPrefix);
  * - the environment of drillEnvironment: no PG* variable of the caller.
  *
  * Clients connect with clientArgs (`-h <private socket dir> -p <port> -U

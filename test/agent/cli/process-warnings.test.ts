@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startGcsTestServer, type GcsTestServer } from '../../helpers/gcs-server.ts';
 import { makeRandomTree, describeTree } from '../../helpers/tree.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
@@ -26,6 +28,31 @@ describe("Node's process warnings", () => {
     const warnings = result.lines.filter((line) => line.type === 'warning').map((line) => line.message);
     assert.deepEqual(warnings, ['TestWarning: raised during the run']);
     assert.deepEqual(process.listeners('warning'), before, "Node's printer is back");
+  });
+
+  it('are left to Node where the operator told Node how to report them: NODE_NO_WARNINGS, --redirect-warnings', async () => {
+    const env = { CAIRN_REPOSITORY: join(work.path, 'told'), CAIRN_PASSWORD: PASSPHRASE };
+    assert.equal((await runCliProcess(['init'], env)).code, 0);
+    const preload = `--import=${fileURLToPath(new URL('./warning-emitter.mjs', import.meta.url))}`;
+    const warnings = (result: { lines: Array<Record<string, unknown>> }): unknown[] =>
+      result.lines.filter((line) => line.type === 'warning').map((line) => line.message);
+
+    const routed = await runCliProcess(['snapshots'], { ...env, NODE_OPTIONS: preload });
+    assert.equal(routed.code, 0, routed.stderr);
+    assert.ok(warnings(routed).length > 0, "without a choice of the operator, they are the command's warnings");
+    assert.match(String(warnings(routed)[0]), /^TestWarning \[TEST001\]: raised by a library/);
+    assert.doesNotMatch(routed.stderr, /\(node:\d+\)/);
+
+    const silenced = await runCliProcess(['snapshots'], { ...env, NODE_OPTIONS: preload, NODE_NO_WARNINGS: '1' });
+    assert.equal(silenced.code, 0, silenced.stderr);
+    assert.deepEqual(warnings(silenced), []);
+    assert.doesNotMatch(silenced.stderr, /TestWarning/);
+
+    const file = join(work.path, 'warnings.txt');
+    const redirected = await runCliProcess(['snapshots'], { ...env, NODE_OPTIONS: `${preload} --redirect-warnings=${file}` });
+    assert.equal(redirected.code, 0, redirected.stderr);
+    assert.deepEqual(warnings(redirected), []);
+    assert.match(await readFile(file, 'utf8'), /TestWarning: raised by a library/);
   });
 
   describe('on a gs:// repository (GCS test server, the real client in the real CLI)', () => {

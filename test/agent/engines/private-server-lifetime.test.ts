@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, readdir } from 'node:fs/promises';
+import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -83,6 +83,32 @@ describe('a drill killed with SIGKILL', () => {
       await until(`the private ${kind} server ended`, 30, () => processesMentioning(join(dir, 'data')).length === 0);
     });
   }
+
+  it(
+    'a host whose setpriv lacks --pdeathsig still starts the private mariadbd (it switches users by itself, as before)',
+    { skip: missingMariadb() },
+    async () => {
+      const dir = join(work.path, 'old-setpriv');
+      await mkdir(join(dir, 'bin'), { recursive: true, mode: 0o711 });
+      // A setpriv that knows no option at all: any use of it fails.
+      await writeFile(join(dir, 'bin', 'setpriv'), '#!/bin/sh\necho "setpriv: unrecognized option" >&2\nexit 1\n', { mode: 0o755 });
+      const child = spawn(process.execPath, [CHILD, 'mariadb', dir], {
+        env: { ...process.env, PATH: `${join(dir, 'bin')}:${process.env.PATH ?? ''}` },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = once(child, 'exit');
+      await Promise.race([
+        until('mariadb started', 120, () => out.includes('ready')),
+        exited.then(([code]) => assert.fail(`the private mariadbd did not start without setpriv's --pdeathsig (exit ${String(code)})`)),
+      ]);
+      await killed(child);
+      // No death signal here: the server is stopped by hand.
+      for (const pid of processesMentioning(join(dir, 'data'))) process.kill(pid, 'SIGTERM');
+      await until('the private mariadbd stopped', 60, () => processesMentioning(join(dir, 'data')).length === 0);
+    },
+  );
 
   describe('(etcd: the whole `cairn drill`)', { skip: missingEtcd() }, () => {
     let source: EtcdServer;
