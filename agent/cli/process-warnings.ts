@@ -12,7 +12,8 @@ import type { Output } from './output.ts';
  * detected. 11 error listeners added to [PassThrough]" for some of them: listeners of one
  * download, released when it ends, not a leak, and nothing an operator can act on. CAIRN_DEBUG
  * shows it anyway. Where the operator told Node how to report warnings (NODE_NO_WARNINGS,
- * --no-warnings, --redirect-warnings, --trace-warnings), Node reports them as told.
+ * --no-warnings, --disable-warning, --redirect-warnings, --trace-warnings), Node reports them as
+ * told.
  */
 
 interface Run {
@@ -36,13 +37,14 @@ function onWarning(warning: Error & { code?: string; detail?: string }): void {
 
 /**
  * Whether the operator chose how Node reports warnings: not at all (NODE_NO_WARNINGS=1 or
- * --no-warnings: Node then installs no printer), into a file (--redirect-warnings), or with
- * their stacks (--trace-warnings). Node's own handling is then left as it is.
+ * --no-warnings: Node then installs no printer), some not (--disable-warning), into a file
+ * (--redirect-warnings), or with their stacks (--trace-warnings). Node's own handling is then
+ * left as it is.
  */
 function nodeHandlesWarnings(env: NodeJS.ProcessEnv): boolean {
   if (process.listenerCount('warning') === 0) return true;
   const flags = [...process.execArgv, ...(env.NODE_OPTIONS ?? '').split(/\s+/)];
-  return flags.some((flag) => /^--(redirect-warnings|trace-warnings)\b/.test(flag));
+  return flags.some((flag) => /^--(redirect-warnings|trace-warnings|disable-warning)\b/.test(flag));
 }
 
 /** Routes process warnings to the run's output until the returned function is called. */

@@ -1,7 +1,8 @@
-import { constants as fsConstants, readFileSync, readlinkSync } from 'node:fs';
-import { chmod, lstat, mkdtemp, open, readdir, rm, writeFile, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { chmod, lstat, mkdtemp, open, readdir, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../core/errors.ts';
+import { run } from '../process/run.ts';
 
 /**
  * A drill's scratch directory, and what a killed drill left of one.
@@ -44,9 +45,56 @@ function startTime(pid: number): string | undefined {
 /** This boot and pid namespace, as OWNER records them: `<boot id> <pid namespace>`; undefined without /proc. */
 function here(): string | undefined {
   try {
+    // A /proc mounted for another pid namespace (unshare --pid without --mount-proc) shows other
+    // processes under our pids: nothing it says about a pid is about ours.
+    if (readlinkSync('/proc/self') !== String(process.pid)) return undefined;
     return `${readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()} ${readlinkSync('/proc/self/ns/pid')}`;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * A live process that still uses the directory: its working directory is in it, or its command
+ * line names a path in it (a private server's data directory). Without setpriv's --pdeathsig a
+ * killed drill's server runs on: removing its data under it would free no space (its files stay
+ * open) and lose the socket and pid file that lead to it.
+ */
+function userOf(scratch: string): string | undefined {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  for (const pid of pids) {
+    try {
+      const cwd = readlinkSync(`/proc/${pid}/cwd`);
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      if (!(cwd === scratch || cwd.startsWith(`${scratch}/`) || cmdline.includes(`${scratch}/`))) continue;
+      if (startTime(Number(pid)) === undefined) continue;
+      return `${pid} (${readFileSync(`/proc/${pid}/comm`, 'latin1').trim()})`;
+    } catch {
+      // Gone meanwhile, or not ours to look at.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Removes a scratch directory: with coreutils' rm, which never follows a link, not even one swapped
+ * in while it runs. Node's recursive rm walks by path: a private server's user, which owns the data
+ * directories in here, could swap one for a link to root's files between its steps, and root would
+ * delete them. A tree it cannot remove whole (a restored read-only directory, when the drill is
+ * not root) is made writable first (chmod -R does not follow links either).
+ */
+export async function removeScratch(scratch: string): Promise<void> {
+  const remove = ['rm', '-rf', '--one-file-system', '--', scratch];
+  try {
+    await run(remove);
+  } catch {
+    await run(['chmod', '-R', 'u+rwX', '--', scratch]).catch(() => undefined);
+    await run(remove);
   }
 }
 
@@ -105,8 +153,15 @@ export async function removeKilledScratch(parent: string, warn: (message: string
     const info = await lstat(scratch).catch(() => undefined);
     if (!info?.isDirectory() || (uid !== undefined && info.uid !== uid)) continue;
     if (!(await ownerGone(scratch))) continue;
+    const user = userOf(scratch);
+    if (user) {
+      warn(
+        `left ${scratch}, the scratch directory of a drill that was killed: process ${user} still uses it (its private server?); stop it, and the next drill removes the directory`,
+      );
+      continue;
+    }
     try {
-      await rm(scratch, { recursive: true, force: true });
+      await removeScratch(scratch);
       removed.push(scratch);
     } catch (error) {
       warn(`could not remove ${scratch}, left by a drill that was killed: ${errorMessage(error)}`);

@@ -1,4 +1,4 @@
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { writeDamageMarkers } from '../core/damage.ts';
@@ -14,7 +14,7 @@ import { RepositorySource } from '../engines/source.ts';
 import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
-import { makeScratch, removeKilledScratch } from './drill-scratch.ts';
+import { makeScratch, removeKilledScratch, removeScratch } from './drill-scratch.ts';
 import { failureDetails, operationContext, record, underLock, type OperationOptions } from './operation.ts';
 import { latestAmong, selectSnapshot, type SnapshotFilter } from './snapshot-selector.ts';
 
@@ -265,7 +265,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
     throw error;
   } finally {
     guard.stop();
-    await rm(scratch, { recursive: true, force: true }).catch((error: unknown) =>
+    await removeScratch(scratch).catch((error: unknown) =>
       options.progress.warn(`could not remove the drill's scratch directory ${scratch}: ${errorMessage(error)}`),
     );
   }

@@ -158,7 +158,7 @@ export async function startPrivateEtcd(options: {
 }): Promise<PrivateEtcd> {
   const env = privateEtcdEnvironment(options.env);
   const { tls } = options;
-  // Killed by the kernel when the drill's process ends, even by SIGKILL (drill-server-user.ts).
+  // Killed by the kernel when the drill's process ends, even by SIGKILL, where setpriv has --pdeathsig (drill-server-user.ts).
   const prefix = await privateServerPrefix(undefined, env);
   for (let attempt = 1; ; attempt++) {
     const clientPort = await loopbackPort();

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { shortId } from '../../core/snapshot.ts';
 import { drill, drillFailure, type DrillReport } from '../../commands/drill.ts';
@@ -45,7 +46,7 @@ export function drillText(r: DrillReport): string {
     lines.push(`  ${mark.padEnd(7)} ${c.name} (${formatDuration(c.durationMs)}): ${c.found}`);
   }
   lines.push(
-    `${r.ok ? 'passed' : 'FAILED'}: restore ${formatDuration(r.restoreMs)}, checks ${formatDuration(r.checkMs)}, total ${formatDuration(r.durationMs)}; scratch directory removed`,
+    `${r.ok ? 'passed' : 'FAILED'}: restore ${formatDuration(r.restoreMs)}, checks ${formatDuration(r.checkMs)}, total ${formatDuration(r.durationMs)}; ${existsSync(r.scratch) ? 'scratch directory left (the warning above says why)' : 'scratch directory removed'}`,
   );
   return lines.join('\n');
 }

@@ -30,7 +30,7 @@ describe("Node's process warnings", () => {
     assert.deepEqual(process.listeners('warning'), before, "Node's printer is back");
   });
 
-  it('are left to Node where the operator told Node how to report them: NODE_NO_WARNINGS, --redirect-warnings', async () => {
+  it('are left to Node where the operator told Node how to report them: NODE_NO_WARNINGS, --disable-warning, --redirect-warnings', async () => {
     const env = { CAIRN_REPOSITORY: join(work.path, 'told'), CAIRN_PASSWORD: PASSPHRASE };
     assert.equal((await runCliProcess(['init'], env)).code, 0);
     const preload = `--import=${fileURLToPath(new URL('./warning-emitter.mjs', import.meta.url))}`;
@@ -47,6 +47,11 @@ describe("Node's process warnings", () => {
     assert.equal(silenced.code, 0, silenced.stderr);
     assert.deepEqual(warnings(silenced), []);
     assert.doesNotMatch(silenced.stderr, /TestWarning/);
+
+    const disabled = await runCliProcess(['snapshots'], { ...env, NODE_OPTIONS: `${preload} --disable-warning=TestWarning` });
+    assert.equal(disabled.code, 0, disabled.stderr);
+    assert.deepEqual(warnings(disabled), []);
+    assert.doesNotMatch(disabled.stderr, /TestWarning/);
 
     const file = join(work.path, 'warnings.txt');
     const redirected = await runCliProcess(['snapshots'], { ...env, NODE_OPTIONS: `${preload} --redirect-warnings=${file}` });

@@ -140,6 +140,9 @@ describe('a drill killed with SIGKILL', () => {
       ]);
       await killed(child);
       await until('the private etcd member ended', 30, () => processesMentioning(`${scratchParent}/`, '--listen-client-urls').length === 0);
+      // A client the killed drill ran (etcdctl) may still be waiting out its timeout against the dead
+      // member: while a process uses the directory, the next drill leaves it (drill-scratch.ts).
+      await until('the killed drill’s clients ended', 60, () => processesMentioning(`${scratchParent}/`).length === 0);
       const left = (await readdir(scratchParent)).filter((name) => name.startsWith('cairn-drill-'));
       assert.equal(left.length, 1, 'the killed drill left its scratch directory');
 
@@ -150,7 +153,7 @@ describe('a drill killed with SIGKILL', () => {
         warnings.some((message) => message.includes(join(scratchParent, left[0] as string)) && message.includes('killed')),
         `the next drill says it removed ${left[0]}: ${warnings.join(' | ')}`,
       );
-      assert.deepEqual(await readdir(scratchParent), [], 'nothing is left under the scratch parent');
+      assert.deepEqual(await readdir(scratchParent), [], `nothing is left under the scratch parent: ${warnings.join(' | ')}`);
     });
   });
 });
