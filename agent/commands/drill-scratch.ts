@@ -25,7 +25,7 @@ import { run } from '../process/run.ts';
  * drill's, another user's, another namespace's or host's, or anything without OWNER is left alone.
  */
 
-export const SCRATCH_PREFIX = 'cairn-drill-';
+const SCRATCH_PREFIX = 'cairn-drill-';
 const OWNER = '.cairn-drill-owner';
 
 /** A process's start time from /proc/PID/stat (field 22, counted after the command's closing parenthesis), or undefined when it is gone or a zombie. */

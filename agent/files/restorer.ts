@@ -291,7 +291,7 @@ export class Restorer implements ReadAheadBudget {
     const path = this.target.path(job.key);
     let handle: FileHandle | undefined;
     // Bytes of this file counted so far: taken back if it fails (it is removed), so the summary counts restored files only.
-    let counted = 0;
+    let bytesCounted = 0;
     try {
       if (writtenWhole(job)) {
         // Written whole by the writer thread once its pieces are in (small-file-writers.ts).
@@ -321,7 +321,7 @@ export class Restorer implements ReadAheadBudget {
           }
           position += data.length;
           this.result.bytes += data.length;
-          counted += data.length;
+          bytesCounted += data.length;
           this.report(job.rel);
         }
         await finishFile(handle, position, end, job.entry);
@@ -342,7 +342,7 @@ export class Restorer implements ReadAheadBudget {
       job.drain((bytes) => this.release(bytes));
       await handle?.close().catch(() => undefined);
       await unlink(path).catch(() => undefined);
-      this.result.bytes -= counted;
+      this.result.bytes -= bytesCounted;
       this.handleError(job.rel, error);
     } finally {
       job.settle();

@@ -208,9 +208,8 @@ export class SmallFileWriters {
 /**
  * Gathers a small file's slices (releasing each from the read-ahead as it arrives), checks their
  * size against the snapshot's (a page file of exactly SMALL_FILE_BYTES comes this way too), then
- * has the file written whole. Resolves with its size. The
- * first file of a hard-link group resolves `job.created` only once it is complete (the restorer
- * rejects it when the file fails).
+ * has the file written whole. Resolves with its size. The first file of a hard-link group resolves
+ * `job.created` only once it is complete (the restorer rejects it when the file fails).
  */
 export async function restoreSmallFile(
   writers: SmallFileWriters,

@@ -1,6 +1,5 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { drill } from '../../../agent/commands/drill.ts';
@@ -10,6 +9,7 @@ import { parseMariadbCheck } from '../../../agent/engines/mysqldump-drill.ts';
 import { FileStorage } from '../../../agent/storage/file.ts';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
+import { processesMentioning } from '../../helpers/processes.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
 
 describe('parseMariadbCheck', () => {
@@ -30,20 +30,9 @@ describe('parseMariadbCheck', () => {
   });
 });
 
-/** The processes whose command line mentions `path` (a private server left behind would). Synchronous: it runs inside a progress callback. */
+/** The command lines of the processes that mention `path` (a private server left behind would). */
 function processesUsing(path: string): string[] {
-  const found: string[] = [];
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    let cmdline: string;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    } catch {
-      continue; // the process ended meanwhile
-    }
-    if (cmdline.includes(path)) found.push(cmdline.replaceAll('\0', ' '));
-  }
-  return found;
+  return processesMentioning(path).map((found) => found.cmdline);
 }
 
 describe('a cancelled mysqldump drill', { skip: missingMariadb() }, () => {

@@ -1,7 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { chmod, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { once } from 'node:events';
@@ -11,6 +10,7 @@ import { CAIRN_BIN, lastOfType, runCli } from '../../helpers/cli.ts';
 import { missingEtcd, startEtcd, type EtcdServer } from '../../helpers/etcd.ts';
 import { missingMariadb } from '../../helpers/mariadb.ts';
 import { missingPostgres } from '../../helpers/postgres.ts';
+import { processesMentioning } from '../../helpers/processes.ts';
 import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 
 // A drill killed with SIGKILL takes its private server with it (the kernel's parent-death signal,
@@ -19,21 +19,9 @@ import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
 
 const CHILD = fileURLToPath(new URL('./private-server-child.ts', import.meta.url));
 
-/** Live (not zombie) processes whose command line mentions `text` (and `also`). */
-function processesMentioning(text: string, also = text): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${name}/cmdline`, 'latin1');
-      if (!cmdline.includes(text) || !cmdline.includes(also)) continue;
-      const stat = readFileSync(`/proc/${name}/stat`, 'latin1');
-      if (!/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2))) found.push(Number(name));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return found;
+/** The pids of live processes whose command line mentions every one of `texts`. */
+function pidsMentioning(...texts: string[]): number[] {
+  return processesMentioning(...texts).map((found) => found.pid);
 }
 
 /** Waits, looking every 50 ms, until `done` holds; fails after `seconds`. */
@@ -77,10 +65,10 @@ describe('a drill killed with SIGKILL', () => {
         until(`${kind} started`, 120, () => out.includes('ready')),
         exited.then(([code]) => assert.fail(`the process starting the private ${kind} exited (${String(code)}) before it was ready`)),
       ]);
-      const servers = processesMentioning(join(dir, 'data'));
+      const servers = pidsMentioning(join(dir, 'data'));
       assert.ok(servers.length > 0, `a ${kind} server runs on ${dir}`);
       await killed(child);
-      await until(`the private ${kind} server ended`, 30, () => processesMentioning(join(dir, 'data')).length === 0);
+      await until(`the private ${kind} server ended`, 30, () => pidsMentioning(join(dir, 'data')).length === 0);
     });
   }
 
@@ -105,8 +93,8 @@ describe('a drill killed with SIGKILL', () => {
       ]);
       await killed(child);
       // No death signal here: the server is stopped by hand.
-      for (const pid of processesMentioning(join(dir, 'data'))) process.kill(pid, 'SIGTERM');
-      await until('the private mariadbd stopped', 60, () => processesMentioning(join(dir, 'data')).length === 0);
+      for (const pid of pidsMentioning(join(dir, 'data'))) process.kill(pid, 'SIGTERM');
+      await until('the private mariadbd stopped', 60, () => pidsMentioning(join(dir, 'data')).length === 0);
     },
   );
 
@@ -135,14 +123,14 @@ describe('a drill killed with SIGKILL', () => {
       });
       const exited = once(child, 'exit');
       await Promise.race([
-        until('the private etcd member started', 120, () => processesMentioning(`${scratchParent}/`, '--listen-client-urls').length > 0),
+        until('the private etcd member started', 120, () => pidsMentioning(`${scratchParent}/`, '--listen-client-urls').length > 0),
         exited.then(([code]) => assert.fail(`the drill ended (${String(code)}) before its private member started`)),
       ]);
       await killed(child);
-      await until('the private etcd member ended', 30, () => processesMentioning(`${scratchParent}/`, '--listen-client-urls').length === 0);
+      await until('the private etcd member ended', 30, () => pidsMentioning(`${scratchParent}/`, '--listen-client-urls').length === 0);
       // A client the killed drill ran (etcdctl) may still be waiting out its timeout against the dead
       // member: while a process uses the directory, the next drill leaves it (drill-scratch.ts).
-      await until('the killed drill’s clients ended', 60, () => processesMentioning(`${scratchParent}/`).length === 0);
+      await until('the killed drill’s clients ended', 60, () => pidsMentioning(`${scratchParent}/`).length === 0);
       const left = (await readdir(scratchParent)).filter((name) => name.startsWith('cairn-drill-'));
       assert.equal(left.length, 1, 'the killed drill left its scratch directory');
 
