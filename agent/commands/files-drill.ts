@@ -53,8 +53,8 @@ class ProvingReader extends PieceReader {
     this.repository = repo;
   }
 
-  override async read(id: Buffer): Promise<Buffer> {
-    const data = await super.read(id);
+  override async read(id: Buffer, options: { detach?: boolean } = {}): Promise<Buffer> {
+    const data = await super.read(id, options);
     const hex = id.toString('hex');
     if (!this.repository.pieceId(data).equals(id)) {
       this.mismatches.push(hex);

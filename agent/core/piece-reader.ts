@@ -123,6 +123,10 @@ function slotAt(plain: PlainFrame, id: Buffer, offset: number): number {
   return -1;
 }
 
+function frameCacheKey(location: PieceLocation): string {
+  return `${location.packId}:${location.frameOffset}:${location.frameLength}`;
+}
+
 export class PieceReader {
   private readonly repo: Repository;
   private readonly index: PieceIndex;
@@ -145,13 +149,31 @@ export class PieceReader {
     return location;
   }
 
-  async read(id: Buffer): Promise<Buffer> {
+  /**
+   * Starts reading a piece for a reader that holds it until it is written (restore, dump), and says
+   * what the read holds meanwhile, for its read-ahead budget: the piece's own bytes, or its frame's
+   * stored length when the read starts fetching that frame (its bytes are held, encrypted and then
+   * decoded, until the frame is open). The piece comes back as its own copy when it is under half its
+   * frame, so a piece waiting for its writer never keeps a whole decoded frame alive: small pieces
+   * scattered over many frames (a page file's runs stored by many backups) held every frame they
+   * came from, ~100 times what the budget counted.
+   */
+  readAhead(id: Buffer): { data: Promise<Buffer>; holds: number } {
+    const location = this.location(id);
+    const fetching = !this.frames.has(frameCacheKey(location));
+    const data = this.read(id, { detach: true });
+    return { data, holds: fetching ? Math.max(location.length, location.frameLength) : location.length };
+  }
+
+  /** `detach`: return a piece under half its frame as a copy (see readAhead). */
+  async read(id: Buffer, options: { detach?: boolean } = {}): Promise<Buffer> {
     const locations = this.index.locations(id);
     if (locations.length === 0) throw notIndexed(id);
     const failures: CairnError[] = [];
     for (const location of locations) {
       try {
-        return await this.readAt(id, location);
+        const data = await this.readAt(id, location);
+        return options.detach && data.length * 2 < data.buffer.byteLength ? Buffer.from(data) : data;
       } catch (error) {
         // Only damage (and a missing or short pack, which is damage too) moves on to the next location;
         // a storage outage or a cancellation says nothing about the data and stops the read.
@@ -168,7 +190,7 @@ export class PieceReader {
 
   /** Reads the piece at one location, or throws DamagedError saying why this location does not hold it. */
   async readAt(id: Buffer, location: PieceLocation): Promise<Buffer> {
-    const cacheKey = `${location.packId}:${location.frameOffset}:${location.frameLength}`;
+    const cacheKey = frameCacheKey(location);
     let frame = this.frames.get(cacheKey);
     if (!frame) {
       frame = this.fetchFrame(location);

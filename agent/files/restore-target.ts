@@ -193,10 +193,11 @@ function isErrno(error: unknown, code: string): boolean {
 }
 
 /**
- * The read-ahead a restore runs with: 4 MiB of pieces per unit of --concurrency (at least 2). Each
- * piece read ahead holds its whole frame while it is fetched, decrypted and decompressed (about
- * three frame-sized buffers), so held memory is several times the read-ahead: with 8 MiB per unit
- * a 2-unit restore held ~108 MiB of Buffers, with 4 MiB ~55 MiB, at the same speed from a local disk.
+ * The read-ahead a restore runs with: 4 MiB per unit of --concurrency (at least 2), counted as
+ * PieceReader.readAhead counts a read (a frame's stored bytes for a read that fetches it, else the
+ * piece). A frame fetched is held, decrypted and decompressed, in about three frame-sized buffers
+ * on the way, so held memory is a few times the read-ahead: with 8 MiB per unit a 2-unit restore
+ * held ~108 MiB of Buffers, with 4 MiB ~55 MiB, at the same speed from a local disk.
  */
 export function readAheadFor(concurrency: number): number {
   return Math.max(2, concurrency) * (4 << 20);

@@ -8,7 +8,11 @@ export interface SliceRead {
   id: Buffer;
   /** The slice's bytes once its piece is in; a slice past its piece's end rejects with DamagedError. */
   data: Promise<Buffer>;
-  /** Bytes of the piece read this slice started: 0 when it takes its bytes from a recent piece already read. */
+  /**
+   * What the read this slice started holds until the slice is written (PieceReader.readAhead: the
+   * piece, or its frame's stored bytes when the read fetches that frame); 0 when the slice takes its
+   * bytes from a recent piece already read.
+   */
   started: number;
   /** Bytes the slice yields (for an ordinary piece, the piece's indexed length). */
   length: number;
@@ -31,10 +35,9 @@ export async function* sliceReads(entry: TreeEntry, reader: PieceReader): AsyncG
   let total = 0;
   for await (const slice of contentSlices(entry, reader)) {
     if (slice.length === undefined) {
-      const started = reader.location(slice.id).length;
-      const data = reader.read(slice.id);
+      const { data, holds } = reader.readAhead(slice.id);
       data.catch(() => undefined);
-      yield { id: slice.id, data, started, length: started };
+      yield { id: slice.id, data, started: holds, length: reader.location(slice.id).length };
       continue;
     }
     // A page file's extents state their lengths: more than its size is damage before any of it is read.
@@ -44,8 +47,9 @@ export async function* sliceReads(entry: TreeEntry, reader: PieceReader): AsyncG
     const at = recent.findIndex((r) => r.id.equals(slice.id));
     let cached = at >= 0 ? (recent.splice(at, 1)[0] as { id: Buffer; piece: Promise<Buffer> }) : undefined;
     if (!cached) {
-      started = reader.location(slice.id).length;
-      cached = { id: Buffer.from(slice.id), piece: reader.read(slice.id) };
+      const { data, holds } = reader.readAhead(slice.id);
+      started = holds;
+      cached = { id: Buffer.from(slice.id), piece: data };
       cached.piece.catch(() => undefined);
     }
     recent.unshift(cached);

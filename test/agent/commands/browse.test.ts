@@ -374,9 +374,9 @@ describe('reading only what is needed', () => {
     // Trees: the root, d2 and d2/deep are read; d1's and d3's are not.
     class CountingReader extends PieceReader {
       readonly ids = new Set<string>();
-      override async read(id: Buffer): Promise<Buffer> {
+      override async read(id: Buffer, options?: { detach?: boolean }): Promise<Buffer> {
         this.ids.add(id.toString('hex'));
-        return super.read(id);
+        return super.read(id, options);
       }
     }
     const reader = new CountingReader(repo, await repo.loadIndex());

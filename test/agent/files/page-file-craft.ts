@@ -39,6 +39,11 @@ export async function craftPageFileSnapshot(
   ];
   const tree = await add(PieceType.tree, encodeTree({ version: 2, entries }));
   await writer.flush();
+  return commitCraftedSnapshot(repo, tree);
+}
+
+/** Commits a snapshot of the tree `tree` (already stored), as a host with the repository key could. */
+export async function commitCraftedSnapshot(repo: Repository, tree: Buffer): Promise<string> {
   const id = randomBytes(32).toString('hex');
   const now = new Date().toISOString();
   await repo.saveSnapshot({

@@ -68,10 +68,10 @@ class Collected extends Writable {
 /** A PieceReader that counts reads of each piece. */
 class CountingReader extends PieceReader {
   readonly reads = new Map<string, number>();
-  override read(id: Buffer): Promise<Buffer> {
+  override read(id: Buffer, options?: { detach?: boolean }): Promise<Buffer> {
     const key = id.toString('hex');
     this.reads.set(key, (this.reads.get(key) ?? 0) + 1);
-    return super.read(id);
+    return super.read(id, options);
   }
 }
 

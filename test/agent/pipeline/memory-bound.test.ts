@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { DEFAULT_CHUNKER, DEFAULT_PACK_SIZE } from '../../../agent/core/config.ts';
+import { PieceType } from '../../../agent/core/pack.ts';
+import { Repository } from '../../../agent/core/repository.ts';
+import { encodeTree } from '../../../agent/core/tree.ts';
 import { readAheadFor } from '../../../agent/files/restorer.ts';
+import { PackWriter } from '../../../agent/pipeline/pack-writer.ts';
+import { FileStorage } from '../../../agent/storage/file.ts';
+import { commitCraftedSnapshot } from '../files/page-file-craft.ts';
 import { CAIRN_BIN } from '../../helpers/cli.ts';
 
 const run = promisify(execFile);
@@ -56,10 +62,10 @@ describe('memory of backup and restore (child process, sampled)', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  async function peakOf(args: string[]): Promise<number> {
+  async function peakOf(args: string[], repo = join(dir, 'repo')): Promise<number> {
     const out = join(dir, 'peak');
     const env = { ...process.env, CAIRN_PASSWORD: 'memory-test', PROBE_OUT: out, NODE_OPTIONS: '' };
-    await run(process.execPath, ['--expose-gc', '-r', join(dir, 'probe.cjs'), CAIRN_BIN, '-r', join(dir, 'repo'), ...args], {
+    await run(process.execPath, ['--expose-gc', '-r', join(dir, 'probe.cjs'), CAIRN_BIN, '-r', repo, ...args], {
       env,
       maxBuffer: 16 * MiB,
     });
@@ -86,5 +92,54 @@ describe('memory of backup and restore (child process, sampled)', () => {
       .update(readFileSync(join(dir, 'out', file)))
       .digest('hex');
     assert.equal(restored, digest);
+  });
+
+  it('restore of small pieces scattered over many frames holds the read-ahead, not every frame', { timeout: 120_000 }, async (t) => {
+    // Each 8 KiB page of two files lies in a frame of its own, beside 1 MiB of other data: the layout
+    // of a page file whose runs were stored by many backups. A piece read ahead used to keep its whole
+    // decoded frame (and its fetch was counted as 8 KiB): this restore held ~300 MiB of Buffers.
+    const repoPath = join(dir, 'scattered');
+    const repo = await Repository.init(new FileStorage(repoPath), 'memory-test', { host: 'memory-test', user: 'tester' });
+    const writer = new PackWriter(repo, await repo.loadIndex(), { compression: { codec: 'none' }, concurrency: 2 });
+    const FRAMES = 160;
+    const files = [createHash('sha256'), createHash('sha256')].map((hash, n) => ({ name: `pages-${n}`, hash, ids: [] as string[] }));
+    for (let frame = 0; frame < FRAMES; frame++) {
+      for (const file of files) {
+        const page = randomFillSync(Buffer.allocUnsafe(8192));
+        file.hash.update(page);
+        const id = repo.pieceId(page);
+        await writer.add(id, PieceType.data, page);
+        file.ids.push(id.toString('hex'));
+      }
+      const rest = randomFillSync(Buffer.allocUnsafe(MiB - files.length * 8192));
+      await writer.add(repo.pieceId(rest), PieceType.data, rest);
+    }
+    const meta = {
+      type: 'file' as const,
+      mode: 0o644,
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      mtimeNs: '1600000000000000000',
+    };
+    const entries = files.map((file) => ({ ...meta, name: file.name, size: FRAMES * 8192, content: file.ids }));
+    const tree = encodeTree({ version: 2, entries });
+    const treeId = repo.pieceId(tree);
+    await writer.add(treeId, PieceType.tree, tree);
+    await writer.flush();
+    await commitCraftedSnapshot(repo, treeId);
+
+    const target = join(dir, 'scattered-out');
+    const restore = await peakOf(['--concurrency', String(CONCURRENCY), 'restore', '-q', 'latest', '--target', target], repoPath);
+    t.diagnostic(`restore of pages scattered over ${FRAMES} frames held ${(restore / MiB).toFixed(1)} MiB of Buffers`);
+    assert.ok(
+      restore <= RESTORE_BOUND + MARGIN,
+      `restore held ${(restore / MiB).toFixed(1)} MiB of Buffers, bound ${((RESTORE_BOUND + MARGIN) / MiB).toFixed(1)}`,
+    );
+    for (const file of files) {
+      const restored = createHash('sha256')
+        .update(readFileSync(join(target, file.name)))
+        .digest('hex');
+      assert.equal(restored, file.hash.digest('hex'), `${file.name} restored exactly`);
+    }
   });
 });
