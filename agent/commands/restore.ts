@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import type { EngineSpec } from '../core/engine-options/spec.ts';
 import { CairnError } from '../core/errors.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
+import { PARTIAL_SUFFIX } from '../engines/engine.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import { FRAME_THREADS, FrameThreads } from '../pipeline/frame-threads.ts';
@@ -129,7 +130,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   // Frames are opened on a worker thread: the main thread is the restore's bottleneck (pipeline/frame-threads.ts).
   const frames = new FrameThreads(repo.pieceIdKey(), FRAME_THREADS);
   const reader = new PieceReader(repo, index, { cacheFrames: 8, opener: frames });
-  const intoDirectory = async (directory: string): Promise<RestoreResult> => {
+  const intoDirectory = async (directory: string, partial: readonly string[] = []): Promise<RestoreResult> => {
     const target = resolve(directory);
     await refuseUnmatchedIncludes(reader, snapshot, options.includes);
     const state = await prepareTarget(target, options.force);
@@ -142,6 +143,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       readAheadBytes: readAheadFor(options.concurrency),
       progress: options.progress,
       signal: options.signal,
+      partial: { paths: new Set(partial), suffix: PARTIAL_SUFFIX },
     });
     return restorer.run(snapshot);
   };
@@ -159,8 +161,8 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const raw = typeof options.engineOptions === 'function' ? options.engineOptions(engine.spec) : options.engineOptions;
   const engineOptions = engine.parseOptions(raw ?? {});
   let result: RestoreResult = { files: 0, dirs: 0, symlinks: 0, bytes: 0, errors: [] };
-  const source = new RepositorySource(snapshot, reader, async (directory) => {
-    result = await intoDirectory(directory);
+  const source = new RepositorySource(snapshot, reader, async (directory, restoreTo) => {
+    result = await intoDirectory(directory, restoreTo.partial);
   });
   const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
   try {

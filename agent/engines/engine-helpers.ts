@@ -1,6 +1,9 @@
-import { readdir } from 'node:fs/promises';
+import { open, readdir, rename } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
+import type { ProgressListener } from '../progress/progress.ts';
+import { PARTIAL_SUFFIX } from './engine.ts';
 import { run } from '../process/run.ts';
 
 /** Validates an engine's options with its schema; the error names the engine and the field. */
@@ -21,7 +24,60 @@ export async function requireEmptyTarget(target: string | undefined, what: strin
   return target;
 }
 
+/**
+ * Checks the --owner user exists before anything is written: a name mistyped would otherwise fail
+ * the restore at its end, after every byte of the data directory was written.
+ */
+export async function requireOwner(owner: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
+  // A numeric id needs no account (chown takes it as it is).
+  if (!owner || /^\d+$/.test(owner)) return;
+  await run(['id', '-u', '--', owner], { env }).catch((error: unknown) => {
+    throw new CairnError('Cairn.Usage', `--owner ${owner}: there is no such user on this host; nothing was written`, {
+      hint: 'name the user the database server runs as (for example mysql or postgres), or leave --owner out',
+      cause: error,
+    });
+  });
+}
+
 /** Gives a restored data directory to the user its server runs as (e.g. mysql, postgres). */
 export async function giveTo(target: string, owner: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
   if (owner) await run(['chown', '-R', `${owner}:`, target], { env, hint: `check that the user ${owner} exists` });
+}
+
+/**
+ * An engine's last step: flushes the restored directory's filesystem to disk (`sync --file-system`:
+ * the restore writes through the page cache), then moves the files it held back
+ * (RestoreToOptions.partial) into place and flushes their directories. Until the rename the
+ * server refuses the directory; after it, the directory is whole even across a power cut.
+ */
+export async function placeLast(
+  target: string,
+  paths: readonly string[],
+  env: NodeJS.ProcessEnv,
+  progress: Pick<ProgressListener, 'warn'>,
+): Promise<void> {
+  await run(['sync', '--file-system', target], { env }).catch((error: unknown) => {
+    progress.warn(
+      `could not flush ${target} to disk (${error instanceof Error ? error.message : String(error)}): the restore is complete, but a power cut in the next seconds could lose part of it; run \`sync\` before starting the server`,
+    );
+  });
+  for (const path of paths) {
+    const final = join(target, path);
+    try {
+      await rename(final + PARTIAL_SUFFIX, final);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      throw new CairnError('Cairn.Damaged', `the snapshot holds no ${path}; ${target} is not a data directory the server can start`, {
+        hint: 'restore another snapshot (`cairn snapshots`), and run `cairn verify` on this one',
+      });
+    }
+    const directory = await open(dirname(final), 'r');
+    try {
+      await directory.sync();
+    } catch {
+      // Some filesystems refuse fsync on a directory; the rename is then as durable as they make it.
+    } finally {
+      await directory.close();
+    }
+  }
 }

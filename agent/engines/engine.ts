@@ -133,11 +133,24 @@ export interface FileMeta {
   gid?: number;
 }
 
+/** What a file an engine holds back (RestoreToOptions.partial) is named until the engine's last step. */
+export const PARTIAL_SUFFIX = '.cairn-restoring';
+
+export interface RestoreToOptions {
+  /**
+   * Files (paths in the snapshot) written under their name plus PARTIAL_SUFFIX, for the engine to
+   * move into place as its very last step (engine-helpers.ts placeLast): a file the server cannot
+   * start without, so that a restore stopped anywhere before its end — killed, failed, out of
+   * space — leaves a directory the server refuses rather than one it starts with files missing.
+   */
+  partial?: readonly string[];
+}
+
 /** What an engine reads back at restore: the snapshot's files, and the metadata it recorded. */
 export interface SnapshotSource {
   metadata: EngineMetadata;
   list(): Promise<Array<{ path: string; size: number }>>;
   open(path: string): Readable;
   /** Writes the whole snapshot into a directory (physical engines restore files as they were). */
-  restoreTo(directory: string): Promise<void>;
+  restoreTo(directory: string, options?: RestoreToOptions): Promise<void>;
 }

@@ -4,8 +4,8 @@ import { CairnError } from '../core/errors.ts';
 import { explainMysqlError, mysqlOptionFile } from '../process/mysql-option-file.ts';
 import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
-import { giveTo, parseEngineOptions, requireEmptyTarget } from './engine-helpers.ts';
-import type { Engine, EngineMetadata } from './engine.ts';
+import { giveTo, parseEngineOptions, placeLast, requireEmptyTarget, requireOwner } from './engine-helpers.ts';
+import type { Engine, EngineMetadata, SnapshotSource } from './engine.ts';
 import { drillMariadb, mariadbDrillTools } from './mariabackup-drill.ts';
 import { splitXbstream } from './xbstream.ts';
 
@@ -17,7 +17,8 @@ type Options = z.infer<typeof mariadbSpec.schema>;
  * Percona `xtrabackup` for MySQL, the same stream), split into the datadir's
  * files as it arrives: no full-size copy on local disk, and unchanged files are
  * not stored again. Binlog file, position and GTID come from the tool's report.
- * Restore: the files into an empty datadir, `--prepare`, ownership, ready to start.
+ * Restore: the files into an empty datadir, `--prepare`, ownership, ready to start; the grant
+ * table's definition is placed last (heldBack).
  */
 export const mariabackupEngine: Engine<Options> = {
   name: mariadbSpec.name,
@@ -84,8 +85,10 @@ export const mariabackupEngine: Engine<Options> = {
   },
 
   async restore(options, source, ctx) {
+    await requireOwner(options.owner, ctx.env);
     const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir');
-    await source.restoreTo(target);
+    const last = await heldBack(source);
+    await source.restoreTo(target, { partial: last });
     const tool = await findBinary(['mariabackup', 'xtrabackup']);
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {
       throw new CairnError('Cairn.Failure', `${tool} --prepare failed: ${error instanceof Error ? error.message : String(error)}`, {
@@ -93,6 +96,7 @@ export const mariabackupEngine: Engine<Options> = {
       });
     });
     await giveTo(target, options.owner, ctx.env);
+    await placeLast(target, last, ctx.env, ctx.progress);
   },
 
   drillTools: mariadbDrillTools,
@@ -102,3 +106,17 @@ export const mariabackupEngine: Engine<Options> = {
     return drillMariadb(source, ctx);
   },
 };
+
+/**
+ * The file a restore places last. A datadir restored in part, or not yet prepared, starts: InnoDB
+ * recovers from the copied redo log and serves what is there, and a table the log does not name is
+ * simply missing. Without its grant table's definition the server aborts at start ("Can't open and
+ * lock privilege tables"), and `--prepare` does not read it: MariaDB 10.4+ keeps grants in
+ * mysql.global_priv, MySQL 5.7 and older MariaDB in mysql.user. MySQL 8 keeps both in mysql.ibd,
+ * which `--prepare` needs: nothing is held back there.
+ */
+async function heldBack(source: SnapshotSource): Promise<string[]> {
+  const files = new Set((await source.list()).map((file) => file.path));
+  const grants = ['mysql/global_priv.frm', 'mysql/user.frm'].find((path) => files.has(path));
+  return grants ? [grants] : [];
+}

@@ -4,17 +4,17 @@ import type { PieceReader } from '../core/piece-reader.ts';
 import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, type TreeEntry } from '../core/tree.ts';
 import { contentBytes } from '../core/file-content.ts';
-import type { SnapshotSource } from './engine.ts';
+import type { RestoreToOptions, SnapshotSource } from './engine.ts';
 
 /** A snapshot's files as an engine sees them at restore time. */
 export class RepositorySource implements SnapshotSource {
   readonly metadata: Record<string, unknown>;
   private readonly snapshot: Snapshot;
   private readonly reader: PieceReader;
-  private readonly restoreDirectory: (directory: string) => Promise<void>;
+  private readonly restoreDirectory: (directory: string, options: RestoreToOptions) => Promise<void>;
   private files: Map<string, TreeEntry> | undefined;
 
-  constructor(snapshot: Snapshot, reader: PieceReader, restoreDirectory: (directory: string) => Promise<void>) {
+  constructor(snapshot: Snapshot, reader: PieceReader, restoreDirectory: (directory: string, options: RestoreToOptions) => Promise<void>) {
     this.snapshot = snapshot;
     this.metadata = snapshot.engineMetadata;
     this.reader = reader;
@@ -37,8 +37,8 @@ export class RepositorySource implements SnapshotSource {
     return Readable.from(pieces(), { objectMode: false });
   }
 
-  restoreTo(directory: string): Promise<void> {
-    return this.restoreDirectory(directory);
+  restoreTo(directory: string, options: RestoreToOptions = {}): Promise<void> {
+    return this.restoreDirectory(directory, options);
   }
 
   private async index(): Promise<Map<string, TreeEntry>> {

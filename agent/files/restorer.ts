@@ -35,6 +35,8 @@ export interface RestoreOptions {
    * data (say `--target /`) must not chown or chmod that directory itself.
    */
   applyRoot?: boolean | undefined;
+  /** Paths in the snapshot written under their name plus `suffix`, for an engine to move into place last (engines/engine.ts RestoreToOptions). */
+  partial?: { paths: ReadonlySet<string>; suffix: string } | undefined;
 }
 
 export interface RestoreResult {
@@ -409,7 +411,8 @@ export class Restorer implements ReadAheadBudget {
         continue;
       }
       const childRel = rel === '' ? entry.name : `${rel}/${entry.name}`;
-      const childKey = key === '' ? nameKey : `${key}/${nameKey}`;
+      let childKey = key === '' ? nameKey : `${key}/${nameKey}`;
+      if (entry.type !== 'dir' && this.options.partial?.paths.has(childRel)) childKey += this.options.partial.suffix;
       const included = this.includes.empty || this.includes.matchesSelfOrAncestor(childRel);
       if (entry.type === 'dir') {
         // With --include, read only the trees of directories that may hold a match.

@@ -22,6 +22,8 @@ export interface PostgresServer {
 }
 
 const BIN = '/usr/lib/postgresql/15/bin';
+/** Where Debian's PostgreSQL 15 server programs are. */
+export const POSTGRES_BIN = BIN;
 
 export function missingPostgres(): string | undefined {
   const missing = ['initdb', 'postgres'].filter((b) => spawnSync('test', ['-x', join(BIN, b)]).status !== 0);

@@ -2,9 +2,11 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { runCli, lastOfType, CAIRN_BIN } from '../../helpers/cli.ts';
-import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
+import { tempDir, PASSPHRASE, restoreTo } from '../../helpers/repo.ts';
+import { STOPPED_AFTER_FILES, registryStoppingAfterFiles } from '../../helpers/stopping-engine.ts';
 import { missingMariadb, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { PieceReader } from '../../../agent/core/piece-reader.ts';
@@ -38,6 +40,8 @@ describe('mariadb physical engine (mariabackup) against a real MariaDB server', 
   let server: MariadbServer;
   let work: Awaited<ReturnType<typeof tempDir>>;
   let env: Record<string, string>;
+  /** The first backup's snapshot (set by the first test). */
+  let firstId = '';
   before(async () => {
     server = await startMariadb();
     work = await tempDir('mariabackup');
@@ -73,6 +77,7 @@ describe('mariadb physical engine (mariabackup) against a real MariaDB server', 
     assert.match(summary.engineMetadata.gtid, /^\d+-\d+-\d+$/);
     assert.ok(summary.engineMetadata.toLsn > 0);
     assert.ok(summary.filesNew > 20, `the stream was split into files (${summary.filesNew})`);
+    firstId = summary.snapshotId;
 
     server.sql('UPDATE items SET price = price + 1 WHERE id % 500 = 0', 'shop');
     // A tablespace's first page may still be only in the buffer pool (zeroes on disk) right after CREATE TABLE,
@@ -107,6 +112,22 @@ describe('mariadb physical engine (mariabackup) against a real MariaDB server', 
     }
     const again = await runCli(['restore', summary.snapshotId, '--target', datadir], env);
     assert.equal(again.code, 15, 'a non-empty datadir is refused');
+  });
+
+  it('a restore stopped before its end leaves a datadir MariaDB refuses to start: the grant table is placed last', async () => {
+    assert.ok(firstId, 'the first test backed up the server');
+    const repo = await Repository.open(new FileStorage(env.CAIRN_REPOSITORY as string), PASSPHRASE);
+    const datadir = join(work.path, 'stopped-datadir');
+    await assert.rejects(
+      restoreTo(repo, firstId, datadir, { engines: registryStoppingAfterFiles('mariadb') }),
+      new RegExp(STOPPED_AFTER_FILES),
+    );
+    assert.ok(existsSync(join(datadir, 'ibdata1')), 'the files were written');
+    assert.ok(!existsSync(join(datadir, 'mysql', 'global_priv.frm')), 'the grant table is not in place');
+    assert.ok(existsSync(join(datadir, 'mysql', 'global_priv.frm.cairn-restoring')), 'it waits under another name');
+    // Unprepared and in part, this datadir would start (InnoDB recovers from the copied redo log); without
+    // its grant table the server aborts.
+    await assert.rejects(startMariadb({ datadir }), /Can't open and lock privilege tables/);
   });
 });
 

@@ -2,12 +2,16 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Repository } from '../../../agent/core/repository.ts';
+import { FileStorage } from '../../../agent/storage/file.ts';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
-import { tempDir, PASSPHRASE } from '../../helpers/repo.ts';
-import { missingPostgres, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
+import { tempDir, PASSPHRASE, restoreTo } from '../../helpers/repo.ts';
+import { POSTGRES_BIN, missingPostgres, startPostgres, type PostgresServer } from '../../helpers/postgres.ts';
+import { STOPPED_AFTER_FILES, registryStoppingAfterFiles } from '../../helpers/stopping-engine.ts';
 
 const skip =
   missingPostgres() ??
@@ -27,6 +31,8 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
   let work: Awaited<ReturnType<typeof tempDir>>;
   let pgWork: string;
   let env: Record<string, string>;
+  /** The first backup's snapshot (set by the first test). */
+  let firstId = '';
   before(async () => {
     server = await startPostgres();
     work = await tempDir('pgphysical');
@@ -68,6 +74,7 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     assert.match(summary.engineMetadata.stopLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
     assert.equal(summary.engineMetadata.timeline, 1);
     assert.ok(summary.filesNew > 500, `the tar was split into the cluster's files (${summary.filesNew})`);
+    firstId = summary.snapshotId;
 
     server.sql("UPDATE notes SET body = body || '!' WHERE id % 100 = 0", 'bench');
     const second = await runCli(['backup', ...conn], env);
@@ -101,5 +108,39 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     } finally {
       await copy2.stop();
     }
+  });
+
+  it('a restore stopped before its end leaves a data directory PostgreSQL refuses to start: pg_control is placed last', async () => {
+    assert.ok(firstId, 'the first test backed up the cluster');
+    const registry = registryStoppingAfterFiles('postgres');
+    const repo = await Repository.open(new FileStorage(join(work.path, 'repo')), PASSPHRASE);
+    const dataDir = join(pgWork, 'stopped');
+    await assert.rejects(restoreTo(repo, firstId, dataDir, { engines: registry }), new RegExp(STOPPED_AFTER_FILES));
+    assert.ok(existsSync(join(dataDir, 'PG_VERSION')), 'the files were written');
+    assert.ok(!existsSync(join(dataDir, 'global', 'pg_control')), 'pg_control is not in place');
+    assert.ok(existsSync(join(dataDir, 'global', 'pg_control.cairn-restoring')), 'it waits under another name');
+
+    // PostgreSQL refuses the directory (it would have started with whatever was written).
+    await chmod(dataDir, 0o700);
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) assert.equal(spawnSync('chown', ['-R', 'postgres:', dataDir]).status, 0);
+    const argv = [join(POSTGRES_BIN, 'postgres'), '-D', dataDir, '-c', 'listen_addresses=', '-k', dataDir];
+    const started = spawnSync(asRoot ? 'runuser' : (argv[0] as string), asRoot ? ['-u', 'postgres', '--', ...argv] : argv.slice(1), {
+      cwd: pgWork,
+      encoding: 'utf8',
+      // Only a guard: PostgreSQL exits at once here; a server that started would be stopped by it.
+      timeout: 60_000,
+    });
+    assert.notEqual(started.status, 0, 'the server did not start');
+    assert.match(started.stderr, /could not open file "[^"]*global\/pg_control"/);
+  });
+
+  it('a restore with an --owner that does not exist fails before it writes anything', async () => {
+    assert.ok(firstId, 'the first test backed up the cluster');
+    const dataDir = join(pgWork, 'no-such-owner');
+    const r = await runCli(['restore', firstId, '--target', dataDir, '--owner', 'cairn-no-such-user'], env);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--owner cairn-no-such-user: there is no such user on this host; nothing was written/);
+    assert.ok(!existsSync(join(dataDir, 'PG_VERSION')), 'nothing was written');
   });
 });
