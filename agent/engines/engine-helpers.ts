@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { open, readdir, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
@@ -13,13 +14,22 @@ export function parseEngineOptions<S extends z.ZodType>(engine: string, schema: 
   return parsed.data;
 }
 
-/** Physical restores write a whole data directory: it must be new or empty, and nothing is written otherwise. */
-export async function requireEmptyTarget(target: string | undefined, what: string): Promise<string> {
+/**
+ * Physical restores write a whole data directory: it must be new or empty, and nothing is written
+ * otherwise. `partial`: the files the engine places last (placeLast), one of which found under its
+ * partial name says a restore into this directory stopped part-way.
+ */
+export async function requireEmptyTarget(target: string | undefined, what: string, partial: readonly string[] = []): Promise<string> {
   if (!target) throw new CairnError('Cairn.Usage', `restoring needs --target DIR, ${what}`);
   if ((await readdir(target).catch(() => [] as string[])).length > 0) {
-    throw new CairnError('Cairn.TargetNotEmpty', `${target} is not empty; nothing was written`, {
-      hint: `give a new, empty directory for ${what}`,
-    });
+    const stopped = partial.find((path) => existsSync(join(target, path + PARTIAL_SUFFIX)));
+    throw new CairnError(
+      'Cairn.TargetNotEmpty',
+      stopped
+        ? `${target} holds a restore that stopped part-way (${stopped}${PARTIAL_SUFFIX} was never moved into place); nothing was written`
+        : `${target} is not empty; nothing was written`,
+      { hint: stopped ? `empty ${target} and run the restore again` : `give a new, empty directory for ${what}` },
+    );
   }
   return target;
 }

@@ -86,8 +86,8 @@ export const mariabackupEngine: Engine<Options> = {
 
   async restore(options, source, ctx) {
     await requireOwner(options.owner, ctx.env);
-    const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir');
     const last = await heldBack(source);
+    const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir', last);
     await source.restoreTo(target, { partial: last });
     const tool = await findBinary(['mariabackup', 'xtrabackup']);
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {

@@ -79,7 +79,7 @@ export const postgresEngine: Engine<Options> = {
 
   async restore(options, source, ctx) {
     await requireOwner(options.owner, ctx.env);
-    const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory');
+    const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory', [PG_CONTROL]);
     // pg_control last, as pgBackRest does: PostgreSQL will not start a data directory without it, so a
     // restore stopped anywhere before its end leaves one it refuses, not one that starts with files missing.
     await source.restoreTo(target, { partial: [PG_CONTROL] });

@@ -133,6 +133,10 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     });
     assert.notEqual(started.status, 0, 'the server did not start');
     assert.match(started.stderr, /could not open file "[^"]*global\/pg_control"/);
+    // Restoring into it again says what is there.
+    const again = await runCli(['restore', firstId, '--target', dataDir], env);
+    assert.equal(again.code, 15, again.stderr);
+    assert.match(again.stderr, /holds a restore that stopped part-way \(global\/pg_control\.cairn-restoring was never moved into place\)/);
   });
 
   it('a restore with an --owner that does not exist fails before it writes anything', async () => {
