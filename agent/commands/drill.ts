@@ -11,7 +11,7 @@ import { failureOf, missingDrillTools } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext, Engine } from '../engines/engine.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { RepositorySource } from '../engines/source.ts';
-import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
+import { Restorer, fetchAheadFor, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { drillFiles, hostErrors, stripSpecialBits } from './files-drill.ts';
 import { checkFreeSpace, minFreeSpace, watchFreeSpace } from './drill-space.ts';
 import { makeScratch, removeKilledScratch, removeScratch } from './drill-scratch.ts';
@@ -210,7 +210,7 @@ async function drillLocked(repo: Repository, snapshot: Snapshot, options: DrillO
       checks = await drillFiles(repo, snapshot, { ...drillCtx, concurrency: options.concurrency }, join(scratch, 'files'));
     } else {
       const index = await repo.loadIndex(options.concurrency * 2);
-      const reader = new PieceReader(repo, index, { cacheFrames: 8 });
+      const reader = new PieceReader(repo, index, { cacheFrames: 8, fetchBytes: fetchAheadFor(options.concurrency) });
       // A physical engine's drill restores the files into a directory of its scratch space (Restorer, as `cairn restore` does).
       const source = new RepositorySource(snapshot, reader, async (directory) => {
         const target = resolve(directory);

@@ -9,7 +9,7 @@ import type { Snapshot } from '../core/snapshot.ts';
 import { decodeTree, entryName } from '../core/tree.ts';
 import { timedCheck } from '../engines/drill-tools.ts';
 import type { DrillCheck, DrillContext } from '../engines/engine.ts';
-import { Restorer, prepareTarget, readAheadFor } from '../files/restorer.ts';
+import { Restorer, fetchAheadFor, prepareTarget, readAheadFor } from '../files/restorer.ts';
 import { contentPieces } from '../core/file-content.ts';
 
 /**
@@ -48,8 +48,8 @@ class ProvingReader extends PieceReader {
   mismatches: string[] = [];
   private readonly repository: Repository;
 
-  constructor(repo: Repository, index: PieceIndex) {
-    super(repo, index, { cacheFrames: 8 });
+  constructor(repo: Repository, index: PieceIndex, fetchBytes: number) {
+    super(repo, index, { cacheFrames: 8, fetchBytes });
     this.repository = repo;
   }
 
@@ -75,7 +75,7 @@ export async function drillFiles(
   target: string,
 ): Promise<DrillCheck[]> {
   const index = await repo.loadIndex(ctx.concurrency * 2);
-  const reader = new ProvingReader(repo, index);
+  const reader = new ProvingReader(repo, index, fetchAheadFor(ctx.concurrency));
   const checks: DrillCheck[] = [];
   checks.push(
     await timedCheck('restore', 'restore', ctx.signal, async () => {

@@ -11,7 +11,7 @@ import { FRAME_THREADS, FrameThreads } from '../pipeline/frame-threads.ts';
 import type { Repository, Who } from '../core/repository.ts';
 import { failureDetails, record, underLock, operationContext } from './operation.ts';
 import type { Snapshot } from '../core/snapshot.ts';
-import { Restorer, prepareTarget, readAheadFor, type RestoreResult } from '../files/restorer.ts';
+import { Restorer, fetchAheadFor, prepareTarget, readAheadFor, type RestoreResult } from '../files/restorer.ts';
 import { unmatchedIncludes } from '../files/unmatched-includes.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { LogArchive } from '../core/log-archive.ts';
@@ -129,7 +129,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const index = await repo.loadIndex(options.concurrency * 2, (message) => options.progress.warn(message));
   // Frames are opened on a worker thread: the main thread is the restore's bottleneck (pipeline/frame-threads.ts).
   const frames = new FrameThreads(repo.pieceIdKey(), FRAME_THREADS);
-  const reader = new PieceReader(repo, index, { cacheFrames: 8, opener: frames });
+  const reader = new PieceReader(repo, index, { cacheFrames: 8, opener: frames, fetchBytes: fetchAheadFor(options.concurrency) });
   const intoDirectory = async (directory: string, partial: readonly string[] = []): Promise<RestoreResult> => {
     const target = resolve(directory);
     await refuseUnmatchedIncludes(reader, snapshot, options.includes);

@@ -38,3 +38,36 @@ export class Semaphore {
     else this.available++;
   }
 }
+
+/**
+ * Bounds the bytes of work in flight: `run(bytes, fn)` starts when what runs leaves room for
+ * `bytes` (or nothing runs: a job larger than the budget runs alone). First come, first served.
+ */
+export class ByteBudget {
+  private inFlight = 0;
+  private readonly waiters: Array<{ bytes: number; start: () => void }> = [];
+  private readonly limit: number;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  async run<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+    if (this.waiters.length === 0 && this.fits(bytes)) this.inFlight += bytes;
+    else await new Promise<void>((start) => this.waiters.push({ bytes, start }));
+    try {
+      return await fn();
+    } finally {
+      this.inFlight -= bytes;
+      for (let next = this.waiters[0]; next && this.fits(next.bytes); next = this.waiters[0]) {
+        this.waiters.shift();
+        this.inFlight += next.bytes;
+        next.start();
+      }
+    }
+  }
+
+  private fits(bytes: number): boolean {
+    return this.inFlight === 0 || this.inFlight + bytes <= this.limit;
+  }
+}

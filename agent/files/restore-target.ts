@@ -202,3 +202,13 @@ function isErrno(error: unknown, code: string): boolean {
 export function readAheadFor(concurrency: number): number {
   return Math.max(2, concurrency) * (4 << 20);
 }
+
+/**
+ * The frames a restore fetches and opens at once, in stored bytes (PieceReader's `fetchBytes`): twice
+ * its read-ahead, so that on a store with latency the frames in flight, not the pieces waiting for
+ * their writers, stay the limit they were before this bound existed (with as much as the read-ahead,
+ * a restore of ~300 KiB files from a store answering in 100 ms took 5.6 s instead of 4.9 s).
+ */
+export function fetchAheadFor(concurrency: number): number {
+  return 2 * readAheadFor(concurrency);
+}

@@ -18,7 +18,7 @@ import { TargetTree } from './restore-target.ts';
 import { SmallFilePlan } from './small-file-plan.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
-export { prepareTarget, readAheadFor, type TargetState } from './restore-target.ts';
+export { fetchAheadFor, prepareTarget, readAheadFor, type TargetState } from './restore-target.ts';
 
 export interface RestoreOptions {
   target: string;

@@ -1,6 +1,6 @@
 import { DamagedError } from '../core/errors.ts';
 import { CONTENT_CACHE_PIECES, contentSlices, sliceOf } from '../core/file-content.ts';
-import type { PieceReader } from '../core/piece-reader.ts';
+import { detachSmall, type PieceReader } from '../core/piece-reader.ts';
 import type { TreeEntry } from '../core/tree.ts';
 
 /** One slice of a file, its read already started (or shared with a recent piece's). */
@@ -9,9 +9,8 @@ export interface SliceRead {
   /** The slice's bytes once its piece is in; a slice past its piece's end rejects with DamagedError. */
   data: Promise<Buffer>;
   /**
-   * What the read this slice started holds until the slice is written (PieceReader.readAhead: the
-   * piece, or its frame's stored bytes when the read fetches that frame); 0 when the slice takes its
-   * bytes from a recent piece already read.
+   * What the read this slice started holds until the slice is written (PieceReader.readAhead); 0 when
+   * the slice takes its bytes from a recent piece already read.
    */
   started: number;
   /** Bytes the slice yields (for an ordinary piece, the piece's indexed length). */
@@ -54,7 +53,9 @@ export async function* sliceReads(entry: TreeEntry, reader: PieceReader): AsyncG
     }
     recent.unshift(cached);
     if (recent.length > CONTENT_CACHE_PIECES) recent.pop();
-    const data = cached.piece.then((piece) => sliceOf(piece, slice));
+    // A slice small beside the memory it lies in is copied out: a slice kept until its file is complete
+    // (a small file's, small-file-writers.ts) would otherwise keep its whole piece, or frame, alive.
+    const data = cached.piece.then((piece) => detachSmall(sliceOf(piece, slice)));
     data.catch(() => undefined);
     yield { id: cached.id, data, started, length: slice.length };
   }
