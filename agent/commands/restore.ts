@@ -5,6 +5,7 @@ import type { EngineSpec } from '../core/engine-options/spec.ts';
 import { CairnError } from '../core/errors.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
 import { PARTIAL_SUFFIX } from '../engines/engine.ts';
+import { placeLast, stoppedRestoreIn } from '../engines/engine-helpers.ts';
 import { RepositorySource } from '../engines/source.ts';
 import { PieceReader } from '../core/piece-reader.ts';
 import { FRAME_THREADS, FrameThreads } from '../pipeline/frame-threads.ts';
@@ -165,13 +166,21 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     result = await intoDirectory(directory, restoreTo.partial);
   });
   const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
+  const env = options.env ?? process.env;
+  // The files the engine held back go into place last of all: after the replay of a point-in-time restore.
+  const replaying = Boolean(replayPlan && options.pointInTime && options.target);
+  let heldBack: { directory: string; paths: readonly string[] } | undefined;
   try {
     await engine.restore(engineOptions, source, {
       progress: options.progress,
       signal: options.signal,
-      env: options.env ?? process.env,
+      env,
       tempDir,
       target: { directory: options.target ? resolve(options.target) : undefined, database: options.targetDatabase },
+      placeLast: async (directory, paths) => {
+        if (replaying) heldBack = { directory, paths };
+        else await placeLast(directory, paths, env, options.progress);
+      },
     });
     if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   } finally {
@@ -192,11 +201,12 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       archive: new LogArchive(repo, replayPlan.stream),
       cairnArgv: options.pointInTime.cairnArgv,
       owner,
-      env: options.env ?? process.env,
+      env,
       signal: options.signal,
       progress: options.progress,
       tempDir: replayTemp,
     });
+    if (heldBack) await placeLast(heldBack.directory, heldBack.paths, env, options.progress);
     return { snapshot, result, replay: { ...done, plan: replayPlan } };
   } finally {
     await rm(replayTemp, { recursive: true, force: true });
@@ -218,8 +228,15 @@ async function refuseUnmatchedIncludes(reader: PieceReader, snapshot: Snapshot, 
   );
 }
 
-/** `--if-empty` (bootstrapping a replica): the restore is skipped when its target directory already holds data. */
+/**
+ * `--if-empty` (bootstrapping a replica): the restore is skipped when its target directory already
+ * holds data, but not when that data is a physical restore that stopped part-way: the server would
+ * refuse it, and a script looping on "already holds data" would never get a replica.
+ */
 export async function targetAlreadyHoldsData(options: { ifEmpty?: boolean | undefined; target?: string | undefined }): Promise<boolean> {
   if (!options.ifEmpty || !options.target) return false;
-  return (await readdir(options.target).catch(() => [])).length > 0;
+  if ((await readdir(options.target).catch(() => [])).length === 0) return false;
+  const stopped = await stoppedRestoreIn(options.target);
+  if (stopped) throw stopped;
+  return true;
 }

@@ -1,10 +1,10 @@
-import { existsSync } from 'node:fs';
 import { open, readdir, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
 import { CairnError } from '../core/errors.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { PARTIAL_SUFFIX } from './engine.ts';
+import { ownerSpec } from '../process/owner.ts';
 import { run } from '../process/run.ts';
 
 /** Validates an engine's options with its schema; the error names the engine and the field. */
@@ -14,24 +14,39 @@ export function parseEngineOptions<S extends z.ZodType>(engine: string, schema: 
   return parsed.data;
 }
 
-/**
- * Physical restores write a whole data directory: it must be new or empty, and nothing is written
- * otherwise. `partial`: the files the engine places last (placeLast), one of which found under its
- * partial name says a restore into this directory stopped part-way.
- */
-export async function requireEmptyTarget(target: string | undefined, what: string, partial: readonly string[] = []): Promise<string> {
+/** Physical restores write a whole data directory: it must be new or empty, and nothing is written otherwise. */
+export async function requireEmptyTarget(target: string | undefined, what: string): Promise<string> {
   if (!target) throw new CairnError('Cairn.Usage', `restoring needs --target DIR, ${what}`);
   if ((await readdir(target).catch(() => [] as string[])).length > 0) {
-    const stopped = partial.find((path) => existsSync(join(target, path + PARTIAL_SUFFIX)));
-    throw new CairnError(
-      'Cairn.TargetNotEmpty',
-      stopped
-        ? `${target} holds a restore that stopped part-way (${stopped}${PARTIAL_SUFFIX} was never moved into place); nothing was written`
-        : `${target} is not empty; nothing was written`,
-      { hint: stopped ? `empty ${target} and run the restore again` : `give a new, empty directory for ${what}` },
+    throw (
+      (await stoppedRestoreIn(target)) ??
+      new CairnError('Cairn.TargetNotEmpty', `${target} is not empty; nothing was written`, {
+        hint: `give a new, empty directory for ${what}`,
+      })
     );
   }
   return target;
+}
+
+/**
+ * The error for a directory holding a physical restore that stopped part-way (a file an engine held
+ * back, still under its partial name, at most one directory down), or undefined.
+ */
+export async function stoppedRestoreIn(target: string): Promise<CairnError | undefined> {
+  const top = await readdir(target, { withFileTypes: true }).catch(() => []);
+  for (const entry of top) {
+    const names = entry.isDirectory()
+      ? (await readdir(join(target, entry.name)).catch(() => [] as string[])).map((name) => `${entry.name}/${name}`)
+      : [entry.name];
+    const held = names.find((name) => name.endsWith(PARTIAL_SUFFIX));
+    if (held)
+      return new CairnError(
+        'Cairn.TargetNotEmpty',
+        `${target} holds a restore that stopped part-way (${held} was never moved into place); nothing was written`,
+        { hint: `empty ${target} and run the restore again` },
+      );
+  }
+  return undefined;
 }
 
 /**
@@ -39,8 +54,8 @@ export async function requireEmptyTarget(target: string | undefined, what: strin
  * the restore at its end, after every byte of the data directory was written.
  */
 export async function requireOwner(owner: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
-  // A numeric id needs no account (chown takes it as it is).
-  if (!owner || /^\d+$/.test(owner)) return;
+  if (!owner) return;
+  // A numeric id too: its login group comes from its account (process/owner.ts).
   await run(['id', '-u', '--', owner], { env }).catch((error: unknown) => {
     throw new CairnError('Cairn.Usage', `--owner ${owner}: there is no such user on this host; nothing was written`, {
       hint: 'name the user the database server runs as (for example mysql or postgres), or leave --owner out',
@@ -51,7 +66,7 @@ export async function requireOwner(owner: string | undefined, env: NodeJS.Proces
 
 /** Gives a restored data directory to the user its server runs as (e.g. mysql, postgres). */
 export async function giveTo(target: string, owner: string | undefined, env: NodeJS.ProcessEnv): Promise<void> {
-  if (owner) await run(['chown', '-R', `${owner}:`, target], { env, hint: `check that the user ${owner} exists` });
+  if (owner) await run(['chown', '-R', await ownerSpec(owner, env), target], { env, hint: `check that the user ${owner} exists` });
 }
 
 /**
@@ -76,10 +91,9 @@ export async function placeLast(
     try {
       await rename(final + PARTIAL_SUFFIX, final);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      throw new CairnError('Cairn.Damaged', `the snapshot holds no ${path}; ${target} is not a data directory the server can start`, {
-        hint: 'restore another snapshot (`cairn snapshots`), and run `cairn verify` on this one',
-      });
+      // Not written: --include left it out (a few files taken from a physical snapshot).
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw error;
     }
     const directory = await open(dirname(final), 'r');
     try {

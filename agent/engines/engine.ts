@@ -23,7 +23,7 @@ export interface Engine<Options = Record<string, unknown>> {
   parseOptions(raw: Record<string, unknown>): Options;
   check(options: Options, ctx: EngineContext): Promise<void>;
   backup(options: Options, sink: SnapshotSink, ctx: EngineContext): Promise<EngineMetadata>;
-  restore(options: Options, source: SnapshotSource, ctx: EngineContext & { target: RestoreTarget }): Promise<void>;
+  restore(options: Options, source: SnapshotSource, ctx: RestoreContext): Promise<void>;
   /**
    * A restore drill (`cairn drill`, the orchestrated `agent drill`): brings the
    * snapshot back inside `ctx.tempDir` only, proves it with the engine's own
@@ -109,6 +109,16 @@ export interface EngineContext {
   env: NodeJS.ProcessEnv;
   /** A private directory for the named exceptions that need local files (etcd snapshots, pg_restore --jobs). */
   tempDir: string;
+}
+
+export interface RestoreContext extends EngineContext {
+  target: RestoreTarget;
+  /**
+   * Moves the files an engine held back (RestoreToOptions.partial) into place, after a flush to disk
+   * (engine-helpers.ts placeLast): the engine's last call. A point-in-time restore puts it off until
+   * the log replay is done or set up (the replay's server runs without them, or is not started).
+   */
+  placeLast(directory: string, paths: readonly string[]): Promise<void>;
 }
 
 export interface RestoreTarget {

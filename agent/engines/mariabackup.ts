@@ -4,7 +4,7 @@ import { CairnError } from '../core/errors.ts';
 import { explainMysqlError, mysqlOptionFile } from '../process/mysql-option-file.ts';
 import { findBinary } from '../process/find-binary.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
-import { giveTo, parseEngineOptions, placeLast, requireEmptyTarget, requireOwner } from './engine-helpers.ts';
+import { giveTo, parseEngineOptions, requireEmptyTarget, requireOwner } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSource } from './engine.ts';
 import { drillMariadb, mariadbDrillTools } from './mariabackup-drill.ts';
 import { splitXbstream } from './xbstream.ts';
@@ -87,7 +87,7 @@ export const mariabackupEngine: Engine<Options> = {
   async restore(options, source, ctx) {
     await requireOwner(options.owner, ctx.env);
     const last = await heldBack(source);
-    const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir', last);
+    const target = await requireEmptyTarget(ctx.target.directory, 'the MariaDB datadir');
     await source.restoreTo(target, { partial: last });
     const tool = await findBinary(['mariabackup', 'xtrabackup']);
     await run([tool, '--prepare', `--target-dir=${target}`], { env: ctx.env, signal: ctx.signal }).catch((error: unknown) => {
@@ -96,7 +96,7 @@ export const mariabackupEngine: Engine<Options> = {
       });
     });
     await giveTo(target, options.owner, ctx.env);
-    await placeLast(target, last, ctx.env, ctx.progress);
+    await ctx.placeLast(target, last);
   },
 
   drillTools: mariadbDrillTools,

@@ -6,7 +6,7 @@ import { CairnError } from '../core/errors.ts';
 import { systemIdentifier } from '../process/pg-control.ts';
 import { explainPgError, pgEnvironment } from '../process/pg-environment.ts';
 import { ProcessError, stream } from '../process/run.ts';
-import { giveTo, parseEngineOptions, placeLast, requireEmptyTarget, requireOwner } from './engine-helpers.ts';
+import { giveTo, parseEngineOptions, requireEmptyTarget, requireOwner } from './engine-helpers.ts';
 import type { Engine, EngineMetadata, SnapshotSink } from './engine.ts';
 import { drillPostgres, postgresDrillTools } from './postgres-drill.ts';
 
@@ -79,14 +79,15 @@ export const postgresEngine: Engine<Options> = {
 
   async restore(options, source, ctx) {
     await requireOwner(options.owner, ctx.env);
-    const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory', [PG_CONTROL]);
     // pg_control last, as pgBackRest does: PostgreSQL will not start a data directory without it, so a
     // restore stopped anywhere before its end leaves one it refuses, not one that starts with files missing.
-    await source.restoreTo(target, { partial: [PG_CONTROL] });
+    const last = (await source.list()).some((file) => file.path === PG_CONTROL) ? [PG_CONTROL] : [];
+    const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory');
+    await source.restoreTo(target, { partial: last });
     // PostgreSQL refuses a data directory that others can read.
     await chmod(target, 0o700);
     await giveTo(target, options.owner, ctx.env);
-    await placeLast(target, [PG_CONTROL], ctx.env, ctx.progress);
+    await ctx.placeLast(target, last);
   },
 
   drillTools: postgresDrillTools,

@@ -6,6 +6,7 @@ import { childEnvironment } from '../core/child-env.ts';
 import { CairnError, DamagedError, errorMessage } from '../core/errors.ts';
 import type { LogFileRecord } from '../core/log-archive.ts';
 import { parseGtidState, splitPosition, type RecoveryTarget } from '../core/log-chain.ts';
+import { ownerSpec } from '../process/owner.ts';
 import { ProcessError, run, stream } from '../process/run.ts';
 import { findStop, gtidStateAt, parseBinlog, type ReplayFile, type ReplayStop, type StopTarget } from './binlog-parser.ts';
 import type { ReplayContext, ReplayResult } from './replay.ts';
@@ -215,7 +216,7 @@ class PrivateServer {
         const info = await stat(ctx.directory);
         ownership = { uid: info.uid, gid: info.gid };
       }
-      await run(['chown', '-R', `${user}:`, ctx.directory, dir], { env: ctx.env });
+      await run(['chown', '-R', await ownerSpec(user, ctx.env), ctx.directory, dir], { env: ctx.env });
       await chmod(ctx.tempDir, 0o711);
       asUser.push(`--user=${user}`);
     }

@@ -2,6 +2,7 @@ import { appendFile, chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { RecoveryTarget } from '../core/log-chain.ts';
+import { ownerSpec } from '../process/owner.ts';
 import { run } from '../process/run.ts';
 import type { ReplayContext, ReplayResult } from './replay.ts';
 import { newStageName } from './wal-stage.ts';
@@ -51,7 +52,10 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
   );
   await writeFile(signal, '', { mode: 0o600 });
   if (ctx.owner)
-    await run(['chown', `${ctx.owner}:`, autoConf, signal, stageDir], { env: ctx.env, hint: `check that the user ${ctx.owner} exists` });
+    await run(['chown', await ownerSpec(ctx.owner, ctx.env), autoConf, signal, stageDir], {
+      env: ctx.env,
+      hint: `check that the user ${ctx.owner} exists`,
+    });
   const files = plan.files.length;
   const bytes = plan.bytes;
   return {

@@ -259,7 +259,7 @@ describe('etcd-keys engine against real etcd members', { skip }, () => {
       await etcdKeysEngine.restore(
         etcdKeysEngine.parseOptions({ port: third.clientPort, prefixes: ['/pool/beta/'], batchOps: 50 }),
         snapshot,
-        { ...ctx, target: {} },
+        { ...ctx, target: {}, placeLast: async () => undefined },
       );
       const restored = await everything(third);
       assert.deepEqual(values(restored), values(underPrefix(all, '/pool/beta/')), 'only the chosen prefix');

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Repository } from '../../../agent/core/repository.ts';
@@ -137,6 +137,10 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     const again = await runCli(['restore', firstId, '--target', dataDir], env);
     assert.equal(again.code, 15, again.stderr);
     assert.match(again.stderr, /holds a restore that stopped part-way \(global\/pg_control\.cairn-restoring was never moved into place\)/);
+    // --if-empty (a replica's bootstrap) does not take it for a restored directory.
+    const ifEmpty = await runCli(['restore', firstId, '--target', dataDir, '--if-empty'], env);
+    assert.equal(ifEmpty.code, 15, ifEmpty.stderr);
+    assert.match(ifEmpty.stderr, /holds a restore that stopped part-way/);
   });
 
   it('a restore with an --owner that does not exist fails before it writes anything', async () => {
@@ -146,5 +150,14 @@ describe('postgres physical engine against a real PostgreSQL server', { skip }, 
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /--owner cairn-no-such-user: there is no such user on this host; nothing was written/);
     assert.ok(!existsSync(join(dataDir, 'PG_VERSION')), 'nothing was written');
+    // A numeric id is an owner too (chown cannot find the login group of `101:` by itself).
+    const uid =
+      process.getuid?.() === 0
+        ? Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim())
+        : (process.getuid?.() ?? 0);
+    const numericDir = join(pgWork, 'numeric-owner');
+    const numeric = await runCli(['restore', firstId, '--target', numericDir, '--owner', String(uid)], env);
+    assert.equal(numeric.code, 0, numeric.stderr);
+    assert.equal((await stat(join(numericDir, 'global', 'pg_control'))).uid, uid);
   });
 });
