@@ -2,11 +2,13 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CAIRN_BIN, runCli, lastOfType, type CliResult } from '../../helpers/cli.ts';
 import { missingMariadb, serverClockPast, startMariadb, type MariadbServer } from '../../helpers/mariadb.ts';
+import { processesMentioning } from '../../helpers/processes.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
 
 const skip =
@@ -190,6 +192,33 @@ describe(
       assert.equal(toR1.result.code, 0, toR1.result.stderr);
       assert.equal(toR1.rows, r1.rows, 'a restore before the gap still works');
       assert.equal(toR1.gtid, r1.gtid);
+
+      // Killed during its replay, a point-in-time restore leaves a datadir the server refuses: the grant
+      // table goes into place only after the replay (the base alone would start, without round 1).
+      const killedDir = join(work.path, 'killed-in-replay');
+      const child = spawn(
+        process.execPath,
+        [CAIRN_BIN, 'restore', '--to-time', r1.after, '--target', killedDir, ...(asRoot ? ['--owner', 'mysql'] : [])],
+        { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      let stderr = '';
+      await new Promise<void>((resolve) => {
+        child.stderr?.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          // The replayer's own line: the base is restored and prepared, the replay starts.
+          if (/replaying \d+ transaction/.test(stderr)) resolve();
+        });
+        void exited.then(() => resolve());
+      });
+      assert.match(stderr, /replaying \d+ transaction/, 'the replay started');
+      child.kill('SIGKILL');
+      await exited;
+      for (const server of processesMentioning(`--datadir=${killedDir}`)) process.kill(server.pid, 'SIGKILL');
+      assert.ok(existsSync(join(killedDir, 'ibdata1')), 'the base was restored');
+      assert.ok(!existsSync(join(killedDir, 'mysql', 'global_priv.frm')), 'the grant table is not in place');
+      await assert.rejects(startMariadb({ datadir: killedDir }), /Can't open and lock privilege tables/);
+      await rm(killedDir, { recursive: true, force: true });
 
       // The server is replaced by a copy restored from the base snapshot: its binlogs start again at .000001.
       const before = await archivedObjects(repoPath);
