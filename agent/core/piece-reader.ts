@@ -142,10 +142,6 @@ const MIN_READ_AHEAD_CHARGE = 1024;
  */
 const DEFAULT_FETCH_BYTES = 16 << 20;
 
-function frameCacheKey(location: PieceLocation): string {
-  return `${location.packId}:${location.frameOffset}:${location.frameLength}`;
-}
-
 export class PieceReader {
   private readonly repo: Repository;
   private readonly index: PieceIndex;
@@ -212,7 +208,7 @@ export class PieceReader {
 
   /** Reads the piece at one location, or throws DamagedError saying why this location does not hold it. */
   async readAt(id: Buffer, location: PieceLocation): Promise<Buffer> {
-    const cacheKey = frameCacheKey(location);
+    const cacheKey = `${location.packId}:${location.frameOffset}:${location.frameLength}`;
     let frame = this.frames.get(cacheKey);
     if (!frame) {
       frame = this.fetchFrame(location);

@@ -81,7 +81,8 @@ export const postgresEngine: Engine<Options> = {
     await requireOwner(options.owner, ctx.env);
     // pg_control last, as pgBackRest does: PostgreSQL will not start a data directory without it, so a
     // restore stopped anywhere before its end leaves one it refuses, not one that starts with files missing.
-    const last = (await source.list()).some((file) => file.path === PG_CONTROL) ? [PG_CONTROL] : [];
+    // (A snapshot without one, or --include leaving it out, writes none: placeLast has nothing to move.)
+    const last = [PG_CONTROL];
     const target = await requireEmptyTarget(ctx.target.directory, 'the PostgreSQL data directory');
     await source.restoreTo(target, { partial: last });
     // PostgreSQL refuses a data directory that others can read.
