@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]
- *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr] [--skip-pages] [--only-pages]`
+ *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr] [--skip-pages] [--only-pages]
+ *                   [--skip-s3] [--scale N (0: skip)]`
  *
  * Cairn beside its peers (`tar | zstd -T2 -3`, restic) on the same generated data, in
  * the same run, on the same machine: absolute figures drift between machines, so the
@@ -9,7 +10,8 @@
  *   1. first backup (repositories initialised untimed before)   2. unchanged re-backup
  *   3. ~5% of the bytes changed in place, then re-backup         4. restore latest (checked
  *   byte for byte against the data)                              5. verify / check --read-data
- * Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
+ * Then the S3 section (s3.ts): the same data backed up and restored through s3rver, beside
+ * restic. Then memory at N times the data (scale.ts, default 10×; Cairn alone). Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
  * pgBackRest archive-push, and a replay restore. Then the page-incrementals section
  * (page-incrementals.ts): what the second backup of a real PostgreSQL (and MariaDB) data
  * directory adds after a bounded load of writes, beside the pages that changed, for Cairn
@@ -28,6 +30,8 @@ import { buildCairn, Cairn, CAIRN_BIN, cliKind, Restic, tarZstd, type Logs, type
 import { pitrBench, pitrPrerequisites, type PitrMeasurement } from './pitr.ts';
 import { formatStartup, startupBench, type StartupResult } from './startup.ts';
 import { formatPageIncrementals, pageIncrementalsBench, type PageIncrementalResult } from './page-incrementals.ts';
+import { formatS3, s3Bench, type S3Result } from './s3.ts';
+import { formatScale, scaleBench, type ScaleResult } from './scale.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
@@ -48,6 +52,8 @@ interface Options {
   onlyPitr: boolean;
   skipPages: boolean;
   onlyPages: boolean;
+  skipS3: boolean;
+  scale: number;
 }
 
 function parseOptions(): Options {
@@ -64,6 +70,8 @@ function parseOptions(): Options {
       'only-pitr': { type: 'boolean', default: false },
       'skip-pages': { type: 'boolean', default: false },
       'only-pages': { type: 'boolean', default: false },
+      'skip-s3': { type: 'boolean', default: false },
+      scale: { type: 'string', default: '10' },
     },
   });
   const pitrSeconds = Number(values['pitr-seconds']);
@@ -72,6 +80,8 @@ function parseOptions(): Options {
     throw new UsageError(`--pitr-seconds must be a whole number ≥ 0, not ${values['pitr-seconds']}`);
   if (!Number.isInteger(pitrScale) || pitrScale < 1)
     throw new UsageError(`--pitr-scale must be a whole number ≥ 1, not ${values['pitr-scale']}`);
+  const scale = Number(values.scale);
+  if (!Number.isInteger(scale) || scale < 0) throw new UsageError(`--scale must be a whole number ≥ 0, not ${values.scale}`);
   const sizeMiB = Number(values.size);
   const runs = Number(values.runs);
   if (!(sizeMiB >= 1)) throw new UsageError(`--size must be a number of MiB ≥ 1, not ${values.size}`);
@@ -90,6 +100,8 @@ function parseOptions(): Options {
     onlyPitr: values['only-pitr'],
     skipPages: values['skip-pages'],
     onlyPages: values['only-pages'],
+    skipS3: values['skip-s3'],
+    scale,
   };
 }
 
@@ -348,6 +360,42 @@ async function main(): Promise<number> {
       console.error(`\nFAILED (start-up): ${e instanceof Error ? e.message : String(e)}\n`);
     }
   }
+  // S3 (s3.ts): the last run's data (its phase-3 state) through s3rver, beside restic.
+  let s3: S3Result | undefined;
+  if (fileRuns && !options.skipS3 && outcomes.length > 0) {
+    try {
+      s3 = await s3Bench({
+        data: paths.data,
+        dataBytes: outcomes[0]?.layout.bytes ?? 0,
+        work: join(work, 's3'),
+        logs: { dir: join(paths.logs, 's3'), seq: 0 },
+        restic: peers.restic,
+        failures,
+      });
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+      console.error(`\nFAILED (S3): ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
+  // Memory at N times the data (scale.ts); the runs' repositories and data make room for it, unless
+  // they are to be kept (--keep, or a failure to inspect).
+  let scaled: ScaleResult | undefined;
+  if (fileRuns && options.scale > 1 && outcomes.length > 0) {
+    if (!options.keep && failures.length === 0) clearRun(paths, false);
+    try {
+      scaled = await scaleBench({
+        work: join(work, 'scale'),
+        sizeMiB: options.sizeMiB,
+        factor: options.scale,
+        logs: { dir: join(paths.logs, 'scale'), seq: 0 },
+        failures,
+      });
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+      console.error(`\nFAILED (${options.scale}×): ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  }
+
   let pitr: PitrMeasurement[] | undefined;
   if (options.pitrSeconds > 0 && !options.onlyPages) {
     const missing = pitrPrerequisites();
@@ -384,11 +432,17 @@ async function main(): Promise<number> {
     printReportedAdded(measurements);
     printNoise(measurements);
   }
+  if (s3) console.log(`\n${formatS3(s3)}`);
+  if (scaled) {
+    const peakAtOne = (scenario: Scenario): number | undefined =>
+      rows.find((r) => r.tool === 'cairn' && r.scenario === scenario)?.peakRssMiB;
+    console.log(`\n${formatScale(scaled, { backup: peakAtOne('first backup'), restore: peakAtOne('restore') })}`);
+  }
   if (pages && pages.length > 0) console.log(`\npage incrementals, all datasets:${formatPageIncrementals(pages)}`);
 
   writeFileSync(
     options.json,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, pitr, pages, startup, failures }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, s3, scaled, pitr, pages, startup, failures }, null, 2)}\n`,
   );
   console.log(`\nfigures written to ${options.json}`);
 

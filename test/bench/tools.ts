@@ -82,10 +82,11 @@ export class Cairn implements RepoTool {
   private readonly logs: Logs;
   private readonly env: Record<string, string>;
 
-  constructor(repo: string, logs: Logs) {
+  /** `env`: more of the environment (an S3 repository's credentials and CA). */
+  constructor(repo: string, logs: Logs, env: Record<string, string> = {}) {
     this.repo = repo;
     this.logs = logs;
-    this.env = { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSWORD };
+    this.env = { ...env, CAIRN_REPOSITORY: repo, CAIRN_PASSWORD: PASSWORD };
   }
 
   private run(label: string, args: string[]): Promise<Timed> {
@@ -126,16 +127,19 @@ export class Restic implements RepoTool {
   readonly repo: string;
   private readonly logs: Logs;
   private readonly env: Record<string, string>;
+  private readonly globalArgs: string[];
 
-  constructor(repo: string, cache: string, logs: Logs) {
+  /** `options`: more of the environment and global flags (an S3 repository's credentials, `--cacert`). */
+  constructor(repo: string, cache: string, logs: Logs, options: { env?: Record<string, string>; args?: string[] } = {}) {
     this.repo = repo;
     this.logs = logs;
     // Its cache lives in the work dir, so it is removed with it and every run starts cold alike.
-    this.env = { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: cache };
+    this.env = { ...options.env, RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD, RESTIC_CACHE_DIR: cache };
+    this.globalArgs = options.args ?? [];
   }
 
   private run(label: string, args: string[]): Promise<Timed> {
-    return runTimed('restic', args, { env: this.env, logPrefix: logPrefix(this.logs, `restic-${label}`) });
+    return runTimed('restic', [...this.globalArgs, ...args], { env: this.env, logPrefix: logPrefix(this.logs, `restic-${label}`) });
   }
 
   async init(): Promise<void> {

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { get } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { get, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -29,8 +31,14 @@ export function s3rverEnv(): { AWS_ACCESS_KEY_ID: string; AWS_SECRET_ACCESS_KEY:
 const BUCKET = 'cairn-test';
 const STARTUP_TIMEOUT_MS = 20_000;
 
-export async function startS3rver(): Promise<S3rver> {
+/**
+ * `tls`: serve HTTPS with this key and certificate (PEM files). The bench uses it for restic,
+ * whose S3 client signs plain-HTTP uploads in aws-chunked form, which s3rver stores verbatim.
+ * `bucket` replaces the default bucket name.
+ */
+export async function startS3rver(options: { tls?: { key: string; cert: string }; bucket?: string } = {}): Promise<S3rver> {
   const directory = await mkdtemp(join(tmpdir(), 'cairn-s3rver-'));
+  const bucket = options.bucket ?? BUCKET;
   const cli = join(dirname(createRequire(import.meta.url).resolve('s3rver/package.json')), 'bin', 's3rver.js');
   const args = [
     '--openssl-legacy-provider',
@@ -43,7 +51,8 @@ export async function startS3rver(): Promise<S3rver> {
     '127.0.0.1',
     '--silent',
     '--configure-bucket',
-    BUCKET,
+    bucket,
+    ...(options.tls ? ['--key', options.tls.key, '--cert', options.tls.cert] : []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
@@ -75,12 +84,12 @@ export async function startS3rver(): Promise<S3rver> {
         reject(new Error(`s3rver exited (${signal ?? `code ${code}`}) before listening:\n${output}`));
       });
     });
-    const endpoint = `http://127.0.0.1:${port}`;
-    await waitUntilAnswering(endpoint);
+    const endpoint = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+    await waitUntilAnswering(endpoint, bucket, options.tls?.cert);
     return {
       endpoint,
-      bucket: BUCKET,
-      url: (prefix, via = endpoint) => `s3://${BUCKET}/${prefix}?endpoint=${encodeURIComponent(via)}&path-style=true&region=us-east-1`,
+      bucket,
+      url: (prefix, via = endpoint) => `s3://${bucket}/${prefix}?endpoint=${encodeURIComponent(via)}&path-style=true&region=us-east-1`,
       stop: async () => {
         if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
         await exited;
@@ -96,16 +105,18 @@ export async function startS3rver(): Promise<S3rver> {
 }
 
 /** Any HTTP answer (s3rver says 403 to an unsigned request) means it serves requests. */
-async function waitUntilAnswering(endpoint: string): Promise<void> {
+async function waitUntilAnswering(endpoint: string, bucket: string, ca: string | undefined): Promise<void> {
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   for (;;) {
     try {
       await new Promise<void>((resolve, reject) => {
         // agent: false, so no kept-alive socket outlives the check.
-        get(`${endpoint}/${BUCKET}?list-type=2&max-keys=1`, { agent: false }, (response) => {
+        const url = `${endpoint}/${bucket}?list-type=2&max-keys=1`;
+        const answer = (response: IncomingMessage): void => {
           response.resume();
           response.once('end', resolve);
-        }).once('error', reject);
+        };
+        (ca ? httpsGet(url, { agent: false, ca: readFileSync(ca) }, answer) : get(url, { agent: false }, answer)).once('error', reject);
       });
       return;
     } catch (error) {
