@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- [--size MiB] [--dir DIR] [--keep] [--json FILE] [--only cairn] [--runs N]
  *                   [--pitr-seconds N (0: skip)] [--pitr-scale S] [--only-pitr] [--skip-pages] [--only-pages]
- *                   [--skip-s3] [--scale N (0: skip)]`
+ *                   [--skip-s3] [--skip-c] [--scale N (0: skip)]`
  *
  * Cairn beside its peers (`tar | zstd -T2 -3`, restic) on the same generated data, in
  * the same run, on the same machine: absolute figures drift between machines, so the
@@ -11,7 +11,8 @@
  *   3. ~5% of the bytes changed in place, then re-backup         4. restore latest (checked
  *   byte for byte against the data)                              5. verify / check --read-data
  * Then the S3 section (s3.ts): the same data backed up and restored through s3rver, beside
- * restic. Then memory at N times the data (scale.ts, default 10×; Cairn alone). Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
+ * restic. Then dataset C of PERFORMANCE.md (small-files.ts: 50,000 small files) beside restic.
+ * Then memory at N times the data (scale.ts, default 10×; Cairn alone). Then the PITR section (pitr.ts): WAL archiving under pgbench load, cairn wal-push beside
  * pgBackRest archive-push, and a replay restore. Then the page-incrementals section
  * (page-incrementals.ts): what the second backup of a real PostgreSQL (and MariaDB) data
  * directory adds after a bounded load of writes, beside the pages that changed, for Cairn
@@ -32,6 +33,7 @@ import { formatStartup, startupBench, type StartupResult } from './startup.ts';
 import { formatPageIncrementals, pageIncrementalsBench, type PageIncrementalResult } from './page-incrementals.ts';
 import { formatS3, s3Bench, type S3Result } from './s3.ts';
 import { formatScale, scaleBench, type ScaleResult } from './scale.ts';
+import { formatSmallFiles, smallFilesBench, type SmallFilesResult } from './small-files.ts';
 
 const MB = 1e6;
 const CHANGE_FRACTION = 0.05;
@@ -53,6 +55,7 @@ interface Options {
   skipPages: boolean;
   onlyPages: boolean;
   skipS3: boolean;
+  skipC: boolean;
   scale: number;
 }
 
@@ -71,6 +74,7 @@ function parseOptions(): Options {
       'skip-pages': { type: 'boolean', default: false },
       'only-pages': { type: 'boolean', default: false },
       'skip-s3': { type: 'boolean', default: false },
+      'skip-c': { type: 'boolean', default: false },
       scale: { type: 'string', default: '10' },
     },
   });
@@ -101,6 +105,7 @@ function parseOptions(): Options {
     skipPages: values['skip-pages'],
     onlyPages: values['only-pages'],
     skipS3: values['skip-s3'],
+    skipC: values['skip-c'],
     scale,
   };
 }
@@ -349,76 +354,68 @@ async function main(): Promise<number> {
     failures.push(e instanceof Error ? e.message : String(e));
     console.error(`\nFAILED: ${e instanceof Error ? e.message : String(e)}\n`);
   }
+  // Each section below runs whatever failed before it; its own failure is reported and ends only it.
+  const section = async <T>(name: string, run: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await run();
+    } catch (e) {
+      failures.push(e instanceof Error ? e.message : String(e));
+      console.error(`\nFAILED (${name}): ${e instanceof Error ? e.message : String(e)}\n`);
+      return undefined;
+    }
+  };
+  const logsOf = (name: string): Logs => ({ dir: join(paths.logs, name), seq: 0 });
   // Start-up (startup.ts): cairn --version and snapshots beside bare node, from the sources and the build.
-  let startup: StartupResult | undefined;
-  if (fileRuns) {
-    try {
-      startup = await startupBench({ runs: 11, work: join(work, 'startup') });
-      console.log(`\n${formatStartup(startup)}`);
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-      console.error(`\nFAILED (start-up): ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  }
+  const startup: StartupResult | undefined = fileRuns
+    ? await section('start-up', async () => {
+        const result = await startupBench({ runs: 11, work: join(work, 'startup') });
+        console.log(`\n${formatStartup(result)}`);
+        return result;
+      })
+    : undefined;
   // S3 (s3.ts): the last run's data (its phase-3 state) through s3rver, beside restic.
-  let s3: S3Result | undefined;
-  if (fileRuns && !options.skipS3 && outcomes.length > 0) {
-    try {
-      s3 = await s3Bench({
-        data: paths.data,
-        dataBytes: outcomes[0]?.layout.bytes ?? 0,
-        work: join(work, 's3'),
-        logs: { dir: join(paths.logs, 's3'), seq: 0 },
-        restic: peers.restic,
-        failures,
-      });
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-      console.error(`\nFAILED (S3): ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  }
+  const s3: S3Result | undefined =
+    fileRuns && !options.skipS3 && outcomes.length > 0
+      ? await section('S3', () =>
+          s3Bench({
+            data: paths.data,
+            dataBytes: outcomes[0]?.layout.bytes ?? 0,
+            work: join(work, 's3'),
+            logs: logsOf('s3'),
+            restic: peers.restic,
+            failures,
+          }),
+        )
+      : undefined;
+  // Dataset C (small-files.ts), beside restic.
+  const smallFiles: SmallFilesResult | undefined =
+    fileRuns && !options.skipC
+      ? await section('dataset C', () => smallFilesBench({ work: join(work, 'c'), logs: logsOf('c'), restic: peers.restic, failures }))
+      : undefined;
   // Memory at N times the data (scale.ts); the runs' repositories and data make room for it, unless
   // they are to be kept (--keep, or a failure to inspect).
   let scaled: ScaleResult | undefined;
   if (fileRuns && options.scale > 1 && outcomes.length > 0) {
     if (!options.keep && failures.length === 0) clearRun(paths, false);
-    try {
-      scaled = await scaleBench({
-        work: join(work, 'scale'),
-        sizeMiB: options.sizeMiB,
-        factor: options.scale,
-        logs: { dir: join(paths.logs, 'scale'), seq: 0 },
-        failures,
-      });
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-      console.error(`\nFAILED (${options.scale}×): ${e instanceof Error ? e.message : String(e)}\n`);
-    }
+    scaled = await section(`${options.scale}×`, () =>
+      scaleBench({ work: join(work, 'scale'), sizeMiB: options.sizeMiB, factor: options.scale, logs: logsOf('scale'), failures }),
+    );
   }
 
   let pitr: PitrMeasurement[] | undefined;
   if (options.pitrSeconds > 0 && !options.onlyPages) {
     const missing = pitrPrerequisites();
     if (missing) console.log(`\nPITR section skipped: ${missing}`);
-    else {
-      try {
-        pitr = await pitrBench({ seconds: options.pitrSeconds, scale: options.pitrScale, logDir: join(paths.logs, 'pitr') });
-      } catch (e) {
-        failures.push(e instanceof Error ? e.message : String(e));
-        console.error(`\nFAILED (PITR): ${e instanceof Error ? e.message : String(e)}\n`);
-      }
-    }
+    else
+      pitr = await section('PITR', () =>
+        pitrBench({ seconds: options.pitrSeconds, scale: options.pitrScale, logDir: join(paths.logs, 'pitr') }),
+      );
   }
 
-  let pages: PageIncrementalResult[] | undefined;
-  if (!options.skipPages && !options.onlyPitr) {
-    try {
-      pages = await pageIncrementalsBench({ logDir: paths.logs, peers: !options.onlyCairn });
-    } catch (e) {
-      failures.push(e instanceof Error ? e.message : String(e));
-      console.error(`\nFAILED (page incrementals): ${e instanceof Error ? e.message : String(e)}\n`);
-    }
-  }
+  const pages: PageIncrementalResult[] | undefined =
+    !options.skipPages && !options.onlyPitr
+      ? await section('page incrementals', () => pageIncrementalsBench({ logDir: paths.logs, peers: !options.onlyCairn }))
+      : undefined;
 
   const datasetBytes = outcomes[0]?.layout.bytes ?? options.sizeMiB * 1024 * 1024;
   const changedBytes = outcomes[0]?.changedBytes ?? 0;
@@ -433,6 +430,7 @@ async function main(): Promise<number> {
     printNoise(measurements);
   }
   if (s3) console.log(`\n${formatS3(s3)}`);
+  if (smallFiles) console.log(`\n${formatSmallFiles(smallFiles)}`);
   if (scaled) {
     const peakAtOne = (scenario: Scenario): number | undefined =>
       rows.find((r) => r.tool === 'cairn' && r.scenario === scenario)?.peakRssMiB;
@@ -442,7 +440,7 @@ async function main(): Promise<number> {
 
   writeFileSync(
     options.json,
-    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, s3, scaled, pitr, pages, startup, failures }, null, 2)}\n`,
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machine(peers), options, datasetBytes, changedBytes, runs: outcomes.map(describeRun), measurements, rows, ratios: list, s3, smallFiles, scaled, pitr, pages, startup, failures }, null, 2)}\n`,
   );
   console.log(`\nfigures written to ${options.json}`);
 

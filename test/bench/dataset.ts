@@ -282,23 +282,45 @@ function writeSmallFiles(dir: string, bytes: number, seed: number, layout: Layou
   const prng = new Prng(seed, 'small');
   let written = 0;
   let n = 0;
-  let current = '';
   while (written < bytes) {
-    if (n % 64 === 0) {
-      const d = n / 64;
-      current = join(dir, 'small', `a${d % 8}`, `b${Math.floor(d / 8) % 8}`, `c${Math.floor(d / 64)}`);
-      mkdirSync(current, { recursive: true });
-      layout.dirs++;
-    }
     const size = Math.min(bytes - written, Math.floor(1024 * 64 ** (prng.float() ** 2.6)));
-    const text = n % 2 === 0;
-    writeFileSync(join(current, `f${n}.${text ? 'log' : 'bin'}`), text ? textBytes(prng, size, n) : prng.bytes(size));
+    writeSmallFile(dir, n, size, prng, layout);
     written += size;
     n++;
   }
   layout.smallFiles = n;
   layout.smallBytes = written;
   layout.bytes += written;
+}
+
+/** Small file `n` (text for even n, random for odd), 64 to a directory, three levels under small/. */
+function writeSmallFile(dir: string, n: number, size: number, prng: Prng, layout: Layout): void {
+  const d = Math.floor(n / 64);
+  const parent = join(dir, 'small', `a${d % 8}`, `b${Math.floor(d / 8) % 8}`, `c${Math.floor(d / 64)}`);
+  if (n % 64 === 0) {
+    mkdirSync(parent, { recursive: true });
+    layout.dirs++;
+  }
+  const text = n % 2 === 0;
+  writeFileSync(join(parent, `f${n}.${text ? 'log' : 'bin'}`), text ? textBytes(prng, size, n) : prng.bytes(size));
+}
+
+/**
+ * Dataset C of PERFORMANCE.md: `files` small files of `totalBytes` in all (50,000 and 535 MB
+ * there), half compressible text, half random, sizes uniform from 1 byte to twice the mean.
+ */
+export function generateSmallFilesDataset(dir: string, files: number, totalBytes: number, seed = 3): Layout {
+  const layout: Layout = { dbFiles: [], randomFiles: [], smallFiles: files, smallBytes: 0, dirs: 0, bytes: 0 };
+  const prng = new Prng(seed, 'small-files');
+  const mean = totalBytes / files;
+  for (let n = 0; n < files; n++) {
+    // The last file takes what is left, so the total is exact.
+    const size = n === files - 1 ? Math.max(0, totalBytes - layout.bytes) : 1 + Math.floor(prng.float() * (2 * mean - 1));
+    writeSmallFile(dir, n, size, prng, layout);
+    layout.bytes += size;
+  }
+  layout.smallBytes = layout.bytes;
+  return layout;
 }
 
 /** Table-dump-like text of exactly `size` bytes. */
