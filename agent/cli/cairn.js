@@ -31,6 +31,8 @@ if (wal !== undefined) {
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
   (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
+  // The passphrase's scrypt on libuv's pool while main.ts and the command load (early-unlock.ts).
+  (await import('./early-unlock.ts')).startEarlyUnlock(process.argv.slice(2), process.env);
   const { main } = await import('./main.ts');
   process.exitCode = await main(process.argv);
   process.off('SIGINT', force);

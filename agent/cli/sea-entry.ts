@@ -25,6 +25,8 @@ async function start(): Promise<void> {
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
   (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
+  // The passphrase's scrypt while the rest loads, as in cairn.js (early-unlock.ts).
+  (await import('./early-unlock.ts')).startEarlyUnlock(argv.slice(2), process.env);
   const { main } = await import('./main.ts');
   process.exitCode = await main(argv);
   process.off('SIGINT', force);

@@ -86,7 +86,40 @@ export function scryptParamsProblem({ N, r, p }: ScryptParams): string | undefin
 }
 
 export async function passphraseKey(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
+  const started = takePrederived(passphrase, salt, params);
+  if (started) return started;
   const problem = scryptParamsProblem(params);
   if (problem) throw new CairnError('Cairn.Damaged', `refusing scrypt parameters: ${problem}`);
   return scrypt(passphrase.normalize('NFC'), salt, KEY_BYTES, { ...params, maxmem: 256 * params.N * params.r + (1 << 20) });
+}
+
+/**
+ * One derivation started ahead of its use (agent/cli/early-unlock.ts): the next passphraseKey call
+ * with exactly these inputs takes it instead of running scrypt again; any other call ignores it.
+ * Taken once, so the derived key is not kept beyond its one use.
+ */
+let prederived: { passphrase: string; salt: Buffer; params: ScryptParams; key: Promise<Buffer> } | undefined;
+
+/** Starts passphraseKey's scrypt now, on libuv's pool, for a caller known to ask for it soon. Refused parameters start nothing. */
+export function prederivePassphraseKey(passphrase: string, salt: Buffer, params: ScryptParams): void {
+  if (scryptParamsProblem(params)) return;
+  const key = passphraseKey(passphrase, salt, params);
+  // Its failure (if any) belongs to whoever takes it; unused, it must not become an unhandled rejection.
+  key.catch(() => undefined);
+  prederived = { passphrase, salt: Buffer.from(salt), params: { N: params.N, r: params.r, p: params.p }, key };
+}
+
+function takePrederived(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> | undefined {
+  const p = prederived;
+  if (
+    !p ||
+    p.passphrase !== passphrase ||
+    !p.salt.equals(salt) ||
+    p.params.N !== params.N ||
+    p.params.r !== params.r ||
+    p.params.p !== params.p
+  )
+    return undefined;
+  prederived = undefined;
+  return p.key;
 }

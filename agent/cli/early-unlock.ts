@@ -1,0 +1,101 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { prederivePassphraseKey, type ScryptParams } from '../core/crypto.ts';
+
+/**
+ * Starts the passphrase's key derivation (scrypt: 32 MiB and 0.15–0.25 s of one core, on libuv's
+ * pool) while the CLI is still loading its commands, when its inputs are already known: a local
+ * repository in CAIRN_REPOSITORY, the passphrase in CAIRN_PASSWORD, and a command that opens the
+ * repository. Every command that opens one paid that time after its start-up; now the two overlap
+ * (issue 21: start-up and unchanged re-backups).
+ *
+ * Nothing else about opening changes: the unlock asks passphraseKey for the same derivation and is
+ * handed this one (core/crypto.ts), and the key file's schema, its authenticated wrapping and the
+ * key-check anchor are checked as before. Anything else (a flag naming another repository or
+ * passphrase source, a storage hook, another backend, a key file this does not recognise) starts
+ * nothing: a wrong guess costs one scrypt on the pool, never a different result.
+ */
+
+/** Commands that open the repository named by CAIRN_REPOSITORY with the given passphrase. */
+const OPENING = new Set([
+  'backup',
+  'binlog-push',
+  'check',
+  'copy',
+  'diff',
+  'drill',
+  'dump',
+  'find',
+  'forget',
+  'history',
+  'ls',
+  'pin',
+  'prune',
+  'repair',
+  'restore',
+  'snapshots',
+  'stats',
+  'tag',
+  'unlock',
+  'unpin',
+  'verify',
+  'wal-daemon',
+]);
+/** Commands that do not open it (or not with these inputs): their name, met first, starts nothing. */
+const NOT_OPENING = new Set(['agent', 'completion', 'engines', 'generate', 'help', 'init', 'key', 'wal-fetch', 'wal-push']);
+/** Flags after which the guess would be wrong or wasted. */
+const SKIP_FLAGS = /^(-r|-h|-V|--repo|--password-file|--password-command|--storage-hook|--help|--version)(=|$)/;
+
+export interface EarlyUnlock {
+  passphrase: string;
+  salt: Buffer;
+  params: ScryptParams;
+}
+
+/** What would be derived for this command line and environment, or undefined (see above). Reads only key files. */
+export function earlyUnlockInput(args: string[], env: NodeJS.ProcessEnv): EarlyUnlock | undefined {
+  const passphrase = env.CAIRN_PASSWORD;
+  const url = env.CAIRN_REPOSITORY;
+  if (!passphrase || !url || env.CAIRN_PASSWORD_FILE || env.CAIRN_PASSWORD_COMMAND || env.CAIRN_STORAGE_HOOK) return undefined;
+  if (args.some((arg) => arg === '--' || SKIP_FLAGS.test(arg))) return undefined;
+  // The first command name decides; a flag's value that happens to be one only costs a wasted guess.
+  const command = args.find((arg) => OPENING.has(arg) || NOT_OPENING.has(arg));
+  if (!command || !OPENING.has(command)) return undefined;
+  const root = localRoot(url);
+  if (!root) return undefined;
+  try {
+    // The unlocker tries the passphrase key files in id order: the first is the derivation it runs first.
+    const names = readdirSync(join(root, 'keys'))
+      .filter((name) => /^([0-9a-f]{64}|[0-9a-f]{32})$/.test(name))
+      .sort((a, b) => a.localeCompare(b));
+    for (const name of names) {
+      const file = JSON.parse(readFileSync(join(root, 'keys', name), 'utf8')) as { kind?: unknown; kdf?: Record<string, unknown> };
+      if (file.kind !== 'passphrase') continue;
+      const { name: kdf, N, r, p, salt } = file.kdf ?? {};
+      if (kdf !== 'scrypt' || typeof N !== 'number' || typeof r !== 'number' || typeof p !== 'number' || typeof salt !== 'string')
+        return undefined;
+      return { passphrase, salt: Buffer.from(salt, 'base64'), params: { N, r, p } };
+    }
+  } catch {
+    // No keys directory, a key file that is not JSON: the unlock will say what is wrong, not this guess.
+  }
+  return undefined;
+}
+
+/** Starts the derivation when earlyUnlockInput finds one; never throws. */
+export function startEarlyUnlock(args: string[], env: NodeJS.ProcessEnv): void {
+  try {
+    const input = earlyUnlockInput(args, env);
+    if (input) prederivePassphraseKey(input.passphrase, input.salt, input.params);
+  } catch {
+    // A guess, nothing more.
+  }
+}
+
+/** The directory of a local repository URL (a path or file://), else undefined. */
+function localRoot(url: string): string | undefined {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined) return isAbsolute(url) ? url : resolve(url);
+  return scheme === 'file' ? fileURLToPath(url) : undefined;
+}
