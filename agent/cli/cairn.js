@@ -22,6 +22,9 @@ const wal = walCommand ? await (await import('../pitr/wal-fast.ts')).runWalComma
 if (wal !== undefined) {
   process.exitCode = wal;
 } else {
+  // The passphrase's scrypt on libuv's pool while main.ts and the command load (early-unlock.ts). Before
+  // the signal handlers: until they are installed a signal ends the process as usual.
+  (await import('./early-unlock.ts')).startEarlyUnlock(process.argv.slice(2), process.env);
   // main() cancels the command at the first SIGINT/SIGTERM and lets it clean up; a second one means "now":
   // exit at once (130, docs/exit-codes.md). Here, not in main(), which never exits the process.
   let signals = 0;
@@ -31,8 +34,6 @@ if (wal !== undefined) {
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
   (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
-  // The passphrase's scrypt on libuv's pool while main.ts and the command load (early-unlock.ts).
-  (await import('./early-unlock.ts')).startEarlyUnlock(process.argv.slice(2), process.env);
   const { main } = await import('./main.ts');
   process.exitCode = await main(process.argv);
   process.off('SIGINT', force);

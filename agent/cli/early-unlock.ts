@@ -1,7 +1,7 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { prederivePassphraseKey, type ScryptParams } from '../core/crypto.ts';
+import { KEY_FILE_SCRYPT, prederivePassphraseKey, scryptParamsProblem, type ScryptParams } from '../core/crypto.ts';
 
 /**
  * Starts the passphrase's key derivation (scrypt: 32 MiB and 0.15–0.25 s of one core, on libuv's
@@ -66,21 +66,59 @@ export function earlyUnlockInput(args: string[], env: NodeJS.ProcessEnv): EarlyU
   if (!root) return undefined;
   try {
     // The unlocker tries the passphrase key files in id order: the first is the derivation it runs first.
-    const names = readdirSync(join(root, 'keys'))
-      .filter((name) => /^([0-9a-f]{64}|[0-9a-f]{32})$/.test(name))
-      .sort((a, b) => a.localeCompare(b));
+    // Regular files only, as the unlocker reads (a FIFO, a symlink to a device or to stdin would block or
+    // exhaust this synchronous read before any signal handler can run), and a bounded number of them.
+    const names = readdirSync(join(root, 'keys'), { withFileTypes: true })
+      .filter((entry) => entry.isFile() && /^([0-9a-f]{64}|[0-9a-f]{32})$/.test(entry.name))
+      .map((entry) => entry.name)
+      .sort((a, b) => a.localeCompare(b))
+      .slice(0, MAX_KEY_FILES);
     for (const name of names) {
-      const file = JSON.parse(readFileSync(join(root, 'keys', name), 'utf8')) as { kind?: unknown; kdf?: Record<string, unknown> };
+      const text = smallRegularFile(join(root, 'keys', name));
+      if (text === undefined) return undefined;
+      const file = JSON.parse(text) as { version?: unknown; kind?: unknown; kdf?: Record<string, unknown>; wrapped?: unknown };
       if (file.kind !== 'passphrase') continue;
       const { name: kdf, N, r, p, salt } = file.kdf ?? {};
-      if (kdf !== 'scrypt' || typeof N !== 'number' || typeof r !== 'number' || typeof p !== 'number' || typeof salt !== 'string')
-        return undefined;
-      return { passphrase, salt: Buffer.from(salt, 'base64'), params: { N, r, p } };
+      if (file.version !== 1 || typeof file.wrapped !== 'string' || kdf !== 'scrypt' || typeof salt !== 'string') return undefined;
+      if (typeof N !== 'number' || typeof r !== 'number' || typeof p !== 'number') return undefined;
+      // Only what a key file may name (keyfile.ts's schema): anything else is refused by the unlock, and
+      // deriving it anyway would make every command, even one that fails at once, wait for it.
+      const params = { N, r, p };
+      if (N < KEY_FILE_SCRYPT.minN || N > KEY_FILE_SCRYPT.maxN || r > KEY_FILE_SCRYPT.maxR || scryptParamsProblem(params)) return undefined;
+      return { passphrase, salt: Buffer.from(salt, 'base64'), params };
     }
   } catch {
     // No keys directory, a key file that is not JSON: the unlock will say what is wrong, not this guess.
   }
   return undefined;
+}
+
+/** Key files read at most, looking for the first passphrase one (a repository has a handful). */
+const MAX_KEY_FILES = 16;
+/** A key file is a few hundred bytes. */
+const MAX_KEY_FILE_BYTES = 64 << 10;
+
+/**
+ * The file's text when it is a regular file of at most MAX_KEY_FILE_BYTES, else undefined. Opened
+ * without following a symlink and without blocking (a FIFO put there since the listing), then
+ * checked on the open descriptor.
+ */
+function smallRegularFile(path: string): string | undefined {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile() || stat.size > MAX_KEY_FILE_BYTES) return undefined;
+    const buffer = Buffer.alloc(stat.size);
+    let read = 0;
+    while (read < buffer.length) {
+      const n = readSync(fd, buffer, read, buffer.length - read, read);
+      if (n === 0) break;
+      read += n;
+    }
+    return buffer.toString('utf8', 0, read);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Starts the derivation when earlyUnlockInput finds one; never throws. */

@@ -17,6 +17,9 @@ async function start(): Promise<void> {
       return;
     }
   }
+  // The passphrase's scrypt on libuv's pool while main.ts and the command load (early-unlock.ts). Before
+  // the signal handlers: until they are installed a signal ends the process as usual.
+  (await import('./early-unlock.ts')).startEarlyUnlock(argv.slice(2), process.env);
   // A second SIGINT/SIGTERM exits at once (130), as in cairn.js; main() handles the first.
   let signals = 0;
   const force = () => {
@@ -25,8 +28,6 @@ async function start(): Promise<void> {
   process.on('SIGINT', force);
   process.on('SIGTERM', force);
   (await import('./stdout-closed.ts')).exitQuietlyWhenStdoutCloses();
-  // The passphrase's scrypt while the rest loads, as in cairn.js (early-unlock.ts).
-  (await import('./early-unlock.ts')).startEarlyUnlock(argv.slice(2), process.env);
   const { main } = await import('./main.ts');
   process.exitCode = await main(argv);
   process.off('SIGINT', force);

@@ -85,6 +85,9 @@ export function scryptParamsProblem({ N, r, p }: ScryptParams): string | undefin
   return undefined;
 }
 
+/** The scrypt parameters a passphrase key file may name (its schema in keyfile.ts; the early unlock checks the same). */
+export const KEY_FILE_SCRYPT = { minN: 1 << 10, maxN: 1 << 22, maxR: 32, maxP: MAX_SCRYPT_P } as const;
+
 export async function passphraseKey(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> {
   const started = takePrederived(passphrase, salt, params);
   if (started) return started;
@@ -95,8 +98,9 @@ export async function passphraseKey(passphrase: string, salt: Buffer, params: Sc
 
 /**
  * One derivation started ahead of its use (agent/cli/early-unlock.ts): the next passphraseKey call
- * with exactly these inputs takes it instead of running scrypt again; any other call ignores it.
- * Taken once, so the derived key is not kept beyond its one use.
+ * takes it when its inputs are exactly these, and drops it either way; unasked for, it is dropped
+ * after PREDERIVED_MS. So a derived key is not kept beyond its one use, nor by a long-running
+ * command that never asked for it.
  */
 let prederived: { passphrase: string; salt: Buffer; params: ScryptParams; key: Promise<Buffer> } | undefined;
 
@@ -106,11 +110,19 @@ export function prederivePassphraseKey(passphrase: string, salt: Buffer, params:
   const key = passphraseKey(passphrase, salt, params);
   // Its failure (if any) belongs to whoever takes it; unused, it must not become an unhandled rejection.
   key.catch(() => undefined);
-  prederived = { passphrase, salt: Buffer.from(salt), params: { N: params.N, r: params.r, p: params.p }, key };
+  const started = { passphrase, salt: Buffer.from(salt), params: { N: params.N, r: params.r, p: params.p }, key };
+  prederived = started;
+  setTimeout(() => {
+    if (prederived === started) prederived = undefined;
+  }, PREDERIVED_MS).unref();
 }
+
+/** How long a derivation started ahead waits to be asked for: start-up takes well under a second. */
+const PREDERIVED_MS = 30_000;
 
 function takePrederived(passphrase: string, salt: Buffer, params: ScryptParams): Promise<Buffer> | undefined {
   const p = prederived;
+  prederived = undefined;
   if (
     !p ||
     p.passphrase !== passphrase ||
@@ -120,6 +132,5 @@ function takePrederived(passphrase: string, salt: Buffer, params: ScryptParams):
     p.params.p !== params.p
   )
     return undefined;
-  prederived = undefined;
   return p.key;
 }

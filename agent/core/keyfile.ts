@@ -1,6 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { DEFAULT_SCRYPT, KEY_BYTES, SALT_BYTES, open, passphraseKey, scryptParamsProblem, seal, type ScryptParams } from './crypto.ts';
+import {
+  DEFAULT_SCRYPT,
+  KEY_BYTES,
+  KEY_FILE_SCRYPT,
+  SALT_BYTES,
+  open,
+  passphraseKey,
+  scryptParamsProblem,
+  seal,
+  type ScryptParams,
+} from './crypto.ts';
 import { CairnError } from './errors.ts';
 import type { RepositoryConfig } from './config.ts';
 
@@ -28,13 +38,9 @@ export const passphraseKeyFileSchema = z.object({
   kdf: z
     .object({
       name: z.literal('scrypt'),
-      N: z
-        .number()
-        .int()
-        .min(1 << 10)
-        .max(1 << 22),
-      r: z.number().int().min(1).max(32),
-      p: z.number().int().min(1).max(16),
+      N: z.number().int().min(KEY_FILE_SCRYPT.minN).max(KEY_FILE_SCRYPT.maxN),
+      r: z.number().int().min(1).max(KEY_FILE_SCRYPT.maxR),
+      p: z.number().int().min(1).max(KEY_FILE_SCRYPT.maxP),
       salt: z.string().min(16),
     })
     .superRefine((kdf, ctx) => {

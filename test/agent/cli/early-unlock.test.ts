@@ -1,14 +1,15 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { earlyUnlockInput } from '../../../agent/cli/early-unlock.ts';
 import { DEFAULT_SCRYPT, passphraseKey, prederivePassphraseKey } from '../../../agent/core/crypto.ts';
 import { wrapMasterKey } from '../../../agent/core/keyfile.ts';
 import { Repository } from '../../../agent/core/repository.ts';
-import { runCliProcess } from '../../helpers/cli.ts';
+import { CAIRN_BIN, runCliProcess } from '../../helpers/cli.ts';
 import { fileRepo, PASSPHRASE, tempDir } from '../../helpers/repo.ts';
 
 /**
@@ -126,5 +127,58 @@ describe('early unlock', () => {
     await writeFile(join(keys, '0'.repeat(64)), JSON.stringify(hostile));
     const refused = await runCliProcess(['snapshots'], env());
     assert.equal(refused.code, 0, refused.stderr);
+  });
+
+  it('reads regular key files only: a FIFO, a device and stdin named like key files neither block nor feed it', async () => {
+    const odd = join(work.path, 'odd');
+    const oddRepository = await Repository.init(fileRepo(odd), PASSPHRASE, { host: 'h', user: 'u' });
+    const keys = join(odd, 'keys');
+    const [own] = await readdir(keys);
+    const ownSalt = Buffer.from(
+      (JSON.parse(await readFile(join(keys, own as string), 'utf8')) as { kdf: { salt: string } }).kdf.salt,
+      'base64',
+    );
+    // Sorted before the repository's own key, so the guess meets them first.
+    assert.equal(spawnSync('mkfifo', [join(keys, '0'.repeat(32))]).status, 0, 'mkfifo');
+    await symlink('/dev/zero', join(keys, `${'0'.repeat(31)}1`));
+    await symlink('/dev/stdin', join(keys, `${'0'.repeat(31)}2`));
+    const oddEnv = { CAIRN_REPOSITORY: odd, CAIRN_PASSWORD: PASSPHRASE };
+
+    const data = join(work.path, 'odd-data');
+    await mkdir(data);
+    await writeFile(join(data, 'f'), 'content');
+    // Through the bin, with the paths on stdin: the backup reads them (the guess did not), and nothing blocks.
+    const backup = spawn(process.execPath, [CAIRN_BIN, '--json', 'backup', '--files-from', '-'], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...oddEnv },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    // A bound on a hang, not a synchronisation: a blocked run is killed and fails below.
+    const watchdog = setTimeout(() => backup.kill('SIGKILL'), 60_000);
+    let stderr = '';
+    backup.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    backup.stdout.resume();
+    backup.stdin.end(`${data}\n`);
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
+      backup.on('close', (c, s) => resolve([c, s])),
+    );
+    clearTimeout(watchdog);
+    assert.equal(signal, null, `not killed: ${stderr}`);
+    assert.equal(code, 0, stderr);
+    const listed = await runCliProcess(['snapshots'], oddEnv);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.equal((await oddRepository.listSnapshots()).snapshots.length, 1);
+    // In this process only now: with the reads above broken, the FIFO would block the test itself.
+    const input = earlyUnlockInput(['snapshots'], oddEnv);
+    assert.ok(input, 'the guess passes over them to the passphrase key');
+    assert.deepEqual(input.salt, ownSalt);
+  });
+
+  it('starts nothing for scrypt parameters no key file may name, though they are runnable', async () => {
+    const bounded = join(work.path, 'bounded');
+    const boundedRepository = await Repository.init(fileRepo(bounded), PASSPHRASE, { host: 'h', user: 'u' });
+    const other = await wrapMasterKey(boundedRepository.masterKey(), PASSPHRASE, boundedRepository.id, { host: 'h', user: 'u' });
+    // 256 MiB and p = 4: within what scrypt may run, beyond the key file's schema (r ≤ 32).
+    await writeFile(join(bounded, 'keys', '0'.repeat(64)), JSON.stringify({ ...other, kdf: { ...other.kdf, N: 1024, r: 2048, p: 4 } }));
+    assert.equal(earlyUnlockInput(['snapshots'], { CAIRN_REPOSITORY: bounded, CAIRN_PASSWORD: PASSPHRASE }), undefined);
   });
 });
