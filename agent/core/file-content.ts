@@ -58,29 +58,82 @@ export async function* contentPieces(entry: TreeEntry, reader: PieceReader): Asy
 /** Pieces a reader keeps of one file while rebuilding it: a page file's extents return to recent pieces. */
 export const CONTENT_CACHE_PIECES = 8;
 
+/** Pieces read ahead of the slice being yielded, and the bytes they may hold: their reads overlap. */
+const CONTENT_AHEAD_PIECES = 8;
+const CONTENT_AHEAD_BYTES = 8 << 20;
+
 /**
  * The file's bytes in order, one slice at a time. A page file's pieces are kept
  * in a small cache of recent pieces (extents interleave a parent's piece with
- * runs of changed pages), and its slices must add up to its size.
+ * runs of changed pages), and its slices must add up to its size. The pieces of
+ * the next slices are read ahead (up to CONTENT_AHEAD_PIECES and _BYTES), so
+ * frames are fetched and opened side by side, not one after the other.
  */
 export async function* contentBytes(entry: TreeEntry, reader: PieceReader): AsyncGenerator<Buffer> {
-  const recent: Array<{ id: Buffer; data: Buffer }> = [];
-  let total = 0;
-  for await (const slice of contentSlices(entry, reader)) {
-    let piece: Buffer;
-    if (slice.length === undefined) piece = await reader.read(slice.id);
+  // Least recently used goes first, as the writer's RestoreReadCost assumes when it bounds re-reads: the
+  // cache sees the slices in file order, as it did when each piece was read only when its slice came.
+  const recent: Array<{ id: Buffer; data: Promise<Buffer> }> = [];
+  const ahead: Array<{ slice: ContentSlice; data: Promise<Buffer>; holds: number }> = [];
+  let aheadBytes = 0;
+  const start = (slice: ContentSlice): void => {
+    let data: Promise<Buffer> | undefined;
+    let holds = 0;
+    // Async, so a piece the index lacks rejects in its turn (readAhead throws at once); `holds` is set before it returns.
+    const read = async (): Promise<Buffer> => {
+      const started = reader.readAhead(slice.id);
+      holds = started.holds;
+      return started.data;
+    };
+    if (slice.length === undefined) data = read();
     else {
-      // Least recently used goes first, as the writer's RestoreReadCost assumes when it bounds re-reads.
       const at = recent.findIndex((r) => r.id.equals(slice.id));
       const hit = at >= 0 ? recent.splice(at, 1)[0] : undefined;
-      piece = hit ? hit.data : await reader.read(slice.id);
-      recent.unshift(hit ?? { id: Buffer.from(slice.id), data: piece });
+      data = hit ? hit.data : read();
+      recent.unshift(hit ?? { id: Buffer.from(slice.id), data });
       if (recent.length > CONTENT_CACHE_PIECES) recent.pop();
     }
-    const bytes = sliceOf(piece, slice);
+    // Awaited in turn below; a failure before its turn must not count as unhandled meanwhile.
+    data.catch(() => undefined);
+    ahead.push({ slice, data, holds });
+    aheadBytes += holds;
+  };
+  const next = async (): Promise<Buffer> => {
+    const first = ahead.shift() as (typeof ahead)[number];
+    aheadBytes -= first.holds;
+    return sliceOf(await first.data, first.slice);
+  };
+  let total = 0;
+  // A damaged list further on must not be reported before the slices ahead of it: they come out first.
+  // (Only the slices' own failure waits; a piece's comes out in its turn.)
+  let failure: { error: unknown } | undefined;
+  const slices = contentSlices(entry, reader);
+  try {
+    for (;;) {
+      let step: IteratorResult<ContentSlice>;
+      try {
+        step = await slices.next();
+      } catch (error) {
+        failure = { error };
+        break;
+      }
+      if (step.done) break;
+      start(step.value);
+      while (ahead.length >= CONTENT_AHEAD_PIECES || (ahead.length > 1 && aheadBytes > CONTENT_AHEAD_BYTES)) {
+        const bytes = await next();
+        total += bytes.length;
+        yield bytes;
+      }
+    }
+  } finally {
+    // The reader stopped early (or a piece failed): the lists' reading stops too.
+    if (!failure) await slices.return(undefined);
+  }
+  while (ahead.length > 0) {
+    const bytes = await next();
     total += bytes.length;
     yield bytes;
   }
+  if (failure) throw failure.error;
   if (entry.extentLists && total !== entry.size)
     throw new DamagedError(`the extents of ${entry.name} add up to ${total} bytes, not its ${entry.size ?? 0}`);
 }

@@ -221,16 +221,28 @@ export class PieceReader {
     }
     const plain = await frame;
     const where = `pack ${location.packId} frame @${location.frameOffset}`;
-    const slot = slotAt(plain, id, location.offsetInFrame);
-    if (slot < 0 || plain.lengths[slot] !== location.length) {
-      throw new DamagedError(`${where} does not hold piece ${id.toString('hex')} where the index says`);
-    }
-    const data = plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
-    // The opener compared the bytes with the table's id at this slot, which is `id` (checked above).
-    if (plain.matches ? plain.matches[slot] !== 1 : !this.repo.pieceId(data).equals(id)) {
+    const problem = this.pieceProblem(plain, id, location);
+    if (problem === 'absent') throw new DamagedError(`${where} does not hold piece ${id.toString('hex')} where the index says`);
+    if (problem === 'other bytes')
       throw new DamagedError(`${where}: the bytes stored as piece ${id.toString('hex')} are not that piece (their keyed id differs)`);
-    }
-    return data;
+    return plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
+  }
+
+  /**
+   * Whether a decoded frame holds piece `id` where `location` says: 'absent' when its table has no
+   * such piece at that offset and length, 'other bytes' when the bytes there do not hash to `id`.
+   */
+  pieceProblem(
+    plain: PlainFrame,
+    id: Buffer,
+    location: Pick<PieceLocation, 'offsetInFrame' | 'length'>,
+  ): 'absent' | 'other bytes' | undefined {
+    const slot = slotAt(plain, id, location.offsetInFrame);
+    if (slot < 0 || plain.lengths[slot] !== location.length) return 'absent';
+    // The opener compared the bytes with the table's id at this slot, which is `id` (checked above).
+    if (plain.matches) return plain.matches[slot] === 1 ? undefined : 'other bytes';
+    const data = plain.data.subarray(location.offsetInFrame, location.offsetInFrame + location.length);
+    return this.repo.pieceId(data).equals(id) ? undefined : 'other bytes';
   }
 
   /** Decodes a whole frame given its bytes (verify reads packs whole). */

@@ -153,9 +153,9 @@ describe('fuzz: page files', () => {
           },
         } as unknown as PieceReader;
         const listId = 'ab'.repeat(32);
-        const listReader = {
-          read: async (pieceId: Buffer): Promise<Buffer> => (pieceId.toString('hex') === listId ? file.list : reader.read(pieceId)),
-        } as unknown as PieceReader;
+        const read = async (pieceId: Buffer): Promise<Buffer> => (pieceId.toString('hex') === listId ? file.list : reader.read(pieceId));
+        // contentBytes reads the next slices' pieces ahead through readAhead (what they hold is not this test's concern).
+        const listReader = { read, readAhead: (pieceId: Buffer) => ({ data: read(pieceId), holds: 1024 }) } as unknown as PieceReader;
         const entry: TreeEntry = {
           name: 'f',
           type: 'file',

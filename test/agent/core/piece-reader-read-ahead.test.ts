@@ -8,26 +8,8 @@ import { PieceReader } from '../../../agent/core/piece-reader.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { decodeTree, type TreeEntry } from '../../../agent/core/tree.ts';
 import { FrameThreads } from '../../../agent/pipeline/frame-threads.ts';
-import { FileStorage } from '../../../agent/storage/file.ts';
+import { CountingStorage } from '../../helpers/counting-storage.ts';
 import { PASSPHRASE, backupDir, fileRepo, initSmallRepo, tempDir } from '../../helpers/repo.ts';
-
-/** File storage that counts the frame reads (ranged reads of packs past their header) in flight at once. */
-class CountingStorage extends FileStorage {
-  inFlight = 0;
-  most = 0;
-
-  override async getRange(key: string, offset: number, length: number): Promise<Buffer> {
-    if (!key.startsWith('packs/') || offset === 0) return super.getRange(key, offset, length);
-    this.most = Math.max(this.most, ++this.inFlight);
-    try {
-      // Every read started meanwhile gets its chance to start before this one ends.
-      await new Promise((resolve) => setImmediate(resolve));
-      return await super.getRange(key, offset, length);
-    } finally {
-      this.inFlight--;
-    }
-  }
-}
 
 /**
  * What a restore's read-ahead counts and holds (docs/performance-notes.md, "Restore: pieces scattered
