@@ -1,7 +1,7 @@
 import { closeSync, constants, fstatSync, openSync, readdirSync, readSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { KEY_FILE_SCRYPT, prederivePassphraseKey, scryptParamsProblem, type ScryptParams } from '../core/crypto.ts';
+import { localRepositoryPath } from '../storage/repository-url.ts';
 
 /**
  * Starts the passphrase's key derivation (scrypt: 32 MiB and 0.15–0.25 s of one core, on libuv's
@@ -62,7 +62,7 @@ export function earlyUnlockInput(args: string[], env: NodeJS.ProcessEnv): EarlyU
   // The first command name decides; a flag's value that happens to be one only costs a wasted guess.
   const command = args.find((arg) => OPENING.has(arg) || NOT_OPENING.has(arg));
   if (!command || !OPENING.has(command)) return undefined;
-  const root = localRoot(url);
+  const root = localRepositoryPath(url);
   if (!root) return undefined;
   try {
     // The unlocker tries the passphrase key files in id order: the first is the derivation it runs first.
@@ -129,11 +129,4 @@ export function startEarlyUnlock(args: string[], env: NodeJS.ProcessEnv): void {
   } catch {
     // A guess, nothing more.
   }
-}
-
-/** The directory of a local repository URL (a path or file://), else undefined. */
-function localRoot(url: string): string | undefined {
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
-  if (scheme === undefined) return isAbsolute(url) ? url : resolve(url);
-  return scheme === 'file' ? fileURLToPath(url) : undefined;
 }

@@ -1,8 +1,7 @@
-import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CairnError } from '../core/errors.ts';
 import type { DeletableStorage } from '../core/storage.ts';
 import { FileStorage } from './file.ts';
+import { localRepositoryPath, repositoryScheme } from './repository-url.ts';
 
 /**
  * Opens the backend a repository URL names: `file:///path` or a plain path,
@@ -11,9 +10,9 @@ import { FileStorage } from './file.ts';
  * loaded only when their scheme is used, so a local repository starts fast.
  */
 export async function openStorage(url: string, env: NodeJS.ProcessEnv = process.env): Promise<DeletableStorage> {
-  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(url)?.[1]?.toLowerCase();
-  if (scheme === undefined) return new FileStorage(resolve(url));
-  if (scheme === 'file') return new FileStorage(fileURLToPath(url));
+  const local = localRepositoryPath(url);
+  if (local !== undefined) return new FileStorage(local);
+  const scheme = repositoryScheme(url);
   if (scheme === 's3') {
     const { S3Storage, parseS3Url } = await import('./s3.ts');
     return new S3Storage({ ...parseS3Url(url, env), env });
