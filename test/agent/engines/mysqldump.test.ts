@@ -38,7 +38,7 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     // the first dump here), whatever boundaries the repository's keyed chunker draws. With the default chunks of up
     // to 4 MiB, the share of a dump of a few MB re-uploaded depended on where they fell (0.62 against a bound of 0.6
     // in one run).
-    await initSmallRepo(fileRepo(env.CAIRN_REPOSITORY));
+    await initSmallRepo(fileRepo(`${work.path}/repo`));
   });
   after(async () => {
     await server?.stop();
