@@ -28,6 +28,7 @@ import {
   rooted,
   run,
   runService,
+  SCHEDULING_ONLY,
   SERVICES,
   snapshots,
   UNITS,
@@ -193,6 +194,26 @@ describe('docs/systemd: the services run', () => {
     assert.deepEqual(sh, example);
   });
 
+  it('every service and cron line runs at nice 19 in the idle I/O class, and that prefix runs here', async () => {
+    // These tests do not apply the two (systemd-fixture.ts, SCHEDULING_ONLY): they are checked here instead.
+    for (const name of SERVICES) {
+      const unit = loadUnit(name);
+      assert.deepEqual(
+        SCHEDULING_ONLY.keys.map((key) => values(unit, 'Service', key).at(-1)),
+        ['19', 'idle'],
+        name,
+      );
+    }
+    const { commands } = cronEntries(readFileSync(join(UNITS, 'cairn.cron'), 'utf8'));
+    for (const command of commands) {
+      const runs = command.split(INSTALLED.cairn).length - 1;
+      assert.ok(runs > 0);
+      assert.equal(command.split(`${SCHEDULING_ONLY.cronPrefix}${INSTALLED.cairn}`).length - 1, runs, command);
+    }
+    const prefixed = await run(['/bin/sh', '-c', `${SCHEDULING_ONLY.cronPrefix}printf ok`], { PATH: '/usr/bin:/bin' });
+    assert.deepEqual({ code: prefixed.code, stdout: prefixed.stdout }, { code: 0, stdout: 'ok' }, prefixed.stderr);
+  });
+
   it("the services' command lines back up, forget, prune and verify the example job, and the backup restores", async () => {
     const backupUnit = loadUnit('cairn-backup@.service');
     const metricsFile = jobEnv(root).CAIRN_METRICS_FILE as string;
@@ -285,7 +306,12 @@ describe('docs/systemd/cairn.cron', () => {
       commands.map((c) => /\/cairn (\w+)/.exec(c)?.[1]),
       ['backup', 'forget', 'verify'],
     );
-    const [backup, prune, verify] = commands.map((c) => rooted(root, c)) as [string, string, string];
+    // Without the scheduling prefix, checked apart (SCHEDULING_ONLY): at nice 19 the runs got next to no CPU beside a busy test run.
+    const [backup, prune, verify] = commands.map((c) => rooted(root, c.replaceAll(SCHEDULING_ONLY.cronPrefix, ''))) as [
+      string,
+      string,
+      string,
+    ];
     for (const path of [backup, prune, verify].flatMap((c) => [...c.matchAll(/(?:^|[\s="'>])(\/[^\s"']*)/g)].map((m) => m[1] as string)))
       assert.ok(path.startsWith(`${root}/`), `${path} is outside the fake root: rooted() must learn its form`);
     // cron's PATH from the file, with this checkout's node ahead (the wrapper names it by its full path anyway).
