@@ -95,8 +95,8 @@ export function loadUnit(name: string, text = readFileSync(join(UNITS, name), 'u
  * which wins), and each ExecStart= as argv, under the settings this test can reproduce without
  * systemd: UMask=, CapabilityBoundingSet= and NoNewPrivileges=. Nice= and IOSchedulingClass= only
  * schedule (systemd-analyze checks them): applied here, the services at nice 19 and in the idle I/O
- * class got next to no CPU beside a busy test run (one test, 15.7 s alone, took 108 s with four test
- * files at once), so SCHEDULING_ONLY names them and they are not applied.
+ * class got next to no CPU beside a busy test run (one test took 15.7 s with two test files at once,
+ * 108 s with four), so SCHEDULING_ONLY names them and they are not applied.
  */
 export function serviceCommands(unit: Unit, root: string): { env: Map<string, string>; commands: string[][] } {
   const env = parseEnvironmentAssignments(values(unit, 'Service', 'Environment'));
