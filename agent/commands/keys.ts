@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { writeNewFileDurably } from '../core/durable-file.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { readHistory } from '../core/history.ts';
 import { wrapMasterKey, parseKeyFile, type KeyFile } from '../core/keyfile.ts';
@@ -166,7 +167,12 @@ export async function changePassphrase(
   return id;
 }
 
-/** Writes a recovery kit for this repository's master key to `path` (mode 0600; never overwrites). */
+/**
+ * Writes a recovery kit for this repository's master key to `path` (mode 0600;
+ * never overwrites). Through a temporary file beside it, so a full disk, an
+ * I/O error or the CLI's exit at a second SIGTERM never leaves a truncated kit
+ * that could be printed and filed as the real one.
+ */
 export async function exportRecoveryKit(
   repo: Repository,
   path: string,
@@ -175,7 +181,7 @@ export async function exportRecoveryKit(
 ): Promise<{ path: string; checksum: string }> {
   const text = await createRecoveryKit(repo.masterKey(), recoveryPassphrase, { repositoryId: repo.id, location: repo.storage.location });
   try {
-    await writeFile(path, text, { flag: 'wx', mode: 0o600 });
+    await writeNewFileDurably(path, text, join(dirname(path), `.${basename(path)}.cairn-${randomBytes(6).toString('hex')}.tmp`), 0o600);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EEXIST')

@@ -1,22 +1,68 @@
-import { open, rename, unlink } from 'node:fs/promises';
+import { link, open, rename, unlink } from 'node:fs/promises';
+import { unlinkSync } from 'node:fs';
+
+/** What the two writers below accept: what FileHandle.writeFile takes, a stream's chunks included. */
+export type FileData = string | Uint8Array | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /**
  * Replaces `path` with `data` through the temporary file `tmp` (beside it, on
  * the same file system), flushed to disk before the rename: a reader, even
  * after a crash, sees the old file or the whole new one, never a part.
  */
-export async function writeFileDurably(path: string, data: string | Uint8Array, tmp: string, mode: number): Promise<void> {
+export async function writeFileDurably(path: string, data: FileData, tmp: string, mode: number): Promise<void> {
+  await writeTemporary(tmp, data, mode, () => rename(tmp, path));
+}
+
+/**
+ * Creates `path` with `data`, never over an existing file (EEXIST, as
+ * open's 'wx'), and never leaves part of it: the data is written and flushed
+ * to `tmp` first, then hard-linked to `path` (link(2) fails rather than
+ * replace a file, where rename would replace it) and `tmp` removed. A failed
+ * write removes `tmp`; so does a process.exit() while it is in flight (the
+ * CLI's exit at a second SIGINT/SIGTERM). Only SIGKILL or a crash can leave
+ * `tmp` behind, never a truncated file under `path`. On file systems
+ * without hard links the file is created in place with 'wx' and removed
+ * again if the write fails.
+ */
+export async function writeNewFileDurably(path: string, data: FileData, tmp: string, mode: number): Promise<void> {
   try {
-    const handle = await open(tmp, 'wx', mode);
+    await writeTemporary(tmp, data, mode, () => link(tmp, path));
+  } catch (error) {
+    if (!noHardLinks(error)) throw error;
+    await writeTemporary(path, data, mode, async () => undefined);
+    return;
+  }
+  await unlink(tmp).catch(() => undefined);
+}
+
+function noHardLinks(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return (error as NodeJS.ErrnoException).syscall === 'link' && (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP');
+}
+
+/** Writes and flushes `file` (created with 'wx'), then runs `publish`; on any failure, or at process exit meanwhile, removes `file`. */
+async function writeTemporary(file: string, data: FileData, mode: number, publish: () => Promise<unknown>): Promise<void> {
+  const handle = await open(file, 'wx', mode);
+  const removeAtExit = (): void => {
+    try {
+      unlinkSync(file);
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', removeAtExit);
+  try {
     try {
       await handle.writeFile(data);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    await rename(tmp, path);
+    await publish();
   } catch (error) {
-    await unlink(tmp).catch(() => undefined);
+    await unlink(file).catch(() => undefined);
     throw error;
+  } finally {
+    process.off('exit', removeAtExit);
   }
 }

@@ -132,6 +132,8 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
     const again = await runCli(['key', 'export', '--recovery-kit', kitFile], { ...withPass, CAIRN_RECOVERY_PASSWORD: 'other' });
     assert.equal(again.code, 17, 'never writes over a file');
     assert.equal(await readFile(kitFile, 'utf8'), kitText);
+    // Written through a temporary file beside it (agent/core/durable-file.ts), which neither export leaves.
+    assert.deepEqual((await readdir(work.path)).sort(), ['kit.txt', 'repo', 'src']);
 
     // Remove every key file: the passphrase one (opened through KMS), then the KMS one.
     const keys = (lastOfType(await runCli(['key', 'list'], noPass), 'keys') as { keys: Array<{ id: string; kind: string }> }).keys;
