@@ -179,8 +179,9 @@ describe('repository lifecycle through the CLI', () => {
     for (let round = 0; round < 6; round++) {
       await writeFile(join(src, `round-${round}.bin`), randomBytes(1_500_000));
       if (round > 1) await rm(join(src, `round-${round - 2}.bin`));
-      // This is about what survives the race, not how fast it runs: a prune now locks twice (mark, then
-      // settle after the grace), and on a loaded CI machine three queued operations can take over a minute.
+      // This is about what survives the race, not how fast it runs: a prune locks twice (mark, then settle
+      // after the grace), so the wait is generous. Rounds took up to a minute while lock waits retried on a
+      // fixed one-second beat (the three met at every retry); with random retries they took 0.3–2 s here.
       const [b, f, p] = await Promise.all([
         runCli(['--lock-wait', '5m', 'backup', src], env),
         runCli(['--lock-wait', '5m', 'forget', '--keep-last', '2'], env),
