@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { lstat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { writeNewFileDurably } from '../core/durable-file.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { readHistory } from '../core/history.ts';
@@ -181,10 +182,18 @@ export async function exportRecoveryKit(
 ): Promise<{ path: string; checksum: string }> {
   const text = await createRecoveryKit(repo.masterKey(), recoveryPassphrase, { repositoryId: repo.id, location: repo.storage.location });
   try {
-    await writeNewFileDurably(path, text, join(dirname(path), `.${basename(path)}.cairn-${randomBytes(6).toString('hex')}.tmp`), 0o600);
+    // A short hidden name: one that grew with the kit's would fail long names (ENAMETOOLONG).
+    await writeNewFileDurably(path, text, join(dirname(path), `.cairn-kit-${randomBytes(6).toString('hex')}.tmp`), 0o600);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST')
+    // Also when the temporary file could not be made (a directory we cannot write to) but the name is taken.
+    if (
+      code === 'EEXIST' ||
+      (await lstat(path).then(
+        () => true,
+        () => false,
+      ))
+    )
       throw new CairnError('Cairn.AlreadyExists', `${path} already exists: a recovery kit is never written over a file`, {
         hint: 'choose a new file name',
         cause: error,

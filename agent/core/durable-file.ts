@@ -21,14 +21,15 @@ export async function writeFileDurably(path: string, data: FileData, tmp: string
  * write removes `tmp`; so does a process.exit() while it is in flight (the
  * CLI's exit at a second SIGINT/SIGTERM). Only SIGKILL or a crash can leave
  * `tmp` behind, never a truncated file under `path`. On file systems
- * without hard links the file is created in place with 'wx' and removed
- * again if the write fails.
+ * without hard links, data given whole (a string or bytes) is written in
+ * place with 'wx' and removed again if the write fails; a stream, already
+ * consumed, cannot be written twice, so that error is thrown.
  */
 export async function writeNewFileDurably(path: string, data: FileData, tmp: string, mode: number): Promise<void> {
   try {
     await writeTemporary(tmp, data, mode, () => link(tmp, path));
   } catch (error) {
-    if (!noHardLinks(error)) throw error;
+    if (!noHardLinks(error) || !(typeof data === 'string' || data instanceof Uint8Array)) throw error;
     await writeTemporary(path, data, mode, async () => undefined);
     return;
   }
@@ -40,17 +41,23 @@ function noHardLinks(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).syscall === 'link' && (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP');
 }
 
-/** Writes and flushes `file` (created with 'wx'), then runs `publish`; on any failure, or at process exit meanwhile, removes `file`. */
-async function writeTemporary(file: string, data: FileData, mode: number, publish: () => Promise<unknown>): Promise<void> {
-  const handle = await open(file, 'wx', mode);
-  const removeAtExit = (): void => {
+/** Files being written: removed if the process exits first. One listener for all, however many writes run at once. */
+const inFlight = new Set<string>();
+function removeInFlight(): void {
+  for (const file of inFlight) {
     try {
       unlinkSync(file);
     } catch {
       // already gone
     }
-  };
-  process.once('exit', removeAtExit);
+  }
+}
+
+/** Writes and flushes `file` (created with 'wx'), then runs `publish`; on any failure, or at process exit meanwhile, removes `file`. */
+async function writeTemporary(file: string, data: FileData, mode: number, publish: () => Promise<unknown>): Promise<void> {
+  const handle = await open(file, 'wx', mode);
+  if (inFlight.size === 0) process.once('exit', removeInFlight);
+  inFlight.add(file);
   try {
     try {
       await handle.writeFile(data);
@@ -63,6 +70,7 @@ async function writeTemporary(file: string, data: FileData, mode: number, publis
     await unlink(file).catch(() => undefined);
     throw error;
   } finally {
-    process.off('exit', removeAtExit);
+    inFlight.delete(file);
+    if (inFlight.size === 0) process.off('exit', removeInFlight);
   }
 }

@@ -59,6 +59,25 @@ describe('durable files', () => {
     assert.equal(await readFile(join(d, 'old.txt'), 'utf8'), 'old\n');
   });
 
+  it('many writes at once share one exit listener: no MaxListenersExceededWarning, none left behind', async () => {
+    const d = await fresh('many');
+    const before = process.listenerCount('exit');
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    await Promise.all(
+      Array.from({ length: 24 }, (_, i) => writeNewFileDurably(join(d, `f${i}`), `file ${i}\n`, join(d, `.f${i}.tmp`), 0o600)),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    assert.deepEqual(
+      warnings.map((w) => w.name),
+      [],
+    );
+    assert.equal(process.listenerCount('exit'), before);
+    assert.equal((await readdir(d)).length, 24);
+  });
+
   it('does not remove a temporary name it did not create', async () => {
     const d = await fresh('foreign-tmp');
     await writeFile(join(d, '.kit.tmp'), 'someone else\n');

@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { base32Decode, base32Encode, createRecoveryKit, openRecoveryKit, parseRecoveryKit } from '../../../agent/core/recovery-kit.ts';
@@ -134,6 +134,14 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
     assert.equal(await readFile(kitFile, 'utf8'), kitText);
     // Written through a temporary file beside it (agent/core/durable-file.ts), which neither export leaves.
     assert.deepEqual((await readdir(work.path)).sort(), ['kit.txt', 'repo', 'src']);
+    // A taken name in a directory where no temporary file can be made is still "already exists".
+    const readOnlyDir = await runCli(['key', 'export', '--recovery-kit', '/proc/version'], { ...withPass, CAIRN_RECOVERY_PASSWORD: 'x' });
+    assert.equal(readOnlyDir.code, 17, readOnlyDir.stdout);
+    // The temporary name does not grow with the kit's: a 240-byte name works.
+    const longName = join(work.path, `${'k'.repeat(236)}.txt`);
+    const long = await runCli(['key', 'export', '--recovery-kit', longName], { ...withPass, CAIRN_RECOVERY_PASSWORD: 'kit passphrase' });
+    assert.equal(long.code, 0, long.stdout);
+    await rm(longName);
 
     // Remove every key file: the passphrase one (opened through KMS), then the KMS one.
     const keys = (lastOfType(await runCli(['key', 'list'], noPass), 'keys') as { keys: Array<{ id: string; kind: string }> }).keys;
