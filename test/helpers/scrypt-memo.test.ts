@@ -36,6 +36,19 @@ describe('the test suite’s scrypt cache', () => {
     }
   });
 
+  it('keys on the bytes of any view and leaves other inputs to the real function', async () => {
+    const salt = randomBytes(16);
+    const inner = Buffer.from('..alpha..');
+    const view = new DataView(inner.buffer, inner.byteOffset + 2, 5);
+    assert.deepEqual(await scrypt(view, salt, 32, CHEAP), scryptSync('alpha', salt, 32, CHEAP));
+    for (const word of ['alpha', 'bravo']) {
+      const arrayBuffer = new Uint8Array(Buffer.from(word)).buffer;
+      const real = scryptSync(new Uint8Array(arrayBuffer), salt, 32, CHEAP);
+      assert.deepEqual(await scrypt(arrayBuffer as unknown as crypto.BinaryLike, salt, 32, CHEAP), real, `an ArrayBuffer of ${word}`);
+    }
+    assert.throws(() => crypto.scrypt('pw', salt, 32, { N: 3 }, () => undefined), /N|cost|Invalid/i, 'bad parameters throw at the call');
+  });
+
   it('hands every caller its own copy: zeroing a used key spoils nothing', async () => {
     const salt = randomBytes(16);
     const first = await scrypt('pw', salt, 32, CHEAP);

@@ -22,8 +22,18 @@ type Callback = (error: Error | null, key: Buffer) => void;
 const realScrypt = crypto.scrypt;
 const derived = new Map<string, Promise<Buffer>>();
 
-function cacheKey(password: crypto.BinaryLike, salt: crypto.BinaryLike, keylen: number, options: ScryptOptions): string {
-  const bytes = (v: crypto.BinaryLike): Uint8Array =>
+/** Inputs the cache can key on: a string or a view of bytes (Buffer, TypedArray, DataView). */
+function cacheable(v: unknown): v is string | NodeJS.ArrayBufferView {
+  return typeof v === 'string' || ArrayBuffer.isView(v);
+}
+
+function cacheKey(
+  password: string | NodeJS.ArrayBufferView,
+  salt: string | NodeJS.ArrayBufferView,
+  keylen: number,
+  options: ScryptOptions,
+): string {
+  const bytes = (v: string | NodeJS.ArrayBufferView): Uint8Array =>
     typeof v === 'string' ? Buffer.from(v, 'utf8') : new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   const h = createHash('sha256');
   for (const part of [bytes(password), bytes(salt)]) h.update(`${part.length}:`).update(part);
@@ -39,14 +49,22 @@ function memoScrypt(
   optionsOrCallback: ScryptOptions | Callback,
   maybeCallback?: Callback,
 ): void {
+  const callback = typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback;
   const options = typeof optionsOrCallback === 'function' ? {} : optionsOrCallback;
-  const callback = (typeof optionsOrCallback === 'function' ? optionsOrCallback : maybeCallback) as Callback;
+  // Anything unusual goes to the real function as it is, to fail (or not) exactly as it would.
+  if (typeof callback !== 'function' || typeof options !== 'object' || options === null || !cacheable(password) || !cacheable(salt)) {
+    (realScrypt as (...args: unknown[]) => void)(password, salt, keylen, optionsOrCallback, maybeCallback);
+    return;
+  }
   const key = cacheKey(password, salt, keylen, options);
   let pending = derived.get(key);
   if (!pending) {
+    let settle: Callback = () => undefined;
     pending = new Promise<Buffer>((resolve, reject) => {
-      realScrypt(password, salt, keylen, options, (error, result) => (error ? reject(error) : resolve(result)));
+      settle = (error, result) => (error ? reject(error) : resolve(result));
     });
+    // Called here, not inside the promise: bad parameters throw at the call, as they do without the cache.
+    realScrypt(password, salt, keylen, options, settle);
     derived.set(key, pending);
     // A failure is not kept: the next call runs the real function again and fails as it does.
     pending.catch(() => derived.delete(key));
