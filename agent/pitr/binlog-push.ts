@@ -6,7 +6,8 @@ import { compactTime, type LogArchive, type LogFileRecord, type PushOutcome } fr
 import type { MysqlConnection } from '../process/mysql-option-file.ts';
 import { parseBinlog, type BinlogInfo } from './binlog-parser.ts';
 import { BinlogSource, explainBinlogError } from './binlog-source.ts';
-import { ensureSpoolDir, processAlive } from './wal-spool.ts';
+import { processAlive } from '../core/lock-file.ts';
+import { ensureSpoolDir } from './wal-spool.ts';
 
 /**
  * `cairn binlog-push` (docs/pitr.md): archives a MariaDB server's closed

@@ -1,9 +1,10 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { rename, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CairnError } from '../core/errors.ts';
-import { processAlive, type SpoolPaths } from './wal-spool.ts';
+import { tryLockFile, type HeldLockFile } from '../core/lock-file.ts';
+import type { SpoolPaths } from './wal-spool.ts';
 
 /**
  * Starting the WAL daemon: its log file in the spool (rotated past 10 MiB)
@@ -49,33 +50,24 @@ export class DaemonLog {
   }
 }
 
-/** The start lock: a file holding the starter's pid, created exclusively. 'running' when a daemon already answers. */
-export async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise<{ release: () => Promise<void> } | 'running'> {
+/**
+ * The start lock (lock-file.ts): one starter at a time opens the repository
+ * and takes the socket. 'running' when a daemon already answers. A starter
+ * that died (killed while opening the repository) leaves its lock, taken
+ * over at once since its pid is gone.
+ */
+export async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): Promise<HeldLockFile | 'running'> {
   const deadline = Date.now() + STALE_LOCK_MS + 10_000;
   for (;;) {
     signal.throwIfAborted();
     if (await answers(spool.socket)) return 'running';
-    try {
-      await writeFile(spool.lock, String(process.pid), { flag: 'wx', mode: 0o600 });
-      return {
-        release: async () => {
-          if ((await readFile(spool.lock, 'utf8').catch(() => '')) === String(process.pid)) await unlink(spool.lock).catch(() => undefined);
-        },
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const text = await readFile(spool.lock, 'utf8').catch(() => '');
-    const age = Date.now() - ((await stat(spool.lock).catch(() => undefined))?.mtimeMs ?? Date.now());
-    // A starter that died (killed while opening the repository) leaves its lock: take it over. An empty lock is one
-    // whose holder has created it and not yet written its pid.
-    const dead = text === '' ? age > 5000 : !processAlive(Number(text));
-    if (dead || age > STALE_LOCK_MS) await unlink(spool.lock).catch(() => undefined);
-    else await sleep(50);
+    const held = await tryLockFile(spool.lock, { staleMs: STALE_LOCK_MS, mode: 0o600 });
+    if (held) return held;
     if (Date.now() > deadline)
       throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, {
         hint: `remove ${spool.lock} if no cairn wal-daemon is running`,
       });
+    await sleep(50);
   }
 }
 

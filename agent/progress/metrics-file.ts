@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, stat, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { basename, dirname, join } from 'node:path';
 import { writeFileDurably } from '../core/durable-file.ts';
+import { tryLockFile, type HeldLockFile } from '../core/lock-file.ts';
 
 /**
  * `--metrics-file PATH`: after a command, Prometheus text-format metrics for
@@ -147,7 +148,7 @@ const LOCK_WAIT_MS = 30_000;
 
 export async function writeMetricsFile(path: string, run: RunMetrics): Promise<void> {
   const lock = join(dirname(path), `.${basename(path)}.lock`);
-  await acquire(lock);
+  const held = await acquire(lock);
   try {
     const old = await readFile(path, 'utf8').catch((error: unknown) => {
       // No file yet: a first run. Any other failure to read it must not erase the other operations' series.
@@ -157,25 +158,16 @@ export async function writeMetricsFile(path: string, run: RunMetrics): Promise<v
     const text = mergeMetrics(old, run);
     await writeFileDurably(path, text, join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`), 0o644);
   } finally {
-    await unlink(lock).catch(() => undefined);
+    await held.release();
   }
 }
 
-/** Creates the lock file, waiting while another writer holds it and taking it over once it is stale. */
-async function acquire(lock: string): Promise<void> {
+/** Takes the lock file (lock-file.ts), waiting while another writer holds it. */
+async function acquire(lock: string): Promise<HeldLockFile> {
   const deadline = Date.now() + LOCK_WAIT_MS;
   for (;;) {
-    try {
-      await (await open(lock, 'wx', 0o644)).close();
-      return;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const held = await stat(lock).catch(() => undefined);
-    if (held && Date.now() - held.mtimeMs > STALE_LOCK_MS) {
-      await unlink(lock).catch(() => undefined);
-      continue;
-    }
+    const held = await tryLockFile(lock, { staleMs: STALE_LOCK_MS, mode: 0o644 });
+    if (held) return held;
     if (Date.now() > deadline)
       throw new Error(`${lock} has been held by another cairn for ${LOCK_WAIT_MS / 1000} s; remove it if no cairn command is running`);
     await delay(25);

@@ -6,7 +6,8 @@ import { LogArchive, validateStream } from '../../core/log-archive.ts';
 import { askRunning } from '../../pitr/wal-client.ts';
 import { runWalDaemon } from '../../pitr/wal-daemon.ts';
 import type { DaemonStatus } from '../../pitr/wal-protocol.ts';
-import { chooseSpoolDir, processAlive, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../../pitr/wal-spool.ts';
+import { processAlive } from '../../core/lock-file.ts';
+import { chooseSpoolDir, repositoryIdentity, spoolDaemons, spoolPaths, type SpoolPaths } from '../../pitr/wal-spool.ts';
 import type { Cli } from '../context.ts';
 import { requireRepo, type WalFlags } from '../wal-options.ts';
 

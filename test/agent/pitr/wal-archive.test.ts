@@ -9,7 +9,8 @@ import { CAIRN_BIN, runCli, type CliResult } from '../../helpers/cli.ts';
 import { PASSPHRASE, fileRepo, tempDir } from '../../helpers/repo.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { LogArchive } from '../../../agent/core/log-archive.ts';
-import { processAlive as alive, spoolPaths } from '../../../agent/pitr/wal-spool.ts';
+import { processAlive as alive } from '../../../agent/core/lock-file.ts';
+import { spoolPaths } from '../../../agent/pitr/wal-spool.ts';
 
 const SYSID = '7301234567890123456';
 const STREAM = `pg-${SYSID}`;
