@@ -45,11 +45,12 @@ interface Holder {
  * waiters of other users must be able to read the record to judge it.
  */
 export async function tryLockFile(path: string, options: { staleMs: number; mode: number }): Promise<HeldLockFile | undefined> {
-  const mine = await create(path, options.mode);
-  if (mine) return mine;
+  // Read first: a waiter polling a held lock writes nothing (creating one costs a temporary file and an fsync).
   const holder = await readHolder(path);
-  if (!holder || !stale(holder, options.staleMs)) return undefined;
-  await breakStale(path, holder, options);
+  if (holder) {
+    if (!stale(holder, options.staleMs)) return undefined;
+    await breakStale(path, holder, options);
+  }
   return create(path, options.mode);
 }
 
