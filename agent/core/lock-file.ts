@@ -1,37 +1,57 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { open, unlink } from 'node:fs/promises';
+import { constants, readFileSync, readlinkSync } from 'node:fs';
+import { lstat, open, readdir, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { writeNewFileDurably } from './durable-file.ts';
+import { CairnError } from './errors.ts';
 
 /**
  * A single-winner lock file on a local file system, for the host's own
  * coordination (the metrics file's read-merge-write, the WAL daemon's start),
  * never for repository data (that is locks.ts, on the storage).
  *
- * The lock appears whole: its record (`pid host nonce`) is written to a
- * temporary file and hard-linked to the lock's name, which fails if the name
- * is taken. Its holder removes it only while it still holds its own record.
+ * The lock appears whole: its record (`pid host nonce scope`, the scope being
+ * the boot id and the PID namespace) is written to a temporary file and
+ * hard-linked to the lock's name, which fails if the name is taken. Its
+ * holder removes it only while it still holds its own record.
  *
- * A lock left by a holder that died (its pid is gone on this host, or it is
- * older than `staleMs`) is taken over. Judging and removing are two steps, so
- * two waiters that both judged the same lock stale could otherwise remove
- * each other's fresh lock and both go on as holders: removing another's lock
- * is therefore done only under a second lock file, `<lock>.break`, and only
- * if the lock still holds the record that was judged stale. Only a breaker
- * that dies inside those few file operations leaves `<lock>.break` behind;
- * it is removed in turn once its own holder is gone or it is older than
- * BREAK_STALE_MS, without that second guard (the one race left: two waiters
- * both removing such a leftover at the same instant).
+ * A lock is taken over when its holder is gone: at once when the record names
+ * a pid of the same boot and PID namespace that no longer runs (a hostname is
+ * not enough: containers sharing the host's network share its hostname, and a
+ * restarted one reuses small pids), else once it is older than `staleMs`
+ * (another host's or container's record, or an older cairn's), or, for a live
+ * holder, than `liveMs` (a stuck holder, or a pid reused by an unrelated
+ * process). Judging and removing are two steps, so two waiters that both
+ * judged the same lock stale could otherwise remove each other's fresh lock
+ * and both go on as holders: removing another's lock is therefore done only
+ * under a second lock file, `<lock>.break`, and only if the lock still holds
+ * the record judged stale. A breaker holds it for a few file operations; a
+ * leftover one is judged like a lock (at once if its holder died, after
+ * BREAK_STALE_MS if its holder cannot be checked, after BREAK_LIVE_MS if it
+ * lives) and removed without a second guard. The races left need a waiter
+ * stopped for minutes in the middle of a takeover.
  */
 
-/** A breaker holds `<lock>.break` for a stat, a read and an unlink: one this old was left by a breaker that died. */
-const BREAK_STALE_MS = 10_000;
+/** A leftover `<lock>.break` whose holder cannot be checked (another container's) is removed after this. */
+const BREAK_STALE_MS = 60_000;
+/** A breaker that still runs keeps `<lock>.break` this long: it needs milliseconds, unless it is stopped. */
+const BREAK_LIVE_MS = 10 * 60_000;
+/** A record is a line of a few dozen bytes: anything longer is not one of ours, and is judged by its age. */
+const MAX_RECORD_BYTES = 256;
 
 export interface HeldLockFile {
   /** Removes the lock if it still holds this holder's record (a lock taken over as stale is the new holder's). */
   release(): Promise<void>;
+}
+
+export interface LockFileOptions {
+  /** A lock whose holder cannot be checked is taken over once older than this. */
+  staleMs: number;
+  /** A lock whose holder still runs is taken over once older than this (default: 10 minutes, or staleMs if longer). */
+  liveMs?: number;
+  /** The lock file's mode: waiters of other users must be able to read the record to judge it. */
+  mode: number;
 }
 
 interface Holder {
@@ -39,85 +59,153 @@ interface Holder {
   ageMs: number;
 }
 
-/**
- * One attempt: the lock (undefined while another live holder has it). A
- * stale lock is taken over in the same attempt. `mode` is the lock file's:
- * waiters of other users must be able to read the record to judge it.
- */
-export async function tryLockFile(path: string, options: { staleMs: number; mode: number }): Promise<HeldLockFile | undefined> {
+/** Records of the locks this process holds: a record naming this pid and scope that is not here is a dead process's. */
+const heldHere = new Set<string>();
+
+/** One attempt: the lock, or undefined while a live holder has it. A stale lock is taken over in the same attempt. */
+export async function tryLockFile(path: string, options: LockFileOptions): Promise<HeldLockFile | undefined> {
+  const limits = { staleMs: options.staleMs, liveMs: options.liveMs ?? Math.max(10 * 60_000, options.staleMs) };
   // Read first: a waiter polling a held lock writes nothing (creating one costs a temporary file and an fsync).
   const holder = await readHolder(path);
   if (holder) {
-    if (!stale(holder, options.staleMs)) return undefined;
-    await breakStale(path, holder, options);
+    if (!stale(holder, limits)) return undefined;
+    await breakStale(path, holder, limits, options.mode);
   }
-  return create(path, options.mode);
+  const held = await create(path, options.mode);
+  if (held) await sweepTemporaries(path, limits.staleMs);
+  return held;
 }
 
 /** Creates the lock with a new record: undefined if the name is taken. */
 async function create(path: string, mode: number): Promise<HeldLockFile | undefined> {
-  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')}\n`;
-  const tmp = join(dirname(path), `.${basename(path).slice(0, 64)}.${randomBytes(6).toString('hex')}.tmp`);
+  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')} ${processScope() ?? '-'}\n`;
+  const tmp = join(dirname(path), `${temporaryPrefix(path)}${randomBytes(6).toString('hex')}.tmp`);
+  // Known before the lock appears: another waiter of this process must never judge it a dead process's.
+  heldHere.add(record);
   try {
     await writeNewFileDurably(path, record, tmp, mode);
   } catch (error) {
+    heldHere.delete(record);
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
-    throw error;
+    throw new Error(`cannot create the lock file ${path}: ${(error as Error).message}`, { cause: error });
   }
   return {
     release: async () => {
       if ((await readHolder(path).catch(() => undefined))?.record === record) await unlink(path).catch(() => undefined);
+      heldHere.delete(record);
     },
   };
 }
 
-/** The lock's record and age, read through one descriptor; undefined if there is no lock. */
+/** The lock's temporary files are named `<prefix><12 hex>.tmp`, the prefix capped so long lock names still fit. */
+function temporaryPrefix(path: string): string {
+  return `.${basename(path).slice(0, 64)}.`;
+}
+
+/**
+ * Removes the temporary files of this lock and its breaker that a process killed while creating one
+ * left behind (they are never renamed into place, so an old one is nobody's).
+ */
+async function sweepTemporaries(path: string, staleMs: number): Promise<void> {
+  const prefixes = [temporaryPrefix(path), temporaryPrefix(`${path}.break`)];
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!prefixes.some((prefix) => name.startsWith(prefix)) || !/\.[0-9a-f]{12}\.tmp$/.test(name)) continue;
+    const file = join(dirname(path), name);
+    const info = await lstat(file).catch(() => undefined);
+    if (info?.isFile() && Math.abs(Date.now() - info.mtimeMs) > Math.max(staleMs, 60_000)) await unlink(file).catch(() => undefined);
+  }
+}
+
+/**
+ * The lock's record (at most MAX_RECORD_BYTES) and age; undefined if there is no lock. Opened without
+ * following a symbolic link and without blocking (a FIFO there would block the read, and with it the
+ * process's exit): anything but a regular file is an error naming it. A lock this user cannot read is
+ * judged by its age alone.
+ */
 async function readHolder(path: string): Promise<Holder | undefined> {
   let handle;
   try {
-    handle = await open(path, 'r');
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw notALockFile(path, 'a symbolic link');
+    if (code !== 'EACCES') throw error;
+    const info = await lstat(path).catch(() => undefined);
+    if (!info) return undefined;
+    if (!info.isFile()) throw notALockFile(path, 'not a regular file');
+    return { record: '', ageMs: Date.now() - info.mtimeMs };
   }
   try {
-    const [info, record] = await Promise.all([handle.stat(), handle.readFile('utf8')]);
-    return { record, ageMs: Date.now() - info.mtimeMs };
+    const info = await handle.stat();
+    if (!info.isFile()) throw notALockFile(path, info.isDirectory() ? 'a directory' : 'not a regular file');
+    const buffer = Buffer.alloc(MAX_RECORD_BYTES + 1);
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+    return { record: bytesRead > MAX_RECORD_BYTES ? '' : buffer.toString('utf8', 0, bytesRead), ageMs: Date.now() - info.mtimeMs };
   } finally {
     await handle.close();
   }
 }
 
+function notALockFile(path: string, what: string): CairnError {
+  return new CairnError('Cairn.Locked', `${path} is ${what}, where cairn keeps a lock file`, {
+    hint: `remove ${path} if no cairn command is running`,
+  });
+}
+
 /**
- * A holder is gone when its record names a pid of this host that no longer
- * runs, or when its lock is older than `staleMs` (another host's, or a record
- * of an older cairn, which wrote none or only a pid).
+ * Whether the holder is gone (see the top of this file). An age counts either way: a lock far in the
+ * future was written before the clock was stepped back.
  */
-function stale(holder: Holder, staleMs: number): boolean {
-  if (holder.ageMs > staleMs) return true;
-  const match = /^(\d+)(?: (\S+) [0-9a-f]+)?\n?$/.exec(holder.record);
-  if (!match) return false;
-  if (match[2] !== undefined && match[2] !== hostname()) return false;
-  return !processAlive(Number(match[1]));
+function stale(holder: Holder, limits: { staleMs: number; liveMs: number }): boolean {
+  const age = Math.abs(holder.ageMs);
+  const current = /^(\d+) \S+ [0-9a-f]{16} (\S+)\n$/.exec(holder.record);
+  const scope = processScope();
+  if (current && scope !== undefined && current[2] === scope) {
+    const pid = Number(current[1]);
+    // Our own pid in our own scope: this process if it holds the record, else a dead one that had the pid before.
+    if (pid === process.pid) return !heldHere.has(holder.record);
+    return !processAlive(pid) || age > limits.liveMs;
+  }
+  // An older cairn's WAL start lock held only its pid, on this host.
+  const pidOnly = /^(\d+)$/.exec(holder.record);
+  if (pidOnly) return !processAlive(Number(pidOnly[1])) || age > limits.staleMs;
+  return age > limits.staleMs;
 }
 
 /** Removes the lock if it still holds the record judged stale, under `<lock>.break` so no two waiters do it at once. */
-async function breakStale(path: string, judged: Holder, options: { staleMs: number; mode: number }): Promise<void> {
+async function breakStale(path: string, judged: Holder, limits: { staleMs: number; liveMs: number }, mode: number): Promise<void> {
   const guardPath = `${path}.break`;
-  const guard = await create(guardPath, options.mode);
+  const guard = await create(guardPath, mode);
   if (!guard) {
     const breaker = await readHolder(guardPath);
-    if (breaker && stale(breaker, BREAK_STALE_MS)) await unlink(guardPath).catch(() => undefined);
+    if (breaker && stale(breaker, { staleMs: BREAK_STALE_MS, liveMs: BREAK_LIVE_MS })) await unlink(guardPath).catch(() => undefined);
     return;
   }
   try {
     // Still the same record, and still stale: a lock written in place (no hard links) is empty for a moment, and an
     // empty record is judged by its age alone.
     const now = await readHolder(path);
-    if (now && now.record === judged.record && stale(now, options.staleMs)) await unlink(path).catch(() => undefined);
+    if (now && now.record === judged.record && stale(now, limits)) await unlink(path).catch(() => undefined);
   } finally {
     await guard.release();
   }
+}
+
+let scopeCache: string | null | undefined;
+/** This boot and PID namespace (`boot-id/namespace-inode`), in which a pid names one process; undefined if /proc cannot say. */
+function processScope(): string | undefined {
+  if (scopeCache === undefined) {
+    try {
+      const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+      const namespace = /^pid:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/pid'))?.[1];
+      scopeCache = /^[0-9a-f-]+$/.test(boot) && namespace ? `${boot}/${namespace}` : null;
+    } catch {
+      scopeCache = null;
+    }
+  }
+  return scopeCache ?? undefined;
 }
 
 /**

@@ -156,7 +156,7 @@ export async function writeMetricsFile(path: string, run: RunMetrics): Promise<v
       throw error;
     });
     const text = mergeMetrics(old, run);
-    await writeFileDurably(path, text, join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`), 0o644);
+    await writeFileDurably(path, text, join(dirname(path), `.${basename(path).slice(0, 64)}.${randomBytes(6).toString('hex')}.tmp`), 0o644);
   } finally {
     await held.release();
   }

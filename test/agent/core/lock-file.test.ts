@@ -1,27 +1,18 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
-import { once } from 'node:events';
-import { mkdir, readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rmdir, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as yieldTurn } from 'node:timers/promises';
-import { processAlive, tryLockFile, type HeldLockFile } from '../../../agent/core/lock-file.ts';
+import { tryLockFile, type HeldLockFile } from '../../../agent/core/lock-file.ts';
+import { deadPid, lockRecord, ownScope } from '../../helpers/lock-records.ts';
 import { tempDir } from '../../helpers/repo.ts';
 
 const STALE_MS = 10_000;
 const OPTIONS = { staleMs: STALE_MS, mode: 0o644 };
-
-/** The pid of a process that has exited (and been reaped): a holder that died. */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-  await once(child, 'exit');
-  const pid = child.pid as number;
-  assert.equal(processAlive(pid), false);
-  return pid;
-}
 
 async function age(path: string, ms: number): Promise<void> {
   const past = new Date(Date.now() - ms);
@@ -30,9 +21,15 @@ async function age(path: string, ms: number): Promise<void> {
 
 describe('lock files', () => {
   let dir: { path: string; remove: () => Promise<void> };
+  let scope: string;
+  /** A process that runs until the tests end: a live holder other than this one. */
+  let sleeper: ChildProcess;
   before(async () => {
     dir = await tempDir('lock-file');
+    scope = await ownScope();
+    sleeper = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
   });
+  after(() => sleeper.kill());
   after(() => dir.remove());
 
   async function fresh(name: string): Promise<string> {
@@ -68,7 +65,7 @@ describe('lock files', () => {
     try {
       for (let round = 0; round < 20; round++) {
         // Left by a writer that died long ago: every waiter judges it stale at once.
-        await writeFile(lock, round % 2 === 0 ? '' : `${await deadPidOnce()} ${hostname()} 00\n`);
+        await writeFile(lock, round % 2 === 0 ? '' : lockRecord(await deadPidOnce(), scope));
         await age(lock, 60_000);
         unlinks = 0;
         breakers = 0;
@@ -106,38 +103,94 @@ describe('lock files', () => {
     return cachedDead;
   }
 
-  it('leaves a live holder its lock, and takes over at once the lock of a holder that died on this host', async () => {
+  it('leaves a live holder its lock, and takes over at once the lock of a holder that died in this boot and PID namespace', async () => {
     const d = await fresh('holders');
     const lock = join(d, 'start.lock');
     const first = await tryLockFile(lock, OPTIONS);
     assert.ok(first);
-    assert.match(await readFile(lock, 'utf8'), new RegExp(`^${process.pid} ${hostname()} [0-9a-f]{16}\\n$`));
+    assert.match(await readFile(lock, 'utf8'), new RegExp(`^${process.pid} ${hostname()} [0-9a-f]{16} ${scope}\\n$`));
     assert.equal(await tryLockFile(lock, OPTIONS), undefined, 'a live holder keeps its lock');
     await first.release();
     assert.deepEqual(await readdir(d), []);
 
-    // Fresh, but its pid is gone: no need to wait for the lock to age. Same for an older cairn's pid-only record.
-    for (const record of [`${await deadPid()} ${hostname()} 0123456789abcdef\n`, String(await deadPid())]) {
+    // Another live process's lock stays, even older than staleMs: it is checked by its pid, not by its age.
+    await writeFile(lock, lockRecord(sleeper.pid as number, scope));
+    await age(lock, 5 * STALE_MS);
+    assert.equal(await tryLockFile(lock, OPTIONS), undefined, "a live process's lock is left alone");
+    // ...until it is older than liveMs: a holder stuck that long, or a pid reused by another program.
+    const taken = await tryLockFile(lock, { ...OPTIONS, liveMs: 4 * STALE_MS });
+    assert.ok(taken, 'a lock older than liveMs is taken over');
+    await taken.release();
+
+    // Fresh, but its holder is gone: no need to wait for the lock to age. A dead pid; this process's own pid in a
+    // record it does not hold (a restarted container reuses its pids); an older cairn's pid-only WAL start lock.
+    const records = [lockRecord(await deadPid(), scope), lockRecord(process.pid, scope, 'feedfacefeedface'), String(await deadPid())];
+    for (const record of records) {
       await writeFile(lock, record);
-      const taken = await tryLockFile(lock, OPTIONS);
-      assert.ok(taken, `the lock of a dead holder (${JSON.stringify(record)}) is taken over`);
+      const again = await tryLockFile(lock, OPTIONS);
+      assert.ok(again, `the lock of a dead holder (${JSON.stringify(record)}) is taken over`);
       assert.notEqual(await readFile(lock, 'utf8'), record);
-      await taken.release();
+      await again.release();
     }
   });
 
-  it('judges a record it cannot check (another host, none at all) by its age alone', async () => {
+  it('judges a record it cannot check (another boot or namespace, another host, none, garbage) by its age alone', async () => {
     const d = await fresh('age');
     const lock = join(d, 'm.lock');
-    for (const record of [`${await deadPid()} another-host.example 0123456789abcdef\n`, '']) {
+    const uncheckable = [
+      // A container sharing the host's network (and hostname) but not its pids: its pid says nothing here.
+      lockRecord(await deadPid(), '00000000-0000-0000-0000-000000000000/4026531836'),
+      `${await deadPid()} another-host.example 0123456789abcdef -\n`,
+      '',
+      `${await deadPid()}${' '.repeat(300)}\n`,
+    ];
+    for (const record of uncheckable) {
       await writeFile(lock, record);
-      assert.equal(await tryLockFile(lock, OPTIONS), undefined, `a fresh lock (${JSON.stringify(record)}) is left alone`);
+      assert.equal(await tryLockFile(lock, OPTIONS), undefined, `a fresh lock (${JSON.stringify(record.slice(0, 60))}) is left alone`);
       await age(lock, STALE_MS + 1000);
       const taken = await tryLockFile(lock, OPTIONS);
-      assert.ok(taken, `an old lock (${JSON.stringify(record)}) is taken over`);
+      assert.ok(taken, `an old lock (${JSON.stringify(record.slice(0, 60))}) is taken over`);
       await taken.release();
     }
+    // Written an hour "ahead": the clock was stepped back since. It must not wait for the clock to catch up.
+    await writeFile(lock, '');
+    const future = new Date(Date.now() + 3600_000);
+    await utimes(lock, future, future);
+    const taken = await tryLockFile(lock, OPTIONS);
+    assert.ok(taken, 'a lock from before the clock was stepped back is taken over');
+    await taken.release();
     assert.deepEqual(await readdir(d), []);
+  });
+
+  it('refuses, naming it, a lock path that is not a regular file, without blocking on a FIFO', { timeout: 20_000 }, async () => {
+    const d = await fresh('odd');
+    const lock = join(d, 'm.lock');
+    await mkdir(lock);
+    await assert.rejects(tryLockFile(lock, OPTIONS), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'Cairn.Locked');
+      assert.match(error.message, /m\.lock is a directory, where cairn keeps a lock file/);
+      return true;
+    });
+    await rmdir(lock);
+    await symlink('/dev/zero', lock);
+    await assert.rejects(tryLockFile(lock, OPTIONS), /m\.lock is a symbolic link, where cairn keeps a lock file/);
+    await unlink(lock);
+    // A FIFO: opening it to read would block until a writer comes (never), and the process could not even exit.
+    execFileSync('mkfifo', [lock]);
+    await assert.rejects(tryLockFile(lock, OPTIONS), /m\.lock is not a regular file, where cairn keeps a lock file/);
+  });
+
+  it('removes temporary files that a process killed while creating the lock left, once they are old', async () => {
+    const d = await fresh('sweep');
+    const lock = join(d, 'm.lock');
+    const old = ['.m.lock.0123456789ab.tmp', '.m.lock.break.0123456789ab.tmp'];
+    const others = ['.m.lock.fedcba987654.tmp', '.other.0123456789ab.tmp', 'm.lock.notes'];
+    for (const name of [...old, ...others]) await writeFile(join(d, name), 'x');
+    for (const name of [...old, '.other.0123456789ab.tmp', 'm.lock.notes']) await age(join(d, name), 120_000);
+    const held = await tryLockFile(lock, OPTIONS);
+    assert.ok(held);
+    await held.release();
+    assert.deepEqual((await readdir(d)).sort(), others.sort(), 'only the old temporary files of this lock are removed');
   });
 
   it("release never removes a lock that is no longer this holder's", async () => {
@@ -145,29 +198,38 @@ describe('lock files', () => {
     const lock = join(d, 'm.lock');
     const held = await tryLockFile(lock, OPTIONS);
     assert.ok(held);
-    // Judged stale while it was held (a process stopped for longer than staleMs) and taken over by another.
-    const other = `${process.pid} ${hostname()} feedfacefeedface\n`;
+    // Judged stale while it was held (a process stopped for longer than liveMs) and taken over by another.
+    const other = lockRecord(sleeper.pid as number, scope, 'feedfacefeedface');
     await writeFile(lock, other);
     await held.release();
     assert.equal(await readFile(lock, 'utf8'), other, "the new holder's lock stays");
   });
 
-  it('clears a breaker left by a waiter that died while taking over, then takes the stale lock', async () => {
+  it('clears a breaker left by a waiter that died while taking over, but not a live one stopped for a while', async () => {
     const d = await fresh('breaker');
     const lock = join(d, 'm.lock');
-    await writeFile(lock, `${await deadPid()} ${hostname()} 0123456789abcdef\n`);
-    await writeFile(`${lock}.break`, `${await deadPid()} ${hostname()} 0123456789abcdef\n`);
+    await writeFile(lock, lockRecord(await deadPid(), scope));
+    await writeFile(`${lock}.break`, lockRecord(await deadPid(), scope));
     let held: HeldLockFile | undefined;
     for (let attempt = 0; attempt < 3 && !held; attempt++) held = await tryLockFile(lock, OPTIONS);
     assert.ok(held, 'the lock is taken within three attempts');
     await held.release();
     assert.deepEqual(await readdir(d), []);
 
-    // A live breaker's guard is respected: the stale lock stays until the breaker is done.
-    await writeFile(lock, `${await deadPid()} ${hostname()} 0123456789abcdef\n`);
-    await writeFile(`${lock}.break`, `${process.pid} ${hostname()} 0123456789abcdef\n`);
+    // A live breaker's guard is respected, even a minute old (a breaker stopped between its check and its removal
+    // must not find the lock it judged replaced by a fresh one it then removes): the stale lock stays meanwhile.
+    await writeFile(lock, lockRecord(await deadPid(), scope));
+    await writeFile(`${lock}.break`, lockRecord(sleeper.pid as number, scope));
+    await age(`${lock}.break`, 90_000);
     assert.equal(await tryLockFile(lock, OPTIONS), undefined);
     assert.equal(await tryLockFile(lock, OPTIONS), undefined);
     assert.deepEqual((await readdir(d)).sort(), ['m.lock', 'm.lock.break']);
+    // One stopped for longer than any breaker could need is taken over, and then the lock.
+    await age(`${lock}.break`, 11 * 60_000);
+    held = undefined;
+    for (let attempt = 0; attempt < 3 && !held; attempt++) held = await tryLockFile(lock, OPTIONS);
+    assert.ok(held);
+    await held.release();
+    assert.deepEqual(await readdir(d), []);
   });
 });

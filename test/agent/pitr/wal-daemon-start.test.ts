@@ -1,20 +1,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { hostname } from 'node:os';
 import { acquireStartLock } from '../../../agent/pitr/wal-daemon-start.ts';
 import type { SpoolPaths } from '../../../agent/pitr/wal-spool.ts';
+import { deadPid, lockRecord, ownScope } from '../../helpers/lock-records.ts';
 import { tempDir } from '../../helpers/repo.ts';
-
-/** The pid of a starter that was killed (exited and reaped). */
-async function deadPid(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
-  await once(child, 'exit');
-  return child.pid as number;
-}
 
 describe('the WAL daemon start lock', () => {
   let dir: { path: string; remove: () => Promise<void> };
@@ -34,7 +25,7 @@ describe('the WAL daemon start lock', () => {
   after(() => dir.remove());
 
   it("takes over at once the lock of a starter that died, an older cairn's pid-only lock included", async () => {
-    for (const record of [String(await deadPid()), `${await deadPid()} ${hostname()} 0123456789abcdef\n`]) {
+    for (const record of [String(await deadPid()), lockRecord(await deadPid(), await ownScope())]) {
       await writeFile(spool.lock, record);
       const held = await acquireStartLock(spool, AbortSignal.timeout(20_000));
       assert.notEqual(held, 'running');

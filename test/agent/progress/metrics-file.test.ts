@@ -1,5 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { hostname } from 'node:os';
 import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -191,6 +192,16 @@ describe('--metrics-file', () => {
     assert.equal(verify.stderr.includes('could not write the metrics file'), false, verify.stderr);
     assert.equal(bySeries(await readFile(file, 'utf8')).get('cairn_last_run_success verify'), 1);
     assert.deepEqual(await readdir(dir), ['cairn.prom']);
+
+    // A FIFO where the lock goes (anyone who can write to the collector's directory can put one there): the command
+    // warns, naming it, and ends as it would have, instead of blocking for good on reading it.
+    execFileSync('mkfifo', [lock]);
+    const blocked = await runCli(['-r', join(work.path, 'repo'), '--metrics-file', file, 'verify'], { CAIRN_PASSWORD: 'metrics' });
+    assert.equal(blocked.code, 0, blocked.stderr);
+    assert.match(
+      blocked.stderr,
+      /warning: could not write the metrics file .*cairn\.prom\.lock is not a regular file, where cairn keeps a lock file/,
+    );
   });
 
   it('merges by operation: the run replaces its own series, keeps the others, and drops lines of no operation', () => {
