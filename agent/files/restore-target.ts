@@ -1,5 +1,5 @@
-import type { Stats } from 'node:fs';
-import { lstat, mkdir, readdir, realpath, rm, stat, unlink } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { lstat, mkdir, open, readdir, realpath, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
@@ -39,6 +39,16 @@ export async function prepareTarget(target: string, force: boolean, uid = proces
  * string, one character per byte, so names that are not UTF-8 stay exact), and
  * every directory on the way is created by us or, with --force, checked to be a
  * real directory (a symlink or file in its place is removed, never followed).
+ *
+ * As root with --force, a directory that is already there and that another user
+ * can write (their home, say) is taken over before anything is written in it:
+ * root's, mode 0700, through a descriptor opened without following a symlink.
+ * Otherwise that user could swap a subdirectory root has just made for a symlink
+ * and have root write, replace and chown files anywhere (the target check covers
+ * only the target and what lies above it). It gets the snapshot's owner and mode
+ * back with the other directories' metadata at the end. Directories removed
+ * with --force are taken over the same way, each before it is read, so none of
+ * their entries can be swapped while they are removed.
  */
 export class TargetTree {
   /** Directories created, in creation order, with the entry whose metadata they get at the end. */
@@ -49,10 +59,13 @@ export class TargetTree {
   private readonly created = new Set<string>(['']);
   private readonly dirEntries = new Map<string, TreeEntry>();
 
-  constructor(target: string, force: boolean, onCreated: () => void) {
+  private readonly asRoot: boolean;
+
+  constructor(target: string, force: boolean, onCreated: () => void, uid = process.getuid?.() ?? -1) {
     this.root = Buffer.from(target);
     this.force = force;
     this.onCreated = onCreated;
+    this.asRoot = uid === 0;
   }
 
   /** The target path of a key ('' is the target itself). */
@@ -78,6 +91,11 @@ export class TargetTree {
         // Only reachable with --force: replace what is there, never follow it.
         await unlink(path);
         await mkdir(path, { mode: 0o700 });
+      } else if (this.asRoot && !(await takeOver(path, this.dirEntries.has(key)))) {
+        // Swapped for something else since the lstat: by a user who can write its parent only if that is the
+        // target, which the target check refuses. Replace it as above.
+        await unlink(path);
+        await mkdir(path, { mode: 0o700 });
       }
     }
     this.created.add(key);
@@ -96,12 +114,62 @@ export class TargetTree {
     if (!this.force) return;
     try {
       const existing = await lstat(path);
-      if (existing.isDirectory()) await rm(path, { recursive: true, force: true });
-      else await unlink(path);
+      if (!existing.isDirectory()) await unlink(path);
+      else if (this.asRoot) await removeTree(path);
+      else await rm(path, { recursive: true, force: true });
     } catch (error) {
       if (!isErrno(error, 'ENOENT')) throw error;
     }
   }
+}
+
+/**
+ * As root: makes an existing directory root's, mode 0700, if another user can write it (TargetTree).
+ * False if what is at `path` is no longer a directory. A directory the snapshot has no metadata for
+ * would stay root's after the restore: refused instead.
+ */
+async function takeOver(path: Buffer, hasMetadata: boolean): Promise<boolean> {
+  let handle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (error) {
+    if (isErrno(error, 'ELOOP') || isErrno(error, 'ENOTDIR')) return false;
+    throw error;
+  }
+  try {
+    const info = await handle.stat();
+    const writers = otherWriters(info);
+    if (!writers) return true;
+    if (!hasMetadata)
+      throw new CairnError(
+        'Cairn.Usage',
+        `refusing to restore as root into ${path.toString()}: it is ${writers}, and the snapshot has no owner or mode to give back to it`,
+        {
+          hint: 'restore into an empty directory and move the files, or run the restore as that user',
+        },
+      );
+    await handle.chown(0, 0);
+    await handle.chmod(0o700);
+    return true;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** As root: removes a directory tree, taking each directory over (as above) before reading it. */
+async function removeTree(path: Buffer): Promise<void> {
+  if (!(await takeOver(path, true))) {
+    await unlink(path).catch((error: unknown) => {
+      if (!isErrno(error, 'ENOENT')) throw error;
+    });
+    return;
+  }
+  for (const name of await readdir(path, { encoding: 'buffer' })) {
+    const child = Buffer.concat([path, Buffer.from('/'), name]);
+    if ((await lstat(child)).isDirectory()) await removeTree(child);
+    else await unlink(child);
+  }
+  await rmdir(path);
 }
 
 /**
@@ -171,12 +239,20 @@ export async function assertTargetSafe(target: string, uid = process.getuid?.() 
   }
 }
 
-/** Who other than root can rename entries in a directory: its owner, or its group or everyone through the mode. */
+/**
+ * Who other than root can rename entries in a directory: its owner, or its group or everyone through
+ * the mode. Group write counts even for group 0: with a POSIX access control list, the group bits
+ * are the list's mask, and a user the list names may write whenever the mask lets them (Node cannot
+ * read the list itself).
+ */
 function otherWriters(info: Stats): string | undefined {
   const mode = (info.mode & 0o7777).toString(8).padStart(4, '0');
   if (info.uid !== 0) return `owned by uid ${info.uid} (mode ${mode})`;
   if (info.mode & 0o002) return `writable by every user (mode ${mode})`;
-  if (info.mode & 0o020 && info.gid !== 0) return `writable by group ${info.gid} (mode ${mode})`;
+  if (info.mode & 0o020)
+    return info.gid !== 0
+      ? `writable by group ${info.gid} (mode ${mode})`
+      : `writable through its group bits (mode ${mode}: group 0, or users an access control list names)`;
   return undefined;
 }
 

@@ -1,6 +1,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, chown, lchown, lstat, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { Repository } from '../../../agent/core/repository.ts';
@@ -97,4 +99,80 @@ describe('restore targets another user controls (issue 16)', () => {
     assert.equal(await readFile(join(target, 'd', 'f'), 'utf8'), 'inside d\n');
     assert.equal(await readFile(join(target, 'top'), 'utf8'), 'top file\n');
   });
+
+  it('refuses a target that group bits let others write, group 0 included (an access control list shows its mask there)', async () => {
+    const target = join(work.path, 'group-bits');
+    await mkdir(target);
+    await chmod(target, 0o775);
+    await assert.rejects(restoreTo(repo, snapshotId, target), refused('writable through its group bits'));
+    assert.deepEqual(await readdir(target), []);
+  });
+
+  it('--force takes over a directory another user owns inside the target, so they cannot swap what root makes in it; it is theirs again at the end', async () => {
+    const src = join(work.path, 'home-src');
+    await mkdir(join(src, 'alice', 'sub'), { recursive: true });
+    for (let i = 0; i < 400; i++) await writeFile(join(src, 'alice', 'sub', `f${i}`), `file ${i}\n`);
+    await chown(join(src, 'alice'), NOBODY, NOBODY);
+    await chmod(join(src, 'alice'), 0o750);
+    const id = (await backupDir(repo, src)).id;
+    const target = join(work.path, 'home');
+    await mkdir(join(target, 'alice'), { recursive: true, mode: 0o755 });
+    await chown(join(target, 'alice'), NOBODY, NOBODY);
+    const outside = join(work.path, 'root-only');
+    await mkdir(outside, { mode: 0o700 });
+    // The user must reach their directory: through the work directory (root's, 0755 as /home is).
+    await chmod(work.path, 0o755);
+    // The user's own process, running through the whole restore: as soon as root has made alice/sub, it moves it
+    // away and puts a symlink to the root-only directory in its place (it may: alice/ is theirs).
+    const racer = spawn(process.execPath, ['-e', RACER, join(target, 'alice', 'sub'), outside], { uid: NOBODY, gid: NOBODY });
+    const exited = once(racer, 'exit');
+    let said = '';
+    racer.stdout.setEncoding('utf8').on('data', (text: string) => (said += text));
+    await once(racer.stdout, 'data');
+    try {
+      await restoreTo(repo, id, target, { force: true });
+    } finally {
+      racer.kill();
+      await exited;
+    }
+    assert.deepEqual(await readdir(outside), [], `nothing was written outside the target (racer: ${said.trim()})`);
+    // Once the restore has given alice/ back, the racer may swap at last: the files are then in sub.old.
+    const restored = said.includes('swapped') ? 'sub.old' : 'sub';
+    assert.equal((await readdir(join(target, 'alice', restored))).length, 400);
+    const alice = await lstat(join(target, 'alice'));
+    assert.deepEqual([alice.uid, alice.gid, alice.mode & 0o7777], [NOBODY, NOBODY, 0o750], "the snapshot's owner and mode, at the end");
+  });
+
+  it('--force removes a directory another user owns where the snapshot has a file, never following what is inside it', async () => {
+    const outside = join(work.path, 'kept-outside');
+    await mkdir(outside, { mode: 0o700 });
+    await writeFile(join(outside, 'precious'), 'precious\n');
+    const target = join(work.path, 'dir-for-file');
+    await mkdir(join(target, 'top', 'inner'), { recursive: true });
+    await symlink(outside, join(target, 'top', 'inner', 'link'));
+    for (const path of [join(target, 'top'), join(target, 'top', 'inner')]) await chown(path, NOBODY, NOBODY);
+    await restoreTo(repo, snapshotId, target, { force: true });
+    assert.equal(await readFile(join(target, 'top'), 'utf8'), 'top file\n');
+    assert.deepEqual(await readdir(outside), ['precious']);
+    assert.equal(await readFile(join(outside, 'precious'), 'utf8'), 'precious\n');
+  });
 });
+
+/** The other user's racer (argv: the directory root will make, where to point the symlink); says "ready", then polls. */
+const RACER = `
+const fs = require('node:fs');
+const [dir, outside] = process.argv.slice(1);
+process.stdout.write('ready\\n');
+const poll = () => {
+  try {
+    if (fs.lstatSync(dir).isDirectory()) {
+      fs.renameSync(dir, dir + '.old');
+      fs.symlinkSync(outside, dir);
+      process.stdout.write('swapped\\n');
+      return;
+    }
+  } catch {}
+  setImmediate(poll);
+};
+poll();
+`;
