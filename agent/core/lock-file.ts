@@ -11,15 +11,17 @@ import { CairnError } from './errors.ts';
  * coordination (the metrics file's read-merge-write, the WAL daemon's start),
  * never for repository data (that is locks.ts, on the storage).
  *
- * The lock appears whole: its record (`pid host nonce scope`, the scope being
- * the boot id and the PID namespace) is written to a temporary file and
- * hard-linked to the lock's name, which fails if the name is taken. Its
- * holder removes it only while it still holds its own record.
+ * The lock appears whole: its record (`pid host nonce scope start`: the scope
+ * is the boot id and the PID namespace, the start the process's start time)
+ * is written to a temporary file and hard-linked to the lock's name, which
+ * fails if the name is taken. Its holder removes it only while it still holds
+ * its own record.
  *
  * A lock is taken over when its holder is gone: at once when the record names
- * a pid of the same boot and PID namespace that no longer runs (a hostname is
- * not enough: containers sharing the host's network share its hostname, and a
- * restarted one reuses small pids), else once it is older than `staleMs`
+ * a pid of the same boot and PID namespace that no longer runs, or now runs a
+ * process started at another time (a hostname is not enough: containers
+ * sharing the host's network share its hostname, and a restarted one reuses
+ * small pids), else once it is older than `staleMs`
  * (another host's or container's record, or an older cairn's), or, for a live
  * holder, than `liveMs` (a stuck holder, or a pid reused by an unrelated
  * process). Judging and removing are two steps, so two waiters that both
@@ -29,8 +31,12 @@ import { CairnError } from './errors.ts';
  * the record judged stale. A breaker holds it for a few file operations; a
  * leftover one is judged like a lock (at once if its holder died, after
  * BREAK_STALE_MS if its holder cannot be checked, after BREAK_LIVE_MS if it
- * lives) and removed without a second guard. The races left need a waiter
- * stopped for minutes in the middle of a takeover.
+ * lives) and removed, without a second guard but only if it still holds the
+ * record judged stale; and a breaker checks that its guard is still its own
+ * right before it removes the lock. What is left is a window of a few system
+ * calls between a check and a removal, met only by waiters that both find a
+ * breaker's leftover (one killed inside its own few operations) and are
+ * descheduled there, or by a waiter stopped for minutes mid-takeover.
  */
 
 /** A leftover `<lock>.break` whose holder cannot be checked (another container's) is removed after this. */
@@ -43,6 +49,8 @@ const MAX_RECORD_BYTES = 256;
 export interface HeldLockFile {
   /** Removes the lock if it still holds this holder's record (a lock taken over as stale is the new holder's). */
   release(): Promise<void>;
+  /** What this holder wrote into the lock. */
+  readonly record: string;
 }
 
 export interface LockFileOptions {
@@ -58,9 +66,6 @@ interface Holder {
   record: string;
   ageMs: number;
 }
-
-/** Records of the locks this process holds: a record naming this pid and scope that is not here is a dead process's. */
-const heldHere = new Set<string>();
 
 /** One attempt: the lock, or undefined while a live holder has it. A stale lock is taken over in the same attempt. */
 export async function tryLockFile(path: string, options: LockFileOptions): Promise<HeldLockFile | undefined> {
@@ -78,22 +83,19 @@ export async function tryLockFile(path: string, options: LockFileOptions): Promi
 
 /** Creates the lock with a new record: undefined if the name is taken. */
 async function create(path: string, mode: number): Promise<HeldLockFile | undefined> {
-  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')} ${processScope() ?? '-'}\n`;
+  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')} ${processScope() ?? '-'} ${startTime(process.pid) ?? '-'}\n`;
   const tmp = join(dirname(path), `${temporaryPrefix(path)}${randomBytes(6).toString('hex')}.tmp`);
-  // Known before the lock appears: another waiter of this process must never judge it a dead process's.
-  heldHere.add(record);
   try {
     await writeNewFileDurably(path, record, tmp, mode);
   } catch (error) {
-    heldHere.delete(record);
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
     throw new Error(`cannot create the lock file ${path}: ${(error as Error).message}`, { cause: error });
   }
   return {
     release: async () => {
-      if ((await readHolder(path).catch(() => undefined))?.record === record) await unlink(path).catch(() => undefined);
-      heldHere.delete(record);
+      if (await holds(path, record)) await unlink(path).catch(() => undefined);
     },
+    record,
   };
 }
 
@@ -160,13 +162,17 @@ function notALockFile(path: string, what: string): CairnError {
  */
 function stale(holder: Holder, limits: { staleMs: number; liveMs: number }): boolean {
   const age = Math.abs(holder.ageMs);
-  const current = /^(\d+) \S+ [0-9a-f]{16} (\S+)\n$/.exec(holder.record);
+  const current = /^(\d+) \S+ [0-9a-f]{16} (\S+) (\d+|-)\n$/.exec(holder.record);
   const scope = processScope();
   if (current && scope !== undefined && current[2] === scope) {
     const pid = Number(current[1]);
-    // Our own pid in our own scope: this process if it holds the record, else a dead one that had the pid before.
-    if (pid === process.pid) return !heldHere.has(holder.record);
-    return !processAlive(pid) || age > limits.liveMs;
+    const now = processState(pid);
+    // The pid runs a process started at another time: the holder died and its pid was reused (a restarted
+    // container's small pids, this very process included).
+    if (now && current[3] !== '-' && now.start !== current[3]) return true;
+    // Without /proc/PID (another user's, under hidepid), kill(pid, 0) still tells.
+    const alive = now ? now.state !== 'Z' : processAlive(pid);
+    return !alive || age > limits.liveMs;
   }
   // An older cairn's WAL start lock held only its pid, on this host.
   const pidOnly = /^(\d+)$/.exec(holder.record);
@@ -179,18 +185,50 @@ async function breakStale(path: string, judged: Holder, limits: { staleMs: numbe
   const guardPath = `${path}.break`;
   const guard = await create(guardPath, mode);
   if (!guard) {
+    const breakLimits = { staleMs: BREAK_STALE_MS, liveMs: BREAK_LIVE_MS };
     const breaker = await readHolder(guardPath);
-    if (breaker && stale(breaker, { staleMs: BREAK_STALE_MS, liveMs: BREAK_LIVE_MS })) await unlink(guardPath).catch(() => undefined);
+    if (breaker && stale(breaker, breakLimits)) await removeIfStill(guardPath, breaker, breakLimits);
     return;
   }
   try {
-    // Still the same record, and still stale: a lock written in place (no hard links) is empty for a moment, and an
-    // empty record is judged by its age alone.
-    const now = await readHolder(path);
-    if (now && now.record === judged.record && stale(now, limits)) await unlink(path).catch(() => undefined);
+    // Our guard still: another waiter may have judged it a leftover (we were descheduled that long).
+    if (await holds(guardPath, guard.record)) await removeIfStill(path, judged, limits);
   } finally {
     await guard.release();
   }
+}
+
+/**
+ * Removes a lock file if it still holds the record judged stale, and is still stale: a lock written
+ * in place (no hard links) is empty for a moment, and an empty record is judged by its age alone.
+ */
+async function removeIfStill(path: string, judged: Holder, limits: { staleMs: number; liveMs: number }): Promise<void> {
+  const now = await readHolder(path).catch(() => undefined);
+  if (now && now.record === judged.record && stale(now, limits)) await unlink(path).catch(() => undefined);
+}
+
+async function holds(path: string, record: string): Promise<boolean> {
+  return (await readHolder(path).catch(() => undefined))?.record === record;
+}
+
+/**
+ * A process's state letter and start time (clock ticks after boot), from /proc/PID/stat: after the
+ * last ')', as the command name in parentheses may hold anything, ') Z' included.
+ */
+function processState(pid: number): { state: string; start: string } | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    const [state, start] = [fields[0], fields[19]];
+    return state && start && /^\d+$/.test(start) ? { state, start } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function startTime(pid: number): string | undefined {
+  return processState(pid)?.start;
 }
 
 let scopeCache: string | null | undefined;
@@ -220,9 +258,6 @@ export function processAlive(pid: number): boolean {
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
-  try {
-    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return true;
-  }
+  const now = processState(pid);
+  return now ? now.state !== 'Z' : true;
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
@@ -19,9 +20,21 @@ export async function ownScope(): Promise<string> {
   }
 }
 
-/** A lock record as a holder of `pid` in `scope` writes it. */
-export function lockRecord(pid: number, scope: string, nonce = '0123456789abcdef'): string {
-  return `${pid} ${hostname()} ${nonce} ${scope}\n`;
+/**
+ * A lock record as a holder of `pid` in `scope` writes it, with its start time (by default the
+ * running process's, read from /proc; '1' for a pid that runs nothing).
+ */
+export function lockRecord(pid: number, scope: string, options: { nonce?: string; start?: string } = {}): string {
+  return `${pid} ${hostname()} ${options.nonce ?? '0123456789abcdef'} ${scope} ${options.start ?? startOf(pid)}\n`;
+}
+
+function startOf(pid: number): string {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ')[19] ?? '1';
+  } catch {
+    return '1';
+  }
 }
 
 /** The pid of a process that has exited and been reaped: a holder that died. */

@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { mkdir, readdir, readFile, rmdir, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
@@ -108,7 +109,7 @@ describe('lock files', () => {
     const lock = join(d, 'start.lock');
     const first = await tryLockFile(lock, OPTIONS);
     assert.ok(first);
-    assert.match(await readFile(lock, 'utf8'), new RegExp(`^${process.pid} ${hostname()} [0-9a-f]{16} ${scope}\\n$`));
+    assert.match(await readFile(lock, 'utf8'), new RegExp(`^${process.pid} ${hostname()} [0-9a-f]{16} ${scope} \\d+\\n$`));
     assert.equal(await tryLockFile(lock, OPTIONS), undefined, 'a live holder keeps its lock');
     await first.release();
     assert.deepEqual(await readdir(d), []);
@@ -122,9 +123,14 @@ describe('lock files', () => {
     assert.ok(taken, 'a lock older than liveMs is taken over');
     await taken.release();
 
-    // Fresh, but its holder is gone: no need to wait for the lock to age. A dead pid; this process's own pid in a
-    // record it does not hold (a restarted container reuses its pids); an older cairn's pid-only WAL start lock.
-    const records = [lockRecord(await deadPid(), scope), lockRecord(process.pid, scope, 'feedfacefeedface'), String(await deadPid())];
+    // This process's pid and start time with a nonce it did not write here: another copy of the module in this
+    // process (a worker thread) holds it.
+    await writeFile(lock, lockRecord(process.pid, scope, { nonce: 'feedfacefeedface' }));
+    assert.equal(await tryLockFile(lock, OPTIONS), undefined, 'a lock of this very process is left alone');
+
+    // Fresh, but its holder is gone: no need to wait for the lock to age. A dead pid; this process's own pid
+    // started at another time (a restarted container reuses its pids); an older cairn's pid-only WAL start lock.
+    const records = [lockRecord(await deadPid(), scope), lockRecord(process.pid, scope, { start: '1' }), String(await deadPid())];
     for (const record of records) {
       await writeFile(lock, record);
       const again = await tryLockFile(lock, OPTIONS);
@@ -140,7 +146,7 @@ describe('lock files', () => {
     const uncheckable = [
       // A container sharing the host's network (and hostname) but not its pids: its pid says nothing here.
       lockRecord(await deadPid(), '00000000-0000-0000-0000-000000000000/4026531836'),
-      `${await deadPid()} another-host.example 0123456789abcdef -\n`,
+      `${await deadPid()} another-host.example 0123456789abcdef - -\n`,
       '',
       `${await deadPid()}${' '.repeat(300)}\n`,
     ];
@@ -193,13 +199,57 @@ describe('lock files', () => {
     assert.deepEqual((await readdir(d)).sort(), others.sort(), 'only the old temporary files of this lock are removed');
   });
 
+  it('a breaker whose guard was taken from it (judged a leftover while it was descheduled) removes nothing', async () => {
+    const d = await fresh('guard-lost');
+    const lock = join(d, 'm.lock');
+    const stuck = lockRecord(await deadPid(), scope);
+    await writeFile(lock, stuck);
+    // As soon as this waiter has made its guard, another takes the guard over (as if it had judged it a leftover).
+    const real = fsp.link;
+    fsp.link = async (from, to) => {
+      await real(from, to);
+      if (to === `${lock}.break`) writeFileSync(to, lockRecord(sleeper.pid as number, scope));
+    };
+    syncBuiltinESMExports();
+    try {
+      assert.equal(await tryLockFile(lock, OPTIONS), undefined);
+    } finally {
+      fsp.link = real;
+      syncBuiltinESMExports();
+    }
+    assert.equal(await readFile(lock, 'utf8'), stuck, 'the lock is left to the breaker that holds the guard now');
+  });
+
+  it("a leftover guard is removed only if it is still the dead breaker's, not another waiter's new one", async () => {
+    const d = await fresh('leftover-replaced');
+    const lock = join(d, 'm.lock');
+    await writeFile(lock, lockRecord(await deadPid(), scope));
+    await writeFile(`${lock}.break`, lockRecord(await deadPid(), scope));
+    // Between this waiter's judging the leftover and its removing it, another waiter removes it and makes its own.
+    const live = lockRecord(sleeper.pid as number, scope);
+    const real = fsp.open;
+    let reads = 0;
+    fsp.open = async (path, flags, mode) => {
+      if (path === `${lock}.break` && ++reads === 2) writeFileSync(path, live);
+      return real(path, flags, mode);
+    };
+    syncBuiltinESMExports();
+    try {
+      assert.equal(await tryLockFile(lock, OPTIONS), undefined);
+    } finally {
+      fsp.open = real;
+      syncBuiltinESMExports();
+    }
+    assert.equal(await readFile(`${lock}.break`, 'utf8'), live, "the other waiter's guard stays");
+  });
+
   it("release never removes a lock that is no longer this holder's", async () => {
     const d = await fresh('release');
     const lock = join(d, 'm.lock');
     const held = await tryLockFile(lock, OPTIONS);
     assert.ok(held);
     // Judged stale while it was held (a process stopped for longer than liveMs) and taken over by another.
-    const other = lockRecord(sleeper.pid as number, scope, 'feedfacefeedface');
+    const other = lockRecord(sleeper.pid as number, scope, { nonce: 'feedfacefeedface' });
     await writeFile(lock, other);
     await held.release();
     assert.equal(await readFile(lock, 'utf8'), other, "the new holder's lock stays");
