@@ -146,7 +146,15 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
       signal: options.signal,
       partial: { paths: new Set(partial), suffix: PARTIAL_SUFFIX },
     });
-    return restorer.run(snapshot);
+    try {
+      return await restorer.run(snapshot);
+    } catch (error) {
+      // Written: what this restore counted, or (a target it found empty) anything in it now; a file being written
+      // when the restore failed is not counted, and is removed only if the writer saw the failure.
+      const { files, dirs, symlinks } = restorer.result;
+      const wrote = files + dirs + symlinks > 0 || (state !== 'holds-data' && (await readdir(target).catch(() => [])).length > 0);
+      throw wrote ? partlyRestored(error, target) : error;
+    }
   };
   if (snapshot.engine === 'files') {
     if (!options.target)
@@ -239,4 +247,14 @@ export async function targetAlreadyHoldsData(options: { ifEmpty?: boolean | unde
   const stopped = await stoppedRestoreIn(options.target);
   if (stopped) throw stopped;
   return true;
+}
+
+/**
+ * A restore that failed after it wrote something: the error says the target now holds part of the
+ * snapshot, and what to do (a rerun without --force would only say the target is not empty).
+ */
+function partlyRestored(error: unknown, target: string): unknown {
+  if (!(error instanceof CairnError) || error.code === 'Cairn.Cancelled') return error;
+  const note = `${target} now holds part of the snapshot, restored before the failure: once the cause is fixed, run the restore again with --force, or remove what it wrote`;
+  return new CairnError(error.code, error.message, { hint: error.hint ? `${error.hint}. ${note}` : note, cause: error.cause ?? error });
 }

@@ -60,6 +60,8 @@ export class TargetTree {
   private readonly dirEntries = new Map<string, TreeEntry>();
 
   private readonly asRoot: boolean;
+  /** Directories taken over (as root, with --force), with the owner and mode they had: given back if the restore fails. */
+  private readonly takenOver: Array<{ path: Buffer; uid: number; gid: number; mode: number }> = [];
 
   constructor(target: string, force: boolean, onCreated: () => void, uid = process.getuid?.() ?? -1) {
     this.root = Buffer.from(target);
@@ -91,7 +93,7 @@ export class TargetTree {
         // Only reachable with --force: replace what is there, never follow it.
         await unlink(path);
         await mkdir(path, { mode: 0o700 });
-      } else if (this.asRoot && !(await takeOver(path, this.dirEntries.has(key)))) {
+      } else if (this.asRoot && !(await takeOver(path, this.dirEntries.has(key), this.takenOver))) {
         // Swapped for something else since the lstat: by a user who can write its parent only if that is the
         // target, which the target check refuses. Replace it as above.
         await unlink(path);
@@ -107,6 +109,29 @@ export class TargetTree {
   async ensureParent(key: string): Promise<void> {
     const slash = key.lastIndexOf('/');
     await this.ensureDir(slash < 0 ? '' : key.slice(0, slash));
+  }
+
+  /**
+   * After a failed restore (the snapshot's directory metadata is not applied then): gives the
+   * directories taken over back their owner and mode, deepest first, never through a symlink.
+   * Returns what could not be given back.
+   */
+  async giveBack(): Promise<string[]> {
+    const failures: string[] = [];
+    for (const { path, uid, gid, mode } of this.takenOver.splice(0).reverse()) {
+      try {
+        const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+        try {
+          await handle.chown(uid, gid);
+          await handle.chmod(mode);
+        } finally {
+          await handle.close();
+        }
+      } catch (error) {
+        failures.push(`${path.toString()} (owner ${uid}:${gid}, mode ${mode.toString(8).padStart(4, '0')}): ${(error as Error).message}`);
+      }
+    }
+    return failures;
   }
 
   /** With --force: removes whatever is at a path before an entry is written there. */
@@ -128,7 +153,11 @@ export class TargetTree {
  * False if what is at `path` is no longer a directory. A directory the snapshot has no metadata for
  * would stay root's after the restore: refused instead.
  */
-async function takeOver(path: Buffer, hasMetadata: boolean): Promise<boolean> {
+async function takeOver(
+  path: Buffer,
+  hasMetadata: boolean,
+  taken?: Array<{ path: Buffer; uid: number; gid: number; mode: number }>,
+): Promise<boolean> {
   let handle;
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
@@ -148,8 +177,20 @@ async function takeOver(path: Buffer, hasMetadata: boolean): Promise<boolean> {
           hint: 'restore into an empty directory and move the files, or run the restore as that user',
         },
       );
-    await handle.chown(0, 0);
-    await handle.chmod(0o700);
+    try {
+      await handle.chown(0, 0);
+      await handle.chmod(0o700);
+    } catch (error) {
+      throw new CairnError(
+        'Cairn.Failure',
+        `cannot take over ${path.toString()} (it is ${writers}) before restoring into it: ${(error as Error).message}`,
+        {
+          hint: 'as root, cairn makes such a directory its own for the restore, so that its owner cannot redirect what is written in it; restore into an empty directory and move the files, or run the restore as that user',
+          cause: error,
+        },
+      );
+    }
+    taken?.push({ path, uid: info.uid, gid: info.gid, mode: info.mode & 0o7777 });
     return true;
   } finally {
     await handle.close();

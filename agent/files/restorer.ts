@@ -114,6 +114,7 @@ export class Restorer implements ReadAheadBudget {
     const jobs = new Set<Promise<void>>();
     /** The jobs counted against FILE_JOBS. */
     const counted = new Set<Promise<void>>();
+    let failed = false;
     let job: FileJob | undefined;
     try {
       for await (const item of this.walk(snapshot.tree, '', '', new Set())) {
@@ -192,9 +193,15 @@ export class Restorer implements ReadAheadBudget {
       this.plan.stop(error as Error);
       this.release(0);
       await Promise.allSettled([...jobs, ...this.lanes]);
+      failed = true;
       throw error;
     } finally {
       await this.smallFiles.close();
+      // Nothing writes any more: the directories taken over from other users get their owner and mode back
+      // (the snapshot's are applied only at the end of a restore that got there).
+      if (failed)
+        for (const failure of await this.target.giveBack())
+          this.options.progress.warn(`could not give a directory back its owner and mode after the failure: ${failure}`);
     }
     // Directory metadata last, deepest first, so writing their contents did not change it;
     // the target itself last of all, from the directory the snapshot was taken of.

@@ -4,7 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from '../../../agent/core/repository.ts';
-import { tempDir, initSmallRepo, fileRepo, restoreTo } from '../../helpers/repo.ts';
+import { runCli } from '../../helpers/cli.ts';
+import { tempDir, initSmallRepo, fileRepo, restoreTo, PASSPHRASE } from '../../helpers/repo.ts';
 import { craftSnapshot, CONTENT, META } from './craft.ts';
 
 describe('restore --ignore-errors past a file whose directory cannot be created', () => {
@@ -16,6 +17,23 @@ describe('restore --ignore-errors past a file whose directory cannot be created'
   });
   after(async () => {
     await work.remove();
+  });
+
+  it('a restore that fails after writing part of the snapshot says so, and how to go on', async () => {
+    const id = await craftSnapshot(repo, async (t, f) => [
+      { ...META, name: 'a-first', type: 'dir', subtree: await t([f]) },
+      { ...META, name: 'd'.repeat(256), type: 'dir', subtree: await t([{ ...f, name: 'inside' }]) },
+    ]);
+    const target = join(work.path, 'target-partial');
+    const env = { CAIRN_REPOSITORY: join(work.path, 'repo'), CAIRN_PASSWORD: PASSPHRASE };
+    const failed = await runCli(['restore', id, '--target', target], env);
+    assert.notEqual(failed.code, 0);
+    assert.match(failed.stderr, /name too long/);
+    assert.match(
+      failed.stderr,
+      /now holds part of the snapshot, restored before the failure: once the cause is fixed, run the restore again with --force/,
+    );
+    assert.deepEqual(await readdir(target), ['a-first'], 'the directory made before the failure is there');
   });
 
   it('skips the file (larger than the read-ahead) and restores the rest, instead of waiting forever for memory it never frees', async () => {

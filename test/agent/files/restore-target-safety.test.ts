@@ -8,6 +8,7 @@ import { CairnError } from '../../../agent/core/errors.ts';
 import { Repository } from '../../../agent/core/repository.ts';
 import { MemoryStorage } from '../../helpers/memory-storage.ts';
 import { PASSPHRASE, SMALL, backupDir, restoreTo, tempDir } from '../../helpers/repo.ts';
+import { craftSnapshot, META } from './craft.ts';
 
 /**
  * Issue 16: restoring as root into a target another user controls lets that user swap a
@@ -141,6 +142,28 @@ describe('restore targets another user controls (issue 16)', () => {
     assert.equal((await readdir(join(target, 'alice', restored))).length, 400);
     const alice = await lstat(join(target, 'alice'));
     assert.deepEqual([alice.uid, alice.gid, alice.mode & 0o7777], [NOBODY, NOBODY, 0o750], "the snapshot's owner and mode, at the end");
+  });
+
+  it('a --force restore that fails gives the directories it took over back their owner and mode', async () => {
+    const id = await craftSnapshot(repo, async (t, f) => [
+      {
+        ...META,
+        name: 'alice',
+        type: 'dir',
+        // A file, then a directory no Linux file system takes (its mkdir fails): the restore stops there.
+        subtree: await t([
+          { ...f, name: 'a-file' },
+          { ...META, name: 'd'.repeat(256), type: 'dir', subtree: await t([f]) },
+        ]),
+      },
+    ]);
+    const target = join(work.path, 'failing-home');
+    await mkdir(join(target, 'alice'), { recursive: true });
+    await chown(join(target, 'alice'), NOBODY, NOBODY);
+    await chmod(join(target, 'alice'), 0o2755);
+    await assert.rejects(restoreTo(repo, id, target, { force: true }), /name too long/);
+    const alice = await lstat(join(target, 'alice'));
+    assert.deepEqual([alice.uid, alice.gid, alice.mode & 0o7777], [NOBODY, NOBODY, 0o2755], 'alice/ is as it was');
   });
 
   it('--force removes a directory another user owns where the snapshot has a file, never following what is inside it', async () => {
