@@ -302,10 +302,13 @@ export class Archiver implements TreeStore {
   }
 
   private async readContent(path: Buffer, rel: string, st: BigIntStats, previous: TreeEntry | undefined): Promise<FileContent> {
-    const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | (IS_ROOT ? fsConstants.O_NOATIME : 0);
+    // O_NONBLOCK: a FIFO swapped in for the file since it was listed would block open() for good (no effect on a
+    // regular file's reads). The opened file must be the one listed (sameFile).
+    const flags = fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK | (IS_ROOT ? fsConstants.O_NOATIME : 0);
     if (st.size < BigInt(SMALL_FILE)) {
       const fd = openSync(path, flags);
       try {
+        sameFile(fstatSync(fd, { bigint: true }), st);
         const read = async (buffer: Buffer): Promise<number> => readSync(fd, buffer, 0, buffer.length, null);
         const result = await this.snapshotWriter.storeContent(chunkStream(read, this.options.chunking, undefined, this.smallBuffer), rel);
         this.checkUnchangedWhileRead(fstatSync(fd, { bigint: true }), st, rel);
@@ -316,6 +319,7 @@ export class Archiver implements TreeStore {
     }
     const handle = await open(path, flags);
     try {
+      sameFile(await handle.stat({ bigint: true }), st);
       const read = async (buffer: Buffer): Promise<number> => (await handle.read(buffer, 0, buffer.length, null)).bytesRead;
       const result = await this.snapshotWriter.storeRead(read, rel, previous);
       this.checkUnchangedWhileRead(await handle.stat({ bigint: true }), st, rel);
@@ -362,6 +366,23 @@ export class Archiver implements TreeStore {
     this.counts.errors++;
     this.options.progress.warn(`cannot back up ${rel}: ${errorMessage(error)}`, { path: rel, error: errorMessage(error) });
   }
+}
+
+/**
+ * The file opened must be the one listed: same device and inode, still a regular file. O_NOFOLLOW
+ * guards only the last part of the path: a user who owns a directory on it can swap that directory
+ * for a symlink between the lstat and the open, and have root read another file (/etc/shadow)
+ * into the snapshot under the user's name, owner and mode. Reported and skipped like a file that
+ * cannot be read.
+ */
+function sameFile(opened: BigIntStats, listed: BigIntStats): void {
+  if (opened.isFile() && opened.dev === listed.dev && opened.ino === listed.ino) return;
+  throw Object.assign(
+    new Error(
+      `another ${opened.isFile() ? 'file' : 'kind of file'} is at its path since it was listed (a directory on the way or the file itself was replaced); not read`,
+    ),
+    { code: 'ESTALE', syscall: 'open' },
+  );
 }
 
 function isFileSystemError(error: unknown): boolean {
