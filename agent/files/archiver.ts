@@ -1,5 +1,6 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
+import { sameFile, SourceDirectories } from './source-descriptors.ts';
 import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -14,7 +15,6 @@ import {
   compareEntries,
   compareNames,
   decodeTree,
-  entryName,
   nameFields,
   nameProblem,
   targetFields,
@@ -25,6 +25,7 @@ import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
 import { SnapshotWriter, contentOf, contentRoots, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
+import { byName, childPath, childRel, entryMeta } from './walk-entries.ts';
 import { WalkLimits, type WalkLimitOptions } from './walk-limits.ts';
 import { WalkProgress } from './walk-progress.ts';
 import { ParentFiles } from './parent-files.ts';
@@ -61,6 +62,7 @@ export type ArchiveCounts = Omit<SnapshotSummary, 'piecesAdded' | 'rawBytesAdded
  * uploaded. Returns the root tree id.
  */
 export class Archiver implements TreeStore {
+  private readonly dirs = new SourceDirectories();
   readonly counts: ArchiveCounts = {
     filesNew: 0,
     filesChanged: 0,
@@ -126,7 +128,7 @@ export class Archiver implements TreeStore {
       if (stats.isDirectory()) {
         const { mode, uid, gid, mtimeNs } = entryMeta(stats);
         this.root = { mode, uid, gid, mtimeNs };
-        return this.archiveDir(Buffer.from(first), '', parent);
+        return this.archiveDir(Buffer.from(first), '', parent, stats);
       }
     }
     // Every name is checked and every path found before any is read: a refused argument list uploads nothing.
@@ -166,19 +168,31 @@ export class Archiver implements TreeStore {
     }
   }
 
-  private async archiveDir(dir: Buffer, rel: string, parent: Tree | undefined): Promise<string> {
+  /** One directory, read through its descriptor (source-descriptors.ts). */
+  private async archiveDir(dir: Buffer, rel: string, parent: Tree | undefined, listed: BigIntStats): Promise<string> {
     this.options.signal?.throwIfAborted();
     this.counts.dirs++;
     let names: Buffer[];
+    let opened: { fd: number; base: Buffer } | undefined;
     try {
+      opened = this.dirs.openListed(dir, listed);
       // Names as the bytes the filesystem holds: not every name is UTF-8.
-      names = readdirSync(dir, { encoding: 'buffer' }).sort(compareNames);
+      names = readdirSync(opened.base, { encoding: 'buffer' }).sort(compareNames);
     } catch (error) {
+      if (opened) this.dirs.close(opened.fd);
       this.fail(rel || '.', error);
       return this.snapshotWriter.storeTree({ version: 1, entries: [] });
     }
+    try {
+      return await this.archiveEntries(opened.base, names, rel, parent, listed);
+    } finally {
+      this.dirs.close(opened.fd);
+    }
+  }
+
+  private async archiveEntries(dir: Buffer, names: Buffer[], rel: string, parent: Tree | undefined, listed: BigIntStats): Promise<string> {
     const parentEntries = parent ? byName(parent) : undefined;
-    const device = this.limits.deviceOf(dir);
+    const device = this.limits.deviceOf(listed);
     const mountPoints = new Set<number>();
     const slots = new Array<TreeEntry | undefined>(names.length);
     const small: number[] = [];
@@ -240,7 +254,7 @@ export class Archiver implements TreeStore {
       if (st.isDirectory()) {
         const parentTree =
           previous?.type === 'dir' && previous.subtree ? await this.loadTree(previous.subtree).catch(() => undefined) : undefined;
-        return { ...base, type: 'dir', subtree: await this.archiveDir(path, rel, parentTree) };
+        return { ...base, type: 'dir', subtree: await this.archiveDir(path, rel, parentTree, st) };
       }
       if (st.isSymbolicLink()) {
         return { ...base, type: 'symlink', ...targetFields(await readlink(path, { encoding: 'buffer' })) };
@@ -364,57 +378,12 @@ export class Archiver implements TreeStore {
 
   private fail(rel: string, error: unknown): void {
     this.counts.errors++;
-    this.options.progress.warn(`cannot back up ${rel}: ${errorMessage(error)}`, { path: rel, error: errorMessage(error) });
+    // A system error names the path it was given: a directory's descriptor, shown as the directory.
+    const message = this.dirs.shown(errorMessage(error));
+    this.options.progress.warn(`cannot back up ${rel}: ${message}`, { path: rel, error: message });
   }
-}
-
-/**
- * The file opened must be the one listed: same device and inode, still a regular file. O_NOFOLLOW
- * guards only the last part of the path: a user who owns a directory on it can swap that directory
- * for a symlink between the lstat and the open, and have root read another file (/etc/shadow)
- * into the snapshot under the user's name, owner and mode. Reported and skipped like a file that
- * cannot be read.
- */
-function sameFile(opened: BigIntStats, listed: BigIntStats): void {
-  if (opened.isFile() && opened.dev === listed.dev && opened.ino === listed.ino) return;
-  throw Object.assign(
-    new Error(
-      `another ${opened.isFile() ? 'file' : 'kind of file'} is at its path since it was listed (a directory on the way or the file itself was replaced); not read`,
-    ),
-    { code: 'ESTALE', syscall: 'open' },
-  );
 }
 
 function isFileSystemError(error: unknown): boolean {
   return error instanceof Error && typeof (error as NodeJS.ErrnoException).syscall === 'string' && !(error instanceof CairnError);
-}
-
-/** A tree's entries by the bytes of their names (as latin1 strings: one character per byte). */
-function byName(tree: Tree): Map<string, TreeEntry> {
-  return new Map(tree.entries.map((e) => [entryName(e).toString('latin1'), e]));
-}
-
-function childPath(dir: Buffer, name: Buffer): Buffer {
-  return dir[dir.length - 1] === 0x2f ? Buffer.concat([dir, name]) : Buffer.concat([dir, SLASH, name]);
-}
-
-/** The path shown in messages and matched by --exclude: names as UTF-8 (an invalid sequence shows as U+FFFD). */
-function childRel(rel: string, name: Buffer): string {
-  const shown = name.toString('utf8');
-  return rel === '' ? shown : `${rel}/${shown}`;
-}
-
-const SLASH = Buffer.from('/');
-
-/** What every entry records of its inode. */
-function entryMeta(st: BigIntStats): Omit<TreeEntry, 'name' | 'type'> & RootMeta {
-  return {
-    mode: Number(st.mode & 0o7777n),
-    uid: Number(st.uid),
-    gid: Number(st.gid),
-    mtimeNs: st.mtimeNs.toString(),
-    ctimeNs: st.ctimeNs.toString(),
-    dev: st.dev.toString(),
-    inode: st.ino.toString(),
-  };
 }

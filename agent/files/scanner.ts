@@ -61,7 +61,7 @@ export async function scan(paths: string[], excludes: string[], totals: ScanTota
     // A source itself is read whatever it holds; below it, the walk's limits apply as the archiver applies them.
     if (!source && (limits.markerIn(path, st) !== undefined || limits.isMountPoint(st, device))) continue;
     const names = list(path);
-    const childDevice = limits.deviceOf(path);
+    const childDevice = limits.deviceOf(st);
     for (let i = names.length - 1; i >= 0; i--) {
       const name = names[i] as Buffer;
       const shown = name.toString('utf8');

@@ -1,4 +1,4 @@
-import { existsSync, lstatSync, type BigIntStats } from 'node:fs';
+import { existsSync, type BigIntStats } from 'node:fs';
 
 /**
  * Where a backup's walk stops, besides --exclude, as restic's `--one-file-system` and
@@ -23,13 +23,8 @@ export class WalkLimits {
   }
 
   /** The device of the directory being read, when --one-file-system needs it. */
-  deviceOf(dir: Buffer): bigint | undefined {
-    if (!this.oneFileSystem) return undefined;
-    try {
-      return lstatSync(dir, { bigint: true }).dev;
-    } catch {
-      return undefined; // the read that follows reports the directory
-    }
+  deviceOf(dir: BigIntStats): bigint | undefined {
+    return this.oneFileSystem ? dir.dev : undefined;
   }
 
   /** A child directory on another file system than its parent (`parentDevice` from deviceOf). */

@@ -6,6 +6,7 @@ import fsp from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { Repository } from '../../../agent/core/repository.ts';
+import { silentProgress } from '../../../agent/progress/progress.ts';
 import { MemoryStorage } from '../../helpers/memory-storage.ts';
 import { PASSPHRASE, SMALL, backupDir, restoreTo, tempDir } from '../../helpers/repo.ts';
 
@@ -56,36 +57,69 @@ describe('backup sources changed between listing and reading', () => {
     }
   }
 
+  /** A root-only directory holding a secret of `size` bytes, and a user's directory d with their own file of that name and size. */
+  function layout(name: string, size: number): { root: string; secret: string; d: string; content: string } {
+    const root = join(work.path, name);
+    const secret = join(root, 'secret');
+    fs.mkdirSync(secret, { recursive: true, mode: 0o700 });
+    const content = SECRET.padEnd(size, '#');
+    fs.writeFileSync(join(secret, 'shadow'), content, { mode: 0o600 });
+    const d = join(root, 'home', 'u', 'd');
+    fs.mkdirSync(d, { recursive: true });
+    fs.writeFileSync(join(d, 'shadow'), 'x'.repeat(size), { mode: 0o644 });
+    return { root, secret, d, content };
+  }
+
+  async function backUpAndRestore(
+    root: string,
+    name: string,
+    suffix: string,
+    swap: () => void,
+  ): Promise<{ partial: boolean; restored: string; warnings: string[] }> {
+    const repo = await Repository.init(new MemoryStorage(), PASSPHRASE, { host: 'h', user: 'u' }, SMALL);
+    const warnings: string[] = [];
+    const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+    const snapshot = await withSwapAtOpen(suffix, swap, () => backupDir(repo, join(root, 'home'), { progress }));
+    const restored = join(work.path, `restored-${name}`);
+    await restoreTo(repo, snapshot.id, restored);
+    return { partial: snapshot.partial === true, restored: join(restored, 'u', 'd'), warnings };
+  }
+
   for (const size of [SECRET.length, 300 << 10]) {
-    it(`a directory on the way swapped for a symlink: root's file is not stored as the user's (${size} bytes, ${size < 256 << 10 ? 'read at once' : 'streamed'})`, async () => {
-      const root = join(work.path, `swap-${size}`);
-      const secret = join(root, 'secret');
-      fs.mkdirSync(secret, { recursive: true, mode: 0o700 });
-      const content = SECRET.padEnd(size, '#');
-      fs.writeFileSync(join(secret, 'shadow'), content, { mode: 0o600 });
-      // The user's own file of that name, size and mtime, in a directory they own.
-      const d = join(root, 'home', 'u', 'd');
-      fs.mkdirSync(d, { recursive: true });
-      fs.writeFileSync(join(d, 'shadow'), 'x'.repeat(size), { mode: 0o644 });
-      const repo = await Repository.init(new MemoryStorage(), PASSPHRASE, { host: 'h', user: 'u' }, SMALL);
-      const snapshot = await withSwapAtOpen(
-        '/d/shadow',
-        () => {
-          fs.renameSync(d, `${d}.real`);
-          fs.symlinkSync(secret, d);
-        },
-        () => backupDir(repo, join(root, 'home')),
-      );
-      assert.equal(snapshot.partial, true, 'the file that changed is reported');
-      const target = join(work.path, `restored-${size}`);
-      await restoreTo(repo, snapshot.id, target);
-      assert.equal(
-        fs.existsSync(join(target, 'home', 'u', 'd', 'shadow')),
-        false,
-        'the swapped-in file was not stored under the user path',
-      );
+    it(`d swapped for a symlink as its file is opened: the file read is still d's (${size} bytes, ${size < 256 << 10 ? 'read at once' : 'streamed'})`, async () => {
+      const { root, secret, d } = layout(`file-open-${size}`, size);
+      const { restored } = await backUpAndRestore(root, `file-open-${size}`, '/shadow', () => {
+        fs.renameSync(d, `${d}.real`);
+        fs.symlinkSync(secret, d);
+      });
+      assert.equal(fs.readFileSync(join(restored, 'shadow'), 'utf8'), 'x'.repeat(size), "the user's own file, never root's");
     });
   }
+
+  it('d swapped for a symlink as the walk opens it: reported and left out, the other tree is not walked', async () => {
+    const { root, secret, d } = layout('dir-open', SECRET.length);
+    const { partial, restored, warnings } = await backUpAndRestore(root, 'dir-open', '/d', () => {
+      fs.renameSync(d, `${d}.real`);
+      fs.symlinkSync(secret, d);
+    });
+    assert.equal(partial, true);
+    // The message names the directory by its path, not by the descriptor it was looked up through.
+    assert.ok(
+      warnings.some((w) => w.startsWith('cannot back up u/d: ') && w.includes(`'${d}'`) && !w.includes('/proc/self/fd')),
+      warnings.join('\n'),
+    );
+    assert.equal(fs.existsSync(join(restored, 'shadow')), false, "root's file is not stored under the user's path");
+  });
+
+  it("the file replaced, as it is opened, by a hard link to root's file (fs.protected_hardlinks off): reported and skipped", async () => {
+    const { root, secret, d } = layout('hard-link', SECRET.length);
+    const { partial, restored } = await backUpAndRestore(root, 'hard-link', '/shadow', () => {
+      fs.unlinkSync(join(d, 'shadow'));
+      fs.linkSync(join(secret, 'shadow'), join(d, 'shadow'));
+    });
+    assert.equal(partial, true, 'the file that changed is reported');
+    assert.equal(fs.existsSync(join(restored, 'shadow')), false, "root's file is not stored with the user's owner and mode");
+  });
 
   it('a file swapped for a FIFO when it is opened is skipped; the backup does not wait for a writer', { timeout: 30_000 }, async () => {
     const root = join(work.path, 'fifo');
@@ -94,7 +128,7 @@ describe('backup sources changed between listing and reading', () => {
     fs.writeFileSync(join(root, 'src', 'b'), 'then a FIFO\n');
     const repo = await Repository.init(new MemoryStorage(), PASSPHRASE, { host: 'h', user: 'u' }, SMALL);
     const snapshot = await withSwapAtOpen(
-      '/src/b',
+      '/b',
       () => {
         fs.unlinkSync(join(root, 'src', 'b'));
         execFileSync('mkfifo', [join(root, 'src', 'b')]);
