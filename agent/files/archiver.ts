@@ -1,6 +1,6 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
-import { sameFile, SourceDirectories } from './source-descriptors.ts';
+import { PROC_FD, sameFile, SourceDirectories } from './source-descriptors.ts';
 import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -118,6 +118,10 @@ export class Archiver implements TreeStore {
   }
 
   async run(): Promise<string> {
+    if (IS_ROOT && !PROC_FD)
+      this.options.progress.warn(
+        '/proc is not mounted: the walk looks entries up by path, so a user who can swap a directory being backed up for a symlink could have another tree read in its place; mount /proc for the backup',
+      );
     const paths = this.options.paths.map((p) => resolve(p));
     const parent = this.options.parentTree ? await this.loadTree(this.options.parentTree) : undefined;
     const first = paths[0];
@@ -179,8 +183,9 @@ export class Archiver implements TreeStore {
       // Names as the bytes the filesystem holds: not every name is UTF-8.
       names = readdirSync(opened.base, { encoding: 'buffer' }).sort(compareNames);
     } catch (error) {
-      if (opened) this.dirs.close(opened.fd);
+      // Reported while the descriptor still maps to the directory's path (the message names it).
       this.fail(rel || '.', error);
+      if (opened) this.dirs.close(opened.fd);
       return this.snapshotWriter.storeTree({ version: 1, entries: [] });
     }
     try {
@@ -208,6 +213,7 @@ export class Archiver implements TreeStore {
       }
       try {
         // Synchronous: from the inode cache this is microseconds, a promise round trip costs far more.
+        this.dirs.checkPathLength(childPath(dir, name));
         const st = lstatSync(childPath(dir, name), { bigint: true });
         const marker = this.limits.markerIn(childPath(dir, name), st);
         if (marker !== undefined) {

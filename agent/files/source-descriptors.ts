@@ -11,12 +11,14 @@ import { closeSync, constants, existsSync, fstatSync, openSync, type BigIntStats
  * the one listed (sameFile). What fails these checks is reported and skipped like an unreadable file.
  */
 
-/** Whether a directory's entries can be looked up through its descriptor. */
-const PROC_FD = existsSync('/proc/self/fd');
+/** Whether a directory's entries can be looked up through its descriptor (else by path, as before). */
+export const PROC_FD = existsSync('/proc/self/fd');
+/** Linux's limit on a path, its final NUL included. */
+const PATH_MAX = 4096;
 
 /** The directories being read, by descriptor: one per level of depth while the walk is in them. */
 export class SourceDirectories {
-  private readonly open = new Map<number, string>();
+  private readonly open = new Map<number, { shown: string; bytes: number }>();
 
   /** Opens `dir`, the directory `listed` describes: its descriptor, and the path its entries are looked up under. */
   openListed(dir: Buffer, listed: BigIntStats): { fd: number; base: Buffer } {
@@ -28,7 +30,7 @@ export class SourceDirectories {
       closeSync(fd);
       throw error;
     }
-    this.open.set(fd, this.shown(dir.toString()));
+    this.open.set(fd, { shown: this.shown(dir.toString()), bytes: this.pathBytes(dir) });
     return { fd, base: PROC_FD ? Buffer.from(`/proc/self/fd/${fd}`) : dir };
   }
 
@@ -39,7 +41,26 @@ export class SourceDirectories {
 
   /** `text` (a system error's message) with the directories being read shown by their paths, not their descriptors. */
   shown(text: string): string {
-    return text.replace(/\/proc\/self\/fd\/(\d+)/g, (path, fd: string) => this.open.get(Number(fd)) ?? path);
+    return text.replace(/\/proc\/self\/fd\/(\d+)/g, (path, fd: string) => this.open.get(Number(fd))?.shown ?? path);
+  }
+
+  /**
+   * The length in bytes of the path `path` stands for (looked up through a descriptor, it is much
+   * shorter). A walk by descriptor meets no PATH_MAX, but a restore, which works by path, would: an
+   * entry past it is refused here, as a walk by path refused it.
+   */
+  checkPathLength(path: Buffer): void {
+    if (this.pathBytes(path) >= PATH_MAX)
+      throw Object.assign(new Error(`its path is longer than the ${PATH_MAX - 1} bytes a restore could create`), {
+        code: 'ENAMETOOLONG',
+        syscall: 'lstat',
+      });
+  }
+
+  private pathBytes(path: Buffer): number {
+    const match = /^\/proc\/self\/fd\/(\d+)/.exec(path.subarray(0, 32).toString('latin1'));
+    const parent = match ? this.open.get(Number(match[1])) : undefined;
+    return match && parent ? parent.bytes + path.length - match[0].length : path.length;
   }
 }
 

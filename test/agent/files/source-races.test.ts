@@ -121,6 +121,72 @@ describe('backup sources changed between listing and reading', () => {
     assert.equal(fs.existsSync(join(restored, 'shadow')), false, "root's file is not stored with the user's owner and mode");
   });
 
+  it('a directory that cannot be listed once opened is reported by its path, not by its descriptor', async () => {
+    const { root, d } = layout('unlistable', SECRET.length);
+    const repo = await Repository.init(new MemoryStorage(), PASSPHRASE, { host: 'h', user: 'u' }, SMALL);
+    const warnings: string[] = [];
+    const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+    // The listing fails as a chmod between the open and the listing, or running out of descriptors, would make it.
+    const real = fs.readdirSync;
+    let failed = false;
+    fs.readdirSync = ((path: fs.PathLike, options?: unknown) => {
+      const names = (real as (...args: unknown[]) => unknown)(path, options);
+      // Only d: the one directory listed through its descriptor that holds `shadow`.
+      if (!failed && String(path).startsWith('/proc/self/fd/') && (names as Buffer[]).some((n) => String(n) === 'shadow')) {
+        failed = true;
+        throw Object.assign(new Error(`EMFILE: too many open files, scandir '${String(path)}'`), { code: 'EMFILE', syscall: 'scandir' });
+      }
+      return names;
+    }) as typeof fs.readdirSync;
+    syncBuiltinESMExports();
+    try {
+      const snapshot = await backupDir(repo, join(root, 'home'), { progress });
+      assert.equal(snapshot.partial, true);
+    } finally {
+      fs.readdirSync = real;
+      syncBuiltinESMExports();
+    }
+    assert.ok(
+      warnings.some((w) => w.startsWith('cannot back up u/d: EMFILE') && w.includes(`'${d}'`)),
+      warnings.join('\n'),
+    );
+  });
+
+  it('an entry whose path is longer than a restore could create is reported and left out; the snapshot restores', async () => {
+    const top = join(work.path, 'deep');
+    fs.mkdirSync(top);
+    fs.writeFileSync(join(top, 'shallow'), 'kept\n');
+    // 22 levels of 200-byte names: past PATH_MAX. Made through descriptors, as no path to them can be given.
+    const fds: number[] = [];
+    let at = top;
+    for (let level = 0; level < 22; level++) {
+      const fd = fs.openSync(at, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+      fds.push(fd);
+      const name = `${String(level).padStart(2, '0')}${'n'.repeat(198)}`;
+      fs.mkdirSync(`/proc/self/fd/${fd}/${name}`);
+      at = `/proc/self/fd/${fd}/${name}`;
+    }
+    fs.writeFileSync(`${at}/too-deep`, 'x\n');
+    for (const fd of fds) fs.closeSync(fd);
+    try {
+      const repo = await Repository.init(new MemoryStorage(), PASSPHRASE, { host: 'h', user: 'u' }, SMALL);
+      const warnings: string[] = [];
+      const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+      const snapshot = await backupDir(repo, top, { progress });
+      assert.equal(snapshot.partial, true);
+      assert.ok(
+        warnings.some((w) => /cannot back up .*: its path is longer than the 4095 bytes a restore could create/.test(w)),
+        warnings.join('\n'),
+      );
+      const target = join(work.path, 'restored-deep');
+      await restoreTo(repo, snapshot.id, target);
+      assert.equal(fs.readFileSync(join(target, 'shallow'), 'utf8'), 'kept\n');
+    } finally {
+      // GNU rm walks by descriptor: Node's recursive rm works by path and cannot remove this tree.
+      execFileSync('rm', ['-rf', top, join(work.path, 'restored-deep')]);
+    }
+  });
+
   it('a file swapped for a FIFO when it is opened is skipped; the backup does not wait for a writer', { timeout: 30_000 }, async () => {
     const root = join(work.path, 'fifo');
     fs.mkdirSync(join(root, 'src'), { recursive: true });
