@@ -83,7 +83,7 @@ export async function tryLockFile(path: string, options: LockFileOptions): Promi
 
 /** Creates the lock with a new record: undefined if the name is taken. */
 async function create(path: string, mode: number): Promise<HeldLockFile | undefined> {
-  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')} ${processScope() ?? '-'} ${startTime(process.pid) ?? '-'}\n`;
+  const record = `${process.pid} ${hostname()} ${randomBytes(8).toString('hex')} ${processScope() ?? '-'} ${processState(process.pid)?.start ?? '-'}\n`;
   const tmp = join(dirname(path), `${temporaryPrefix(path)}${randomBytes(6).toString('hex')}.tmp`);
   try {
     await writeNewFileDurably(path, record, tmp, mode);
@@ -225,10 +225,6 @@ function processState(pid: number): { state: string; start: string } | undefined
   } catch {
     return undefined;
   }
-}
-
-function startTime(pid: number): string | undefined {
-  return processState(pid)?.start;
 }
 
 let scopeCache: string | null | undefined;

@@ -1,6 +1,5 @@
 import { constants as fsConstants, type BigIntStats } from 'node:fs';
 import { closeSync, fstatSync, lstatSync, openSync, readSync, readdirSync } from 'node:fs';
-import { PROC_FD, sameFile, SourceDirectories } from './source-descriptors.ts';
 import { lstat, open, readlink } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -25,6 +24,7 @@ import { chunkStream, type Chunking } from '../pipeline/chunker.ts';
 import type { PackWriter } from '../pipeline/pack-writer.ts';
 import { SnapshotWriter, contentOf, contentRoots, type FileContent, type TreeStore } from '../pipeline/snapshot-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
+import { checkPathLength, PROC_FD, sameFile, SourceDirectories, type OpenedDirectory } from './source-descriptors.ts';
 import { byName, childPath, childRel, entryMeta } from './walk-entries.ts';
 import { WalkLimits, type WalkLimitOptions } from './walk-limits.ts';
 import { WalkProgress } from './walk-progress.ts';
@@ -177,7 +177,7 @@ export class Archiver implements TreeStore {
     this.options.signal?.throwIfAborted();
     this.counts.dirs++;
     let names: Buffer[];
-    let opened: { fd: number; base: Buffer } | undefined;
+    let opened: OpenedDirectory | undefined;
     try {
       opened = this.dirs.openListed(dir, listed);
       // Names as the bytes the filesystem holds: not every name is UTF-8.
@@ -189,15 +189,16 @@ export class Archiver implements TreeStore {
       return this.snapshotWriter.storeTree({ version: 1, entries: [] });
     }
     try {
-      return await this.archiveEntries(opened.base, names, rel, parent, listed);
+      return await this.archiveEntries(opened, names, rel, parent);
     } finally {
       this.dirs.close(opened.fd);
     }
   }
 
-  private async archiveEntries(dir: Buffer, names: Buffer[], rel: string, parent: Tree | undefined, listed: BigIntStats): Promise<string> {
+  private async archiveEntries(opened: OpenedDirectory, names: Buffer[], rel: string, parent: Tree | undefined): Promise<string> {
+    const dir = opened.base;
     const parentEntries = parent ? byName(parent) : undefined;
-    const device = this.limits.deviceOf(listed);
+    const device = this.limits.deviceOf(opened.listed);
     const mountPoints = new Set<number>();
     const slots = new Array<TreeEntry | undefined>(names.length);
     const small: number[] = [];
@@ -213,9 +214,10 @@ export class Archiver implements TreeStore {
       }
       try {
         // Synchronous: from the inode cache this is microseconds, a promise round trip costs far more.
-        this.dirs.checkPathLength(childPath(dir, name));
-        const st = lstatSync(childPath(dir, name), { bigint: true });
-        const marker = this.limits.markerIn(childPath(dir, name), st);
+        checkPathLength(opened.bytes + 1 + name.length);
+        const child = childPath(dir, name);
+        const st = lstatSync(child, { bigint: true });
+        const marker = this.limits.markerIn(child, st);
         if (marker !== undefined) {
           this.options.progress.warn(`left out ${relPath}: it holds ${marker} (--exclude-if-present)`, { path: relPath });
           return undefined;

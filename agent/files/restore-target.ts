@@ -1,5 +1,5 @@
 import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, readdir, realpath, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, lstat, mkdir, open, readdir, realpath, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
@@ -61,7 +61,7 @@ export class TargetTree {
 
   private readonly asRoot: boolean;
   /** Directories taken over (as root, with --force), with the owner and mode they had: given back if the restore fails. */
-  private readonly takenOver: Array<{ path: Buffer; uid: number; gid: number; mode: number }> = [];
+  private readonly takenOver: TakenOver[] = [];
 
   constructor(target: string, force: boolean, onCreated: () => void, uid = process.getuid?.() ?? -1) {
     this.root = Buffer.from(target);
@@ -120,7 +120,7 @@ export class TargetTree {
     const failures: string[] = [];
     for (const { path, uid, gid, mode } of this.takenOver.splice(0).reverse()) {
       try {
-        const handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+        const handle = await openDirectory(path);
         try {
           await handle.chown(uid, gid);
           await handle.chmod(mode);
@@ -153,14 +153,10 @@ export class TargetTree {
  * False if what is at `path` is no longer a directory. A directory the snapshot has no metadata for
  * would stay root's after the restore: refused instead.
  */
-async function takeOver(
-  path: Buffer,
-  hasMetadata: boolean,
-  taken?: Array<{ path: Buffer; uid: number; gid: number; mode: number }>,
-): Promise<boolean> {
+async function takeOver(path: Buffer, hasMetadata: boolean, taken?: TakenOver[]): Promise<boolean> {
   let handle;
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    handle = await openDirectory(path);
   } catch (error) {
     if (isErrno(error, 'ELOOP') || isErrno(error, 'ENOTDIR')) return false;
     throw error;
@@ -195,6 +191,19 @@ async function takeOver(
   } finally {
     await handle.close();
   }
+}
+
+/** A directory taken over, with the owner and mode it had. */
+interface TakenOver {
+  path: Buffer;
+  uid: number;
+  gid: number;
+  mode: number;
+}
+
+/** A directory, never through a symbolic link at `path` itself (ELOOP or ENOTDIR then). */
+function openDirectory(path: Buffer): Promise<FileHandle> {
+  return open(path, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
 }
 
 /** As root: removes a directory tree, taking each directory over (as above) before reading it. */

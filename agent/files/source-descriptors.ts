@@ -16,12 +16,20 @@ export const PROC_FD = existsSync('/proc/self/fd');
 /** Linux's limit on a path, its final NUL included. */
 const PATH_MAX = 4096;
 
+/** A directory opened for the walk: its descriptor, the path its entries are looked up under, the length of the path that stands for, its lstat. */
+export interface OpenedDirectory {
+  fd: number;
+  base: Buffer;
+  bytes: number;
+  listed: BigIntStats;
+}
+
 /** The directories being read, by descriptor: one per level of depth while the walk is in them. */
 export class SourceDirectories {
   private readonly open = new Map<number, { shown: string; bytes: number }>();
 
-  /** Opens `dir`, the directory `listed` describes: its descriptor, and the path its entries are looked up under. */
-  openListed(dir: Buffer, listed: BigIntStats): { fd: number; base: Buffer } {
+  /** Opens `dir`, the directory `listed` describes. */
+  openListed(dir: Buffer, listed: BigIntStats): OpenedDirectory {
     const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     try {
       const opened = fstatSync(fd, { bigint: true });
@@ -30,8 +38,9 @@ export class SourceDirectories {
       closeSync(fd);
       throw error;
     }
-    this.open.set(fd, { shown: this.shown(dir.toString()), bytes: this.pathBytes(dir) });
-    return { fd, base: PROC_FD ? Buffer.from(`/proc/self/fd/${fd}`) : dir };
+    const bytes = this.pathBytes(dir);
+    this.open.set(fd, { shown: this.shown(dir.toString()), bytes });
+    return { fd, base: PROC_FD ? Buffer.from(`/proc/self/fd/${fd}`) : dir, bytes, listed };
   }
 
   close(fd: number): void {
@@ -44,24 +53,24 @@ export class SourceDirectories {
     return text.replace(/\/proc\/self\/fd\/(\d+)/g, (path, fd: string) => this.open.get(Number(fd))?.shown ?? path);
   }
 
-  /**
-   * The length in bytes of the path `path` stands for (looked up through a descriptor, it is much
-   * shorter). A walk by descriptor meets no PATH_MAX, but a restore, which works by path, would: an
-   * entry past it is refused here, as a walk by path refused it.
-   */
-  checkPathLength(path: Buffer): void {
-    if (this.pathBytes(path) >= PATH_MAX)
-      throw Object.assign(new Error(`its path is longer than the ${PATH_MAX - 1} bytes a restore could create`), {
-        code: 'ENAMETOOLONG',
-        syscall: 'lstat',
-      });
-  }
-
+  /** The length in bytes of the path `path` stands for (looked up through a descriptor, it is much shorter). */
   private pathBytes(path: Buffer): number {
     const match = /^\/proc\/self\/fd\/(\d+)/.exec(path.subarray(0, 32).toString('latin1'));
     const parent = match ? this.open.get(Number(match[1])) : undefined;
     return match && parent ? parent.bytes + path.length - match[0].length : path.length;
   }
+}
+
+/**
+ * An entry's path is `bytes` long: a walk by descriptor meets no PATH_MAX, but a restore, which works
+ * by path, would. An entry past it is refused here, as a walk by path refused it.
+ */
+export function checkPathLength(bytes: number): void {
+  if (bytes >= PATH_MAX)
+    throw Object.assign(new Error(`its path is longer than the ${PATH_MAX - 1} bytes a restore could create`), {
+      code: 'ENAMETOOLONG',
+      syscall: 'lstat',
+    });
 }
 
 /** The file opened must be the one listed: same device and inode, still a regular file. */
