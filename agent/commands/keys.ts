@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { lstat } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { writeNewFileDurably } from '../core/durable-file.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
@@ -183,7 +183,7 @@ export async function exportRecoveryKit(
   const text = await createRecoveryKit(repo.masterKey(), recoveryPassphrase, { repositoryId: repo.id, location: repo.storage.location });
   try {
     // A short hidden name: one that grew with the kit's would fail long names (ENAMETOOLONG).
-    await writeNewFileDurably(path, text, join(dirname(path), `.cairn-kit-${randomBytes(6).toString('hex')}.tmp`), 0o600);
+    await writeNewFileDurably(path, text, join(dirname(path), `${KIT_TEMPORARY}${randomBytes(6).toString('hex')}.tmp`), 0o600);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     // Also when the temporary file could not be made (a directory we cannot write to) but the name is taken.
@@ -200,7 +200,40 @@ export async function exportRecoveryKit(
       });
     throw new CairnError('Cairn.Usage', `cannot write the recovery kit to ${path}: ${errorMessage(error)}`, { cause: error });
   }
+  const swept = await sweepKitTemporaries(dirname(path));
+  if (swept > 0)
+    ctx.progress.warn(
+      `removed ${swept} temporary recovery kit file${swept === 1 ? '' : 's'} (.cairn-kit-*.tmp) from ${dirname(path)}: an earlier export was killed while writing`,
+    );
   const checksum = /Kit checksum: (.*)/.exec(text)?.[1] ?? '';
   await record(ctx, 'key.kit-exported', { checksum });
   return { path, checksum };
+}
+
+const KIT_TEMPORARY = '.cairn-kit-';
+const KIT_TEMPORARY_NAME = /^\.cairn-kit-[0-9a-f]{12}\.tmp$/;
+
+/**
+ * A kit export killed by SIGKILL (or a crash) between writing its temporary file and removing it
+ * leaves a whole kit under a hidden name, a secret the operator does not know is there. The next
+ * export into the same directory removes such files: only this user's own (another user's cannot
+ * be ours), and only those older than a minute (an export in flight holds its file for milliseconds).
+ */
+async function sweepKitTemporaries(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  let swept = 0;
+  for (const name of names) {
+    if (!KIT_TEMPORARY_NAME.test(name)) continue;
+    const file = join(dir, name);
+    const info = await lstat(file).catch(() => undefined);
+    if (!info?.isFile() || info.uid !== process.getuid?.() || Math.abs(Date.now() - info.mtimeMs) <= 60_000) continue;
+    if (
+      await unlink(file).then(
+        () => true,
+        () => false,
+      )
+    )
+      swept++;
+  }
+  return swept;
 }

@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { base32Decode, base32Encode, createRecoveryKit, openRecoveryKit, parseRecoveryKit } from '../../../agent/core/recovery-kit.ts';
@@ -122,8 +122,25 @@ describe('recovery kit through the CLI (KMS stand-in for the KMS key)', () => {
     assert.equal(backedUp.code, 0, backedUp.stderr);
     assert.equal((await runCli(['key', 'add', '--kms-key-id', keyA], withPass)).code, 0);
 
+    // What a SIGKILLed export leaves: its whole kit under a hidden temporary name. The next export
+    // removes this user's old ones, not a fresh one (an export in flight) nor another user's.
+    const leftover = (hex: string): string => join(work.path, `.cairn-kit-${hex}.tmp`);
+    const hour = new Date(Date.now() - 3_600_000);
+    for (const hex of ['0123456789ab', 'fedcba987654', 'aaaaaaaaaaaa']) await writeFile(leftover(hex), 'a killed export', { mode: 0o600 });
+    await utimes(leftover('0123456789ab'), hour, hour);
+    await utimes(leftover('aaaaaaaaaaaa'), hour, hour);
+    const asRoot = process.getuid?.() === 0;
+    if (asRoot) await chown(leftover('aaaaaaaaaaaa'), 65534, 65534);
     const exported = await runCli(['key', 'export', '--recovery-kit', kitFile], { ...withPass, CAIRN_RECOVERY_PASSWORD: 'kit passphrase' });
     assert.equal(exported.code, 0, exported.stderr);
+    const left = (await readdir(work.path)).filter((name) => name.startsWith('.cairn-kit-')).sort();
+    assert.deepEqual(left, asRoot ? ['.cairn-kit-aaaaaaaaaaaa.tmp', '.cairn-kit-fedcba987654.tmp'] : ['.cairn-kit-fedcba987654.tmp']);
+    const warned = exported.lines.filter((line) => line.type === 'warning').map((line) => String(line.message));
+    assert.ok(
+      warned.some((message) => /removed 1 temporary recovery kit file .*was killed/.test(message)),
+      warned.join('\n'),
+    );
+    for (const name of left) await rm(join(work.path, name));
     assert.equal((await stat(kitFile)).mode & 0o777, 0o600);
     const kitText = await readFile(kitFile, 'utf8');
     assert.match(kitText, /-----BEGIN CAIRN RECOVERY KEY-----/);
