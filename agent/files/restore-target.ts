@@ -2,6 +2,7 @@ import { constants, type Stats } from 'node:fs';
 import { type FileHandle, lstat, mkdir, open, readdir, realpath, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { CairnError } from '../core/errors.ts';
+import { firstMissingCause, unwritable } from './target-errors.ts';
 import type { TreeEntry } from '../core/tree.ts';
 
 /** What the restore found at its target: it decides whether the snapshot's own directory metadata is applied to it. */
@@ -12,13 +13,25 @@ export type TargetState = 'created' | 'empty' | 'holds-data';
  * against the restore (assertTargetSafe), before anything is written.
  */
 export async function prepareTarget(target: string, force: boolean, uid = process.getuid?.() ?? -1): Promise<TargetState> {
+  try {
+    return await checkTarget(target, force, uid);
+  } catch (error) {
+    // A system error on the way (ENOTDIR, EACCES, ELOOP): the target named, with the usual fix.
+    if (error instanceof CairnError || typeof (error as NodeJS.ErrnoException).code !== 'string') throw error;
+    throw unwritable(target, 'use', error);
+  }
+}
+
+async function checkTarget(target: string, force: boolean, uid: number): Promise<TargetState> {
   await assertTargetSafe(target, uid);
   let isDir: boolean;
   try {
     isDir = (await stat(target)).isDirectory();
   } catch (error) {
     if (!isErrno(error, 'ENOENT')) throw error;
-    await mkdir(target, { recursive: true });
+    await mkdir(target, { recursive: true }).catch(async (cause: unknown) => {
+      throw unwritable(target, 'create', await firstMissingCause(target, cause));
+    });
     // Whoever could have put something at the path between the check and mkdir is caught here.
     await assertTargetSafe(target, uid);
     return 'created';

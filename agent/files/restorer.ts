@@ -15,6 +15,7 @@ import { LANES, feedLane, laneFile, type ReadAheadBudget } from './file-lanes.ts
 import { ThreadStoppedError } from '../pipeline/thread-pool.ts';
 import { applyDirMeta, applyLinkMeta, finishFile, isZero, writeAll } from './restore-metadata.ts';
 import { TargetTree } from './restore-target.ts';
+import { targetWideHint } from './target-errors.ts';
 import { SmallFilePlan } from './small-file-plan.ts';
 import { SMALL_FILE_BYTES, SmallFileWriters, WRITER_THREADS, restoreSmallFile } from './small-file-writers.ts';
 
@@ -364,7 +365,7 @@ export class Restorer implements ReadAheadBudget {
         (error instanceof Error && error.name === 'AbortError') || isStorageFailure(error)
           ? (error as Error)
           : new CairnError(error instanceof CairnError ? error.code : 'Cairn.Failure', `cannot restore ${rel}: ${errorMessage(error)}`, {
-              hint: 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
+              hint: targetWideHint(error) ?? 'nothing damaged was written for this file; pass --ignore-errors to restore everything else',
               cause: error,
             });
       // The plan's files stop too, also once the walk has ended (nothing else would stop them).
