@@ -4,7 +4,6 @@ import { CairnError } from '../agent/core/errors.ts';
 import { analyzeGarbage } from '../agent/core/garbage.ts';
 import {
   DEFAULT_GC_GRACE_MS,
-  dueGenerations,
   markGeneration,
   readGenerations,
   settleGenerations,
@@ -143,8 +142,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
       if (removed.length > 0) await recordEvent(repo, who, TOOL, 'logs.collected', { planId: plan.id, streams: removed });
     }
 
-    // Two-phase GC (agent/core/gc-collect.ts): marks an earlier run left pending are settled first,
-    // then this run's mark is written, its grace waited by the storage's clock, and it is settled:
+    // Two-phase GC (agent/core/gc-collect.ts): this run's mark is written, its grace waited by the
+    // storage's clock, and it is settled:
     // what a manifest committed since the mark uses is kept, the rest leaves the index, and the
     // sweep (one Map item per pack prefix) deletes those packs. The lock only saves wasted work.
     const gcCtx: GcContext = {
@@ -157,14 +156,14 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     };
     const grace = graceMs();
     const settlements: Settlement[] = [];
-    const before = await readGenerations(gcCtx);
-    await tidyGenerations(gcCtx, before, grace);
-    settlements.push(await settleGenerations(gcCtx, dueGenerations(before, grace)));
+    // A mark left pending by another run (killed, or forged by a host: hosts hold the repository key)
+    // is never settled; this run's analysis marks again whatever is still garbage.
+    await tidyGenerations(gcCtx, await readGenerations(gcCtx), grace);
     const analysis = await analyzeGarbage(repo, storage, { maxUnused: 1, concurrency: 8 });
     const mark = await markGeneration(gcCtx, analysis, analysis.remove, 'retention');
     if (mark) {
       const state = await waitForGrace(gcCtx, mark.generation, grace, gcClock.wait);
-      settlements.push(await settleGenerations(gcCtx, dueGenerations(state, grace)));
+      settlements.push(await settleGenerations(gcCtx, state, grace, [mark]));
     }
     const doomed = [...new Set(settlements.flatMap((s) => s.packs))].sort();
     let gc = empty;

@@ -2,7 +2,6 @@ import { analyzeGarbage } from '../core/garbage.ts';
 import {
   DEFAULT_GC_GRACE_MS,
   deletePacks,
-  dueGenerations,
   markGeneration,
   readGenerations,
   settleGenerations,
@@ -10,6 +9,7 @@ import {
   waitForGrace,
   type GcContext,
 } from '../core/gc-collect.ts';
+import type { GcGeneration } from '../core/gc-generation.ts';
 import { INDEX_PREFIX, PACKS_PREFIX } from '../core/layout.ts';
 import { PieceIndex } from '../core/piece-index.ts';
 import type { Repository, Who } from '../core/repository.ts';
@@ -61,9 +61,9 @@ export interface PruneReport {
 /**
  * Two-phase garbage collection (core/gc-collect.ts, docs/locks-and-gc.md):
  *
- * 1. under the exclusive lock: marks left by an earlier run that was killed, once their grace
- *    has passed, are settled and their packs deleted (records of generations settled a grace
- *    ago are removed); the analysis decides, the mark (a sealed generation record) is written,
+ * 1. under the exclusive lock: records of generations settled a grace ago are removed, and marks
+ *    that stayed pending a day (a killed run's, or forged: they are never settled, see
+ *    core/gc-collect.ts); the analysis decides, the mark (a sealed generation record) is written,
  *    the live pieces of sparse packs are copied into new packs (indexed), archived logs are
  *    collected;
  * 2. the grace, by the storage's clock, with no lock held: backups run meanwhile (they drop
@@ -74,7 +74,7 @@ export interface PruneReport {
  *
  * The lock only keeps backups from wasting work; what is deleted does not depend on it, nor on
  * any clock but the storage's. Killed at any point, a rerun starts from what is in the
- * repository and finishes the job.
+ * repository: its analysis marks again whatever is still garbage.
  */
 export async function prune(repo: Repository, storage: DeletableStorage, options: PruneOptions): Promise<PruneReport> {
   const ctx = operationContext(repo, options);
@@ -96,18 +96,19 @@ export async function prune(repo: Repository, storage: DeletableStorage, options
         graceMs,
       ),
     );
-    const { marked } = decided;
-    if (marked !== undefined) {
+    const { mark } = decided;
+    if (mark !== undefined) {
       // The grace, with no lock held: backups go on meanwhile; the settlement reads what they commit.
-      const state = await waitForGrace(
+      await waitForGrace(
         gcContext(() => undefined),
-        marked,
+        mark.generation,
         graceMs,
         wait,
       );
       await underLock(ctx, 'prune', true, async (lease) => {
         const gc = gcContext(() => lease.assertHeld());
-        const settlement = await settleGenerations(gc, dueGenerations(state, graceMs));
+        // Read again under the lock: the mark must still be there (settleGenerations).
+        const settlement = await settleGenerations(gc, await readGenerations(gc), graceMs, [mark]);
         await deletePacks(gc, settlement.packs);
         decided.deleted += settlement.packs.length;
         decided.rescued += settlement.rescuedPacks.length;
@@ -127,6 +128,8 @@ export async function prune(repo: Repository, storage: DeletableStorage, options
 interface Decided {
   analysis: Awaited<ReturnType<typeof analyzeGarbage>>;
   marked: string | undefined;
+  /** The mark as this run wrote it: the only one it settles (core/gc-collect.ts). */
+  mark: GcGeneration | undefined;
   settled: string[];
   deleted: number;
   rescued: number;
@@ -137,27 +140,16 @@ interface Decided {
 
 async function decide(gc: GcContext, options: PruneOptions, graceMs: number): Promise<Decided> {
   const { repo, storage } = gc;
-  let deleted = 0;
-  let rescued = 0;
-  const settled: string[] = [];
-  if (!options.dryRun) {
-    // What an earlier, killed run marked: settled now if its grace has passed.
-    const state = await readGenerations(gc);
-    await tidyGenerations(gc, state, graceMs);
-    const earlier = await settleGenerations(gc, dueGenerations(state, graceMs));
-    await deletePacks(gc, earlier.packs);
-    deleted += earlier.packs.length;
-    rescued += earlier.rescuedPacks.length;
-    settled.push(...earlier.generations);
-  }
+  // Records of settled generations and long-stale marks go; a mark an earlier run left pending is not
+  // settled (only a mark this run writes is: core/gc-collect.ts), this run's analysis marks its garbage again.
+  if (!options.dryRun) await tidyGenerations(gc, await readGenerations(gc), graceMs);
 
   const analysis = await analyzeGarbage(repo, storage, { maxUnused: options.maxUnused, concurrency: options.concurrency });
   const { index, reader, used, remove, repack } = analysis;
   let packsWritten = 0;
-  let marked: string | undefined;
+  let mark: GcGeneration | undefined;
   if (!options.dryRun) {
-    const mark = await markGeneration(gc, analysis, [...remove, ...repack], 'prune');
-    marked = mark?.generation;
+    mark = await markGeneration(gc, analysis, [...remove, ...repack], 'prune');
     // The live pieces of sparse packs go into new packs, every one of them: a location of a used
     // piece is dropped only once a copy this run wrote and read back by its keyed id exists (another
     // index entry of the piece may be forged). The writer dedupes only against its own copies.
@@ -172,7 +164,7 @@ async function decide(gc: GcContext, options: PruneOptions, graceMs: number): Pr
     packsWritten = writer.stats.packsWritten;
   }
   const logs = await collectLogs(repo, storage, { dryRun: options.dryRun, assertHeld: gc.assertHeld, snapshots: analysis.manifests });
-  return { analysis, marked, settled, deleted, rescued, repackedDeleted: 0, packsWritten, logs };
+  return { analysis, marked: mark?.generation, mark, settled: [], deleted: 0, rescued: 0, repackedDeleted: 0, packsWritten, logs };
 }
 
 async function summarize(storage: DeletableStorage, options: PruneOptions, decided: Decided): Promise<PruneReport> {

@@ -30,6 +30,14 @@ import type { DeletableStorage } from './storage.ts';
  *    one index without the rest replaces the old index files. Deleting the
  *    packs (`deletePacks`, or the control plane's per-prefix sweep) follows.
  *
+ * A collection settles only the marks it wrote itself, in this process, from what it holds in
+ * memory. A mark on storage is sealed with the repository key, which every host holds: a host
+ * that may only create objects could write one whose `seen` set lists every snapshot and whose
+ * packs hold their data, and a settlement trusting it would delete that data. Marks this
+ * process did not write (a forgery, or a killed run's) are never acted on; whatever they named
+ * that is still unused, this run's own analysis marks again, and `tidyGenerations` removes them
+ * once they are long stale.
+ *
  * A backup, for its part, forgets the pieces of every generation it finds when
  * it starts and re-reads the generations before it commits
  * (core/gc-backup-guard.ts). Locks only keep the two from wasting each other's
@@ -89,10 +97,13 @@ export async function readGenerations(ctx: GcContext): Promise<GenerationState> 
   return { generations: await listGenerations(ctx.repo, ctx.warn), now };
 }
 
-/** Pending generations whose grace has passed by the storage's clock. */
-export function dueGenerations(state: GenerationState, graceMs: number): StoredGeneration[] {
-  return state.generations.filter((g) => g.swept === undefined && state.now - g.marked >= graceMs);
-}
+/**
+ * How long a mark no collection settles stays pending before `tidyGenerations` removes it (by the
+ * storage's clock; at least twice the grace): far longer than a prune waits between its mark and its
+ * settlement, so a prune running meanwhile loses its mark only if it stalled that long (it then fails
+ * before deleting anything).
+ */
+export const STALE_MARK_MS = 24 * 3_600_000;
 
 /**
  * The bookkeeping a collection clears first, under its exclusive lock and by the storage's clock
@@ -109,9 +120,20 @@ export async function tidyGenerations(
   ctx: GcContext,
   state: GenerationState,
   graceMs: number,
-): Promise<{ generations: number; locks: ClearedLocks }> {
+): Promise<{ generations: number; abandoned: number; locks: ClearedLocks }> {
   let removed = 0;
+  let abandoned = 0;
   for (const g of state.generations) {
+    if (g.swept === undefined && state.now - g.marked >= Math.max(2 * graceMs, STALE_MARK_MS)) {
+      // Never settled by its writer (a killed run, or a mark a host forged): it only made backups upload its pieces again.
+      ctx.assertHeld();
+      await ctx.storage.delete(gcGenerationKey(g.generation));
+      ctx.warn(
+        `removed the GC mark ${g.generation}, pending since ${new Date(g.marked).toISOString()} (written as ${g.by.operation} by ${g.by.user}@${g.by.host}, which never settled it); nothing it named was deleted: a collection acts only on marks it wrote itself`,
+      );
+      abandoned++;
+      continue;
+    }
     if (g.swept === undefined || state.now - g.swept < graceMs) continue;
     ctx.assertHeld();
     await ctx.storage.delete(gcSweptKey(g.generation));
@@ -119,7 +141,7 @@ export async function tidyGenerations(
     removed++;
   }
   const locks = await clearEndedLocks(ctx.repo, ctx.storage, { storageNow: state.now, assertHeld: ctx.assertHeld });
-  return { generations: removed, locks };
+  return { generations: removed, abandoned, locks };
 }
 
 export interface Settlement {
@@ -131,13 +153,32 @@ export interface Settlement {
 }
 
 /**
- * Phase 2's decision for `due` (see the top of this file): reads every manifest each mark did
- * not see, keeps the packs any location of a piece they use names, writes one index without
- * the doomed packs and pieces, deletes the old index files, and records each generation as
- * swept. The caller deletes `packs` afterwards; until then nothing indexes them, and a crash
+ * Phase 2's decision for `own`, the marks this process wrote, as it wrote them (see the top of
+ * this file; never a mark read back from storage): each must still be on storage, pending, with
+ * its grace passed by the storage's clock (`state`, from waitForGrace). Reads every manifest each
+ * mark did not see, keeps the packs any location of a piece they use names, writes one index
+ * without the doomed packs and pieces, deletes the old index files, and records each generation
+ * as swept. The caller deletes `packs` afterwards; until then nothing indexes them, and a crash
  * leaves them to the next collection (a pack no index names is garbage).
  */
-export async function settleGenerations(ctx: GcContext, due: readonly StoredGeneration[]): Promise<Settlement> {
+export async function settleGenerations(
+  ctx: GcContext,
+  state: GenerationState,
+  graceMs: number,
+  own: readonly GcGeneration[],
+): Promise<Settlement> {
+  const due = own.filter((mark) => {
+    const stored = state.generations.find((g) => g.generation === mark.generation);
+    // Gone (removed as stale while this run stalled): backups since then have not dropped its pieces.
+    if (!stored)
+      throw new CairnError(
+        'Cairn.Failure',
+        `the GC mark ${mark.generation} this run wrote is gone from ${ctx.repo.storage.location}; nothing was deleted`,
+        { hint: 'run the collection again' },
+      );
+    if (state.now - stored.marked < graceMs) throw new CairnError('Cairn.Failure', `the GC mark ${mark.generation} is not yet a grace old`);
+    return stored.swept === undefined;
+  });
   if (due.length === 0) return { generations: [], packs: [], rescuedPacks: [] };
   // Manifests before the index, as in analyzeGarbage: a listed manifest's index files are all loaded.
   const { snapshots, unreadable } = await ctx.repo.listSnapshots();

@@ -7,7 +7,7 @@ import type * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
 import { acknowledgeFindings, arnFinding, attrFinding } from './nag.ts';
-import { ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
+import { GC_PREFIX, ORCHESTRATION_PREFIX } from '../../agent/core/layout.ts';
 import { REPOSITORY_CONTEXT_KEY } from '../../agent/core/aws-calls.ts';
 import { PLAN_CONTEXT_KEY } from '../../agent/core/orchestration.ts';
 import { awsS3Location, planParameterName, referencedParameters, type Plan } from '../../agent/core/plan.ts';
@@ -80,14 +80,17 @@ export class AgentHostPolicy extends Construct {
           resources: [objects],
         }),
       );
-      // Hosts never write the control plane's records (lease, run markers, GC generations):
-      // an explicit deny, so no other grant (a broader role policy) can let a forged lease in.
+      // Hosts never write the control plane's records (lease, run markers, GC work lists under
+      // orchestration/) nor garbage collection's marks (gc/: a backup only reads them): an explicit
+      // deny, so no other grant (a broader role policy) can let a forged lease or mark in. A mark
+      // is sealed with the repository key, which hosts hold; collections settle only their own
+      // marks (agent/core/gc-collect.ts), and this keeps hosts from writing any.
       statements.push(
         new iam.PolicyStatement({
           sid: 'DenyControlPlaneRecords',
           effect: iam.Effect.DENY,
           actions: ['s3:PutObject', 's3:DeleteObject', 's3:DeleteObjectVersion'],
-          resources: [`${bucketArn}/${location.prefix}${ORCHESTRATION_PREFIX}*`],
+          resources: [`${bucketArn}/${location.prefix}${ORCHESTRATION_PREFIX}*`, `${bucketArn}/${location.prefix}${GC_PREFIX}*`],
         }),
       );
       // The environment's bucket is SSE-KMS: every read and write makes S3 call KMS on the host's behalf.

@@ -237,6 +237,18 @@ function forbidden(
       expect: ['ExplicitlyDenied'],
     },
     { who: 'host', why: 'a host writes a run record', call: b.create('orchestration/runs/r9')[0]!, expect: ['ExplicitlyDenied'] },
+    {
+      who: 'host',
+      why: 'a host writes a GC mark (sealed with the repository key it holds)',
+      call: b.create('gc/20261207T000000Z-0123456789abcdef')[0]!,
+      expect: ['ExplicitlyDenied'],
+    },
+    {
+      who: 'host',
+      why: "a host writes a GC mark's swept record",
+      call: b.create('gc/20261207T000000Z-0123456789abcdef.swept')[0]!,
+      expect: ['ExplicitlyDenied'],
+    },
     { who: 'host', why: "a host reads another plan's prefix", call: o.read('config')[0]!, expect: DENIED },
     { who: 'host', why: "a host writes another plan's prefix", call: o.create('packs/ab/ab09')[0]!, expect: DENIED },
     { who: 'host', why: "a host lists another plan's prefix", call: o.list('snapshots/')[0]!, expect: DENIED },

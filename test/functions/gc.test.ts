@@ -5,8 +5,9 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backup } from '../../agent/commands/backup.ts';
 import { verify } from '../../agent/commands/verify.ts';
+import { newGenerationName, writeGeneration } from '../../agent/core/gc-generation.ts';
 import { writeWorkList } from '../../agent/core/gc-work-list.ts';
-import { PACKS_PREFIX, collectionKey, idFromKey, packKey } from '../../agent/core/layout.ts';
+import { PACKS_PREFIX, collectionKey, gcGenerationKey, idFromKey, packKey } from '../../agent/core/layout.ts';
 import { PieceType, type IndexEntry } from '../../agent/core/pack.ts';
 import { PieceReader } from '../../agent/core/piece-reader.ts';
 import { collectReferences } from '../../agent/core/references.ts';
@@ -175,5 +176,40 @@ describe('control-plane garbage collection (issue 16)', () => {
     }
     assert.deepEqual([...(await packsOn(storage))].sort(), packs.sort());
     await assertWhole(repo, snapshot, src, 'after a forged work list');
+  });
+
+  it('a GC mark a host forged (the repository key, create-only rights) deletes nothing a kept snapshot uses, and wedges nothing', async () => {
+    const { storage, repo, src } = await planRepo('gc-forged-mark');
+    await writeFile(join(src, 'a.bin'), randomBytes(2_000_000));
+    await backupOf(repo, src, 'gc-forged-mark');
+    await rm(join(src, 'a.bin'));
+    await writeFile(join(src, 'b.bin'), randomBytes(1_500_000));
+    const kept = await backupOf(repo, src, 'gc-forged-mark');
+
+    // Sealed with the repository key, as the control plane's own marks are: it claims every
+    // snapshot was seen and every pack (trees' included) is unused.
+    const hostRepo = await Repository.open(storage, PASSPHRASE);
+    const index = await hostRepo.loadIndex();
+    const forged = newGenerationName();
+    await writeGeneration(hostRepo, {
+      generation: forged,
+      created: new Date().toISOString(),
+      by: { host: 'lambda:retention', user: 'cairn-retention', operation: 'retention' },
+      seen: (await hostRepo.listSnapshots()).snapshots.map((s) => s.id).sort(),
+      packs: [...new Set([...index.entries()].map((e) => e.packId))].sort(),
+      pieces: [],
+    });
+
+    // The run forgets the first backup and marks its own garbage; the forged mark, stored before that
+    // mark, is as due as it when the grace has passed (the function's own wait, by s3rver's clock).
+    gcClock.wait = realWait;
+    const outcome = await applyRetention({ planId: 'gc-forged-mark' });
+    assert.equal(outcome.forgotten.length, 1);
+    await sweep('gc-forged-mark', outcome);
+    await assertWhole(repo, kept, src, 'after retention met the forged mark');
+    assert.ok((await storage.stat(gcGenerationKey(forged))) !== undefined, 'the forged mark is left pending, never settled');
+    const next = await applyRetention({ planId: 'gc-forged-mark' });
+    await sweep('gc-forged-mark', next);
+    await assertWhole(repo, kept, src, 'after the next run');
   });
 });

@@ -20,7 +20,8 @@ import { rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AlreadyExistsError, CairnError } from '../../agent/core/errors.ts';
 import { newMasterKey, wrapMasterKey } from '../../agent/core/keyfile.ts';
-import { INDEX_PREFIX, indexKey, keyFileKey, lockKey, packKey, snapshotKey } from '../../agent/core/layout.ts';
+import { newGenerationName, writeGeneration } from '../../agent/core/gc-generation.ts';
+import { INDEX_PREFIX, gcGenerationKey, indexKey, keyFileKey, lockKey, packKey, snapshotKey } from '../../agent/core/layout.ts';
 import { decodeIndexEntries, type IndexEntry } from '../../agent/core/pack.ts';
 import { Repository } from '../../agent/core/repository.ts';
 import type { ObjectInfo, PutOptions, Storage } from '../../agent/core/storage.ts';
@@ -237,6 +238,30 @@ export async function runHostileHostCampaign(options: HostileHostOptions): Promi
     if (forget.code !== 0) fail(`${context}: forget --keep-last 1 exited ${forget.code}: ${forget.stderr.trim().slice(-400)}`);
     if (removed.has(newest))
       fail(`${context}: forget --keep-last 1 removed the newest true snapshot ${newest.slice(0, 8)} (a forged manifest counted as newer)`);
+
+    // Just before the operator prunes: a GC mark sealed with the repository key, claiming every
+    // snapshot was seen (the one made after the attack too) and every real pack, trees' included, is
+    // unused; stored an hour ago by the storage's clock, so its grace has long passed.
+    const packsNow = new Set(realEntries.map((e) => e.packId));
+    for await (const object of hostile.storage.list(INDEX_PREFIX)) {
+      try {
+        for (const e of decodeIndexEntries(hostile.unseal('index', object.key, await hostile.storage.get(object.key)), object.key))
+          if (e.packId !== junkPack) packsNow.add(e.packId);
+      } catch (error) {
+        if (!(error instanceof CairnError)) throw error;
+      }
+    }
+    const mark = newGenerationName(anHourAgo);
+    await writeGeneration(hostile, {
+      generation: mark,
+      created: new Date().toISOString(),
+      by: { host: 'hostile', user: 'hostile', operation: 'prune' },
+      seen: (await hostile.listSnapshots()).snapshots.map((s) => s.id).sort(),
+      packs: [...packsNow].sort(),
+      pieces: [],
+    });
+    await utimes(join(repoPath, gcGenerationKey(mark)), anHourAgo, anHourAgo);
+    forge('GC mark naming every pack, every snapshot seen');
 
     let prune = await runCli(['--lock-wait', '2m', 'prune'], env);
     // Prune refuses to collect while a manifest or an index file cannot be read (it could not tell what

@@ -10,7 +10,8 @@ import { verify } from '../../../agent/commands/verify.ts';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { analyzeGarbage } from '../../../agent/core/garbage.ts';
 import { markGeneration } from '../../../agent/core/gc-collect.ts';
-import { GC_PREFIX, PACKS_PREFIX, idFromKey, snapshotKey } from '../../../agent/core/layout.ts';
+import { newGenerationName, writeGeneration } from '../../../agent/core/gc-generation.ts';
+import { GC_PREFIX, PACKS_PREFIX, gcGenerationKey, idFromKey, snapshotKey } from '../../../agent/core/layout.ts';
 import { Repository, type Who } from '../../../agent/core/repository.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
 import { HookedStorage, LockBlindStorage } from '../../helpers/gc-storages.ts';
@@ -219,5 +220,53 @@ describe('two-phase garbage collection (issue 16)', () => {
     );
     await prune(repo, storage, { ...pruneOptions(clock), progress });
     await assertWhole(repo, snapshot.id, src, 'beside a junk gc record');
+  });
+
+  it('a mark forged by a host with the key (seeing every snapshot, naming every pack) is never settled, then removed once stale', async () => {
+    const { storage, repo, clock, src } = await setup('forged-mark');
+    const first = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    await writeFile(join(src, 'c.bin'), randomBytes(150_000));
+    const kept = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    // Garbage for prune's own mark: the first snapshot is forgotten (its c.bin-less tree is unused).
+    await storage.delete(snapshotKey(first.id));
+
+    // The host: the repository key and create-only rights. Its mark claims the snapshots were seen
+    // and every pack, trees' included, is unused.
+    const hostRepo = await Repository.open(storage, PASSPHRASE);
+    const index = await hostRepo.loadIndex();
+    const forged = newGenerationName(new Date(clock.t - 10 * MINUTE));
+    await writeGeneration(hostRepo, {
+      generation: forged,
+      created: new Date(clock.t).toISOString(),
+      by: { host: 'ops-host', user: 'ops', operation: 'prune' },
+      seen: (await hostRepo.listSnapshots()).snapshots.map((s) => s.id).sort(),
+      packs: [...new Set([...index.entries()].map((e) => e.packId))].sort(),
+      pieces: [],
+    });
+    clock.t += 10 * MINUTE; // the forged mark is due by the storage's clock
+
+    const warnings: string[] = [];
+    const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+    const report = await prune(repo, storage, { ...pruneOptions(clock), progress });
+    assert.ok(report.generations.marked, 'prune marked its own garbage');
+    assert.deepEqual(report.generations.settled, [report.generations.marked], 'and settled that mark only');
+    await assertWhole(repo, kept.id, src, 'after prune met the forged mark');
+    assert.ok(storage.objects.has(gcGenerationKey(forged)), 'the forged mark stays pending: nothing acts on it');
+
+    // A day later (by the storage's clock) the next collection removes it, saying so; still nothing lost.
+    clock.t += 25 * 60 * MINUTE;
+    await prune(repo, storage, { ...pruneOptions(clock), progress });
+    assert.ok(!storage.objects.has(gcGenerationKey(forged)), 'the stale mark was removed');
+    assert.ok(
+      warnings.some((w) => w.includes(`removed the GC mark ${forged}`) && /nothing it named was deleted/.test(w)),
+      warnings.join('\n'),
+    );
+    await assertWhole(repo, kept.id, src, 'after the stale mark was removed');
   });
 });
