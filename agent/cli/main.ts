@@ -5,7 +5,7 @@ import { Cli } from './context.ts';
 import type { CliStreams } from './output.ts';
 import { createProgram } from './program.ts';
 import { finishRun, type StorageFlags } from './storage-options.ts';
-import { registerCommands } from './command-table.ts';
+import { commandInArgv, registerCommands } from './command-table.ts';
 import { routeProcessWarnings } from './process-warnings.ts';
 
 /**
@@ -34,6 +34,8 @@ export async function main(
   process.on('SIGTERM', onSignal);
   const unrouteWarnings = routeProcessWarnings(() => cli.output, Boolean(env.CAIRN_DEBUG), process.env);
   const program = createProgram(cli);
+  // wal-fetch's exit 1 says "never archived" to PostgreSQL; every failure exits above 125 (ExitCode.walFetchFailed).
+  const failed = (code: number): number => (commandInArgv(program, argv.slice(2)) === 'wal-fetch' ? ExitCode.walFetchFailed : code);
   try {
     await registerCommands(program, cli, argv);
     await program.parseAsync(argv);
@@ -42,15 +44,15 @@ export async function main(
   } catch (error) {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return ExitCode.ok;
-      return ExitCode.usage;
+      return failed(ExitCode.usage);
     }
     const failure =
       cli.signal.aborted && !(error instanceof CairnError && error.code !== 'Cairn.Cancelled') ? (cli.signal.reason as unknown) : error;
     const cairn = failure instanceof CairnError ? failure : new CairnError('Cairn.Failure', errorMessage(failure), { cause: failure });
-    cli.output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode });
+    cli.output.error({ code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: failed(cairn.exitCode) });
     if (env.CAIRN_DEBUG && failure instanceof Error) cli.streams.stderr.write(`${failure.stack}\n`);
     await finishRun(program.opts<StorageFlags>(), cli.run, false, cli.streams.stderr);
-    return cairn.exitCode;
+    return failed(cairn.exitCode);
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

@@ -21,6 +21,7 @@ const EXIT_STATUS: Record<keyof typeof ExitCode, string> = {
   alreadyExists: 'the repository or object already exists',
   cancelled: 'stopped by SIGINT or SIGTERM; nothing was committed',
   outputClosed: 'the reader of the output went away before it ended (cairn snapshots | head)',
+  walFetchFailed: 'wal-fetch only: any failure but a file never archived (PostgreSQL stops recovery on it)',
 };
 
 /** The page's file name: cairn.1, cairn-backup.1, cairn-key-list.1. */

@@ -20,6 +20,12 @@ export const ExitCode = {
   cancelled: 130,
   /** The output's reader went away (`| head`): as a program killed by SIGPIPE (cli/stdout-closed.ts). */
   outputClosed: 141,
+  /**
+   * `wal-fetch`, every failure but "never archived" (exit 1): PostgreSQL takes any status from 1 to
+   * 125 of restore_command as "not archived" (at promotion it would then reuse a timeline already
+   * archived, and without a recovery target end recovery early) and stops on one above 125.
+   */
+  walFetchFailed: 200,
 } as const;
 
 export type ErrorCode =

@@ -1,4 +1,4 @@
-import { CairnError, errorMessage } from '../core/errors.ts';
+import { CairnError, ExitCode, errorMessage } from '../core/errors.ts';
 import { clientOptionsFrom, walFetch, walPush, type ForwardedFlags } from './wal-client.ts';
 
 /**
@@ -96,13 +96,14 @@ export async function runWalCommand(argv: readonly string[], env: NodeJS.Process
     return (await walFetch(parsed.args[0] as string, parsed.args[1] as string, options)) ? 0 : 1;
   } catch (error) {
     const cairn = error instanceof CairnError ? error : new CairnError('Cairn.Failure', errorMessage(error), { cause: error });
+    const exitCode = parsed.command === 'wal-fetch' ? ExitCode.walFetchFailed : cairn.exitCode;
     // As the full CLI reports an error (cli/output.ts): a JSON line on stdout when asked for (--json, CAIRN_JSON), the words on stderr.
     if (argv.includes('--json') || /^(1|true|yes)$/i.test(env.CAIRN_JSON ?? '')) {
       process.stdout.write(
-        `${JSON.stringify({ time: new Date().toISOString(), type: 'error', code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode: cairn.exitCode })}\n`,
+        `${JSON.stringify({ time: new Date().toISOString(), type: 'error', code: cairn.code, message: cairn.message, hint: cairn.hint, exitCode })}\n`,
       );
     }
     process.stderr.write(`cairn: ${cairn.message}\n${cairn.hint ? `hint: ${cairn.hint}\n` : ''}`);
-    return cairn.exitCode;
+    return exitCode;
   }
 }

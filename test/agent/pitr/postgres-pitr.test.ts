@@ -84,13 +84,13 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     }
   }
 
-  async function restoreAndStart(time: string, dir: string): Promise<PostgresServer> {
+  async function restoreAndStart(time: string, dir: string, settings?: Record<string, string>): Promise<PostgresServer> {
     // The restore writes restore_command naming the program that ran it: the one the server's user can run.
     const restored = await runServerCairn(cairn as ServerCairn, ['restore', '--to-time', time, '--target', dir, ...owner], env);
     assert.equal(restored.code, 0, restored.stderr);
     const summary = lastOfType(restored, 'summary') as { replay?: string; logFiles?: number };
     assert.match(summary.replay ?? '', /start the server/);
-    const copy = await startPostgres({ dataDir: dir, env: serverEnv });
+    const copy = await startPostgres({ dataDir: dir, env: serverEnv, settings });
     const deadline = Date.now() + 60_000;
     while (copy.sql('SELECT pg_is_in_recovery()').trim() !== 'f') {
       if (Date.now() > deadline) assert.fail(`recovery did not finish: ${copy.serverLog().slice(-3000)}`);
@@ -102,6 +102,16 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
       'replay stopped at the target, not at the end of the archive',
     );
     return copy;
+  }
+
+  /** The settings of a server that archives into the repository through wal-push. */
+  function archiving(): Record<string, string> {
+    return {
+      wal_level: 'replica',
+      archive_mode: 'on',
+      archive_command: `${(cairn as ServerCairn).command} wal-push %p`,
+      track_commit_timestamp: 'on',
+    };
   }
 
   /** What the daemon serving the server's user reports (run as that user, with the server's spool). */
@@ -128,15 +138,7 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     // The server (and so archive_command) runs as postgres: the repository must be its to write.
     if (asRoot) spawnSync('chown', ['-R', 'postgres:', repo]);
     serverEnv = { ...env, CAIRN_SPOOL_DIR: join(pgWork, 'spool'), CAIRN_WAL_DAEMON_IDLE: '120' };
-    server = await startPostgres({
-      settings: {
-        wal_level: 'replica',
-        archive_mode: 'on',
-        archive_command: `${cairn.command} wal-push %p`,
-        track_commit_timestamp: 'on',
-      },
-      env: serverEnv,
-    });
+    server = await startPostgres({ settings: archiving(), env: serverEnv });
     env.CAIRN_DB_PASSWORD = server.password;
     server.sql('CREATE DATABASE app');
     server.sql('CREATE TABLE t (id serial PRIMARY KEY, round int NOT NULL, body text)', 'app');
@@ -182,16 +184,22 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     const expected = all.filter((r) => r.committed <= t1).map((r) => r.id);
     assert.equal(expected.length, 8, 'two rounds before the target');
 
-    const first = await restoreAndStart(t1, join(restoreRoot, 'restored-1'));
+    // Put in service, archiving into the same stream: it promotes to timeline 2 and archives 00000002.history.
+    const files = join(pgWork, 'repo', 'logs', stream, 'files');
+    const first = await restoreAndStart(t1, join(restoreRoot, 'restored-1'), archiving());
     try {
       assert.deepEqual(ids(first), expected, `rows committed at or before ${t1}`);
+      const deadline = Date.now() + 30_000;
+      while (!(await readdir(files)).includes('00000002.history')) {
+        if (Date.now() > deadline) assert.fail(`00000002.history was not archived: ${first.serverLog().slice(-3000)}`);
+        await sleep(100);
+      }
     } finally {
       await first.stop();
     }
 
     // Round 3's segment disappears from the repository: a gap between rounds 2 and 4.
     const lost = roundSegments[2] as string;
-    const files = join(pgWork, 'repo', 'logs', stream, 'files');
     assert.ok((await readdir(files)).includes(lost));
     await unlink(join(files, lost));
 
@@ -215,9 +223,43 @@ describe('PostgreSQL point-in-time recovery from the WAL archive', { skip }, () 
     assert.match(refused.stderr, new RegExp(`gap.*${lost}`));
     assert.deepEqual(await readdir(join(restoreRoot, 'refused')).catch(() => []), [], 'nothing was restored');
 
+    // The storage fails on 00000002.history (unreadable, as a 5xx or a cut connection would) while the next
+    // restore promotes: PostgreSQL probes it to choose a new timeline. Taken as "not archived", it would pick
+    // timeline 2 again, whose history file the archive then refuses for good. wal-fetch's failure stops it.
     const t0 = between((rounds[0]?.at(-1) as Row).committed, (rounds[1]?.[0] as Row).committed);
-    const second = await restoreAndStart(t0, join(restoreRoot, 'restored-2'));
+    const history = join(files, '00000002.history');
+    await chmod(history, 0o000);
+    const restored = await runServerCairn(
+      cairn as ServerCairn,
+      ['restore', '--to-time', t0, '--target', join(restoreRoot, 'restored-2'), ...owner],
+      env,
+    );
+    assert.equal(restored.code, 0, restored.stderr);
+    // It may take connections while it replays (then it is gone when it promotes), or stop before that.
+    const log = await startPostgres({ dataDir: join(restoreRoot, 'restored-2'), env: serverEnv }).then(
+      async (copy) => {
+        const until = Date.now() + 60_000;
+        try {
+          while (copy.sql('SELECT pg_is_in_recovery()').trim() === 't' && Date.now() < until) await sleep(100);
+        } catch {
+          // gone: what its log says is checked below
+        }
+        await copy.stop();
+        return copy.serverLog();
+      },
+      (error: unknown) => String(error),
+    );
+    assert.match(log, /FATAL: +could not restore file "00000002\.history" from archive: child process exited with exit code 200/);
+    await chmod(history, 0o644);
+    // Started again once the storage answers: recovery goes on, and the new timeline is 3.
+    const second = await startPostgres({ dataDir: join(restoreRoot, 'restored-2'), env: serverEnv });
     try {
+      const until = Date.now() + 60_000;
+      while (second.sql('SELECT pg_is_in_recovery()').trim() !== 'f') {
+        if (Date.now() > until) assert.fail(`recovery did not finish: ${second.serverLog().slice(-3000)}`);
+        await sleep(100);
+      }
+      assert.equal(second.sql('SELECT timeline_id FROM pg_control_checkpoint()').trim(), '3', 'a timeline not yet in the archive');
       assert.deepEqual(
         ids(second),
         all.filter((r) => r.committed <= t0).map((r) => r.id),

@@ -116,6 +116,21 @@ describe('wal-push / wal-fetch without the full CLI', () => {
         'the JSON error line when asked (CAIRN_JSON), as the full CLI prints it',
       );
       assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
+
+      // A real failure is not "never archived": PostgreSQL reads 1–125 as that, and stops on more.
+      const elsewhere = { CAIRN_REPOSITORY: join(work.path, 'no-repo'), CAIRN_SPOOL_DIR: join(work.path, 'spool2') };
+      const failedFast = fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG'], elsewhere);
+      assert.equal(failedFast.status, 200, failedFast.stderr);
+      assert.match(failedFast.stderr, /^cairn: /);
+      const failedJson = fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG'], { ...elsewhere, CAIRN_JSON: '1' });
+      assert.deepEqual(
+        { ...(JSON.parse(failedJson.stdout) as { code: string; exitCode: number }), time: 0, message: '', hint: '' },
+        { type: 'error', code: 'Cairn.RepositoryNotFound', exitCode: 200, time: 0, message: '', hint: '' },
+      );
+      const failedCli = await runCli(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG'], { ...env, ...elsewhere });
+      assert.equal(failedCli.code, 200, failedCli.stderr);
+      assert.equal((await runCli(['wal-fetch', 'one-argument'], env)).code, 200, 'a usage error too');
+      assert.equal((await runCli(['wal-push', 'one', 'two'], env)).code, 2, 'other commands keep their codes');
     } finally {
       await runCli(['wal-daemon', '--stop', '--spool-dir', join(work.path, 'spool')], {}).catch(() => undefined);
       await work.remove();
