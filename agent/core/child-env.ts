@@ -20,9 +20,10 @@
  *   request away for any process, so withholding them would break hooks
  *   without protecting anything.
  * - `cairn`: Cairn itself (the WAL daemon `wal-push` starts). It opens the
- *   repository, so it keeps the repository passphrase (CAIRN_PASSWORD) and the
- *   cloud credentials; every other Cairn secret, the task token and the
- *   database passwords go.
+ *   repository, so it keeps the repository passphrase (CAIRN_PASSWORD, or
+ *   where it lies: CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND) and the cloud
+ *   credentials; every other Cairn secret, the task token and the database
+ *   passwords go.
  */
 export type ChildKind = 'tool' | 'hook' | 'cairn';
 
@@ -35,6 +36,9 @@ export type ChildKind = 'tool' | 'hook' | 'cairn';
  * passphrase lies.
  */
 const CAIRN_SECRET = /^CAIRN_.*(PASSWORD|PASSPHRASE|TOKEN|SECRET|KEY)/i;
+
+/** Where the repository's passphrase comes from (cli/passphrase.ts): what the WAL daemon, Cairn itself, needs to open it. */
+const REPOSITORY_PASSPHRASE = new Set(['CAIRN_PASSWORD', 'CAIRN_PASSWORD_FILE', 'CAIRN_PASSWORD_COMMAND']);
 
 /** The database clients' own password variables; Cairn reads them and hands the tools a private file instead. */
 const DATABASE_PASSWORDS = new Set(['PGPASSWORD', 'MYSQL_PWD', 'ETCDCTL_PASSWORD']);
@@ -54,7 +58,7 @@ export function isWithheld(name: string, value: string | undefined, kind: ChildK
   if (DATABASE_PASSWORDS.has(upper)) return true;
   // etcdctl's own form ETCDCTL_USER=name:password carries the password; a bare name is harmless.
   if (upper === 'ETCDCTL_USER' && value?.includes(':')) return true;
-  if (CAIRN_SECRET.test(upper)) return !(kind === 'cairn' && upper === 'CAIRN_PASSWORD');
+  if (CAIRN_SECRET.test(upper)) return !(kind === 'cairn' && REPOSITORY_PASSPHRASE.has(upper));
   if (CLOUD_CREDENTIALS.has(upper)) return kind === 'tool';
   return false;
 }

@@ -51,6 +51,7 @@ export interface DaemonHandle {
 export interface ForwardedFlags {
   repo: string;
   passwordFile?: string | undefined;
+  passwordCommand?: string | undefined;
   storageHook?: string | undefined;
   limitUpload?: string | undefined;
   limitDownload?: string | undefined;
@@ -66,6 +67,8 @@ export function clientOptionsFrom(
   const globalArgs = ['--repo', repo];
   if (flags.concurrency !== undefined) globalArgs.push('--concurrency', String(flags.concurrency));
   if (flags.passwordFile) globalArgs.push('--password-file', resolve(rest.cwd, flags.passwordFile));
+  // A command is run by the daemon in the spool directory, not here: it must not depend on the working directory.
+  if (flags.passwordCommand) globalArgs.push('--password-command', flags.passwordCommand);
   if (flags.storageHook) globalArgs.push('--storage-hook', flags.storageHook);
   if (flags.limitUpload) globalArgs.push('--limit-upload', flags.limitUpload);
   if (flags.limitDownload) globalArgs.push('--limit-download', flags.limitDownload);

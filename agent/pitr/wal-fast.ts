@@ -15,6 +15,7 @@ const GLOBAL_VALUES: Record<string, keyof ForwardedFlags | null> = {
   '-r': 'repo',
   '--repo': 'repo',
   '--password-file': 'passwordFile',
+  '--password-command': 'passwordCommand',
   '--storage-hook': 'storageHook',
   '--limit-upload': 'limitUpload',
   '--limit-download': 'limitDownload',

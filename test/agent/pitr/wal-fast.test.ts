@@ -83,16 +83,23 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       await writeFile(join(data, 'global', 'pg_control'), control);
       const segment = randomBytes(1 << 20);
       await writeFile(join(data, 'pg_wal', '000000010000000000000007'), segment);
-      const fast = (args: string[], extra: Record<string, string> = {}) =>
+      const fast = (args: string[], extra: Record<string, string | undefined> = {}) =>
         spawnSync(
           process.execPath,
           [
             '--input-type=module',
             '-e',
             `const { runWalCommand } = await import(${JSON.stringify(ENTRY)}); process.exitCode = (await runWalCommand(process.argv.slice(1), process.env)) ?? 99;`,
+            '--',
             ...args,
           ],
-          { cwd: data, env: { ...env, ...extra }, encoding: 'utf8' },
+          {
+            cwd: data,
+            env: Object.fromEntries(
+              Object.entries({ ...env, ...extra }).filter((entry): entry is [string, string] => entry[1] !== undefined),
+            ),
+            encoding: 'utf8',
+          },
         );
       const pushed = fast(['wal-push', 'pg_wal/000000010000000000000007']);
       assert.equal(pushed.status, 0, pushed.stderr);
@@ -117,6 +124,24 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       );
       assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
 
+      // The passphrase in a file or from a command instead of CAIRN_PASSWORD: the daemon wal-push starts gets it too.
+      const passFile = join(work.path, 'passphrase');
+      await writeFile(passFile, `${PASSPHRASE}\n`, { mode: 0o600 });
+      const nine = randomBytes(1 << 20);
+      await writeFile(join(data, 'pg_wal', '000000010000000000000009'), nine);
+      const byFile = fast(['wal-push', 'pg_wal/000000010000000000000009'], {
+        CAIRN_PASSWORD: undefined,
+        CAIRN_PASSWORD_FILE: passFile,
+        CAIRN_SPOOL_DIR: join(work.path, 'spool-file'),
+      });
+      assert.equal(byFile.status, 0, byFile.stderr);
+      const byCommand = fast(['--password-command', `cat ${passFile}`, 'wal-fetch', '000000010000000000000009', 'pg_wal/RECOVERYXLOG'], {
+        CAIRN_PASSWORD: undefined,
+        CAIRN_SPOOL_DIR: join(work.path, 'spool-command'),
+      });
+      assert.equal(byCommand.status, 0, byCommand.stderr);
+      assert.deepEqual(await readFile(join(data, 'pg_wal', 'RECOVERYXLOG')), nine);
+
       // A real failure is not "never archived": PostgreSQL reads 1–125 as that, and stops on more.
       const elsewhere = { CAIRN_REPOSITORY: join(work.path, 'no-repo'), CAIRN_SPOOL_DIR: join(work.path, 'spool2') };
       const failedFast = fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG'], elsewhere);
@@ -132,7 +157,8 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       assert.equal((await runCli(['wal-fetch', 'one-argument'], env)).code, 200, 'a usage error too');
       assert.equal((await runCli(['wal-push', 'one', 'two'], env)).code, 2, 'other commands keep their codes');
     } finally {
-      await runCli(['wal-daemon', '--stop', '--spool-dir', join(work.path, 'spool')], {}).catch(() => undefined);
+      for (const spool of ['spool', 'spool-file', 'spool-command'])
+        await runCli(['wal-daemon', '--stop', '--spool-dir', join(work.path, spool)], {}).catch(() => undefined);
       await work.remove();
     }
   });

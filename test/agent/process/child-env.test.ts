@@ -64,10 +64,14 @@ describe('the child environment (deny-list)', () => {
     for (const name of [...CLOUD, ...KEPT]) assert.equal(env[name], PARENT[name], name);
   });
 
-  it('Cairn itself (the WAL daemon) keeps only the repository passphrase among the secrets', () => {
-    const env = childEnvironment(PARENT, 'cairn');
+  it('Cairn itself (the WAL daemon) keeps only the repository passphrase, or where it lies, among the secrets', () => {
+    const env = childEnvironment({ ...PARENT, CAIRN_PASSWORD_COMMAND: 'pass show cairn' }, 'cairn');
     assert.equal(env.CAIRN_PASSWORD, 'repo-passphrase');
-    for (const name of SECRET_NAMES.filter((n) => n !== 'CAIRN_PASSWORD')) assert.equal(env[name], undefined, name);
+    // It opens the repository as the client would: a passphrase given by file or command reaches it too.
+    assert.equal(env.CAIRN_PASSWORD_FILE, '/etc/cairn/pass');
+    assert.equal(env.CAIRN_PASSWORD_COMMAND, 'pass show cairn');
+    const kept = new Set(['CAIRN_PASSWORD', 'CAIRN_PASSWORD_FILE']);
+    for (const name of SECRET_NAMES.filter((n) => !kept.has(n))) assert.equal(env[name], undefined, name);
     for (const name of [...CLOUD, ...KEPT]) assert.equal(env[name], PARENT[name], name);
   });
 
