@@ -1,4 +1,6 @@
 import { describe, it, before, after } from 'node:test';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { runCli, lastOfType } from '../../helpers/cli.ts';
 import { fileRepo, initSmallRepo, tempDir, PASSPHRASE } from '../../helpers/repo.ts';
@@ -140,5 +142,40 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /not reachable/);
     assert.equal(await count(), before);
+  });
+
+  it('a password with a line break, a tab, quotes, a backslash and a # logs in as it is; one with NUL is refused; neither is repeated', async () => {
+    // Raw in the option file, the line break ended the value: the rest became a client option of its own,
+    // and the client's error ("unknown option '--…'") put it in the message, --json and the history.
+    const password = 'first half\n--second-half-S3cret #x\t"q" \\ \'end ';
+    const sqlLiteral = password.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(/\n/g, '\\n').replace(/\t/g, '\\t');
+    server.sql(`CREATE USER 'odd'@'127.0.0.1' IDENTIFIED BY '${sqlLiteral}'; GRANT ALL PRIVILEGES ON *.* TO 'odd'@'127.0.0.1'`);
+    server.sql(
+      'CREATE DATABASE IF NOT EXISTS tiny; CREATE TABLE IF NOT EXISTS tiny.t (id int PRIMARY KEY); INSERT IGNORE INTO tiny.t VALUES (1)',
+    );
+    const file = join(work.path, 'odd-password');
+    await writeFile(file, `${password}\n`, { mode: 0o600 });
+    const conn = [
+      '--engine',
+      'mysqldump',
+      '--db-host',
+      '127.0.0.1',
+      '--db-port',
+      String(server.port),
+      '--db-user',
+      'odd',
+      '--db-name',
+      'tiny',
+    ];
+    const { CAIRN_DB_PASSWORD: _, ...noDbPassword } = env;
+    const backedUp = await runCli(['backup', ...conn, '--db-password-file', file], noDbPassword);
+    assert.equal(backedUp.code, 0, backedUp.stderr);
+    await writeFile(file, 'a\0b\n', { mode: 0o600 });
+    const refused = await runCli(['backup', ...conn, '--db-password-file', file], noDbPassword);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /the database password contains a NUL character/);
+    const history = await runCli(['history', '--json'], env);
+    for (const text of [backedUp.stdout, backedUp.stderr, refused.stdout, refused.stderr, history.stdout])
+      assert.ok(!text.includes('S3cret'), 'no part of the password is repeated');
   });
 });
