@@ -1,4 +1,5 @@
 import { CairnError } from '../core/errors.ts';
+import { withoutCredentials } from '../core/url-credentials.ts';
 import { databasePassword } from '../process/db-password.ts';
 
 /**
@@ -38,13 +39,21 @@ export async function resolveEtcdConnection(options: EtcdConnectionOptions, env:
     .map((e) => e.trim())
     .filter(Boolean)
     .map((e) => {
+      // Never repeated whole: what sits before an '@' may be a password.
+      const shown = JSON.stringify(withoutCredentials(e));
+      let url: URL;
       try {
-        return new URL(e.includes('://') ? e : `${scheme}://${e}`);
+        url = new URL(e.includes('://') ? e : `${scheme}://${e}`);
       } catch {
-        throw new CairnError('Cairn.Usage', `etcd endpoint ${JSON.stringify(e)} is not a URL`, {
+        throw new CairnError('Cairn.Usage', `etcd endpoint ${shown} is not a URL`, {
           hint: 'give --etcd-endpoints https://host:2379,...',
         });
       }
+      if (url.username || url.password)
+        throw new CairnError('Cairn.Usage', `etcd endpoint ${shown} carries credentials, which do not belong in a URL`, {
+          hint: 'give the user with --db-user (or ETCDCTL_USER) and the password with --db-password-file (or CAIRN_DB_PASSWORD)',
+        });
+      return url;
     });
   if (endpoints.length === 0)
     throw new CairnError('Cairn.Usage', 'no etcd endpoint given', { hint: 'give --etcd-endpoints URL,... or --db-host/--db-port' });

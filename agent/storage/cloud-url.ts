@@ -1,4 +1,5 @@
 import { CairnError } from '../core/errors.ts';
+import { withoutCredentials } from '../core/url-credentials.ts';
 import { normalizePrefix } from './object-keys.ts';
 
 /** What tells one cloud's repository URLs apart: its scheme, bucket rule, known options and advice. */
@@ -33,7 +34,7 @@ export interface ParsedCloudUrl {
  */
 export function parseCloudUrl(url: string, rules: CloudUrlRules): ParsedCloudUrl {
   // Never repeat what sits before an '@': it may be a secret.
-  const shown = url.replace(/\/\/[^/@]*@/, '//…@');
+  const shown = withoutCredentials(url);
   const what = `invalid ${rules.service} repository URL ${shown}`;
   const usage = (problem: string): CairnError => new CairnError('Cairn.Usage', `${what}: ${problem}`, { hint: `use ${rules.form}` });
   let parsed: URL;
