@@ -124,7 +124,8 @@ fi
 report_file="$(mktemp "${TMPDIR:-/tmp}/cairn-report.XXXXXX")" || fail "cannot create a temporary file"
 # --json: the agent prints text unless told; SSM output and its log group get one JSON object a line.
 args=(--json agent "$operation" --plan-id "$plan_id")
-[ -n "$request" ] && args+=(--request "$request")
+# One word with its option: a request may start with "-" (base64url), which must not read as an option of its own.
+[ -n "$request" ] && args+=("--request=$request")
 CAIRN_TASK_TOKEN="$task_token" CAIRN_REPORT_FILE="$report_file" "${agent[@]}" "${args[@]}"
 code=$?
 if [ -z "$task_token" ]; then

@@ -82,13 +82,26 @@ describe('SSM document script', () => {
       'backup',
       '--plan-id',
       'orders-db',
-      '--request',
-      'eyJ4IjoxfQ',
+      '--request=eyJ4IjoxfQ',
     ]);
     assert.equal(s.read('node-token'), token);
     assert.equal(s.read('aws-args'), undefined, 'nothing to report: the agent did');
     assert.equal(readlinkSync(join(s.dir, 'cairn-link')), join(s.dir, 'opt', 'bin', 'cairn'));
     assert.equal(readlinkSync(join(s.dir, 'opt', 'current')), join(s.dir, 'opt', 'versions', s.sha));
+  });
+
+  test('a request that starts with "-" (base64url may) stays the value of --request, never an option of its own', () => {
+    const s = setup({ nodeReports: true });
+    const r = s.run({ operation: 'backup', planId: 'orders-db', taskToken: token, request: '-V' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(s.read('node-args')!.trim().split('\n').slice(1), [
+      '--json',
+      'agent',
+      'backup',
+      '--plan-id',
+      'orders-db',
+      '--request=-V',
+    ]);
   });
 
   test('an agent that exits without reporting makes the script send Cairn.AgentCrashed with the exit code', () => {

@@ -225,14 +225,17 @@ describe('CDK app', () => {
     });
   });
 
-  test('the host policy grants no delete, creates only with If-None-Match: *, denies orchestration/, and reports through task tokens', () => {
+  test('the host policy grants no delete, creates only with If-None-Match: *, denies orchestration/ and gc/, and reports through task tokens', () => {
     for (const out of [devOut, prodOut, sentinelOut, pitrOut]) {
       const policies = hostPolicies(out.json);
       assert.equal(policies.length, out.config.plans.length);
       for (const [id, statements] of policies) {
         const deny = statements.find((s) => s.Sid === 'DenyControlPlaneRecords');
         assert.ok(deny !== undefined && deny.Effect === 'Deny', `${id}: an explicit deny on the control plane's records`);
-        assert.match(resolveText(deny.Resource), /\/orchestration\/\*$/);
+        const denied = (Array.isArray(deny.Resource) ? deny.Resource : [deny.Resource]).map((r: unknown) => resolveText(r));
+        assert.equal(denied.length, 2, JSON.stringify(denied));
+        assert.match(denied[0] as string, /\/orchestration\/\*$/);
+        assert.match(denied[1] as string, /\/gc\/\*$/);
         for (const s of statements) {
           if (s.Effect === 'Deny') continue;
           for (const action of actionsOf(s)) {
