@@ -14,11 +14,9 @@ import { PackWriter } from '../pipeline/pack-writer.ts';
 import type { ProgressListener } from '../progress/progress.ts';
 import { TOOL } from '../core/version.ts';
 import { DEFAULT_LEASE_MS, type Lease } from '../core/locks.ts';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Engine } from '../engines/engine.ts';
 import { TreeSink } from '../engines/sink.ts';
+import { makeEngineTemp } from '../process/engine-temp.ts';
 import { runHook } from '../process/run.ts';
 import { selectSnapshot } from './snapshot-selector.ts';
 import type { WalkLimitOptions } from '../files/walk-limits.ts';
@@ -238,9 +236,9 @@ async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tr
         await runHook('start', options.startCmd, { env: options.env, onStderr: (l) => options.progress.warn(`start command: ${l}`) });
     }
   }
-  const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
+  const temp = await makeEngineTemp('engine', options.tempDir, (message) => options.progress.warn(message));
   try {
-    const ctx = { progress: options.progress, signal: options.signal, env: options.env ?? process.env, tempDir };
+    const ctx = { progress: options.progress, signal: options.signal, env: options.env ?? process.env, tempDir: temp.path };
     await chosen.engine.check(chosen.options, ctx);
     const sink = new TreeSink(archiver);
     const engineMetadata = await chosen.engine.backup(chosen.options, sink, ctx);
@@ -251,7 +249,7 @@ async function produce(archiver: Archiver, options: BackupOptions): Promise<{ tr
     c.totalBytes += sink.counts.bytes;
     return { tree: await sink.finish(), engineMetadata };
   } finally {
-    await rm(tempDir, { recursive: true, force: true });
+    await temp.remove();
   }
 }
 

@@ -1,6 +1,5 @@
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { readdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { EngineSpec } from '../core/engine-options/spec.ts';
 import { CairnError } from '../core/errors.ts';
 import { engineRegistry, type EngineRegistry } from '../engines/registry.ts';
@@ -19,6 +18,7 @@ import { LogArchive } from '../core/log-archive.ts';
 import type { RecoveryTarget, ReplayPlan } from '../core/log-chain.ts';
 import { shortId } from '../core/snapshot.ts';
 import { replayerFor } from '../pitr/replayers.ts';
+import { makeEngineTemp } from '../process/engine-temp.ts';
 import type { ReplayResult } from '../pitr/replay.ts';
 import { planPointInTime } from '../core/pitr-planning.ts';
 import { waitForSnapshot, type SnapshotFilter } from './snapshot-selector.ts';
@@ -173,7 +173,8 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
   const source = new RepositorySource(snapshot, reader, async (directory, restoreTo) => {
     result = await intoDirectory(directory, restoreTo.partial);
   });
-  const tempDir = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-engine-'));
+  const temp = await makeEngineTemp('engine', options.tempDir, (message) => options.progress.warn(message));
+  const tempDir = temp.path;
   const env = options.env ?? process.env;
   // The files the engine held back go into place last of all: after the replay of a point-in-time restore.
   const replaying = Boolean(replayPlan && options.pointInTime && options.target);
@@ -193,10 +194,11 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     if (result.files === 0) result = { ...result, files: (await source.list()).length, bytes: snapshot.summary.totalBytes };
   } finally {
     await frames.close();
-    await rm(tempDir, { recursive: true, force: true });
+    await temp.remove();
   }
   if (!replayPlan || !options.pointInTime || !options.target) return { snapshot, result };
-  const replayTemp = await mkdtemp(join(options.tempDir ?? tmpdir(), 'cairn-replay-'));
+  const replayDir = await makeEngineTemp('replay', options.tempDir, (message) => options.progress.warn(message));
+  const replayTemp = replayDir.path;
   try {
     const replay = await replayerFor(snapshot.engine);
     const owner =
@@ -217,7 +219,7 @@ async function restoreLocked(repo: Repository, options: RestoreCommandOptions): 
     if (heldBack) await placeLast(heldBack.directory, heldBack.paths, env, options.progress);
     return { snapshot, result, replay: { ...done, plan: replayPlan } };
   } finally {
-    await rm(replayTemp, { recursive: true, force: true });
+    await replayDir.remove();
   }
 }
 
