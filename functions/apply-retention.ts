@@ -17,13 +17,13 @@ import { snapshotKey } from '../agent/core/layout.ts';
 import { Lease } from '../agent/core/locks.ts';
 import { readDamage } from '../agent/core/damage.ts';
 import { awsS3Location, targetsModeOf } from '../agent/core/plan.ts';
-import { sourceOf } from '../agent/core/snapshot.ts';
 import { applyPolicy, keepAllIfUnsure, retentionCandidate, type RetentionDecision, type RetentionResult } from '../agent/core/retention.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { pinnedIds } from '../agent/core/pins.ts';
 import { writeWorkList } from '../agent/core/gc-work-list.ts';
 import { collectLogs, type LogCollection } from '../agent/core/pitr-planning.ts';
 import { controlPlaneWho, controlSeal, handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
+import { attestationKey, attestedInstances, attestedSource } from './snapshot-attestations.ts';
 
 export interface RetentionEvent {
   planId?: unknown;
@@ -115,13 +115,29 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
     const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
     // An `each` plan's hosts are independent sources: the policy keeps each host's own snapshots
     // (its newest good one included), told apart by the instance tag the agent adds (host names
-    // may repeat), or by host name for snapshots made without one.
-    const groups = targetsModeOf(plan) === 'each' ? bySource(ofPlan) : [ofPlan];
-    const decision = mergeDecisions(groups.map((group) => keepAllIfUnsure(applyPolicy(group.map(candidate), plan.retention), damage)));
+    // may repeat) when the control plane recorded that instance's run made it, or by host name for
+    // snapshots made without one. A snapshot claiming an instance unconfirmed is kept, never counted.
+    const attested =
+      targetsModeOf(plan) === 'each' ? await attestedInstances(storage, await controlSeal(), (message) => logger.warn(message)) : undefined;
+    const source = (s: (typeof ofPlan)[number]): string | undefined => (attested ? attestedSource(s, attested) : '');
+    const unconfirmed: RetentionDecision[] = ofPlan
+      .filter((s) => source(s) === undefined)
+      .map((s) => ({
+        id: s.id,
+        time: s.time,
+        keep: true,
+        reasons: ['kept, never counted: its instance tag is not confirmed by the control plane'],
+      }));
+    const counted = ofPlan.filter((s) => source(s) !== undefined);
+    const groups = attested ? bySource(counted, (s) => source(s) as string) : [counted];
+    const decided = mergeDecisions(groups.map((group) => keepAllIfUnsure(applyPolicy(group.map(candidate), plan.retention), damage)));
+    const decision = { keep: mergeDecisions([{ keep: [...decided.keep, ...unconfirmed], remove: [] }]).keep, remove: decided.remove };
     const hostOf = new Map(ofPlan.map((s) => [s.id, s.host]));
     for (const d of decision.remove) {
       lease.assertHeld();
       await storage.delete(snapshotKey(d.id));
+      const instance = attested?.get(d.id);
+      if (instance !== undefined) await storage.delete(attestationKey(instance, d.id));
     }
     const brief = (d: RetentionDecision): Kept => ({ id: d.id, time: d.time, host: hostOf.get(d.id) ?? '', reasons: d.reasons });
     await recordEvent(repo, who, TOOL, 'forget', {
@@ -214,8 +230,8 @@ export async function applyRetention(event: RetentionEvent): Promise<RetentionOu
   }
 }
 
-/** Snapshots grouped by the host their manifest names, in a stable order. */
-function bySource<S extends { host: string; tags: string[] }>(snapshots: readonly S[]): S[][] {
+/** Snapshots grouped by their source, in a stable order. */
+function bySource<S>(snapshots: readonly S[], sourceOf: (s: S) => string): S[][] {
   const groups = new Map<string, S[]>();
   for (const s of snapshots) groups.set(sourceOf(s), [...(groups.get(sourceOf(s)) ?? []), s]);
   return [...groups.keys()].sort().map((source) => groups.get(source) ?? []);

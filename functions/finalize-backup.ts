@@ -3,8 +3,10 @@ import { CairnError } from '../agent/core/errors.ts';
 import { recordEvent } from '../agent/core/history.ts';
 import { parseOrExplain, runSummarySchema } from '../agent/core/orchestration.ts';
 import { releaseRunLease } from '../agent/core/run-lease.ts';
+import { INSTANCE_TAG_PREFIX, sourceOf } from '../agent/core/snapshot.ts';
 import { TOOL } from '../agent/core/version.ts';
 import { hostRecordsSeal, hostRecordsStorage } from './host-records.ts';
+import { attestSnapshot } from './snapshot-attestations.ts';
 import { controlPlaneWho, controlSeal, handlerOf, loadPlan, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FinalizeEvent {
@@ -48,6 +50,17 @@ export async function finalizeBackup(event: FinalizeEvent): Promise<Finalized> {
       `the agent reported snapshot ${summary.snapshotId}, but its manifest cannot be read: ${error instanceof Error ? error.message : String(error)}`,
       { cause: error },
     );
+  }
+  if (instanceId !== undefined) {
+    // An `each` plan: the control plane's word that this instance's run made the snapshot (snapshot-attestations.ts).
+    const claimed = sourceOf(snapshot);
+    if (claimed.startsWith(INSTANCE_TAG_PREFIX) && claimed !== `${INSTANCE_TAG_PREFIX}${instanceId}`)
+      throw new CairnError(
+        'Cairn.Failure',
+        `the run on ${instanceId} reported snapshot ${snapshot.id.slice(0, 8)}, whose manifest names ${claimed}: not recorded as this instance's`,
+        { hint: 'a host that holds the repository key may have written it; check that instance' },
+      );
+    await attestSnapshot(storage, await controlSeal(), instanceId, snapshot.id);
   }
   const durationSeconds = snapshot.summary.durationMs / 1000;
   const bytesRead = snapshot.summary.bytesRead;

@@ -4,6 +4,7 @@ import { targetsModeOf, type Plan } from '../agent/core/plan.ts';
 import type { Repository } from '../agent/core/repository.ts';
 import { readDamage, type KnownDamage } from '../agent/core/damage.ts';
 import { INSTANCE_TAG_PREFIX, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
+import { attestedInstances, attestedSource } from './snapshot-attestations.ts';
 import { handlerOf, loadPlan, logger, metrics, openPlanRepository } from './runtime.ts';
 
 export interface FreshnessEvent {
@@ -96,9 +97,13 @@ export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promi
   const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
   const newestGood = (of: ReadonlyArray<Snapshot & { id: string }>, what: string) => newestGoodOf(of, damage, at, what);
   if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, `plan ${plan.id}`) };
-  // One group per source: the instance tag the orchestrated agent adds, else the host name (as retention groups).
-  const hosts = [...new Set(ofPlan.map(sourceOf))].sort().map((source): HostFreshness => {
-    const own = ofPlan.filter((s) => sourceOf(s) === source);
+  // One group per source: the instance tag the orchestrated agent adds when the control plane recorded that
+  // instance's run made it, else the host name (as retention groups). A snapshot claiming an unconfirmed
+  // instance is no sign of anyone's freshness (read without the seal key: hosts may not write where the records are).
+  const attested = await attestedInstances(repo.storage);
+  const counted = ofPlan.filter((s) => attestedSource(s, attested) !== undefined);
+  const hosts = [...new Set(counted.map(sourceOf))].sort().map((source): HostFreshness => {
+    const own = counted.filter((s) => sourceOf(s) === source);
     const host = own[own.length - 1]?.host ?? '';
     const instanceId = source.startsWith(INSTANCE_TAG_PREFIX) ? source.slice(INSTANCE_TAG_PREFIX.length) : undefined;
     return {

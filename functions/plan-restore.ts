@@ -10,6 +10,7 @@ import { handlerOf, isOnline, loadPlan, onlineInstances, openPlanRepository, ssm
 import { readDamage } from '../agent/core/damage.ts';
 import { INSTANCE_TAG_PREFIX, sourceOf, type Snapshot } from '../agent/core/snapshot.ts';
 import { INSTANCE_ID_PATTERN } from '../agent/core/plan-fields.ts';
+import { attestedInstances, attestedSource } from './snapshot-attestations.ts';
 
 export interface PlannedRestore extends RestorePlan {
   instanceIds: string[];
@@ -67,14 +68,30 @@ export async function planRestoreFor(
 ): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
   const sourceHost = input.sourceHost;
-  const fromSource = (s: Snapshot): boolean =>
-    sourceHost === undefined ||
-    (INSTANCE_ID_PATTERN.test(sourceHost) ? sourceOf(s) === `${INSTANCE_TAG_PREFIX}${sourceHost}` : s.host === sourceHost);
+  // An `each` plan: a snapshot counts for the instance its tag names only when the control plane recorded that
+  // instance's run made it (snapshot-attestations.ts; read without the seal key, which this function does not hold:
+  // hosts may not write where the records are). One that claims an unconfirmed instance is nobody's.
+  const attested = sourceHost !== undefined && targetsModeOf(plan) === 'each' ? await attestedInstances(repo.storage) : undefined;
+  const sourceOfSnapshot = (s: Snapshot): string | undefined => (attested ? attestedSource(s, attested) : sourceOf(s));
+  const fromSource = (s: Snapshot): boolean => {
+    if (sourceHost === undefined) return true;
+    const source = sourceOfSnapshot(s);
+    if (source === undefined) return false;
+    return INSTANCE_ID_PATTERN.test(sourceHost) ? source === `${INSTANCE_TAG_PREFIX}${sourceHost}` : s.host === sourceHost;
+  };
   // Damaged snapshots stay candidates, with why (markers and the damaged tag, as the CLI's latest reads them):
   // latest passes over them naming each, and an id still restores one, with a warning (core/snapshot-choice.ts).
   const markerWarnings: string[] = [];
   const damage = await readDamage(repo, (message) => markerWarnings.push(message));
   const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && fromSource(s));
+  // A host name can stand for more than one instance (names repeat; a host with the key can write any name): never a guess.
+  const instances = [...new Set(ofPlan.map(sourceOfSnapshot).filter((v) => v?.startsWith(INSTANCE_TAG_PREFIX)))].sort();
+  if (sourceHost !== undefined && !INSTANCE_ID_PATTERN.test(sourceHost) && attested && instances.length > 1)
+    throw new CairnError(
+      'Cairn.InvalidInput',
+      `sourceHost: ${JSON.stringify(sourceHost)} names snapshots of more than one instance of plan ${plan.id} (${instances.map((i) => i?.slice(INSTANCE_TAG_PREFIX.length)).join(', ')})`,
+      { hint: 'give the instance id as sourceHost' },
+    );
   if (sourceHost !== undefined && ofPlan.length === 0) {
     const known = [...new Set(snapshots.filter((s) => s.plan === undefined || s.plan === plan.id).map((s) => s.host))].sort();
     throw new CairnError('Cairn.NotFound', `sourceHost: plan ${plan.id} has no good snapshot of host ${JSON.stringify(sourceHost)}`, {

@@ -55,6 +55,7 @@ export const KEY_TEMPLATES = {
   hostLease: `${LEASE_KEY.slice(0, LEASE_KEY.lastIndexOf('/') + 1)}hosts/{instance}/lease`,
   hostRun: `${LEASE_KEY.slice(0, LEASE_KEY.lastIndexOf('/') + 1)}hosts/{instance}/runs/{scheduled-time}`,
   hostsDir: `${LEASE_KEY.slice(0, LEASE_KEY.lastIndexOf('/') + 1)}hosts/`,
+  hostSnapshot: `${LEASE_KEY.slice(0, LEASE_KEY.lastIndexOf('/') + 1)}hosts/{instance}/snapshots/{id}`,
   collection: `${COLLECTIONS_PREFIX}{generation}`,
   stream: `${LOGS_PREFIX}{stream}/`,
   logFile: `${LOGS_PREFIX}{stream}/${LOG_FILES_DIR}{name}`,
@@ -460,7 +461,17 @@ export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]>
       ...hostRuns,
       ...hostLease,
     ],
-    finalizeBackup: [...open, ...b.readState(), ...b.readSnapshots(), ...b.create(T.history), ...b.readSeal(), ...lease, ...hostLease],
+    // An `each` plan: the record that the run on an instance made the snapshot (functions/snapshot-attestations.ts).
+    finalizeBackup: [
+      ...open,
+      ...b.readState(),
+      ...b.readSnapshots(),
+      ...b.create(T.history),
+      ...b.readSeal(),
+      ...lease,
+      ...hostLease,
+      ...b.create(T.hostSnapshot),
+    ],
     recordResult: [...open, ...b.create(T.history), ...b.readSeal(), ...lease, ...b.list(T.hostsDir), ...hostLease],
     applyRetention: [
       ...open,
@@ -486,6 +497,10 @@ export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]>
       ...b.readSeal(),
       ...b.create(T.collection),
       ...b.create(T.history),
+      // An `each` plan groups by the instances the control plane recorded (snapshot-attestations.ts); a forgotten snapshot's record goes too.
+      ...b.list(T.hostsDir),
+      ...b.read(T.hostSnapshot),
+      ...b.delete(T.hostSnapshot),
     ],
     gcSweep: [
       ...open,
@@ -496,11 +511,19 @@ export function functionCalls(scope: CallScope): Record<FunctionName, AwsCall[]>
       ...b.list(T.packDir),
       ...b.delete(T.pack),
     ],
-    planRestore: [...open, describeInstances, ...b.readState(), ...b.readSnapshots(), ...b.readHistory(), ...b.readLogs()],
+    planRestore: [
+      ...open,
+      describeInstances,
+      ...b.readState(),
+      ...b.readSnapshots(),
+      ...b.readHistory(),
+      ...b.readLogs(),
+      ...b.list(T.hostsDir),
+    ],
     planVerify: [...b.getParameter(scope.planParameterName), describeInstances],
     archiveLag: [...b.getParameter(scope.planParameterName), ...b.endpointKey(), ...b.list(LOGS_PREFIX), ...b.list(T.logMetaDir)],
     // functions/freshness.ts: each plan's repository, its manifests (the newest good one's age).
-    freshness: [...open, ...b.readState(), ...b.readSnapshots()],
+    freshness: [...open, ...b.readState(), ...b.readSnapshots(), ...b.list(T.hostsDir)],
     // functions/extend-locks.ts (with Object Lock): the snapshot, the index and the pieces it references,
     // the objects under keys/ and packs/, then each object's retention kept until the lock period ends.
     extendLocks: [

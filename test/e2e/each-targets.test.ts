@@ -8,6 +8,7 @@ import { LEASE_KEY } from '../../agent/core/layout.ts';
 import { acquireRunLease } from '../../agent/core/run-lease.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { hostLeaseKey, hostRecordsSeal, hostRecordsStorage } from '../../functions/host-records.ts';
+import { attestationKey } from '../../functions/snapshot-attestations.ts';
 import { runCli } from '../helpers/cli.ts';
 import { captureMetrics } from '../helpers/emf.ts';
 import { makeRandomTree } from '../helpers/tree.ts';
@@ -151,6 +152,10 @@ describe('a targets.mode each plan end to end', { timeout: 600_000 }, () => {
 
     const storage = await openStorage(system.repoUrl(PLAN_ID), system.env);
     for (const h of HOSTS) assert.equal(await storage.stat(hostLeaseKey(h.instanceId)), undefined, `${h.hostName}'s lease was released`);
+    // finalize-backup recorded which instance made each snapshot; retention removed the forgotten ones' records.
+    const records: string[] = [];
+    for await (const o of storage.list('orchestration/hosts/')) if (o.key.includes('/snapshots/')) records.push(o.key);
+    assert.deepEqual(records.sort(), second.hostResults.map((r) => attestationKey(r.instanceId, r.snapshotId ?? '')).sort());
     assert.equal(await storage.stat(LEASE_KEY), undefined, 'an each plan takes no plan-wide lease');
   });
 

@@ -6,6 +6,8 @@ import { openStorage } from '../../agent/storage/open.ts';
 import { freshness, NEWEST_GOOD_BACKUP_AGE } from '../../functions/freshness.ts';
 import { recordResult } from '../../functions/record-result.ts';
 import { planRestoreHandler } from '../../functions/plan-restore.ts';
+import { controlSeal } from '../../functions/runtime.ts';
+import { attestSnapshot } from '../../functions/snapshot-attestations.ts';
 import { CairnError } from '../../agent/core/errors.ts';
 import { captureMetrics } from '../helpers/emf.ts';
 import { PASSPHRASE, backupDir, initSmallRepo, tempDir } from '../helpers/repo.ts';
@@ -152,6 +154,12 @@ describe('freshness', () => {
     const stale = await backupDir(repo, data, as('i-0aaaaaaaaaaaaaaaa'));
     await writeFile(join(data, 'a'), 'two');
     const fresh = await backupDir(repo, data, as('i-0bbbbbbbbbbbbbbbb'));
+    // finalize-backup's records that each instance's run made its snapshot.
+    await attestSnapshot(repo.storage, await controlSeal(), 'i-0aaaaaaaaaaaaaaaa', stale.id);
+    await attestSnapshot(repo.storage, await controlSeal(), 'i-0bbbbbbbbbbbbbbbb', fresh.id);
+    // Another host, with the key, claims to be the stale one and backs up "for" it: no sign of its freshness.
+    await writeFile(join(data, 'a'), 'three');
+    await backupDir(repo, data, as('i-0aaaaaaaaaaaaaaaa'));
     const at = new Date(Date.parse(fresh.time) + 3_600_000);
     const { value, metrics } = await captureMetrics(() => freshness({ planIds: ['twins'] }, () => at));
     const [result] = value!;

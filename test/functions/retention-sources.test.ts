@@ -7,6 +7,10 @@ import { Repository, type Who } from '../../agent/core/repository.ts';
 import { openStorage } from '../../agent/storage/open.ts';
 import { silentProgress } from '../../agent/progress/progress.ts';
 import { applyRetention } from '../../functions/apply-retention.ts';
+import { planRestoreHandler } from '../../functions/plan-restore.ts';
+import { controlSeal } from '../../functions/runtime.ts';
+import { attestSnapshot, attestationKey } from '../../functions/snapshot-attestations.ts';
+import { finalizeBackup } from '../../functions/finalize-backup.ts';
 import { SMALL, tempDir } from '../helpers/repo.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 
@@ -35,30 +39,34 @@ describe('control-plane retention of an each plan: hosts told apart by instance'
     await work.remove();
   });
 
-  it('two instances with one host name keep their own newest snapshot under keepLast 1', async () => {
+  /** An `each` plan over A and B keeping each one's newest, and its new repository. */
+  async function fleet(id: string, who: Who): Promise<Repository> {
     const plan = cp.addPlan({
-      id: 'fleet',
+      id,
       engine: 'files',
       engineOptions: { paths: ['/data'] },
       targets: { instanceIds: [A, B], mode: 'each' },
       retention: { keepLast: 1 },
     });
-    cp.ssm.parameters.set('/cairn/rstest/fleet/passphrase', PASSPHRASE);
+    cp.ssm.parameters.set(`/cairn/rstest/${id}/passphrase`, PASSPHRASE);
+    return Repository.init(await openStorage(plan.repository.url), PASSPHRASE, who, SMALL);
+  }
+
+  /** A backup of `src` carrying the instance tag the orchestrated agent adds. */
+  const tagged = (repo: Repository, src: string, instance: string, who: Who, plan: string) =>
+    backup(repo, { paths: [src], excludes: [], tags: [`instance:${instance}`], who, concurrency: 2, progress: silentProgress, plan });
+
+  it('two instances with one host name keep their own newest snapshot under keepLast 1', async () => {
     const who: Who = { host: 'ip-10-0-1-17', user: 'root' };
-    const repo = await Repository.init(await openStorage(plan.repository.url), PASSPHRASE, who, SMALL);
+    const repo = await fleet('fleet', who);
     const src = join(work.path, 'src');
     await mkdir(src, { recursive: true });
     const run = async (instance: string, n: number) => {
       await writeFile(join(src, 'f.txt'), `${instance} ${n}\n`);
-      return backup(repo, {
-        paths: [src],
-        excludes: [],
-        tags: [`instance:${instance}`],
-        who,
-        concurrency: 2,
-        progress: silentProgress,
-        plan: 'fleet',
-      });
+      const snapshot = await tagged(repo, src, instance, who, 'fleet');
+      // What finalize-backup records once it checked the manifest the run on that instance reported.
+      await attestSnapshot(repo.storage, await controlSeal(), instance, snapshot.id);
+      return snapshot;
     };
     const a1 = await run(A, 1);
     const a2 = await run(A, 2);
@@ -67,5 +75,44 @@ describe('control-plane retention of an each plan: hosts told apart by instance'
     const outcome = await applyRetention({ planId: 'fleet' });
     assert.deepEqual(outcome.kept.map((k) => k.id).sort(), [a2.id, b2.id].sort(), 'each instance keeps its newest');
     assert.deepEqual(outcome.forgotten.map((f) => f.id).sort(), [a1.id, b1.id].sort());
+  });
+
+  it("a host with the key writes snapshots tagged with another instance's id: they are kept but never counted, never chosen for it", async () => {
+    cp.ssm.instances.set(A, {});
+    cp.ssm.instances.set(B, {});
+    const repo = await fleet('forged', { host: 'web-b', user: 'root' });
+    const src = join(work.path, 'src-forged');
+    await mkdir(src, { recursive: true });
+    const snap = async (instance: string, host: string, content: string) => {
+      await writeFile(join(src, 'payroll.csv'), content);
+      return tagged(repo, src, instance, { host, user: 'root' }, 'forged');
+    };
+    const b1 = await snap(B, 'web-b', 'real 1\n');
+    await attestSnapshot(repo.storage, await controlSeal(), B, b1.id);
+    // Host A: B's tag and host name, newer than B's real backup; one it even gets recorded as its own run's.
+    const forged1 = await snap(B, 'web-b', 'attacker 1\n');
+    const forged2 = await snap(B, 'web-b', 'attacker 2\n');
+    await attestSnapshot(repo.storage, await controlSeal(), A, forged2.id);
+
+    const outcome = await applyRetention({ planId: 'forged' });
+    assert.deepEqual(outcome.forgotten, [], "B's one real snapshot is its newest: nothing is forgotten for the forgeries");
+    const kept = new Map(outcome.kept.map((k) => [k.id, k.reasons.join('; ')]));
+    assert.match(kept.get(b1.id) ?? '', /last/);
+    for (const id of [forged1.id, forged2.id]) assert.match(kept.get(id) ?? '', /never counted/);
+
+    // Host A reports one of them as its own run's result: finalize-backup refuses to record it as A's.
+    const now = new Date().toISOString();
+    await assert.rejects(
+      finalizeBackup({
+        planId: 'forged',
+        plan: { instanceId: A },
+        agent: { operation: 'backup', planId: 'forged', host: 'web-a', startedAt: now, finishedAt: now, snapshotId: forged1.id },
+      }),
+      /whose manifest names instance:i-0bbbbbbbbbbbbbbbb: not recorded as this instance's/,
+    );
+    assert.equal(await repo.storage.stat(attestationKey(A, forged1.id)), undefined);
+
+    const planned = await planRestoreHandler({ planId: 'forged', sourceHost: B, snapshot: 'latest', targetPath: '/srv/restore' });
+    assert.equal(planned.snapshot.id, b1.id, "the restore for B takes B's real snapshot, not the newer forgery");
   });
 });
