@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { access, constants, lstat, mkdir, readdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { homedir, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { CairnError } from '../core/errors.ts';
 
 /**
@@ -24,33 +24,38 @@ export interface SpoolPaths {
   prefetch: string;
 }
 
-/** --spool-dir, else CAIRN_SPOOL_DIR, else /var/spool/cairn when usable, else $XDG_RUNTIME_DIR/cairn, else <tmp>/cairn-<uid>. */
+/**
+ * --spool-dir, else CAIRN_SPOOL_DIR, else /var/spool/cairn when usable, else $XDG_RUNTIME_DIR/cairn,
+ * else the user's cache directory ($XDG_CACHE_HOME/cairn or ~/.cache/cairn: the PostgreSQL
+ * server's user has a home it owns, /var/lib/postgresql on Debian), and only then
+ * <tmp>/cairn-<uid>. That last name is known in advance, and another user can create it first
+ * (`mkdir -m 700 /tmp/cairn-<uid>`), which stops every wal-push and wal-fetch of this user.
+ */
 export async function chooseSpoolDir(given: string | undefined, env: NodeJS.ProcessEnv): Promise<string> {
   if (given) return resolve(given);
   if (env.CAIRN_SPOOL_DIR) return resolve(env.CAIRN_SPOOL_DIR);
   if (await usable('/var/spool/cairn')) return '/var/spool/cairn';
   if (env.XDG_RUNTIME_DIR && (await usable(join(env.XDG_RUNTIME_DIR, 'cairn')))) return join(env.XDG_RUNTIME_DIR, 'cairn');
+  const cache = env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(env.HOME || homedir(), '.cache');
+  // (Only where the daemon's socket path fits: a very long home would fail there, where <tmp> would not.)
+  if (Buffer.byteLength(join(cache, 'cairn', 'wal-0123456789abcdef.sock')) < MAX_SOCKET_PATH && (await usable(join(cache, 'cairn'))))
+    return join(cache, 'cairn');
   return join(tmpdir(), `cairn-${process.getuid?.() ?? 'user'}`);
 }
 
+/** An existing directory of ours that we can write, or one we can create: its nearest existing ancestor is writable. */
 async function usable(dir: string): Promise<boolean> {
-  try {
-    const info = await lstat(dir);
-    return (
-      info.isDirectory() &&
-      info.uid === process.getuid?.() &&
-      (await access(dir, constants.W_OK).then(
-        () => true,
-        () => false,
-      ))
-    );
-  } catch {
-    // Not there yet: usable when its parent lets us create it.
-    return access(resolve(dir, '..'), constants.W_OK).then(
-      () => true,
-      () => false,
-    );
+  let path = dir;
+  let info = await lstat(path).catch(() => undefined);
+  while (!info && path !== dirname(path)) {
+    path = dirname(path);
+    info = await lstat(path).catch(() => undefined);
   }
+  if (!info?.isDirectory() || (path === dir && info.uid !== process.getuid?.())) return false;
+  return access(path, constants.W_OK).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Creates the directory 0700, or checks that an existing one is ours and closed to others. */
@@ -63,7 +68,15 @@ export async function ensureSpoolDir(dir: string): Promise<void> {
   });
   const info = await lstat(dir);
   const uid = process.getuid?.();
-  if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o077) !== 0) {
+  if (info.isDirectory() && uid !== undefined && info.uid !== uid)
+    throw new CairnError(
+      'Cairn.Usage',
+      `the WAL spool directory ${dir} belongs to another user (uid ${info.uid}), not to this one (uid ${uid}): it was created by someone else, and nothing of this user's goes there`,
+      {
+        hint: `give this user a spool directory of its own with CAIRN_SPOOL_DIR (in the server's environment) or --spool-dir, for example ~/.cache/cairn, and find out who created ${dir}`,
+      },
+    );
+  if (!info.isDirectory() || (info.mode & 0o077) !== 0) {
     throw new CairnError(
       'Cairn.Usage',
       `the WAL spool directory ${dir} must be a directory owned by this user (uid ${uid ?? '?'}) with mode 0700; it is ${info.isDirectory() ? `owned by uid ${info.uid}, mode ${(info.mode & 0o777).toString(8)}` : 'not a directory'}`,
