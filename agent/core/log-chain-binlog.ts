@@ -4,7 +4,8 @@ import { lineOf, type BaseSnapshot, type LineAnalysis, type LogGap, type LogLine
 
 /**
  * MariaDB binlog chains: a file follows its predecessor when its GTID state at
- * start equals the predecessor's at end and the predecessor's ROTATE names it;
+ * start equals the predecessor's at end and the predecessor's ROTATE names it
+ * (or, closed by a clean shutdown's STOP, it is the next number);
  * a base backup starts at its recorded binlog file and position. Pure.
  */
 
@@ -49,6 +50,24 @@ function createdAt(record: LogFileRecord): string {
   return record.firstEventTime ?? record.archivedAt;
 }
 
+/** `mariadb-bin.000007` → `mariadb-bin.000008` (at least six digits, as the server numbers them). */
+function nextBinlogName(name: string): string | undefined {
+  const m = /^(.*\.)(\d+)$/.exec(name);
+  if (!m) return undefined;
+  const digits = m[2] as string;
+  return `${m[1]}${String(Number(digits) + 1).padStart(digits.length, '0')}`;
+}
+
+/**
+ * A file closed by a STOP event (a clean shutdown: no ROTATE names a next file) continues in the
+ * file the server opens when it starts again, whenever that is: the next number, from the same
+ * state. The 2-second rule that ties a rotation to the file it opens cannot hold across a restart,
+ * and without this every restart began a new line that no base backup covered, until the next backup.
+ */
+function closedByStop(f: LogFileRecord, b: LogFileRecord): boolean {
+  return f.binlog?.nextFile === undefined && nextBinlogName(f.name) === b.name;
+}
+
 export function binlogLines(archive: ArchivedLog): LineAnalysis {
   const files = archive.records
     .filter((r) => r.kind === 'binlog' && r.binlog)
@@ -69,7 +88,9 @@ export function binlogLines(archive: ArchivedLog): LineAnalysis {
           f.binlog?.closed === true &&
           createdAt(f) <= createdAt(b) &&
           (f.binlog.nextFile === undefined || f.binlog.nextFile === b.name) &&
-          (f.binlog.closedAt === undefined || Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000) &&
+          (closedByStop(f, b) ||
+            f.binlog.closedAt === undefined ||
+            Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000) &&
           sameState(parseGtidState(f.binlog.endGtid), start),
       )
       .sort((x, y) => createdAt(y).localeCompare(createdAt(x)))[0];

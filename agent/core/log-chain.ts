@@ -295,7 +295,9 @@ function refusal(report: ChainReport, target: RecoveryTarget, what: string): Cai
     ? `the log has a gap there: ${gap.missing} is missing after ${gap.after ?? '?'} (${gap.cause})`
     : before && before.to === report.lastEventTime
       ? `nothing has been archived after ${before.to} (is archiving running?)`
-      : `it is before the oldest recoverable window`;
+      : before
+        ? `it is after the window that ends at ${before.to}, and no base snapshot's window covers the log after that (a new log line began there: the server was restored, or its log does not follow on from the one before)`
+        : `it is before the oldest recoverable window`;
   return new CairnError('Cairn.NotFound', `cannot recover ${report.stream} to ${what}: ${reason}`, {
     hint: nearest ? `the nearest recoverable times are ${nearest}` : `recoverable windows: ${windowList(report)}`,
   });

@@ -182,6 +182,29 @@ describe('binlog chain', () => {
     assert.equal(planReplay(report, { time: at(21.5) }).window.snapshot.id, myBase('bb', '', 0, '').id);
   });
 
+  it('continues a line across a clean restart: a file closed by STOP, then the next number from the same state, however much later', () => {
+    // bin.000002 ends with STOP (a shutdown: closed, no ROTATE naming a next file); the server starts 28 minutes later.
+    const stopped: LogFileRecord = {
+      ...binlog('bin.000002', 1, 10, 20),
+      binlog: { ...(binlog('bin.000002', 1, 10, 20).binlog as NonNullable<LogFileRecord['binlog']>), closed: true, closedAt: at(1.95) },
+    };
+    const files = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), stopped, binlog('bin.000003', 30, 20, 30, 'bin.000004')];
+    const report = analyzeChain('mariadb-default', archive(files), [myBase('aa', 'bin.000001', 0.5, '0-1-5')]);
+    assert.equal(report.lines.length, 1, report.lines.map((l) => l.id).join(' | '));
+    assert.equal(report.windows[0]?.files.length, 3);
+    assert.equal(planReplay(report, { time: at(30.5) }).window.snapshot.id, myBase('aa', '', 0, '').id);
+
+    // After a restart from another state (a restore), the next number starts a line of its own, and a time on
+    // it is said to be after the window, not before the oldest one.
+    const restored = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), stopped, binlog('bin.000003', 30, 15, 30, 'bin.000004')];
+    const apart = analyzeChain('mariadb-default', archive(restored), [myBase('aa', 'bin.000001', 0.5, '0-1-5')]);
+    assert.equal(apart.lines.length, 2);
+    assert.throws(
+      () => planReplay(apart, { time: at(30.5) }),
+      (error: Error) => /is after the window that ends at .*no base snapshot's window covers the log after that/.test(error.message),
+    );
+  });
+
   it('reports a missing file as a gap and ends the window there', () => {
     const files = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), binlog('bin.000003', 2, 20, 30, 'bin.000004')];
     const report = analyzeChain('mariadb-default', archive(files, [binlog('bin.000002', 1, 10, 20, 'bin.000003')]), [
