@@ -97,14 +97,16 @@ export async function freshnessOf(plan: Plan, repo: Repository, at: Date): Promi
   const ofPlan = snapshots.filter((s) => s.plan === undefined || s.plan === plan.id);
   const newestGood = (of: ReadonlyArray<Snapshot & { id: string }>, what: string) => newestGoodOf(of, damage, at, what);
   if (targetsModeOf(plan) !== 'each') return { planId: plan.id, ...newestGood(ofPlan, `plan ${plan.id}`) };
-  // One group per source: the instance tag the orchestrated agent adds when the control plane recorded that
-  // instance's run made it, else the host name (as retention groups). A snapshot claiming an unconfirmed
-  // instance is no sign of anyone's freshness (read without the seal key: hosts may not write where the records are).
+  // One group per source: the instance tag the orchestrated agent adds, else the host name (as retention groups).
+  // Only a snapshot the control plane recorded as that instance's run's counts as its freshness (read without the
+  // seal key: hosts may not write where the records are); one claiming it unconfirmed counts for nothing.
   const attested = await attestedInstances(repo.storage);
-  const counted = ofPlan.filter((s) => attestedSource(s, attested) !== undefined);
-  const hosts = [...new Set(counted.map(sourceOf))].sort().map((source): HostFreshness => {
-    const own = counted.filter((s) => sourceOf(s) === source);
-    const host = own[own.length - 1]?.host ?? '';
+  const confirmed = (s: Snapshot): boolean => attestedSource(s, attested) !== undefined;
+  // Grouped by what they claim, so an instance with only unconfirmed snapshots is still watched (and stale).
+  const hosts = [...new Set(ofPlan.map(sourceOf))].sort().map((source): HostFreshness => {
+    const claimed = ofPlan.filter((s) => sourceOf(s) === source);
+    const own = claimed.filter(confirmed);
+    const host = (own.at(-1) ?? claimed.at(-1))?.host ?? '';
     const instanceId = source.startsWith(INSTANCE_TAG_PREFIX) ? source.slice(INSTANCE_TAG_PREFIX.length) : undefined;
     return {
       host,

@@ -84,13 +84,15 @@ export async function planRestoreFor(
   const markerWarnings: string[] = [];
   const damage = await readDamage(repo, (message) => markerWarnings.push(message));
   const ofPlan = snapshots.filter((s) => (s.plan === undefined || s.plan === plan.id) && fromSource(s));
-  // A host name can stand for more than one instance (names repeat; a host with the key can write any name): never a guess.
-  const instances = [...new Set(ofPlan.map(sourceOfSnapshot).filter((v) => v?.startsWith(INSTANCE_TAG_PREFIX)))].sort();
-  if (sourceHost !== undefined && !INSTANCE_ID_PATTERN.test(sourceHost) && attested && instances.length > 1)
+  // A host name can stand for more than one source (names repeat, and a host with the key can write a manifest
+  // under any name without an instance tag): an instance's confirmed snapshots and others under the same name,
+  // or several instances, are never a guess.
+  const sources = [...new Set(ofPlan.map(sourceOfSnapshot))].sort();
+  if (sourceHost !== undefined && !INSTANCE_ID_PATTERN.test(sourceHost) && attested && sources.length > 1)
     throw new CairnError(
       'Cairn.InvalidInput',
-      `sourceHost: ${JSON.stringify(sourceHost)} names snapshots of more than one instance of plan ${plan.id} (${instances.map((i) => i?.slice(INSTANCE_TAG_PREFIX.length)).join(', ')})`,
-      { hint: 'give the instance id as sourceHost' },
+      `sourceHost: ${JSON.stringify(sourceHost)} names snapshots of more than one source of plan ${plan.id} (${sources.map((source) => source?.replace(/^instance:/, 'instance ').replace(/^host:/, 'untagged, host ')).join('; ')})`,
+      { hint: 'give the instance id as sourceHost, or a snapshot id' },
     );
   if (sourceHost !== undefined && ofPlan.length === 0) {
     const known = [...new Set(snapshots.filter((s) => s.plan === undefined || s.plan === plan.id).map((s) => s.host))].sort();

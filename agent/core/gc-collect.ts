@@ -177,7 +177,10 @@ export async function settleGenerations(
         { hint: 'run the collection again' },
       );
     if (state.now - stored.marked < graceMs) throw new CairnError('Cairn.Failure', `the GC mark ${mark.generation} is not yet a grace old`);
-    return stored.swept === undefined;
+    // This run writes its mark's .swept record only below: one there already is someone else's, and would only stop collection.
+    if (stored.swept !== undefined)
+      ctx.warn(`a record says the GC mark ${mark.generation} was swept, but this run, which wrote the mark, has not settled it: ignored`);
+    return true;
   });
   if (due.length === 0) return { generations: [], packs: [], rescuedPacks: [] };
   // Manifests before the index, as in analyzeGarbage: a listed manifest's index files are all loaded.

@@ -66,8 +66,11 @@ export function clientOptionsFrom(
   const repo = repositoryIdentity(flags.repo);
   const globalArgs = ['--repo', repo];
   if (flags.concurrency !== undefined) globalArgs.push('--concurrency', String(flags.concurrency));
-  if (flags.passwordFile) globalArgs.push('--password-file', resolve(rest.cwd, flags.passwordFile));
-  // A command is run by the daemon in the spool directory, not here: it must not depend on the working directory.
+  // The daemon runs in the spool directory: a relative passphrase file, given either way, is resolved here.
+  const envFile = flags.passwordCommand || rest.env.CAIRN_PASSWORD_COMMAND ? undefined : rest.env.CAIRN_PASSWORD_FILE || undefined;
+  const passwordFile = flags.passwordFile ?? envFile;
+  if (passwordFile) globalArgs.push('--password-file', resolve(rest.cwd, passwordFile));
+  // A command is run by the daemon, in the spool directory (documented in docs/pitr.md): it must not depend on the working directory.
   if (flags.passwordCommand) globalArgs.push('--password-command', flags.passwordCommand);
   if (flags.storageHook) globalArgs.push('--storage-hook', flags.storageHook);
   if (flags.limitUpload) globalArgs.push('--limit-upload', flags.limitUpload);

@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Semaphore } from '../core/concurrency.ts';
 import { CairnError, errorMessage, NotFoundError } from '../core/errors.ts';
+import { CONFIG_KEY } from '../core/layout.ts';
 import type { LogArchive, LogFileRecord, PushOutcome } from '../core/log-archive.ts';
 import { parseWalName, walName } from '../core/log-chain.ts';
 import {
@@ -466,8 +467,9 @@ class WalDaemon {
       try {
         data = await this.archive.getFile(name);
       } catch (error) {
-        if (error instanceof NotFoundError) return undefined;
-        throw error;
+        if (!(error instanceof NotFoundError)) throw error;
+        await this.repositoryStillThere(error);
+        return undefined;
       }
       size = await placeAtomically(dest, (tmp) => writeFile(tmp, data, { mode: 0o600 }));
       source = 'repository';
@@ -476,6 +478,22 @@ class WalDaemon {
     this.counters.fetched++;
     this.prefetchAfter(name, size);
     return source;
+  }
+
+  /**
+   * "Not archived" tells PostgreSQL to go on without the file (wal-fetch exits 1). A file storage
+   * whose volume went away (an unmounted or lazily detached mount, a removed directory) also answers
+   * "no such object", for every object: before saying a file was never archived, the repository's
+   * config must still be there, else it is a storage failure (wal-fetch exits 200 and PostgreSQL stops).
+   */
+  private async repositoryStillThere(cause: unknown): Promise<void> {
+    const config = await this.archive.repo.storage.stat(CONFIG_KEY).catch(() => undefined);
+    if (config === undefined)
+      throw new CairnError(
+        'Cairn.Storage',
+        `the repository ${this.archive.repo.storage.location} is not there any more (its config cannot be found): whether the file was archived cannot be told`,
+        { hint: 'check that the repository is mounted or reachable; PostgreSQL stops until it is', cause },
+      );
   }
 
   /** Keeps the next few segments of the same timeline in the spool; drops every other prefetched file. */

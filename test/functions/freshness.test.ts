@@ -176,5 +176,9 @@ describe('freshness', () => {
       metrics.filter((m) => NEWEST_GOOD_BACKUP_AGE in m).map((m) => m.Host),
       ['i-0aaaaaaaaaaaaaaaa', 'i-0bbbbbbbbbbbbbbbb', undefined],
     );
+    // An instance whose only snapshot is unconfirmed (tagged before the records existed) is still watched: it has none good.
+    await backupDir(repo, data, as('i-0cccccccccccccccc'));
+    const watched = await freshness({ planIds: ['twins'] }, () => at);
+    assert.match(watched[0]?.problem ?? '', /\(i-0cccccccccccccccc\) of plan twins has no good snapshot/);
   });
 });

@@ -11,7 +11,7 @@ import { planRestoreHandler } from '../../functions/plan-restore.ts';
 import { controlSeal } from '../../functions/runtime.ts';
 import { attestSnapshot, attestationKey } from '../../functions/snapshot-attestations.ts';
 import { finalizeBackup } from '../../functions/finalize-backup.ts';
-import { SMALL, tempDir } from '../helpers/repo.ts';
+import { SMALL, backupDir, tempDir } from '../helpers/repo.ts';
 import { startControlPlane, type ControlPlane } from './control-plane.ts';
 
 /**
@@ -114,5 +114,15 @@ describe('control-plane retention of an each plan: hosts told apart by instance'
 
     const planned = await planRestoreHandler({ planId: 'forged', sourceHost: B, snapshot: 'latest', targetPath: '/srv/restore' });
     assert.equal(planned.snapshot.id, b1.id, "the restore for B takes B's real snapshot, not the newer forgery");
+
+    // Without an instance tag at all, under B's host name: a restore by that name is refused as ambiguous.
+    await writeFile(join(src, 'payroll.csv'), 'attacker 3\n');
+    await backupDir(repo, src, { who: { host: 'web-b', user: 'root' }, plan: 'forged' });
+    await assert.rejects(
+      planRestoreHandler({ planId: 'forged', sourceHost: 'web-b', targetInstanceId: B, snapshot: 'latest', targetPath: '/srv/restore' }),
+      /names snapshots of more than one source .*untagged, host web-b; instance i-0bbbbbbbbbbbbbbbb/,
+    );
+    const byId = await planRestoreHandler({ planId: 'forged', sourceHost: B, snapshot: 'latest', targetPath: '/srv/restore' });
+    assert.equal(byId.snapshot.id, b1.id);
   });
 });

@@ -1,7 +1,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { backup, type BackupOptions } from '../../../agent/commands/backup.ts';
 import { prune, type PruneOptions } from '../../../agent/commands/prune.ts';
@@ -10,7 +10,7 @@ import { verify } from '../../../agent/commands/verify.ts';
 import { CairnError } from '../../../agent/core/errors.ts';
 import { analyzeGarbage } from '../../../agent/core/garbage.ts';
 import { markGeneration } from '../../../agent/core/gc-collect.ts';
-import { newGenerationName, writeGeneration } from '../../../agent/core/gc-generation.ts';
+import { listGenerations, newGenerationName, writeGeneration, writeSwept } from '../../../agent/core/gc-generation.ts';
 import { GC_PREFIX, PACKS_PREFIX, gcGenerationKey, idFromKey, snapshotKey } from '../../../agent/core/layout.ts';
 import { Repository, type Who } from '../../../agent/core/repository.ts';
 import { silentProgress } from '../../../agent/progress/progress.ts';
@@ -268,5 +268,38 @@ describe('two-phase garbage collection (issue 16)', () => {
       warnings.join('\n'),
     );
     await assertWhole(repo, kept.id, src, 'after the stale mark was removed');
+  });
+
+  it("a .swept record a host forges for prune's own pending mark does not stop the collection", async () => {
+    const { storage, repo, clock, src } = await setup('forged-swept');
+    // Data only the first snapshot holds: its packs are garbage once it is forgotten.
+    await writeFile(join(src, 'only-first.bin'), randomBytes(1_500_000));
+    const first = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    await rm(join(src, 'only-first.bin'));
+    const kept = await backup(
+      repo,
+      backupOptions(src, slowHost, () => clock.t),
+    );
+    await storage.delete(snapshotKey(first.id));
+    const warnings: string[] = [];
+    const progress = { ...silentProgress, warn: (message: string) => void warnings.push(message) };
+    const hostRepo = await Repository.open(storage, PASSPHRASE);
+    // During the grace, a host with the key records prune's mark as swept.
+    const report = await prune(repo, storage, {
+      ...pruneOptions(clock, async (ms) => {
+        for (const g of await listGenerations(hostRepo, () => undefined)) await writeSwept(hostRepo, g.generation).catch(() => undefined);
+        clock.t += ms;
+      }),
+      progress,
+    });
+    assert.ok(report.packsDeleted > 0, `the first backup's packs were still deleted: ${JSON.stringify(report)}`);
+    assert.ok(
+      warnings.some((w) => /was swept, but this run, which wrote the mark, has not settled it: ignored/.test(w)),
+      warnings.join('\n'),
+    );
+    await assertWhole(repo, kept.id, src, 'after a forged swept record');
   });
 });

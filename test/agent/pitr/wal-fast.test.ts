@@ -2,7 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseWalArgv } from '../../../agent/pitr/wal-fast.ts';
 import { runCli } from '../../helpers/cli.ts';
@@ -124,14 +124,25 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       );
       assert.equal(fast(['snapshots']).status, 99, 'not a command it takes on');
 
+      // The repository's volume goes away under the running daemon (unmounted, the directory moved): every object
+      // is "not found", and that must not read as "never archived" (exit 1), or PostgreSQL would go on without it.
+      await rename(join(work.path, 'repo'), join(work.path, 'repo-away'));
+      const gone = fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG']);
+      await rename(join(work.path, 'repo-away'), join(work.path, 'repo'));
+      assert.equal(gone.status, 200, gone.stderr);
+      assert.match(gone.stderr, /is not there any more/);
+      assert.equal(fast(['wal-fetch', '000000010000000000000007', 'pg_wal/RECOVERYXLOG']).status, 0, 'back once it is');
+
       // The passphrase in a file or from a command instead of CAIRN_PASSWORD: the daemon wal-push starts gets it too.
       const passFile = join(work.path, 'passphrase');
       await writeFile(passFile, `${PASSPHRASE}\n`, { mode: 0o600 });
       const nine = randomBytes(1 << 20);
       await writeFile(join(data, 'pg_wal', '000000010000000000000009'), nine);
+      // Relative, as PostgreSQL's environment may give it: the data directory is where wal-push runs, not the daemon.
+      await writeFile(join(data, 'passphrase'), `${PASSPHRASE}\n`, { mode: 0o600 });
       const byFile = fast(['wal-push', 'pg_wal/000000010000000000000009'], {
         CAIRN_PASSWORD: undefined,
-        CAIRN_PASSWORD_FILE: passFile,
+        CAIRN_PASSWORD_FILE: 'passphrase',
         CAIRN_SPOOL_DIR: join(work.path, 'spool-file'),
       });
       assert.equal(byFile.status, 0, byFile.stderr);
