@@ -32,8 +32,7 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
   const stageDir = join(ctx.directory, stage);
   await mkdir(stageDir, { mode: 0o700 });
   await chmod(stageDir, 0o700);
-  const slow = `${cairn} wal-fetch --stream ${shellQuote(plan.stream)} --stage-dir "$s" %f "%p"`;
-  const restoreCommand = `${stageTaking(stage)} exec ${slow}`;
+  const restoreCommand = restoreCommandFor(cairn, plan.stream, stage);
   const settings: Array<[string, string]> = [
     ['restore_command', restoreCommand],
     // The staging directory goes when replay is over (the daemon removes what it staged later on when it stops).
@@ -78,6 +77,22 @@ export async function replayPostgres(ctx: ReplayContext): Promise<ReplayResult> 
 export function stageTaking(stage: string): string {
   const file = '"$s/%f"';
   return `s=${shellQuote(stage)}; if [ -O "$s" ] && [ ! -h "$s" ] && [ -f ${file} ] && [ ! -h ${file} ] && [ -O ${file} ] && mv -f ${file} "%p" 2>/dev/null; then exit 0; fi;`;
+}
+
+/** The status wal-fetch gives restore_command's snippet for a file never archived (neither Node nor cairn exits 99 on a failure). */
+const WAL_FETCH_MISSING_IN_SNIPPET = 99;
+
+/**
+ * restore_command: the staged file, else wal-fetch. PostgreSQL takes an exit status from 1 to 125 as
+ * "not archived" and goes on without the file, and stops on one above 125. wal-fetch exits 200 on a
+ * failure, but a cairn that cannot even start (Node cannot read the program as the server's user, a
+ * wrong Node version) exits 1 or 2, which would read as "not archived". So wal-fetch is asked to say
+ * "not archived" with 99 (CAIRN_WAL_FETCH_MISSING_EXIT), and only that becomes 1: everything else but
+ * success becomes 200.
+ */
+export function restoreCommandFor(cairn: string, stream: string, stage: string): string {
+  const fetch = `CAIRN_WAL_FETCH_MISSING_EXIT=${WAL_FETCH_MISSING_IN_SNIPPET} ${cairn} wal-fetch --stream ${shellQuote(stream)} --stage-dir "$s" %f "%p"`;
+  return `${stageTaking(stage)} ${fetch}; c=$?; [ $c -eq 0 ] && exit 0; [ $c -eq ${WAL_FETCH_MISSING_IN_SNIPPET} ] && exit 1; exit 200`;
 }
 
 /** The recovery_target_* setting for the plan's target. */

@@ -292,3 +292,13 @@ function startDaemon(daemon: DaemonHandle): Starter {
     },
   };
 }
+
+/**
+ * wal-fetch's exit status for a file never archived: 1, as PostgreSQL's restore_command expects,
+ * unless CAIRN_WAL_FETCH_MISSING_EXIT asks for another (1–125): the snippet `cairn restore` writes
+ * asks for 99, so that a cairn that fails to start (exit 1) is not taken for "not archived".
+ */
+export function walFetchMissingExit(env: NodeJS.ProcessEnv): number {
+  const asked = Number(env.CAIRN_WAL_FETCH_MISSING_EXIT);
+  return Number.isInteger(asked) && asked >= 1 && asked <= 125 ? asked : 1;
+}

@@ -1,5 +1,5 @@
 import { CairnError, ExitCode, errorMessage } from '../core/errors.ts';
-import { clientOptionsFrom, walFetch, walPush, type ForwardedFlags } from './wal-client.ts';
+import { clientOptionsFrom, walFetch, walFetchMissingExit, walPush, type ForwardedFlags } from './wal-client.ts';
 
 /**
  * wal-push and wal-fetch without the rest of the CLI: PostgreSQL starts one
@@ -94,7 +94,7 @@ export async function runWalCommand(argv: readonly string[], env: NodeJS.Process
       return 0;
     }
     // Not archived: exit 1 without a word, as PostgreSQL expects of restore_command.
-    return (await walFetch(parsed.args[0] as string, parsed.args[1] as string, options)) ? 0 : 1;
+    return (await walFetch(parsed.args[0] as string, parsed.args[1] as string, options)) ? 0 : walFetchMissingExit(env);
   } catch (error) {
     const cairn = error instanceof CairnError ? error : new CairnError('Cairn.Failure', errorMessage(error), { cause: error });
     const exitCode = parsed.command === 'wal-fetch' ? ExitCode.walFetchFailed : cairn.exitCode;

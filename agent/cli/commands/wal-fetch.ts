@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { walFetch } from '../../pitr/wal-client.ts';
+import { walFetch, walFetchMissingExit } from '../../pitr/wal-client.ts';
 import type { Cli } from '../context.ts';
 import { STREAM_HELP, walClientOptions, type WalFlags } from '../wal-options.ts';
 
@@ -22,7 +22,7 @@ export function registerWalFetch(program: Command, cli: Cli): void {
       if (!(await walFetch(name, dest, walClientOptions(cli, cmd, opts)))) {
         // PostgreSQL asks for files that do not exist (the next timeline's history, the end of the archive) and reads
         // exit 1 as "not there": a message for each would fill its log.
-        cli.quietExitCode = 1;
+        cli.quietExitCode = walFetchMissingExit(cli.env);
       }
     });
 }

@@ -110,6 +110,16 @@ describe('wal-push / wal-fetch without the full CLI', () => {
       const missing = fast(['wal-fetch', '000000010000000000000008', 'pg_wal/RECOVERYXLOG']);
       assert.equal(missing.status, 1);
       assert.equal(missing.stderr, '');
+      // As restore_command's snippet asks for it (pg-recovery.ts), through both entries.
+      assert.equal(
+        fast(['wal-fetch', '000000010000000000000008', 'pg_wal/RECOVERYXLOG'], { CAIRN_WAL_FETCH_MISSING_EXIT: '99' }).status,
+        99,
+      );
+      const viaCli = await runCli(['wal-fetch', '--stream', 'pg-42', '000000010000000000000008', join(data, 'pg_wal', 'RECOVERYXLOG')], {
+        ...env,
+        CAIRN_WAL_FETCH_MISSING_EXIT: '99',
+      });
+      assert.equal(viaCli.code, 99, viaCli.stderr);
       await writeFile(join(data, 'pg_wal', '000000010000000000000007'), randomBytes(1 << 20));
       const conflict = fast(['wal-push', 'pg_wal/000000010000000000000007']);
       assert.equal(conflict.status, 17);

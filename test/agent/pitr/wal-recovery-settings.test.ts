@@ -1,9 +1,17 @@
 import { describe, it } from 'node:test';
+import { tmpdir } from 'node:os';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmod, chown, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { postgresTime, replayPostgres, shellQuote, stageTaking, targetSettings } from '../../../agent/pitr/pg-recovery.ts';
+import {
+  postgresTime,
+  replayPostgres,
+  restoreCommandFor,
+  shellQuote,
+  stageTaking,
+  targetSettings,
+} from '../../../agent/pitr/pg-recovery.ts';
 import type { ReplayContext } from '../../../agent/pitr/replay.ts';
 import type { ReplayPlan } from '../../../agent/core/log-chain.ts';
 import type { LogArchive } from '../../../agent/core/log-archive.ts';
@@ -55,8 +63,15 @@ describe('PostgreSQL recovery settings', () => {
         .replace(/''/g, "'")
         .replace(/\\\\/g, '\\')
         .replace(/%[fp%]/g, (m) => ({ '%f': '000000010000000000000003', '%p': 'pg_wal/RECOVERY XLOG', '%%': '%' })[m] as string);
-      assert.match(command, / exec /);
-      const words = spawnSync('/bin/sh', ['-c', command.replace(' exec ', ` printf '%s\\n' `)], { encoding: 'utf8', cwd: dir.path })
+      assert.match(command, / CAIRN_WAL_FETCH_MISSING_EXIT=99 /);
+      const words = spawnSync(
+        '/bin/sh',
+        ['-c', command.replace(' CAIRN_WAL_FETCH_MISSING_EXIT=99 ', ` CAIRN_WAL_FETCH_MISSING_EXIT=99 printf '%s\\n' `)],
+        {
+          encoding: 'utf8',
+          cwd: dir.path,
+        },
+      )
         .stdout.split('\n')
         .slice(0, -1);
       const stage = (await readdir(dir.path)).find((n) => n.startsWith('cairn-wal-stage.')) ?? '';
@@ -88,6 +103,25 @@ describe('PostgreSQL recovery settings', () => {
     } finally {
       await dir.remove();
     }
+  });
+
+  it('gives PostgreSQL 1 only for "never archived" (wal-fetch\'s 99 there) and 200 for anything else that is not success: a cairn that cannot start is not "not archived"', () => {
+    const stage = 'cairn-wal-stage.0123456789abcdef';
+    // The program restore_command would run, standing in for cairn: it exits with the status given.
+    const statusOf = (program: string): number | null =>
+      spawnSync(
+        '/bin/sh',
+        ['-c', restoreCommandFor(program, 'pg-1', stage).replace(/%f/g, '000000010000000000000003').replace(/%p/g, 'x')],
+        {
+          cwd: tmpdir(),
+        },
+      ).status;
+    assert.equal(statusOf(`sh -c 'exit $CAIRN_WAL_FETCH_MISSING_EXIT' sh`), 1, 'never archived: what wal-fetch was asked to say it with');
+    assert.equal(statusOf(`sh -c 'exit 0' sh`), 0);
+    assert.equal(statusOf(`sh -c 'exit 1' sh`), 200, "Node's own failure (the program unreadable by the server's user)");
+    assert.equal(statusOf(`sh -c 'exit 2' sh`), 200, 'a wrong Node version');
+    assert.equal(statusOf(`sh -c 'exit 200' sh`), 200);
+    assert.equal(statusOf('/nonexistent/node'), 200, 'no program at all (the shell says 127)');
   });
 
   it('takes a staged segment with mv only when it is a whole file of ours under its own name; anything else falls through to wal-fetch', async () => {
