@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { ProcessError, run } from '../process/run.ts';
+import { warnIfExposed } from '../core/secret-file.ts';
 
 export interface PassphraseSource {
   env: NodeJS.ProcessEnv;
@@ -68,6 +69,7 @@ async function readPasswordFile(path: string): Promise<string> {
   }
   const passphrase = text.replace(/\r?\n$/, '');
   if (passphrase.length === 0) throw new CairnError('Cairn.Usage', `the password file ${path} is empty`);
+  await warnIfExposed(path, 'the password file');
   return passphrase;
 }
 

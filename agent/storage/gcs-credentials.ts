@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { warnIfExposed } from '../core/secret-file.ts';
 import { recordAwsCalls } from '../core/aws-call-record.ts';
 import { CairnError, errorMessage } from '../core/errors.ts';
 import { httpHandlerOptions } from './proxy.ts';
@@ -27,6 +28,7 @@ export async function readKeyFile(path: string): Promise<Record<string, unknown>
       cause,
     });
   }
+  await warnIfExposed(path, 'the GCS key file');
   return parseCredentials(text, `the key file ${path}`);
 }
 

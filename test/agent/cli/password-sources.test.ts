@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runCli } from '../../helpers/cli.ts';
 import { PASSPHRASE, tempDir } from '../../helpers/repo.ts';
@@ -29,6 +29,21 @@ describe('passphrase from a file or a command', () => {
   it('CAIRN_PASSWORD_FILE opens the repository (one trailing newline is not part of it)', async () => {
     const result = await runCli(['snapshots'], { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD_FILE: file });
     assert.equal(result.code, 0, result.stderr);
+  });
+
+  it('a password file other users can read still opens it, with a warning naming the file, its mode and the fix; a 0600 one says nothing', async () => {
+    const open = join(work.path, 'pass-0644.txt');
+    await writeFile(open, `${PASSPHRASE}\n`, { mode: 0o644 });
+    await chmod(open, 0o644);
+    const loose = await runCli(['snapshots'], { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD_FILE: open });
+    assert.equal(loose.code, 0, loose.stderr);
+    const warned = loose.lines.filter((l) => l.type === 'warning').map((l) => String(l.message));
+    assert.ok(
+      warned.some((w) => w.includes(`the password file ${open}: other users can read it (mode 644)`) && w.includes('chmod 600')),
+      warned.join('\n'),
+    );
+    const tight = await runCli(['snapshots'], { CAIRN_REPOSITORY: repo, CAIRN_PASSWORD_FILE: file });
+    assert.ok(!tight.lines.some((l) => l.type === 'warning' && String(l.message).includes('password file')));
   });
 
   it('--password-command opens it; the command sees none of Cairn’s secrets', async () => {
