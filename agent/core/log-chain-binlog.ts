@@ -63,9 +63,21 @@ function nextBinlogName(name: string): string | undefined {
  * file the server opens when it starts again, whenever that is: the next number, from the same
  * state. The 2-second rule that ties a rotation to the file it opens cannot hold across a restart,
  * and without this every restart began a new line that no base backup covered, until the next backup.
+ * The same server id, and nothing else that could be the continuation (below): a restart, not a copy.
  */
-function closedByStop(f: LogFileRecord, b: LogFileRecord): boolean {
-  return f.binlog?.nextFile === undefined && nextBinlogName(f.name) === b.name;
+function closedByStop(f: LogFileRecord, b: LogFileRecord, files: readonly LogFileRecord[]): boolean {
+  if (f.binlog?.nextFile !== undefined || nextBinlogName(f.name) !== b.name || f.binlog?.serverId !== b.binlog?.serverId) return false;
+  const start = b.binlog?.startGtid ?? '';
+  const stopped = f.binlog?.closedAt ?? createdAt(f);
+  // Only when nothing else can be the continuation: another file of that name from the same state (a copy of the
+  // stopped data directory started too), or any file written between the stop and b (another incarnation's: a
+  // restored server whose own files went missing), and the join is refused, as a rotation's without its 2 seconds.
+  return !files.some(
+    (o) =>
+      o !== f &&
+      o !== b &&
+      ((o.name === b.name && (o.binlog?.startGtid ?? '') === start) || (createdAt(o) >= stopped && createdAt(o) <= createdAt(b))),
+  );
 }
 
 export function binlogLines(archive: ArchivedLog): LineAnalysis {
@@ -88,7 +100,7 @@ export function binlogLines(archive: ArchivedLog): LineAnalysis {
           f.binlog?.closed === true &&
           createdAt(f) <= createdAt(b) &&
           (f.binlog.nextFile === undefined || f.binlog.nextFile === b.name) &&
-          (closedByStop(f, b) ||
+          (closedByStop(f, b, files) ||
             f.binlog.closedAt === undefined ||
             Math.abs(Date.parse(f.binlog.closedAt) - Date.parse(createdAt(b))) <= 2000) &&
           sameState(parseGtidState(f.binlog.endGtid), start),

@@ -205,6 +205,32 @@ describe('binlog chain', () => {
     );
   });
 
+  it('joins across a STOP only when nothing else can be the continuation: a copy started from the stopped data, another incarnation between', () => {
+    const stopped: LogFileRecord = {
+      ...binlog('bin.000002', 1, 10, 20),
+      binlog: { ...(binlog('bin.000002', 1, 10, 20).binlog as NonNullable<LogFileRecord['binlog']>), closed: true, closedAt: at(1.95) },
+    };
+    const first = binlog('bin.000001', 0, 0, 10, 'bin.000002');
+    const base = myBase('aa', 'bin.000001', 0.5, '0-1-5');
+    const keyed = (record: LogFileRecord, tag: string): LogFileRecord => ({ ...record, key: `${tag}-${record.key}` });
+    // A copy of the stopped data directory starts first (minute 25) and writes its own 21..26; production restarts at 30.
+    const copy = keyed(binlog('bin.000003', 25, 20, 26, 'bin.000004'), 'copy');
+    const production = keyed(binlog('bin.000003', 30, 20, 30, 'bin.000004'), 'prod');
+    const twins = analyzeChain('mariadb-default', archive([first, stopped, copy, production]), [base]);
+    assert.equal(twins.lines.length, 3, 'neither continues the stopped line: which one does cannot be told');
+    assert.throws(() => planReplay(twins, { time: at(25.5) }));
+    assert.throws(() => planReplay(twins, { gtid: '0-1-23' }));
+    // The old server never comes back; a server restored from the base writes its own 16..20 (that file lost), then 21..
+    const restoredFirst = keyed(binlog('bin.000001', 40, 5, 15, 'bin.000002'), 'r');
+    const restoredThird = keyed(binlog('bin.000003', 50, 20, 30, 'bin.000004'), 'r');
+    const other = analyzeChain('mariadb-default', archive([first, stopped, restoredFirst, restoredThird]), [base]);
+    assert.ok(!other.lines.some((l) => l.files.includes(stopped) && l.files.includes(restoredThird)), 'another history between them');
+    assert.throws(() => planReplay(other, { time: at(50.5) }));
+    // Another server id is never the restart.
+    const foreign = analyzeChain('mariadb-default', archive([first, stopped, binlog('bin.000003', 30, 20, 30, 'bin.000004', 2)]), [base]);
+    assert.equal(foreign.lines.length, 2);
+  });
+
   it('reports a missing file as a gap and ends the window there', () => {
     const files = [binlog('bin.000001', 0, 0, 10, 'bin.000002'), binlog('bin.000003', 2, 20, 30, 'bin.000004')];
     const report = analyzeChain('mariadb-default', archive(files, [binlog('bin.000002', 1, 10, 20, 'bin.000003')]), [
