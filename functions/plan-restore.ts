@@ -41,9 +41,10 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   const each = targetsModeOf(plan) === 'each';
   // A source given as an instance id (host names may repeat) is also the default target.
   const sourceInstance = sourceHost !== undefined && INSTANCE_ID_PATTERN.test(sourceHost) ? sourceHost : undefined;
-  const target =
-    input.targetInstanceId ??
-    (each && sourceHost !== undefined ? (sourceInstance ?? (await instanceNamed(plan, sourceHost))) : planInstanceIds[0]);
+  // A source given as a host name: the instance Systems Manager knows by it (the snapshots' own host names are their writers' claim).
+  const namedInstance =
+    each && sourceHost !== undefined && sourceInstance === undefined ? await instanceNamed(plan, sourceHost) : undefined;
+  const target = input.targetInstanceId ?? (each && sourceHost !== undefined ? (sourceInstance ?? namedInstance) : planInstanceIds[0]);
   if (target === undefined && each)
     throw new CairnError(
       'Cairn.InvalidInput',
@@ -56,6 +57,7 @@ export async function planRestoreHandler(event: unknown): Promise<PlannedRestore
   return planRestoreFor({ ...input, ...(target !== undefined ? { targetInstanceId: target } : {}) }, plan, repo, {
     planInstanceIds,
     online,
+    namedInstance,
   });
 }
 
@@ -64,7 +66,7 @@ export async function planRestoreFor(
   input: RestoreInput,
   plan: Plan,
   repo: Repository,
-  hosts: { planInstanceIds: string[]; online: boolean },
+  hosts: { planInstanceIds: string[]; online: boolean; namedInstance?: string | undefined },
 ): Promise<PlannedRestore> {
   const { snapshots } = await repo.listSnapshots();
   const sourceHost = input.sourceHost;
@@ -77,7 +79,12 @@ export async function planRestoreFor(
     if (sourceHost === undefined) return true;
     const source = sourceOfSnapshot(s);
     if (source === undefined) return false;
-    return INSTANCE_ID_PATTERN.test(sourceHost) ? source === `${INSTANCE_TAG_PREFIX}${sourceHost}` : s.host === sourceHost;
+    if (INSTANCE_ID_PATTERN.test(sourceHost)) return source === `${INSTANCE_TAG_PREFIX}${sourceHost}`;
+    // By name, in an `each` plan whose instances Systems Manager knows by that name: that instance's recorded
+    // snapshots only (a host can put any name in its manifests, with or without an instance tag). A name it does
+    // not know goes by the manifests' names, refused below when they are of more than one source.
+    if (attested && hosts.namedInstance !== undefined) return source === `${INSTANCE_TAG_PREFIX}${hosts.namedInstance}`;
+    return s.host === sourceHost;
   };
   // Damaged snapshots stay candidates, with why (markers and the damaged tag, as the CLI's latest reads them):
   // latest passes over them naming each, and an id still restores one, with a warning (core/snapshot-choice.ts).

@@ -136,5 +136,6 @@ export function shellQuote(word: string): string {
 
 /** A string value in postgresql.conf syntax. */
 function confQuote(value: string): string {
-  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
+  // A raw line break cannot stand inside a quoted value of postgresql.conf; PostgreSQL reads \n and \r back.
+  return `'${value.replace(/\\/g, '\\\\').replace(/'/g, "''").replace(/\n/g, '\\n').replace(/\r/g, '\\r')}'`;
 }

@@ -125,4 +125,28 @@ describe('control-plane retention of an each plan: hosts told apart by instance'
     const byId = await planRestoreHandler({ planId: 'forged', sourceHost: B, snapshot: 'latest', targetPath: '/srv/restore' });
     assert.equal(byId.snapshot.id, b1.id);
   });
+
+  it('a restore by host name takes only the snapshots of the instance Systems Manager knows by that name', async () => {
+    cp.ssm.instances.set(A, {});
+    cp.ssm.instances.set(B, {});
+    cp.ssm.hostNames.set(A, 'web-a');
+    cp.ssm.hostNames.set(B, 'web-b');
+    const repo = await fleet('named', { host: 'web-a', user: 'root' });
+    const src = join(work.path, 'src-named');
+    await mkdir(src, { recursive: true });
+    // A's own run (recorded as A's), but its manifest names the host web-b: a host names itself what it likes.
+    await writeFile(join(src, 'f.txt'), 'A pretending\n');
+    const pretending = await tagged(repo, src, A, { host: 'web-b', user: 'root' }, 'named');
+    await attestSnapshot(repo.storage, await controlSeal(), A, pretending.id);
+    await assert.rejects(
+      planRestoreHandler({ planId: 'named', sourceHost: 'web-b', snapshot: 'latest', targetPath: '/srv/restore' }),
+      /has no good snapshot of host "web-b"/,
+    );
+    await writeFile(join(src, 'f.txt'), 'B for real\n');
+    const real = await tagged(repo, src, B, { host: 'web-b', user: 'root' }, 'named');
+    await attestSnapshot(repo.storage, await controlSeal(), B, real.id);
+    const planned = await planRestoreHandler({ planId: 'named', sourceHost: 'web-b', snapshot: 'latest', targetPath: '/srv/restore' });
+    assert.equal(planned.snapshot.id, real.id);
+    assert.equal(planned.targetInstanceId, B);
+  });
 });

@@ -124,6 +124,22 @@ describe('PostgreSQL recovery settings', () => {
     assert.equal(statusOf('/nonexistent/node'), 200, 'no program at all (the shell says 127)');
   });
 
+  it('writes a line break in a path as \\n: a raw one cannot stand inside a quoted postgresql.conf value', async () => {
+    const dir = await tempDir('pgrecovery-newline');
+    try {
+      await writeFile(join(dir.path, 'postgresql.auto.conf'), '');
+      await replayPostgres(
+        context(dir.path, { time: '2026-11-23T17:05:00.000Z' }, ['/opt/node/bin/node', '/opt/cairn.js', '--repo', '/backups/a\nb']),
+      );
+      const conf = await readFile(join(dir.path, 'postgresql.auto.conf'), 'utf8');
+      const line = conf.split('\n').find((l) => l.startsWith('restore_command = ')) ?? '';
+      assert.match(line, /'\/backups\/a\\nb'/, 'the value stays on its line, the break escaped');
+      assert.match(line, /exit 200'$/, 'and ends there');
+    } finally {
+      await dir.remove();
+    }
+  });
+
   it('takes a staged segment with mv only when it is a whole file of ours under its own name; anything else falls through to wal-fetch', async () => {
     const dir = await tempDir('pgstage');
     try {
