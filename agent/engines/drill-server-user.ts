@@ -1,5 +1,6 @@
 import { userInfo } from 'node:os';
 import { CairnError } from '../core/errors.ts';
+import { parentDeathSignalWorks } from '../process/death-signal.ts';
 import { ProcessError, run } from '../process/run.ts';
 
 /**
@@ -62,15 +63,9 @@ export function asUser(user: string | undefined): string[] {
   return user ? ['setpriv', `--reuid=${user}`, `--regid=${user}`, '--init-groups', '--no-new-privs', '--'] : [];
 }
 
-let deathSignalProbe: Promise<boolean> | undefined;
-
-/** Whether this host's setpriv takes --pdeathsig (util-linux 2.33 and later). Asked once per process. */
+/** Whether this host's setpriv takes --pdeathsig (process/death-signal.ts). */
 export function diesWithDrill(env: NodeJS.ProcessEnv): Promise<boolean> {
-  deathSignalProbe ??= run(['setpriv', '--pdeathsig', 'KILL', '--', 'true'], { env }).then(
-    () => true,
-    () => false,
-  );
-  return deathSignalProbe;
+  return parentDeathSignalWorks(env);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { diesWithThisProcess } from '../process/death-signal.ts';
 import { CairnError } from '../core/errors.ts';
 import { explainMysqlError, mysqlOptionFile, type MysqlConnection, type OptionFile } from '../process/mysql-option-file.ts';
 import { ProcessError, run } from '../process/run.ts';
@@ -95,12 +96,18 @@ export class BinlogSource {
     return join(dir, name);
   }
 
-  /** Streams from `first` on, file after file, until the connection ends or the signal stops it. */
-  stream(first: string, dir: string, signal: AbortSignal): Promise<unknown> {
-    return run(
+  /**
+   * Streams from `first` on, file after file, until the connection ends or the signal stops it. The
+   * client dies with this process, however it ends (`setpriv --pdeathsig KILL`, where the host's
+   * setpriv has it): after a SIGKILL of cairn, `--stop-never` kept it streaming, holding a
+   * replication connection and writing into a spool no one reads, until someone found it.
+   */
+  async stream(first: string, dir: string, signal: AbortSignal): Promise<unknown> {
+    const argv = await diesWithThisProcess(
       ['mariadb-binlog', ...this.optionFile.args, '--read-from-remote-server', '--raw', '--stop-never', `--result-file=${dir}/`, first],
-      { env: this.options.env, signal },
+      this.options.env,
     );
+    return run(argv, { env: this.options.env, signal });
   }
 }
 

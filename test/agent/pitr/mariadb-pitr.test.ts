@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -253,6 +253,42 @@ describe(
       follower.kill('SIGTERM');
       assert.equal(await followExit, 0, followErr);
       follower = undefined;
+
+      // SIGKILLed, --follow has no chance to stop its `mariadb-binlog --stop-never`: the kernel ends it (pdeathsig).
+      const killed = spawn(process.execPath, [CAIRN_BIN, 'binlog-push', '--follow', ...conn(s2)], {
+        env: { PATH: process.env.PATH ?? '', CAIRN_JSON: '1', ...env },
+        stdio: 'ignore',
+      });
+      follower = killed;
+      const streamOf = (parent: number): number | undefined => {
+        for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+          const stat = (() => {
+            try {
+              return readFileSync(`/proc/${pid}/stat`, 'latin1');
+            } catch {
+              return '';
+            }
+          })();
+          const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+          if (stat.includes('(mariadb-binlog)') && Number(fields[1]) === parent) return Number(pid);
+        }
+        return undefined;
+      };
+      let client: number | undefined;
+      for (let i = 0; i < 300 && client === undefined; i++) {
+        client = streamOf(killed.pid as number);
+        if (client === undefined) await sleep(100);
+      }
+      assert.ok(client !== undefined, 'the follower streams through mariadb-binlog');
+      killed.kill('SIGKILL');
+      follower = undefined;
+      let gone = false;
+      for (let i = 0; i < 100 && !gone; i++) {
+        gone = !existsSync(`/proc/${client}`) || readFileSync(`/proc/${client}/stat`, 'latin1').includes(') Z ');
+        if (!gone) await sleep(100);
+      }
+      if (!gone) process.kill(client, 'SIGKILL');
+      assert.ok(gone, 'mariadb-binlog ended with the SIGKILLed cairn, not left streaming for no one');
 
       const afterRenumbering = await archivedObjects(repoPath);
       for (const [key, hash] of before) assert.equal(afterRenumbering.get(key), hash, `${key} is untouched`);
