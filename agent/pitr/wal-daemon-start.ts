@@ -62,7 +62,13 @@ export async function acquireStartLock(spool: SpoolPaths, signal: AbortSignal): 
     signal.throwIfAborted();
     if (await answers(spool.socket)) return 'running';
     const held = await tryLockFile(spool.lock, { staleMs: STALE_LOCK_MS, mode: 0o600 });
-    if (held) return held;
+    if (held) {
+      // Checked again under the lock: the starter before may have brought its daemon up and let go of the lock
+      // between the check above and this one's taking it (a CI run caught two starters listening one after the other).
+      if (!(await answers(spool.socket))) return held;
+      await held.release();
+      return 'running';
+    }
     if (Date.now() > deadline)
       throw new CairnError('Cairn.Locked', `another WAL daemon has been starting for too long (lock ${spool.lock})`, {
         hint: `remove ${spool.lock} if no cairn wal-daemon is running`,

@@ -39,20 +39,25 @@ describe('the WAL daemon start lock', () => {
   it('lets one starter through at a time, and none once a daemon answers on the socket', async () => {
     const server = createServer();
     let inside = 0;
-    const outcomes = await Promise.all(
-      Array.from({ length: 3 }, async () => {
-        const held = await acquireStartLock(spool, AbortSignal.timeout(20_000));
-        if (held === 'running') return 'running';
-        inside++;
-        assert.equal(inside, 1, 'two starters went in at once');
-        // The starter brings its daemon up before it lets go: the others must find it, not start their own.
-        await new Promise<void>((resolve) => server.listen(spool.socket, resolve));
-        inside--;
-        await held.release();
-        return 'started';
-      }),
-    );
-    server.close();
-    assert.deepEqual(outcomes.sort(), ['running', 'running', 'started']);
+    try {
+      const outcomes = await Promise.all(
+        Array.from({ length: 3 }, async () => {
+          const held = await acquireStartLock(spool, AbortSignal.timeout(20_000));
+          if (held === 'running') return 'running';
+          inside++;
+          assert.equal(inside, 1, 'two starters went in at once');
+          // The starter brings its daemon up before it lets go: the others must find it, not start their own
+          // (also one that checked the socket just before, and takes the lock just after: acquireStartLock checks again).
+          await new Promise<void>((resolve) => server.listen(spool.socket, resolve));
+          inside--;
+          await held.release();
+          return 'started';
+        }),
+      );
+      assert.deepEqual(outcomes.sort(), ['running', 'running', 'started']);
+    } finally {
+      // Also on a failure: a server left listening keeps the test process, and the whole run, from ending.
+      server.close();
+    }
   });
 });
