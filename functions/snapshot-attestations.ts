@@ -1,8 +1,9 @@
 import { CairnError } from '../agent/core/errors.ts';
+import { ORCHESTRATION_PREFIX } from '../agent/core/layout.ts';
 import { INSTANCE_TAG_PREFIX, sourceOf } from '../agent/core/snapshot.ts';
 import type { RecordSeal } from '../agent/core/run-lease.ts';
 import type { Storage } from '../agent/core/storage.ts';
-import { hostRecordsPrefix } from './host-records.ts';
+import { hostRecordsPrefix, isInstanceId } from './host-records.ts';
 
 /**
  * Which instance made a snapshot of an `each` plan, by the control plane's word (docs/orchestration.md,
@@ -17,7 +18,9 @@ import { hostRecordsPrefix } from './host-records.ts';
  * for that instance (restore planning), and no sign of its freshness.
  */
 
-const ATTESTATION = /^orchestration\/hosts\/((?:i-[0-9a-f]{8,17}|mi-[0-9a-f]{17}))\/snapshots\/([0-9a-f]{64})$/;
+/** `<instance>/snapshots/<snapshot>` below the hosts' records; the instance id is checked by isInstanceId. */
+const ATTESTATION = /^([^/]+)\/snapshots\/([0-9a-f]{64})$/;
+const HOSTS_PREFIX = `${ORCHESTRATION_PREFIX}hosts/`;
 
 export function attestationKey(instanceId: string, snapshotId: string): string {
   return `${hostRecordsPrefix(instanceId)}snapshots/${snapshotId}`;
@@ -45,9 +48,9 @@ export async function attestedInstances(
 ): Promise<Map<string, string>> {
   const found = new Map<string, string>();
   const conflicting = new Set<string>();
-  for await (const object of storage.list('orchestration/hosts/')) {
-    const match = ATTESTATION.exec(object.key);
-    if (!match) continue;
+  for await (const object of storage.list(HOSTS_PREFIX)) {
+    const match = ATTESTATION.exec(object.key.slice(HOSTS_PREFIX.length));
+    if (!match || !isInstanceId(match[1] as string)) continue;
     const [, instanceId, snapshotId] = match as unknown as [string, string, string];
     if (seal && !(await sealed(storage, seal, object.key, instanceId, snapshotId))) {
       warn?.(`${object.key} was ignored: its seal does not verify, so the control plane did not write it`);

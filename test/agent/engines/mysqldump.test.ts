@@ -47,23 +47,26 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     await work?.remove();
   });
 
+  /** The mysqldump engine's flags for this server, as `user`, dumping `database`. */
+  const mysqldumpFlags = (user: string, database: string): string[] => [
+    '--engine',
+    'mysqldump',
+    '--db-host',
+    '127.0.0.1',
+    '--db-port',
+    String(server.port),
+    '--db-user',
+    user,
+    '--db-name',
+    database,
+  ];
+
   it('backs up, records binlog coordinates, dedupes the second dump, restores the first into a fresh server and the second under another name', async () => {
     load(server, 'shop', 1);
     const before = checksums(server, 'shop');
     const viewBefore = server.sql('SELECT COUNT(*), SUM(total) FROM big_spenders', 'shop');
     assert.ok(Number(viewBefore.split('\t')[0]) > 0);
-    const conn = [
-      '--engine',
-      'mysqldump',
-      '--db-host',
-      '127.0.0.1',
-      '--db-port',
-      String(server.port),
-      '--db-user',
-      server.user,
-      '--db-name',
-      'shop',
-    ];
+    const conn = mysqldumpFlags(server.user, 'shop');
     const first = await runCli(['backup', ...conn], env);
     assert.equal(first.code, 0, first.stderr);
     const summary = lastOfType(first, 'summary') as {
@@ -155,18 +158,7 @@ describe('mysqldump engine against a real MariaDB server', { skip }, () => {
     );
     const file = join(work.path, 'odd-password');
     await writeFile(file, `${password}\n`, { mode: 0o600 });
-    const conn = [
-      '--engine',
-      'mysqldump',
-      '--db-host',
-      '127.0.0.1',
-      '--db-port',
-      String(server.port),
-      '--db-user',
-      'odd',
-      '--db-name',
-      'tiny',
-    ];
+    const conn = mysqldumpFlags('odd', 'tiny');
     const noDbPassword = Object.fromEntries(Object.entries(env).filter(([name]) => name !== 'CAIRN_DB_PASSWORD'));
     const backedUp = await runCli(['backup', ...conn, '--db-password-file', file], noDbPassword);
     assert.equal(backedUp.code, 0, backedUp.stderr);
